@@ -1,0 +1,55 @@
+// Every error Turquoise raises on purpose carries a code. The CLI maps codes to exit codes here,
+// in one place; nothing else calls process.exit with a number of its own.
+
+export const EXIT_CODES = {
+  OK: 0,
+  INTERNAL: 1,
+  USAGE: 2,
+  SPEC_INVALID: 3,
+  NOT_FOUND: 4,
+  LOCKED: 5,
+  DEPLOY_FAILED: 6,
+  AGENT_UNREACHABLE: 7,
+  UNAUTHORIZED: 8,
+  CONFLICT: 9,
+} as const;
+
+export type ErrorCode = keyof typeof EXIT_CODES;
+
+export interface ErrorDetail {
+  file?: string;
+  line?: number;
+  column?: number;
+  path?: string;
+  message: string;
+}
+
+export class TurquoiseError extends Error {
+  readonly code: ErrorCode;
+  readonly details: ErrorDetail[];
+  readonly data: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, opts: { details?: ErrorDetail[]; data?: Record<string, unknown>; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = "TurquoiseError";
+    this.code = code;
+    this.details = opts.details ?? [];
+    this.data = opts.data ?? {};
+  }
+
+  get exitCode(): number {
+    return EXIT_CODES[this.code];
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, details: this.details, ...this.data };
+  }
+}
+
+export function isTurquoiseError(e: unknown): e is TurquoiseError {
+  return e instanceof TurquoiseError;
+}
+
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

@@ -1,0 +1,69 @@
+// The normalized spec: what the loader returns after schema validation and rules. Durations are
+// milliseconds here (the YAML has strings such as "500ms").
+
+export interface HealthSpec {
+  /** HTTP path checked with GET; passing on 2xx, warning on 429, critical otherwise (Consul's meaning). */
+  http?: string;
+  /** TCP connect check when true (and no http path). */
+  tcp?: boolean;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Consecutive successes before an instance turns passing (Consul: success_before_passing). */
+  successBeforePassing: number;
+  /** Consecutive failures before an instance turns critical (Consul: failures_before_critical). */
+  failuresBeforeCritical: number;
+}
+
+export type SmokeSpec =
+  | { name: string; http: { path: string; method: string; expectStatus: number; expectBody?: string; headers: Record<string, string> }; timeoutMs: number }
+  | { name: string; command: string[]; timeoutMs: number };
+
+export interface RouteSpec {
+  host?: string;
+  pathPrefix: string;
+}
+
+export interface ServiceSpec {
+  name: string;
+  runtime: "process";
+  command: string[];
+  /** May contain "{release}"; resolved against the spec file's directory. */
+  cwd: string;
+  env: Record<string, string>;
+  replicas: number;
+  route: RouteSpec;
+  health: HealthSpec;
+  smoke: SmokeSpec[];
+  deployTimeoutMs: number;
+  drainTimeoutMs: number;
+  stopTimeoutMs: number;
+  keepPreviousMs: number;
+}
+
+export interface Spec {
+  /** Absolute path of the file the spec was read from. */
+  file: string;
+  /** Directory that relative paths in the spec are resolved against. */
+  dir: string;
+  agent: { host: string; port: number };
+  proxy: { host: string; port: number };
+  state: { driver: "sqlite" | "memory"; path: string };
+  /** Where pid files, logs, the token and the proxy's saved table live. */
+  stateDir: string;
+  services: Record<string, ServiceSpec>;
+}
+
+export interface SpecProblem {
+  file: string;
+  line?: number;
+  column?: number;
+  /** Dotted path to the key, e.g. "services.books.health.interval". */
+  path: string;
+  message: string;
+}
+
+export interface LoadResult {
+  spec?: Spec;
+  errors: SpecProblem[];
+  warnings: SpecProblem[];
+}
