@@ -1,0 +1,80 @@
+// books-service: the example app used by the demo, the tests and the benchmarks.
+// It keeps the app contract from DESIGN.md: listen on PORT, answer the health path, and on
+// SIGTERM finish in-flight work, then exit. Books live in a JSON-lines file that blue and green
+// share (BOOKS_FILE), standing in for the shared database until migrations arrive.
+import http from "node:http";
+import fs from "node:fs";
+import path from "node:path";
+
+const MAX_BODY_BYTES = 64 * 1024;
+
+export function serve({ release, shape }) {
+  const port = Number(process.env.PORT ?? 3000);
+  const host = process.env.HOST ?? "127.0.0.1";
+  const booksFile = process.env.BOOKS_FILE ?? path.resolve("books.jsonl");
+  const slot = process.env.TURQUOISE_SLOT ?? "none";
+  const name = process.env.TURQUOISE_RELEASE ?? release;
+  let shuttingDown = false;
+
+  // Reads only what other instances appended since the last call, so GET stays cheap as the file grows.
+  const books = [];
+  let offset = 0;
+  const readBooks = () => {
+    let fd;
+    try { fd = fs.openSync(booksFile, "r"); } catch (e) { if (e.code === "ENOENT") return books; throw e; }
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size > offset) {
+        const buf = Buffer.alloc(size - offset);
+        fs.readSync(fd, buf, 0, buf.length, offset);
+        const end = buf.lastIndexOf(10) + 1; // only complete lines
+        for (const line of buf.subarray(0, end).toString("utf8").split("\n")) if (line) books.push(JSON.parse(line));
+        offset += end;
+      }
+    } finally { fs.closeSync(fd); }
+    return books;
+  };
+  const page = () => { const all = readBooks(); return { count: all.length, books: all.slice(-20).map(shape) }; };
+
+  const send = (res, status, body) => {
+    const json = JSON.stringify({ release: name, slot, ...body });
+    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(json), "x-release": name });
+    res.end(json);
+  };
+
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    if (url.pathname === "/health") return send(res, shuttingDown ? 503 : 200, { status: shuttingDown ? "stopping" : "ok" });
+    if (url.pathname === "/api/v1/slow") {
+      const ms = Math.min(Number(url.searchParams.get("ms") ?? 200), 30_000);
+      return setTimeout(() => send(res, 200, { sleptMs: ms }), ms);
+    }
+    if (url.pathname !== "/api/v1/books") return send(res, 404, { error: "not found" });
+    if (req.method === "GET") return send(res, 200, page());
+    if (req.method !== "POST") return send(res, 405, { error: "method not allowed" });
+    const chunks = [];
+    let size = 0;
+    req.on("data", (c) => { size += c.length; if (size <= MAX_BODY_BYTES) chunks.push(c); });
+    req.on("end", () => {
+      if (size > MAX_BODY_BYTES) return send(res, 413, { error: "body too large" });
+      let book;
+      try { book = JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}"); } catch { return send(res, 400, { error: "body is not JSON" }); }
+      if (typeof book.title !== "string" || book.title === "") return send(res, 400, { error: "title (string) is required" });
+      const record = { id: `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`, title: book.title, author: String(book.author ?? "") };
+      // One appendFileSync per book: a single write() of a short line is atomic, so both slots can append safely.
+      fs.appendFileSync(booksFile, JSON.stringify(record) + "\n");
+      send(res, 201, { book: shape(record) });
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+
+  process.on("SIGTERM", () => {
+    shuttingDown = true;
+    // Stop accepting, drop idle keep-alive sockets, let in-flight requests finish, then exit.
+    server.close(() => process.exit(0));
+    server.closeIdleConnections();
+    setInterval(() => server.closeIdleConnections(), 100).unref();
+  });
+
+  server.listen(port, host, () => console.log(`books-service ${name} (${slot}) listening on ${host}:${port}`));
+}
