@@ -1,0 +1,131 @@
+// Checks that need the whole normalized spec rather than one field. Each rule is small, has its own
+// severity and its own test; the loader runs them all after the schema has passed.
+
+import type { ServiceSpec, Spec, SpecProblem } from "./types.js";
+
+/** A step into the YAML: a mapping key or a list index. */
+export type PathSegment = string | number;
+
+export type Severity = "error" | "warning";
+
+export interface RuleContext {
+  /** A problem located at the key of `path` in the file, or at its nearest ancestor when the key was left to its default. */
+  at(path: PathSegment[], message: string): SpecProblem;
+}
+
+export interface SpecRule {
+  name: string;
+  severity: Severity;
+  check(spec: Spec, ctx: RuleContext): SpecProblem[];
+}
+
+function services(spec: Spec): ServiceSpec[] {
+  return Object.values(spec.services);
+}
+
+// "/api/" and "/api" match the same requests, so they claim the same route.
+function routeKey(svc: ServiceSpec): string {
+  const path = svc.route.pathPrefix.length > 1 ? svc.route.pathPrefix.replace(/\/+$/, "") : svc.route.pathPrefix;
+  return `${svc.route.host ?? ""}${path}`;
+}
+
+function isWildcard(host: string): boolean {
+  return host === "0.0.0.0" || host === "::";
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+export const duplicateRoute: SpecRule = {
+  name: "duplicate-route",
+  severity: "error",
+  check(spec, ctx) {
+    const owners = new Map<string, string>();
+    const problems: SpecProblem[] = [];
+    for (const svc of services(spec)) {
+      const key = routeKey(svc);
+      const owner = owners.get(key);
+      if (owner === undefined) {
+        owners.set(key, svc.name);
+        continue;
+      }
+      problems.push(ctx.at(["services", svc.name, "route"], `services "${owner}" and "${svc.name}" both claim the route ${key}: the proxy could not tell which one a request is for`));
+    }
+    return problems;
+  },
+};
+
+export const sameListen: SpecRule = {
+  name: "same-listen",
+  severity: "error",
+  check(spec, ctx) {
+    const { agent, proxy } = spec;
+    if (agent.port !== proxy.port) return [];
+    // A wildcard address takes the port on every interface, loopback included.
+    if (agent.host !== proxy.host && !isWildcard(agent.host) && !isWildcard(proxy.host)) return [];
+    return [ctx.at(["proxy", "listen"], `the agent and the proxy both listen on port ${proxy.port}: give them different ports`)];
+  },
+};
+
+export const agentOnLoopback: SpecRule = {
+  name: "agent-on-loopback",
+  severity: "warning",
+  check(spec, ctx) {
+    if (isLoopback(spec.agent.host)) return [];
+    return [ctx.at(["agent", "listen"], `the agent API listens on ${spec.agent.host}, which is not loopback: keep it on 127.0.0.1 and reach it over SSH when you need it remotely`)];
+  },
+};
+
+export const healthTimeoutOverInterval: SpecRule = {
+  name: "health-timeout-over-interval",
+  severity: "warning",
+  check(spec, ctx) {
+    return services(spec)
+      .filter((svc) => svc.health.timeoutMs > svc.health.intervalMs)
+      .map((svc) =>
+        ctx.at(["services", svc.name, "health", "timeout"], `health timeout (${svc.health.timeoutMs}ms) is longer than the interval (${svc.health.intervalMs}ms): a slow check would still be running when the next one starts`),
+      );
+  },
+};
+
+export const healthIntervalOverDeployTimeout: SpecRule = {
+  name: "health-interval-over-deploy-timeout",
+  severity: "error",
+  check(spec, ctx) {
+    return services(spec)
+      .filter((svc) => svc.health.intervalMs > svc.deployTimeoutMs)
+      .map((svc) =>
+        ctx.at(["services", svc.name, "health", "interval"], `health interval (${svc.health.intervalMs}ms) is longer than deploy_timeout (${svc.deployTimeoutMs}ms): a deploy would time out before it could see the new instances pass`),
+      );
+  },
+};
+
+export const cwdWithoutRelease: SpecRule = {
+  name: "cwd-without-release",
+  severity: "warning",
+  check(spec, ctx) {
+    return services(spec)
+      .filter((svc) => !svc.cwd.includes("{release}"))
+      .map((svc) => ctx.at(["services", svc.name, "cwd"], `cwd has no {release}: every release would run from the same directory, so blue and green would run the same code`));
+  },
+};
+
+export const SPEC_RULES: readonly SpecRule[] = [
+  duplicateRoute,
+  sameListen,
+  agentOnLoopback,
+  healthTimeoutOverInterval,
+  healthIntervalOverDeployTimeout,
+  cwdWithoutRelease,
+];
+
+export function runRules(spec: Spec, ctx: RuleContext, rules: readonly SpecRule[] = SPEC_RULES): { errors: SpecProblem[]; warnings: SpecProblem[] } {
+  const errors: SpecProblem[] = [];
+  const warnings: SpecProblem[] = [];
+  for (const rule of rules) {
+    const found = rule.check(spec, ctx);
+    (rule.severity === "error" ? errors : warnings).push(...found);
+  }
+  return { errors, warnings };
+}

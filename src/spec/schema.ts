@@ -1,0 +1,195 @@
+// The JSON Schema of turquoise.yml. The loader validates with it, and editors that know JSON Schema
+// (the YAML language server) show its descriptions as hover help, so every property has one.
+
+import { DURATION_PATTERN } from "../util/duration.js";
+
+export const SERVICE_NAME_PATTERN = "^[a-z][a-z0-9-]{0,62}$";
+// Ports 1-65535 spelled out as a regex, so that editors flag a bad port as they do any other bad value.
+const PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
+export const LISTEN_PATTERN = `^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):${PORT}$`;
+export const HOST_PATTERN = "^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$";
+export const URL_PATH_PATTERN = "^/";
+export const ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$";
+
+// Defaults live here once: the schema shows them to editors and the loader applies them.
+export const DEFAULT_AGENT_LISTEN = "127.0.0.1:4700";
+export const DEFAULT_PROXY_LISTEN = "127.0.0.1:8080";
+export const DEFAULT_STATE_DRIVER = "sqlite";
+export const DEFAULT_STATE_DIR = ".turquoise";
+export const DEFAULT_STATE_FILE = "state.db";
+export const DEFAULT_RUNTIME = "process";
+export const DEFAULT_REPLICAS = 1;
+export const DEFAULT_ROUTE_PATH = "/";
+export const DEFAULT_HEALTH_INTERVAL = "1s";
+export const DEFAULT_HEALTH_TIMEOUT = "1s";
+export const DEFAULT_SUCCESS_BEFORE_PASSING = 1;
+export const DEFAULT_FAILURES_BEFORE_CRITICAL = 2;
+export const DEFAULT_SMOKE_METHOD = "GET";
+export const DEFAULT_SMOKE_EXPECT_STATUS = 200;
+export const DEFAULT_SMOKE_TIMEOUT = "10s";
+export const DEFAULT_DEPLOY_TIMEOUT = "30s";
+export const DEFAULT_DRAIN_TIMEOUT = "10s";
+export const DEFAULT_STOP_TIMEOUT = "10s";
+export const DEFAULT_KEEP_PREVIOUS = "0s";
+
+function duration(description: string, fallback: string) {
+  return { type: "string", pattern: DURATION_PATTERN, default: fallback, description: `${description} A number and a unit: "500ms", "10s", "5m", "1h".` };
+}
+
+function listen(description: string, fallback: string) {
+  return {
+    type: "object",
+    additionalProperties: false,
+    description,
+    properties: {
+      listen: { type: "string", pattern: LISTEN_PATTERN, default: fallback, description: `host:port to listen on, port 1 to 65535. Default ${fallback}.` },
+    },
+  };
+}
+
+const ARGV = {
+  type: "array",
+  minItems: 1,
+  items: { type: "string", minLength: 1 },
+};
+
+export const SPEC_JSON_SCHEMA = {
+  $schema: "http://json-schema.org/draft-07/schema#",
+  title: "turquoise.yml",
+  description: "Turquoise deployment spec: the services it runs and how it deploys them with zero downtime.",
+  type: "object",
+  additionalProperties: false,
+  required: ["version", "services"],
+  properties: {
+    version: { const: 1, description: "Spec format version. Always 1." },
+    agent: listen("The agent (control plane) and its HTTP API. Keep it on loopback: the CLI talks to it locally.", DEFAULT_AGENT_LISTEN),
+    proxy: listen("The proxy (data plane) that routes traffic to the live slot of each service.", DEFAULT_PROXY_LISTEN),
+    state: {
+      type: "object",
+      additionalProperties: false,
+      description: "Where Turquoise keeps its state: live slots, releases, locks, history.",
+      properties: {
+        driver: { enum: ["sqlite", "memory"], default: DEFAULT_STATE_DRIVER, description: "sqlite keeps state in a file across restarts; memory forgets it when the agent stops (tests, demos)." },
+        path: { type: "string", minLength: 1, description: `SQLite file, relative to the spec file's directory. Default <state_dir>/${DEFAULT_STATE_FILE}.` },
+      },
+    },
+    state_dir: {
+      type: "string",
+      minLength: 1,
+      default: DEFAULT_STATE_DIR,
+      description: "Directory for pid files, logs, the API token and the proxy's saved route table, relative to the spec file's directory.",
+    },
+    services: {
+      type: "object",
+      minProperties: 1,
+      description: "The services to deploy, by name.",
+      propertyNames: { pattern: SERVICE_NAME_PATTERN },
+      additionalProperties: { $ref: "#/definitions/service" },
+    },
+  },
+  definitions: {
+    service: {
+      type: "object",
+      additionalProperties: false,
+      description: "One HTTP service, run as blue and green slots behind the proxy.",
+      required: ["command", "cwd", "route", "health"],
+      properties: {
+        runtime: { enum: ["process"], default: DEFAULT_RUNTIME, description: "How instances run. process: local child processes." },
+        command: {
+          ...ARGV,
+          description: 'Command that starts one instance, as an argv array: ["node", "server.js"]. No shell is involved; write ["sh", "-c", "..."] if you want one. The instance must listen on $PORT.',
+        },
+        cwd: {
+          type: "string",
+          minLength: 1,
+          description: "Working directory of an instance, relative to the spec file's directory. {release} is replaced by the release being deployed.",
+        },
+        env: {
+          type: "object",
+          description: "Environment variables given to every instance, on top of PORT and TURQUOISE_*. Numbers and booleans become strings.",
+          propertyNames: { pattern: ENV_NAME_PATTERN },
+          additionalProperties: { type: ["string", "number", "boolean"] },
+        },
+        replicas: { type: "integer", minimum: 1, default: DEFAULT_REPLICAS, description: "Instances per slot." },
+        route: {
+          type: "object",
+          additionalProperties: false,
+          description: "Which requests the proxy sends to this service: a host, a path prefix, or both.",
+          anyOf: [{ required: ["host"] }, { required: ["path"] }],
+          properties: {
+            host: { type: "string", pattern: HOST_PATTERN, description: "Host header to match, without scheme or port: books.localhost." },
+            path: { type: "string", pattern: URL_PATH_PATTERN, default: DEFAULT_ROUTE_PATH, description: "Path prefix to match, starting with /." },
+          },
+        },
+        health: {
+          type: "object",
+          additionalProperties: false,
+          description: "Health check for every instance (Consul's names and meanings). Set exactly one of http or tcp.",
+          oneOf: [{ required: ["http"] }, { required: ["tcp"] }],
+          properties: {
+            http: { type: "string", pattern: URL_PATH_PATTERN, description: "Path checked with GET: passing on 2xx, warning on 429, critical otherwise." },
+            tcp: { const: true, description: "Check only that the port accepts TCP connections." },
+            interval: duration("Time between checks.", DEFAULT_HEALTH_INTERVAL),
+            timeout: duration("How long one check may take.", DEFAULT_HEALTH_TIMEOUT),
+            success_before_passing: {
+              type: "integer",
+              minimum: 1,
+              default: DEFAULT_SUCCESS_BEFORE_PASSING,
+              description: "Consecutive successful checks before an instance turns passing.",
+            },
+            failures_before_critical: {
+              type: "integer",
+              minimum: 1,
+              default: DEFAULT_FAILURES_BEFORE_CRITICAL,
+              description: "Consecutive failed checks before an instance turns critical and leaves rotation.",
+            },
+          },
+        },
+        smoke: {
+          type: "array",
+          description: "Checks run against the new slot before traffic flips to it. Any failure aborts the deploy.",
+          items: { $ref: "#/definitions/smoke" },
+        },
+        deploy_timeout: duration("How long new instances have to turn healthy.", DEFAULT_DEPLOY_TIMEOUT),
+        drain_timeout: duration("How long in-flight requests on the old slot have to finish after the flip.", DEFAULT_DRAIN_TIMEOUT),
+        stop_timeout: duration("How long an instance has to exit after SIGTERM before it gets SIGKILL.", DEFAULT_STOP_TIMEOUT),
+        keep_previous: duration("How long the old slot stays warm after the drain for an instant rollback. 0s stops it at once.", DEFAULT_KEEP_PREVIOUS),
+      },
+    },
+    smoke: {
+      type: "object",
+      additionalProperties: false,
+      description: "One smoke check. Set exactly one of http or command.",
+      oneOf: [{ required: ["http"] }, { required: ["command"] }],
+      properties: {
+        name: { type: "string", minLength: 1, description: "Name shown in deploy output. Default: the method and path, or the command." },
+        http: {
+          type: "object",
+          additionalProperties: false,
+          description: "An HTTP request sent to one new instance.",
+          required: ["path"],
+          properties: {
+            path: { type: "string", pattern: URL_PATH_PATTERN, description: "Request path, starting with /." },
+            method: {
+              enum: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+              default: DEFAULT_SMOKE_METHOD,
+              description: "HTTP method.",
+            },
+            expect_status: { type: "integer", minimum: 100, maximum: 599, default: DEFAULT_SMOKE_EXPECT_STATUS, description: "Status code the response must have." },
+            expect_body: { type: "string", description: "Text the response body must contain." },
+            headers: {
+              type: "object",
+              description: "Request headers.",
+              additionalProperties: { type: "string" },
+            },
+          },
+        },
+        command: {
+          ...ARGV,
+          description: 'A command that must exit 0, as an argv array. {host} and {port} are replaced by the new instance\'s address: ["curl", "-fsS", "http://{host}:{port}/health"].',
+        },
+        timeout: duration("How long the check may take.", DEFAULT_SMOKE_TIMEOUT),
+      },
+    },
+  },
+} as const;

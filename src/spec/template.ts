@@ -1,0 +1,101 @@
+// The spec `turquoise init` writes. Every key is present with its default and a comment, so the
+// file doubles as the reference; a test keeps it valid.
+
+import { TurquoiseError } from "../errors.js";
+import { SERVICE_NAME_PATTERN } from "./schema.js";
+
+export interface StarterOptions {
+  service?: string;
+  cwd?: string;
+  command?: string[];
+}
+
+export function starterSpec(opts: StarterOptions = {}): string {
+  const service = opts.service ?? "web";
+  const cwd = opts.cwd ?? "releases/{release}";
+  const command = opts.command ?? ["node", "server.js"];
+  if (!new RegExp(SERVICE_NAME_PATTERN).test(service)) {
+    throw new TurquoiseError("USAGE", `invalid service name "${service}": use lowercase letters, digits and dashes, starting with a letter`);
+  }
+  if (command.length === 0) throw new TurquoiseError("USAGE", "the command must have at least one word");
+  // JSON strings and arrays are valid YAML, and quoting them keeps any character safe.
+  const q = (value: string) => JSON.stringify(value);
+  return `# turquoise.yml: what Turquoise runs and how it deploys it with zero downtime.
+# Durations are a number and a unit: 500ms, 10s, 5m, 1h.
+# Relative paths are relative to this file's directory.
+
+# Spec format version.
+version: 1
+
+# The agent (control plane) and its HTTP API, which the CLI talks to. Keep it on loopback.
+agent:
+  listen: "127.0.0.1:4700"
+
+# The proxy (data plane) that sends each request to the live slot of its service.
+# Use 0.0.0.0:<port> to serve other machines.
+proxy:
+  listen: "127.0.0.1:8080"
+
+# Where Turquoise records live slots, releases, locks and history.
+# driver: sqlite keeps it in a file; memory forgets it when the agent stops.
+state:
+  driver: sqlite
+  path: .turquoise/state.db
+
+# Pid files, logs, the API token and the proxy's saved route table.
+state_dir: .turquoise
+
+services:
+  # The service name: lowercase letters, digits and dashes.
+  ${service}:
+    # How instances run. process: child processes of the agent.
+    runtime: process
+    # Starts one instance. An argv array, never run through a shell
+    # (write ["sh", "-c", "..."] if you need one). The instance must listen on $PORT.
+    command: [${command.map(q).join(", ")}]
+    # Working directory of an instance. {release} becomes the release being deployed,
+    # so blue and green each run their own copy.
+    cwd: ${q(cwd)}
+    # Extra environment, on top of PORT and TURQUOISE_SERVICE/SLOT/RELEASE/API.
+    env:
+      NODE_ENV: production
+    # Instances per slot.
+    replicas: 1
+    # Which requests the proxy sends here: a host, a path prefix, or both.
+    route:
+      host: ${q(`${service}.localhost`)}
+      path: /
+    # Checks every instance; it joins traffic when passing, leaves it when critical.
+    health:
+      # GET this path: 2xx is passing, 429 warning, anything else critical. Or write tcp: true.
+      http: /health
+      # Time between checks, and how long one check may take.
+      interval: 1s
+      timeout: 1s
+      # Consecutive successes before passing, and failures before critical.
+      success_before_passing: 1
+      failures_before_critical: 2
+    # Run against the new slot before traffic flips to it; any failure aborts the deploy.
+    # Each item is an http request or a command, for example
+    #   - command: ["curl", "-fsS", "http://{host}:{port}/health"]
+    # where {host} and {port} name the new instance. An http item may also set
+    # expect_body (text the body must contain) and headers (a mapping of request headers).
+    smoke:
+      - name: health answers
+        http:
+          path: /health
+          method: GET
+          expect_status: 200
+        timeout: 5s
+    # How long new instances have to turn healthy.
+    deploy_timeout: 30s
+    # How long in-flight requests on the old slot have to finish after the flip.
+    drain_timeout: 10s
+    # How long an instance has to exit after SIGTERM before SIGKILL.
+    stop_timeout: 10s
+    # Keep the old slot running this long for an instant rollback; 0s stops it after the drain.
+    keep_previous: 0s
+`;
+}
+
+export const STARTER_SPEC = starterSpec();

@@ -1,0 +1,159 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { loadSpecText } from "../../src/spec/loader.js";
+import { runRules, SPEC_RULES, type SpecRule } from "../../src/spec/rules.js";
+import type { SpecProblem } from "../../src/spec/types.js";
+
+const FILE = "/srv/app/turquoise.yml";
+
+function load(...lines: string[]) {
+  return loadSpecText(lines.join("\n") + "\n", FILE);
+}
+
+function only(problems: SpecProblem[]): SpecProblem {
+  assert.equal(problems.length, 1, JSON.stringify(problems, null, 2));
+  return problems[0]!;
+}
+
+// A valid service in 5 lines, named and routed by the caller.
+function service(name: string, route: string, extra: string[] = []): string[] {
+  return [
+    `  ${name}:`,
+    "    command: [node, server.js]",
+    "    cwd: releases/{release}",
+    `    route: ${route}`,
+    "    health: { http: /health }",
+    ...extra,
+  ];
+}
+
+describe("rule: duplicate-route", () => {
+  it("is an error naming both services, at the second route", () => {
+    const { spec, errors } = load(
+      "version: 1",
+      "services:",
+      ...service("books", "{ host: books.localhost, path: /api }"),
+      ...service("authors", "{ host: BOOKS.localhost, path: /api/ }"),
+    );
+    assert.equal(spec, undefined);
+    const e = only(errors);
+    assert.deepEqual([e.line, e.column, e.path], [11, 5, "services.authors.route"]);
+    assert.match(e.message, /"books" and "authors" both claim the route books\.localhost\/api/);
+  });
+
+  it("allows the same path on different hosts, and different paths on one host", () => {
+    const { errors } = load(
+      "version: 1",
+      "services:",
+      ...service("books", "{ host: books.localhost, path: /api }"),
+      ...service("authors", "{ host: authors.localhost, path: /api }"),
+      ...service("search", "{ host: books.localhost, path: /search }"),
+    );
+    assert.deepEqual(errors, []);
+  });
+});
+
+describe("rule: same-listen", () => {
+  it("is an error when the agent and the proxy share an address", () => {
+    const { errors } = load("version: 1", "agent: { listen: '127.0.0.1:9000' }", "proxy: { listen: '127.0.0.1:9000' }", "services:", ...service("books", "{ path: / }"));
+    const e = only(errors);
+    assert.deepEqual([e.line, e.column, e.path], [3, 10, "proxy.listen"]);
+    assert.match(e.message, /both listen on port 9000/);
+  });
+
+  it("counts a wildcard address as every address", () => {
+    const { errors } = load("version: 1", "proxy:", "  listen: '0.0.0.0:4700'", "services:", ...service("books", "{ path: / }"));
+    assert.deepEqual([only(errors).line, errors[0]!.path], [3, "proxy.listen"]);
+  });
+
+  it("allows the same port on two different interfaces", () => {
+    const { errors } = load("version: 1", "agent: { listen: '127.0.0.1:9000' }", "proxy: { listen: '127.0.0.2:9000' }", "services:", ...service("books", "{ path: / }"));
+    assert.deepEqual(errors, []);
+  });
+});
+
+describe("rule: agent-on-loopback", () => {
+  it("warns when the agent API listens beyond loopback", () => {
+    const { spec, errors, warnings } = load("version: 1", "agent:", "  listen: '0.0.0.0:4700'", "services:", ...service("books", "{ path: / }"));
+    assert.deepEqual(errors, []);
+    assert.ok(spec, "a warning does not stop the spec from loading");
+    const w = only(warnings);
+    assert.deepEqual([w.line, w.column, w.path], [3, 3, "agent.listen"]);
+    assert.match(w.message, /not loopback/);
+  });
+
+  it("accepts every loopback spelling, and a public proxy", () => {
+    for (const listen of ["127.0.0.1:4700", "127.1.2.3:4700", "localhost:4700", "[::1]:4700"]) {
+      const { warnings } = load("version: 1", `agent: { listen: '${listen}' }`, "proxy: { listen: '0.0.0.0:80' }", "services:", ...service("books", "{ path: / }"));
+      assert.deepEqual(warnings, [], listen);
+    }
+  });
+});
+
+describe("rule: health-timeout-over-interval", () => {
+  it("warns at the timeout", () => {
+    const { errors, warnings } = load(
+      "version: 1",
+      "services:",
+      ...service("books", "{ path: / }", ["    deploy_timeout: 1m"]).map((l) => l.replace("{ http: /health }", "{ http: /health, interval: 2s, timeout: 5s }")),
+    );
+    assert.deepEqual(errors, []);
+    const w = only(warnings);
+    assert.deepEqual([w.line, w.path], [7, "services.books.health.timeout"]);
+    assert.match(w.message, /timeout \(5000ms\) is longer than the interval \(2000ms\)/);
+  });
+});
+
+describe("rule: health-interval-over-deploy-timeout", () => {
+  it("is an error at the interval", () => {
+    const { spec, errors } = load(
+      "version: 1",
+      "services:",
+      "  books:",
+      "    command: [node, server.js]",
+      "    cwd: releases/{release}",
+      "    route: { path: / }",
+      "    health:",
+      "      http: /health",
+      "      interval: 1m",
+      "      timeout: 1s",
+    );
+    assert.equal(spec, undefined);
+    const e = only(errors);
+    assert.deepEqual([e.line, e.column, e.path], [9, 7, "services.books.health.interval"]);
+    assert.match(e.message, /interval \(60000ms\) is longer than deploy_timeout \(30000ms\)/);
+  });
+
+  it("points at the health key when the interval is the default", () => {
+    const { errors } = load("version: 1", "services:", ...service("books", "{ path: / }", ["    deploy_timeout: 500ms"]));
+    assert.deepEqual([only(errors).line, errors[0]!.column, errors[0]!.path], [7, 5, "services.books.health.interval"]);
+  });
+});
+
+describe("rule: cwd-without-release", () => {
+  it("warns at the cwd", () => {
+    const { errors, warnings } = load("version: 1", "services:", ...service("books", "{ path: / }").map((l) => l.replace("releases/{release}", "app")));
+    assert.deepEqual(errors, []);
+    const w = only(warnings);
+    assert.deepEqual([w.line, w.column, w.path], [5, 5, "services.books.cwd"]);
+    assert.match(w.message, /same directory/);
+  });
+});
+
+describe("runRules", () => {
+  it("sorts each rule's problems by the rule's severity", () => {
+    const { spec } = load("version: 1", "services:", ...service("books", "{ path: / }"));
+    const at = (path: (string | number)[], message: string): SpecProblem => ({ file: FILE, path: path.join("."), message });
+    const loud: SpecRule = { name: "loud", severity: "error", check: (_spec, ctx) => [ctx.at(["services"], "bad")] };
+    const quiet: SpecRule = { name: "quiet", severity: "warning", check: (_spec, ctx) => [ctx.at(["agent"], "hmm")] };
+    assert.deepEqual(runRules(spec!, { at }, [loud, quiet]), {
+      errors: [{ file: FILE, path: "services", message: "bad" }],
+      warnings: [{ file: FILE, path: "agent", message: "hmm" }],
+    });
+  });
+
+  it("has uniquely named rules", () => {
+    const names = SPEC_RULES.map((r) => r.name);
+    assert.equal(new Set(names).size, names.length);
+  });
+});
