@@ -1,0 +1,205 @@
+// The agent (control plane): state, runtime, proxy, orchestrator, health monitor and the HTTP API,
+// put together. It adopts what an earlier agent left running and finishes or undoes its flows.
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { TurquoiseError } from "./errors.js";
+import { createApi } from "./api/server.js";
+import { ensureToken } from "./api/token.js";
+import { Fleet } from "./deploy/fleet.js";
+import { Orchestrator } from "./deploy/orchestrator.js";
+import { Records } from "./deploy/records.js";
+import { waitHealthy } from "./health/checks.js";
+import { HealthMonitor } from "./heal/monitor.js";
+import { connectProxy, spawnProxy, stopProxy } from "./proxy/builtin.js";
+import type { Proxy } from "./proxy/contract.js";
+import { ProcessRuntime } from "./runtime/process.js";
+import { SLOTS } from "./runtime/contract.js";
+import type { Spec } from "./spec/types.js";
+import type { Store } from "./state/contract.js";
+import { openStore } from "./state/index.js";
+
+export const AGENT_FILE = "agent.json";
+
+export interface AgentInfo {
+  pid: number;
+  api: { host: string; port: number };
+  proxy: { host: string; port: number; pid: number };
+  startedAt: number;
+}
+
+export type AgentLog = (line: string) => void;
+
+export class Agent {
+  private server?: http.Server;
+  private closing?: Promise<void>;
+  private resolveClosed!: () => void;
+  /** Resolves once close() has finished, whoever called it (a signal, or the API's shutdown). */
+  readonly closed = new Promise<void>((r) => (this.resolveClosed = r));
+  readonly startedAt = Date.now();
+
+  private constructor(
+    readonly spec: Spec,
+    readonly token: string,
+    readonly store: Store,
+    readonly records: Records,
+    readonly fleet: Fleet,
+    readonly proxy: Proxy,
+    readonly proxyInfo: { pid: number; listenPort: number },
+    readonly orchestrator: Orchestrator,
+    readonly monitor: HealthMonitor,
+    private readonly log: AgentLog,
+  ) {}
+
+  static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
+    fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
+    await refuseSecondAgent(spec);
+    const token = ensureToken(spec.stateDir);
+    const store = openStore({ driver: spec.state.driver, path: spec.state.path });
+    const records = new Records(store);
+    const agentId = `${os.hostname()}:${process.pid}`;
+    const event = (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => {
+      log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
+      void store.appendEvent({ service, type, message, data }).catch(() => undefined);
+    };
+
+    const runtime = new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") });
+    const fleet = new Fleet(runtime, records, spec.dir);
+    const adopted = await connectProxy(spec.stateDir);
+    const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port }));
+    log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
+
+    const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
+    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: proxied.proxy, apiUrl, agentId, event });
+    const monitor = new HealthMonitor(spec, fleet, proxied.proxy, event);
+    const agent = new Agent(spec, token, store, records, fleet, proxied.proxy, proxied, orchestrator, monitor, log);
+
+    fleet.onUnexpectedExit((inst, code, signal) => {
+      event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}`);
+      void proxied.proxy.setUpstreamHealth(inst.id, false).catch(() => undefined);
+      monitor.sync();
+    });
+
+    await agent.reconcile();
+    await agent.listen();
+    monitor.sync();
+    setInterval(() => monitor.sync(), 1_000).unref();
+    return agent;
+  }
+
+  get apiUrl(): string {
+    const addr = this.server?.address();
+    const port = addr && typeof addr === "object" ? addr.port : this.spec.agent.port;
+    return `http://${this.spec.agent.host}:${port}`;
+  }
+
+  /** Adopts what an earlier agent left, finishes or undoes its flows, stops orphans, restores the live slots. */
+  private async reconcile(): Promise<void> {
+    const { alive, dead } = await this.fleet.adopt();
+    if (alive.length || dead.length) this.log(`adopted ${alive.length} running instance(s); ${dead.length} recorded instance(s) were gone`);
+    for (const note of await this.orchestrator.recover()) this.log(`recovered: ${note}`);
+
+    for (const svc of Object.values(this.spec.services)) {
+      const color = await this.records.color(svc.name);
+      for (const slot of SLOTS) {
+        const rec = await this.records.slot(svc.name, slot);
+        const running = this.fleet.list(svc.name, slot);
+        const wanted = rec && (slot === color || rec.state === "warm");
+        const orphans = wanted ? running.filter((i) => i.release !== rec.release) : running;
+        if (orphans.length) {
+          this.log(`stopping ${orphans.length} orphan instance(s) of ${svc.name} in ${slot}`);
+          await this.fleet.stop(orphans, svc.stopTimeoutMs);
+        }
+        if (!wanted && rec) await this.records.clearSlot(svc.name, slot);
+        if (rec?.state === "warm" && slot !== color) this.orchestrator.scheduleWarmExpiry(svc, slot, rec.warmUntil ?? 0);
+      }
+      await this.restoreLive(svc.name);
+    }
+    // Agent-owned deploy locks left by a dead agent are stale: recover() released journaled ones.
+    await this.orchestrator.applyRoutes();
+  }
+
+  /** Starts missing replicas of the live release (e.g. after `down` and `up`). */
+  private async restoreLive(service: string): Promise<void> {
+    const svc = this.spec.services[service]!;
+    const color = await this.records.color(service);
+    const rec = color ? await this.records.slot(service, color) : undefined;
+    if (!color || !rec) return;
+    const missing = svc.replicas - this.fleet.list(service, color).length;
+    if (missing <= 0) return;
+    this.log(`starting ${missing} instance(s) of ${service} ${rec.release} in ${color} to restore the live slot`);
+    const started = await this.fleet.startSlot({ ...svc, replicas: missing }, color, rec.release, this.apiUrl);
+    await waitHealthy(started.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, { deadline: Date.now() + svc.deployTimeoutMs, isAlive: (id) => this.fleet.isAlive(id) });
+  }
+
+  private async listen(): Promise<void> {
+    const server = http.createServer(createApi(this));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (e: NodeJS.ErrnoException) =>
+        reject(e.code === "EADDRINUSE" ? new TurquoiseError("CONFLICT", `the agent cannot listen on ${this.spec.agent.host}:${this.spec.agent.port}: address in use (set agent.listen in ${this.spec.file})`) : e),
+      );
+      server.listen(this.spec.agent.port, this.spec.agent.host, () => resolve());
+    });
+    this.server = server;
+    const addr = server.address() as { port: number };
+    const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr.port }, proxy: { host: this.spec.proxy.host, port: this.proxyInfo.listenPort, pid: this.proxyInfo.pid }, startedAt: this.startedAt };
+    writeFileAtomic(path.join(this.spec.stateDir, AGENT_FILE), JSON.stringify(info, null, 2));
+    this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
+  }
+
+  /** Stops the agent. With everything, also stops every instance and the proxy (`turquoise down`). */
+  async close(opts: { everything?: boolean } = {}): Promise<void> {
+    this.closing ??= (async () => {
+      this.monitor.stop();
+      this.orchestrator.stopTimers();
+      if (this.server) {
+        this.server.closeAllConnections();
+        await new Promise<void>((r) => this.server!.close(() => r()));
+      }
+      if (opts.everything) {
+        for (const svc of Object.values(this.spec.services)) await this.fleet.stop(this.fleet.list(svc.name), svc.stopTimeoutMs);
+        await stopProxy(this.spec.stateDir);
+      }
+      fs.rmSync(path.join(this.spec.stateDir, AGENT_FILE), { force: true });
+      await this.store.close();
+      this.resolveClosed();
+    })();
+    return this.closing;
+  }
+}
+
+async function refuseSecondAgent(spec: Spec): Promise<void> {
+  const info = readAgentInfo(spec.stateDir);
+  if (!info || info.pid === process.pid || !pidAlive(info.pid)) return;
+  throw new TurquoiseError("CONFLICT", `an agent is already running for ${spec.file} (pid ${info.pid}, API http://${info.api.host}:${info.api.port}); run \`turquoise down\` first`);
+}
+
+export function readAgentInfo(stateDir: string): AgentInfo | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(stateDir, AGENT_FILE), "utf8")) as AgentInfo;
+  } catch {
+    return undefined;
+  }
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+export function writeFileAtomic(file: string, text: string, mode = 0o644): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fd = fs.openSync(tmp, "w", mode);
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+}

@@ -1,0 +1,176 @@
+// The agent's HTTP API. Loopback only by default; every call but /v1/health needs the token.
+// Deploys and rollbacks stream their progress as NDJSON, one event a line, ending with a result.
+import type http from "node:http";
+import { TurquoiseError, errorMessage, type ErrorCode } from "../errors.js";
+import type { Agent } from "../agent.js";
+import { SLOTS } from "../runtime/contract.js";
+import { keys } from "../deploy/records.js";
+import { tokenMatches } from "./token.js";
+
+const MAX_BODY_BYTES = 1024 * 1024;
+
+const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
+  USAGE: 400, SPEC_INVALID: 400, NOT_FOUND: 404, LOCKED: 409, CONFLICT: 409, UNAUTHORIZED: 401, DEPLOY_FAILED: 422,
+};
+
+type Handler = (ctx: { agent: Agent; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
+
+export function createApi(agent: Agent): http.RequestListener {
+  const routes: Array<[string, RegExp, Handler]> = [
+    ["GET", /^\/v1\/status$/, async ({ agent }) => status(agent)],
+    ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, deployHandler("deploy")],
+    ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, deployHandler("rollback")],
+    ["GET", /^\/v1\/services\/([^/]+)\/history$/, async ({ agent, params, query }) => {
+      agent.orchestrator.service(params[0]!);
+      return { history: await agent.store.listHistory(params[0]!, Number(query.get("limit") ?? 20)) };
+    }],
+    ["GET", /^\/v1\/services\/([^/]+)\/logs$/, async ({ agent, params, query }) => {
+      agent.orchestrator.service(params[0]!);
+      const tailLines = Number(query.get("tail") ?? 50);
+      const instances = agent.fleet.list(params[0]!).filter((i) => !query.get("instance") || i.id === query.get("instance"));
+      return { logs: await Promise.all(instances.map(async (i) => ({ instance: i.id, slot: i.slot, release: i.release, text: await agent.fleet.runtime.logs(i, { tailLines }) }))) };
+    }],
+    ["GET", /^\/v1\/kv$/, async ({ agent, query }) => ({ items: await agent.store.list(query.get("prefix") ?? "") })],
+    ["GET", /^\/v1\/kv\/(.+)$/, async ({ agent, params }) => {
+      const kv = await agent.store.get(params[0]!);
+      if (!kv) throw new TurquoiseError("NOT_FOUND", `no key "${params[0]}"`);
+      return kv;
+    }],
+    ["PUT", /^\/v1\/kv\/(.+)$/, async ({ agent, req, params, query }) => {
+      const value = await readBody(req);
+      const r = await agent.store.put(params[0]!, value, casOption(query));
+      if (!r.ok) throw new TurquoiseError("CONFLICT", `compare-and-set failed on "${params[0]}": its revision is ${r.current?.modRevision ?? "none (absent)"}`);
+      return r;
+    }],
+    ["DELETE", /^\/v1\/kv\/(.+)$/, async ({ agent, params, query }) => {
+      const r = await agent.store.delete(params[0]!, casOption(query));
+      if (!r.ok) throw new TurquoiseError("CONFLICT", `compare-and-set failed on "${params[0]}"`);
+      return r;
+    }],
+    ["GET", /^\/v1\/events$/, async ({ agent, query }) => ({
+      events: await agent.store.listEvents({ afterId: Number(query.get("after") ?? 0), limit: Number(query.get("limit") ?? 100), ...(query.get("service") ? { service: query.get("service")! } : {}) }),
+    })],
+    ["POST", /^\/v1\/shutdown$/, async ({ agent, req, res }) => {
+      const body = parseJson(await readBody(req));
+      res.on("finish", () => setImmediate(() => void agent.close({ everything: body.everything === true })));
+      return { ok: true, everything: body.everything === true };
+    }],
+  ];
+
+  return (req, res) => {
+    const url = new URL(req.url ?? "/", "http://agent");
+    if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt });
+    if (!tokenMatches(agent.token, req.headers.authorization)) {
+      return send(res, 401, { error: { code: "UNAUTHORIZED", message: "missing or wrong API token: send Authorization: Bearer <token from the state dir's token file>" } });
+    }
+    for (const [method, re, handler] of routes) {
+      const m = re.exec(url.pathname);
+      if (!m) continue;
+      if (method !== req.method) continue;
+      const params = m.slice(1).map(decodeURIComponent);
+      handler({ agent, req, res, params, query: url.searchParams })
+        .then((body) => { if (!res.headersSent) send(res, 200, body); })
+        .catch((e) => { if (!res.headersSent) sendError(res, e); else res.end(); });
+      return;
+    }
+    send(res, 404, { error: { code: "NOT_FOUND", message: `no API route ${req.method} ${url.pathname}` } });
+  };
+}
+
+function deployHandler(kind: "deploy" | "rollback"): Handler {
+  return async ({ agent, req, res, params }) => {
+    const body = parseJson(await readBody(req));
+    const service = params[0]!;
+    agent.orchestrator.service(service);
+    if (kind === "deploy" && (typeof body.release !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(body.release))) {
+      throw new TurquoiseError("USAGE", "body.release must be a release name: letters, digits, '.', '_' or '-'");
+    }
+    const actor = typeof body.actor === "string" && body.actor ? body.actor.slice(0, 200) : "api";
+    res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+    const line = (o: unknown) => res.write(JSON.stringify(o) + "\n");
+    const common = { service, actor, wait: body.wait === true, onProgress: line };
+    try {
+      const out = kind === "deploy"
+        ? await agent.orchestrator.deploy({ ...common, release: body.release as string })
+        : await agent.orchestrator.rollback(common);
+      line({ type: "result", ok: true, history: out.history });
+    } catch (e) {
+      line({ type: "result", ok: false, error: errorBody(e) });
+    }
+    res.end();
+    return undefined;
+  };
+}
+
+async function status(agent: Agent): Promise<unknown> {
+  const services = [];
+  for (const svc of Object.values(agent.spec.services)) {
+    const color = (await agent.records.color(svc.name)) ?? null;
+    const slots: Record<string, unknown> = {};
+    for (const slot of SLOTS) slots[slot] = (await agent.records.slot(svc.name, slot)) ?? null;
+    const live = color ? (slots[color] as { release: string } | null) : null;
+    const instances = agent.fleet.list(svc.name).map((i) => {
+      const check = agent.monitor.state(i.id);
+      return {
+        id: i.id, slot: i.slot, release: i.release, address: `${i.host}:${i.port}`, ref: i.ref, startedAt: i.startedAt,
+        health: check ? { status: check.status, history: check.history } : { status: "unknown", history: [] },
+      };
+    });
+    services.push({
+      name: svc.name,
+      route: svc.route,
+      color,
+      release: live?.release ?? null,
+      previous: (await agent.records.previous(svc.name)) ?? null,
+      slots,
+      instances,
+      lock: (await agent.store.getLock(keys.lock(svc.name))) ?? null,
+    });
+  }
+  return { agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt }, proxy: { pid: agent.proxyInfo.pid, address: `${agent.spec.proxy.host}:${agent.proxyInfo.listenPort}`, stats: await agent.proxy.stats().catch((e) => ({ error: errorMessage(e) })) }, services };
+}
+
+function casOption(query: URLSearchParams): { prevRevision?: number } {
+  const cas = query.get("cas");
+  if (cas === null) return {};
+  if (!/^\d+$/.test(cas)) throw new TurquoiseError("USAGE", `?cas must be a revision number, got "${cas}"`);
+  return { prevRevision: Number(cas) };
+}
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) return reject(new TurquoiseError("USAGE", `request body over ${MAX_BODY_BYTES} bytes`));
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+function parseJson(text: string): Record<string, unknown> {
+  if (!text.trim()) return {};
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v && typeof v === "object" && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch { /* reported below */ }
+  throw new TurquoiseError("USAGE", "request body must be a JSON object");
+}
+
+function errorBody(e: unknown): Record<string, unknown> {
+  return e instanceof TurquoiseError ? e.toJSON() : { code: "INTERNAL", message: errorMessage(e) };
+}
+
+function sendError(res: http.ServerResponse, e: unknown): void {
+  const status = e instanceof TurquoiseError ? (HTTP_STATUS[e.code] ?? 500) : 500;
+  send(res, status, { error: errorBody(e) });
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  const json = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(json) });
+  res.end(json);
+}

@@ -1,0 +1,25 @@
+import { TurquoiseError } from "../errors.js";
+import type { Command } from "./command.js";
+import { runFlow } from "./progress.js";
+
+export const rollbackCommand: Command = {
+  name: "rollback",
+  summary: "flip back to the previous release (instantly while it is still warm)",
+  help: `usage: turquoise rollback <service> [--wait]
+
+The previous release's slot is flipped back in if it is still warm (keep_previous); otherwise
+the previous release is started again, checked, and flipped in like any deploy.
+
+options:
+      --wait   queue behind a deploy already running instead of failing at once
+
+examples:
+  turquoise rollback books
+  turquoise rollback books --json`,
+  options: { wait: { type: "boolean" } },
+  async run(ctx) {
+    const service = ctx.positionals[0];
+    if (!service) throw new TurquoiseError("USAGE", "usage: turquoise rollback <service>");
+    await runFlow(ctx, "rollback", service, { wait: ctx.values.wait === true });
+  },
+};

@@ -1,0 +1,87 @@
+import fs from "node:fs";
+import path from "node:path";
+import { spawn } from "node:child_process";
+import { TurquoiseError } from "../errors.js";
+import { Agent, pidAlive, readAgentInfo } from "../agent.js";
+import { ensureToken } from "../api/token.js";
+import { loadSpecOrThrow } from "../spec/loader.js";
+import type { Spec } from "../spec/types.js";
+import { AgentClient } from "./client.js";
+import { printJson, type Command, type Context } from "./command.js";
+
+const DETACH_WAIT_MS = 30_000;
+export const BIN_PATH = new URL("../../../bin/turquoise.js", import.meta.url).pathname;
+
+export const upCommand: Command = {
+  name: "up",
+  summary: "start the agent and the proxy (foreground, or --detach)",
+  help: `usage: turquoise up [--detach]
+
+Starts the agent (control plane: API, deploys, health checks) and the proxy (data plane, a
+separate process). A proxy or instances left running by an earlier agent are adopted, and an
+interrupted deploy is finished or undone. In the foreground, Ctrl-C stops the agent only: the
+proxy and the instances keep serving until \`turquoise down\`.
+
+options:
+  -d, --detach   run in the background; writes <state_dir>/agent.pid and <state_dir>/agent.log
+
+examples:
+  turquoise up
+  turquoise up --detach && turquoise status`,
+  options: { detach: { type: "boolean", short: "d" } },
+  async run(ctx) {
+    const { spec, warnings } = loadSpecOrThrow(ctx.specFile);
+    for (const w of warnings) ctx.err(`warning: ${w.file}:${w.line ?? "?"}: ${w.path}: ${w.message}`);
+    if (ctx.values.detach) return detach(ctx, spec);
+    const agent = await Agent.start(spec, (line) => ctx.err(line));
+    const stop = () => {
+      ctx.err("stopping the agent; the proxy and instances keep serving (`turquoise down` stops them)");
+      void agent.close();
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    if (ctx.json) printJson(ctx, { pid: process.pid, api: agent.apiUrl, proxy: `${spec.proxy.host}:${agent.proxyInfo.listenPort}` });
+    await agent.closed;
+  },
+};
+
+async function detach(ctx: Context, spec: Spec): Promise<void> {
+  const running = readAgentInfo(spec.stateDir);
+  if (running && pidAlive(running.pid)) throw new TurquoiseError("CONFLICT", `an agent is already running (pid ${running.pid}, API http://${running.api.host}:${running.api.port})`);
+  const token = ensureToken(spec.stateDir);
+  const logFile = path.join(spec.stateDir, "agent.log");
+  const fd = fs.openSync(logFile, "a");
+  const child = spawn(process.execPath, [BIN_PATH, "up", "-f", spec.file], { detached: true, stdio: ["ignore", fd, fd], cwd: spec.dir });
+  fs.closeSync(fd);
+  child.unref();
+  let exited: number | null = null;
+  child.on("exit", (code) => (exited = code ?? 1));
+
+  const deadline = Date.now() + DETACH_WAIT_MS;
+  while (Date.now() < deadline) {
+    if (exited !== null) throw new TurquoiseError("INTERNAL", `the agent exited with code ${exited} while starting:\n${tail(logFile)}`);
+    const info = readAgentInfo(spec.stateDir);
+    if (info && info.pid === child.pid) {
+      const client = new AgentClient(`http://${info.api.host}:${info.api.port}`, token);
+      const ok = await client.get("/v1/health").then(() => true, () => false);
+      if (ok) {
+        fs.writeFileSync(path.join(spec.stateDir, "agent.pid"), `${child.pid}\n`);
+        if (ctx.json) return printJson(ctx, { pid: child.pid, api: `http://${info.api.host}:${info.api.port}`, proxy: `${info.proxy.host}:${info.proxy.port}`, log: logFile });
+        ctx.out(`agent running (pid ${child.pid}), API http://${info.api.host}:${info.api.port}`);
+        ctx.out(`proxy serving on http://${info.proxy.host}:${info.proxy.port}`);
+        ctx.out(`logs: ${logFile}`);
+        return;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new TurquoiseError("INTERNAL", `the agent did not answer within ${DETACH_WAIT_MS / 1000}s; see ${logFile}:\n${tail(logFile)}`);
+}
+
+export function tail(file: string, lines = 20): string {
+  try {
+    return fs.readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}

@@ -1,0 +1,92 @@
+// The fleet: which instances run, per service and slot. It starts and stops them through the
+// runtime and records each one in the Store, so that an agent that restarts can find them.
+import path from "node:path";
+import type { InstanceInfo, Runtime, Slot } from "../runtime/contract.js";
+import type { ServiceSpec } from "../spec/types.js";
+import type { Records } from "./records.js";
+
+export type ExitListener = (inst: InstanceInfo, exitCode: number | null, signal: string | null) => void;
+
+export class Fleet {
+  private readonly running = new Map<string, InstanceInfo>();
+  private readonly stopping = new Set<string>();
+  private readonly exitListeners = new Set<ExitListener>();
+
+  constructor(
+    readonly runtime: Runtime,
+    private readonly records: Records,
+    private readonly specDir: string,
+  ) {
+    runtime.onExit(({ instance, exitCode, signal }) => {
+      if (!this.running.delete(instance.id)) return;
+      void this.records.removeInstance(instance);
+      if (this.stopping.has(instance.id)) return;
+      for (const l of this.exitListeners) l(instance, exitCode, signal);
+    });
+  }
+
+  /** Called when an instance exits without being asked to. */
+  onUnexpectedExit(listener: ExitListener): () => void {
+    this.exitListeners.add(listener);
+    return () => this.exitListeners.delete(listener);
+  }
+
+  list(service?: string, slot?: Slot): InstanceInfo[] {
+    return [...this.running.values()].filter((i) => (!service || i.service === service) && (!slot || i.slot === slot));
+  }
+
+  isAlive(id: string): boolean {
+    return this.running.has(id);
+  }
+
+  releaseDir(svc: ServiceSpec, release: string): string {
+    return path.resolve(this.specDir, svc.cwd.replaceAll("{release}", release));
+  }
+
+  /** Starts svc.replicas instances of release in slot. On a failed start, stops the ones that did start. */
+  async startSlot(svc: ServiceSpec, slot: Slot, release: string, apiUrl: string): Promise<InstanceInfo[]> {
+    const cwd = this.releaseDir(svc, release);
+    const started = await Promise.allSettled(
+      Array.from({ length: svc.replicas }, async () => {
+        const inst = await this.runtime.start({ service: svc.name, slot, release, command: svc.command, cwd, env: svc.env, apiUrl });
+        this.running.set(inst.id, inst);
+        await this.records.addInstance(inst);
+        return inst;
+      }),
+    );
+    const ok = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) {
+      await this.stop(ok, svc.stopTimeoutMs);
+      throw failed.reason;
+    }
+    return ok;
+  }
+
+  /** SIGTERM, then SIGKILL after stopTimeoutMs; returns how many had to be killed. */
+  async stop(instances: InstanceInfo[], stopTimeoutMs: number): Promise<{ killed: number }> {
+    let killed = 0;
+    await Promise.all(
+      instances.map(async (inst) => {
+        this.stopping.add(inst.id);
+        try {
+          if ((await this.runtime.stop(inst, stopTimeoutMs)).killed) killed++;
+        } finally {
+          this.running.delete(inst.id);
+          this.stopping.delete(inst.id);
+          await this.records.removeInstance(inst);
+        }
+      }),
+    );
+    return { killed };
+  }
+
+  /** Re-attaches to instances recorded by an earlier agent; forgets the dead ones. */
+  async adopt(): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }> {
+    const recorded = await this.records.instances();
+    const { alive, dead } = await this.runtime.adopt(recorded);
+    for (const inst of alive) this.running.set(inst.id, inst);
+    for (const inst of dead) await this.records.removeInstance(inst);
+    return { alive, dead };
+  }
+}

@@ -1,0 +1,61 @@
+// Smoke checks run against the preview address: the new slot's instances, not the public route.
+import http from "node:http";
+import { spawn } from "node:child_process";
+import type { SmokeSpec } from "../spec/types.js";
+
+export interface SmokeResult {
+  name: string;
+  ok: boolean;
+  /** What the check saw: the HTTP status and body start, or the command's output. */
+  output: string;
+}
+
+const MAX_OUTPUT_CHARS = 2_000;
+
+export async function runSmoke(check: SmokeSpec, target: { host: string; port: number }, cwd: string): Promise<SmokeResult> {
+  return "http" in check ? runHttpSmoke(check, target) : runCommandSmoke(check, target, cwd);
+}
+
+function runHttpSmoke(check: Extract<SmokeSpec, { http: unknown }>, target: { host: string; port: number }): Promise<SmokeResult> {
+  const { path, method, expectStatus, expectBody, headers } = check.http;
+  return new Promise((resolve) => {
+    const req = http.request({ host: target.host, port: target.port, path, method, headers, agent: false, timeout: check.timeoutMs }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => { if (body.length < MAX_OUTPUT_CHARS) body += c; });
+      res.on("end", () => {
+        const problems: string[] = [];
+        if (res.statusCode !== expectStatus) problems.push(`expected status ${expectStatus}, got ${res.statusCode}`);
+        if (expectBody !== undefined && !body.includes(expectBody)) problems.push(`body does not contain ${JSON.stringify(expectBody)}`);
+        const seen = `${method} ${path} → ${res.statusCode} ${body.slice(0, 300)}`;
+        resolve({ name: check.name, ok: problems.length === 0, output: problems.length ? `${problems.join("; ")} (${seen})` : seen });
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${check.timeoutMs}ms`)));
+    req.on("error", (e) => resolve({ name: check.name, ok: false, output: `${method} ${path} failed: ${e.message}` }));
+    req.end();
+  });
+}
+
+function runCommandSmoke(check: Extract<SmokeSpec, { command: string[] }>, target: { host: string; port: number }, cwd: string): Promise<SmokeResult> {
+  const fill = (s: string) => s.replaceAll("{host}", target.host).replaceAll("{port}", String(target.port));
+  const argv = check.command.map(fill);
+  return new Promise((resolve) => {
+    let output = "";
+    const child = spawn(argv[0]!, argv.slice(1), {
+      cwd,
+      env: { ...process.env, PREVIEW_URL: `http://${target.host}:${target.port}`, PREVIEW_HOST: target.host, PREVIEW_PORT: String(target.port) },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const collect = (c: Buffer) => { if (output.length < MAX_OUTPUT_CHARS) output += c.toString("utf8"); };
+    child.stdout.on("data", collect);
+    child.stderr.on("data", collect);
+    const timer = setTimeout(() => { output += `\n(timed out after ${check.timeoutMs}ms)`; child.kill("SIGKILL"); }, check.timeoutMs);
+    child.on("error", (e) => { clearTimeout(timer); resolve({ name: check.name, ok: false, output: `cannot run ${argv[0]}: ${e.message}` }); });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const status = signal ? `killed by ${signal}` : `exit ${code}`;
+      resolve({ name: check.name, ok: code === 0, output: `${status}${output.trim() ? `: ${output.trim()}` : ""}` });
+    });
+  });
+}
