@@ -31,6 +31,11 @@ export interface InstanceInfo {
   ref: string;
   startedAt: number;
   logFile?: string;
+  /**
+   * Process runtime only: the process's start time in clock ticks since boot (/proc/<pid>/stat,
+   * field 22). Pids are recycled; a live pid with another start time is not our instance.
+   */
+  procStartTicks?: number;
 }
 
 export type InstanceState =

@@ -1,0 +1,255 @@
+// Health checks with Consul's meaning: one probe gives passing, warning or critical; CheckState
+// turns a run of probes into an instance's status; waitHealthy is the deploy's fast readiness wait.
+
+import { get } from "node:http";
+import { connect } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { HealthSpec } from "../spec/types.js";
+
+export type CheckStatus = "passing" | "warning" | "critical";
+
+export interface CheckResult {
+  status: CheckStatus;
+  output: string;
+  durationMs: number;
+}
+
+export interface CheckRecord extends CheckResult {
+  /** Epoch ms when the result was recorded. */
+  at: number;
+}
+
+/** Deploys probe much faster than the steady-state interval, so readiness is noticed within milliseconds. */
+export const DEFAULT_DEPLOY_PROBE_INTERVAL_MS = 25;
+export const CHECK_HISTORY_LENGTH = 10;
+/** Consul shows this much of a failing response's body. */
+const OUTPUT_BODY_CHARS = 200;
+
+/**
+ * One probe. An HTTP check when health.http is set, otherwise a TCP connect. A failed check is a
+ * result, never an exception. opts.signal cuts a probe short (its result is then critical).
+ */
+export async function runHealthCheck(
+  target: { host: string; port: number },
+  health: HealthSpec,
+  opts: { signal?: AbortSignal } = {},
+): Promise<CheckResult> {
+  const startedAt = performance.now();
+  const { status, output } =
+    health.http !== undefined
+      ? await httpCheck(target, health.http, health.timeoutMs, opts.signal)
+      : await tcpCheck(target, health.timeoutMs, opts.signal);
+  return { status, output, durationMs: Math.round((performance.now() - startedAt) * 100) / 100 };
+}
+
+function httpCheck(
+  target: { host: string; port: number },
+  rawPath: string,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<{ status: CheckStatus; output: string }> {
+  const path = rawPath.startsWith("/") ? rawPath : `/${rawPath}`;
+  const url = `http://${hostForUrl(target.host)}:${target.port}${path}`;
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (status: CheckStatus, output: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      req.destroy();
+      resolve({ status, output });
+    };
+    // agent: false gives a fresh connection each time: a pooled socket could hide a dead instance.
+    const req = get({ host: target.host, port: target.port, path, agent: false }, (res) => {
+      const code = res.statusCode ?? 0;
+      const line = `HTTP ${code} ${res.statusMessage ?? ""}`.trimEnd();
+      const status: CheckStatus = code >= 200 && code < 300 ? "passing" : code === 429 ? "warning" : "critical";
+      if (status === "passing") return finish(status, line);
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        body += chunk;
+        if (body.length >= OUTPUT_BODY_CHARS) finish(status, `${line}: ${body.slice(0, OUTPUT_BODY_CHARS)}`);
+      });
+      res.on("end", () => finish(status, body ? `${line}: ${body}` : line));
+      res.on("error", () => finish(status, body ? `${line}: ${body}` : line));
+    });
+    req.on("error", (e) => finish("critical", `GET ${url}: ${e.message}`));
+    // A whole-request deadline: the socket timeout alone would let a slow trickle run forever.
+    const timer = setTimeout(() => finish("critical", `GET ${url}: timed out after ${timeoutMs}ms`), timeoutMs);
+    const onAbort = () => finish("critical", `GET ${url}: aborted`);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function tcpCheck(
+  target: { host: string; port: number },
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<{ status: CheckStatus; output: string }> {
+  const address = `${hostForUrl(target.host)}:${target.port}`;
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (status: CheckStatus, output: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      socket.destroy();
+      resolve({ status, output });
+    };
+    const socket = connect({ host: target.host, port: target.port });
+    socket.on("connect", () => finish("passing", `TCP connect ${address}: Success`));
+    socket.on("error", (e) => finish("critical", `TCP connect ${address}: ${e.message}`));
+    const timer = setTimeout(() => finish("critical", `TCP connect ${address}: timed out after ${timeoutMs}ms`), timeoutMs);
+    const onAbort = () => finish("critical", `TCP connect ${address}: aborted`);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+/**
+ * The status of one instance's check, with Consul's thresholds:
+ * - a new check starts critical, as in Consul, so nothing is routed before it has proved itself;
+ * - successBeforePassing consecutive passing results turn it passing;
+ * - failuresBeforeCritical consecutive non-passing results (warning or critical) take it out of
+ *   passing; it then shows the latest result's status, so a run of 429s reads warning and a run
+ *   ending in a 500 reads critical;
+ * - before a threshold is reached the status stays what it was.
+ */
+export class CheckState {
+  private current: CheckStatus = "critical";
+  /** The last CHECK_HISTORY_LENGTH results, oldest first. */
+  readonly history: CheckRecord[] = [];
+  private readonly successBeforePassing: number;
+  private readonly failuresBeforeCritical: number;
+  private successes = 0;
+  private failures = 0;
+
+  constructor(thresholds: Pick<HealthSpec, "successBeforePassing" | "failuresBeforeCritical">) {
+    this.successBeforePassing = Math.max(1, thresholds.successBeforePassing);
+    this.failuresBeforeCritical = Math.max(1, thresholds.failuresBeforeCritical);
+  }
+
+  get status(): CheckStatus {
+    return this.current;
+  }
+
+  get lastResult(): CheckRecord | undefined {
+    return this.history[this.history.length - 1];
+  }
+
+  /** Returns whether the status changed. */
+  record(result: CheckResult, at = Date.now()): boolean {
+    this.history.push({ at, status: result.status, output: result.output, durationMs: result.durationMs });
+    if (this.history.length > CHECK_HISTORY_LENGTH) this.history.shift();
+
+    const previous = this.current;
+    if (result.status === "passing") {
+      this.successes++;
+      this.failures = 0;
+      if (this.successes >= this.successBeforePassing) this.current = "passing";
+    } else {
+      this.failures++;
+      this.successes = 0;
+      if (this.failures >= this.failuresBeforeCritical) this.current = result.status;
+    }
+    return this.current !== previous;
+  }
+}
+
+export interface HealthTarget {
+  id: string;
+  host: string;
+  port: number;
+}
+
+export type WaitHealthyResult =
+  | { ok: true; readyAtMs: Record<string, number> }
+  | { ok: false; failing: { id: string; status: CheckStatus; output: string }[]; reason: "timeout" | "exited" | "aborted" };
+
+/**
+ * Probes every target until each has passed successBeforePassing consecutive checks. Stops early
+ * when the deadline (epoch ms) passes, the signal aborts, or isAlive reports an instance gone.
+ * readyAtMs: per target, ms from the start of the wait until it turned passing. failing: the
+ * targets that had not turned passing, with their last output.
+ */
+export async function waitHealthy(
+  targets: HealthTarget[],
+  health: HealthSpec,
+  opts: { deadline: number; probeIntervalMs?: number; signal?: AbortSignal; isAlive?: (id: string) => boolean },
+): Promise<WaitHealthyResult> {
+  const startedAt = Date.now();
+  const probeIntervalMs = opts.probeIntervalMs ?? DEFAULT_DEPLOY_PROBE_INTERVAL_MS;
+  const states = new Map(targets.map((t) => [t.id, new CheckState(health)]));
+  const readyAtMs: Record<string, number> = {};
+  const exited = new Set<string>();
+  // Ends every probe loop, and any probe in flight, as soon as the outcome is known.
+  const done = new AbortController();
+
+  let outcome: "ready" | "timeout" | "exited" | "aborted" | undefined;
+  let settle!: () => void;
+  const settled = new Promise<void>((resolve) => (settle = resolve));
+  const finish = (o: NonNullable<typeof outcome>) => {
+    if (outcome) return;
+    outcome = o;
+    done.abort();
+    settle();
+  };
+
+  const onAbort = () => finish("aborted");
+  const timer = setTimeout(() => finish("timeout"), Math.max(0, opts.deadline - Date.now()));
+  if (opts.signal?.aborted) finish("aborted");
+  else opts.signal?.addEventListener("abort", onAbort, { once: true });
+
+  const probeUntilPassing = async (target: HealthTarget) => {
+    const state = states.get(target.id)!;
+    while (!done.signal.aborted) {
+      // A probe must not run past the deadline just because the check's own timeout is longer.
+      const timeoutMs = Math.max(1, Math.min(health.timeoutMs, opts.deadline - Date.now()));
+      const result = await runHealthCheck(target, { ...health, timeoutMs }, { signal: done.signal });
+      if (done.signal.aborted) return;
+      state.record(result);
+      if (state.status === "passing") {
+        readyAtMs[target.id] = Date.now() - startedAt;
+        if (Object.keys(readyAtMs).length === targets.length) finish("ready");
+        return;
+      }
+      await sleep(probeIntervalMs, undefined, { signal: done.signal }).catch(() => {});
+    }
+  };
+
+  // Apart from the probes, which may hang up to their timeout: a dead instance fails the wait at once,
+  // even one that had already turned passing.
+  const isAlive = opts.isAlive;
+  const sweepExited = () => {
+    if (!isAlive) return;
+    for (const t of targets) if (!isAlive(t.id)) exited.add(t.id);
+    if (exited.size > 0) finish("exited");
+  };
+  const sweeper = isAlive ? setInterval(sweepExited, probeIntervalMs) : undefined;
+  sweepExited();
+
+  if (targets.length === 0) finish("ready");
+  for (const target of targets) void probeUntilPassing(target);
+  await settled;
+  clearTimeout(timer);
+  clearInterval(sweeper);
+  opts.signal?.removeEventListener("abort", onAbort);
+
+  if (outcome === "ready") return { ok: true, readyAtMs };
+  const failing = targets
+    .filter((t) => !(t.id in readyAtMs) || exited.has(t.id))
+    .map((t) => {
+      const state = states.get(t.id)!;
+      if (exited.has(t.id)) return { id: t.id, status: "critical" as const, output: "the instance exited" };
+      return { id: t.id, status: state.status, output: state.lastResult?.output ?? "no check had finished yet" };
+    });
+  return { ok: false, failing, reason: outcome! };
+}

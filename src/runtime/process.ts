@@ -1,0 +1,354 @@
+// The process runtime: each instance is a local OS process in its own process group, writing to
+// its own log file. Instances outlive the agent; a restarted agent re-attaches with adopt().
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
+import { createServer, type AddressInfo } from "node:net";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { TurquoiseError } from "../errors.js";
+import type { ExitEvent, InstanceInfo, InstanceState, Runtime, StartRequest } from "./contract.js";
+
+export const LOOPBACK = "127.0.0.1";
+export const DEFAULT_LOG_TAIL_LINES = 100;
+/** Adopted instances are not our children, so no 'exit' event comes: we poll. */
+export const ADOPTED_POLL_INTERVAL_MS = 200;
+const STOP_POLL_INTERVAL_MS = 25;
+/** SIGKILL cannot be ignored; a process still there after this is stuck in the kernel. */
+const SIGKILL_WAIT_MS = 10_000;
+/** Exit states kept for inspect() after an instance is gone; older ones are forgotten. */
+const REMEMBERED_EXITS = 200;
+
+interface Tracked {
+  info: InstanceInfo;
+  pid: number;
+  /** No ChildProcess handle: liveness comes from polling the pid. */
+  adopted: boolean;
+  state: InstanceState;
+  pollTimer?: NodeJS.Timeout;
+}
+
+export class ProcessRuntime implements Runtime {
+  readonly name = "process";
+  private readonly logDir: string;
+  private readonly tracked = new Map<string, Tracked>();
+  private readonly exitedIds: string[] = [];
+  private readonly listeners = new Set<(e: ExitEvent) => void>();
+
+  constructor(opts: { logDir: string }) {
+    this.logDir = opts.logDir;
+  }
+
+  async start(req: StartRequest): Promise<InstanceInfo> {
+    const [executable, ...args] = req.command;
+    if (!executable) {
+      throw new Error(`cannot start ${req.service} release ${req.release}: the command is empty`);
+    }
+    if (!isDirectory(req.cwd)) {
+      throw new TurquoiseError(
+        "NOT_FOUND",
+        `cannot start ${req.service} release ${req.release}: working directory ${req.cwd} does not exist`,
+        { data: { service: req.service, release: req.release, cwd: req.cwd } },
+      );
+    }
+
+    // Another process may take the port between our close and the instance's listen: that instance
+    // then fails to bind and exits, which onExit reports. The window is tiny.
+    const port = await freeLoopbackPort();
+    const id = `${req.service}-${req.slot}-${randomBytes(3).toString("hex")}`;
+    const serviceLogDir = join(this.logDir, req.service);
+    mkdirSync(serviceLogDir, { recursive: true });
+    const logFile = join(serviceLogDir, `${id}.log`);
+
+    // The child gets its own copy of the fd, so output keeps flowing to the file if the agent dies.
+    const logFd = openSync(logFile, "a");
+    let child: ChildProcess;
+    try {
+      child = spawn(executable, args, {
+        cwd: req.cwd,
+        env: instanceEnv(req, port),
+        // Own process group: the instance survives an agent crash, and stop() signals the whole group.
+        detached: true,
+        stdio: ["ignore", logFd, logFd],
+      });
+      await new Promise<void>((resolve, reject) => {
+        child.once("spawn", resolve);
+        child.once("error", reject);
+      });
+    } catch (e) {
+      throw spawnError(req, executable, e);
+    } finally {
+      closeSync(logFd);
+    }
+    const pid = child.pid!;
+    child.unref();
+
+    const info: InstanceInfo = {
+      id,
+      service: req.service,
+      slot: req.slot,
+      release: req.release,
+      host: LOOPBACK,
+      port,
+      ref: String(pid),
+      startedAt: Date.now(),
+      logFile,
+      procStartTicks: readProcStat(pid)?.startTicks,
+    };
+    const t = this.track(info, pid, false);
+    child.once("exit", (code, signal) => this.markExited(t, code, signal));
+    return { ...info };
+  }
+
+  async stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean }> {
+    // An instance this runtime has not seen yet (not adopted) is attached here, so its exit is heard.
+    const t = this.tracked.get(instance.id) ?? this.attach(instance);
+    if (!t || !t.state.running) return { killed: false };
+
+    signalGroup(t.pid, "SIGTERM");
+    if (await this.waitGone(t, Date.now() + stopTimeoutMs)) return { killed: false };
+
+    signalGroup(t.pid, "SIGKILL");
+    if (!(await this.waitGone(t, Date.now() + SIGKILL_WAIT_MS))) {
+      throw new Error(`instance ${t.info.id} (pid ${t.pid}) is still there ${SIGKILL_WAIT_MS}ms after SIGKILL`);
+    }
+    return { killed: true };
+  }
+
+  async signal(instance: InstanceInfo, signal: NodeJS.Signals): Promise<void> {
+    const t = this.tracked.get(instance.id);
+    const running = t ? t.state.running : isOurProcessAlive(pidOf(instance), instance.procStartTicks);
+    if (!running) throw new TurquoiseError("NOT_FOUND", `cannot send ${signal} to ${instance.id}: it is not running`);
+    // The leader only: it decides what its own children get (a reload is the app's business).
+    process.kill(pidOf(instance), signal);
+  }
+
+  async inspect(instance: InstanceInfo): Promise<InstanceState> {
+    const t = this.tracked.get(instance.id);
+    if (t) return { ...t.state };
+    return isOurProcessAlive(pidOf(instance), instance.procStartTicks)
+      ? { running: true }
+      : { running: false, exitCode: null, signal: null };
+  }
+
+  async list(service?: string): Promise<InstanceInfo[]> {
+    return [...this.tracked.values()]
+      .filter((t) => t.state.running && (service === undefined || t.info.service === service))
+      .map((t) => ({ ...t.info }));
+  }
+
+  async logs(instance: InstanceInfo, opts: { tailLines?: number } = {}): Promise<string> {
+    const file = instance.logFile ?? join(this.logDir, instance.service, `${instance.id}.log`);
+    return tailFile(file, opts.tailLines ?? DEFAULT_LOG_TAIL_LINES);
+  }
+
+  onExit(listener: (e: ExitEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async adopt(instances: InstanceInfo[]): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }> {
+    const alive: InstanceInfo[] = [];
+    const dead: InstanceInfo[] = [];
+    for (const instance of instances) {
+      const t = this.tracked.get(instance.id) ?? this.attach(instance);
+      (t?.state.running ? alive : dead).push(instance);
+    }
+    return { alive, dead };
+  }
+
+  /** Starts watching an instance we have no handle for, if it is still our process. */
+  private attach(instance: InstanceInfo): Tracked | undefined {
+    const pid = pidOf(instance);
+    if (!isOurProcessAlive(pid, instance.procStartTicks)) return undefined;
+    const t = this.track({ ...instance }, pid, true);
+    t.pollTimer = setInterval(() => this.poll(t), ADOPTED_POLL_INTERVAL_MS);
+    t.pollTimer.unref();
+    return t;
+  }
+
+  private track(info: InstanceInfo, pid: number, adopted: boolean): Tracked {
+    const t: Tracked = { info, pid, adopted, state: { running: true } };
+    this.tracked.set(info.id, t);
+    return t;
+  }
+
+  private poll(t: Tracked): void {
+    // Not our child, so its exit code is not ours to know.
+    if (t.state.running && !isOurProcessAlive(t.pid, t.info.procStartTicks)) this.markExited(t, null, null);
+  }
+
+  private markExited(t: Tracked, exitCode: number | null, signal: string | null): void {
+    if (!t.state.running) return;
+    t.state = { running: false, exitCode, signal };
+    if (t.pollTimer) clearInterval(t.pollTimer);
+    this.exitedIds.push(t.info.id);
+    if (this.exitedIds.length > REMEMBERED_EXITS) this.tracked.delete(this.exitedIds.shift()!);
+    const event: ExitEvent = { instance: { ...t.info }, exitCode, signal };
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch {
+        // One broken listener must not keep the others from hearing about the exit.
+      }
+    }
+  }
+
+  /** Gone means the leader exited and nothing else in its process group is left running. */
+  private async waitGone(t: Tracked, deadline: number): Promise<boolean> {
+    for (;;) {
+      if (t.adopted) this.poll(t);
+      if (!t.state.running && !groupHasLiveMembers(t.pid)) return true;
+      if (Date.now() >= deadline) return false;
+      await sleep(Math.min(STOP_POLL_INTERVAL_MS, Math.max(1, deadline - Date.now())));
+    }
+  }
+}
+
+function instanceEnv(req: StartRequest, port: number): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    // The agent's own TURQUOISE_* settings (token paths and the like) are not the instance's business.
+    if (value !== undefined && !key.startsWith("TURQUOISE_")) env[key] = value;
+  }
+  return {
+    ...env,
+    ...req.env,
+    PORT: String(port),
+    HOST: LOOPBACK,
+    TURQUOISE_SERVICE: req.service,
+    TURQUOISE_SLOT: req.slot,
+    TURQUOISE_RELEASE: req.release,
+    TURQUOISE_API: req.apiUrl,
+  };
+}
+
+function spawnError(req: StartRequest, executable: string, e: unknown): Error {
+  const code = (e as NodeJS.ErrnoException).code;
+  const prefix = `cannot start ${req.service} release ${req.release}`;
+  const data = { service: req.service, release: req.release, command: executable };
+  if (code === "ENOENT") {
+    // execvp resolves a bare name through PATH and a name with a slash against the cwd.
+    const where = executable.includes("/") ? `relative to ${req.cwd}` : "in PATH";
+    return new TurquoiseError("NOT_FOUND", `${prefix}: command "${executable}" not found ${where}`, { data, cause: e });
+  }
+  if (code === "EACCES") return new Error(`${prefix}: command "${executable}" is not executable`, { cause: e });
+  return new Error(`${prefix}: spawning "${executable}" failed: ${(e as Error).message}`, { cause: e });
+}
+
+async function freeLoopbackPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, LOOPBACK, resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function pidOf(instance: InstanceInfo): number {
+  const pid = Number(instance.ref);
+  // 0 and negative numbers would make process.kill signal whole process groups.
+  return Number.isInteger(pid) && pid > 0 ? pid : -1;
+}
+
+interface ProcStat {
+  state: string;
+  pgrp: number;
+  startTicks: number;
+}
+
+/** undefined when the process does not exist or /proc is not there (not Linux). */
+function readProcStat(pid: number): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // Field 2 is the command name in parentheses and may itself hold spaces and parentheses.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return { state: fields[0]!, pgrp: Number(fields[2]), startTicks: Number(fields[19]) };
+}
+
+const hasProcFs = isDirectory("/proc/self");
+
+function isOurProcessAlive(pid: number, startTicks: number | undefined): boolean {
+  if (pid <= 0) return false;
+  if (!hasProcFs) return signalZero(pid);
+  const stat = readProcStat(pid);
+  // A zombie is dead; its parent just has not reaped it (PID 1 in some containers never does).
+  if (!stat || stat.state === "Z") return false;
+  return startTicks === undefined || stat.startTicks === startTicks;
+}
+
+function groupHasLiveMembers(pgid: number): boolean {
+  if (!hasProcFs) return signalZero(-pgid);
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readProcStat(Number(entry));
+    if (stat && stat.pgrp === pgid && stat.state !== "Z") return true;
+  }
+  return false;
+}
+
+function signalZero(target: number): boolean {
+  try {
+    process.kill(target, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists, it just is not ours to signal.
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function signalGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
+  }
+}
+
+/** Reads from the end, so a long-running instance's big log costs only the lines asked for. */
+async function tailFile(file: string, lines: number): Promise<string> {
+  if (lines <= 0) return "";
+  let fh: FileHandle;
+  try {
+    fh = await open(file, "r");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return "";
+    throw e;
+  }
+  try {
+    const { size } = await fh.stat();
+    const chunks: Buffer[] = [];
+    let newlines = 0;
+    let pos = size;
+    while (pos > 0 && newlines <= lines) {
+      const length = Math.min(64 * 1024, pos);
+      pos -= length;
+      const chunk = Buffer.alloc(length);
+      await fh.read(chunk, 0, length, pos);
+      chunks.unshift(chunk);
+      for (const byte of chunk) if (byte === 0x0a) newlines++;
+    }
+    const text = Buffer.concat(chunks).toString("utf8");
+    const endsWithNewline = text.endsWith("\n");
+    const all = (endsWithNewline ? text.slice(0, -1) : text).split("\n");
+    return all.slice(-lines).join("\n") + (endsWithNewline ? "\n" : "");
+  } finally {
+    await fh.close();
+  }
+}

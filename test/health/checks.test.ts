@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from "node:http";
+import { createServer as createTcpServer, type AddressInfo, type Server } from "node:net";
+import { after, describe, test } from "node:test";
+import { CHECK_HISTORY_LENGTH, CheckState, runHealthCheck, waitHealthy, type CheckResult } from "../../src/health/checks.js";
+import type { HealthSpec } from "../../src/spec/types.js";
+
+const servers: Server[] = [];
+after(async () => {
+  for (const server of servers) {
+    (server as HttpServer).closeAllConnections?.();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+async function listen(server: Server): Promise<{ host: string; port: number }> {
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { host: "127.0.0.1", port: (server.address() as AddressInfo).port };
+}
+
+const httpServer = (handler: RequestListener) => listen(createHttpServer(handler));
+
+const respond = (code: number, body = "") => httpServer((_req, res) => res.writeHead(code).end(body));
+
+/** A port nothing listens on: taken from the kernel, then given back. */
+async function closedPort(): Promise<{ host: string; port: number }> {
+  const server = createTcpServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return { host: "127.0.0.1", port };
+}
+
+function spec(overrides: Partial<HealthSpec> = {}): HealthSpec {
+  return { http: "/healthz", intervalMs: 1_000, timeoutMs: 1_000, successBeforePassing: 1, failuresBeforeCritical: 1, ...overrides };
+}
+
+describe("runHealthCheck", () => {
+  test("HTTP 2xx is passing", async () => {
+    let path = "";
+    const target = await httpServer((req, res) => {
+      path = req.url ?? "";
+      res.writeHead(200).end("fine");
+    });
+    const result = await runHealthCheck(target, spec());
+    assert.equal(result.status, "passing");
+    assert.equal(result.output, "HTTP 200 OK");
+    assert.equal(path, "/healthz");
+    assert.ok(result.durationMs >= 0 && result.durationMs < 1_000);
+  });
+
+  test("HTTP 429 is warning", async () => {
+    const result = await runHealthCheck(await respond(429, "slow down"), spec());
+    assert.equal(result.status, "warning");
+    assert.equal(result.output, "HTTP 429 Too Many Requests: slow down");
+  });
+
+  test("HTTP 500 is critical, with the start of the body in the output", async () => {
+    const result = await runHealthCheck(await respond(500, `database down ${"x".repeat(1_000)}`), spec());
+    assert.equal(result.status, "critical");
+    assert.ok(result.output.startsWith("HTTP 500 Internal Server Error: database down xxx"));
+    assert.equal(result.output.length, "HTTP 500 Internal Server Error: ".length + 200);
+  });
+
+  test("a refused connection is critical and says so", async () => {
+    const result = await runHealthCheck(await closedPort(), spec());
+    assert.equal(result.status, "critical");
+    assert.match(result.output, /ECONNREFUSED/);
+  });
+
+  test("a server that never answers is critical after the timeout", async () => {
+    const target = await httpServer(() => {});
+    const result = await runHealthCheck(target, spec({ timeoutMs: 200 }));
+    assert.equal(result.status, "critical");
+    assert.match(result.output, /timed out after 200ms/);
+    assert.ok(result.durationMs >= 190 && result.durationMs < 1_000, `took ${result.durationMs}ms`);
+  });
+
+  test("TCP: passing when a connection is accepted, critical when refused", async () => {
+    const open = await listen(createTcpServer((socket) => socket.end()));
+    const tcp = spec({ http: undefined, tcp: true });
+    const up = await runHealthCheck(open, tcp);
+    assert.equal(up.status, "passing");
+    assert.match(up.output, /TCP connect 127\.0\.0\.1:\d+: Success/);
+    const down = await runHealthCheck(await closedPort(), tcp);
+    assert.equal(down.status, "critical");
+    assert.match(down.output, /ECONNREFUSED/);
+  });
+});
+
+describe("CheckState", () => {
+  const result = (status: CheckResult["status"]): CheckResult => ({ status, output: status, durationMs: 1 });
+
+  test("starts critical and turns passing only after successBeforePassing passes in a row", () => {
+    const state = new CheckState({ successBeforePassing: 2, failuresBeforeCritical: 3 });
+    assert.equal(state.status, "critical");
+    assert.equal(state.record(result("passing")), false);
+    assert.equal(state.record(result("critical")), false);
+    assert.equal(state.record(result("passing")), false);
+    assert.equal(state.status, "critical");
+    assert.equal(state.record(result("passing")), true);
+    assert.equal(state.status, "passing");
+  });
+
+  test("leaves passing only after failuresBeforeCritical non-passing results in a row", () => {
+    const state = new CheckState({ successBeforePassing: 1, failuresBeforeCritical: 3 });
+    state.record(result("passing"));
+    assert.equal(state.record(result("critical")), false);
+    assert.equal(state.record(result("warning")), false);
+    state.record(result("passing"));
+    state.record(result("critical"));
+    state.record(result("critical"));
+    assert.equal(state.status, "passing");
+    assert.equal(state.record(result("critical")), true);
+    assert.equal(state.status, "critical");
+  });
+
+  test("a run of warnings reads warning; the latest non-passing result sets the status", () => {
+    const state = new CheckState({ successBeforePassing: 1, failuresBeforeCritical: 2 });
+    state.record(result("passing"));
+    state.record(result("warning"));
+    assert.equal(state.record(result("warning")), true);
+    assert.equal(state.status, "warning");
+    assert.equal(state.record(result("critical")), true);
+    assert.equal(state.status, "critical");
+  });
+
+  test("keeps the last results as history", () => {
+    const state = new CheckState({ successBeforePassing: 1, failuresBeforeCritical: 1 });
+    for (let i = 0; i < CHECK_HISTORY_LENGTH + 5; i++) state.record({ status: "passing", output: `#${i}`, durationMs: i }, 1_000 + i);
+    assert.equal(state.history.length, CHECK_HISTORY_LENGTH);
+    assert.deepEqual(state.history[0], { at: 1_005, status: "passing", output: "#5", durationMs: 5 });
+    assert.equal(state.lastResult?.output, `#${CHECK_HISTORY_LENGTH + 4}`);
+  });
+});
+
+describe("waitHealthy", () => {
+  test("returns as soon as every target has passed successBeforePassing checks", async () => {
+    const healthyFrom = Date.now() + 150;
+    const slow = await httpServer((_req, res) => res.writeHead(Date.now() < healthyFrom ? 503 : 200).end());
+    const fast = await respond(200);
+    const startedAt = Date.now();
+    const result = await waitHealthy(
+      [
+        { id: "slow", ...slow },
+        { id: "fast", ...fast },
+      ],
+      spec({ successBeforePassing: 2 }),
+      { deadline: Date.now() + 5_000 },
+    );
+    const tookMs = Date.now() - startedAt;
+    assert.equal(result.ok, true);
+    if (!result.ok) return;
+    assert.ok(result.readyAtMs.slow! >= 150 && result.readyAtMs.slow! < 400, `slow ready at ${result.readyAtMs.slow}ms`);
+    assert.ok(result.readyAtMs.fast! < 100, `fast ready at ${result.readyAtMs.fast}ms`);
+    assert.ok(tookMs < 450, `took ${tookMs}ms`);
+  });
+
+  test("times out at the deadline, naming what still fails", async () => {
+    const broken = await respond(500, "migrations pending");
+    const good = await respond(200);
+    const startedAt = Date.now();
+    const result = await waitHealthy(
+      [
+        { id: "broken", ...broken },
+        { id: "good", ...good },
+      ],
+      spec(),
+      { deadline: Date.now() + 300 },
+    );
+    const tookMs = Date.now() - startedAt;
+    assert.deepEqual(result, {
+      ok: false,
+      reason: "timeout",
+      failing: [{ id: "broken", status: "critical", output: "HTTP 500 Internal Server Error: migrations pending" }],
+    });
+    assert.ok(tookMs >= 290 && tookMs < 600, `took ${tookMs}ms`);
+  });
+
+  test("a probe that hangs does not hold the wait past the deadline", async () => {
+    const hanging = await httpServer(() => {});
+    const startedAt = Date.now();
+    const result = await waitHealthy([{ id: "hanging", ...hanging }], spec({ timeoutMs: 10_000 }), { deadline: Date.now() + 200 });
+    assert.equal(result.ok, false);
+    assert.ok(Date.now() - startedAt < 500);
+  });
+
+  test("fails fast when an instance exits", async () => {
+    const starting = await respond(503);
+    const exitAt = Date.now() + 100;
+    const startedAt = Date.now();
+    const result = await waitHealthy([{ id: "books-green-1", ...starting }], spec(), {
+      deadline: Date.now() + 10_000,
+      isAlive: () => Date.now() < exitAt,
+    });
+    const tookMs = Date.now() - startedAt;
+    assert.deepEqual(result, {
+      ok: false,
+      reason: "exited",
+      failing: [{ id: "books-green-1", status: "critical", output: "the instance exited" }],
+    });
+    assert.ok(tookMs >= 90 && tookMs < 300, `took ${tookMs}ms`);
+  });
+
+  test("stops when aborted", async () => {
+    const starting = await respond(503);
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 100);
+    const result = await waitHealthy([{ id: "a", ...starting }], spec(), { deadline: Date.now() + 10_000, signal: controller.signal });
+    assert.equal(result.ok, false);
+    if (result.ok) return;
+    assert.equal(result.reason, "aborted");
+    assert.match(result.failing[0]!.output, /HTTP 503/);
+  });
+});

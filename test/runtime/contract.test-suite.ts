@@ -1,0 +1,177 @@
+// The shared Runtime suite: every runtime (process, docker, swarm) calls runRuntimeContract with
+// its own factory. A new runtime is done when this suite passes against it.
+
+import assert from "node:assert/strict";
+import { dirname } from "node:path";
+import { afterEach, beforeEach, describe, test } from "node:test";
+import type { ExitEvent, InstanceInfo, Runtime, StartRequest } from "../../src/runtime/contract.js";
+import { ECHO_APP, getJson, waitFor, waitReachable } from "./helpers.js";
+
+export interface RuntimeUnderTest {
+  runtime: Runtime;
+  cleanup(): Promise<void>;
+  /** How this runtime runs test/fixtures/echo-app.mjs; by default the host's node with the file in place. */
+  echoApp?: { command: string[]; cwd: string };
+}
+
+export function runRuntimeContract(name: string, makeRuntime: () => Promise<RuntimeUnderTest>): void {
+  describe(`Runtime contract: ${name}`, () => {
+    let under: RuntimeUnderTest;
+    let runtime: Runtime;
+    let exits: ExitEvent[];
+
+    beforeEach(async () => {
+      under = await makeRuntime();
+      runtime = under.runtime;
+      exits = [];
+      runtime.onExit((e) => exits.push(e));
+    });
+
+    afterEach(async () => {
+      for (const instance of await runtime.list()) await runtime.stop(instance, 1_000);
+      await under.cleanup();
+    });
+
+    function echo(overrides: Partial<StartRequest> = {}): StartRequest {
+      const app = under.echoApp ?? { command: [process.execPath, ECHO_APP], cwd: dirname(ECHO_APP) };
+      return {
+        service: "books",
+        slot: "green",
+        release: "v2",
+        command: app.command,
+        cwd: app.cwd,
+        env: {},
+        apiUrl: "http://127.0.0.1:7070",
+        ...overrides,
+      };
+    }
+
+    const exitsOf = (instance: InstanceInfo) => exits.filter((e) => e.instance.id === instance.id);
+    const logsInclude = (instance: InstanceInfo, text: string) =>
+      waitFor(`"${text}" in the logs of ${instance.id}`, async () => (await runtime.logs(instance)).includes(text));
+
+    test("start gives a reachable loopback port and pushes the facts through the environment", async () => {
+      process.env.TURQUOISE_AGENT_ONLY = "must not leak";
+      let info: InstanceInfo;
+      try {
+        info = await runtime.start(echo({ env: { GREETING: "hello", PORT: "1" } }));
+      } finally {
+        delete process.env.TURQUOISE_AGENT_ONLY;
+      }
+      assert.ok(info.host.length > 0 && info.port > 0);
+      assert.match(info.id, /^books-green-\w+$/);
+      assert.deepEqual([info.service, info.slot, info.release], ["books", "green", "v2"]);
+      assert.ok(info.ref.length > 0);
+      assert.ok(Math.abs(Date.now() - info.startedAt) < 10_000);
+
+      const reply = await waitReachable(info);
+      // PORT and HOST are what the app binds to, which a container runtime maps to info's address.
+      const { PORT, HOST, ...facts } = reply.env;
+      assert.match(PORT ?? "", /^\d+$/);
+      assert.notEqual(PORT, "1", "the runtime's PORT must win over the service's own env");
+      assert.ok(HOST);
+      // Nothing else named TURQUOISE_* gets in.
+      assert.deepEqual(facts, {
+        GREETING: "hello",
+        TURQUOISE_SERVICE: "books",
+        TURQUOISE_SLOT: "green",
+        TURQUOISE_RELEASE: "v2",
+        TURQUOISE_API: "http://127.0.0.1:7070",
+      });
+      assert.deepEqual(await runtime.inspect(info), { running: true });
+      assert.deepEqual((await runtime.list()).map((i) => i.id), [info.id]);
+    });
+
+    test("logs capture stdout and stderr and tail the last lines", async () => {
+      const info = await runtime.start(echo());
+      await logsInclude(info, "listening on");
+      await logsInclude(info, "stderr works too");
+      const last = await runtime.logs(info, { tailLines: 1 });
+      assert.equal(last.trimEnd().split("\n").length, 1);
+    });
+
+    test("stop sends SIGTERM and a graceful app exits by itself (killed: false)", async () => {
+      const info = await runtime.start(echo());
+      await waitReachable(info);
+      const result = await runtime.stop(info, 5_000);
+      assert.deepEqual(result, { killed: false });
+      assert.match(await runtime.logs(info), /SIGTERM received, shutting down/);
+      assert.deepEqual(await runtime.inspect(info), { running: false, exitCode: 0, signal: null });
+      assert.deepEqual(await runtime.list(), []);
+      await assert.rejects(getJson(info.host, info.port), /ECONNREFUSED/);
+      await waitFor("the exit event", async () => exitsOf(info).length === 1);
+      assert.equal(exitsOf(info)[0]!.exitCode, 0);
+    });
+
+    test("an app that ignores SIGTERM is SIGKILLed after the stop timeout (killed: true)", async () => {
+      const info = await runtime.start(echo({ env: { IGNORE_SIGTERM: "1" } }));
+      await waitReachable(info);
+      const startedAt = Date.now();
+      const result = await runtime.stop(info, 300);
+      const tookMs = Date.now() - startedAt;
+      assert.deepEqual(result, { killed: true });
+      assert.ok(tookMs >= 290 && tookMs < 3_000, `stop took ${tookMs}ms`);
+      assert.match(await runtime.logs(info), /SIGTERM received, ignoring it/);
+      await waitFor("the exit event", async () => exitsOf(info).length === 1);
+      assert.equal(exitsOf(info)[0]!.signal, "SIGKILL");
+    });
+
+    test("onExit fires once, with the exit code, for an instance that exits by itself", async () => {
+      const info = await runtime.start(echo({ env: { EXIT_AT_ONCE: "1" } }));
+      await waitFor("the exit event", async () => exitsOf(info).length > 0);
+      assert.equal(exitsOf(info)[0]!.exitCode, 3);
+      assert.equal(exitsOf(info)[0]!.instance.id, info.id);
+      assert.deepEqual(await runtime.inspect(info), { running: false, exitCode: 3, signal: null });
+      assert.match(await runtime.logs(info), /EXIT_AT_ONCE is set/);
+      assert.deepEqual(await runtime.list(), []);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(exitsOf(info).length, 1);
+    });
+
+    test("stopping an instance that already exited resolves at once", async () => {
+      const info = await runtime.start(echo({ env: { EXIT_AT_ONCE: "1" } }));
+      await waitFor("the exit event", async () => exitsOf(info).length > 0);
+      const startedAt = Date.now();
+      assert.deepEqual(await runtime.stop(info, 10_000), { killed: false });
+      assert.ok(Date.now() - startedAt < 500);
+      assert.equal(exitsOf(info).length, 1);
+    });
+
+    test("a missing working directory is a clear error naming the directory and the release", async () => {
+      const cwd = "/nonexistent/turquoise-test/releases/v9";
+      await assert.rejects(runtime.start(echo({ cwd, release: "v9" })), (e: Error) => {
+        assert.match(e.message, /\/nonexistent\/turquoise-test\/releases\/v9/);
+        assert.match(e.message, /\bv9\b/);
+        assert.match(e.message, /does not exist/);
+        return true;
+      });
+      assert.deepEqual(await runtime.list(), []);
+    });
+
+    test("a missing executable is a clear error naming the command", async () => {
+      await assert.rejects(runtime.start(echo({ command: ["turquoise-no-such-command", "--port"] })), (e: Error) => {
+        assert.match(e.message, /"turquoise-no-such-command"/);
+        assert.match(e.message, /not found/);
+        return true;
+      });
+      assert.deepEqual(await runtime.list(), []);
+    });
+
+    test("list filters by service", async () => {
+      const books = await runtime.start(echo({ service: "books" }));
+      const authors = await runtime.start(echo({ service: "authors", slot: "blue" }));
+      assert.deepEqual((await runtime.list("books")).map((i) => i.id), [books.id]);
+      assert.deepEqual((await runtime.list("authors")).map((i) => i.id), [authors.id]);
+      assert.deepEqual((await runtime.list()).map((i) => i.id).sort(), [authors.id, books.id].sort());
+      assert.deepEqual(await runtime.list("nobody"), []);
+    });
+
+    test("signal delivers a signal to the instance", async () => {
+      const info = await runtime.start(echo());
+      await waitReachable(info);
+      await runtime.signal(info, "SIGUSR2");
+      await logsInclude(info, "SIGUSR2 received");
+      assert.deepEqual(await runtime.inspect(info), { running: true });
+    });
+  });
+}
