@@ -13,7 +13,7 @@ import { Records } from "./deploy/records.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy, stopProxy } from "./proxy/builtin.js";
-import type { Proxy } from "./proxy/contract.js";
+import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { ProcessRuntime } from "./runtime/process.js";
 import { SLOTS } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
@@ -31,6 +31,21 @@ export interface AgentInfo {
 
 export type AgentLog = (line: string) => void;
 
+const PROXY_WATCH_MS = 250;
+
+/**
+ * The proxy as the agent sees it: the running proxy process, replaced by a new one if it dies.
+ * The new process restores its saved table by itself; the agent then re-applies the current one.
+ */
+class SupervisedProxy implements Proxy {
+  readonly name = "builtin";
+  constructor(public current: Proxy, public pid: number, public listenPort: number) {}
+  apply(table: RouteTable): Promise<void> { return this.current.apply(table); }
+  drain(poolId: string, timeoutMs: number): Promise<DrainResult> { return this.current.drain(poolId, timeoutMs); }
+  stats(): Promise<ProxyStats> { return this.current.stats(); }
+  setUpstreamHealth(id: string, healthy: boolean): Promise<void> { return this.current.setUpstreamHealth(id, healthy); }
+}
+
 export class Agent {
   private server?: http.Server;
   private closing?: Promise<void>;
@@ -45,8 +60,7 @@ export class Agent {
     readonly store: Store,
     readonly records: Records,
     readonly fleet: Fleet,
-    readonly proxy: Proxy,
-    readonly proxyInfo: { pid: number; listenPort: number },
+    readonly proxy: SupervisedProxy,
     readonly orchestrator: Orchestrator,
     readonly monitor: HealthMonitor,
     private readonly log: AgentLog,
@@ -71,13 +85,14 @@ export class Agent {
     log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
-    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: proxied.proxy, apiUrl, agentId, event });
-    const monitor = new HealthMonitor(spec, fleet, proxied.proxy, event);
-    const agent = new Agent(spec, token, store, records, fleet, proxied.proxy, proxied, orchestrator, monitor, log);
+    const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
+    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
+    const monitor = new HealthMonitor(spec, fleet, supervised, event);
+    const agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, log);
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}`);
-      void proxied.proxy.setUpstreamHealth(inst.id, false).catch(() => undefined);
+      void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
       monitor.sync();
     });
 
@@ -85,6 +100,7 @@ export class Agent {
     await agent.listen();
     monitor.sync();
     setInterval(() => monitor.sync(), 1_000).unref();
+    agent.watchProxy(event);
     return agent;
   }
 
@@ -92,6 +108,28 @@ export class Agent {
     const addr = this.server?.address();
     const port = addr && typeof addr === "object" ? addr.port : this.spec.agent.port;
     return `http://${this.spec.agent.host}:${port}`;
+  }
+
+  /** Restarts the proxy if its process dies; it comes back on its saved table, then gets the current one. */
+  private watchProxy(event: (service: string | null, type: string, message: string) => void): void {
+    let restarting = false;
+    const timer = setInterval(async () => {
+      if (restarting || this.closing || pidAlive(this.proxy.pid)) return;
+      restarting = true;
+      try {
+        const old = this.proxy.pid;
+        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port }));
+        Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
+        await this.orchestrator.applyRoutes();
+        event(null, "proxy.restarted", `proxy (pid ${old}) died; started pid ${p.pid} with the route table restored`);
+      } catch (e) {
+        event(null, "proxy.restart-failed", `proxy restart failed: ${e instanceof Error ? e.message : e}`);
+      } finally {
+        restarting = false;
+      }
+    }, PROXY_WATCH_MS);
+    timer.unref();
+    this.closed.then(() => clearInterval(timer));
   }
 
   /** Adopts what an earlier agent left, finishes or undoes its flows, stops orphans, restores the live slots. */
@@ -143,8 +181,9 @@ export class Agent {
     });
     this.server = server;
     const addr = server.address() as { port: number };
-    const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr.port }, proxy: { host: this.spec.proxy.host, port: this.proxyInfo.listenPort, pid: this.proxyInfo.pid }, startedAt: this.startedAt };
+    const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr.port }, proxy: { host: this.spec.proxy.host, port: this.proxy.listenPort, pid: this.proxy.pid }, startedAt: this.startedAt };
     writeFileAtomic(path.join(this.spec.stateDir, AGENT_FILE), JSON.stringify(info, null, 2));
+    fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
     this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
   }
 
@@ -157,6 +196,7 @@ export class Agent {
         this.server.closeAllConnections();
         await new Promise<void>((r) => this.server!.close(() => r()));
       }
+      fs.rmSync(path.join(this.spec.stateDir, "agent.pid"), { force: true });
       if (opts.everything) {
         for (const svc of Object.values(this.spec.services)) await this.fleet.stop(this.fleet.list(svc.name), svc.stopTimeoutMs);
         await stopProxy(this.spec.stateDir);

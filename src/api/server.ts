@@ -127,7 +127,7 @@ async function status(agent: Agent): Promise<unknown> {
       lock: (await agent.store.getLock(keys.lock(svc.name))) ?? null,
     });
   }
-  return { agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt }, proxy: { pid: agent.proxyInfo.pid, address: `${agent.spec.proxy.host}:${agent.proxyInfo.listenPort}`, stats: await agent.proxy.stats().catch((e) => ({ error: errorMessage(e) })) }, services };
+  return { agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt }, proxy: { pid: agent.proxy.pid, address: `${agent.spec.proxy.host}:${agent.proxy.listenPort}`, stats: await agent.proxy.stats().catch((e) => ({ error: errorMessage(e) })) }, services };
 }
 
 function casOption(query: URLSearchParams): { prevRevision?: number } {

@@ -40,7 +40,7 @@ examples:
     };
     process.once("SIGINT", stop);
     process.once("SIGTERM", stop);
-    if (ctx.json) printJson(ctx, { pid: process.pid, api: agent.apiUrl, proxy: `${spec.proxy.host}:${agent.proxyInfo.listenPort}` });
+    if (ctx.json) printJson(ctx, { pid: process.pid, api: agent.apiUrl, proxy: `${spec.proxy.host}:${agent.proxy.listenPort}` });
     await agent.closed;
   },
 };
@@ -65,7 +65,6 @@ async function detach(ctx: Context, spec: Spec): Promise<void> {
       const client = new AgentClient(`http://${info.api.host}:${info.api.port}`, token);
       const ok = await client.get("/v1/health").then(() => true, () => false);
       if (ok) {
-        fs.writeFileSync(path.join(spec.stateDir, "agent.pid"), `${child.pid}\n`);
         if (ctx.json) return printJson(ctx, { pid: child.pid, api: `http://${info.api.host}:${info.api.port}`, proxy: `${info.proxy.host}:${info.proxy.port}`, log: logFile });
         ctx.out(`agent running (pid ${child.pid}), API http://${info.api.host}:${info.api.port}`);
         ctx.out(`proxy serving on http://${info.proxy.host}:${info.proxy.port}`);

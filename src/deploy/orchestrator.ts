@@ -2,6 +2,7 @@
 // healthy, smoke, (expand), flip, verify, drain, retire the old slot, (contract), record.
 // Every step is journaled before and after it runs, so an agent that restarts can finish or
 // undo the flow (see recover()).
+import fs from "node:fs";
 import http from "node:http";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { waitHealthy } from "../health/checks.js";
@@ -128,6 +129,7 @@ export class Orchestrator {
           const durationMs = Date.now() - startedAt;
           journal.steps.push(`${name}:done`);
           await records.writeJournal(journal);
+          crashPoint(name);
           if (out && typeof out === "object" && "skipped" in out) {
             steps.push({ name, startedAt, durationMs, ok: true, detail: `skipped: ${out.skipped}` });
             emit({ type: "step", name, status: "skipped", durationMs, detail: out.skipped });
@@ -146,7 +148,11 @@ export class Orchestrator {
         }
       };
 
-      await step("plan", async () => `${live ? `${live.release} (${fromSlot})` : "nothing live"} → ${req.release} (${toSlot})`);
+      await step("plan", async () => {
+        const dir = this.d.fleet.releaseDir(svc, req.release);
+        if (!warmReuse && !fs.existsSync(dir)) throw new TurquoiseError("NOT_FOUND", `release "${req.release}" of ${svc.name} not found: no directory ${dir} (cwd in ${this.d.spec.file})`);
+        return `${live ? `${live.release} (${fromSlot})` : "nothing live"} → ${req.release} (${toSlot})`;
+      });
       let fresh: InstanceInfo[] = [];
       let poolId: string;
       try {
@@ -425,6 +431,14 @@ export class Orchestrator {
     }
     return notes;
   }
+}
+
+/**
+ * A real crash at a chosen point, for the crash-recovery tests: with TURQUOISE_CRASH_AFTER=<step>
+ * the agent SIGKILLs itself right after journaling that step as done.
+ */
+function crashPoint(step: string): void {
+  if (process.env.TURQUOISE_CRASH_AFTER === step) process.kill(process.pid, "SIGKILL");
 }
 
 function lastStep(j: Journal): string {

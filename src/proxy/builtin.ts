@@ -1,0 +1,299 @@
+// The agent's side of the built-in proxy: a Proxy driven over the loopback control API, and the
+// helpers that start, adopt and stop the proxy process. The process is detached so it keeps
+// serving when the agent that started it stops or dies.
+
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import http from "node:http";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { TurquoiseError, errorMessage } from "../errors.js";
+import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./contract.js";
+import { PROXY_INFO_FILE, type ProxyInfo, TOKEN_FILE } from "./server.js";
+
+export const PROXY_LOG_FILE = "proxy.log";
+export const DEFAULT_CONTROL_TIMEOUT_MS = 10_000;
+export const DEFAULT_SPAWN_TIMEOUT_MS = 10_000;
+export const DEFAULT_STOP_TIMEOUT_MS = 15_000;
+const MAIN_JS = fileURLToPath(new URL("./main.js", import.meta.url));
+
+export interface ProxyHealth {
+  ok: boolean;
+  pid: number;
+  tableVersion: number;
+}
+
+export class BuiltinProxy implements Proxy {
+  readonly name = "builtin";
+  readonly controlUrl: string;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+
+  constructor(opts: { controlUrl: string; token: string; timeoutMs?: number }) {
+    this.controlUrl = opts.controlUrl.replace(/\/+$/, "");
+    this.token = opts.token;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_CONTROL_TIMEOUT_MS;
+  }
+
+  async apply(table: RouteTable): Promise<void> {
+    await this.call("PUT", "/table", table);
+  }
+
+  drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
+    // The call lasts as long as the drain itself.
+    return this.call("POST", "/drain", { poolId, timeoutMs }, timeoutMs + this.timeoutMs) as Promise<DrainResult>;
+  }
+
+  stats(): Promise<ProxyStats> {
+    return this.call("GET", "/stats") as Promise<ProxyStats>;
+  }
+
+  async setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {
+    await this.call("POST", "/upstreams/health", { id: upstreamId, healthy });
+  }
+
+  /** Not in the Proxy contract: liveness of the proxy process and the table version it serves. */
+  health(timeoutMs?: number): Promise<ProxyHealth> {
+    return this.call("GET", "/health", undefined, timeoutMs) as Promise<ProxyHealth>;
+  }
+
+  /** Not in the Proxy contract: the table the proxy serves right now. */
+  table(): Promise<RouteTable> {
+    return this.call("GET", "/table") as Promise<RouteTable>;
+  }
+
+  private call(method: string, pathname: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<unknown> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const url = new URL(pathname, this.controlUrl);
+    return new Promise((resolve, reject) => {
+      const headers: http.OutgoingHttpHeaders = { authorization: `Bearer ${this.token}` };
+      if (payload !== undefined) {
+        headers["content-type"] = "application/json";
+        headers["content-length"] = Buffer.byteLength(payload);
+      }
+      const req = http.request(url, { method, headers, agent: false, timeout: timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          let parsed: unknown;
+          try {
+            parsed = text === "" ? undefined : JSON.parse(text);
+          } catch {
+            parsed = text;
+          }
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) return resolve(parsed);
+          const detail = (parsed as { error?: string } | undefined)?.error ?? text;
+          const where = `proxy control ${method} ${pathname}`;
+          if (status === 401) reject(new TurquoiseError("UNAUTHORIZED", `${where}: the proxy refused the token`));
+          else reject(new TurquoiseError("INTERNAL", `${where} failed with ${status}: ${detail}`, { data: { status } }));
+        });
+      });
+      req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      req.on("error", (e) =>
+        reject(new TurquoiseError("INTERNAL", `proxy control API at ${this.controlUrl} is unreachable: ${errorMessage(e)}`, { cause: e })),
+      );
+      req.end(payload);
+    });
+  }
+}
+
+export interface RunningProxy {
+  pid: number;
+  proxy: BuiltinProxy;
+  listenPort: number;
+}
+
+export interface SpawnProxyOptions {
+  stateDir: string;
+  listenHost: string;
+  listenPort: number;
+  nodePath?: string;
+  timeoutMs?: number;
+}
+
+/**
+ * Starts the proxy process, detached (own process group, output to `<stateDir>/proxy.log`), and
+ * resolves once it has written proxy.json. Creates `<stateDir>/token` (mode 0600) when missing.
+ */
+export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy> {
+  const stateDir = path.resolve(opts.stateDir);
+  await mkdir(stateDir, { recursive: true });
+  const running = await connectProxy(stateDir);
+  if (running) {
+    throw new TurquoiseError("CONFLICT", `a proxy is already running for ${stateDir} (pid ${running.pid}); adopt it with connectProxy or stop it first`, {
+      data: { pid: running.pid },
+    });
+  }
+  await ensureToken(stateDir);
+
+  const logFile = path.join(stateDir, PROXY_LOG_FILE);
+  const log = await open(logFile, "a", 0o600);
+  const logStart = (await log.stat()).size;
+  const listen = opts.listenHost.includes(":") ? `[${opts.listenHost}]:${opts.listenPort}` : `${opts.listenHost}:${opts.listenPort}`;
+  let child;
+  try {
+    child = spawn(opts.nodePath ?? process.execPath, [MAIN_JS, "--state-dir", stateDir, "--listen", listen], {
+      detached: true,
+      stdio: ["ignore", log.fd, log.fd],
+    });
+  } finally {
+    await log.close();
+  }
+  child.unref();
+
+  const failure = async (why: string): Promise<TurquoiseError> => {
+    const tail = await readTail(logFile, logStart);
+    return new TurquoiseError("INTERNAL", `the proxy did not start: ${why}${tail ? `\n--- ${logFile} ---\n${tail}` : ""}`);
+  };
+  let exited: string | undefined;
+  const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+    exited = signal ? `it was killed by ${signal}` : `it exited with code ${code}`;
+  };
+  child.once("exit", onExit);
+  child.once("error", (e) => (exited = `it could not be started: ${errorMessage(e)}`));
+  try {
+    const deadline = Date.now() + (opts.timeoutMs ?? DEFAULT_SPAWN_TIMEOUT_MS);
+    for (;;) {
+      const info = await readInfo(stateDir);
+      if (info && info.pid === child.pid) {
+        return { pid: info.pid, proxy: new BuiltinProxy({ controlUrl: controlUrl(info), token: await readToken(stateDir) }), listenPort: info.listen.port };
+      }
+      if (exited) throw await failure(exited);
+      if (Date.now() > deadline) {
+        if (child.pid) process.kill(child.pid, "SIGKILL");
+        throw await failure(`no ${PROXY_INFO_FILE} within ${opts.timeoutMs ?? DEFAULT_SPAWN_TIMEOUT_MS} ms`);
+      }
+      await sleep(25);
+    }
+  } finally {
+    child.off("exit", onExit);
+  }
+}
+
+/** Adopts the proxy already running for stateDir, or undefined when none answers. */
+export async function connectProxy(stateDir: string): Promise<RunningProxy | undefined> {
+  const info = await readInfo(stateDir);
+  if (!info || !pidAlive(info.pid)) return undefined;
+  let token: string;
+  try {
+    token = await readToken(stateDir);
+  } catch {
+    return undefined;
+  }
+  const proxy = new BuiltinProxy({ controlUrl: controlUrl(info), token });
+  try {
+    // The pid check guards against an unrelated process that reused the pid.
+    const health = await proxy.health(2_000);
+    if (health.pid !== info.pid) return undefined;
+  } catch {
+    return undefined;
+  }
+  return { pid: info.pid, proxy, listenPort: info.listen.port };
+}
+
+/**
+ * Stops the proxy for stateDir: SIGTERM (it finishes in-flight requests), then SIGKILL after
+ * timeoutMs. Resolves false when no proxy was running.
+ */
+export async function stopProxy(stateDir: string, timeoutMs = DEFAULT_STOP_TIMEOUT_MS): Promise<boolean> {
+  const infoFile = path.join(stateDir, PROXY_INFO_FILE);
+  const info = await readInfo(stateDir);
+  if (!info) return false;
+  if (!pidAlive(info.pid) || !(await isProxyProcess(info.pid, stateDir))) {
+    await rm(infoFile, { force: true });
+    return false;
+  }
+  process.kill(info.pid, "SIGTERM");
+  const deadline = Date.now() + timeoutMs;
+  while (pidAlive(info.pid)) {
+    if (Date.now() > deadline) {
+      process.kill(info.pid, "SIGKILL");
+      await sleep(50);
+      break;
+    }
+    await sleep(25);
+  }
+  const after = await readInfo(stateDir);
+  if (after?.pid === info.pid) await rm(infoFile, { force: true });
+  return true;
+}
+
+function controlUrl(info: ProxyInfo): string {
+  return `http://${info.control.host}:${info.control.port}`;
+}
+
+async function readInfo(stateDir: string): Promise<ProxyInfo | undefined> {
+  try {
+    const info = JSON.parse(await readFile(path.join(stateDir, PROXY_INFO_FILE), "utf8")) as ProxyInfo;
+    return typeof info?.pid === "number" ? info : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function readToken(stateDir: string): Promise<string> {
+  return (await readFile(path.join(stateDir, TOKEN_FILE), "utf8")).trim();
+}
+
+/** The agent normally writes the token; creating it here lets the proxy run on its own. */
+async function ensureToken(stateDir: string): Promise<void> {
+  const file = path.join(stateDir, TOKEN_FILE);
+  try {
+    await writeFile(file, randomBytes(32).toString("hex") + "\n", { mode: 0o600, flag: "wx" });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Where /proc exists, refuses to signal a pid that now belongs to some other program. */
+async function isProxyProcess(pid: number, stateDir: string): Promise<boolean> {
+  try {
+    const cmdline = (await readFile(`/proc/${pid}/cmdline`, "utf8")).split("\0");
+    return cmdline.includes("--state-dir") && cmdline.includes(path.resolve(stateDir));
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== "ENOENT" || !(await exists("/proc/self"));
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readTail(file: string, from: number, maxBytes = 4_096): Promise<string> {
+  try {
+    const fh = await open(file, "r");
+    try {
+      const size = (await fh.stat()).size;
+      const start = Math.max(from, size - maxBytes);
+      const buf = Buffer.alloc(size - start);
+      await fh.read(buf, 0, buf.length, start);
+      return buf.toString("utf8").trim();
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return "";
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

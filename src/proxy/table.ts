@@ -1,0 +1,274 @@
+// The proxy's routing state: a compiled route table (immutable, swapped whole) and the pools it
+// points at. Pools outlive tables: a pool keeps its id, counters and in-flight requests across
+// updates, so an old pool can be drained after the table that named it is gone.
+
+import type { PoolStats, Route, RouteTable, Upstream } from "./contract.js";
+
+/** Anything in flight on a pool that a drain may have to cut. */
+export interface Cuttable {
+  cut(): void;
+}
+
+export class Pool {
+  readonly id: string;
+  service: string;
+  upstreams: readonly Upstream[];
+  /** False once a newer table stopped naming this pool; it lives on until drained. */
+  live = true;
+  inFlight = 0;
+  served = 0;
+  failed = 0;
+  /** Requests that ended, for whatever reason; a drain counts completions by its delta. */
+  finished = 0;
+  readonly active = new Set<Cuttable>();
+  private cursor = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(route: Route) {
+    this.id = route.poolId;
+    this.service = route.service;
+    this.upstreams = route.upstreams;
+  }
+
+  /**
+   * Round-robin over healthy upstreams, skipping `avoid` (the one that just failed) when another
+   * is available.
+   */
+  pick(unhealthy: ReadonlySet<string>, avoid?: Upstream): Upstream | undefined {
+    const list = this.upstreams;
+    const n = list.length;
+    let fallback: Upstream | undefined;
+    for (let i = 0; i < n; i++) {
+      const u = list[(this.cursor + i) % n]!;
+      if (unhealthy.size !== 0 && unhealthy.has(u.id)) continue;
+      if (u === avoid) {
+        fallback = u;
+        continue;
+      }
+      this.cursor = (this.cursor + i + 1) % n;
+      return u;
+    }
+    return fallback;
+  }
+
+  hasHealthy(unhealthy: ReadonlySet<string>): boolean {
+    if (unhealthy.size === 0) return this.upstreams.length !== 0;
+    for (const u of this.upstreams) if (!unhealthy.has(u.id)) return true;
+    return false;
+  }
+
+  enter(item: Cuttable): void {
+    this.inFlight++;
+    this.active.add(item);
+  }
+
+  leave(item: Cuttable, ok: boolean): void {
+    if (!this.active.delete(item)) return;
+    this.inFlight--;
+    this.finished++;
+    if (ok) this.served++;
+    else this.failed++;
+    if (this.inFlight === 0 && this.idleWaiters.length !== 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Resolves true once nothing is in flight, or false after timeoutMs. */
+  whenIdle(timeoutMs: number): Promise<boolean> {
+    if (this.inFlight === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.idleWaiters = this.idleWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, Math.max(0, timeoutMs));
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.idleWaiters.push(done);
+    });
+  }
+
+  stats(): PoolStats {
+    return { poolId: this.id, inFlight: this.inFlight, served: this.served, failed: this.failed };
+  }
+}
+
+export interface Match {
+  route: Route;
+  pool: Pool;
+}
+
+interface Entry {
+  /** Normalized: no trailing slash, "" for the root. */
+  prefix: string;
+  match: Match;
+}
+
+/** An immutable, pre-sorted view of one RouteTable. Lookups allocate nothing. */
+export class CompiledTable {
+  readonly source: RouteTable;
+  private readonly byHost = new Map<string, Entry[]>();
+  private readonly anyHost: Entry[] = [];
+
+  constructor(source: RouteTable, pools: ReadonlyMap<string, Pool>) {
+    this.source = source;
+    for (const route of source.routes) {
+      const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match: { route, pool: pools.get(route.poolId)! } };
+      if (route.host === undefined || route.host === "") {
+        this.anyHost.push(entry);
+      } else {
+        const host = normalizeHost(route.host);
+        let list = this.byHost.get(host);
+        if (!list) this.byHost.set(host, (list = []));
+        list.push(entry);
+      }
+    }
+    const longestFirst = (a: Entry, b: Entry): number => b.prefix.length - a.prefix.length;
+    this.anyHost.sort(longestFirst);
+    for (const list of this.byHost.values()) list.sort(longestFirst);
+  }
+
+  get version(): number {
+    return this.source.version;
+  }
+
+  /** `host` is the raw Host header (any case, maybe with a port); `url` the request target. */
+  lookup(host: string | undefined, url: string): Match | undefined {
+    if (host !== undefined && this.byHost.size !== 0) {
+      const list = this.byHost.get(normalizeHost(host));
+      if (list) {
+        const m = firstMatch(list, url);
+        if (m) return m;
+      }
+    }
+    return firstMatch(this.anyHost, url);
+  }
+}
+
+function firstMatch(list: Entry[], url: string): Match | undefined {
+  for (let i = 0; i < list.length; i++) {
+    const e = list[i]!;
+    if (prefixMatches(e.prefix, url)) return e.match;
+  }
+  return undefined;
+}
+
+/** Matches on a segment boundary: "/api" matches "/api", "/api/x" and "/api?q", not "/apix". */
+export function prefixMatches(prefix: string, url: string): boolean {
+  if (prefix.length === 0) return true;
+  if (!url.startsWith(prefix)) return false;
+  if (url.length === prefix.length) return true;
+  const next = url.charCodeAt(prefix.length);
+  return next === 47 /* / */ || next === 63 /* ? */ || next === 35 /* # */;
+}
+
+export function normalizePrefix(prefix: string | undefined): string {
+  let p = prefix ?? "/";
+  if (!p.startsWith("/")) p = "/" + p;
+  while (p.endsWith("/")) p = p.slice(0, -1);
+  return p;
+}
+
+/** Lower-cases and strips the port, IPv6 brackets kept: "Example.COM:8080" → "example.com". */
+export function normalizeHost(host: string): string {
+  let h = host;
+  if (h.charCodeAt(0) === 91 /* [ */) {
+    const end = h.indexOf("]");
+    if (end !== -1) h = h.slice(0, end + 1);
+  } else {
+    const colon = h.indexOf(":");
+    if (colon !== -1) h = h.slice(0, colon);
+  }
+  if (h.endsWith(".")) h = h.slice(0, -1);
+  return h.toLowerCase();
+}
+
+/**
+ * Owns the current table and every pool, live or retired. `apply` swaps the table reference
+ * synchronously, so a request resolved before the call keeps its old pool and every request
+ * resolved after uses the new one.
+ */
+export class Router {
+  current: CompiledTable;
+  readonly pools = new Map<string, Pool>();
+  /** Upstream ids out of rotation; kept across tables because ids are stable per instance. */
+  readonly unhealthy = new Set<string>();
+
+  constructor() {
+    this.current = new CompiledTable({ version: 0, routes: [] }, this.pools);
+  }
+
+  /** Returns false (and changes nothing) when the table is older than the current one. */
+  apply(table: RouteTable): boolean {
+    if (table.version < this.current.version) return false;
+    const named = new Set<string>();
+    for (const route of table.routes) {
+      named.add(route.poolId);
+      const existing = this.pools.get(route.poolId);
+      if (existing) {
+        existing.service = route.service;
+        existing.upstreams = route.upstreams;
+        existing.live = true;
+      } else {
+        this.pools.set(route.poolId, new Pool(route));
+      }
+    }
+    for (const [id, pool] of this.pools) {
+      if (named.has(id)) continue;
+      pool.live = false;
+      // A retired pool with nothing in flight has nothing left to drain.
+      if (pool.inFlight === 0) this.pools.delete(id);
+    }
+    this.current = new CompiledTable(table, this.pools);
+    return true;
+  }
+
+  /** Forgets a retired pool once it is drained. */
+  release(pool: Pool): void {
+    if (!pool.live && pool.inFlight === 0 && this.pools.get(pool.id) === pool) this.pools.delete(pool.id);
+  }
+
+  /** Whether any live pool other than `except` sends traffic to host:port. */
+  addressInUse(host: string, port: number, except: Pool): boolean {
+    for (const pool of this.pools.values()) {
+      if (pool === except || !pool.live) continue;
+      for (const u of pool.upstreams) if (u.host === host && u.port === port) return true;
+    }
+    return false;
+  }
+}
+
+/** Checks a RouteTable received from outside; returns the problem, or undefined when valid. */
+export function validateTable(value: unknown): string | undefined {
+  if (typeof value !== "object" || value === null) return "table must be an object";
+  const t = value as Record<string, unknown>;
+  if (typeof t.version !== "number" || !Number.isFinite(t.version)) return "version must be a number";
+  if (!Array.isArray(t.routes)) return "routes must be an array";
+  const poolServices = new Map<string, string>();
+  for (let i = 0; i < t.routes.length; i++) {
+    const r = t.routes[i] as Record<string, unknown> | null;
+    const at = `routes[${i}]`;
+    if (typeof r !== "object" || r === null) return `${at} must be an object`;
+    if (typeof r.service !== "string" || r.service === "") return `${at}.service must be a non-empty string`;
+    if (r.host !== undefined && typeof r.host !== "string") return `${at}.host must be a string`;
+    if (typeof r.pathPrefix !== "string" || !r.pathPrefix.startsWith("/")) return `${at}.pathPrefix must start with "/"`;
+    if (typeof r.poolId !== "string" || r.poolId === "") return `${at}.poolId must be a non-empty string`;
+    if (!Array.isArray(r.upstreams)) return `${at}.upstreams must be an array`;
+    for (let j = 0; j < r.upstreams.length; j++) {
+      const u = r.upstreams[j] as Record<string, unknown> | null;
+      const uat = `${at}.upstreams[${j}]`;
+      if (typeof u !== "object" || u === null) return `${uat} must be an object`;
+      if (typeof u.id !== "string" || u.id === "") return `${uat}.id must be a non-empty string`;
+      if (typeof u.host !== "string" || u.host === "") return `${uat}.host must be a non-empty string`;
+      if (typeof u.port !== "number" || !Number.isInteger(u.port) || u.port < 1 || u.port > 65535) return `${uat}.port must be a port number`;
+    }
+    // Two routes may share a pool (same instances, two prefixes) but then must agree on its service.
+    const seen = poolServices.get(r.poolId);
+    if (seen !== undefined && seen !== r.service) return `${at}.poolId "${r.poolId}" is already used by service "${seen}"`;
+    poolServices.set(r.poolId, r.service);
+  }
+  return undefined;
+}

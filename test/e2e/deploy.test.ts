@@ -1,0 +1,124 @@
+// End to end: the deploy flow's failure modes leave the live release untouched.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { EXIT_CODES } from "../../src/errors.js";
+import type { Workspace } from "../../src/demo/workspace.js";
+import { LoadGenerator } from "../../src/demo/load.js";
+import { RELEASE_KINDS, get, instancePids, releaseServing, status, workspaceWith } from "./helpers.js";
+
+describe("deploy flow", () => {
+  let ws: Workspace;
+  before(async () => {
+    ws = await workspaceWith({
+      v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2"), sick: RELEASE_KINDS.unhealthy(),
+      crash: RELEASE_KINDS.exitsAtOnce(), slow: RELEASE_KINDS.slowStart("slow", 1500),
+    }, { replicas: 2, deployTimeout: "4s" });
+    await ws.cli(["up", "--detach"]);
+    await ws.cli(["deploy", "books", "--release", "v1"]);
+  });
+  after(async () => ws?.destroy());
+
+  it("serves the deployed release through the proxy", async () => {
+    assert.equal(await releaseServing(ws), "v1");
+    const s = await status(ws);
+    assert.equal(s.release, "v1");
+    assert.equal(s.color, "blue");
+    assert.equal(s.instances.length, 2);
+  });
+
+  it("an unhealthy release: live untouched, new slot stopped, the check's output reported", async () => {
+    const before = instancePids(ws);
+    const r = await ws.cli(["deploy", "books", "--release", "sick"], { allowFail: true });
+    assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
+    assert.match(r.stderr, /failed at healthy/);
+    assert.match(r.stdout, /database unreachable|HTTP 500/);
+    assert.equal(await releaseServing(ws), "v1");
+    assert.deepEqual(instancePids(ws), before, "only the live instances run");
+    const s = await status(ws);
+    assert.equal(s.release, "v1");
+    assert.ok(s.instances.every((i) => i.release === "v1"));
+  });
+
+  it("a release that exits at once fails fast with its last output", async () => {
+    const t0 = Date.now();
+    const r = await ws.cli(["deploy", "books", "--release", "crash", "--json"], { allowFail: true });
+    assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
+    assert.ok(Date.now() - t0 < 3_500, "does not wait for deploy_timeout");
+    const out = JSON.parse(r.stdout) as { ok: boolean; error: { message: string; output: string } };
+    assert.equal(out.ok, false);
+    assert.match(out.error.message, /exited before it was healthy/);
+    assert.match(out.error.output, /cannot read config file/);
+    assert.equal(await releaseServing(ws), "v1");
+  });
+
+  it("a missing release directory is a clear error and changes nothing", async () => {
+    const before = instancePids(ws);
+    const r = await ws.cli(["deploy", "books", "--release", "nope"], { allowFail: true });
+    assert.equal(r.code, EXIT_CODES.NOT_FOUND);
+    assert.match(r.stderr, /release "nope" of books not found: no directory .*nope/);
+    assert.deepEqual(instancePids(ws), before);
+    assert.equal(await releaseServing(ws), "v1");
+  });
+
+  it("a failing smoke check stops the new slot and names the check", async () => {
+    const smoky = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, {
+      replicas: 1,
+      extraServiceYaml: `    smoke:\n      - name: has a title\n        http: { path: /api/v1/books, expect_status: 200, expect_body: "title-that-is-not-there" }\n`,
+    });
+    try {
+      await smoky.cli(["up", "--detach"]);
+      // No book has that title, so even the first deploy must fail its smoke check.
+      const r1 = await smoky.cli(["deploy", "books", "--release", "v1"], { allowFail: true });
+      assert.equal(r1.code, EXIT_CODES.DEPLOY_FAILED);
+      assert.match(r1.stdout, /smoke/);
+      assert.match(r1.stderr, /smoke check "has a title" failed/);
+      assert.match(r1.stdout, /body does not contain/);
+      assert.equal((await get(`${smoky.proxyUrl}/api/v1/books`)).status, 404, "nothing was routed");
+      assert.deepEqual(instancePids(smoky), []);
+    } finally {
+      await smoky.destroy();
+    }
+  });
+
+  it("a second deploy while one runs fails at once, naming the holder; --wait queues", async () => {
+    const first = ws.cli(["deploy", "books", "--release", "slow"]);
+    await new Promise((r) => setTimeout(r, 400));
+    const t0 = Date.now();
+    const second = await ws.cli(["deploy", "books", "--release", "v2"], { allowFail: true });
+    assert.equal(second.code, EXIT_CODES.LOCKED);
+    assert.ok(Date.now() - t0 < 1_200, "fails at once");
+    assert.match(second.stderr, /already running: lock held by .*deploy slow.* since \d{4}-\d\d-\d\dT/);
+    const queued = ws.cli(["deploy", "books", "--release", "v2", "--wait"]);
+    await first;
+    const q = await queued;
+    assert.match(q.stdout, /waiting for the deploy lock/);
+    assert.equal(await releaseServing(ws), "v2");
+  });
+
+  it("deploy and rollback under load: zero failed requests, history recorded", async () => {
+    const load = new LoadGenerator({ baseUrl: ws.proxyUrl, concurrency: 6, postEvery: 4, maxRequests: 200_000, maxDurationMs: 30_000 }).start();
+    await ws.cli(["deploy", "books", "--release", "v1"]);
+    await ws.cli(["rollback", "books"]);
+    const report = await load.stop();
+    assert.equal(report.failed, 0, JSON.stringify(report.failures));
+    assert.ok(report.total > 100);
+    assert.equal(await releaseServing(ws), "v2");
+    const { stdout } = await ws.cli(["history", "books", "--json", "--limit", "2"]);
+    const h = JSON.parse(stdout) as Array<{ kind: string; release: string; outcome: string; actor: string; steps: Array<{ name: string }>; plan: string[] }>;
+    assert.deepEqual(h.map((e) => [e.kind, e.release, e.outcome]), [["rollback", "v2", "succeeded"], ["deploy", "v1", "succeeded"]]);
+    assert.ok(h[0]!.actor.length > 0);
+    assert.ok(h[1]!.plan.length >= 8);
+    assert.deepEqual(h[1]!.steps.map((s) => s.name), ["lock", "plan", "start", "healthy", "smoke", "migrate-expand", "flip", "verify", "drain", "retire", "migrate-contract", "record"]);
+  });
+
+  it("in-flight requests on the old slot finish during the flip", async () => {
+    const slow = get(`${ws.proxyUrl}/api/v1/slow?ms=1200`);
+    await new Promise((r) => setTimeout(r, 100));
+    const { stdout } = await ws.cli(["deploy", "books", "--release", "v1", "--json"]);
+    const res = await slow;
+    assert.equal(res.status, 200);
+    assert.equal(res.headers["x-release"], "v2", "served wholly by the old pool");
+    const drain = (JSON.parse(stdout) as { history: { steps: Array<{ name: string; detail?: string }> } }).history.steps.find((s) => s.name === "drain")!;
+    assert.match(drain.detail ?? "", /1 in-flight request\(s\) finished/);
+  });
+});

@@ -1,0 +1,83 @@
+// Shared setup for end-to-end tests: real agent, real proxy process, real instances.
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { BOOKS_DIR, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
+
+const APP = JSON.stringify(path.join(BOOKS_DIR, "lib", "app.mjs"));
+
+/** Release sources by kind: each becomes releases/<name>/server.mjs. */
+export const RELEASE_KINDS = {
+  good: (name: string) => `import { serve } from ${APP};\nserve({ release: ${JSON.stringify(name)}, shape: (b) => b });\n`,
+  slowStart: (name: string, ms = 1500) => `await new Promise((r) => setTimeout(r, ${ms}));\n${RELEASE_KINDS.good(name)}`,
+  exitsAtOnce: () => `console.error("fatal: cannot read config file /etc/books.conf");\nprocess.exit(3);\n`,
+  unhealthy: () => `import http from "node:http";\nhttp.createServer((req, res) => { res.writeHead(req.url === "/health" ? 500 : 200); res.end(req.url === "/health" ? "database unreachable" : "ok"); }).listen(Number(process.env.PORT), "127.0.0.1");\nprocess.on("SIGTERM", () => process.exit(0));\n`,
+} as const;
+
+export async function workspaceWith(releases: Record<string, string>, opts: WorkspaceOptions = {}): Promise<Workspace> {
+  const releasesDir = fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-releases-"));
+  for (const [name, source] of Object.entries(releases)) {
+    fs.mkdirSync(path.join(releasesDir, name));
+    fs.writeFileSync(path.join(releasesDir, name, "server.mjs"), source);
+  }
+  const ws = await createWorkspace({ ...opts, releasesDir });
+  const destroy = ws.destroy;
+  ws.destroy = async () => {
+    await destroy();
+    fs.rmSync(releasesDir, { recursive: true, force: true });
+  };
+  return ws;
+}
+
+export function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { agent: false, headers }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+    }).on("error", reject);
+  });
+}
+
+export async function releaseServing(ws: Workspace): Promise<string> {
+  const r = await get(`${ws.proxyUrl}/api/v1/books`);
+  return r.status === 200 ? String(r.headers["x-release"]) : `HTTP ${r.status}`;
+}
+
+export interface StatusJson {
+  services: Array<{ name: string; color: string | null; release: string | null; instances: Array<{ id: string; slot: string; release: string; ref: string }>; lock: unknown }>;
+}
+
+export async function status(ws: Workspace): Promise<StatusJson["services"][number]> {
+  const { stdout } = await ws.cli(["status", "--json"]);
+  return (JSON.parse(stdout) as StatusJson).services[0]!;
+}
+
+/** Pids of every process on the machine that runs with this workspace's BOOKS_FILE: orphans included. */
+export function instancePids(ws: Workspace): number[] {
+  const needle = `BOOKS_FILE=${ws.booksFile}`;
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(needle)) pids.push(Number(entry));
+    } catch { /* gone or not ours */ }
+  }
+  return pids.sort((a, b) => a - b);
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export function readAgentPid(ws: Workspace): number {
+  return Number(fs.readFileSync(path.join(ws.dir, ".turquoise", "agent.pid"), "utf8"));
+}
