@@ -19,6 +19,7 @@ import { SLOTS } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
+import { pidAlive } from "./util/proc.js";
 
 export const AGENT_FILE = "agent.json";
 
@@ -220,15 +221,6 @@ export function readAgentInfo(stateDir: string): AgentInfo | undefined {
     return JSON.parse(fs.readFileSync(path.join(stateDir, AGENT_FILE), "utf8")) as AgentInfo;
   } catch {
     return undefined;
-  }
-}
-
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

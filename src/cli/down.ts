@@ -1,7 +1,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { TurquoiseError } from "../errors.js";
-import { pidAlive, readAgentInfo } from "../agent.js";
+import { readAgentInfo } from "../agent.js";
+import { pidAlive } from "../util/proc.js";
 import { readToken } from "../api/token.js";
 import { Records } from "../deploy/records.js";
 import { stopProxy } from "../proxy/builtin.js";

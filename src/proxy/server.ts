@@ -191,8 +191,12 @@ class UpstreamConnections {
     const key = `${u.host}:${u.port}`;
     let address = this.addresses.get(key);
     if (!address) this.addresses.set(key, (address = new UpstreamAddress(u.host, u.port)));
-    const conn = address.idle.pop();
-    return conn ?? new UpstreamConn(this, address);
+    for (let conn = address.idle.pop(); conn; conn = address.idle.pop()) {
+      // The upstream may have closed it a moment ago, before its 'close' event ran.
+      if (!conn.socket.destroyed && conn.socket.readable) return conn;
+      conn.socket.destroy();
+    }
+    return new UpstreamConn(this, address);
   }
 
   release(conn: UpstreamConn): void {

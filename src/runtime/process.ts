@@ -3,12 +3,13 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, statSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TurquoiseError } from "../errors.js";
+import { groupHasLiveMembers, isOurProcessAlive, readProcStat } from "../util/proc.js";
 import type { ExitEvent, InstanceInfo, InstanceState, Runtime, StartRequest } from "./contract.js";
 
 export const LOOPBACK = "127.0.0.1";
@@ -261,56 +262,6 @@ function pidOf(instance: InstanceInfo): number {
   const pid = Number(instance.ref);
   // 0 and negative numbers would make process.kill signal whole process groups.
   return Number.isInteger(pid) && pid > 0 ? pid : -1;
-}
-
-interface ProcStat {
-  state: string;
-  pgrp: number;
-  startTicks: number;
-}
-
-/** undefined when the process does not exist or /proc is not there (not Linux). */
-function readProcStat(pid: number): ProcStat | undefined {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return undefined;
-  }
-  // Field 2 is the command name in parentheses and may itself hold spaces and parentheses.
-  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  return { state: fields[0]!, pgrp: Number(fields[2]), startTicks: Number(fields[19]) };
-}
-
-const hasProcFs = isDirectory("/proc/self");
-
-function isOurProcessAlive(pid: number, startTicks: number | undefined): boolean {
-  if (pid <= 0) return false;
-  if (!hasProcFs) return signalZero(pid);
-  const stat = readProcStat(pid);
-  // A zombie is dead; its parent just has not reaped it (PID 1 in some containers never does).
-  if (!stat || stat.state === "Z") return false;
-  return startTicks === undefined || stat.startTicks === startTicks;
-}
-
-function groupHasLiveMembers(pgid: number): boolean {
-  if (!hasProcFs) return signalZero(-pgid);
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = readProcStat(Number(entry));
-    if (stat && stat.pgrp === pgid && stat.state !== "Z") return true;
-  }
-  return false;
-}
-
-function signalZero(target: number): boolean {
-  try {
-    process.kill(target, 0);
-    return true;
-  } catch (e) {
-    // EPERM: it exists, it just is not ours to signal.
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 function signalGroup(pgid: number, signal: NodeJS.Signals): void {

@@ -1,0 +1,121 @@
+// End to end: crashes of the agent and of the proxy, and the API's token.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { spawn } from "node:child_process";
+import type { Workspace } from "../../src/demo/workspace.js";
+import { BIN } from "../../src/demo/workspace.js";
+import { EXIT_CODES } from "../../src/errors.js";
+import { LoadGenerator } from "../../src/demo/load.js";
+import { RELEASE_KINDS, get, instancePids, readAgentPid, releaseServing, status, waitFor, workspaceWith } from "./helpers.js";
+
+/** Runs a deploy with an agent that SIGKILLs itself right after the given step. */
+async function crashingDeploy(ws: Workspace, release: string, step: string): Promise<void> {
+  await ws.cli(["down", "--agent-only"]);
+  const agent = spawn(process.execPath, [BIN, "up", "-f", ws.specFile], { env: { ...process.env, TURQUOISE_CRASH_AFTER: step }, stdio: "ignore" });
+  const exited = new Promise((r) => agent.on("exit", r));
+  await waitFor("the crash-armed agent", async () => (await ws.cli(["status", "--json"], { allowFail: true })).code === 0);
+  const r = await ws.cli(["deploy", "books", "--release", release], { allowFail: true });
+  assert.notEqual(r.code, 0, "the deploy cannot succeed: its agent died");
+  await exited;
+}
+
+describe("crash recovery", () => {
+  const spaces: Workspace[] = [];
+  after(async () => { for (const ws of spaces) await ws.destroy(); });
+
+  for (const [step, expected] of [["start", "v1"], ["healthy", "v1"], ["flip", "v2"], ["drain", "v2"]] as const) {
+    it(`agent killed after ${step}: restart leaves ${expected} live, no orphans, no lock, one live slot`, async () => {
+      const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, { replicas: 2 });
+      spaces.push(ws);
+      await ws.cli(["up", "--detach"]);
+      await ws.cli(["deploy", "books", "--release", "v1"]);
+      const load = new LoadGenerator({ baseUrl: ws.proxyUrl, concurrency: 4, postEvery: 0, maxRequests: 100_000, maxDurationMs: 30_000 }).start();
+
+      await crashingDeploy(ws, "v2", step);
+      // The proxy keeps serving while no agent runs.
+      assert.match(await releaseServing(ws), /^v[12]$/);
+
+      await ws.cli(["up", "--detach"]);
+      const s = await status(ws);
+      const report = await load.stop();
+      assert.equal(s.release, expected);
+      assert.equal(s.lock, null, "no held lock");
+      assert.equal(s.instances.length, 2);
+      assert.ok(s.instances.every((i) => i.release === expected && i.slot === s.color), "one live slot, nothing else running");
+      assert.deepEqual(instancePids(ws), s.instances.map((i) => Number(i.ref)).sort((a, b) => a - b), "no orphan processes");
+      assert.equal(await releaseServing(ws), expected);
+      assert.equal(report.failed, 0, `requests failed across the crash: ${JSON.stringify(report.failures)}`);
+
+      const { stdout } = await ws.cli(["history", "books", "--json", "--limit", "1"]);
+      const [h] = JSON.parse(stdout) as Array<{ outcome: string; error: string }>;
+      assert.equal(h!.outcome, expected === "v2" ? "succeeded" : "aborted");
+      assert.match(h!.error, /agent restarted during/);
+    });
+  }
+});
+
+describe("proxy and API", () => {
+  let ws: Workspace;
+  after(async () => ws?.destroy());
+
+  it("a killed proxy is restarted with its routes", async () => {
+    ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, { replicas: 1 });
+    await ws.cli(["up", "--detach"]);
+    await ws.cli(["deploy", "books", "--release", "v1"]);
+    const info = JSON.parse(fs.readFileSync(path.join(ws.dir, ".turquoise", "proxy.json"), "utf8")) as { pid: number };
+    process.kill(info.pid, "SIGKILL");
+    const served = await waitFor("the proxy to serve again", async () => {
+      const r = await get(`${ws.proxyUrl}/api/v1/books`).catch(() => undefined);
+      return r?.status === 200 ? r : undefined;
+    });
+    assert.equal(served.headers["x-release"], "v1");
+    const newPid = (JSON.parse(fs.readFileSync(path.join(ws.dir, ".turquoise", "proxy.json"), "utf8")) as { pid: number }).pid;
+    assert.notEqual(newPid, info.pid);
+  });
+
+  it("the agent dying leaves the proxy serving; a new agent adopts proxy and instances", async () => {
+    const before = instancePids(ws);
+    process.kill(readAgentPid(ws), "SIGKILL");
+    assert.equal(await releaseServing(ws), "v1");
+    await ws.cli(["up", "--detach"]);
+    assert.deepEqual(instancePids(ws), before, "adopted, not restarted");
+    assert.equal(await releaseServing(ws), "v1");
+  });
+
+  it("API calls without the token get 401; with it they work", async () => {
+    const { agentPort } = ws;
+    const noToken = await get(`http://127.0.0.1:${agentPort}/v1/status`);
+    assert.equal(noToken.status, 401);
+    assert.match(noToken.body, /UNAUTHORIZED/);
+    const wrong = await get(`http://127.0.0.1:${agentPort}/v1/status`, { authorization: "Bearer nope" });
+    assert.equal(wrong.status, 401);
+    const token = fs.readFileSync(path.join(ws.dir, ".turquoise", "token"), "utf8").trim();
+    assert.equal(fs.statSync(path.join(ws.dir, ".turquoise", "token")).mode & 0o777, 0o600);
+    const ok = await get(`http://127.0.0.1:${agentPort}/v1/status`, { authorization: `Bearer ${token}` });
+    assert.equal(ok.status, 200);
+    const health = await get(`http://127.0.0.1:${agentPort}/v1/health`);
+    assert.equal(health.status, 200, "liveness needs no token");
+  });
+
+  it("down stops everything; up restores the live release", async () => {
+    await ws.cli(["down"]);
+    assert.deepEqual(instancePids(ws), []);
+    assert.equal(await get(`${ws.proxyUrl}/`).then(() => "up", () => "down"), "down");
+    await ws.cli(["up", "--detach"]);
+    assert.equal(await releaseServing(ws), "v1");
+  });
+
+  it("kv: put with compare-and-set, get, list, delete", async () => {
+    assert.equal((await ws.cli(["kv", "get", "services/books/color"])).stdout.trim(), "blue");
+    await ws.cli(["kv", "put", "config/banner", "hello", "--cas", "0"]);
+    const again = await ws.cli(["kv", "put", "config/banner", "other", "--cas", "0"], { allowFail: true });
+    assert.equal(again.code, EXIT_CODES.CONFLICT);
+    assert.equal((await ws.cli(["kv", "get", "config/banner"])).stdout.trim(), "hello");
+    const list = JSON.parse((await ws.cli(["kv", "list", "config/", "--json"])).stdout) as Array<{ key: string }>;
+    assert.deepEqual(list.map((k) => k.key), ["config/banner"]);
+    await ws.cli(["kv", "delete", "config/banner"]);
+    assert.equal((await ws.cli(["kv", "get", "config/banner"], { allowFail: true })).code, EXIT_CODES.NOT_FOUND);
+  });
+});
