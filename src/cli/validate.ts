@@ -26,9 +26,13 @@ examples:
 export const schemaCommand: Command = {
   name: "schema",
   summary: "print the JSON Schema of turquoise.yml, for editors",
-  help: `usage: turquoise schema > turquoise.schema.json
+  help: `usage: turquoise schema
 
-Point your editor at it, e.g. with the YAML language server:
+The same schema is committed as schema/turquoise.schema.json.
+
+examples:
+  turquoise schema > turquoise.schema.json
+  # then, first line of turquoise.yml, for the YAML language server:
   # yaml-language-server: $schema=./turquoise.schema.json`,
   async run(ctx) {
     ctx.out(JSON.stringify(SPEC_JSON_SCHEMA, null, 2));

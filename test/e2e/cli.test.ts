@@ -1,0 +1,109 @@
+// End to end: the CLI's contract with its users: help, exit codes, bad specs that start nothing.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { describe, it } from "node:test";
+import { BIN } from "../../src/demo/workspace.js";
+import { EXIT_CODES } from "../../src/errors.js";
+
+const run = promisify(execFile);
+
+async function cli(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-cli-"));
+}
+
+describe("cli", () => {
+  it("--help lists every command; each command has help with examples", async () => {
+    const dir = tempDir();
+    const top = await cli(["--help"], dir);
+    assert.equal(top.code, 0);
+    for (const cmd of ["init", "up", "down", "deploy", "rollback", "status", "history", "logs", "kv", "demo", "validate", "schema"]) {
+      assert.match(top.stdout, new RegExp(`\\n  ${cmd} `));
+      const h = await cli([cmd, "--help"], dir);
+      assert.equal(h.code, 0, cmd);
+      assert.match(h.stdout, /example/, `${cmd} --help has examples`);
+    }
+  });
+
+  it("usage errors exit 2 and say what is wrong", async () => {
+    const dir = tempDir();
+    const unknown = await cli(["deplo"], dir);
+    assert.equal(unknown.code, EXIT_CODES.USAGE);
+    assert.match(unknown.stderr, /unknown command "deplo"/);
+    const badFlag = await cli(["deploy", "books", "--releese", "v2"], dir);
+    assert.equal(badFlag.code, EXIT_CODES.USAGE);
+    assert.match(badFlag.stderr, /releese/);
+    const missing = await cli(["deploy", "books"], dir);
+    assert.equal(missing.code, EXIT_CODES.USAGE);
+  });
+
+  it("a bad spec: up exits 3 naming file, line and key, and starts nothing", async () => {
+    const dir = tempDir();
+    const file = path.join(dir, "turquoise.yml");
+    fs.writeFileSync(file, `version: 1
+services:
+  books:
+    command: ["node", "server.mjs"]
+    cwd: releases/{release}
+    route: { path: / }
+    helth: { http: /health }
+  shop:
+    command: node shop.js
+    cwd: shop/{release}
+    route: { path: / }
+    health: { http: /health }
+`);
+    const r = await cli(["up", "--detach"], dir);
+    assert.equal(r.code, EXIT_CODES.SPEC_INVALID);
+    assert.match(r.stderr, new RegExp(`${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}:7:5: services\\.books\\.helth: unknown key "helth".*did you mean "health"`));
+    assert.match(r.stderr, /:9:\d+: services\.shop\.command: .*argv/);
+    assert.equal(fs.existsSync(path.join(dir, ".turquoise")), false, "nothing was started or created");
+    const json = await cli(["validate", "--json"], dir);
+    assert.equal(json.code, EXIT_CODES.SPEC_INVALID);
+    const body = JSON.parse(json.stdout) as { ok: boolean; errors: Array<{ line: number; path: string }> };
+    assert.equal(body.ok, false);
+    assert.ok(body.errors.some((e) => e.line === 7));
+  });
+
+  it("init writes a valid commented spec and a 0600 token; refuses to overwrite", async () => {
+    const dir = tempDir();
+    const r = await cli(["init", "--service", "books"], dir);
+    assert.equal(r.code, 0, r.stderr);
+    const text = fs.readFileSync(path.join(dir, "turquoise.yml"), "utf8");
+    assert.match(text, /^# /m);
+    assert.match(text, /books:/);
+    assert.equal(fs.statSync(path.join(dir, ".turquoise", "token")).mode & 0o777, 0o600);
+    assert.equal((await cli(["validate"], dir)).code, 0);
+    const again = await cli(["init"], dir);
+    assert.equal(again.code, EXIT_CODES.CONFLICT);
+  });
+
+  it("commands that need the agent say how to start it", async () => {
+    const dir = tempDir();
+    await cli(["init"], dir);
+    const r = await cli(["status"], dir);
+    assert.equal(r.code, EXIT_CODES.AGENT_UNREACHABLE);
+    assert.match(r.stderr, /turquoise up --detach/);
+  });
+
+  it("schema prints the JSON Schema, matching the committed copy for editors", async () => {
+    const r = await cli(["schema"], tempDir());
+    const schema = JSON.parse(r.stdout) as { properties: Record<string, unknown> };
+    assert.ok(schema.properties.services);
+    const committed = fs.readFileSync(new URL("../../../schema/turquoise.schema.json", import.meta.url), "utf8");
+    assert.deepEqual(JSON.parse(committed), schema, "run `node bin/turquoise.js schema > schema/turquoise.schema.json`");
+  });
+});
