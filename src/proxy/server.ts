@@ -76,9 +76,7 @@ export async function startProxyServer(opts: ProxyServerOptions): Promise<ProxyS
 
   const data = http.createServer({ noDelay: true }, plane.onRequest);
   data.on("upgrade", plane.onUpgrade);
-  data.on("clientError", onClientError);
   const control = http.createServer(new ControlPlane(plane, opts.stateDir, opts.token).onRequest);
-  control.on("clientError", onClientError);
 
   await listen(data, opts.listenHost, opts.listenPort);
   try {
@@ -107,14 +105,6 @@ function listen(server: http.Server, host: string, port: number): Promise<void> 
       resolve();
     });
   });
-}
-
-function onClientError(err: NodeJS.ErrnoException, socket: net.Socket): void {
-  if (err.code === "ECONNRESET" || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
 }
 
 async function shutdown(plane: DataPlane, data: http.Server, control: http.Server, graceMs: number): Promise<void> {
@@ -147,6 +137,7 @@ function sleep(ms: number): Promise<void> {
 export const DEFAULT_UPSTREAM_IDLE_MS = 4_000;
 const MAX_IDLE_PER_ADDRESS = 256;
 const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
+const SMALL_BODY_BYTES = 16 * 1024;
 
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
@@ -314,6 +305,11 @@ class UpstreamConn {
         case Phase.Length: {
           const n = Math.min(this.remaining, buf.length - pos);
           this.remaining -= n;
+          if (this.remaining === 0 && !ex.bodyWritten && n <= SMALL_BODY_BYTES) {
+            // A whole small body at once: as a latin1 string, Node sends it and the head in one write.
+            ex.onWholeBody(buf.toString("latin1", pos, pos + n));
+            return this.complete(ex, pos + n < buf.length);
+          }
           ex.onBody(pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n));
           pos += n;
           if (this.remaining === 0) return this.complete(ex, pos < buf.length);
@@ -462,8 +458,16 @@ class UpstreamConn {
     this.reused = true;
     const reusable = this.keepAlive && !extraBytes && ex.requestSent;
     ex.onResponseEnd();
-    if (reusable) this.owner.release(this);
-    else this.socket.destroy();
+    if (reusable) {
+      // Paused for a slow client: the response is complete, so the socket reads freely again.
+      if (ex.paused === this.socket) {
+        ex.paused = undefined;
+        this.socket.resume();
+      }
+      this.owner.release(this);
+    } else {
+      this.socket.destroy();
+    }
   }
 
   private protocolError(ex: Exchange, why: string): void {
@@ -520,6 +524,10 @@ class Exchange implements Cuttable {
   responded = false;
   bodyStarted = false;
   requestSent = false;
+  bodyWritten = false;
+  ended = false;
+  /** The upstream socket, while paused because the client reads slower than the upstream writes. */
+  paused: net.Socket | undefined = undefined;
   failed = false;
   done = false;
 
@@ -584,15 +592,23 @@ class Exchange implements Cuttable {
   }
 
   onBody(chunk: Buffer): void {
-    if (!this.res.write(chunk)) {
-      this.conn!.socket.pause();
+    this.bodyWritten = true;
+    if (!this.res.write(chunk) && !this.paused) {
+      this.paused = this.conn!.socket;
+      this.paused.pause();
       this.res.once("drain", onClientDrain);
     }
   }
 
+  onWholeBody(body: string): void {
+    this.bodyWritten = true;
+    this.ended = true;
+    this.res.end(body, "latin1");
+  }
+
   onResponseEnd(): void {
     this.conn = undefined;
-    this.res.end();
+    if (!this.ended) this.res.end();
   }
 
   onUpstreamFailure(err: NodeJS.ErrnoException, beforeResponse: boolean): void {
@@ -665,7 +681,9 @@ function onClientBodyEnd(this: ExchangeRequest): void {
 }
 
 function onClientDrain(this: ExchangeResponse): void {
-  this[kExchange].conn?.socket.resume();
+  const ex = this[kExchange];
+  ex.paused?.resume();
+  ex.paused = undefined;
 }
 
 function onClientClose(this: ExchangeResponse): void {

@@ -1,0 +1,83 @@
+// Runs nginx as a child process from a throwaway prefix directory, for comparisons.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { freePort, waitForPort } from "./net.js";
+
+export interface RunningNginx {
+  port: number;
+  prefix: string;
+  stop(): Promise<void>;
+}
+
+/** Builds nginx.conf for a port on 127.0.0.1 and a prefix directory, both chosen by startNginx. */
+export type NginxConf = (listenPort: number, prefix: string) => string;
+
+/** Starts `nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'` and waits until it accepts connections. */
+export async function startNginx(conf: NginxConf, timeoutMs = 10_000): Promise<RunningNginx> {
+  const prefix = await mkdtemp(path.join(os.tmpdir(), "turquoise-nginx-"));
+  const port = await freePort();
+  const confFile = path.join(prefix, "nginx.conf");
+  await writeFile(confFile, conf(port, prefix));
+  const errorLog = path.join(prefix, "error.log");
+  // -e keeps nginx away from /var/log/nginx even before it reads the config.
+  const child = spawn("nginx", ["-p", prefix, "-e", errorLog, "-c", confFile, "-g", "daemon off;"], { stdio: ["ignore", "inherit", "inherit"] });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  let dead = false;
+  child.once("exit", () => (dead = true));
+  try {
+    await Promise.race([
+      waitForPort(port, "127.0.0.1", timeoutMs),
+      exited.then(() => Promise.reject(new Error(`nginx exited at startup; see ${errorLog}`))),
+    ]);
+  } catch (e) {
+    if (!dead) child.kill("SIGKILL");
+    throw e;
+  }
+  return { port, prefix, stop: () => stopNginx(child, exited, prefix) };
+}
+
+async function stopNginx(child: ChildProcess, exited: Promise<void>, prefix: string): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill("SIGQUIT");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  await rm(prefix, { recursive: true, force: true });
+}
+
+/** A minimal reverse proxy: keep-alive to the upstreams, no access log, loopback only. */
+export function nginxProxyConf(upstreams: readonly { host: string; port: number }[]): NginxConf {
+  return (listenPort, prefix) => `
+worker_processes auto;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/client_body;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  upstream app {
+${upstreams.map((u) => `    server ${u.host}:${u.port};`).join("\n")}
+    keepalive 256;
+  }
+  server {
+    listen 127.0.0.1:${listenPort};
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }
+  }
+}
+`;
+}

@@ -1,0 +1,160 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { RouteTable } from "../../src/proxy/contract.js";
+import { CompiledTable, Pool, Router, normalizeHost, prefixMatches, validateTable } from "../../src/proxy/table.js";
+
+const up = (id: string, port = 1000) => ({ id, host: "127.0.0.1", port });
+
+function compile(table: RouteTable): CompiledTable {
+  const router = new Router();
+  router.apply(table);
+  return router.current;
+}
+
+describe("route matching", () => {
+  const t = compile({
+    version: 1,
+    routes: [
+      { service: "root", pathPrefix: "/", poolId: "root", upstreams: [up("r")] },
+      { service: "api", pathPrefix: "/api", poolId: "api", upstreams: [up("a")] },
+      { service: "api-v2", pathPrefix: "/api/v2/", poolId: "api2", upstreams: [up("a2")] },
+      { service: "books", host: "Books.Example", pathPrefix: "/", poolId: "books", upstreams: [up("b")] },
+      { service: "books-admin", host: "books.example", pathPrefix: "/admin", poolId: "books-admin", upstreams: [up("ba")] },
+    ],
+  });
+  const service = (host: string | undefined, url: string) => t.lookup(host, url)?.route.service;
+
+  it("matches hosts exactly, case-insensitively, without the port", () => {
+    assert.equal(service("books.example", "/x"), "books");
+    assert.equal(service("BOOKS.EXAMPLE:8080", "/x"), "books");
+    assert.equal(service("books.example.", "/x"), "books");
+    assert.equal(service("sub.books.example", "/x"), "root");
+  });
+
+  it("prefers a host-specific route over a host-less one, even with a shorter prefix", () => {
+    assert.equal(service("books.example", "/api/users"), "books");
+    assert.equal(service("other.example", "/api/users"), "api");
+  });
+
+  it("picks the longest prefix", () => {
+    assert.equal(service(undefined, "/api/v2/users"), "api-v2");
+    assert.equal(service(undefined, "/api/v1/users"), "api");
+    assert.equal(service("books.example", "/admin/users"), "books-admin");
+    assert.equal(service("books.example", "/"), "books");
+  });
+
+  it("matches prefixes on a segment boundary or exactly; '/' matches everything", () => {
+    assert.equal(service(undefined, "/api"), "api");
+    assert.equal(service(undefined, "/api?x=1"), "api");
+    assert.equal(service(undefined, "/apix"), "root");
+    assert.equal(service(undefined, "/api/v2"), "api-v2");
+    assert.equal(service(undefined, "/anything/at/all"), "root");
+    assert.equal(prefixMatches("", "/x"), true);
+    assert.equal(prefixMatches("/a", "/ab"), false);
+  });
+
+  it("finds nothing when no route matches", () => {
+    const only = compile({ version: 1, routes: [{ service: "s", host: "a.example", pathPrefix: "/app", poolId: "p", upstreams: [] }] });
+    assert.equal(only.lookup("a.example", "/other"), undefined);
+    assert.equal(only.lookup("b.example", "/app"), undefined);
+    assert.equal(only.lookup(undefined, "/app"), undefined);
+  });
+
+  it("normalizes hosts", () => {
+    assert.equal(normalizeHost("Example.COM:8080"), "example.com");
+    assert.equal(normalizeHost("[::1]:8080"), "[::1]");
+  });
+});
+
+describe("pools", () => {
+  it("round-robins over healthy upstreams", () => {
+    const pool = new Pool({ service: "s", pathPrefix: "/", poolId: "p", upstreams: [up("a"), up("b"), up("c")] });
+    const none = new Set<string>();
+    assert.deepEqual([1, 2, 3, 4, 5, 6].map(() => pool.pick(none)!.id), ["a", "b", "c", "a", "b", "c"]);
+    const unhealthy = new Set(["b"]);
+    assert.deepEqual([1, 2, 3, 4].map(() => pool.pick(unhealthy)!.id), ["a", "c", "a", "c"]);
+    assert.equal(pool.pick(new Set(["a", "b", "c"])), undefined);
+    assert.equal(pool.hasHealthy(new Set(["a", "b", "c"])), false);
+  });
+
+  it("avoids the upstream that just failed unless it is the only one", () => {
+    const pool = new Pool({ service: "s", pathPrefix: "/", poolId: "p", upstreams: [up("a"), up("b")] });
+    const a = pool.upstreams[0]!;
+    const none = new Set<string>();
+    for (let i = 0; i < 4; i++) assert.equal(pool.pick(none, a)!.id, "b");
+    const single = new Pool({ service: "s", pathPrefix: "/", poolId: "q", upstreams: [up("only")] });
+    assert.equal(single.pick(none, single.upstreams[0])!.id, "only");
+  });
+
+  it("counts in-flight, served and failed, and wakes drain waiters when idle", async () => {
+    const pool = new Pool({ service: "s", pathPrefix: "/", poolId: "p", upstreams: [up("a")] });
+    const r1 = { cut() {} };
+    const r2 = { cut() {} };
+    pool.enter(r1);
+    pool.enter(r2);
+    assert.equal(pool.inFlight, 2);
+    const idle = pool.whenIdle(1_000);
+    pool.leave(r1, true);
+    pool.leave(r1, true); // a second leave of the same request changes nothing
+    pool.leave(r2, false);
+    assert.equal(await idle, true);
+    assert.deepEqual(pool.stats(), { poolId: "p", inFlight: 0, served: 1, failed: 1 });
+    pool.enter(r1);
+    assert.equal(await pool.whenIdle(20), false);
+  });
+});
+
+describe("router", () => {
+  it("keeps a pool (and its counters) across tables that name the same pool id", () => {
+    const router = new Router();
+    router.apply({ version: 1, routes: [{ service: "s", pathPrefix: "/", poolId: "s:blue", upstreams: [up("a")] }] });
+    const pool = router.pools.get("s:blue")!;
+    pool.served = 7;
+    router.apply({ version: 2, routes: [{ service: "s", pathPrefix: "/", poolId: "s:blue", upstreams: [up("a"), up("b")] }] });
+    assert.equal(router.pools.get("s:blue"), pool);
+    assert.equal(pool.served, 7);
+    assert.equal(pool.upstreams.length, 2);
+    assert.equal(router.current.lookup(undefined, "/")!.pool, pool);
+  });
+
+  it("keeps a retired pool with requests in flight until it is released, and drops an idle one", () => {
+    const router = new Router();
+    router.apply({
+      version: 1,
+      routes: [
+        { service: "s", pathPrefix: "/", poolId: "s:blue", upstreams: [up("a")] },
+        { service: "t", pathPrefix: "/t", poolId: "t:blue", upstreams: [up("c")] },
+      ],
+    });
+    const blue = router.pools.get("s:blue")!;
+    const busy = { cut() {} };
+    blue.enter(busy);
+    router.apply({ version: 2, routes: [{ service: "s", pathPrefix: "/", poolId: "s:green", upstreams: [up("b")] }] });
+    assert.equal(router.pools.get("s:blue"), blue);
+    assert.equal(blue.live, false);
+    assert.equal(router.pools.has("t:blue"), false);
+    blue.leave(busy, true);
+    router.release(blue);
+    assert.equal(router.pools.has("s:blue"), false);
+  });
+
+  it("ignores a table older than the current one", () => {
+    const router = new Router();
+    assert.equal(router.apply({ version: 5, routes: [] }), true);
+    assert.equal(router.apply({ version: 4, routes: [{ service: "s", pathPrefix: "/", poolId: "p", upstreams: [] }] }), false);
+    assert.equal(router.current.version, 5);
+    assert.equal(router.pools.size, 0);
+  });
+});
+
+describe("validateTable", () => {
+  it("accepts a valid table and names the field of an invalid one", () => {
+    assert.equal(validateTable({ version: 1, routes: [{ service: "s", pathPrefix: "/", poolId: "p", upstreams: [up("a", 80)] }] }), undefined);
+    assert.match(validateTable({ routes: [] })!, /version/);
+    assert.match(validateTable({ version: 1, routes: [{ service: "s", pathPrefix: "x", poolId: "p", upstreams: [] }] })!, /routes\[0\]\.pathPrefix/);
+    assert.match(
+      validateTable({ version: 1, routes: [{ service: "s", pathPrefix: "/", poolId: "p", upstreams: [{ id: "a", host: "h", port: 70000 }] }] })!,
+      /routes\[0\]\.upstreams\[0\]\.port/,
+    );
+  });
+});
