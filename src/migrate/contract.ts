@@ -1,0 +1,83 @@
+// The Migrator contract: versioned schema steps on a shared database. Implementations: sqlite and
+// postgres. One shared suite (test/migrate/contract.test-suite.ts) runs against both, for real.
+
+/**
+ * expand: safe while the old release runs (adds things). contract: only once no running release
+ * needs the old schema (removes or rewrites things).
+ */
+export type MigrationPhase = "expand" | "contract";
+
+/** One versioned step, read from the migrations directory. */
+export interface MigrationStep {
+  /** From the file name: 0003_split_name.up.sql → 3. Versions are unique and ordered. */
+  version: number;
+  /** From the file name: "split_name". */
+  name: string;
+  phase: MigrationPhase;
+  /** False when the step declares it cannot run in a transaction (e.g. CREATE INDEX CONCURRENTLY). */
+  transactional: boolean;
+  /** True when the step declares that its down cannot give back what up removed. */
+  irreversible: boolean;
+  /** Absolute path of the up file (.up.sql, or the .js/.mjs module). */
+  upFile: string;
+  /** Absolute path of the down file; undefined when the step has no down. */
+  downFile?: string;
+  /** sha256 (hex) of the up file's bytes, recorded when applied. */
+  checksum: string;
+}
+
+export interface AppliedMigration {
+  version: number;
+  name: string;
+  checksum: string;
+  phase: MigrationPhase;
+  appliedAt: number;
+}
+
+export interface MigrationProblem {
+  version: number;
+  message: string;
+}
+
+export interface MigrationStatus {
+  /** Highest applied version; 0 for a fresh database. */
+  current: number;
+  applied: AppliedMigration[];
+  /** Steps in the directory above current, in order. */
+  pending: MigrationStep[];
+  /** Applied steps whose file changed (checksum) or disappeared. Any problem blocks up/down. */
+  problems: MigrationProblem[];
+}
+
+export type MigrationEvent =
+  | { type: "waiting-for-lock" }
+  | { type: "step-started"; version: number; name: string; direction: "up" | "down" }
+  | { type: "step-retry"; version: number; attempt: number; reason: string; delayMs: number }
+  | { type: "step-done"; version: number; name: string; direction: "up" | "down"; durationMs: number };
+
+export interface MigrateOptions {
+  /** Target version: up to it (default: the last step) or down to it (required for down). */
+  to?: number;
+  /** Prints what would run, changes nothing. */
+  dryRun?: boolean;
+  onEvent?: (e: MigrationEvent) => void;
+  /** Fail instead of waiting when another runner holds the migration lock. */
+  noWait?: boolean;
+}
+
+export interface MigrationRun {
+  from: number;
+  to: number;
+  /** Steps run (or, with dryRun, that would run), in order. */
+  steps: Array<{ version: number; name: string; direction: "up" | "down"; durationMs: number }>;
+  dryRun: boolean;
+}
+
+export interface Migrator {
+  readonly driver: "sqlite" | "postgres";
+  /** Fails with a clear error (no secrets) when the database is unreachable. */
+  status(steps: MigrationStep[]): Promise<MigrationStatus>;
+  up(steps: MigrationStep[], opts?: MigrateOptions): Promise<MigrationRun>;
+  down(steps: MigrationStep[], opts: MigrateOptions & { to: number }): Promise<MigrationRun>;
+  close(): Promise<void>;
+}
