@@ -33,6 +33,7 @@ interface RawService {
   drain_timeout?: string;
   stop_timeout?: string;
   keep_previous?: string;
+  database?: { driver: "postgres" | "sqlite"; url: string; migrations: string; env?: string; lock_timeout?: string; retries?: number };
 }
 
 interface RawSpec {
@@ -377,6 +378,18 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
     drainTimeoutMs: ms(raw.drain_timeout, S.DEFAULT_DRAIN_TIMEOUT),
     stopTimeoutMs: ms(raw.stop_timeout, S.DEFAULT_STOP_TIMEOUT),
     keepPreviousMs: ms(raw.keep_previous, S.DEFAULT_KEEP_PREVIOUS),
+    ...(raw.database
+      ? {
+          database: {
+            driver: raw.database.driver,
+            url: raw.database.url,
+            migrationsDir: resolve(dir, raw.database.migrations),
+            envName: raw.database.env ?? S.DEFAULT_DATABASE_ENV,
+            lockTimeoutMs: ms(raw.database.lock_timeout, S.DEFAULT_MIGRATION_LOCK_TIMEOUT),
+            retries: raw.database.retries ?? S.DEFAULT_MIGRATION_RETRIES,
+          },
+        }
+      : {}),
   };
 }
 

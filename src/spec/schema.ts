@@ -31,6 +31,9 @@ export const DEFAULT_DEPLOY_TIMEOUT = "30s";
 export const DEFAULT_DRAIN_TIMEOUT = "10s";
 export const DEFAULT_STOP_TIMEOUT = "10s";
 export const DEFAULT_KEEP_PREVIOUS = "0s";
+export const DEFAULT_DATABASE_ENV = "DATABASE_URL";
+export const DEFAULT_MIGRATION_LOCK_TIMEOUT = "2s";
+export const DEFAULT_MIGRATION_RETRIES = 5;
 
 function duration(description: string, fallback: string) {
   return { type: "string", pattern: DURATION_PATTERN, default: fallback, description: `${description} A number and a unit: "500ms", "10s", "5m", "1h".` };
@@ -154,6 +157,24 @@ export const SPEC_JSON_SCHEMA = {
         drain_timeout: duration("How long in-flight requests on the old slot have to finish after the flip.", DEFAULT_DRAIN_TIMEOUT),
         stop_timeout: duration("How long an instance has to exit after SIGTERM before it gets SIGKILL.", DEFAULT_STOP_TIMEOUT),
         keep_previous: duration("How long the old slot stays warm after the drain for an instant rollback. 0s stops it at once.", DEFAULT_KEEP_PREVIOUS),
+        database: {
+          type: "object",
+          additionalProperties: false,
+          description: "The database blue and green share. With it, every release must declare the schema versions it runs on, and deploys plan migrations (the turquoise path).",
+          required: ["driver", "url", "migrations"],
+          properties: {
+            driver: { enum: ["postgres", "sqlite"], description: "postgres (advisory lock, lock_timeout, retries) or sqlite (exclusive transactions)." },
+            url: {
+              type: "string",
+              minLength: 1,
+              description: 'Database URL, e.g. "${DATABASE_URL}" to take it from the agent\'s environment, or sqlite:data/books.db (relative to the spec file). Never logged.',
+            },
+            migrations: { type: "string", minLength: 1, description: "Directory of versioned steps (0001_name.up.sql, 0001_name.down.sql, or 0001_name.mjs), relative to the spec file." },
+            env: { type: "string", pattern: ENV_NAME_PATTERN, default: DEFAULT_DATABASE_ENV, description: "Environment variable that carries the URL into every instance." },
+            lock_timeout: duration("PostgreSQL lock_timeout for each step, so a migration never blocks live traffic for long.", DEFAULT_MIGRATION_LOCK_TIMEOUT),
+            retries: { type: "integer", minimum: 0, default: DEFAULT_MIGRATION_RETRIES, description: "How often a step that hit lock_timeout is retried, with exponential backoff." },
+          },
+        },
       },
     },
     smoke: {

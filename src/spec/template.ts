@@ -95,6 +95,16 @@ services:
     stop_timeout: 10s
     # Keep the old slot running this long for an instant rollback; 0s stops it after the drain.
     keep_previous: 0s
+    # The database blue and green share (optional). With it, each release declares the schema
+    # versions it runs on in <release dir>/turquoise.json, e.g. {"schema": {"min": 1, "max": 2}},
+    # and deploys plan migrations: expand before the flip, contract after, or a turquoise path.
+    # database:
+    #   driver: postgres                  # or sqlite
+    #   url: "\${DATABASE_URL}"            # from the agent's environment; never logged
+    #   migrations: migrations            # 0001_name.up.sql / 0001_name.down.sql, or 0001_name.mjs
+    #   env: DATABASE_URL                 # the variable that carries the URL into instances
+    #   lock_timeout: 2s                  # PostgreSQL: a step waits this long for a lock, then retries
+    #   retries: 5
 `;
 }
 

@@ -23,6 +23,18 @@ export interface RouteSpec {
   pathPrefix: string;
 }
 
+export interface DatabaseSpec {
+  driver: "postgres" | "sqlite";
+  /** As written: may hold "${VAR}" references, resolved from the agent's environment at use. Never logged. */
+  url: string;
+  /** Absolute path of the migrations directory. */
+  migrationsDir: string;
+  /** Variable that carries the resolved URL into every instance. */
+  envName: string;
+  lockTimeoutMs: number;
+  retries: number;
+}
+
 export interface ServiceSpec {
   name: string;
   runtime: "process";
@@ -38,6 +50,7 @@ export interface ServiceSpec {
   drainTimeoutMs: number;
   stopTimeoutMs: number;
   keepPreviousMs: number;
+  database?: DatabaseSpec;
 }
 
 export interface Spec {
