@@ -156,21 +156,10 @@ const enum ChunkPhase {
   Trailer,
 }
 
-class UpstreamAddress {
-  readonly host: string;
-  readonly port: number;
-  /** Most recently used last: reuse is LIFO so that surplus sockets age out. */
-  readonly idle: UpstreamConn[] = [];
-
-  constructor(host: string, port: number) {
-    this.host = host;
-    this.port = port;
-  }
-}
-
 /** Keep-alive sockets to every upstream address, shared by all pools. */
 class UpstreamConnections {
-  private readonly addresses = new Map<string, UpstreamAddress>();
+  /** Idle sockets by "host:port", most recently used last: LIFO reuse lets surplus sockets age out. */
+  private readonly idle = new Map<string, UpstreamConn[]>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor() {
@@ -180,69 +169,70 @@ class UpstreamConnections {
 
   acquire(u: Upstream): UpstreamConn {
     const key = `${u.host}:${u.port}`;
-    let address = this.addresses.get(key);
-    if (!address) this.addresses.set(key, (address = new UpstreamAddress(u.host, u.port)));
-    for (let conn = address.idle.pop(); conn; conn = address.idle.pop()) {
-      // The upstream may have closed it a moment ago, before its 'close' event ran.
-      if (!conn.socket.destroyed && conn.socket.readable) return conn;
-      conn.socket.destroy();
+    const list = this.idle.get(key);
+    if (list) {
+      for (let conn = list.pop(); conn; conn = list.pop()) {
+        // The upstream may have closed it a moment ago, before its 'close' event ran.
+        if (!conn.socket.destroyed && conn.socket.readable) return conn;
+        conn.socket.destroy();
+      }
     }
-    return new UpstreamConn(this, address);
+    return new UpstreamConn(this, key, u.host, u.port);
   }
 
   release(conn: UpstreamConn): void {
-    const idle = conn.address.idle;
-    if (idle.length >= MAX_IDLE_PER_ADDRESS) {
+    let list = this.idle.get(conn.key);
+    if (!list) this.idle.set(conn.key, (list = []));
+    if (list.length >= MAX_IDLE_PER_ADDRESS) {
       conn.socket.destroy();
       return;
     }
     conn.idleSince = Date.now();
-    idle.push(conn);
+    list.push(conn);
   }
 
   forget(conn: UpstreamConn): void {
-    const idle = conn.address.idle;
-    const i = idle.indexOf(conn);
-    if (i !== -1) idle.splice(i, 1);
+    const list = this.idle.get(conn.key);
+    const i = list ? list.indexOf(conn) : -1;
+    if (i !== -1) list!.splice(i, 1);
   }
 
   closeIdle(host: string, port: number): void {
-    const address = this.addresses.get(`${host}:${port}`);
-    if (!address) return;
-    for (const conn of address.idle.splice(0)) conn.socket.destroy();
-    this.addresses.delete(`${host}:${port}`);
+    const key = `${host}:${port}`;
+    const list = this.idle.get(key);
+    if (!list) return;
+    this.idle.delete(key);
+    for (const conn of list) conn.socket.destroy();
   }
 
   private sweep(): void {
     const now = Date.now();
-    for (const [key, address] of this.addresses) {
-      const idle = address.idle;
-      for (let i = idle.length - 1; i >= 0; i--) {
-        const conn = idle[i]!;
+    for (const [key, list] of this.idle) {
+      for (let i = list.length - 1; i >= 0; i--) {
+        const conn = list[i]!;
         if (now - conn.idleSince >= conn.idleLimitMs) {
-          idle.splice(i, 1);
+          list.splice(i, 1);
           conn.socket.destroy();
         }
       }
-      if (idle.length === 0) this.addresses.delete(key);
+      if (list.length === 0) this.idle.delete(key);
     }
   }
 
   destroy(): void {
     clearInterval(this.sweeper);
-    for (const address of this.addresses.values()) for (const conn of address.idle.splice(0)) conn.socket.destroy();
-    this.addresses.clear();
+    for (const list of this.idle.values()) for (const conn of list) conn.socket.destroy();
+    this.idle.clear();
   }
 }
 
 /** One socket to an upstream, with the response parser for the exchange it currently serves. */
 class UpstreamConn {
   readonly owner: UpstreamConnections;
-  readonly address: UpstreamAddress;
+  /** "host:port" */
+  readonly key: string;
   readonly socket: net.Socket;
   connected = false;
-  /** Served an earlier request: a reset before any byte may just be a stale keep-alive socket. */
-  reused = false;
   ex: Exchange | undefined = undefined;
   idleSince = 0;
   idleLimitMs = DEFAULT_UPSTREAM_IDLE_MS;
@@ -257,10 +247,10 @@ class UpstreamConn {
   private keepAlive = true;
   private responseStarted = false;
 
-  constructor(owner: UpstreamConnections, address: UpstreamAddress) {
+  constructor(owner: UpstreamConnections, key: string, host: string, port: number) {
     this.owner = owner;
-    this.address = address;
-    this.socket = net.connect({ host: address.host, port: address.port, noDelay: true });
+    this.key = key;
+    this.socket = net.connect({ host, port, noDelay: true });
     this.socket.on("connect", () => {
       this.connected = true;
       this.ex?.onConnected();
@@ -455,7 +445,6 @@ class UpstreamConn {
 
   private complete(ex: Exchange, extraBytes: boolean): void {
     this.ex = undefined;
-    this.reused = true;
     const reusable = this.keepAlive && !extraBytes && ex.requestSent;
     ex.onResponseEnd();
     if (reusable) {
@@ -814,7 +803,7 @@ class DataPlane {
       if (bodyFraming === 2 && headers[i]!.length === 14 && headers[i]!.toLowerCase() === "content-length") continue;
       head += `${headers[i]}: ${headers[i + 1]}\r\n`;
     }
-    const remote = req.socket.remoteAddress ?? "";
+    const remote = clientAddress(req.socket);
     head += `X-Forwarded-For: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nX-Forwarded-Proto: http\r\n`;
     if (host !== undefined) head += `X-Forwarded-Host: ${host}\r\n`;
 
@@ -847,7 +836,7 @@ class DataPlane {
     if (!match) return rejectUpgrade(client, 404, { error: "no route", host: host ?? null, path: url });
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) return rejectUpgrade(client, 503, { error: "no healthy instance", service: match.route.service });
-    const remote = client.remoteAddress ?? "";
+    const remote = clientAddress(client);
     preamble += `X-Forwarded-For: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nX-Forwarded-Proto: http\r\n`;
     if (host !== undefined) preamble += `X-Forwarded-Host: ${host}\r\n`;
     preamble += "\r\n";
@@ -923,6 +912,12 @@ function dropConnectionTokens(headers: string[], connection: string): void {
 }
 
 function noop(): void {}
+
+/** The client's IP as nginx's $remote_addr shows it: IPv4 clients of a dual-stack socket unmapped. */
+function clientAddress(socket: net.Socket): string {
+  const address = socket.remoteAddress ?? "";
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}
 
 function sendJson(res: http.ServerResponse, status: number, body: object): void {
   const text = JSON.stringify(body);

@@ -315,7 +315,7 @@ describe("proxy data plane", { timeout: 30_000 }, () => {
   });
 
   it("drain cuts what is still in flight when the timeout runs out", async () => {
-    const slow = await start("slower", (_req, res) => setTimeout(() => res.end("late"), 1_000));
+    const slow = await start("slower", (_req, res) => setTimeout(() => res.end("late"), 3_000));
     const fast = await start("fast2");
     await apply(route("cut", "cut:old", [slow.upstream]));
     const inFlight = request(`${p.base}/slow`).then(
@@ -329,8 +329,9 @@ describe("proxy data plane", { timeout: 30_000 }, () => {
     const elapsed = Date.now() - t0;
     assert.equal(result.cut, 1);
     assert.equal(result.completed, 0);
-    assert.ok(result.durationMs >= 90 && result.durationMs < 400, `durationMs ${result.durationMs}`);
-    assert.ok(elapsed < 600, `drain returned after ${elapsed} ms`);
+    // About the timeout, far from the 3 s the request would have needed.
+    assert.ok(result.durationMs >= 90 && result.durationMs < 1_000, `durationMs ${result.durationMs}`);
+    assert.ok(elapsed < 1_500, `drain returned after ${elapsed} ms`);
     assert.equal(await inFlight, "cut");
   });
 
