@@ -186,6 +186,8 @@ export function normalizeHost(host: string): string {
   return h.toLowerCase();
 }
 
+export const MAX_RETIRED_POOLS = 64;
+
 /**
  * Owns the current table and every pool, live or retired. `apply` swaps the table reference
  * synchronously, so a request resolved before the call keeps its old pool and every request
@@ -216,11 +218,21 @@ export class Router {
         this.pools.set(route.poolId, new Pool(route));
       }
     }
+    let retired = 0;
+    for (const pool of this.pools.values()) {
+      if (!named.has(pool.id)) {
+        pool.live = false;
+        retired++;
+      }
+    }
+    // Retired pools wait for their drain, which reads their counters; if drains never come, the
+    // oldest idle ones are forgotten so that a long-lived proxy does not collect them forever.
     for (const [id, pool] of this.pools) {
-      if (named.has(id)) continue;
-      pool.live = false;
-      // A retired pool with nothing in flight has nothing left to drain.
-      if (pool.inFlight === 0) this.pools.delete(id);
+      if (retired <= MAX_RETIRED_POOLS) break;
+      if (!pool.live && pool.inFlight === 0) {
+        this.pools.delete(id);
+        retired--;
+      }
     }
     this.current = new CompiledTable(table, this.pools);
     return true;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { RouteTable } from "../../src/proxy/contract.js";
-import { CompiledTable, Pool, Router, normalizeHost, prefixMatches, validateTable } from "../../src/proxy/table.js";
+import { CompiledTable, MAX_RETIRED_POOLS, Pool, Router, normalizeHost, prefixMatches, validateTable } from "../../src/proxy/table.js";
 
 const up = (id: string, port = 1000) => ({ id, host: "127.0.0.1", port });
 
@@ -117,7 +117,7 @@ describe("router", () => {
     assert.equal(router.current.lookup(undefined, "/")!.pool, pool);
   });
 
-  it("keeps a retired pool with requests in flight until it is released, and drops an idle one", () => {
+  it("keeps retired pools until they are drained and released", () => {
     const router = new Router();
     router.apply({
       version: 1,
@@ -132,10 +132,34 @@ describe("router", () => {
     router.apply({ version: 2, routes: [{ service: "s", pathPrefix: "/", poolId: "s:green", upstreams: [up("b")] }] });
     assert.equal(router.pools.get("s:blue"), blue);
     assert.equal(blue.live, false);
-    assert.equal(router.pools.has("t:blue"), false);
+    assert.equal(router.pools.get("t:blue")?.live, false, "an idle retired pool waits for its drain too");
     blue.leave(busy, true);
     router.release(blue);
     assert.equal(router.pools.has("s:blue"), false);
+    router.release(router.pools.get("t:blue")!);
+    assert.equal(router.pools.has("t:blue"), false);
+  });
+
+  it("brings a retired pool back to life when a table names it again (rollback)", () => {
+    const router = new Router();
+    router.apply({ version: 1, routes: [{ service: "s", pathPrefix: "/", poolId: "s:blue", upstreams: [up("a")] }] });
+    const blue = router.pools.get("s:blue")!;
+    router.apply({ version: 2, routes: [{ service: "s", pathPrefix: "/", poolId: "s:green", upstreams: [up("b")] }] });
+    router.apply({ version: 3, routes: [{ service: "s", pathPrefix: "/", poolId: "s:blue", upstreams: [up("a")] }] });
+    assert.equal(router.pools.get("s:blue"), blue);
+    assert.equal(blue.live, true);
+    router.release(blue);
+    assert.equal(router.pools.get("s:blue"), blue, "a live pool is never released");
+  });
+
+  it("forgets the oldest idle retired pools beyond MAX_RETIRED_POOLS", () => {
+    const router = new Router();
+    for (let v = 1; v <= MAX_RETIRED_POOLS + 5; v++) {
+      router.apply({ version: v, routes: [{ service: "s", pathPrefix: "/", poolId: `s:${v}`, upstreams: [up("a")] }] });
+    }
+    assert.equal(router.pools.size, MAX_RETIRED_POOLS + 1);
+    assert.equal(router.pools.has("s:1"), false);
+    assert.equal(router.pools.has(`s:${MAX_RETIRED_POOLS + 5}`), true);
   });
 
   it("ignores a table older than the current one", () => {
