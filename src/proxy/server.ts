@@ -236,6 +236,8 @@ class UpstreamConn {
   ex: Exchange | undefined = undefined;
   idleSince = 0;
   idleLimitMs = DEFAULT_UPSTREAM_IDLE_MS;
+  /** The last Keep-Alive header seen, so that the same hint is not parsed on every response. */
+  private keepAliveHint = "";
   private error: NodeJS.ErrnoException | undefined = undefined;
 
   // Parser state, reset for each response.
@@ -364,7 +366,10 @@ class UpstreamConn {
           const v = value.toLowerCase();
           if (v.includes("close")) connectionClose = true;
           else if (http10 && v.includes("keep-alive")) connectionClose = false;
-        } else if (lower === "keep-alive") this.idleLimitMs = keepAliveHintMs(value);
+        } else if (lower === "keep-alive" && value !== this.keepAliveHint) {
+          this.keepAliveHint = value;
+          this.idleLimitMs = keepAliveHintMs(value);
+        }
         continue;
       }
       if (lower === "content-length") {
