@@ -9,6 +9,8 @@ import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { TurquoiseError, errorMessage } from "../errors.js";
+// Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
+import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./contract.js";
 import { PROXY_INFO_FILE, type ProxyInfo, TOKEN_FILE } from "./server.js";
 
@@ -164,7 +166,7 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
       }
       if (exited) throw await failure(exited);
       if (Date.now() > deadline) {
-        if (child.pid) process.kill(child.pid, "SIGKILL");
+        if (child.pid) signal(child.pid, "SIGKILL");
         throw await failure(`no ${PROXY_INFO_FILE} within ${opts.timeoutMs ?? DEFAULT_SPAWN_TIMEOUT_MS} ms`);
       }
       await sleep(25);
@@ -207,11 +209,11 @@ export async function stopProxy(stateDir: string, timeoutMs = DEFAULT_STOP_TIMEO
     await rm(infoFile, { force: true });
     return false;
   }
-  process.kill(info.pid, "SIGTERM");
+  signal(info.pid, "SIGTERM");
   const deadline = Date.now() + timeoutMs;
   while (pidAlive(info.pid)) {
     if (Date.now() > deadline) {
-      process.kill(info.pid, "SIGKILL");
+      signal(info.pid, "SIGKILL");
       await sleep(50);
       break;
     }
@@ -220,6 +222,15 @@ export async function stopProxy(stateDir: string, timeoutMs = DEFAULT_STOP_TIMEO
   const after = await readInfo(stateDir);
   if (after?.pid === info.pid) await rm(infoFile, { force: true });
   return true;
+}
+
+/** Signals pid; one that exited a moment ago is no error. */
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
+  }
 }
 
 function controlUrl(info: ProxyInfo): string {
@@ -246,15 +257,6 @@ async function ensureToken(stateDir: string): Promise<void> {
     await writeFile(file, randomBytes(32).toString("hex") + "\n", { mode: 0o600, flag: "wx" });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -11,19 +11,13 @@ import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
 import { connectProxy, spawnProxy, stopProxy } from "../../src/proxy/builtin.js";
 import { PROXY_INFO_FILE } from "../../src/proxy/server.js";
+import { pidAlive } from "../../src/util/proc.js";
 import { type TestUpstream, json, request, route, sleep, startUpstream, table } from "./helpers.js";
 
 const BUILTIN_JS = fileURLToPath(new URL("../../src/proxy/builtin.js", import.meta.url));
 const MAIN_JS = fileURLToPath(new URL("../../src/proxy/main.js", import.meta.url));
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const alive = pidAlive;
 
 async function waitDead(pid: number, timeoutMs = 5_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
