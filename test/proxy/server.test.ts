@@ -189,6 +189,36 @@ describe("proxy data plane", { timeout: 30_000 }, () => {
     }
   });
 
+  it("retries a refused WebSocket connection on another upstream, and answers 503 upgrades without one", async () => {
+    const u = await start("ws-alive");
+    const wss = new WebSocketServer({ server: u.server });
+    wss.on("connection", (socket) => socket.on("message", (data) => socket.send(String(data))));
+    const dead = { id: "ws-dead", host: "127.0.0.1", port: await refusedPort() };
+    await apply(route("wsr", "wsr:1", [dead, u.upstream], { pathPrefix: "/wsr" }));
+    try {
+      for (let i = 0; i < 2; i++) {
+        const ws = new WebSocket(`ws://127.0.0.1:${p.server.listenPort}/wsr`);
+        const reply = await new Promise<string>((resolve, reject) => {
+          ws.once("open", () => ws.send(`ping-${i}`));
+          ws.once("message", (data) => resolve(String(data)));
+          ws.once("error", reject);
+        });
+        ws.terminate();
+        assert.equal(reply, `ping-${i}`);
+      }
+      await p.proxy.setUpstreamHealth("ws-alive", false);
+      await p.proxy.setUpstreamHealth("ws-dead", false);
+      const refused = new WebSocket(`ws://127.0.0.1:${p.server.listenPort}/wsr`);
+      const status = await new Promise<number>((resolve) => {
+        refused.once("unexpected-response", (_req, res) => resolve(res.statusCode!));
+        refused.once("error", () => resolve(-1));
+      });
+      assert.equal(status, 503);
+    } finally {
+      wss.close();
+    }
+  });
+
   it("retries once on another upstream when a connection is refused, for GET and POST", async () => {
     const alive = await start("alive");
     const dead = { id: "dead", host: "127.0.0.1", port: await refusedPort() };
