@@ -81,26 +81,34 @@ export class Agent {
 
     const runtime = new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") });
     const fleet = new Fleet(runtime, records, spec.dir);
-    const adopted = await connectProxy(spec.stateDir);
+    let adopted = await connectProxy(spec.stateDir);
+    if (adopted && spec.proxy.port !== 0 && adopted.listenPort !== spec.proxy.port) {
+      log(`the running proxy listens on port ${adopted.listenPort} but ${spec.file} says ${spec.proxy.port}: restarting it`);
+      await stopProxy(spec.stateDir);
+      adopted = undefined;
+    }
     const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port }));
     log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
     const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
-    const monitor = new HealthMonitor(spec, fleet, supervised, event);
+    const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
+      const rec = await records.slot(inst.service, inst.slot);
+      return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
+    });
     const agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, log);
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}`);
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
-      monitor.sync();
+      void monitor.sync();
     });
 
     await agent.reconcile();
     await agent.listen();
-    monitor.sync();
-    setInterval(() => monitor.sync(), 1_000).unref();
+    await monitor.sync();
+    setInterval(() => void monitor.sync(), 1_000).unref();
     agent.watchProxy(event);
     return agent;
   }
@@ -109,6 +117,17 @@ export class Agent {
     const addr = this.server?.address();
     const port = addr && typeof addr === "object" ? addr.port : this.spec.agent.port;
     return `http://${this.spec.agent.host}:${port}`;
+  }
+
+  /** The API's view of `turquoise migrate`: validates the body, then hands it to the orchestrator. */
+  async migrations(service: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const action = body.action ?? "status";
+    if (action !== "status" && action !== "up" && action !== "down" && action !== "to") throw new TurquoiseError("USAGE", `body.action must be status, up, down or to, got ${JSON.stringify(action)}`);
+    if (body.to !== undefined && (typeof body.to !== "number" || !Number.isInteger(body.to) || body.to < 0)) throw new TurquoiseError("USAGE", "body.to must be an integer ≥ 0");
+    return this.orchestrator.migrations(service, {
+      action, dryRun: body.dry_run === true, actor: typeof body.actor === "string" ? body.actor.slice(0, 200) : "api",
+      ...(typeof body.to === "number" ? { to: body.to } : {}),
+    });
   }
 
   /** Restarts the proxy if its process dies; it comes back on its saved table, then gets the current one. */
@@ -122,6 +141,8 @@ export class Agent {
         const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
         await this.orchestrator.applyRoutes();
+        await this.monitor.pushMarks();
+        this.writeAgentInfo();
         event(null, "proxy.restarted", `proxy (pid ${old}) died; started pid ${p.pid} with the route table restored`);
       } catch (e) {
         event(null, "proxy.restart-failed", `proxy restart failed: ${e instanceof Error ? e.message : e}`);
@@ -150,8 +171,9 @@ export class Agent {
           this.log(`stopping ${orphans.length} orphan instance(s) of ${svc.name} in ${slot}`);
           await this.fleet.stop(orphans, svc.stopTimeoutMs);
         }
-        if (!wanted && rec) await this.records.clearSlot(svc.name, slot);
-        if (rec?.state === "warm" && slot !== color) this.orchestrator.scheduleWarmExpiry(svc, slot, rec.warmUntil ?? 0);
+        const emptyWarm = rec?.state === "warm" && slot !== color && running.length === 0;
+        if ((!wanted || emptyWarm) && rec) await this.records.clearSlot(svc.name, slot);
+        else if (rec?.state === "warm" && slot !== color) this.orchestrator.scheduleWarmExpiry(svc, slot, rec.warmUntil ?? 0);
       }
       await this.restoreLive(svc.name);
     }
@@ -168,7 +190,7 @@ export class Agent {
     const missing = svc.replicas - this.fleet.list(service, color).length;
     if (missing <= 0) return;
     this.log(`starting ${missing} instance(s) of ${service} ${rec.release} in ${color} to restore the live slot`);
-    const started = await this.fleet.startSlot({ ...svc, replicas: missing }, color, rec.release, this.apiUrl);
+    const started = await this.fleet.startSlot({ ...svc, replicas: missing }, color, rec.release, this.apiUrl, this.orchestrator.instanceEnvFor(svc));
     await waitHealthy(started.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, { deadline: Date.now() + svc.deployTimeoutMs, isAlive: (id) => this.fleet.isAlive(id) });
   }
 
@@ -181,18 +203,22 @@ export class Agent {
       server.listen(this.spec.agent.port, this.spec.agent.host, () => resolve());
     });
     this.server = server;
-    const addr = server.address() as { port: number };
-    const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr.port }, proxy: { host: this.spec.proxy.host, port: this.proxy.listenPort, pid: this.proxy.pid }, startedAt: this.startedAt };
-    writeFileAtomic(path.join(this.spec.stateDir, AGENT_FILE), JSON.stringify(info, null, 2));
+    this.writeAgentInfo();
     fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
     this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
+  }
+
+  private writeAgentInfo(): void {
+    const addr = this.server?.address() as { port: number } | undefined;
+    const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr?.port ?? this.spec.agent.port }, proxy: { host: this.spec.proxy.host, port: this.proxy.listenPort, pid: this.proxy.pid }, startedAt: this.startedAt };
+    writeFileAtomic(path.join(this.spec.stateDir, AGENT_FILE), JSON.stringify(info, null, 2));
   }
 
   /** Stops the agent. With everything, also stops every instance and the proxy (`turquoise down`). */
   async close(opts: { everything?: boolean } = {}): Promise<void> {
     this.closing ??= (async () => {
       this.monitor.stop();
-      this.orchestrator.stopTimers();
+      await this.orchestrator.stopTimers();
       if (this.server) {
         this.server.closeAllConnections();
         await new Promise<void>((r) => this.server!.close(() => r()));

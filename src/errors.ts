@@ -12,6 +12,8 @@ export const EXIT_CODES = {
   AGENT_UNREACHABLE: 7,
   UNAUTHORIZED: 8,
   CONFLICT: 9,
+  PLAN_REFUSED: 10,
+  MIGRATION_FAILED: 11,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;
@@ -38,11 +40,13 @@ export class TurquoiseError extends Error {
   }
 
   get exitCode(): number {
-    return EXIT_CODES[this.code];
+    // A code that came over the wire may be one this version does not know.
+    return EXIT_CODES[this.code] ?? EXIT_CODES.INTERNAL;
   }
 
   toJSON(): Record<string, unknown> {
-    return { code: this.code, message: this.message, details: this.details, ...this.data };
+    // data never overrides the code or the message: a driver's own "code" (ECONNREFUSED) stays in data.
+    return { ...this.data, code: this.code, message: this.message, details: this.details };
   }
 }
 

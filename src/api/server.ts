@@ -5,6 +5,8 @@ import { TurquoiseError, errorMessage, type ErrorCode } from "../errors.js";
 import type { Agent } from "../agent.js";
 import { SLOTS } from "../runtime/contract.js";
 import { keys } from "../deploy/records.js";
+import { parseSchemaRange } from "../deploy/release.js";
+import type { SchemaRange } from "../plan/planner.js";
 import { tokenMatches } from "./token.js";
 
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -20,6 +22,17 @@ export function createApi(agent: Agent): http.RequestListener {
     ["GET", /^\/v1\/status$/, async ({ agent }) => status(agent)],
     ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, deployHandler("deploy")],
     ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, deployHandler("rollback")],
+    ["POST", /^\/v1\/services\/([^/]+)\/plan$/, async ({ agent, req, params }) => {
+      const body = parseJson(await readBody(req));
+      const kind = body.kind === "rollback" ? "rollback" : "deploy";
+      const opts = releaseOptions(body, kind === "deploy");
+      const plan = await agent.orchestrator.plan(kind, { service: params[0]!, release: opts.release ?? "", ...opts });
+      return { kind, via: plan.via, live: plan.live?.release ?? null, actions: plan.actions, lines: plan.lines };
+    }],
+    ["POST", /^\/v1\/services\/([^/]+)\/migrate$/, async ({ agent, req, params }) => {
+      const body = parseJson(await readBody(req));
+      return agent.migrations(params[0]!, body);
+    }],
     ["GET", /^\/v1\/services\/([^/]+)\/history$/, async ({ agent, params, query }) => {
       agent.orchestrator.service(params[0]!);
       return { history: await agent.store.listHistory(params[0]!, Number(query.get("limit") ?? 20)) };
@@ -77,21 +90,38 @@ export function createApi(agent: Agent): http.RequestListener {
   };
 }
 
+const RELEASE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** release, via, schema and via_schema from a deploy or plan body; names what is wrong. */
+function releaseOptions(body: Record<string, unknown>, needRelease: boolean): { release?: string; via?: string; schema?: SchemaRange; viaSchema?: SchemaRange } {
+  const name = (field: string): string | undefined => {
+    const v = body[field];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "string" || !RELEASE_NAME.test(v)) throw new TurquoiseError("USAGE", `body.${field} must be a release name: letters, digits, '.', '_' or '-'`);
+    return v;
+  };
+  const range = (field: string): SchemaRange | undefined => (typeof body[field] === "string" ? parseSchemaRange(body[field] as string) : undefined);
+  const release = name("release");
+  if (needRelease && !release) throw new TurquoiseError("USAGE", "body.release is required");
+  const via = name("via");
+  const schema = range("schema");
+  const viaSchema = range("via_schema");
+  return { ...(release ? { release } : {}), ...(via ? { via } : {}), ...(schema ? { schema } : {}), ...(viaSchema ? { viaSchema } : {}) };
+}
+
 function deployHandler(kind: "deploy" | "rollback"): Handler {
   return async ({ agent, req, res, params }) => {
     const body = parseJson(await readBody(req));
     const service = params[0]!;
     agent.orchestrator.service(service);
-    if (kind === "deploy" && (typeof body.release !== "string" || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(body.release))) {
-      throw new TurquoiseError("USAGE", "body.release must be a release name: letters, digits, '.', '_' or '-'");
-    }
+    const opts = releaseOptions(body, kind === "deploy");
     const actor = typeof body.actor === "string" && body.actor ? body.actor.slice(0, 200) : "api";
     res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
     const line = (o: unknown) => res.write(JSON.stringify(o) + "\n");
     const common = { service, actor, wait: body.wait === true, onProgress: line };
     try {
       const out = kind === "deploy"
-        ? await agent.orchestrator.deploy({ ...common, release: body.release as string })
+        ? await agent.orchestrator.deploy({ ...common, ...opts, release: opts.release! })
         : await agent.orchestrator.rollback(common);
       line({ type: "result", ok: true, history: out.history });
     } catch (e) {

@@ -30,7 +30,7 @@ examples:
       const took = h.finishedAt ? formatMs(h.finishedAt - h.startedAt) : "running";
       ctx.out(`#${h.id} ${new Date(h.startedAt).toISOString()} ${h.kind.padEnd(8)} ${(h.previousRelease ?? "-")} → ${h.release}  ${h.outcome}  ${took}  by ${h.actor}`);
       if (h.error) ctx.out(`    ${h.error.split("\n").join("\n    ")}`);
-      if (ctx.values.steps) for (const s of h.steps) ctx.out(`    ${s.ok ? "✓" : "✗"} ${s.name.padEnd(17)} ${formatMs(s.durationMs).padStart(7)}  ${s.detail?.split("\n")[0] ?? ""}`);
+      if (ctx.values.steps) for (const s of h.steps) ctx.out(`    ${!s.ok ? "✗" : s.detail?.startsWith("skipped:") ? "–" : "✓"} ${s.name.padEnd(17)} ${formatMs(s.durationMs).padStart(7)}  ${s.detail?.split("\n")[0] ?? ""}`);
     }
   },
 };

@@ -22,6 +22,8 @@ examples:
   options: { cas: { type: "string" } },
   async run(ctx) {
     const [op, key, value] = ctx.positionals;
+    const usable = (op === "get" && key) || op === "list" || (op === "put" && key && value !== undefined) || (op === "delete" && key);
+    if (!usable) throw new TurquoiseError("USAGE", "usage: turquoise kv get|list|put|delete <key> [value] (see turquoise kv --help)");
     const { client } = connect(ctx.specFile);
     const path = (k: string) => `/v1/kv/${k.split("/").map(encodeURIComponent).join("/")}`;
     const cas = typeof ctx.values.cas === "string" ? `?cas=${encodeURIComponent(ctx.values.cas)}` : "";

@@ -10,12 +10,14 @@ import { historyCommand } from "./history.js";
 import { initCommand } from "./init.js";
 import { kvCommand } from "./kv.js";
 import { logsCommand } from "./logs.js";
+import { migrateCommand } from "./migrate.js";
+import { planCommand } from "./plan.js";
 import { rollbackCommand } from "./rollback.js";
 import { statusCommand } from "./status.js";
 import { upCommand } from "./up.js";
 import { schemaCommand, validateCommand } from "./validate.js";
 
-export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, statusCommand, historyCommand, logsCommand, kvCommand, demoCommand, schemaCommand];
+export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, demoCommand, schemaCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -39,6 +41,11 @@ examples:
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `turquoise status | head` closes the pipe early: that is the reader's choice, not an error.
+  process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw e;
+  });
   const out = (s: string) => process.stdout.write(s + "\n");
   const err = (s: string) => process.stderr.write(s + "\n");
   const name = argv[0];

@@ -6,7 +6,7 @@ interface StatusBody {
   agent: { pid: number; api: string };
   proxy: { pid: number; address: string };
   services: Array<{
-    name: string; route: { host?: string; pathPrefix: string }; color: string | null; release: string | null; previous: string | null;
+    name: string; route: { host?: string; pathPrefix: string }; color: string | null; release: string | null; previous: { release: string; via: string | null } | null;
     slots: Record<string, { release: string; state: string; warmUntil?: number } | null>;
     instances: Array<{ id: string; slot: string; release: string; address: string; ref: string; startedAt: number; health: { status: string; history: Array<{ output: string }> } }>;
     lock: { owner: string; since: number } | null;
@@ -28,7 +28,7 @@ examples:
     ctx.out(`agent pid ${s.agent.pid} at ${s.agent.api}; proxy pid ${s.proxy.pid} on ${s.proxy.address}`);
     for (const svc of s.services) {
       ctx.out(`\n${svc.name}  ${svc.route.host ?? "*"}${svc.route.pathPrefix}`);
-      ctx.out(`  live: ${svc.color ? `${svc.release} on ${svc.color}` : "nothing deployed yet"}${svc.previous ? `   previous: ${svc.previous}` : ""}`);
+      ctx.out(`  live: ${svc.color ? `${svc.release} on ${svc.color}` : "nothing deployed yet"}${svc.previous ? `   previous: ${svc.previous.release}${svc.previous.via ? ` (via ${svc.previous.via})` : ""}` : ""}`);
       for (const [slot, rec] of Object.entries(svc.slots)) {
         if (!rec) continue;
         const extra = rec.state === "warm" && rec.warmUntil ? ` (until ${new Date(rec.warmUntil).toLocaleTimeString()})` : "";

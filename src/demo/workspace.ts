@@ -21,6 +21,10 @@ export interface WorkspaceOptions {
   extraServiceYaml?: string;
   /** Where releases live; defaults to the example's releases dir. */
   releasesDir?: string;
+  /** A shared database with the example's migrations for that driver. url may be "${VAR}". */
+  database?: { driver: "sqlite" | "postgres"; url: string; migrations?: string };
+  /** Environment for every CLI run (and so for a detached agent). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface Workspace {
@@ -30,7 +34,7 @@ export interface Workspace {
   agentPort: number;
   booksFile: string;
   /** Runs the CLI against this workspace; rejects on a non-zero exit with its output. */
-  cli(args: string[], opts?: { allowFail?: boolean }): Promise<{ code: number; stdout: string; stderr: string }>;
+  cli(args: string[], opts?: { allowFail?: boolean; env?: NodeJS.ProcessEnv }): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Stops everything and removes the directory. */
   destroy(): Promise<void>;
 }
@@ -58,11 +62,16 @@ services:
     drain_timeout: ${opts.drainTimeout ?? "5s"}
     stop_timeout: 5s
     keep_previous: ${opts.keepPrevious ?? "0s"}
-${opts.extraServiceYaml ?? ""}`);
+${opts.database ? `    database:
+      driver: ${opts.database.driver}
+      url: ${JSON.stringify(opts.database.url)}
+      migrations: ${JSON.stringify(opts.database.migrations ?? path.join(BOOKS_DIR, "migrations", opts.database.driver))}
+` : ""}${opts.extraServiceYaml ?? ""}`);
 
   const cli: Workspace["cli"] = async (args, o = {}) => {
     try {
-      const { stdout, stderr } = await run(process.execPath, [BIN, ...args, "-f", specFile], { cwd: dir, maxBuffer: 64 * 1024 * 1024 });
+      const env = { ...process.env, ...opts.env, ...o.env };
+      const { stdout, stderr } = await run(process.execPath, [BIN, ...args, "-f", specFile], { cwd: dir, env, maxBuffer: 64 * 1024 * 1024 });
       return { code: 0, stdout, stderr };
     } catch (e) {
       const err = e as { code?: number; stdout?: string; stderr?: string };

@@ -44,11 +44,11 @@ export class Fleet {
   }
 
   /** Starts svc.replicas instances of release in slot. On a failed start, stops the ones that did start. */
-  async startSlot(svc: ServiceSpec, slot: Slot, release: string, apiUrl: string): Promise<InstanceInfo[]> {
+  async startSlot(svc: ServiceSpec, slot: Slot, release: string, apiUrl: string, extraEnv: Record<string, string> = {}): Promise<InstanceInfo[]> {
     const cwd = this.releaseDir(svc, release);
     const started = await Promise.allSettled(
       Array.from({ length: svc.replicas }, async () => {
-        const inst = await this.runtime.start({ service: svc.name, slot, release, command: svc.command, cwd, env: svc.env, apiUrl });
+        const inst = await this.runtime.start({ service: svc.name, slot, release, command: svc.command, cwd, env: { ...svc.env, ...extraEnv }, apiUrl });
         this.running.set(inst.id, inst);
         await this.records.addInstance(inst);
         return inst;

@@ -1,17 +1,21 @@
 // The orchestrator runs the deploy flow of DESIGN.md: lock, plan, start the idle slot, wait until
-// healthy, smoke, (expand), flip, verify, drain, retire the old slot, (contract), record.
-// Every step is journaled before and after it runs, so an agent that restarts can finish or
-// undo the flow (see recover()).
+// healthy, smoke, expand migrations, flip, verify, drain, retire the old slot, contract
+// migrations, record. When the schema change is breaking, the plan walks the turquoise path:
+// start R, flip L → R, migrate, re-check R, start T, flip R → T. Every step is journaled before
+// and after it runs, so an agent that restarts can finish, undo or resume the flow (recover()).
 import fs from "node:fs";
 import http from "node:http";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { waitHealthy } from "../health/checks.js";
+import { describePlan, planPath, type PlanAction, type SchemaRange } from "../plan/planner.js";
 import type { Proxy, Route, RouteTable } from "../proxy/contract.js";
-import { otherSlot, type InstanceInfo, type Slot } from "../runtime/contract.js";
+import { otherSlot, SLOTS, type InstanceInfo, type Slot } from "../runtime/contract.js";
 import type { Spec, ServiceSpec } from "../spec/types.js";
 import type { HistoryEntry, StepTiming, Store } from "../state/contract.js";
+import { ServiceDatabase, stepInfos } from "./database.js";
 import type { Fleet } from "./fleet.js";
 import { keys, type Journal, type Records, type SlotRecord } from "./records.js";
+import { formatRange, releaseInfo } from "./release.js";
 import { runSmoke } from "./smoke.js";
 
 export const LOCK_TTL_MS = 30_000;
@@ -22,7 +26,7 @@ const LOG_TAIL_LINES = 20;
 export type StepStatus = "started" | "done" | "failed" | "skipped";
 
 export type Progress =
-  | { type: "plan"; service: string; kind: "deploy" | "rollback"; release: string; from: string | null; steps: string[] }
+  | { type: "plan"; service: string; kind: "deploy" | "rollback"; release: string; via: string | null; from: string | null; steps: string[] }
   | { type: "step"; name: string; status: StepStatus; durationMs?: number; detail?: string }
   | { type: "info"; message: string };
 
@@ -30,17 +34,35 @@ export interface DeployRequest {
   service: string;
   release: string;
   actor: string;
+  /** The turquoise release to walk through, when the schema change needs one. */
+  via?: string;
+  /** Overrides the schema range the target (or via) release declares. */
+  schema?: SchemaRange;
+  viaSchema?: SchemaRange;
   /** Queue behind a running deploy instead of failing at once. */
   wait?: boolean;
   onProgress?: (p: Progress) => void;
+}
+
+export interface MigrationRequest {
+  action: "status" | "up" | "down" | "to";
+  to?: number;
+  dryRun?: boolean;
+  actor: string;
 }
 
 export interface DeployOutcome {
   history: HistoryEntry;
 }
 
-/** The steps of a deploy, in order; migrations are hook points until the database capability lands. */
-export const DEPLOY_STEPS = ["lock", "plan", "start", "healthy", "smoke", "migrate-expand", "flip", "verify", "drain", "retire", "migrate-contract", "record"] as const;
+export interface ComputedPlan {
+  actions: PlanAction[];
+  lines: string[];
+  via: string | null;
+  live: SlotRecord | null;
+  schemas: Record<string, SchemaRange>;
+}
+
 const NO_DATABASE = "no database configured for this service: nothing to migrate";
 
 class StepFailure extends Error {
@@ -60,8 +82,24 @@ export interface OrchestratorDeps {
   event: (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
 }
 
+/** One flow under way: its journal, its step timings, where it reports progress. */
+interface Flow {
+  svc: ServiceSpec;
+  kind: "deploy" | "rollback";
+  journal: Journal;
+  steps: StepTiming[];
+  emit: (p: Progress) => void;
+  db?: ServiceDatabase;
+  schemas: Record<string, SchemaRange>;
+  /** True once any flip of this flow happened: a later failure cannot simply be undone. */
+  flipped: boolean;
+  /** Whether the schema changes after a flip in this flow: then an old slot must not stay warm. */
+  schemaChangesLater: (index: number) => boolean;
+}
+
 export class Orchestrator {
   private readonly warmTimers = new Map<string, NodeJS.Timeout>();
+  private readonly resumes = new Set<Promise<unknown>>();
 
   constructor(private readonly d: OrchestratorDeps) {}
 
@@ -71,16 +109,129 @@ export class Orchestrator {
     return svc;
   }
 
+  database(svc: ServiceSpec): ServiceDatabase | undefined {
+    return svc.database ? ServiceDatabase.open(svc.database, this.d.spec.dir) : undefined;
+  }
+
   async deploy(req: DeployRequest): Promise<DeployOutcome> {
     return this.run("deploy", req);
   }
 
-  /** Flips back to the previous release: instantly if its slot is still warm, else by deploying it again. */
-  async rollback(req: Omit<DeployRequest, "release">): Promise<DeployOutcome> {
-    const previous = await this.d.records.previous(req.service);
+  /** Back to the release live before the last deploy, through the same turquoise release, migrating down. */
+  async rollback(req: Omit<DeployRequest, "release" | "via">): Promise<DeployOutcome> {
     this.service(req.service);
+    const previous = await this.d.records.previous(req.service);
     if (!previous) throw new TurquoiseError("NOT_FOUND", `service "${req.service}" has no previous release to roll back to`);
-    return this.run("rollback", { ...req, release: previous });
+    return this.run("rollback", { ...req, release: previous.release, ...(previous.via ? { via: previous.via } : {}) });
+  }
+
+  /**
+   * `turquoise migrate`: status, or moving the schema by hand, under the deploy lock. A target
+   * version outside the live release's range is refused: that change belongs in a deploy plan.
+   */
+  async migrations(service: string, req: MigrationRequest): Promise<Record<string, unknown>> {
+    const svc = this.service(service);
+    const db = this.database(svc);
+    if (!db) throw new TurquoiseError("USAGE", `${svc.name} has no database block in ${this.d.spec.file}: nothing to migrate`);
+    const { status, steps } = await db.state();
+    const color = await this.d.records.color(svc.name);
+    const live = color ? await this.d.records.slot(svc.name, color) : undefined;
+    const liveInfo = live ? releaseInfo(svc.name, live.release, this.d.fleet.releaseDir(svc, live.release), live.schema) : null;
+    const summary = {
+      current: status.current,
+      latest: steps.length ? steps[steps.length - 1]!.version : 0,
+      applied: status.applied,
+      pending: status.pending.map((p) => ({ version: p.version, name: p.name, phase: p.phase, transactional: p.transactional, hasDown: p.downFile !== undefined })),
+      live: liveInfo ? { release: liveInfo.name, schema: liveInfo.schema } : null,
+    };
+    if (req.action === "status") return summary;
+
+    const latest = summary.latest;
+    const to = req.action === "up" ? (req.to ?? latest) : req.action === "down" ? (req.to ?? Math.max(0, status.current - 1)) : req.to;
+    if (to === undefined || !Number.isInteger(to) || to < 0) throw new TurquoiseError("USAGE", `migrate ${req.action} needs a target version (an integer ≥ 0)`);
+    if (to > latest) throw new TurquoiseError("USAGE", `no migration step reaches version ${to}: the last step in ${svc.database!.migrationsDir} is ${latest}`);
+    const direction = to >= status.current ? "up" : "down";
+    if (req.action !== "to" && req.action !== direction && to !== status.current) throw new TurquoiseError("USAGE", `migrate ${req.action} --to ${to}: the database is at ${status.current}, so that is a migrate ${direction}`);
+    if (liveInfo && (to < liveInfo.schema.min || to > liveInfo.schema.max)) {
+      throw new TurquoiseError("PLAN_REFUSED", `migrating ${svc.name} to ${to} would break the live release ${liveInfo.name}, which runs on schema ${formatRange(liveInfo.schema)}; deploy a release that runs on ${to} (through a turquoise release if needed) and let the deploy migrate`);
+    }
+    if (req.dryRun) {
+      const m = db.migrator();
+      try {
+        const run = direction === "up" ? await m.up(steps, { to, dryRun: true }) : await m.down(steps, { to, dryRun: true });
+        return { ...summary, dryRun: true, from: run.from, to: run.to, steps: run.steps };
+      } finally {
+        await m.close();
+      }
+    }
+    const owner = `${req.actor} (migrate ${direction} to ${to}, agent ${this.d.agentId}, #${Math.random().toString(36).slice(2, 8)})`;
+    await this.takeLock(svc.name, owner, false, () => {});
+    try {
+      const lines: string[] = [];
+      const result = await db.migrate(direction, to, (l) => lines.push(l));
+      this.d.event(svc.name, "migrate", `${req.actor}: ${result}`, { from: status.current, to });
+      return { ...summary, dryRun: false, from: status.current, to, result, log: lines };
+    } finally {
+      await this.d.store.releaseLock(keys.lock(svc.name), owner);
+    }
+  }
+
+  /** The plan a deploy would run now; changes nothing. */
+  async plan(kind: "deploy" | "rollback", req: Omit<DeployRequest, "actor">): Promise<ComputedPlan> {
+    const svc = this.service(req.service);
+    if (kind === "rollback") {
+      const previous = await this.d.records.previous(svc.name);
+      if (!previous) throw new TurquoiseError("NOT_FOUND", `service "${svc.name}" has no previous release to roll back to`);
+      return this.computePlan(svc, "rollback", { ...req, release: previous.release, ...(previous.via ? { via: previous.via } : {}) });
+    }
+    return this.computePlan(svc, kind, req);
+  }
+
+  private async computePlan(svc: ServiceSpec, kind: "deploy" | "rollback", req: Omit<DeployRequest, "actor">): Promise<ComputedPlan> {
+    const { records, fleet } = this.d;
+    const color = await records.color(svc.name);
+    const live = (color ? await records.slot(svc.name, color) : undefined) ?? null;
+    for (const r of [req.release, req.via]) {
+      if (!r) continue;
+      const dir = fleet.releaseDir(svc, r);
+      if (!fs.existsSync(dir) && !(await this.warmWith(svc, r))) throw new TurquoiseError("NOT_FOUND", `release "${r}" of ${svc.name} not found: no directory ${dir} (cwd in ${this.d.spec.file})`);
+    }
+    const db = this.database(svc);
+    if (!db) {
+      if (req.via) throw new TurquoiseError("USAGE", `--via needs a database: ${svc.name} has no database block, so there is no schema to walk`);
+      const actions: PlanAction[] = [{ do: "start", release: req.release }, { do: "flip", from: live?.release ?? null, to: req.release }];
+      return { actions, lines: this.describeSimple(svc, live, req.release), via: null, live, schemas: {} };
+    }
+
+    const schemas: Record<string, SchemaRange> = {};
+    const info = (release: string, override?: SchemaRange) => {
+      const rec = live?.release === release ? live.schema : undefined;
+      const i = releaseInfo(svc.name, release, fleet.releaseDir(svc, release), override ?? rec);
+      schemas[release] = i.schema;
+      return i;
+    };
+    const liveInfo = live ? info(live.release) : null;
+    const target = info(req.release, req.schema);
+    const via = req.via ? info(req.via, req.viaSchema) : undefined;
+    const { status, steps } = await db.state();
+    const plan = planPath({ kind, live: liveInfo, target, ...(via ? { via } : {}), current: status.current, steps: stepInfos(steps) });
+    if (!plan.ok) {
+      throw new TurquoiseError("PLAN_REFUSED", `${kind} of ${svc.name} ${req.release} refused:\n${plan.reasons.map((r) => `  - ${r}`).join("\n")}`, { data: { reasons: plan.reasons, need: plan.need ?? null } });
+    }
+    const actions = plan.actions;
+    const lines = [`database schema at ${status.current}; ${Object.entries(schemas).map(([r, s]) => `${r} runs on ${formatRange(s)}`).join(", ")}`, ...describePlan(plan)];
+    return { actions, lines, via: via?.name ?? null, live, schemas };
+  }
+
+  private describeSimple(svc: ServiceSpec, live: SlotRecord | null, release: string): string[] {
+    const n = svc.replicas;
+    return [
+      `start ${n} instance${n > 1 ? "s" : ""} of ${release} in the idle slot (or reuse it if warm), wait until healthy (deploy_timeout ${svc.deployTimeoutMs}ms), smoke checks: ${svc.smoke.length ? svc.smoke.map((s) => s.name).join(", ") : "none defined"}`,
+      `expand migrations: none (${NO_DATABASE})`,
+      `flip ${svc.route.host ?? "*"}${svc.route.pathPrefix} to ${release}, verify through the public route, flip back on failure`,
+      live ? `drain ${live.release} (${live.slot}) up to ${svc.drainTimeoutMs}ms, then ${svc.keepPreviousMs > 0 ? `keep it warm for ${svc.keepPreviousMs}ms` : "stop it"}` : "nothing live to drain",
+      `contract migrations: none (${NO_DATABASE})`,
+    ];
   }
 
   private async run(kind: "deploy" | "rollback", req: DeployRequest): Promise<DeployOutcome> {
@@ -99,114 +250,50 @@ export class Orchestrator {
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
 
     let history: HistoryEntry | undefined;
+    let flow: Flow | undefined;
     try {
-      const fromSlot = (await records.color(svc.name)) ?? null;
-      const live = fromSlot ? await records.slot(svc.name, fromSlot) : undefined;
-      const toSlot: Slot = fromSlot ? otherSlot(fromSlot) : "blue";
-      const idle = await records.slot(svc.name, toSlot);
-      const warmReuse = idle?.state === "warm" && idle.release === req.release && this.d.fleet.list(svc.name, toSlot).length > 0;
-      const plan = this.describePlan(svc, live ?? null, req.release, toSlot, warmReuse);
-      emit({ type: "plan", service: svc.name, kind, release: req.release, from: live?.release ?? null, steps: plan });
+      const planStarted = Date.now();
+      emit({ type: "step", name: "plan", status: "started" });
+      let plan: ComputedPlan;
+      try {
+        plan = await this.computePlan(svc, kind, req);
+      } catch (e) {
+        emit({ type: "step", name: "plan", status: "failed", durationMs: Date.now() - planStarted, detail: errorMessage(e) });
+        throw e;
+      }
+      const live = plan.live;
+      emit({ type: "plan", service: svc.name, kind, release: req.release, via: plan.via, from: live?.release ?? null, steps: plan.lines });
+      const planDetail = `${live ? `${live.release} (${live.slot})` : "nothing live"} → ${plan.via ? `${plan.via} → ` : ""}${req.release}`;
+      steps.push({ name: "plan", startedAt: planStarted, durationMs: Date.now() - planStarted, ok: true, detail: planDetail });
+      emit({ type: "step", name: "plan", status: "done", durationMs: Date.now() - planStarted, detail: planDetail });
 
       history = await store.addHistory({
         service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, actor: req.actor,
-        startedAt: lockStarted, finishedAt: null, outcome: "running", plan, steps, error: null,
+        startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
       });
       const journal: Journal = {
-        historyId: history.id, service: svc.name, kind, release: req.release, owner, fromSlot, toSlot,
-        previousRelease: live?.release ?? null, flipped: false, steps: ["lock:done"], startedAt: lockStarted,
+        historyId: history.id, service: svc.name, kind, release: req.release, via: plan.via, actor: req.actor, owner,
+        previousRelease: live?.release ?? null, steps: ["lock:done", "plan:done"], startedAt: lockStarted,
       };
       await records.writeJournal(journal);
-      this.d.event(svc.name, `${kind}.started`, `${kind} of ${svc.name} ${req.release} started by ${req.actor}`, { release: req.release, historyId: history.id });
+      this.d.event(svc.name, `${kind}.started`, `${kind} of ${svc.name} ${req.release}${plan.via ? ` via ${plan.via}` : ""} started by ${req.actor}`, { release: req.release, historyId: history.id });
 
-      const step = async <T>(name: string, fn: () => Promise<T | { skipped: string }>): Promise<T | undefined> => {
-        const startedAt = Date.now();
-        journal.steps.push(`${name}:started`);
-        await records.writeJournal(journal);
-        emit({ type: "step", name, status: "started" });
-        try {
-          const out = await fn();
-          const durationMs = Date.now() - startedAt;
-          journal.steps.push(`${name}:done`);
-          await records.writeJournal(journal);
-          crashPoint(name);
-          if (out && typeof out === "object" && "skipped" in out) {
-            steps.push({ name, startedAt, durationMs, ok: true, detail: `skipped: ${out.skipped}` });
-            emit({ type: "step", name, status: "skipped", durationMs, detail: out.skipped });
-            return undefined;
-          }
-          const detail = typeof out === "string" ? out : undefined;
-          steps.push({ name, startedAt, durationMs, ok: true, ...(detail ? { detail } : {}) });
-          emit({ type: "step", name, status: "done", durationMs, ...(detail ? { detail } : {}) });
-          return out as T;
-        } catch (e) {
-          const durationMs = Date.now() - startedAt;
-          const detail = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
-          steps.push({ name, startedAt, durationMs, ok: false, detail });
-          emit({ type: "step", name, status: "failed", durationMs, detail });
-          throw e;
-        }
+      const db = this.database(svc);
+      flow = {
+        svc, kind, journal, steps, emit, schemas: plan.schemas, flipped: false,
+        ...(db ? { db } : {}),
+        schemaChangesLater: (i) => plan.actions.slice(i + 1).some((a) => a.do === "migrate"),
       };
-
-      await step("plan", async () => {
-        const dir = this.d.fleet.releaseDir(svc, req.release);
-        if (!warmReuse && !fs.existsSync(dir)) throw new TurquoiseError("NOT_FOUND", `release "${req.release}" of ${svc.name} not found: no directory ${dir} (cwd in ${this.d.spec.file})`);
-        return `${live ? `${live.release} (${fromSlot})` : "nothing live"} → ${req.release} (${toSlot})`;
-      });
-      let fresh: InstanceInfo[] = [];
-      let poolId: string;
-      try {
-        if (warmReuse) {
-          poolId = idle!.poolId;
-          fresh = this.d.fleet.list(svc.name, toSlot);
-          await step("healthy", async () => this.waitHealthy(svc, fresh, "warm instances"));
-        } else {
-          const stale = this.d.fleet.list(svc.name, toSlot);
-          if (stale.length) await this.d.fleet.stop(stale, svc.stopTimeoutMs);
-          poolId = `${svc.name}/${toSlot}/${req.release}/${Date.now().toString(36)}`;
-          await records.setSlot(svc.name, { slot: toSlot, release: req.release, poolId, state: "preview", startedAt: Date.now() });
-          fresh = (await step("start", async () => {
-            const started = await this.d.fleet.startSlot(svc, toSlot, req.release, this.d.apiUrl);
-            return started;
-          }))!;
-          await step("healthy", async () => this.waitHealthy(svc, fresh, "new instances"));
-          await step("smoke", async () => this.smoke(svc, fresh, req.release));
-        }
-        await step("migrate-expand", async () => ({ skipped: NO_DATABASE }));
-      } catch (e) {
-        await this.undoPreview(svc, toSlot, warmReuse);
-        throw e;
+      for (const [i, action] of plan.actions.entries()) {
+        if (!db && action.do === "flip") await this.skip(flow, "migrate-expand", NO_DATABASE);
+        if (action.do === "start") await this.startRelease(flow, action.release);
+        else if (action.do === "flip") await this.flip(flow, action.to, flow.schemaChangesLater(i));
+        else if (action.do === "migrate") await this.migrate(flow, action);
+        else await this.recheck(flow, action.release);
       }
+      if (!db) await this.skip(flow, "migrate-contract", NO_DATABASE);
 
-      await step("flip", async () => {
-        await records.setSlot(svc.name, { slot: toSlot, release: req.release, poolId, state: "live", startedAt: idle?.startedAt ?? Date.now() });
-        await this.applyRoutes({ [svc.name]: toSlot });
-        await records.setColor(svc.name, toSlot);
-        journal.flipped = true;
-        return `traffic → ${toSlot} (${req.release})`;
-      });
-
-      try {
-        await step("verify", async () => this.verify(svc));
-      } catch (e) {
-        await this.flipBack(svc, fromSlot, live, toSlot, poolId);
-        throw e;
-      }
-
-      if (live && fromSlot) {
-        await step("drain", async () => {
-          const r = await this.d.proxy.drain(live.poolId, svc.drainTimeoutMs);
-          if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
-          return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
-        });
-        await step("retire", async () => this.retire(svc, fromSlot, live));
-        await records.setPrevious(svc.name, live.release);
-      } else {
-        await step("drain", async () => ({ skipped: "nothing was live" }));
-        await step("retire", async () => ({ skipped: "nothing was live" }));
-      }
-      await step("migrate-contract", async () => ({ skipped: NO_DATABASE }));
-
+      if (live && live.release !== req.release) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
       const recordStarted = Date.now();
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });
@@ -223,7 +310,9 @@ export class Orchestrator {
         this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
       }
       if (e instanceof StepFailure) {
-        throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} failed at ${e.step}: ${e.message}${e.step === "verify" ? " (traffic flipped back)" : "; the live release is untouched"}`, {
+        const where = await this.liveDescription(svc);
+        const after = e.step === "verify" ? ` (traffic flipped back; ${where} is live)` : flow?.flipped ? `; ${where} is live` : "; the live release is untouched";
+        throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} failed at ${e.step}: ${e.message}${after}`, {
           data: { step: e.step, output: e.output ?? null, history: history ?? null },
         });
       }
@@ -234,23 +323,167 @@ export class Orchestrator {
     }
   }
 
-  private describePlan(svc: ServiceSpec, live: SlotRecord | null, release: string, toSlot: Slot, warmReuse: boolean): string[] {
-    const n = svc.replicas;
-    return [
-      `lock deploy/${svc.name}`,
-      warmReuse
-        ? `reuse warm ${toSlot} slot running ${release}`
-        : `start ${n} instance${n > 1 ? "s" : ""} of ${release} in ${toSlot}`,
-      `wait until healthy (deploy_timeout ${svc.deployTimeoutMs}ms)`,
-      warmReuse ? "smoke checks: already passed when this release was deployed" : `smoke checks: ${svc.smoke.length ? svc.smoke.map((s) => s.name).join(", ") : "none defined"}`,
-      `expand migrations: none (${NO_DATABASE})`,
-      `flip ${svc.route.host ?? "*"}${svc.route.pathPrefix} → ${toSlot}`,
-      "verify through the public route; flip back on failure",
-      live ? `drain ${live.release} (${live.slot}) up to ${svc.drainTimeoutMs}ms` : "drain: nothing live",
-      live ? (svc.keepPreviousMs > 0 ? `keep ${live.release} warm for ${svc.keepPreviousMs}ms` : `stop ${live.release} (${live.slot})`) : "retire: nothing live",
-      `contract migrations: none (${NO_DATABASE})`,
-      "record outcome and release the lock",
-    ];
+  private async liveDescription(svc: ServiceSpec): Promise<string> {
+    const color = await this.d.records.color(svc.name);
+    const rec = color ? await this.d.records.slot(svc.name, color) : undefined;
+    return rec ? `${rec.release} (${color})` : "nothing";
+  }
+
+  /** Runs one journaled step: "started" is written before it runs, "done" after. */
+  private async step<T>(flow: Flow, name: string, fn: () => Promise<T>): Promise<T> {
+    const { journal, steps, emit } = flow;
+    const startedAt = Date.now();
+    journal.steps.push(`${name}:started`);
+    await this.d.records.writeJournal(journal);
+    emit({ type: "step", name, status: "started" });
+    try {
+      const out = await fn();
+      const durationMs = Date.now() - startedAt;
+      journal.steps.push(`${name}:done`);
+      await this.d.records.writeJournal(journal);
+      crashPoint(name);
+      const detail = typeof out === "string" ? out : undefined;
+      steps.push({ name, startedAt, durationMs, ok: true, ...(detail ? { detail } : {}) });
+      emit({ type: "step", name, status: "done", durationMs, ...(detail ? { detail } : {}) });
+      return out;
+    } catch (e) {
+      const durationMs = Date.now() - startedAt;
+      const detail = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
+      steps.push({ name, startedAt, durationMs, ok: false, detail });
+      emit({ type: "step", name, status: "failed", durationMs, detail });
+      throw e;
+    }
+  }
+
+  private async skip(flow: Flow, name: string, why: string): Promise<void> {
+    flow.steps.push({ name, startedAt: Date.now(), durationMs: 0, ok: true, detail: `skipped: ${why}` });
+    flow.emit({ type: "step", name, status: "skipped", durationMs: 0, detail: why });
+  }
+
+  private async warmWith(svc: ServiceSpec, release: string): Promise<Slot | undefined> {
+    for (const slot of SLOTS) {
+      const rec = await this.d.records.slot(svc.name, slot);
+      if (rec?.state === "warm" && rec.release === release && this.d.fleet.list(svc.name, slot).length > 0) return slot;
+    }
+    return undefined;
+  }
+
+  /** Start, healthy and smoke for a release in the idle slot; a warm slot already running it is reused. */
+  private async startRelease(flow: Flow, release: string): Promise<void> {
+    const { svc } = flow;
+    const { records, fleet } = this.d;
+    const color = await records.color(svc.name);
+    const slot: Slot = color ? otherSlot(color) : "blue";
+    const idle = await records.slot(svc.name, slot);
+    if (idle?.state === "warm" && idle.release === release && fleet.list(svc.name, slot).length > 0) {
+      await this.step(flow, "healthy", async () => this.waitHealthy(svc, fleet.list(svc.name, slot), "warm instances"));
+      await records.setSlot(svc.name, { ...idle, state: "preview" });
+      return;
+    }
+    try {
+      const stale = fleet.list(svc.name, slot);
+      if (stale.length) await fleet.stop(stale, svc.stopTimeoutMs);
+      const schema = flow.schemas[release];
+      const poolId = `${svc.name}/${slot}/${release}/${Date.now().toString(36)}`;
+      await records.setSlot(svc.name, { slot, release, poolId, state: "preview", startedAt: Date.now(), ...(schema ? { schema } : {}) });
+      const fresh = await this.step(flow, "start", async () => fleet.startSlot(svc, slot, release, this.d.apiUrl, this.instanceEnv(flow)));
+      await this.step(flow, "healthy", async () => this.waitHealthy(svc, fresh, "new instances"));
+      await this.step(flow, "smoke", async () => this.smoke(svc, fresh, release));
+    } catch (e) {
+      await this.undoPreview(svc, slot);
+      throw e;
+    }
+  }
+
+  private instanceEnv(flow: Flow): Record<string, string> {
+    return flow.db ? { [flow.db.spec.envName]: flow.db.url } : {};
+  }
+
+  /** The environment Turquoise adds to a service's instances: its database URL, when it has one. */
+  instanceEnvFor(svc: ServiceSpec): Record<string, string> {
+    const db = this.database(svc);
+    return db ? { [db.spec.envName]: db.url } : {};
+  }
+
+  /** Flip to the preview slot, verify, drain and retire the old slot. */
+  private async flip(flow: Flow, release: string, schemaChangesLater: boolean): Promise<void> {
+    const { svc } = flow;
+    const { records } = this.d;
+    const fromSlot = (await records.color(svc.name)) ?? null;
+    const live = fromSlot ? await records.slot(svc.name, fromSlot) : undefined;
+    const toSlot: Slot = fromSlot ? otherSlot(fromSlot) : "blue";
+    const preview = await records.slot(svc.name, toSlot);
+    if (!preview || preview.release !== release) throw new StepFailure("flip", `nothing of ${release} is running in ${toSlot} to flip to`);
+
+    try {
+      await this.step(flow, "flip", async () => {
+        await records.setSlot(svc.name, { ...preview, state: "live" });
+        await this.applyRoutes({ [svc.name]: toSlot });
+        await records.setColor(svc.name, toSlot);
+        return `traffic → ${toSlot} (${release})`;
+      });
+    } catch (e) {
+      await this.restoreColor(svc, fromSlot, toSlot);
+      await this.undoPreview(svc, toSlot);
+      throw e;
+    }
+    try {
+      await this.step(flow, "verify", async () => this.verify(svc));
+    } catch (e) {
+      await this.restoreColor(svc, fromSlot, toSlot);
+      await this.d.proxy.drain(preview.poolId, svc.drainTimeoutMs).catch(() => undefined);
+      await this.undoPreview(svc, toSlot);
+      this.d.event(svc.name, "flip.reverted", `verification failed; traffic back on ${live ? `${live.release} (${fromSlot})` : "nothing"}`);
+      throw e;
+    }
+    flow.flipped = true;
+    if (!live || !fromSlot) {
+      await this.skip(flow, "drain", "nothing was live");
+      await this.skip(flow, "retire", "nothing was live");
+      return;
+    }
+    await this.step(flow, "drain", async () => {
+      const r = await this.d.proxy.drain(live.poolId, svc.drainTimeoutMs);
+      if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
+      return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
+    });
+    await this.step(flow, "retire", async () => this.retire(svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));
+  }
+
+  private async restoreColor(svc: ServiceSpec, fromSlot: Slot | null, toSlot: Slot): Promise<void> {
+    if (fromSlot) await this.d.records.setColor(svc.name, fromSlot);
+    else await this.d.records.clearColor(svc.name);
+    const rec = await this.d.records.slot(svc.name, toSlot);
+    if (rec) await this.d.records.setSlot(svc.name, { ...rec, state: "preview" });
+    await this.applyRoutes();
+  }
+
+  private async migrate(flow: Flow, action: Extract<PlanAction, { do: "migrate" }>): Promise<void> {
+    const name = action.phase === "expand" ? "migrate-expand" : action.phase === "contract" ? "migrate-contract" : "migrate";
+    const db = flow.db!;
+    try {
+      await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line })));
+    } catch (e) {
+      if (e instanceof StepFailure) throw e;
+      // Before any flip the new slot is still a preview: stop it. After one, the live release runs on every version along this path.
+      if (!flow.flipped) {
+        const color = await this.d.records.color(flow.svc.name);
+        await this.undoPreview(flow.svc, color ? otherSlot(color) : "blue");
+      }
+      throw new StepFailure(name, `migration ${action.direction} to ${action.to} failed`, errorMessage(e));
+    }
+  }
+
+  /** After a migration, the live turquoise release must still pass its health and smoke checks. */
+  private async recheck(flow: Flow, release: string): Promise<void> {
+    const { svc } = flow;
+    const color = await this.d.records.color(svc.name);
+    const instances = color ? this.d.fleet.list(svc.name, color) : [];
+    await this.step(flow, "recheck", async () => {
+      const healthy = await this.waitHealthy(svc, instances, `${release} instances`);
+      const smoke = await this.smoke(svc, instances, release);
+      return `${healthy}; ${typeof smoke === "string" ? smoke : "no smoke checks"}`;
+    });
   }
 
   private async takeLock(service: string, owner: string, wait: boolean, emit: (p: Progress) => void): Promise<void> {
@@ -286,8 +519,8 @@ export class Orchestrator {
     throw new StepFailure("healthy", why, lines.join("\n"));
   }
 
-  private async smoke(svc: ServiceSpec, instances: InstanceInfo[], release: string): Promise<string | { skipped: string }> {
-    if (svc.smoke.length === 0) return { skipped: "no smoke checks defined" };
+  private async smoke(svc: ServiceSpec, instances: InstanceInfo[], release: string): Promise<string> {
+    if (svc.smoke.length === 0) return "no smoke checks defined";
     const cwd = this.d.fleet.releaseDir(svc, release);
     for (const check of svc.smoke) {
       for (const inst of instances) {
@@ -318,24 +551,17 @@ export class Orchestrator {
     return `GET ${path} through the proxy → ${status}`;
   }
 
-  private async flipBack(svc: ServiceSpec, fromSlot: Slot | null, live: SlotRecord | undefined, toSlot: Slot, poolId: string): Promise<void> {
-    if (fromSlot) await this.d.records.setColor(svc.name, fromSlot);
-    else await this.d.records.clearColor(svc.name);
-    await this.applyRoutes();
-    await this.d.proxy.drain(poolId, svc.drainTimeoutMs).catch(() => undefined);
-    await this.undoPreview(svc, toSlot, false);
-    this.d.event(svc.name, "flip.reverted", `verification failed; traffic back on ${live ? `${live.release} (${fromSlot})` : "nothing"}`);
-  }
-
   /** Stops what a failed deploy started; the live slot is never touched. */
-  private async undoPreview(svc: ServiceSpec, slot: Slot, keepWarm: boolean): Promise<void> {
-    if (keepWarm) return;
+  private async undoPreview(svc: ServiceSpec, slot: Slot): Promise<void> {
+    const color = await this.d.records.color(svc.name);
+    if (slot === color) return;
+    const rec = await this.d.records.slot(svc.name, slot);
     await this.d.fleet.stop(this.d.fleet.list(svc.name, slot), svc.stopTimeoutMs);
-    await this.d.records.clearSlot(svc.name, slot);
+    if (rec) await this.d.records.clearSlot(svc.name, slot);
   }
 
-  private async retire(svc: ServiceSpec, slot: Slot, rec: SlotRecord): Promise<string> {
-    if (svc.keepPreviousMs > 0) {
+  private async retire(svc: ServiceSpec, slot: Slot, rec: SlotRecord, noWarmBecause?: string): Promise<string> {
+    if (svc.keepPreviousMs > 0 && !noWarmBecause) {
       const warmUntil = Date.now() + svc.keepPreviousMs;
       await this.d.records.setSlot(svc.name, { ...rec, state: "warm", warmUntil });
       this.scheduleWarmExpiry(svc, slot, warmUntil);
@@ -344,7 +570,8 @@ export class Orchestrator {
     const instances = this.d.fleet.list(svc.name, slot);
     const { killed } = await this.d.fleet.stop(instances, svc.stopTimeoutMs);
     await this.d.records.clearSlot(svc.name, slot);
-    return `stopped ${instances.length} instance(s) of ${rec.release}${killed ? `, ${killed} killed after stop_timeout` : ""}`;
+    const why = noWarmBecause && svc.keepPreviousMs > 0 ? ` (not kept warm: ${noWarmBecause})` : "";
+    return `stopped ${instances.length} instance(s) of ${rec.release}${why}${killed ? `, ${killed} killed after stop_timeout` : ""}`;
   }
 
   /** Stops a warm slot when keep_previous runs out, unless it went live again meanwhile. */
@@ -370,9 +597,10 @@ export class Orchestrator {
     this.warmTimers.set(key, timer);
   }
 
-  stopTimers(): void {
+  async stopTimers(): Promise<void> {
     for (const t of this.warmTimers.values()) clearTimeout(t);
     this.warmTimers.clear();
+    await Promise.allSettled([...this.resumes]);
   }
 
   /** Builds the route table from the Store's live colors and applies it; resolves once the proxy uses it. */
@@ -397,39 +625,59 @@ export class Orchestrator {
   }
 
   /**
-   * Called when the agent starts. A journal left behind means an agent died mid-flow: before the
-   * flip the new slot is stopped (undo); after it the flow is finished (retire the old slot).
+   * Called when the agent starts, after it adopted the running instances. A journal left behind
+   * means an agent died mid-flow. The color key decides: a preview slot that never went live is
+   * stopped (undo); an old slot still marked live behind a finished flip is retired (finish); a
+   * turquoise path stopped at its turquoise release is resumed.
    */
   async recover(): Promise<string[]> {
     const notes: string[] = [];
     for (const j of await this.d.records.journals()) {
       const svc = this.d.spec.services[j.service];
-      const color = await this.d.records.color(j.service);
-      const flipped = color === j.toSlot && j.steps.includes("flip:done");
+      let note: string;
       if (!svc) {
-        notes.push(`journal for unknown service ${j.service} dropped`);
-      } else if (!flipped) {
-        if (color !== j.fromSlot) {
-          if (j.fromSlot) await this.d.records.setColor(j.service, j.fromSlot);
-          else await this.d.records.clearColor(j.service);
-        }
-        await this.undoPreview(svc, j.toSlot, false);
-        await this.d.store.updateHistory(j.historyId, { outcome: "aborted", finishedAt: Date.now(), error: `agent restarted during ${lastStep(j)}; the new slot was stopped and ${j.previousRelease ?? "nothing"} stays live` });
-        notes.push(`${j.kind} of ${j.service} ${j.release} was interrupted before the flip: undone, ${j.previousRelease ?? "nothing"} stays live`);
+        note = `journal for unknown service ${j.service} dropped`;
       } else {
-        const old = j.fromSlot ? await this.d.records.slot(j.service, j.fromSlot) : undefined;
-        if (old && j.fromSlot && old.state === "live") {
-          await this.retire(svc, j.fromSlot, old);
-          await this.d.records.setPrevious(j.service, old.release);
+        const color = await this.d.records.color(j.service);
+        for (const slot of SLOTS) {
+          const rec = await this.d.records.slot(j.service, slot);
+          if (!rec || slot === color) continue;
+          if (rec.state === "preview") await this.undoPreview(svc, slot);
+          else if (rec.state === "live") {
+            // The flip away from this slot happened: let its in-flight requests finish, then retire it.
+            await this.d.proxy.drain(rec.poolId, svc.drainTimeoutMs).catch(() => undefined);
+            await this.retire(svc, slot, rec, j.via ? "a turquoise path was interrupted" : undefined);
+          }
         }
-        await this.d.store.updateHistory(j.historyId, { outcome: "succeeded", finishedAt: Date.now(), error: `agent restarted during ${lastStep(j)}; the flow was finished on restart` });
-        notes.push(`${j.kind} of ${j.service} ${j.release} was interrupted after the flip: finished`);
+        const liveRec = color ? await this.d.records.slot(j.service, color) : undefined;
+        const nowLive = liveRec?.release ?? null;
+        const during = lastStep(j);
+        if (nowLive === j.release) {
+          if (j.previousRelease && j.previousRelease !== j.release) await this.d.records.setPrevious(j.service, { release: j.previousRelease, via: j.via });
+          await this.d.store.updateHistory(j.historyId, { outcome: "succeeded", finishedAt: Date.now(), error: `agent restarted during ${during}; the flow was finished on restart` });
+          note = `${j.kind} of ${j.service} ${j.release} was interrupted after its last flip: finished`;
+        } else if (j.via && nowLive === j.via) {
+          await this.d.store.updateHistory(j.historyId, { outcome: "aborted", finishedAt: Date.now(), error: `agent restarted during ${during} with ${j.via} live; the path to ${j.release} resumes` });
+          note = `${j.kind} of ${j.service} ${j.release} was interrupted at ${j.via}: resuming`;
+          this.resume(j);
+        } else {
+          await this.d.store.updateHistory(j.historyId, { outcome: "aborted", finishedAt: Date.now(), error: `agent restarted during ${during}; undone, ${nowLive ?? "nothing"} stays live` });
+          note = `${j.kind} of ${j.service} ${j.release} was interrupted before its flip: undone, ${nowLive ?? "nothing"} stays live`;
+        }
       }
       await this.d.store.releaseLock(keys.lock(j.service), j.owner);
       await this.d.records.clearJournal(j.service);
-      this.d.event(j.service, "recovered", notes[notes.length - 1]!);
+      this.d.event(j.service, "recovered", note);
+      notes.push(note);
     }
     return notes;
+  }
+
+  private resume(j: Journal): void {
+    const p = this.run(j.kind, { service: j.service, release: j.release, via: j.via!, actor: `${j.actor} (resumed by the agent)`, wait: true })
+      .catch((e) => this.d.event(j.service, "resume.failed", `resuming the path to ${j.release} failed: ${errorMessage(e)}`))
+      .finally(() => this.resumes.delete(p));
+    this.resumes.add(p);
   }
 }
 

@@ -1,6 +1,7 @@
 // Typed access to the keys the orchestrator keeps in the Store. The live slot lives at
 // services/<name>/color, as in the seed article's Consul layout.
 import type { Store } from "../state/contract.js";
+import type { SchemaRange } from "../plan/planner.js";
 import type { InstanceInfo, Slot } from "../runtime/contract.js";
 
 export type SlotState = "preview" | "live" | "warm";
@@ -13,6 +14,14 @@ export interface SlotRecord {
   startedAt: number;
   /** For a warm slot: when it is stopped. */
   warmUntil?: number;
+  /** The schema versions the release declared when it started (services with a database). */
+  schema?: SchemaRange;
+}
+
+/** What `rollback` goes back to: the release live before the last deploy, and the turquoise release it went through. */
+export interface PreviousRecord {
+  release: string;
+  via: string | null;
 }
 
 export interface Journal {
@@ -20,12 +29,11 @@ export interface Journal {
   service: string;
   kind: "deploy" | "rollback";
   release: string;
+  via: string | null;
+  actor: string;
   owner: string;
-  fromSlot: Slot | null;
-  toSlot: Slot;
+  /** The release live when the flow started. */
   previousRelease: string | null;
-  /** True once the route update and the color key both point at toSlot. */
-  flipped: boolean;
   /** Steps as journaled: "<name>:started" / "<name>:done". */
   steps: string[];
   startedAt: number;
@@ -70,12 +78,12 @@ export class Records {
     await this.store.delete(keys.slot(svc, slot));
   }
 
-  async previous(svc: string): Promise<string | undefined> {
-    return (await this.store.get(keys.previous(svc)))?.value;
+  async previous(svc: string): Promise<PreviousRecord | undefined> {
+    return readJson<PreviousRecord>(await this.store.get(keys.previous(svc)));
   }
 
-  async setPrevious(svc: string, release: string): Promise<void> {
-    await this.store.put(keys.previous(svc), release);
+  async setPrevious(svc: string, prev: PreviousRecord): Promise<void> {
+    await this.store.put(keys.previous(svc), JSON.stringify(prev));
   }
 
   async instances(svc?: string): Promise<InstanceInfo[]> {

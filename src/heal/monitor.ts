@@ -16,12 +16,17 @@ export class HealthMonitor {
     private readonly fleet: Fleet,
     private readonly proxy: Proxy,
     private readonly event: (service: string, type: string, message: string) => void,
+    private readonly watched: (inst: InstanceInfo) => Promise<boolean>,
   ) {}
 
-  /** Starts checking instances the monitor does not know yet, and forgets the gone ones. */
-  sync(): void {
+  /**
+   * Starts checking the live and warm instances the monitor does not know yet, and forgets the
+   * others. A preview slot's instances belong to the deploy, which checks them itself.
+   */
+  async sync(): Promise<void> {
     if (this.stopped) return;
-    const running = new Map(this.fleet.list().map((i) => [i.id, i]));
+    const running = new Map<string, InstanceInfo>();
+    for (const i of this.fleet.list()) if (await this.watched(i)) running.set(i.id, i);
     for (const [id, timer] of this.timers) {
       if (!running.has(id)) {
         clearTimeout(timer);
@@ -36,6 +41,11 @@ export class HealthMonitor {
     return this.states.get(id);
   }
 
+  /** Tells a freshly (re)started proxy which instances are out of rotation. */
+  async pushMarks(): Promise<void> {
+    for (const [id, state] of this.states) if (state.status === "critical") await this.proxy.setUpstreamHealth(id, false).catch(() => undefined);
+  }
+
   stop(): void {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
@@ -46,10 +56,11 @@ export class HealthMonitor {
     const svc = this.spec.services[inst.service];
     if (!svc || this.stopped) return;
     const timer = setTimeout(async () => {
-      if (!this.fleet.isAlive(inst.id)) return this.sync();
+      if (!this.fleet.isAlive(inst.id)) return void this.sync();
       let state = this.states.get(inst.id);
       if (!state) {
-        state = new CheckState(svc.health);
+        // Every instance the fleet runs passed its health checks to get there: it starts passing.
+        state = new CheckState(svc.health, "passing");
         this.states.set(inst.id, state);
       }
       const before = state.status;

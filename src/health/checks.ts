@@ -132,7 +132,9 @@ export class CheckState {
   private successes = 0;
   private failures = 0;
 
-  constructor(thresholds: Pick<HealthSpec, "successBeforePassing" | "failuresBeforeCritical">) {
+  /** initial: "passing" for an instance a deploy already proved healthy. */
+  constructor(thresholds: Pick<HealthSpec, "successBeforePassing" | "failuresBeforeCritical">, initial: CheckStatus = "critical") {
+    this.current = initial;
     this.successBeforePassing = Math.max(1, thresholds.successBeforePassing);
     this.failuresBeforeCritical = Math.max(1, thresholds.failuresBeforeCritical);
   }

@@ -91,12 +91,12 @@ export const healthTimeoutOverInterval: SpecRule = {
 
 export const healthIntervalOverDeployTimeout: SpecRule = {
   name: "health-interval-over-deploy-timeout",
-  severity: "error",
+  severity: "warning",
   check(spec, ctx) {
     return services(spec)
       .filter((svc) => svc.health.intervalMs > svc.deployTimeoutMs)
       .map((svc) =>
-        ctx.at(["services", svc.name, "health", "interval"], `health interval (${svc.health.intervalMs}ms) is longer than deploy_timeout (${svc.deployTimeoutMs}ms): a deploy would time out before it could see the new instances pass`),
+        ctx.at(["services", svc.name, "health", "interval"], `health interval (${svc.health.intervalMs}ms) is longer than deploy_timeout (${svc.deployTimeoutMs}ms): once live, a failing instance would go unnoticed for longer than a whole deploy may take (deploys themselves probe new instances every 25ms)`),
       );
   },
 };

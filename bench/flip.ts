@@ -1,0 +1,106 @@
+// npm run bench:flip — 20 deploy-and-rollback cycles of books-service (2 replicas) while a
+// separate process drives keep-alive GET and POST load through Turquoise's proxy.
+// Prints total and failed requests, p50/p99 latency, and for each deploy the app's own time
+// (boot to healthy, graceful stop) apart from Turquoise's overhead (everything else).
+import { spawn } from "node:child_process";
+import http from "node:http";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { LoadProcess } from "../src/demo/load-process.js";
+import { BOOKS_DIR, createWorkspace } from "../src/demo/workspace.js";
+import { freePort } from "../src/util/net.js";
+import { flowRunner, stepMs } from "./lib/flows.js";
+import { formatMachine, machineInfo } from "./lib/machine.js";
+import { formatNumber, formatTable } from "./lib/report.js";
+import { median } from "./lib/stats.js";
+
+const { values: args } = parseArgs({ options: { cycles: { type: "string", default: "20" }, concurrency: { type: "string", default: "16" }, json: { type: "boolean" } } });
+const CYCLES = Number(args.cycles);
+const CONCURRENCY = Number(args.concurrency);
+const MAX_LOAD_MS = 10 * 60_000;
+const OVERHEAD_TARGET_MS = 300;
+
+interface DeployRow { n: number; kind: string; release: string; totalMs: number; appHealthyMs: number; appStopMs: number; drainMs: number; overheadMs: number; outcome: string }
+
+
+async function main(): Promise<void> {
+  const log = (s: string) => { if (!args.json) console.log(s); };
+  const machine = machineInfo();
+  log(formatMachine(machine));
+  const reference = await appReference(5);
+  log(`\nreference, same run: books-service started directly boots to a passing /health in ${reference.bootMs} ms (median of 5)`);
+
+  const ws = await createWorkspace({ replicas: 2, keepPrevious: "0s", drainTimeout: "5s", deployTimeout: "20s" });
+  try {
+    await ws.cli(["up", "--detach"]);
+    const flow = flowRunner(ws, "bench:flip");
+    await flow("deploy", { release: "v1" });
+
+    const load = await LoadProcess.start({ baseUrl: ws.proxyUrl, concurrency: CONCURRENCY, postEvery: 5, maxDurationMs: MAX_LOAD_MS });
+    log(`\nload: ${CONCURRENCY} keep-alive clients in a separate process, 4 GETs : 1 POST; ${CYCLES} cycles of deploy v2 + rollback to v1`);
+    const rows: DeployRow[] = [];
+    for (let c = 0; c < CYCLES; c++) {
+      for (const [kind, body] of [["deploy", { release: "v2" }], ["rollback", {}]] as const) {
+        const h = await flow(kind, body);
+        const totalMs = h.finishedAt! - h.startedAt;
+        const appHealthyMs = stepMs(h, "healthy");
+        const appStopMs = stepMs(h, "retire");
+        const drainMs = stepMs(h, "drain");
+        rows.push({ n: rows.length + 1, kind, release: h.release, totalMs, appHealthyMs, appStopMs, drainMs, overheadMs: totalMs - appHealthyMs - appStopMs - drainMs, outcome: h.outcome });
+      }
+      if (!args.json) process.stdout.write(`\rcycles done: ${c + 1}/${CYCLES}`);
+    }
+    const report = await load.stop();
+    log("");
+
+    const overheads = rows.map((r) => r.overheadMs);
+    const summary = {
+      machine, reference, cycles: CYCLES, deploys: rows.length, concurrency: CONCURRENCY,
+      requests: report.total, failed: report.failed, failures: report.failures, byRelease: report.byRelease, writesAcknowledged: report.acknowledgedWrites.length,
+      p50Ms: report.p50Ms, p99Ms: report.p99Ms, maxMs: report.maxMs, requestsPerSecond: report.requestsPerSecond,
+      overheadMedianMs: median(overheads), overheadMaxMs: Math.max(...overheads),
+      appHealthyMedianMs: median(rows.map((r) => r.appHealthyMs)), appStopMedianMs: median(rows.map((r) => r.appStopMs)),
+      totalMedianMs: median(rows.map((r) => r.totalMs)), overheadTargetMs: OVERHEAD_TARGET_MS, rows,
+    };
+    if (args.json) return void console.log(JSON.stringify(summary, null, 2));
+
+    console.log(`\n${formatTable(["#", "kind", "release", "total ms", "app: boot→healthy", "app: drain", "app: stop", "turquoise overhead"],
+      rows.map((r) => [String(r.n), r.kind, r.release, String(r.totalMs), String(r.appHealthyMs), String(r.drainMs), String(r.appStopMs), String(r.overheadMs)]))}`);
+    console.log(`\n${formatTable(["figure", "value"], [
+      ["requests", formatNumber(report.total)],
+      ["failed requests (non-2xx, reset, timeout)", `${report.failed}${report.failed ? ` ${JSON.stringify(report.failures)}` : ""}`],
+      ["throughput during the run", `${formatNumber(report.requestsPerSecond)} req/s`],
+      ["latency p50 / p99 / max", `${report.p50Ms} / ${report.p99Ms} / ${report.maxMs} ms`],
+      ["answered by", Object.entries(report.byRelease).map(([k, v]) => `${k} ${formatNumber(v)}`).join(", ")],
+      ["deploys (deploy + rollback)", String(rows.length)],
+      ["deploy total, median", `${summary.totalMedianMs} ms`],
+      ["app boot→healthy, median (direct boot: " + reference.bootMs + " ms)", `${summary.appHealthyMedianMs} ms`],
+      ["app graceful stop, median", `${summary.appStopMedianMs} ms`],
+      ["turquoise overhead per deploy, median / max", `${summary.overheadMedianMs} / ${summary.overheadMaxMs} ms (target ≤ ${OVERHEAD_TARGET_MS})`],
+    ])}`);
+    if (report.failed > 0 || summary.overheadMedianMs > OVERHEAD_TARGET_MS) process.exitCode = 1;
+  } finally {
+    await ws.destroy();
+  }
+}
+
+/** The app alone, in this run: spawn books-service directly and time until /health answers 200. */
+async function appReference(rounds: number): Promise<{ bootMs: number }> {
+  const boots: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const port = await freePort();
+    const t0 = performance.now();
+    const child = spawn(process.execPath, ["server.mjs"], { cwd: path.join(BOOKS_DIR, "releases", "v1"), env: { ...process.env, PORT: String(port), BOOKS_FILE: "/dev/null" }, stdio: "ignore" });
+    for (;;) {
+      const ok = await new Promise<boolean>((r) => http.get({ host: "127.0.0.1", port, path: "/health", agent: false }, (res) => { res.resume(); r(res.statusCode === 200); }).on("error", () => r(false)));
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    boots.push(Math.round(performance.now() - t0));
+    child.kill("SIGTERM");
+    await new Promise((r) => child.on("exit", r));
+  }
+  return { bootMs: median(boots) };
+}
+
+await main();

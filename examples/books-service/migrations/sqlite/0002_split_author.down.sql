@@ -1,0 +1,2 @@
+ALTER TABLE books DROP COLUMN author_first;
+ALTER TABLE books DROP COLUMN author_last;
