@@ -7,15 +7,29 @@ import { formatMs } from "../util/duration.js";
 import { printJson, type Command } from "./command.js";
 
 const DEMO_MAX_LOAD_MS = 120_000;
+const PAUSE_MS = 700;
+
+function pause(): Promise<void> {
+  return new Promise((r) => setTimeout(r, PAUSE_MS));
+}
+
+/** Every title the service can read back, to check that no acknowledged write was lost. */
+async function readableTitles(baseUrl: string): Promise<Set<string>> {
+  const res = await fetch(`${baseUrl}/api/v1/books?all=1`);
+  const body = (await res.json()) as { books: Array<{ title: string }> };
+  return new Set(body.books.map((b) => b.title));
+}
 
 export const demoCommand: Command = {
   name: "demo",
-  summary: "a zero-downtime deploy and rollback of books-service under load, in a temp dir",
+  summary: "zero-downtime deploys of books-service under load, blue → turquoise → green and back, in a temp dir",
   help: `usage: turquoise demo [--keep]
 
-Starts an agent and a proxy in a temporary directory, deploys books-service v1 (blue), then
-drives steady keep-alive load (GETs and POSTs) through the proxy while it deploys v2 (green)
-and rolls back to v1. Prints the requests served, the failures and each step's time.
+Starts an agent and a proxy in a temporary directory with books-service on a shared SQLite
+database. It deploys v1 (migrating the empty database to schema 1), then, under steady
+keep-alive load of reads and writes through the proxy: deploys v2 (a plain flip), walks the
+breaking change v2 → v2-turquoise → v3 (schema 1 → 3), and rolls back v3 → v2-turquoise → v2
+(schema 3 → 1). Prints the requests served, the failures, the writes kept, and each step's time.
 
 options:
       --keep   leave the workspace running and print how to reach it
@@ -26,7 +40,7 @@ examples:
   options: { keep: { type: "boolean" } },
   async run(ctx) {
     const say = (s: string) => { if (!ctx.json) ctx.out(s); };
-    const ws = await createWorkspace({ replicas: 2, keepPrevious: "30s" });
+    const ws = await createWorkspace({ replicas: 2, keepPrevious: "30s", database: { driver: "sqlite", url: "sqlite:books.db" } });
     let load: LoadProcess | undefined;
     try {
       say(`workspace ${ws.dir}`);
@@ -42,30 +56,35 @@ examples:
         for (const s of r.history.steps) say(`  ${s.ok ? "✓" : "✗"} ${s.name.padEnd(17)} ${formatMs(s.durationMs).padStart(7)}  ${s.detail?.split("\n")[0] ?? ""}`);
       };
 
-      await flow("deploy v1 → blue", ["deploy", "books", "--release", "v1"]);
-      load = await LoadProcess.start({ baseUrl: ws.proxyUrl, concurrency: 8, postEvery: 5, maxDurationMs: DEMO_MAX_LOAD_MS });
-      say("\nload running: 8 keep-alive clients, 4 GETs : 1 POST");
-      await new Promise((r) => setTimeout(r, 1_000));
-      await flow("deploy v2 → green, under load", ["deploy", "books", "--release", "v2"]);
-      await new Promise((r) => setTimeout(r, 1_000));
-      await flow("rollback → v1, under load", ["rollback", "books"]);
-      await new Promise((r) => setTimeout(r, 1_000));
+      await flow("deploy v1 (empty database → schema 1)", ["deploy", "books", "--release", "v1"]);
+      load = await LoadProcess.start({ baseUrl: ws.proxyUrl, concurrency: 8, postEvery: 4, maxDurationMs: DEMO_MAX_LOAD_MS });
+      say("\nload running: 8 keep-alive clients, 3 GETs : 1 POST");
+      await pause();
+      await flow("deploy v2: same schema, a plain flip", ["deploy", "books", "--release", "v2"]);
+      await pause();
+      await flow("deploy v3 via v2-turquoise: blue → turquoise → green, schema 1 → 3", ["deploy", "books", "--release", "v3", "--via", "v2-turquoise"]);
+      await pause();
+      await flow("rollback: green → turquoise → blue, schema 3 → 1", ["rollback", "books"]);
+      await pause();
       const report: LoadReport = await load.stop();
       load = undefined;
+      const kept = await readableTitles(ws.proxyUrl);
+      const lost = report.acknowledgedWrites.filter((t) => !kept.has(t)).length;
 
       if (ctx.json) {
-        printJson(ctx, { load: { ...report, acknowledgedWrites: report.acknowledgedWrites.length }, flows });
+        printJson(ctx, { load: { ...report, acknowledgedWrites: report.acknowledgedWrites.length, lostWrites: lost }, flows });
       } else {
         ctx.out(`\nrequests served: ${report.total} (${report.requestsPerSecond}/s), failed: ${report.failed}${report.failed ? ` ${JSON.stringify(report.failures)}` : ""}`);
         ctx.out(`answered by: ${Object.entries(report.byRelease).map(([r, n]) => `${r} ${n}`).join(", ")}`);
-        ctx.out(`latency p50 ${report.p50Ms}ms, p99 ${report.p99Ms}ms; writes acknowledged: ${report.acknowledgedWrites.length}`);
-        ctx.out(report.failed === 0 ? "zero failed requests across two flips." : "some requests failed: see above.");
+        ctx.out(`latency p50 ${report.p50Ms}ms, p99 ${report.p99Ms}ms`);
+        ctx.out(`writes acknowledged: ${report.acknowledgedWrites.length}, readable at the end: ${report.acknowledgedWrites.length - lost}`);
+        ctx.out(report.failed === 0 && lost === 0 ? "zero failed requests and no lost write across five flips and two schema migrations." : "some requests failed or writes were lost: see above.");
       }
       if (ctx.values.keep) {
         say(`\nstill running. try:\n  curl ${ws.proxyUrl}/api/v1/books\n  turquoise status -f ${ws.specFile}\n  turquoise down -f ${ws.specFile}`);
         return;
       }
-      if (report.failed > 0) throw new TurquoiseError("DEPLOY_FAILED", `${report.failed} request(s) failed during the demo`, { data: { reported: true } });
+      if (report.failed > 0 || lost > 0) throw new TurquoiseError("DEPLOY_FAILED", `${report.failed} request(s) failed and ${lost} write(s) were lost during the demo`, { data: { reported: true } });
     } finally {
       if (load) await load.stop().catch(() => undefined);
       if (!ctx.values.keep) await ws.destroy();
