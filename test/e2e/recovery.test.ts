@@ -5,18 +5,18 @@ import path from "node:path";
 import { after, describe, it } from "node:test";
 import { spawn } from "node:child_process";
 import type { Workspace } from "../../src/demo/workspace.js";
-import { BIN } from "../../src/demo/workspace.js";
+import { BIN, createWorkspace } from "../../src/demo/workspace.js";
 import { EXIT_CODES } from "../../src/errors.js";
 import { LoadGenerator } from "../../src/demo/load.js";
 import { RELEASE_KINDS, get, instancePids, readAgentPid, releaseServing, status, waitFor, workspaceWith } from "./helpers.js";
 
 /** Runs a deploy with an agent that SIGKILLs itself right after the given step. */
-async function crashingDeploy(ws: Workspace, release: string, step: string): Promise<void> {
+async function crashingDeploy(ws: Workspace, release: string, step: string, extra: string[] = []): Promise<void> {
   await ws.cli(["down", "--agent-only"]);
   const agent = spawn(process.execPath, [BIN, "up", "-f", ws.specFile], { env: { ...process.env, TURQUOISE_CRASH_AFTER: step }, stdio: "ignore" });
   const exited = new Promise((r) => agent.on("exit", r));
   await waitFor("the crash-armed agent", async () => (await ws.cli(["status", "--json"], { allowFail: true })).code === 0);
-  const r = await ws.cli(["deploy", "books", "--release", release], { allowFail: true });
+  const r = await ws.cli(["deploy", "books", "--release", release, ...extra], { allowFail: true });
   assert.notEqual(r.code, 0, "the deploy cannot succeed: its agent died");
   await exited;
 }
@@ -52,6 +52,33 @@ describe("crash recovery", () => {
       const [h] = JSON.parse(stdout) as Array<{ outcome: string; error: string }>;
       assert.equal(h!.outcome, expected === "v2" ? "succeeded" : "aborted");
       assert.match(h!.error, /agent restarted during/);
+    });
+  }
+});
+
+describe("crash recovery on the turquoise path", () => {
+  const spaces: Workspace[] = [];
+  after(async () => { for (const ws of spaces) await ws.destroy(); });
+
+  for (const [step, outcome] of [["start", "undone"], ["flip", "resumed"], ["migrate", "resumed"]] as const) {
+    it(`agent killed after the path's first ${step}: restart ${outcome === "undone" ? "undoes it" : "resumes it to v3"}`, async () => {
+      const ws = await createWorkspace({ replicas: 2, database: { driver: "sqlite", url: "sqlite:books.db" } });
+      spaces.push(ws);
+      await ws.cli(["up", "--detach"]);
+      await ws.cli(["deploy", "books", "--release", "v2"]);
+      const load = new LoadGenerator({ baseUrl: ws.proxyUrl, concurrency: 4, postEvery: 3, maxRequests: 100_000, maxDurationMs: 60_000 }).start();
+      await crashingDeploy(ws, "v3", step, ["--via", "v2-turquoise"]);
+      await ws.cli(["up", "--detach"]);
+      const expected = outcome === "undone" ? "v2" : "v3";
+      const s = await waitFor(`${expected} live with no lock`, async () => {
+        const st = await status(ws);
+        return st.release === expected && st.lock === null && st.instances.every((i) => i.release === expected) ? st : undefined;
+      }, 30_000);
+      const report = await load.stop();
+      assert.equal(report.failed, 0, JSON.stringify(report.failures));
+      assert.deepEqual(instancePids(ws), s.instances.map((i) => Number(i.ref)).sort((a, b) => a - b), "no orphan processes");
+      const { stdout } = await ws.cli(["migrate", "books", "status", "--json"]);
+      assert.equal((JSON.parse(stdout) as { current: number }).current, expected === "v3" ? 3 : 1);
     });
   }
 });
