@@ -19,6 +19,7 @@ import { SLOTS } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
+import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
 
 export const AGENT_FILE = "agent.json";
@@ -142,7 +143,7 @@ export class Agent {
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
         await this.orchestrator.applyRoutes();
         await this.monitor.pushMarks();
-        this.writeAgentInfo();
+        await this.writeAgentInfo();
         event(null, "proxy.restarted", `proxy (pid ${old}) died; started pid ${p.pid} with the route table restored`);
       } catch (e) {
         event(null, "proxy.restart-failed", `proxy restart failed: ${e instanceof Error ? e.message : e}`);
@@ -203,15 +204,15 @@ export class Agent {
       server.listen(this.spec.agent.port, this.spec.agent.host, () => resolve());
     });
     this.server = server;
-    this.writeAgentInfo();
+    await this.writeAgentInfo();
     fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
     this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
   }
 
-  private writeAgentInfo(): void {
+  private async writeAgentInfo(): Promise<void> {
     const addr = this.server?.address() as { port: number } | undefined;
     const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr?.port ?? this.spec.agent.port }, proxy: { host: this.spec.proxy.host, port: this.proxy.listenPort, pid: this.proxy.pid }, startedAt: this.startedAt };
-    writeFileAtomic(path.join(this.spec.stateDir, AGENT_FILE), JSON.stringify(info, null, 2));
+    await writeFileAtomic(path.join(this.spec.stateDir, AGENT_FILE), JSON.stringify(info, null, 2));
   }
 
   /** Stops the agent. With everything, also stops every instance and the proxy (`turquoise down`). */
@@ -248,16 +249,4 @@ export function readAgentInfo(stateDir: string): AgentInfo | undefined {
   } catch {
     return undefined;
   }
-}
-
-export function writeFileAtomic(file: string, text: string, mode = 0o644): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  const fd = fs.openSync(tmp, "w", mode);
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
 }

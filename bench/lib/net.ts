@@ -2,17 +2,7 @@
 
 import net from "node:net";
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from "../../src/util/net.js";
 
 /** Resolves once host:port accepts a TCP connection. */
 export async function waitForPort(port: number, host = "127.0.0.1", timeoutMs = 10_000): Promise<void> {

@@ -3,8 +3,7 @@
 // serving when the agent that started it stops or dies.
 
 import { spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,7 +11,8 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
 import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./contract.js";
-import { PROXY_INFO_FILE, type ProxyInfo, TOKEN_FILE } from "./server.js";
+import { ensureToken, readToken } from "../api/token.js";
+import { PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
 
 export const PROXY_LOG_FILE = "proxy.log";
 export const DEFAULT_CONTROL_TIMEOUT_MS = 10_000;
@@ -130,7 +130,7 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
       data: { pid: running.pid },
     });
   }
-  await ensureToken(stateDir);
+  ensureToken(stateDir);
 
   const logFile = path.join(stateDir, PROXY_LOG_FILE);
   const log = await open(logFile, "a", 0o600);
@@ -162,7 +162,7 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
     for (;;) {
       const info = await readInfo(stateDir);
       if (info && info.pid === child.pid) {
-        return { pid: info.pid, proxy: new BuiltinProxy({ controlUrl: controlUrl(info), token: await readToken(stateDir) }), listenPort: info.listen.port };
+        return { pid: info.pid, proxy: new BuiltinProxy({ controlUrl: controlUrl(info), token: readToken(stateDir) }), listenPort: info.listen.port };
       }
       if (exited) throw await failure(exited);
       if (Date.now() > deadline) {
@@ -182,7 +182,7 @@ export async function connectProxy(stateDir: string): Promise<RunningProxy | und
   if (!info || !pidAlive(info.pid)) return undefined;
   let token: string;
   try {
-    token = await readToken(stateDir);
+    token = readToken(stateDir);
   } catch {
     return undefined;
   }
@@ -243,20 +243,6 @@ async function readInfo(stateDir: string): Promise<ProxyInfo | undefined> {
     return typeof info?.pid === "number" ? info : undefined;
   } catch {
     return undefined;
-  }
-}
-
-async function readToken(stateDir: string): Promise<string> {
-  return (await readFile(path.join(stateDir, TOKEN_FILE), "utf8")).trim();
-}
-
-/** The agent normally writes the token; creating it here lets the proxy run on its own. */
-async function ensureToken(stateDir: string): Promise<void> {
-  const file = path.join(stateDir, TOKEN_FILE);
-  try {
-    await writeFile(file, randomBytes(32).toString("hex") + "\n", { mode: 0o600, flag: "wx" });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
   }
 }
 

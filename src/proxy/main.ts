@@ -11,9 +11,9 @@ import {
   type ProxyInfo,
   type ProxyServer,
   startProxyServer,
-  TOKEN_FILE,
-  writeFileAtomic,
 } from "./server.js";
+import { writeFileAtomic } from "../util/fs.js";
+import { TOKEN_FILE } from "../api/token.js";
 
 // Nothing is exported: importing this file starts a proxy.
 

@@ -3,15 +3,15 @@
 // resolves its route and pool once, on arrival, so no request ever mixes two tables.
 
 import { timingSafeEqual } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
+import { writeFileAtomic } from "../util/fs.js";
 import type { DrainResult, ProxyStats, Route, RouteTable, Upstream } from "./contract.js";
 import { type Cuttable, type Match, type Pool, Router, validateTable } from "./table.js";
 
 export const TABLE_FILE = "proxy-table.json";
-export const TOKEN_FILE = "token";
 export const PROXY_INFO_FILE = "proxy.json";
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 const MAX_CONTROL_BODY_BYTES = 16 * 1024 * 1024;
@@ -1049,30 +1049,6 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
 
 // ---------------------------------------------------------------------------------------------
 // Persistence
-
-/** Writes a temp file, fsyncs it, renames it over the target, then fsyncs the directory. */
-export async function writeFileAtomic(file: string, data: string, mode = 0o644): Promise<void> {
-  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-  const fh = await open(tmp, "w", mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  const dir = await open(path.dirname(file), "r");
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
-}
 
 /** The last acknowledged table, or undefined when there is none (or it cannot be read). */
 export async function loadTable(stateDir: string): Promise<RouteTable | undefined> {

@@ -5,10 +5,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, openSync, statSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
-import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TurquoiseError } from "../errors.js";
+import { freePort } from "../util/net.js";
 import { groupHasLiveMembers, isOurProcessAlive, readProcStat } from "../util/proc.js";
 import type { ExitEvent, InstanceInfo, InstanceState, Runtime, StartRequest } from "./contract.js";
 
@@ -57,7 +57,7 @@ export class ProcessRuntime implements Runtime {
 
     // Another process may take the port between our close and the instance's listen: that instance
     // then fails to bind and exits, which onExit reports. The window is tiny.
-    const port = await freeLoopbackPort();
+    const port = await freePort(LOOPBACK);
     const id = `${req.service}-${req.slot}-${randomBytes(3).toString("hex")}`;
     const serviceLogDir = join(this.logDir, req.service);
     mkdirSync(serviceLogDir, { recursive: true });
@@ -237,17 +237,6 @@ function spawnError(req: StartRequest, executable: string, e: unknown): Error {
   }
   if (code === "EACCES") return new Error(`${prefix}: command "${executable}" is not executable`, { cause: e });
   return new Error(`${prefix}: spawning "${executable}" failed: ${(e as Error).message}`, { cause: e });
-}
-
-async function freeLoopbackPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, LOOPBACK, resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 function isDirectory(path: string): boolean {
