@@ -15,7 +15,7 @@ import { HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy, stopProxy } from "./proxy/builtin.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { ProcessRuntime } from "./runtime/process.js";
-import { SLOTS } from "./runtime/contract.js";
+import { SLOTS, type Runtime } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
@@ -80,8 +80,7 @@ export class Agent {
       void store.appendEvent({ service, type, message, data }).catch(() => undefined);
     };
 
-    const runtime = new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") });
-    const fleet = new Fleet(runtime, records, spec.dir);
+    const fleet = new Fleet(await runtimesFor(spec), records, spec.dir);
     let adopted = await connectProxy(spec.stateDir);
     if (adopted && spec.proxy.port !== 0 && adopted.listenPort !== spec.proxy.port) {
       log(`the running proxy listens on port ${adopted.listenPort} but ${spec.file} says ${spec.proxy.port}: restarting it`);
@@ -235,6 +234,12 @@ export class Agent {
     })();
     return this.closing;
   }
+}
+
+/** The process runtime always (it is the default); Docker when a service asks for it. */
+async function runtimesFor(spec: Spec): Promise<Record<string, Runtime>> {
+  const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") }) };
+  return runtimes;
 }
 
 async function refuseSecondAgent(spec: Spec): Promise<void> {

@@ -41,7 +41,7 @@ export function createApi(agent: Agent): http.RequestListener {
       agent.orchestrator.service(params[0]!);
       const tailLines = Number(query.get("tail") ?? 50);
       const instances = agent.fleet.list(params[0]!).filter((i) => !query.get("instance") || i.id === query.get("instance"));
-      return { logs: await Promise.all(instances.map(async (i) => ({ instance: i.id, slot: i.slot, release: i.release, text: await agent.fleet.runtime.logs(i, { tailLines }) }))) };
+      return { logs: await Promise.all(instances.map(async (i) => ({ instance: i.id, slot: i.slot, release: i.release, text: await agent.fleet.logs(i, tailLines) }))) };
     }],
     ["GET", /^\/v1\/kv$/, async ({ agent, query }) => ({ items: await agent.store.list(query.get("prefix") ?? "") })],
     ["GET", /^\/v1\/kv\/(.+)$/, async ({ agent, params }) => {

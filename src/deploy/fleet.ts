@@ -1,7 +1,8 @@
-// The fleet: which instances run, per service and slot. It starts and stops them through the
-// runtime and records each one in the Store, so that an agent that restarts can find them.
+// The fleet: which instances run, per service and slot. It starts and stops them through each
+// service's runtime and records each one in the Store, so that an agent that restarts can find them.
 import path from "node:path";
-import type { InstanceInfo, Runtime, Slot } from "../runtime/contract.js";
+import { TurquoiseError } from "../errors.js";
+import type { InstanceInfo, ReleaseDescription, Runtime, Slot } from "../runtime/contract.js";
 import type { ServiceSpec } from "../spec/types.js";
 import type { Records } from "./records.js";
 
@@ -13,16 +14,27 @@ export class Fleet {
   private readonly exitListeners = new Set<ExitListener>();
 
   constructor(
-    readonly runtime: Runtime,
+    /** By name: "process", "docker". */
+    private readonly runtimes: Record<string, Runtime>,
     private readonly records: Records,
     private readonly specDir: string,
   ) {
-    runtime.onExit(({ instance, exitCode, signal }) => {
-      if (!this.running.delete(instance.id)) return;
-      void this.records.removeInstance(instance);
-      if (this.stopping.has(instance.id)) return;
-      for (const l of this.exitListeners) l(instance, exitCode, signal);
-    });
+    for (const runtime of Object.values(runtimes)) {
+      runtime.onExit(({ instance, exitCode, signal }) => {
+        if (!this.running.delete(instance.id)) return;
+        void this.records.removeInstance(instance);
+        if (this.stopping.has(instance.id)) return;
+        for (const l of this.exitListeners) l(instance, exitCode, signal);
+      });
+    }
+  }
+
+  /** The runtime that runs an instance (recorded with it) or a service. */
+  runtime(of: InstanceInfo | ServiceSpec): Runtime {
+    const name = "slot" in of ? (of.runtime ?? "process") : of.runtime;
+    const r = this.runtimes[name];
+    if (!r) throw new TurquoiseError("INTERNAL", `no ${name} runtime in this agent`);
+    return r;
   }
 
   /** Called when an instance exits without being asked to. */
@@ -43,12 +55,31 @@ export class Fleet {
     return path.resolve(this.specDir, svc.cwd.replaceAll("{release}", release));
   }
 
+  image(svc: ServiceSpec, release: string): string | undefined {
+    return svc.image?.replaceAll("{release}", release);
+  }
+
+  /** Whether the release can start, and the schema range it declares. */
+  describeRelease(svc: ServiceSpec, release: string): Promise<ReleaseDescription> {
+    const image = this.image(svc, release);
+    return this.runtime(svc).describeRelease({ service: svc.name, release, cwd: this.releaseDir(svc, release), ...(image ? { image } : {}) });
+  }
+
+  logs(inst: InstanceInfo, tailLines: number): Promise<string> {
+    return this.runtime(inst).logs(inst, { tailLines });
+  }
+
   /** Starts svc.replicas instances of release in slot. On a failed start, stops the ones that did start. */
   async startSlot(svc: ServiceSpec, slot: Slot, release: string, apiUrl: string, extraEnv: Record<string, string> = {}): Promise<InstanceInfo[]> {
-    const cwd = this.releaseDir(svc, release);
+    const runtime = this.runtime(svc);
+    const image = this.image(svc, release);
+    const req = {
+      service: svc.name, slot, release, command: svc.command, cwd: this.releaseDir(svc, release), env: { ...svc.env, ...extraEnv }, apiUrl,
+      stopTimeoutMs: svc.stopTimeoutMs, ...(image ? { image } : {}), ...(svc.network ? { network: svc.network } : {}),
+    };
     const started = await Promise.allSettled(
       Array.from({ length: svc.replicas }, async () => {
-        const inst = await this.runtime.start({ service: svc.name, slot, release, command: svc.command, cwd, env: { ...svc.env, ...extraEnv }, apiUrl });
+        const inst = { ...(await runtime.start(req)), runtime: runtime.name };
         this.running.set(inst.id, inst);
         await this.records.addInstance(inst);
         return inst;
@@ -70,7 +101,7 @@ export class Fleet {
       instances.map(async (inst) => {
         this.stopping.add(inst.id);
         try {
-          if ((await this.runtime.stop(inst, stopTimeoutMs)).killed) killed++;
+          if ((await this.runtime(inst).stop(inst, stopTimeoutMs)).killed) killed++;
         } finally {
           this.running.delete(inst.id);
           this.stopping.delete(inst.id);
@@ -81,10 +112,23 @@ export class Fleet {
     return { killed };
   }
 
+  /** Sends a signal to instances, through their runtime. */
+  async signal(instances: InstanceInfo[], signal: NodeJS.Signals): Promise<void> {
+    await Promise.all(instances.map((inst) => this.runtime(inst).signal(inst, signal)));
+  }
+
   /** Re-attaches to instances recorded by an earlier agent; forgets the dead ones. */
   async adopt(): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }> {
     const recorded = await this.records.instances();
-    const { alive, dead } = await this.runtime.adopt(recorded);
+    const alive: InstanceInfo[] = [];
+    const dead: InstanceInfo[] = [];
+    for (const [name, runtime] of Object.entries(this.runtimes)) {
+      const mine = recorded.filter((i) => (i.runtime ?? "process") === name);
+      if (mine.length === 0) continue;
+      const r = await runtime.adopt(mine);
+      alive.push(...r.alive.map((i) => ({ ...i, runtime: name })));
+      dead.push(...r.dead);
+    }
     for (const inst of alive) this.running.set(inst.id, inst);
     for (const inst of dead) await this.records.removeInstance(inst);
     return { alive, dead };

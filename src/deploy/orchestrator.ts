@@ -3,11 +3,10 @@
 // migrations, record. When the schema change is breaking, the plan walks the turquoise path:
 // start R, flip L → R, migrate, re-check R, start T, flip R → T. Every step is journaled before
 // and after it runs, so an agent that restarts can finish, undo or resume the flow (recover()).
-import fs from "node:fs";
 import http from "node:http";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { waitHealthy } from "../health/checks.js";
-import { describePlan, planPath, type PlanAction, type SchemaRange } from "../plan/planner.js";
+import { describePlan, planPath, type PlanAction, type ReleaseInfo, type SchemaRange } from "../plan/planner.js";
 import type { Proxy, Route, RouteTable } from "../proxy/contract.js";
 import { otherSlot, SLOTS, type InstanceInfo, type Slot } from "../runtime/contract.js";
 import type { Spec, ServiceSpec } from "../spec/types.js";
@@ -136,7 +135,7 @@ export class Orchestrator {
     const { status, steps } = await db.state();
     const color = await this.d.records.color(svc.name);
     const live = color ? await this.d.records.slot(svc.name, color) : undefined;
-    const liveInfo = live ? releaseInfo(svc.name, live.release, this.d.fleet.releaseDir(svc, live.release), live.schema) : null;
+    const liveInfo = live ? await this.releaseInfo(svc, live.release, live.schema) : null;
     const summary = {
       current: status.current,
       latest: steps.length ? steps[steps.length - 1]!.version : 0,
@@ -193,8 +192,8 @@ export class Orchestrator {
     const live = (color ? await records.slot(svc.name, color) : undefined) ?? null;
     for (const r of [req.release, req.via]) {
       if (!r) continue;
-      const dir = fleet.releaseDir(svc, r);
-      if (!fs.existsSync(dir) && !(await this.warmWith(svc, r))) throw new TurquoiseError("NOT_FOUND", `release "${r}" of ${svc.name} not found: no directory ${dir} (cwd in ${this.d.spec.file})`);
+      const d = await fleet.describeRelease(svc, r);
+      if (!d.exists && !(await this.warmWith(svc, r))) throw new TurquoiseError("NOT_FOUND", `${d.reason ?? `release "${r}" of ${svc.name} not found`} (${this.d.spec.file})`);
     }
     const db = this.database(svc);
     if (!db) {
@@ -204,15 +203,15 @@ export class Orchestrator {
     }
 
     const schemas: Record<string, SchemaRange> = {};
-    const info = (release: string, override?: SchemaRange) => {
+    const info = async (release: string, override?: SchemaRange) => {
       const rec = live?.release === release ? live.schema : undefined;
-      const i = releaseInfo(svc.name, release, fleet.releaseDir(svc, release), override ?? rec);
+      const i = await this.releaseInfo(svc, release, override ?? rec);
       schemas[release] = i.schema;
       return i;
     };
-    const liveInfo = live ? info(live.release) : null;
-    const target = info(req.release, req.schema);
-    const via = req.via ? info(req.via, req.viaSchema) : undefined;
+    const liveInfo = live ? await info(live.release) : null;
+    const target = await info(req.release, req.schema);
+    const via = req.via ? await info(req.via, req.viaSchema) : undefined;
     const { status, steps } = await db.state();
     const plan = planPath({ kind, live: liveInfo, target, ...(via ? { via } : {}), current: status.current, steps: stepInfos(steps) });
     if (!plan.ok) {
@@ -221,6 +220,13 @@ export class Orchestrator {
     const actions = plan.actions;
     const lines = [`database schema at ${status.current}; ${Object.entries(schemas).map(([r, s]) => `${r} runs on ${formatRange(s)}`).join(", ")}`, ...describePlan(plan)];
     return { actions, lines, via: via?.name ?? null, live, schemas };
+  }
+
+  /** The release's declared schema range (or the override), as the planner needs it. */
+  private async releaseInfo(svc: ServiceSpec, release: string, override?: SchemaRange): Promise<ReleaseInfo> {
+    const declared = override ? null : (await this.d.fleet.describeRelease(svc, release)).schema;
+    const where = svc.runtime === "docker" ? `the image's label turquoise.schema (e.g. LABEL turquoise.schema=1..2)` : `${this.d.fleet.releaseDir(svc, release)}/turquoise.json as {"schema": {"min": N, "max": M}}`;
+    return releaseInfo(svc.name, release, declared, where, override);
   }
 
   private describeSimple(svc: ServiceSpec, live: SlotRecord | null, release: string): string[] {
@@ -512,7 +518,7 @@ export class Orchestrator {
     const lines: string[] = [];
     for (const f of r.failing) {
       const inst = byId.get(f.id);
-      const log = inst ? (await this.d.fleet.runtime.logs(inst, { tailLines: LOG_TAIL_LINES }).catch(() => "")).trim() : "";
+      const log = inst ? (await this.d.fleet.logs(inst, LOG_TAIL_LINES).catch(() => "")).trim() : "";
       lines.push(`${f.id}: ${f.status}: ${f.output}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
     }
     const why = r.reason === "exited" ? "an instance exited before it was healthy" : r.reason === "timeout" ? `not healthy within deploy_timeout (${svc.deployTimeoutMs}ms)` : "aborted";

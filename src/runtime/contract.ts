@@ -11,13 +11,29 @@ export interface StartRequest {
   service: string;
   slot: Slot;
   release: string;
-  /** argv: never a shell string. */
+  /** argv: never a shell string. For docker, empty means the image's own CMD. */
   command: string[];
+  /** Process runtime: the release's directory. */
   cwd: string;
   /** The service's own env; the runtime adds PORT and the TURQUOISE_* facts. */
   env: Record<string, string>;
   /** Address of the agent/registry pushed into the instance as TURQUOISE_API. */
   apiUrl: string;
+  /** Docker: the image to run, e.g. "books:v2" (present locally: no registry is pulled from). */
+  image?: string;
+  /** Docker: "bridge" publishes the instance's port on 127.0.0.1 (default); "host" shares the host's network. */
+  network?: "bridge" | "host";
+  /** The service's stop_timeout, for runtimes that record it at create time. */
+  stopTimeoutMs?: number;
+}
+
+/** What a runtime knows of a release before starting it. */
+export interface ReleaseDescription {
+  /** False when the release cannot be started at all (no directory, no local image); reason says why. */
+  exists: boolean;
+  reason?: string;
+  /** The schema range the release declares (turquoise.json, or the image label turquoise.schema="1..3"); null when none. */
+  schema: { min: number; max: number } | null;
 }
 
 export interface InstanceInfo {
@@ -30,6 +46,8 @@ export interface InstanceInfo {
   /** OS pid for the process runtime; container id etc. for others. */
   ref: string;
   startedAt: number;
+  /** The runtime that runs it ("process", "docker"), so a restarted agent knows whom to ask. */
+  runtime?: string;
   logFile?: string;
   /**
    * Process runtime only: the process's start time in clock ticks since boot (/proc/<pid>/stat,
@@ -39,7 +57,8 @@ export interface InstanceInfo {
 }
 
 export type InstanceState =
-  | { running: true }
+  /** health: the runtime's own verdict where it has one (a Docker HEALTHCHECK); it counts beside Turquoise's checks. */
+  | { running: true; health?: "starting" | "healthy" | "unhealthy" }
   | { running: false; exitCode: number | null; signal: string | null };
 
 export interface ExitEvent {
@@ -63,4 +82,6 @@ export interface Runtime {
   onExit(listener: (e: ExitEvent) => void): () => void;
   /** Re-attaches to instances recorded before an agent restart; returns the ones still alive. */
   adopt(instances: InstanceInfo[]): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }>;
+  /** Whether a release can start, and the schema range it declares. */
+  describeRelease(req: { service: string; release: string; cwd: string; image?: string }): Promise<ReleaseDescription>;
 }

@@ -21,9 +21,11 @@ interface RawSmoke {
 }
 
 interface RawService {
-  runtime?: "process";
-  command: string[];
-  cwd: string;
+  runtime?: "process" | "docker";
+  command?: string[];
+  cwd?: string;
+  image?: string;
+  network?: "bridge" | "host";
   env?: Record<string, string | number | boolean>;
   replicas?: number;
   route: { host?: string; path?: string };
@@ -114,7 +116,9 @@ export function loadSpecText(text: string, file: string): LoadResult {
   }
 
   const spec = normalize(data as RawSpec, file);
-  const ctx: RuleContext = { at: (path, message) => problemAt(path, message, "key") };
+  const ctx: RuleContext = {
+    at: (path, message) => problemAt(path, message, "key"),
+  };
   const ruled = runRules(spec, ctx);
   const warnings = byPosition([...yamlWarnings, ...ruled.warnings]);
   if (ruled.errors.length > 0) return { errors: byPosition(ruled.errors), warnings };
@@ -260,6 +264,8 @@ function explain(errors: ErrorObject[], data: unknown): Explained[] {
   const alternatives = errors.filter((e) => e.keyword === "oneOf" || e.keyword === "anyOf").map((e) => `${e.schemaPath}/`);
   return errors
     .filter((e) => e.keyword === "type" || !wrongType.has(e.instancePath))
+    // if/then/else reports its branch's own errors (a missing key) and then "must match then": the first says it all.
+    .filter((e) => e.keyword !== "if")
     .filter((e) => !alternatives.some((prefix) => e.schemaPath.startsWith(prefix)))
     .flatMap((e) => {
       const explained = explainOne(e, pointerToPath(e.instancePath, data));
@@ -364,8 +370,10 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
   return {
     name,
     runtime: raw.runtime ?? S.DEFAULT_RUNTIME,
-    command: [...raw.command],
-    cwd: resolve(dir, raw.cwd),
+    command: [...(raw.command ?? [])],
+    cwd: resolve(dir, raw.cwd ?? "."),
+    ...(raw.image !== undefined ? { image: raw.image } : {}),
+    ...(raw.network !== undefined ? { network: raw.network } : {}),
     env: Object.fromEntries(Object.entries(raw.env ?? {}).map(([k, v]) => [k, String(v)])),
     replicas: raw.replicas ?? S.DEFAULT_REPLICAS,
     route: {

@@ -111,7 +111,22 @@ export const cwdWithoutRelease: SpecRule = {
   },
 };
 
+/** The schema requires what each runtime needs; this catches what it cannot say. */
+export const runtimeNeeds: SpecRule = {
+  name: "runtime-needs",
+  severity: "error",
+  check(spec, ctx) {
+    const problems: SpecProblem[] = [];
+    for (const svc of services(spec)) {
+      if (svc.runtime === "process" && svc.image !== undefined) problems.push(ctx.at(["services", svc.name, "image"], "image is for runtime: docker; this service runs as a process"));
+      if (svc.runtime === "docker" && !svc.image!.includes("{release}")) problems.push(ctx.at(["services", svc.name, "image"], 'image must contain {release}, so each release runs its own image: "books:{release}"'));
+    }
+    return problems;
+  },
+};
+
 export const SPEC_RULES: readonly SpecRule[] = [
+  runtimeNeeds,
   duplicateRoute,
   sameListen,
   agentOnLoopback,

@@ -95,9 +95,19 @@ export const SPEC_JSON_SCHEMA = {
       type: "object",
       additionalProperties: false,
       description: "One HTTP service, run as blue and green slots behind the proxy.",
-      required: ["command", "cwd", "route", "health"],
+      required: ["route", "health"],
+      // What each runtime needs to start an instance.
+      if: { properties: { runtime: { const: "docker" } }, required: ["runtime"] },
+      then: { required: ["image"] },
+      else: { required: ["command", "cwd"] },
       properties: {
-        runtime: { enum: ["process"], default: DEFAULT_RUNTIME, description: "How instances run. process: local child processes." },
+        runtime: { enum: ["process", "docker"], default: DEFAULT_RUNTIME, description: "How instances run. process: local child processes (needs command and cwd). docker: containers through the Docker Engine API (needs image)." },
+        image: {
+          type: "string",
+          minLength: 1,
+          description: 'runtime: docker. The image of a release, present locally (no registry is pulled from): "books:{release}". Its label turquoise.schema="1..3" declares the schema versions it runs on.',
+        },
+        network: { enum: ["bridge", "host"], default: "bridge", description: "runtime: docker. bridge publishes each container's port on 127.0.0.1 only; host shares the host's network." },
         command: {
           ...ARGV,
           description: 'Command that starts one instance, as an argv array: ["node", "server.js"]. No shell is involved; write ["sh", "-c", "..."] if you want one. The instance must listen on $PORT.',

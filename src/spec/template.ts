@@ -59,6 +59,10 @@ services:
     # Extra environment, on top of PORT and TURQUOISE_SERVICE/SLOT/RELEASE/API.
     env:
       NODE_ENV: production
+    # runtime: docker runs containers instead, through the Docker Engine API:
+    #   runtime: docker
+    #   image: "web:{release}"        # present locally; LABEL turquoise.schema=1..2 declares its schema
+    #   network: bridge               # publish on 127.0.0.1 (default), or host
     # Instances per slot.
     replicas: 1
     # Which requests the proxy sends here: a host, a path prefix, or both.

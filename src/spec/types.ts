@@ -37,7 +37,11 @@ export interface DatabaseSpec {
 
 export interface ServiceSpec {
   name: string;
-  runtime: "process";
+  runtime: "process" | "docker";
+  /** Docker: the image of a release, e.g. "books:{release}". */
+  image?: string;
+  /** Docker: bridge (publish on 127.0.0.1) or host networking. */
+  network?: "bridge" | "host";
   command: string[];
   /** May contain "{release}"; resolved against the spec file's directory. */
   cwd: string;

@@ -8,7 +8,8 @@ function objectSchemas(schema: unknown, pointer = "#"): Array<[string, Record<st
   const found: Array<[string, Record<string, unknown>]> = [];
   const record = schema as Record<string, unknown>;
   if (record.properties) found.push([pointer, record]);
-  for (const [key, child] of Object.entries(record)) found.push(...objectSchemas(child, `${pointer}/${key}`));
+  // An "if" is a condition on values already described, not a place keys are declared.
+  for (const [key, child] of Object.entries(record)) if (key !== "if") found.push(...objectSchemas(child, `${pointer}/${key}`));
   return found;
 }
 
