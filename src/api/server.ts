@@ -1,6 +1,7 @@
 // The agent's HTTP API. Loopback only by default; every call but /v1/health needs the token.
 // Deploys and rollbacks stream their progress as NDJSON, one event a line, ending with a result.
 import type http from "node:http";
+import { constants as osConstants } from "node:os";
 import { TurquoiseError, errorMessage, type ErrorCode } from "../errors.js";
 import type { Agent } from "../agent.js";
 import { SLOTS } from "../runtime/contract.js";
@@ -32,6 +33,13 @@ export function createApi(agent: Agent): http.RequestListener {
     ["POST", /^\/v1\/services\/([^/]+)\/migrate$/, async ({ agent, req, params }) => {
       const body = parseJson(await readBody(req));
       return agent.migrations(params[0]!, body);
+    }],
+    ["POST", /^\/v1\/services\/([^/]+)\/signal$/, async ({ agent, req, params }) => {
+      const body = parseJson(await readBody(req));
+      const signal = typeof body.signal === "string" ? (body.signal.startsWith("SIG") ? body.signal : `SIG${body.signal}`).toUpperCase() : "";
+      if (!(signal in osConstants.signals)) throw new TurquoiseError("USAGE", `unknown signal ${JSON.stringify(body.signal)}: use a name such as SIGHUP or HUP`);
+      const sent = await agent.orchestrator.signalService(params[0]!, signal as NodeJS.Signals, body.all === true);
+      return { signal, sent };
     }],
     ["GET", /^\/v1\/services\/([^/]+)\/history$/, async ({ agent, params, query }) => {
       agent.orchestrator.service(params[0]!);

@@ -16,6 +16,7 @@ import type { Fleet } from "./fleet.js";
 import { keys, type Journal, type Records, type SlotRecord } from "./records.js";
 import { formatRange, releaseInfo } from "./release.js";
 import { runSmoke } from "./smoke.js";
+import { runCommand } from "../util/command.js";
 
 export const LOCK_TTL_MS = 30_000;
 const LOCK_RENEW_MS = 10_000;
@@ -443,6 +444,7 @@ export class Orchestrator {
       throw e;
     }
     flow.flipped = true;
+    if (svc.hooks.afterFlip.length) await this.step(flow, "hooks", async () => this.runHooks(svc, release));
     if (!live || !fromSlot) {
       await this.skip(flow, "drain", "nothing was live");
       await this.skip(flow, "retire", "nothing was live");
@@ -454,6 +456,33 @@ export class Orchestrator {
       return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
     });
     await this.step(flow, "retire", async () => this.retire(svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));
+  }
+
+  /** after_flip hooks, in order: a signal to a service's live instances, or a command. */
+  private async runHooks(svc: ServiceSpec, release: string): Promise<string> {
+    const done: string[] = [];
+    for (const hook of svc.hooks.afterFlip) {
+      if ("signal" in hook) {
+        const n = await this.signalService(hook.signal.service, hook.signal.signal);
+        done.push(`${hook.signal.signal} → ${n} instance(s) of ${hook.signal.service}`);
+      } else {
+        const r = await runCommand(hook.command, { cwd: this.d.spec.dir, env: { TURQUOISE_SERVICE: svc.name, TURQUOISE_RELEASE: release }, timeoutMs: hook.timeoutMs });
+        if (!r.ok) throw new StepFailure("hooks", `after_flip hook ${JSON.stringify(hook.command)} failed`, r.output);
+        done.push(`${hook.command.join(" ")}: ${r.output.split("\n")[0]}`);
+      }
+    }
+    return done.join("; ");
+  }
+
+  /** `turquoise signal`: sends a signal to a service's live instances (or all of them) through their runtime. */
+  async signalService(service: string, signal: NodeJS.Signals, all = false): Promise<number> {
+    const svc = this.service(service);
+    const color = await this.d.records.color(svc.name);
+    const targets = all ? this.d.fleet.list(svc.name) : color ? this.d.fleet.list(svc.name, color) : [];
+    if (targets.length === 0) throw new TurquoiseError("NOT_FOUND", `${svc.name} has no ${all ? "" : "live "}instances to signal`);
+    await this.d.fleet.signal(targets, signal);
+    this.d.event(svc.name, "signal", `${signal} sent to ${targets.length} instance(s)`);
+    return targets.length;
   }
 
   private async restoreColor(svc: ServiceSpec, fromSlot: Slot | null, toSlot: Slot): Promise<void> {

@@ -1,7 +1,7 @@
 // Smoke checks run against the preview address: the new slot's instances, not the public route.
 import http from "node:http";
-import { spawn } from "node:child_process";
 import type { SmokeSpec } from "../spec/types.js";
+import { runCommand } from "../util/command.js";
 
 export interface SmokeResult {
   name: string;
@@ -37,25 +37,9 @@ function runHttpSmoke(check: Extract<SmokeSpec, { http: unknown }>, target: { ho
   });
 }
 
-function runCommandSmoke(check: Extract<SmokeSpec, { command: string[] }>, target: { host: string; port: number }, cwd: string): Promise<SmokeResult> {
+async function runCommandSmoke(check: Extract<SmokeSpec, { command: string[] }>, target: { host: string; port: number }, cwd: string): Promise<SmokeResult> {
   const fill = (s: string) => s.replaceAll("{host}", target.host).replaceAll("{port}", String(target.port));
-  const argv = check.command.map(fill);
-  return new Promise((resolve) => {
-    let output = "";
-    const child = spawn(argv[0]!, argv.slice(1), {
-      cwd,
-      env: { ...process.env, PREVIEW_URL: `http://${target.host}:${target.port}`, PREVIEW_HOST: target.host, PREVIEW_PORT: String(target.port) },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    const collect = (c: Buffer) => { if (output.length < MAX_OUTPUT_CHARS) output += c.toString("utf8"); };
-    child.stdout.on("data", collect);
-    child.stderr.on("data", collect);
-    const timer = setTimeout(() => { output += `\n(timed out after ${check.timeoutMs}ms)`; child.kill("SIGKILL"); }, check.timeoutMs);
-    child.on("error", (e) => { clearTimeout(timer); resolve({ name: check.name, ok: false, output: `cannot run ${argv[0]}: ${e.message}` }); });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const status = signal ? `killed by ${signal}` : `exit ${code}`;
-      resolve({ name: check.name, ok: code === 0, output: `${status}${output.trim() ? `: ${output.trim()}` : ""}` });
-    });
-  });
+  const env = { PREVIEW_URL: `http://${target.host}:${target.port}`, PREVIEW_HOST: target.host, PREVIEW_PORT: String(target.port) };
+  const r = await runCommand(check.command.map(fill), { cwd, env, timeoutMs: check.timeoutMs });
+  return { name: check.name, ...r };
 }

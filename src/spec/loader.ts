@@ -36,6 +36,7 @@ interface RawService {
   stop_timeout?: string;
   keep_previous?: string;
   database?: { driver: "postgres" | "sqlite"; url: string; migrations: string; env?: string; lock_timeout?: string; retries?: number };
+  hooks?: { after_flip?: Array<{ signal?: { service: string; signal: string }; command?: string[]; timeout?: string }> };
 }
 
 interface RawSpec {
@@ -386,6 +387,12 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
     drainTimeoutMs: ms(raw.drain_timeout, S.DEFAULT_DRAIN_TIMEOUT),
     stopTimeoutMs: ms(raw.stop_timeout, S.DEFAULT_STOP_TIMEOUT),
     keepPreviousMs: ms(raw.keep_previous, S.DEFAULT_KEEP_PREVIOUS),
+    hooks: {
+      afterFlip: (raw.hooks?.after_flip ?? []).map((h) => {
+        const timeoutMs = ms(h.timeout, S.DEFAULT_HOOK_TIMEOUT);
+        return h.signal ? { signal: { service: h.signal.service, signal: h.signal.signal as NodeJS.Signals }, timeoutMs } : { command: [...h.command!], timeoutMs };
+      }),
+    },
     ...(raw.database
       ? {
           database: {

@@ -1,6 +1,7 @@
 // Checks that need the whole normalized spec rather than one field. Each rule is small, has its own
 // severity and its own test; the loader runs them all after the schema has passed.
 
+import { constants as osConstants } from "node:os";
 import type { ServiceSpec, Spec, SpecProblem } from "./types.js";
 
 /** A step into the YAML: a mapping key or a list index. */
@@ -125,7 +126,25 @@ export const runtimeNeeds: SpecRule = {
   },
 };
 
+/** A signal hook must name a service this spec runs, and a signal this platform knows. */
+export const hookTargets: SpecRule = {
+  name: "hook-targets",
+  severity: "error",
+  check(spec, ctx) {
+    return services(spec).flatMap((svc) =>
+      svc.hooks.afterFlip.flatMap((h, i) => {
+        if (!("signal" in h)) return [];
+        const out: SpecProblem[] = [];
+        if (!spec.services[h.signal.service]) out.push(ctx.at(["services", svc.name, "hooks", "after_flip", i, "signal", "service"], `no service named "${h.signal.service}" in this spec`));
+        if (!(h.signal.signal in osConstants.signals)) out.push(ctx.at(["services", svc.name, "hooks", "after_flip", i, "signal", "signal"], `unknown signal ${h.signal.signal}`));
+        return out;
+      }),
+    );
+  },
+};
+
 export const SPEC_RULES: readonly SpecRule[] = [
+  hookTargets,
   runtimeNeeds,
   duplicateRoute,
   sameListen,

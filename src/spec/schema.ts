@@ -32,6 +32,7 @@ export const DEFAULT_DRAIN_TIMEOUT = "10s";
 export const DEFAULT_STOP_TIMEOUT = "10s";
 export const DEFAULT_KEEP_PREVIOUS = "0s";
 export const DEFAULT_DATABASE_ENV = "DATABASE_URL";
+export const DEFAULT_HOOK_TIMEOUT = "10s";
 export const DEFAULT_MIGRATION_LOCK_TIMEOUT = "2s";
 export const DEFAULT_MIGRATION_RETRIES = 5;
 
@@ -167,6 +168,14 @@ export const SPEC_JSON_SCHEMA = {
         drain_timeout: duration("How long in-flight requests on the old slot have to finish after the flip.", DEFAULT_DRAIN_TIMEOUT),
         stop_timeout: duration("How long an instance has to exit after SIGTERM before it gets SIGKILL.", DEFAULT_STOP_TIMEOUT),
         keep_previous: duration("How long the old slot stays warm after the drain for an instant rollback. 0s stops it at once.", DEFAULT_KEEP_PREVIOUS),
+        hooks: {
+          type: "object",
+          additionalProperties: false,
+          description: "Actions run at points of a deploy. A failing hook fails the deploy at that point.",
+          properties: {
+            after_flip: { type: "array", items: { $ref: "#/definitions/hook" }, description: "Run once traffic is on the new release and verified: e.g. HUP an nginx container that reads the registry." },
+          },
+        },
         database: {
           type: "object",
           additionalProperties: false,
@@ -185,6 +194,26 @@ export const SPEC_JSON_SCHEMA = {
             retries: { type: "integer", minimum: 0, default: DEFAULT_MIGRATION_RETRIES, description: "How often a step that hit lock_timeout is retried, with exponential backoff." },
           },
         },
+      },
+    },
+    hook: {
+      type: "object",
+      additionalProperties: false,
+      description: "One hook: send a signal to a service's live instances through its runtime, or run a command (argv).",
+      oneOf: [{ required: ["signal"] }, { required: ["command"] }],
+      properties: {
+        signal: {
+          type: "object",
+          additionalProperties: false,
+          required: ["service", "signal"],
+          description: "Like `turquoise signal <service> <SIGNAL>`.",
+          properties: {
+            service: { type: "string", pattern: SERVICE_NAME_PATTERN, description: "The service whose live instances get the signal." },
+            signal: { type: "string", pattern: "^SIG[A-Z0-9]+$", description: "The signal name: SIGHUP, SIGUSR1, ..." },
+          },
+        },
+        command: { ...ARGV, description: "A command run from the spec file's directory, with TURQUOISE_SERVICE and TURQUOISE_RELEASE set." },
+        timeout: duration("How long the hook may take.", DEFAULT_HOOK_TIMEOUT),
       },
     },
     smoke: {

@@ -23,6 +23,10 @@ export interface RouteSpec {
   pathPrefix: string;
 }
 
+export type HookSpec =
+  | { signal: { service: string; signal: NodeJS.Signals }; timeoutMs: number }
+  | { command: string[]; timeoutMs: number };
+
 export interface DatabaseSpec {
   driver: "postgres" | "sqlite";
   /** As written: may hold "${VAR}" references, resolved from the agent's environment at use. Never logged. */
@@ -55,6 +59,7 @@ export interface ServiceSpec {
   stopTimeoutMs: number;
   keepPreviousMs: number;
   database?: DatabaseSpec;
+  hooks: { afterFlip: HookSpec[] };
 }
 
 export interface Spec {

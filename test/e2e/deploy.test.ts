@@ -1,10 +1,12 @@
 // End to end: the deploy flow's failure modes leave the live release untouched.
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { EXIT_CODES } from "../../src/errors.js";
 import type { Workspace } from "../../src/demo/workspace.js";
 import { LoadGenerator } from "../../src/demo/load.js";
-import { RELEASE_KINDS, get, instancePids, releaseServing, status, workspaceWith } from "./helpers.js";
+import { RELEASE_KINDS, get, instancePids, releaseServing, status, waitFor, workspaceWith } from "./helpers.js";
 
 describe("deploy flow", () => {
   let ws: Workspace;
@@ -80,6 +82,22 @@ describe("deploy flow", () => {
     }
   });
 
+  it("after_flip hooks run once traffic is on the new release; a failing one fails the deploy", async () => {
+    const hooked = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, {
+      replicas: 1,
+      extraServiceYaml: `    hooks:\n      after_flip:\n        - signal: { service: books, signal: SIGHUP }\n        - command: ["sh", "-c", "echo flipped to $TURQUOISE_RELEASE >> hooks.log"]\n`,
+    });
+    try {
+      await hooked.cli(["up", "--detach"]);
+      const { stdout } = await hooked.cli(["deploy", "books", "--release", "v1", "--json"]);
+      const hooks = (JSON.parse(stdout) as { history: { steps: Array<{ name: string; detail?: string }> } }).history.steps.find((s) => s.name === "hooks");
+      assert.match(hooks?.detail ?? "", /SIGHUP → 1 instance\(s\) of books/);
+      assert.equal(fs.readFileSync(path.join(hooked.dir, "hooks.log"), "utf8"), "flipped to v1\n");
+    } finally {
+      await hooked.destroy();
+    }
+  });
+
   it("a second deploy while one runs fails at once, naming the holder; --wait queues", async () => {
     const first = ws.cli(["deploy", "books", "--release", "slow"]);
     await new Promise((r) => setTimeout(r, 400));
@@ -109,6 +127,18 @@ describe("deploy flow", () => {
     assert.ok(h[0]!.actor.length > 0);
     assert.ok(h[1]!.plan.length >= 5);
     assert.deepEqual(h[1]!.steps.map((s) => s.name), ["lock", "plan", "start", "healthy", "smoke", "migrate-expand", "flip", "verify", "drain", "retire", "migrate-contract", "record"]);
+  });
+
+  it("signal sends a signal to the live instances through the runtime", async () => {
+    const r = await ws.cli(["signal", "books", "HUP", "--json"]);
+    assert.deepEqual(JSON.parse(r.stdout), { signal: "SIGHUP", sent: 2 });
+    const logs = await waitFor("SIGHUP in the logs", async () => {
+      const { stdout } = await ws.cli(["logs", "books"]);
+      return (stdout.match(/got SIGHUP/g) ?? []).length === 2 ? stdout : undefined;
+    });
+    assert.match(logs, /got SIGHUP: reloading configuration/);
+    const bad = await ws.cli(["signal", "books", "NOPE"], { allowFail: true });
+    assert.equal(bad.code, EXIT_CODES.USAGE);
   });
 
   it("in-flight requests on the old slot finish during the flip", async () => {

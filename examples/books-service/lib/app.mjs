@@ -53,6 +53,9 @@ export async function serve({ release, shape, schema }) {
   });
   server.keepAliveTimeout = 65_000;
 
+  // What a real service would do on HUP (reload its configuration); the tests of `turquoise signal` look for it.
+  process.on("SIGHUP", () => console.log(`books-service ${name} got SIGHUP: reloading configuration`));
+
   process.on("SIGTERM", () => {
     shuttingDown = true;
     // Stop accepting, drop idle keep-alive sockets, let in-flight requests finish, then exit.
