@@ -99,6 +99,13 @@ services:
     stop_timeout: 10s
     # Keep the old slot running this long for an instant rollback; 0s stops it after the drain.
     keep_previous: 0s
+    # Actions once traffic is on the new release (optional): a signal to a service's live
+    # instances through its runtime (like `turquoise signal`), or a command.
+    # hooks:
+    #   after_flip:
+    #     - signal: { service: nginx, signal: SIGHUP }
+    #     - command: ["./notify.sh"]
+    #       timeout: 10s
     # The database blue and green share (optional). With it, each release declares the schema
     # versions it runs on in <release dir>/turquoise.json, e.g. {"schema": {"min": 1, "max": 2}},
     # and deploys plan migrations: expand before the flip, contract after, or a turquoise path.

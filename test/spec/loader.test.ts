@@ -55,6 +55,7 @@ describe("loadSpecText: valid specs", () => {
       drainTimeoutMs: 10_000,
       stopTimeoutMs: 10_000,
       keepPreviousMs: 0,
+      hooks: { afterFlip: [] },
     });
   });
 
