@@ -100,7 +100,7 @@ services:
     # Keep the old slot running this long for an instant rollback; 0s stops it after the drain.
     keep_previous: 0s
     # Actions once traffic is on the new release (optional): a signal to a service's live
-    # instances through its runtime (like `turquoise signal`), or a command.
+    # instances through its runtime (like "turquoise signal"), or a command.
     # hooks:
     #   after_flip:
     #     - signal: { service: nginx, signal: SIGHUP }
