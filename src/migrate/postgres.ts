@@ -1,0 +1,398 @@
+// The postgres Migrator. Live traffic shares this database, so every step runs with a short
+// lock_timeout: a step that would queue behind a long transaction (and make every query behind it
+// queue too) gives up quickly, backs off and tries again, instead of stalling the app.
+//
+// One runner at a time: a session-level advisory lock, held on a connection of its own, so that
+// the lock outlives each step's transaction and dies with the runner if the runner dies.
+
+import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
+import { TurquoiseError, errorMessage } from "../errors.js";
+import type { AppliedMigration, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep, Migrator } from "./contract.js";
+import {
+  DEFAULT_LOCK_RETRIES,
+  DEFAULT_LOCK_TIMEOUT_MS,
+  backoffMs,
+  computeStatus,
+  dryRunResult,
+  emitter,
+  isModuleStep,
+  lineAt,
+  loadModule,
+  orderSteps,
+  planDown,
+  planUp,
+  readStepSql,
+  splitSqlStatements,
+  stepFailed,
+  versionAfterDown,
+  withProgress,
+  type MigrationDb,
+} from "./files.js";
+import { describeDatabase, scrubSecrets } from "./redact.js";
+
+export interface PostgresMigratorOptions {
+  /** postgres://user:password@host:port/dbname (postgresql:// too). */
+  url: string;
+  /** lock_timeout for each step, so it never makes live queries queue behind it for long. */
+  lockTimeoutMs?: number;
+  /** Retries, with back-off, after a step hits its lock_timeout. */
+  retries?: number;
+  /** How long connecting may take before the database counts as unreachable. */
+  connectTimeoutMs?: number;
+}
+
+/** The advisory lock every Turquoise runner takes on a database: sha256("turquoise_migrations")'s first 8 bytes. */
+export const MIGRATION_LOCK_KEY = "2542010195254158584";
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const LOCK_TIMEOUT_SQLSTATE = "55P03";
+const APPLICATION_NAME = "turquoise migrate";
+
+const TABLE_SQL = `CREATE TABLE IF NOT EXISTS turquoise_migrations (
+  version INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  checksum TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+)`;
+
+type Emit = ReturnType<typeof emitter>;
+
+export class PostgresMigrator implements Migrator {
+  readonly driver = "postgres" as const;
+  /** host:port/dbname: what messages name, never the URL. */
+  readonly where: string;
+  private readonly url: string;
+  private readonly lockTimeoutMs: number;
+  private readonly retries: number;
+  private readonly connectTimeoutMs: number;
+  private readonly clients = new Set<pg.Client>();
+
+  constructor(opts: PostgresMigratorOptions) {
+    if (!/^postgres(ql)?:\/\//i.test(opts.url)) {
+      throw new TurquoiseError("USAGE", `a postgres database URL starts with postgres:// or postgresql://, not "${describeDatabase(opts.url)}"`);
+    }
+    this.url = opts.url;
+    this.where = describeDatabase(opts.url);
+    this.lockTimeoutMs = Math.max(1, Math.round(opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS));
+    this.retries = opts.retries ?? DEFAULT_LOCK_RETRIES;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  }
+
+  async status(steps: MigrationStep[]): Promise<MigrationStatus> {
+    const ordered = orderSteps(steps);
+    const client = await this.connect();
+    try {
+      return computeStatus(ordered, await this.readApplied(client));
+    } catch (e) {
+      throw this.scrub(e);
+    } finally {
+      await this.disconnect(client);
+    }
+  }
+
+  async up(steps: MigrationStep[], opts: MigrateOptions = {}): Promise<MigrationRun> {
+    const ordered = orderSteps(steps);
+    if (opts.dryRun) {
+      const status = await this.status(ordered);
+      return dryRunResult(status, planUp(status, ordered, opts.to), "up", 0);
+    }
+    return this.run(opts, async (client, emit) => {
+      const status = computeStatus(ordered, await this.readApplied(client));
+      const plan = planUp(status, ordered, opts.to);
+      const done: MigrationRun["steps"] = [];
+      let at = status.current;
+      for (const step of plan) {
+        emit({ type: "step-started", version: step.version, name: step.name, direction: "up" });
+        const started = performance.now();
+        try {
+          await this.runStep(client, step, "up", emit);
+        } catch (e) {
+          throw withProgress(e, status.current, at, done);
+        }
+        const durationMs = Math.round(performance.now() - started);
+        done.push({ version: step.version, name: step.name, direction: "up", durationMs });
+        at = step.version;
+        emit({ type: "step-done", version: step.version, name: step.name, direction: "up", durationMs });
+      }
+      return { from: status.current, to: at, steps: done, dryRun: false };
+    });
+  }
+
+  async down(steps: MigrationStep[], opts: MigrateOptions & { to: number }): Promise<MigrationRun> {
+    const ordered = orderSteps(steps);
+    if (opts.dryRun) {
+      const status = await this.status(ordered);
+      return dryRunResult(status, planDown(status, ordered, opts.to), "down", opts.to);
+    }
+    return this.run(opts, async (client, emit) => {
+      const status = computeStatus(ordered, await this.readApplied(client));
+      const plan = planDown(status, ordered, opts.to);
+      const done: MigrationRun["steps"] = [];
+      let at = status.current;
+      for (const step of plan) {
+        emit({ type: "step-started", version: step.version, name: step.name, direction: "down" });
+        const started = performance.now();
+        try {
+          await this.runStep(client, step, "down", emit);
+        } catch (e) {
+          throw withProgress(e, status.current, at, done);
+        }
+        const durationMs = Math.round(performance.now() - started);
+        done.push({ version: step.version, name: step.name, direction: "down", durationMs });
+        at = status.applied.filter((a) => a.version < step.version).reduce((max, a) => Math.max(max, a.version), 0);
+        emit({ type: "step-done", version: step.version, name: step.name, direction: "down", durationMs });
+      }
+      return { from: status.current, to: plan.length > 0 ? versionAfterDown(status, opts.to) : status.current, steps: done, dryRun: false };
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.clients].map((c) => this.disconnect(c)));
+  }
+
+  /** Connects (both connections, before anything runs), takes the lock, runs work, always lets go. */
+  private async run(opts: MigrateOptions, work: (client: pg.Client, emit: Emit) => Promise<MigrationRun>): Promise<MigrationRun> {
+    const emit = emitter(opts);
+    const lock = await this.connect();
+    let client: pg.Client | undefined;
+    let locked = false;
+    try {
+      client = await this.connect();
+      await this.acquire(lock, opts, emit);
+      locked = true;
+      const exists = await client.query<{ ok: boolean }>("SELECT to_regclass('turquoise_migrations') IS NOT NULL AS ok");
+      if (!exists.rows[0]?.ok) await client.query(TABLE_SQL);
+      return await work(client, emit);
+    } catch (e) {
+      throw this.scrub(e);
+    } finally {
+      if (locked) await lock.query("SELECT pg_advisory_unlock($1::bigint)", [MIGRATION_LOCK_KEY]).catch(() => undefined);
+      await this.disconnect(lock);
+      if (client) await this.disconnect(client);
+    }
+  }
+
+  private async acquire(lock: pg.Client, opts: MigrateOptions, emit: Emit): Promise<void> {
+    // A server- or role-wide timeout must not cut the wait for another runner short.
+    await lock.query("SET lock_timeout = 0; SET statement_timeout = 0");
+    const tried = await lock.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1::bigint) AS ok", [MIGRATION_LOCK_KEY]);
+    if (tried.rows[0]?.ok) return;
+    if (opts.noWait) {
+      const holder = await this.lockHolder(lock);
+      throw new TurquoiseError(
+        "LOCKED",
+        `another migration is running on the postgres database ${this.where}: another runner${holder} holds the migration lock (advisory lock ${MIGRATION_LOCK_KEY}); try again when it is done`,
+      );
+    }
+    emit({ type: "waiting-for-lock" });
+    await lock.query("SELECT pg_advisory_lock($1::bigint)", [MIGRATION_LOCK_KEY]);
+  }
+
+  /** " (pid 123, turquoise migrate)" when postgres can say who holds the lock. */
+  private async lockHolder(lock: pg.Client): Promise<string> {
+    const key = BigInt.asUintN(64, BigInt(MIGRATION_LOCK_KEY));
+    try {
+      const r = await lock.query<{ pid: number; app: string | null }>(
+        `SELECT l.pid, a.application_name AS app FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 1`,
+        [String(key >> 32n), String(key & 0xffffffffn)],
+      );
+      const row = r.rows[0];
+      return row ? ` (pid ${row.pid}${row.app ? `, ${row.app}` : ""})` : "";
+    } catch {
+      return "";
+    }
+  }
+
+  private async runStep(client: pg.Client, step: MigrationStep, direction: "up" | "down", emit: Emit): Promise<void> {
+    const sql = isModuleStep(step) ? undefined : await readStepSql(step, direction);
+    const mod = isModuleStep(step) ? await loadModule(step) : undefined;
+    const db = pgDb(client);
+    const body = async (): Promise<void> => {
+      if (sql !== undefined) await client.query(sql);
+      else if (direction === "up") await mod!.up(db);
+      else await mod!.down!(db);
+    };
+    const record = async (): Promise<void> => {
+      if (direction === "up") {
+        await client.query("INSERT INTO turquoise_migrations (version, name, checksum, phase) VALUES ($1, $2, $3, $4)", [
+          step.version,
+          step.name,
+          step.checksum,
+          step.phase,
+        ]);
+      } else {
+        await client.query("DELETE FROM turquoise_migrations WHERE version = $1", [step.version]);
+      }
+    };
+
+    if (!step.transactional) {
+      await this.runOutsideTransaction(client, step, direction, sql, body, record, emit);
+      return;
+    }
+
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await client.query("BEGIN");
+        await client.query(`SET LOCAL lock_timeout = '${this.lockTimeoutMs}ms'`);
+        await body();
+        await record();
+        await client.query("COMMIT");
+        return;
+      } catch (e) {
+        await client.query("ROLLBACK").catch(() => undefined);
+        if (isLockTimeout(e) && attempt <= this.retries) {
+          await this.backOff(step, attempt, e, emit);
+          continue;
+        }
+        throw this.failed(step, direction, e, attempt, sql, 0);
+      }
+    }
+  }
+
+  /**
+   * A no-transaction step: statement by statement, each its own implicit transaction, so a lock
+   * timeout retries only the statement that hit it. The bookkeeping row comes after.
+   */
+  private async runOutsideTransaction(
+    client: pg.Client,
+    step: MigrationStep,
+    direction: "up" | "down",
+    sql: string | undefined,
+    body: () => Promise<void>,
+    record: () => Promise<void>,
+    emit: Emit,
+  ): Promise<void> {
+    await client.query(`SET lock_timeout = '${this.lockTimeoutMs}ms'`);
+    try {
+      if (sql === undefined) {
+        try {
+          await body();
+        } catch (e) {
+          throw this.failed(step, direction, e, 1, undefined, 0);
+        }
+      } else {
+        for (const statement of splitSqlStatements(sql)) {
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await client.query(statement.sql);
+              break;
+            } catch (e) {
+              if (isLockTimeout(e) && attempt <= this.retries) {
+                await this.backOff(step, attempt, e, emit);
+                continue;
+              }
+              throw this.failed(step, direction, e, attempt, sql, statement.offset);
+            }
+          }
+        }
+      }
+      try {
+        await record();
+      } catch (e) {
+        throw stepFailed(step, direction, `it ran, but recording it failed: ${this.scrubText(errorMessage(e))}`);
+      }
+    } finally {
+      await client.query("RESET lock_timeout").catch(() => undefined);
+    }
+  }
+
+  private async backOff(step: MigrationStep, attempt: number, e: unknown, emit: Emit): Promise<void> {
+    const delayMs = backoffMs(attempt);
+    emit({ type: "step-retry", version: step.version, attempt, reason: this.scrubText(errorMessage(e)), delayMs });
+    await sleep(delayMs);
+  }
+
+  /** The step's error: its file, the database's own words, and the line when postgres gives one. */
+  private failed(step: MigrationStep, direction: "up" | "down", e: unknown, attempts: number, sql: string | undefined, offset: number): TurquoiseError {
+    const err = e as { code?: unknown; position?: unknown; detail?: unknown; hint?: unknown };
+    let reason = this.scrubText(errorMessage(e));
+    if (isLockTimeout(e)) {
+      reason += ` (gave up after ${attempts} ${attempts === 1 ? "attempt" : "attempts"} with a ${this.lockTimeoutMs} ms lock_timeout: another session holds a lock this step needs)`;
+    }
+    const position = typeof err.position === "string" ? Number(err.position) : NaN;
+    const line = sql !== undefined && Number.isFinite(position) ? lineAt(sql, offset + position - 1) : undefined;
+    const data: Record<string, unknown> = {};
+    if (typeof err.code === "string") data.sqlState = err.code;
+    if (typeof err.detail === "string") data.detail = this.scrubText(err.detail);
+    if (typeof err.hint === "string") data.hint = this.scrubText(err.hint);
+    return stepFailed(step, direction, reason, { ...(line === undefined ? {} : { line }), data });
+  }
+
+  private async readApplied(client: pg.Client): Promise<AppliedMigration[]> {
+    const exists = await client.query<{ ok: boolean }>("SELECT to_regclass('turquoise_migrations') IS NOT NULL AS ok");
+    if (!exists.rows[0]?.ok) return [];
+    const r = await client.query<{ version: number; name: string; checksum: string; phase: MigrationPhase; applied_at_ms: number }>(
+      "SELECT version, name, checksum, phase, floor(extract(epoch FROM applied_at) * 1000)::float8 AS applied_at_ms FROM turquoise_migrations ORDER BY version",
+    );
+    return r.rows.map((row) => ({ version: row.version, name: row.name, checksum: row.checksum, phase: row.phase, appliedAt: row.applied_at_ms }));
+  }
+
+  private async connect(): Promise<pg.Client> {
+    let client: pg.Client;
+    try {
+      client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: this.connectTimeoutMs, application_name: APPLICATION_NAME });
+    } catch (e) {
+      throw this.unreachable(e);
+    }
+    // A connection that dies between queries is reported by the next query; without a listener the
+    // 'error' event would crash the process instead.
+    client.on("error", () => undefined);
+    try {
+      await client.connect();
+    } catch (e) {
+      await client.end().catch(() => undefined);
+      throw this.unreachable(e);
+    }
+    this.clients.add(client);
+    return client;
+  }
+
+  private async disconnect(client: pg.Client): Promise<void> {
+    this.clients.delete(client);
+    await client.end().catch(() => undefined);
+  }
+
+  private unreachable(e: unknown): TurquoiseError {
+    const err = e as { code?: unknown; message?: unknown; errors?: unknown };
+    let reason: string;
+    if (typeof err.code === "string" && /^E[A-Z]+$/.test(err.code)) reason = err.code;
+    else if (/timeout/i.test(errorMessage(e))) reason = `no answer within ${this.connectTimeoutMs} ms`;
+    else reason = this.scrubText(errorMessage(e)) || "unknown error";
+    return new TurquoiseError("MIGRATION_FAILED", `cannot connect to the postgres database at ${this.where}: ${reason}`, {
+      data: { database: this.where, ...(typeof err.code === "string" ? { code: err.code } : {}) },
+    });
+  }
+
+  private scrubText(text: string): string {
+    return scrubSecrets(text, this.url);
+  }
+
+  /**
+   * Our own errors are built from parts that hold no secret (and the database's words, already
+   * scrubbed); anything else is rewritten so it cannot carry one.
+   */
+  private scrub(e: unknown): unknown {
+    if (e instanceof TurquoiseError) return e;
+    return new TurquoiseError("MIGRATION_FAILED", `postgres database ${this.where}: ${this.scrubText(errorMessage(e))}`, {
+      data: typeof (e as { code?: unknown } | null)?.code === "string" ? { sqlState: (e as { code: string }).code } : {},
+    });
+  }
+}
+
+function pgDb(client: pg.Client): MigrationDb {
+  return {
+    async query(sql, params) {
+      const r = await client.query(sql, params);
+      // Several statements in one query give one result each; the last is what a caller means.
+      const last = Array.isArray(r) ? (r as pg.QueryResult[])[(r as pg.QueryResult[]).length - 1] : r;
+      return { rows: (last?.rows ?? []) as Record<string, unknown>[] };
+    },
+  };
+}
+
+function isLockTimeout(e: unknown): boolean {
+  return (e as { code?: unknown } | null)?.code === LOCK_TIMEOUT_SQLSTATE;
+}
