@@ -6,7 +6,11 @@ import os from "node:os";
 import path from "node:path";
 import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
-import { ensureToken } from "./api/token.js";
+import { Registry } from "./api/registry.js";
+import { ensureToken, REGISTRY_TOKEN_FILE } from "./api/token.js";
+import { Supervisor } from "./heal/supervisor.js";
+import { WatchRunner } from "./heal/watches.js";
+import { watchView } from "./api/catalog.js";
 import { Fleet } from "./deploy/fleet.js";
 import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
@@ -65,22 +69,37 @@ export class Agent {
     readonly proxy: SupervisedProxy,
     readonly orchestrator: Orchestrator,
     readonly monitor: HealthMonitor,
+    readonly registry: Registry,
+    readonly registryToken: string,
+    readonly supervisor: Supervisor,
     private readonly log: AgentLog,
-  ) {}
+  ) {
+    this.watches = new WatchRunner(spec.watches, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data));
+  }
+
+  readonly watches: WatchRunner;
+
+  private event(service: string | null, type: string, message: string, data: Record<string, unknown> = {}): void {
+    this.log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
+    void this.store.appendEvent({ service, type, message, data }).then((e) => this.registry.publish(e), () => undefined);
+  }
 
   static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
     await refuseSecondAgent(spec);
     const token = ensureToken(spec.stateDir);
+    const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
     const records = new Records(store);
+    const registry = new Registry(store);
     const agentId = `${os.hostname()}:${process.pid}`;
     const event = (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => {
       log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
-      void store.appendEvent({ service, type, message, data }).catch(() => undefined);
+      void store.appendEvent({ service, type, message, data }).then((e) => registry.publish(e), () => undefined);
     };
 
-    const fleet = new Fleet(await runtimesFor(spec), records, spec.dir);
+    // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
+    const fleet = new Fleet(await runtimesFor(spec), records, spec.dir, { TURQUOISE_TOKEN: registryToken });
     let adopted = await connectProxy(spec.stateDir);
     if (adopted && spec.proxy.port !== 0 && adopted.listenPort !== spec.proxy.port) {
       log(`the running proxy listens on port ${adopted.listenPort} but ${spec.file} says ${spec.proxy.port}: restarting it`);
@@ -93,20 +112,28 @@ export class Agent {
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
     const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
+    let agent!: Agent;
+    const supervisor = new Supervisor({ spec, store, records, fleet, orchestrator, apiUrl: () => agent.apiUrl, agentId, event });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
       const rec = await records.slot(inst.service, inst.slot);
       return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
+    }, {
+      changed: () => registry.bump(),
+      // Critical and out of rotation: stop it, and let the supervisor start a replacement.
+      critical: (inst) => void fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000).then(() => supervisor.lost(inst, "went critical")),
     });
-    const agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, log);
+    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, log);
 
     fleet.onUnexpectedExit((inst, code, signal) => {
-      event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}`);
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
+      event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}`);
       void monitor.sync();
+      supervisor.lost(inst, "exited");
     });
 
     await agent.reconcile();
     await agent.listen();
+    agent.watches.start();
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
     agent.watchProxy(event);
@@ -218,6 +245,9 @@ export class Agent {
   async close(opts: { everything?: boolean } = {}): Promise<void> {
     this.closing ??= (async () => {
       this.monitor.stop();
+      this.supervisor.stop();
+      await this.watches.stop();
+      this.registry.close();
       await this.orchestrator.stopTimers();
       if (this.server) {
         this.server.closeAllConnections();

@@ -7,6 +7,9 @@ import type { Agent } from "../agent.js";
 import { SLOTS } from "../runtime/contract.js";
 import { keys } from "../deploy/records.js";
 import { parseSchemaRange } from "../deploy/release.js";
+import { parseDuration } from "../util/duration.js";
+import { DEFAULT_BLOCKING_WAIT_MS } from "./registry.js";
+import { catalog, catalogService, checks } from "./catalog.js";
 import type { SchemaRange } from "../plan/planner.js";
 import { tokenMatches } from "./token.js";
 
@@ -18,8 +21,18 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
 
 type Handler = (ctx: { agent: Agent; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
 
+/** read: the registry token may call it too (instances get that one); blocking: ?index=&wait= applies. */
+interface RouteOptions {
+  read?: boolean;
+  blocking?: boolean;
+}
+
 export function createApi(agent: Agent): http.RequestListener {
-  const routes: Array<[string, RegExp, Handler]> = [
+  const routes: Array<[string, RegExp, Handler, RouteOptions?]> = [
+    ["GET", /^\/v1\/catalog\/services$/, async ({ agent }) => catalog(agent), { read: true, blocking: true }],
+    ["GET", /^\/v1\/catalog\/service\/([^/]+)$/, async ({ agent, params }) => catalogService(agent, params[0]!), { read: true, blocking: true }],
+    ["GET", /^\/v1\/health\/checks$/, async ({ agent, query }) => checks(agent, query.get("service") ?? undefined, query.get("state") ?? undefined), { read: true, blocking: true }],
+    ["GET", /^\/v1\/events\/stream$/, async ({ agent, req, res }) => streamEvents(agent, req, res), { read: true }],
     ["GET", /^\/v1\/status$/, async ({ agent }) => status(agent)],
     ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, deployHandler("deploy")],
     ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, deployHandler("rollback")],
@@ -51,12 +64,12 @@ export function createApi(agent: Agent): http.RequestListener {
       const instances = agent.fleet.list(params[0]!).filter((i) => !query.get("instance") || i.id === query.get("instance"));
       return { logs: await Promise.all(instances.map(async (i) => ({ instance: i.id, slot: i.slot, release: i.release, text: await agent.fleet.logs(i, tailLines) }))) };
     }],
-    ["GET", /^\/v1\/kv$/, async ({ agent, query }) => ({ items: await agent.store.list(query.get("prefix") ?? "") })],
+    ["GET", /^\/v1\/kv$/, async ({ agent, query }) => ({ items: await agent.store.list(query.get("prefix") ?? "") }), { read: true, blocking: true }],
     ["GET", /^\/v1\/kv\/(.+)$/, async ({ agent, params }) => {
       const kv = await agent.store.get(params[0]!);
       if (!kv) throw new TurquoiseError("NOT_FOUND", `no key "${params[0]}"`);
       return kv;
-    }],
+    }, { read: true, blocking: true }],
     ["PUT", /^\/v1\/kv\/(.+)$/, async ({ agent, req, params, query }) => {
       const value = await readBody(req);
       const r = await agent.store.put(params[0]!, value, casOption(query));
@@ -70,7 +83,7 @@ export function createApi(agent: Agent): http.RequestListener {
     }],
     ["GET", /^\/v1\/events$/, async ({ agent, query }) => ({
       events: await agent.store.listEvents({ afterId: Number(query.get("after") ?? 0), limit: Number(query.get("limit") ?? 100), ...(query.get("service") ? { service: query.get("service")! } : {}) }),
-    })],
+    }), { read: true, blocking: true }],
     ["POST", /^\/v1\/shutdown$/, async ({ agent, req, res }) => {
       const body = parseJson(await readBody(req));
       res.on("finish", () => setImmediate(() => void agent.close({ everything: body.everything === true })));
@@ -81,16 +94,24 @@ export function createApi(agent: Agent): http.RequestListener {
   return (req, res) => {
     const url = new URL(req.url ?? "/", "http://agent");
     if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt });
-    if (!tokenMatches(agent.token, req.headers.authorization)) {
+    const admin = tokenMatches(agent.token, req.headers.authorization);
+    const reader = admin || tokenMatches(agent.registryToken, req.headers.authorization);
+    if (!reader) {
       return send(res, 401, { error: { code: "UNAUTHORIZED", message: "missing or wrong API token: send Authorization: Bearer <token from the state dir's token file>" } });
     }
-    for (const [method, re, handler] of routes) {
+    for (const [method, re, handler, opts = {}] of routes) {
       const m = re.exec(url.pathname);
       if (!m) continue;
       if (method !== req.method) continue;
+      if (!admin && !opts.read) return send(res, 401, { error: { code: "UNAUTHORIZED", message: "the registry token only reads the catalog, health, KV and events; this call needs the API token" } });
       const params = m.slice(1).map(decodeURIComponent);
-      handler({ agent, req, res, params, query: url.searchParams })
-        .then((body) => { if (!res.headersSent) send(res, 200, body); })
+      blockUntilChanged(agent, url.searchParams, opts.blocking === true)
+        .then(() => handler({ agent, req, res, params, query: url.searchParams }))
+        .then((body) => {
+          if (res.headersSent) return;
+          if (opts.blocking) res.setHeader("x-turquoise-index", String(agent.registry.current));
+          send(res, 200, body);
+        })
         .catch((e) => { if (!res.headersSent) sendError(res, e); else res.end(); });
       return;
     }
@@ -166,6 +187,35 @@ async function status(agent: Agent): Promise<unknown> {
     });
   }
   return { agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt }, proxy: { pid: agent.proxy.pid, address: `${agent.spec.proxy.host}:${agent.proxy.listenPort}`, stats: await agent.proxy.stats().catch((e) => ({ error: errorMessage(e) })) }, services };
+}
+
+/** Consul's blocking read: with ?index=N, hold the request until the index passes N or ?wait= runs out. */
+async function blockUntilChanged(agent: Agent, query: URLSearchParams, blocking: boolean): Promise<void> {
+  const index = query.get("index");
+  if (!blocking || index === null) return;
+  if (!/^\d+$/.test(index)) throw new TurquoiseError("USAGE", `?index must be a number from X-Turquoise-Index, got "${index}"`);
+  const wait = query.get("wait");
+  let waitMs = DEFAULT_BLOCKING_WAIT_MS;
+  if (wait !== null) {
+    try {
+      waitMs = parseDuration(wait);
+    } catch (e) {
+      throw new TurquoiseError("USAGE", `?wait: ${errorMessage(e)}`);
+    }
+  }
+  await agent.registry.waitFor(Number(index), waitMs);
+}
+
+/** Server-sent events: every agent event as it happens, until the client goes away. */
+async function streamEvents(agent: Agent, req: http.IncomingMessage, res: http.ServerResponse): Promise<undefined> {
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
+  res.write(`: turquoise events, index ${agent.registry.current}\n\n`);
+  const stop = agent.registry.onEvent((e) => res.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`));
+  const ping = setInterval(() => res.write(": ping\n\n"), 15_000);
+  await new Promise<void>((resolve) => req.on("close", resolve));
+  clearInterval(ping);
+  stop();
+  return undefined;
 }
 
 function casOption(query: URLSearchParams): { prevRevision?: number } {

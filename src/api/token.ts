@@ -5,16 +5,18 @@ import path from "node:path";
 import { TurquoiseError } from "../errors.js";
 
 export const TOKEN_FILE = "token";
+/** A read-only token for the registry (catalog, health, KV reads, events), pushed into every instance. */
+export const REGISTRY_TOKEN_FILE = "registry-token";
 
-export function tokenPath(stateDir: string): string {
-  return path.join(stateDir, TOKEN_FILE);
+export function tokenPath(stateDir: string, name = TOKEN_FILE): string {
+  return path.join(stateDir, name);
 }
 
-export function ensureToken(stateDir: string): string {
+export function ensureToken(stateDir: string, name = TOKEN_FILE): string {
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const file = tokenPath(stateDir);
+  const file = tokenPath(stateDir, name);
   try {
-    return readToken(stateDir);
+    return readToken(stateDir, name);
   } catch {
     const token = crypto.randomBytes(32).toString("hex");
     fs.writeFileSync(file, token + "\n", { mode: 0o600, flag: "wx" });
@@ -22,8 +24,8 @@ export function ensureToken(stateDir: string): string {
   }
 }
 
-export function readToken(stateDir: string): string {
-  const file = tokenPath(stateDir);
+export function readToken(stateDir: string, name = TOKEN_FILE): string {
+  const file = tokenPath(stateDir, name);
   let text: string;
   try {
     text = fs.readFileSync(file, "utf8");

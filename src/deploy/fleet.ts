@@ -18,6 +18,8 @@ export class Fleet {
     private readonly runtimes: Record<string, Runtime>,
     private readonly records: Records,
     private readonly specDir: string,
+    /** Given to every instance, under the service's own env. */
+    private readonly commonEnv: Record<string, string> = {},
   ) {
     for (const runtime of Object.values(runtimes)) {
       runtime.onExit(({ instance, exitCode, signal }) => {
@@ -74,7 +76,7 @@ export class Fleet {
     const runtime = this.runtime(svc);
     const image = this.image(svc, release);
     const req = {
-      service: svc.name, slot, release, command: svc.command, cwd: this.releaseDir(svc, release), env: { ...svc.env, ...extraEnv }, apiUrl,
+      service: svc.name, slot, release, command: svc.command, cwd: this.releaseDir(svc, release), env: { ...this.commonEnv, ...svc.env, ...extraEnv }, apiUrl,
       stopTimeoutMs: svc.stopTimeoutMs, ...(image ? { image } : {}), ...(svc.network ? { network: svc.network } : {}),
     };
     const started = await Promise.allSettled(

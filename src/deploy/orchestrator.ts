@@ -301,6 +301,8 @@ export class Orchestrator {
       if (!db) await this.skip(flow, "migrate-contract", NO_DATABASE);
 
       if (live && live.release !== req.release) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
+      // A successful deploy is a fresh start for self-healing.
+      await store.delete(`services/${svc.name}/degraded`);
       const recordStarted = Date.now();
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });

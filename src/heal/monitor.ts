@@ -17,6 +17,7 @@ export class HealthMonitor {
     private readonly proxy: Proxy,
     private readonly event: (service: string, type: string, message: string) => void,
     private readonly watched: (inst: InstanceInfo) => Promise<boolean>,
+    private readonly on: { changed?: () => void; critical?: (inst: InstanceInfo) => void } = {},
   ) {}
 
   /**
@@ -69,6 +70,8 @@ export class HealthMonitor {
         const inRotation = state.status !== "critical";
         this.event(inst.service, "check.changed", `${inst.id} ${before} → ${state.status}`);
         await this.proxy.setUpstreamHealth(inst.id, inRotation).catch(() => undefined);
+        this.on.changed?.();
+        if (state.status === "critical") this.on.critical?.(inst);
       }
       if (this.timers.has(inst.id)) this.schedule(inst, svc.health.intervalMs);
     }, delayMs);

@@ -10,7 +10,7 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
 import { runRules, type PathSegment, type RuleContext } from "./rules.js";
 import * as S from "./schema.js";
-import type { HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem } from "./types.js";
+import type { HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
 
 // The YAML as the schema guarantees it, before defaults.
 interface RawSmoke {
@@ -46,6 +46,7 @@ interface RawSpec {
   state?: { driver?: "sqlite" | "memory"; path?: string };
   state_dir?: string;
   services: Record<string, RawService>;
+  watches?: Array<{ name?: string; type: WatchSpec["type"]; service?: string; state?: WatchSpec["state"]; key?: string; prefix?: string; args?: string[]; http?: { url: string; method?: "POST" | "PUT"; headers?: Record<string, string> }; timeout?: string }>;
 }
 
 /** Whether a problem points at a mapping key (unknown or misnamed keys) or at its value (wrong values). */
@@ -346,6 +347,16 @@ function normalize(raw: RawSpec, file: string): Spec {
     },
     stateDir,
     services,
+    watches: (raw.watches ?? []).map((w) => ({
+      name: w.name ?? `${w.type} ${w.service ?? w.key ?? w.prefix ?? ""}`.trim(),
+      type: w.type,
+      ...(w.service !== undefined ? { service: w.service } : {}),
+      ...(w.state !== undefined ? { state: w.state } : {}),
+      ...(w.key !== undefined ? { key: w.key } : {}),
+      ...(w.prefix !== undefined ? { prefix: w.prefix } : {}),
+      handler: w.args ? { args: [...w.args] } : { http: { url: w.http!.url, method: w.http!.method ?? "POST", headers: { ...w.http!.headers } } },
+      timeoutMs: ms(w.timeout, S.DEFAULT_WATCH_TIMEOUT),
+    })),
   };
 }
 

@@ -143,7 +143,26 @@ export const hookTargets: SpecRule = {
   },
 };
 
+/** Each watch type needs the thing it looks at, and a service it names must exist. */
+export const watchTargets: SpecRule = {
+  name: "watch-targets",
+  severity: "error",
+  check(spec, ctx) {
+    return spec.watches.flatMap((w, i) => {
+      const at = (key: string, message: string) => ctx.at(["watches", i, key], message);
+      const out: SpecProblem[] = [];
+      if (w.type === "service" && !w.service) out.push(at("type", "a service watch needs service: the service to watch"));
+      if (w.service && !spec.services[w.service]) out.push(at("service", `no service named "${w.service}" in this spec`));
+      if (w.type === "key" && !w.key) out.push(at("type", "a key watch needs key: the KV key to watch"));
+      if (w.type === "keyprefix" && w.prefix === undefined) out.push(at("type", "a keyprefix watch needs prefix: the KV prefix to watch"));
+      if (w.state && w.type !== "checks") out.push(at("state", "state filters checks: it goes with type: checks"));
+      return out;
+    });
+  },
+};
+
 export const SPEC_RULES: readonly SpecRule[] = [
+  watchTargets,
   hookTargets,
   runtimeNeeds,
   duplicateRoute,

@@ -33,6 +33,7 @@ export const DEFAULT_STOP_TIMEOUT = "10s";
 export const DEFAULT_KEEP_PREVIOUS = "0s";
 export const DEFAULT_DATABASE_ENV = "DATABASE_URL";
 export const DEFAULT_HOOK_TIMEOUT = "10s";
+export const DEFAULT_WATCH_TIMEOUT = "10s";
 export const DEFAULT_MIGRATION_LOCK_TIMEOUT = "2s";
 export const DEFAULT_MIGRATION_RETRIES = 5;
 
@@ -82,6 +83,11 @@ export const SPEC_JSON_SCHEMA = {
       minLength: 1,
       default: DEFAULT_STATE_DIR,
       description: "Directory for pid files, logs, the API token and the proxy's saved route table, relative to the spec file's directory.",
+    },
+    watches: {
+      type: "array",
+      description: "Consul-style watches: when what a watch looks at changes, its handler runs with the JSON on stdin (args) or in a POST (http).",
+      items: { $ref: "#/definitions/watch" },
     },
     services: {
       type: "object",
@@ -194,6 +200,34 @@ export const SPEC_JSON_SCHEMA = {
             retries: { type: "integer", minimum: 0, default: DEFAULT_MIGRATION_RETRIES, description: "How often a step that hit lock_timeout is retried, with exponential backoff." },
           },
         },
+      },
+    },
+    watch: {
+      type: "object",
+      additionalProperties: false,
+      description: "One watch. type service: a service's instances; checks: health checks (filter with service and state); key: one KV key; keyprefix: the keys under a prefix.",
+      required: ["type"],
+      oneOf: [{ required: ["args"] }, { required: ["http"] }],
+      properties: {
+        name: { type: "string", minLength: 1, description: "Shown in the handler's log lines. Default: the type and what it looks at." },
+        type: { enum: ["service", "checks", "key", "keyprefix"], description: "What the watch looks at." },
+        service: { type: "string", pattern: SERVICE_NAME_PATTERN, description: "type service (required) and checks (optional): the service." },
+        state: { enum: ["passing", "warning", "critical"], description: "type checks: only checks in this state." },
+        key: { type: "string", minLength: 1, description: "type key: the KV key." },
+        prefix: { type: "string", description: "type keyprefix: the KV prefix." },
+        args: { ...ARGV, description: "Handler: a command (argv). It gets the JSON on stdin, and TURQUOISE_WATCH and TURQUOISE_INDEX in its environment." },
+        http: {
+          type: "object",
+          additionalProperties: false,
+          required: ["url"],
+          description: "Handler: an HTTP request with the JSON as its body.",
+          properties: {
+            url: { type: "string", pattern: "^https?://", description: "Where to send it." },
+            method: { enum: ["POST", "PUT"], default: "POST", description: "The method." },
+            headers: { type: "object", additionalProperties: { type: "string" }, description: "Extra request headers." },
+          },
+        },
+        timeout: duration("How long a handler may run before it is killed (args) or abandoned (http).", DEFAULT_WATCH_TIMEOUT),
       },
     },
     hook: {

@@ -62,6 +62,17 @@ export interface ServiceSpec {
   hooks: { afterFlip: HookSpec[] };
 }
 
+export interface WatchSpec {
+  name: string;
+  type: "service" | "checks" | "key" | "keyprefix";
+  service?: string;
+  state?: "passing" | "warning" | "critical";
+  key?: string;
+  prefix?: string;
+  handler: { args: string[] } | { http: { url: string; method: "POST" | "PUT"; headers: Record<string, string> } };
+  timeoutMs: number;
+}
+
 export interface Spec {
   /** Absolute path of the file the spec was read from. */
   file: string;
@@ -73,6 +84,7 @@ export interface Spec {
   /** Where pid files, logs, the token and the proxy's saved table live. */
   stateDir: string;
   services: Record<string, ServiceSpec>;
+  watches: WatchSpec[];
 }
 
 export interface SpecProblem {

@@ -12,6 +12,8 @@ export const RELEASE_KINDS = {
   good: (name: string) => `import { serve } from ${APP};\nserve({ release: ${JSON.stringify(name)}, shape: (b) => b });\n`,
   slowStart: (name: string, ms = 1500) => `await new Promise((r) => setTimeout(r, ${ms}));\n${RELEASE_KINDS.good(name)}`,
   exitsAtOnce: () => `console.error("fatal: cannot read config file /etc/books.conf");\nprocess.exit(3);\n`,
+  /** Healthy, unless the file exists when it starts: then it dies at once (a crash loop on demand). */
+  crashIfFlag: (name: string, flag: string) => `import fs from "node:fs";\nif (fs.existsSync(${JSON.stringify(flag)})) { console.error("crashing: flag file present"); process.exit(1); }\n${RELEASE_KINDS.good(name)}`,
   unhealthy: () => `import http from "node:http";\nhttp.createServer((req, res) => { res.writeHead(req.url === "/health" ? 500 : 200); res.end(req.url === "/health" ? "database unreachable" : "ok"); }).listen(Number(process.env.PORT), "127.0.0.1");\nprocess.on("SIGTERM", () => process.exit(0));\n`,
 } as const;
 

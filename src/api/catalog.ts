@@ -1,0 +1,77 @@
+// The registry's read views: services, their instances and their health checks, as Consul's
+// catalog and health endpoints show them.
+import type { Agent } from "../agent.js";
+import { TurquoiseError } from "../errors.js";
+import type { WatchSpec } from "../spec/types.js";
+
+export interface CatalogInstance {
+  id: string;
+  service: string;
+  address: string;
+  port: number;
+  slot: string;
+  release: string;
+  /** live: in the proxy's route; warm: kept for an instant rollback; preview: a deploy's new slot. */
+  role: "live" | "warm" | "preview";
+  health: { status: string; output: string };
+}
+
+export async function catalog(agent: Agent): Promise<Array<{ name: string; color: string | null; release: string | null; instances: number; passing: number; degraded: unknown }>> {
+  const out = [];
+  for (const name of Object.keys(agent.spec.services)) {
+    const instances = await catalogService(agent, name);
+    const color = (await agent.records.color(name)) ?? null;
+    const live = color ? await agent.records.slot(name, color) : undefined;
+    const degraded = await agent.store.get(`services/${name}/degraded`);
+    out.push({
+      name, color, release: live?.release ?? null, instances: instances.length,
+      passing: instances.filter((i) => i.role === "live" && i.health.status === "passing").length,
+      degraded: degraded ? (JSON.parse(degraded.value) as unknown) : null,
+    });
+  }
+  return out;
+}
+
+export async function catalogService(agent: Agent, name: string): Promise<CatalogInstance[]> {
+  if (!agent.spec.services[name]) throw new TurquoiseError("NOT_FOUND", `no service named "${name}"`);
+  const color = await agent.records.color(name);
+  const out: CatalogInstance[] = [];
+  for (const i of agent.fleet.list(name)) {
+    const rec = await agent.records.slot(name, i.slot);
+    const role = i.slot === color && rec?.state === "live" ? "live" : rec?.state === "warm" ? "warm" : "preview";
+    const check = agent.monitor.state(i.id);
+    out.push({
+      id: i.id, service: name, address: i.host, port: i.port, slot: i.slot, release: i.release, role,
+      health: { status: check?.status ?? (role === "preview" ? "critical" : "passing"), output: check?.lastResult?.output ?? "" },
+    });
+  }
+  return out;
+}
+
+/** Health checks, optionally of one service and in one state (passing, warning, critical). */
+export async function checks(agent: Agent, service?: string, state?: string): Promise<Array<{ id: string; service: string; slot: string; release: string; status: string; output: string; history: unknown[] }>> {
+  if (state && !["passing", "warning", "critical"].includes(state)) throw new TurquoiseError("USAGE", `?state must be passing, warning or critical, got "${state}"`);
+  return agent.fleet
+    .list(service)
+    .flatMap((i) => {
+      const check = agent.monitor.state(i.id);
+      if (!check) return [];
+      return [{ id: i.id, service: i.service, slot: i.slot, release: i.release, status: check.status, output: check.lastResult?.output ?? "", history: check.history }];
+    })
+    .filter((c) => !state || c.status === state);
+}
+
+/** What a watch looks at, as the JSON its handler gets. */
+export async function watchView(agent: Agent, w: WatchSpec): Promise<unknown> {
+  switch (w.type) {
+    case "service":
+      return catalogService(agent, w.service!);
+    case "checks":
+      // Without the history, which changes with every check: the handler runs when a state changes.
+      return (await checks(agent, w.service, w.state)).map(({ history: _history, ...c }) => c);
+    case "key":
+      return (await agent.store.get(w.key!)) ?? null;
+    case "keyprefix":
+      return agent.store.list(w.prefix ?? "");
+  }
+}

@@ -1,0 +1,60 @@
+// The registry's change index and its listeners, as Consul has them: every change (a Store write,
+// a health check turning) bumps one index; a blocking read (?index=N&wait=30s) returns as soon as
+// the index passes N, or when the wait runs out, with the index in X-Turquoise-Index.
+import type { EventRecord, Store } from "../state/contract.js";
+
+export const MAX_BLOCKING_WAIT_MS = 10 * 60_000;
+export const DEFAULT_BLOCKING_WAIT_MS = 5 * 60_000;
+
+export class Registry {
+  private index = 1;
+  private readonly waiters = new Set<() => void>();
+  private readonly eventListeners = new Set<(e: EventRecord) => void>();
+  private readonly stopWatch: () => void;
+
+  constructor(store: Store) {
+    this.stopWatch = store.watch("", () => this.bump());
+  }
+
+  get current(): number {
+    return this.index;
+  }
+
+  /** Something a reader can see changed. */
+  bump(): void {
+    this.index++;
+    const waiting = [...this.waiters];
+    this.waiters.clear();
+    for (const w of waiting) w();
+  }
+
+  /** Resolves with the index once it is above `after`, or when waitMs runs out. */
+  waitFor(after: number, waitMs: number): Promise<number> {
+    if (this.index > after) return Promise.resolve(this.index);
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve(this.index);
+      };
+      const timer = setTimeout(done, Math.min(waitMs, MAX_BLOCKING_WAIT_MS));
+      this.waiters.add(done);
+    });
+  }
+
+  onEvent(listener: (e: EventRecord) => void): () => void {
+    this.eventListeners.add(listener);
+    return () => this.eventListeners.delete(listener);
+  }
+
+  publish(e: EventRecord): void {
+    for (const l of this.eventListeners) l(e);
+  }
+
+  close(): void {
+    this.stopWatch();
+    const waiting = [...this.waiters];
+    this.waiters.clear();
+    for (const w of waiting) w();
+  }
+}

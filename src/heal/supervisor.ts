@@ -1,0 +1,121 @@
+// Self-healing: an instance of a live or warm slot that exits, or that its checks find critical,
+// is replaced with the same release in the same slot. Replacements back off exponentially; after
+// too many within a window the service is marked degraded and an event is raised, instead of
+// restarting forever. The slot's healthy replicas keep serving throughout.
+import { waitHealthy } from "../health/checks.js";
+import type { Fleet } from "../deploy/fleet.js";
+import type { Orchestrator } from "../deploy/orchestrator.js";
+import { keys, type Records } from "../deploy/records.js";
+import type { InstanceInfo, Slot } from "../runtime/contract.js";
+import type { Spec } from "../spec/types.js";
+import type { Store } from "../state/contract.js";
+
+export const HEAL_MAX_RESTARTS = 5;
+export const HEAL_WINDOW_MS = 60_000;
+export const HEAL_BACKOFF_BASE_MS = 250;
+export const HEAL_BACKOFF_MAX_MS = 10_000;
+const HEAL_LOCK_TTL_MS = 60_000;
+const HEAL_LOCK_RETRY_MS = 250;
+
+export function degradedKey(service: string): string {
+  return `services/${service}/degraded`;
+}
+
+export interface SupervisorDeps {
+  spec: Spec;
+  store: Store;
+  records: Records;
+  fleet: Fleet;
+  orchestrator: Orchestrator;
+  apiUrl: () => string;
+  agentId: string;
+  event: (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
+}
+
+export class Supervisor {
+  /** Replacement attempts per service, for the degraded window. */
+  private readonly attempts = new Map<string, number[]>();
+  /** Consecutive failed replacements per service/slot, for the backoff. */
+  private readonly failures = new Map<string, number>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private stopped = false;
+
+  constructor(private readonly d: SupervisorDeps) {}
+
+  /** An instance exited, or went critical and was stopped: replace it. */
+  lost(inst: InstanceInfo, why: string): void {
+    this.d.event(inst.service, "heal.scheduled", `${inst.id} (${inst.release}, ${inst.slot}) ${why}: replacing it`);
+    this.schedule(inst.service, inst.slot, this.backoff(inst.service, inst.slot));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private backoff(service: string, slot: Slot): number {
+    const n = this.failures.get(`${service}/${slot}`) ?? 0;
+    return n === 0 ? 0 : Math.min(HEAL_BACKOFF_BASE_MS * 2 ** (n - 1), HEAL_BACKOFF_MAX_MS);
+  }
+
+  private schedule(service: string, slot: Slot, delayMs: number): void {
+    const key = `${service}/${slot}`;
+    if (this.stopped || this.timers.has(key)) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(key);
+      void this.heal(service, slot).catch((e) => this.d.event(service, "heal.error", `healing ${slot} failed: ${e instanceof Error ? e.message : e}`));
+    }, delayMs);
+    timer.unref();
+    this.timers.set(key, timer);
+  }
+
+  private async heal(service: string, slot: Slot): Promise<void> {
+    const svc = this.d.spec.services[service];
+    const rec = await this.d.records.slot(service, slot);
+    if (!svc || !rec || (rec.state !== "live" && rec.state !== "warm") || this.stopped) return;
+    if (await this.d.store.get(degradedKey(service))) return;
+    const missing = svc.replicas - this.d.fleet.list(service, slot).length;
+    if (missing <= 0) return;
+
+    const now = Date.now();
+    const recent = (this.attempts.get(service) ?? []).filter((t) => now - t < HEAL_WINDOW_MS);
+    if (recent.length >= HEAL_MAX_RESTARTS) {
+      const reason = `${recent.length} replacements within ${HEAL_WINDOW_MS / 1000}s; the last one ${this.failures.get(`${service}/${slot}`) ? "failed" : "died again"}`;
+      await this.d.store.put(degradedKey(service), JSON.stringify({ since: now, slot, release: rec.release, reason }));
+      this.d.event(service, "service.degraded", `${service} is degraded: ${reason}; no more automatic restarts until the next deploy`);
+      return;
+    }
+
+    // A deploy holds the lock: it owns the slots now. Try again shortly.
+    const owner = `agent ${this.d.agentId} (healing ${service} ${slot})`;
+    const lock = await this.d.store.acquireLock(keys.lock(service), owner, HEAL_LOCK_TTL_MS);
+    if (!lock.ok) return this.schedule(service, slot, HEAL_LOCK_RETRY_MS);
+    try {
+      const current = await this.d.records.slot(service, slot);
+      const stillMissing = svc.replicas - this.d.fleet.list(service, slot).length;
+      if (current?.release !== rec.release || stillMissing <= 0) return;
+      recent.push(now);
+      this.attempts.set(service, recent);
+      const started = Date.now();
+      const fresh = await this.d.fleet.startSlot({ ...svc, replicas: stillMissing }, slot, rec.release, this.d.apiUrl(), this.d.orchestrator.instanceEnvFor(svc));
+      const r = await waitHealthy(fresh.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, {
+        deadline: started + svc.deployTimeoutMs,
+        isAlive: (id) => this.d.fleet.isAlive(id),
+      });
+      if (!r.ok) {
+        await this.d.fleet.stop(fresh.filter((i) => this.d.fleet.isAlive(i.id)), svc.stopTimeoutMs);
+        const n = (this.failures.get(`${service}/${slot}`) ?? 0) + 1;
+        this.failures.set(`${service}/${slot}`, n);
+        this.d.event(service, "heal.failed", `replacement ${rec.release} in ${slot} did not turn healthy (${r.reason}): ${r.failing.map((f) => f.output).join("; ").slice(0, 300)}`);
+        this.schedule(service, slot, this.backoff(service, slot));
+        return;
+      }
+      this.failures.delete(`${service}/${slot}`);
+      if ((await this.d.records.color(service)) === slot) await this.d.orchestrator.applyRoutes();
+      this.d.event(service, "instance.replaced", `${fresh.map((i) => i.id).join(", ")} (${rec.release}) healthy in ${slot} after ${Date.now() - started}ms`, { slot, release: rec.release, healthyMs: Date.now() - started });
+    } finally {
+      await this.d.store.releaseLock(keys.lock(service), owner);
+    }
+  }
+}

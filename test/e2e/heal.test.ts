@@ -1,0 +1,187 @@
+// End to end: self-healing, the registry (catalog, blocking reads, events) and watches.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { Workspace } from "../../src/demo/workspace.js";
+import { LoadGenerator } from "../../src/demo/load.js";
+import { RELEASE_KINDS, get, instancePids, status, waitFor, workspaceWith } from "./helpers.js";
+
+function token(ws: Workspace, name = "token"): string {
+  return fs.readFileSync(path.join(ws.dir, ".turquoise", name), "utf8").trim();
+}
+
+function api(ws: Workspace, p: string, opts: { method?: string; body?: string; tokenName?: string } = {}): Promise<{ status: number; body: string; index: number }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port: ws.agentPort, path: p, method: opts.method ?? "GET", agent: false, headers: { authorization: `Bearer ${token(ws, opts.tokenName)}` } }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, index: Number(res.headers["x-turquoise-index"] ?? 0) }));
+    });
+    req.on("error", reject);
+    req.end(opts.body);
+  });
+}
+
+async function events(ws: Workspace, type: string): Promise<Array<{ type: string; message: string; data: Record<string, unknown> }>> {
+  const r = await api(ws, "/v1/events?limit=1000");
+  return (JSON.parse(r.body) as { events: Array<{ type: string; message: string; data: Record<string, unknown> }> }).events.filter((e) => e.type === type);
+}
+
+describe("self-healing", () => {
+  let ws: Workspace;
+  let flag: string;
+  before(async () => {
+    flag = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? "/tmp", "turquoise-flag-")), "crash");
+    ws = await workspaceWith({ v1: RELEASE_KINDS.crashIfFlag("v1", flag) }, { replicas: 2, healthInterval: "300ms" });
+    await ws.cli(["up", "--detach"]);
+    await ws.cli(["deploy", "books", "--release", "v1"]);
+  });
+  after(async () => {
+    await ws?.destroy();
+    fs.rmSync(path.dirname(flag), { recursive: true, force: true });
+  });
+
+  it("a killed instance leaves rotation at once and is replaced; GETs never fail", async () => {
+    const load = new LoadGenerator({ baseUrl: ws.proxyUrl, concurrency: 4, postEvery: 0, maxRequests: 200_000, maxDurationMs: 20_000 }).start();
+    const before = await status(ws);
+    const victim = before.instances[0]!;
+    process.kill(Number(victim.ref), "SIGKILL");
+    const after = await waitFor("a replacement", async () => {
+      const s = await status(ws);
+      return s.instances.length === 2 && !s.instances.some((i) => i.id === victim.id) ? s : undefined;
+    });
+    const report = await load.stop();
+    assert.equal(report.failed, 0, JSON.stringify(report.failures));
+    assert.ok(after.instances.every((i) => i.release === "v1" && i.slot === before.color));
+    assert.equal((await events(ws, "instance.replaced")).length, 1);
+  });
+
+  it("a crash-looping release ends degraded after a bounded number of restarts; the healthy replica keeps serving", async () => {
+    fs.writeFileSync(flag, "");
+    const load = new LoadGenerator({ baseUrl: ws.proxyUrl, concurrency: 2, postEvery: 0, maxRequests: 200_000, maxDurationMs: 60_000 }).start();
+    const s = await status(ws);
+    process.kill(Number(s.instances[0]!.ref), "SIGKILL");
+    const degraded = await waitFor("the degraded event", async () => (await events(ws, "service.degraded"))[0], 30_000);
+    assert.match(degraded.message, /books is degraded: 5 replacements within 60s/);
+    const failedAttempts = (await events(ws, "heal.failed")).length;
+    await new Promise((r) => setTimeout(r, 1_500));
+    assert.equal((await events(ws, "heal.failed")).length, failedAttempts, "no more restarts once degraded");
+    const report = await load.stop();
+    assert.equal(report.failed, 0, "the remaining replica served every GET");
+    const catalog = JSON.parse((await api(ws, "/v1/catalog/services")).body) as Array<{ name: string; degraded: { reason: string } | null }>;
+    assert.match(catalog[0]!.degraded?.reason ?? "", /replacements/);
+    fs.rmSync(flag);
+  });
+});
+
+describe("registry and watches", () => {
+  let ws: Workspace;
+  before(async () => {
+    ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, {
+      replicas: 1,
+      extraServiceYaml: `watches:
+  - name: config
+    type: keyprefix
+    prefix: config/
+    args: ["sh", "-c", "cat > watch-config.json; echo $TURQUOISE_INDEX > watch-index.txt"]
+  - name: books-instances
+    type: service
+    service: books
+    args: ["sh", "-c", "cat > watch-service.json"]
+  - name: stuck
+    type: key
+    key: hang/now
+    args: ["sleep", "30"]
+    timeout: 500ms
+`,
+    });
+    await ws.cli(["up", "--detach"]);
+    await ws.cli(["deploy", "books", "--release", "v1"]);
+  });
+  after(async () => ws?.destroy());
+
+  it("the catalog lists instances with address, slot, release and health; the read-only token reads it but cannot deploy", async () => {
+    const r = await api(ws, "/v1/catalog/service/books", { tokenName: "registry-token" });
+    assert.equal(r.status, 200);
+    const [inst] = JSON.parse(r.body) as Array<{ address: string; port: number; slot: string; release: string; role: string; health: { status: string } }>;
+    assert.equal(inst!.address, "127.0.0.1");
+    assert.equal(inst!.release, "v1");
+    assert.equal(inst!.role, "live");
+    assert.ok(r.index > 0, "X-Turquoise-Index is set");
+    const deploy = await api(ws, "/v1/services/books/deploy", { method: "POST", body: JSON.stringify({ release: "v1" }), tokenName: "registry-token" });
+    assert.equal(deploy.status, 401);
+  });
+
+  it("instances get the registry's address and read-only token in their environment", async () => {
+    const [pid] = instancePids(ws);
+    const env = fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    assert.ok(env.includes(`TURQUOISE_API=http://127.0.0.1:${ws.agentPort}`));
+    assert.ok(env.includes(`TURQUOISE_TOKEN=${token(ws, "registry-token")}`));
+  });
+
+  it("a blocking read returns on a change, and on timeout", async () => {
+    const first = await api(ws, "/v1/kv?prefix=app/");
+    const t0 = Date.now();
+    const blocked = api(ws, `/v1/kv?prefix=app/&index=${first.index}&wait=10s`);
+    await new Promise((r) => setTimeout(r, 200));
+    await ws.cli(["kv", "put", "app/flag", "on"]);
+    const changed = await blocked;
+    assert.ok(Date.now() - t0 < 5_000, "returned on the change, not at the wait's end");
+    assert.ok(changed.index > first.index);
+    assert.deepEqual((JSON.parse(changed.body) as { items: Array<{ key: string }> }).items.map((k) => k.key), ["app/flag"]);
+
+    const t1 = Date.now();
+    const idle = await api(ws, `/v1/kv/app/flag?index=${changed.index + 1000}&wait=400ms`);
+    assert.ok(Date.now() - t1 >= 350, "waited for ?wait");
+    assert.equal(idle.status, 200);
+  });
+
+  it("a watch handler receives the view as JSON on stdin, with the index in its environment", async () => {
+    await ws.cli(["kv", "put", "config/banner", "hello"]);
+    const file = path.join(ws.dir, "watch-config.json");
+    const view = await waitFor("the handler's output", async () => {
+      if (!fs.existsSync(file)) return undefined;
+      const items = JSON.parse(fs.readFileSync(file, "utf8") || "[]") as Array<{ key: string; value: string }>;
+      return items.some((k) => k.key === "config/banner" && k.value === "hello") ? items : undefined;
+    });
+    assert.equal(view.length, 1);
+    assert.match(fs.readFileSync(path.join(ws.dir, "watch-index.txt"), "utf8"), /^\d+\n$/);
+    const service = JSON.parse(fs.readFileSync(path.join(ws.dir, "watch-service.json"), "utf8")) as Array<{ release: string; role: string }>;
+    assert.deepEqual(service.map((i) => [i.release, i.role]), [["v1", "live"]]);
+    const runs = await events(ws, "watch.handler");
+    assert.ok(runs.some((e) => e.data.watch === "config" && e.data.ok === true && e.data.status === "exit 0"));
+  });
+
+  it("a handler that hangs is timed out, and the agent stays healthy", async () => {
+    await ws.cli(["kv", "put", "hang/now", "1"]);
+    const t0 = Date.now();
+    const health = await get(`http://127.0.0.1:${ws.agentPort}/v1/health`);
+    assert.equal(health.status, 200);
+    assert.ok(Date.now() - t0 < 1_000);
+    const run = await waitFor("the stuck handler's timeout", async () => (await events(ws, "watch.handler")).find((e) => e.data.watch === "stuck" && e.data.ok === false), 10_000);
+    assert.match(String(run.data.status), /killed by SIGKILL/);
+    assert.match(String(run.data.output), /timed out after 500ms/);
+  });
+
+  it("the event stream delivers events as they happen", async () => {
+    const got = await new Promise<string>((resolve, reject) => {
+      const req = http.get({ host: "127.0.0.1", port: ws.agentPort, path: "/v1/events/stream", headers: { authorization: `Bearer ${token(ws, "registry-token")}` } }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          text += c;
+          if (text.includes("event: signal")) {
+            req.destroy();
+            resolve(text);
+          }
+        });
+      });
+      req.on("error", reject);
+      setTimeout(() => void ws.cli(["signal", "books", "HUP"]), 200);
+    });
+    assert.match(got, /data: \{.*"type":"signal"/);
+  });
+});
