@@ -45,6 +45,21 @@ state:
 # Pid files, logs, the API token and the proxy's saved route table.
 state_dir: .turquoise
 
+# Consul-style watches (optional): when what a watch looks at changes, its handler runs with the
+# JSON of it on stdin (args) or in a POST (http), with TURQUOISE_WATCH and TURQUOISE_INDEX set.
+# type is service (a service's instances), checks (health checks, filtered by service and state),
+# key (one KV key) or keyprefix (keys under prefix). The seed article's "critical → redeploy":
+# watches:
+#   - name: page-on-critical
+#     type: checks
+#     service: ${service}
+#     state: critical
+#     args: ["./page-oncall.sh"]
+#     timeout: 10s
+#   - type: key
+#     key: config/${service}/banner
+#     http: { url: "http://127.0.0.1:9000/hook", method: POST, headers: {} }
+
 services:
   # The service name: lowercase letters, digits and dashes.
   ${service}:
