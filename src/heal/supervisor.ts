@@ -1,7 +1,7 @@
 // Self-healing: an instance of a live or warm slot that exits, or that its checks find critical,
 // is replaced with the same release in the same slot. Replacements back off exponentially; after
-// too many within a window the service is marked degraded and an event is raised, instead of
-// restarting forever. The slot's healthy replicas keep serving throughout.
+// too many failed in a row, or too many within a window, the service is marked degraded and an
+// event is raised, instead of restarting forever. The slot's healthy replicas keep serving throughout.
 import { waitHealthy } from "../health/checks.js";
 import type { Fleet } from "../deploy/fleet.js";
 import type { Orchestrator } from "../deploy/orchestrator.js";
@@ -10,7 +10,10 @@ import type { InstanceInfo, Slot } from "../runtime/contract.js";
 import type { Spec } from "../spec/types.js";
 import type { Store } from "../state/contract.js";
 
-export const HEAL_MAX_RESTARTS = 5;
+/** A crash loop: this many replacements in a row that never turned healthy. */
+export const HEAL_MAX_FAILURES = 5;
+/** Or instances that keep dying: this many replacements within the window. */
+export const HEAL_MAX_RESTARTS = 10;
 export const HEAL_WINDOW_MS = 60_000;
 export const HEAL_BACKOFF_BASE_MS = 250;
 export const HEAL_BACKOFF_MAX_MS = 10_000;
@@ -80,8 +83,11 @@ export class Supervisor {
 
     const now = Date.now();
     const recent = (this.attempts.get(service) ?? []).filter((t) => now - t < HEAL_WINDOW_MS);
-    if (recent.length >= HEAL_MAX_RESTARTS) {
-      const reason = `${recent.length} replacements within ${HEAL_WINDOW_MS / 1000}s; the last one ${this.failures.get(`${service}/${slot}`) ? "failed" : "died again"}`;
+    const failedInARow = this.failures.get(`${service}/${slot}`) ?? 0;
+    if (failedInARow >= HEAL_MAX_FAILURES || recent.length >= HEAL_MAX_RESTARTS) {
+      const reason = failedInARow >= HEAL_MAX_FAILURES
+        ? `${failedInARow} replacements in a row never turned healthy (a crash loop)`
+        : `${recent.length} replacements within ${HEAL_WINDOW_MS / 1000}s`;
       await this.d.store.put(degradedKey(service), JSON.stringify({ since: now, slot, release: rec.release, reason }));
       this.d.event(service, "service.degraded", `${service} is degraded: ${reason}; no more automatic restarts until the next deploy`);
       return;
