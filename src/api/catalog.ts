@@ -3,6 +3,7 @@
 import type { Agent } from "../agent.js";
 import { TurquoiseError } from "../errors.js";
 import type { WatchSpec } from "../spec/types.js";
+import { degradedKey } from "../heal/supervisor.js";
 
 export interface CatalogInstance {
   id: string;
@@ -22,7 +23,7 @@ export async function catalog(agent: Agent): Promise<Array<{ name: string; color
     const instances = await catalogService(agent, name);
     const color = (await agent.records.color(name)) ?? null;
     const live = color ? await agent.records.slot(name, color) : undefined;
-    const degraded = await agent.store.get(`services/${name}/degraded`);
+    const degraded = await agent.store.get(degradedKey(name));
     out.push({
       name, color, release: live?.release ?? null, instances: instances.length,
       passing: instances.filter((i) => i.role === "live" && i.health.status === "passing").length,

@@ -10,6 +10,7 @@ interface StatusBody {
     slots: Record<string, { release: string; state: string; warmUntil?: number } | null>;
     instances: Array<{ id: string; slot: string; release: string; address: string; ref: string; startedAt: number; health: { status: string; history: Array<{ output: string }> } }>;
     lock: { owner: string; since: number } | null;
+    degraded: { since: number; reason: string } | null;
   }>;
 }
 
@@ -38,6 +39,7 @@ examples:
         const last = i.health.history[i.health.history.length - 1]?.output ?? "";
         ctx.out(`    ${i.id.padEnd(28)} ${i.slot.padEnd(5)} ${i.release.padEnd(10)} ${i.address.padEnd(21)} ${i.health.status.padEnd(8)} up ${formatMs(Date.now() - i.startedAt)}  ${last}`);
       }
+      if (svc.degraded) ctx.out(`  DEGRADED since ${new Date(svc.degraded.since).toISOString()}: ${svc.degraded.reason}; the next deploy resets it`);
       if (svc.lock) ctx.out(`  deploy lock held by ${svc.lock.owner} since ${new Date(svc.lock.since).toISOString()}`);
     }
   },

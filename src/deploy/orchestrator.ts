@@ -17,6 +17,7 @@ import { keys, type Journal, type Records, type SlotRecord } from "./records.js"
 import { formatRange, releaseInfo } from "./release.js";
 import { runSmoke } from "./smoke.js";
 import { runCommand } from "../util/command.js";
+import { degradedKey } from "../heal/supervisor.js";
 
 export const LOCK_TTL_MS = 30_000;
 const LOCK_RENEW_MS = 10_000;
@@ -302,7 +303,7 @@ export class Orchestrator {
 
       if (live && live.release !== req.release) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
       // A successful deploy is a fresh start for self-healing.
-      await store.delete(`services/${svc.name}/degraded`);
+      await store.delete(degradedKey(svc.name));
       const recordStarted = Date.now();
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });
