@@ -14,6 +14,8 @@ export const EXIT_CODES = {
   CONFLICT: 9,
   PLAN_REFUSED: 10,
   MIGRATION_FAILED: 11,
+  /** A runtime's engine (the Docker daemon) does not answer. */
+  RUNTIME_UNAVAILABLE: 12,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;

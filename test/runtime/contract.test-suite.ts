@@ -10,8 +10,11 @@ import { ECHO_APP, getJson, waitFor, waitReachable } from "./helpers.js";
 export interface RuntimeUnderTest {
   runtime: Runtime;
   cleanup(): Promise<void>;
-  /** How this runtime runs test/fixtures/echo-app.mjs; by default the host's node with the file in place. */
-  echoApp?: { command: string[]; cwd: string };
+  /**
+   * How this runtime runs test/fixtures/echo-app.mjs; by default the host's node with the file in place.
+   * image: for runtimes that run images (docker); a missing release is then a missing image, not a missing directory.
+   */
+  echoApp?: { command: string[]; cwd: string; image?: string };
 }
 
 export function runRuntimeContract(name: string, makeRuntime: () => Promise<RuntimeUnderTest>): void {
@@ -40,6 +43,7 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
         release: "v2",
         command: app.command,
         cwd: app.cwd,
+        ...(app.image === undefined ? {} : { image: app.image }),
         env: {},
         apiUrl: "http://127.0.0.1:7070",
         ...overrides,
@@ -137,12 +141,14 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
       assert.equal(exitsOf(info).length, 1);
     });
 
-    test("a missing working directory is a clear error naming the directory and the release", async () => {
-      const cwd = "/nonexistent/turquoise-test/releases/v9";
-      await assert.rejects(runtime.start(echo({ cwd, release: "v9" })), (e: Error) => {
-        assert.match(e.message, /\/nonexistent\/turquoise-test\/releases\/v9/);
+    test("a missing working directory (or image) is a clear error naming it and the release", async () => {
+      const missing = under.echoApp?.image
+        ? { overrides: { image: "turquoise-test-missing:v9" }, named: /"turquoise-test-missing:v9"/, why: /is not present locally/ }
+        : { overrides: { cwd: "/nonexistent/turquoise-test/releases/v9" }, named: /\/nonexistent\/turquoise-test\/releases\/v9/, why: /does not exist/ };
+      await assert.rejects(runtime.start(echo({ ...missing.overrides, release: "v9" })), (e: Error) => {
+        assert.match(e.message, missing.named);
         assert.match(e.message, /\bv9\b/);
-        assert.match(e.message, /does not exist/);
+        assert.match(e.message, missing.why);
         return true;
       });
       assert.deepEqual(await runtime.list(), []);

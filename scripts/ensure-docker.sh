@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Makes a local Docker Engine ready for the docker runtime's tests, on a fresh Debian machine as
+# root: installs docker.io when dockerd is missing, and starts the daemon in the background when it
+# does not answer on its socket (there is no systemd here). Idempotent; when the daemon already
+# answers it only pings it. Nothing is pulled: the tests build their images locally.
+set -euo pipefail
+
+SOCKET=/var/run/docker.sock
+LOG=/var/log/turquoise-dockerd.log
+WAIT_SECONDS=30
+
+log() { echo "ensure-docker: $*" >&2; }
+
+ping() {
+  [ -S "$SOCKET" ] || return 1
+  curl -fsS --max-time 3 --unix-socket "$SOCKET" http://localhost/_ping >/dev/null 2>&1 && return 0
+  # curl may be missing on a fresh machine; node is not.
+  node -e '
+    const req = require("http").get({ socketPath: process.argv[1], path: "/_ping", timeout: 3000 }, (res) => process.exit(res.statusCode === 200 ? 0 : 1));
+    req.on("error", () => process.exit(1));
+    req.on("timeout", () => process.exit(1));
+  ' "$SOCKET"
+}
+
+if ping; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  log "the Docker daemon does not answer on ${SOCKET}, and installing or starting it needs root; run: sudo $0"
+  exit 1
+fi
+
+if ! command -v dockerd >/dev/null 2>&1; then
+  log "installing Docker Engine (apt-get install docker.io)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq docker.io >&2
+fi
+
+# The daemon may be starting already (a parallel run, or a start that has not finished). /proc,
+# not pgrep: procps is not on every fresh machine.
+if ! grep -qsx dockerd /proc/[0-9]*/comm; then
+  log "starting dockerd (log: ${LOG})"
+  # Its own session: it must outlive this script and whatever test process ran it.
+  setsid dockerd >"$LOG" 2>&1 </dev/null &
+fi
+
+for _ in $(seq 1 $((WAIT_SECONDS * 5))); do
+  ping && exit 0
+  sleep 0.2
+done
+log "dockerd did not answer on ${SOCKET} within ${WAIT_SECONDS}s; see ${LOG}"
+tail -n 20 "$LOG" >&2 2>/dev/null || true
+exit 1
