@@ -161,7 +161,7 @@ describe("registry and watches", () => {
     const t0 = Date.now();
     const health = await get(`http://127.0.0.1:${ws.agentPort}/v1/health`);
     assert.equal(health.status, 200);
-    assert.ok(Date.now() - t0 < 1_000);
+    assert.ok(Date.now() - t0 < 3_000, "answers while the handler hangs");
     const run = await waitFor("the stuck handler's timeout", async () => (await events(ws, "watch.handler")).find((e) => e.data.watch === "stuck" && e.data.ok === false), 10_000);
     assert.match(String(run.data.status), /killed by SIGKILL/);
     assert.match(String(run.data.output), /timed out after 500ms/);
