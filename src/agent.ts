@@ -19,6 +19,8 @@ import { HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy, stopProxy } from "./proxy/builtin.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { ProcessRuntime } from "./runtime/process.js";
+import { DockerRuntime } from "./runtime/docker.js";
+import crypto from "node:crypto";
 import { SLOTS, type Runtime } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
@@ -27,6 +29,7 @@ import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
 
 export const AGENT_FILE = "agent.json";
+const DOCKER_AGENT_LABEL = "turquoise.agent";
 
 export interface AgentInfo {
   pid: number;
@@ -185,6 +188,13 @@ export class Agent {
   private async reconcile(): Promise<void> {
     const { alive, dead } = await this.fleet.adopt();
     if (alive.length || dead.length) this.log(`adopted ${alive.length} running instance(s); ${dead.length} recorded instance(s) were gone`);
+    // Containers of ours that no record names (the agent died between start and record): orphans.
+    const docker = this.fleet.runtimeNamed("docker") as DockerRuntime | undefined;
+    for (const c of docker ? await docker.listManaged() : []) {
+      if (this.fleet.isAlive(c.instance.id)) continue;
+      this.log(`removing orphan container of ${c.instance.service} (${c.instance.id})`);
+      await docker!.stop(c.instance, 1_000).catch(() => undefined);
+    }
     for (const note of await this.orchestrator.recover()) this.log(`recovered: ${note}`);
 
     for (const svc of Object.values(this.spec.services)) {
@@ -269,6 +279,13 @@ export class Agent {
 /** The process runtime always (it is the default); Docker when a service asks for it. */
 async function runtimesFor(spec: Spec): Promise<Record<string, Runtime>> {
   const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") }) };
+  if (Object.values(spec.services).some((s) => s.runtime === "docker")) {
+    // The label tells this agent's containers from another agent's on the same daemon.
+    const agentLabel = crypto.createHash("sha256").update(spec.stateDir).digest("hex").slice(0, 12);
+    const docker = new DockerRuntime({ labels: { [DOCKER_AGENT_LABEL]: agentLabel } });
+    await docker.api.ping(); // an unreachable daemon is a clear error now, not at the first deploy
+    runtimes.docker = docker;
+  }
   return runtimes;
 }
 

@@ -545,7 +545,10 @@ export class Orchestrator {
       deadline: started + svc.deployTimeoutMs,
       isAlive: (id) => this.d.fleet.isAlive(id),
     });
-    if (r.ok) return `${instances.length} ${what} passing after ${Date.now() - started}ms`;
+    if (r.ok) {
+      await this.runtimeHealthy(svc, instances, started + svc.deployTimeoutMs);
+      return `${instances.length} ${what} passing after ${Date.now() - started}ms`;
+    }
     const byId = new Map(instances.map((i) => [i.id, i]));
     const lines: string[] = [];
     for (const f of r.failing) {
@@ -555,6 +558,18 @@ export class Orchestrator {
     }
     const why = r.reason === "exited" ? "an instance exited before it was healthy" : r.reason === "timeout" ? `not healthy within deploy_timeout (${svc.deployTimeoutMs}ms)` : "aborted";
     throw new StepFailure("healthy", why, lines.join("\n"));
+  }
+
+  /** A runtime's own verdict (a Docker HEALTHCHECK) counts beside Turquoise's checks: wait while it starts, fail when it says unhealthy. */
+  private async runtimeHealthy(svc: ServiceSpec, instances: InstanceInfo[], deadline: number): Promise<void> {
+    for (;;) {
+      const states = await Promise.all(instances.map((i) => this.d.fleet.runtime(i).inspect(i)));
+      const bad = states.findIndex((s) => s.running && s.health === "unhealthy");
+      if (bad >= 0) throw new StepFailure("healthy", `${instances[bad]!.id}: the image's HEALTHCHECK reports unhealthy`);
+      if (!states.some((s) => s.running && s.health === "starting")) return;
+      if (Date.now() > deadline) throw new StepFailure("healthy", `the image's HEALTHCHECK was still starting at deploy_timeout (${svc.deployTimeoutMs}ms)`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   private async smoke(svc: ServiceSpec, instances: InstanceInfo[], release: string): Promise<string> {

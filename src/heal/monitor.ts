@@ -65,7 +65,13 @@ export class HealthMonitor {
         this.states.set(inst.id, state);
       }
       const before = state.status;
-      state.record(await runHealthCheck(inst, svc.health));
+      let result = await runHealthCheck(inst, svc.health);
+      if (result.status === "passing") {
+        // A Docker HEALTHCHECK that says unhealthy overrides a passing check of ours.
+        const rt = await this.fleet.runtime(inst).inspect(inst).catch(() => undefined);
+        if (rt?.running && rt.health === "unhealthy") result = { ...result, status: "critical", output: "the image's HEALTHCHECK reports unhealthy" };
+      }
+      state.record(result);
       if (state.status !== before && this.fleet.isAlive(inst.id)) {
         const inRotation = state.status !== "critical";
         this.event(inst.service, "check.changed", `${inst.id} ${before} → ${state.status}`);
