@@ -42,7 +42,7 @@ interface RawService {
 interface RawSpec {
   version: 1;
   agent?: { listen?: string };
-  proxy?: { listen?: string };
+  proxy?: { listen?: string; driver?: "builtin" | "nginx"; nginx?: { binary?: string; template?: string; container?: string } };
   state?: { driver?: "sqlite" | "memory"; path?: string };
   state_dir?: string;
   services: Record<string, RawService>;
@@ -340,7 +340,15 @@ function normalize(raw: RawSpec, file: string): Spec {
     file: absFile,
     dir,
     agent: parseListen(raw.agent?.listen ?? S.DEFAULT_AGENT_LISTEN),
-    proxy: parseListen(raw.proxy?.listen ?? S.DEFAULT_PROXY_LISTEN),
+    proxy: {
+      ...parseListen(raw.proxy?.listen ?? S.DEFAULT_PROXY_LISTEN),
+      driver: raw.proxy?.driver ?? "builtin",
+      nginx: {
+        binary: raw.proxy?.nginx?.binary ?? "nginx",
+        ...(raw.proxy?.nginx?.template !== undefined ? { template: resolve(dir, raw.proxy.nginx.template) } : {}),
+        ...(raw.proxy?.nginx?.container !== undefined ? { container: raw.proxy.nginx.container } : {}),
+      },
+    },
     state: {
       driver: raw.state?.driver ?? S.DEFAULT_STATE_DRIVER,
       path: raw.state?.path === undefined ? resolve(stateDir, S.DEFAULT_STATE_FILE) : resolve(dir, raw.state.path),

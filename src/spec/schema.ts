@@ -68,7 +68,23 @@ export const SPEC_JSON_SCHEMA = {
   properties: {
     version: { const: 1, description: "Spec format version. Always 1." },
     agent: listen("The agent (control plane) and its HTTP API. Keep it on loopback: the CLI talks to it locally.", DEFAULT_AGENT_LISTEN),
-    proxy: listen("The proxy (data plane) that routes traffic to the live slot of each service.", DEFAULT_PROXY_LISTEN),
+    proxy: {
+      ...listen("The proxy (data plane) that routes traffic to the live slot of each service.", DEFAULT_PROXY_LISTEN),
+      properties: {
+        ...listen("", DEFAULT_PROXY_LISTEN).properties,
+        driver: { enum: ["builtin", "nginx"], default: "builtin", description: "builtin: Turquoise's own proxy process. nginx: an nginx that Turquoise configures, validates (nginx -t) and reloads." },
+        nginx: {
+          type: "object",
+          additionalProperties: false,
+          description: "driver: nginx.",
+          properties: {
+            binary: { type: "string", minLength: 1, default: "nginx", description: "The nginx executable." },
+            template: { type: "string", minLength: 1, description: "Your own config template, relative to the spec file (see docs/nginx.md); the default renders one server per route." },
+            container: { type: "string", minLength: 1, description: "nginx runs in this Docker container (sharing the rendered config through a mount): reloads signal the container through the Docker API." },
+          },
+        },
+      },
+    },
     state: {
       type: "object",
       additionalProperties: false,

@@ -35,6 +35,10 @@ agent:
 # Use 0.0.0.0:<port> to serve other machines.
 proxy:
   listen: "127.0.0.1:8080"
+  # builtin: Turquoise's own proxy process. nginx: an nginx Turquoise configures, checks with
+  # nginx -t and reloads (see docs/nginx.md); then:
+  #   nginx: { binary: nginx, template: nginx.conf.tmpl, container: my-nginx }
+  driver: builtin
 
 # Where Turquoise records live slots, releases, locks and history.
 # driver: sqlite keeps it in a file; memory forgets it when the agent stops.

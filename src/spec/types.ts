@@ -79,7 +79,7 @@ export interface Spec {
   /** Directory that relative paths in the spec are resolved against. */
   dir: string;
   agent: { host: string; port: number };
-  proxy: { host: string; port: number };
+  proxy: { host: string; port: number; driver: "builtin" | "nginx"; nginx: { binary: string; template?: string; container?: string } };
   state: { driver: "sqlite" | "memory"; path: string };
   /** Where pid files, logs, the token and the proxy's saved table live. */
   stateDir: string;

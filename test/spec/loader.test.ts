@@ -38,7 +38,7 @@ describe("loadSpecText: valid specs", () => {
     assert.equal(spec.file, FILE);
     assert.equal(spec.dir, "/srv/app");
     assert.deepEqual(spec.agent, { host: "127.0.0.1", port: 4700 });
-    assert.deepEqual(spec.proxy, { host: "127.0.0.1", port: 8080 });
+    assert.deepEqual(spec.proxy, { host: "127.0.0.1", port: 8080, driver: "builtin", nginx: { binary: "nginx" } });
     assert.equal(spec.stateDir, "/srv/app/.turquoise");
     assert.deepEqual(spec.state, { driver: "sqlite", path: "/srv/app/.turquoise/state.db" });
     assert.deepEqual(spec.services.books, {
@@ -110,7 +110,7 @@ describe("loadSpecText: valid specs", () => {
     assert.deepEqual(errors, []);
     assert.ok(spec);
     assert.deepEqual(spec.agent, { host: "::1", port: 4701 });
-    assert.deepEqual(spec.proxy, { host: "0.0.0.0", port: 80 });
+    assert.deepEqual(spec.proxy, { host: "0.0.0.0", port: 80, driver: "builtin", nginx: { binary: "nginx" } });
     assert.deepEqual(spec.state, { driver: "memory", path: "/srv/state/t.db" });
     assert.equal(spec.stateDir, "/var/lib/turquoise");
     const books = spec.services.books!;
