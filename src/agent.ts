@@ -20,6 +20,8 @@ import { connectProxy, spawnProxy, stopProxy } from "./proxy/builtin.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { ProcessRuntime } from "./runtime/process.js";
 import { DockerRuntime } from "./runtime/docker.js";
+import { DockerApi } from "./runtime/docker-api.js";
+import { NginxProxy } from "./proxy/nginx.js";
 import crypto from "node:crypto";
 import { SLOTS, type Runtime } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
@@ -47,8 +49,8 @@ const PROXY_WATCH_MS = 250;
  * The new process restores its saved table by itself; the agent then re-applies the current one.
  */
 class SupervisedProxy implements Proxy {
-  readonly name = "builtin";
   constructor(public current: Proxy, public pid: number, public listenPort: number) {}
+  get name(): string { return this.current.name; }
   apply(table: RouteTable): Promise<void> { return this.current.apply(table); }
   drain(poolId: string, timeoutMs: number): Promise<DrainResult> { return this.current.drain(poolId, timeoutMs); }
   stats(): Promise<ProxyStats> { return this.current.stats(); }
@@ -103,14 +105,7 @@ export class Agent {
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
     const fleet = new Fleet(await runtimesFor(spec), records, spec.dir, { TURQUOISE_TOKEN: registryToken });
-    let adopted = await connectProxy(spec.stateDir);
-    if (adopted && spec.proxy.port !== 0 && adopted.listenPort !== spec.proxy.port) {
-      log(`the running proxy listens on port ${adopted.listenPort} but ${spec.file} says ${spec.proxy.port}: restarting it`);
-      await stopProxy(spec.stateDir);
-      adopted = undefined;
-    }
-    const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port }));
-    log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
+    const proxied = await openProxy(spec, log);
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
@@ -139,7 +134,7 @@ export class Agent {
     agent.watches.start();
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
-    agent.watchProxy(event);
+    if (spec.proxy.driver === "builtin") agent.watchProxy(event);
     return agent;
   }
 
@@ -266,7 +261,8 @@ export class Agent {
       fs.rmSync(path.join(this.spec.stateDir, "agent.pid"), { force: true });
       if (opts.everything) {
         for (const svc of Object.values(this.spec.services)) await this.fleet.stop(this.fleet.list(svc.name), svc.stopTimeoutMs);
-        await stopProxy(this.spec.stateDir);
+        if (this.proxy.current instanceof NginxProxy) await this.proxy.current.stop();
+        else await stopProxy(this.spec.stateDir);
       }
       fs.rmSync(path.join(this.spec.stateDir, AGENT_FILE), { force: true });
       await this.store.close();
@@ -274,6 +270,37 @@ export class Agent {
     })();
     return this.closing;
   }
+}
+
+/**
+ * The data plane: the built-in proxy process, or nginx. Either is adopted when it already runs
+ * for this state dir (it kept serving while no agent ran), else started.
+ */
+async function openProxy(spec: Spec, log: AgentLog): Promise<{ proxy: Proxy; pid: number; listenPort: number }> {
+  if (spec.proxy.driver === "nginx") {
+    const { binary, template, container } = spec.proxy.nginx;
+    const signal = container ? dockerSignal(container) : undefined;
+    const nginx = new NginxProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, binary, ...(template ? { template } : {}), ...(signal ? { signal } : {}) });
+    const adopted = await nginx.adopt();
+    if (!adopted) await nginx.start();
+    log(`${adopted ? "adopted running" : "started"} nginx on ${spec.proxy.host}:${nginx.listenPort}`);
+    return { proxy: nginx, pid: 0, listenPort: nginx.listenPort };
+  }
+  let adopted = await connectProxy(spec.stateDir);
+  if (adopted && spec.proxy.port !== 0 && adopted.listenPort !== spec.proxy.port) {
+    log(`the running proxy listens on port ${adopted.listenPort} but ${spec.file} says ${spec.proxy.port}: restarting it`);
+    await stopProxy(spec.stateDir);
+    adopted = undefined;
+  }
+  const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port }));
+  log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
+  return proxied;
+}
+
+/** nginx in a container: reloads signal the container through the Docker API, as the seed article does. */
+function dockerSignal(container: string): (sig: NodeJS.Signals) => Promise<void> {
+  const api = new DockerApi({});
+  return async (sig) => api.killContainer(container, sig);
 }
 
 /** The process runtime always (it is the default); Docker when a service asks for it. */

@@ -6,6 +6,7 @@ import { pidAlive } from "../util/proc.js";
 import { readToken } from "../api/token.js";
 import { Records } from "../deploy/records.js";
 import { stopProxy } from "../proxy/builtin.js";
+import { NginxProxy } from "../proxy/nginx.js";
 import { ProcessRuntime } from "../runtime/process.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
 import { openStore } from "../state/index.js";
@@ -61,7 +62,8 @@ examples:
     } finally {
       await store.close();
     }
-    await stopProxy(spec.stateDir);
+    if (spec.proxy.driver === "nginx") await new NginxProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, binary: spec.proxy.nginx.binary }).stop();
+    else await stopProxy(spec.stateDir);
     if (ctx.json) return printJson(ctx, { stopped: "leftovers", instances: stoppedInstances });
     ctx.out(`no agent was running; stopped the proxy and ${stoppedInstances} leftover instance(s)`);
   },
