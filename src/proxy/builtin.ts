@@ -10,9 +10,9 @@ import { fileURLToPath } from "node:url";
 import { TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
 import { pidAlive } from "../util/proc.js";
-import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./contract.js";
+import type { DrainResult, Proxy, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../api/token.js";
-import { PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
+import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
 
 export const PROXY_LOG_FILE = "proxy.log";
 export const DEFAULT_CONTROL_TIMEOUT_MS = 10_000;
@@ -53,6 +53,16 @@ export class BuiltinProxy implements Proxy {
 
   async setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {
     await this.call("POST", "/upstreams/health", { id: upstreamId, healthy });
+  }
+
+  /**
+   * The upstream.down/up events after seq `after` (0: every event kept), as soon as there is
+   * one, or none once waitMs (at most 30 s) ran out. Pass the answer's seq as the next `after`.
+   */
+  events(after: number, waitMs: number): Promise<UpstreamEventBatch> {
+    const query = `after=${Math.max(0, Math.floor(after))}&wait=${Math.max(0, Math.floor(waitMs))}`;
+    // The call lasts as long as the wait itself.
+    return this.call("GET", `/events?${query}`, undefined, Math.min(waitMs, MAX_EVENTS_WAIT_MS) + this.timeoutMs) as Promise<UpstreamEventBatch>;
   }
 
   /** Not in the Proxy contract: liveness of the proxy process and the table version it serves. */

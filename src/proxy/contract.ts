@@ -41,12 +41,45 @@ export interface PoolStats {
   failed: number;
 }
 
+/**
+ * Why an upstream is out of rotation: the proxy saw its connection refused, or reset before any
+ * response byte (and a fresh connection confirmed it gone); or the agent marked it.
+ */
+export type UpstreamDownReason = "refused" | "reset" | "marked";
+
+export interface UpstreamDown {
+  id: string;
+  /** Epoch ms when it left rotation. */
+  since: number;
+  reason: UpstreamDownReason;
+}
+
+export interface UpstreamEvent {
+  /** Grows by one per event, from 1, for the life of the proxy process. */
+  seq: number;
+  /** Epoch ms. */
+  at: number;
+  type: "upstream.down" | "upstream.up";
+  id: string;
+  /** Why it went down; "marked" for an upstream.up, which only the agent's mark causes. */
+  reason: UpstreamDownReason;
+}
+
+export interface UpstreamEventBatch {
+  /** The latest seq: pass it as `after` to the next call. */
+  seq: number;
+  /** The events after `after`, oldest first. */
+  events: UpstreamEvent[];
+}
+
 export interface ProxyStats {
   tableVersion: number;
   pools: PoolStats[];
   requests: number;
   upstreamErrors: number;
   retries: number;
+  /** Upstreams out of rotation; absent from proxies that do not report it. */
+  down?: UpstreamDown[];
 }
 
 export interface Proxy {
@@ -58,4 +91,10 @@ export interface Proxy {
   stats(): Promise<ProxyStats>;
   /** Marks an upstream out of rotation (or back in) without a new table. */
   setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void>;
+  /**
+   * Optional: the upstream.down/up events after seq `after`, as soon as there is one, or none once
+   * waitMs ran out. A proxy that takes an upstream out by itself (passive detection) tells the
+   * agent here; only setUpstreamHealth(id, true) brings it back.
+   */
+  events?(after: number, waitMs: number): Promise<UpstreamEventBatch>;
 }

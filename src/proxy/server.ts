@@ -15,6 +15,14 @@ export const TABLE_FILE = "proxy-table.json";
 export const PROXY_INFO_FILE = "proxy.json";
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 const MAX_CONTROL_BODY_BYTES = 16 * 1024 * 1024;
+/** The longest a GET /events long-poll waits for an event. */
+export const MAX_EVENTS_WAIT_MS = 30_000;
+/**
+ * After a reset, a fresh connection asks whether the upstream is gone: refused, or closed by the
+ * upstream within this long without a word from us, means gone; still open means alive.
+ */
+export const PROBE_WATCH_MS = 100;
+const PROBE_CONNECT_TIMEOUT_MS = 1_000;
 
 // RFC 9110 §7.6.1 connection-specific fields, plus Expect (the proxy already answered 100-continue)
 // and the X-Forwarded-* fields the proxy sets itself.
@@ -120,6 +128,7 @@ async function shutdown(plane: DataPlane, data: http.Server, control: http.Serve
   data.closeAllConnections();
   await dataClosed;
   plane.upstreams.destroy();
+  plane.stopProbes();
 }
 
 function sleep(ms: number): Promise<void> {
@@ -607,8 +616,10 @@ class Exchange implements Cuttable {
 
   onUpstreamFailure(err: NodeJS.ErrnoException, beforeResponse: boolean): void {
     this.conn = undefined;
-    if (this.done) return;
     const plane = this.plane;
+    // Before the retry below picks: a refused upstream must not be picked again, by anyone.
+    if (beforeResponse && !this.responded) plane.noteFailure(this.upstream, err);
+    if (this.done) return;
     plane.upstreamErrors++;
     if (beforeResponse && !this.responded && this.attempts < 2 && this.retryable(err)) {
       const next = this.pool.pick(plane.router.unhealthy, this.upstream);
@@ -732,6 +743,7 @@ class Tunnel implements Cuttable {
     if (this.upSocket !== up || this.closed) return;
     this.plane.upstreamErrors++;
     if (!this.connected) {
+      this.plane.noteFailure(this.upstream, err);
       const next = err.code === "ECONNREFUSED" && this.attempts < 2 ? this.pool.pick(this.plane.router.unhealthy, this.upstream) : undefined;
       if (next) {
         this.plane.retries++;
@@ -767,6 +779,8 @@ class DataPlane {
   requests = 0;
   upstreamErrors = 0;
   retries = 0;
+  /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
+  private readonly probes = new Map<string, () => void>();
 
   readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     this.requests++;
@@ -895,7 +909,54 @@ class DataPlane {
       requests: this.requests,
       upstreamErrors: this.upstreamErrors,
       retries: this.retries,
+      down: this.router.downList(),
     };
+  }
+
+  /**
+   * Passive detection, for a connection that failed before any response byte. A refusal proves
+   * that nothing listens: the upstream leaves rotation at once. A reset or a hang-up does not: a
+   * keep-alive socket the upstream closed a moment ago, or one handler that crashed, look the
+   * same. Since only the agent brings an upstream back, a reset first asks a fresh connection.
+   */
+  noteFailure(u: Upstream, err: NodeJS.ErrnoException): void {
+    const code = err.code;
+    if (code === "ECONNREFUSED") this.router.markDown(u.id, "refused");
+    else if (code === "ECONNRESET" || code === "EPIPE") this.probe(u);
+  }
+
+  private probe(u: Upstream): void {
+    if (this.router.unhealthy.has(u.id) || this.probes.has(u.id)) return;
+    const socket = net.connect({ host: u.host, port: u.port });
+    let connected = false;
+    let ended = false;
+    let error: NodeJS.ErrnoException | undefined;
+    // Ended by us: the upstream is alive, or did not answer in time, which proves nothing either.
+    const end = (): void => {
+      ended = true;
+      socket.destroy();
+    };
+    let timer = setTimeout(end, PROBE_CONNECT_TIMEOUT_MS).unref();
+    this.probes.set(u.id, end);
+    socket.once("connect", () => {
+      connected = true;
+      clearTimeout(timer);
+      timer = setTimeout(end, PROBE_WATCH_MS).unref();
+    });
+    socket.on("error", (e: NodeJS.ErrnoException) => (error = e));
+    socket.on("close", () => {
+      clearTimeout(timer);
+      if (this.probes.get(u.id) === end) this.probes.delete(u.id);
+      if (ended) return;
+      if (connected || error?.code === "ECONNREFUSED" || error?.code === "ECONNRESET") this.router.markDown(u.id, "reset");
+    });
+    // Flowing, so that the upstream's FIN is seen even though nothing is read.
+    socket.resume();
+  }
+
+  stopProbes(): void {
+    for (const end of [...this.probes.values()]) end();
+    this.probes.clear();
   }
 }
 
@@ -999,14 +1060,40 @@ class ControlPlane {
       case "POST /upstreams/health": {
         const body = (await readJson(req)) as { id?: unknown; healthy?: unknown };
         if (typeof body?.id !== "string" || typeof body.healthy !== "boolean") throw new HttpError(400, "body must be {id: string, healthy: boolean}");
-        if (body.healthy) this.plane.router.unhealthy.delete(body.id);
-        else this.plane.router.unhealthy.add(body.id);
+        // Healthy clears any mark, the proxy's own included: only the agent's check brings an upstream back.
+        if (body.healthy) this.plane.router.markUp(body.id);
+        else this.plane.router.markDown(body.id, "marked");
         return sendJson(res, 200, { id: body.id, healthy: body.healthy });
+      }
+      case "GET /events": {
+        req.resume();
+        const query = new URL(req.url ?? "/", "http://control").searchParams;
+        const after = queryInteger(query, "after");
+        const waitMs = queryInteger(query, "wait");
+        return this.events(res, after, Math.min(waitMs, MAX_EVENTS_WAIT_MS));
       }
       default:
         req.resume();
         throw new HttpError(404, `no such control endpoint: ${key}`);
     }
+  }
+
+  /** Answers with the events after `after` as soon as there is one, or with none after waitMs. */
+  private events(res: http.ServerResponse, after: number, waitMs: number): void {
+    const log = this.plane.router.events;
+    const ready = log.since(after);
+    if (ready.events.length !== 0 || waitMs === 0) return sendJson(res, 200, ready);
+    const answer = (): void => {
+      clearTimeout(timer);
+      unsubscribe();
+      if (!res.destroyed && !res.writableEnded) sendJson(res, 200, log.since(after));
+    };
+    const timer = setTimeout(answer, waitMs);
+    const unsubscribe = log.subscribe(answer);
+    res.once("close", () => {
+      clearTimeout(timer);
+      unsubscribe();
+    });
   }
 
   /** Persists first, then swaps: an acknowledged table is both live and on disk. */
@@ -1030,6 +1117,14 @@ class HttpError extends Error {
     super(message);
     this.status = status;
   }
+}
+
+/** A non-negative integer query parameter, 0 when absent. */
+function queryInteger(query: URLSearchParams, name: string): number {
+  const text = query.get(name);
+  if (text === null || text === "") return 0;
+  if (!/^\d{1,15}$/.test(text)) throw new HttpError(400, `${name} must be a non-negative integer`);
+  return Number(text);
 }
 
 async function readJson(req: http.IncomingMessage): Promise<unknown> {

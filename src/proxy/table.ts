@@ -2,7 +2,7 @@
 // points at. Pools outlive tables: a pool keeps its id, counters and in-flight requests across
 // updates, so an old pool can be drained after the table that named it is gone.
 
-import type { PoolStats, Route, RouteTable, Upstream } from "./contract.js";
+import type { PoolStats, Route, RouteTable, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
 
 /** Anything in flight on a pool that a drain may have to cut. */
 export interface Cuttable {
@@ -187,6 +187,47 @@ export function normalizeHost(host: string): string {
 }
 
 export const MAX_RETIRED_POOLS = 64;
+/** Events kept for /events; a caller further behind reads the oldest kept and checks /stats. */
+export const MAX_UPSTREAM_EVENTS = 1_000;
+
+/** The upstream.down/up events, numbered, with listeners told once per turn of the event loop. */
+export class UpstreamEventLog {
+  seq = 0;
+  private readonly kept: UpstreamEvent[] = [];
+  private readonly listeners = new Set<() => void>();
+  private notifying = false;
+
+  push(type: UpstreamEvent["type"], id: string, reason: UpstreamDownReason, at: number): void {
+    this.kept.push({ seq: ++this.seq, at, type, id, reason });
+    if (this.kept.length > MAX_UPSTREAM_EVENTS) this.kept.splice(0, this.kept.length - MAX_UPSTREAM_EVENTS);
+    // Deferred so that marks made in one burst (a dead upstream fails several requests at once)
+    // reach a long-poll as one batch, and a listener never runs inside the data path.
+    if (this.listeners.size !== 0 && !this.notifying) {
+      this.notifying = true;
+      setImmediate(() => {
+        this.notifying = false;
+        for (const listener of [...this.listeners]) listener();
+      });
+    }
+  }
+
+  /**
+   * The events after seq `after`. An `after` beyond the latest seq comes from an earlier proxy
+   * process (seqs restart with it), so the caller gets every event kept.
+   */
+  since(after: number): UpstreamEventBatch {
+    const from = after > this.seq ? 0 : after;
+    const events: UpstreamEvent[] = [];
+    for (const e of this.kept) if (e.seq > from) events.push({ ...e });
+    return { seq: this.seq, events };
+  }
+
+  /** Calls listener after new events; returns the function that stops it. */
+  subscribe(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
 
 /**
  * Owns the current table and every pool, live or retired. `apply` swaps the table reference
@@ -196,10 +237,18 @@ export const MAX_RETIRED_POOLS = 64;
 export class Router {
   current: CompiledTable;
   readonly pools = new Map<string, Pool>();
-  /** Upstream ids out of rotation; kept across tables because ids are stable per instance. */
-  readonly unhealthy = new Set<string>();
+  /**
+   * Upstream ids out of rotation, whoever took them out: the set the data path checks. Kept
+   * across tables because ids are stable per instance; forgotten once the table drops the id.
+   */
+  readonly unhealthy: ReadonlySet<string>;
+  private readonly outIds = new Set<string>();
+  /** The same ids, with when and why each went out. */
+  private readonly down = new Map<string, UpstreamDown>();
+  readonly events = new UpstreamEventLog();
 
   constructor() {
+    this.unhealthy = this.outIds;
     this.current = new CompiledTable({ version: 0, routes: [] }, this.pools);
   }
 
@@ -235,7 +284,44 @@ export class Router {
       }
     }
     this.current = new CompiledTable(table, this.pools);
+    if (this.down.size !== 0) this.forgetMarksNotIn(table);
     return true;
+  }
+
+  /**
+   * Takes an upstream out of rotation, in every pool. Returns false when it already was out: the
+   * first mark keeps its time and reason.
+   */
+  markDown(id: string, reason: UpstreamDownReason, at = Date.now()): boolean {
+    if (this.down.has(id)) return false;
+    this.down.set(id, { id, since: at, reason });
+    this.outIds.add(id);
+    this.events.push("upstream.down", id, reason, at);
+    return true;
+  }
+
+  /** Puts an upstream back in rotation, whatever took it out. Returns false when it was not out. */
+  markUp(id: string, at = Date.now()): boolean {
+    if (!this.down.delete(id)) return false;
+    this.outIds.delete(id);
+    this.events.push("upstream.up", id, "marked", at);
+    return true;
+  }
+
+  /** The upstreams out of rotation, longest out first. */
+  downList(): UpstreamDown[] {
+    return [...this.down.values()].map((d) => ({ ...d })).sort((a, b) => a.since - b.since);
+  }
+
+  /** An id the table no longer names belongs to a gone instance: keeping its mark would leak. */
+  private forgetMarksNotIn(table: RouteTable): void {
+    const named = new Set<string>();
+    for (const route of table.routes) for (const u of route.upstreams) named.add(u.id);
+    for (const id of this.down.keys()) {
+      if (named.has(id)) continue;
+      this.down.delete(id);
+      this.outIds.delete(id);
+    }
   }
 
   /** Forgets a retired pool once it is drained. */
