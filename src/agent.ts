@@ -16,7 +16,7 @@ import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
-import { connectProxy, spawnProxy, stopProxy } from "./proxy/builtin.js";
+import { connectProxy, spawnProxy, stopProxy, type BuiltinProxy } from "./proxy/builtin.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { ProcessRuntime } from "./runtime/process.js";
 import { DockerRuntime } from "./runtime/docker.js";
@@ -43,6 +43,8 @@ export interface AgentInfo {
 export type AgentLog = (line: string) => void;
 
 const PROXY_WATCH_MS = 250;
+// Short, so a closing agent is never held up for long by the pending poll; events still arrive at once.
+const PROXY_EVENTS_WAIT_MS = 1_000;
 
 /**
  * The proxy as the agent sees it: the running proxy process, replaced by a new one if it dies.
@@ -134,7 +136,10 @@ export class Agent {
     agent.watches.start();
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
-    if (spec.proxy.driver === "builtin") agent.watchProxy(event);
+    if (spec.proxy.driver === "builtin") {
+      agent.watchProxy(event);
+      void agent.followProxyEvents();
+    }
     return agent;
   }
 
@@ -153,6 +158,23 @@ export class Agent {
       action, dryRun: body.dry_run === true, actor: typeof body.actor === "string" ? body.actor.slice(0, 200) : "api",
       ...(typeof body.to === "number" ? { to: body.to } : {}),
     });
+  }
+
+  /** The built-in proxy takes a refusing or resetting upstream out of rotation by itself; the monitor checks it at once. */
+  private async followProxyEvents(): Promise<void> {
+    let after = 0;
+    let proxy: Proxy | undefined;
+    while (!this.closing) {
+      try {
+        // A restarted proxy numbers its events from 1 again.
+        if (proxy !== this.proxy.current) [proxy, after] = [this.proxy.current, 0];
+        const batch = await (proxy as BuiltinProxy).events(after, PROXY_EVENTS_WAIT_MS);
+        after = batch.seq;
+        for (const e of batch.events) if (e.type === "upstream.down" && e.reason !== "marked") this.monitor.passiveDown(e.id);
+      } catch {
+        await new Promise((r) => setTimeout(r, PROXY_WATCH_MS));
+      }
+    }
   }
 
   /** Restarts the proxy if its process dies; it comes back on its saved table, then gets the current one. */

@@ -9,6 +9,8 @@ import type { Fleet } from "../deploy/fleet.js";
 export class HealthMonitor {
   private readonly states = new Map<string, CheckState>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Upstreams the proxy took out of rotation by itself (refused or reset): back in on their next passing check. */
+  private readonly passivelyDown = new Set<string>();
   private stopped = false;
 
   constructor(
@@ -42,6 +44,15 @@ export class HealthMonitor {
     return this.states.get(id);
   }
 
+  /** The proxy saw this instance refuse or reset a connection: check it now rather than at its interval. */
+  passiveDown(id: string): void {
+    const inst = this.fleet.list().find((i) => i.id === id);
+    if (!inst || !this.timers.has(id)) return;
+    this.passivelyDown.add(id);
+    clearTimeout(this.timers.get(id));
+    this.schedule(inst, 0);
+  }
+
   /** Tells a freshly (re)started proxy which instances are out of rotation. */
   async pushMarks(): Promise<void> {
     for (const [id, state] of this.states) if (state.status === "critical") await this.proxy.setUpstreamHealth(id, false).catch(() => undefined);
@@ -72,6 +83,10 @@ export class HealthMonitor {
         if (rt?.running && rt.health === "unhealthy") result = { ...result, status: "critical", output: "the image's HEALTHCHECK reports unhealthy" };
       }
       state.record(result);
+      if (state.status === "passing" && this.passivelyDown.delete(inst.id)) {
+        await this.proxy.setUpstreamHealth(inst.id, true).catch(() => undefined);
+        this.event(inst.service, "check.back", `${inst.id} passes again: back in rotation after the proxy took it out`);
+      }
       if (state.status !== before && this.fleet.isAlive(inst.id)) {
         const inRotation = state.status !== "critical";
         this.event(inst.service, "check.changed", `${inst.id} ${before} → ${state.status}`);
