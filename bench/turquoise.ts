@@ -3,16 +3,28 @@
 // migrate 1 → 3 (split the author column, then drop it) → v3 (schema 3); then the rollback walks
 // back through v2-turquoise, migrating 3 → 1. Prints failed requests, writes acknowledged and
 // how many are readable at the end, and each step's duration.
+// --runtime docker runs the releases as containers (images built locally by src/demo/images.ts)
+// on PostgreSQL with host networking, so the containers reach it on 127.0.0.1; without
+// BENCH_DATABASE_URL it makes a fresh database on the server scripts/ensure-postgres.sh sets up.
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { parseArgs } from "node:util";
+import pg from "pg";
+import { BOOKS_IMAGE_REPO, ensureBooksImages } from "../src/demo/images.js";
 import { LoadProcess } from "../src/demo/load-process.js";
-import { createWorkspace } from "../src/demo/workspace.js";
+import { createWorkspace, REPO_ROOT } from "../src/demo/workspace.js";
+import { DockerApi } from "../src/runtime/docker-api.js";
 import type { HistoryEntry } from "../src/state/contract.js";
 import { flowRunner } from "./lib/flows.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { formatNumber, formatTable } from "./lib/report.js";
 
-const { values: args } = parseArgs({ options: { concurrency: { type: "string", default: "8" }, json: { type: "boolean" }, driver: { type: "string", default: "sqlite" } } });
+const { values: args } = parseArgs({ options: { concurrency: { type: "string", default: "8" }, json: { type: "boolean" }, driver: { type: "string" }, runtime: { type: "string", default: "process" } } });
+if (args.runtime !== "process" && args.runtime !== "docker") throw new Error(`--runtime must be process or docker, got "${args.runtime}"`);
+const DOCKER = args.runtime === "docker";
+// A SQLite file lives on the host, where no container can share it: containers use PostgreSQL.
+if (DOCKER && args.driver === "sqlite") throw new Error("--runtime docker needs --driver postgres: containers cannot share a SQLite file on the host");
 const CONCURRENCY = Number(args.concurrency);
 const MAX_LOAD_MS = 5 * 60_000;
 
@@ -20,10 +32,25 @@ async function main(): Promise<void> {
   const log = (s: string) => { if (!args.json) console.log(s); };
   const machine = machineInfo();
   log(formatMachine(machine));
-  const driver = args.driver === "postgres" ? "postgres" : "sqlite";
+  const driver = args.driver === "postgres" || DOCKER ? "postgres" : "sqlite";
   const database = driver === "sqlite" ? { driver, url: "sqlite:books.db" } as const : { driver, url: "${BENCH_DATABASE_URL}" } as const;
-  if (driver === "postgres" && !process.env.BENCH_DATABASE_URL) throw new Error("--driver postgres needs BENCH_DATABASE_URL (an empty database); scripts/ensure-postgres.sh prints one");
-  const ws = await createWorkspace({ replicas: 2, keepPrevious: "0s", drainTimeout: "5s", database });
+  if (driver === "postgres" && !process.env.BENCH_DATABASE_URL && !DOCKER) throw new Error("--driver postgres needs BENCH_DATABASE_URL (an empty database); scripts/ensure-postgres.sh prints one");
+  let docker: { engine: string; images: Record<string, string> } | undefined;
+  if (DOCKER) {
+    const api = new DockerApi();
+    const v = await api.version();
+    docker = { engine: `${v.Version} (API ${v.ApiVersion})`, images: await ensureBooksImages({ api }) };
+    log(`docker  Engine ${docker.engine}; images ${Object.values(docker.images).join(", ")} (built locally, cached by content)`);
+  }
+  const fresh = DOCKER && !process.env.BENCH_DATABASE_URL ? await freshDatabase() : undefined;
+  if (docker) {
+    log(`\nruntime: docker, host network (the containers reach PostgreSQL on 127.0.0.1), 2 containers per slot${fresh ? `; fresh database ${fresh.name}` : ""}`);
+  }
+  const ws = await createWorkspace({
+    replicas: 2, keepPrevious: "0s", drainTimeout: "5s", database,
+    ...(fresh ? { env: { BENCH_DATABASE_URL: fresh.url } } : {}),
+    ...(DOCKER ? { runtime: { kind: "docker", image: `${BOOKS_IMAGE_REPO}:{release}`, network: "host" } as const } : {}),
+  });
   try {
     await ws.cli(["up", "--detach"]);
     const flow = flowRunner(ws, "bench:turquoise");
@@ -42,7 +69,7 @@ async function main(): Promise<void> {
     const stored = await allTitles(ws.proxyUrl);
     const missing = report.acknowledgedWrites.filter((t) => !stored.has(t));
     const summary = {
-      machine, driver, concurrency: CONCURRENCY,
+      machine, driver, ...(docker ? { runtime: "docker", docker } : {}), concurrency: CONCURRENCY,
       requests: report.total, failed: report.failed, failures: report.failures, byRelease: report.byRelease,
       writesAcknowledged: report.acknowledgedWrites.length, writesReadable: report.acknowledgedWrites.length - missing.length, missing: missing.slice(0, 10),
       p50Ms: report.p50Ms, p99Ms: report.p99Ms,
@@ -65,7 +92,31 @@ async function main(): Promise<void> {
     if (report.failed > 0 || missing.length > 0) process.exitCode = 1;
   } finally {
     await ws.destroy();
+    await fresh?.drop();
   }
+}
+
+/** An empty database on the local PostgreSQL that scripts/ensure-postgres.sh sets up (and installs when missing). */
+async function freshDatabase(): Promise<{ name: string; url: string; drop: () => Promise<void> }> {
+  const out = execFileSync("bash", [`${REPO_ROOT}/scripts/ensure-postgres.sh`], { encoding: "utf8", timeout: 300_000, stdio: ["ignore", "pipe", "inherit"] });
+  const line = out.trim().split("\n").pop() ?? "";
+  const admin = line.slice(line.indexOf("=") + 1);
+  if (!admin.startsWith("postgres")) throw new Error(`scripts/ensure-postgres.sh printed no URL: ${line}`);
+  const name = `turquoise_bench_${randomBytes(6).toString("hex")}`;
+  const adminQuery = async (sql: string) => {
+    const c = new pg.Client({ connectionString: admin });
+    c.on("error", () => undefined);
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  };
+  await adminQuery(`CREATE DATABASE ${name}`);
+  const url = new URL(admin);
+  url.pathname = `/${name}`;
+  return { name, url: url.toString(), drop: () => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
 }
 
 function flowSummary(h: HistoryEntry) {

@@ -25,7 +25,16 @@ export interface WorkspaceOptions {
   database?: { driver: "sqlite" | "postgres"; url: string; migrations?: string };
   /** Environment for every CLI run (and so for a detached agent). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Run the service as containers instead of local processes: image names each release's image
+   * with {release} (src/demo/images.ts builds them). Without a database each container keeps its
+   * own books file, inside the container.
+   */
+  runtime?: { kind: "docker"; image: string; network?: "bridge" | "host" };
 }
+
+/** BOOKS_FILE inside a container: a host path does not exist there. */
+export const BOOKS_FILE_IN_CONTAINER = "/tmp/books.jsonl";
 
 export interface Workspace {
   dir: string;
@@ -52,10 +61,7 @@ agent: { listen: "127.0.0.1:${agentPort}" }
 proxy: { listen: "127.0.0.1:${proxyPort}" }
 services:
   books:
-    command: [${JSON.stringify(process.execPath)}, "server.mjs"]
-    cwd: ${JSON.stringify(path.join(releases, "{release}"))}
-    env: { BOOKS_FILE: ${JSON.stringify(booksFile)} }
-    replicas: ${opts.replicas ?? 2}
+${runsAs(opts.runtime, releases, booksFile)}    replicas: ${opts.replicas ?? 2}
     route: { path: / }
     health: { http: /health, interval: ${opts.healthInterval ?? "1s"}, timeout: 1s, success_before_passing: 1, failures_before_critical: 2 }
     deploy_timeout: ${opts.deployTimeout ?? "20s"}
@@ -89,4 +95,19 @@ ${opts.database ? `    database:
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The lines that say how instances run: a command in a release directory, or a container image. */
+function runsAs(runtime: WorkspaceOptions["runtime"], releases: string, booksFile: string): string {
+  if (runtime?.kind === "docker") {
+    return `    runtime: docker
+    image: ${JSON.stringify(runtime.image)}
+    network: ${runtime.network ?? "bridge"}
+    env: { BOOKS_FILE: ${JSON.stringify(BOOKS_FILE_IN_CONTAINER)} }
+`;
+  }
+  return `    command: [${JSON.stringify(process.execPath)}, "server.mjs"]
+    cwd: ${JSON.stringify(path.join(releases, "{release}"))}
+    env: { BOOKS_FILE: ${JSON.stringify(booksFile)} }
+`;
 }
