@@ -9,6 +9,8 @@ import { freePort, waitForPort } from "./net.js";
 export interface RunningNginx {
   port: number;
   prefix: string;
+  /** The master's pid: signal it (SIGHUP) to reload. */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -36,7 +38,7 @@ export async function startNginx(conf: NginxConf, timeoutMs = 10_000): Promise<R
     if (!dead) child.kill("SIGKILL");
     throw e;
   }
-  return { port, prefix, stop: () => stopNginx(child, exited, prefix) };
+  return { port, prefix, pid: child.pid!, stop: () => stopNginx(child, exited, prefix) };
 }
 
 async function stopNginx(child: ChildProcess, exited: Promise<void>, prefix: string): Promise<void> {
@@ -49,8 +51,14 @@ async function stopNginx(child: ChildProcess, exited: Promise<void>, prefix: str
   await rm(prefix, { recursive: true, force: true });
 }
 
+export interface NginxProxyConfOptions {
+  /** Client keep-alive timeout in seconds; 0 answers every request with Connection: close. nginx's default otherwise. */
+  keepaliveTimeoutS?: number;
+}
+
 /** A minimal reverse proxy: keep-alive to the upstreams, no access log, loopback only. */
-export function nginxProxyConf(upstreams: readonly { host: string; port: number }[]): NginxConf {
+export function nginxProxyConf(upstreams: readonly { host: string; port: number }[], opts: NginxProxyConfOptions = {}): NginxConf {
+  const keepalive = opts.keepaliveTimeoutS === undefined ? "" : `\n    keepalive_timeout ${opts.keepaliveTimeoutS}s;`;
   return (listenPort, prefix) => `
 worker_processes auto;
 pid ${prefix}/nginx.pid;
@@ -68,7 +76,7 @@ ${upstreams.map((u) => `    server ${u.host}:${u.port};`).join("\n")}
     keepalive 256;
   }
   server {
-    listen 127.0.0.1:${listenPort};
+    listen 127.0.0.1:${listenPort};${keepalive}
     location / {
       proxy_pass http://app;
       proxy_http_version 1.1;
