@@ -12,6 +12,7 @@ import type {
   MigrationEvent,
   MigrationPhase,
   MigrationProblem,
+  MigrationRun,
   MigrationStatus,
   MigrationStep,
 } from "./contract.js";
@@ -570,4 +571,35 @@ function scanSql(text: string, dollarQuotes: boolean, visit: (i: number, ch: str
       i++;
     }
   }
+}
+
+/**
+ * Runs a plan's steps in order, one runStep each, with the events and the bookkeeping both drivers
+ * need: where the database stands after each step, and on failure how far it got.
+ */
+export async function runSteps(
+  status: MigrationStatus,
+  plan: MigrationStep[],
+  direction: "up" | "down",
+  to: number | undefined,
+  emit: (e: MigrationEvent) => void,
+  runStep: (step: MigrationStep) => Promise<void>,
+): Promise<MigrationRun> {
+  const done: MigrationRun["steps"] = [];
+  let at = status.current;
+  for (const step of plan) {
+    emit({ type: "step-started", version: step.version, name: step.name, direction });
+    const started = performance.now();
+    try {
+      await runStep(step);
+    } catch (e) {
+      throw withProgress(e, status.current, at, done);
+    }
+    const durationMs = Math.round(performance.now() - started);
+    done.push({ version: step.version, name: step.name, direction, durationMs });
+    at = direction === "up" ? step.version : status.applied.filter((a) => a.version < step.version).reduce((max, a) => Math.max(max, a.version), 0);
+    emit({ type: "step-done", version: step.version, name: step.name, direction, durationMs });
+  }
+  const final = direction === "up" ? at : plan.length > 0 ? versionAfterDown(status, to!) : status.current;
+  return { from: status.current, to: final, steps: done, dryRun: false };
 }

@@ -29,8 +29,7 @@ import {
   readStepSql,
   stepFailed,
   toSqliteParams,
-  versionAfterDown,
-  withProgress,
+  runSteps,
   type MigrationDb,
 } from "./files.js";
 
@@ -99,60 +98,23 @@ export class SqliteMigrator implements Migrator {
   }
 
   async up(steps: MigrationStep[], opts: MigrateOptions = {}): Promise<MigrationRun> {
-    const ordered = orderSteps(steps);
-    if (opts.dryRun) {
-      const status = await this.status(ordered);
-      const plan = planUp(status, ordered, opts.to);
-      return dryRunResult(status, plan, "up", 0);
-    }
-    return this.run(opts, async (db, emit) => {
-      const status = computeStatus(ordered, await this.readApplied(db));
-      const plan = planUp(status, ordered, opts.to);
-      const done: MigrationRun["steps"] = [];
-      let at = status.current;
-      for (const step of plan) {
-        emit({ type: "step-started", version: step.version, name: step.name, direction: "up" });
-        const started = performance.now();
-        try {
-          await this.runStep(db, step, "up", emit);
-        } catch (e) {
-          throw withProgress(e, status.current, at, done);
-        }
-        const durationMs = Math.round(performance.now() - started);
-        done.push({ version: step.version, name: step.name, direction: "up", durationMs });
-        at = step.version;
-        emit({ type: "step-done", version: step.version, name: step.name, direction: "up", durationMs });
-      }
-      return { from: status.current, to: at, steps: done, dryRun: false };
-    });
+    return this.migrate("up", steps, opts);
   }
 
   async down(steps: MigrationStep[], opts: MigrateOptions & { to: number }): Promise<MigrationRun> {
+    return this.migrate("down", steps, opts);
+  }
+
+  private async migrate(direction: "up" | "down", steps: MigrationStep[], opts: MigrateOptions): Promise<MigrationRun> {
     const ordered = orderSteps(steps);
+    const planFor = (status: MigrationStatus) => (direction === "up" ? planUp(status, ordered, opts.to) : planDown(status, ordered, opts.to!));
     if (opts.dryRun) {
       const status = await this.status(ordered);
-      const plan = planDown(status, ordered, opts.to);
-      return dryRunResult(status, plan, "down", opts.to);
+      return dryRunResult(status, planFor(status), direction, direction === "up" ? 0 : opts.to!);
     }
     return this.run(opts, async (db, emit) => {
       const status = computeStatus(ordered, await this.readApplied(db));
-      const plan = planDown(status, ordered, opts.to);
-      const done: MigrationRun["steps"] = [];
-      let at = status.current;
-      for (const step of plan) {
-        emit({ type: "step-started", version: step.version, name: step.name, direction: "down" });
-        const started = performance.now();
-        try {
-          await this.runStep(db, step, "down", emit);
-        } catch (e) {
-          throw withProgress(e, status.current, at, done);
-        }
-        const durationMs = Math.round(performance.now() - started);
-        done.push({ version: step.version, name: step.name, direction: "down", durationMs });
-        at = status.applied.filter((a) => a.version < step.version).reduce((max, a) => Math.max(max, a.version), 0);
-        emit({ type: "step-done", version: step.version, name: step.name, direction: "down", durationMs });
-      }
-      return { from: status.current, to: plan.length > 0 ? versionAfterDown(status, opts.to) : status.current, steps: done, dryRun: false };
+      return runSteps(status, planFor(status), direction, opts.to, emit, (step) => this.runStep(db, step, direction, emit));
     });
   }
 

@@ -225,8 +225,12 @@ describe("proxy data plane", { timeout: 30_000 }, () => {
     await apply(route("retry", "retry:1", [dead, alive.upstream]));
     const before = await p.proxy.stats();
     for (let i = 0; i < 4; i++) {
+      // Passive detection takes the dead upstream out at its first refusal: put it back each time
+      // so that every request meets it first.
+      await p.proxy.setUpstreamHealth("dead", true);
       const get = await request(`${p.base}/r`);
       assert.equal(get.status, 200, get.text);
+      await p.proxy.setUpstreamHealth("dead", true);
       const post = await request(`${p.base}/r`, { method: "POST", body: `n=${i}` });
       assert.equal(post.status, 200, post.text);
       assert.equal(json<Echo>(post).body, `n=${i}`);
