@@ -115,6 +115,7 @@ export class Agent {
     let agent!: Agent;
     const supervisor = new Supervisor({ spec, store, records, fleet, orchestrator, apiUrl: () => agent.apiUrl, agentId, event });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
+      if (!fleet.isReady(inst.id)) return false;
       const rec = await records.slot(inst.service, inst.slot);
       return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
     }, {
@@ -245,7 +246,8 @@ export class Agent {
     if (missing <= 0) return;
     this.log(`starting ${missing} instance(s) of ${service} ${rec.release} in ${color} to restore the live slot`);
     const started = await this.fleet.startSlot({ ...svc, replicas: missing }, color, rec.release, this.apiUrl, this.orchestrator.instanceEnvFor(svc));
-    await waitHealthy(started.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, { deadline: Date.now() + svc.deployTimeoutMs, isAlive: (id) => this.fleet.isAlive(id) });
+    const r = await waitHealthy(started.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, { deadline: Date.now() + svc.deployTimeoutMs, isAlive: (id) => this.fleet.isAlive(id) });
+    if (r.ok) this.fleet.markReady(started);
   }
 
   private async listen(): Promise<void> {

@@ -18,6 +18,7 @@ const MAX_BODY_BYTES = 1024 * 1024;
 
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   USAGE: 400, SPEC_INVALID: 400, NOT_FOUND: 404, LOCKED: 409, CONFLICT: 409, UNAUTHORIZED: 401, DEPLOY_FAILED: 422,
+  PLAN_REFUSED: 422, MIGRATION_FAILED: 422, RUNTIME_UNAVAILABLE: 503,
 };
 
 type Handler = (ctx: { agent: Agent; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;

@@ -8,6 +8,8 @@ import { Records } from "../deploy/records.js";
 import { stopProxy } from "../proxy/builtin.js";
 import { NginxProxy } from "../proxy/nginx.js";
 import { ProcessRuntime } from "../runtime/process.js";
+import { DockerRuntime } from "../runtime/docker.js";
+import type { Runtime } from "../runtime/contract.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
 import { openStore } from "../state/index.js";
 import { AgentClient } from "./client.js";
@@ -51,14 +53,19 @@ examples:
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
     let stoppedInstances = 0;
     try {
-      const runtime = new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") });
       const records = new Records(store);
-      const { alive, dead } = await runtime.adopt(await records.instances());
-      for (const inst of alive) {
-        await runtime.stop(inst, spec.services[inst.service]?.stopTimeoutMs ?? 10_000);
-        stoppedInstances++;
+      const recorded = await records.instances();
+      const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") }) };
+      if (recorded.some((i) => i.runtime === "docker")) runtimes.docker = new DockerRuntime({});
+      for (const [name, runtime] of Object.entries(runtimes)) {
+        const { alive, dead } = await runtime.adopt(recorded.filter((i) => (i.runtime ?? "process") === name));
+        for (const inst of alive) {
+          await runtime.stop(inst, spec.services[inst.service]?.stopTimeoutMs ?? 10_000);
+          stoppedInstances++;
+        }
+        for (const inst of [...alive, ...dead]) await records.removeInstance(inst);
       }
-      for (const inst of [...alive, ...dead]) await records.removeInstance(inst);
+      (runtimes.docker as DockerRuntime | undefined)?.close();
     } finally {
       await store.close();
     }

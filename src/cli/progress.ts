@@ -20,7 +20,7 @@ export async function runFlow(ctx: Context, kind: "deploy" | "rollback", service
     if (ctx.json) return;
     if (ev.type === "plan") {
       ctx.out(`${kind} ${ev.service} ${ev.release} (live: ${ev.from ?? "nothing"})`);
-      (ev.steps as string[]).forEach((s, i) => ctx.out(`  ${String(i + 1).padStart(2)}. ${s}`));
+      for (const s of ev.steps as string[]) ctx.out(`  ${s}`);
       ctx.out("");
     } else if (ev.type === "info") {
       ctx.out(`  … ${ev.message}`);

@@ -11,6 +11,8 @@ export type ExitListener = (inst: InstanceInfo, exitCode: number | null, signal:
 export class Fleet {
   private readonly running = new Map<string, InstanceInfo>();
   private readonly stopping = new Set<string>();
+  /** Instances that passed their first health checks (or were adopted running): the monitor watches only these. */
+  private readonly ready = new Set<string>();
   private readonly exitListeners = new Set<ExitListener>();
 
   constructor(
@@ -23,6 +25,7 @@ export class Fleet {
   ) {
     for (const runtime of Object.values(runtimes)) {
       runtime.onExit(({ instance, exitCode, signal }) => {
+        this.ready.delete(instance.id);
         if (!this.running.delete(instance.id)) return;
         void this.records.removeInstance(instance);
         if (this.stopping.has(instance.id)) return;
@@ -55,6 +58,14 @@ export class Fleet {
 
   isAlive(id: string): boolean {
     return this.running.has(id);
+  }
+
+  markReady(instances: InstanceInfo[]): void {
+    for (const i of instances) if (this.running.has(i.id)) this.ready.add(i.id);
+  }
+
+  isReady(id: string): boolean {
+    return this.ready.has(id) && this.running.has(id);
   }
 
   releaseDir(svc: ServiceSpec, release: string): string {
@@ -110,6 +121,7 @@ export class Fleet {
           if ((await this.runtime(inst).stop(inst, stopTimeoutMs)).killed) killed++;
         } finally {
           this.running.delete(inst.id);
+          this.ready.delete(inst.id);
           this.stopping.delete(inst.id);
           await this.records.removeInstance(inst);
         }
@@ -135,7 +147,10 @@ export class Fleet {
       alive.push(...r.alive.map((i) => ({ ...i, runtime: name })));
       dead.push(...r.dead);
     }
-    for (const inst of alive) this.running.set(inst.id, inst);
+    for (const inst of alive) {
+      this.running.set(inst.id, inst);
+      this.ready.add(inst.id);
+    }
     for (const inst of dead) await this.records.removeInstance(inst);
     return { alive, dead };
   }

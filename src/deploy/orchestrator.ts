@@ -233,13 +233,14 @@ export class Orchestrator {
 
   private describeSimple(svc: ServiceSpec, live: SlotRecord | null, release: string): string[] {
     const n = svc.replicas;
-    return [
+    const lines = [
       `start ${n} instance${n > 1 ? "s" : ""} of ${release} in the idle slot (or reuse it if warm), wait until healthy (deploy_timeout ${svc.deployTimeoutMs}ms), smoke checks: ${svc.smoke.length ? svc.smoke.map((s) => s.name).join(", ") : "none defined"}`,
       `expand migrations: none (${NO_DATABASE})`,
       `flip ${svc.route.host ?? "*"}${svc.route.pathPrefix} to ${release}, verify through the public route, flip back on failure`,
       live ? `drain ${live.release} (${live.slot}) up to ${svc.drainTimeoutMs}ms, then ${svc.keepPreviousMs > 0 ? `keep it warm for ${svc.keepPreviousMs}ms` : "stop it"}` : "nothing live to drain",
       `contract migrations: none (${NO_DATABASE})`,
     ];
+    return lines.map((l, n) => `${n + 1}. ${l}`);
   }
 
   private async run(kind: "deploy" | "rollback", req: DeployRequest): Promise<DeployOutcome> {
@@ -301,7 +302,8 @@ export class Orchestrator {
       }
       if (!db) await this.skip(flow, "migrate-contract", NO_DATABASE);
 
-      if (live && live.release !== req.release) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
+      // A resumed path starts at its turquoise release; what rollback returns to is still the release before it.
+      if (live && live.release !== req.release && live.release !== plan.via) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
       // A successful deploy is a fresh start for self-healing.
       await store.delete(degradedKey(svc.name));
       const recordStarted = Date.now();
@@ -447,18 +449,19 @@ export class Orchestrator {
       throw e;
     }
     flow.flipped = true;
-    if (svc.hooks.afterFlip.length) await this.step(flow, "hooks", async () => this.runHooks(svc, release));
     if (!live || !fromSlot) {
       await this.skip(flow, "drain", "nothing was live");
       await this.skip(flow, "retire", "nothing was live");
-      return;
+    } else {
+      await this.step(flow, "drain", async () => {
+        const r = await this.d.proxy.drain(live.poolId, svc.drainTimeoutMs);
+        if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
+        return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
+      });
+      await this.step(flow, "retire", async () => this.retire(svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));
     }
-    await this.step(flow, "drain", async () => {
-      const r = await this.d.proxy.drain(live.poolId, svc.drainTimeoutMs);
-      if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
-      return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
-    });
-    await this.step(flow, "retire", async () => this.retire(svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));
+    // After the retire, so a failing hook leaves one live slot behind it, not two.
+    if (svc.hooks.afterFlip.length) await this.step(flow, "hooks", async () => this.runHooks(svc, release));
   }
 
   /** after_flip hooks, in order: a signal to a service's live instances, or a command. */
@@ -547,6 +550,7 @@ export class Orchestrator {
     });
     if (r.ok) {
       await this.runtimeHealthy(svc, instances, started + svc.deployTimeoutMs);
+      this.d.fleet.markReady(instances);
       return `${instances.length} ${what} passing after ${Date.now() - started}ms`;
     }
     const byId = new Map(instances.map((i) => [i.id, i]));
@@ -712,6 +716,7 @@ export class Orchestrator {
         } else if (j.via && nowLive === j.via) {
           await this.d.store.updateHistory(j.historyId, { outcome: "aborted", finishedAt: Date.now(), error: `agent restarted during ${during} with ${j.via} live; the path to ${j.release} resumes` });
           note = `${j.kind} of ${j.service} ${j.release} was interrupted at ${j.via}: resuming`;
+          if (j.previousRelease && j.previousRelease !== j.via) await this.d.records.setPrevious(j.service, { release: j.previousRelease, via: j.via });
           this.resume(j);
         } else {
           await this.d.store.updateHistory(j.historyId, { outcome: "aborted", finishedAt: Date.now(), error: `agent restarted during ${during}; undone, ${nowLive ?? "nothing"} stays live` });

@@ -83,7 +83,8 @@ export class HealthMonitor {
         if (rt?.running && rt.health === "unhealthy") result = { ...result, status: "critical", output: "the image's HEALTHCHECK reports unhealthy" };
       }
       state.record(result);
-      if (state.status === "passing" && this.passivelyDown.delete(inst.id)) {
+      // This very check must pass: the status alone may still read passing below failures_before_critical.
+      if (result.status === "passing" && state.status === "passing" && this.passivelyDown.delete(inst.id)) {
         await this.proxy.setUpstreamHealth(inst.id, true).catch(() => undefined);
         this.event(inst.service, "check.back", `${inst.id} passes again: back in rotation after the proxy took it out`);
       }

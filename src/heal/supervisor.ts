@@ -118,6 +118,7 @@ export class Supervisor {
         return;
       }
       this.failures.delete(`${service}/${slot}`);
+      this.d.fleet.markReady(fresh);
       if ((await this.d.records.color(service)) === slot) await this.d.orchestrator.applyRoutes();
       this.d.event(service, "instance.replaced", `${fresh.map((i) => i.id).join(", ")} (${rec.release}) healthy in ${slot} after ${Date.now() - started}ms`, { slot, release: rec.release, healthyMs: Date.now() - started });
     } finally {

@@ -107,7 +107,7 @@ export const cwdWithoutRelease: SpecRule = {
   severity: "warning",
   check(spec, ctx) {
     return services(spec)
-      .filter((svc) => !svc.cwd.includes("{release}"))
+      .filter((svc) => svc.runtime === "process" && !svc.cwd.includes("{release}"))
       .map((svc) => ctx.at(["services", svc.name, "cwd"], `cwd has no {release}: every release would run from the same directory, so blue and green would run the same code`));
   },
 };
