@@ -10,7 +10,10 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { BOOKS_IMAGE_REPO, ensureBooksImages } from "../src/demo/images.js";
 import { LoadProcess } from "../src/demo/load-process.js";
-import { BOOKS_DIR, createWorkspace } from "../src/demo/workspace.js";
+import { BOOKS_DIR, createWorkspace, type Workspace } from "../src/demo/workspace.js";
+import { readToken } from "../src/api/token.js";
+import { AgentClient } from "../src/cli/client.js";
+import { nginxProxyConf, startNginx } from "./lib/nginx.js";
 import { DockerApi } from "../src/runtime/docker-api.js";
 import { freePort } from "../src/util/net.js";
 import { flowRunner, stepMs } from "./lib/flows.js";
@@ -18,7 +21,10 @@ import { formatMachine, machineInfo } from "./lib/machine.js";
 import { formatNumber, formatTable } from "./lib/report.js";
 import { median } from "./lib/stats.js";
 
-const { values: args } = parseArgs({ options: { cycles: { type: "string", default: "20" }, concurrency: { type: "string", default: "16" }, json: { type: "boolean" }, runtime: { type: "string", default: "process" } } });
+const { values: args } = parseArgs({ options: { cycles: { type: "string", default: "20" }, concurrency: { type: "string", default: "16" }, json: { type: "boolean" }, runtime: { type: "string", default: "process" }, proxy: { type: "string", default: "builtin" } } });
+if (args.proxy !== "builtin" && args.proxy !== "nginx") throw new Error(`--proxy must be builtin or nginx, got "${args.proxy}"`);
+const NGINX = args.proxy === "nginx";
+const RELOAD_INTERVAL_MS = 500;
 if (args.runtime !== "process" && args.runtime !== "docker") throw new Error(`--runtime must be process or docker, got "${args.runtime}"`);
 const DOCKER = args.runtime === "docker";
 const CYCLES = Number(args.cycles);
@@ -40,7 +46,7 @@ async function main(): Promise<void> {
     : `\nreference, same run: books-service started directly boots to a passing /health in ${reference.bootMs} ms (median of 5)`);
 
   const ws = await createWorkspace({
-    replicas: 2, keepPrevious: "0s", drainTimeout: "5s", deployTimeout: "20s",
+    replicas: 2, keepPrevious: "0s", drainTimeout: "5s", deployTimeout: "20s", ...(NGINX ? { proxyDriver: "nginx" as const } : {}),
     ...(docker ? { runtime: { kind: "docker", image: `${BOOKS_IMAGE_REPO}:{release}`, network: "bridge" } as const } : {}),
   });
   try {
@@ -66,6 +72,8 @@ async function main(): Promise<void> {
     }
     const report = await load.stop();
     log("");
+    // The reference for the nginx driver, in the same run: plain nginx in front of the same live instances, reloaded as often.
+    const plain = NGINX ? await plainNginxReloads(ws, rows.length) : undefined;
 
     const overheads = rows.map((r) => r.overheadMs);
     const summary = {
@@ -77,6 +85,7 @@ async function main(): Promise<void> {
       appHealthyMedianMs: median(rows.map((r) => r.appHealthyMs)), appStopMedianMs: median(rows.map((r) => r.appStopMs)),
       totalMedianMs: median(rows.map((r) => r.totalMs)), overheadTargetMs: OVERHEAD_TARGET_MS,
       rows: docker ? rows : rows.map(({ runtimeStartMs: _, ...r }) => r),
+      ...(plain ? { proxy: "nginx", failedPerFlip: report.failed / rows.length, plainNginx: plain } : {}),
     };
     if (args.json) return void console.log(JSON.stringify(summary, null, 2));
 
@@ -100,9 +109,37 @@ async function main(): Promise<void> {
       ["app graceful stop, median", `${summary.appStopMedianMs} ms`],
       ["turquoise overhead per deploy, median / max", `${summary.overheadMedianMs} / ${summary.overheadMaxMs} ms (target ≤ ${OVERHEAD_TARGET_MS})`],
     ])}`);
+    if (plain) {
+      console.log(`\nproxy: nginx (Turquoise's driver: an edge nginx that is never reloaded, in front of a router nginx that is)\n`);
+      console.log(formatTable(["same run, same load", "routing changes", "requests", "failed", "failed per change"], [
+        ["Turquoise deploys through nginx", `${rows.length} flips`, formatNumber(report.total), String(report.failed), (report.failed / rows.length).toFixed(2)],
+        ["plain nginx, SIGHUP every 0.5 s", `${plain.reloads} reloads`, formatNumber(plain.requests), String(plain.failed), (plain.failed / plain.reloads).toFixed(2)],
+      ]));
+    }
     if (report.failed > 0 || summary.overheadMedianMs > OVERHEAD_TARGET_MS) process.exitCode = 1;
   } finally {
     await ws.destroy();
+  }
+}
+
+/** Plain nginx (one process, keep-alive to clients and upstreams) in front of the live instances, reloaded `reloads` times under the same load. */
+async function plainNginxReloads(ws: Workspace, reloads: number): Promise<{ reloads: number; requests: number; failed: number; failures: Record<string, number> }> {
+  const client = new AgentClient(`http://127.0.0.1:${ws.agentPort}`, readToken(path.join(ws.dir, ".turquoise")));
+  const status = await client.get<{ services: Array<{ color: string; instances: Array<{ slot: string; address: string }> }> }>("/v1/status");
+  const svc = status.services[0]!;
+  const upstreams = svc.instances.filter((i) => i.slot === svc.color).map((i) => ({ host: i.address.split(":")[0]!, port: Number(i.address.split(":")[1]) }));
+  const nginx = await startNginx(nginxProxyConf(upstreams));
+  try {
+    const load = await LoadProcess.start({ baseUrl: `http://127.0.0.1:${nginx.port}`, concurrency: CONCURRENCY, postEvery: 5, maxDurationMs: MAX_LOAD_MS });
+    for (let i = 0; i < reloads; i++) {
+      await new Promise((r) => setTimeout(r, RELOAD_INTERVAL_MS));
+      process.kill(nginx.pid, "SIGHUP");
+    }
+    await new Promise((r) => setTimeout(r, RELOAD_INTERVAL_MS));
+    const r = await load.stop();
+    return { reloads, requests: r.total, failed: r.failed, failures: r.failures };
+  } finally {
+    await nginx.stop();
   }
 }
 

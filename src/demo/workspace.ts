@@ -31,6 +31,8 @@ export interface WorkspaceOptions {
    * own books file, inside the container.
    */
   runtime?: { kind: "docker"; image: string; network?: "bridge" | "host" };
+  /** The proxy driver: Turquoise's own (default) or nginx. */
+  proxyDriver?: "builtin" | "nginx";
 }
 
 /** BOOKS_FILE inside a container: a host path does not exist there. */
@@ -58,7 +60,7 @@ export async function createWorkspace(opts: WorkspaceOptions = {}): Promise<Work
   const specFile = path.join(dir, "turquoise.yml");
   fs.writeFileSync(specFile, `version: 1
 agent: { listen: "127.0.0.1:${agentPort}" }
-proxy: { listen: "127.0.0.1:${proxyPort}" }
+proxy: { listen: "127.0.0.1:${proxyPort}"${opts.proxyDriver === "nginx" ? ", driver: nginx" : ""} }
 services:
   books:
 ${runsAs(opts.runtime, releases, booksFile)}    replicas: ${opts.replicas ?? 2}
