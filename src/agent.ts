@@ -98,7 +98,8 @@ export class Agent {
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
     const records = new Records(store);
-    const registry = new Registry(store);
+    // Start from the store's revision, so an index handed out before a restart is rarely above ours.
+    const registry = new Registry(store, await store.revision());
     const agentId = `${os.hostname()}:${process.pid}`;
     const event = (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => {
       log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);

@@ -12,7 +12,8 @@ export class Registry {
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly stopWatch: () => void;
 
-  constructor(store: Store) {
+  constructor(store: Store, startIndex = 1) {
+    this.index = Math.max(1, startIndex);
     this.stopWatch = store.watch("", () => this.bump());
   }
 
@@ -30,7 +31,8 @@ export class Registry {
 
   /** Resolves with the index once it is above `after`, or when waitMs runs out. */
   waitFor(after: number, waitMs: number): Promise<number> {
-    if (this.index > after) return Promise.resolve(this.index);
+    // An index above ours comes from before an agent restart: answer now, as Consul does when its index goes backwards.
+    if (this.index > after || after > this.index) return Promise.resolve(this.index);
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);

@@ -15,7 +15,7 @@ options:
 
 examples:
   turquoise signal nginx HUP
-  turquoise signal books SIGUSR2 --all --json`,
+  turquoise signal books SIGHUP --all --json`,
   options: { all: { type: "boolean" } },
   async run(ctx) {
     const [service, signal] = ctx.positionals;
