@@ -9,6 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
+import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../api/token.js";
@@ -272,23 +273,6 @@ async function exists(file: string): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-async function readTail(file: string, from: number, maxBytes = 4_096): Promise<string> {
-  try {
-    const fh = await open(file, "r");
-    try {
-      const size = (await fh.stat()).size;
-      const start = Math.max(from, size - maxBytes);
-      const buf = Buffer.alloc(size - start);
-      await fh.read(buf, 0, buf.length, start);
-      return buf.toString("utf8").trim();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    return "";
   }
 }
 

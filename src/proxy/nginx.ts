@@ -15,7 +15,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { TurquoiseError, errorMessage } from "../errors.js";
-import { writeFileAtomic } from "../util/fs.js";
+import { readTail, writeFileAtomic } from "../util/fs.js";
 import { freePort } from "../util/net.js";
 import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable, Upstream } from "./contract.js";
@@ -388,7 +388,7 @@ export class NginxProxy implements Proxy {
         await rename(prev, conf);
         await this.signalRouter("SIGHUP").catch(() => undefined);
       }
-      const log = await readFrom(this.layout.routerErrorLog, logFrom);
+      const log = await readTail(this.layout.routerErrorLog, logFrom);
       throw new TurquoiseError("INTERNAL", `nginx did not load the new configuration (${errorMessage(e)}); the previous one stays in force${log ? `\n--- ${this.layout.routerErrorLog} ---\n${log}` : ""}`, { cause: e });
     }
     this.configId = rendered.configId;
@@ -793,23 +793,6 @@ async function fileSize(file: string): Promise<number> {
     return (await stat(file)).size;
   } catch {
     return 0;
-  }
-}
-
-async function readFrom(file: string, from: number, maxBytes = 4_096): Promise<string> {
-  try {
-    const fh = await open(file, "r");
-    try {
-      const size = (await fh.stat()).size;
-      const start = Math.max(from, size - maxBytes);
-      const buf = Buffer.alloc(Math.max(0, size - start));
-      await fh.read(buf, 0, buf.length, start);
-      return buf.toString("utf8").trim();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    return "";
   }
 }
 

@@ -25,3 +25,21 @@ export async function writeFileAtomic(file: string, data: string, mode = 0o644):
     await dir.close();
   }
 }
+
+/** The end of a file from byte `from` on (at most maxBytes): a log's news since a process started. "" when unreadable. */
+export async function readTail(file: string, from: number, maxBytes = 4_096): Promise<string> {
+  try {
+    const fh = await open(file, "r");
+    try {
+      const size = (await fh.stat()).size;
+      const start = Math.max(from, size - maxBytes);
+      const buf = Buffer.alloc(Math.max(0, size - start));
+      await fh.read(buf, 0, buf.length, start);
+      return buf.toString("utf8").trim();
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return "";
+  }
+}
