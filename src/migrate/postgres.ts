@@ -8,24 +8,21 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { TurquoiseError, errorMessage } from "../errors.js";
-import type { AppliedMigration, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep, Migrator } from "./contract.js";
+import { StepMigrator } from "./base.js";
+import type { AppliedMigration, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep } from "./contract.js";
 import {
   DEFAULT_LOCK_RETRIES,
   DEFAULT_LOCK_TIMEOUT_MS,
   backoffMs,
   computeStatus,
-  dryRunResult,
   emitter,
   isModuleStep,
   lineAt,
   loadModule,
   orderSteps,
-  planDown,
-  planUp,
   readStepSql,
   splitSqlStatements,
   stepFailed,
-  runSteps,
   type MigrationDb,
 } from "./files.js";
 import { describeDatabase, scrubSecrets } from "./redact.js";
@@ -57,7 +54,7 @@ const TABLE_SQL = `CREATE TABLE IF NOT EXISTS turquoise_migrations (
 
 type Emit = ReturnType<typeof emitter>;
 
-export class PostgresMigrator implements Migrator {
+export class PostgresMigrator extends StepMigrator<pg.Client> {
   readonly driver = "postgres" as const;
   /** host:port/dbname: what messages name, never the URL. */
   readonly where: string;
@@ -68,6 +65,7 @@ export class PostgresMigrator implements Migrator {
   private readonly clients = new Set<pg.Client>();
 
   constructor(opts: PostgresMigratorOptions) {
+    super();
     if (!/^postgres(ql)?:\/\//i.test(opts.url)) {
       throw new TurquoiseError("USAGE", `a postgres database URL starts with postgres:// or postgresql://, not "${describeDatabase(opts.url)}"`);
     }
@@ -90,33 +88,12 @@ export class PostgresMigrator implements Migrator {
     }
   }
 
-  async up(steps: MigrationStep[], opts: MigrateOptions = {}): Promise<MigrationRun> {
-    return this.migrate("up", steps, opts);
-  }
-
-  async down(steps: MigrationStep[], opts: MigrateOptions & { to: number }): Promise<MigrationRun> {
-    return this.migrate("down", steps, opts);
-  }
-
-  private async migrate(direction: "up" | "down", steps: MigrationStep[], opts: MigrateOptions): Promise<MigrationRun> {
-    const ordered = orderSteps(steps);
-    const planFor = (status: MigrationStatus) => (direction === "up" ? planUp(status, ordered, opts.to) : planDown(status, ordered, opts.to!));
-    if (opts.dryRun) {
-      const status = await this.status(ordered);
-      return dryRunResult(status, planFor(status), direction, direction === "up" ? 0 : opts.to!);
-    }
-    return this.run(opts, async (client, emit) => {
-      const status = computeStatus(ordered, await this.readApplied(client));
-      return runSteps(status, planFor(status), direction, opts.to, emit, (step) => this.runStep(client, step, direction, emit));
-    });
-  }
-
   async close(): Promise<void> {
     await Promise.all([...this.clients].map((c) => this.disconnect(c)));
   }
 
   /** Connects (both connections, before anything runs), takes the lock, runs work, always lets go. */
-  private async run(opts: MigrateOptions, work: (client: pg.Client, emit: Emit) => Promise<MigrationRun>): Promise<MigrationRun> {
+  protected async run(opts: MigrateOptions, work: (client: pg.Client, emit: Emit) => Promise<MigrationRun>): Promise<MigrationRun> {
     const emit = emitter(opts);
     const lock = await this.connect();
     let client: pg.Client | undefined;
@@ -170,7 +147,7 @@ export class PostgresMigrator implements Migrator {
     }
   }
 
-  private async runStep(client: pg.Client, step: MigrationStep, direction: "up" | "down", emit: Emit): Promise<void> {
+  protected async runStep(client: pg.Client, step: MigrationStep, direction: "up" | "down", emit: Emit): Promise<void> {
     const sql = isModuleStep(step) ? undefined : await readStepSql(step, direction);
     const mod = isModuleStep(step) ? await loadModule(step) : undefined;
     const db = pgDb(client);
@@ -285,7 +262,7 @@ export class PostgresMigrator implements Migrator {
     return stepFailed(step, direction, reason, { ...(line === undefined ? {} : { line }), data });
   }
 
-  private async readApplied(client: pg.Client): Promise<AppliedMigration[]> {
+  protected async readApplied(client: pg.Client): Promise<AppliedMigration[]> {
     const exists = await client.query<{ ok: boolean }>("SELECT to_regclass('turquoise_migrations') IS NOT NULL AS ok");
     if (!exists.rows[0]?.ok) return [];
     const r = await client.query<{ version: number; name: string; checksum: string; phase: MigrationPhase; applied_at_ms: number }>(

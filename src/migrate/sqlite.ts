@@ -13,23 +13,20 @@ import { dirname, isAbsolute, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { TurquoiseError, errorMessage } from "../errors.js";
-import type { AppliedMigration, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep, Migrator } from "./contract.js";
+import { StepMigrator } from "./base.js";
+import type { AppliedMigration, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep } from "./contract.js";
 import {
   DEFAULT_LOCK_RETRIES,
   DEFAULT_LOCK_TIMEOUT_MS,
   backoffMs,
   computeStatus,
-  dryRunResult,
   emitter,
   isModuleStep,
   loadModule,
   orderSteps,
-  planDown,
-  planUp,
   readStepSql,
   stepFailed,
   toSqliteParams,
-  runSteps,
   type MigrationDb,
 } from "./files.js";
 
@@ -71,7 +68,7 @@ export function sqlitePath(url: string, baseDir: string): string {
   return isAbsolute(path) ? path : resolve(baseDir, path);
 }
 
-export class SqliteMigrator implements Migrator {
+export class SqliteMigrator extends StepMigrator<Database.Database> {
   readonly driver = "sqlite" as const;
   readonly path: string;
   private readonly lockTimeoutMs: number;
@@ -79,6 +76,7 @@ export class SqliteMigrator implements Migrator {
   private readonly open = new Set<Database.Database>();
 
   constructor(opts: SqliteMigratorOptions) {
+    super();
     this.path = sqlitePath(opts.url, opts.baseDir);
     this.lockTimeoutMs = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
     this.retries = opts.retries ?? DEFAULT_LOCK_RETRIES;
@@ -97,33 +95,12 @@ export class SqliteMigrator implements Migrator {
     }
   }
 
-  async up(steps: MigrationStep[], opts: MigrateOptions = {}): Promise<MigrationRun> {
-    return this.migrate("up", steps, opts);
-  }
-
-  async down(steps: MigrationStep[], opts: MigrateOptions & { to: number }): Promise<MigrationRun> {
-    return this.migrate("down", steps, opts);
-  }
-
-  private async migrate(direction: "up" | "down", steps: MigrationStep[], opts: MigrateOptions): Promise<MigrationRun> {
-    const ordered = orderSteps(steps);
-    const planFor = (status: MigrationStatus) => (direction === "up" ? planUp(status, ordered, opts.to) : planDown(status, ordered, opts.to!));
-    if (opts.dryRun) {
-      const status = await this.status(ordered);
-      return dryRunResult(status, planFor(status), direction, direction === "up" ? 0 : opts.to!);
-    }
-    return this.run(opts, async (db, emit) => {
-      const status = computeStatus(ordered, await this.readApplied(db));
-      return runSteps(status, planFor(status), direction, opts.to, emit, (step) => this.runStep(db, step, direction, emit));
-    });
-  }
-
   async close(): Promise<void> {
     for (const db of this.open) this.disconnect(db);
   }
 
   /** Connects, takes the runner lock, makes the table, runs work, and always lets go. */
-  private async run(opts: MigrateOptions, work: (db: Database.Database, emit: ReturnType<typeof emitter>) => Promise<MigrationRun>): Promise<MigrationRun> {
+  protected async run(opts: MigrateOptions, work: (db: Database.Database, emit: ReturnType<typeof emitter>) => Promise<MigrationRun>): Promise<MigrationRun> {
     const emit = emitter(opts);
     this.checkReachable();
     const db = this.connect(false);
@@ -219,7 +196,7 @@ export class SqliteMigrator implements Migrator {
     }
   }
 
-  private async runStep(db: Database.Database, step: MigrationStep, direction: "up" | "down", emit: ReturnType<typeof emitter>): Promise<void> {
+  protected async runStep(db: Database.Database, step: MigrationStep, direction: "up" | "down", emit: ReturnType<typeof emitter>): Promise<void> {
     const sql = isModuleStep(step) ? undefined : await readStepSql(step, direction);
     const mod = isModuleStep(step) ? await loadModule(step) : undefined;
     const body = async (): Promise<void> => {
@@ -283,7 +260,7 @@ export class SqliteMigrator implements Migrator {
     }
   }
 
-  private async readApplied(db: Database.Database): Promise<AppliedMigration[]> {
+  protected async readApplied(db: Database.Database): Promise<AppliedMigration[]> {
     return this.whenNotBusy(() => {
       if (!hasTable(db)) return [];
       const rows = db.prepare("SELECT version, name, checksum, phase, applied_at FROM turquoise_migrations ORDER BY version").all() as Array<{
