@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { TurquoiseError } from "../errors.js";
+import { EXIT_CODES, TurquoiseError, type ErrorCode } from "../errors.js";
 import { Agent, readAgentInfo } from "../agent.js";
 import { pidAlive } from "../util/proc.js";
 import { ensureToken } from "../api/token.js";
@@ -60,7 +60,11 @@ async function detach(ctx: Context, spec: Spec): Promise<void> {
 
   const deadline = Date.now() + DETACH_WAIT_MS;
   while (Date.now() < deadline) {
-    if (exited !== null) throw new TurquoiseError("INTERNAL", `the agent exited with code ${exited} while starting:\n${tail(logFile)}`);
+    if (exited !== null) {
+      // The detached agent's own exit code says what went wrong (12: Docker unreachable, 9: port in use, ...): pass it on.
+      const code = (Object.entries(EXIT_CODES).find(([, n]) => n === exited)?.[0] ?? "INTERNAL") as ErrorCode;
+      throw new TurquoiseError(code, `the agent exited with code ${exited} while starting:\n${tail(logFile)}`);
+    }
     const info = readAgentInfo(spec.stateDir);
     if (info && info.pid === child.pid) {
       const client = new AgentClient(`http://${info.api.host}:${info.api.port}`, token);

@@ -255,7 +255,7 @@ describe("runtime docker, daemon unreachable", () => {
   it("up fails with a clear error and starts nothing", async () => {
     const ws = await dockerWorkspace({ env: { DOCKER_HOST: "unix:///nonexistent.sock" } });
     const r = await ws.cli(["up", "--detach"], { allowFail: true });
-    assert.notEqual(r.code, 0);
+    assert.equal(r.code, EXIT_CODES.RUNTIME_UNAVAILABLE, "the detached agent's exit code is passed on");
     assert.match(r.stdout + r.stderr, /cannot reach the Docker daemon at \/nonexistent\.sock \(ENOENT\): is dockerd running\?/);
     const stateDir = path.join(ws.dir, ".turquoise");
     for (const f of ["agent.pid", "agent.json", "proxy.json"]) assert.equal(fs.existsSync(path.join(stateDir, f)), false, `${f} was written`);
