@@ -167,12 +167,15 @@ export class Orchestrator {
     }
     const owner = `${req.actor} (migrate ${direction} to ${to}, agent ${this.d.agentId}, #${Math.random().toString(36).slice(2, 8)})`;
     await this.takeLock(svc.name, owner, false, () => {});
+    // A long migration must not outlive its lock: renew it as a deploy does.
+    const renew = setInterval(() => void this.d.store.renewLock(keys.lock(svc.name), owner, LOCK_TTL_MS), LOCK_RENEW_MS);
     try {
       const lines: string[] = [];
       const result = await db.migrate(direction, to, (l) => lines.push(l));
       this.d.event(svc.name, "migrate", `${req.actor}: ${result}`, { from: status.current, to });
       return { ...summary, dryRun: false, from: status.current, to, result, log: lines };
     } finally {
+      clearInterval(renew);
       await this.d.store.releaseLock(keys.lock(svc.name), owner);
     }
   }
