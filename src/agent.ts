@@ -122,7 +122,10 @@ export class Agent {
     }, {
       changed: () => registry.bump(),
       // Critical and out of rotation: stop it, and let the supervisor start a replacement.
-      critical: (inst) => void fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000).then(() => supervisor.lost(inst, "went critical")),
+      critical: (inst) => void fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000).then(
+        () => supervisor.lost(inst, "went critical"),
+        (e) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${e instanceof Error ? e.message : e}`),
+      ),
     });
     agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, log);
 
@@ -249,6 +252,11 @@ export class Agent {
     const started = await this.fleet.startSlot({ ...svc, replicas: missing }, color, rec.release, this.apiUrl, this.orchestrator.instanceEnvFor(svc));
     const r = await waitHealthy(started.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, { deadline: Date.now() + svc.deployTimeoutMs, isAlive: (id) => this.fleet.isAlive(id) });
     if (r.ok) this.fleet.markReady(started);
+    else {
+      // Never healthy: out they go, and healing takes over with its backoff.
+      await this.fleet.stop(started.filter((i) => this.fleet.isAlive(i.id)), svc.stopTimeoutMs);
+      for (const inst of started) this.supervisor.lost(inst, "did not turn healthy after the agent restarted it");
+    }
   }
 
   private async listen(): Promise<void> {

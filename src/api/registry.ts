@@ -29,8 +29,8 @@ export class Registry {
     for (const w of waiting) w();
   }
 
-  /** Resolves with the index once it is above `after`, or when waitMs runs out. */
-  waitFor(after: number, waitMs: number): Promise<number> {
+  /** Resolves with the index once it is above `after`, when waitMs runs out, or when the client goes away. */
+  waitFor(after: number, waitMs: number, client?: { once(event: "close", fn: () => void): unknown }): Promise<number> {
     // An index above ours comes from before an agent restart: answer now, as Consul does when its index goes backwards.
     if (this.index > after || after > this.index) return Promise.resolve(this.index);
     return new Promise((resolve) => {
@@ -41,6 +41,7 @@ export class Registry {
       };
       const timer = setTimeout(done, Math.min(waitMs, MAX_BLOCKING_WAIT_MS));
       this.waiters.add(done);
+      client?.once("close", done);
     });
   }
 

@@ -58,11 +58,11 @@ export function createApi(agent: Agent): http.RequestListener {
     }],
     ["GET", /^\/v1\/services\/([^/]+)\/history$/, async ({ agent, params, query }) => {
       agent.orchestrator.service(params[0]!);
-      return { history: await agent.store.listHistory(params[0]!, Number(query.get("limit") ?? 20)) };
+      return { history: await agent.store.listHistory(params[0]!, intParam(query, "limit", 20, 1, 1_000)) };
     }],
     ["GET", /^\/v1\/services\/([^/]+)\/logs$/, async ({ agent, params, query }) => {
       agent.orchestrator.service(params[0]!);
-      const tailLines = Number(query.get("tail") ?? 50);
+      const tailLines = intParam(query, "tail", 50, 1, 10_000);
       const instances = agent.fleet.list(params[0]!).filter((i) => !query.get("instance") || i.id === query.get("instance"));
       return { logs: await Promise.all(instances.map(async (i) => ({ instance: i.id, slot: i.slot, release: i.release, text: await agent.fleet.logs(i, tailLines) }))) };
     }],
@@ -84,7 +84,7 @@ export function createApi(agent: Agent): http.RequestListener {
       return r;
     }],
     ["GET", /^\/v1\/events$/, async ({ agent, query }) => ({
-      events: await agent.store.listEvents({ afterId: Number(query.get("after") ?? 0), limit: Number(query.get("limit") ?? 100), ...(query.get("service") ? { service: query.get("service")! } : {}) }),
+      events: await agent.store.listEvents({ afterId: intParam(query, "after", 0, 0, Number.MAX_SAFE_INTEGER), limit: intParam(query, "limit", 100, 1, 10_000), ...(query.get("service") ? { service: query.get("service")! } : {}) }),
     }), { read: true, blocking: true }],
     ["POST", /^\/v1\/shutdown$/, async ({ agent, req, res }) => {
       const body = parseJson(await readBody(req));
@@ -94,7 +94,12 @@ export function createApi(agent: Agent): http.RequestListener {
   ];
 
   return (req, res) => {
-    const url = new URL(req.url ?? "/", "http://agent");
+    let url: URL;
+    try {
+      url = new URL(req.url ?? "/", "http://agent");
+    } catch {
+      return send(res, 400, { error: { code: "USAGE", message: "the request path is not a valid URL" } });
+    }
     if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt });
     const admin = tokenMatches(agent.token, req.headers.authorization);
     const reader = admin || tokenMatches(agent.registryToken, req.headers.authorization);
@@ -106,8 +111,13 @@ export function createApi(agent: Agent): http.RequestListener {
       if (!m) continue;
       if (method !== req.method) continue;
       if (!admin && !opts.read) return send(res, 401, { error: { code: "UNAUTHORIZED", message: "the registry token only reads the catalog, health, KV and events; this call needs the API token" } });
-      const params = m.slice(1).map(decodeURIComponent);
-      blockUntilChanged(agent, url.searchParams, opts.blocking === true)
+      let params: string[];
+      try {
+        params = m.slice(1).map(decodeURIComponent);
+      } catch {
+        return send(res, 400, { error: { code: "USAGE", message: "the request path has a malformed %-escape" } });
+      }
+      blockUntilChanged(agent, url.searchParams, opts.blocking === true, req)
         .then(() => handler({ agent, req, res, params, query: url.searchParams }))
         .then((body) => {
           if (res.headersSent) return;
@@ -193,7 +203,7 @@ async function status(agent: Agent): Promise<unknown> {
 }
 
 /** Consul's blocking read: with ?index=N, hold the request until the index passes N or ?wait= runs out. */
-async function blockUntilChanged(agent: Agent, query: URLSearchParams, blocking: boolean): Promise<void> {
+async function blockUntilChanged(agent: Agent, query: URLSearchParams, blocking: boolean, req: http.IncomingMessage): Promise<void> {
   const index = query.get("index");
   if (!blocking || index === null) return;
   if (!/^\d+$/.test(index)) throw new TurquoiseError("USAGE", `?index must be a number from X-Turquoise-Index, got "${index}"`);
@@ -206,7 +216,7 @@ async function blockUntilChanged(agent: Agent, query: URLSearchParams, blocking:
       throw new TurquoiseError("USAGE", `?wait: ${errorMessage(e)}`);
     }
   }
-  await agent.registry.waitFor(Number(index), waitMs);
+  await agent.registry.waitFor(Number(index), waitMs, req);
 }
 
 /** Server-sent events: every agent event as it happens, until the client goes away. */
@@ -219,6 +229,15 @@ async function streamEvents(agent: Agent, req: http.IncomingMessage, res: http.S
   clearInterval(ping);
   stop();
   return undefined;
+}
+
+/** An integer query parameter within [min, max], or a usage error naming it. */
+function intParam(query: URLSearchParams, name: string, fallback: number, min: number, max: number): number {
+  const text = query.get(name);
+  if (text === null) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) throw new TurquoiseError("USAGE", `?${name} must be an integer from ${min} to ${max}, got "${text}"`);
+  return n;
 }
 
 function casOption(query: URLSearchParams): { prevRevision?: number } {

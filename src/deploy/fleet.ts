@@ -115,7 +115,8 @@ export class Fleet {
   async stop(instances: InstanceInfo[], stopTimeoutMs: number): Promise<{ killed: number }> {
     let killed = 0;
     await Promise.all(
-      instances.map(async (inst) => {
+      // One that is already being stopped (by a deploy, or by healing) is left to that stop.
+      instances.filter((inst) => !this.stopping.has(inst.id)).map(async (inst) => {
         this.stopping.add(inst.id);
         try {
           if ((await this.runtime(inst).stop(inst, stopTimeoutMs)).killed) killed++;

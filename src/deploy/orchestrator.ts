@@ -18,6 +18,7 @@ import { formatRange, releaseInfo } from "./release.js";
 import { runSmoke } from "./smoke.js";
 import { runCommand } from "../util/command.js";
 import { degradedKey } from "../heal/supervisor.js";
+import { scrubSecrets } from "../migrate/redact.js";
 
 export const LOCK_TTL_MS = 30_000;
 const LOCK_RENEW_MS = 10_000;
@@ -100,6 +101,9 @@ interface Flow {
 
 export class Orchestrator {
   private readonly warmTimers = new Map<string, NodeJS.Timeout>();
+  private routesQueue: Promise<unknown> = Promise.resolve();
+  /** Colors of flips under way, between their route update and their Store write. */
+  private readonly pendingColors = new Map<string, Slot>();
   private readonly resumes = new Set<Promise<unknown>>();
 
   constructor(private readonly d: OrchestratorDeps) {}
@@ -168,7 +172,7 @@ export class Orchestrator {
     const owner = `${req.actor} (migrate ${direction} to ${to}, agent ${this.d.agentId}, #${Math.random().toString(36).slice(2, 8)})`;
     await this.takeLock(svc.name, owner, false, () => {});
     // A long migration must not outlive its lock: renew it as a deploy does.
-    const renew = setInterval(() => void this.d.store.renewLock(keys.lock(svc.name), owner, LOCK_TTL_MS), LOCK_RENEW_MS);
+    const renew = this.keepLock(svc.name, owner);
     try {
       const lines: string[] = [];
       const result = await db.migrate(direction, to, (l) => lines.push(l));
@@ -257,7 +261,7 @@ export class Orchestrator {
     const lockStarted = Date.now();
     emit({ type: "step", name: "lock", status: "started" });
     await this.takeLock(svc.name, owner, !!req.wait, emit);
-    const renew = setInterval(() => void store.renewLock(keys.lock(svc.name), owner, LOCK_TTL_MS), LOCK_RENEW_MS);
+    const renew = this.keepLock(svc.name, owner);
     steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
 
@@ -433,8 +437,12 @@ export class Orchestrator {
     try {
       await this.step(flow, "flip", async () => {
         await records.setSlot(svc.name, { ...preview, state: "live" });
-        await this.applyRoutes({ [svc.name]: toSlot });
-        await records.setColor(svc.name, toSlot);
+        try {
+          await this.applyRoutes({ [svc.name]: toSlot });
+          await records.setColor(svc.name, toSlot);
+        } finally {
+          this.settleColor(svc.name);
+        }
         return `traffic → ${toSlot} (${release})`;
       });
     } catch (e) {
@@ -530,6 +538,16 @@ export class Orchestrator {
     });
   }
 
+  /** Renews a held deploy lock until cleared; a lost lock or a store error is an event, never a crash. */
+  keepLock(service: string, owner: string): NodeJS.Timeout {
+    return setInterval(() => {
+      this.d.store.renewLock(keys.lock(service), owner, LOCK_TTL_MS).then(
+        (held) => { if (!held) this.d.event(service, "lock.lost", `the deploy lock held by ${owner} expired before it was renewed`); },
+        (e) => this.d.event(service, "lock.error", `renewing the deploy lock failed: ${errorMessage(e)}`),
+      );
+    }, LOCK_RENEW_MS);
+  }
+
   private async takeLock(service: string, owner: string, wait: boolean, emit: (p: Progress) => void): Promise<void> {
     let told = false;
     for (;;) {
@@ -560,7 +578,10 @@ export class Orchestrator {
     const lines: string[] = [];
     for (const f of r.failing) {
       const inst = byId.get(f.id);
-      const log = inst ? (await this.d.fleet.logs(inst, LOG_TAIL_LINES).catch(() => "")).trim() : "";
+      const raw = inst ? (await this.d.fleet.logs(inst, LOG_TAIL_LINES).catch(() => "")).trim() : "";
+      // Apps print their database URL at start more often than one would like; history must not keep it.
+      const db = this.database(svc);
+      const log = db ? scrubSecrets(raw, db.url) : raw;
       lines.push(`${f.id}: ${f.status}: ${f.output}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
     }
     const why = r.reason === "exited" ? "an instance exited before it was healthy" : r.reason === "timeout" ? `not healthy within deploy_timeout (${svc.deployTimeoutMs}ms)` : "aborted";
@@ -663,11 +684,27 @@ export class Orchestrator {
     await Promise.allSettled([...this.resumes]);
   }
 
-  /** Builds the route table from the Store's live colors and applies it; resolves once the proxy uses it. */
-  async applyRoutes(override: Record<string, Slot> = {}): Promise<RouteTable> {
+  /**
+   * Builds the route table from the Store's live colors (and flips under way) and applies it;
+   * resolves once the proxy uses it. One build at a time: two services flipping at once, or a
+   * proxy restart during a flip, must not apply a table that undoes the other's flip.
+   */
+  applyRoutes(override: Record<string, Slot> = {}): Promise<RouteTable> {
+    for (const [svc, slot] of Object.entries(override)) this.pendingColors.set(svc, slot);
+    const run = this.routesQueue.then(() => this.buildAndApply());
+    this.routesQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** A flip's color is stored: later tables read it from the Store. */
+  private settleColor(service: string): void {
+    this.pendingColors.delete(service);
+  }
+
+  private async buildAndApply(): Promise<RouteTable> {
     const routes: Route[] = [];
     for (const svc of Object.values(this.d.spec.services)) {
-      const slot = override[svc.name] ?? (await this.d.records.color(svc.name));
+      const slot = this.pendingColors.get(svc.name) ?? (await this.d.records.color(svc.name));
       if (!slot) continue;
       const rec = await this.d.records.slot(svc.name, slot);
       if (!rec) continue;
@@ -676,7 +713,8 @@ export class Orchestrator {
         ...(svc.route.host ? { host: svc.route.host } : {}),
         pathPrefix: svc.route.pathPrefix,
         poolId: rec.poolId,
-        upstreams: this.d.fleet.list(svc.name, slot).map((i) => ({ id: i.id, host: i.host, port: i.port })),
+        // Only instances that passed their checks: a replacement still starting gets no traffic.
+        upstreams: this.d.fleet.list(svc.name, slot).filter((i) => this.d.fleet.isReady(i.id)).map((i) => ({ id: i.id, host: i.host, port: i.port })),
       });
     }
     const table: RouteTable = { version: await this.d.records.nextTableVersion(), routes };
@@ -699,10 +737,12 @@ export class Orchestrator {
         note = `journal for unknown service ${j.service} dropped`;
       } else {
         const color = await this.d.records.color(j.service);
+        // The proxy may serve a slot whose flip never reached the Store: put it back on the stored color first.
+        await this.applyRoutes().catch(() => undefined);
         for (const slot of SLOTS) {
           const rec = await this.d.records.slot(j.service, slot);
           if (!rec || slot === color) continue;
-          if (rec.state === "preview") await this.undoPreview(svc, slot);
+          if (rec.state === "preview" || (rec.state === "live" && rec.release === j.release && rec.release !== j.previousRelease)) await this.undoPreview(svc, slot);
           else if (rec.state === "live") {
             // The flip away from this slot happened: let its in-flight requests finish, then retire it.
             await this.d.proxy.drain(rec.poolId, svc.drainTimeoutMs).catch(() => undefined);

@@ -38,8 +38,10 @@ export interface SupervisorDeps {
 export class Supervisor {
   /** Replacement attempts per service, for the degraded window. */
   private readonly attempts = new Map<string, number[]>();
-  /** Consecutive failed replacements per service/slot, for the backoff. */
+  /** Consecutive failed replacements per pool (a deploy's new pool starts from zero), for the backoff. */
   private readonly failures = new Map<string, number>();
+  /** The pool each service/slot was last healed in. */
+  private readonly poolKey = new Map<string, string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private stopped = false;
 
@@ -58,7 +60,7 @@ export class Supervisor {
   }
 
   private backoff(service: string, slot: Slot): number {
-    const n = this.failures.get(`${service}/${slot}`) ?? 0;
+    const n = this.failures.get(this.poolKey.get(`${service}/${slot}`) ?? "") ?? 0;
     return n === 0 ? 0 : Math.min(HEAL_BACKOFF_BASE_MS * 2 ** (n - 1), HEAL_BACKOFF_MAX_MS);
   }
 
@@ -82,8 +84,10 @@ export class Supervisor {
     if (missing <= 0) return;
 
     const now = Date.now();
-    const recent = (this.attempts.get(service) ?? []).filter((t) => now - t < HEAL_WINDOW_MS);
-    const failedInARow = this.failures.get(`${service}/${slot}`) ?? 0;
+    const pool = rec.poolId;
+    this.poolKey.set(`${service}/${slot}`, pool);
+    const recent = (this.attempts.get(pool) ?? []).filter((t) => now - t < HEAL_WINDOW_MS);
+    const failedInARow = this.failures.get(pool) ?? 0;
     if (failedInARow >= HEAL_MAX_FAILURES || recent.length >= HEAL_MAX_RESTARTS) {
       const reason = failedInARow >= HEAL_MAX_FAILURES
         ? `${failedInARow} replacements in a row never turned healthy (a crash loop)`
@@ -97,31 +101,41 @@ export class Supervisor {
     const owner = `agent ${this.d.agentId} (healing ${service} ${slot})`;
     const lock = await this.d.store.acquireLock(keys.lock(service), owner, HEAL_LOCK_TTL_MS);
     if (!lock.ok) return this.schedule(service, slot, HEAL_LOCK_RETRY_MS);
+    const renew = this.d.orchestrator.keepLock(service, owner);
     try {
       const current = await this.d.records.slot(service, slot);
       const stillMissing = svc.replicas - this.d.fleet.list(service, slot).length;
       if (current?.release !== rec.release || stillMissing <= 0) return;
       recent.push(now);
-      this.attempts.set(service, recent);
+      this.attempts.set(pool, recent);
       const started = Date.now();
-      const fresh = await this.d.fleet.startSlot({ ...svc, replicas: stillMissing }, slot, rec.release, this.d.apiUrl(), this.d.orchestrator.instanceEnvFor(svc));
+      let fresh: InstanceInfo[];
+      try {
+        fresh = await this.d.fleet.startSlot({ ...svc, replicas: stillMissing }, slot, rec.release, this.d.apiUrl(), this.d.orchestrator.instanceEnvFor(svc));
+      } catch (e) {
+        // Could not even start (a runtime error): a failure like any other, with the same backoff.
+        this.failures.set(pool, (this.failures.get(pool) ?? 0) + 1);
+        this.d.event(service, "heal.failed", `replacement ${rec.release} in ${slot} could not start: ${e instanceof Error ? e.message : e}`);
+        this.schedule(service, slot, this.backoff(service, slot));
+        return;
+      }
       const r = await waitHealthy(fresh.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, {
         deadline: started + svc.deployTimeoutMs,
         isAlive: (id) => this.d.fleet.isAlive(id),
       });
       if (!r.ok) {
         await this.d.fleet.stop(fresh.filter((i) => this.d.fleet.isAlive(i.id)), svc.stopTimeoutMs);
-        const n = (this.failures.get(`${service}/${slot}`) ?? 0) + 1;
-        this.failures.set(`${service}/${slot}`, n);
+        this.failures.set(pool, (this.failures.get(pool) ?? 0) + 1);
         this.d.event(service, "heal.failed", `replacement ${rec.release} in ${slot} did not turn healthy (${r.reason}): ${r.failing.map((f) => f.output).join("; ").slice(0, 300)}`);
         this.schedule(service, slot, this.backoff(service, slot));
         return;
       }
-      this.failures.delete(`${service}/${slot}`);
+      this.failures.delete(pool);
       this.d.fleet.markReady(fresh);
       if ((await this.d.records.color(service)) === slot) await this.d.orchestrator.applyRoutes();
       this.d.event(service, "instance.replaced", `${fresh.map((i) => i.id).join(", ")} (${rec.release}) healthy in ${slot} after ${Date.now() - started}ms`, { slot, release: rec.release, healthyMs: Date.now() - started });
     } finally {
+      clearInterval(renew);
       await this.d.store.releaseLock(keys.lock(service), owner);
     }
   }

@@ -6,6 +6,15 @@ import type { Registry } from "../api/registry.js";
 import type { WatchSpec } from "../spec/types.js";
 import { runCommand } from "../util/command.js";
 
+function safeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.origin}${u.pathname}`;
+  } catch {
+    return "(invalid url)";
+  }
+}
+
 export type WatchView = (w: WatchSpec) => Promise<unknown>;
 export type WatchLog = (type: string, message: string, data: Record<string, unknown>) => void;
 
@@ -72,6 +81,8 @@ export class WatchRunner {
     } catch (e) {
       status = (e as Error).name === "TimeoutError" ? `timed out after ${w.timeoutMs}ms` : `failed: ${(e as Error).message}`;
     }
-    this.log("watch.handler", `watch ${w.name}: ${method} ${url} ${status} in ${Date.now() - started}ms`, { watch: w.name, index, ok, status, durationMs: Date.now() - started });
+    // Webhook URLs often carry their secret in the query: log the origin and path only.
+    const shown = safeUrl(url);
+    this.log("watch.handler", `watch ${w.name}: ${method} ${shown} ${status} in ${Date.now() - started}ms`, { watch: w.name, index, ok, status, durationMs: Date.now() - started });
   }
 }
