@@ -1,6 +1,7 @@
 // End to end: crashes of the agent and of the proxy, and the API's token.
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { after, describe, it } from "node:test";
 import { spawn } from "node:child_process";
@@ -124,6 +125,21 @@ describe("proxy and API", () => {
     assert.equal(ok.status, 200);
     const health = await get(`http://127.0.0.1:${agentPort}/v1/health`);
     assert.equal(health.status, 200, "liveness needs no token");
+  });
+
+  it("malformed request paths get 400 and the agent keeps running", async () => {
+    const raw = (path: string) => new Promise<string>((resolve, reject) => {
+      const sock = net.connect(ws.agentPort, "127.0.0.1", () => sock.end(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+      let text = "";
+      sock.on("data", (c) => (text += c));
+      sock.on("end", () => resolve(text));
+      sock.on("error", reject);
+    });
+    assert.match(await raw("//["), /^HTTP\/1\.1 400/);
+    const token = fs.readFileSync(path.join(ws.dir, ".turquoise", "registry-token"), "utf8").trim();
+    const bad = await get(`http://127.0.0.1:${ws.agentPort}/v1/kv/%E0`, { authorization: `Bearer ${token}` });
+    assert.equal(bad.status, 400);
+    assert.equal((await get(`http://127.0.0.1:${ws.agentPort}/v1/health`)).status, 200);
   });
 
   it("down stops everything; up restores the live release", async () => {
