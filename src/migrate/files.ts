@@ -2,8 +2,8 @@
 // from it (what is pending, what is wrong, what up and down would run). The drivers only execute.
 
 import { createHash } from "node:crypto";
-import { readFile, readdir, stat } from "node:fs/promises";
-import { basename, join, resolve } from "node:path";
+import { readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { TurquoiseError, errorMessage, type ErrorDetail } from "../errors.js";
 import type {
@@ -36,11 +36,11 @@ export const DEFAULT_LOCK_RETRIES = 4;
 /** The first back-off after a lock timeout; it doubles on every retry. */
 export const RETRY_BASE_DELAY_MS = 100;
 
-const NAME_RE = /^(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.(up\.sql|down\.sql|mjs|js)$/;
+const NAME_RE = /^(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.(up\.sql|down\.sql|mjs|js|ts|mts)$/;
 const CANDIDATE_RE = /\.(sql|mjs|js|cjs|ts|mts|cts)$/;
 const DIRECTIVE_RE = /^--\s*turquoise\s*:(.*)$/i;
 const DIRECTIVES = ["expand", "contract", "no-transaction", "irreversible"] as const;
-const NAME_HINT = "expected NNNN_name.up.sql, NNNN_name.down.sql, NNNN_name.mjs or NNNN_name.js (NNNN: a version above 0)";
+const NAME_HINT = "expected NNNN_name.up.sql, NNNN_name.down.sql, or a module NNNN_name.mjs, .js, .ts or .mts (NNNN: a version above 0)";
 
 interface Parsed {
   version: number;
@@ -243,11 +243,22 @@ async function readModuleStep(up: Parsed): Promise<MigrationStep> {
 
 async function importModule(path: string, checksum: string): Promise<Record<string, unknown>> {
   let ns: Record<string, unknown>;
+  const typescript = /\.m?ts$/.test(path);
+  // Node 20 cannot import TypeScript: strip the types into a sibling file (so relative imports
+  // still resolve; a leading dot keeps it out of the step list), import that, remove it.
+  const target = typescript ? join(dirname(path), `.${basename(path).replace(/\.m?ts$/, "")}.${checksum.slice(0, 12)}.turquoise.mjs`) : path;
   try {
+    if (typescript) {
+      const { transform } = await import("sucrase");
+      const source = await readFile(path, "utf8");
+      await writeFile(target, transform(source, { transforms: ["typescript"], filePath: path }).code);
+    }
     // The checksum in the URL makes an edited file load afresh instead of from the module cache.
-    ns = (await import(`${pathToFileURL(path).href}?checksum=${checksum}`)) as Record<string, unknown>;
+    ns = (await import(`${pathToFileURL(target).href}?checksum=${checksum}`)) as Record<string, unknown>;
   } catch (e) {
     throw new Error(`cannot be loaded: ${errorMessage(e)}`);
+  } finally {
+    if (typescript) await rm(target, { force: true });
   }
   // A CommonJS .js file: its exports arrive as the default export.
   if (ns.up === undefined && typeof ns.default === "object" && ns.default !== null) return ns.default as Record<string, unknown>;

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { appendFile, cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { appendFile, cp, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -398,6 +398,31 @@ export async function up(db) {
 
       await m.down(steps, { to: 4 });
       await assert.rejects(fx.raw("SELECT n FROM tally"));
+    });
+
+    it("runs a TypeScript module step, types and all, and leaves no transpiled file behind", async () => {
+      const dir = await migrationsDir({
+        "0005_typed.ts": `
+interface Db { query(sql: string, params?: unknown[]): Promise<{ rows: Array<Record<string, unknown>> }> }
+export const phase: "expand" | "contract" = "expand";
+export async function up(db: Db): Promise<void> {
+  const label: string = "typed";
+  await db.query("CREATE TABLE typed_step (label TEXT)");
+  await db.query("INSERT INTO typed_step (label) VALUES ($1)", [label]);
+}
+export async function down(db: Db): Promise<void> {
+  await db.query("DROP TABLE typed_step");
+}
+`,
+      });
+      const steps = await readMigrations(dir);
+      assert.equal(steps[4]!.name, "typed");
+      assert.ok(steps[4]!.downFile, "down() is exported");
+      await m.up(steps);
+      assert.deepEqual((await fx.raw("SELECT label FROM typed_step")).map((r) => r.label), ["typed"]);
+      await m.down(steps, { to: 4 });
+      await assert.rejects(fx.raw("SELECT label FROM typed_step"));
+      assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith(".turquoise.mjs")), []);
     });
 
     it("runs a no-transaction step outside any transaction, and records it after", async () => {

@@ -97,7 +97,7 @@ describe("readMigrations", () => {
   });
 
   it("fails on a bad file name, saying what a good one looks like", async () => {
-    for (const name of ["0001_a.sql", "add_people.up.sql", "0001-a.up.sql", "0001_a.ts", "0001_a.cjs", "0000_zero.up.sql"]) {
+    for (const name of ["0001_a.sql", "add_people.up.sql", "0001-a.up.sql", "0001_a.cts", "0001_a.cjs", "0000_zero.up.sql"]) {
       const { e } = await invalid({ [name]: "SELECT 1;" });
       assert.ok(e.message.includes(`${name}: bad migration file name`), e.message);
       assert.match(e.message, /NNNN_name\.up\.sql/);
