@@ -210,7 +210,7 @@ export const SPEC_JSON_SCHEMA = {
               minLength: 1,
               description: 'Database URL, e.g. "${DATABASE_URL}" to take it from the agent\'s environment, or sqlite:data/books.db (relative to the spec file). Never logged.',
             },
-            migrations: { type: "string", minLength: 1, description: "Directory of versioned steps (0001_name.up.sql, 0001_name.down.sql, or 0001_name.mjs), relative to the spec file." },
+            migrations: { type: "string", minLength: 1, description: "Directory of versioned steps (0001_name.up.sql, 0001_name.down.sql, or a module 0001_name.mjs, .js, .ts or .mts), relative to the spec file." },
             env: { type: "string", pattern: ENV_NAME_PATTERN, default: DEFAULT_DATABASE_ENV, description: "Environment variable that carries the URL into every instance." },
             lock_timeout: duration("PostgreSQL lock_timeout for each step, so a migration never blocks live traffic for long.", DEFAULT_MIGRATION_LOCK_TIMEOUT),
             retries: { type: "integer", minimum: 0, default: DEFAULT_MIGRATION_RETRIES, description: "How often a step that hit lock_timeout is retried, with exponential backoff." },
