@@ -81,15 +81,12 @@ export class Agent {
     readonly supervisor: Supervisor,
     private readonly log: AgentLog,
   ) {
+    this.event = eventLog(store, registry, log);
     this.watches = new WatchRunner(spec.watches, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data));
   }
 
   readonly watches: WatchRunner;
-
-  private event(service: string | null, type: string, message: string, data: Record<string, unknown> = {}): void {
-    this.log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
-    void this.store.appendEvent({ service, type, message, data }).then((e) => this.registry.publish(e), () => undefined);
-  }
+  private readonly event: EventLog;
 
   static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
@@ -101,10 +98,7 @@ export class Agent {
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
     const agentId = `${os.hostname()}:${process.pid}`;
-    const event = (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => {
-      log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
-      void store.appendEvent({ service, type, message, data }).then((e) => registry.publish(e), () => undefined);
-    };
+    const event = eventLog(store, registry, log);
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
     const fleet = new Fleet(await runtimesFor(spec), records, spec.dir, { TURQUOISE_TOKEN: registryToken });
@@ -142,7 +136,7 @@ export class Agent {
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
     if (spec.proxy.driver === "builtin") {
-      agent.watchProxy(event);
+      agent.watchProxy();
       void agent.followProxyEvents();
     }
     return agent;
@@ -183,7 +177,7 @@ export class Agent {
   }
 
   /** Restarts the proxy if its process dies; it comes back on its saved table, then gets the current one. */
-  private watchProxy(event: (service: string | null, type: string, message: string) => void): void {
+  private watchProxy(): void {
     let restarting = false;
     const timer = setInterval(async () => {
       if (restarting || this.closing || pidAlive(this.proxy.pid)) return;
@@ -195,9 +189,9 @@ export class Agent {
         await this.orchestrator.applyRoutes();
         await this.monitor.pushMarks();
         await this.writeAgentInfo();
-        event(null, "proxy.restarted", `proxy (pid ${old}) died; started pid ${p.pid} with the route table restored`);
+        this.event(null, "proxy.restarted", `proxy (pid ${old}) died; started pid ${p.pid} with the route table restored`);
       } catch (e) {
-        event(null, "proxy.restart-failed", `proxy restart failed: ${e instanceof Error ? e.message : e}`);
+        this.event(null, "proxy.restart-failed", `proxy restart failed: ${e instanceof Error ? e.message : e}`);
       } finally {
         restarting = false;
       }
@@ -303,6 +297,16 @@ export class Agent {
     })();
     return this.closing;
   }
+}
+
+export type EventLog = (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
+
+/** Every agent event: a log line, a row in the Store's event log, and a push to the event stream. */
+function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
+  return (service, type, message, data = {}) => {
+    log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
+    void store.appendEvent({ service, type, message, data }).then((e) => registry.publish(e), () => undefined);
+  };
 }
 
 /**

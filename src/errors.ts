@@ -20,6 +20,11 @@ export const EXIT_CODES = {
 
 export type ErrorCode = keyof typeof EXIT_CODES;
 
+/** The error code behind an exit code (a child turquoise process's), INTERNAL when unknown. */
+export function codeForExit(exitCode: number): ErrorCode {
+  return (Object.entries(EXIT_CODES).find(([, n]) => n === exitCode)?.[0] ?? "INTERNAL") as ErrorCode;
+}
+
 export interface ErrorDetail {
   file?: string;
   line?: number;

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { EXIT_CODES, TurquoiseError, type ErrorCode } from "../errors.js";
+import { TurquoiseError, codeForExit } from "../errors.js";
 import { Agent, readAgentInfo } from "../agent.js";
 import { pidAlive } from "../util/proc.js";
 import { ensureToken } from "../api/token.js";
@@ -62,8 +62,7 @@ async function detach(ctx: Context, spec: Spec): Promise<void> {
   while (Date.now() < deadline) {
     if (exited !== null) {
       // The detached agent's own exit code says what went wrong (12: Docker unreachable, 9: port in use, ...): pass it on.
-      const code = (Object.entries(EXIT_CODES).find(([, n]) => n === exited)?.[0] ?? "INTERNAL") as ErrorCode;
-      throw new TurquoiseError(code, `the agent exited with code ${exited} while starting:\n${tail(logFile)}`);
+      throw new TurquoiseError(codeForExit(exited), `the agent exited with code ${exited} while starting:\n${tail(logFile)}`);
     }
     const info = readAgentInfo(spec.stateDir);
     if (info && info.pid === child.pid) {

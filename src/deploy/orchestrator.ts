@@ -8,7 +8,7 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import { waitHealthy } from "../health/checks.js";
 import { describePlan, planPath, type PlanAction, type ReleaseInfo, type SchemaRange } from "../plan/planner.js";
 import type { Proxy, Route, RouteTable } from "../proxy/contract.js";
-import { otherSlot, SLOTS, type InstanceInfo, type Slot } from "../runtime/contract.js";
+import { otherSlot, SLOTS, type InstanceInfo, type ReleaseDescription, type Slot } from "../runtime/contract.js";
 import type { Spec, ServiceSpec } from "../spec/types.js";
 import type { HistoryEntry, StepTiming, Store } from "../state/contract.js";
 import { ServiceDatabase, stepInfos } from "./database.js";
@@ -199,9 +199,12 @@ export class Orchestrator {
     const { records, fleet } = this.d;
     const color = await records.color(svc.name);
     const live = (color ? await records.slot(svc.name, color) : undefined) ?? null;
+    // Asked once per release: for docker each answer is an image inspect.
+    const described = new Map<string, ReleaseDescription>();
     for (const r of [req.release, req.via]) {
       if (!r) continue;
       const d = await fleet.describeRelease(svc, r);
+      described.set(r, d);
       if (!d.exists && !(await this.warmWith(svc, r))) throw new TurquoiseError("NOT_FOUND", `${d.reason ?? `release "${r}" of ${svc.name} not found`} (${this.d.spec.file})`);
     }
     const db = this.database(svc);
@@ -214,7 +217,7 @@ export class Orchestrator {
     const schemas: Record<string, SchemaRange> = {};
     const info = async (release: string, override?: SchemaRange) => {
       const rec = live?.release === release ? live.schema : undefined;
-      const i = await this.releaseInfo(svc, release, override ?? rec);
+      const i = await this.releaseInfo(svc, release, override ?? rec, described.get(release));
       schemas[release] = i.schema;
       return i;
     };
@@ -232,8 +235,8 @@ export class Orchestrator {
   }
 
   /** The release's declared schema range (or the override), as the planner needs it. */
-  private async releaseInfo(svc: ServiceSpec, release: string, override?: SchemaRange): Promise<ReleaseInfo> {
-    const declared = override ? null : (await this.d.fleet.describeRelease(svc, release)).schema;
+  private async releaseInfo(svc: ServiceSpec, release: string, override?: SchemaRange, known?: ReleaseDescription): Promise<ReleaseInfo> {
+    const declared = override ? null : (known ?? (await this.d.fleet.describeRelease(svc, release))).schema;
     const where = svc.runtime === "docker" ? `the image's label turquoise.schema (e.g. LABEL turquoise.schema=1..2)` : `${this.d.fleet.releaseDir(svc, release)}/turquoise.json as {"schema": {"min": N, "max": M}}`;
     return releaseInfo(svc.name, release, declared, where, override);
   }
@@ -405,17 +408,13 @@ export class Orchestrator {
       const schema = flow.schemas[release];
       const poolId = `${svc.name}/${slot}/${release}/${Date.now().toString(36)}`;
       await records.setSlot(svc.name, { slot, release, poolId, state: "preview", startedAt: Date.now(), ...(schema ? { schema } : {}) });
-      const fresh = await this.step(flow, "start", async () => fleet.startSlot(svc, slot, release, this.d.apiUrl, this.instanceEnv(flow)));
+      const fresh = await this.step(flow, "start", async () => fleet.startSlot(svc, slot, release, this.d.apiUrl, this.instanceEnvFor(svc)));
       await this.step(flow, "healthy", async () => this.waitHealthy(svc, fresh, "new instances"));
       await this.step(flow, "smoke", async () => this.smoke(svc, fresh, release));
     } catch (e) {
       await this.undoPreview(svc, slot);
       throw e;
     }
-  }
-
-  private instanceEnv(flow: Flow): Record<string, string> {
-    return flow.db ? { [flow.db.spec.envName]: flow.db.url } : {};
   }
 
   /** The environment Turquoise adds to a service's instances: its database URL, when it has one. */

@@ -110,11 +110,11 @@ describe("nginx proxy driver", { timeout: 120_000 }, () => {
     assert.equal(await who(`${base}/admin`, { host: "example.com" }), "admin");
     assert.equal(await who(`${base}/other`, { host: "other.test" }), "any");
 
-    const r = await request(`${base}/api/x?y=1`, { headers: { host: "books.test:81", "x-forwarded-for": "10.1.2.3" } });
+    const r = await request(`${base}/api/x?y=1`, { headers: { host: "books.test:81", "x-forwarded-for": "203.0.113.3" } });
     const e = json<Echo>(r);
     assert.equal(e.url, "/api/x?y=1");
     assert.equal(e.headers.host, "books.test:81");
-    assert.equal(e.headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    assert.equal(e.headers["x-forwarded-for"], "203.0.113.3, 127.0.0.1");
     assert.equal(e.headers["x-forwarded-proto"], "http");
     assert.equal(e.headers["x-forwarded-host"], "books.test:81");
 
@@ -347,8 +347,8 @@ describe("nginx proxy driver", { timeout: 120_000 }, () => {
     assert.equal(await who(`${base}/`), "solo-blue");
     await proxy.apply(table(2, route("books", "books:green", [green.upstream])));
     assert.equal(await who(`${base}/`), "solo-green");
-    const e = json<Echo>(await request(`${base}/`, { headers: { "x-forwarded-for": "10.0.0.9" } }));
-    assert.equal(e.headers["x-forwarded-for"], "10.0.0.9, 127.0.0.1");
+    const e = json<Echo>(await request(`${base}/`, { headers: { "x-forwarded-for": "203.0.113.9" } }));
+    assert.equal(e.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     const stats = await proxy.stats();
     assert.equal(stats.nginx.edge, undefined);
     assert.ok(stats.requests >= 3);

@@ -356,7 +356,7 @@ describe("DockerApi", () => {
     assert.deepEqual(resolveEndpoint({ host: "unix:///run/user/1000/docker.sock" }), { socketPath: "/run/user/1000/docker.sock" });
     assert.deepEqual(resolveEndpoint({ host: "tcp://127.0.0.1:2375" }), { host: "127.0.0.1", port: 2375 });
     assert.deepEqual(resolveEndpoint({ socketPath: "/tmp/d.sock", host: "tcp://127.0.0.1:2375" }), { socketPath: "/tmp/d.sock" });
-    assert.throws(() => resolveEndpoint({ host: "tcp://10.0.0.5:2375" }), /only unix sockets and loopback tcp:\/\/ addresses/);
+    assert.throws(() => resolveEndpoint({ host: "tcp://203.0.113.5:2375" }), /only unix sockets and loopback tcp:\/\/ addresses/);
     assert.throws(() => resolveEndpoint({ host: "ssh://me@box" }), /expected unix:\/\/\/path/);
   });
 });
