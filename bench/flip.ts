@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { BOOKS_IMAGE_REPO, ensureBooksImages } from "../src/demo/images.js";
 import { LoadProcess } from "../src/demo/load-process.js";
 import { BOOKS_DIR, createWorkspace, type Workspace } from "../src/demo/workspace.js";
-import { readToken } from "../src/api/token.js";
+import { readToken } from "../src/auth/token.js";
 import { AgentClient } from "../src/cli/client.js";
 import { nginxProxyConf, startNginx } from "./lib/nginx.js";
 import { DockerApi } from "../src/runtime/docker-api.js";

@@ -5,7 +5,7 @@
 import http from "node:http";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { readToken } from "../src/api/token.js";
+import { readToken } from "../src/auth/token.js";
 import { AgentClient } from "../src/cli/client.js";
 import { LoadProcess } from "../src/demo/load-process.js";
 import { createWorkspace, type Workspace } from "../src/demo/workspace.js";

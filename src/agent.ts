@@ -7,7 +7,7 @@ import path from "node:path";
 import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
-import { ensureToken, REGISTRY_TOKEN_FILE } from "./api/token.js";
+import { ensureToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
 import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
 import { watchView } from "./api/catalog.js";

@@ -1,7 +1,7 @@
 // Deploys and rollbacks driven straight through the agent's API, as the benchmarks need them:
 // no CLI process start in the measured path, the server-side history as the result.
 import path from "node:path";
-import { readToken } from "../../src/api/token.js";
+import { readToken } from "../../src/auth/token.js";
 import { AgentClient } from "../../src/cli/client.js";
 import type { Workspace } from "../../src/demo/workspace.js";
 import type { HistoryEntry } from "../../src/state/contract.js";

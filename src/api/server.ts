@@ -12,7 +12,7 @@ import { DEFAULT_BLOCKING_WAIT_MS } from "./registry.js";
 import { catalog, catalogService, checks } from "./catalog.js";
 import { degradedKey } from "../heal/supervisor.js";
 import type { SchemaRange } from "../plan/planner.js";
-import { tokenMatches } from "./token.js";
+import { tokenMatches } from "../auth/token.js";
 
 const MAX_BODY_BYTES = 1024 * 1024;
 

@@ -3,7 +3,7 @@ import http from "node:http";
 import os from "node:os";
 import { TurquoiseError, type ErrorCode } from "../errors.js";
 import { readAgentInfo } from "../agent.js";
-import { readToken } from "../api/token.js";
+import { readToken } from "../auth/token.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
 import type { Spec } from "../spec/types.js";
 

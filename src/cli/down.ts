@@ -3,7 +3,7 @@ import path from "node:path";
 import { TurquoiseError } from "../errors.js";
 import { readAgentInfo } from "../agent.js";
 import { pidAlive } from "../util/proc.js";
-import { readToken } from "../api/token.js";
+import { readToken } from "../auth/token.js";
 import { Records } from "../deploy/records.js";
 import { stopProxy } from "../proxy/builtin.js";
 import { NginxProxy } from "../proxy/nginx.js";

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { TurquoiseError } from "../errors.js";
-import { ensureToken } from "../api/token.js";
+import { ensureToken } from "../auth/token.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
 import { starterSpec } from "../spec/template.js";
 import { printJson, type Command } from "./command.js";

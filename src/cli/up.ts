@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { TurquoiseError, codeForExit } from "../errors.js";
 import { Agent, readAgentInfo } from "../agent.js";
 import { pidAlive } from "../util/proc.js";
-import { ensureToken } from "../api/token.js";
+import { ensureToken } from "../auth/token.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
 import type { Spec } from "../spec/types.js";
 import { AgentClient } from "./client.js";

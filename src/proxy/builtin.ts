@@ -12,7 +12,7 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
-import { ensureToken, readToken } from "../api/token.js";
+import { ensureToken, readToken } from "../auth/token.js";
 import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
 
 export const PROXY_LOG_FILE = "proxy.log";

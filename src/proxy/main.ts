@@ -1,7 +1,7 @@
 // The proxy process: node dist/src/proxy/main.js --state-dir DIR --listen HOST:PORT
 // It runs apart from the agent so that traffic keeps flowing when the agent stops or dies.
 
-import { readFile, rm, stat } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { EXIT_CODES, errorMessage } from "../errors.js";
@@ -13,7 +13,7 @@ import {
   startProxyServer,
 } from "./server.js";
 import { writeFileAtomic } from "../util/fs.js";
-import { TOKEN_FILE } from "../api/token.js";
+import { readToken } from "../auth/token.js";
 
 // Nothing is exported: importing this file starts a proxy.
 
@@ -32,22 +32,6 @@ function parseListen(text: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
 
-async function readToken(stateDir: string): Promise<string> {
-  const file = path.join(stateDir, TOKEN_FILE);
-  let token: string;
-  try {
-    token = (await readFile(file, "utf8")).trim();
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
-      throw new UsageError(`no token file at ${file}: the agent creates it (mode 0600) before it starts the proxy`);
-    }
-    throw e;
-  }
-  if (token === "") throw new UsageError(`the token file ${file} is empty`);
-  if (((await stat(file)).mode & 0o077) !== 0) log(`warning: ${file} is readable by other users; it should be mode 0600`);
-  return token;
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: { "state-dir": { type: "string" }, listen: { type: "string" } },
@@ -56,7 +40,13 @@ async function main(): Promise<void> {
   const stateDir = values["state-dir"];
   if (!stateDir) throw new UsageError("--state-dir DIR is required");
   const listen = parseListen(values.listen ?? "127.0.0.1:8080");
-  const token = await readToken(stateDir);
+  let token: string;
+  try {
+    token = readToken(stateDir);
+  } catch (e) {
+    // The agent writes the token (mode 0600) before it starts the proxy.
+    throw new UsageError(errorMessage(e));
+  }
 
   const server = await startProxyServer({ listenHost: listen.host, listenPort: listen.port, stateDir, token });
   const info: ProxyInfo = {

@@ -168,6 +168,6 @@ console.log(JSON.stringify({ pid: p.pid, listenPort: p.listenPort, spawner: proc
     const stateDir = await tempDir();
     const out = await run(MAIN_JS, ["--state-dir", stateDir, "--listen", "127.0.0.1:0"]);
     assert.equal(out.code, 2);
-    assert.match(out.stderr, /no token file at .*token/);
+    assert.match(out.stderr, /no API token at .*token/);
   });
 });
