@@ -711,12 +711,14 @@ export class Orchestrator {
         service: svc.name,
         ...(svc.route.host ? { host: svc.route.host } : {}),
         pathPrefix: svc.route.pathPrefix,
+        ...(svc.route.timeouts !== undefined ? { timeouts: svc.route.timeouts } : {}),
+        ...(svc.route.maxBodyBytes !== undefined ? { maxBodyBytes: svc.route.maxBodyBytes } : {}),
         poolId: rec.poolId,
         // Only instances that passed their checks: a replacement still starting gets no traffic.
         upstreams: this.d.fleet.list(svc.name, slot).filter((i) => this.d.fleet.isReady(i.id)).map((i) => ({ id: i.id, host: i.host, port: i.port })),
       });
     }
-    const table: RouteTable = { version: await this.d.records.nextTableVersion(), routes };
+    const table: RouteTable = { version: await this.d.records.nextTableVersion(), routes, settings: this.d.spec.proxy.settings };
     await this.d.proxy.apply(table);
     return table;
   }

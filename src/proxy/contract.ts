@@ -17,12 +17,59 @@ export interface Route {
   /** Identifies the pool, e.g. "books:green:v2". A new pool id means a new pool. */
   poolId: string;
   upstreams: Upstream[];
+  /** This route's own upstream timeouts, over the table's settings. */
+  timeouts?: Partial<RouteTimeouts>;
+  /** Largest request body this route accepts (413 beyond), over the table's settings. */
+  maxBodyBytes?: number;
+}
+
+/** Every wait the proxy bounds. A timed-out wait is counted in the stats. */
+export interface ProxyTimeouts {
+  /** From a client connection's first byte to the end of its request head (slowloris): 408. */
+  clientHeaderMs: number;
+  /** A keep-alive client connection with no request in flight is closed after this long. */
+  clientIdleMs: number;
+  /** Connecting to an upstream: then the next upstream, or 504. */
+  upstreamConnectMs: number;
+  /** From the request sent to the upstream's response head: 504. */
+  upstreamResponseMs: number;
+  /** Between two reads of an upstream's response body (or two writes of the client's request body): the connection is closed. */
+  upstreamIdleMs: number;
+  /** An upgraded connection (WebSocket) with no byte either way for this long is closed. */
+  tunnelIdleMs: number;
+}
+
+export type RouteTimeouts = Pick<ProxyTimeouts, "upstreamConnectMs" | "upstreamResponseMs" | "upstreamIdleMs" | "tunnelIdleMs">;
+
+export interface ProxyLimits {
+  /** Client connections open at once, all routes together; beyond it new connections are refused at accept. */
+  maxConnections: number;
+  /** Connections to one upstream address at once; beyond it requests queue. */
+  maxUpstreamConnections: number;
+  /** How long a request waits for a free upstream connection before a 503 with Retry-After. */
+  upstreamQueueMs: number;
+  /** Largest request head (request line and header fields): 431 beyond. */
+  maxHeaderBytes: number;
+  /** Largest request body: 413 beyond. */
+  maxBodyBytes: number;
+}
+
+export interface ProxySettings {
+  timeouts: ProxyTimeouts;
+  limits: ProxyLimits;
+  /**
+   * Peers (IPv4/IPv6 addresses or CIDR blocks) whose X-Forwarded-For, X-Real-IP and Forwarded
+   * headers are believed, as nginx's set_real_ip_from. Everyone else's are replaced.
+   */
+  trustedProxies: string[];
 }
 
 export interface RouteTable {
   /** Grows with each update; the proxy ignores an update older than its table. */
   version: number;
   routes: Route[];
+  /** Timeouts, limits and trusted peers for the whole proxy; the defaults when absent. */
+  settings?: ProxySettings;
 }
 
 export interface DrainResult {

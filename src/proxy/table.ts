@@ -2,6 +2,7 @@
 // points at. Pools outlive tables: a pool keeps its id, counters and in-flight requests across
 // updates, so an old pool can be drained after the table that named it is gone.
 
+import { validateRouteSettings, validateSettings } from "./settings.js";
 import type { PoolStats, Route, RouteTable, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
 
 /** Anything in flight on a pool that a drain may have to cut. */
@@ -364,9 +365,11 @@ export function validateTable(value: unknown): string | undefined {
       if (typeof u.port !== "number" || !Number.isInteger(u.port) || u.port < 1 || u.port > 65535) return `${uat}.port must be a port number`;
     }
     // Two routes may share a pool (same instances, two prefixes) but then must agree on its service.
+    const own = validateRouteSettings(r, at);
+    if (own) return own;
     const seen = poolServices.get(r.poolId);
     if (seen !== undefined && seen !== r.service) return `${at}.poolId "${r.poolId}" is already used by service "${seen}"`;
     poolServices.set(r.poolId, r.service);
   }
-  return undefined;
+  return validateSettings(t.settings);
 }

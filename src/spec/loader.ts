@@ -7,7 +7,10 @@ import { dirname, resolve } from "node:path";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from "yaml";
 import { TurquoiseError, errorMessage } from "../errors.js";
+import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
+import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS, tableSettings } from "../proxy/settings.js";
 import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
+import { parseSize, SIZE_PATTERN } from "../util/size.js";
 import { runRules, type PathSegment, type RuleContext } from "./rules.js";
 import * as S from "./schema.js";
 import type { HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
@@ -28,7 +31,7 @@ interface RawService {
   network?: "bridge" | "host";
   env?: Record<string, string | number | boolean>;
   replicas?: number;
-  route: { host?: string; path?: string };
+  route: { host?: string; path?: string; timeouts?: RawRouteTimeouts; max_body_size?: string | number };
   health: { http?: string; tcp?: true; interval?: string; timeout?: string; success_before_passing?: number; failures_before_critical?: number };
   smoke?: RawSmoke[];
   deploy_timeout?: string;
@@ -39,10 +42,26 @@ interface RawService {
   hooks?: { after_flip?: Array<{ signal?: { service: string; signal: string }; command?: string[]; timeout?: string }> };
 }
 
+interface RawRouteTimeouts {
+  upstream_connect?: string;
+  upstream_response?: string;
+  upstream_idle?: string;
+  tunnel_idle?: string;
+}
+
+interface RawProxy {
+  listen?: string;
+  driver?: "builtin" | "nginx";
+  nginx?: { binary?: string; template?: string; container?: string };
+  timeouts?: RawRouteTimeouts & { client_header?: string; client_idle?: string };
+  limits?: { max_connections?: number; max_upstream_connections?: number; upstream_queue?: string; max_header_size?: string | number; max_body_size?: string | number };
+  trusted_proxies?: string[];
+}
+
 interface RawSpec {
   version: 1;
   agent?: { listen?: string };
-  proxy?: { listen?: string; driver?: "builtin" | "nginx"; nginx?: { binary?: string; template?: string; container?: string } };
+  proxy?: RawProxy;
   state?: { driver?: "sqlite" | "memory"; path?: string };
   state_dir?: string;
   services: Record<string, RawService>;
@@ -197,6 +216,7 @@ interface Explained {
 
 const PATTERN_HINTS: Record<string, (value: string) => string> = {
   [DURATION_PATTERN]: (v) => `invalid duration "${v}": write a number and a unit, like "500ms", "10s" or "5m"`,
+  [SIZE_PATTERN]: (v) => `invalid size "${v}": write a number of bytes, or a number and a unit, like "16KiB" or "10MB"`,
   [S.SERVICE_NAME_PATTERN]: (v) => `invalid service name "${v}": use lowercase letters, digits and dashes, starting with a letter, at most 63 characters`,
   [S.ENV_NAME_PATTERN]: (v) => `invalid environment variable name "${v}": use letters, digits and underscores, not starting with a digit`,
   [S.LISTEN_PATTERN]: (v) => `invalid address "${v}": write host:port with a port from 1 to 65535, like "127.0.0.1:4700"`,
@@ -348,6 +368,7 @@ function normalize(raw: RawSpec, file: string): Spec {
         ...(raw.proxy?.nginx?.template !== undefined ? { template: resolve(dir, raw.proxy.nginx.template) } : {}),
         ...(raw.proxy?.nginx?.container !== undefined ? { container: raw.proxy.nginx.container } : {}),
       },
+      settings: normalizeProxySettings(raw.proxy),
     },
     state: {
       driver: raw.state?.driver ?? S.DEFAULT_STATE_DRIVER,
@@ -372,6 +393,38 @@ function normalize(raw: RawSpec, file: string): Spec {
 function parseListen(address: string): { host: string; port: number } {
   const colon = address.lastIndexOf(":");
   return { host: address.slice(0, colon).replace(/^\[(.*)\]$/, "$1"), port: Number(address.slice(colon + 1)) };
+}
+
+function normalizeProxySettings(raw: RawProxy | undefined): ProxySettings {
+  const t = raw?.timeouts;
+  const l = raw?.limits;
+  return tableSettings({
+    timeouts: {
+      ...DEFAULT_PROXY_TIMEOUTS,
+      ...(t?.client_header !== undefined ? { clientHeaderMs: parseDuration(t.client_header) } : {}),
+      ...(t?.client_idle !== undefined ? { clientIdleMs: parseDuration(t.client_idle) } : {}),
+      ...normalizeRouteTimeouts(t),
+    },
+    limits: {
+      ...DEFAULT_PROXY_LIMITS,
+      ...(l?.max_connections !== undefined ? { maxConnections: l.max_connections } : {}),
+      ...(l?.max_upstream_connections !== undefined ? { maxUpstreamConnections: l.max_upstream_connections } : {}),
+      ...(l?.upstream_queue !== undefined ? { upstreamQueueMs: parseDuration(l.upstream_queue) } : {}),
+      ...(l?.max_header_size !== undefined ? { maxHeaderBytes: parseSize(l.max_header_size) } : {}),
+      ...(l?.max_body_size !== undefined ? { maxBodyBytes: parseSize(l.max_body_size) } : {}),
+    },
+    trustedProxies: [...(raw?.trusted_proxies ?? [])],
+  });
+}
+
+/** Only the waits that are set: a route's unset ones follow the proxy's. */
+function normalizeRouteTimeouts(t: RawRouteTimeouts | undefined): Partial<RouteTimeouts> {
+  return {
+    ...(t?.upstream_connect !== undefined ? { upstreamConnectMs: parseDuration(t.upstream_connect) } : {}),
+    ...(t?.upstream_response !== undefined ? { upstreamResponseMs: parseDuration(t.upstream_response) } : {}),
+    ...(t?.upstream_idle !== undefined ? { upstreamIdleMs: parseDuration(t.upstream_idle) } : {}),
+    ...(t?.tunnel_idle !== undefined ? { tunnelIdleMs: parseDuration(t.tunnel_idle) } : {}),
+  };
 }
 
 function ms(value: string | undefined, fallback: string): number {
@@ -399,6 +452,8 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
     route: {
       ...(raw.route.host !== undefined ? { host: raw.route.host.toLowerCase() } : {}),
       pathPrefix: raw.route.path ?? S.DEFAULT_ROUTE_PATH,
+      ...(raw.route.timeouts !== undefined ? { timeouts: normalizeRouteTimeouts(raw.route.timeouts) } : {}),
+      ...(raw.route.max_body_size !== undefined ? { maxBodyBytes: parseSize(raw.route.max_body_size) } : {}),
     },
     health,
     smoke: (raw.smoke ?? []).map(normalizeSmoke),

@@ -2,6 +2,7 @@
 // severity and its own test; the loader runs them all after the schema has passed.
 
 import { constants as osConstants } from "node:os";
+import { isCidr } from "../proxy/settings.js";
 import type { ServiceSpec, Spec, SpecProblem } from "./types.js";
 
 /** A step into the YAML: a mapping key or a list index. */
@@ -161,7 +162,30 @@ export const watchTargets: SpecRule = {
   },
 };
 
+export const trustedProxies: SpecRule = {
+  name: "trusted-proxies",
+  severity: "error",
+  check(spec, ctx) {
+    return spec.proxy.settings.trustedProxies.flatMap((cidr, i) =>
+      isCidr(cidr) ? [] : [ctx.at(["proxy", "trusted_proxies", i], `"${cidr}" is not an IP address or CIDR block (like 198.18.0.0/15 or ::1)`)],
+    );
+  },
+};
+
+// A body wait shorter than the head wait it follows is almost always a slip of the unit.
+export const upstreamTimeouts: SpecRule = {
+  name: "upstream-connect-over-response",
+  severity: "warning",
+  check(spec, ctx) {
+    const t = spec.proxy.settings.timeouts;
+    if (t.upstreamConnectMs <= t.upstreamResponseMs) return [];
+    return [ctx.at(["proxy", "timeouts", "upstream_connect"], "upstream_connect is longer than upstream_response: a slow connect ends in 504 before it could be retried on another instance")];
+  },
+};
+
 export const SPEC_RULES: readonly SpecRule[] = [
+  trustedProxies,
+  upstreamTimeouts,
   watchTargets,
   hookTargets,
   runtimeNeeds,

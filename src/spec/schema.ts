@@ -1,7 +1,9 @@
 // The JSON Schema of turquoise.yml. The loader validates with it, and editors that know JSON Schema
 // (the YAML language server) show its descriptions as hover help, so every property has one.
 
-import { DURATION_PATTERN } from "../util/duration.js";
+import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS } from "../proxy/settings.js";
+import { DURATION_PATTERN, formatDuration } from "../util/duration.js";
+import { formatSize, SIZE_PATTERN } from "../util/size.js";
 
 export const SERVICE_NAME_PATTERN = "^[a-z][a-z0-9-]{0,62}$";
 // Ports 1-65535 spelled out as a regex, so that editors flag a bad port as they do any other bad value.
@@ -52,6 +54,26 @@ function listen(description: string, fallback: string) {
   };
 }
 
+function size(description: string, fallbackBytes: number) {
+  const fallback = formatSize(fallbackBytes);
+  return {
+    type: ["string", "integer"],
+    pattern: SIZE_PATTERN,
+    minimum: 1,
+    default: fallback,
+    description: `${description} Bytes, or a number and a unit: "16KiB", "10MB". Default ${fallback}.`,
+  };
+}
+
+const T = DEFAULT_PROXY_TIMEOUTS;
+/** The upstream waits a route may set for itself, over the proxy's. */
+const ROUTE_TIMEOUTS = {
+  upstream_connect: duration("Connecting to an upstream; then the next instance, or 504.", formatDuration(T.upstreamConnectMs)),
+  upstream_response: duration("From the request sent to the upstream's response head (kamal-proxy's target timeout): 504.", formatDuration(T.upstreamResponseMs)),
+  upstream_idle: duration("Between two reads of the upstream's response body or two writes of the request body: the connection is closed.", formatDuration(T.upstreamIdleMs)),
+  tunnel_idle: duration("An upgraded (WebSocket) connection with no byte either way for this long is closed.", formatDuration(T.tunnelIdleMs)),
+};
+
 const ARGV = {
   type: "array",
   minItems: 1,
@@ -82,6 +104,33 @@ export const SPEC_JSON_SCHEMA = {
             template: { type: "string", minLength: 1, description: "Your own config template, relative to the spec file (see docs/nginx.md); the default renders one server per route." },
             container: { type: "string", minLength: 1, description: "nginx runs in this Docker container (sharing the rendered config through a mount): reloads signal the container through the Docker API." },
           },
+        },
+        timeouts: {
+          type: "object",
+          additionalProperties: false,
+          description: "Every wait the proxy bounds (see docs/how-it-works.md for nginx's and kamal-proxy's defaults). A route may set its own upstream waits.",
+          properties: {
+            client_header: duration("From a client connection's first byte to the end of its request head (slowloris): 408.", formatDuration(T.clientHeaderMs)),
+            client_idle: duration("A keep-alive client connection with no request in flight is closed after this long.", formatDuration(T.clientIdleMs)),
+            ...ROUTE_TIMEOUTS,
+          },
+        },
+        limits: {
+          type: "object",
+          additionalProperties: false,
+          description: "Bounds that keep one slow or hostile service from taking the proxy from the others.",
+          properties: {
+            max_connections: { type: "integer", minimum: 1, default: DEFAULT_PROXY_LIMITS.maxConnections, description: `Client connections open at once, all routes together; beyond it new connections are closed at accept. Default ${DEFAULT_PROXY_LIMITS.maxConnections}.` },
+            max_upstream_connections: { type: "integer", minimum: 1, default: DEFAULT_PROXY_LIMITS.maxUpstreamConnections, description: `Connections to one instance at once; beyond it requests queue for upstream_queue, then get 503 with Retry-After. Default ${DEFAULT_PROXY_LIMITS.maxUpstreamConnections}.` },
+            upstream_queue: duration("How long a request waits for a free connection to an instance at its cap before a 503.", formatDuration(DEFAULT_PROXY_LIMITS.upstreamQueueMs)),
+            max_header_size: size("Largest request head (request line and header fields): 431 beyond.", DEFAULT_PROXY_LIMITS.maxHeaderBytes),
+            max_body_size: size("Largest request body: 413 beyond. A route may set its own.", DEFAULT_PROXY_LIMITS.maxBodyBytes),
+          },
+        },
+        trusted_proxies: {
+          type: "array",
+          description: "Peers (addresses or CIDR blocks) whose X-Forwarded-For, X-Real-IP and Forwarded headers are kept, as nginx's set_real_ip_from. Everyone else's are replaced.",
+          items: { type: "string", pattern: "^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$" },
         },
       },
     },
@@ -155,6 +204,13 @@ export const SPEC_JSON_SCHEMA = {
           properties: {
             host: { type: "string", pattern: HOST_PATTERN, description: "Host header to match, without scheme or port: books.localhost." },
             path: { type: "string", pattern: URL_PATH_PATTERN, default: DEFAULT_ROUTE_PATH, description: "Path prefix to match, starting with /." },
+            timeouts: {
+              type: "object",
+              additionalProperties: false,
+              description: "This route's upstream waits, over proxy.timeouts.",
+              properties: ROUTE_TIMEOUTS,
+            },
+            max_body_size: size("Largest request body for this route: 413 beyond. Over proxy.limits.max_body_size.", DEFAULT_PROXY_LIMITS.maxBodyBytes),
           },
         },
         health: {

@@ -39,6 +39,23 @@ proxy:
   # nginx -t and reloads (see docs/nginx.md); then:
   #   nginx: { binary: nginx, template: nginx.conf.tmpl, container: my-nginx }
   driver: builtin
+  # Every wait the proxy bounds; a route may set its own upstream_* and tunnel_idle.
+  # timeouts:
+  #   client_header: 10s       # slowloris: the whole request head within this, else 408
+  #   client_idle: 60s         # an idle keep-alive connection is closed
+  #   upstream_connect: 5s     # then the next instance, or 504
+  #   upstream_response: 30s   # from request sent to response head, else 504
+  #   upstream_idle: 60s       # between two body reads, else the connection closes
+  #   tunnel_idle: 10m         # a WebSocket with no byte either way
+  # Bounds that keep one slow or hostile service from taking the proxy from the others.
+  # limits:
+  #   max_connections: 8192            # client connections, all routes together
+  #   max_upstream_connections: 512    # per instance; beyond it requests queue, then 503
+  #   upstream_queue: 1s
+  #   max_header_size: 16KiB           # 431 beyond
+  #   max_body_size: 100MiB            # 413 beyond; a route may set its own
+  # Peers whose X-Forwarded-For / X-Real-IP / Forwarded are kept (another proxy, a load balancer).
+  # trusted_proxies: ["127.0.0.1"]
 
 # Where Turquoise records live slots, releases, locks and history.
 # driver: sqlite keeps it in a file; memory forgets it when the agent stops.
@@ -88,6 +105,8 @@ services:
     route:
       host: ${q(`${service}.localhost`)}
       path: /
+      # timeouts: { upstream_response: 30s }   # over proxy.timeouts
+      # max_body_size: 10MiB                   # over proxy.limits.max_body_size
     # Checks every instance; it joins traffic when passing, leaves it when critical.
     health:
       # GET this path: 2xx is passing, 429 warning, anything else critical. Or write tcp: true.

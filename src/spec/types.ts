@@ -1,5 +1,6 @@
 // The normalized spec: what the loader returns after schema validation and rules. Durations are
 // milliseconds here (the YAML has strings such as "500ms").
+import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
 
 export interface HealthSpec {
   /** HTTP path checked with GET; passing on 2xx, warning on 429, critical otherwise (Consul's meaning). */
@@ -21,6 +22,9 @@ export type SmokeSpec =
 export interface RouteSpec {
   host?: string;
   pathPrefix: string;
+  /** Only the waits the spec sets for this route; the rest come from proxy.settings. */
+  timeouts?: Partial<RouteTimeouts>;
+  maxBodyBytes?: number;
 }
 
 export type HookSpec =
@@ -79,7 +83,7 @@ export interface Spec {
   /** Directory that relative paths in the spec are resolved against. */
   dir: string;
   agent: { host: string; port: number };
-  proxy: { host: string; port: number; driver: "builtin" | "nginx"; nginx: { binary: string; template?: string; container?: string } };
+  proxy: { host: string; port: number; driver: "builtin" | "nginx"; nginx: { binary: string; template?: string; container?: string }; settings: ProxySettings };
   state: { driver: "sqlite" | "memory"; path: string };
   /** Where pid files, logs, the token and the proxy's saved table live. */
   stateDir: string;

@@ -16,3 +16,11 @@ export function formatMs(ms: number): string {
   if (ms < 60_000) return `${(ms / 1_000).toFixed(ms < 10_000 ? 2 : 1)}s`;
   return `${Math.floor(ms / 60_000)}m${Math.round((ms % 60_000) / 1_000)}s`;
 }
+
+/** Milliseconds as the spec writes them: 600000 → "10m", 1500 → "1500ms". The inverse of parseDuration. */
+export function formatDuration(ms: number): string {
+  for (const [unit, n] of [["h", 3_600_000], ["m", 60_000], ["s", 1_000]] as const) {
+    if (ms >= n && ms % n === 0) return `${ms / n}${unit}`;
+  }
+  return `${ms}ms`;
+}

@@ -1,4 +1,5 @@
 import { describe, it } from "node:test";
+import { defaultProxySettings } from "../../src/proxy/settings.js";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -38,7 +39,7 @@ describe("loadSpecText: valid specs", () => {
     assert.equal(spec.file, FILE);
     assert.equal(spec.dir, "/srv/app");
     assert.deepEqual(spec.agent, { host: "127.0.0.1", port: 4700 });
-    assert.deepEqual(spec.proxy, { host: "127.0.0.1", port: 8080, driver: "builtin", nginx: { binary: "nginx" } });
+    assert.deepEqual(spec.proxy, { host: "127.0.0.1", port: 8080, driver: "builtin", nginx: { binary: "nginx" }, settings: defaultProxySettings() });
     assert.equal(spec.stateDir, "/srv/app/.turquoise");
     assert.deepEqual(spec.state, { driver: "sqlite", path: "/srv/app/.turquoise/state.db" });
     assert.deepEqual(spec.services.books, {
@@ -110,7 +111,7 @@ describe("loadSpecText: valid specs", () => {
     assert.deepEqual(errors, []);
     assert.ok(spec);
     assert.deepEqual(spec.agent, { host: "::1", port: 4701 });
-    assert.deepEqual(spec.proxy, { host: "0.0.0.0", port: 80, driver: "builtin", nginx: { binary: "nginx" } });
+    assert.deepEqual(spec.proxy, { host: "0.0.0.0", port: 80, driver: "builtin", nginx: { binary: "nginx" }, settings: defaultProxySettings() });
     assert.deepEqual(spec.state, { driver: "memory", path: "/srv/state/t.db" });
     assert.equal(spec.stateDir, "/var/lib/turquoise");
     const books = spec.services.books!;
@@ -123,6 +124,49 @@ describe("loadSpecText: valid specs", () => {
       { name: "POST /api/v1/books", http: { path: "/api/v1/books", method: "POST", expectStatus: 201, headers: {} }, timeoutMs: 10_000 },
       { name: "curl -fsS http://{host}:{port}/health", command: ["curl", "-fsS", "http://{host}:{port}/health"], timeoutMs: 10_000 },
     ]);
+  });
+});
+
+describe("loadSpecText: proxy timeouts, limits and trusted peers", () => {
+  it("reads them, with sizes and durations in the spec's units, and a route's own over the proxy's", () => {
+    const { spec, errors, warnings } = load(
+      "version: 1",
+      "proxy:",
+      "  timeouts: { client_header: 2s, upstream_response: 1m, tunnel_idle: 1h }",
+      "  limits: { max_connections: 100, max_header_size: 8KiB, max_body_size: 1MB, upstream_queue: 250ms }",
+      "  trusted_proxies: [198.18.0.0/15, '::1']",
+      "services:",
+      "  books:",
+      "    command: [node, server.js]",
+      "    cwd: releases/{release}",
+      "    route: { path: /api, timeouts: { upstream_response: 5s }, max_body_size: 2048 }",
+      "    health: { http: /health }",
+    );
+    assert.deepEqual(errors, []);
+    assert.deepEqual(warnings, []);
+    const s = spec!.proxy.settings;
+    assert.equal(s.timeouts.clientHeaderMs, 2_000);
+    assert.equal(s.timeouts.upstreamResponseMs, 60_000);
+    assert.equal(s.timeouts.tunnelIdleMs, 3_600_000);
+    assert.equal(s.timeouts.upstreamConnectMs, defaultProxySettings().timeouts.upstreamConnectMs);
+    assert.deepEqual(s.limits, { ...defaultProxySettings().limits, maxConnections: 100, maxHeaderBytes: 8_192, maxBodyBytes: 1_000_000, upstreamQueueMs: 250 });
+    assert.deepEqual(s.trustedProxies, ["198.18.0.0/15", "::1"]);
+    assert.deepEqual(spec!.services.books!.route, { pathPrefix: "/api", timeouts: { upstreamResponseMs: 5_000 }, maxBodyBytes: 2048 });
+  });
+
+  it("names a bad size, a bad trusted peer and an unknown timeout with their lines", () => {
+    const { errors } = load(
+      "version: 1",
+      "proxy:",
+      "  timeouts: { upstream_reply: 2s }",
+      "  limits: { max_body_size: lots }",
+      ...BOOKS.slice(1),
+    );
+    const text = errors.map((e) => `${e.line}: ${e.path}: ${e.message}`).join("\n");
+    assert.match(text, /^3: proxy\.timeouts\.upstream_reply: unknown key/m);
+    assert.match(text, /^4: proxy\.limits\.max_body_size: invalid size "lots"/m);
+    const peer = load("version: 1", "proxy:", "  trusted_proxies: [300.1.1.1]", ...BOOKS.slice(1));
+    assert.match(peer.errors.map((e) => `${e.line}: ${e.path}: ${e.message}`).join("\n"), /^3: proxy\.trusted_proxies\[0\]: "300\.1\.1\.1" is not an IP address/m);
   });
 });
 
