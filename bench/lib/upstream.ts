@@ -1,9 +1,10 @@
 // A tiny keep-alive HTTP upstream for benchmarks, run as its own process so that it does not
 // share an event loop with what is measured. As a script it listens and prints "listening PORT".
+// In hang mode it accepts connections and never answers (bench:abuse's hostile upstream).
 
 import { type ChildProcess, spawn } from "node:child_process";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 
 /** About 100 bytes, like a small API answer. */
@@ -16,8 +17,10 @@ export interface RunningUpstream {
 }
 
 /** Starts the upstream as a separate Node process on 127.0.0.1. */
-export function startUpstreamProcess(timeoutMs = 10_000): Promise<RunningUpstream> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "0"], { stdio: ["ignore", "pipe", "inherit"] });
+export function startUpstreamProcess(opts: { hang?: boolean; timeoutMs?: number } = {}): Promise<RunningUpstream> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const args = [fileURLToPath(import.meta.url), "0", ...(opts.hang ? ["hang"] : [])];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
@@ -63,4 +66,20 @@ function serve(port: number): void {
   process.on("SIGTERM", () => process.exit(0));
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) serve(Number(process.argv[2] ?? 0));
+/** Accepts, reads nothing, answers nothing: every connection stays open until the peer gives up. */
+function hang(port: number): void {
+  const held = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    held.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => held.delete(socket));
+  });
+  server.listen({ port, host: "127.0.0.1", backlog: 4096 }, () => process.stdout.write(`listening ${(server.address() as AddressInfo).port}\n`));
+  process.on("SIGTERM", () => process.exit(0));
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const port = Number(process.argv[2] ?? 0);
+  if (process.argv[3] === "hang") hang(port);
+  else serve(port);
+}
