@@ -127,6 +127,13 @@ export interface ProxyStats {
   retries: number;
   /** Upstreams out of rotation; absent from proxies that do not report it. */
   down?: UpstreamDown[];
+  /** Connections and requests the proxy refused at the edge, by reason, since it started. */
+  rejected?: ProxyRejectionCounts;
+}
+
+export interface ProxyRejectionCounts {
+  /** Requests that could not be routed honestly or parsed (duplicate or missing Host): 400. */
+  badRequest: number;
 }
 
 export interface Proxy {

@@ -1,11 +1,13 @@
 // The data plane: routes each client request or upgrade to a pool, drains pools, counts, and
-// takes an upstream out of rotation at its first refused (or confirmed reset) connection.
+// takes an upstream out of rotation at its first refused (or confirmed reset) connection. Its
+// forwarding headers say what the proxy saw (or what a trusted peer said), never what a client claims.
 
 import type http from "node:http";
 import net from "node:net";
 import type { DrainResult, ProxyStats, Upstream } from "./contract.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, kExchange, onClientClose } from "./exchange.js";
-import { clientAddress, DROPPED_REQUEST_HEADERS, DROPPED_UPGRADE_HEADERS, dropConnectionTokens, noop, rejectUpgrade, sendJson } from "./http.js";
+import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rejectUpgrade, sendJson } from "./http.js";
+import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
 import { Tunnel } from "./tunnel.js";
 import { UpstreamConnections } from "./upstream.js";
@@ -17,93 +19,86 @@ import { UpstreamConnections } from "./upstream.js";
 export const PROBE_WATCH_MS = 100;
 const PROBE_CONNECT_TIMEOUT_MS = 1_000;
 
+/** Whether a client connection's peer is trusted, remembered per connection for one table's peers. */
+const kTrustedBy = Symbol("trustedBy");
+const kTrusted = Symbol("trusted");
+type PeerSocket = net.Socket & { [kTrustedBy]?: TrustedPeers; [kTrusted]?: boolean };
+
 export class DataPlane implements ExchangeHost {
   readonly router = new Router();
   readonly upstreams = new UpstreamConnections();
   requests = 0;
   upstreamErrors = 0;
   retries = 0;
+  /** Connections and requests refused at the edge, by reason. */
+  readonly rejected = {
+    badRequest: 0,
+  };
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
 
   readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     this.requests++;
-    const raw = req.rawHeaders;
-    const headers: string[] = [];
-    let host: string | undefined;
-    let xff: string | undefined;
-    let connection: string | undefined;
-    let bodyFraming: 0 | 1 | 2 = 0;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!;
-      const value = raw[i + 1]!;
-      const lower = name.toLowerCase();
-      if (DROPPED_REQUEST_HEADERS.has(lower)) {
-        if (lower === "x-forwarded-for") xff = xff === undefined ? value : `${xff}, ${value}`;
-        else if (lower === "transfer-encoding") bodyFraming = 2;
-        else if (lower === "connection") connection = value;
-        continue;
-      }
-      if (lower === "host") host = value;
-      else if (lower === "content-length" && value !== "0" && bodyFraming === 0) bodyFraming = 1;
-      headers.push(name, value);
+    const head = scratch;
+    head.scan(req.rawHeaders);
+    if (head.hosts !== 1 && (head.hosts > 1 || req.httpVersionMinor === 1)) {
+      this.rejected.badRequest++;
+      sendJson(res, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" }, true);
+      return;
     }
+    if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
-    const match = this.router.current.lookup(host, url);
+    const host = head.host;
+    const table = this.router.current;
+    const match = table.lookup(host, url);
     if (!match) {
       sendJson(res, 404, { error: "no route", host: host ?? null, path: url });
       return;
     }
+    const contentLength = head.contentLength;
+    const bodyFraming = head.chunked ? 2 : contentLength !== undefined && contentLength !== "0" ? 1 : 0;
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) {
       sendJson(res, 503, { error: "no healthy instance", service: match.route.service });
       return;
     }
-    if (connection !== undefined) dropConnectionTokens(headers, connection);
-    let head = `${req.method} ${url} HTTP/1.1\r\n`;
-    for (let i = 0; i < headers.length; i += 2) {
-      // Node's parser already de-chunked the body; it goes out re-chunked, without a length.
-      if (bodyFraming === 2 && headers[i]!.length === 14 && headers[i]!.toLowerCase() === "content-length") continue;
-      head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    }
-    const remote = clientAddress(req.socket);
-    head += `X-Forwarded-For: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nX-Forwarded-Proto: http\r\n`;
-    if (host !== undefined) head += `X-Forwarded-Host: ${host}\r\n`;
+    let text = `${req.method} ${url} HTTP/1.1\r\n`;
+    const fields = head.fields;
+    for (let i = 0; i < fields.length; i += 2) text += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    // A chunked body goes out re-chunked (Node's parser de-chunked it), without a length.
+    if (contentLength !== undefined && bodyFraming !== 2) text += `Content-Length: ${contentLength}\r\n`;
+    text += forwardingFields(head, req.socket, table.trusted);
 
-    const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, head, host !== undefined, bodyFraming);
+    const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming);
     match.pool.enter(ex);
     ex.res[kExchange] = ex;
     res.on("close", onClientClose);
     ex.send();
   };
 
-  readonly onUpgrade = (req: http.IncomingMessage, client: net.Socket, head: Buffer): void => {
+  readonly onUpgrade = (req: http.IncomingMessage, client: net.Socket, bodyHead: Buffer): void => {
     this.requests++;
     client.setNoDelay(true);
     client.on("error", noop);
-    const raw = req.rawHeaders;
-    const url = req.url ?? "/";
-    let host: string | undefined;
-    let xff: string | undefined;
-    let preamble = `${req.method} ${url} HTTP/1.1\r\n`;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!;
-      const value = raw[i + 1]!;
-      const lower = name.toLowerCase();
-      if (lower === "x-forwarded-for") xff = xff === undefined ? value : `${xff}, ${value}`;
-      if (DROPPED_UPGRADE_HEADERS.has(lower)) continue;
-      if (lower === "host") host = value;
-      preamble += `${name}: ${value}\r\n`;
+    const head = scratch;
+    head.scan(req.rawHeaders);
+    if (head.hosts !== 1 && (head.hosts > 1 || req.httpVersionMinor === 1)) {
+      this.rejected.badRequest++;
+      return rejectUpgrade(client, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" });
     }
-    const match = this.router.current.lookup(host, url);
+    if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
+    const url = req.url ?? "/";
+    const host = head.host;
+    const table = this.router.current;
+    const match = table.lookup(host, url);
     if (!match) return rejectUpgrade(client, 404, { error: "no route", host: host ?? null, path: url });
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) return rejectUpgrade(client, 503, { error: "no healthy instance", service: match.route.service });
-    const remote = clientAddress(client);
-    preamble += `X-Forwarded-For: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nX-Forwarded-Proto: http\r\n`;
-    if (host !== undefined) preamble += `X-Forwarded-Host: ${host}\r\n`;
-    preamble += "\r\n";
-    const tunnel = new Tunnel(this, match.pool, client, head, preamble, upstream);
+    let preamble = `${req.method} ${url} HTTP/1.1\r\n`;
+    const fields = head.fields;
+    for (let i = 0; i < fields.length; i += 2) preamble += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    preamble += `Connection: Upgrade\r\nUpgrade: ${head.upgrade ?? ""}\r\n${forwardingFields(head, client, table.trusted)}\r\n`;
+    const tunnel = new Tunnel(this, match.pool, client, bodyHead, preamble, upstream);
     match.pool.enter(tunnel);
     client.on("close", () => tunnel.close(tunnel.connected));
     tunnel.connect();
@@ -154,6 +149,7 @@ export class DataPlane implements ExchangeHost {
       upstreamErrors: this.upstreamErrors,
       retries: this.retries,
       down: this.router.downList(),
+      rejected: { ...this.rejected },
     };
   }
 
@@ -202,4 +198,116 @@ export class DataPlane implements ExchangeHost {
     for (const end of [...this.probes.values()]) end();
     this.probes.clear();
   }
+}
+
+
+/** What one pass over a request's raw header fields found. */
+class RequestHead {
+  /** The fields to forward, names and values in turn: hop-by-hop and forwarding fields left out. */
+  readonly fields: string[] = [];
+  host: string | undefined = undefined;
+  hosts = 0;
+  /** Content-Length, kept apart: the proxy writes it itself, or not at all. */
+  contentLength: string | undefined = undefined;
+  /** A Transfer-Encoding was sent (Node's parser accepts only a chunked one). */
+  chunked = false;
+  connection: string | undefined = undefined;
+  upgrade: string | undefined = undefined;
+  xForwardedFor: string | undefined = undefined;
+  xForwardedProto: string | undefined = undefined;
+  xForwardedHost: string | undefined = undefined;
+  xRealIp: string | undefined = undefined;
+  forwarded: string | undefined = undefined;
+
+  scan(raw: string[]): void {
+    const fields = this.fields;
+    fields.length = 0;
+    this.host = this.contentLength = this.connection = this.upgrade = undefined;
+    this.xForwardedFor = this.xForwardedProto = this.xForwardedHost = this.xRealIp = this.forwarded = undefined;
+    this.hosts = 0;
+    this.chunked = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      const value = raw[i + 1]!;
+      const lower = name.toLowerCase();
+      if (DROPPED_REQUEST_HEADERS.has(lower)) {
+        this.keep(lower, value);
+        continue;
+      }
+      if (lower === "host") {
+        this.host = value;
+        this.hosts++;
+      } else if (lower === "content-length") {
+        this.contentLength = value;
+        continue;
+      }
+      fields.push(name, value);
+    }
+  }
+
+  /** A dropped field that still matters: framing, Connection's tokens, a trusted peer's forwarding fields. */
+  private keep(lower: string, value: string): void {
+    switch (lower) {
+      case "transfer-encoding":
+        this.chunked = true;
+        break;
+      case "connection":
+        this.connection = join(this.connection, value);
+        break;
+      case "upgrade":
+        this.upgrade = join(this.upgrade, value);
+        break;
+      case "x-forwarded-for":
+        this.xForwardedFor = join(this.xForwardedFor, value);
+        break;
+      case "x-forwarded-proto":
+        this.xForwardedProto = join(this.xForwardedProto, value);
+        break;
+      case "x-forwarded-host":
+        this.xForwardedHost = join(this.xForwardedHost, value);
+        break;
+      case "x-real-ip":
+        this.xRealIp = join(this.xRealIp, value);
+        break;
+      case "forwarded":
+        this.forwarded = join(this.forwarded, value);
+        break;
+    }
+  }
+}
+
+/** Every scan runs synchronously to its end, so one instance serves every request. */
+const scratch = new RequestHead();
+
+function join(a: string | undefined, b: string): string {
+  return a === undefined ? b : `${a}, ${b}`;
+}
+
+/**
+ * The forwarding fields the proxy always writes. From an untrusted peer they say only what the
+ * proxy saw (the client's own are dropped); from a trusted one (another proxy, a load balancer)
+ * its X-Forwarded-For and Forwarded are kept and extended, and its other fields believed.
+ */
+function forwardingFields(head: RequestHead, socket: net.Socket, trusted: TrustedPeers): string {
+  const remote = clientAddress(socket);
+  const host = head.host;
+  const element = forwardedElement(remote, host);
+  if (trusted.empty || !isTrusted(socket as PeerSocket, trusted)) {
+    const xfh = host === undefined ? "" : `X-Forwarded-Host: ${host}\r\n`;
+    return `X-Forwarded-For: ${remote}\r\nX-Forwarded-Proto: http\r\n${xfh}X-Real-IP: ${remote}\r\nForwarded: ${element}\r\n`;
+  }
+  const xff = head.xForwardedFor === undefined ? remote : `${head.xForwardedFor}, ${remote}`;
+  const forwardedHost = head.xForwardedHost ?? host;
+  const xfh = forwardedHost === undefined ? "" : `X-Forwarded-Host: ${forwardedHost}\r\n`;
+  const forwarded = head.forwarded === undefined ? element : `${head.forwarded}, ${element}`;
+  return `X-Forwarded-For: ${xff}\r\nX-Forwarded-Proto: ${head.xForwardedProto ?? "http"}\r\n${xfh}X-Real-IP: ${head.xRealIp ?? remote}\r\nForwarded: ${forwarded}\r\n`;
+}
+
+/** Asked once per connection and table: a keep-alive connection's peer does not change. */
+function isTrusted(socket: PeerSocket, trusted: TrustedPeers): boolean {
+  if (socket[kTrustedBy] !== trusted) {
+    socket[kTrustedBy] = trusted;
+    socket[kTrusted] = trusted.has(clientAddress(socket));
+  }
+  return socket[kTrusted]!;
 }

@@ -57,7 +57,8 @@ export async function startProxyServer(opts: ProxyServerOptions): Promise<ProxyS
   const restored = await loadTable(opts.stateDir);
   if (restored) plane.router.apply(restored);
 
-  const data = http.createServer({ noDelay: true }, plane.onRequest);
+  // A missing Host is the data plane's 400, so that it is counted with the other refusals.
+  const data = http.createServer({ noDelay: true, requireHostHeader: false }, plane.onRequest);
   data.on("upgrade", plane.onUpgrade);
   const control = http.createServer(new ControlPlane(plane, opts.stateDir, opts.token).onRequest);
 
