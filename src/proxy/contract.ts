@@ -127,13 +127,31 @@ export interface ProxyStats {
   retries: number;
   /** Upstreams out of rotation; absent from proxies that do not report it. */
   down?: UpstreamDown[];
+  /** Waits the proxy cut short, by kind, since it started; absent from proxies that do not count them. */
+  timeouts?: ProxyTimeoutCounts;
   /** Connections and requests the proxy refused at the edge, by reason, since it started. */
   rejected?: ProxyRejectionCounts;
+  /** Upgraded (WebSocket) connections. */
+  tunnels?: TunnelCounts;
+}
+
+export interface ProxyTimeoutCounts {
+  /** Tunnels closed after tunnelIdleMs without a byte either way. */
+  tunnelIdle: number;
+  /** Upgrade requests whose upstream did not connect (upstreamConnectMs) or answer (upstreamResponseMs) in time. */
+  tunnelHandshake: number;
 }
 
 export interface ProxyRejectionCounts {
-  /** Requests that could not be routed honestly or parsed (duplicate or missing Host): 400. */
+  /** Requests that could not be routed honestly or parsed (duplicate or missing Host, a body on an upgrade): 400. */
   badRequest: number;
+}
+
+export interface TunnelCounts {
+  /** Tunnels open now (an upstream answered 101). */
+  open: number;
+  /** Tunnels opened since the proxy started. */
+  total: number;
 }
 
 export interface Proxy {

@@ -9,7 +9,7 @@ import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeRespons
 import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
-import { Tunnel } from "./tunnel.js";
+import { Tunnel, type TunnelHost } from "./tunnel.js";
 import { UpstreamConnections } from "./upstream.js";
 
 /**
@@ -24,16 +24,23 @@ const kTrustedBy = Symbol("trustedBy");
 const kTrusted = Symbol("trusted");
 type PeerSocket = net.Socket & { [kTrustedBy]?: TrustedPeers; [kTrusted]?: boolean };
 
-export class DataPlane implements ExchangeHost {
+export class DataPlane implements ExchangeHost, TunnelHost {
   readonly router = new Router();
   readonly upstreams = new UpstreamConnections();
   requests = 0;
   upstreamErrors = 0;
   retries = 0;
+  /** Waits cut short on the client side, by kind. */
+  readonly timeouts = {
+    tunnelIdle: 0,
+    tunnelHandshake: 0,
+  };
   /** Connections and requests refused at the edge, by reason. */
   readonly rejected = {
     badRequest: 0,
   };
+  /** Upgraded connections: open now, and ever opened (after a 101). */
+  readonly tunnels = { open: 0, total: 0 };
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
 
@@ -86,6 +93,12 @@ export class DataPlane implements ExchangeHost {
       this.rejected.badRequest++;
       return rejectUpgrade(client, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" });
     }
+    // Node hands over an upgrade at the end of its head: a body would reach the upstream as the
+    // first bytes of the new protocol, unchecked.
+    if (head.chunked || (head.contentLength !== undefined && head.contentLength !== "0")) {
+      this.rejected.badRequest++;
+      return rejectUpgrade(client, 400, { error: "an upgrade request has no body" });
+    }
     if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
     const host = head.host;
@@ -98,9 +111,8 @@ export class DataPlane implements ExchangeHost {
     const fields = head.fields;
     for (let i = 0; i < fields.length; i += 2) preamble += `${fields[i]}: ${fields[i + 1]}\r\n`;
     preamble += `Connection: Upgrade\r\nUpgrade: ${head.upgrade ?? ""}\r\n${forwardingFields(head, client, table.trusted)}\r\n`;
-    const tunnel = new Tunnel(this, match.pool, client, bodyHead, preamble, upstream);
+    const tunnel = new Tunnel(this, match, client, bodyHead, preamble, upstream);
     match.pool.enter(tunnel);
-    client.on("close", () => tunnel.close(tunnel.connected));
     tunnel.connect();
   };
 
@@ -149,7 +161,9 @@ export class DataPlane implements ExchangeHost {
       upstreamErrors: this.upstreamErrors,
       retries: this.retries,
       down: this.router.downList(),
+      timeouts: { ...this.timeouts },
       rejected: { ...this.rejected },
+      tunnels: { ...this.tunnels },
     };
   }
 

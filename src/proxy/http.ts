@@ -75,10 +75,31 @@ export function sendJson(res: http.ServerResponse, status: number, body: object,
   res.end(text);
 }
 
-export function rejectUpgrade(client: net.Socket, status: number, body: object): void {
+/** How long a client gets to close its side after a final answer on a raw socket, before it is cut. */
+export const LINGER_MS = 2_000;
+
+/** A JSON answer on a connection that no longer speaks HTTP through Node (an upgrade, a parse error). */
+export function rawJsonResponse(status: number, body: object): string {
   const text = JSON.stringify(body);
   const reason = http.STATUS_CODES[status] ?? "";
-  client.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`;
+}
+
+/**
+ * Answers an upgrade request the proxy will not tunnel and closes the connection: what the client
+ * sends meanwhile is read and dropped (never forwarded), and a client that does not close its
+ * side within LINGER_MS is cut.
+ */
+export function rejectUpgrade(client: net.Socket, status: number, body: object): void {
+  endRaw(client, rawJsonResponse(status, body));
+}
+
+/** Ends a raw client connection after `last`, reading and dropping whatever still comes. */
+export function endRaw(client: net.Socket, last?: string): void {
+  client.resume();
+  client.setTimeout(LINGER_MS, () => client.destroy());
+  if (last === undefined) client.end();
+  else client.end(last);
 }
 
 
