@@ -136,6 +136,10 @@ export interface ProxyStats {
 }
 
 export interface ProxyTimeoutCounts {
+  /** Client connections without a whole request head within clientHeaderMs: answered 408, closed. */
+  clientHeader: number;
+  /** Keep-alive client connections closed after clientIdleMs without a request. */
+  clientIdle: number;
   /** Tunnels closed after tunnelIdleMs without a byte either way. */
   tunnelIdle: number;
   /** Upgrade requests whose upstream did not connect (upstreamConnectMs) or answer (upstreamResponseMs) in time. */
@@ -143,7 +147,13 @@ export interface ProxyTimeoutCounts {
 }
 
 export interface ProxyRejectionCounts {
-  /** Requests that could not be routed honestly or parsed (duplicate or missing Host, a body on an upgrade): 400. */
+  /** Connections closed at accept because maxConnections were open. */
+  connections: number;
+  /** Request heads beyond maxHeaderBytes: 431. */
+  headerTooLarge: number;
+  /** Request bodies beyond the route's maxBodyBytes (by Content-Length, or counted as they came): 413. */
+  bodyTooLarge: number;
+  /** Requests that could not be parsed or trusted (duplicate or missing Host, a body on an upgrade): 400. */
   badRequest: number;
 }
 

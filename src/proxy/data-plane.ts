@@ -1,12 +1,13 @@
 // The data plane: routes each client request or upgrade to a pool, drains pools, counts, and
-// takes an upstream out of rotation at its first refused (or confirmed reset) connection. Its
-// forwarding headers say what the proxy saw (or what a trusted peer said), never what a client claims.
+// takes an upstream out of rotation at its first refused (or confirmed reset) connection. It also
+// keeps the client-facing edge honest: the http.Server's timeouts and limits follow the table's
+// settings, the forwarding headers say what the proxy saw, and every refusal is counted.
 
 import type http from "node:http";
 import net from "node:net";
-import type { DrainResult, ProxyStats, Upstream } from "./contract.js";
+import type { DrainResult, ProxyStats, RouteTable, Upstream } from "./contract.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, kExchange, onClientClose } from "./exchange.js";
-import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rejectUpgrade, sendJson } from "./http.js";
+import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
 import { Tunnel, type TunnelHost } from "./tunnel.js";
@@ -18,11 +19,18 @@ import { UpstreamConnections } from "./upstream.js";
  */
 export const PROBE_WATCH_MS = 100;
 const PROBE_CONNECT_TIMEOUT_MS = 1_000;
+/**
+ * How often Node looks for client connections past clientHeaderMs (its connectionsCheckingInterval,
+ * 30 s by default, fixed once the server listens): the precision of that timeout.
+ */
+export const CLIENT_CHECK_INTERVAL_MS = 250;
 
 /** Whether a client connection's peer is trusted, remembered per connection for one table's peers. */
 const kTrustedBy = Symbol("trustedBy");
 const kTrusted = Symbol("trusted");
 type PeerSocket = net.Socket & { [kTrustedBy]?: TrustedPeers; [kTrusted]?: boolean };
+/** Node's in-flight response on a client socket: a parse error must not be written into it. */
+type ClientSocket = net.Socket & { _httpMessage?: http.ServerResponse | null };
 
 export class DataPlane implements ExchangeHost, TunnelHost {
   readonly router = new Router();
@@ -32,17 +40,63 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   retries = 0;
   /** Waits cut short on the client side, by kind. */
   readonly timeouts = {
+    clientHeader: 0,
+    clientIdle: 0,
     tunnelIdle: 0,
     tunnelHandshake: 0,
   };
   /** Connections and requests refused at the edge, by reason. */
   readonly rejected = {
+    connections: 0,
+    headerTooLarge: 0,
+    bodyTooLarge: 0,
     badRequest: 0,
   };
   /** Upgraded connections: open now, and ever opened (after a 101). */
   readonly tunnels = { open: 0, total: 0 };
+  private server: http.Server | undefined;
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
+
+  /** Serves the data plane on `server` and configures it from the current table, now and on each apply. */
+  attach(server: http.Server): void {
+    this.server = server;
+    server.on("request", this.onRequest);
+    // Answered here rather than by Node, so that a request refused at its head never gets a 100.
+    server.on("checkContinue", this.onRequest);
+    server.on("upgrade", this.onUpgrade);
+    server.on("clientError", this.onClientError);
+    server.on("drop", this.onDrop);
+    server.on("timeout", this.onIdle);
+    this.configure();
+  }
+
+  /** Applies a table (false when it is older than the current one) and its client-side settings. */
+  apply(table: RouteTable): boolean {
+    if (!this.router.apply(table)) return false;
+    this.configure();
+    return true;
+  }
+
+  /**
+   * The table's client-side settings, as http.Server properties that Node reads as it goes: the
+   * timeouts at its next check and at each response's end, maxConnections at each accept,
+   * maxHeaderSize when a connection opens (connections already open keep the limit they had).
+   */
+  private configure(): void {
+    const server = this.server as (http.Server & { maxHeaderSize?: number }) | undefined;
+    if (!server) return;
+    const { timeouts, limits } = this.router.current.settings;
+    // From a connection's first byte (or its accept) to the end of a request head: 408 beyond.
+    server.headersTimeout = timeouts.clientHeaderMs;
+    // Node's requestTimeout bounds receiving a whole request, body included (never the
+    // response): a long upload is legitimate, and a stalled one is the upstream idle timeout's.
+    server.requestTimeout = 0;
+    // Node closes an idle keep-alive connection 1 s after this (and advertises this, in seconds).
+    server.keepAliveTimeout = timeouts.clientIdleMs;
+    server.maxConnections = limits.maxConnections;
+    server.maxHeaderSize = limits.maxHeaderBytes;
+  }
 
   readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     this.requests++;
@@ -64,11 +118,18 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     }
     const contentLength = head.contentLength;
     const bodyFraming = head.chunked ? 2 : contentLength !== undefined && contentLength !== "0" ? 1 : 0;
+    if (bodyFraming === 1 && Number(contentLength) > match.maxBodyBytes) {
+      this.rejected.bodyTooLarge++;
+      sendJson(res, 413, { error: "request body too large", limit: match.maxBodyBytes }, true);
+      return;
+    }
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) {
       sendJson(res, 503, { error: "no healthy instance", service: match.route.service });
       return;
     }
+    // Node asks (checkContinue) only for HTTP/1.1; an HTTP/1.0 client expects nothing.
+    if (head.expectContinue && req.httpVersionMinor === 1) res.writeContinue();
     let text = `${req.method} ${url} HTTP/1.1\r\n`;
     const fields = head.fields;
     for (let i = 0; i < fields.length; i += 2) text += `${fields[i]}: ${fields[i + 1]}\r\n`;
@@ -114,6 +175,48 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const tunnel = new Tunnel(this, match, client, bodyHead, preamble, upstream);
     match.pool.enter(tunnel);
     tunnel.connect();
+  };
+
+  /** Node's parser refused a request head, or a client connection failed before its head was read. */
+  readonly onClientError = (err: NodeJS.ErrnoException, socket: net.Socket): void => {
+    const answer = this.clientErrorAnswer(err.code);
+    const inFlight = (socket as ClientSocket)._httpMessage;
+    // As Node does: no answer into a response that has begun.
+    if (answer !== undefined && socket.writable && !inFlight?.headersSent) socket.write(answer);
+    socket.destroy();
+  };
+
+  private clientErrorAnswer(code: string | undefined): string | undefined {
+    switch (code) {
+      case "ERR_HTTP_REQUEST_TIMEOUT":
+        this.timeouts.clientHeader++;
+        return rawJsonResponse(408, { error: "request head not received in time" });
+      case "HPE_HEADER_OVERFLOW":
+        this.rejected.headerTooLarge++;
+        return rawJsonResponse(431, { error: "request head too large" });
+      case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
+        this.rejected.bodyTooLarge++;
+        return rawJsonResponse(413, { error: "chunk extensions too large" });
+      case "HPE_INVALID_EOF_STATE":
+        // The client closed its side in the middle of a request: nobody to answer, nothing to count.
+        return undefined;
+      default:
+        // ECONNRESET and the like: the client went away, there is nobody to answer.
+        if (code === undefined || !code.startsWith("HPE_")) return undefined;
+        this.rejected.badRequest++;
+        return rawJsonResponse(400, { error: "bad request", code });
+    }
+  }
+
+  /** Node refused a connection at accept: maxConnections were open. */
+  private readonly onDrop = (): void => {
+    this.rejected.connections++;
+  };
+
+  /** A keep-alive connection idle for clientIdleMs (the only socket timeout the server sets). */
+  private readonly onIdle = (socket: net.Socket): void => {
+    this.timeouts.clientIdle++;
+    socket.destroy();
   };
 
   async drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
@@ -225,6 +328,7 @@ class RequestHead {
   contentLength: string | undefined = undefined;
   /** A Transfer-Encoding was sent (Node's parser accepts only a chunked one). */
   chunked = false;
+  expectContinue = false;
   connection: string | undefined = undefined;
   upgrade: string | undefined = undefined;
   xForwardedFor: string | undefined = undefined;
@@ -239,7 +343,7 @@ class RequestHead {
     this.host = this.contentLength = this.connection = this.upgrade = undefined;
     this.xForwardedFor = this.xForwardedProto = this.xForwardedHost = this.xRealIp = this.forwarded = undefined;
     this.hosts = 0;
-    this.chunked = false;
+    this.chunked = this.expectContinue = false;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!;
       const value = raw[i + 1]!;
@@ -270,6 +374,10 @@ class RequestHead {
         break;
       case "upgrade":
         this.upgrade = join(this.upgrade, value);
+        break;
+      case "expect":
+        // Node passes on only 100-continue (checkContinue); it answers other expectations 417 itself.
+        this.expectContinue = true;
         break;
       case "x-forwarded-for":
         this.xForwardedFor = join(this.xForwardedFor, value);
