@@ -127,6 +127,41 @@ export interface ProxyStats {
   retries: number;
   /** Upstreams out of rotation; absent from proxies that do not report it. */
   down?: UpstreamDown[];
+  /** Waits the proxy cut short, by kind, since it started; absent from proxies that do not count them. */
+  timeouts?: ProxyTimeoutCounts;
+  /** Connections and requests the proxy refused at the edge, by reason, since it started. */
+  rejected?: ProxyRejectionCounts;
+  /** Upgraded (WebSocket) connections. */
+  tunnels?: TunnelCounts;
+}
+
+export interface ProxyTimeoutCounts {
+  /** Client connections without a whole request head within clientHeaderMs: answered 408, closed. */
+  clientHeader: number;
+  /** Keep-alive client connections closed after clientIdleMs without a request. */
+  clientIdle: number;
+  /** Tunnels closed after tunnelIdleMs without a byte either way. */
+  tunnelIdle: number;
+  /** Upgrade requests whose upstream did not connect (upstreamConnectMs) or answer (upstreamResponseMs) in time. */
+  tunnelHandshake: number;
+}
+
+export interface ProxyRejectionCounts {
+  /** Connections closed at accept because maxConnections were open. */
+  connections: number;
+  /** Request heads beyond maxHeaderBytes: 431. */
+  headerTooLarge: number;
+  /** Request bodies beyond the route's maxBodyBytes (by Content-Length, or counted as they came): 413. */
+  bodyTooLarge: number;
+  /** Requests that could not be parsed or trusted (duplicate or missing Host, a body on an upgrade): 400. */
+  badRequest: number;
+}
+
+export interface TunnelCounts {
+  /** Tunnels open now (an upstream answered 101). */
+  open: number;
+  /** Tunnels opened since the proxy started. */
+  total: number;
 }
 
 export interface Proxy {

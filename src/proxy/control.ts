@@ -111,7 +111,7 @@ export class ControlPlane {
       const router = this.plane.router;
       if (table.version < router.current.version) return { applied: false, version: router.current.version };
       await writeFileAtomic(path.join(this.stateDir, TABLE_FILE), JSON.stringify(table));
-      router.apply(table);
+      this.plane.apply(table);
       return { applied: true, version: table.version };
     };
     const next = this.applying.then(run, run);

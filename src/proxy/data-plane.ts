@@ -1,13 +1,16 @@
 // The data plane: routes each client request or upgrade to a pool, drains pools, counts, and
-// takes an upstream out of rotation at its first refused (or confirmed reset) connection.
+// takes an upstream out of rotation at its first refused (or confirmed reset) connection. It also
+// keeps the client-facing edge honest: the http.Server's timeouts and limits follow the table's
+// settings, the forwarding headers say what the proxy saw, and every refusal is counted.
 
 import type http from "node:http";
 import net from "node:net";
-import type { DrainResult, ProxyStats, Upstream } from "./contract.js";
+import type { DrainResult, ProxyStats, RouteTable, Upstream } from "./contract.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, kExchange, onClientClose } from "./exchange.js";
-import { clientAddress, DROPPED_REQUEST_HEADERS, DROPPED_UPGRADE_HEADERS, dropConnectionTokens, noop, rejectUpgrade, sendJson } from "./http.js";
+import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
+import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
-import { Tunnel } from "./tunnel.js";
+import { Tunnel, type TunnelHost } from "./tunnel.js";
 import { UpstreamConnections } from "./upstream.js";
 
 /**
@@ -16,42 +19,108 @@ import { UpstreamConnections } from "./upstream.js";
  */
 export const PROBE_WATCH_MS = 100;
 const PROBE_CONNECT_TIMEOUT_MS = 1_000;
+/**
+ * How often Node looks for client connections past clientHeaderMs (its connectionsCheckingInterval,
+ * 30 s by default, fixed once the server listens): the precision of that timeout.
+ */
+export const CLIENT_CHECK_INTERVAL_MS = 250;
 
-export class DataPlane implements ExchangeHost {
+/** Whether a client connection's peer is trusted, remembered per connection for one table's peers. */
+const kTrustedBy = Symbol("trustedBy");
+const kTrusted = Symbol("trusted");
+type PeerSocket = net.Socket & { [kTrustedBy]?: TrustedPeers; [kTrusted]?: boolean };
+/** Node's in-flight response on a client socket: a parse error must not be written into it. */
+type ClientSocket = net.Socket & { _httpMessage?: http.ServerResponse | null };
+
+export class DataPlane implements ExchangeHost, TunnelHost {
   readonly router = new Router();
   readonly upstreams = new UpstreamConnections();
   requests = 0;
   upstreamErrors = 0;
   retries = 0;
+  /** Waits cut short on the client side, by kind. */
+  readonly timeouts = {
+    clientHeader: 0,
+    clientIdle: 0,
+    tunnelIdle: 0,
+    tunnelHandshake: 0,
+  };
+  /** Connections and requests refused at the edge, by reason. */
+  readonly rejected = {
+    connections: 0,
+    headerTooLarge: 0,
+    bodyTooLarge: 0,
+    badRequest: 0,
+  };
+  /** Upgraded connections: open now, and ever opened (after a 101). */
+  readonly tunnels = { open: 0, total: 0 };
+  private server: http.Server | undefined;
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
 
+  /** Serves the data plane on `server` and configures it from the current table, now and on each apply. */
+  attach(server: http.Server): void {
+    this.server = server;
+    server.on("request", this.onRequest);
+    // Answered here rather than by Node, so that a request refused at its head never gets a 100.
+    server.on("checkContinue", this.onRequest);
+    server.on("upgrade", this.onUpgrade);
+    server.on("clientError", this.onClientError);
+    server.on("drop", this.onDrop);
+    server.on("timeout", this.onIdle);
+    this.configure();
+  }
+
+  /** Applies a table (false when it is older than the current one) and its client-side settings. */
+  apply(table: RouteTable): boolean {
+    if (!this.router.apply(table)) return false;
+    this.configure();
+    return true;
+  }
+
+  /**
+   * The table's client-side settings, as http.Server properties that Node reads as it goes: the
+   * timeouts at its next check and at each response's end, maxConnections at each accept,
+   * maxHeaderSize when a connection opens (connections already open keep the limit they had).
+   */
+  private configure(): void {
+    const server = this.server as (http.Server & { maxHeaderSize?: number }) | undefined;
+    if (!server) return;
+    const { timeouts, limits } = this.router.current.settings;
+    // From a connection's first byte (or its accept) to the end of a request head: 408 beyond.
+    server.headersTimeout = timeouts.clientHeaderMs;
+    // Node's requestTimeout bounds receiving a whole request, body included (never the
+    // response): a long upload is legitimate, and a stalled one is the upstream idle timeout's.
+    server.requestTimeout = 0;
+    // Node closes an idle keep-alive connection 1 s after this (and advertises this, in seconds).
+    server.keepAliveTimeout = timeouts.clientIdleMs;
+    server.maxConnections = limits.maxConnections;
+    server.maxHeaderSize = limits.maxHeaderBytes;
+  }
+
   readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     this.requests++;
-    const raw = req.rawHeaders;
-    const headers: string[] = [];
-    let host: string | undefined;
-    let xff: string | undefined;
-    let connection: string | undefined;
-    let bodyFraming: 0 | 1 | 2 = 0;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!;
-      const value = raw[i + 1]!;
-      const lower = name.toLowerCase();
-      if (DROPPED_REQUEST_HEADERS.has(lower)) {
-        if (lower === "x-forwarded-for") xff = xff === undefined ? value : `${xff}, ${value}`;
-        else if (lower === "transfer-encoding") bodyFraming = 2;
-        else if (lower === "connection") connection = value;
-        continue;
-      }
-      if (lower === "host") host = value;
-      else if (lower === "content-length" && value !== "0" && bodyFraming === 0) bodyFraming = 1;
-      headers.push(name, value);
+    const head = scratch;
+    head.scan(req.rawHeaders);
+    if (head.hosts !== 1 && (head.hosts > 1 || req.httpVersionMinor === 1)) {
+      this.rejected.badRequest++;
+      sendJson(res, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" }, true);
+      return;
     }
+    if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
-    const match = this.router.current.lookup(host, url);
+    const host = head.host;
+    const table = this.router.current;
+    const match = table.lookup(host, url);
     if (!match) {
       sendJson(res, 404, { error: "no route", host: host ?? null, path: url });
+      return;
+    }
+    const contentLength = head.contentLength;
+    const bodyFraming = head.chunked ? 2 : contentLength !== undefined && contentLength !== "0" ? 1 : 0;
+    if (bodyFraming === 1 && Number(contentLength) > match.maxBodyBytes) {
+      this.rejected.bodyTooLarge++;
+      sendJson(res, 413, { error: "request body too large", limit: match.maxBodyBytes }, true);
       return;
     }
     const upstream = match.pool.pick(this.router.unhealthy);
@@ -59,54 +128,95 @@ export class DataPlane implements ExchangeHost {
       sendJson(res, 503, { error: "no healthy instance", service: match.route.service });
       return;
     }
-    if (connection !== undefined) dropConnectionTokens(headers, connection);
-    let head = `${req.method} ${url} HTTP/1.1\r\n`;
-    for (let i = 0; i < headers.length; i += 2) {
-      // Node's parser already de-chunked the body; it goes out re-chunked, without a length.
-      if (bodyFraming === 2 && headers[i]!.length === 14 && headers[i]!.toLowerCase() === "content-length") continue;
-      head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    }
-    const remote = clientAddress(req.socket);
-    head += `X-Forwarded-For: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nX-Forwarded-Proto: http\r\n`;
-    if (host !== undefined) head += `X-Forwarded-Host: ${host}\r\n`;
+    // Node asks (checkContinue) only for HTTP/1.1; an HTTP/1.0 client expects nothing.
+    if (head.expectContinue && req.httpVersionMinor === 1) res.writeContinue();
+    let text = `${req.method} ${url} HTTP/1.1\r\n`;
+    const fields = head.fields;
+    for (let i = 0; i < fields.length; i += 2) text += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    // A chunked body goes out re-chunked (Node's parser de-chunked it), without a length.
+    if (contentLength !== undefined && bodyFraming !== 2) text += `Content-Length: ${contentLength}\r\n`;
+    text += forwardingFields(head, req.socket, table.trusted);
 
-    const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, head, host !== undefined, bodyFraming);
+    const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming);
     match.pool.enter(ex);
     ex.res[kExchange] = ex;
     res.on("close", onClientClose);
     ex.send();
   };
 
-  readonly onUpgrade = (req: http.IncomingMessage, client: net.Socket, head: Buffer): void => {
+  readonly onUpgrade = (req: http.IncomingMessage, client: net.Socket, bodyHead: Buffer): void => {
     this.requests++;
     client.setNoDelay(true);
     client.on("error", noop);
-    const raw = req.rawHeaders;
-    const url = req.url ?? "/";
-    let host: string | undefined;
-    let xff: string | undefined;
-    let preamble = `${req.method} ${url} HTTP/1.1\r\n`;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!;
-      const value = raw[i + 1]!;
-      const lower = name.toLowerCase();
-      if (lower === "x-forwarded-for") xff = xff === undefined ? value : `${xff}, ${value}`;
-      if (DROPPED_UPGRADE_HEADERS.has(lower)) continue;
-      if (lower === "host") host = value;
-      preamble += `${name}: ${value}\r\n`;
+    const head = scratch;
+    head.scan(req.rawHeaders);
+    if (head.hosts !== 1 && (head.hosts > 1 || req.httpVersionMinor === 1)) {
+      this.rejected.badRequest++;
+      return rejectUpgrade(client, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" });
     }
-    const match = this.router.current.lookup(host, url);
+    // Node hands over an upgrade at the end of its head: a body would reach the upstream as the
+    // first bytes of the new protocol, unchecked.
+    if (head.chunked || (head.contentLength !== undefined && head.contentLength !== "0")) {
+      this.rejected.badRequest++;
+      return rejectUpgrade(client, 400, { error: "an upgrade request has no body" });
+    }
+    if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
+    const url = req.url ?? "/";
+    const host = head.host;
+    const table = this.router.current;
+    const match = table.lookup(host, url);
     if (!match) return rejectUpgrade(client, 404, { error: "no route", host: host ?? null, path: url });
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) return rejectUpgrade(client, 503, { error: "no healthy instance", service: match.route.service });
-    const remote = clientAddress(client);
-    preamble += `X-Forwarded-For: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nX-Forwarded-Proto: http\r\n`;
-    if (host !== undefined) preamble += `X-Forwarded-Host: ${host}\r\n`;
-    preamble += "\r\n";
-    const tunnel = new Tunnel(this, match.pool, client, head, preamble, upstream);
+    let preamble = `${req.method} ${url} HTTP/1.1\r\n`;
+    const fields = head.fields;
+    for (let i = 0; i < fields.length; i += 2) preamble += `${fields[i]}: ${fields[i + 1]}\r\n`;
+    preamble += `Connection: Upgrade\r\nUpgrade: ${head.upgrade ?? ""}\r\n${forwardingFields(head, client, table.trusted)}\r\n`;
+    const tunnel = new Tunnel(this, match, client, bodyHead, preamble, upstream);
     match.pool.enter(tunnel);
-    client.on("close", () => tunnel.close(tunnel.connected));
     tunnel.connect();
+  };
+
+  /** Node's parser refused a request head, or a client connection failed before its head was read. */
+  readonly onClientError = (err: NodeJS.ErrnoException, socket: net.Socket): void => {
+    const answer = this.clientErrorAnswer(err.code);
+    const inFlight = (socket as ClientSocket)._httpMessage;
+    // As Node does: no answer into a response that has begun.
+    if (answer !== undefined && socket.writable && !inFlight?.headersSent) socket.write(answer);
+    socket.destroy();
+  };
+
+  private clientErrorAnswer(code: string | undefined): string | undefined {
+    switch (code) {
+      case "ERR_HTTP_REQUEST_TIMEOUT":
+        this.timeouts.clientHeader++;
+        return rawJsonResponse(408, { error: "request head not received in time" });
+      case "HPE_HEADER_OVERFLOW":
+        this.rejected.headerTooLarge++;
+        return rawJsonResponse(431, { error: "request head too large" });
+      case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
+        this.rejected.bodyTooLarge++;
+        return rawJsonResponse(413, { error: "chunk extensions too large" });
+      case "HPE_INVALID_EOF_STATE":
+        // The client closed its side in the middle of a request: nobody to answer, nothing to count.
+        return undefined;
+      default:
+        // ECONNRESET and the like: the client went away, there is nobody to answer.
+        if (code === undefined || !code.startsWith("HPE_")) return undefined;
+        this.rejected.badRequest++;
+        return rawJsonResponse(400, { error: "bad request", code });
+    }
+  }
+
+  /** Node refused a connection at accept: maxConnections were open. */
+  private readonly onDrop = (): void => {
+    this.rejected.connections++;
+  };
+
+  /** A keep-alive connection idle for clientIdleMs (the only socket timeout the server sets). */
+  private readonly onIdle = (socket: net.Socket): void => {
+    this.timeouts.clientIdle++;
+    socket.destroy();
   };
 
   async drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
@@ -154,6 +264,9 @@ export class DataPlane implements ExchangeHost {
       upstreamErrors: this.upstreamErrors,
       retries: this.retries,
       down: this.router.downList(),
+      timeouts: { ...this.timeouts },
+      rejected: { ...this.rejected },
+      tunnels: { ...this.tunnels },
     };
   }
 
@@ -202,4 +315,121 @@ export class DataPlane implements ExchangeHost {
     for (const end of [...this.probes.values()]) end();
     this.probes.clear();
   }
+}
+
+
+/** What one pass over a request's raw header fields found. */
+class RequestHead {
+  /** The fields to forward, names and values in turn: hop-by-hop and forwarding fields left out. */
+  readonly fields: string[] = [];
+  host: string | undefined = undefined;
+  hosts = 0;
+  /** Content-Length, kept apart: the proxy writes it itself, or not at all. */
+  contentLength: string | undefined = undefined;
+  /** A Transfer-Encoding was sent (Node's parser accepts only a chunked one). */
+  chunked = false;
+  expectContinue = false;
+  connection: string | undefined = undefined;
+  upgrade: string | undefined = undefined;
+  xForwardedFor: string | undefined = undefined;
+  xForwardedProto: string | undefined = undefined;
+  xForwardedHost: string | undefined = undefined;
+  xRealIp: string | undefined = undefined;
+  forwarded: string | undefined = undefined;
+
+  scan(raw: string[]): void {
+    const fields = this.fields;
+    fields.length = 0;
+    this.host = this.contentLength = this.connection = this.upgrade = undefined;
+    this.xForwardedFor = this.xForwardedProto = this.xForwardedHost = this.xRealIp = this.forwarded = undefined;
+    this.hosts = 0;
+    this.chunked = this.expectContinue = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      const value = raw[i + 1]!;
+      const lower = name.toLowerCase();
+      if (DROPPED_REQUEST_HEADERS.has(lower)) {
+        this.keep(lower, value);
+        continue;
+      }
+      if (lower === "host") {
+        this.host = value;
+        this.hosts++;
+      } else if (lower === "content-length") {
+        this.contentLength = value;
+        continue;
+      }
+      fields.push(name, value);
+    }
+  }
+
+  /** A dropped field that still matters: framing, Connection's tokens, a trusted peer's forwarding fields. */
+  private keep(lower: string, value: string): void {
+    switch (lower) {
+      case "transfer-encoding":
+        this.chunked = true;
+        break;
+      case "connection":
+        this.connection = join(this.connection, value);
+        break;
+      case "upgrade":
+        this.upgrade = join(this.upgrade, value);
+        break;
+      case "expect":
+        // Node passes on only 100-continue (checkContinue); it answers other expectations 417 itself.
+        this.expectContinue = true;
+        break;
+      case "x-forwarded-for":
+        this.xForwardedFor = join(this.xForwardedFor, value);
+        break;
+      case "x-forwarded-proto":
+        this.xForwardedProto = join(this.xForwardedProto, value);
+        break;
+      case "x-forwarded-host":
+        this.xForwardedHost = join(this.xForwardedHost, value);
+        break;
+      case "x-real-ip":
+        this.xRealIp = join(this.xRealIp, value);
+        break;
+      case "forwarded":
+        this.forwarded = join(this.forwarded, value);
+        break;
+    }
+  }
+}
+
+/** Every scan runs synchronously to its end, so one instance serves every request. */
+const scratch = new RequestHead();
+
+function join(a: string | undefined, b: string): string {
+  return a === undefined ? b : `${a}, ${b}`;
+}
+
+/**
+ * The forwarding fields the proxy always writes. From an untrusted peer they say only what the
+ * proxy saw (the client's own are dropped); from a trusted one (another proxy, a load balancer)
+ * its X-Forwarded-For and Forwarded are kept and extended, and its other fields believed.
+ */
+function forwardingFields(head: RequestHead, socket: net.Socket, trusted: TrustedPeers): string {
+  const remote = clientAddress(socket);
+  const host = head.host;
+  const element = forwardedElement(remote, host);
+  if (trusted.empty || !isTrusted(socket as PeerSocket, trusted)) {
+    const xfh = host === undefined ? "" : `X-Forwarded-Host: ${host}\r\n`;
+    return `X-Forwarded-For: ${remote}\r\nX-Forwarded-Proto: http\r\n${xfh}X-Real-IP: ${remote}\r\nForwarded: ${element}\r\n`;
+  }
+  const xff = head.xForwardedFor === undefined ? remote : `${head.xForwardedFor}, ${remote}`;
+  const forwardedHost = head.xForwardedHost ?? host;
+  const xfh = forwardedHost === undefined ? "" : `X-Forwarded-Host: ${forwardedHost}\r\n`;
+  const forwarded = head.forwarded === undefined ? element : `${head.forwarded}, ${element}`;
+  return `X-Forwarded-For: ${xff}\r\nX-Forwarded-Proto: ${head.xForwardedProto ?? "http"}\r\n${xfh}X-Real-IP: ${head.xRealIp ?? remote}\r\nForwarded: ${forwarded}\r\n`;
+}
+
+/** Asked once per connection and table: a keep-alive connection's peer does not change. */
+function isTrusted(socket: PeerSocket, trusted: TrustedPeers): boolean {
+  if (socket[kTrustedBy] !== trusted) {
+    socket[kTrustedBy] = trusted;
+    socket[kTrusted] = trusted.has(clientAddress(socket));
+  }
+  return socket[kTrusted]!;
 }

@@ -14,6 +14,7 @@ export interface ExchangeHost {
   readonly upstreams: UpstreamConnections;
   upstreamErrors: number;
   retries: number;
+  readonly rejected: { bodyTooLarge: number };
   /** Passive detection: a connection to u failed before any response byte. */
   noteFailure(u: Upstream, err: NodeJS.ErrnoException): void;
 }
@@ -37,6 +38,9 @@ export class Exchange implements Cuttable, ResponseSink {
   readonly hasHost: boolean;
   /** 0: no body; 1: Content-Length; 2: chunked (re-chunked as read). */
   readonly bodyFraming: 0 | 1 | 2;
+  /** The route's body limit: a Content-Length beyond it never gets here, a chunked body is counted. */
+  readonly maxBodyBytes: number;
+  bodyBytes = 0;
   upstream: Upstream;
   conn: UpstreamConn | undefined = undefined;
   attempts = 0;
@@ -61,6 +65,7 @@ export class Exchange implements Cuttable, ResponseSink {
     this.head = head;
     this.hasHost = hasHost;
     this.bodyFraming = bodyFraming;
+    this.maxBodyBytes = match.maxBodyBytes;
   }
 
   send(): void {
@@ -159,6 +164,25 @@ export class Exchange implements Cuttable, ResponseSink {
     return false;
   }
 
+  /**
+   * A chunked body outgrew the route's limit: the upstream, which has part of it, loses its
+   * connection; the client gets a 413 if nothing was answered yet, and its connection is closed.
+   */
+  rejectBody(): void {
+    this.plane.rejected.bodyTooLarge++;
+    const req = this.req;
+    req.off("data", onClientBody);
+    req.off("end", onClientBodyEnd);
+    // Read and dropped until the connection closes after the answer.
+    req.resume();
+    this.failed = true;
+    this.conn?.abandon();
+    this.conn = undefined;
+    const res = this.res;
+    if (res.headersSent) res.destroy();
+    else sendJson(res, 413, { error: "request body too large", limit: this.maxBodyBytes }, true);
+  }
+
   cut(): void {
     this.failed = true;
     this.finish(false);
@@ -182,6 +206,7 @@ function onClientBody(this: ExchangeRequest, chunk: Buffer): void {
   if (!socket) return;
   let flushed: boolean;
   if (ex.bodyFraming === 2) {
+    if ((ex.bodyBytes += chunk.length) > ex.maxBodyBytes) return ex.rejectBody();
     socket.cork();
     socket.write(`${chunk.length.toString(16)}\r\n`, "latin1");
     socket.write(chunk);

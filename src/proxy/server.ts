@@ -9,7 +9,7 @@ import type net from "node:net";
 import path from "node:path";
 import type { RouteTable } from "./contract.js";
 import { ControlPlane, TABLE_FILE } from "./control.js";
-import { DataPlane } from "./data-plane.js";
+import { CLIENT_CHECK_INTERVAL_MS, DataPlane } from "./data-plane.js";
 import { validateTable } from "./table.js";
 
 export { MAX_EVENTS_WAIT_MS, TABLE_FILE } from "./control.js";
@@ -55,10 +55,13 @@ export async function startProxyServer(opts: ProxyServerOptions): Promise<ProxyS
 
   const plane = new DataPlane();
   const restored = await loadTable(opts.stateDir);
-  if (restored) plane.router.apply(restored);
+  if (restored) plane.apply(restored);
 
-  const data = http.createServer({ noDelay: true }, plane.onRequest);
-  data.on("upgrade", plane.onUpgrade);
+  // The timeouts and limits come from the table (plane.attach, then each apply). What Node reads
+  // only here: how often it checks clientHeaderMs, and no 400 of its own for a missing Host
+  // (the data plane answers it, and counts it).
+  const data = http.createServer({ noDelay: true, connectionsCheckingInterval: CLIENT_CHECK_INTERVAL_MS, requireHostHeader: false });
+  plane.attach(data);
   const control = http.createServer(new ControlPlane(plane, opts.stateDir, opts.token).onRequest);
 
   await listen(data, opts.listenHost, opts.listenPort);

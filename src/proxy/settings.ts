@@ -1,6 +1,7 @@
 // The proxy's timeouts, limits and trusted peers: their defaults (one home, which the spec's
 // schema and the docs quote), their validation inside a route table, and a route's effective values.
 
+import net from "node:net";
 import type { ProxyLimits, ProxySettings, ProxyTimeouts, Route, RouteTimeouts } from "./contract.js";
 
 export const DEFAULT_PROXY_TIMEOUTS: Readonly<ProxyTimeouts> = Object.freeze({
@@ -94,15 +95,12 @@ function isPositiveInteger(v: unknown, max: number): boolean {
   return typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= max;
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
-/** "198.18.0.1", "198.18.0.0/15", "::1", "fd00::/8". */
+/** "198.18.0.1", "198.18.0.0/15", "::1", "fd00::/8", "::ffff:10.0.0.0/104". */
 export function isCidr(text: string): boolean {
   const [addr, bits, extra] = text.split("/");
   if (extra !== undefined || addr === undefined) return false;
-  const v4 = IPV4.test(addr);
-  const v6 = !v4 && /^[0-9A-Fa-f:.]+$/.test(addr) && addr.includes(":");
-  if (!v4 && !v6) return false;
+  const v4 = net.isIPv4(addr);
+  if (!v4 && !net.isIPv6(addr)) return false;
   if (bits === undefined) return true;
   if (!/^\d{1,3}$/.test(bits)) return false;
   return Number(bits) <= (v4 ? 32 : 128);

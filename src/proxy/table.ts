@@ -2,8 +2,9 @@
 // points at. Pools outlive tables: a pool keeps its id, counters and in-flight requests across
 // updates, so an old pool can be drained after the table that named it is gone.
 
-import { validateRouteSettings, validateSettings } from "./settings.js";
-import type { PoolStats, Route, RouteTable, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
+import { TrustedPeers } from "./peers.js";
+import { routeMaxBodyBytes, routeTimeouts, tableSettings, validateRouteSettings, validateSettings } from "./settings.js";
+import type { PoolStats, ProxySettings, Route, RouteTable, RouteTimeouts, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
 
 /** Anything in flight on a pool that a drain may have to cut. */
 export interface Cuttable {
@@ -100,6 +101,9 @@ export class Pool {
 export interface Match {
   route: Route;
   pool: Pool;
+  /** The route's effective timeouts and body limit, worked out once per table. */
+  timeouts: RouteTimeouts;
+  maxBodyBytes: number;
 }
 
 interface Entry {
@@ -111,13 +115,20 @@ interface Entry {
 /** An immutable, pre-sorted view of one RouteTable. Lookups allocate nothing. */
 export class CompiledTable {
   readonly source: RouteTable;
+  /** The table's settings with the defaults filled in. */
+  readonly settings: ProxySettings;
+  readonly trusted: TrustedPeers;
   private readonly byHost = new Map<string, Entry[]>();
   private readonly anyHost: Entry[] = [];
 
   constructor(source: RouteTable, pools: ReadonlyMap<string, Pool>) {
     this.source = source;
+    const settings = tableSettings(source.settings);
+    this.settings = settings;
+    this.trusted = settings.trustedProxies.length === 0 ? TrustedPeers.NONE : new TrustedPeers(settings.trustedProxies);
     for (const route of source.routes) {
-      const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match: { route, pool: pools.get(route.poolId)! } };
+      const match: Match = { route, pool: pools.get(route.poolId)!, timeouts: routeTimeouts(route, settings), maxBodyBytes: routeMaxBodyBytes(route, settings) };
+      const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match };
       if (route.host === undefined || route.host === "") {
         this.anyHost.push(entry);
       } else {

@@ -3,12 +3,13 @@
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { BuiltinProxy } from "../../src/proxy/builtin.js";
-import type { Route, RouteTable, Upstream } from "../../src/proxy/contract.js";
+import type { ProxyLimits, ProxyTimeouts, Route, RouteTable, Upstream } from "../../src/proxy/contract.js";
 import { type ProxyServer, startProxyServer } from "../../src/proxy/server.js";
+import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS } from "../../src/proxy/settings.js";
 
 export interface TestUpstream {
   id: string;
@@ -16,6 +17,8 @@ export interface TestUpstream {
   upstream: Upstream;
   server: http.Server;
   hits: number;
+  /** "METHOD url" of every request it got, in order. */
+  seen: string[];
   close(): Promise<void>;
 }
 
@@ -30,6 +33,7 @@ export const echo: (id: string) => Handler = (id) => (req, res, body) => {
 export async function startUpstream(id: string, handler: Handler = echo(id)): Promise<TestUpstream> {
   const server = http.createServer((req, res) => {
     t.hits++;
+    t.seen.push(`${req.method} ${req.url}`);
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => handler(req, res, Buffer.concat(chunks)));
@@ -42,6 +46,7 @@ export async function startUpstream(id: string, handler: Handler = echo(id)): Pr
     upstream: { id, host: "127.0.0.1", port },
     server,
     hits: 0,
+    seen: [],
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
@@ -97,6 +102,25 @@ export function table(version: number, ...routes: Route[]): RouteTable {
   return { version, routes };
 }
 
+export interface TestSettings {
+  timeouts?: Partial<ProxyTimeouts>;
+  limits?: Partial<ProxyLimits>;
+  trustedProxies?: string[];
+}
+
+/** A table with settings: the defaults, with what `settings` sets over them. */
+export function tableWith(version: number, settings: TestSettings, ...routes: Route[]): RouteTable {
+  return {
+    version,
+    routes,
+    settings: {
+      timeouts: { ...DEFAULT_PROXY_TIMEOUTS, ...settings.timeouts },
+      limits: { ...DEFAULT_PROXY_LIMITS, ...settings.limits },
+      trustedProxies: settings.trustedProxies ?? [],
+    },
+  };
+}
+
 export interface Reply {
   status: number;
   headers: http.IncomingHttpHeaders;
@@ -105,10 +129,10 @@ export interface Reply {
 
 export function request(
   url: string,
-  opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: string | Buffer | Buffer[]; agent?: http.Agent | false } = {},
+  opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: string | Buffer | Buffer[]; agent?: http.Agent | false; localAddress?: string } = {},
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: opts.method ?? "GET", headers: opts.headers, agent: opts.agent ?? false }, (res) => {
+    const req = http.request(url, { method: opts.method ?? "GET", headers: opts.headers, agent: opts.agent ?? false, localAddress: opts.localAddress }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("error", reject);
@@ -131,4 +155,84 @@ export function json<T = Record<string, unknown>>(reply: Reply): T {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A client connection at the byte level, for what an HTTP client library would not send (two
+ * Host headers, a header trickled a byte at a time, a request after an upgrade) and for watching
+ * when the proxy closes the connection.
+ */
+export class RawClient {
+  readonly socket: net.Socket;
+  /** Everything received so far, as latin1. */
+  received = "";
+  closed = false;
+  readonly opened = performance.now();
+  closedAfterMs = -1;
+  error: string | undefined;
+  private readonly waiters = new Set<() => void>();
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on("data", (d: Buffer) => {
+      this.received += d.toString("latin1");
+      this.wake();
+    });
+    socket.on("error", (e: NodeJS.ErrnoException) => (this.error = e.code ?? e.message));
+    socket.on("close", () => {
+      this.closed = true;
+      this.closedAfterMs = performance.now() - this.opened;
+      this.wake();
+    });
+  }
+
+  /** `localAddress`: the client's own address, e.g. 127.0.0.2 to stand for a second peer. */
+  static connect(port: number, localAddress?: string): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+      socket.once("connect", () => resolve(new RawClient(socket)));
+      socket.once("error", reject);
+    });
+  }
+
+  write(data: string | Buffer): void {
+    if (!this.socket.destroyed) this.socket.write(data);
+  }
+
+  /** Resolves true once `test` holds for what was received, false when the connection closed or ms ran out first. */
+  waitFor(test: (received: string) => boolean, ms = 5_000): Promise<boolean> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (test(this.received)) return finish(true);
+        if (this.closed) return finish(false);
+      };
+      const finish = (ok: boolean): void => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+        resolve(ok);
+      };
+      const timer = setTimeout(() => finish(false), ms);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** Resolves true once the proxy closed the connection, false when ms ran out first. */
+  async waitClose(ms = 5_000): Promise<boolean> {
+    await this.waitFor(() => false, ms);
+    return this.closed;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+}
+
+/** The status codes of every response in a raw byte stream, in order. */
+export function statuses(received: string): number[] {
+  return [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
 }
