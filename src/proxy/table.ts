@@ -2,8 +2,8 @@
 // points at. Pools outlive tables: a pool keeps its id, counters and in-flight requests across
 // updates, so an old pool can be drained after the table that named it is gone.
 
-import { validateRouteSettings, validateSettings } from "./settings.js";
-import type { PoolStats, Route, RouteTable, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
+import { routeTimeouts, tableSettings, validateRouteSettings, validateSettings } from "./settings.js";
+import type { PoolStats, ProxySettings, Route, RouteTable, RouteTimeouts, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
 
 /** Anything in flight on a pool that a drain may have to cut. */
 export interface Cuttable {
@@ -100,6 +100,10 @@ export class Pool {
 export interface Match {
   route: Route;
   pool: Pool;
+  /** The settings of the table this match comes from, so a request keeps them for its whole life. */
+  settings: ProxySettings;
+  /** The route's effective upstream timeouts, worked out once per table rather than per request. */
+  timeouts: RouteTimeouts;
 }
 
 interface Entry {
@@ -111,13 +115,17 @@ interface Entry {
 /** An immutable, pre-sorted view of one RouteTable. Lookups allocate nothing. */
 export class CompiledTable {
   readonly source: RouteTable;
+  /** The table's settings with the defaults filled in: swapped with the routes, never apart. */
+  readonly settings: ProxySettings;
   private readonly byHost = new Map<string, Entry[]>();
   private readonly anyHost: Entry[] = [];
 
   constructor(source: RouteTable, pools: ReadonlyMap<string, Pool>) {
     this.source = source;
+    const settings = (this.settings = tableSettings(source.settings));
     for (const route of source.routes) {
-      const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match: { route, pool: pools.get(route.poolId)! } };
+      const match: Match = { route, pool: pools.get(route.poolId)!, settings, timeouts: routeTimeouts(route, settings) };
+      const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match };
       if (route.host === undefined || route.host === "") {
         this.anyHost.push(entry);
       } else {
