@@ -119,14 +119,27 @@ export interface UpstreamEventBatch {
   events: UpstreamEvent[];
 }
 
+/** Waits that ran out, by kind, since the proxy started. */
+export interface TimeoutCounts {
+  /** Connections to an upstream not established within upstreamConnectMs. */
+  upstreamConnect: number;
+  /** Requests sent whose response head did not come within upstreamResponseMs. */
+  upstreamResponse: number;
+  /** Response (or request) bodies that stalled for upstreamIdleMs. */
+  upstreamIdle: number;
+}
+
 export interface ProxyStats {
   tableVersion: number;
   pools: PoolStats[];
   requests: number;
+  /** Failed upstream attempts (a retried one counts too), timeouts included. */
   upstreamErrors: number;
   retries: number;
   /** Upstreams out of rotation; absent from proxies that do not report it. */
   down?: UpstreamDown[];
+  /** Absent from proxies that do not report it. */
+  timeouts?: TimeoutCounts;
 }
 
 export interface Proxy {

@@ -6,7 +6,7 @@
 // through ClientRequest and http.Agent (see bench/proxy.ts).
 
 import net from "node:net";
-import type { Upstream } from "./contract.js";
+import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS } from "./http.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
@@ -16,6 +16,8 @@ export interface ResponseSink {
   readonly requestSent: boolean;
   /** Some body bytes already went to the client, so a whole-body shortcut no longer applies. */
   readonly bodyWritten: boolean;
+  /** The route's upstream timeouts, which bound this connection's waits while it serves the exchange. */
+  readonly timeouts: RouteTimeouts;
   /** The upstream socket, while paused for a slow client. */
   paused: net.Socket | undefined;
   onConnected(): void;
@@ -26,10 +28,23 @@ export interface ResponseSink {
   onWholeBody(body: string): void;
   onResponseEnd(): void;
   onUpstreamFailure(err: NodeJS.ErrnoException, beforeResponse: boolean): void;
+  /** A wait ran out; the connection is already closed and detached. */
+  onUpstreamTimeout(phase: UpstreamTimeoutPhase): void;
 }
+
+/** Which wait ran out: the handshake, the response head, or the next body read (or write). */
+export type UpstreamTimeoutPhase = "connect" | "response" | "idle";
 
 /** Idle keep-alive sockets are closed before a Node upstream's 5 s default would close them. */
 export const DEFAULT_UPSTREAM_IDLE_MS = 4_000;
+/**
+ * How often the sweeper checks every busy socket's wait. One timer for the whole proxy instead
+ * of one per request: a wait runs out between its limit and its limit plus two sweeps, never
+ * before.
+ */
+export const SWEEP_MS = 100;
+/** Idle keep-alive sockets are looked at every this many sweeps (500 ms). */
+const IDLE_SWEEP_EVERY = 5;
 const MAX_IDLE_PER_ADDRESS = 256;
 const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 const SMALL_BODY_BYTES = 16 * 1024;
@@ -51,14 +66,28 @@ const enum ChunkPhase {
   Trailer,
 }
 
-/** Keep-alive sockets to every upstream address, shared by all pools. */
+/** What a busy socket waits for, each bounded by one of the route's timeouts. */
+const enum Wait {
+  None,
+  /** The TCP handshake: upstreamConnectMs. */
+  Connect,
+  /** The response head, once the request went out whole: upstreamResponseMs. */
+  Response,
+  /** The next read of the response body, or the next write of the request body: upstreamIdleMs. */
+  Idle,
+}
+
+/** Keep-alive sockets to every upstream address, shared by all pools, and the sweeper that ends every wait that ran out. */
 export class UpstreamConnections {
   /** Idle sockets by "host:port", most recently used last: LIFO reuse lets surplus sockets age out. */
   private readonly idle = new Map<string, UpstreamConn[]>();
+  /** Every socket not yet closed, busy or idle: what the sweeper walks. Changes only on open and close, not per request. */
+  private readonly open = new Set<UpstreamConn>();
   private readonly sweeper: NodeJS.Timeout;
+  private sweeps = 0;
 
   constructor() {
-    this.sweeper = setInterval(() => this.sweep(), 500);
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
   }
 
@@ -72,7 +101,9 @@ export class UpstreamConnections {
         conn.socket.destroy();
       }
     }
-    return new UpstreamConn(this, key, u.host, u.port);
+    const conn = new UpstreamConn(this, key, u.host, u.port);
+    this.open.add(conn);
+    return conn;
   }
 
   release(conn: UpstreamConn): void {
@@ -86,7 +117,9 @@ export class UpstreamConnections {
     list.push(conn);
   }
 
-  forget(conn: UpstreamConn): void {
+  /** The socket closed: it leaves the idle list if it was there. */
+  closed(conn: UpstreamConn): void {
+    this.open.delete(conn);
     const list = this.idle.get(conn.key);
     const i = list ? list.indexOf(conn) : -1;
     if (i !== -1) list!.splice(i, 1);
@@ -101,6 +134,12 @@ export class UpstreamConnections {
   }
 
   private sweep(): void {
+    const now = performance.now();
+    for (const conn of this.open) conn.check(now);
+    if (++this.sweeps % IDLE_SWEEP_EVERY === 0) this.sweepIdle();
+  }
+
+  private sweepIdle(): void {
     const now = Date.now();
     for (const [key, list] of this.idle) {
       for (let i = list.length - 1; i >= 0; i--) {
@@ -131,6 +170,12 @@ export class UpstreamConn {
   ex: ResponseSink | undefined = undefined;
   idleSince = 0;
   idleLimitMs = DEFAULT_UPSTREAM_IDLE_MS;
+  // The current wait. The data path only bumps `activity` (no clock read, no timer); the sweeper
+  // notices when it stops moving and times the quiet from there.
+  private wait = Wait.None;
+  private activity = 0;
+  private seenActivity = 0;
+  private quietSince = 0;
   /** The last Keep-Alive header seen, so that the same hint is not parsed on every response. */
   private keepAliveHint = "";
   private error: NodeJS.ErrnoException | undefined = undefined;
@@ -150,9 +195,14 @@ export class UpstreamConn {
     this.socket = net.connect({ host, port, noDelay: true });
     this.socket.on("connect", () => {
       this.connected = true;
+      this.wait = Wait.None;
       this.ex?.onConnected();
     });
-    this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    this.socket.on("data", (chunk: Buffer) => {
+      // Only body reads move an idle wait along; a trickled head does not stretch the response wait.
+      if (this.wait === Wait.Idle) this.activity++;
+      this.onData(chunk);
+    });
     this.socket.on("drain", () => this.ex?.onUpstreamDrain());
     this.socket.on("error", (err: NodeJS.ErrnoException) => (this.error = err));
     this.socket.on("close", () => this.onClose());
@@ -164,13 +214,63 @@ export class UpstreamConn {
     this.pending = undefined;
     this.keepAlive = true;
     this.responseStarted = false;
-    if (this.connected) ex.onConnected();
+    if (this.connected) {
+      this.wait = Wait.None;
+      ex.onConnected();
+    } else {
+      this.startWait(Wait.Connect);
+    }
   }
 
   /** Stops serving `ex` for good: the socket is closed since its stream is now undefined. */
   abandon(): void {
     this.ex = undefined;
+    this.wait = Wait.None;
     this.socket.destroy();
+  }
+
+  /** The request went out whole: the response head is due within upstreamResponseMs. */
+  awaitResponse(): void {
+    this.startWait(Wait.Response);
+  }
+
+  /** A body is moving (the request's out, or the response's in): each step is due within upstreamIdleMs. */
+  awaitBody(): void {
+    this.startWait(Wait.Idle);
+  }
+
+  /** A step of a body: a request body chunk written, or the upstream took what was written. */
+  touch(): void {
+    this.activity++;
+  }
+
+  private startWait(wait: Wait): void {
+    this.wait = wait;
+    this.activity++;
+  }
+
+  /**
+   * Called by the sweeper: ends the exchange's wait when it has been quiet for its limit. An idle
+   * wait keeps running while the socket is paused for a slow client, as nginx's send_timeout
+   * would: a client that takes nothing for upstreamIdleMs would otherwise hold this connection
+   * for as long as it likes.
+   */
+  check(now: number): void {
+    const ex = this.ex;
+    if (this.wait === Wait.None || !ex) return;
+    if (this.activity !== this.seenActivity) {
+      // Something happened since the last sweep: the quiet starts now at the earliest.
+      this.seenActivity = this.activity;
+      this.quietSince = now;
+      return;
+    }
+    const t = ex.timeouts;
+    const wait = this.wait;
+    const limitMs = wait === Wait.Connect ? t.upstreamConnectMs : wait === Wait.Response ? t.upstreamResponseMs : t.upstreamIdleMs;
+    if (now - this.quietSince < limitMs) return;
+    // Never back to the idle pool: a late answer on this socket would be taken for the next one's.
+    this.abandon();
+    ex.onUpstreamTimeout(wait === Wait.Connect ? "connect" : wait === Wait.Response ? "response" : "idle");
   }
 
   private onData(chunk: Buffer): void {
@@ -345,6 +445,7 @@ export class UpstreamConn {
 
   private complete(ex: ResponseSink, extraBytes: boolean): void {
     this.ex = undefined;
+    this.wait = Wait.None;
     const reusable = this.keepAlive && !extraBytes && ex.requestSent;
     ex.onResponseEnd();
     if (reusable) {
@@ -367,10 +468,9 @@ export class UpstreamConn {
   private onClose(): void {
     const ex = this.ex;
     this.ex = undefined;
-    if (!ex) {
-      this.owner.forget(this);
-      return;
-    }
+    this.wait = Wait.None;
+    this.owner.closed(this);
+    if (!ex) return;
     if (this.phase === Phase.UntilClose && !this.error) {
       ex.onResponseEnd();
       return;
