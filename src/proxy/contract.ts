@@ -129,6 +129,12 @@ export interface TimeoutCounts {
   upstreamIdle: number;
 }
 
+/** Requests the proxy refused to forward, by reason, since it started. */
+export interface RejectCounts {
+  /** Waited upstreamQueueMs for a connection to an upstream at maxUpstreamConnections: 503. */
+  upstreamQueue: number;
+}
+
 export interface ProxyStats {
   tableVersion: number;
   pools: PoolStats[];
@@ -140,6 +146,8 @@ export interface ProxyStats {
   down?: UpstreamDown[];
   /** Absent from proxies that do not report it. */
   timeouts?: TimeoutCounts;
+  /** Absent from proxies that do not report it. */
+  rejected?: RejectCounts;
 }
 
 export interface Proxy {

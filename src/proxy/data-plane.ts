@@ -3,7 +3,7 @@
 
 import type http from "node:http";
 import net from "node:net";
-import type { DrainResult, ProxyStats, TimeoutCounts, Upstream } from "./contract.js";
+import type { DrainResult, ProxyStats, RejectCounts, TimeoutCounts, Upstream } from "./contract.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, kExchange, onClientClose } from "./exchange.js";
 import { clientAddress, DROPPED_REQUEST_HEADERS, DROPPED_UPGRADE_HEADERS, dropConnectionTokens, noop, rejectUpgrade, sendJson } from "./http.js";
 import { type Pool, Router } from "./table.js";
@@ -24,6 +24,7 @@ export class DataPlane implements ExchangeHost {
   upstreamErrors = 0;
   retries = 0;
   readonly timeouts: TimeoutCounts = { upstreamConnect: 0, upstreamResponse: 0, upstreamIdle: 0 };
+  readonly rejected: RejectCounts = { upstreamQueue: 0 };
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
 
@@ -156,6 +157,7 @@ export class DataPlane implements ExchangeHost {
       retries: this.retries,
       down: this.router.downList(),
       timeouts: { ...this.timeouts },
+      rejected: { ...this.rejected },
     };
   }
 

@@ -3,10 +3,10 @@
 
 import type http from "node:http";
 import type net from "node:net";
-import type { ProxySettings, Route, RouteTimeouts, TimeoutCounts, Upstream } from "./contract.js";
+import type { ProxySettings, RejectCounts, Route, RouteTimeouts, TimeoutCounts, Upstream } from "./contract.js";
 import { errorText, sendJson } from "./http.js";
 import type { Cuttable, Match, Pool, Router } from "./table.js";
-import type { ResponseSink, UpstreamConn, UpstreamConnections, UpstreamTimeoutPhase } from "./upstream.js";
+import type { ConnWaiter, QueueTicket, ResponseSink, UpstreamConn, UpstreamConnections, UpstreamTimeoutPhase } from "./upstream.js";
 
 /** What an exchange needs of the data plane that runs it. */
 export interface ExchangeHost {
@@ -15,6 +15,7 @@ export interface ExchangeHost {
   upstreamErrors: number;
   retries: number;
   readonly timeouts: TimeoutCounts;
+  readonly rejected: RejectCounts;
   /** Passive detection: a connection to u failed before any response byte. */
   noteFailure(u: Upstream, err: NodeJS.ErrnoException): void;
 }
@@ -26,7 +27,7 @@ export type ExchangeResponse = http.ServerResponse & { [kExchange]: Exchange };
 export type ExchangeRequest = http.IncomingMessage & { [kExchange]: Exchange };
 
 /** One client request on its way through one pool: at most two upstream attempts. */
-export class Exchange implements Cuttable, ResponseSink {
+export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   readonly plane: ExchangeHost;
   readonly req: ExchangeRequest;
   readonly res: ExchangeResponse;
@@ -43,6 +44,8 @@ export class Exchange implements Cuttable, ResponseSink {
   readonly bodyFraming: 0 | 1 | 2;
   upstream: Upstream;
   conn: UpstreamConn | undefined = undefined;
+  /** While waiting for a connection to an upstream at its cap. */
+  queued: QueueTicket | undefined = undefined;
   attempts = 0;
   responded = false;
   bodyStarted = false;
@@ -71,9 +74,23 @@ export class Exchange implements Cuttable, ResponseSink {
 
   send(): void {
     this.attempts++;
-    const conn = this.plane.upstreams.acquire(this.upstream);
+    const limits = this.settings.limits;
+    this.queued = this.plane.upstreams.acquire(this.upstream, this, limits.maxUpstreamConnections, limits.upstreamQueueMs);
+  }
+
+  onConn(conn: UpstreamConn): void {
+    this.queued = undefined;
     this.conn = conn;
     conn.attach(this);
+  }
+
+  /** The upstream stayed at its cap for the whole queue time: busy, try again in a second. */
+  onQueueTimeout(): void {
+    this.queued = undefined;
+    if (this.done) return;
+    this.plane.rejected.upstreamQueue++;
+    this.failed = true;
+    sendJsonWith(this.res, 503, ["Retry-After", "1"], { error: "upstream busy", service: this.route.service });
   }
 
   /** The socket is connected: nothing was written before, so a refused connection lost nothing. */
@@ -213,6 +230,10 @@ export class Exchange implements Cuttable, ResponseSink {
   finish(ok: boolean): void {
     if (this.done) return;
     this.done = true;
+    if (this.queued) {
+      this.plane.upstreams.cancel(this.queued);
+      this.queued = undefined;
+    }
     if (!ok && this.conn) {
       this.conn.abandon();
       this.conn = undefined;
@@ -260,7 +281,7 @@ export function onClientClose(this: ExchangeResponse): void {
   ex.finish(this.writableFinished && !ex.failed);
 }
 
-/** sendJson with extra header fields (Connection: close). */
+/** sendJson with extra header fields (Retry-After, Connection: close). */
 function sendJsonWith(res: http.ServerResponse, status: number, extra: string[], body: object): void {
   const text = JSON.stringify(body);
   res.writeHead(status, ["Content-Type", "application/json", "Content-Length", String(Buffer.byteLength(text)), ...extra]);
