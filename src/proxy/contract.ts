@@ -123,6 +123,7 @@ export interface ProxyStats {
   tableVersion: number;
   pools: PoolStats[];
   requests: number;
+  /** Failed upstream attempts (a retried one counts too), timeouts included. */
   upstreamErrors: number;
   retries: number;
   /** Upstreams out of rotation; absent from proxies that do not report it. */
@@ -144,6 +145,12 @@ export interface ProxyTimeoutCounts {
   tunnelIdle: number;
   /** Upgrade requests whose upstream did not connect (upstreamConnectMs) or answer (upstreamResponseMs) in time. */
   tunnelHandshake: number;
+  /** Connections to an upstream not established within upstreamConnectMs. */
+  upstreamConnect: number;
+  /** Requests sent whose response head did not come within upstreamResponseMs. */
+  upstreamResponse: number;
+  /** Response (or request) bodies that stalled for upstreamIdleMs. */
+  upstreamIdle: number;
 }
 
 export interface ProxyRejectionCounts {
@@ -155,6 +162,8 @@ export interface ProxyRejectionCounts {
   bodyTooLarge: number;
   /** Requests that could not be parsed or trusted (duplicate or missing Host, a body on an upgrade): 400. */
   badRequest: number;
+  /** Waited upstreamQueueMs for a connection to an upstream at maxUpstreamConnections: 503. */
+  upstreamQueue: number;
 }
 
 export interface TunnelCounts {

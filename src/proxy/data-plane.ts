@@ -5,7 +5,7 @@
 
 import type http from "node:http";
 import net from "node:net";
-import type { DrainResult, ProxyStats, RouteTable, Upstream } from "./contract.js";
+import type { DrainResult, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, kExchange, onClientClose } from "./exchange.js";
 import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
@@ -38,19 +38,23 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   requests = 0;
   upstreamErrors = 0;
   retries = 0;
-  /** Waits cut short on the client side, by kind. */
-  readonly timeouts = {
+  /** Waits cut short, by kind. */
+  readonly timeouts: ProxyTimeoutCounts = {
     clientHeader: 0,
     clientIdle: 0,
     tunnelIdle: 0,
     tunnelHandshake: 0,
+    upstreamConnect: 0,
+    upstreamResponse: 0,
+    upstreamIdle: 0,
   };
-  /** Connections and requests refused at the edge, by reason. */
-  readonly rejected = {
+  /** Connections and requests refused, by reason. */
+  readonly rejected: ProxyRejectionCounts = {
     connections: 0,
     headerTooLarge: 0,
     bodyTooLarge: 0,
     badRequest: 0,
+    upstreamQueue: 0,
   };
   /** Upgraded connections: open now, and ever opened (after a 101). */
   readonly tunnels = { open: 0, total: 0 };

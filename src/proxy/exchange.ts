@@ -3,10 +3,10 @@
 
 import type http from "node:http";
 import type net from "node:net";
-import type { Route, Upstream } from "./contract.js";
+import type { ProxySettings, ProxyRejectionCounts, Route, RouteTimeouts, ProxyTimeoutCounts, Upstream } from "./contract.js";
 import { errorText, sendJson } from "./http.js";
 import type { Cuttable, Match, Pool, Router } from "./table.js";
-import type { ResponseSink, UpstreamConn, UpstreamConnections } from "./upstream.js";
+import type { ConnWaiter, QueueTicket, ResponseSink, UpstreamConn, UpstreamConnections, UpstreamTimeoutPhase } from "./upstream.js";
 
 /** What an exchange needs of the data plane that runs it. */
 export interface ExchangeHost {
@@ -14,7 +14,8 @@ export interface ExchangeHost {
   readonly upstreams: UpstreamConnections;
   upstreamErrors: number;
   retries: number;
-  readonly rejected: { bodyTooLarge: number };
+  readonly timeouts: ProxyTimeoutCounts;
+  readonly rejected: ProxyRejectionCounts;
   /** Passive detection: a connection to u failed before any response byte. */
   noteFailure(u: Upstream, err: NodeJS.ErrnoException): void;
 }
@@ -26,13 +27,16 @@ export type ExchangeResponse = http.ServerResponse & { [kExchange]: Exchange };
 export type ExchangeRequest = http.IncomingMessage & { [kExchange]: Exchange };
 
 /** One client request on its way through one pool: at most two upstream attempts. */
-export class Exchange implements Cuttable, ResponseSink {
+export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   readonly plane: ExchangeHost;
   readonly req: ExchangeRequest;
   readonly res: ExchangeResponse;
   readonly method: string;
   readonly route: Route;
   readonly pool: Pool;
+  /** The settings of the table the request was routed by. */
+  readonly settings: ProxySettings;
+  readonly timeouts: RouteTimeouts;
   /** Request line and header fields, without the blank line that ends them. */
   readonly head: string;
   readonly hasHost: boolean;
@@ -43,6 +47,8 @@ export class Exchange implements Cuttable, ResponseSink {
   bodyBytes = 0;
   upstream: Upstream;
   conn: UpstreamConn | undefined = undefined;
+  /** While waiting for a connection to an upstream at its cap. */
+  queued: QueueTicket | undefined = undefined;
   attempts = 0;
   responded = false;
   bodyStarted = false;
@@ -61,6 +67,8 @@ export class Exchange implements Cuttable, ResponseSink {
     this.method = req.method!;
     this.route = match.route;
     this.pool = match.pool;
+    this.settings = match.settings;
+    this.timeouts = match.timeouts;
     this.upstream = upstream;
     this.head = head;
     this.hasHost = hasHost;
@@ -70,9 +78,23 @@ export class Exchange implements Cuttable, ResponseSink {
 
   send(): void {
     this.attempts++;
-    const conn = this.plane.upstreams.acquire(this.upstream);
+    const limits = this.settings.limits;
+    this.queued = this.plane.upstreams.acquire(this.upstream, this, limits.maxUpstreamConnections, limits.upstreamQueueMs);
+  }
+
+  onConn(conn: UpstreamConn): void {
+    this.queued = undefined;
     this.conn = conn;
     conn.attach(this);
+  }
+
+  /** The upstream stayed at its cap for the whole queue time: busy, try again in a second. */
+  onQueueTimeout(): void {
+    this.queued = undefined;
+    if (this.done) return;
+    this.plane.rejected.upstreamQueue++;
+    this.failed = true;
+    sendJsonWith(this.res, 503, ["Retry-After", "1"], { error: "upstream busy", service: this.route.service });
   }
 
   /** The socket is connected: nothing was written before, so a refused connection lost nothing. */
@@ -83,9 +105,11 @@ export class Exchange implements Cuttable, ResponseSink {
     if (this.bodyFraming === 0) {
       socket.write(`${head}\r\n`, "latin1");
       this.requestSent = true;
+      this.conn!.awaitResponse();
       return;
     }
     this.bodyStarted = true;
+    this.conn!.awaitBody();
     socket.write(this.bodyFraming === 2 ? `${head}Transfer-Encoding: chunked\r\n\r\n` : `${head}\r\n`, "latin1");
     const req = this.req;
     req[kExchange] = this;
@@ -94,7 +118,10 @@ export class Exchange implements Cuttable, ResponseSink {
   }
 
   onUpstreamDrain(): void {
-    if (this.bodyStarted && !this.requestSent) this.req.resume();
+    if (this.bodyStarted && !this.requestSent) {
+      this.conn?.touch();
+      this.req.resume();
+    }
   }
 
   /** Returns false when the exchange is over (the client went away or the head was unusable). */
@@ -112,6 +139,7 @@ export class Exchange implements Cuttable, ResponseSink {
       this.onUpstreamFailure(Object.assign(new Error(`upstream sent an invalid header: ${errorText(e)}`), { code: "EPROTO" }), false);
       return false;
     }
+    this.conn?.awaitBody();
     return true;
   }
 
@@ -157,6 +185,39 @@ export class Exchange implements Cuttable, ResponseSink {
     else sendJson(res, 502, { error: "upstream failed", service: this.route.service, code: err.code ?? err.message });
   }
 
+  /**
+   * A wait on the upstream ran out (the socket is closed already). A connect timeout is retried
+   * like a refusal, since nothing was sent, but proves nothing about the upstream's health.
+   */
+  onUpstreamTimeout(phase: UpstreamTimeoutPhase): void {
+    this.conn = undefined;
+    const plane = this.plane;
+    if (phase === "connect") plane.timeouts.upstreamConnect++;
+    else if (phase === "response") plane.timeouts.upstreamResponse++;
+    else plane.timeouts.upstreamIdle++;
+    if (this.done) return;
+    plane.upstreamErrors++;
+    if (phase === "connect" && this.attempts < 2) {
+      const next = this.pool.pick(plane.router.unhealthy, this.upstream);
+      // Not the same one again: it just had the whole connect time.
+      if (next && next !== this.upstream) {
+        plane.retries++;
+        this.upstream = next;
+        this.send();
+        return;
+      }
+    }
+    this.failed = true;
+    const res = this.res;
+    const service = this.route.service;
+    if (res.headersSent) res.destroy();
+    else if (phase !== "idle" || this.requestSent) sendJson(res, 504, { error: "upstream timeout", phase, service });
+    // Cut mid-body, the client connection is in no state for another request.
+    else if (this.req.isPaused()) sendJsonWith(res, 504, ["Connection", "close"], { error: "upstream timeout", phase, service });
+    // Not paused for the upstream: it was the client that stopped sending.
+    else sendJsonWith(res, 408, ["Connection", "close"], { error: "request body timeout", service });
+  }
+
   /** Safe to resend only when the upstream cannot have acted on the request. */
   private retryable(err: NodeJS.ErrnoException): boolean {
     if (err.code === "ECONNREFUSED") return true;
@@ -192,6 +253,10 @@ export class Exchange implements Cuttable, ResponseSink {
   finish(ok: boolean): void {
     if (this.done) return;
     this.done = true;
+    if (this.queued) {
+      this.plane.upstreams.cancel(this.queued);
+      this.queued = undefined;
+    }
     if (!ok && this.conn) {
       this.conn.abandon();
       this.conn = undefined;
@@ -202,8 +267,10 @@ export class Exchange implements Cuttable, ResponseSink {
 
 function onClientBody(this: ExchangeRequest, chunk: Buffer): void {
   const ex = this[kExchange];
-  const socket = ex.conn?.socket;
-  if (!socket) return;
+  const conn = ex.conn;
+  if (!conn) return;
+  const socket = conn.socket;
+  conn.touch();
   let flushed: boolean;
   if (ex.bodyFraming === 2) {
     if ((ex.bodyBytes += chunk.length) > ex.maxBodyBytes) return ex.rejectBody();
@@ -224,6 +291,7 @@ function onClientBodyEnd(this: ExchangeRequest): void {
   if (!socket) return;
   if (ex.bodyFraming === 2) socket.write("0\r\n\r\n", "latin1");
   ex.requestSent = true;
+  if (!ex.responded) ex.conn!.awaitResponse();
 }
 
 function onClientDrain(this: ExchangeResponse): void {
@@ -237,3 +305,9 @@ export function onClientClose(this: ExchangeResponse): void {
   ex.finish(this.writableFinished && !ex.failed);
 }
 
+/** sendJson with extra header fields (Retry-After, Connection: close). */
+function sendJsonWith(res: http.ServerResponse, status: number, extra: string[], body: object): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, ["Content-Type", "application/json", "Content-Length", String(Buffer.byteLength(text)), ...extra]);
+  res.end(text);
+}

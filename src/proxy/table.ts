@@ -101,7 +101,9 @@ export class Pool {
 export interface Match {
   route: Route;
   pool: Pool;
-  /** The route's effective timeouts and body limit, worked out once per table. */
+  /** The settings of the table this match comes from, so a request keeps them for its whole life. */
+  settings: ProxySettings;
+  /** The route's effective timeouts and body limit, worked out once per table rather than per request. */
   timeouts: RouteTimeouts;
   maxBodyBytes: number;
 }
@@ -115,7 +117,7 @@ interface Entry {
 /** An immutable, pre-sorted view of one RouteTable. Lookups allocate nothing. */
 export class CompiledTable {
   readonly source: RouteTable;
-  /** The table's settings with the defaults filled in. */
+  /** The table's settings with the defaults filled in: swapped with the routes, never apart. */
   readonly settings: ProxySettings;
   readonly trusted: TrustedPeers;
   private readonly byHost = new Map<string, Entry[]>();
@@ -127,7 +129,7 @@ export class CompiledTable {
     this.settings = settings;
     this.trusted = settings.trustedProxies.length === 0 ? TrustedPeers.NONE : new TrustedPeers(settings.trustedProxies);
     for (const route of source.routes) {
-      const match: Match = { route, pool: pools.get(route.poolId)!, timeouts: routeTimeouts(route, settings), maxBodyBytes: routeMaxBodyBytes(route, settings) };
+      const match: Match = { route, pool: pools.get(route.poolId)!, settings, timeouts: routeTimeouts(route, settings), maxBodyBytes: routeMaxBodyBytes(route, settings) };
       const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match };
       if (route.host === undefined || route.host === "") {
         this.anyHost.push(entry);

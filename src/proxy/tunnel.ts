@@ -14,7 +14,6 @@ import type { Cuttable, Match, Pool } from "./table.js";
 /** What a tunnel needs of the data plane beyond what an exchange needs: its counters. */
 export interface TunnelHost extends ExchangeHost {
   readonly tunnels: { open: number; total: number };
-  readonly timeouts: { tunnelIdle: number; tunnelHandshake: number };
 }
 
 /** The largest upstream answer head (status line and fields) the tunnel reads. */
@@ -129,8 +128,8 @@ export class Tunnel implements Cuttable {
         return;
       }
     }
-    const waited = this.state === State.Connecting ? "connecting to the upstream" : "the upstream's answer to the upgrade";
-    this.answer(504, { error: "upstream timed out", waited });
+    // The same answer as a plain request's timeout, so that clients and logs see one shape.
+    this.answer(504, { error: "upstream timeout", phase: this.state === State.Connecting ? "connect" : "response", service: this.pool.service });
   }
 
   private readonly onUpstreamData = (chunk: Buffer): void => {

@@ -6,7 +6,7 @@
 // through ClientRequest and http.Agent (see bench/proxy.ts).
 
 import net from "node:net";
-import type { Upstream } from "./contract.js";
+import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS } from "./http.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
@@ -16,6 +16,8 @@ export interface ResponseSink {
   readonly requestSent: boolean;
   /** Some body bytes already went to the client, so a whole-body shortcut no longer applies. */
   readonly bodyWritten: boolean;
+  /** The route's upstream timeouts, which bound this connection's waits while it serves the exchange. */
+  readonly timeouts: RouteTimeouts;
   /** The upstream socket, while paused for a slow client. */
   paused: net.Socket | undefined;
   onConnected(): void;
@@ -26,10 +28,58 @@ export interface ResponseSink {
   onWholeBody(body: string): void;
   onResponseEnd(): void;
   onUpstreamFailure(err: NodeJS.ErrnoException, beforeResponse: boolean): void;
+  /** A wait ran out; the connection is already closed and detached. */
+  onUpstreamTimeout(phase: UpstreamTimeoutPhase): void;
+}
+
+/** Which wait ran out: the handshake, the response head, or the next body read (or write). */
+export type UpstreamTimeoutPhase = "connect" | "response" | "idle";
+
+/** A request waiting for a connection to one upstream address. */
+export interface ConnWaiter {
+  /** A connection is this request's now: idle, new, or freed by another request. */
+  onConn(conn: UpstreamConn): void;
+  /** No connection came within the queue time; the request is out of the queue. */
+  onQueueTimeout(): void;
+}
+
+/** A waiter's place in an address's queue; handed back to cancel it. */
+export interface QueueTicket {
+  readonly waiter: ConnWaiter;
+  readonly addr: Address;
+  /** performance.now() after which the waiter gives up. */
+  readonly deadline: number;
+  /** False once served, expired or cancelled: a dead ticket stays in the queue until skipped. */
+  live: boolean;
+}
+
+/** Everything about one upstream address ("host:port"): its idle sockets, its busy count and its queue. */
+interface Address {
+  readonly key: string;
+  readonly host: string;
+  readonly port: number;
+  /** Idle sockets, most recently used last: LIFO reuse lets surplus sockets age out. */
+  readonly idle: UpstreamConn[];
+  /** Sockets serving or connecting for a request, until they are idle or closed: what the cap counts. */
+  busy: number;
+  /** maxUpstreamConnections as the latest request for this address saw it. */
+  cap: number;
+  /** Requests waiting for a connection, oldest first (FIFO). */
+  queue: QueueTicket[];
+  /** The live tickets in queue. */
+  waiting: number;
 }
 
 /** Idle keep-alive sockets are closed before a Node upstream's 5 s default would close them. */
 export const DEFAULT_UPSTREAM_IDLE_MS = 4_000;
+/**
+ * How often the sweeper checks every busy socket's wait and every queue's deadlines. One timer
+ * for the whole proxy instead of one per request: a wait runs out between its limit and its
+ * limit plus two sweeps, never before.
+ */
+export const SWEEP_MS = 100;
+/** Idle keep-alive sockets are looked at every this many sweeps (500 ms). */
+const IDLE_SWEEP_EVERY = 5;
 const MAX_IDLE_PER_ADDRESS = 256;
 const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 const SMALL_BODY_BYTES = 16 * 1024;
@@ -51,58 +101,161 @@ const enum ChunkPhase {
   Trailer,
 }
 
-/** Keep-alive sockets to every upstream address, shared by all pools. */
+/** What a busy socket waits for, each bounded by one of the route's timeouts. */
+const enum Wait {
+  None,
+  /** The TCP handshake: upstreamConnectMs. */
+  Connect,
+  /** The response head, once the request went out whole: upstreamResponseMs. */
+  Response,
+  /** The next read of the response body, or the next write of the request body: upstreamIdleMs. */
+  Idle,
+}
+
+/**
+ * Keep-alive sockets to every upstream address, shared by all pools; at most maxUpstreamConnections
+ * busy ones per address, with a FIFO queue of requests beyond that; and the sweeper that ends
+ * every wait that ran out.
+ */
 export class UpstreamConnections {
-  /** Idle sockets by "host:port", most recently used last: LIFO reuse lets surplus sockets age out. */
-  private readonly idle = new Map<string, UpstreamConn[]>();
+  private readonly addresses = new Map<string, Address>();
+  /** Every socket not yet closed, busy or idle: what the sweeper walks. Changes only on open and close, not per request. */
+  private readonly open = new Set<UpstreamConn>();
   private readonly sweeper: NodeJS.Timeout;
+  private sweeps = 0;
 
   constructor() {
-    this.sweeper = setInterval(() => this.sweep(), 500);
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
   }
 
-  acquire(u: Upstream): UpstreamConn {
+  /**
+   * Hands `waiter` a connection to u at once when u has fewer than `cap` busy ones and nobody
+   * waits before it; otherwise queues it for up to queueMs and returns its ticket.
+   */
+  acquire(u: Upstream, waiter: ConnWaiter, cap: number, queueMs: number): QueueTicket | undefined {
     const key = `${u.host}:${u.port}`;
-    const list = this.idle.get(key);
-    if (list) {
-      for (let conn = list.pop(); conn; conn = list.pop()) {
-        // The upstream may have closed it a moment ago, before its 'close' event ran.
-        if (!conn.socket.destroyed && conn.socket.readable) return conn;
-        conn.socket.destroy();
-      }
+    let addr = this.addresses.get(key);
+    if (!addr) this.addresses.set(key, (addr = { key, host: u.host, port: u.port, idle: [], busy: 0, cap, queue: [], waiting: 0 }));
+    addr.cap = cap;
+    if (addr.busy < cap && addr.waiting === 0) {
+      waiter.onConn(this.take(addr));
+      return undefined;
     }
-    return new UpstreamConn(this, key, u.host, u.port);
+    const ticket: QueueTicket = { waiter, addr, deadline: performance.now() + queueMs, live: true };
+    addr.queue.push(ticket);
+    addr.waiting++;
+    // A new table may have raised the cap: the queue moves first, in order.
+    this.serve(addr);
+    return ticket.live ? ticket : undefined;
   }
 
+  /** Takes a waiter out of its queue (its client went away). */
+  cancel(ticket: QueueTicket): void {
+    if (!ticket.live) return;
+    ticket.live = false;
+    ticket.addr.waiting--;
+  }
+
+  /** A reusable socket is done with its exchange: idle now, or straight to the next waiter. */
   release(conn: UpstreamConn): void {
-    let list = this.idle.get(conn.key);
-    if (!list) this.idle.set(conn.key, (list = []));
-    if (list.length >= MAX_IDLE_PER_ADDRESS) {
+    const addr = conn.addr;
+    if (addr.idle.length >= MAX_IDLE_PER_ADDRESS) {
+      // Still counted busy until closed: the cap is about sockets that exist.
       conn.socket.destroy();
       return;
     }
+    conn.busy = false;
+    addr.busy--;
     conn.idleSince = Date.now();
-    list.push(conn);
+    addr.idle.push(conn);
+    if (addr.waiting !== 0) this.serve(addr);
   }
 
-  forget(conn: UpstreamConn): void {
-    const list = this.idle.get(conn.key);
-    const i = list ? list.indexOf(conn) : -1;
-    if (i !== -1) list!.splice(i, 1);
+  /** The socket closed: it no longer counts, idle or busy, and its place goes to the next waiter. */
+  closed(conn: UpstreamConn): void {
+    this.open.delete(conn);
+    const addr = conn.addr;
+    if (conn.busy) {
+      conn.busy = false;
+      addr.busy--;
+      if (addr.waiting !== 0) this.serve(addr);
+    } else {
+      const i = addr.idle.indexOf(conn);
+      if (i !== -1) addr.idle.splice(i, 1);
+    }
   }
 
   closeIdle(host: string, port: number): void {
-    const key = `${host}:${port}`;
-    const list = this.idle.get(key);
-    if (!list) return;
-    this.idle.delete(key);
-    for (const conn of list) conn.socket.destroy();
+    const addr = this.addresses.get(`${host}:${port}`);
+    if (!addr) return;
+    const idle = addr.idle.splice(0);
+    for (const conn of idle) conn.socket.destroy();
+  }
+
+  /** A busy socket for addr: the most recently used idle one, or a new one. */
+  private take(addr: Address): UpstreamConn {
+    let conn: UpstreamConn | undefined;
+    for (conn = addr.idle.pop(); conn; conn = addr.idle.pop()) {
+      // The upstream may have closed it a moment ago, before its 'close' event ran.
+      if (!conn.socket.destroyed && conn.socket.readable) break;
+      conn.socket.destroy();
+    }
+    if (!conn) {
+      conn = new UpstreamConn(this, addr);
+      this.open.add(conn);
+    }
+    conn.busy = true;
+    addr.busy++;
+    return conn;
+  }
+
+  /** Gives free places under the cap to the oldest waiters. */
+  private serve(addr: Address): void {
+    const queue = addr.queue;
+    while (addr.waiting !== 0 && addr.busy < addr.cap) {
+      const ticket = queue.shift();
+      if (!ticket) break;
+      if (!ticket.live) continue;
+      ticket.live = false;
+      addr.waiting--;
+      ticket.waiter.onConn(this.take(addr));
+    }
+    if (addr.waiting === 0) queue.length = 0;
   }
 
   private sweep(): void {
+    const now = performance.now();
+    for (const conn of this.open) conn.check(now);
+    for (const addr of this.addresses.values()) if (addr.queue.length !== 0) this.expire(addr, now);
+    if (++this.sweeps % IDLE_SWEEP_EVERY === 0) this.sweepIdle();
+  }
+
+  /** Ends the waits of the tickets past their deadline (and drops dead tickets). */
+  private expire(addr: Address, now: number): void {
+    const queue = addr.queue;
+    let expired: QueueTicket[] | undefined;
+    let kept = 0;
+    for (let i = 0; i < queue.length; i++) {
+      const ticket = queue[i]!;
+      if (!ticket.live) continue;
+      if (ticket.deadline <= now) {
+        ticket.live = false;
+        addr.waiting--;
+        (expired ??= []).push(ticket);
+      } else {
+        queue[kept++] = ticket;
+      }
+    }
+    queue.length = kept;
+    // After the queue is consistent: a waiter's answer may come back here (its client closing).
+    if (expired) for (const ticket of expired) ticket.waiter.onQueueTimeout();
+  }
+
+  private sweepIdle(): void {
     const now = Date.now();
-    for (const [key, list] of this.idle) {
+    for (const [key, addr] of this.addresses) {
+      const list = addr.idle;
       for (let i = list.length - 1; i >= 0; i--) {
         const conn = list[i]!;
         if (now - conn.idleSince >= conn.idleLimitMs) {
@@ -110,27 +263,36 @@ export class UpstreamConnections {
           conn.socket.destroy();
         }
       }
-      if (list.length === 0) this.idle.delete(key);
+      if (list.length === 0 && addr.busy === 0 && addr.waiting === 0) this.addresses.delete(key);
     }
   }
 
   destroy(): void {
     clearInterval(this.sweeper);
-    for (const list of this.idle.values()) for (const conn of list) conn.socket.destroy();
-    this.idle.clear();
+    for (const addr of this.addresses.values()) for (const conn of addr.idle) conn.socket.destroy();
+    this.addresses.clear();
   }
 }
 
 /** One socket to an upstream, with the response parser for the exchange it currently serves. */
 export class UpstreamConn {
   readonly owner: UpstreamConnections;
+  readonly addr: Address;
   /** "host:port" */
   readonly key: string;
   readonly socket: net.Socket;
   connected = false;
   ex: ResponseSink | undefined = undefined;
+  /** Serving or connecting for a request: counted against the address's cap until idle or closed. */
+  busy = false;
   idleSince = 0;
   idleLimitMs = DEFAULT_UPSTREAM_IDLE_MS;
+  // The current wait. The data path only bumps `activity` (no clock read, no timer); the sweeper
+  // notices when it stops moving and times the quiet from there.
+  private wait = Wait.None;
+  private activity = 0;
+  private seenActivity = 0;
+  private quietSince = 0;
   /** The last Keep-Alive header seen, so that the same hint is not parsed on every response. */
   private keepAliveHint = "";
   private error: NodeJS.ErrnoException | undefined = undefined;
@@ -144,15 +306,21 @@ export class UpstreamConn {
   private keepAlive = true;
   private responseStarted = false;
 
-  constructor(owner: UpstreamConnections, key: string, host: string, port: number) {
+  constructor(owner: UpstreamConnections, addr: Address) {
     this.owner = owner;
-    this.key = key;
-    this.socket = net.connect({ host, port, noDelay: true });
+    this.addr = addr;
+    this.key = addr.key;
+    this.socket = net.connect({ host: addr.host, port: addr.port, noDelay: true });
     this.socket.on("connect", () => {
       this.connected = true;
+      this.wait = Wait.None;
       this.ex?.onConnected();
     });
-    this.socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    this.socket.on("data", (chunk: Buffer) => {
+      // Only body reads move an idle wait along; a trickled head does not stretch the response wait.
+      if (this.wait === Wait.Idle) this.activity++;
+      this.onData(chunk);
+    });
     this.socket.on("drain", () => this.ex?.onUpstreamDrain());
     this.socket.on("error", (err: NodeJS.ErrnoException) => (this.error = err));
     this.socket.on("close", () => this.onClose());
@@ -164,13 +332,63 @@ export class UpstreamConn {
     this.pending = undefined;
     this.keepAlive = true;
     this.responseStarted = false;
-    if (this.connected) ex.onConnected();
+    if (this.connected) {
+      this.wait = Wait.None;
+      ex.onConnected();
+    } else {
+      this.startWait(Wait.Connect);
+    }
   }
 
   /** Stops serving `ex` for good: the socket is closed since its stream is now undefined. */
   abandon(): void {
     this.ex = undefined;
+    this.wait = Wait.None;
     this.socket.destroy();
+  }
+
+  /** The request went out whole: the response head is due within upstreamResponseMs. */
+  awaitResponse(): void {
+    this.startWait(Wait.Response);
+  }
+
+  /** A body is moving (the request's out, or the response's in): each step is due within upstreamIdleMs. */
+  awaitBody(): void {
+    this.startWait(Wait.Idle);
+  }
+
+  /** A step of a body: a request body chunk written, or the upstream took what was written. */
+  touch(): void {
+    this.activity++;
+  }
+
+  private startWait(wait: Wait): void {
+    this.wait = wait;
+    this.activity++;
+  }
+
+  /**
+   * Called by the sweeper: ends the exchange's wait when it has been quiet for its limit. An idle
+   * wait keeps running while the socket is paused for a slow client, as nginx's send_timeout
+   * would: a client that takes nothing for upstreamIdleMs would otherwise hold this connection
+   * (and a place under the cap) for as long as it likes.
+   */
+  check(now: number): void {
+    const ex = this.ex;
+    if (this.wait === Wait.None || !ex) return;
+    if (this.activity !== this.seenActivity) {
+      // Something happened since the last sweep: the quiet starts now at the earliest.
+      this.seenActivity = this.activity;
+      this.quietSince = now;
+      return;
+    }
+    const t = ex.timeouts;
+    const wait = this.wait;
+    const limitMs = wait === Wait.Connect ? t.upstreamConnectMs : wait === Wait.Response ? t.upstreamResponseMs : t.upstreamIdleMs;
+    if (now - this.quietSince < limitMs) return;
+    // Never back to the idle pool: a late answer on this socket would be taken for the next one's.
+    this.abandon();
+    ex.onUpstreamTimeout(wait === Wait.Connect ? "connect" : wait === Wait.Response ? "response" : "idle");
   }
 
   private onData(chunk: Buffer): void {
@@ -345,6 +563,7 @@ export class UpstreamConn {
 
   private complete(ex: ResponseSink, extraBytes: boolean): void {
     this.ex = undefined;
+    this.wait = Wait.None;
     const reusable = this.keepAlive && !extraBytes && ex.requestSent;
     ex.onResponseEnd();
     if (reusable) {
@@ -367,10 +586,9 @@ export class UpstreamConn {
   private onClose(): void {
     const ex = this.ex;
     this.ex = undefined;
-    if (!ex) {
-      this.owner.forget(this);
-      return;
-    }
+    this.wait = Wait.None;
+    this.owner.closed(this);
+    if (!ex) return;
     if (this.phase === Phase.UntilClose && !this.error) {
       ex.onResponseEnd();
       return;
