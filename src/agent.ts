@@ -202,8 +202,11 @@ export class Agent {
 
   /** Adopts what an earlier agent left, finishes or undoes its flows, stops orphans, restores the live slots. */
   private async reconcile(): Promise<void> {
-    const { alive, dead } = await this.fleet.adopt();
+    const { alive, dead, refused } = await this.fleet.adopt();
     if (alive.length || dead.length) this.log(`adopted ${alive.length} running instance(s); ${dead.length} recorded instance(s) were gone`);
+    for (const { instance, reason } of refused) {
+      this.event(instance.service, "instance.refused", `not adopting ${instance.id} (ref ${instance.ref}), nor signalling it: ${reason}; its record is dropped`, { instance: { ...instance }, reason });
+    }
     // Containers of ours that no record names (the agent died between start and record): orphans.
     const docker = this.fleet.runtimeNamed("docker") as DockerRuntime | undefined;
     for (const c of docker ? await docker.listManaged() : []) {

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseSchemaRange } from "../deploy/release.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { freePort } from "../util/net.js";
-import type { ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, Slot, StartRequest } from "./contract.js";
+import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, Slot, StartRequest } from "./contract.js";
 import { DockerApi, DockerApiError, isDockerNotFound, type ContainerCreateBody, type ContainerInspect, type ContainerState, type DockerEvent } from "./docker-api.js";
 
 export const LOOPBACK = "127.0.0.1";
@@ -244,14 +244,15 @@ export class DockerRuntime implements Runtime {
     return () => this.listeners.delete(listener);
   }
 
-  async adopt(instances: InstanceInfo[]): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }> {
+  async adopt(instances: InstanceInfo[]): Promise<AdoptResult> {
     const alive: InstanceInfo[] = [];
     const dead: InstanceInfo[] = [];
     for (const instance of instances) {
       const t = this.tracked.get(instance.id) ?? (await this.attach(instance));
       (t?.state.running ? alive : dead).push(instance);
     }
-    return { alive, dead };
+    // A container whose labels do not name this instance is never attached to: it counts as dead.
+    return { alive, dead, refused: [] };
   }
 
   async describeRelease(req: { service: string; release: string; cwd: string; image?: string }): Promise<ReleaseDescription> {
