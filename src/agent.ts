@@ -27,6 +27,7 @@ import { SLOTS, type Runtime } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
+import { endRunningCommands } from "./util/command.js";
 import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
 
@@ -281,7 +282,11 @@ export class Agent {
     this.closing ??= (async () => {
       this.monitor.stop();
       this.supervisor.stop();
-      await this.watches.stop();
+      // First no new watch runs; then hooks, smoke checks and watch handlers still running end
+      // with the agent, process groups and all.
+      const watchesStopped = this.watches.stop();
+      await endRunningCommands();
+      await watchesStopped;
       this.registry.close();
       await this.orchestrator.stopTimers();
       if (this.server) {

@@ -29,6 +29,17 @@ function isRunning(pid: number): boolean {
   return stat !== undefined && stat.state !== "Z";
 }
 
+/** Pids of live `sleep <seconds>` processes. */
+function sleepsRunning(seconds: string): number[] {
+  return fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8") === `sleep\0${seconds}\0` && isRunning(pid);
+    } catch {
+      return false;
+    }
+  });
+}
+
 function forged(pid: number, name: string, procStartTicks?: number): InstanceInfo {
   return {
     id: `books-green-${name}`, service: "books", slot: "green", release: "v0", host: "127.0.0.1", port: 1, ref: String(pid),
@@ -100,5 +111,46 @@ describe("the agent signals only what it started", () => {
     await new Promise((r) => setTimeout(r, 300));
     assert.ok(isRunning(victim), "the process named by the forged record was signalled");
     assert.deepEqual(await recordedIds(ws), []);
+  });
+});
+
+/** A sleep (12 s, as in the issue) that no other process runs, so that it can be found in /proc. */
+const uniqueSleep = () => `12.${String(Math.floor(Math.random() * 1e6)).padStart(6, "0")}`;
+
+describe("commands end at their timeout, or with the agent", () => {
+  const spaces: Workspace[] = [];
+  after(async () => { for (const ws of spaces) await ws.destroy(); });
+
+  it("a hook whose grandchild holds stdout open fails at its timeout, the grandchild ended and the lock released", async () => {
+    // The reproduction of issue 9: only the shell was killed, the sleep kept stdout open, the deploy waited 12 s.
+    const seconds = uniqueSleep();
+    const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, {
+      replicas: 1,
+      extraServiceYaml: `    hooks:\n      after_flip:\n        - command: ["sh", "-c", "sleep ${seconds}; echo done"]\n          timeout: 1s\n`,
+    });
+    spaces.push(ws);
+    await ws.cli(["up", "--detach"]);
+    const started = Date.now();
+    const r = await ws.cli(["deploy", "books", "--release", "v1"], { allowFail: true });
+    const tookMs = Date.now() - started;
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr + r.stdout, /failed at hooks/);
+    assert.match(r.stderr + r.stdout, /timed out after 1000ms/);
+    assert.ok(tookMs < 8_000, `the deploy took ${tookMs}ms`);
+    assert.deepEqual(sleepsRunning(seconds), [], "the hook's sleep outlived its timeout");
+    assert.equal((await status(ws)).lock, null, "the deploy lock is released");
+  });
+
+  it("a stopping agent ends the watch handler it is running", async () => {
+    const seconds = uniqueSleep();
+    const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, { replicas: 1 });
+    spaces.push(ws);
+    fs.appendFileSync(ws.specFile, `watches:\n  - name: slow\n    type: service\n    service: books\n    args: ["sh", "-c", "sleep ${seconds}"]\n    timeout: 60s\n`);
+    await ws.cli(["up", "--detach"]);
+    await waitFor("the watch handler to run", () => (sleepsRunning(seconds).length === 1 ? true : undefined));
+    const started = Date.now();
+    await ws.cli(["down", "--agent-only"]);
+    assert.ok(Date.now() - started < 5_000, `down took ${Date.now() - started}ms`);
+    assert.deepEqual(sleepsRunning(seconds), [], "the handler outlived the agent");
   });
 });
