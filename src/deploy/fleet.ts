@@ -92,6 +92,7 @@ export class Fleet {
     const image = this.image(svc, release);
     const req = {
       service: svc.name, slot, release, command: svc.command, cwd: this.releaseDir(svc, release), env: { ...this.commonEnv, ...svc.env, ...extraEnv }, apiUrl,
+      envPassthrough: svc.envPassthrough,
       stopTimeoutMs: svc.stopTimeoutMs, ...(image ? { image } : {}), ...(svc.network ? { network: svc.network } : {}),
     };
     const started = await Promise.allSettled(

@@ -15,8 +15,10 @@ export interface StartRequest {
   command: string[];
   /** Process runtime: the release's directory. */
   cwd: string;
-  /** The service's own env; the runtime adds PORT and the TURQUOISE_* facts. */
+  /** The service's own env; the runtime adds PORT and the TURQUOISE_* facts (runtime/env.ts). */
   env: Record<string, string>;
+  /** Variables of the agent's own environment passed on by name (env_passthrough); none by default. */
+  envPassthrough?: string[];
   /** Address of the agent/registry pushed into the instance as TURQUOISE_API. */
   apiUrl: string;
   /** Docker: the image to run, e.g. "books:v2" (present locally: no registry is pulled from). */

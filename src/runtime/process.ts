@@ -11,6 +11,7 @@ import { TurquoiseError } from "../errors.js";
 import { freePort } from "../util/net.js";
 import { identify, readProcStat, signalIfOurs, type Identification, type ProcessIdentity } from "../util/proc.js";
 import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, StartRequest } from "./contract.js";
+import { instanceEnv } from "./env.js";
 
 export const LOOPBACK = "127.0.0.1";
 /** Where a process release declares the schema versions it runs on: {"schema": {"min": 1, "max": 2}}. */
@@ -73,7 +74,7 @@ export class ProcessRuntime implements Runtime {
     try {
       child = spawn(executable, args, {
         cwd: req.cwd,
-        env: instanceEnv(req, port),
+        env: instanceEnv(req, { port, host: LOOPBACK, hostBasics: true }),
         // Own process group: the instance survives an agent crash, and stop() signals the whole group.
         detached: true,
         stdio: ["ignore", logFd, logFd],
@@ -228,24 +229,6 @@ export class ProcessRuntime implements Runtime {
       await sleep(Math.min(STOP_POLL_INTERVAL_MS, Math.max(1, deadline - Date.now())));
     }
   }
-}
-
-function instanceEnv(req: StartRequest, port: number): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    // The agent's own TURQUOISE_* settings (token paths and the like) are not the instance's business.
-    if (value !== undefined && !key.startsWith("TURQUOISE_")) env[key] = value;
-  }
-  return {
-    ...env,
-    ...req.env,
-    PORT: String(port),
-    HOST: LOOPBACK,
-    TURQUOISE_SERVICE: req.service,
-    TURQUOISE_SLOT: req.slot,
-    TURQUOISE_RELEASE: req.release,
-    TURQUOISE_API: req.apiUrl,
-  };
 }
 
 function spawnError(req: StartRequest, executable: string, e: unknown): Error {

@@ -154,3 +154,26 @@ describe("commands end at their timeout, or with the agent", () => {
     assert.deepEqual(sleepsRunning(seconds), [], "the handler outlived the agent");
   });
 });
+
+describe("instances get a minimal environment", () => {
+  let ws: Workspace;
+  after(async () => ws?.destroy());
+
+  it("an agent's secret is not visible to instances; a variable named in env_passthrough is", async () => {
+    ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, {
+      replicas: 1,
+      env: { AWS_SECRET_ACCESS_KEY: "forged-secret-for-the-test", AWS_REGION: "eu-north-1", OTHER_DATABASE_URL: "postgres://other:secret@db/other" },
+      extraServiceYaml: "    env_passthrough: [AWS_REGION]\n",
+    });
+    await ws.cli(["up", "--detach"]);
+    await ws.cli(["deploy", "books", "--release", "v1"]);
+    const [pid] = instancePids(ws);
+    assert.ok(pid, "no instance runs");
+    const env = Object.fromEntries(fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+    assert.equal(env.AWS_SECRET_ACCESS_KEY, undefined, "the agent's secret reached the instance");
+    assert.equal(env.OTHER_DATABASE_URL, undefined);
+    assert.equal(env.AWS_REGION, "eu-north-1");
+    assert.equal(env.TURQUOISE_SERVICE, "books");
+    assert.ok(env.PATH && env.TURQUOISE_TOKEN);
+  });
+});

@@ -12,7 +12,7 @@ import { ProcessRuntime } from "../../src/runtime/process.js";
 import type { TurquoiseError } from "../../src/errors.js";
 import { readProcStat } from "../../src/util/proc.js";
 import { runRuntimeContract } from "./contract.test-suite.js";
-import { ECHO_APP, waitFor, waitReachable } from "./helpers.js";
+import { ECHO_APP, getEnv, waitFor, waitReachable } from "./helpers.js";
 
 runRuntimeContract("process", async () => {
   const logDir = await mkdtemp(join(tmpdir(), "turquoise-runtime-"));
@@ -70,6 +70,36 @@ describe("ProcessRuntime", () => {
     assert.equal(info.logFile, join(logDir, "books", `${info.id}.log`));
     assert.equal(info.ref, String(reply.pid));
     assert.ok(typeof info.procStartTicks === "number" && info.procStartTicks > 0);
+  });
+
+  test("gets PATH, HOME, LANG, LC_*, TZ from the agent's environment, and nothing else of it", async () => {
+    const agentOnly = { LANG: "C.UTF-8", LC_TIME: "C", TZ: "UTC", AWS_SECRET_ACCESS_KEY: "forged-secret-for-the-test", NODE_OPTIONS: "--max-old-space-size=64" };
+    const saved = Object.fromEntries(Object.keys(agentOnly).map((name) => [name, process.env[name]]));
+    Object.assign(process.env, agentOnly);
+    let info: InstanceInfo;
+    try {
+      info = await newAgent().start(echo({ env: { GREETING: "hi", TZ: "Europe/Oslo" } }));
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+    const basics: Record<string, string> = {};
+    for (const [name, value] of Object.entries(process.env)) if ((name === "PATH" || name === "HOME" || name.startsWith("LC_")) && value !== undefined) basics[name] = value;
+    Object.assign(basics, { LANG: agentOnly.LANG, LC_TIME: agentOnly.LC_TIME, TZ: agentOnly.TZ });
+    assert.deepEqual(await getEnv(info), {
+      ...basics,
+      // The service's own env wins over what comes from the agent.
+      TZ: "Europe/Oslo",
+      GREETING: "hi",
+      PORT: String(info.port),
+      HOST: "127.0.0.1",
+      TURQUOISE_SERVICE: "books",
+      TURQUOISE_SLOT: "blue",
+      TURQUOISE_RELEASE: "v1",
+      TURQUOISE_API: "http://127.0.0.1:7070",
+    });
   });
 
   test("a new agent adopts a live instance and stops it", async () => {
