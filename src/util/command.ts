@@ -75,21 +75,22 @@ export function runCommand(argv: string[], opts: CommandOptions): Promise<Comman
     child.stderr!.on("data", (c: Buffer) => stderr.push(c));
     child.stdin!.on("error", () => undefined);
     child.stdin!.end(opts.stdin ?? "");
+    child.on("error", () => undefined);
     const pipesClosed = new Promise<void>((r) => child.once("close", () => r()));
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once("exit", (code, signal) => r({ code, signal })));
 
-    child.on("error", () => undefined);
-
-    let ending: Promise<void> | undefined;
+    /** Why the group was ended before the command exited: a timeout, or the agent stopping. */
     let endedBecause: string | undefined;
+    let hasExited = false;
     let leftovers = false;
+    let ending: Promise<void> | undefined;
     let stuck!: () => void;
     const stuckAfterKill = new Promise<"stuck">((r) => (stuck = () => r("stuck")));
     const endGroup = (why: string): Promise<void> => {
-      endedBecause ??= why;
+      if (!hasExited) endedBecause ??= why;
       return (ending ??= (async () => {
         if (!signalGroup(identity, "SIGTERM")) return;
-        leftovers = why === "exited";
+        leftovers = hasExited;
         if (await groupGone(identity, COMMAND_KILL_GRACE_MS)) return;
         signalGroup(identity, "SIGKILL");
         // Only a process stuck in the kernel outlives SIGKILL; the caller is not kept waiting for it.
@@ -101,9 +102,10 @@ export function runCommand(argv: string[], opts: CommandOptions): Promise<Comman
 
     void (async () => {
       const exit = await Promise.race([exited, stuckAfterKill]);
+      hasExited = true;
       clearTimeout(timer);
       if (exit !== "stuck") {
-        await Promise.race([pipesClosed, sleep(OUTPUT_DRAIN_MS)]);
+        await Promise.race([pipesClosed, sleep(OUTPUT_DRAIN_MS, undefined, { ref: false })]);
         // What it left in its group goes with it (and so do the pipes those processes hold).
         await endGroup("exited");
       }
@@ -111,7 +113,7 @@ export function runCommand(argv: string[], opts: CommandOptions): Promise<Comman
       child.stderr!.destroy();
       running.delete(endGroup);
       if (exit === "stuck") return finish(false, `${endedBecause}; pid ${identity.pid} is still there after SIGKILL`);
-      if (endedBecause !== "exited") return finish(false, endedBecause!);
+      if (endedBecause !== undefined) return finish(false, endedBecause);
       const status = exit.signal ? `killed by ${exit.signal}` : `exit ${exit.code}`;
       finish(exit.code === 0, leftovers ? `${status}, and what it left running was ended` : status);
     })();
