@@ -27,6 +27,7 @@ import { SLOTS, type Runtime } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
+import { endRunningCommands } from "./util/command.js";
 import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
 
@@ -202,8 +203,11 @@ export class Agent {
 
   /** Adopts what an earlier agent left, finishes or undoes its flows, stops orphans, restores the live slots. */
   private async reconcile(): Promise<void> {
-    const { alive, dead } = await this.fleet.adopt();
+    const { alive, dead, refused } = await this.fleet.adopt();
     if (alive.length || dead.length) this.log(`adopted ${alive.length} running instance(s); ${dead.length} recorded instance(s) were gone`);
+    for (const { instance, reason } of refused) {
+      this.event(instance.service, "instance.refused", `not adopting ${instance.id} (ref ${instance.ref}), nor signalling it: ${reason}; its record is dropped`, { instance: { ...instance }, reason });
+    }
     // Containers of ours that no record names (the agent died between start and record): orphans.
     const docker = this.fleet.runtimeNamed("docker") as DockerRuntime | undefined;
     for (const c of docker ? await docker.listManaged() : []) {
@@ -278,7 +282,11 @@ export class Agent {
     this.closing ??= (async () => {
       this.monitor.stop();
       this.supervisor.stop();
-      await this.watches.stop();
+      // First no new watch runs; then hooks, smoke checks and watch handlers still running end
+      // with the agent, process groups and all.
+      const watchesStopped = this.watches.stop();
+      await endRunningCommands();
+      await watchesStopped;
       this.registry.close();
       await this.orchestrator.stopTimers();
       if (this.server) {

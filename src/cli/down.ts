@@ -24,7 +24,9 @@ export const downCommand: Command = {
 
 Stops every instance (SIGTERM, then SIGKILL after stop_timeout), the proxy and the agent. The
 live slot and release stay recorded: the next \`turquoise up\` starts them again. When no agent
-is running, down still stops the proxy and the instances an earlier agent left behind.
+is running, down still stops the proxy and the instances an earlier agent left behind: only
+those whose record proves they are the processes it started (pid and start time); any other
+record is reported and dropped, and nothing is signalled for it.
 
 options:
       --agent-only   stop only the agent; the proxy and instances keep serving
@@ -49,21 +51,24 @@ examples:
       return ctx.json ? printJson(ctx, { stopped: everything ? "everything" : "agent", agentPid: info.pid }) : ctx.out(`stopped ${everything ? "the agent, the proxy and all instances" : "the agent"} (agent pid ${info.pid})`);
     }
     if (!everything) return ctx.json ? printJson(ctx, { stopped: "nothing" }) : ctx.out("no agent is running");
-    // No agent: clean up what a dead one left, from its records.
+    // No agent: clean up what a dead one left, from its records. Only what the records prove to be
+    // ours is stopped; the rest is reported, and its record dropped.
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
     let stoppedInstances = 0;
+    const refused: Array<{ id: string; service: string; ref: string; reason: string }> = [];
     try {
       const records = new Records(store);
       const recorded = await records.instances();
       const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") }) };
       if (recorded.some((i) => i.runtime === "docker")) runtimes.docker = new DockerRuntime({});
       for (const [name, runtime] of Object.entries(runtimes)) {
-        const { alive, dead } = await runtime.adopt(recorded.filter((i) => (i.runtime ?? "process") === name));
-        for (const inst of alive) {
+        const adopted = await runtime.adopt(recorded.filter((i) => (i.runtime ?? "process") === name));
+        for (const inst of adopted.alive) {
           await runtime.stop(inst, spec.services[inst.service]?.stopTimeoutMs ?? 10_000);
           stoppedInstances++;
         }
-        for (const inst of [...alive, ...dead]) await records.removeInstance(inst);
+        for (const { instance, reason } of adopted.refused) refused.push({ id: instance.id, service: instance.service, ref: instance.ref, reason });
+        for (const inst of [...adopted.alive, ...adopted.dead, ...adopted.refused.map((r) => r.instance)]) await records.removeInstance(inst);
       }
       (runtimes.docker as DockerRuntime | undefined)?.close();
     } finally {
@@ -71,7 +76,8 @@ examples:
     }
     if (spec.proxy.driver === "nginx") await new NginxProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, binary: spec.proxy.nginx.binary }).stop();
     else await stopProxy(spec.stateDir);
-    if (ctx.json) return printJson(ctx, { stopped: "leftovers", instances: stoppedInstances });
+    if (ctx.json) return printJson(ctx, { stopped: "leftovers", instances: stoppedInstances, refused });
     ctx.out(`no agent was running; stopped the proxy and ${stoppedInstances} leftover instance(s)`);
+    for (const r of refused) ctx.err(`not stopped: instance record ${r.id} (ref ${r.ref}): ${r.reason}; the record was dropped`);
   },
 };

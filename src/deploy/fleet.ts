@@ -2,7 +2,7 @@
 // service's runtime and records each one in the Store, so that an agent that restarts can find them.
 import path from "node:path";
 import { TurquoiseError } from "../errors.js";
-import type { InstanceInfo, ReleaseDescription, Runtime, Slot } from "../runtime/contract.js";
+import type { AdoptResult, InstanceInfo, ReleaseDescription, Runtime, Slot } from "../runtime/contract.js";
 import type { ServiceSpec } from "../spec/types.js";
 import type { Records } from "./records.js";
 
@@ -92,6 +92,7 @@ export class Fleet {
     const image = this.image(svc, release);
     const req = {
       service: svc.name, slot, release, command: svc.command, cwd: this.releaseDir(svc, release), env: { ...this.commonEnv, ...svc.env, ...extraEnv }, apiUrl,
+      envPassthrough: svc.envPassthrough,
       stopTimeoutMs: svc.stopTimeoutMs, ...(image ? { image } : {}), ...(svc.network ? { network: svc.network } : {}),
     };
     const started = await Promise.allSettled(
@@ -136,23 +137,27 @@ export class Fleet {
     await Promise.all(instances.map((inst) => this.runtime(inst).signal(inst, signal)));
   }
 
-  /** Re-attaches to instances recorded by an earlier agent; forgets the dead ones. */
-  async adopt(): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }> {
+  /**
+   * Re-attaches to instances recorded by an earlier agent; forgets the dead ones. A record that
+   * does not prove its instance is ours (refused) is forgotten too, never signalled: the caller
+   * reports it.
+   */
+  async adopt(): Promise<AdoptResult> {
     const recorded = await this.records.instances();
-    const alive: InstanceInfo[] = [];
-    const dead: InstanceInfo[] = [];
+    const result: AdoptResult = { alive: [], dead: [], refused: [] };
     for (const [name, runtime] of Object.entries(this.runtimes)) {
       const mine = recorded.filter((i) => (i.runtime ?? "process") === name);
       if (mine.length === 0) continue;
       const r = await runtime.adopt(mine);
-      alive.push(...r.alive.map((i) => ({ ...i, runtime: name })));
-      dead.push(...r.dead);
+      result.alive.push(...r.alive.map((i) => ({ ...i, runtime: name })));
+      result.dead.push(...r.dead);
+      result.refused.push(...r.refused);
     }
-    for (const inst of alive) {
+    for (const inst of result.alive) {
       this.running.set(inst.id, inst);
       this.ready.add(inst.id);
     }
-    for (const inst of dead) await this.records.removeInstance(inst);
-    return { alive, dead };
+    for (const inst of [...result.dead, ...result.refused.map((r) => r.instance)]) await this.records.removeInstance(inst);
+    return result;
   }
 }

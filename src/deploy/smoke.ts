@@ -41,5 +41,5 @@ async function runCommandSmoke(check: Extract<SmokeSpec, { command: string[] }>,
   const fill = (s: string) => s.replaceAll("{host}", target.host).replaceAll("{port}", String(target.port));
   const env = { PREVIEW_URL: `http://${target.host}:${target.port}`, PREVIEW_HOST: target.host, PREVIEW_PORT: String(target.port) };
   const r = await runCommand(check.command.map(fill), { cwd, env, timeoutMs: check.timeoutMs });
-  return { name: check.name, ...r };
+  return { name: check.name, ok: r.ok, output: r.output };
 }

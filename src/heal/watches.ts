@@ -20,6 +20,8 @@ export type WatchLog = (type: string, message: string, data: Record<string, unkn
 
 /** How long one blocking wait on the registry lasts before the view is looked at again anyway. */
 const WATCH_POLL_MS = 60_000;
+/** Of a handler's output, what goes into the watch.handler event. */
+const LOGGED_OUTPUT_CHARS = 500;
 
 export class WatchRunner {
   private stopped = false;
@@ -66,8 +68,10 @@ export class WatchRunner {
     const started = Date.now();
     if ("args" in w.handler) {
       const r = await runCommand(w.handler.args, { cwd: this.cwd, env: { TURQUOISE_WATCH: w.name, TURQUOISE_INDEX: String(index) }, timeoutMs: w.timeoutMs, stdin: json });
-      const status = r.output.split(":")[0]!;
-      this.log("watch.handler", `watch ${w.name}: ${w.handler.args[0]} ${status} in ${Date.now() - started}ms`, { watch: w.name, index, ok: r.ok, status, output: r.output.slice(0, 500), durationMs: Date.now() - started });
+      const { status } = r;
+      // The end of the output, where errors are.
+      const output = r.output.length > LOGGED_OUTPUT_CHARS ? `…${r.output.slice(-LOGGED_OUTPUT_CHARS)}` : r.output;
+      this.log("watch.handler", `watch ${w.name}: ${w.handler.args[0]} ${status} in ${Date.now() - started}ms`, { watch: w.name, index, ok: r.ok, status, output, durationMs: Date.now() - started });
       return;
     }
     const { url, method, headers } = w.handler.http;

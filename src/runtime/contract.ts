@@ -15,8 +15,10 @@ export interface StartRequest {
   command: string[];
   /** Process runtime: the release's directory. */
   cwd: string;
-  /** The service's own env; the runtime adds PORT and the TURQUOISE_* facts. */
+  /** The service's own env; the runtime adds PORT and the TURQUOISE_* facts (runtime/env.ts). */
   env: Record<string, string>;
+  /** Variables of the agent's own environment passed on by name (env_passthrough); none by default. */
+  envPassthrough?: string[];
   /** Address of the agent/registry pushed into the instance as TURQUOISE_API. */
   apiUrl: string;
   /** Docker: the image to run, e.g. "books:v2" (present locally: no registry is pulled from). */
@@ -67,11 +69,25 @@ export interface ExitEvent {
   signal: string | null;
 }
 
+/**
+ * What adopt() makes of recorded instances. refused: records that do not prove the instance is
+ * one this agent started (process: no start time, pid ≤ 1, another process's start time). They
+ * are reported with the reason and never signalled.
+ */
+export interface AdoptResult {
+  alive: InstanceInfo[];
+  dead: InstanceInfo[];
+  refused: Array<{ instance: InstanceInfo; reason: string }>;
+}
+
 export interface Runtime {
   readonly name: string;
   start(req: StartRequest): Promise<InstanceInfo>;
-  /** SIGTERM, wait stopTimeoutMs, then SIGKILL. Resolves when the instance is gone. */
-  stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean }>;
+  /**
+   * SIGTERM, wait stopTimeoutMs, then SIGKILL. Resolves when the instance is gone. refused: the
+   * record does not prove the instance is ours, so nothing was signalled (the reason why).
+   */
+  stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean; refused?: string }>;
   signal(instance: InstanceInfo, signal: NodeJS.Signals): Promise<void>;
   inspect(instance: InstanceInfo): Promise<InstanceState>;
   /** Instances this runtime knows of (including ones adopted after an agent restart). */
@@ -81,7 +97,7 @@ export interface Runtime {
   /** Called once for each instance that exits on its own or is stopped. */
   onExit(listener: (e: ExitEvent) => void): () => void;
   /** Re-attaches to instances recorded before an agent restart; returns the ones still alive. */
-  adopt(instances: InstanceInfo[]): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }>;
+  adopt(instances: InstanceInfo[]): Promise<AdoptResult>;
   /** Whether a release can start, and the schema range it declares. */
   describeRelease(req: { service: string; release: string; cwd: string; image?: string }): Promise<ReleaseDescription>;
 }

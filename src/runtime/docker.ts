@@ -8,8 +8,9 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseSchemaRange } from "../deploy/release.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { freePort } from "../util/net.js";
-import type { ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, Slot, StartRequest } from "./contract.js";
+import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, Slot, StartRequest } from "./contract.js";
 import { DockerApi, DockerApiError, isDockerNotFound, type ContainerCreateBody, type ContainerInspect, type ContainerState, type DockerEvent } from "./docker-api.js";
+import { instanceEnv } from "./env.js";
 
 export const LOOPBACK = "127.0.0.1";
 /** The port the app listens on inside its container in bridge mode; the host side is an ephemeral port on loopback. */
@@ -110,7 +111,8 @@ export class DockerRuntime implements Runtime {
     const body: ContainerCreateBody = {
       Image: image,
       Cmd: req.command.length > 0 ? req.command : undefined,
-      Env: Object.entries(instanceEnv(req, port, hostNetwork ? LOOPBACK : "0.0.0.0")).map(([k, v]) => `${k}=${v}`),
+      // The image's own PATH, HOME and locale stay: none of the host's.
+      Env: Object.entries(instanceEnv(req, { port, host: hostNetwork ? LOOPBACK : "0.0.0.0", hostBasics: false })).map(([k, v]) => `${k}=${v}`),
       Labels: {
         ...this.extraLabels,
         [LABELS.managed]: "true",
@@ -244,14 +246,15 @@ export class DockerRuntime implements Runtime {
     return () => this.listeners.delete(listener);
   }
 
-  async adopt(instances: InstanceInfo[]): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }> {
+  async adopt(instances: InstanceInfo[]): Promise<AdoptResult> {
     const alive: InstanceInfo[] = [];
     const dead: InstanceInfo[] = [];
     for (const instance of instances) {
       const t = this.tracked.get(instance.id) ?? (await this.attach(instance));
       (t?.state.running ? alive : dead).push(instance);
     }
-    return { alive, dead };
+    // A container whose labels do not name this instance is never attached to: it counts as dead.
+    return { alive, dead, refused: [] };
   }
 
   async describeRelease(req: { service: string; release: string; cwd: string; image?: string }): Promise<ReleaseDescription> {
@@ -491,19 +494,6 @@ export function instanceFromContainer(c: ContainerInspect): InstanceInfo | undef
     port: hostPortOf(c),
     ref: c.Id,
     startedAt: parseTime(c.State.StartedAt) ?? 0,
-  };
-}
-
-/** The facts Turquoise pushes in. Unlike a process, a container gets none of the agent's own environment. */
-function instanceEnv(req: StartRequest, port: number, host: string): Record<string, string> {
-  return {
-    ...req.env,
-    PORT: String(port),
-    HOST: host,
-    TURQUOISE_SERVICE: req.service,
-    TURQUOISE_SLOT: req.slot,
-    TURQUOISE_RELEASE: req.release,
-    TURQUOISE_API: req.apiUrl,
   };
 }
 

@@ -9,8 +9,9 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TurquoiseError } from "../errors.js";
 import { freePort } from "../util/net.js";
-import { groupHasLiveMembers, isOurProcessAlive, readProcStat } from "../util/proc.js";
-import type { ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, StartRequest } from "./contract.js";
+import { identify, readProcStat, signalIfOurs, type Identification, type ProcessIdentity } from "../util/proc.js";
+import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, StartRequest } from "./contract.js";
+import { instanceEnv } from "./env.js";
 
 export const LOOPBACK = "127.0.0.1";
 /** Where a process release declares the schema versions it runs on: {"schema": {"min": 1, "max": 2}}. */
@@ -26,7 +27,8 @@ const REMEMBERED_EXITS = 200;
 
 interface Tracked {
   info: InstanceInfo;
-  pid: number;
+  /** The pid and start time recorded at start: every signal and liveness check goes through them. */
+  identity: ProcessIdentity;
   /** No ChildProcess handle: liveness comes from polling the pid. */
   adopted: boolean;
   state: InstanceState;
@@ -68,14 +70,17 @@ export class ProcessRuntime implements Runtime {
     // The child gets its own copy of the fd, so output keeps flowing to the file if the agent dies.
     const logFd = openSync(logFile, "a");
     let child: ChildProcess;
+    let startTicks: number | undefined;
     try {
       child = spawn(executable, args, {
         cwd: req.cwd,
-        env: instanceEnv(req, port),
+        env: instanceEnv(req, { port, host: LOOPBACK, hostBasics: true }),
         // Own process group: the instance survives an agent crash, and stop() signals the whole group.
         detached: true,
         stdio: ["ignore", logFd, logFd],
       });
+      // Read before anything can reap it: even a child that has already exited is a zombie until then.
+      startTicks = child.pid === undefined ? undefined : readProcStat(child.pid)?.startTicks;
       await new Promise<void>((resolve, reject) => {
         child.once("spawn", resolve);
         child.once("error", reject);
@@ -98,40 +103,47 @@ export class ProcessRuntime implements Runtime {
       ref: String(pid),
       startedAt: Date.now(),
       logFile,
-      procStartTicks: readProcStat(pid)?.startTicks,
+      ...(startTicks === undefined ? {} : { procStartTicks: startTicks }),
     };
-    const t = this.track(info, pid, false);
+    const t = this.track(info, false);
     child.once("exit", (code, signal) => this.markExited(t, code, signal));
     return { ...info };
   }
 
-  async stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean }> {
+  async stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean; refused?: string }> {
     // An instance this runtime has not seen yet (not adopted) is attached here, so its exit is heard.
-    const t = this.tracked.get(instance.id) ?? this.attach(instance);
+    let t = this.tracked.get(instance.id);
+    if (!t) {
+      const who = this.attach(instance);
+      if (who.verdict === "refused") return { killed: false, refused: who.reason };
+      t = this.tracked.get(instance.id);
+    }
     if (!t || !t.state.running) return { killed: false };
 
-    signalGroup(t.pid, "SIGTERM");
+    signalIfOurs(t.identity, "SIGTERM", { group: true });
     if (await this.waitGone(t, Date.now() + stopTimeoutMs)) return { killed: false };
 
-    signalGroup(t.pid, "SIGKILL");
+    signalIfOurs(t.identity, "SIGKILL", { group: true });
     if (!(await this.waitGone(t, Date.now() + SIGKILL_WAIT_MS))) {
-      throw new Error(`instance ${t.info.id} (pid ${t.pid}) is still there ${SIGKILL_WAIT_MS}ms after SIGKILL`);
+      throw new Error(`instance ${t.info.id} (pid ${t.identity.pid}) is still there ${SIGKILL_WAIT_MS}ms after SIGKILL`);
     }
     return { killed: true };
   }
 
   async signal(instance: InstanceInfo, signal: NodeJS.Signals): Promise<void> {
     const t = this.tracked.get(instance.id);
-    const running = t ? t.state.running : isOurProcessAlive(pidOf(instance), instance.procStartTicks);
-    if (!running) throw new TurquoiseError("NOT_FOUND", `cannot send ${signal} to ${instance.id}: it is not running`);
+    const notRunning = () => new TurquoiseError("NOT_FOUND", `cannot send ${signal} to ${instance.id}: it is not running`);
+    if (t && !t.state.running) throw notRunning();
     // The leader only: it decides what its own children get (a reload is the app's business).
-    process.kill(pidOf(instance), signal);
+    const r = signalIfOurs(t?.identity ?? identityOf(instance), signal);
+    if (r.verdict === "gone") throw notRunning();
+    if (r.verdict === "refused") throw new TurquoiseError("CONFLICT", `not sending ${signal} to ${instance.id}: ${r.reason}`, { data: { instance: instance.id, ref: instance.ref } });
   }
 
   async inspect(instance: InstanceInfo): Promise<InstanceState> {
     const t = this.tracked.get(instance.id);
     if (t) return { ...t.state };
-    return isOurProcessAlive(pidOf(instance), instance.procStartTicks)
+    return identify(identityOf(instance)).verdict === "ours"
       ? { running: true }
       : { running: false, exitCode: null, signal: null };
   }
@@ -157,35 +169,39 @@ export class ProcessRuntime implements Runtime {
     return { exists: true, schema: readDeclaredSchema(req.cwd) };
   }
 
-  async adopt(instances: InstanceInfo[]): Promise<{ alive: InstanceInfo[]; dead: InstanceInfo[] }> {
-    const alive: InstanceInfo[] = [];
-    const dead: InstanceInfo[] = [];
+  async adopt(instances: InstanceInfo[]): Promise<AdoptResult> {
+    const result: AdoptResult = { alive: [], dead: [], refused: [] };
     for (const instance of instances) {
-      const t = this.tracked.get(instance.id) ?? this.attach(instance);
-      (t?.state.running ? alive : dead).push(instance);
+      const t = this.tracked.get(instance.id);
+      const who: Identification = t ? { verdict: t.state.running ? "ours" : "gone" } : this.attach(instance);
+      if (who.verdict === "ours") result.alive.push(instance);
+      else if (who.verdict === "gone") result.dead.push(instance);
+      else result.refused.push({ instance, reason: who.reason });
     }
-    return { alive, dead };
+    return result;
   }
 
-  /** Starts watching an instance we have no handle for, if it is still our process. */
-  private attach(instance: InstanceInfo): Tracked | undefined {
-    const pid = pidOf(instance);
-    if (!isOurProcessAlive(pid, instance.procStartTicks)) return undefined;
-    const t = this.track({ ...instance }, pid, true);
+  /** Starts watching an instance we have no handle for, if the record proves it is still our process. */
+  private attach(instance: InstanceInfo): Identification {
+    // Checked as stop() will signal it, as a whole process group; but alive means its leader runs.
+    const who = identify(identityOf(instance), { group: true });
+    if (who.verdict !== "ours") return who;
+    if (identify(identityOf(instance)).verdict !== "ours") return { verdict: "gone" };
+    const t = this.track({ ...instance }, true);
     t.pollTimer = setInterval(() => this.poll(t), ADOPTED_POLL_INTERVAL_MS);
     t.pollTimer.unref();
-    return t;
+    return who;
   }
 
-  private track(info: InstanceInfo, pid: number, adopted: boolean): Tracked {
-    const t: Tracked = { info, pid, adopted, state: { running: true } };
+  private track(info: InstanceInfo, adopted: boolean): Tracked {
+    const t: Tracked = { info, identity: identityOf(info), adopted, state: { running: true } };
     this.tracked.set(info.id, t);
     return t;
   }
 
   private poll(t: Tracked): void {
-    // Not our child, so its exit code is not ours to know.
-    if (t.state.running && !isOurProcessAlive(t.pid, t.info.procStartTicks)) this.markExited(t, null, null);
+    // Not our child, so its exit code is not ours to know. Its pid in another process's hands means it is gone too.
+    if (t.state.running && identify(t.identity).verdict !== "ours") this.markExited(t, null, null);
   }
 
   private markExited(t: Tracked, exitCode: number | null, signal: string | null): void {
@@ -208,29 +224,11 @@ export class ProcessRuntime implements Runtime {
   private async waitGone(t: Tracked, deadline: number): Promise<boolean> {
     for (;;) {
       if (t.adopted) this.poll(t);
-      if (!t.state.running && !groupHasLiveMembers(t.pid)) return true;
+      if (!t.state.running && identify(t.identity, { group: true }).verdict !== "ours") return true;
       if (Date.now() >= deadline) return false;
       await sleep(Math.min(STOP_POLL_INTERVAL_MS, Math.max(1, deadline - Date.now())));
     }
   }
-}
-
-function instanceEnv(req: StartRequest, port: number): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    // The agent's own TURQUOISE_* settings (token paths and the like) are not the instance's business.
-    if (value !== undefined && !key.startsWith("TURQUOISE_")) env[key] = value;
-  }
-  return {
-    ...env,
-    ...req.env,
-    PORT: String(port),
-    HOST: LOOPBACK,
-    TURQUOISE_SERVICE: req.service,
-    TURQUOISE_SLOT: req.slot,
-    TURQUOISE_RELEASE: req.release,
-    TURQUOISE_API: req.apiUrl,
-  };
 }
 
 function spawnError(req: StartRequest, executable: string, e: unknown): Error {
@@ -279,18 +277,9 @@ function isDirectory(path: string): boolean {
   }
 }
 
-function pidOf(instance: InstanceInfo): number {
-  const pid = Number(instance.ref);
-  // 0 and negative numbers would make process.kill signal whole process groups.
-  return Number.isInteger(pid) && pid > 0 ? pid : -1;
-}
-
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
-  }
+function identityOf(instance: InstanceInfo): ProcessIdentity {
+  // Anything but a plain decimal pid is not one we wrote; identify() refuses the NaN.
+  return { pid: /^\d+$/.test(instance.ref) ? Number(instance.ref) : Number.NaN, startTicks: instance.procStartTicks };
 }
 
 /** Reads from the end, so a long-running instance's big log costs only the lines asked for. */

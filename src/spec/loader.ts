@@ -30,6 +30,7 @@ interface RawService {
   image?: string;
   network?: "bridge" | "host";
   env?: Record<string, string | number | boolean>;
+  env_passthrough?: string[];
   replicas?: number;
   route: { host?: string; path?: string; timeouts?: RawRouteTimeouts; max_body_size?: string | number };
   health: { http?: string; tcp?: true; interval?: string; timeout?: string; success_before_passing?: number; failures_before_critical?: number };
@@ -338,6 +339,8 @@ function explainOne(e: ErrorObject, path: PathSegment[]): Explained | undefined 
     case "minLength":
     case "minProperties":
       return value(path, params.limit === 1 ? "must not be empty" : `must have at least ${String(params.limit)} entries`);
+    case "uniqueItems":
+      return value(path, `lists ${JSON.stringify((e.data as unknown[])[params.i as number])} twice`);
     case "oneOf":
     case "anyOf": {
       const keys = (e.schema as Array<{ required: string[] }>).map((branch) => `"${branch.required[0]}"`).join(" or ");
@@ -448,6 +451,7 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
     ...(raw.image !== undefined ? { image: raw.image } : {}),
     ...(raw.network !== undefined ? { network: raw.network } : {}),
     env: Object.fromEntries(Object.entries(raw.env ?? {}).map(([k, v]) => [k, String(v)])),
+    envPassthrough: [...(raw.env_passthrough ?? [])],
     replicas: raw.replicas ?? S.DEFAULT_REPLICAS,
     route: {
       ...(raw.route.host !== undefined ? { host: raw.route.host.toLowerCase() } : {}),

@@ -195,6 +195,13 @@ export const SPEC_JSON_SCHEMA = {
           propertyNames: { pattern: ENV_NAME_PATTERN },
           additionalProperties: { type: ["string", "number", "boolean"] },
         },
+        env_passthrough: {
+          type: "array",
+          uniqueItems: true,
+          description:
+            "Variables of the agent's own environment that every instance gets too, by name: [AWS_REGION]. Otherwise an instance gets none of the agent's environment but PATH, HOME, LANG, LC_* and TZ (runtime: process). A name the agent's environment lacks is skipped.",
+          items: { type: "string", pattern: ENV_NAME_PATTERN },
+        },
         replicas: { type: "integer", minimum: 1, default: DEFAULT_REPLICAS, description: "Instances per slot." },
         route: {
           type: "object",

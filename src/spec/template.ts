@@ -95,6 +95,9 @@ services:
     # Extra environment, on top of PORT and TURQUOISE_SERVICE/SLOT/RELEASE/API.
     env:
       NODE_ENV: production
+    # Instances get none of the agent's own environment but PATH, HOME, LANG, LC_* and TZ.
+    # Name here what they should get from it as well:
+    # env_passthrough: [AWS_REGION]
     # runtime: docker runs containers instead, through the Docker Engine API:
     #   runtime: docker
     #   image: "web:{release}"        # present locally; LABEL turquoise.schema=1..2 declares its schema

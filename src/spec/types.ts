@@ -54,6 +54,8 @@ export interface ServiceSpec {
   /** May contain "{release}"; resolved against the spec file's directory. */
   cwd: string;
   env: Record<string, string>;
+  /** Names of the agent's environment variables that instances get as they are (env_passthrough). */
+  envPassthrough: string[];
   replicas: number;
   route: RouteSpec;
   health: HealthSpec;

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { dirname } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import type { ExitEvent, InstanceInfo, Runtime, StartRequest } from "../../src/runtime/contract.js";
-import { ECHO_APP, getJson, waitFor, waitReachable } from "./helpers.js";
+import { ECHO_APP, getEnv, getJson, waitFor, waitReachable } from "./helpers.js";
 
 export interface RuntimeUnderTest {
   runtime: Runtime;
@@ -84,6 +84,28 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
       });
       assert.deepEqual(await runtime.inspect(info), { running: true });
       assert.deepEqual((await runtime.list()).map((i) => i.id), [info.id]);
+    });
+
+    test("an instance gets none of the agent's environment but the variables envPassthrough names", async () => {
+      // What an agent may have been started with: other services' database URLs, cloud credentials.
+      const agentOnly = { AWS_SECRET_ACCESS_KEY: "forged-secret-for-the-test", OTHER_DATABASE_URL: "postgres://other:secret@db/other", AWS_REGION: "eu-north-1" };
+      Object.assign(process.env, agentOnly);
+      let plain: InstanceInfo;
+      let passing: InstanceInfo;
+      try {
+        plain = await runtime.start(echo());
+        passing = await runtime.start(echo({ envPassthrough: ["AWS_REGION", "TURQUOISE_TEST_UNSET"], env: { GREETING: "hi" } }));
+      } finally {
+        for (const name of Object.keys(agentOnly)) delete process.env[name];
+      }
+      const plainEnv = await getEnv(plain);
+      for (const name of Object.keys(agentOnly)) assert.equal(plainEnv[name], undefined, `${name} leaked into the instance`);
+      const passingEnv = await getEnv(passing);
+      assert.equal(passingEnv.AWS_REGION, "eu-north-1");
+      assert.equal(passingEnv.GREETING, "hi");
+      assert.equal(passingEnv.AWS_SECRET_ACCESS_KEY, undefined);
+      assert.equal(passingEnv.OTHER_DATABASE_URL, undefined);
+      assert.ok(!("TURQUOISE_TEST_UNSET" in passingEnv), "a variable the agent lacks is skipped, not set empty");
     });
 
     test("logs capture stdout and stderr and tail the last lines", async () => {

@@ -179,7 +179,7 @@ describe("DockerRuntime", () => {
     const second = agent();
     const exits: ExitEvent[] = [];
     second.onExit((e) => exits.push(e));
-    assert.deepEqual(await second.adopt([info]), { alive: [info], dead: [] });
+    assert.deepEqual(await second.adopt([info]), { alive: [info], dead: [], refused: [] });
     assert.deepEqual((await second.list()).map((i) => i.id), [info.id]);
     assert.deepEqual(await second.inspect(info), { running: true });
     await second.signal(info, "SIGUSR2");
@@ -221,7 +221,7 @@ describe("DockerRuntime", () => {
 
     const second = agent();
     const foreign: InstanceInfo = { ...recorded, id: "books-blue-foreign" };
-    assert.deepEqual(await second.adopt([recorded, gone, foreign]), { alive: [recorded], dead: [gone, foreign] });
+    assert.deepEqual(await second.adopt([recorded, gone, foreign]), { alive: [recorded], dead: [gone, foreign], refused: [] });
 
     const managed = await second.listManaged();
     assert.deepEqual(managed.map((m) => m.instance.id).sort(), [orphan.id, recorded.id].sort());

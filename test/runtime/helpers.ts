@@ -32,6 +32,12 @@ export function getJson(host: string, port: number, path = "/"): Promise<EchoRep
   });
 }
 
+/** The instance's whole environment (the echo app's GET /env). */
+export async function getEnv(instance: { host: string; port: number }): Promise<Record<string, string>> {
+  await waitReachable(instance);
+  return (await getJson(instance.host, instance.port, "/env")) as unknown as Record<string, string>;
+}
+
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 5_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;

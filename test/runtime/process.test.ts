@@ -1,5 +1,7 @@
+// The process runtime: the shared Runtime suite, plus what only local processes have: adoption
+// by pid and start time, process groups, and records that must never be signalled.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -7,8 +9,10 @@ import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import type { ExitEvent, InstanceInfo, StartRequest } from "../../src/runtime/contract.js";
 import { ProcessRuntime } from "../../src/runtime/process.js";
+import type { TurquoiseError } from "../../src/errors.js";
+import { readProcStat } from "../../src/util/proc.js";
 import { runRuntimeContract } from "./contract.test-suite.js";
-import { ECHO_APP, waitFor, waitReachable } from "./helpers.js";
+import { ECHO_APP, getEnv, waitFor, waitReachable } from "./helpers.js";
 
 runRuntimeContract("process", async () => {
   const logDir = await mkdtemp(join(tmpdir(), "turquoise-runtime-"));
@@ -68,6 +72,36 @@ describe("ProcessRuntime", () => {
     assert.ok(typeof info.procStartTicks === "number" && info.procStartTicks > 0);
   });
 
+  test("gets PATH, HOME, LANG, LC_*, TZ from the agent's environment, and nothing else of it", async () => {
+    const agentOnly = { LANG: "C.UTF-8", LC_TIME: "C", TZ: "UTC", AWS_SECRET_ACCESS_KEY: "forged-secret-for-the-test", NODE_OPTIONS: "--max-old-space-size=64" };
+    const saved = Object.fromEntries(Object.keys(agentOnly).map((name) => [name, process.env[name]]));
+    Object.assign(process.env, agentOnly);
+    let info: InstanceInfo;
+    try {
+      info = await newAgent().start(echo({ env: { GREETING: "hi", TZ: "Europe/Oslo" } }));
+    } finally {
+      for (const [name, value] of Object.entries(saved)) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+    const basics: Record<string, string> = {};
+    for (const [name, value] of Object.entries(process.env)) if ((name === "PATH" || name === "HOME" || name.startsWith("LC_")) && value !== undefined) basics[name] = value;
+    Object.assign(basics, { LANG: agentOnly.LANG, LC_TIME: agentOnly.LC_TIME, TZ: agentOnly.TZ });
+    assert.deepEqual(await getEnv(info), {
+      ...basics,
+      // The service's own env wins over what comes from the agent.
+      TZ: "Europe/Oslo",
+      GREETING: "hi",
+      PORT: String(info.port),
+      HOST: "127.0.0.1",
+      TURQUOISE_SERVICE: "books",
+      TURQUOISE_SLOT: "blue",
+      TURQUOISE_RELEASE: "v1",
+      TURQUOISE_API: "http://127.0.0.1:7070",
+    });
+  });
+
   test("a new agent adopts a live instance and stops it", async () => {
     const info = await newAgent().start(echo());
     await waitReachable(info);
@@ -75,7 +109,7 @@ describe("ProcessRuntime", () => {
     const agentB = newAgent();
     const exits: ExitEvent[] = [];
     agentB.onExit((e) => exits.push(e));
-    assert.deepEqual(await agentB.adopt([info]), { alive: [info], dead: [] });
+    assert.deepEqual(await agentB.adopt([info]), { alive: [info], dead: [], refused: [] });
     assert.deepEqual((await agentB.list()).map((i) => i.id), [info.id]);
     assert.deepEqual(await agentB.inspect(info), { running: true });
 
@@ -108,18 +142,77 @@ describe("ProcessRuntime", () => {
     await waitReachable(info);
     await agentA.stop(info, 5_000);
     const agentB = newAgent();
-    assert.deepEqual(await agentB.adopt([info]), { alive: [], dead: [info] });
+    assert.deepEqual(await agentB.adopt([info]), { alive: [], dead: [info], refused: [] });
     assert.deepEqual(await agentB.list(), []);
   });
 
-  test("adopt does not take a recycled pid for the instance", async () => {
+  test("adopt does not take a recycled pid for the instance: it reports it and signals nothing", async () => {
     const info = await newAgent().start(echo());
     // Our own pid is alive, but it started at another time than the recorded instance.
     const recycled: InstanceInfo = { ...info, id: "books-blue-recycled", ref: String(process.pid) };
     const agentB = newAgent();
-    assert.deepEqual(await agentB.adopt([recycled]), { alive: [], dead: [recycled] });
+    const { alive, dead, refused } = await agentB.adopt([recycled]);
+    assert.deepEqual([alive, dead], [[], []]);
+    assert.deepEqual(refused.map((r) => r.instance), [recycled]);
+    assert.match(refused[0]!.reason, new RegExp(`pid ${process.pid} started at tick \\d+, not at tick ${info.procStartTicks}`));
     assert.deepEqual(await agentB.inspect(recycled), { running: false, exitCode: null, signal: null });
-    assert.deepEqual(await agentB.stop(recycled, 1_000), { killed: false });
+    assert.deepEqual(await agentB.stop(recycled, 1_000), { killed: false, refused: refused[0]!.reason });
+  });
+
+  describe("forged records", () => {
+    const bystanders: ChildProcess[] = [];
+    afterEach(() => {
+      for (const b of bystanders.splice(0)) b.kill("SIGKILL");
+    });
+    /** A process the agent did not start, leading its own group as an instance would. */
+    const bystander = () => {
+      const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore", detached: true });
+      bystanders.push(child);
+      return child.pid!;
+    };
+    const forged = (ref: string, procStartTicks?: number): InstanceInfo => ({
+      id: `books-blue-forged-${ref}-${procStartTicks ?? "none"}`, service: "books", slot: "blue", release: "v1", host: "127.0.0.1", port: 1, ref, startedAt: Date.now(),
+      ...(procStartTicks === undefined ? {} : { procStartTicks }),
+    });
+
+    test("a record without a start time naming a live process: refused, never signalled", async () => {
+      const pid = bystander();
+      const record = forged(String(pid));
+      const runtime = newAgent();
+      const { alive, dead, refused } = await runtime.adopt([record]);
+      assert.deepEqual([alive, dead], [[], []]);
+      assert.deepEqual(refused.map((r) => r.instance), [record]);
+      assert.match(refused[0]!.reason, /no start time is recorded/);
+      assert.deepEqual(await runtime.list(), []);
+      assert.deepEqual(await runtime.inspect(record), { running: false, exitCode: null, signal: null });
+      assert.deepEqual(await runtime.stop(record, 1_000), { killed: false, refused: refused[0]!.reason });
+      await assert.rejects(runtime.signal(record, "SIGTERM"), (e: TurquoiseError) => e.code === "CONFLICT" && /no start time/.test(e.message));
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!isGone(pid), "the process was signalled");
+    });
+
+    test("a record naming a live process with another start time: refused, never signalled", async () => {
+      const pid = bystander();
+      const record = forged(String(pid), readProcStat(pid)!.startTicks + 1);
+      const runtime = newAgent();
+      const { refused } = await runtime.adopt([record]);
+      assert.match(refused[0]!.reason, /it is another process/);
+      assert.deepEqual(await runtime.stop(record, 1_000), { killed: false, refused: refused[0]!.reason });
+      await assert.rejects(runtime.signal(record, "SIGTERM"), (e: TurquoiseError) => e.code === "CONFLICT");
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!isGone(pid), "the process was signalled");
+    });
+
+    test("records naming pid 1, 0 or something else than a pid: refused", async () => {
+      // Only adopt and inspect, on a runtime afterEach does not stop: one that got this wrong
+      // would otherwise signal every process there is (kill -1).
+      const runtime = new ProcessRuntime({ logDir });
+      const records = [forged("1", readProcStat(1)?.startTicks), forged("1"), forged("0"), forged("-1"), forged("1e3"), forged("")];
+      const { alive, dead, refused } = await runtime.adopt(records);
+      assert.deepEqual([alive, dead], [[], []]);
+      assert.deepEqual(refused.map((r) => r.instance.ref), records.map((r) => r.ref));
+      for (const record of records) assert.deepEqual(await runtime.inspect(record), { running: false, exitCode: null, signal: null });
+    });
   });
 
   test("an instance outlives a crashed agent and keeps logging; a new agent takes it over", async () => {

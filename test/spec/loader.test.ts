@@ -48,6 +48,7 @@ describe("loadSpecText: valid specs", () => {
       command: ["node", "server.js"],
       cwd: "/srv/app/releases/{release}",
       env: {},
+      envPassthrough: [],
       replicas: 1,
       route: { pathPrefix: "/api" },
       health: { http: "/health", intervalMs: 1_000, timeoutMs: 1_000, successBeforePassing: 1, failuresBeforeCritical: 2 },
@@ -99,6 +100,7 @@ describe("loadSpecText: valid specs", () => {
       "    command: [node, server.js]",
       "    cwd: releases/{release}",
       "    env: { LOG_LEVEL: info, WORKERS: 4, DEBUG: false }",
+      "    env_passthrough: [AWS_REGION, HTTPS_PROXY]",
       "    replicas: 3",
       "    route: { host: Books.Localhost }",
       "    health: { tcp: true }",
@@ -116,6 +118,7 @@ describe("loadSpecText: valid specs", () => {
     assert.equal(spec.stateDir, "/var/lib/turquoise");
     const books = spec.services.books!;
     assert.deepEqual(books.env, { LOG_LEVEL: "info", WORKERS: "4", DEBUG: "false" });
+    assert.deepEqual(books.envPassthrough, ["AWS_REGION", "HTTPS_PROXY"]);
     assert.equal(books.replicas, 3);
     assert.deepEqual(books.route, { host: "books.localhost", pathPrefix: "/" });
     assert.deepEqual(books.health, { tcp: true, intervalMs: 1_000, timeoutMs: 1_000, successBeforePassing: 1, failuresBeforeCritical: 2 });
@@ -197,6 +200,14 @@ describe("loadSpecText: problems with line numbers", () => {
       path: "services.books.replicas",
       message: "must be a number of type integer, got string",
     });
+  });
+
+  it("rejects env_passthrough entries that are not variable names, or are listed twice", () => {
+    const bad = only(load(...BOOKS, '    env_passthrough: [AWS_REGION, "AWS-KEY"]').errors);
+    assert.deepEqual([bad.line, bad.path], [8, "services.books.env_passthrough[1]"]);
+    assert.match(bad.message, /^invalid environment variable name "AWS-KEY"/);
+    const twice = only(load(...BOOKS, "    env_passthrough: [AWS_REGION, AWS_REGION]").errors);
+    assert.deepEqual([twice.line, twice.path, twice.message], [8, "services.books.env_passthrough", 'lists "AWS_REGION" twice']);
   });
 
   it("rejects a command written as a string and says to use an argv array", () => {
