@@ -18,7 +18,7 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import { readTail, writeFileAtomic } from "../util/fs.js";
 import { freePort } from "../util/net.js";
 import { pidAlive } from "../util/proc.js";
-import type { DrainResult, Proxy, ProxyStats, RouteTable, Upstream } from "./contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable, Upstream } from "./contract.js";
 import {
   CONTROL_STATUS_PATH,
   CONTROL_VERSION_PATH,
@@ -45,6 +45,22 @@ const KILL_GRACE_MS = 1_000;
 const CONTROL_TIMEOUT_MS = 2_000;
 // A user template may not turn nginx's own daemonizing off: start() relies on it.
 const DAEMON_ON = ["-g", "daemon on;"];
+
+/** What open-source nginx cannot do of the contract; docs/nginx.md says what it does instead. */
+export const NGINX_CAPABILITIES: Readonly<ProxyCapabilities> = Object.freeze({
+  // stub_status counts nginx-wide; per-upstream counters are NGINX Plus.
+  poolStats: false,
+  // proxy_read_timeout is one wait between two reads, head or body: it gets upstreamResponseMs.
+  separateHeadAndIdleTimeouts: false,
+  // max_conns refuses at once; the queue directive is NGINX Plus.
+  upstreamQueue: false,
+  // On client_header_timeout nginx closes the connection without a response.
+  clientHeaderTimeout408: false,
+  // worker_connections is per worker and counts upstream connections too: limit_conn bounds requests in flight.
+  connectionLimitAtAccept: false,
+  // nginx drops the standard hop-by-hop fields only; it cannot drop fields by a name the client sends.
+  connectionNamedHeadersRemoved: false,
+});
 
 export interface NginxProxyOptions {
   stateDir: string;
@@ -97,6 +113,7 @@ type Tier = "router" | "edge";
 
 export class NginxProxy implements Proxy {
   readonly name = "nginx";
+  readonly capabilities = NGINX_CAPABILITIES;
   readonly layout: NginxLayout;
   readonly listenHost: string;
   private port: number;
