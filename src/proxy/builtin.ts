@@ -23,6 +23,7 @@ const MAIN_JS = fileURLToPath(new URL("./main.js", import.meta.url));
 
 /** The built-in proxy is the contract's reference: it does all of it. */
 export const BUILTIN_CAPABILITIES: Readonly<ProxyCapabilities> = Object.freeze({
+  hitlessApply: true,
   poolStats: true,
   separateHeadAndIdleTimeouts: true,
   upstreamQueue: true,

@@ -135,6 +135,12 @@ export interface ProxyStats {
  * and the agent and the docs can tell an operator which settings a driver only approximates.
  */
 export interface ProxyCapabilities {
+  /**
+   * No request fails because an apply landed, whatever connection it came on. false: requests on
+   * fresh connections never do, but one sent on a kept-alive client connection just as an apply
+   * lands may (nginx without its edge closes idle client connections on every reload).
+   */
+  hitlessApply: boolean;
   /** stats().pools counts each pool's requests. false: pools is empty (nginx counts nginx-wide only). */
   poolStats: boolean;
   /**
