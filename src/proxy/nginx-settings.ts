@@ -138,7 +138,12 @@ export function routeDirectives(route: Route, settings: ProxySettings): string[]
     `proxy_connect_timeout ${ms(t.upstreamConnectMs)};`,
     // One read timeout for the head and every later read: upstreamResponseMs (capability separateHeadAndIdleTimeouts: false).
     `proxy_read_timeout ${ms(t.upstreamResponseMs)};`,
+    // A request body stalls on either side: nginx times its writes upstream and its reads from the client apart.
     `proxy_send_timeout ${ms(t.upstreamIdleMs)};`,
+    `client_body_timeout ${ms(t.upstreamIdleMs)};`,
+    // A connect timeout moves on to the next upstream, but a request that already waited out
+    // upstreamResponseMs on one is answered 504 rather than sent to another for as long again.
+    `proxy_next_upstream_timeout ${ms(t.upstreamResponseMs)};`,
   ];
 }
 

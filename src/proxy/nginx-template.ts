@@ -178,9 +178,10 @@ ${tempPaths(layout, "edge")}
     proxy_request_buffering off;
     proxy_buffering off;
     proxy_http_version 1.1;
-    # The router's own timeouts decide; the edge must not cut a request or a WebSocket first.
+    # The router's own timeouts decide; the edge must not cut a request, its body or a WebSocket first.
     proxy_read_timeout 1h;
     proxy_send_timeout 1h;
+    client_body_timeout 1h;
 ${clientFacingHttp(CONNECTION_ZONE).map((l) => `    ${l}`).join("\n")}
 
     map $http_upgrade $turquoise_connection {

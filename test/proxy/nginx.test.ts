@@ -353,7 +353,7 @@ describe("nginx configuration rendering", () => {
       return solo.slice(start, solo.indexOf("\n    }\n", start));
     };
     const books = location("= /books");
-    for (const line of ["client_max_body_size 1000;", "proxy_connect_timeout 300ms;", "proxy_read_timeout 9000ms;", "proxy_send_timeout 5000ms;", "error_page 418 = @turquoise_tunnel_1;"]) {
+    for (const line of ["client_max_body_size 1000;", "proxy_connect_timeout 300ms;", "proxy_read_timeout 9000ms;", "proxy_send_timeout 5000ms;", "client_body_timeout 5000ms;", "proxy_next_upstream_timeout 9000ms;", "error_page 418 = @turquoise_tunnel_1;"]) {
       assert.ok(books.includes(line), `${line} in\n${books}`);
     }
     assert.match(location("@turquoise_tunnel_1"), /proxy_read_timeout 7000ms;\n\s*proxy_send_timeout 7000ms;/);
