@@ -203,6 +203,8 @@ export class NginxProxy implements Proxy {
       } else {
         this.configIds.router = await this.servedConfig("router");
       }
+      // A running edge keeps the settings it has; the next apply reloads it if they differ.
+      if (edgeRunning) this.configIds.edge = await this.servedConfig("edge");
       if (this.edge && !edgeRunning) {
         try {
           await this.removeStaleSockets("edge");
@@ -291,7 +293,7 @@ export class NginxProxy implements Proxy {
       // Both tested before either is touched: a bad edge must not leave a new router behind.
       if (edgeChanged) await this.testConfig("edge", edge.text);
       await this.install("router", router);
-      if (edgeChanged) await this.install("edge", edge);
+      if (edgeChanged) await this.install("edge", edge, { tested: true });
       for (const route of this.current.routes) {
         if (!table.routes.some((r) => r.poolId === route.poolId)) this.retired.set(route.poolId, route.upstreams);
       }
@@ -399,7 +401,7 @@ export class NginxProxy implements Proxy {
   }
 
   /** Test, swap files, reload, wait; on any failure the previous configuration is the one on disk and in force. */
-  private async install(tier: Tier, rendered: RenderedConfig): Promise<void> {
+  private async install(tier: Tier, rendered: RenderedConfig, opts: { tested?: boolean } = {}): Promise<void> {
     const files = this.files(tier);
     const master = await this.masterPid(tier);
     if (!master && !(tier === "router" && this.signalRouterFn)) {
@@ -407,7 +409,7 @@ export class NginxProxy implements Proxy {
     }
     // The same text is already loaded (an agent re-applying its table after a restart): no reload.
     if (rendered.configId === this.configIds[tier]) return;
-    await this.testConfig(tier, rendered.text);
+    if (!opts.tested) await this.testConfig(tier, rendered.text);
 
     const prev = `${files.conf}.prev`;
     let hasPrev = true;
