@@ -191,10 +191,10 @@ export class RawClient {
     return this.closedAt !== undefined;
   }
 
-  /** Resolves once the connection is closed, or false after timeoutMs. */
+  /** Resolves true once the connection is closed, or false after timeoutMs. */
   async waitClosed(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (!this.closed && Date.now() < deadline) await this.more(deadline);
+    while (!this.closed && Date.now() < deadline) await this.more(deadline).catch(() => undefined);
     return this.closed;
   }
 
