@@ -212,7 +212,9 @@ export class NginxProxy implements Proxy {
           await this.testConfig("edge", rendered.text);
           await writeFileAtomic(this.layout.edgeConf, rendered.text);
           await this.launch("edge", deadline);
-          await this.waitForConfig("edge", rendered.configId, [], deadline);
+          await this.waitForConfig("edge", rendered.configId, [], deadline).catch((e: unknown) => {
+            throw new TurquoiseError("INTERNAL", `the nginx edge did not answer on ${this.layout.edgeControlSocket}: ${errorMessage(e)}`, { cause: e });
+          });
           this.configIds.edge = rendered.configId;
         } catch (e) {
           // A failed start leaves nothing running that it started.
