@@ -17,7 +17,7 @@ import { Records } from "./deploy/records.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy, stopProxy, type BuiltinProxy } from "./proxy/builtin.js";
-import type { DrainResult, Proxy, ProxyStats, RouteTable } from "./proxy/contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { ProcessRuntime } from "./runtime/process.js";
 import { DockerRuntime } from "./runtime/docker.js";
 import { DockerApi } from "./runtime/docker-api.js";
@@ -54,6 +54,7 @@ const PROXY_EVENTS_WAIT_MS = 1_000;
 class SupervisedProxy implements Proxy {
   constructor(public current: Proxy, public pid: number, public listenPort: number) {}
   get name(): string { return this.current.name; }
+  get capabilities(): ProxyCapabilities { return this.current.capabilities; }
   apply(table: RouteTable): Promise<void> { return this.current.apply(table); }
   drain(poolId: string, timeoutMs: number): Promise<DrainResult> { return this.current.drain(poolId, timeoutMs); }
   stats(): Promise<ProxyStats> { return this.current.stats(); }

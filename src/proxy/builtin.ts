@@ -11,7 +11,7 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
 import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
-import type { DrainResult, Proxy, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
 import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
 
@@ -21,6 +21,17 @@ export const DEFAULT_SPAWN_TIMEOUT_MS = 10_000;
 export const DEFAULT_STOP_TIMEOUT_MS = 15_000;
 const MAIN_JS = fileURLToPath(new URL("./main.js", import.meta.url));
 
+/** The built-in proxy is the contract's reference: it does all of it. */
+export const BUILTIN_CAPABILITIES: Readonly<ProxyCapabilities> = Object.freeze({
+  hitlessApply: true,
+  poolStats: true,
+  separateHeadAndIdleTimeouts: true,
+  upstreamQueue: true,
+  clientHeaderTimeout408: true,
+  connectionLimitAtAccept: true,
+  connectionNamedHeadersRemoved: true,
+});
+
 export interface ProxyHealth {
   ok: boolean;
   pid: number;
@@ -29,6 +40,7 @@ export interface ProxyHealth {
 
 export class BuiltinProxy implements Proxy {
   readonly name = "builtin";
+  readonly capabilities = BUILTIN_CAPABILITIES;
   readonly controlUrl: string;
   private readonly token: string;
   private readonly timeoutMs: number;

@@ -1,5 +1,5 @@
 // The Proxy contract, seen from the agent. Implementations: builtin (a separate OS process,
-// driven over loopback HTTP) and nginx (later).
+// driven over loopback HTTP) and nginx. test/proxy/contract.test-suite.ts runs against both.
 
 export interface Upstream {
   /** Stable id of the instance behind this address. */
@@ -173,8 +173,48 @@ export interface TunnelCounts {
   total: number;
 }
 
+/**
+ * What a driver can and cannot do of the contract. The shared test suite reads these: for a flag
+ * that is false it checks the fallback described here instead, so each gap is stated and tested,
+ * and the agent and the docs can tell an operator which settings a driver only approximates.
+ */
+export interface ProxyCapabilities {
+  /**
+   * No request fails because an apply landed, whatever connection it came on. false: requests on
+   * fresh connections never do, but one sent on a kept-alive client connection just as an apply
+   * lands may (nginx without its edge closes idle client connections on every reload).
+   */
+  hitlessApply: boolean;
+  /** stats().pools counts each pool's requests. false: pools is empty (nginx counts nginx-wide only). */
+  poolStats: boolean;
+  /**
+   * upstreamResponseMs bounds the wait for the response head and upstreamIdleMs each wait after it.
+   * false: one wait between any two reads from the upstream, head or body, bounded by upstreamResponseMs.
+   */
+  separateHeadAndIdleTimeouts: boolean;
+  /**
+   * A request that finds its upstreams at maxUpstreamConnections waits up to upstreamQueueMs for a
+   * free connection before its 503 + Retry-After. false: it is answered 503 + Retry-After at once.
+   */
+  upstreamQueue: boolean;
+  /** A client that has not sent its whole request head within clientHeaderMs gets a 408. false: its connection is closed without an answer. */
+  clientHeaderTimeout408: boolean;
+  /**
+   * maxConnections counts every open client connection, and one beyond it is closed at accept.
+   * false: it counts the connections with a request in flight, and a request beyond it is answered
+   * 503; idle keep-alive connections are bounded only by the driver's own per-process limits.
+   */
+  connectionLimitAtAccept: boolean;
+  /**
+   * Header fields that the client's Connection header names are removed (RFC 9110 §7.6.1), except
+   * Host and the proxy's own forwarding fields. false: only the standard hop-by-hop fields are.
+   */
+  connectionNamedHeadersRemoved: boolean;
+}
+
 export interface Proxy {
   readonly name: string;
+  readonly capabilities: ProxyCapabilities;
   /** Resolves only once new requests use the table. */
   apply(table: RouteTable): Promise<void>;
   /** Waits until no request is in flight on the pool, up to timeoutMs, then cuts what remains. */

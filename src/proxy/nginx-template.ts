@@ -1,19 +1,37 @@
 // Renders Turquoise's route table into nginx configuration: the router (one upstream block per
 // pool, one server block per host, a loopback control server), from a template the user may
-// replace, and the edge, a fixed front that holds the client connections and never reloads.
-// Everything here is pure: the driver (nginx.ts) writes, tests and loads what it returns.
+// replace, and the edge, the front that holds the client connections, which only the table's
+// client-facing settings change. Everything here is pure: the driver (nginx.ts) writes, tests and
+// loads what it returns; nginx-settings.ts says which directive each setting becomes.
 
 import { createHash } from "node:crypto";
 import net from "node:net";
 import path from "node:path";
 import { TurquoiseError } from "../errors.js";
-import type { Route, RouteTable, Upstream } from "./contract.js";
+import type { ProxySettings, Route, RouteTable, Upstream } from "./contract.js";
+import {
+  CONNECTION_ZONE,
+  HEAD_TOO_LARGE_PATH,
+  PEER_HEADER,
+  UPSTREAM_ZONE_SIZE,
+  behindEdgeServer,
+  clientFacingHttp,
+  clientFacingServer,
+  forwardingHeaders,
+  forwardingMaps,
+  retryAfterSeconds,
+  routeDirectives,
+  tunnelDirectives,
+  workerConnections,
+} from "./nginx-settings.js";
+import { tableSettings } from "./settings.js";
 import { normalizeHost, normalizePrefix, validateTable } from "./table.js";
 
 /**
  * The router's nginx.conf. `{{main}}` (pid file, error log, worker user) and `{{http}}` (upstreams,
- * servers, control server) are required once each; `{{version}}` and `{{prefix}}` may appear
- * anywhere. Anything else is plain nginx configuration and is kept as written.
+ * servers, control server) are required once each; `{{version}}`, `{{prefix}}` and
+ * `{{worker_connections}}` (from the table's maxConnections) may appear anywhere. Anything else is
+ * plain nginx configuration and is kept as written.
  */
 export const DEFAULT_NGINX_TEMPLATE = `# Turquoise renders this template into nginx.conf on every route change.
 # {{main}} and {{http}} are required, once each. See docs/nginx.md.
@@ -21,7 +39,7 @@ worker_processes auto;
 {{main}}
 
 events {
-    worker_connections 4096;
+    worker_connections {{worker_connections}};
 }
 
 http {
@@ -39,7 +57,10 @@ export const UPSTREAM_KEEPALIVE_TIMEOUT_S = 4;
 export const UPSTREAM_KEEPALIVE_CONNECTIONS = 32;
 export const EDGE_KEEPALIVE_CONNECTIONS = 64;
 
+/** Stands for the router's limit_conn zone until the configuration's id names it. */
+const ROUTER_CONNECTION_ZONE = "__turquoise_connection_zone__";
 const REQUIRED_PLACEHOLDERS = ["main", "http"] as const;
+const PLACEHOLDERS = ["main", "http", "version", "prefix", "worker_connections"] as const;
 const PLACEHOLDER = /\{\{\s*([^{}]*?)\s*\}\}/g;
 
 /** The files of one nginx prefix directory; the driver and the renderer agree on them here. */
@@ -113,38 +134,55 @@ export function renderRouterConfig(input: RouterConfigInput): RenderedConfig {
   // The control block embeds the id of everything else, so it is rendered last.
   const body = renderHttp(input);
   const template = input.template ?? { text: DEFAULT_NGINX_TEMPLATE, file: "the default template" };
-  const values = { main, http: `${body}\n{{control}}`, version: String(input.table.version), prefix: layout.prefix };
-  const draft = fillTemplate(template.text, template.file, values);
-  const configId = createHash("sha256").update(draft).digest("hex").slice(0, 16);
+  const values = {
+    main,
+    http: `${body}\n{{control}}`,
+    version: String(input.table.version),
+    prefix: layout.prefix,
+    worker_connections: String(workerConnections(tableSettings(input.table.settings))),
+  };
+  const withToken = fillTemplate(template.text, template.file, values);
+  const configId = createHash("sha256").update(withToken).digest("hex").slice(0, 16);
+  // Without the edge, a drain may kill old workers mid-request, and a killed worker never gives
+  // its limit_conn slots back: each configuration counts in a zone of its own, so what a killed
+  // worker leaks dies with its generation's zone.
+  const draft = withToken.replaceAll(ROUTER_CONNECTION_ZONE, `${CONNECTION_ZONE}_${configId}`);
   const control = indent(controlServer(layout.controlSocket, input.table.version, configId), indentOf(template.text, "http"));
   return { text: draft.replace("{{control}}", control.trimStart()), configId };
 }
 
-/** The edge: the public listener, a fixed hop to the router's socket. It never changes with routes. */
-export function renderEdgeConfig(layout: NginxLayout, listen: Listen, user?: string): string {
+/**
+ * The edge: the public listener, one hop to the router's socket. Routes never change it; the
+ * table's client-facing settings (head wait and size, idle keep-alive, connections) do, and a
+ * change of those is the only reason the edge is reloaded.
+ */
+export function renderEdgeConfig(layout: NginxLayout, listen: Listen, settings: ProxySettings, user?: string): RenderedConfig {
   const socket = `unix:${layout.routerSocket}`;
-  return `# Turquoise's nginx edge: it holds the client connections and is never reloaded for a route
+  const server = (lines: string[]): string => lines.map((l) => `        ${l}`).join("\n");
+  const draft = `# Turquoise's nginx edge: it holds the client connections and is never reloaded for a route
 # change, so no client keep-alive connection is closed by a flip. Generated; do not edit.
 worker_processes auto;
 pid ${quote(layout.edgePid)};
 error_log ${quote(layout.edgeErrorLog)} warn;
 ${user ? `user ${quote(user)};\n` : ""}
 events {
-    worker_connections 4096;
+    worker_connections ${workerConnections(settings)};
 }
 
 http {
     access_log off;
     server_tokens off;
 ${tempPaths(layout, "edge")}
-    # The router applies the user's limits and buffering; the edge only streams.
+    # The router applies the routes' limits and buffering; the edge only streams.
     client_max_body_size 0;
     proxy_request_buffering off;
     proxy_buffering off;
     proxy_http_version 1.1;
-    # The router's own timeouts decide; the edge must not cut a request or a WebSocket first.
+    # The router's own timeouts decide; the edge must not cut a request, its body or a WebSocket first.
     proxy_read_timeout 1h;
     proxy_send_timeout 1h;
+    client_body_timeout 1h;
+${clientFacingHttp(CONNECTION_ZONE).map((l) => `    ${l}`).join("\n")}
 
     map $http_upgrade $turquoise_connection {
         default upgrade;
@@ -174,23 +212,26 @@ ${tempPaths(layout, "edge")}
 
     server {
         listen ${listenAddress(listen)};
+${server(clientFacingServer(settings, CONNECTION_ZONE))}
+${server(clientErrorPages())}
         location / {
             proxy_pass http://$turquoise_router;
             proxy_set_header Host $turquoise_host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header X-Forwarded-Host $http_host;
+            # The router decides every forwarding field from the peer's address and the table's
+            # trusted proxies; the client's own fields pass to it untouched.
+            proxy_set_header ${PEER_HEADER} $remote_addr;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $turquoise_connection;
             proxy_next_upstream error timeout;
             # The router down, or its worker killed by a drain: nginx's HTML page would be the only non-JSON answer.
             error_page 502 504 = @turquoise_router_down;
+            error_page 503 = @turquoise_busy;
         }
         location @turquoise_router_down {
             default_type application/json;
             return 502 '${nginxJson({ error: "upstream failed" })}';
         }
+${server(clientErrorLocations())}
     }
 
     server {
@@ -198,12 +239,47 @@ ${tempPaths(layout, "edge")}
         location = ${CONTROL_STATUS_PATH} {
             stub_status;
         }
+{{control}}
         location / {
             return 404;
         }
     }
 }
 `;
+  const configId = createHash("sha256").update(draft).digest("hex").slice(0, 16);
+  const version = `        location = ${CONTROL_VERSION_PATH} {
+            default_type application/json;
+            return 200 '${nginxJson({ config: configId })}';
+        }`;
+  return { text: draft.replace("{{control}}", version), configId };
+}
+
+/** The answers nginx gives by itself while reading a request head, as JSON; server-level, where nginx looks then. */
+function clientErrorPages(): string[] {
+  return [
+    "error_page 400 = @turquoise_bad_request;",
+    // nginx's own code for a head over its buffers is 494 (shown as 400), and 414 for a long request line.
+    `error_page 494 414 =431 ${HEAD_TOO_LARGE_PATH};`,
+    "error_page 503 = @turquoise_busy;",
+  ];
+}
+
+function clientErrorLocations(): string[] {
+  return [
+    "location @turquoise_bad_request {",
+    "    default_type application/json;",
+    `    return 400 '${nginxJson({ error: "bad request" })}';`,
+    "}",
+    `location = ${HEAD_TOO_LARGE_PATH} {`,
+    "    internal;",
+    "    default_type application/json;",
+    `    return 431 '${nginxJson({ error: "request head too large" })}';`,
+    "}",
+    "location @turquoise_busy {",
+    "    default_type application/json;",
+    `    return 503 '${nginxJson({ error: "too many connections" })}';`,
+    "}",
+  ];
 }
 
 /** Fills `{{name}}` placeholders; an unknown, missing or repeated one is an error naming the line. */
@@ -216,7 +292,7 @@ export function fillTemplate(text: string, file: string, values: Record<string, 
     for (const m of lines[i]!.matchAll(PLACEHOLDER)) {
       const name = m[1]!;
       if (!(name in values) || name === "control") {
-        const known = ["main", "http", "version", "prefix"].map((n) => `{{${n}}}`).join(", ");
+        const known = PLACEHOLDERS.map((n) => `{{${n}}}`).join(", ");
         throw new TurquoiseError("SPEC_INVALID", `${file}:${i + 1}: unknown placeholder {{${name}}}; the placeholders are ${known}`, {
           details: [{ file, line: i + 1, message: `unknown placeholder {{${name}}}` }],
         });
@@ -252,13 +328,16 @@ function isComment(line: string): boolean {
 
 function renderHttp(input: RouterConfigInput): string {
   const { layout, table, unhealthy } = input;
+  const settings = tableSettings(table.settings);
   const behindEdge = input.listen === undefined;
   const out: string[] = [];
   out.push(`# Route table version ${table.version}, rendered by Turquoise. Do not edit: edit the template.`);
   out.push(tempPaths(layout, "router").replace(/^ {4}/gm, ""));
   if (behindEdge) {
     // The edge is the only client of the router's socket; it passes the client's address along.
-    out.push("set_real_ip_from unix:;", "real_ip_header X-Real-IP;");
+    out.push("set_real_ip_from unix:;", `real_ip_header ${PEER_HEADER};`);
+  } else {
+    out.push(...clientFacingHttp(ROUTER_CONNECTION_ZONE));
   }
   out.push(
     "map $http_upgrade $turquoise_connection {",
@@ -269,6 +348,7 @@ function renderHttp(input: RouterConfigInput): string {
     '    "" $host;',
     "    default $http_host;",
     "}",
+    ...forwardingMaps(settings.trustedProxies),
   );
 
   // One upstream block per pool; when two routes name a pool, the last one's upstreams win, as in the built-in proxy.
@@ -279,30 +359,28 @@ function renderHttp(input: RouterConfigInput): string {
     else pools.set(route.poolId, { name: `turquoise_pool_${pools.size + 1}`, upstreams: route.upstreams });
   }
   const healthy = (poolId: string): boolean => pools.get(poolId)!.upstreams.some((u) => !unhealthy.has(u.id));
+  const maxConns = settings.limits.maxUpstreamConnections;
   for (const [poolId, pool] of pools) {
     if (!healthy(poolId)) continue;
-    out.push(`upstream ${pool.name} {`, `    # pool ${JSON.stringify(poolId)}`);
+    // The zone makes max_conns count across workers (without it, each worker counts its own).
+    out.push(`upstream ${pool.name} {`, `    # pool ${JSON.stringify(poolId)}`, `    zone ${pool.name} ${UPSTREAM_ZONE_SIZE};`);
     for (const u of pool.upstreams) {
-      out.push(`    server ${upstreamAddress(u)}${unhealthy.has(u.id) ? " down" : ""};  # ${JSON.stringify(u.id)}`);
+      out.push(`    server ${upstreamAddress(u)} max_conns=${maxConns}${unhealthy.has(u.id) ? " down" : ""};  # ${JSON.stringify(u.id)}`);
     }
     out.push(`    keepalive ${UPSTREAM_KEEPALIVE_CONNECTIONS};`, `    keepalive_timeout ${UPSTREAM_KEEPALIVE_TIMEOUT_S}s;`, "}");
   }
 
-  const forwarded = behindEdge
-    ? ["X-Forwarded-For $http_x_forwarded_for", "X-Forwarded-Proto $http_x_forwarded_proto", "X-Forwarded-Host $http_x_forwarded_host"]
-    : ["X-Forwarded-For $proxy_add_x_forwarded_for", "X-Forwarded-Proto $scheme", "X-Forwarded-Host $http_host"];
   const serverCommon = [
+    ...(behindEdge ? behindEdgeServer(settings) : clientFacingServer(settings, ROUTER_CONNECTION_ZONE)),
     "proxy_http_version 1.1;",
-    "proxy_set_header Host $turquoise_host;",
-    ...forwarded.map((h) => `proxy_set_header ${h};`),
-    "proxy_set_header Upgrade $http_upgrade;",
-    "proxy_set_header Connection $turquoise_connection;",
+    ...forwardingHeaders(),
     // nginx itself never passes a POST, PATCH or LOCK on once sent: this retries idempotent requests only.
     "proxy_next_upstream error timeout;",
-    "error_page 502 = @turquoise_upstream_failed;",
-    "error_page 504 = @turquoise_upstream_timeout;",
+    ...clientErrorPages(),
+    ...upstreamErrorPages(),
   ];
   const listen = input.listen ? listenAddress(input.listen) : quote(`unix:${layout.routerSocket}`);
+  const retryAfter = retryAfterSeconds(settings);
 
   const renderServer = (serverName: string | undefined, entries: Map<string, Route>): void => {
     out.push("server {");
@@ -311,32 +389,56 @@ function renderHttp(input: RouterConfigInput): string {
     for (const line of serverCommon) out.push(`    ${line}`);
     // Longest prefix first only for the reader: nginx picks the longest match itself.
     const prefixes = [...entries.keys()].sort((a, b) => b.length - a.length || (a < b ? -1 : 1));
-    for (const prefix of prefixes) {
+    prefixes.forEach((prefix, i) => {
       const route = entries.get(prefix)!;
-      const body = healthy(route.poolId)
-        ? [`proxy_pass http://${pools.get(route.poolId)!.name};`]
-        : ["default_type application/json;", `return 503 '${nginxJson({ error: "no healthy instance", service: route.service })}';`];
       const comment = `# ${JSON.stringify(route.service)} → pool ${JSON.stringify(route.poolId)}`;
       // "/api" matches "/api", "/api/…" and "/api?…" but not "/apix", as in the built-in proxy.
       const locations = prefix === "" ? ["/"] : [`= ${quote(prefix)}`, quote(`${prefix}/`)];
-      for (const loc of locations) {
-        out.push(`    location ${loc} {  ${comment}`);
-        for (const line of body) out.push(`        ${line}`);
-        out.push("    }");
+      if (!healthy(route.poolId)) {
+        const body = ["default_type application/json;", `return 503 '${nginxJson({ error: "no healthy instance", service: route.service })}';`];
+        for (const loc of locations) out.push(`    location ${loc} {  ${comment}`, ...body.map((l) => `        ${l}`), "    }");
+        return;
       }
-    }
+      const pass = `proxy_pass http://${pools.get(route.poolId)!.name};`;
+      const tunnel = `@turquoise_tunnel_${i + 1}`;
+      const body = [
+        ...routeDirectives(route, settings),
+        // An upgrade goes to the tunnel location below, which nginx times with the tunnel's idle timeout.
+        "if ($http_upgrade) {",
+        "    return 418;",
+        "}",
+        // A location's error_page replaces the server's: all of them again, and the tunnel's may redirect once more.
+        ...upstreamErrorPages(),
+        "error_page 503 = @turquoise_busy;",
+        `error_page 418 = ${tunnel};`,
+        "recursive_error_pages on;",
+        pass,
+      ];
+      for (const loc of locations) out.push(`    location ${loc} {  ${comment}`, ...body.map((l) => `        ${l}`), "    }");
+      out.push(`    location ${tunnel} {`, ...[...tunnelDirectives(route, settings), pass].map((l) => `        ${l}`), "    }");
+    });
     if (!entries.has("")) {
       out.push("    location / {", "        default_type application/json;", `        return 404 '${nginxJson({ error: "no route" })}';`, "    }");
     }
     out.push(
       "    location @turquoise_upstream_failed {",
       "        default_type application/json;",
+      // No server could be picked (every one at max_conns, or failed): the pool's name is the last address tried.
+      '        if ($upstream_addr ~ "(^|[ ,:])turquoise_pool_[0-9]+$") {',
+      `            add_header Retry-After ${retryAfter} always;`,
+      `            return 503 '${nginxJson({ error: "upstream busy" })}';`,
+      "        }",
       `        return 502 '${nginxJson({ error: "upstream failed" })}';`,
       "    }",
       "    location @turquoise_upstream_timeout {",
       "        default_type application/json;",
       `        return 504 '${nginxJson({ error: "upstream timed out" })}';`,
       "    }",
+      "    location @turquoise_body_too_large {",
+      "        default_type application/json;",
+      `        return 413 '${nginxJson({ error: "request body too large" })}';`,
+      "    }",
+      ...clientErrorLocations().map((l) => `    ${l}`),
       "}",
     );
   };
@@ -345,6 +447,10 @@ function renderHttp(input: RouterConfigInput): string {
   renderServer(undefined, anyHost);
   for (const [host, entries] of byHost) renderServer(host, entries);
   return out.join("\n");
+}
+
+function upstreamErrorPages(): string[] {
+  return ["error_page 413 = @turquoise_body_too_large;", "error_page 502 = @turquoise_upstream_failed;", "error_page 504 = @turquoise_upstream_timeout;"];
 }
 
 /**

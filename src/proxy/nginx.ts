@@ -1,7 +1,8 @@
 // The nginx driver: Turquoise's route table served by nginx, behind the same Proxy contract as the
 // built-in proxy. Two nginx masters share one prefix directory (<stateDir>/nginx):
 //   - the router renders the table (nginx-template.ts) and is reloaded on every change;
-//   - the edge holds the public listener and every client connection, and is never reloaded.
+//   - the edge holds the public listener and every client connection, and is reloaded only when
+//     the table's client-facing settings change, never for a flip.
 // A reload makes nginx's old workers close their idle keep-alive connections, which races with
 // clients that are sending on them: with the edge in front, only the edge's own connections to
 // the router are closed that way, and nginx retries those itself. docs/nginx.md has the figures.
@@ -18,7 +19,7 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import { readTail, writeFileAtomic } from "../util/fs.js";
 import { freePort } from "../util/net.js";
 import { pidAlive } from "../util/proc.js";
-import type { DrainResult, Proxy, ProxyStats, RouteTable, Upstream } from "./contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable, Upstream } from "./contract.js";
 import {
   CONTROL_STATUS_PATH,
   CONTROL_VERSION_PATH,
@@ -31,6 +32,7 @@ import {
   renderRouterConfig,
   validateListenHost,
 } from "./nginx-template.js";
+import { tableSettings } from "./settings.js";
 import { validateTable } from "./table.js";
 
 export const NGINX_DIR = "nginx";
@@ -45,6 +47,27 @@ const KILL_GRACE_MS = 1_000;
 const CONTROL_TIMEOUT_MS = 2_000;
 // A user template may not turn nginx's own daemonizing off: start() relies on it.
 const DAEMON_ON = ["-g", "daemon on;"];
+
+/** What open-source nginx cannot do of the contract; docs/nginx.md says what it does instead. */
+export const NGINX_CAPABILITIES: Readonly<ProxyCapabilities> = Object.freeze({
+  // The edge holds the client connections and is not reloaded for a table.
+  hitlessApply: true,
+  // stub_status counts nginx-wide; per-upstream counters are NGINX Plus.
+  poolStats: false,
+  // proxy_read_timeout is one wait between two reads, head or body: it gets upstreamResponseMs.
+  separateHeadAndIdleTimeouts: false,
+  // max_conns refuses at once; the queue directive is NGINX Plus.
+  upstreamQueue: false,
+  // On client_header_timeout nginx closes the connection without a response.
+  clientHeaderTimeout408: false,
+  // worker_connections is per worker and counts upstream connections too: limit_conn bounds requests in flight.
+  connectionLimitAtAccept: false,
+  // nginx drops the standard hop-by-hop fields only; it cannot drop fields by a name the client sends.
+  connectionNamedHeadersRemoved: false,
+});
+
+/** Without the edge, a reload closes the router's idle client keep-alive connections under requests racing to them. */
+export const NGINX_WITHOUT_EDGE_CAPABILITIES: Readonly<ProxyCapabilities> = Object.freeze({ ...NGINX_CAPABILITIES, hitlessApply: false });
 
 export interface NginxProxyOptions {
   stateDir: string;
@@ -97,6 +120,7 @@ type Tier = "router" | "edge";
 
 export class NginxProxy implements Proxy {
   readonly name = "nginx";
+  readonly capabilities: Readonly<ProxyCapabilities>;
   readonly layout: NginxLayout;
   readonly listenHost: string;
   private port: number;
@@ -110,8 +134,8 @@ export class NginxProxy implements Proxy {
   private current: RouteTable = { version: 0, routes: [] };
   private unhealthy = new Set<string>();
   private readonly retired = new Map<string, Upstream[]>();
-  /** The config id the router serves, once started or adopted. */
-  private configId: string | undefined;
+  /** The config id each tier serves, once started or adopted; undefined when unknown (an older edge). */
+  private readonly configIds: Record<Tier, string | undefined> = { router: undefined, edge: undefined };
   /** Every change to nginx or to the saved state runs one at a time. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -120,6 +144,7 @@ export class NginxProxy implements Proxy {
     this.listenHost = opts.listenHost;
     this.port = opts.listenPort;
     this.edge = opts.edge ?? true;
+    this.capabilities = this.edge ? NGINX_CAPABILITIES : NGINX_WITHOUT_EDGE_CAPABILITIES;
     this.binary = opts.binary ?? DEFAULT_NGINX_BINARY;
     this.templateFile = opts.template === undefined ? undefined : path.resolve(opts.template);
     this.signalRouterFn = opts.signal;
@@ -170,23 +195,27 @@ export class NginxProxy implements Proxy {
         // A killed nginx leaves its unix sockets behind, and nginx will not bind over a file.
         await this.removeStaleSockets("router");
         const rendered = await this.render(this.current, this.unhealthy);
-        await this.testConfig(rendered.text);
+        await this.testConfig("router", rendered.text);
         await writeFileAtomic(this.layout.routerConf, rendered.text);
         await this.launch("router", deadline);
-        await this.waitForConfig(rendered.configId, [], deadline);
-        this.configId = rendered.configId;
+        await this.waitForConfig("router", rendered.configId, [], deadline);
+        this.configIds.router = rendered.configId;
       } else {
-        this.configId = (await this.version()).config;
+        this.configIds.router = await this.servedConfig("router");
       }
+      // A running edge keeps the settings it has; the next apply reloads it if they differ.
+      if (edgeRunning) this.configIds.edge = await this.servedConfig("edge");
       if (this.edge && !edgeRunning) {
         try {
           await this.removeStaleSockets("edge");
-          await writeFileAtomic(this.layout.edgeConf, renderEdgeConfig(this.layout, this.listen(), workerUser()));
+          const rendered = this.renderEdge(this.current);
+          await this.testConfig("edge", rendered.text);
+          await writeFileAtomic(this.layout.edgeConf, rendered.text);
           await this.launch("edge", deadline);
-          while (!(await this.controlAnswers(this.layout.edgeControlSocket))) {
-            if (Date.now() > deadline) throw new TurquoiseError("INTERNAL", `the nginx edge did not answer on ${this.layout.edgeControlSocket}`);
-            await sleep(POLL_MS);
-          }
+          await this.waitForConfig("edge", rendered.configId, [], deadline).catch((e: unknown) => {
+            throw new TurquoiseError("INTERNAL", `the nginx edge did not answer on ${this.layout.edgeControlSocket}: ${errorMessage(e)}`, { cause: e });
+          });
+          this.configIds.edge = rendered.configId;
         } catch (e) {
           // A failed start leaves nothing running that it started.
           const router = routerRunning ? undefined : await this.routerPid();
@@ -216,7 +245,9 @@ export class NginxProxy implements Proxy {
       }
       if (this.edge && !(await this.controlAnswers(this.layout.edgeControlSocket))) return false;
       this.applySaved(saved);
-      this.configId = served.config;
+      this.configIds.router = served.config;
+      // An edge started by an older Turquoise has no version: the next apply renders and reloads it.
+      this.configIds.edge = this.edge ? await this.servedConfig("edge") : undefined;
       return true;
     });
   }
@@ -241,7 +272,8 @@ export class NginxProxy implements Proxy {
         while (Date.now() < deadline && (await this.controlAnswers(this.layout.controlSocket))) await sleep(DRAIN_POLL_MS);
         stopped = true;
       }
-      this.configId = undefined;
+      this.configIds.router = undefined;
+      this.configIds.edge = undefined;
       return stopped;
     });
   }
@@ -249,13 +281,21 @@ export class NginxProxy implements Proxy {
   /**
    * Renders, tests (`nginx -t`) and only then installs the new configuration, keeping the
    * previous one; reloads the router and resolves once its new workers serve the table and no
-   * old worker accepts anymore. A rejected configuration changes nothing and throws nginx's words.
+   * old worker accepts anymore. When the table's client-facing settings changed, the edge is
+   * tested with the router and reloaded after it. A rejected configuration changes nothing and
+   * throws nginx's words.
    */
   apply(table: RouteTable): Promise<void> {
     return this.serial(async () => {
       // An older table is ignored, as the built-in proxy does.
       if (table.version < this.current.version) return;
-      await this.install(table, this.unhealthy);
+      const router = await this.render(table, this.unhealthy);
+      const edge = this.edge ? this.renderEdge(table) : undefined;
+      const edgeChanged = edge !== undefined && edge.configId !== this.configIds.edge;
+      // Both tested before either is touched: a bad edge must not leave a new router behind.
+      if (edgeChanged) await this.testConfig("edge", edge.text);
+      await this.install("router", router);
+      if (edgeChanged) await this.install("edge", edge, { tested: true });
       for (const route of this.current.routes) {
         if (!table.routes.some((r) => r.poolId === route.poolId)) this.retired.set(route.poolId, route.upstreams);
       }
@@ -319,7 +359,7 @@ export class NginxProxy implements Proxy {
       const next = new Set(this.unhealthy);
       if (healthy) next.delete(upstreamId);
       else next.add(upstreamId);
-      await this.install(this.current, next);
+      await this.install("router", await this.render(this.current, next));
       this.unhealthy = next;
       await this.saveState();
     });
@@ -357,58 +397,70 @@ export class NginxProxy implements Proxy {
     });
   }
 
+  /** The edge for a table: its client-facing settings, the defaults when it has none. */
+  private renderEdge(table: RouteTable): RenderedConfig {
+    return renderEdgeConfig(this.layout, this.listen(), tableSettings(table.settings), workerUser());
+  }
+
   /** Test, swap files, reload, wait; on any failure the previous configuration is the one on disk and in force. */
-  private async install(table: RouteTable, unhealthy: ReadonlySet<string>): Promise<void> {
-    const rendered = await this.render(table, unhealthy);
-    const master = await this.routerPid();
-    if (!master && !this.signalRouterFn) {
+  private async install(tier: Tier, rendered: RenderedConfig, opts: { tested?: boolean } = {}): Promise<void> {
+    const files = this.files(tier);
+    const master = await this.masterPid(tier);
+    if (!master && !(tier === "router" && this.signalRouterFn)) {
       throw new TurquoiseError("INTERNAL", `nginx is not running for ${this.layout.prefix}: start() or adopt() it first`);
     }
     // The same text is already loaded (an agent re-applying its table after a restart): no reload.
-    if (rendered.configId === this.configId) return;
-    await this.testConfig(rendered.text);
+    if (rendered.configId === this.configIds[tier]) return;
+    if (!opts.tested) await this.testConfig(tier, rendered.text);
 
-    const conf = this.layout.routerConf;
-    const prev = `${conf}.prev`;
+    const prev = `${files.conf}.prev`;
     let hasPrev = true;
-    await copyFile(conf, prev).catch((e: NodeJS.ErrnoException) => {
+    await copyFile(files.conf, prev).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== "ENOENT") throw e;
       hasPrev = false;
     });
-    await writeFileAtomic(conf, rendered.text);
+    await writeFileAtomic(files.conf, rendered.text);
     const before = master ? (await workers(master)).filter((w) => !w.exiting).map((w) => w.pid) : [];
-    const logFrom = await fileSize(this.layout.routerErrorLog);
+    const logFrom = await fileSize(files.errorLog);
     try {
-      await this.signalRouter("SIGHUP");
-      await this.waitForConfig(rendered.configId, before, Date.now() + this.reloadTimeoutMs);
+      await this.signal(tier, "SIGHUP");
+      await this.waitForConfig(tier, rendered.configId, before, Date.now() + this.reloadTimeoutMs);
     } catch (e) {
       // nginx kept its previous configuration or never finished loading this one: make sure the
       // previous one is both on disk and loaded, then report what nginx logged.
       if (hasPrev) {
-        await rename(prev, conf);
-        await this.signalRouter("SIGHUP").catch(() => undefined);
+        await rename(prev, files.conf);
+        await this.signal(tier, "SIGHUP").catch(() => undefined);
       }
-      const log = await readTail(this.layout.routerErrorLog, logFrom);
-      throw new TurquoiseError("INTERNAL", `nginx did not load the new configuration (${errorMessage(e)}); the previous one stays in force${log ? `\n--- ${this.layout.routerErrorLog} ---\n${log}` : ""}`, { cause: e });
+      const log = await readTail(files.errorLog, logFrom);
+      throw new TurquoiseError("INTERNAL", `nginx (${tier}) did not load the new configuration (${errorMessage(e)}); the previous one stays in force${log ? `\n--- ${files.errorLog} ---\n${log}` : ""}`, { cause: e });
     }
-    this.configId = rendered.configId;
+    this.configIds[tier] = rendered.configId;
   }
 
   /** `nginx -t` on a candidate file, so that a bad template or table never reaches the running master. */
-  private async testConfig(text: string): Promise<void> {
-    const candidate = `${this.layout.routerConf}.next`;
+  private async testConfig(tier: Tier, text: string): Promise<void> {
+    const files = this.files(tier);
+    const candidate = `${files.conf}.next`;
     await writeFileAtomic(candidate, text);
-    const r = await run(this.binary, ["-t", "-q", "-p", `${this.layout.prefix}/`, "-e", this.layout.routerErrorLog, ...DAEMON_ON, "-c", candidate]);
+    const r = await run(this.binary, ["-t", "-q", "-p", `${this.layout.prefix}/`, "-e", files.errorLog, ...DAEMON_ON, "-c", candidate]);
     if (r.code === 0) {
       await rm(candidate, { force: true });
       return;
     }
-    const rejected = `${this.layout.routerConf}.rejected`;
+    const rejected = `${files.conf}.rejected`;
     await rename(candidate, rejected);
     const said = r.output.trim() || `exit status ${r.code}`;
     throw new TurquoiseError("SPEC_INVALID", `nginx rejected the new configuration (kept as ${rejected}); the previous one stays in force:\n${said}`, {
       data: { file: rejected },
     });
+  }
+
+  private files(tier: Tier): { conf: string; pid: string; errorLog: string; control: string } {
+    const l = this.layout;
+    return tier === "router"
+      ? { conf: l.routerConf, pid: l.routerPid, errorLog: l.routerErrorLog, control: l.controlSocket }
+      : { conf: l.edgeConf, pid: l.edgePid, errorLog: l.edgeErrorLog, control: l.edgeControlSocket };
   }
 
   /** Runs the foreground nginx command, which exits once its daemon serves; then waits for the pid file. */
@@ -448,12 +500,12 @@ export class NginxProxy implements Proxy {
    * the previous generation has exited or is shutting down: nginx closes an exiting worker's
    * listening sockets right after it renames the process, so no old worker takes new requests.
    */
-  private async waitForConfig(configId: string, previousWorkers: readonly number[], deadline: number): Promise<void> {
+  private async waitForConfig(tier: Tier, configId: string, previousWorkers: readonly number[], deadline: number): Promise<void> {
     let seen = false;
     for (;;) {
-      if (!seen) seen = (await this.version().catch(() => undefined))?.config === configId;
+      if (!seen) seen = (await this.servedConfig(tier).catch(() => undefined)) === configId;
       if (seen) {
-        const master = previousWorkers.length ? await this.routerPid() : undefined;
+        const master = previousWorkers.length ? await this.masterPid(tier) : undefined;
         if (!master) return;
         const live = new Set((await workers(master)).filter((w) => !w.exiting).map((w) => w.pid));
         if (!previousWorkers.some((pid) => live.has(pid))) return;
@@ -465,21 +517,38 @@ export class NginxProxy implements Proxy {
     }
   }
 
-  private async signalRouter(sig: NodeJS.Signals): Promise<void> {
-    if (this.signalRouterFn) return this.signalRouterFn(sig);
-    const pid = await this.routerPid();
-    if (!pid) throw new TurquoiseError("INTERNAL", `no nginx master for ${this.layout.routerConf} (pid file ${this.layout.routerPid})`);
+  private async signal(tier: Tier, sig: NodeJS.Signals): Promise<void> {
+    if (tier === "router" && this.signalRouterFn) return this.signalRouterFn(sig);
+    const files = this.files(tier);
+    const pid = await this.masterPid(tier);
+    if (!pid) throw new TurquoiseError("INTERNAL", `no nginx master for ${files.conf} (pid file ${files.pid})`);
     process.kill(pid, sig);
   }
 
   /** The router master's pid when this machine can see it (not when nginx runs in a container). */
   private routerPid(): Promise<number | undefined> {
-    return masterPid(this.layout.routerPid, this.layout.routerConf);
+    return this.masterPid("router");
+  }
+
+  private masterPid(tier: Tier): Promise<number | undefined> {
+    const files = this.files(tier);
+    return masterPid(files.pid, files.conf);
   }
 
   private async version(): Promise<{ version: number; config: string }> {
     const body = JSON.parse(await controlGet(this.layout.controlSocket, CONTROL_VERSION_PATH)) as { version: number; config: string };
     return body;
+  }
+
+  /** The id of the configuration a tier's workers serve; undefined from an edge that does not say (an older one). */
+  private async servedConfig(tier: Tier): Promise<string | undefined> {
+    if (tier === "router") return (await this.version()).config;
+    try {
+      return (JSON.parse(await controlGet(this.layout.edgeControlSocket, CONTROL_VERSION_PATH)) as { config: string }).config;
+    } catch (e) {
+      if (/answered 404/.test(errorMessage(e))) return undefined;
+      throw e;
+    }
   }
 
   private async status(socket: string): Promise<NginxStatus> {

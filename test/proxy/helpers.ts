@@ -129,15 +129,16 @@ export interface Reply {
 
 export function request(
   url: string,
-  opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: string | Buffer | Buffer[]; agent?: http.Agent | false; localAddress?: string } = {},
+  opts: { method?: string; headers?: http.OutgoingHttpHeaders; body?: string | Buffer | Buffer[]; agent?: http.Agent | false; localAddress?: string; timeoutMs?: number } = {},
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: opts.method ?? "GET", headers: opts.headers, agent: opts.agent ?? false, localAddress: opts.localAddress }, (res) => {
+    const req = http.request(url, { method: opts.method ?? "GET", headers: opts.headers, agent: opts.agent ?? false, localAddress: opts.localAddress, timeout: opts.timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c: Buffer) => chunks.push(c));
       res.on("error", reject);
       res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(chunks).toString("utf8") }));
     });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
     req.on("error", reject);
     if (Array.isArray(opts.body)) {
       // Written piece by piece without a length, so the body goes out chunked.

@@ -1,5 +1,6 @@
-// The nginx driver against real nginx (installed by scripts/ensure-nginx.sh, so these tests never
-// skip) and real upstream HTTP servers on 127.0.0.1, plus its pure rendering helpers.
+// The nginx driver beyond the shared contract (nginx.contract.test.ts runs that): templates, adopt,
+// restarts, its two tiers, against real nginx (installed by scripts/ensure-nginx.sh, so these tests
+// never skip) and real upstreams on 127.0.0.1; plus its pure rendering helpers.
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -9,9 +10,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
-import { WebSocket, WebSocketServer } from "ws";
 import { TurquoiseError } from "../../src/errors.js";
-import type { Route } from "../../src/proxy/contract.js";
+import type { ProxySettings, Route } from "../../src/proxy/contract.js";
 import { NginxProxy, decodeProcAddress, parseStubStatus } from "../../src/proxy/nginx.js";
 import {
   DEFAULT_NGINX_TEMPLATE,
@@ -19,9 +19,11 @@ import {
   nginxJson,
   nginxLayout,
   quote,
+  renderEdgeConfig,
   renderRouterConfig,
   serverEntries,
 } from "../../src/proxy/nginx-template.js";
+import { tableSettings } from "../../src/proxy/settings.js";
 import { freePort } from "../../src/util/net.js";
 import { pidAlive } from "../../src/util/proc.js";
 import { type TestUpstream, json, request, route, sleep, startUpstream, table } from "./helpers.js";
@@ -88,64 +90,6 @@ describe("nginx proxy driver", { timeout: 120_000 }, () => {
     return json<Echo>(r).id;
   };
 
-  it("routes by host and path prefix with the built-in proxy's precedence, and sets the forwarding headers", async () => {
-    const [any, api, host, admin] = await Promise.all(["any", "api", "host", "admin"].map((id) => upstream(id)));
-    const { proxy, base } = await started();
-    await proxy.apply(
-      table(
-        1,
-        route("web", "web:1", [any!.upstream]),
-        route("api", "api:1", [api!.upstream], { pathPrefix: "/api" }),
-        route("site", "site:1", [host!.upstream], { host: "example.com" }),
-        route("admin", "admin:1", [admin!.upstream], { host: "example.com", pathPrefix: "/admin/" }),
-      ),
-    );
-    assert.equal(await who(`${base}/`), "any");
-    assert.equal(await who(`${base}/api`), "api");
-    assert.equal(await who(`${base}/api/books?page=2`), "api");
-    assert.equal(await who(`${base}/api?page=2`), "api");
-    assert.equal(await who(`${base}/apix`), "any", "a prefix matches whole path segments");
-    assert.equal(await who(`${base}/api/x`, { host: "example.com" }), "host", "a route of the host beats a longer wildcard route");
-    assert.equal(await who(`${base}/admin/users`, { host: "EXAMPLE.com:8080" }), "admin");
-    assert.equal(await who(`${base}/admin`, { host: "example.com" }), "admin");
-    assert.equal(await who(`${base}/other`, { host: "other.test" }), "any");
-
-    const r = await request(`${base}/api/x?y=1`, { headers: { host: "books.test:81", "x-forwarded-for": "203.0.113.3" } });
-    const e = json<Echo>(r);
-    assert.equal(e.url, "/api/x?y=1");
-    assert.equal(e.headers.host, "books.test:81");
-    assert.equal(e.headers["x-forwarded-for"], "203.0.113.3, 127.0.0.1");
-    assert.equal(e.headers["x-forwarded-proto"], "http");
-    assert.equal(e.headers["x-forwarded-host"], "books.test:81");
-
-    await proxy.apply(table(2, route("site", "site:1", [host!.upstream], { host: "example.com", pathPrefix: "/site" })));
-    const missing = await request(`${base}/site/1`, { headers: { host: "elsewhere.test" } });
-    assert.equal(missing.status, 404);
-    assert.match(String(missing.headers["content-type"]), /application\/json/);
-    assert.deepEqual(json(missing), { error: "no route" });
-    assert.equal((await request(`${base}/nothing`, { headers: { host: "example.com" } })).status, 404);
-  });
-
-  it("apply resolves once new requests use the new pool, also on a client's kept-alive connection", async () => {
-    const [blue, green] = await Promise.all([upstream("blue"), upstream("green")]);
-    const { proxy, base } = await started();
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
-    try {
-      await proxy.apply(table(1, route("books", "books:blue", [blue.upstream])));
-      for (let i = 0; i < 8; i++) assert.equal(await who(`${base}/books`, {}, agent), "blue");
-      await proxy.apply(table(2, route("books", "books:green", [green.upstream])));
-      const seen = await Promise.all(Array.from({ length: 20 }, () => who(`${base}/books`, {}, agent)));
-      assert.deepEqual(new Set(seen), new Set(["green"]));
-      assert.equal((await proxy.stats()).tableVersion, 2);
-      // An older table changes nothing, as in the built-in proxy.
-      await proxy.apply(table(1, route("books", "books:blue", [blue.upstream])));
-      assert.equal(await who(`${base}/books`), "green");
-      assert.equal(proxy.table.version, 2);
-    } finally {
-      agent.destroy();
-    }
-  });
-
   it("a template that nginx rejects fails apply with nginx's message, and the previous config stays in force", async () => {
     const [blue, green] = await Promise.all([upstream("tpl-blue"), upstream("tpl-green")]);
     const dir = await stateDir();
@@ -177,48 +121,12 @@ describe("nginx proxy driver", { timeout: 120_000 }, () => {
     assert.equal(await who(`${base}/`), "tpl-green");
   });
 
-  it("answers 503 JSON without a healthy upstream; setUpstreamHealth takes one out of rotation and back", async () => {
-    const [one, two] = await Promise.all([upstream("one"), upstream("two")]);
-    const { proxy, base } = await started();
-    await proxy.apply(table(1, route("books", "books:1", [one.upstream, two.upstream]), route("empty", "empty:1", [], { pathPrefix: "/empty" })));
-
-    const empty = await request(`${base}/empty/x`);
-    assert.equal(empty.status, 503);
-    assert.match(String(empty.headers["content-type"]), /application\/json/);
-    assert.deepEqual(json(empty), { error: "no healthy instance", service: "empty" });
-
-    await proxy.setUpstreamHealth("one", false);
-    const seen = new Set(await Promise.all(Array.from({ length: 10 }, () => who(`${base}/`))));
-    assert.deepEqual(seen, new Set(["two"]));
-    await proxy.setUpstreamHealth("two", false);
-    const none = await request(`${base}/`);
-    assert.equal(none.status, 503);
-    assert.deepEqual(json(none), { error: "no healthy instance", service: "books" });
-    await proxy.setUpstreamHealth("one", true);
-    assert.equal(await who(`${base}/`), "one");
-    // The same mark twice is no change, and needs no reload.
-    await proxy.setUpstreamHealth("one", true);
-    assert.equal(await who(`${base}/`), "one");
-  });
-
-  it("drain waits for in-flight requests on the old pool, and cuts what outlives its timeout", async () => {
-    const slowHandler = (delayMs: number) => (req: http.IncomingMessage, res: http.ServerResponse) => {
-      setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: `slow-${req.method}` })), delayMs);
+  it("a drain's cut requests, POST included, are answered 502 JSON by the edge, and cut counts their connections", async () => {
+    const slowHandler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: `slow-${req.method}` })), 10_000).unref();
     };
-    const [slow, slower, fresh] = await Promise.all([upstream("slow", slowHandler(2_500)), upstream("slower", slowHandler(10_000)), upstream("fresh")]);
+    const [slower, fresh] = await Promise.all([upstream("slower", slowHandler), upstream("fresh")]);
     const { proxy, base } = await started();
-
-    await proxy.apply(table(1, route("books", "books:slow", [slow.upstream])));
-    const inFlight = request(`${base}/wait`);
-    await sleep(150);
-    await proxy.apply(table(2, route("books", "books:fresh", [fresh.upstream])));
-    assert.equal(await who(`${base}/`), "fresh");
-    const drained = await proxy.drain("books:slow", 5_000);
-    assert.equal(drained.poolId, "books:slow");
-    assert.equal(drained.cut, 0);
-    assert.equal(drained.completed, 1);
-    assert.equal(json((await inFlight)).id, "slow-GET");
-
     await proxy.apply(table(3, route("books", "books:slower", [slower.upstream])));
     const post = request(`${base}/write`, { method: "POST", body: "{}" });
     const get = request(`${base}/read`);
@@ -233,10 +141,7 @@ describe("nginx proxy driver", { timeout: 120_000 }, () => {
       assert.deepEqual(json(reply), { error: "upstream failed" });
     }
     assert.equal(await who(`${base}/`), "fresh");
-    const unknown = await proxy.drain("books:unknown", 1_000);
-    assert.deepEqual({ completed: unknown.completed, cut: unknown.cut }, { completed: 0, cut: 0 });
   });
-
   it("a new driver object adopts the running nginx, which kept serving without it", async () => {
     const [blue, green] = await Promise.all([upstream("adopt-blue"), upstream("adopt-green")]);
     const { proxy, base, dir } = await started();
@@ -314,46 +219,56 @@ describe("nginx proxy driver", { timeout: 120_000 }, () => {
     }
   });
 
-  it("proxies WebSockets through the edge and the router", async () => {
-    const u = await upstream("ws");
-    const wss = new WebSocketServer({ server: u.server });
-    let forwardedFor: string | undefined;
-    wss.on("connection", (socket, req) => {
-      forwardedFor = req.headers["x-forwarded-for"] as string;
-      socket.on("message", (data) => socket.send(`echo:${String(data)}`));
-    });
-    const { proxy, base } = await started();
-    await proxy.apply(table(1, route("ws", "ws:1", [u.upstream], { pathPrefix: "/ws" })));
-    const ws = new WebSocket(`${base.replace("http", "ws")}/ws/chat`);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        ws.once("open", () => resolve());
-        ws.once("error", reject);
-      });
-      const reply = new Promise<string>((resolve) => ws.once("message", (data) => resolve(String(data))));
-      ws.send("hello");
-      assert.equal(await reply, "echo:hello");
-      assert.equal(forwardedFor, "127.0.0.1");
-    } finally {
-      ws.terminate();
-      wss.close();
-    }
-  });
-
-  it("without the edge, nginx listens on the public address itself and flips the same way", async () => {
-    const [blue, green] = await Promise.all([upstream("solo-blue"), upstream("solo-green")]);
+  it("without the edge, nginx listens on the public address itself and its stats show the router alone", async () => {
+    const u = await upstream("solo");
     const { proxy, base } = await started({ edge: false });
-    await proxy.apply(table(1, route("books", "books:blue", [blue.upstream])));
-    assert.equal(await who(`${base}/`), "solo-blue");
-    await proxy.apply(table(2, route("books", "books:green", [green.upstream])));
-    assert.equal(await who(`${base}/`), "solo-green");
-    const e = json<Echo>(await request(`${base}/`, { headers: { "x-forwarded-for": "203.0.113.9" } }));
-    assert.equal(e.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert.equal(proxy.capabilities.hitlessApply, false, "flips close idle client connections without the edge");
+    await proxy.apply(table(1, route("books", "books:1", [u.upstream])));
+    for (let i = 0; i < 3; i++) assert.equal(await who(`${base}/`), "solo");
     const stats = await proxy.stats();
     assert.equal(stats.nginx.edge, undefined);
     assert.ok(stats.requests >= 3);
   });
 
+  it("a flip leaves the edge's workers alone; a change of the client-facing settings reloads the edge", async () => {
+    const [blue, green] = await Promise.all([upstream("edge-blue"), upstream("edge-green")]);
+    const { proxy, base, dir } = await started();
+    const edgeWorkers = async (): Promise<string> => {
+      const pid = Number((await readFile(path.join(dir, "nginx", "edge.pid"), "utf8")).trim());
+      return (await readFile(`/proc/${pid}/task/${pid}/children`, "utf8")).trim();
+    };
+    await proxy.apply(table(1, route("books", "books:blue", [blue.upstream])));
+    const before = await edgeWorkers();
+    await proxy.apply({ ...table(2, route("books", "books:green", [green.upstream])), settings: tableSettings(undefined) });
+    assert.equal(await who(`${base}/`), "edge-green");
+    assert.equal(await edgeWorkers(), before, "no edge reload for a flip, nor for settings that equal the defaults");
+    // A router-only setting (an upstream timeout) does not touch the edge either.
+    const routerOnly = tableSettings(undefined);
+    routerOnly.timeouts.upstreamResponseMs = 1_234;
+    await proxy.apply({ ...table(3, route("books", "books:blue", [blue.upstream])), settings: routerOnly });
+    assert.equal(await edgeWorkers(), before);
+    assert.match(await readFile(path.join(dir, "nginx", "nginx.conf"), "utf8"), /proxy_read_timeout 1234ms;/);
+    const clientFacing = tableSettings(undefined);
+    clientFacing.timeouts.clientIdleMs = 2_000;
+    await proxy.apply({ ...table(4, route("books", "books:blue", [blue.upstream])), settings: clientFacing });
+    assert.notEqual(await edgeWorkers(), before, "the edge serves the new settings with new workers");
+    assert.match(await readFile(path.join(dir, "nginx", "edge.conf"), "utf8"), /keepalive_timeout 2000ms;/);
+    assert.equal(await who(`${base}/`), "edge-blue");
+  });
+
+  it("the edge's peer field cannot be forged: a client's X-Turquoise-Peer is overwritten and never reaches an upstream", async () => {
+    const u = await upstream("peer", (req, res) => res.end(JSON.stringify({ id: "peer", headers: req.headers })));
+    for (const edge of [true, false]) {
+      const { proxy, base } = await started({ edge });
+      // Were the client's claim believed, this peer would be trusted and its chain kept.
+      await proxy.apply({ ...table(1, route("peer", "peer:1", [u.upstream])), settings: { ...tableSettings(undefined), trustedProxies: ["203.0.113.0/24"] } });
+      const r = await request(`${base}/`, { headers: { "x-turquoise-peer": "203.0.113.9", "x-forwarded-for": "198.51.100.1" } });
+      const seen = json<{ headers: Record<string, string> }>(r).headers;
+      assert.equal(seen["x-forwarded-for"], "127.0.0.1", `edge: ${edge}`);
+      assert.equal(seen["x-turquoise-peer"], undefined, `edge: ${edge}`);
+      await proxy.stop(2_000);
+    }
+  });
   it("refuses a table nginx would read differently, before touching anything", async () => {
     const u = await upstream("strict");
     const { proxy, base } = await started();
@@ -412,7 +327,7 @@ describe("nginx configuration rendering", () => {
     const t = table(5, route("books", "books:1", [up("b1", 4001), up("b2", 4002)]), route("gone", "gone:1", [], { pathPrefix: "/gone" }));
     const a = renderRouterConfig({ layout, table: t, unhealthy: new Set() });
     const b = renderRouterConfig({ layout, table: t, unhealthy: new Set(["b2"]) });
-    assert.match(b.text, /server 127\.0\.0\.1:4002 down;/);
+    assert.match(b.text, /server 127\.0\.0\.1:4002 max_conns=\d+ down;/);
     assert.match(a.text, /location = \/gone \{[^}]*return 503/);
     assert.match(a.text, new RegExp(`"config":"${a.configId}"`));
     assert.notEqual(a.configId, b.configId);
@@ -420,7 +335,50 @@ describe("nginx configuration rendering", () => {
     assert.match(a.text, /listen unix:\/srv\/turquoise\/state\/nginx\/router\.sock default_server;/);
     const solo = renderRouterConfig({ layout, table: t, unhealthy: new Set(), listen: { host: "::1", port: 8080 } });
     assert.match(solo.text, /listen \[::1\]:8080 default_server;/);
-    assert.match(solo.text, /X-Forwarded-For \$proxy_add_x_forwarded_for/);
+    assert.match(solo.text, /proxy_set_header X-Forwarded-For \$turquoise_forwarded_for;/);
+    assert.match(solo.text, /limit_conn turquoise_connections_[0-9a-f]{16} 8192;/, "without the edge, a limit_conn zone of its own per configuration");
+  });
+
+  it("renders each setting: upstream waits and body limits per route, client bounds per server, trust as geo and maps", () => {
+    const settings: ProxySettings = {
+      timeouts: { clientHeaderMs: 1_500, clientIdleMs: 2_500, upstreamConnectMs: 300, upstreamResponseMs: 4_000, upstreamIdleMs: 5_000, tunnelIdleMs: 60_000 },
+      limits: { maxConnections: 100, maxUpstreamConnections: 7, upstreamQueueMs: 2_500, maxHeaderBytes: 4_096, maxBodyBytes: 3_000 },
+      trustedProxies: ["198.18.0.0/15", "::1"],
+    };
+    const own = route("books", "books:1", [up("b1", 4001)], { pathPrefix: "/books", timeouts: { upstreamResponseMs: 9_000, tunnelIdleMs: 7_000 }, maxBodyBytes: 1_000 });
+    const t = { ...table(9, own, route("web", "web:1", [up("w1", 4002)])), settings };
+    const solo = renderRouterConfig({ layout, table: t, unhealthy: new Set(), listen: { host: "127.0.0.1", port: 8080 } }).text;
+    const location = (loc: string): string => {
+      const start = solo.indexOf(`    location ${loc} {`);
+      return solo.slice(start, solo.indexOf("\n    }\n", start));
+    };
+    const books = location("= /books");
+    for (const line of ["client_max_body_size 1000;", "proxy_connect_timeout 300ms;", "proxy_read_timeout 9000ms;", "proxy_send_timeout 5000ms;", "client_body_timeout 5000ms;", "proxy_next_upstream_timeout 9000ms;", "error_page 418 = @turquoise_tunnel_1;"]) {
+      assert.ok(books.includes(line), `${line} in\n${books}`);
+    }
+    assert.match(location("@turquoise_tunnel_1"), /proxy_read_timeout 7000ms;\n\s*proxy_send_timeout 7000ms;/);
+    assert.match(location("/"), /client_max_body_size 3000;[\s\S]*proxy_read_timeout 4000ms;/, "a route without its own takes the table's");
+    for (const line of ["client_header_timeout 1500ms;", "keepalive_timeout 2500ms;", "client_header_buffer_size 1024;", "large_client_header_buffers 1 4096;", "limit_conn_status 503;"]) {
+      assert.ok(solo.includes(`    ${line}\n`), line);
+    }
+    assert.match(solo, /limit_conn turquoise_connections_[0-9a-f]{16} 100;/);
+    assert.match(solo, /zone turquoise_pool_1 64k;\n\s*server 127\.0\.0\.1:4001 max_conns=7;/);
+    assert.match(solo, /geo \$remote_addr \$turquoise_trusted \{\n\s*default 0;\n\s*198\.18\.0\.0\/15 1;\n\s*::1 1;\n\s*\}/);
+    assert.match(solo, /add_header Retry-After 3 always;/);
+    assert.match(solo, /worker_connections 1024;/);
+
+    const routerBehindEdge = renderRouterConfig({ layout, table: t, unhealthy: new Set() }).text;
+    assert.match(routerBehindEdge, /real_ip_header X-Turquoise-Peer;/);
+    assert.doesNotMatch(routerBehindEdge, /client_header_timeout|limit_conn /, "the edge bounds the clients");
+    assert.match(routerBehindEdge, /large_client_header_buffers 4 8192;/, "room for any head the edge lets through");
+
+    const edge = renderEdgeConfig(layout, { host: "127.0.0.1", port: 8080 }, settings);
+    for (const line of ["client_header_timeout 1500ms;", "keepalive_timeout 2500ms;", "large_client_header_buffers 1 4096;", "limit_conn turquoise_connections 100;", "proxy_set_header X-Turquoise-Peer $remote_addr;", "worker_connections 1024;"]) {
+      assert.ok(edge.text.includes(line), line);
+    }
+    assert.match(edge.text, new RegExp(`"config":"${edge.configId}"`));
+    assert.equal(renderEdgeConfig(layout, { host: "127.0.0.1", port: 8080 }, tableSettings(settings)).configId, edge.configId);
+    assert.notEqual(renderEdgeConfig(layout, { host: "127.0.0.1", port: 8080 }, tableSettings(undefined)).configId, edge.configId);
   });
 
   it("reads /proc socket addresses and stub_status", () => {

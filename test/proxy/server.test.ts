@@ -1,3 +1,6 @@
+// The built-in proxy beyond the shared contract (contract.test-suite.ts): round-robin, bodies and
+// framing, retries, its control API and restart. The contract itself runs in builtin.contract.test.ts.
+
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import http from "node:http";
@@ -15,7 +18,6 @@ import {
   refusedPort,
   request,
   route,
-  sleep,
   startTestProxy,
   startUpstream,
   table,
@@ -48,32 +50,6 @@ describe("proxy data plane", { timeout: 30_000 }, () => {
     await Promise.all(upstreams.map((u) => u.close()));
   });
 
-  it("routes by host and by the longest path prefix", async () => {
-    const web = await start("web");
-    const api = await start("api");
-    const apiV2 = await start("api-v2");
-    const books = await start("books");
-    await apply(
-      route("web", "web:1", [web.upstream]),
-      route("api", "api:1", [api.upstream], { pathPrefix: "/api" }),
-      route("api-v2", "api-v2:1", [apiV2.upstream], { pathPrefix: "/api/v2" }),
-      route("books", "books:1", [books.upstream], { host: "books.example" }),
-    );
-    const who = async (urlPath: string, host?: string) => {
-      const r = await request(`${p.base}${urlPath}`, { headers: host ? { host } : {} });
-      assert.equal(r.status, 200, r.text);
-      return json<Echo>(r).id;
-    };
-    assert.equal(await who("/"), "web");
-    assert.equal(await who("/apis"), "web");
-    assert.equal(await who("/api"), "api");
-    assert.equal(await who("/api/v1/x?q=1"), "api");
-    assert.equal(await who("/api/v2/x"), "api-v2");
-    assert.equal(await who("/api/v2/x", "Books.Example:8080"), "books");
-    const r = await request(`${p.base}/api/v2/x?q=1`);
-    assert.equal(json<Echo>(r).url, "/api/v2/x?q=1");
-  });
-
   it("round-robins across the upstreams of a pool", async () => {
     const a = await start("rr-a");
     const b = await start("rr-b");
@@ -83,23 +59,6 @@ describe("proxy data plane", { timeout: 30_000 }, () => {
     for (let i = 0; i < 6; i++) ids.push(json<Echo>(await request(`${p.base}/`)).id);
     assert.deepEqual(ids.slice(0, 3).sort(), ["rr-a", "rr-b", "rr-c"]);
     assert.deepEqual(ids.slice(3), ids.slice(0, 3));
-  });
-
-  it("sets X-Forwarded-For (an untrusted client's replaced), -Proto and -Host and strips hop-by-hop headers", async () => {
-    const u = await start("fwd");
-    await apply(route("fwd", "fwd:1", [u.upstream]));
-    const r = await request(`${p.base}/h`, {
-      headers: { host: "app.example", "x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https", "x-custom": "kept", connection: "keep-alive, x-secret", "x-secret": "hop", te: "trailers" },
-    });
-    const seen = json<Echo>(r).headers;
-    assert.equal(seen["x-forwarded-for"], "127.0.0.1");
-    assert.equal(seen["x-forwarded-proto"], "http");
-    assert.equal(seen["x-forwarded-host"], "app.example");
-    assert.equal(seen.host, "app.example");
-    assert.equal(seen["x-custom"], "kept");
-    assert.equal(seen["x-secret"], undefined);
-    assert.equal(seen.te, undefined);
-    assert.equal(r.headers["x-upstream"], "fwd");
   });
 
   it("passes request bodies through, with a length or chunked", async () => {
@@ -152,40 +111,6 @@ describe("proxy data plane", { timeout: 30_000 }, () => {
       assert.equal(again.text.length, 100_000);
     } finally {
       agent.destroy();
-    }
-  });
-
-  it("proxies WebSockets both ways", async () => {
-    const u = await start("ws");
-    const wss = new WebSocketServer({ server: u.server });
-    let forwardedFor: string | undefined;
-    wss.on("connection", (socket, req) => {
-      forwardedFor = req.headers["x-forwarded-for"] as string;
-      socket.on("message", (data) => socket.send(`echo:${String(data)}`));
-    });
-    await apply(route("ws", "ws:1", [u.upstream], { pathPrefix: "/ws" }));
-    const ws = new WebSocket(`ws://127.0.0.1:${p.server.listenPort}/ws/chat`);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        ws.once("open", () => resolve());
-        ws.once("error", reject);
-      });
-      const replies: string[] = [];
-      const got = new Promise<void>((resolve) =>
-        ws.on("message", (data) => {
-          replies.push(String(data));
-          if (replies.length === 2) resolve();
-        }),
-      );
-      ws.send("hello");
-      ws.send("x".repeat(100_000));
-      await got;
-      assert.equal(replies[0], "echo:hello");
-      assert.equal(replies[1], `echo:${"x".repeat(100_000)}`);
-      assert.equal(forwardedFor, "127.0.0.1");
-    } finally {
-      ws.terminate();
-      wss.close();
     }
   });
 
@@ -262,126 +187,6 @@ describe("proxy data plane", { timeout: 30_000 }, () => {
     assert.equal(json(r).service, "gone");
   });
 
-  it("answers 503 JSON when no upstream of the route is healthy, and recovers", async () => {
-    const a = await start("h-a");
-    const b = await start("h-b");
-    await apply(route("books", "books:h", [a.upstream, b.upstream]));
-    await p.proxy.setUpstreamHealth("h-a", false);
-    assert.equal(json<Echo>(await request(`${p.base}/`)).id, "h-b");
-    assert.equal(json<Echo>(await request(`${p.base}/`)).id, "h-b");
-    await p.proxy.setUpstreamHealth("h-b", false);
-    const r = await request(`${p.base}/`);
-    assert.equal(r.status, 503);
-    assert.deepEqual(json(r), { error: "no healthy instance", service: "books" });
-    await p.proxy.setUpstreamHealth("h-a", true);
-    assert.equal(json<Echo>(await request(`${p.base}/`)).id, "h-a");
-  });
-
-  it("answers 404 JSON when no route matches", async () => {
-    const u = await start("only");
-    await apply(route("only", "only:1", [u.upstream], { host: "only.example" }));
-    const r = await request(`${p.base}/missing?x=1`, { headers: { host: "other.example" } });
-    assert.equal(r.status, 404);
-    assert.deepEqual(json(r), { error: "no route", host: "other.example", path: "/missing?x=1" });
-  });
-
-  it("swaps tables atomically under load: no failure, and every request after an ack uses the new pool", async () => {
-    const blue = await start("blue", (_req, res) => res.end("blue"));
-    const green = await start("green", (_req, res) => res.end("green"));
-    const blueRoute = route("swap", "swap:blue", [blue.upstream]);
-    const greenRoute = route("swap", "swap:green", [green.upstream]);
-    await apply(blueRoute);
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
-    let expected: string | undefined = "blue";
-    let sent = 0;
-    let failures = 0;
-    let mismatches = 0;
-    const counts: Record<string, number> = {};
-    const worker = async () => {
-      while (sent < 2_000) {
-        sent++;
-        const want = expected;
-        try {
-          const r = await request(`${p.base}/`, { agent });
-          if (r.status !== 200) failures++;
-          counts[r.text] = (counts[r.text] ?? 0) + 1;
-          if (want !== undefined && r.text !== want) mismatches++;
-        } catch {
-          failures++;
-        }
-      }
-    };
-    const flipper = async () => {
-      for (let i = 0; i < 6; i++) {
-        await sleep(40);
-        const next = i % 2 === 0 ? "green" : "blue";
-        expected = undefined; // requests sent while the apply is in progress may use either pool
-        await apply(next === "green" ? greenRoute : blueRoute);
-        expected = next;
-      }
-    };
-    try {
-      await Promise.all([...Array.from({ length: 16 }, worker), flipper()]);
-    } finally {
-      agent.destroy();
-    }
-    assert.equal(failures, 0);
-    assert.equal(mismatches, 0);
-    assert.deepEqual(Object.keys(counts).sort(), ["blue", "green"]);
-    assert.equal(counts.blue! + counts.green!, 2_000);
-  });
-
-  it("drain waits for a slow in-flight request to complete", async () => {
-    const slow = await start("slow", (_req, res) => setTimeout(() => res.end("done"), 300));
-    const fast = await start("fast");
-    await apply(route("drain", "drain:old", [slow.upstream]));
-    const inFlight = request(`${p.base}/slow`);
-    await sleep(50);
-    await apply(route("drain", "drain:new", [fast.upstream]));
-    const result = await p.proxy.drain("drain:old", 5_000);
-    assert.equal(result.poolId, "drain:old");
-    assert.equal(result.completed, 1);
-    assert.equal(result.cut, 0);
-    assert.ok(result.durationMs >= 150 && result.durationMs < 2_000, `durationMs ${result.durationMs}`);
-    assert.equal((await inFlight).text, "done");
-    const stats = await p.proxy.stats();
-    assert.equal(stats.pools.some((s) => s.poolId === "drain:old"), false, "a drained retired pool is forgotten");
-  });
-
-  it("drain cuts what is still in flight when the timeout runs out", async () => {
-    const slow = await start("slower", (_req, res) => setTimeout(() => res.end("late"), 3_000));
-    const fast = await start("fast2");
-    await apply(route("cut", "cut:old", [slow.upstream]));
-    const inFlight = request(`${p.base}/slow`).then(
-      () => "answered",
-      () => "cut",
-    );
-    await sleep(50);
-    await apply(route("cut", "cut:new", [fast.upstream]));
-    const t0 = Date.now();
-    const result = await p.proxy.drain("cut:old", 100);
-    const elapsed = Date.now() - t0;
-    assert.equal(result.cut, 1);
-    assert.equal(result.completed, 0);
-    // About the timeout, far from the 3 s the request would have needed.
-    assert.ok(result.durationMs >= 90 && result.durationMs < 1_000, `durationMs ${result.durationMs}`);
-    assert.ok(elapsed < 1_500, `drain returned after ${elapsed} ms`);
-    assert.equal(await inFlight, "cut");
-  });
-
-  it("drain of an unknown pool returns at once with nothing to do", async () => {
-    assert.deepEqual(await p.proxy.drain("no-such-pool", 1_000), { poolId: "no-such-pool", completed: 0, cut: 0, durationMs: 0 });
-  });
-
-  it("counts requests per pool in stats", async () => {
-    const u = await start("stats");
-    await apply(route("stats", "stats:1", [u.upstream]));
-    for (let i = 0; i < 3; i++) await request(`${p.base}/`);
-    const stats = await p.proxy.stats();
-    assert.equal(stats.tableVersion, version);
-    assert.deepEqual(stats.pools.find((s) => s.poolId === "stats:1"), { poolId: "stats:1", inFlight: 0, served: 3, failed: 0 });
-    assert.ok(stats.requests >= 3);
-  });
 });
 
 describe("proxy control plane", { timeout: 20_000 }, () => {
