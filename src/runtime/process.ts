@@ -3,7 +3,7 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readFileSync, statSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -12,10 +12,11 @@ import { freePort } from "../util/net.js";
 import { identify, readProcStat, signalIfOurs, type Identification, type ProcessIdentity } from "../util/proc.js";
 import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, StartRequest } from "./contract.js";
 import { instanceEnv } from "./env.js";
+import { isDirectory, readDeclaredSchema } from "./manifest.js";
+
+export { RELEASE_MANIFEST } from "./manifest.js";
 
 export const LOOPBACK = "127.0.0.1";
-/** Where a process release declares the schema versions it runs on: {"schema": {"min": 1, "max": 2}}. */
-export const RELEASE_MANIFEST = "turquoise.json";
 export const DEFAULT_LOG_TAIL_LINES = 100;
 /** Adopted instances are not our children, so no 'exit' event comes: we poll. */
 export const ADOPTED_POLL_INTERVAL_MS = 200;
@@ -242,39 +243,6 @@ function spawnError(req: StartRequest, executable: string, e: unknown): Error {
   }
   if (code === "EACCES") return new Error(`${prefix}: command "${executable}" is not executable`, { cause: e });
   return new Error(`${prefix}: spawning "${executable}" failed: ${(e as Error).message}`, { cause: e });
-}
-
-/** The release's declared schema range, or null when it declares none. */
-function readDeclaredSchema(releaseDir: string): ReleaseDescription["schema"] {
-  const file = join(releaseDir, RELEASE_MANIFEST);
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw e;
-  }
-  let manifest: unknown;
-  try {
-    manifest = JSON.parse(text);
-  } catch (e) {
-    throw new TurquoiseError("USAGE", `${file} is not valid JSON: ${(e as Error).message}`);
-  }
-  const schema = (manifest as { schema?: unknown })?.schema;
-  if (schema === undefined) return null;
-  const { min, max } = (schema ?? {}) as { min?: unknown; max?: unknown };
-  if (!Number.isInteger(min) || !Number.isInteger(max) || (min as number) < 0 || (min as number) > (max as number)) {
-    throw new TurquoiseError("USAGE", `${file}: "schema" must be {"min": <integer>, "max": <integer>} with min ≤ max, got ${JSON.stringify(schema)}`);
-  }
-  return { min: min as number, max: max as number };
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 function identityOf(instance: InstanceInfo): ProcessIdentity {
