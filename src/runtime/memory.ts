@@ -1,0 +1,415 @@
+// The in-memory twin of the Runtime contract, for in-process tests of the orchestrator and the
+// healer that take seconds. An instance is an app function run in this process, serving on a real
+// 127.0.0.1 socket, so health checks, smoke checks and the proxy reach it as they reach a process.
+// Tests inject faults: a start that fails, an instance that never listens, that exits after N
+// requests or after a delay, that answers a path with an error, that ignores SIGTERM; a stop that fails.
+
+import { randomBytes } from "node:crypto";
+import http from "node:http";
+import { TurquoiseError } from "../errors.js";
+import { freePort } from "../util/net.js";
+import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, Slot, StartRequest } from "./contract.js";
+import { instanceEnv } from "./env.js";
+import { isDirectory, readDeclaredSchema } from "./manifest.js";
+import { DEFAULT_LOG_TAIL_LINES, LOOPBACK } from "./process.js";
+
+export const MEMORY_RUNTIME = "memory";
+/** Output lines kept per instance; older ones are dropped, as a rotated log would. */
+const MAX_LOG_LINES = 1_000;
+/** Exited instances kept for inspect() and logs(); older ones are forgotten. */
+const REMEMBERED_EXITS = 200;
+/** Signals a process ignores when it has no handler for them; every other one ends it. */
+const IGNORED_BY_DEFAULT: ReadonlySet<string> = new Set(["SIGCHLD", "SIGCONT", "SIGURG", "SIGWINCH"]);
+
+/** What an app gets instead of `process`: its environment, its output, its signals, its exit. */
+export interface MemoryProcess {
+  readonly id: string;
+  /** The command's arguments after the app's name. */
+  readonly argv: readonly string[];
+  readonly cwd: string;
+  /** What a process would get: PORT, HOST, the TURQUOISE_* facts, the service's env (runtime/env.ts). */
+  readonly env: Readonly<Record<string, string>>;
+  /** A line of output (console.log). */
+  log(line: string): void;
+  /** A line of error output (console.error): the same log, as a process's 2>&1. */
+  error(line: string): void;
+  /** As process.on(signal): with a handler the app decides; without one the signal ends it (SIGKILL always does). */
+  on(signal: NodeJS.Signals, handler: () => void): void;
+  /**
+   * Serves handler on HOST:PORT. Every request passes the injected faults first; the server and its
+   * connections are cut when the instance ends, as a dying process's would be.
+   */
+  listen(handler: http.RequestListener): Promise<http.Server>;
+  /** As process.exit(code): the instance ends now. */
+  exit(code: number): void;
+}
+
+/** An app, found by the command's first word. A throw or a rejection ends the instance with code 1, as an uncaught error would. */
+export type MemoryApp = (proc: MemoryProcess) => void | Promise<void>;
+
+/** What a running instance can be made to do. */
+export interface InstanceFaults {
+  /** The instance runs but never listens: its port refuses connections. */
+  neverListen?: boolean;
+  /** Requests to this path (query ignored) are answered with this status instead of by the app. */
+  answer?: { path: string; status: number };
+  /** The instance exits once it has answered this many more requests (health checks count). */
+  exitAfterRequests?: number;
+  /** The instance exits this long after the fault takes effect. */
+  exitAfterMs?: number;
+  /** The exit code of the two exits above; 1 by default. */
+  exitCode?: number;
+  /** SIGTERM does nothing: stop() has to SIGKILL it. */
+  ignoreSigterm?: boolean;
+}
+
+/** A fault for future starts (or stops) of the instances it matches. */
+export interface MemoryFault extends InstanceFaults {
+  /** Which instances: every field given must match; none given matches all. */
+  service?: string;
+  slot?: Slot;
+  release?: string;
+  /** How many starts (or stops) it applies to before it is used up; all of them by default. */
+  times?: number;
+  /** start() rejects with this reason, as a runtime that cannot start anything would. */
+  failStart?: string;
+  /** stop() rejects with this reason and the instance keeps running, as with an engine that does not answer. */
+  failStop?: string;
+}
+
+interface Armed {
+  fault: MemoryFault;
+  left: number;
+}
+
+interface Instance {
+  info: InstanceInfo;
+  state: InstanceState;
+  lines: string[];
+  faults: InstanceFaults;
+  /** Requests left before an injected exit; undefined when none is due. */
+  requestsLeft?: number;
+  handlers: Map<string, Array<() => void>>;
+  servers: Set<http.Server>;
+  timers: Set<NodeJS.Timeout>;
+  exited: Promise<void>;
+  markExited: () => void;
+}
+
+const START_FAULTS = ["failStart", "neverListen", "answer", "exitAfterRequests", "exitAfterMs", "ignoreSigterm"] as const;
+
+export class MemoryRuntime implements Runtime {
+  readonly name = MEMORY_RUNTIME;
+  private readonly apps: Record<string, MemoryApp>;
+  private readonly instances = new Map<string, Instance>();
+  private readonly exitedIds: string[] = [];
+  private readonly listeners = new Set<(e: ExitEvent) => void>();
+  private readonly armed = new Set<Armed>();
+  private seq = 0;
+
+  /** apps: by the name a service's command starts with, e.g. { app: releaseApp }. */
+  constructor(opts: { apps: Record<string, MemoryApp> }) {
+    this.apps = { ...opts.apps };
+  }
+
+  /** Arms a fault for the starts (and stops) it matches; returns the function that disarms it. */
+  inject(fault: MemoryFault): () => void {
+    const armed: Armed = { fault, left: fault.times ?? Number.POSITIVE_INFINITY };
+    this.armed.add(armed);
+    return () => this.armed.delete(armed);
+  }
+
+  /** Changes what a running instance does from now on: a health path that starts failing, an exit to come. */
+  affect(instance: InstanceInfo | string, faults: InstanceFaults): void {
+    const inst = this.instances.get(typeof instance === "string" ? instance : instance.id);
+    if (!inst?.state.running) throw new Error(`${typeof instance === "string" ? instance : instance.id} is not a running instance of this memory runtime`);
+    this.applyFaults(inst, faults);
+  }
+
+  /** The instance dies now, from outside (SIGKILL by default), as an OOM kill or a crash would end it. */
+  crash(instance: InstanceInfo | string, how: { exitCode?: number; signal?: NodeJS.Signals } = { signal: "SIGKILL" }): void {
+    const inst = this.instances.get(typeof instance === "string" ? instance : instance.id);
+    if (!inst) throw new Error(`${typeof instance === "string" ? instance : instance.id} was not started by this memory runtime`);
+    this.end(inst, how.exitCode ?? null, how.signal ?? null, `killed from outside (${how.signal ?? `exit code ${how.exitCode}`})`);
+  }
+
+  async start(req: StartRequest): Promise<InstanceInfo> {
+    const [executable, ...args] = req.command;
+    const prefix = `cannot start ${req.service} release ${req.release}`;
+    if (!executable) throw new Error(`${prefix}: the command is empty`);
+    if (!isDirectory(req.cwd)) {
+      throw new TurquoiseError("NOT_FOUND", `${prefix}: working directory ${req.cwd} does not exist`, { data: { service: req.service, release: req.release, cwd: req.cwd } });
+    }
+    const app = this.apps[executable];
+    if (!app) {
+      const known = Object.keys(this.apps).join(", ") || "none";
+      throw new TurquoiseError("NOT_FOUND", `${prefix}: command "${executable}" not found among the memory runtime's apps (${known})`, {
+        data: { service: req.service, release: req.release, command: executable },
+      });
+    }
+    const faults = this.take("start", req);
+    if (faults.failStart !== undefined) throw new Error(`${prefix}: ${faults.failStart} (injected)`);
+
+    // As the process runtime does: a port free a moment ago, which the app binds once it runs.
+    const port = await freePort(LOOPBACK);
+    const id = `${req.service}-${req.slot}-${randomBytes(3).toString("hex")}`;
+    const info: InstanceInfo = {
+      id, service: req.service, slot: req.slot, release: req.release, host: LOOPBACK, port, ref: `memory-${++this.seq}`, startedAt: Date.now(),
+    };
+    let markExited!: () => void;
+    const exited = new Promise<void>((resolve) => (markExited = resolve));
+    const inst: Instance = { info, state: { running: true }, lines: [], faults: {}, handlers: new Map(), servers: new Set(), timers: new Set(), exited, markExited };
+    this.instances.set(id, inst);
+    this.applyFaults(inst, faults);
+    const env = instanceEnv(req, { port, host: LOOPBACK, hostBasics: false });
+    // After start() has resolved, as a spawned process runs: the caller records the instance before it can exit.
+    setImmediate(() => this.run(inst, app, { argv: args, cwd: req.cwd, env }));
+    return { ...info };
+  }
+
+  async stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean; refused?: string }> {
+    const inst = this.instances.get(instance.id);
+    if (!inst) return { killed: false, refused: notOurs(instance) };
+    const fault = this.take("stop", inst.info);
+    if (fault.failStop !== undefined) throw new Error(`cannot stop ${instance.id}: ${fault.failStop} (injected)`);
+    if (!inst.state.running) return { killed: false };
+    this.deliver(inst, "SIGTERM");
+    if (await exitedWithin(inst, stopTimeoutMs)) return { killed: false };
+    this.end(inst, null, "SIGKILL", `still running ${stopTimeoutMs}ms after SIGTERM: killed`);
+    return { killed: true };
+  }
+
+  async signal(instance: InstanceInfo, signal: NodeJS.Signals): Promise<void> {
+    const inst = this.instances.get(instance.id);
+    if (!inst) throw new TurquoiseError("CONFLICT", `not sending ${signal} to ${instance.id}: ${notOurs(instance)}`, { data: { instance: instance.id, ref: instance.ref } });
+    if (!inst.state.running) throw new TurquoiseError("NOT_FOUND", `cannot send ${signal} to ${instance.id}: it is not running`);
+    this.deliver(inst, signal);
+  }
+
+  async inspect(instance: InstanceInfo): Promise<InstanceState> {
+    const inst = this.instances.get(instance.id);
+    return inst ? { ...inst.state } : { running: false, exitCode: null, signal: null };
+  }
+
+  async list(service?: string): Promise<InstanceInfo[]> {
+    return [...this.instances.values()]
+      .filter((i) => i.state.running && (service === undefined || i.info.service === service))
+      .map((i) => ({ ...i.info }));
+  }
+
+  async logs(instance: InstanceInfo, opts: { tailLines?: number } = {}): Promise<string> {
+    const lines = this.instances.get(instance.id)?.lines ?? [];
+    const n = opts.tailLines ?? DEFAULT_LOG_TAIL_LINES;
+    const tail = n <= 0 ? [] : lines.slice(-n);
+    return tail.length ? `${tail.join("\n")}\n` : "";
+  }
+
+  onExit(listener: (e: ExitEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Instances outlive the agent that started them as long as this runtime object lives: a new agent over it adopts them. */
+  async adopt(instances: InstanceInfo[]): Promise<AdoptResult> {
+    const result: AdoptResult = { alive: [], dead: [], refused: [] };
+    for (const instance of instances) {
+      const inst = this.instances.get(instance.id);
+      if (!inst) result.refused.push({ instance, reason: notOurs(instance) });
+      else if (inst.state.running) result.alive.push(instance);
+      else result.dead.push(instance);
+    }
+    return result;
+  }
+
+  async describeRelease(req: { service: string; release: string; cwd: string }): Promise<ReleaseDescription> {
+    if (!isDirectory(req.cwd)) return { exists: false, reason: `release "${req.release}" of ${req.service} not found: no directory ${req.cwd}`, schema: null };
+    return { exists: true, schema: readDeclaredSchema(req.cwd) };
+  }
+
+  /** The faults of every armed entry that matches, merged; each one used counts against its times. */
+  private take(kind: "start" | "stop", who: { service: string; slot: Slot; release: string }): MemoryFault {
+    const merged: MemoryFault = {};
+    for (const armed of [...this.armed]) {
+      const f = armed.fault;
+      const relevant = kind === "stop" ? f.failStop !== undefined : START_FAULTS.some((k) => f[k] !== undefined);
+      if (!relevant || (f.service !== undefined && f.service !== who.service) || (f.slot !== undefined && f.slot !== who.slot) || (f.release !== undefined && f.release !== who.release)) continue;
+      if (--armed.left <= 0) this.armed.delete(armed);
+      Object.assign(merged, f);
+    }
+    return merged;
+  }
+
+  private applyFaults(inst: Instance, faults: InstanceFaults): void {
+    const { neverListen, answer, exitAfterRequests, exitAfterMs, exitCode, ignoreSigterm } = faults;
+    Object.assign(inst.faults, {
+      ...(neverListen !== undefined ? { neverListen } : {}),
+      ...(answer !== undefined ? { answer } : {}),
+      ...(exitCode !== undefined ? { exitCode } : {}),
+      ...(ignoreSigterm !== undefined ? { ignoreSigterm } : {}),
+    });
+    if (exitAfterRequests !== undefined) inst.requestsLeft = exitAfterRequests;
+    if (exitAfterMs !== undefined) {
+      const timer = setTimeout(() => this.end(inst, inst.faults.exitCode ?? 1, null, `exiting ${exitAfterMs}ms after the fault was injected`), exitAfterMs);
+      timer.unref();
+      inst.timers.add(timer);
+    }
+  }
+
+  private run(inst: Instance, app: MemoryApp, at: { argv: string[]; cwd: string; env: Record<string, string> }): void {
+    if (!inst.state.running) return;
+    if (inst.faults.neverListen) {
+      this.note(inst, "never listens (injected)");
+      return;
+    }
+    const proc: MemoryProcess = {
+      id: inst.info.id,
+      argv: at.argv,
+      cwd: at.cwd,
+      env: at.env,
+      log: (line) => this.write(inst, line),
+      error: (line) => this.write(inst, line),
+      on: (signal, handler) => {
+        const list = inst.handlers.get(signal) ?? [];
+        list.push(handler);
+        inst.handlers.set(signal, list);
+      },
+      listen: (handler) => this.listen(inst, handler),
+      exit: (code) => this.end(inst, code, null),
+    };
+    let ran: void | Promise<void>;
+    try {
+      ran = app(proc);
+    } catch (e) {
+      return this.uncaught(inst, e);
+    }
+    if (ran instanceof Promise) ran.catch((e: unknown) => this.uncaught(inst, e));
+  }
+
+  private uncaught(inst: Instance, e: unknown): void {
+    if (!inst.state.running) return;
+    this.write(inst, `Uncaught ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    this.end(inst, 1, null);
+  }
+
+  private listen(inst: Instance, handler: http.RequestListener): Promise<http.Server> {
+    const server = http.createServer((req, res) => this.serve(inst, handler, req, res));
+    inst.servers.add(server);
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(inst.info.port, inst.info.host, () => {
+        server.off("error", reject);
+        // The instance may have ended while the bind was under way: nothing of it may keep listening.
+        if (!inst.state.running) cut(server);
+        resolve(server);
+      });
+    });
+  }
+
+  private serve(inst: Instance, handler: http.RequestListener, req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (!inst.state.running) return void req.socket.destroy();
+    res.once("finish", () => this.answered(inst));
+    const answer = inst.faults.answer;
+    if (answer && (req.url ?? "/").split("?")[0] === answer.path) {
+      req.resume();
+      res.writeHead(answer.status, { "content-type": "application/json" }).end(JSON.stringify({ error: "injected by the memory runtime", status: answer.status }));
+      return;
+    }
+    try {
+      handler(req, res);
+    } catch (e) {
+      this.uncaught(inst, e);
+    }
+  }
+
+  private answered(inst: Instance): void {
+    if (inst.requestsLeft === undefined || !inst.state.running) return;
+    if (--inst.requestsLeft > 0) return;
+    // Next turn: the response just finished is on its way before the connection is cut.
+    setImmediate(() => this.end(inst, inst.faults.exitCode ?? 1, null, "exiting after its injected number of requests"));
+  }
+
+  private deliver(inst: Instance, signal: NodeJS.Signals): void {
+    if (!inst.state.running) return;
+    if (signal === "SIGKILL" || signal === "SIGSTOP") return this.end(inst, null, signal === "SIGKILL" ? "SIGKILL" : null, signal === "SIGSTOP" ? "stopped" : undefined);
+    if (signal === "SIGTERM" && inst.faults.ignoreSigterm) return this.note(inst, "SIGTERM ignored (injected)");
+    const handlers = inst.handlers.get(signal);
+    if (!handlers?.length) {
+      if (!IGNORED_BY_DEFAULT.has(signal)) this.end(inst, null, signal);
+      return;
+    }
+    for (const handler of handlers) {
+      try {
+        handler();
+      } catch (e) {
+        return this.uncaught(inst, e);
+      }
+    }
+  }
+
+  /** The instance is gone: its sockets are cut and every exit listener hears of it once. */
+  private end(inst: Instance, exitCode: number | null, signal: string | null, why?: string): void {
+    if (!inst.state.running) return;
+    if (why) this.note(inst, why);
+    inst.state = { running: false, exitCode, signal };
+    for (const timer of inst.timers) clearTimeout(timer);
+    inst.timers.clear();
+    for (const server of inst.servers) cut(server);
+    inst.markExited();
+    this.exitedIds.push(inst.info.id);
+    if (this.exitedIds.length > REMEMBERED_EXITS) this.instances.delete(this.exitedIds.shift()!);
+    const event: ExitEvent = { instance: { ...inst.info }, exitCode, signal };
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch {
+        // One broken listener must not keep the others from hearing about the exit.
+      }
+    }
+  }
+
+  private write(inst: Instance, line: string): void {
+    inst.lines.push(...line.split("\n"));
+    if (inst.lines.length > MAX_LOG_LINES) inst.lines.splice(0, inst.lines.length - MAX_LOG_LINES);
+  }
+
+  /** The runtime's own word in an instance's log, told apart from the app's. */
+  private note(inst: Instance, text: string): void {
+    this.write(inst, `[memory runtime] ${text}`);
+  }
+}
+
+/**
+ * A stand-in for a release that keeps the app contract: every path answers 200 with who answered
+ * (also in X-Release), and SIGTERM finishes in-flight requests, then exits 0.
+ */
+export const releaseApp: MemoryApp = async (proc) => {
+  const who = { service: proc.env.TURQUOISE_SERVICE, slot: proc.env.TURQUOISE_SLOT, release: proc.env.TURQUOISE_RELEASE, instance: proc.id };
+  const server = await proc.listen((req, res) => {
+    req.resume();
+    res.writeHead(200, { "content-type": "application/json", "x-release": who.release ?? "" }).end(JSON.stringify(who));
+  });
+  proc.on("SIGTERM", () => {
+    server.close(() => proc.exit(0));
+    server.closeIdleConnections();
+  });
+};
+
+function notOurs(instance: InstanceInfo): string {
+  return `instance ${instance.id} (ref ${instance.ref}) was not started by this memory runtime`;
+}
+
+function exitedWithin(inst: Instance, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    void inst.exited.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+/** Stops listening and cuts every connection, as the end of a process does. */
+function cut(server: http.Server): void {
+  server.close();
+  server.closeAllConnections();
+}
