@@ -57,11 +57,7 @@ export async function startProxyServer(opts: ProxyServerOptions): Promise<ProxyS
   const restored = await loadTable(opts.stateDir);
   if (restored) plane.apply(restored);
 
-  // The timeouts and limits come from the table (plane.attach, then each apply). What Node reads
-  // only here: how often it checks clientHeaderMs, and no 400 of its own for a missing Host
-  // (the data plane answers it, and counts it).
-  const data = http.createServer({ noDelay: true, connectionsCheckingInterval: CLIENT_CHECK_INTERVAL_MS, requireHostHeader: false });
-  plane.attach(data);
+  const data = createDataServer(plane);
   const control = http.createServer(new ControlPlane(plane, opts.stateDir, opts.token).onRequest);
 
   await listen(data, opts.listenHost, opts.listenPort);
@@ -83,7 +79,19 @@ export async function startProxyServer(opts: ProxyServerOptions): Promise<ProxyS
   };
 }
 
-function listen(server: http.Server, host: string, port: number): Promise<void> {
+/**
+ * The public http.Server of a data plane, as every in-process host of it (this process, the memory
+ * twin) must create it. The timeouts and limits come from the table (plane.attach, then each
+ * apply). What Node reads only here: how often it checks clientHeaderMs, and no 400 of its own for
+ * a missing Host (the data plane answers it, and counts it).
+ */
+export function createDataServer(plane: DataPlane): http.Server {
+  const data = http.createServer({ noDelay: true, connectionsCheckingInterval: CLIENT_CHECK_INTERVAL_MS, requireHostHeader: false });
+  plane.attach(data);
+  return data;
+}
+
+export function listen(server: http.Server, host: string, port: number): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, host, () => {
@@ -94,9 +102,14 @@ function listen(server: http.Server, host: string, port: number): Promise<void> 
 }
 
 async function shutdown(plane: DataPlane, data: http.Server, control: http.Server, graceMs: number): Promise<void> {
-  const dataClosed = new Promise<void>((resolve) => data.close(() => resolve()));
   control.close();
   control.closeAllConnections();
+  await closeDataServer(plane, data, graceMs);
+}
+
+/** Stops accepting, lets in-flight requests finish for up to graceMs, then cuts the rest. */
+export async function closeDataServer(plane: DataPlane, data: http.Server, graceMs: number): Promise<void> {
+  const dataClosed = new Promise<void>((resolve) => data.close(() => resolve()));
   const deadline = Date.now() + graceMs;
   while (plane.inFlight() > 0 && Date.now() < deadline) {
     data.closeIdleConnections();
