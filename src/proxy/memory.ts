@@ -1,0 +1,158 @@
+// The in-memory twin of the Proxy contract: the built-in proxy's own data plane, served in this
+// process on a real loopback socket and driven by direct calls instead of its control API. Tests
+// that run the orchestrator in-process use it, and inject faults: an apply that fails, a drain
+// that hangs or fails.
+
+import type http from "node:http";
+import type net from "node:net";
+import { TurquoiseError } from "../errors.js";
+import { BUILTIN_CAPABILITIES } from "./builtin.js";
+import type { DrainResult, Proxy, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import { DataPlane } from "./data-plane.js";
+import { MAX_EVENTS_WAIT_MS, closeDataServer, createDataServer, listen } from "./server.js";
+import { validateTable } from "./table.js";
+
+export const MEMORY_PROXY = "memory";
+const DEFAULT_CLOSE_GRACE_MS = 1_000;
+
+/** A fault for the next calls it applies to. */
+export interface MemoryProxyFault {
+  /** How many calls it applies to before it is used up; all of them by default. */
+  times?: number;
+  /** apply() rejects with this reason; the table in use stays, as when the proxy cannot be reached. */
+  failApply?: string;
+  /**
+   * drain() does not answer for this long, then rejects as the builtin driver's control call does
+   * when the proxy does not answer; Infinity: it never settles (until close()). Nothing is drained.
+   */
+  hangDrain?: number;
+  /** drain() rejects at once with this reason. */
+  failDrain?: string;
+}
+
+interface Armed {
+  fault: MemoryProxyFault;
+  left: number;
+}
+
+export class MemoryProxy implements Proxy {
+  readonly name = MEMORY_PROXY;
+  /** The built-in proxy's data plane, so the built-in's capabilities. */
+  readonly capabilities = BUILTIN_CAPABILITIES;
+  readonly host: string;
+  readonly port: number;
+  private readonly armed = new Set<Armed>();
+  /** Hung calls, ended by close() so nothing outlives the proxy. */
+  private readonly hung = new Set<() => void>();
+  private closing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly plane: DataPlane,
+    private readonly server: http.Server,
+  ) {
+    const address = server.address() as net.AddressInfo;
+    this.host = address.address;
+    this.port = address.port;
+  }
+
+  /** Listens on 127.0.0.1 (port 0: any free one) with an empty table. */
+  static async start(opts: { port?: number } = {}): Promise<MemoryProxy> {
+    const plane = new DataPlane();
+    const server = createDataServer(plane);
+    await listen(server, "127.0.0.1", opts.port ?? 0);
+    return new MemoryProxy(plane, server);
+  }
+
+  /** Where clients reach it. */
+  get url(): string {
+    return `http://${this.host}:${this.port}`;
+  }
+
+  /** Arms a fault for the next calls it applies to; returns the function that disarms it. */
+  inject(fault: MemoryProxyFault): () => void {
+    const armed: Armed = { fault, left: fault.times ?? Number.POSITIVE_INFINITY };
+    this.armed.add(armed);
+    return () => this.armed.delete(armed);
+  }
+
+  /** The table in use, as the builtin's GET /table answers it. */
+  table(): RouteTable {
+    return this.plane.router.current.source;
+  }
+
+  async apply(table: RouteTable): Promise<void> {
+    const fault = this.take("failApply");
+    if (fault?.failApply !== undefined) throw new TurquoiseError("INTERNAL", `proxy apply failed: ${fault.failApply} (injected)`);
+    // As the control API does: a table it cannot use is refused whole, and the old one stays.
+    const problem = validateTable(table);
+    if (problem) throw new TurquoiseError("INTERNAL", `invalid route table: ${problem}`);
+    this.plane.apply(table);
+  }
+
+  async drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
+    const fault = this.take("failDrain") ?? this.take("hangDrain");
+    if (fault?.failDrain !== undefined) throw new TurquoiseError("INTERNAL", `proxy drain of ${poolId} failed: ${fault.failDrain} (injected)`);
+    if (fault?.hangDrain !== undefined) await this.hang(fault.hangDrain, `proxy drain of ${poolId}: no answer within ${fault.hangDrain} ms (injected)`);
+    return this.plane.drain(poolId, timeoutMs);
+  }
+
+  async stats(): Promise<ProxyStats> {
+    return this.plane.stats();
+  }
+
+  async setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {
+    // As the control API: healthy clears any mark, the proxy's own included.
+    if (healthy) this.plane.router.markUp(upstreamId);
+    else this.plane.router.markDown(upstreamId, "marked");
+  }
+
+  events(after: number, waitMs: number): Promise<UpstreamEventBatch> {
+    const log = this.plane.router.events;
+    const ready = log.since(after);
+    const wait = Math.min(Math.max(0, waitMs), MAX_EVENTS_WAIT_MS);
+    if (ready.events.length !== 0 || wait === 0 || this.closing) return Promise.resolve(ready);
+    return new Promise((resolve) => {
+      const answer = (): void => {
+        clearTimeout(timer);
+        unsubscribe();
+        this.hung.delete(answer);
+        resolve(log.since(after));
+      };
+      const timer = setTimeout(answer, wait);
+      const unsubscribe = log.subscribe(answer);
+      this.hung.add(answer);
+    });
+  }
+
+  /** Stops accepting, lets in-flight requests finish for up to graceMs, then cuts the rest. */
+  close(graceMs = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
+    this.closing ??= (async () => {
+      for (const end of [...this.hung]) end();
+      await closeDataServer(this.plane, this.server, graceMs);
+    })();
+    return this.closing;
+  }
+
+  /** The first armed fault that sets `field`, counted as used. */
+  private take(field: keyof Omit<MemoryProxyFault, "times">): MemoryProxyFault | undefined {
+    for (const armed of this.armed) {
+      if (armed.fault[field] === undefined) continue;
+      if (--armed.left <= 0) this.armed.delete(armed);
+      return armed.fault;
+    }
+    return undefined;
+  }
+
+  /** Waits ms (forever for Infinity), then rejects with message; close() ends the wait early. */
+  private hang(ms: number, message: string): Promise<never> {
+    return new Promise((_resolve, reject) => {
+      const end = (): void => {
+        clearTimeout(timer);
+        this.hung.delete(end);
+        reject(new TurquoiseError("INTERNAL", message));
+      };
+      const timer = Number.isFinite(ms) ? setTimeout(end, ms) : undefined;
+      this.hung.add(end);
+    });
+  }
+}
