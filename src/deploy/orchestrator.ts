@@ -82,6 +82,12 @@ export interface OrchestratorDeps {
   apiUrl: string;
   agentId: string;
   event: (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
+  /**
+   * Called right after each journal write with the entry just written ("plan:done",
+   * "flip:started", "flip:done"...): each is a point where an agent may die. In-process tests
+   * abandon the flow here, or break a driver mid-flow. By default, the TURQUOISE_CRASH_AFTER failpoint.
+   */
+  journaled?: (entry: string) => void;
 }
 
 /** One flow under way: its journal, its step timings, where it reports progress. */
@@ -294,7 +300,7 @@ export class Orchestrator {
         historyId: history.id, service: svc.name, kind, release: req.release, via: plan.via, actor: req.actor, owner,
         previousRelease: live?.release ?? null, steps: ["lock:done", "plan:done"], startedAt: lockStarted,
       };
-      await records.writeJournal(journal);
+      await this.writeJournal(journal);
       this.d.event(svc.name, `${kind}.started`, `${kind} of ${svc.name} ${req.release}${plan.via ? ` via ${plan.via}` : ""} started by ${req.actor}`, { release: req.release, historyId: history.id });
 
       const db = this.database(svc);
@@ -356,14 +362,13 @@ export class Orchestrator {
     const { journal, steps, emit } = flow;
     const startedAt = Date.now();
     journal.steps.push(`${name}:started`);
-    await this.d.records.writeJournal(journal);
+    await this.writeJournal(journal);
     emit({ type: "step", name, status: "started" });
     try {
       const out = await fn();
       const durationMs = Date.now() - startedAt;
       journal.steps.push(`${name}:done`);
-      await this.d.records.writeJournal(journal);
-      crashPoint(name);
+      await this.writeJournal(journal);
       const detail = typeof out === "string" ? out : undefined;
       steps.push({ name, startedAt, durationMs, ok: true, ...(detail ? { detail } : {}) });
       emit({ type: "step", name, status: "done", durationMs, ...(detail ? { detail } : {}) });
@@ -375,6 +380,12 @@ export class Orchestrator {
       emit({ type: "step", name, status: "failed", durationMs, detail });
       throw e;
     }
+  }
+
+  /** Every journal write of a flow goes through here, so that each one is a failpoint. */
+  private async writeJournal(journal: Journal): Promise<void> {
+    await this.d.records.writeJournal(journal);
+    (this.d.journaled ?? crashPoint)(journal.steps[journal.steps.length - 1]!);
   }
 
   private async skip(flow: Flow, name: string, why: string): Promise<void> {
@@ -784,11 +795,13 @@ export class Orchestrator {
 }
 
 /**
- * A real crash at a chosen point, for the crash-recovery tests: with TURQUOISE_CRASH_AFTER=<step>
- * the agent SIGKILLs itself right after journaling that step as done.
+ * A real crash at a chosen point, for the end-to-end crash-recovery tests: with
+ * TURQUOISE_CRASH_AFTER=<step> the agent SIGKILLs itself right after journaling that step as done
+ * (or after the very entry named, e.g. flip:started).
  */
-function crashPoint(step: string): void {
-  if (process.env.TURQUOISE_CRASH_AFTER === step) process.kill(process.pid, "SIGKILL");
+function crashPoint(entry: string): void {
+  const at = process.env.TURQUOISE_CRASH_AFTER;
+  if (at && (entry === at || entry === `${at}:done`)) process.kill(process.pid, "SIGKILL");
 }
 
 function lastStep(j: Journal): string {
