@@ -1,0 +1,242 @@
+// An agent's world in one process, for the in-process deploy, recovery and healing tests: the
+// memory store, runtime and proxy outlive any one agent, as the state file, the instances and
+// the proxy process outlive a real one. An agent is a Fleet and an Orchestrator over them; it dies
+// by losing its hold on all three at once, so nothing it was doing reaches the world afterwards.
+
+import assert from "node:assert/strict";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Fleet } from "../../src/deploy/fleet.js";
+import { Orchestrator } from "../../src/deploy/orchestrator.js";
+import { keys, Records } from "../../src/deploy/records.js";
+import type { SchemaRange } from "../../src/plan/planner.js";
+import type { Proxy } from "../../src/proxy/contract.js";
+import { MemoryProxy } from "../../src/proxy/memory.js";
+import { SLOTS, type ExitEvent, type Runtime } from "../../src/runtime/contract.js";
+import { MemoryRuntime, releaseApp } from "../../src/runtime/memory.js";
+import { loadSpecText } from "../../src/spec/loader.js";
+import type { Spec } from "../../src/spec/types.js";
+import { MemoryStore } from "../../src/state/memory.js";
+
+export const SERVICE = "books";
+
+/** What a dead agent gets from every call it still makes: nothing reaches the world. */
+export class AgentDied extends Error {
+  constructor(readonly at: string) {
+    super(`the agent died (${at})`);
+  }
+}
+
+export interface WorldEvent {
+  service: string | null;
+  type: string;
+  message: string;
+}
+
+/** Called after each journal write of the agent's flows, with the entry and the agent: a failpoint. */
+export type Journaled = (entry: string, agent: TestAgent) => void;
+
+export interface WorldOptions {
+  replicas?: number;
+  /** Extra YAML lines for the service, indented under it (smoke checks, keep_previous, database...). */
+  serviceYaml?: string[];
+}
+
+export class World {
+  readonly store = new MemoryStore();
+  readonly runtime = new MemoryRuntime({ apps: { app: releaseApp } });
+  readonly events: WorldEvent[] = [];
+  private readonly agents: TestAgent[] = [];
+
+  private constructor(
+    readonly dir: string,
+    readonly spec: Spec,
+    readonly proxy: MemoryProxy,
+  ) {}
+
+  static async create(opts: WorldOptions = {}): Promise<World> {
+    const dir = await mkdtemp(path.join(tmpdir(), "tq-world-"));
+    const proxy = await MemoryProxy.start();
+    // Short waits throughout: each test should take well under a second or two.
+    const yaml = [
+      "version: 1",
+      `proxy: { listen: "127.0.0.1:${proxy.port}" }`,
+      "services:",
+      `  ${SERVICE}:`,
+      "    command: [app]",
+      "    cwd: releases/{release}",
+      `    replicas: ${opts.replicas ?? 2}`,
+      "    route: { path: / }",
+      "    health: { http: /health, interval: 50ms, timeout: 300ms, failures_before_critical: 2 }",
+      "    deploy_timeout: 700ms",
+      "    drain_timeout: 300ms",
+      "    stop_timeout: 200ms",
+      ...(opts.serviceYaml ?? []).map((l) => `    ${l}`),
+    ].join("\n");
+    const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
+    assert.deepEqual(errors, [], "the test spec is valid");
+    const world = new World(dir, spec!, proxy);
+    for (const r of ["v1", "v2", "v3"]) await world.release(r);
+    return world;
+  }
+
+  /** A release directory, with the schema range it declares when given. */
+  async release(name: string, schema?: SchemaRange): Promise<void> {
+    const dir = path.join(this.dir, "releases", name);
+    await mkdir(dir, { recursive: true });
+    if (schema) await writeFile(path.join(dir, "turquoise.json"), JSON.stringify({ schema }));
+  }
+
+  /** An agent over this world. */
+  agent(): TestAgent {
+    const agent = new TestAgent(this);
+    this.agents.push(agent);
+    return agent;
+  }
+
+  /** The release answering through the proxy's public address, or the status when none does. */
+  async serving(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      http.get({ host: this.proxy.host, port: this.proxy.port, path: "/", agent: false, timeout: 2_000 }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200 ? String(res.headers["x-release"]) : `HTTP ${res.statusCode}`);
+      }).on("error", reject);
+    });
+  }
+
+  /**
+   * What an agent must never leave behind, checked against the world itself: exactly one live
+   * slot running `release` (replicas of it, each recorded, each in the proxy's table, nothing else
+   * running), no journal, no held deploy lock, and no history entry still "running".
+   */
+  async assertSettled(release: string): Promise<void> {
+    const records = new Records(this.store);
+    const color = await records.color(SERVICE);
+    assert.ok(color, "a live color is stored");
+    const live = await records.slot(SERVICE, color);
+    assert.equal(live?.state, "live", `the ${color} slot is live`);
+    assert.equal(live?.release, release);
+    for (const slot of SLOTS) {
+      if (slot === color) continue;
+      const other = await records.slot(SERVICE, slot);
+      assert.ok(other === undefined || other.state === "warm", `the ${slot} slot is not live nor preview: ${JSON.stringify(other)}`);
+    }
+    const running = await this.runtime.list(SERVICE);
+    const recorded = await records.instances(SERVICE);
+    const warm = new Set(SLOTS.filter((s) => s !== color));
+    const inLive = running.filter((i) => i.slot === color);
+    assert.equal(inLive.length, this.spec.services[SERVICE]!.replicas, `replicas of ${release} run in ${color}: ${JSON.stringify(running.map((i) => i.id))}`);
+    for (const i of running) {
+      assert.ok(i.slot === color ? i.release === release : warm.has(i.slot), `no orphan instance: ${i.id} (${i.release})`);
+    }
+    assert.deepEqual(recorded.map((i) => i.id).sort(), running.map((i) => i.id).sort(), "every running instance is recorded, and only those");
+    const table = this.proxy.table();
+    const route = table.routes.find((r) => r.service === SERVICE);
+    assert.equal(route?.poolId, live?.poolId, "the proxy routes to the live slot's pool");
+    assert.deepEqual(route?.upstreams.map((u) => u.id).sort(), inLive.map((i) => i.id).sort(), "the proxy routes to the live instances");
+    assert.equal(await this.serving(), release, "the public route answers with the live release");
+    assert.deepEqual(await records.journals(), [], "no journal is left");
+    assert.equal(await this.store.getLock(keys.lock(SERVICE)), undefined, "no deploy lock is held");
+    const history = await this.store.listHistory(SERVICE);
+    assert.deepEqual(history.filter((h) => h.outcome === "running").map((h) => h.id), [], "no history entry is still running");
+  }
+
+  async close(): Promise<void> {
+    for (const agent of this.agents) agent.die("the test ended");
+    for (const instance of await this.runtime.list()) await this.runtime.stop(instance, 100);
+    await this.proxy.close(100);
+    await this.store.close();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** One agent: a Fleet and an Orchestrator over the world, through handles that die with it. */
+export class TestAgent {
+  readonly records: Records;
+  readonly fleet: Fleet;
+  readonly orchestrator: Orchestrator;
+  readonly runtime: Runtime;
+  readonly proxy: Proxy;
+  private deadAt: string | undefined;
+  private readonly unsubscribes: Array<() => void> = [];
+
+  /** Called after each journal write of this agent's flows: set it to fail or end the agent at a chosen point. */
+  failpoint: Journaled | undefined;
+
+  constructor(world: World) {
+    const store = this.severable(world.store);
+    this.runtime = this.severableRuntime(world.runtime);
+    this.proxy = this.severable(world.proxy as Proxy);
+    this.records = new Records(store);
+    // The spec says "process"; what the fleet records is the runtime's own name.
+    this.fleet = new Fleet({ process: this.runtime, [this.runtime.name]: this.runtime }, this.records, world.spec.dir);
+    this.orchestrator = new Orchestrator({
+      spec: world.spec,
+      store,
+      records: this.records,
+      fleet: this.fleet,
+      proxy: this.proxy,
+      apiUrl: "http://127.0.0.1:1",
+      agentId: `test-agent-${Math.random().toString(36).slice(2, 6)}`,
+      event: (service, type, message) => {
+        if (!this.deadAt) world.events.push({ service, type, message });
+      },
+      journaled: (entry) => this.failpoint?.(entry, this),
+    });
+  }
+
+  get dead(): boolean {
+    return this.deadAt !== undefined;
+  }
+
+  /**
+   * The agent dies now: every call it makes from here on fails without reaching the world, it
+   * hears of no exit, and its timers stop. Returns the error to throw from a failpoint.
+   */
+  die(at: string): AgentDied {
+    this.deadAt ??= at;
+    for (const off of this.unsubscribes.splice(0)) off();
+    void this.orchestrator.stopTimers();
+    return new AgentDied(this.deadAt);
+  }
+
+  /** What the agent does at start (agent.ts reconcile): adopt the instances, finish or undo journaled flows, re-apply the routes. */
+  async start(): Promise<string[]> {
+    const adopted = await this.fleet.adopt();
+    assert.deepEqual(adopted.refused, [], "every recorded instance is one the runtime started");
+    const notes = await this.orchestrator.recover();
+    await this.orchestrator.applyRoutes();
+    // A flow recover() resumed runs in the background: let it finish.
+    await this.orchestrator.stopTimers();
+    return notes;
+  }
+
+  /** Each method of target, failing with AgentDied once the agent is dead. */
+  private severable<T extends object>(target: T): T {
+    return new Proxy(target, {
+      get: (t, prop) => {
+        const value = Reflect.get(t, prop, t) as unknown;
+        if (typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          if (this.deadAt) return Promise.reject(new AgentDied(this.deadAt));
+          return (value as (...a: unknown[]) => unknown).apply(t, args);
+        };
+      },
+    });
+  }
+
+  /** The same for a runtime, whose exit listeners also go deaf when the agent dies. */
+  private severableRuntime(runtime: MemoryRuntime): Runtime {
+    const calls = this.severable(runtime);
+    const onExit = (listener: (e: ExitEvent) => void): (() => void) => {
+      const off = runtime.onExit((e) => {
+        if (!this.deadAt) listener(e);
+      });
+      this.unsubscribes.push(off);
+      return off;
+    };
+    return new Proxy(calls, { get: (t, prop) => (prop === "onExit" ? onExit : Reflect.get(t, prop, t)) }) as Runtime;
+  }
+}
