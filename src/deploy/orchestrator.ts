@@ -84,7 +84,8 @@ export interface OrchestratorDeps {
   event: (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
   /**
    * Called right after each journal write with the entry just written ("plan:done",
-   * "flip:started", "flip:done"...): each is a point where an agent may die. In-process tests
+   * "flip:started", "flip:done"..., and "cleared" once the flow is recorded and its journal
+   * removed, before its lock is released): each is a point where an agent may die. In-process tests
    * abandon the flow here, or break a driver mid-flow. By default, the TURQUOISE_CRASH_AFTER failpoint.
    */
   journaled?: (entry: string) => void;
@@ -325,7 +326,7 @@ export class Orchestrator {
       const recordStarted = Date.now();
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });
-      await records.clearJournal(svc.name);
+      await this.clearJournal(svc.name);
       emit({ type: "step", name: "record", status: "done", durationMs: Date.now() - recordStarted });
       this.d.event(svc.name, `${kind}.succeeded`, `${kind} of ${svc.name} ${req.release} succeeded`, { release: req.release, historyId: history.id });
       return { history };
@@ -334,7 +335,7 @@ export class Orchestrator {
         const flippedBack = e instanceof StepFailure && e.step === "verify";
         const error = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
         history = await store.updateHistory(history.id, { outcome: flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
-        await records.clearJournal(svc.name);
+        await this.clearJournal(svc.name);
         this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
       }
       if (e instanceof StepFailure) {
@@ -386,6 +387,11 @@ export class Orchestrator {
   private async writeJournal(journal: Journal): Promise<void> {
     await this.d.records.writeJournal(journal);
     (this.d.journaled ?? crashPoint)(journal.steps[journal.steps.length - 1]!);
+  }
+
+  private async clearJournal(service: string): Promise<void> {
+    await this.d.records.clearJournal(service);
+    (this.d.journaled ?? crashPoint)("cleared");
   }
 
   private async skip(flow: Flow, name: string, why: string): Promise<void> {
