@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, describe, it } from "node:test";
-import { AgentDied, SERVICE, World, type TestAgent } from "./world.js";
+import { AgentDied, SERVICE, World, type TestAgent } from "../support/world.js";
 
 interface Scenario {
   name: string;

@@ -7,7 +7,7 @@ import path from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { keys } from "../../src/deploy/records.js";
 import type { TurquoiseError } from "../../src/errors.js";
-import { SERVICE, World, type Journaled, type TestAgent, type WorldOptions } from "./world.js";
+import { SERVICE, World, type Journaled, type TestAgent, type WorldOptions } from "../support/world.js";
 
 /** Rejects with a DEPLOY_FAILED error at `step`; returns it. */
 async function failsAt(deploy: Promise<unknown>, step: string): Promise<TurquoiseError> {

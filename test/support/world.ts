@@ -9,6 +9,8 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Fleet } from "../../src/deploy/fleet.js";
+import { HealthMonitor } from "../../src/heal/monitor.js";
+import { Supervisor } from "../../src/heal/supervisor.js";
 import { Orchestrator } from "../../src/deploy/orchestrator.js";
 import { keys, Records } from "../../src/deploy/records.js";
 import type { SchemaRange } from "../../src/plan/planner.js";
@@ -18,6 +20,7 @@ import { SLOTS, type ExitEvent, type Runtime } from "../../src/runtime/contract.
 import { MemoryRuntime, releaseApp } from "../../src/runtime/memory.js";
 import { loadSpecText } from "../../src/spec/loader.js";
 import type { Spec } from "../../src/spec/types.js";
+import type { Store } from "../../src/state/contract.js";
 import { MemoryStore } from "../../src/state/memory.js";
 
 export const SERVICE = "books";
@@ -161,12 +164,17 @@ export class TestAgent {
   readonly proxy: Proxy;
   private deadAt: string | undefined;
   private readonly unsubscribes: Array<() => void> = [];
+  private healing: { monitor: HealthMonitor; supervisor: Supervisor } | undefined;
 
   /** Called after each journal write of this agent's flows: set it to fail or end the agent at a chosen point. */
   failpoint: Journaled | undefined;
 
+  private readonly world: World;
+  private readonly store: Store;
+
   constructor(world: World) {
-    const store = this.severable(world.store);
+    this.world = world;
+    const store = (this.store = this.severable(world.store));
     this.runtime = this.severableRuntime(world.runtime);
     this.proxy = this.severable(world.proxy as Proxy);
     this.records = new Records(store);
@@ -199,6 +207,8 @@ export class TestAgent {
     this.deadAt ??= at;
     for (const off of this.unsubscribes.splice(0)) off();
     void this.orchestrator.stopTimers();
+    this.healing?.monitor.stop();
+    this.healing?.supervisor.stop();
     return new AgentDied(this.deadAt);
   }
 
@@ -211,6 +221,39 @@ export class TestAgent {
     // A flow recover() resumed runs in the background: let it finish.
     await this.orchestrator.stopTimers();
     return notes;
+  }
+
+  /**
+   * Self-healing, wired as agent.ts wires it: an unexpected exit takes the instance out of
+   * rotation and is replaced; a check gone critical stops the instance, which is replaced too.
+   */
+  heal(): { monitor: HealthMonitor; supervisor: Supervisor } {
+    if (this.healing) return this.healing;
+    const { spec } = this.world;
+    const event = (service: string | null, type: string, message: string) => {
+      if (!this.deadAt) this.world.events.push({ service, type, message });
+    };
+    const supervisor = new Supervisor({
+      spec, store: this.store, records: this.records, fleet: this.fleet, orchestrator: this.orchestrator, apiUrl: () => "http://127.0.0.1:1", agentId: "test-agent", event,
+    });
+    const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, async (inst) => {
+      if (!this.fleet.isReady(inst.id)) return false;
+      const rec = await this.records.slot(inst.service, inst.slot);
+      return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
+    }, {
+      critical: (inst) => void this.fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 1_000).then(
+        () => supervisor.lost(inst, "went critical"),
+        (e: unknown) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${String(e)}`),
+      ),
+    });
+    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal) => {
+      void this.proxy.setUpstreamHealth(inst.id, false).catch(() => undefined);
+      event(inst.service, "instance.exited", `${inst.id} exited unexpectedly: ${signal ?? `code ${code}`}`);
+      void monitor.sync();
+      supervisor.lost(inst, "exited");
+    }));
+    this.healing = { monitor, supervisor };
+    return this.healing;
   }
 
   /** Each method of target, failing with AgentDied once the agent is dead. */
