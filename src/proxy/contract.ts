@@ -1,5 +1,6 @@
 // The Proxy contract, seen from the agent. Implementations: builtin (a separate OS process,
-// driven over loopback HTTP) and nginx. test/proxy/contract.test-suite.ts runs against both.
+// driven over loopback HTTP), nginx, and memory (the builtin's data plane in-process, for tests).
+// test/proxy/contract.test-suite.ts runs against each.
 
 export interface Upstream {
   /** Stable id of the instance behind this address. */

@@ -1,5 +1,6 @@
 // The Runtime contract: how instances are started, stopped and observed. Implementations:
-// process (default), docker and swarm (later). One shared suite runs against each.
+// process (default), docker, swarm (later), and memory, the in-process twin for tests. One shared
+// suite runs against each.
 
 export type Slot = "blue" | "green";
 export const SLOTS: readonly Slot[] = ["blue", "green"];

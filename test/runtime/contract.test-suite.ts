@@ -1,4 +1,4 @@
-// The shared Runtime suite: every runtime (process, docker, swarm) calls runRuntimeContract with
+// The shared Runtime suite: every runtime (process, docker, swarm, memory) calls runRuntimeContract with
 // its own factory. A new runtime is done when this suite passes against it.
 
 import assert from "node:assert/strict";
