@@ -330,7 +330,9 @@ export class MemoryRuntime implements Runtime {
 
   private deliver(inst: Instance, signal: NodeJS.Signals): void {
     if (!inst.state.running) return;
-    if (signal === "SIGKILL" || signal === "SIGSTOP") return this.end(inst, null, signal === "SIGKILL" ? "SIGKILL" : null, signal === "SIGSTOP" ? "stopped" : undefined);
+    if (signal === "SIGKILL") return this.end(inst, null, "SIGKILL");
+    // An app in this process cannot be paused: the twin does not model SIGSTOP.
+    if (signal === "SIGSTOP") return this.note(inst, "SIGSTOP is not modelled by the memory runtime: ignored");
     if (signal === "SIGTERM" && inst.faults.ignoreSigterm) return this.note(inst, "SIGTERM ignored (injected)");
     const handlers = inst.handlers.get(signal);
     if (!handlers?.length) {
