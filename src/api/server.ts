@@ -6,27 +6,31 @@ import { TurquoiseError, errorMessage, type ErrorCode } from "../errors.js";
 import type { Agent } from "../agent.js";
 import { SLOTS } from "../runtime/contract.js";
 import { keys } from "../deploy/records.js";
-import { parseSchemaRange } from "../deploy/release.js";
+import { parseSchemaRange, RELEASE_NAME } from "../deploy/release.js";
 import { parseDuration } from "../util/duration.js";
 import { DEFAULT_BLOCKING_WAIT_MS } from "./registry.js";
 import { catalog, catalogService, checks } from "./catalog.js";
-import { degradedKey } from "../heal/supervisor.js";
+import { checkUserKey, checkUserPrefix, userDelete, userGet, userList, userPut } from "./kv.js";
 import type { SchemaRange } from "../plan/planner.js";
 import { tokenMatches } from "../auth/token.js";
 
 const MAX_BODY_BYTES = 1024 * 1024;
 
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
-  USAGE: 400, SPEC_INVALID: 400, NOT_FOUND: 404, LOCKED: 409, CONFLICT: 409, UNAUTHORIZED: 401, DEPLOY_FAILED: 422,
+  USAGE: 400, SPEC_INVALID: 400, NOT_FOUND: 404, LOCKED: 409, CONFLICT: 409, UNAUTHORIZED: 401, FORBIDDEN: 403, DEPLOY_FAILED: 422,
   PLAN_REFUSED: 422, MIGRATION_FAILED: 422, RUNTIME_UNAVAILABLE: 503,
 };
 
 type Handler = (ctx: { agent: Agent; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
 
-/** read: the registry token may call it too (instances get that one); blocking: ?index=&wait= applies. */
+/**
+ * read: the registry token may call it too (instances get that one); blocking: ?index=&wait= applies;
+ * guard: refuses a request before it blocks or reads its body.
+ */
 interface RouteOptions {
   read?: boolean;
   blocking?: boolean;
+  guard?: (params: string[], query: URLSearchParams) => void;
 }
 
 export function createApi(agent: Agent): http.RequestListener {
@@ -66,23 +70,25 @@ export function createApi(agent: Agent): http.RequestListener {
       const instances = agent.fleet.list(params[0]!).filter((i) => !query.get("instance") || i.id === query.get("instance"));
       return { logs: await Promise.all(instances.map(async (i) => ({ instance: i.id, slot: i.slot, release: i.release, text: await agent.fleet.logs(i, tailLines) }))) };
     }],
-    ["GET", /^\/v1\/kv$/, async ({ agent, query }) => ({ items: await agent.store.list(query.get("prefix") ?? "") }), { read: true, blocking: true }],
+    ["GET", /^\/v1\/kv$/, async ({ agent, query }) => ({ items: await userList(agent.store, query.get("prefix") ?? "") }), {
+      read: true, blocking: true, guard: (_p, query) => checkUserPrefix(query.get("prefix") ?? ""),
+    }],
     ["GET", /^\/v1\/kv\/(.+)$/, async ({ agent, params }) => {
-      const kv = await agent.store.get(params[0]!);
+      const kv = await userGet(agent.store, params[0]!);
       if (!kv) throw new TurquoiseError("NOT_FOUND", `no key "${params[0]}"`);
       return kv;
-    }, { read: true, blocking: true }],
+    }, { read: true, blocking: true, guard: (params) => checkUserKey(params[0]!) }],
     ["PUT", /^\/v1\/kv\/(.+)$/, async ({ agent, req, params, query }) => {
       const value = await readBody(req);
-      const r = await agent.store.put(params[0]!, value, casOption(query));
+      const r = await userPut(agent.store, params[0]!, value, casOption(query));
       if (!r.ok) throw new TurquoiseError("CONFLICT", `compare-and-set failed on "${params[0]}": its revision is ${r.current?.modRevision ?? "none (absent)"}`);
       return r;
-    }],
+    }, { guard: (params) => checkUserKey(params[0]!) }],
     ["DELETE", /^\/v1\/kv\/(.+)$/, async ({ agent, params, query }) => {
-      const r = await agent.store.delete(params[0]!, casOption(query));
+      const r = await userDelete(agent.store, params[0]!, casOption(query));
       if (!r.ok) throw new TurquoiseError("CONFLICT", `compare-and-set failed on "${params[0]}"`);
       return r;
-    }],
+    }, { guard: (params) => checkUserKey(params[0]!) }],
     ["GET", /^\/v1\/events$/, async ({ agent, query }) => ({
       events: await agent.store.listEvents({ afterId: intParam(query, "after", 0, 0, Number.MAX_SAFE_INTEGER), limit: intParam(query, "limit", 100, 1, 10_000), ...(query.get("service") ? { service: query.get("service")! } : {}) }),
     }), { read: true, blocking: true }],
@@ -117,7 +123,9 @@ export function createApi(agent: Agent): http.RequestListener {
       } catch {
         return send(res, 400, { error: { code: "USAGE", message: "the request path has a malformed %-escape" } });
       }
-      blockUntilChanged(agent, url.searchParams, opts.blocking === true, req)
+      Promise.resolve()
+        .then(() => opts.guard?.(params, url.searchParams))
+        .then(() => blockUntilChanged(agent, url.searchParams, opts.blocking === true, req))
         .then(() => handler({ agent, req, res, params, query: url.searchParams }))
         .then((body) => {
           if (res.headersSent) return;
@@ -130,8 +138,6 @@ export function createApi(agent: Agent): http.RequestListener {
     send(res, 404, { error: { code: "NOT_FOUND", message: `no API route ${req.method} ${url.pathname}` } });
   };
 }
-
-const RELEASE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** release, via, schema and via_schema from a deploy or plan body; names what is wrong. */
 function releaseOptions(body: Record<string, unknown>, needRelease: boolean): { release?: string; via?: string; schema?: SchemaRange; viaSchema?: SchemaRange } {
@@ -196,10 +202,12 @@ async function status(agent: Agent): Promise<unknown> {
       slots,
       instances,
       lock: (await agent.store.getLock(keys.lock(svc.name))) ?? null,
-      degraded: await agent.store.get(degradedKey(svc.name)).then((kv) => (kv ? (JSON.parse(kv.value) as unknown) : null)),
+      degraded: (await agent.records.degraded(svc.name)) ?? null,
     });
   }
-  return { agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt }, proxy: { pid: agent.proxy.pid, address: `${agent.spec.proxy.host}:${agent.proxy.listenPort}`, stats: await agent.proxy.stats().catch((e) => ({ error: errorMessage(e) })) }, services };
+  // What was set aside, without the whole value: the reason says what was wrong with it.
+  const quarantined = (await agent.records.quarantined()).map((q) => ({ ...q, value: q.value.slice(0, 200) }));
+  return { quarantined, agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt }, proxy: { pid: agent.proxy.pid, address: `${agent.spec.proxy.host}:${agent.proxy.listenPort}`, stats: await agent.proxy.stats().catch((e) => ({ error: errorMessage(e) })) }, services };
 }
 
 /** Consul's blocking read: with ?index=N, hold the request until the index passes N or ?wait= runs out. */

@@ -17,7 +17,6 @@ import { keys, type Journal, type Records, type SlotRecord } from "./records.js"
 import { formatRange, releaseInfo } from "./release.js";
 import { runSmoke } from "./smoke.js";
 import { runCommand } from "../util/command.js";
-import { degradedKey } from "../heal/supervisor.js";
 import { scrubSecrets } from "../migrate/redact.js";
 
 export const LOCK_TTL_MS = 30_000;
@@ -315,7 +314,8 @@ export class Orchestrator {
       // A resumed path starts at its turquoise release; what rollback returns to is still the release before it.
       if (live && live.release !== req.release && live.release !== plan.via) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
       // A successful deploy is a fresh start for self-healing.
-      await store.delete(degradedKey(svc.name));
+      await records.clearDegraded(svc.name);
+      await records.clearQuarantine(svc.name);
       const recordStarted = Date.now();
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });
