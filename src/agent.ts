@@ -8,6 +8,7 @@ import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
 import { ensureToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
+import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
 import { watchRefusal, watchView } from "./api/catalog.js";
@@ -80,6 +81,7 @@ export class Agent {
     readonly registry: Registry,
     readonly registryToken: string,
     readonly supervisor: Supervisor,
+    readonly deployTokens: DeployTokens,
     private readonly log: AgentLog,
   ) {
     this.event = eventLog(store, registry, log);
@@ -130,7 +132,9 @@ export class Agent {
         (e) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${e instanceof Error ? e.message : e}`),
       ),
     });
-    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, log);
+    const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
+    await deployTokens.load();
+    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log);
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
