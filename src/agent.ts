@@ -91,7 +91,8 @@ export class Agent {
   }
 
   readonly watches: WatchRunner;
-  private readonly event: EventLog;
+  /** Records an agent event: its log, the Store's event log, the event stream. */
+  readonly event: EventLog;
 
   static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });

@@ -3,10 +3,31 @@
 import type http from "node:http";
 import type { Agent } from "../agent.js";
 import type { Scope } from "../auth/scopes.js";
-import { TurquoiseError } from "../errors.js";
+import { TurquoiseError, errorMessage } from "../errors.js";
 import type { SchemaRange } from "../plan/planner.js";
 import { parseSchemaRange, RELEASE_NAME } from "../deploy/release.js";
 import { errorBody, parseJson, readBody } from "./http.js";
+import { formatDuration, parseDuration } from "../util/duration.js";
+
+/** How long a queued deploy waits for the lock when the client names no limit. */
+export const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
+/** The longest a client may ask a deploy to queue. */
+export const MAX_WAIT_TIMEOUT_MS = 60 * 60_000;
+
+/** body.wait_timeout ("30s", "10m"), within [1ms, MAX_WAIT_TIMEOUT_MS]. */
+export function waitTimeout(body: Record<string, unknown>): number {
+  const v = body.wait_timeout;
+  if (v === undefined || v === null) return DEFAULT_WAIT_TIMEOUT_MS;
+  let ms: number;
+  try {
+    if (typeof v !== "string") throw new Error("it must be a string");
+    ms = parseDuration(v);
+  } catch (e) {
+    throw new TurquoiseError("USAGE", `body.wait_timeout: ${errorMessage(e)}`);
+  }
+  if (ms < 1 || ms > MAX_WAIT_TIMEOUT_MS) throw new TurquoiseError("USAGE", `body.wait_timeout must be from 1ms to ${formatDuration(MAX_WAIT_TIMEOUT_MS)}, got "${v}"`);
+  return ms;
+}
 
 /** release, via, schema and via_schema from a deploy or plan body; names what is wrong. */
 export function releaseOptions(body: Record<string, unknown>, needRelease: boolean): { release?: string; via?: string; schema?: SchemaRange; viaSchema?: SchemaRange } {
@@ -35,9 +56,13 @@ export async function runFlow(kind: "deploy" | "rollback", agent: Agent, scope: 
   const body = parseJson(await readBody(req));
   agent.orchestrator.service(service);
   const opts = releaseOptions(body, kind === "deploy");
+  const waitTimeoutMs = waitTimeout(body);
+  // A client that goes away while its deploy is queued takes the deploy with it; one that runs carries on.
+  const gone = new AbortController();
+  res.on("close", () => { if (!res.writableFinished) gone.abort(); });
   res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
   const line = (o: unknown) => res.write(JSON.stringify(o) + "\n");
-  const common = { service, actor: actorOf(body, scope), wait: body.wait === true, onProgress: line };
+  const common = { service, actor: actorOf(body, scope), wait: body.wait === true, waitTimeoutMs, signal: gone.signal, onProgress: line };
   try {
     const out = kind === "deploy"
       ? await agent.orchestrator.deploy({ ...common, ...opts, release: opts.release! })

@@ -9,15 +9,30 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   PLAN_REFUSED: 422, MIGRATION_FAILED: 422, RUNTIME_UNAVAILABLE: 503,
 };
 
+/** A request body over MAX_BODY_BYTES: answered 413, and the connection closes so the rest is never read. */
+export class BodyTooLarge extends TurquoiseError {
+  constructor(size: string) {
+    super("USAGE", `the request body (${size}) is over the API's limit of ${MAX_BODY_BYTES} bytes (1 MiB)`);
+  }
+}
+
+/** The whole body as text: refused at once when its Content-Length is over the limit, and the moment it grows past it otherwise. */
 export function readBody(req: http.IncomingMessage): Promise<string> {
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) return Promise.reject(new BodyTooLarge(`${declared} bytes declared`));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on("data", (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY_BYTES) return reject(new TurquoiseError("USAGE", `request body over ${MAX_BODY_BYTES} bytes`));
-      chunks.push(c);
-    });
+      if (size <= MAX_BODY_BYTES) return void chunks.push(c);
+      // Stop reading: nothing more is buffered, and the 413 closes the connection.
+      req.off("data", onData);
+      req.pause();
+      chunks.length = 0;
+      reject(new BodyTooLarge(`over ${MAX_BODY_BYTES} bytes sent`));
+    };
+    req.on("data", onData);
     req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
     req.on("error", reject);
   });
@@ -46,6 +61,7 @@ export function errorBody(e: unknown): Record<string, unknown> {
 }
 
 export function sendError(res: http.ServerResponse, e: unknown): void {
+  if (e instanceof BodyTooLarge) return send(res, 413, { error: errorBody(e) }, { connection: "close" });
   const status = e instanceof TurquoiseError ? (HTTP_STATUS[e.code] ?? 500) : 500;
   send(res, status, { error: errorBody(e) });
 }

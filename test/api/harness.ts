@@ -2,7 +2,7 @@
 // real routes, real auth and real KV rules, with the orchestrator's flows replaced by tiny stubs.
 import crypto from "node:crypto";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import type { Agent } from "../../src/agent.js";
 import { createApi } from "../../src/api/server.js";
 import { Registry } from "../../src/api/registry.js";
@@ -19,6 +19,8 @@ export interface Harness {
   adminToken: string;
   registryToken: string;
   port: number;
+  /** The server's side of every connection, to see what it buffers and whether it cut one. */
+  sockets: Set<Socket>;
   /** Deploys the stub orchestrator ran, by service. */
   deploys: string[];
   /** Makes the next deploys wait until this resolves: a running deploy, for --wait tests. */
@@ -56,12 +58,15 @@ export async function startHarness(): Promise<Harness> {
     fleet: { list: () => [] },
     monitor: { state: () => undefined },
     proxy: { pid: 0, listenPort: 0, stats: async () => ({}) },
+    event: (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => void store.appendEvent({ service, type, message, data }),
   } as unknown as Agent;
   const server = http.createServer(createApi(agent));
+  const sockets = new Set<Socket>();
+  server.on("connection", (s) => sockets.add(s));
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as AddressInfo).port;
   return {
-    agent, store, registry, adminToken, registryToken, port, deploys,
+    agent, store, registry, adminToken, registryToken, port, deploys, sockets,
     holdDeploys: (until) => void (hold = until),
     call: (method, path, opts = {}) => new Promise((resolve, reject) => {
       const req = http.request({ host: "127.0.0.1", port, path, method, agent: false, headers: { authorization: `Bearer ${opts.token ?? adminToken}` } }, (res) => {
