@@ -17,7 +17,6 @@ import { keys, type Journal, type Records, type SlotRecord } from "./records.js"
 import { formatRange, releaseInfo } from "./release.js";
 import { runSmoke } from "./smoke.js";
 import { runCommand } from "../util/command.js";
-import { degradedKey } from "../heal/supervisor.js";
 import { scrubSecrets } from "../migrate/redact.js";
 
 export const LOCK_TTL_MS = 30_000;
@@ -43,6 +42,10 @@ export interface DeployRequest {
   viaSchema?: SchemaRange;
   /** Queue behind a running deploy instead of failing at once. */
   wait?: boolean;
+  /** How long a queued deploy waits for the lock; no limit when absent (the API always sets one). */
+  waitTimeoutMs?: number;
+  /** Aborted when the client has gone: a deploy still queued for the lock is dropped. */
+  signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
 }
 
@@ -270,7 +273,7 @@ export class Orchestrator {
 
     const lockStarted = Date.now();
     emit({ type: "step", name: "lock", status: "started" });
-    await this.takeLock(svc.name, owner, !!req.wait, emit);
+    await this.takeLock(svc.name, owner, !!req.wait, emit, { ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}) });
     const renew = this.keepLock(svc.name, owner);
     steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
@@ -322,7 +325,8 @@ export class Orchestrator {
       // A resumed path starts at its turquoise release; what rollback returns to is still the release before it.
       if (live && live.release !== req.release && live.release !== plan.via) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
       // A successful deploy is a fresh start for self-healing.
-      await store.delete(degradedKey(svc.name));
+      await records.clearDegraded(svc.name);
+      await records.clearQuarantine(svc.name);
       const recordStarted = Date.now();
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });
@@ -564,7 +568,7 @@ export class Orchestrator {
     }, LOCK_RENEW_MS);
   }
 
-  private async takeLock(service: string, owner: string, wait: boolean, emit: (p: Progress) => void): Promise<void> {
+  private async takeLock(service: string, owner: string, wait: boolean, emit: (p: Progress) => void, bounds: { deadline?: number; signal?: AbortSignal } = {}): Promise<void> {
     let told = false;
     for (;;) {
       const r = await this.d.store.acquireLock(keys.lock(service), owner, LOCK_TTL_MS);
@@ -572,6 +576,12 @@ export class Orchestrator {
       const since = new Date(r.holder.since).toISOString();
       if (!wait) {
         throw new TurquoiseError("LOCKED", `a deploy of ${service} is already running: lock held by ${r.holder.owner} since ${since} (${Math.round((Date.now() - r.holder.since) / 1000)}s ago); use --wait to queue behind it`, { data: { holder: r.holder } });
+      }
+      // A queue without bounds grows with every client that gave up, and holds each one forever.
+      const why = bounds.signal?.aborted ? "its client went away" : bounds.deadline !== undefined && Date.now() >= bounds.deadline ? "its --wait-timeout ran out" : undefined;
+      if (why) {
+        this.d.event(service, "deploy.dropped", `a queued ${owner} was dropped: ${why} while ${r.holder.owner} held the lock`, { owner, holder: r.holder.owner });
+        throw new TurquoiseError("LOCKED", `gave up waiting for the deploy lock of ${service} (${why}): held by ${r.holder.owner} since ${since}`, { data: { holder: r.holder } });
       }
       if (!told) emit({ type: "info", message: `waiting for the deploy lock, held by ${r.holder.owner} since ${since}` });
       told = true;

@@ -4,6 +4,9 @@
 import { TurquoiseError } from "../errors.js";
 import type { ReleaseInfo, SchemaRange } from "../plan/planner.js";
 
+/** What a release name may hold: it becomes part of paths, image tags and pool ids. */
+export const RELEASE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
 /** "2" or "1..3" → a range; anything else is a usage error. */
 export function parseSchemaRange(text: string): SchemaRange {
   const m = /^(\d+)(?:\.\.(\d+))?$/.exec(text.trim());

@@ -20,10 +20,6 @@ export const HEAL_BACKOFF_MAX_MS = 10_000;
 const HEAL_LOCK_TTL_MS = 60_000;
 const HEAL_LOCK_RETRY_MS = 250;
 
-export function degradedKey(service: string): string {
-  return `services/${service}/degraded`;
-}
-
 export interface SupervisorDeps {
   spec: Spec;
   store: Store;
@@ -79,7 +75,7 @@ export class Supervisor {
     const svc = this.d.spec.services[service];
     const rec = await this.d.records.slot(service, slot);
     if (!svc || !rec || (rec.state !== "live" && rec.state !== "warm") || this.stopped) return;
-    if (await this.d.store.get(degradedKey(service))) return;
+    if (await this.d.records.degraded(service)) return;
     const missing = svc.replicas - this.d.fleet.list(service, slot).length;
     if (missing <= 0) return;
 
@@ -92,7 +88,7 @@ export class Supervisor {
       const reason = failedInARow >= HEAL_MAX_FAILURES
         ? `${failedInARow} replacements in a row never turned healthy (a crash loop)`
         : `${recent.length} replacements within ${HEAL_WINDOW_MS / 1000}s`;
-      await this.d.store.put(degradedKey(service), JSON.stringify({ since: now, slot, release: rec.release, reason }));
+      await this.d.records.setDegraded(service, { since: now, slot, release: rec.release, reason });
       this.d.event(service, "service.degraded", `${service} is degraded: ${reason}; no more automatic restarts until the next deploy`);
       return;
     }
