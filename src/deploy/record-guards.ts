@@ -83,10 +83,13 @@ export function journalProblem(o: Record<string, unknown>, service: string): Pro
   return o.service === service ? undefined : `it names service ${quote(o.service)}, but is stored under ${service}`;
 }
 
+/** Runtimes an instance record may name; memory is the in-process twin that tests run the agent's parts on. */
+const RECORDED_RUNTIMES = ["process", "docker", "memory"];
+
 export function instanceProblem(o: Record<string, unknown>, service: string, id: string): Problem {
   const p = fields(o, {
     id: str, service: str, slot, release, host: str, port: (v) => int(v) && (v as number) < 65_536,
-    ref: str, startedAt: time, runtime: optional(oneOf("process", "docker")), logFile: optional(str), procStartTicks: optional(int),
+    ref: str, startedAt: time, runtime: optional(oneOf(...RECORDED_RUNTIMES)), logFile: optional(str), procStartTicks: optional(int),
   });
   if (p) return p;
   if (o.service !== service || o.id !== id) return `it names ${quote(o.service)}/${quote(o.id)}, but is stored as ${service}/${id}`;
