@@ -32,8 +32,9 @@ export interface HealthInfo {
   ok: boolean;
   pid: number;
   tableVersion: number;
-  /** A supervised proxy's workers. */
+  /** A supervised proxy's workers, and how many it keeps serving. */
   workers?: WorkerInfo[];
+  workerCount?: number;
 }
 
 export interface UpgradeOptions {

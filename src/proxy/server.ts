@@ -26,8 +26,6 @@ export interface ProxyInfo {
   listen: { host: string; port: number };
   control: { host: string; port: number };
   startedAt: string;
-  /** How many workers it keeps. */
-  workers?: number;
 }
 
 export interface ProxyServerOptions {
