@@ -12,13 +12,14 @@ import { kvCommand } from "./kv.js";
 import { logsCommand } from "./logs.js";
 import { migrateCommand } from "./migrate.js";
 import { planCommand } from "./plan.js";
+import { proxyCommand } from "./proxy.js";
 import { signalCommand } from "./signal.js";
 import { rollbackCommand } from "./rollback.js";
 import { statusCommand } from "./status.js";
 import { upCommand } from "./up.js";
 import { schemaCommand, validateCommand } from "./validate.js";
 
-export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, signalCommand, demoCommand, schemaCommand];
+export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, signalCommand, proxyCommand, demoCommand, schemaCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

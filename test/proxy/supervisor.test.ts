@@ -2,6 +2,7 @@
 // connection, an in-place upgrade fails no request, and every control call reaches every worker.
 
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -12,9 +13,11 @@ import { type BuiltinProxy, type RunningProxy, spawnProxy, stopProxy, type Worke
 import { Supervisor } from "../../src/proxy/supervisor.js";
 import { pidAlive } from "../../src/util/proc.js";
 import { ensureToken } from "../../src/auth/token.js";
+import { starterSpec } from "../../src/spec/template.js";
 import { type TestUpstream, json, refusedPort, request, route, sleep, startUpstream, table } from "./helpers.js";
 
 const WORKER_JS = fileURLToPath(new URL("../../src/proxy/worker.js", import.meta.url));
+const TURQUOISE_JS = fileURLToPath(new URL("../../../bin/turquoise.js", import.meta.url));
 
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -228,6 +231,26 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     } finally {
       await s.stop(1_000);
     }
+  });
+
+  it("turquoise proxy upgrade upgrades the proxy of the spec's state dir, to the spec's worker count", async () => {
+    const dir = await tempDir();
+    const specFile = path.join(dir, "turquoise.yml");
+    await writeFile(specFile, starterSpec().replace("workers: 1", "workers: 2"));
+    const p = await spawnProxy({ stateDir: path.join(dir, ".turquoise"), listenHost: "127.0.0.1", listenPort: 0 });
+    running.push(p);
+    const [old] = await serving(p.proxy);
+    const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [TURQUOISE_JS, "proxy", "upgrade", "-f", specFile, "--drain-timeout", "2s", "--json"], { timeout: 30_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+    assert.equal(out.code, 0, out.stderr);
+    const result = JSON.parse(out.stdout) as { started: number[]; retired: number[]; generation: number };
+    assert.equal(result.started.length, 2);
+    assert.deepEqual(result.retired, [old!.pid]);
+    assert.deepEqual((await serving(p.proxy)).map((w) => w.pid).sort(), [...result.started].sort());
+    assert.equal((await p.proxy.health()).workerCount, 2);
   });
 
   it("refuses to start on a port another process listens on", async () => {
