@@ -17,6 +17,8 @@ import type { HealthInfo, UpgradeOptions, UpgradeResult } from "./control.js";
 import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
 import { DEFAULT_UPGRADE_DRAIN_MS, WORKER_READY_TIMEOUT_MS } from "./supervisor.js";
 
+export { resolveWorkers } from "./supervisor.js";
+
 export type { HealthInfo as ProxyHealth, UpgradeOptions, UpgradeResult, WorkerInfo } from "./control.js";
 
 export const PROXY_LOG_FILE = "proxy.log";

@@ -20,8 +20,11 @@ export const MAX_EVENTS_WAIT_MS = 30_000;
 /** One worker process of a supervised proxy, as GET /health lists it. */
 export interface WorkerInfo {
   pid: number;
-  /** starting: not yet serving; serving; retiring: draining before it exits. */
-  state: "starting" | "serving" | "retiring";
+  /**
+   * starting: not yet serving; standby: the spare, with the table applied, not accepting until a
+   * worker dies; serving; retiring: draining before it exits.
+   */
+  state: "starting" | "standby" | "serving" | "retiring";
   /** Epoch ms. */
   startedAt: number;
   /** Grows by one with each in-place upgrade. */

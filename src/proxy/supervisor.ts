@@ -6,6 +6,7 @@
 // here too, so that a new worker starts on them and the agent sees one proxy.
 
 import { type ChildProcess, fork } from "node:child_process";
+import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { errorMessage } from "../errors.js";
 import type { DrainResult, ProxyStats, RouteTable } from "./contract.js";
@@ -33,9 +34,20 @@ const MAX_RESTART_BACKOFF_MS = 10_000;
  */
 export const RETIRE_IDLE_GRACE_MS = 1_000;
 export const DEFAULT_UPGRADE_DRAIN_MS = 10_000;
+/**
+ * Spare workers: started ahead, kept up to date with every op, not accepting. A dead worker's
+ * place is taken by a spare at once (it only has to listen) rather than by a process that must
+ * first boot Node and load the proxy, while new connections wait in the accept queue.
+ */
+export const DEFAULT_SPARES = 1;
 /** A retired worker still running this long after its grace is killed. */
 const RETIRE_KILL_AFTER_MS = 5_000;
 const WORKER_JS = fileURLToPath(new URL("./worker.js", import.meta.url));
+
+/** A worker count as --workers takes it: "auto" is one per core of this machine. */
+export function resolveWorkers(workers: number | "auto"): number {
+  return workers === "auto" ? os.availableParallelism() : workers;
+}
 
 /** What a worker's op resolves to when the worker exited before answering: it has nothing left to say. */
 const GONE = Symbol("gone");
@@ -45,6 +57,8 @@ export interface SupervisorOptions {
   listenHost: string;
   listenPort: number;
   workers: number;
+  /** Spare workers kept in standby; DEFAULT_SPARES when absent. */
+  spares?: number;
   log: (message: string) => void;
   /** The worker's script, read from disk at every fork: an upgrade runs the code installed now. */
   workerScript?: string;
@@ -61,6 +75,8 @@ class Worker {
   readonly generation: number;
   readonly startedAt = Date.now();
   state: WorkerInfo["state"] = "starting";
+  /** What it is for: serving, or standing by to replace a worker that dies. */
+  role: "serve" | "spare";
   /** Got its init: every op from then on goes to it too. */
   member = false;
   exited = false;
@@ -69,22 +85,32 @@ class Worker {
   readonly pending = new Map<number, Pending>();
   /** Resolves once it serves; rejects when it exits first. */
   readonly ready: Promise<void>;
+  /** Resolves once it applied its init (a spare then stands by); rejects when it exits first. */
+  readonly initialized: Promise<void>;
   /** Resolves once it exited. */
   readonly gone: Promise<void>;
   resolveReady!: () => void;
   rejectReady!: (e: Error) => void;
+  resolveInitialized!: () => void;
+  rejectInitialized!: (e: Error) => void;
   resolveGone!: () => void;
 
-  constructor(child: ChildProcess, generation: number) {
+  constructor(child: ChildProcess, generation: number, role: "serve" | "spare") {
     this.child = child;
     this.pid = child.pid ?? 0;
     this.generation = generation;
+    this.role = role;
     this.ready = new Promise<void>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
     });
-    // Whoever waits for it says so; nobody waiting is no unhandled rejection.
+    this.initialized = new Promise<void>((resolve, reject) => {
+      this.resolveInitialized = resolve;
+      this.rejectInitialized = reject;
+    });
+    // Whoever waits for them says so; nobody waiting is no unhandled rejection.
     this.ready.catch(() => undefined);
+    this.initialized.catch(() => undefined);
     this.gone = new Promise<void>((resolve) => (this.resolveGone = resolve));
   }
 
@@ -100,8 +126,9 @@ export class Supervisor implements ControlBackend {
   private readonly opts: SupervisorOptions;
   private readonly workerScript: string;
   private readonly workers = new Set<Worker>();
-  /** How many workers to keep serving. */
+  /** How many workers to keep serving, and how many spares beside them. */
   private target: number;
+  private readonly spareCount: number;
   private generation = 0;
   private opSeq = 0;
   /** The op that last marked each upstream healthy: a worker's mark made before it saw that op is stale. */
@@ -116,6 +143,7 @@ export class Supervisor implements ControlBackend {
     this.opts = opts;
     this.socket = socket;
     this.target = opts.workers;
+    this.spareCount = opts.spares ?? DEFAULT_SPARES;
     this.workerScript = opts.workerScript ?? WORKER_JS;
   }
 
@@ -126,7 +154,7 @@ export class Supervisor implements ControlBackend {
     const socket = await bindListenSocket(opts.listenHost, opts.listenPort);
     const s = new Supervisor(opts, socket);
     if (restored) s.router.apply(restored);
-    const first = Array.from({ length: opts.workers }, () => s.spawn(0));
+    const first = Array.from({ length: opts.workers }, () => s.spawn(0, "serve"));
     try {
       await Promise.all(first.map((w) => s.whenReady(w)));
     } catch (e) {
@@ -135,6 +163,8 @@ export class Supervisor implements ControlBackend {
       throw e;
     }
     s.running = true;
+    // The spares start once the proxy serves: they only matter from the first death on.
+    s.topUp();
     return s;
   }
 
@@ -211,14 +241,16 @@ export class Supervisor implements ControlBackend {
       const started = performance.now();
       const count = opts.workers ?? this.target;
       const drainMs = opts.drainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_MS;
-      const old = this.active();
+      const old = [...this.workers].filter((w) => w.state !== "retiring");
       const generation = ++this.generation;
       this.opts.log(`upgrade: starting ${count} worker(s) of generation ${generation} from ${this.workerScript}`);
-      const fresh = Array.from({ length: count }, () => this.spawn(generation));
+      const fresh = Array.from({ length: count }, () => this.spawn(generation, "serve"));
+      // The new spares are the new code's too; nobody waits for them.
+      const spares = Array.from({ length: this.spareCount }, () => this.launch("spare"));
       try {
         await Promise.all(fresh.map((w) => this.whenReady(w)));
       } catch (e) {
-        for (const w of fresh) this.retire(w, drainMs, RETIRE_IDLE_GRACE_MS);
+        for (const w of [...fresh, ...spares]) this.retire(w, drainMs, RETIRE_IDLE_GRACE_MS);
         this.opts.log(`upgrade failed, the old workers keep serving: ${errorMessage(e)}`);
         throw new HttpError(500, `upgrade failed, the old workers keep serving: ${errorMessage(e)}`);
       }
@@ -227,7 +259,8 @@ export class Supervisor implements ControlBackend {
       this.opts.log(`upgrade: generation ${generation} serves (pids ${fresh.map((w) => w.pid).join(", ")}); retiring ${old.map((w) => w.pid).join(", ") || "none"}`);
       for (const w of old) this.retire(w, drainMs, RETIRE_IDLE_GRACE_MS);
       await Promise.all(old.map((w) => w.gone));
-      return { started: fresh.map((w) => w.pid), retired: old.map((w) => w.pid), generation, readyMs, durationMs: Math.round(performance.now() - started) };
+      const retired = old.filter((w) => w.role === "serve").map((w) => w.pid);
+      return { started: fresh.map((w) => w.pid), retired, generation, readyMs, durationMs: Math.round(performance.now() - started) };
     } finally {
       this.upgrading = false;
     }
@@ -250,10 +283,10 @@ export class Supervisor implements ControlBackend {
   // -------------------------------------------------------------------------------------------
   // Workers
 
-  private spawn(generation: number): Worker {
+  private spawn(generation: number, role: "serve" | "spare"): Worker {
     // fd 3: the listening socket (WORKER_LISTEN_FD); fd 4: the IPC channel.
     const child = fork(this.workerScript, ["--state-dir", this.opts.stateDir], { stdio: ["ignore", "inherit", "inherit", this.socket.fd, "ipc"] });
-    const w = new Worker(child, generation);
+    const w = new Worker(child, generation, role);
     this.workers.add(w);
     child.on("message", (m: WorkerMessage) => this.onMessage(w, m));
     child.once("error", (e) => {
@@ -264,13 +297,21 @@ export class Supervisor implements ControlBackend {
     return w;
   }
 
+  /** Starts a worker of the current generation, killed if it does not get ready in time (a quick death). */
+  private launch(role: "serve" | "spare"): Worker {
+    const w = this.spawn(this.generation, role);
+    this.whenReady(w).catch((e: unknown) => this.opts.log(errorMessage(e)));
+    return w;
+  }
+
+  /** Resolves once w serves (a spare: once it stands by, or serves); kills it when that takes too long. */
   private async whenReady(w: Worker): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`worker ${w.pid} did not serve within ${WORKER_READY_TIMEOUT_MS} ms`)), WORKER_READY_TIMEOUT_MS);
+      timer = setTimeout(() => reject(new Error(`worker ${w.pid} was not ready within ${WORKER_READY_TIMEOUT_MS} ms`)), WORKER_READY_TIMEOUT_MS);
     });
     try {
-      await Promise.race([w.ready, timeout]);
+      await Promise.race([w.role === "spare" ? w.initialized : w.ready, timeout]);
     } catch (e) {
       if (!w.exited) w.child.kill("SIGKILL");
       throw e;
@@ -289,9 +330,14 @@ export class Supervisor implements ControlBackend {
         }
         // The state as of now; every op from now on follows it on the same channel.
         w.member = true;
-        return this.send(w, { type: "init", opId: this.opSeq, table: this.router.current.source, down: this.router.downList() });
+        return this.send(w, { type: "init", opId: this.opSeq, table: this.router.current.source, down: this.router.downList(), serve: w.role === "serve" });
       case "ready":
-        if (w.state === "starting") w.state = "serving";
+        w.resolveInitialized();
+        if (!m.serving) {
+          if (w.state === "starting") w.state = "standby";
+          return;
+        }
+        if (w.state !== "retiring") w.state = "serving";
         w.resolveReady();
         return;
       case "reply": {
@@ -324,27 +370,36 @@ export class Supervisor implements ControlBackend {
     this.workers.delete(w);
     for (const p of w.pending.values()) p.settle(GONE);
     w.pending.clear();
-    w.rejectReady(new Error(`worker ${w.pid} ${how} before serving${w.failure ? `: ${w.failure}` : ""}`));
+    const why = new Error(`worker ${w.pid} ${how} before ${w.role === "spare" ? "standing by" : "serving"}${w.failure ? `: ${w.failure}` : ""}`);
+    w.rejectReady(why);
+    w.rejectInitialized(why);
     w.resolveGone();
     if (!this.running || w.state === "retiring") return;
     const uptimeMs = Date.now() - w.startedAt;
     this.quickDeaths = uptimeMs < CRASH_LOOP_UPTIME_MS ? this.quickDeaths + 1 : 0;
-    this.opts.log(`worker ${w.pid} ${how} after ${uptimeMs} ms; starting another`);
+    this.opts.log(`${w.role === "spare" ? "spare" : "worker"} ${w.pid} ${how} after ${uptimeMs} ms`);
     this.topUp();
   }
 
-  /** Starts workers until `target` are serving or starting: at once, or after a backoff in a crash loop. */
+  /**
+   * Brings the workers back to `target` serving and the spares to their count: a spare takes a
+   * missing worker's place at once; what is still missing is started at once, or after a
+   * backoff in a crash loop.
+   */
   private topUp(): void {
-    if (!this.running || this.restartTimer) return;
-    if (this.active().length >= this.target) return;
+    if (!this.running) return;
+    for (let missing = this.target - this.active().length; missing > 0; missing--) {
+      const spare = this.spares()[0];
+      if (!spare) break;
+      this.promote(spare);
+    }
+    if (this.restartTimer) return;
+    if (this.active().length >= this.target && this.spares().length >= this.spareCount) return;
     const start = (): void => {
       this.restartTimer = undefined;
       if (!this.running) return;
-      for (let n = this.target - this.active().length; n > 0; n--) {
-        const w = this.spawn(this.generation);
-        // A worker that hangs at start is killed, which counts as a quick death.
-        this.whenReady(w).catch((e: unknown) => this.opts.log(errorMessage(e)));
-      }
+      for (let n = this.target - this.active().length; n > 0; n--) this.launch("serve");
+      for (let n = this.spareCount - this.spares().length; n > 0; n--) this.launch("spare");
     };
     const delayMs = this.quickDeaths <= 1 ? 0 : Math.min(RESTART_BACKOFF_MS * 2 ** (this.quickDeaths - 2), MAX_RESTART_BACKOFF_MS);
     if (delayMs === 0) return start();
@@ -352,11 +407,21 @@ export class Supervisor implements ControlBackend {
     this.restartTimer = setTimeout(start, delayMs);
   }
 
+  /** A spare starts serving: at once if it stands by, else as soon as its init is applied. */
+  private promote(w: Worker): void {
+    w.role = "serve";
+    this.opts.log(`spare ${w.pid} takes over`);
+    if (w.member) this.send(w, { type: "serve" });
+    this.whenReady(w).catch((e: unknown) => this.opts.log(errorMessage(e)));
+  }
+
   /** A worker that asked to go (SIGTERM): retired once its replacement serves, or failed to. */
   private replace(w: Worker): void {
     if (!this.running || w.state === "retiring") return;
     this.opts.log(`worker ${w.pid} got SIGTERM: replacing it`);
-    const next = this.spawn(this.generation);
+    const spare = this.spares()[0];
+    if (spare) this.promote(spare);
+    const next = spare ?? this.launch("serve");
     void this.whenReady(next)
       .catch((e: unknown) => this.opts.log(`the replacement of worker ${w.pid} did not start: ${errorMessage(e)}`))
       .then(() => this.retire(w, DEFAULT_UPGRADE_DRAIN_MS, RETIRE_IDLE_GRACE_MS));
@@ -373,8 +438,13 @@ export class Supervisor implements ControlBackend {
     this.topUp();
   }
 
+  /** The workers serving or about to, not retiring. */
   private active(): Worker[] {
-    return [...this.workers].filter((w) => w.state !== "retiring");
+    return [...this.workers].filter((w) => w.role === "serve" && w.state !== "retiring");
+  }
+
+  private spares(): Worker[] {
+    return [...this.workers].filter((w) => w.role === "spare" && w.state !== "retiring");
   }
 
   // -------------------------------------------------------------------------------------------

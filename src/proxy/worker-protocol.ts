@@ -14,8 +14,13 @@ export const WORKER_LISTEN_FD = 3;
 
 /** Supervisor → worker. Ops with an `opId` get a reply; ids grow, so a worker can say which it has seen. */
 export type SupervisorMessage =
-  /** The state to serve: sent once, in answer to hello. The worker listens only after applying it. */
-  | { type: "init"; opId: number; table: RouteTable; down: UpstreamDown[] }
+  /**
+   * The state to serve: sent once, in answer to hello. The worker listens only after applying it,
+   * and only when `serve` says so; a spare keeps up with every op and waits for "serve".
+   */
+  | { type: "init"; opId: number; table: RouteTable; down: UpstreamDown[]; serve: boolean }
+  /** A spare takes a dead worker's place: start accepting. */
+  | { type: "serve" }
   | { type: "apply"; opId: number; table: RouteTable }
   /** healthy: true clears any mark; false marks it down with reason (and since, for a mark another worker made). */
   | { type: "mark"; opId: number; id: string; healthy: boolean; reason: UpstreamDownReason; at: number }
@@ -38,8 +43,8 @@ export interface WorkerResults {
 export type WorkerMessage =
   /** Loaded and waiting for init. */
   | { type: "hello"; protocol: number }
-  /** Listening with the table of init (and every op after it) applied. */
-  | { type: "ready"; tableVersion: number }
+  /** The table of init (and every op after it) applied; serving: listening too (else a spare). */
+  | { type: "ready"; tableVersion: number; serving: boolean }
   | { type: "reply"; opId: number; result?: unknown; error?: string }
   /**
    * The worker took an upstream out of rotation by itself (passive detection). opSeen is the

@@ -23,6 +23,9 @@ let lastOp = 0;
 /** Events up to this seq have been reported, or came from the supervisor and need no report. */
 let reportedSeq = 0;
 let retiring = false;
+let initialized = false;
+/** Set once this worker is to accept connections: at init, or when a spare is told to serve. */
+let serving: Promise<void> | undefined;
 
 function send(message: WorkerMessage): void {
   // After a disconnect there is nobody to tell; the disconnect handler winds the worker down.
@@ -59,15 +62,33 @@ async function run(op: WorkerOp): Promise<WorkerResults[WorkerOp["type"]]> {
   }
 }
 
-async function init(message: Extract<SupervisorMessage, { type: "init" }>): Promise<void> {
+function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
   plane.apply(message.table);
   for (const d of message.down) plane.router.markDown(d.id, d.reason, d.since);
   reportedSeq = events.seq;
   lastOp = message.opId;
-  if (retiring) return;
-  const address = await data.listen({ fd: WORKER_LISTEN_FD });
-  log(`serving on ${address.address}:${address.port}, table version ${plane.router.current.version}`);
-  send({ type: "ready", tableVersion: plane.router.current.version });
+  initialized = true;
+  if (message.serve) serve();
+  else {
+    log(`standing by as a spare, table version ${plane.router.current.version}`);
+    send({ type: "ready", tableVersion: plane.router.current.version, serving: false });
+  }
+}
+
+/** Starts accepting on the inherited socket, once. */
+function serve(): void {
+  if (retiring || !initialized || serving) return;
+  serving = data.listen({ fd: WORKER_LISTEN_FD }).then(
+    (address) => {
+      log(`serving on ${address.address}:${address.port}, table version ${plane.router.current.version}`);
+      send({ type: "ready", tableVersion: plane.router.current.version, serving: true });
+    },
+    (e: unknown) => {
+      // A worker that cannot serve is of no use: the supervisor sees it exit and says why.
+      log(`cannot serve: ${errorMessage(e)}`);
+      process.exit(1);
+    },
+  );
 }
 
 function retire(graceMs: number, idleGraceMs: number, why: string): void {
@@ -89,12 +110,9 @@ function retire(graceMs: number, idleGraceMs: number, why: string): void {
 function onMessage(message: SupervisorMessage): void {
   switch (message.type) {
     case "init":
-      void init(message).catch((e: unknown) => {
-        // A worker that cannot serve is of no use: the supervisor sees it exit and says why.
-        log(`cannot serve: ${errorMessage(e)}`);
-        process.exit(1);
-      });
-      return;
+      return init(message);
+    case "serve":
+      return serve();
     case "retire":
       return retire(message.graceMs, message.idleGraceMs, "retiring");
     default: {

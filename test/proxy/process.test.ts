@@ -70,9 +70,9 @@ describe("proxy process", { timeout: 60_000 }, () => {
     await first.proxy.apply(table(7, route("books", "books:blue", [u.upstream], { pathPrefix: "/books" })));
     assert.equal(json((await request(`http://127.0.0.1:${port}/books/1`))).id, "persisted");
 
-    // The supervisor, and with it its workers: they stop on losing it.
+    // The supervisor, and with it its workers (and spare): they stop on losing it.
     const workers = (await first.proxy.health()).workers ?? [];
-    assert.equal(workers.length, 1);
+    assert.ok(workers.length >= 1);
     process.kill(first.pid, "SIGKILL");
     await waitDead(first.pid);
     for (const w of workers) await waitDead(w.pid);
