@@ -22,7 +22,7 @@ export const DEFAULT_WORKERS = 1;
 /** How long a worker may take from fork to serving. */
 export const WORKER_READY_TIMEOUT_MS = 10_000;
 /** How long a worker may take to answer an op (a drain: its own timeout, plus this). */
-const WORKER_OP_TIMEOUT_MS = 10_000;
+export const WORKER_OP_TIMEOUT_MS = 10_000;
 /** A worker that dies sooner than this after it started counts toward a crash loop. */
 const CRASH_LOOP_UPTIME_MS = 1_000;
 /** In a crash loop the n-th quick death waits 100 ms × 2^(n-2) (the first restarts at once), up to 10 s. */
@@ -59,6 +59,8 @@ export interface SupervisorOptions {
   workers: number;
   /** Spare workers kept in standby; DEFAULT_SPARES when absent. */
   spares?: number;
+  /** WORKER_OP_TIMEOUT_MS when absent (tests shorten it). */
+  opTimeoutMs?: number;
   log: (message: string) => void;
   /** The worker's script, read from disk at every fork: an upgrade runs the code installed now. */
   workerScript?: string;
@@ -129,6 +131,7 @@ export class Supervisor implements ControlBackend {
   /** How many workers to keep serving, and how many spares beside them. */
   private target: number;
   private readonly spareCount: number;
+  private readonly opTimeoutMs: number;
   private generation = 0;
   private opSeq = 0;
   /** The op that last marked each upstream healthy: a worker's mark made before it saw that op is stale. */
@@ -144,6 +147,7 @@ export class Supervisor implements ControlBackend {
     this.socket = socket;
     this.target = opts.workers;
     this.spareCount = opts.spares ?? DEFAULT_SPARES;
+    this.opTimeoutMs = opts.opTimeoutMs ?? WORKER_OP_TIMEOUT_MS;
     this.workerScript = opts.workerScript ?? WORKER_JS;
   }
 
@@ -198,7 +202,7 @@ export class Supervisor implements ControlBackend {
 
   async drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
     const started = performance.now();
-    const results = await this.fanOut({ type: "drain", opId: this.nextOp(), poolId, timeoutMs }, timeoutMs + WORKER_OP_TIMEOUT_MS);
+    const results = await this.fanOut({ type: "drain", opId: this.nextOp(), poolId, timeoutMs }, timeoutMs + this.opTimeoutMs);
     const pool = this.router.pools.get(poolId);
     if (pool) this.router.release(pool);
     let completed = 0;
@@ -300,7 +304,8 @@ export class Supervisor implements ControlBackend {
   /** Starts a worker of the current generation, killed if it does not get ready in time (a quick death). */
   private launch(role: "serve" | "spare"): Worker {
     const w = this.spawn(this.generation, role);
-    this.whenReady(w).catch((e: unknown) => this.opts.log(errorMessage(e)));
+    // Its exit, or the kill for its delay, is logged already.
+    this.whenReady(w).catch(() => undefined);
     return w;
   }
 
@@ -313,7 +318,10 @@ export class Supervisor implements ControlBackend {
     try {
       await Promise.race([w.role === "spare" ? w.initialized : w.ready, timeout]);
     } catch (e) {
-      if (!w.exited) w.child.kill("SIGKILL");
+      if (!w.exited) {
+        this.opts.log(`${errorMessage(e)}: killing it`);
+        w.child.kill("SIGKILL");
+      }
       throw e;
     } finally {
       clearTimeout(timer);
@@ -359,7 +367,7 @@ export class Supervisor implements ControlBackend {
   private onPassiveDown(from: Worker, m: Extract<WorkerMessage, { type: "down" }>): void {
     if ((this.upOps.get(m.id) ?? 0) > m.opSeen) return;
     if (!this.router.markDown(m.id, m.reason, m.at)) return;
-    this.fanOut({ type: "mark", opId: this.nextOp(), id: m.id, healthy: false, reason: m.reason, at: m.at }, WORKER_OP_TIMEOUT_MS, from).catch((e: unknown) =>
+    this.fanOut({ type: "mark", opId: this.nextOp(), id: m.id, healthy: false, reason: m.reason, at: m.at }, this.opTimeoutMs, from).catch((e: unknown) =>
       this.opts.log(`passing on ${m.id} down: ${errorMessage(e)}`),
     );
   }
@@ -412,13 +420,15 @@ export class Supervisor implements ControlBackend {
     w.role = "serve";
     this.opts.log(`spare ${w.pid} takes over`);
     if (w.member) this.send(w, { type: "serve" });
-    this.whenReady(w).catch((e: unknown) => this.opts.log(errorMessage(e)));
+    this.whenReady(w).catch(() => undefined);
   }
 
   /** A worker that asked to go (SIGTERM): retired once its replacement serves, or failed to. */
   private replace(w: Worker): void {
     if (!this.running || w.state === "retiring") return;
-    this.opts.log(`worker ${w.pid} got SIGTERM: replacing it`);
+    this.opts.log(`${w.role === "spare" ? "spare" : "worker"} ${w.pid} got SIGTERM: replacing it`);
+    // A spare serves nobody: it goes at once, and topUp starts another.
+    if (w.role === "spare") return this.retire(w, 0, 0);
     const spare = this.spares()[0];
     if (spare) this.promote(spare);
     const next = spare ?? this.launch("serve");
@@ -455,17 +465,22 @@ export class Supervisor implements ControlBackend {
   }
 
   /** Sends op to every worker that has its init (but `except`), and resolves with the answers of those still alive. */
-  private async fanOut<T extends WorkerOp>(op: T, timeoutMs = WORKER_OP_TIMEOUT_MS, except?: Worker): Promise<WorkerResults[T["type"]][]> {
+  private async fanOut<T extends WorkerOp>(op: T, timeoutMs = this.opTimeoutMs, except?: Worker): Promise<WorkerResults[T["type"]][]> {
     const members = [...this.workers].filter((w) => w.member && !w.exited && w !== except);
     const answers = await Promise.all(members.map((w) => this.call(w, op, timeoutMs)));
     return answers.filter((a) => a !== GONE) as WorkerResults[T["type"]][];
   }
 
+  /**
+   * Sends one op and resolves with the answer, or GONE when the worker exits first. A worker
+   * that does not answer in time has an event loop stuck for that long, so it serves nobody
+   * either: it is killed, and replaced (its replacement starts on the supervisor's state).
+   */
   private call(w: Worker, op: WorkerOp, timeoutMs: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        w.pending.delete(op.opId);
-        reject(new Error(`worker ${w.pid} did not answer ${op.type} within ${timeoutMs} ms`));
+        this.opts.log(`worker ${w.pid} did not answer ${op.type} within ${timeoutMs} ms: killing it`);
+        w.child.kill("SIGKILL");
       }, timeoutMs);
       w.pending.set(op.opId, {
         settle: (value) => {

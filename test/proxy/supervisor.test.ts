@@ -255,6 +255,49 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     assert.equal((await p.proxy.health()).workerCount, 2);
   });
 
+  it("a worker that does not answer the supervisor is killed, and the spare serves in its place", async () => {
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    const u = await upstream("stuck");
+    const lines: string[] = [];
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, opTimeoutMs: 300, log: (l) => lines.push(l) });
+    try {
+      await waitFor("the spare", () => s.health().workers!.some((w) => w.state === "standby") || undefined);
+      const stuck = s.health().workers!.find((w) => w.state === "serving")!;
+      // Its event loop stands still, as a stuck one would.
+      process.kill(stuck.pid, "SIGSTOP");
+      await s.apply(table(2, route("s", "s:1", [u.upstream])));
+      assert.ok(lines.some((l) => l.includes(`worker ${stuck.pid} did not answer apply within 300 ms: killing it`)), lines.join("\n"));
+      await waitFor("the stuck worker gone", () => !pidAlive(stuck.pid) || undefined);
+      assert.equal(json(await request(`http://127.0.0.1:${s.listenPort}/`)).id, "stuck", "the spare serves the table the stuck worker never got");
+    } finally {
+      await s.stop(1_000);
+    }
+  });
+
+  it("workers that keep dying at start are restarted with a growing backoff, while the others serve", async () => {
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    const u = await upstream("steady");
+    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
+    const script = path.join(stateDir, "worker.mjs");
+    await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
+    const lines: string[] = [];
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, workerScript: script, log: (l) => lines.push(l) });
+    try {
+      await waitFor("the spare", () => s.health().workers!.some((w) => w.state === "standby") || undefined);
+      await writeFile(script, `process.exit(1);\n`);
+      const victim = s.health().workers!.find((w) => w.state === "serving")!;
+      process.kill(victim.pid, "SIGKILL");
+      await waitFor("a longer backoff", () => lines.includes("workers keep dying at start: the next one in 400 ms") || undefined, 30_000);
+      const backoffs = lines.filter((l) => l.startsWith("workers keep dying")).map((l) => Number(/in (\d+) ms/.exec(l)![1]));
+      assert.deepEqual(backoffs.slice(-3), [100, 200, 400], lines.join("\n"));
+      assert.equal(json(await request(`http://127.0.0.1:${s.listenPort}/`)).id, "steady", "the promoted spare serves meanwhile");
+    } finally {
+      await s.stop(1_000);
+    }
+  });
+
   it("refuses to start on a port another process listens on", async () => {
     const { p } = await spawn(1);
     const stateDir = await tempDir();
