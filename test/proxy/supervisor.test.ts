@@ -14,7 +14,7 @@ import { Supervisor } from "../../src/proxy/supervisor.js";
 import { pidAlive } from "../../src/util/proc.js";
 import { ensureToken } from "../../src/auth/token.js";
 import { starterSpec } from "../../src/spec/template.js";
-import { type TestUpstream, json, refusedPort, request, route, sleep, startUpstream, table } from "./helpers.js";
+import { type Reply, type TestUpstream, json, refusedPort, request, route, sleep, startUpstream, table } from "./helpers.js";
 
 const WORKER_JS = fileURLToPath(new URL("../../src/proxy/worker.js", import.meta.url));
 const TURQUOISE_JS = fileURLToPath(new URL("../../../bin/turquoise.js", import.meta.url));
@@ -132,38 +132,58 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     const a = await upstream("a");
     const b = await upstream("b");
     const { p, base } = await spawn(2);
-    assert.equal((await serving(p.proxy)).length, 2);
+    const workers = await serving(p.proxy);
+    assert.equal(workers.length, 2);
     assert.equal(p.workers, 2);
     const freshGets = async (n: number): Promise<string[]> => {
       const ids: string[] = [];
-      // A few at a time, each on a new connection, so both workers accept some.
       for (let i = 0; i < n; i += 4) ids.push(...(await Promise.all([0, 1, 2, 3].map(async () => json((await request(`${base}/`))).id as string))));
       return ids;
+    };
+    /**
+     * Runs fn once per worker with the other workers stopped (SIGSTOP), so that every new
+     * connection meanwhile goes to that one. No control call then: a stopped worker cannot answer.
+     */
+    const onEach = async (fn: (w: WorkerInfo) => Promise<void>): Promise<void> => {
+      for (const w of workers) {
+        const others = workers.filter((o) => o !== w);
+        for (const o of others) process.kill(o.pid, "SIGSTOP");
+        try {
+          await fn(w);
+        } finally {
+          for (const o of others) process.kill(o.pid, "SIGCONT");
+        }
+      }
     };
 
     await p.proxy.apply(table(1, route("s", "s:a", [a.upstream])));
     assert.deepEqual(new Set(await freshGets(40)), new Set(["a"]));
     await p.proxy.apply(table(2, route("s", "s:b", [b.upstream])));
-    assert.deepEqual(new Set(await freshGets(40)), new Set(["b"]), "once acknowledged, no worker serves the old table");
+    await onEach(async (w) => assert.deepEqual(new Set(await freshGets(12)), new Set(["b"]), `worker ${w.pid} uses the acknowledged table`));
 
     const stats = await p.proxy.stats();
     assert.equal(stats.tableVersion, 2);
-    assert.equal(stats.requests, 80, "requests summed over the workers");
-    assert.deepEqual(stats.pools.map((x) => [x.poolId, x.served]), [["s:a", 40], ["s:b", 40]]);
+    assert.equal(stats.requests, 64, "requests summed over the workers");
+    assert.deepEqual(stats.pools.map((x) => [x.poolId, x.served]), [["s:a", 40], ["s:b", 24]]);
 
     await p.proxy.apply(table(3, route("s", "s:ab", [a.upstream, b.upstream])));
     await p.proxy.setUpstreamHealth("a", false);
-    assert.deepEqual(new Set(await freshGets(40)), new Set(["b"]), "a mark reaches every worker");
+    await onEach(async (w) => assert.deepEqual(new Set(await freshGets(12)), new Set(["b"]), `worker ${w.pid} has the mark`));
     await p.proxy.setUpstreamHealth("a", true);
-    assert.deepEqual(new Set(await freshGets(40)), new Set(["a", "b"]));
+    await onEach(async (w) => assert.deepEqual(new Set(await freshGets(12)), new Set(["a", "b"]), `worker ${w.pid} has the mark lifted`));
 
-    // Slow requests in flight on both workers, then a drain of their pool.
-    const slow = await upstream("slow", (_req, res) => setTimeout(() => res.end("done"), 400));
+    // Slow requests in flight on each worker, then a drain of their pool.
+    const slow = await upstream("slow", (_req, res) => setTimeout(() => res.end("done"), 2_000));
     await p.proxy.apply(table(4, route("s", "s:slow", [slow.upstream])));
-    const inFlight = Array.from({ length: 12 }, () => request(`${base}/`));
-    await waitFor("12 requests in flight", async () => (await p.proxy.stats()).pools.find((x) => x.poolId === "s:slow")?.inFlight === 12);
+    const inFlight: Promise<Reply>[] = [];
+    await onEach(async () => {
+      const before = slow.hits;
+      inFlight.push(...Array.from({ length: 6 }, () => request(`${base}/`)));
+      await waitFor("6 more requests at the upstream", () => slow.hits >= before + 6 || undefined);
+    });
+    assert.equal((await p.proxy.stats()).pools.find((x) => x.poolId === "s:slow")?.inFlight, 12, "in flight summed over the workers");
     await p.proxy.apply(table(5, route("s", "s:b2", [b.upstream])));
-    const drained = await p.proxy.drain("s:slow", 5_000);
+    const drained = await p.proxy.drain("s:slow", 10_000);
     assert.equal(drained.completed, 12, "a drain waits for every worker's requests");
     assert.equal(drained.cut, 0);
     for (const r of await Promise.all(inFlight)) assert.equal(r.text, "done");
@@ -173,7 +193,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     const gone = { id: "gone", host: "127.0.0.1", port: await refusedPort() };
     const { seq } = await p.proxy.events(0, 0);
     await p.proxy.apply(table(6, route("s", "s:g", [gone, b.upstream])));
-    assert.deepEqual(new Set(await freshGets(40)), new Set(["b"]));
+    await onEach(async () => assert.deepEqual(new Set(await freshGets(12)), new Set(["b"])));
     const batch = await p.proxy.events(seq, 0);
     assert.deepEqual(batch.events.map((e) => [e.type, e.id, e.reason]), [["upstream.down", "gone", "refused"]]);
     assert.deepEqual(((await p.proxy.stats()).down ?? []).map((d) => d.id), ["gone"]);
