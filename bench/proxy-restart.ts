@@ -2,12 +2,14 @@
 // proxy upgraded in place five times, under keep-alive load (wrk, and Node clients that count
 // per event) and new-connection load (Node clients opening a connection per request). Prints,
 // per event and as medians: refused connections (target 0), reset connections (target: only
-// requests in flight at a kill; 0 for an upgrade), and the time until the proxy served again.
+// requests in flight at a kill; 0 for an upgrade), and the time until the proxy served again
+// (a probe: a GET on a new connection sent right after the event).
 // Loopback only; every load is bounded in requests and time.
 // Usage: node dist/bench/proxy-restart.js [--kills 5] [--upgrades 5] [--workers 1] [--interval 2]
 //        [--connections 32] [--fresh 8] [--json]
 
 import { mkdtemp, rm } from "node:fs/promises";
+import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -55,7 +57,7 @@ interface EventRow {
   otherFailures: number;
   /** Requests the Node clients had in flight when the event began. */
   inFlight: number;
-  /** From the event to the first answer to a request sent after it. */
+  /** From the event to the answer to a probe: a GET on a new connection sent just after it (retried until answered). */
   servedAgainMs: number;
   /** kill: until a new worker served; upgrade: until the new workers served, and until the old ones were gone. */
   workerReadyMs: number;
@@ -149,7 +151,8 @@ async function phase(url: string, count: number, event: Event): Promise<{ rows: 
       const done = await event(n, () => {
         at = performance.now();
         inFlight = load.fresh.inFlight + load.keepAlive.inFlight;
-        servedAgain = Promise.race([load.fresh.servedAfter(at), sleep(MAX_WAIT_MS).then(() => NaN)]);
+        // After the event itself, which runs synchronously once start() returns.
+        servedAgain = new Promise((resolve) => setImmediate(() => void probe(url, at).then(resolve)));
         return at;
       });
       const servedAgainMs = (await servedAgain) - at;
@@ -181,6 +184,22 @@ async function upgrade(proxy: BuiltinProxy, n: number, start: () => number): Pro
   start();
   const r = await proxy.upgrade({ drainTimeoutMs: UPGRADE_DRAIN_MS });
   return { kind: "upgrade", n, pids: r.retired, workerReadyMs: r.readyMs, upgradeMs: r.durationMs };
+}
+
+/** GETs on new connections, one after the other, until one is answered 2xx: when, or NaN after MAX_WAIT_MS. */
+async function probe(url: string, since: number): Promise<number> {
+  while (performance.now() - since < MAX_WAIT_MS) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const req = http.get(url, { agent: false }, (res) => {
+        res.resume();
+        res.on("end", () => resolve(res.statusCode === 200));
+        res.on("error", () => resolve(false));
+      });
+      req.on("error", () => resolve(false));
+    });
+    if (ok) return performance.now();
+  }
+  return NaN;
 }
 
 function addCounts(a: LoadCounts, b: LoadCounts): LoadCounts {
