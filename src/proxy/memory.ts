@@ -1,15 +1,15 @@
 // The in-memory twin of the Proxy contract: the built-in proxy's own data plane, served in this
-// process on a real loopback socket and driven by direct calls instead of its control API. Tests
-// that run the orchestrator in-process use it, and inject faults: an apply that fails, a drain
-// that hangs or fails.
+// process on a real loopback socket and driven by direct calls to the backend its control API
+// drives, without the HTTP hop. Tests that run the orchestrator in-process use it, and inject
+// faults: an apply that fails, a drain that hangs or fails.
 
-import type http from "node:http";
 import type net from "node:net";
 import { TurquoiseError } from "../errors.js";
 import { BUILTIN_CAPABILITIES } from "./builtin.js";
 import type { DrainResult, Proxy, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import { MAX_EVENTS_WAIT_MS, PlaneBackend } from "./control.js";
 import { DataPlane } from "./data-plane.js";
-import { MAX_EVENTS_WAIT_MS, closeDataServer, createDataServer, listen } from "./server.js";
+import { DataServer } from "./data-server.js";
 import { validateTable } from "./table.js";
 
 export const MEMORY_PROXY = "memory";
@@ -47,10 +47,10 @@ export class MemoryProxy implements Proxy {
   private closing: Promise<void> | undefined;
 
   private constructor(
-    private readonly plane: DataPlane,
-    private readonly server: http.Server,
+    private readonly backend: PlaneBackend,
+    private readonly server: DataServer,
+    address: net.AddressInfo,
   ) {
-    const address = server.address() as net.AddressInfo;
     this.host = address.address;
     this.port = address.port;
   }
@@ -58,9 +58,9 @@ export class MemoryProxy implements Proxy {
   /** Listens on 127.0.0.1 (port 0: any free one) with an empty table. */
   static async start(opts: { port?: number } = {}): Promise<MemoryProxy> {
     const plane = new DataPlane();
-    const server = createDataServer(plane);
-    await listen(server, "127.0.0.1", opts.port ?? 0);
-    return new MemoryProxy(plane, server);
+    const server = new DataServer(plane);
+    const address = await server.listen({ host: "127.0.0.1", port: opts.port ?? 0 });
+    return new MemoryProxy(new PlaneBackend(plane), server, address);
   }
 
   /** Where clients reach it. */
@@ -77,7 +77,7 @@ export class MemoryProxy implements Proxy {
 
   /** The table in use, as the builtin's GET /table answers it. */
   table(): RouteTable {
-    return this.plane.router.current.source;
+    return this.backend.table();
   }
 
   async apply(table: RouteTable): Promise<void> {
@@ -86,28 +86,28 @@ export class MemoryProxy implements Proxy {
     // As the control API does: a table it cannot use is refused whole, and the old one stays.
     const problem = validateTable(table);
     if (problem) throw new TurquoiseError("INTERNAL", `invalid route table: ${problem}`);
-    this.plane.apply(table);
+    // An older table is ignored, as the control API ignores it.
+    if (table.version >= this.backend.table().version) await this.backend.apply(table);
   }
 
   async drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
     const fault = this.take("failDrain") ?? this.take("hangDrain");
     if (fault?.failDrain !== undefined) throw new TurquoiseError("INTERNAL", `proxy drain of ${poolId} failed: ${fault.failDrain} (injected)`);
     if (fault?.hangDrain !== undefined) await this.hang(fault.hangDrain, `proxy drain of ${poolId}: no answer within ${fault.hangDrain} ms (injected)`);
-    return this.plane.drain(poolId, timeoutMs);
+    return this.backend.drain(poolId, timeoutMs);
   }
 
-  async stats(): Promise<ProxyStats> {
-    return this.plane.stats();
+  stats(): Promise<ProxyStats> {
+    return this.backend.stats();
   }
 
-  async setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {
-    // As the control API: healthy clears any mark, the proxy's own included.
-    if (healthy) this.plane.router.markUp(upstreamId);
-    else this.plane.router.markDown(upstreamId, "marked");
+  setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {
+    return this.backend.setUpstreamHealth(upstreamId, healthy);
   }
 
+  /** As GET /events: the events after `after` as soon as there is one, or none once waitMs ran out. */
   events(after: number, waitMs: number): Promise<UpstreamEventBatch> {
-    const log = this.plane.router.events;
+    const log = this.backend.events;
     const ready = log.since(after);
     const wait = Math.min(Math.max(0, waitMs), MAX_EVENTS_WAIT_MS);
     if (ready.events.length !== 0 || wait === 0 || this.closing) return Promise.resolve(ready);
@@ -128,7 +128,8 @@ export class MemoryProxy implements Proxy {
   close(graceMs = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
     this.closing ??= (async () => {
       for (const end of [...this.hung]) end();
-      await closeDataServer(this.plane, this.server, graceMs);
+      // Nobody takes this socket over: idle keep-alive connections are closed at once.
+      await this.server.close({ graceMs, idleGraceMs: 0 });
     })();
     return this.closing;
   }
