@@ -18,7 +18,7 @@ import { Records } from "./deploy/records.js";
 import { moveLegacyKeys } from "./deploy/legacy-keys.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
-import { connectProxy, spawnProxy, stopProxy, type BuiltinProxy } from "./proxy/builtin.js";
+import { connectProxy, resolveWorkers, spawnProxy, stopProxy, type BuiltinProxy } from "./proxy/builtin.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { ProcessRuntime } from "./runtime/process.js";
 import { DockerRuntime } from "./runtime/docker.js";
@@ -192,7 +192,10 @@ export class Agent {
     }
   }
 
-  /** Restarts the proxy if its process dies; it comes back on its saved table, then gets the current one. */
+  /**
+   * Restarts the proxy if its process dies; it comes back on its saved table, then gets the
+   * current one. The pid is the proxy's supervisor: a dead worker is the supervisor's to replace.
+   */
   private watchProxy(): void {
     let restarting = false;
     const timer = setInterval(async () => {
@@ -200,7 +203,7 @@ export class Agent {
       restarting = true;
       try {
         const old = this.proxy.pid;
-        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port }));
+        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
         await this.orchestrator.applyRoutes();
         await this.monitor.pushMarks();
@@ -360,7 +363,16 @@ async function openProxy(spec: Spec, log: AgentLog): Promise<{ proxy: Proxy; pid
     await stopProxy(spec.stateDir);
     adopted = undefined;
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port }));
+  const workers = resolveWorkers(spec.proxy.workers);
+  if (adopted && adopted.workers !== workers) {
+    // No restart for that: an in-place upgrade refuses no connection.
+    const said = `the running proxy has ${adopted.workers} worker(s) but ${spec.file} says ${spec.proxy.workers}`;
+    await adopted.proxy.upgrade({ workers }).then(
+      () => log(`${said}: upgraded it in place to ${workers}`),
+      (e: unknown) => log(`${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
+    );
+  }
+  const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, workers: spec.proxy.workers }));
   log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
   return proxied;
 }

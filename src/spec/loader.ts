@@ -54,6 +54,7 @@ interface RawRouteTimeouts {
 interface RawProxy {
   listen?: string;
   driver?: "builtin" | "nginx";
+  workers?: number | "auto";
   nginx?: { binary?: string; template?: string; container?: string };
   timeouts?: RawRouteTimeouts & { client_header?: string; client_idle?: string };
   limits?: { max_connections?: number; max_upstream_connections?: number; upstream_queue?: string; max_header_size?: string | number; max_body_size?: string | number };
@@ -224,6 +225,7 @@ const PATTERN_HINTS: Record<string, (value: string) => string> = {
   [S.LISTEN_PATTERN]: (v) => `invalid address "${v}": write host:port with a port from 1 to 65535, like "127.0.0.1:4700"`,
   [S.HOST_PATTERN]: (v) => `invalid host "${v}": write a host name like books.localhost, without scheme, port or path`,
   [S.URL_PATH_PATTERN]: (v) => `must start with "/", got "${v}"`,
+  [S.PROXY_WORKERS_AUTO_PATTERN]: (v) => `must be a number of workers or "auto" (one per core), got "${v}"`,
 };
 
 const TYPE_NAMES: Record<string, string> = { object: "mapping", array: "list" };
@@ -367,6 +369,7 @@ function normalize(raw: RawSpec, file: string): Spec {
     proxy: {
       ...parseListen(raw.proxy?.listen ?? S.DEFAULT_PROXY_LISTEN),
       driver: raw.proxy?.driver ?? "builtin",
+      workers: raw.proxy?.workers ?? S.DEFAULT_PROXY_WORKERS,
       nginx: {
         binary: raw.proxy?.nginx?.binary ?? "nginx",
         ...(raw.proxy?.nginx?.template !== undefined ? { template: resolve(dir, raw.proxy.nginx.template) } : {}),

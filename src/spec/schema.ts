@@ -16,6 +16,10 @@ export const ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$";
 // Defaults live here once: the schema shows them to editors and the loader applies them.
 export const DEFAULT_AGENT_LISTEN = "127.0.0.1:4700";
 export const DEFAULT_PROXY_LISTEN = "127.0.0.1:8080";
+export const DEFAULT_PROXY_WORKERS = 1;
+/** More proxy workers than this is a typo, not a machine. */
+export const MAX_PROXY_WORKERS = 256;
+export const PROXY_WORKERS_AUTO_PATTERN = "^auto$";
 export const DEFAULT_STATE_DRIVER = "sqlite";
 export const DEFAULT_STATE_DIR = ".turquoise";
 export const DEFAULT_STATE_FILE = "state.db";
@@ -97,6 +101,14 @@ export const SPEC_JSON_SCHEMA = {
       properties: {
         ...listen("", DEFAULT_PROXY_LISTEN).properties,
         driver: { enum: ["builtin", "nginx"], default: "builtin", description: "builtin: Turquoise's own proxy process. nginx: an nginx that Turquoise configures, validates (nginx -t) and reloads." },
+        workers: {
+          type: ["string", "integer"],
+          minimum: 1,
+          maximum: MAX_PROXY_WORKERS,
+          pattern: PROXY_WORKERS_AUTO_PATTERN,
+          default: DEFAULT_PROXY_WORKERS,
+          description: `builtin: worker processes serving the proxy's one listening socket, as nginx's worker_processes; "auto" starts one per core. A supervisor replaces a dead worker while new connections wait, and upgrades them in place. Limits such as max_connections apply per worker. Default ${DEFAULT_PROXY_WORKERS}.`,
+        },
         nginx: {
           type: "object",
           additionalProperties: false,

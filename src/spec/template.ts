@@ -39,6 +39,9 @@ proxy:
   # nginx -t and reloads (see docs/nginx.md); then:
   #   nginx: { binary: nginx, template: nginx.conf.tmpl, container: my-nginx }
   driver: builtin
+  # builtin: worker processes on the one listening socket ("auto": one per core). A dead worker
+  # is replaced while new connections wait; \`turquoise proxy upgrade\` replaces them in place.
+  workers: 1
   # Every wait the proxy bounds; a route may set its own upstream_* and tunnel_idle.
   # timeouts:
   #   client_header: 10s       # slowloris: the whole request head within this, else 408
