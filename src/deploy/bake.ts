@@ -4,7 +4,7 @@
 import type { Proxy } from "../proxy/contract.js";
 
 /** How often the window looks at the counters: a crash is seen within this, plus the exit's own delay. */
-export const BAKE_POLL_MS = 100;
+export const BAKE_POLL_MS = 50;
 /** Below this many requests a failure rate says nothing; only exits count. */
 export const BAKE_MIN_REQUESTS = 20;
 /** Failed (502/503/504, cut) plus upstream 5xx, over requests: above this, the release fails. */
@@ -44,6 +44,8 @@ export interface BakeOptions {
   isAlive: (id: string) => boolean;
   windowMs: number;
   pollMs?: number;
+  /** Subscribes to instance exits, so the window judges at once instead of at its next look. */
+  onExit?: (listener: (id: string) => void) => () => void;
 }
 
 /** Watches the new pool for windowMs; returns at the first failing look, or when the window ends. */
@@ -55,17 +57,30 @@ export async function bake(o: BakeOptions): Promise<BakeVerdict> {
     return p ? { done: p.served + p.failed, bad: p.failed + (p.errors5xx ?? 0) } : undefined;
   };
   const base = (await counters()) ?? { done: 0, bad: 0 };
-  for (;;) {
-    const now = await counters();
-    const figures: BakeFigures = {
-      requests: now ? now.done - base.done : 0,
-      failed: now ? now.bad - base.bad : 0,
-      exited: o.instanceIds.filter((id) => !o.isAlive(id)),
-      elapsedMs: Date.now() - started,
-    };
-    const verdict = judgeBake(figures);
-    if (!verdict.ok) return { ok: false, reason: verdict.reason, figures };
-    if (figures.elapsedMs >= o.windowMs) return { ok: true, figures };
-    await new Promise((r) => setTimeout(r, Math.min(o.pollMs ?? BAKE_POLL_MS, Math.max(1, o.windowMs - figures.elapsedMs))));
+  let wake: (() => void) | undefined;
+  const unsubscribe = o.onExit?.((id) => { if (o.instanceIds.includes(id)) wake?.(); });
+  try {
+    return await watch();
+  } finally {
+    unsubscribe?.();
+  }
+
+  async function watch(): Promise<BakeVerdict> {
+    for (;;) {
+      const now = await counters();
+      const figures: BakeFigures = {
+        requests: now ? now.done - base.done : 0,
+        failed: now ? now.bad - base.bad : 0,
+        exited: o.instanceIds.filter((id) => !o.isAlive(id)),
+        elapsedMs: Date.now() - started,
+      };
+      const verdict = judgeBake(figures);
+      if (!verdict.ok) return { ok: false, reason: verdict.reason, figures };
+      if (figures.elapsedMs >= o.windowMs) return { ok: true, figures };
+      await new Promise<void>((r) => {
+        const timer = setTimeout(() => { wake = undefined; r(); }, Math.min(o.pollMs ?? BAKE_POLL_MS, Math.max(1, o.windowMs - figures.elapsedMs)));
+        wake = () => { clearTimeout(timer); wake = undefined; r(); };
+      });
+    }
   }
 }

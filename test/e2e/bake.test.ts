@@ -6,7 +6,7 @@ import type { Workspace } from "../../src/demo/workspace.js";
 import { LoadGenerator } from "../../src/demo/load.js";
 import { RELEASE_KINDS, agentEvents, releaseServing, status, waitFor, workspaceWith } from "./helpers.js";
 
-interface History { kind: string; release: string; outcome: string; error: string | null; actor: string; steps: Array<{ name: string; ok: boolean; detail?: string }> }
+interface History { kind: string; release: string; outcome: string; error: string | null; actor: string; steps: Array<{ name: string; ok: boolean; detail?: string; durationMs: number }> }
 
 async function history(ws: Workspace): Promise<History[]> {
   return JSON.parse((await ws.cli(["history", "books", "--json"])).stdout) as History[];
@@ -41,7 +41,8 @@ describe("bake window", () => {
     assert.equal(s.lock, null);
     assert.ok((await agentEvents(ws, "deploy.reverted")).length >= 1, "an event says so");
     // The proxy retries an idempotent GET that met a reset, so few (usually none) reach a client.
-    assert.ok(report.failed <= Math.max(3, report.total * 0.01), `failed ${report.failed} of ${report.total}: ${JSON.stringify(report.failures)}`);
+    const timings = h!.steps.map((st) => `${st.name} ${st.durationMs}ms ${st.detail?.split("\n")[0] ?? ""}`).join("; ");
+    assert.ok(report.failed <= Math.max(3, report.total * 0.01), `failed ${report.failed} of ${report.total}: ${JSON.stringify(report.failures)}; ${timings}`);
   });
 
   it("bake: 0s disables the window: the same deploy succeeds", async () => {
