@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { spawn } from "node:child_process";
 import { after, describe, it } from "node:test";
-import { BIN, type Workspace } from "../../src/demo/workspace.js";
+import { BIN, createWorkspace, type Workspace } from "../../src/demo/workspace.js";
 import { freshDatabase } from "../support/postgres.js";
 import { RELEASE_KINDS, readAgentPid, status, waitFor, workspaceWith } from "./helpers.js";
 
@@ -29,11 +29,17 @@ describe("locks that name a living owner", () => {
     const db = await freshDatabase();
     cleanups.push(db.drop);
 
-    const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, { replicas: 1, database: { driver: "postgres", url: "${BOOKS_DATABASE_URL}" } });
+    // The example's releases: they declare the schema range a deploy onto a database needs.
+    const ws = await createWorkspace({ replicas: 1, database: { driver: "postgres", url: "${BOOKS_DATABASE_URL}" } });
     cleanups.push(() => ws.destroy());
     await ws.cli(["up", "--detach"], { env: { BOOKS_DATABASE_URL: `postgres://books:pw@127.0.0.1:${port}/books` } });
     const deploying = ws.cli(["deploy", "books", "--release", "v1"], { allowFail: true });
-    await waitFor("the plan step's connection to the hanging database", () => sockets.size > 0 || undefined, 20_000);
+    let ended: unknown;
+    void deploying.then((r) => (ended = r));
+    await waitFor("the plan step's connection to the hanging database", () => {
+      if (ended) throw new Error(`the deploy ended before it reached the database: ${JSON.stringify(ended)}`);
+      return sockets.size > 0 || undefined;
+    }, 20_000);
     const s = await status(ws);
     assert.ok(s.lock, "the deploy holds the lock while it waits");
     process.kill(readAgentPid(ws), "SIGKILL");
@@ -41,7 +47,7 @@ describe("locks that name a living owner", () => {
 
     await ws.cli(["up", "--detach"], { env: { BOOKS_DATABASE_URL: db.url } });
     const started = Date.now();
-    await ws.cli(["deploy", "books", "--release", "v1"]);
+    await ws.cli(["deploy", "books", "--release", "v1"], { env: { BOOKS_DATABASE_URL: db.url } });
     assert.ok(Date.now() - started < 20_000, "no wait for the dead agent's lock to expire");
     const h = await history(ws);
     assert.ok(!h.some((e) => e.outcome === "running"), JSON.stringify(h));
