@@ -69,7 +69,7 @@ export class Supervisor {
   private async fallBack(service: string, slot: Slot, release: string, pool: string, reason: string): Promise<boolean> {
     if (!this.d.fallBack || this.fellBack.has(pool) || (await this.d.records.color(service)) !== slot) return false;
     this.fellBack.add(pool);
-    this.d.event(service, "heal.rollback", `${release} is crash-looping (${reason}): rolling ${service} back to the previous release`, { release, reason });
+    this.d.event(service, "heal.rollback", `${release} is crash-looping (${reason}): trying to roll ${service} back to the previous release`, { release, reason });
     const r = await this.d.fallBack(service, reason).catch((e): FallBackResult => ({ ok: false, reason: e instanceof Error ? e.message : String(e) }));
     if (r.ok) {
       this.d.event(service, "service.rolled-back", `${service} rolled back from crash-looping ${release} to ${r.release}`, { from: release, to: r.release, reason });
