@@ -39,6 +39,7 @@ interface RawService {
   drain_timeout?: string;
   stop_timeout?: string;
   keep_previous?: string;
+  bake?: string;
   database?: { driver: "postgres" | "sqlite"; url: string; migrations: string; env?: string; lock_timeout?: string; retries?: number };
   hooks?: { after_flip?: Array<{ signal?: { service: string; signal: string }; command?: string[]; timeout?: string }> };
 }
@@ -468,6 +469,7 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
     drainTimeoutMs: ms(raw.drain_timeout, S.DEFAULT_DRAIN_TIMEOUT),
     stopTimeoutMs: ms(raw.stop_timeout, S.DEFAULT_STOP_TIMEOUT),
     keepPreviousMs: ms(raw.keep_previous, S.DEFAULT_KEEP_PREVIOUS),
+    bakeMs: ms(raw.bake, S.DEFAULT_BAKE),
     hooks: {
       afterFlip: (raw.hooks?.after_flip ?? []).map((h) => {
         const timeoutMs = ms(h.timeout, S.DEFAULT_HOOK_TIMEOUT);

@@ -37,6 +37,8 @@ export const DEFAULT_DEPLOY_TIMEOUT = "30s";
 export const DEFAULT_DRAIN_TIMEOUT = "10s";
 export const DEFAULT_STOP_TIMEOUT = "10s";
 export const DEFAULT_KEEP_PREVIOUS = "0s";
+/** Long enough to see a release crash under its first real traffic, short enough not to slow every deploy. */
+export const DEFAULT_BAKE = "3s";
 export const DEFAULT_DATABASE_ENV = "DATABASE_URL";
 export const DEFAULT_HOOK_TIMEOUT = "10s";
 export const DEFAULT_WATCH_TIMEOUT = "10s";
@@ -265,6 +267,7 @@ export const SPEC_JSON_SCHEMA = {
         drain_timeout: duration("How long in-flight requests on the old slot have to finish after the flip.", DEFAULT_DRAIN_TIMEOUT),
         stop_timeout: duration("How long an instance has to exit after SIGTERM before it gets SIGKILL.", DEFAULT_STOP_TIMEOUT),
         keep_previous: duration("How long the old slot stays warm after the drain for an instant rollback. 0s stops it at once.", DEFAULT_KEEP_PREVIOUS),
+        bake: duration("After the flip, how long the new release must prove itself in real traffic while the old slot stays warm: an instance exit, or more than 1% of at least 20 requests failing (5xx, refused, reset), flips traffic back at once and the deploy ends reverted. 0s disables.", DEFAULT_BAKE),
         hooks: {
           type: "object",
           additionalProperties: false,

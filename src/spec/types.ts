@@ -64,6 +64,8 @@ export interface ServiceSpec {
   drainTimeoutMs: number;
   stopTimeoutMs: number;
   keepPreviousMs: number;
+  /** The bake window after a flip; 0 disables it. */
+  bakeMs: number;
   database?: DatabaseSpec;
   hooks: { afterFlip: HookSpec[] };
 }

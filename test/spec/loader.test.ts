@@ -57,6 +57,7 @@ describe("loadSpecText: valid specs", () => {
       drainTimeoutMs: 10_000,
       stopTimeoutMs: 10_000,
       keepPreviousMs: 0,
+      bakeMs: 3_000,
       hooks: { afterFlip: [] },
     });
   });
@@ -74,6 +75,7 @@ describe("loadSpecText: valid specs", () => {
       "    drain_timeout: 2m",
       "    stop_timeout: 3s",
       "    keep_previous: 1h",
+      "    bake: 0s",
       "    smoke:",
       "      - { command: [curl, x], timeout: 5s }",
     );
@@ -85,6 +87,7 @@ describe("loadSpecText: valid specs", () => {
     assert.equal(books.drainTimeoutMs, 120_000);
     assert.equal(books.stopTimeoutMs, 3_000);
     assert.equal(books.keepPreviousMs, 3_600_000);
+    assert.equal(books.bakeMs, 0, "0s disables the bake window");
     assert.equal(books.smoke[0]!.timeoutMs, 5_000);
   });
 
