@@ -88,12 +88,13 @@ export interface OrchestratorDeps {
   agentId: string;
   event: (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
   /**
-   * Called right after each journal write with the entry just written ("plan:done",
-   * "flip:started", "flip:done"..., and "cleared" once the flow is recorded and its journal
-   * removed, before its lock is released): each is a point where an agent may die. In-process tests
-   * abandon the flow here, or break a driver mid-flow. By default, the TURQUOISE_CRASH_AFTER failpoint.
+   * Called at each point of a flow where an agent may die: "history" once its history entry is
+   * written, right after each journal write with the entry written ("plan:done", "flip:started",
+   * "flip:done"...), and "cleared" once the flow is recorded and its journal removed, before its
+   * lock is released. In-process tests abandon the flow here, or break a driver mid-flow. By
+   * default, the TURQUOISE_CRASH_AFTER failpoint.
    */
-  journaled?: (entry: string) => void;
+  failpoint?: (point: string) => void;
 }
 
 /** One flow under way: its journal, its step timings, where it reports progress. */
@@ -322,7 +323,7 @@ export class Orchestrator {
         service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, actor: req.actor,
         startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
       });
-      crashPoint("history");
+      this.failpoint("history");
       const journal: Journal = {
         historyId: history.id, service: svc.name, kind, release: req.release, via: plan.via, actor: req.actor, owner,
         previousRelease: live?.release ?? null, steps: ["lock:done", "plan:done"], startedAt: lockStarted,
@@ -420,12 +421,16 @@ export class Orchestrator {
   /** Every journal write of a flow goes through here, so that each one is a failpoint. */
   private async writeJournal(journal: Journal): Promise<void> {
     await this.d.records.writeJournal(journal);
-    (this.d.journaled ?? crashPoint)(journal.steps[journal.steps.length - 1]!);
+    this.failpoint(journal.steps[journal.steps.length - 1]!);
   }
 
   private async clearJournal(service: string): Promise<void> {
     await this.d.records.clearJournal(service);
-    (this.d.journaled ?? crashPoint)("cleared");
+    this.failpoint("cleared");
+  }
+
+  private failpoint(point: string): void {
+    (this.d.failpoint ?? crashPoint)(point);
   }
 
   private async skip(flow: Flow, name: string, why: string): Promise<void> {
@@ -877,7 +882,7 @@ export class Orchestrator {
 /**
  * A real crash at a chosen point, for the end-to-end crash-recovery tests: with
  * TURQUOISE_CRASH_AFTER=<step> the agent SIGKILLs itself right after journaling that step as done
- * (or after the very entry named, e.g. flip:started).
+ * (or at the very point named, e.g. flip:started, history).
  */
 function crashPoint(entry: string): void {
   const at = process.env.TURQUOISE_CRASH_AFTER;
