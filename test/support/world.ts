@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
-import { tmpdir } from "node:os";
+import { spawnSync } from "node:child_process";
+import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { Fleet } from "../../src/deploy/fleet.js";
 import { HealthMonitor } from "../../src/heal/monitor.js";
@@ -25,6 +26,18 @@ import { MemoryStore } from "../../src/state/memory.js";
 
 export const SERVICE = "books";
 
+let deadPid: number | undefined;
+
+/**
+ * Every test agent names itself as an agent whose process is gone, "<host>:<pid of a process that
+ * exited>": agents in this process die without their pid dying, and recovery releases a lock only
+ * when it can tell its owner's process is gone.
+ */
+function deadAgentId(): string {
+  deadPid ??= spawnSync(process.execPath, ["-e", ""]).pid;
+  return `${hostname()}:${deadPid}`;
+}
+
 /** What a dead agent gets from every call it still makes: nothing reaches the world. */
 export class AgentDied extends Error {
   constructor(readonly at: string) {
@@ -38,8 +51,8 @@ export interface WorldEvent {
   message: string;
 }
 
-/** Called after each journal write of the agent's flows, with the entry and the agent: a failpoint. */
-export type Journaled = (entry: string, agent: TestAgent) => void;
+/** Called at each failpoint of the agent's flows (each journal write, mostly), with the point and the agent. */
+export type Failpoint = (point: string, agent: TestAgent) => void;
 
 export interface WorldOptions {
   replicas?: number;
@@ -76,6 +89,7 @@ export class World {
       "    deploy_timeout: 700ms",
       "    drain_timeout: 300ms",
       "    stop_timeout: 200ms",
+      "    bake: 200ms",
       ...(opts.serviceYaml ?? []).map((l) => `    ${l}`),
     ].join("\n");
     const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
@@ -167,7 +181,7 @@ export class TestAgent {
   private healing: { monitor: HealthMonitor; supervisor: Supervisor } | undefined;
 
   /** Called after each journal write of this agent's flows: set it to fail or end the agent at a chosen point. */
-  failpoint: Journaled | undefined;
+  failpoint: Failpoint | undefined;
 
   private readonly world: World;
   private readonly store: Store;
@@ -187,11 +201,11 @@ export class TestAgent {
       fleet: this.fleet,
       proxy: this.proxy,
       apiUrl: "http://127.0.0.1:1",
-      agentId: `test-agent-${Math.random().toString(36).slice(2, 6)}`,
+      agentId: deadAgentId(),
       event: (service, type, message) => {
         if (!this.deadAt) world.events.push({ service, type, message });
       },
-      journaled: (entry) => this.failpoint?.(entry, this),
+      failpoint: (point) => this.failpoint?.(point, this),
     });
   }
 
@@ -234,7 +248,7 @@ export class TestAgent {
       if (!this.deadAt) this.world.events.push({ service, type, message });
     };
     const supervisor = new Supervisor({
-      spec, store: this.store, records: this.records, fleet: this.fleet, orchestrator: this.orchestrator, apiUrl: () => "http://127.0.0.1:1", agentId: "test-agent", event,
+      spec, store: this.store, records: this.records, fleet: this.fleet, orchestrator: this.orchestrator, apiUrl: () => "http://127.0.0.1:1", agentId: deadAgentId(), event,
     });
     const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, async (inst) => {
       if (!this.fleet.isReady(inst.id)) return false;
