@@ -1,0 +1,108 @@
+// Named regression cases for the upstream response parser: byte streams (smuggling and desync
+// attempts among them) with the verdict the proxy must reach, checked against Node's as well.
+
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type ClientResponse, isProxyError, ParserRig } from "./parser-rig.js";
+
+/**
+ * What the client must see for the first request: that response, the proxy's 502 (before any
+ * byte of a response), or a connection closed after some of it (`broken`). Node fails every
+ * stream expected to end in 502 or broken; "refused" is a 502 where Node accepts the stream,
+ * by the deliberate rule the row names.
+ */
+type Expect = { status: number; body: string } | "502" | "broken" | "refused";
+
+interface Row {
+  name: string;
+  method?: "GET" | "HEAD";
+  /** The upstream's bytes, in the pieces it writes them a tick apart. */
+  pieces: string[];
+  /** The last piece waits for the next request on that upstream connection. */
+  holdLast?: boolean;
+  /** The upstream keeps the connection open after its bytes even when Node has failed them. */
+  keepOpen?: boolean;
+  expect: Expect;
+  /** For "refused": the rule, as upstream.ts documents it. */
+  rule?: string;
+}
+
+const CL5 = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+const CHUNKED = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+const ok = (body: string, status = 200): Expect => ({ status, body });
+
+export const CORPUS: Row[] = [
+  // What must keep working.
+  { name: "Content-Length body", pieces: [`${CL5}hello`], expect: ok("hello") },
+  { name: "chunked body", pieces: [`${CHUNKED}5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n`], expect: ok("hello world") },
+  { name: "chunk extensions", pieces: [`${CHUNKED}5;foo=bar\r\nhello\r\n0;a="b c";d\r\n\r\n`], expect: ok("hello") },
+  { name: "trailers are dropped", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nX-Checksum: 1\r\nY: 2\r\n\r\n`], expect: ok("hello") },
+  { name: "body until close", pieces: ["HTTP/1.1 200 OK\r\n\r\nhello world"], expect: ok("hello world") },
+  { name: "HTTP/1.0 body until close", pieces: ["HTTP/1.0 200 OK\r\n\r\nhello"], expect: ok("hello") },
+  { name: "head and body in many pieces", pieces: ["HTTP/1.1 2", "00 OK\r\nContent-Le", "ngth: 5\r", "\n\r", "\nhe", "llo"], expect: ok("hello") },
+  { name: "chunk framing in many pieces", pieces: [`${CHUNKED}5`, "\r", "\nhel", "lo\r", "\n0\r\n", "\r", "\n"], expect: ok("hello") },
+  { name: "100 Continue then the answer, one packet", pieces: [`HTTP/1.1 100 Continue\r\n\r\n${CL5}hello`], expect: ok("hello") },
+  { name: "100 Continue then the answer, two packets", pieces: ["HTTP/1.1 100 Continue\r\n\r\n", `${CL5}hello`], expect: ok("hello") },
+  { name: "103 Early Hints twice then the answer", pieces: [`HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n${CL5}hello`], expect: ok("hello") },
+  { name: "HEAD: Content-Length, no body", method: "HEAD", pieces: [CL5], expect: ok("") },
+  { name: "204 without a body", pieces: ["HTTP/1.1 204 No Content\r\n\r\n"], expect: ok("", 204) },
+  { name: "304 with a Content-Length and no body", pieces: ["HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"], expect: ok("", 304) },
+  { name: "a large body over many reads", pieces: [`HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n${"x".repeat(100_000)}`], expect: ok("x".repeat(100_000)) },
+  { name: "a response pipelined behind a complete one is not served", pieces: [`${CL5}helloHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsmuggle`], expect: ok("hello") },
+
+  // Failures Node and the proxy agree on.
+  { name: "closed before any byte", pieces: [""], expect: "502" },
+  { name: "closed inside the head", pieces: ["HTTP/1.1 200 OK\r\nContent-Le"], expect: "502" },
+  { name: "closed mid-body", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"], expect: "broken" },
+  { name: "closed mid-chunk", pieces: [`${CHUNKED}5\r\nhel`], expect: "broken" },
+  { name: "closed before the last chunk", pieces: [`${CHUNKED}5\r\nhello\r\n`], expect: "broken" },
+  { name: "closed in the trailer section", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\n`], expect: "broken" },
+  { name: "Content-Length: 5, 5", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length: +5", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length: -5", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length: 0x5", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length empty", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\nhello"], expect: "502" },
+  { name: "two different Content-Lengths", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 3\r\n\r\nhello"], expect: "502" },
+  { name: "obs-fold continuation line", pieces: ["HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
+  { name: "obs-fold on the first field", pieces: ["HTTP/1.1 200 OK\r\n X: a\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
+  { name: "space before the colon", pieces: ["HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"], expect: "502" },
+  { name: "a 1xx with a body", pieces: [`HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhello${CL5}hello`], expect: "502" },
+  { name: "101 on the normal request path", pieces: ["HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"], expect: "502" },
+  { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  { name: "lowercase http/1.1", pieces: [`http/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+];
+
+function show(r: ClientResponse): string {
+  return r.kind === "broken" ? `broken (${r.detail})` : `${r.status} ${JSON.stringify(r.body.toString("latin1").slice(0, 100))}`;
+}
+
+describe("upstream parser corpus", { timeout: 120_000 }, () => {
+  let rig: ParserRig;
+  before(async () => {
+    rig = await ParserRig.start();
+  });
+  after(async () => {
+    await rig.close();
+  });
+
+  for (const row of CORPUS) {
+    it(row.name, async () => {
+      const script = { method: row.method ?? "GET", pieces: row.pieces, holdLast: row.holdLast };
+      const { node, out, problems } = await rig.check(script, row.rule ? [row.rule] : [], row.keepOpen ? "never" : "auto");
+      assert.deepEqual(problems, []);
+      const first = out.first;
+      const e = row.expect;
+      if (typeof e === "object") {
+        assert.equal(node.kind, "response");
+        assert.ok(first.kind === "response" && first.status === e.status && first.body.toString("latin1") === e.body, show(first));
+      } else if (e === "refused") {
+        assert.ok(row.rule, "a refusal names its rule");
+        assert.equal(node.kind, "response", "Node accepts what the proxy refuses by rule");
+        assert.ok(isProxyError(first), show(first));
+      } else {
+        assert.equal(node.kind, "error");
+        assert.ok(e === "502" ? isProxyError(first) : first.kind === "broken", show(first));
+      }
+    });
+  }
+});
