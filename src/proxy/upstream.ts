@@ -244,6 +244,7 @@ export class UpstreamConn {
     const headers: string[] = [];
     let contentLength = -1;
     let chunked = false;
+    let transferEncoding = false;
     let connectionClose = http10;
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
@@ -256,7 +257,10 @@ export class UpstreamConn {
       const value = line.slice(colon + 1).trim();
       const lower = name.toLowerCase();
       if (DROPPED_RESPONSE_HEADERS.has(lower)) {
-        if (lower === "transfer-encoding") chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+        if (lower === "transfer-encoding") {
+          chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+          if (value !== "") transferEncoding = true;
+        }
         else if (lower === "connection") {
           const v = value.toLowerCase();
           if (v.includes("close")) connectionClose = true;
@@ -277,6 +281,12 @@ export class UpstreamConn {
         contentLength = n;
       }
       headers.push(name, value);
+    }
+    // Both framings at once is how responses get smuggled: which one each hop believes decides where
+    // the next response starts. RFC 9112 §6.3 lets a proxy refuse it, as Node's parser does.
+    if (transferEncoding && contentLength !== -1) {
+      this.protocolError(ex, "Content-Length with Transfer-Encoding");
+      return -1;
     }
     this.keepAlive = !connectionClose;
     const bodyless = ex.method === "HEAD" || status === 204 || status === 304;

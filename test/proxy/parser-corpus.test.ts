@@ -69,6 +69,12 @@ export const CORPUS: Row[] = [
   { name: "a 1xx with a body", pieces: [`HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhello${CL5}hello`], expect: "502" },
   { name: "101 on the normal request path", pieces: ["HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"], expect: "502" },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
+  // the de-chunked body, so the client read the rest as its next response.
+  { name: "Transfer-Encoding: chunked with a shorter Content-Length", pieces: [`${CHUNKED.slice(0, -2)}Content-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n`], expect: "502" },
+  { name: "Content-Length before Transfer-Encoding: chunked", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502" },
+  { name: "Content-Length: 0 with Transfer-Encoding: chunked", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502" },
+  { name: "HEAD answered with both framings", method: "HEAD", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"], expect: "502" },
   { name: "lowercase http/1.1", pieces: [`http/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
 ];
 

@@ -368,9 +368,11 @@ export class ParserRig {
   }
 }
 
-/** The proxy's own failure answer, as opposed to an upstream's 502 relayed. */
+/** The proxy's own failure answer, as opposed to an upstream's 502 relayed (no body to tell by after a HEAD). */
 export function isProxyError(r: ClientResponse): boolean {
-  return r.kind === "response" && r.status === 502 && r.body.toString("latin1").includes('"error":"upstream failed"');
+  if (r.kind !== "response" || r.status !== 502) return false;
+  if (r.body.length === 0) return r.headers.some((h, i) => i % 2 === 1 && h === "application/json" && r.headers[i - 1] === "Content-Type");
+  return r.body.toString("latin1").includes('"error":"upstream failed"');
 }
 
 /** End-to-end fields as a client sees them: hop-by-hop ones and what Node's server adds left out. */
