@@ -33,6 +33,11 @@ export const DEFAULT_UPSTREAM_IDLE_MS = 4_000;
 const MAX_IDLE_PER_ADDRESS = 256;
 const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
 const SMALL_BODY_BYTES = 16 * 1024;
+/**
+ * The one transfer coding the proxy accepts, alone in its field. Trailing HTAB is not OWS here:
+ * Node's parser does not read `chunked<HTAB>` as chunked, so neither may the proxy.
+ */
+const CHUNKED_ONLY = /^[ \t]*chunked *$/i;
 
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
@@ -244,7 +249,8 @@ export class UpstreamConn {
     const headers: string[] = [];
     let contentLength = -1;
     let chunked = false;
-    let transferEncoding = false;
+    /** Transfer-Encoding fields with a value (Node ignores empty ones). */
+    let transferEncodings = 0;
     let connectionClose = http10;
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
@@ -258,8 +264,10 @@ export class UpstreamConn {
       const lower = name.toLowerCase();
       if (DROPPED_RESPONSE_HEADERS.has(lower)) {
         if (lower === "transfer-encoding") {
-          chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
-          if (value !== "") transferEncoding = true;
+          if (value !== "") {
+            transferEncodings++;
+            chunked = CHUNKED_ONLY.test(line.slice(colon + 1));
+          }
         }
         else if (lower === "connection") {
           const v = value.toLowerCase();
@@ -284,8 +292,16 @@ export class UpstreamConn {
     }
     // Both framings at once is how responses get smuggled: which one each hop believes decides where
     // the next response starts. RFC 9112 §6.3 lets a proxy refuse it, as Node's parser does.
-    if (transferEncoding && contentLength !== -1) {
+    if (transferEncodings > 0 && contentLength !== -1) {
       this.protocolError(ex, "Content-Length with Transfer-Encoding");
+      return -1;
+    }
+    // Deliberately stricter than Node, which takes any list: the proxy drops Transfer-Encoding and
+    // re-chunks what it relays, so it can only undo chunked. Any other coding (gzip, identity), a
+    // list or a repeated field would reach the client undeclared, or be read until close where
+    // another hop reads it as chunked. nginx refuses these too.
+    if (transferEncodings > 1 || (transferEncodings === 1 && !chunked)) {
+      this.protocolError(ex, "Transfer-Encoding other than chunked");
       return -1;
     }
     this.keepAlive = !connectionClose;

@@ -30,6 +30,7 @@ interface Row {
 const CL5 = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
 const CHUNKED = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
 const ok = (body: string, status = 200): Expect => ({ status, body });
+const TE_RULE = "Transfer-Encoding other than one chunked";
 
 export const CORPUS: Row[] = [
   // What must keep working.
@@ -75,6 +76,16 @@ export const CORPUS: Row[] = [
   { name: "Content-Length before Transfer-Encoding: chunked", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502" },
   { name: "Content-Length: 0 with Transfer-Encoding: chunked", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502" },
   { name: "HEAD answered with both framings", method: "HEAD", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"], expect: "502" },
+  // Transfer codings: the proxy drops Transfer-Encoding and re-chunks, so it takes only chunked.
+  { name: "Transfer-Encoding: gzip, chunked", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "refused", rule: TE_RULE },
+  { name: "Transfer-Encoding: chunked, gzip", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "refused", rule: TE_RULE },
+  { name: "Transfer-Encoding: identity", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nhello"], expect: "refused", rule: TE_RULE },
+  { name: "Transfer-Encoding: chunked twice", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "refused", rule: TE_RULE },
+  { name: "Transfer-Encoding: chunked then gzip fields", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "refused", rule: TE_RULE },
+  // Node reads this one until close, not as chunked; the proxy used to de-chunk it.
+  { name: "Transfer-Encoding: chunked<HTAB>", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "refused", rule: TE_RULE },
+  { name: "Transfer-Encoding: CHUNKED with spaces", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding:   CHUNKED  \r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: ok("hello") },
+  { name: "an empty Transfer-Encoding is ignored, as Node does", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\nhello"], expect: ok("hello") },
   { name: "lowercase http/1.1", pieces: [`http/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
 ];
 
