@@ -38,6 +38,8 @@ const SMALL_BODY_BYTES = 16 * 1024;
  * Node's parser does not read `chunked<HTAB>` as chunked, so neither may the proxy.
  */
 const CHUNKED_ONLY = /^[ \t]*chunked *$/i;
+/** Node's Content-Length syntax: digits after optional SP or HTAB, then nothing but SP. */
+const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
 
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
@@ -280,13 +282,14 @@ export class UpstreamConn {
         continue;
       }
       if (lower === "content-length") {
-        const n = /^\d+$/.test(value) ? Number(value) : NaN;
-        if (Number.isNaN(n) || (contentLength !== -1 && contentLength !== n)) {
+        // A repeat is refused even with the same value, as Node does: one reading for every hop.
+        const m = CONTENT_LENGTH.exec(line.slice(colon + 1));
+        if (contentLength !== -1 || !m || exceedsUint64(m[1]!, 10)) {
           this.protocolError(ex, "invalid Content-Length");
           return -1;
         }
-        if (contentLength !== -1) continue;
-        contentLength = n;
+        // Past 2^53 the count is inexact, but no such body ever ends before the upstream closes.
+        contentLength = Number(m[1]);
       }
       headers.push(name, value);
     }
@@ -411,4 +414,13 @@ function keepAliveHintMs(value: string): number {
   const m = /timeout=(\d+)/i.exec(value);
   if (!m) return DEFAULT_UPSTREAM_IDLE_MS;
   return Math.max(0, Math.min(DEFAULT_UPSTREAM_IDLE_MS, (Number(m[1]) - 1) * 1_000));
+}
+
+/** Whether digits in base 10 or 16 are past 2^64 - 1, where Node's parser stops counting. */
+function exceedsUint64(digits: string, base: 10 | 16): boolean {
+  let i = 0;
+  while (i < digits.length - 1 && digits.charCodeAt(i) === 48 /* 0 */) i++;
+  const n = digits.length - i;
+  if (base === 16) return n > 16;
+  return n > 20 || (n === 20 && digits.slice(i) > "18446744073709551615");
 }

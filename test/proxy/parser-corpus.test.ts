@@ -76,6 +76,15 @@ export const CORPUS: Row[] = [
   { name: "Content-Length before Transfer-Encoding: chunked", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502" },
   { name: "Content-Length: 0 with Transfer-Encoding: chunked", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502" },
   { name: "HEAD answered with both framings", method: "HEAD", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"], expect: "502" },
+  // Content-Length as Node reads it; the proxy used to take all of these but the overflow.
+  { name: "Content-Length twice with the same value", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length: 5<HTAB>", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 5\t\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length: 5<NBSP>", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 5\xa0\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length past 2^64 - 1", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length: 2^64 - 1, closed after 5 bytes", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nhello"], expect: "broken" },
+  { name: "Content-Length with leading HTAB, trailing spaces and zeros", pieces: ["HTTP/1.1 200 OK\r\nContent-Length:\t005  \r\n\r\nhello"], expect: ok("hello") },
+  { name: "304 with a Content-Length near 2^64", pieces: ["HTTP/1.1 304 Not Modified\r\nContent-Length: 18446744073709551615\r\n\r\n"], expect: ok("", 304) },
+
   // Transfer codings: the proxy drops Transfer-Encoding and re-chunks, so it takes only chunked.
   { name: "Transfer-Encoding: gzip, chunked", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "refused", rule: TE_RULE },
   { name: "Transfer-Encoding: chunked, gzip", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "refused", rule: TE_RULE },
