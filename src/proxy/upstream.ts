@@ -5,6 +5,7 @@
 // listeners attached once per connection, a proxied request costs about half as much CPU as
 // through ClientRequest and http.Agent (see bench/proxy.ts).
 
+import http from "node:http";
 import net from "node:net";
 import type { Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS } from "./http.js";
@@ -38,6 +39,10 @@ const SMALL_BODY_BYTES = 16 * 1024;
  * Node's parser does not read `chunked<HTAB>` as chunked, so neither may the proxy.
  */
 const CHUNKED_ONLY = /^[ \t]*chunked *$/i;
+/** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
+const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
+/** What a field value (or reason phrase) may hold besides HTAB, SP, VCHAR and obs-text (RFC 9110 §5.5). */
+const INVALID_FIELD_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 /** Node's Content-Length syntax: digits after optional SP or HTAB, then nothing but SP. */
 const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
 
@@ -234,11 +239,13 @@ export class UpstreamConn {
     }
     const lines = buf.toString("latin1", start, end).split("\r\n");
     const statusLine = lines[0]!;
-    const status = Number(statusLine.slice(9, 12));
-    if (!statusLine.startsWith("HTTP/1.") || !(status >= 100 && status <= 999) || (statusLine.length > 12 && statusLine.charCodeAt(12) !== 32)) {
+    // Deliberately stricter than Node, which also takes HTTP/0.9, HTTP/2.0, RTSP and ICE status
+    // lines and codes below 100: the proxy speaks HTTP/1.x, and Node's server cannot relay 0xx.
+    if (!STATUS_LINE.test(statusLine) || statusLine.charCodeAt(9) === 48 /* 0 */) {
       this.protocolError(ex, "malformed status line");
       return -1;
     }
+    const status = Number(statusLine.slice(9, 12));
     const http10 = statusLine.charCodeAt(7) === 48; /* 0 */
     if (status >= 100 && status < 200) {
       if (status === 101) {
@@ -309,7 +316,11 @@ export class UpstreamConn {
     }
     this.keepAlive = !connectionClose;
     const bodyless = ex.method === "HEAD" || status === 204 || status === 304;
-    if (!ex.onResponseHead(status, statusLine.slice(13), headers)) return -1;
+    let reason = statusLine.slice(13);
+    // Node's parser takes control characters in a reason phrase, which Node's server refuses to
+    // write: such a phrase gives way to the standard one (RFC 9112 §4: clients ignore it anyway).
+    if (INVALID_FIELD_CHAR.test(reason)) reason = http.STATUS_CODES[status] ?? "";
+    if (!ex.onResponseHead(status, reason, headers)) return -1;
     if (bodyless || (contentLength === 0 && !chunked)) {
       this.complete(ex, end + 4 < buf.length);
       return -1;

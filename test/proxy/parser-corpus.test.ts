@@ -69,6 +69,19 @@ export const CORPUS: Row[] = [
   { name: "space before the colon", pieces: ["HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\nhello"], expect: "502" },
   { name: "a 1xx with a body", pieces: [`HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhello${CL5}hello`], expect: "502" },
   { name: "101 on the normal request path", pieces: ["HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"], expect: "502" },
+  { name: "HTTP/1.1 200<HTAB>OK", pieces: [`HTTP/1.1 200\tOK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  { name: "no reason phrase", pieces: [`HTTP/1.1 200\r\nContent-Length: 5\r\n\r\nhello`], expect: ok("hello") },
+  { name: "status 099", pieces: [`HTTP/1.1 099 Low\r\nContent-Length: 5\r\n\r\nhello`], expect: "refused", rule: "status below 100" },
+  { name: "HTTP/2.0 status line", pieces: [`HTTP/2.0 200 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "refused", rule: "HTTP version other than 1.0 and 1.1" },
+  { name: "ICE/1.0 status line", pieces: [`ICE/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "refused", rule: "HTTP version other than 1.0 and 1.1" },
+  // Status lines the proxy used to misread: Number("2e2") is 200, and "1e2" made an interim answer.
+  { name: "status 2e2", pieces: [`HTTP/1.1 2e2 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  { name: "status 1e2 before a final answer", pieces: [`HTTP/1.1 1e2 X\r\n\r\n${CL5}hello`], expect: "502" },
+  { name: "no space after the version", pieces: [`HTTP/1.1X200 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  { name: "HTTP/1.5", pieces: [`HTTP/1.5 200 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  // Node takes these; Node's server would not write them, so the proxy answered 502.
+  { name: "a reason phrase with control characters", pieces: [`HTTP/1.1 200 O\x01K\x7f\r\nContent-Length: 5\r\n\r\nhello`], expect: ok("hello") },
+  { name: "a reason phrase with NUL", pieces: [`HTTP/1.1 404 \x00\r\nContent-Length: 5\r\n\r\nhello`], expect: ok("hello", 404) },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
   // the de-chunked body, so the client read the rest as its next response.
