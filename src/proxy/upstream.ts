@@ -231,6 +231,9 @@ export class UpstreamConn {
 
   /** Returns where the body starts in buf, or -1 when the head is incomplete or the answer is bad. */
   private parseHead(ex: ResponseSink, buf: Buffer, start: number): number {
+    // Empty lines before a status line are skipped, as Node does (RFC 9112 §2.2's robustness).
+    while (buf[start] === 13 /* CR */ || buf[start] === 10 /* LF */) start++;
+    if (start === buf.length) return -1;
     const end = buf.indexOf("\r\n\r\n", start, "latin1");
     if (end === -1) {
       if (buf.length - start > MAX_RESPONSE_HEAD_BYTES) this.protocolError(ex, "response head too large");

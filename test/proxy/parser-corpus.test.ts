@@ -82,6 +82,9 @@ export const CORPUS: Row[] = [
   // Node takes these; Node's server would not write them, so the proxy answered 502.
   { name: "a reason phrase with control characters", pieces: [`HTTP/1.1 200 O\x01K\x7f\r\nContent-Length: 5\r\n\r\nhello`], expect: ok("hello") },
   { name: "a reason phrase with NUL", pieces: [`HTTP/1.1 404 \x00\r\nContent-Length: 5\r\n\r\nhello`], expect: ok("hello", 404) },
+  // Node skips empty lines before a status line; the proxy answered 502.
+  { name: "an empty line before the status line", pieces: [`\r\n${CL5}hello`], expect: ok("hello") },
+  { name: "LF and CR LF between 100 Continue and the answer", pieces: ["HTTP/1.1 100 Continue\r\n\r\n", `\n\r\n${CL5}hello`], expect: ok("hello") },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
   // the de-chunked body, so the client read the rest as its next response.
