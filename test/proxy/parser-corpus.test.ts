@@ -32,7 +32,7 @@ const CHUNKED = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
 const ok = (body: string, status = 200): Expect => ({ status, body });
 const TE_RULE = "Transfer-Encoding other than one chunked";
 
-export const CORPUS: Row[] = [
+const CORPUS: Row[] = [
   // What must keep working.
   { name: "Content-Length body", pieces: [`${CL5}hello`], expect: ok("hello") },
   { name: "chunked body", pieces: [`${CHUNKED}5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n`], expect: ok("hello world") },
@@ -85,6 +85,15 @@ export const CORPUS: Row[] = [
   // Node skips empty lines before a status line; the proxy answered 502.
   { name: "an empty line before the status line", pieces: [`\r\n${CL5}hello`], expect: ok("hello") },
   { name: "LF and CR LF between 100 Continue and the answer", pieces: ["HTTP/1.1 100 Continue\r\n\r\n", `\n\r\n${CL5}hello`], expect: ok("hello") },
+  // Field syntax, hop-by-hop fields included: the proxy left those to Node's server, which never sees them.
+  { name: "a bare LF inside a Connection field", pieces: ["HTTP/1.1 200 OK\r\nConnection: close\nX: y\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
+  { name: "a control character in a Keep-Alive field", pieces: ["HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\x01\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
+  { name: "NUL in a Transfer-Encoding field", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\x00\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502" },
+  { name: "a bare CR inside a field value", pieces: ["HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
+  { name: "an invalid field name", pieces: ["HTTP/1.1 200 OK\r\nX(a): b\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
+  { name: "a field without a colon", pieces: ["HTTP/1.1 200 OK\r\ngarbage\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
+  { name: "an invalid field in a 100 Continue", pieces: [`HTTP/1.1 100 Continue\r\nX Y: z\r\n\r\n${CL5}hello`], expect: "502" },
+  { name: "NBSP ending a field value is content, not whitespace", pieces: ["HTTP/1.1 200 OK\r\nX-A: a\xa0\r\nX-B:\t b\t \r\nContent-Length: 5\r\n\r\nhello"], expect: ok("hello") },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
   // the de-chunked body, so the client read the rest as its next response.
