@@ -265,14 +265,11 @@ export class UpstreamConn {
     }
     const status = Number(statusLine.slice(9, 12));
     const http10 = statusLine.charCodeAt(7) === 48; /* 0 */
-    if (status >= 100 && status < 200) {
-      if (status === 101) {
-        this.protocolError(ex, "unexpected 101 Switching Protocols");
-        return -1;
-      }
-      // Interim answers (100 Continue, 103 Early Hints) are dropped; the final one follows.
-      return end + 4;
+    if (status === 101) {
+      this.protocolError(ex, "unexpected 101 Switching Protocols");
+      return -1;
     }
+    const interim = status < 200;
     const headers: string[] = [];
     let contentLength = -1;
     let chunked = false;
@@ -296,7 +293,7 @@ export class UpstreamConn {
           const v = value.toLowerCase();
           if (v.includes("close")) connectionClose = true;
           else if (http10 && v.includes("keep-alive")) connectionClose = false;
-        } else if (lower === "keep-alive" && value !== this.keepAliveHint) {
+        } else if (lower === "keep-alive" && !interim && value !== this.keepAliveHint) {
           this.keepAliveHint = value;
           this.idleLimitMs = keepAliveHintMs(value);
         }
@@ -320,6 +317,9 @@ export class UpstreamConn {
       this.protocolError(ex, "Content-Length with Transfer-Encoding");
       return -1;
     }
+    // Interim answers (100 Continue, 103 Early Hints) are dropped, once Node would take them too;
+    // they have no body, so their transfer coding does not matter. The final answer follows.
+    if (interim) return end + 4;
     // Deliberately stricter than Node, which takes any list: the proxy drops Transfer-Encoding and
     // re-chunks what it relays, so it can only undo chunked. Any other coding (gzip, identity), a
     // list or a repeated field would reach the client undeclared, or be read until close where

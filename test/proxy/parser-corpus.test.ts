@@ -93,6 +93,10 @@ const CORPUS: Row[] = [
   { name: "an invalid field name", pieces: ["HTTP/1.1 200 OK\r\nX(a): b\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
   { name: "a field without a colon", pieces: ["HTTP/1.1 200 OK\r\ngarbage\r\nContent-Length: 5\r\n\r\nhello"], expect: "502" },
   { name: "an invalid field in a 100 Continue", pieces: [`HTTP/1.1 100 Continue\r\nX Y: z\r\n\r\n${CL5}hello`], expect: "502" },
+  // Interim answers were skipped unread.
+  { name: "a 100 Continue with both framings", pieces: [`HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n${CL5}hello`], expect: "502" },
+  { name: "a 103 with an invalid Content-Length", pieces: [`HTTP/1.1 103 Early Hints\r\nContent-Length: x\r\n\r\n${CL5}hello`], expect: "502" },
+  { name: "a 103 with Transfer-Encoding: gzip and no body", pieces: [`HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: gzip\r\n\r\n${CL5}hello`], expect: ok("hello") },
   { name: "NBSP ending a field value is content, not whitespace", pieces: ["HTTP/1.1 200 OK\r\nX-A: a\xa0\r\nX-B:\t b\t \r\nContent-Length: 5\r\n\r\nhello"], expect: ok("hello") },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
