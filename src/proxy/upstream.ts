@@ -242,7 +242,11 @@ export class UpstreamConn {
     if (start === buf.length) return -1;
     const end = buf.indexOf("\r\n\r\n", start, "latin1");
     if (end === -1) {
+      // Node fails a head at its first bad byte; waiting for a CR LF CR LF that a bare-LF upstream
+      // never sends would hold the exchange until the upstream closes.
       if (buf.length - start > MAX_RESPONSE_HEAD_BYTES) this.protocolError(ex, "response head too large");
+      else if (strayLineBreak(buf, start)) this.protocolError(ex, "CR or LF alone in the head");
+      else if (!statusLineSoFar(buf, start)) this.protocolError(ex, "malformed status line");
       else this.pending = start === 0 ? buf : buf.subarray(start);
       return -1;
     }
@@ -447,6 +451,20 @@ function trimOws(s: string, from: number): string {
   while (from < end && (s.charCodeAt(from) === 32 || s.charCodeAt(from) === 9)) from++;
   while (end > from && (s.charCodeAt(end - 1) === 32 || s.charCodeAt(end - 1) === 9)) end--;
   return s.slice(from, end);
+}
+
+/** Whether buf, from start, holds an LF without a CR before it or a CR followed by something else. */
+function strayLineBreak(buf: Buffer, start: number): boolean {
+  // Leading CR and LF were skipped: an LF has a byte before it.
+  for (let i = buf.indexOf(10, start); i !== -1; i = buf.indexOf(10, i + 1)) if (buf[i - 1] !== 13) return true;
+  for (let i = buf.indexOf(13, start); i !== -1 && i + 1 < buf.length; i = buf.indexOf(13, i + 1)) if (buf[i + 1] !== 10) return true;
+  return false;
+}
+
+/** Whether the status line of an unfinished head is well-formed, once its CR LF has come. */
+function statusLineSoFar(buf: Buffer, start: number): boolean {
+  const lf = buf.indexOf(10, start);
+  return lf === -1 || STATUS_LINE.test(buf.toString("latin1", start, lf - 1));
 }
 
 /** Whether digits in base 10 or 16 are past 2^64 - 1, where Node's parser stops counting. */

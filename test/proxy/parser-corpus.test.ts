@@ -98,6 +98,12 @@ const CORPUS: Row[] = [
   { name: "a 103 with an invalid Content-Length", pieces: [`HTTP/1.1 103 Early Hints\r\nContent-Length: x\r\n\r\n${CL5}hello`], expect: "502" },
   { name: "a 103 with Transfer-Encoding: gzip and no body", pieces: [`HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: gzip\r\n\r\n${CL5}hello`], expect: ok("hello") },
   { name: "NBSP ending a field value is content, not whitespace", pieces: ["HTTP/1.1 200 OK\r\nX-A: a\xa0\r\nX-B:\t b\t \r\nContent-Length: 5\r\n\r\nhello"], expect: ok("hello") },
+  // Bare line breaks, Node fails them at once; the proxy waited for a CR LF CR LF (or the upstream's close).
+  { name: "bare LF line ends, the upstream keeping the connection", pieces: ["HTTP/1.1 200 OK\nContent-Length: 5\n\nhello"], keepOpen: true, expect: "502" },
+  { name: "a bare LF ending the head, the upstream keeping the connection", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\nhello"], keepOpen: true, expect: "502" },
+  { name: "a bare CR in the status line, the upstream keeping the connection", pieces: ["HTTP/1.1 200 OK\rX: y\r\n"], keepOpen: true, expect: "502" },
+  { name: "a malformed status line, the upstream keeping the connection", pieces: ["XTTP/1.1 200 OK\r\nContent-Length: 5\r\n"], keepOpen: true, expect: "502" },
+  { name: "bare LF line ends, then the upstream's close", pieces: ["HTTP/1.1 200 OK\nContent-Length: 5\n\nhello"], expect: "502" },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
   // the de-chunked body, so the client read the rest as its next response.
