@@ -32,7 +32,12 @@ export interface ResponseSink {
 /** Idle keep-alive sockets are closed before a Node upstream's 5 s default would close them. */
 export const DEFAULT_UPSTREAM_IDLE_MS = 4_000;
 const MAX_IDLE_PER_ADDRESS = 256;
-const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
+/**
+ * Node's limit (16 KiB unless --max-http-header-size says otherwise), so that the proxy takes no
+ * head Node's client would refuse. Node counts names, values and the status line; the proxy counts
+ * every byte, so a head within a few bytes per line of the limit is refused here alone.
+ */
+const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize;
 const SMALL_BODY_BYTES = 16 * 1024;
 /**
  * The one transfer coding the proxy accepts, alone in its field. Trailing HTAB is not OWS here:
@@ -248,6 +253,10 @@ export class UpstreamConn {
       else if (strayLineBreak(buf, start)) this.protocolError(ex, "CR or LF alone in the head");
       else if (!statusLineSoFar(buf, start)) this.protocolError(ex, "malformed status line");
       else this.pending = start === 0 ? buf : buf.subarray(start);
+      return -1;
+    }
+    if (end + 4 - start > MAX_RESPONSE_HEAD_BYTES) {
+      this.protocolError(ex, "response head too large");
       return -1;
     }
     const text = buf.toString("latin1", start, end);

@@ -104,6 +104,11 @@ const CORPUS: Row[] = [
   { name: "a bare CR in the status line, the upstream keeping the connection", pieces: ["HTTP/1.1 200 OK\rX: y\r\n"], keepOpen: true, expect: "502" },
   { name: "a malformed status line, the upstream keeping the connection", pieces: ["XTTP/1.1 200 OK\r\nContent-Length: 5\r\n"], keepOpen: true, expect: "502" },
   { name: "bare LF line ends, then the upstream's close", pieces: ["HTTP/1.1 200 OK\nContent-Length: 5\n\nhello"], expect: "502" },
+  // Node's limit on a head is 16 KiB; the proxy's was 64 KiB.
+  { name: "a 20 KiB field", pieces: [`HTTP/1.1 200 OK\r\nX: ${"a".repeat(20_000)}\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  { name: "a 20 KiB head over several reads", pieces: [`HTTP/1.1 200 OK\r\nX: ${"a".repeat(7_000)}`, "b".repeat(7_000), `${"c".repeat(6_000)}\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  { name: "a 20 KiB reason phrase", pieces: [`HTTP/1.1 200 ${"r".repeat(20_000)}\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
+  { name: "a 12 KiB head", pieces: [`HTTP/1.1 200 OK\r\nX: ${"a".repeat(6_000)}\r\nY: ${"b".repeat(6_000)}\r\nContent-Length: 5\r\n\r\nhello`], expect: ok("hello") },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
   // the de-chunked body, so the client read the rest as its next response.
