@@ -47,6 +47,23 @@ const CHUNKED_ONLY = /^[ \t]*chunked *$/i;
 /** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
 const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
 /**
+ * Node's limit on the extensions of one chunk. Node counts names and values, the proxy every byte
+ * after the size, so extensions within a few bytes per extension of it are refused here alone.
+ */
+const MAX_CHUNK_EXTENSION_BYTES = 16 * 1024;
+/**
+ * Deliberately stricter than Node, which reads any number of leading zeros in a chunk size: the
+ * proxy holds a line in memory, so it stops 1 KiB past what the extensions may take.
+ */
+const MAX_CHUNK_LINE_BYTES = MAX_CHUNK_EXTENSION_BYTES + 1024;
+/**
+ * A chunk-size line as Node reads it (RFC 9112 §7.1.1): hex digits, then extensions with no
+ * whitespace around ';' or '=', each value a token or a quoted string. Node also takes an empty
+ * name (';=v', ';;x'), but not a ';' that ends the line.
+ */
+const CHUNK_SIZE_LINE =
+  /^([0-9A-Fa-f]+)(?:;(?! |$)[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?:=[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?:"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*")?)?)*$/;
+/**
  * A line break not followed by a well-formed field line (RFC 9110 §5.1, §5.5): a token, a colon,
  * then HTAB, SP, VCHAR and obs-text up to the next CR LF. One scan of the whole head is about
  * half the cost of testing line by line.
@@ -381,19 +398,27 @@ export class UpstreamConn {
       const nl = buf.indexOf(10, pos);
       if (nl === -1) {
         this.line += buf.toString("latin1", pos);
-        if (this.line.length > 4096) this.protocolError(ex, "chunk line too long");
+        if (this.line.length > MAX_CHUNK_LINE_BYTES) this.protocolError(ex, "chunk line too long");
         return -1;
       }
-      const line = (this.line + buf.toString("latin1", pos, nl)).replace(/\r$/, "");
+      let line = this.line + buf.toString("latin1", pos, nl);
       this.line = "";
       pos = nl + 1;
+      // Node wants CR LF; a hop that takes a bare LF here reads a different body than one that doesn't.
+      if (line.charCodeAt(line.length - 1) !== 13 /* CR */ || line.length > MAX_CHUNK_LINE_BYTES) {
+        this.protocolError(ex, "malformed chunk line");
+        return -1;
+      }
+      line = line.slice(0, -1);
       if (this.chunkPhase === ChunkPhase.Size) {
-        const m = /^[0-9a-fA-F]{1,12}/.exec(line);
-        if (!m) {
+        // The size was read as its first 12 hex digits, whatever followed: 13 zeros and a 5 made 0,
+        // the last chunk, and the body's rest was taken for trailers.
+        const m = CHUNK_SIZE_LINE.exec(line);
+        if (!m || exceedsUint64(m[1]!, 16) || line.length - m[1]!.length > MAX_CHUNK_EXTENSION_BYTES) {
           this.protocolError(ex, "malformed chunk size");
           return -1;
         }
-        this.remaining = parseInt(m[0], 16);
+        this.remaining = parseInt(m[1]!, 16);
         this.chunkPhase = this.remaining === 0 ? ChunkPhase.Trailer : ChunkPhase.Data;
       } else if (this.chunkPhase === ChunkPhase.DataEnd) {
         if (line !== "") {

@@ -413,7 +413,7 @@ export function judge(node: NodeVerdict, out: ProxyOutcome, id: number, refused:
   } else if (node.kind === "error") {
     if (first.kind === "response" && !isProxyError(first)) problems.push(`Node fails (${node.detail}) but the proxy answered ${show(first)}`);
   } else if (refused.length > 0) {
-    if (!isProxyError(first)) problems.push(`the proxy should refuse (${refused.join(", ")}) with a 502, but answered ${show(first)}`);
+    if (first.kind === "response" && !isProxyError(first)) problems.push(`the proxy should refuse (${refused.join(", ")}), but answered ${show(first)}`);
   } else if (first.kind !== "response" || isProxyError(first)) {
     problems.push(`Node reads ${node.status} ${JSON.stringify(node.body.toString("latin1").slice(0, 200))} but the proxy answered ${show(first)}`);
   } else {
