@@ -87,7 +87,9 @@ const enum Phase {
 const enum ChunkPhase {
   Size,
   Data,
-  DataEnd,
+  /** The CR, then the LF, after a chunk's data. */
+  DataCR,
+  DataLF,
   Trailer,
 }
 
@@ -392,7 +394,18 @@ export class UpstreamConn {
         if (this.ex !== ex) return -1;
         pos += n;
         this.remaining -= n;
-        if (this.remaining === 0) this.chunkPhase = ChunkPhase.DataEnd;
+        if (this.remaining === 0) this.chunkPhase = ChunkPhase.DataCR;
+        continue;
+      }
+      if (this.chunkPhase === ChunkPhase.DataCR || this.chunkPhase === ChunkPhase.DataLF) {
+        // Byte by byte: Node fails at the first wrong one, where reading a line waits for an LF.
+        const cr = this.chunkPhase === ChunkPhase.DataCR;
+        if (buf[pos] !== (cr ? 13 : 10)) {
+          this.protocolError(ex, "missing CR LF after chunk data");
+          return -1;
+        }
+        pos++;
+        this.chunkPhase = cr ? ChunkPhase.DataLF : ChunkPhase.Size;
         continue;
       }
       const nl = buf.indexOf(10, pos);
@@ -420,12 +433,6 @@ export class UpstreamConn {
         }
         this.remaining = parseInt(m[1]!, 16);
         this.chunkPhase = this.remaining === 0 ? ChunkPhase.Trailer : ChunkPhase.Data;
-      } else if (this.chunkPhase === ChunkPhase.DataEnd) {
-        if (line !== "") {
-          this.protocolError(ex, "missing CRLF after chunk");
-          return -1;
-        }
-        this.chunkPhase = ChunkPhase.Size;
       } else if (line === "") {
         // Trailer fields are dropped: the client's response is re-chunked without them.
         this.complete(ex, pos < buf.length);

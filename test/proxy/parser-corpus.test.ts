@@ -131,6 +131,9 @@ const CORPUS: Row[] = [
   { name: "a bare LF after chunk data", pieces: [`${CHUNKED}5\r\nhello\n0\r\n\r\n`], expect: "broken" },
   { name: "a bare LF after the last chunk", pieces: [`${CHUNKED}5\r\nhello\r\n0\n\r\n`], expect: "broken" },
   { name: "a bare LF ending the trailer section", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\n\n`], expect: "broken" },
+  { name: "chunk data without CR LF, the upstream keeping the connection", pieces: [`${CHUNKED}5\r\nhelloXX`], keepOpen: true, expect: "broken" },
+  { name: "chunk data without CR LF", pieces: [`${CHUNKED}5\r\nhelloXX\r\n0\r\n\r\n`], expect: "broken" },
+  { name: "CR LF after chunk data split over reads", pieces: [`${CHUNKED}5\r\nhello\r`, "\n0\r\n\r\n"], expect: ok("hello") },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
   // the de-chunked body, so the client read the rest as its next response.
