@@ -183,6 +183,7 @@ export class UpstreamConn {
   private remaining = 0;
   private chunkPhase = ChunkPhase.Size;
   private line = "";
+  private trailerBytes = 0;
   private keepAlive = true;
   private responseStarted = false;
 
@@ -375,6 +376,7 @@ export class UpstreamConn {
       this.phase = Phase.Chunked;
       this.chunkPhase = ChunkPhase.Size;
       this.line = "";
+      this.trailerBytes = 0;
     } else if (contentLength > 0) {
       this.phase = Phase.Length;
       this.remaining = contentLength;
@@ -434,9 +436,17 @@ export class UpstreamConn {
         this.remaining = parseInt(m[1]!, 16);
         this.chunkPhase = this.remaining === 0 ? ChunkPhase.Trailer : ChunkPhase.Data;
       } else if (line === "") {
-        // Trailer fields are dropped: the client's response is re-chunked without them.
         this.complete(ex, pos < buf.length);
         return -1;
+      } else {
+        // Trailer fields are dropped (the client's response is re-chunked without them), but read as
+        // Node reads them: well-formed, no Content-Length, 16 KiB at most, counted apart from the head.
+        this.trailerBytes += line.length + 2;
+        FIELD_LINES.lastIndex = 0;
+        if (this.trailerBytes > MAX_RESPONSE_HEAD_BYTES || FIELD_LINES.test(`\r\n${line}`) || line.slice(0, line.indexOf(":")).toLowerCase() === "content-length") {
+          this.protocolError(ex, "malformed trailer field");
+          return -1;
+        }
       }
     }
     return pos;

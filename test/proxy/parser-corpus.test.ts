@@ -134,6 +134,15 @@ const CORPUS: Row[] = [
   { name: "chunk data without CR LF, the upstream keeping the connection", pieces: [`${CHUNKED}5\r\nhelloXX`], keepOpen: true, expect: "broken" },
   { name: "chunk data without CR LF", pieces: [`${CHUNKED}5\r\nhelloXX\r\n0\r\n\r\n`], expect: "broken" },
   { name: "CR LF after chunk data split over reads", pieces: [`${CHUNKED}5\r\nhello\r`, "\n0\r\n\r\n"], expect: ok("hello") },
+  // Trailer fields were skipped unread.
+  { name: "a trailer field with a space in its name", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nX T: 1\r\n\r\n`], expect: "broken" },
+  { name: "a trailer line without a colon", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\ngarbage\r\n\r\n`], expect: "broken" },
+  { name: "a control character in a trailer field", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nX: a\x01\r\n\r\n`], expect: "broken" },
+  { name: "an obs-fold trailer line", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nX: a\r\n b\r\n\r\n`], expect: "broken" },
+  { name: "Content-Length in the trailers", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\ncontent-length: 5\r\n\r\n`], expect: "broken" },
+  { name: "a 17 KiB trailer field", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nX: ${"t".repeat(17_000)}\r\n\r\n`], expect: "broken" },
+  { name: "a 10 KiB head and a 10 KiB trailer section", pieces: [`HTTP/1.1 200 OK\r\nX: ${"a".repeat(10_000)}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nY: ${"b".repeat(10_000)}\r\n\r\n`], expect: ok("hello") },
+  { name: "Transfer-Encoding in the trailers is ignored, as Node does", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nTransfer-Encoding: gzip\r\n\r\n`], expect: ok("hello") },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
   // the de-chunked body, so the client read the rest as its next response.
