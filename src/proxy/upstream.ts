@@ -361,8 +361,11 @@ export class UpstreamConn {
       this.protocolError(ex, "Transfer-Encoding other than chunked");
       return -1;
     }
-    this.keepAlive = !connectionClose;
     const bodyless = ex.method === "HEAD" || status === 204 || status === 304;
+    // A bodyless answer whose head announces a body (a HEAD's Content-Length, mostly) leaves the
+    // socket unused after it: should the upstream send that body anyway, the next exchange on the
+    // socket would read it as its answer. A HEAD costs a new connection; no desync can.
+    this.keepAlive = !connectionClose && !(bodyless && (contentLength > 0 || chunked));
     let reason = statusLine.slice(13);
     // Node's parser takes control characters in a reason phrase, which Node's server refuses to
     // write: such a phrase gives way to the standard one (RFC 9112 §4: clients ignore it anyway).

@@ -143,6 +143,13 @@ const CORPUS: Row[] = [
   { name: "a 17 KiB trailer field", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nX: ${"t".repeat(17_000)}\r\n\r\n`], expect: "broken" },
   { name: "a 10 KiB head and a 10 KiB trailer section", pieces: [`HTTP/1.1 200 OK\r\nX: ${"a".repeat(10_000)}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nY: ${"b".repeat(10_000)}\r\n\r\n`], expect: ok("hello") },
   { name: "Transfer-Encoding in the trailers is ignored, as Node does", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nTransfer-Encoding: gzip\r\n\r\n`], expect: ok("hello") },
+  // Bodyless answers that announce a body, which comes after all: once the proxy has reused the
+  // socket for the next request, it read that body as the next answer.
+  { name: "HEAD answered with a Content-Length, then a smuggled answer", method: "HEAD", pieces: [`HTTP/1.1 200 OK\r\nContent-Length: 44\r\n\r\n`, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsmuggle"], holdLast: true, expect: ok("") },
+  { name: "HEAD answered as chunked, then a body", method: "HEAD", pieces: [CHUNKED, "5\r\nhello\r\n0\r\n\r\n"], holdLast: true, expect: ok("") },
+  { name: "204 with a Content-Length, then a body", pieces: ["HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", "hello"], holdLast: true, expect: ok("", 204) },
+  { name: "304 with a Content-Length, then a smuggled answer", pieces: ["HTTP/1.1 304 Not Modified\r\nContent-Length: 44\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsmuggle"], holdLast: true, expect: ok("", 304) },
+  { name: "HEAD with the body in the same packet", method: "HEAD", pieces: [`${CL5}hello`], expect: ok("") },
   { name: "status 2000", pieces: [`HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
   // Content-Length and Transfer-Encoding together: the proxy used to relay the Content-Length with
   // the de-chunked body, so the client read the rest as its next response.
