@@ -71,6 +71,9 @@ const CHUNK_SIZE_LINE =
 const FIELD_LINES = /\r\n(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n|$))/g;
 /** What a field value (or reason phrase) may hold besides HTAB, SP, VCHAR and obs-text (RFC 9110 §5.5). */
 const INVALID_FIELD_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+/** Connection tokens as Node reads them: a trailing HTAB makes another token. */
+const CLOSE_TOKEN = /(?:^|,)[ \t]*close *(?:,|$)/i;
+const KEEP_ALIVE_TOKEN = /(?:^|,)[ \t]*keep-alive *(?:,|$)/i;
 /** Node's Content-Length syntax: digits after optional SP or HTAB, then nothing but SP. */
 const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
 
@@ -308,7 +311,8 @@ export class UpstreamConn {
     let chunked = false;
     /** Transfer-Encoding fields with a value (Node ignores empty ones). */
     let transferEncodings = 0;
-    let connectionClose = http10;
+    let closeToken = false;
+    let keepAliveToken = false;
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
       const colon = line.indexOf(":");
@@ -323,9 +327,9 @@ export class UpstreamConn {
           }
         }
         else if (lower === "connection") {
-          const v = value.toLowerCase();
-          if (v.includes("close")) connectionClose = true;
-          else if (http10 && v.includes("keep-alive")) connectionClose = false;
+          const raw = line.slice(colon + 1);
+          if (CLOSE_TOKEN.test(raw)) closeToken = true;
+          if (KEEP_ALIVE_TOKEN.test(raw)) keepAliveToken = true;
         } else if (lower === "keep-alive" && !interim && value !== this.keepAliveHint) {
           this.keepAliveHint = value;
           this.idleLimitMs = keepAliveHintMs(value);
@@ -350,9 +354,18 @@ export class UpstreamConn {
       this.protocolError(ex, "Content-Length with Transfer-Encoding");
       return -1;
     }
+    // As Node decides whether a connection outlives its response (llhttp_should_keep_alive).
+    const connectionClose = http10 ? !keepAliveToken : closeToken;
     // Interim answers (100 Continue, 103 Early Hints) are dropped, once Node would take them too;
-    // they have no body, so their transfer coding does not matter. The final answer follows.
-    if (interim) return end + 4;
+    // they have no body, so their transfer coding does not matter. The final answer follows, but
+    // not on a connection the interim answer closed: Node fails whatever comes after it.
+    if (interim) {
+      if (connectionClose) {
+        this.protocolError(ex, "interim answer closing the connection");
+        return -1;
+      }
+      return end + 4;
+    }
     // Deliberately stricter than Node, which takes any list: the proxy drops Transfer-Encoding and
     // re-chunks what it relays, so it can only undo chunked. Any other coding (gzip, identity), a
     // list or a repeated field would reach the client undeclared, or be read until close where
