@@ -8,7 +8,7 @@
 import http from "node:http";
 import net from "node:net";
 import type { Upstream } from "./contract.js";
-import { DROPPED_RESPONSE_HEADERS } from "./http.js";
+import { DROPPED_RESPONSE_HEADERS, dropConnectionTokens } from "./http.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -313,6 +313,7 @@ export class UpstreamConn {
     let transferEncodings = 0;
     let closeToken = false;
     let keepAliveToken = false;
+    let connection: string | undefined;
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
       const colon = line.indexOf(":");
@@ -330,6 +331,7 @@ export class UpstreamConn {
           const raw = line.slice(colon + 1);
           if (CLOSE_TOKEN.test(raw)) closeToken = true;
           if (KEEP_ALIVE_TOKEN.test(raw)) keepAliveToken = true;
+          connection = connection === undefined ? value : `${connection}, ${value}`;
         } else if (lower === "keep-alive" && !interim && value !== this.keepAliveHint) {
           this.keepAliveHint = value;
           this.idleLimitMs = keepAliveHintMs(value);
@@ -374,6 +376,8 @@ export class UpstreamConn {
       this.protocolError(ex, "Transfer-Encoding other than chunked");
       return -1;
     }
+    // RFC 9110 §7.6.1: the fields Connection names are for this hop only, as on the request path.
+    if (connection !== undefined) dropConnectionTokens(headers, connection);
     const bodyless = ex.method === "HEAD" || status === 204 || status === 304;
     // A bodyless answer whose head announces a body (a HEAD's Content-Length, mostly) leaves the
     // socket unused after it: should the upstream send that body anyway, the next exchange on the

@@ -102,6 +102,7 @@ const CORPUS: Row[] = [
   { name: "a 103 with Connection: x, CLOSE", pieces: [`HTTP/1.1 103 Early Hints\r\nConnection: x, CLOSE\r\n\r\n${CL5}hello`], expect: "502" },
   { name: "an HTTP/1.0 100 Continue with Connection: keep-alive", pieces: [`HTTP/1.0 100 Continue\r\nConnection: keep-alive\r\n\r\n${CL5}hello`], expect: ok("hello") },
   { name: "a 103 with Connection: closed, which is not close", pieces: [`HTTP/1.1 103 Early Hints\r\nConnection: closed\r\n\r\n${CL5}hello`], expect: ok("hello") },
+  { name: "fields named by Connection are not relayed", pieces: ["HTTP/1.1 200 OK\r\nConnection: X-A, keep-alive\r\nX-A: v\r\nConnection: x-b\r\nX-B: w\r\nX-C: kept\r\nContent-Length: 5\r\n\r\nhello"], expect: ok("hello") },
   { name: "NBSP ending a field value is content, not whitespace", pieces: ["HTTP/1.1 200 OK\r\nX-A: a\xa0\r\nX-B:\t b\t \r\nContent-Length: 5\r\n\r\nhello"], expect: ok("hello") },
   // Bare line breaks, Node fails them at once; the proxy waited for a CR LF CR LF (or the upstream's close).
   { name: "bare LF line ends, the upstream keeping the connection", pieces: ["HTTP/1.1 200 OK\nContent-Length: 5\n\nhello"], keepOpen: true, expect: "502" },
