@@ -322,6 +322,12 @@ export class UpstreamConn {
       const lower = name.toLowerCase();
       if (DROPPED_RESPONSE_HEADERS.has(lower)) {
         if (lower === "transfer-encoding") {
+          // Node refuses a Transfer-Encoding after a Content-Length even when empty (before one, it
+          // ignores an empty one): the check below sees only fields with a value.
+          if (contentLength !== -1) {
+            this.protocolError(ex, "Content-Length with Transfer-Encoding");
+            return -1;
+          }
           if (value !== "") {
             transferEncodings++;
             chunked = CHUNKED_ONLY.test(line.slice(colon + 1));

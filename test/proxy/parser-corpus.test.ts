@@ -181,6 +181,7 @@ const CORPUS: Row[] = [
   // Node reads this one until close, not as chunked; the proxy used to de-chunk it.
   { name: "Transfer-Encoding: chunked<HTAB>", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502", rule: TE_RULE },
   { name: "Transfer-Encoding: CHUNKED with spaces", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding:   CHUNKED  \r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: ok("hello") },
+  { name: "an empty Transfer-Encoding after a Content-Length", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: \r\n\r\n0\r\n\r\n"], expect: "502" },
   { name: "an empty Transfer-Encoding is ignored, as Node does", pieces: ["HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\nhello"], expect: ok("hello") },
   { name: "lowercase http/1.1", pieces: [`http/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello`], expect: "502" },
 ];
