@@ -335,9 +335,14 @@ export class UpstreamConn {
         }
         else if (lower === "connection") {
           const raw = line.slice(colon + 1);
-          if (CLOSE_TOKEN.test(raw)) closeToken = true;
-          if (KEEP_ALIVE_TOKEN.test(raw)) keepAliveToken = true;
-          connection = connection === undefined ? value : `${connection}, ${value}`;
+          // What nearly every upstream sends, without the regular expressions or a token list.
+          if (raw === " keep-alive") keepAliveToken = true;
+          else if (raw === " close") closeToken = true;
+          else {
+            if (CLOSE_TOKEN.test(raw)) closeToken = true;
+            if (KEEP_ALIVE_TOKEN.test(raw)) keepAliveToken = true;
+            connection = connection === undefined ? value : `${connection}, ${value}`;
+          }
         } else if (lower === "keep-alive" && !interim && value !== this.keepAliveHint) {
           this.keepAliveHint = value;
           this.idleLimitMs = keepAliveHintMs(value);
