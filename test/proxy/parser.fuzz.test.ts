@@ -122,7 +122,8 @@ function statusLine(code: number): fc.Arbitrary<Part> {
     { weight: 1, arbitrary: fc.constantFrom(part("HTTP/1.5"), part("http/1.1"), part("HTTP/11"), part("HTTP/2.0", "version HTTP/2.0"), part("HTTP/0.9", "version HTTP/0.9"), part("ICE/1.0", "protocol ICE"), part("RTSP/1.0", "protocol RTSP")) },
   );
   const sep = fc.oneof({ weight: 40, arbitrary: fc.constant(" ") }, { weight: 1, arbitrary: fc.constantFrom("\t", "  ", "") });
-  const status = fc.oneof({ weight: 40, arbitrary: fc.constant(digits) }, { weight: 1, arbitrary: fc.constantFrom("2e2", "1e2", "20", "2000", " 200", "099", "000") });
+  // No " 200" here: after an empty separator it makes a valid line, of a code the case did not pick.
+  const status = fc.oneof({ weight: 40, arbitrary: fc.constant(digits) }, { weight: 1, arbitrary: fc.constantFrom("2e2", "1e2", "20", "2000", "099", "000") });
   const reason = fc.oneof(
     { weight: 30, arbitrary: fc.constant(` ${REASONS[code] ?? "Whatever"}`) },
     { weight: 3, arbitrary: fc.constantFrom("", " ", " Two Words", " \x01ctl", " \x00", " \xe9t\xe9", " a\tb", " \x7f") },
