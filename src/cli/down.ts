@@ -9,6 +9,7 @@ import { stopProxy } from "../proxy/builtin.js";
 import { NginxProxy } from "../proxy/nginx.js";
 import { ProcessRuntime } from "../runtime/process.js";
 import { DockerRuntime } from "../runtime/docker.js";
+import { agentIdFor } from "../runtime/identity.js";
 import type { Runtime } from "../runtime/contract.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
 import { openStore } from "../state/index.js";
@@ -59,8 +60,9 @@ examples:
     try {
       const records = new Records(store);
       const recorded = await records.instances();
-      const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") }) };
-      if (recorded.some((i) => i.runtime === "docker")) runtimes.docker = new DockerRuntime({});
+      const agentId = agentIdFor(spec.stateDir);
+      const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs"), agentId }) };
+      if (recorded.some((i) => i.runtime === "docker")) runtimes.docker = new DockerRuntime({ agentId });
       for (const [name, runtime] of Object.entries(runtimes)) {
         const adopted = await runtime.adopt(recorded.filter((i) => (i.runtime ?? "process") === name));
         for (const inst of adopted.alive) {

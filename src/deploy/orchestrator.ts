@@ -18,6 +18,7 @@ import { formatRange, releaseInfo } from "./release.js";
 import { runSmoke } from "./smoke.js";
 import { runCommand } from "../util/command.js";
 import { scrubSecrets } from "../migrate/redact.js";
+import { crashPoint } from "../util/failpoint.js";
 
 export const LOCK_TTL_MS = 30_000;
 const LOCK_RENEW_MS = 10_000;
@@ -268,6 +269,7 @@ export class Orchestrator {
     emit({ type: "step", name: "lock", status: "started" });
     await this.takeLock(svc.name, owner, !!req.wait, emit, { ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}) });
     const renew = this.keepLock(svc.name, owner);
+    crashPoint("lock");
     steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
 
@@ -324,6 +326,7 @@ export class Orchestrator {
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });
       await records.clearJournal(svc.name);
+      crashPoint("cleared");
       emit({ type: "step", name: "record", status: "done", durationMs: Date.now() - recordStarted });
       this.d.event(svc.name, `${kind}.succeeded`, `${kind} of ${svc.name} ${req.release} succeeded`, { release: req.release, historyId: history.id });
       return { history };
@@ -593,7 +596,7 @@ export class Orchestrator {
       const log = db ? scrubSecrets(raw, db.url) : raw;
       lines.push(`${f.id}: ${f.status}: ${f.output}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
     }
-    const why = r.reason === "exited" ? "an instance exited before it was healthy" : r.reason === "timeout" ? `not healthy within deploy_timeout (${svc.deployTimeoutMs}ms)` : "aborted";
+    const why = r.reason === "exited" ? "an instance exited before it was healthy" : r.reason === "timeout" ? `not healthy within deploy_timeout (${svc.deployTimeoutMs}ms)` : r.reason === "unhealthy" ? "unhealthy" : "aborted";
     throw new StepFailure("healthy", why, lines.join("\n"));
   }
 
@@ -791,14 +794,6 @@ export class Orchestrator {
       .finally(() => this.resumes.delete(p));
     this.resumes.add(p);
   }
-}
-
-/**
- * A real crash at a chosen point, for the crash-recovery tests: with TURQUOISE_CRASH_AFTER=<step>
- * the agent SIGKILLs itself right after journaling that step as done.
- */
-function crashPoint(step: string): void {
-  if (process.env.TURQUOISE_CRASH_AFTER === step) process.kill(process.pid, "SIGKILL");
 }
 
 function lastStep(j: Journal): string {
