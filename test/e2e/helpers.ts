@@ -4,6 +4,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { BOOKS_DIR, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
+import { AGENT_ENV, agentIdFor } from "../../src/runtime/identity.js";
 
 const APP = JSON.stringify(path.join(BOOKS_DIR, "lib", "app.mjs"));
 
@@ -14,6 +15,8 @@ export const RELEASE_KINDS = {
   exitsAtOnce: () => `console.error("fatal: cannot read config file /etc/books.conf");\nprocess.exit(3);\n`,
   /** Healthy, unless the file exists when it starts: then it dies at once (a crash loop on demand). */
   crashIfFlag: (name: string, flag: string) => `import fs from "node:fs";\nif (fs.existsSync(${JSON.stringify(flag)})) { console.error("crashing: flag file present"); process.exit(1); }\n${RELEASE_KINDS.good(name)}`,
+  /** Healthy, but on a port of its own choosing instead of $PORT. */
+  wrongPort: () => `import http from "node:http";\nhttp.createServer((req, res) => res.end("ok")).listen(0, "127.0.0.1", function () { console.log("listening on port " + this.address().port); });\nprocess.on("SIGTERM", () => process.exit(0));\n`,
   unhealthy: () => `import http from "node:http";\nhttp.createServer((req, res) => { res.writeHead(req.url === "/health" ? 500 : 200); res.end(req.url === "/health" ? "database unreachable" : "ok"); }).listen(Number(process.env.PORT), "127.0.0.1");\nprocess.on("SIGTERM", () => process.exit(0));\n`,
 } as const;
 
@@ -65,6 +68,22 @@ export function instancePids(ws: Workspace): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       if (fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(needle)) pids.push(Number(entry));
+    } catch { /* gone or not ours */ }
+  }
+  return pids.sort((a, b) => a - b);
+}
+
+/** Pids of every process on the machine carrying this workspace's agent mark (TURQUOISE_AGENT): recorded or not. */
+export function markedPids(ws: Workspace): number[] {
+  const needle = `${AGENT_ENV}=${agentIdFor(path.join(ws.dir, ".turquoise"))}`;
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(needle)) continue;
+      // A zombie is dead already; only its parent has not reaped it yet.
+      if (fs.readFileSync(`/proc/${entry}/stat`, "utf8").split(") ")[1]!.startsWith("Z")) continue;
+      pids.push(Number(entry));
     } catch { /* gone or not ours */ }
   }
   return pids.sort((a, b) => a - b);
