@@ -36,6 +36,8 @@ export interface FleetSweep extends SweepResult {
   abandoned: InstanceIntent[];
 }
 
+const REMEMBERED_EXITS = 1_000;
+
 export type ExitListener = (inst: InstanceInfo, exitCode: number | null, signal: string | null) => void;
 
 export class Fleet {
@@ -44,8 +46,10 @@ export class Fleet {
   /** Instances that passed their first health checks (or were adopted running): the monitor watches only these. */
   private readonly ready = new Set<string>();
   private readonly exitListeners = new Set<ExitListener>();
+  /** How recent instances ended, for a failed deploy to say so; bounded. */
   /** Intents of starts under way in this agent: not abandoned, whatever a sweep meanwhile finds. */
   private readonly starting = new Set<string>();
+  private readonly exits = new Map<string, { exitCode: number | null; signal: string | null }>();
 
   constructor(
     /** By name: "process", "docker". */
@@ -57,6 +61,8 @@ export class Fleet {
   ) {
     for (const runtime of Object.values(runtimes)) {
       runtime.onExit(({ instance, exitCode, signal }) => {
+        this.exits.set(instance.id, { exitCode, signal });
+        if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
         this.ready.delete(instance.id);
         if (!this.running.delete(instance.id)) return;
         void this.records.removeInstance(instance);
@@ -228,6 +234,21 @@ export class Fleet {
   }
 
   /**
+   * What the runtime can tell beyond a failed check: how an instance that exited ended, or, for one
+   * that runs, where it listens when that is not where its check goes. undefined: nothing to add.
+   */
+  async diagnose(inst: InstanceInfo): Promise<string | undefined> {
+    const exit = this.exits.get(inst.id);
+    if (exit || !this.running.has(inst.id)) {
+      if (exit?.signal) return `killed by ${exit.signal}`;
+      if (exit && exit.exitCode !== null) return `exit code ${exit.exitCode}`;
+      return undefined;
+    }
+    const sockets = await this.runtime(inst).listening?.(inst).catch(() => undefined);
+    return sockets ? describeListening(sockets, inst) : undefined;
+  }
+
+  /**
    * Re-attaches to instances recorded by an earlier agent; forgets the dead ones. A record that
    * does not prove its instance is ours (refused) is forgotten too, never signalled: the caller
    * reports it.
@@ -252,3 +273,17 @@ export class Fleet {
   }
 }
 
+/**
+ * Where an instance listens, said when its check cannot reach it there: on another port than its
+ * PORT, or on its port at an address the check does not go to. undefined when it listens where it
+ * should (the check's failure is then the app's answer, said by the check itself).
+ */
+export function describeListening(sockets: Array<{ host: string; port: number }>, inst: { host: string; port: number }): string | undefined {
+  const covers = (host: string) => host === inst.host || host === "0.0.0.0" || host === "::" || host === `::ffff:${inst.host}`;
+  const show = (a: { host: string; port: number }) => `${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`;
+  if (sockets.length === 0) return `not listening on any TCP port (its $PORT is ${inst.port})`;
+  if (sockets.some((a) => a.port === inst.port && covers(a.host))) return undefined;
+  const list = sockets.map(show).join(", ");
+  if (sockets.some((a) => a.port === inst.port)) return `listening on ${list}, which does not take the check's connections to ${show(inst)}`;
+  return `listening on ${list}, not on $PORT=${inst.port}`;
+}

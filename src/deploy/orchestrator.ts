@@ -5,7 +5,7 @@
 // and after it runs, so an agent that restarts can finish, undo or resume the flow (recover()).
 import http from "node:http";
 import { TurquoiseError, errorMessage } from "../errors.js";
-import { waitHealthy } from "../health/checks.js";
+import { waitHealthy, whyNotHealthy } from "../health/checks.js";
 import { describePlan, planPath, type PlanAction, type ReleaseInfo, type SchemaRange } from "../plan/planner.js";
 import type { Proxy, Route, RouteTable } from "../proxy/contract.js";
 import { otherSlot, SLOTS, type InstanceInfo, type ReleaseDescription, type Slot } from "../runtime/contract.js";
@@ -594,10 +594,11 @@ export class Orchestrator {
       // Apps print their database URL at start more often than one would like; history must not keep it.
       const db = this.database(svc);
       const log = db ? scrubSecrets(raw, db.url) : raw;
-      lines.push(`${f.id}: ${f.status}: ${f.output}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
+      // How it exited, or where it listens instead of its PORT: what the check alone cannot say.
+      const diagnosis = inst ? await this.d.fleet.diagnose(inst).catch(() => undefined) : undefined;
+      lines.push(`${f.id}: ${f.status}: ${f.output}${diagnosis ? ` (${diagnosis})` : ""}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
     }
-    const why = r.reason === "exited" ? "an instance exited before it was healthy" : r.reason === "timeout" ? `not healthy within deploy_timeout (${svc.deployTimeoutMs}ms)` : r.reason === "unhealthy" ? "unhealthy" : "aborted";
-    throw new StepFailure("healthy", why, lines.join("\n"));
+    throw new StepFailure("healthy", whyNotHealthy(r, svc.health, svc.deployTimeoutMs), lines.join("\n"));
   }
 
   /** A runtime's own verdict (a Docker HEALTHCHECK) counts beside Turquoise's checks: wait while it starts, fail when it says unhealthy. */
