@@ -18,7 +18,7 @@ import { Records } from "./deploy/records.js";
 import { moveLegacyKeys } from "./deploy/legacy-keys.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
-import { connectProxy, spawnProxy, stopProxy, type BuiltinProxy } from "./proxy/builtin.js";
+import { connectProxy, resolveWorkers, spawnProxy, stopProxy, type BuiltinProxy } from "./proxy/builtin.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { ProcessRuntime } from "./runtime/process.js";
 import { DockerRuntime } from "./runtime/docker.js";
@@ -26,7 +26,6 @@ import { DockerApi } from "./runtime/docker-api.js";
 import { NginxProxy } from "./proxy/nginx.js";
 import { SLOTS, type Runtime } from "./runtime/contract.js";
 import { agentIdFor } from "./runtime/identity.js";
-import { releaseDeadAgentLocks } from "./deploy/stale-locks.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
@@ -122,7 +121,7 @@ export class Agent {
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
     const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
     let agent!: Agent;
-    const supervisor = new Supervisor({ spec, store, records, fleet, orchestrator, apiUrl: () => agent.apiUrl, agentId, event });
+    const supervisor = new Supervisor({ spec, store, records, fleet, orchestrator, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
       if (!fleet.isReady(inst.id)) return false;
       const rec = await records.slot(inst.service, inst.slot);
@@ -192,7 +191,10 @@ export class Agent {
     }
   }
 
-  /** Restarts the proxy if its process dies; it comes back on its saved table, then gets the current one. */
+  /**
+   * Restarts the proxy if its process dies; it comes back on its saved table, then gets the
+   * current one. The pid is the proxy's supervisor: a dead worker is the supervisor's to replace.
+   */
   private watchProxy(): void {
     let restarting = false;
     const timer = setInterval(async () => {
@@ -200,7 +202,7 @@ export class Agent {
       restarting = true;
       try {
         const old = this.proxy.pid;
-        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port }));
+        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
         await this.orchestrator.applyRoutes();
         await this.monitor.pushMarks();
@@ -239,9 +241,6 @@ export class Agent {
     for (const intent of swept.abandoned) {
       const appeared = swept.stopped.some((i) => i.id === intent.id);
       this.event(intent.service, "instance.abandoned", `${intent.id} (${intent.release}, ${intent.slot}) was recorded as starting by an agent that died before recording it as started: ${appeared ? "it was running and was stopped" : "it never started"}; its record is dropped`, { instance: intent.id });
-    }
-    for (const { service, owner } of await releaseDeadAgentLocks(this.store, Object.keys(this.spec.services))) {
-      this.event(service, "lock.stale", `released the deploy lock of ${service} held by ${owner}: that agent is gone`, { owner });
     }
     for (const note of await this.orchestrator.recover()) this.log(`recovered: ${note}`);
 
@@ -376,7 +375,16 @@ async function openProxy(spec: Spec, log: AgentLog): Promise<{ proxy: Proxy; pid
     await stopProxy(spec.stateDir);
     adopted = undefined;
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port }));
+  const workers = resolveWorkers(spec.proxy.workers);
+  if (adopted && adopted.workers !== workers) {
+    // No restart for that: an in-place upgrade refuses no connection.
+    const said = `the running proxy has ${adopted.workers} worker(s) but ${spec.file} says ${spec.proxy.workers}`;
+    await adopted.proxy.upgrade({ workers }).then(
+      () => log(`${said}: upgraded it in place to ${workers}`),
+      (e: unknown) => log(`${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
+    );
+  }
+  const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, workers: spec.proxy.workers }));
   log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
   return proxied;
 }

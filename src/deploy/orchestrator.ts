@@ -16,6 +16,8 @@ import type { Fleet } from "./fleet.js";
 import { keys, type Journal, type Records, type SlotRecord } from "./records.js";
 import { formatRange, releaseInfo } from "./release.js";
 import { runSmoke } from "./smoke.js";
+import { bake, describeBake } from "./bake.js";
+import { closeOrphanHistory, releaseDeadOwners } from "./lock-owner.js";
 import { runCommand } from "../util/command.js";
 import { scrubSecrets } from "../migrate/redact.js";
 import { crashPoint } from "../util/failpoint.js";
@@ -72,7 +74,7 @@ export interface ComputedPlan {
 const NO_DATABASE = "no database configured for this service: nothing to migrate";
 
 class StepFailure extends Error {
-  constructor(readonly step: string, message: string, readonly output?: string) {
+  constructor(readonly step: string, message: string, readonly output?: string, readonly figures?: Record<string, unknown>) {
     super(message);
   }
 }
@@ -132,6 +134,26 @@ export class Orchestrator {
     const previous = await this.d.records.previous(req.service);
     if (!previous) throw new TurquoiseError("NOT_FOUND", `service "${req.service}" has no previous release to roll back to`);
     return this.run("rollback", { ...req, release: previous.release, ...(previous.via ? { via: previous.via } : {}) });
+  }
+
+  /**
+   * The healer's way out of a crash loop: back to the previous release, but only when that needs
+   * no migration and no turquoise release (it runs on the schema the database has now).
+   */
+  async rollbackIfSafe(service: string, why: string): Promise<{ ok: true; release: string } | { ok: false; reason: string }> {
+    let plan: ComputedPlan;
+    try {
+      plan = await this.plan("rollback", { service, release: "" });
+    } catch (e) {
+      return { ok: false, reason: errorMessage(e) };
+    }
+    if (plan.via) return { ok: false, reason: `the way back walks through the turquoise release ${plan.via}` };
+    if (plan.actions.some((a) => a.do === "migrate")) return { ok: false, reason: "the previous release needs a migration first" };
+    const target = plan.actions.find((a) => a.do === "start");
+    const release = target && "release" in target ? target.release : undefined;
+    if (!release) return { ok: false, reason: "no previous release to start" };
+    const out = await this.rollback({ service, actor: `agent ${this.d.agentId} (healer: ${why})`, wait: true, waitTimeoutMs: LOCK_TTL_MS });
+    return out.history.outcome === "succeeded" ? { ok: true, release } : { ok: false, reason: `the rollback ended ${out.history.outcome}` };
   }
 
   /**
@@ -295,6 +317,7 @@ export class Orchestrator {
         service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, actor: req.actor,
         startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
       });
+      crashPoint("history");
       const journal: Journal = {
         historyId: history.id, service: svc.name, kind, release: req.release, via: plan.via, actor: req.actor, owner,
         previousRelease: live?.release ?? null, steps: ["lock:done", "plan:done"], startedAt: lockStarted,
@@ -333,13 +356,20 @@ export class Orchestrator {
     } catch (e) {
       if (history) {
         const flippedBack = e instanceof StepFailure && e.step === "verify";
+        const reverted = e instanceof StepFailure && e.step === "bake";
         const error = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
-        history = await store.updateHistory(history.id, { outcome: flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
+        history = await store.updateHistory(history.id, { outcome: reverted ? "reverted" : flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
         await records.clearJournal(svc.name);
-        this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
+        if (reverted) this.d.event(svc.name, `${kind}.reverted`, `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window (${e.message}); ${await this.liveDescription(svc)} is live`, { release: req.release, historyId: history.id, ...(e.figures ?? {}) });
+        else this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
       }
       if (e instanceof StepFailure) {
         const where = await this.liveDescription(svc);
+        if (e.step === "bake") {
+          throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window: ${e.message} (traffic flipped back; ${where} is live)`, {
+            data: { step: e.step, outcome: "reverted", figures: e.figures ?? null, output: e.output ?? null, history: history ?? null },
+          });
+        }
         const after = e.step === "verify" ? ` (traffic flipped back; ${where} is live)` : flow?.flipped ? `; ${where} is live` : "; the live release is untouched";
         throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} failed at ${e.step}: ${e.message}${after}`, {
           data: { step: e.step, output: e.output ?? null, history: history ?? null },
@@ -464,6 +494,34 @@ export class Orchestrator {
       await this.undoPreview(svc, toSlot);
       this.d.event(svc.name, "flip.reverted", `verification failed; traffic back on ${live ? `${live.release} (${fromSlot})` : "nothing"}`);
       throw e;
+    }
+    // The old slot is untouched (still running, its record live) until the new release proved itself.
+    if (!live || !fromSlot) await this.skip(flow, "bake", "nothing to go back to");
+    else if (svc.bakeMs <= 0) await this.skip(flow, "bake", "bake: 0s");
+    else {
+      try {
+        await this.step(flow, "bake", async () => {
+          const instances = this.d.fleet.list(svc.name, toSlot);
+          const v = await bake({ proxy: this.d.proxy, poolId: preview.poolId, instanceIds: instances.map((i) => i.id), isAlive: (id) => this.d.fleet.isAlive(id), windowMs: svc.bakeMs, onExit: (l) => this.d.fleet.onUnexpectedExit((inst) => l(inst.id)) });
+          if (!v.ok) throw new StepFailure("bake", v.reason, `bake window of ${svc.bakeMs}ms: ${describeBake(v.figures)}`, { ...v.figures });
+          return `passed: ${describeBake(v.figures)}`;
+        });
+      } catch (e) {
+        // Back at once: the old slot never stopped, so this is one route update.
+        await this.step(flow, "revert", async () => {
+          // The route first: every millisecond here is a request on a release that just failed.
+          try {
+            await this.applyRoutes({ [svc.name]: fromSlot });
+            await this.restoreColor(svc, fromSlot, toSlot);
+          } finally {
+            this.settleColor(svc.name);
+          }
+          await this.d.proxy.drain(preview.poolId, svc.drainTimeoutMs).catch((err) => this.d.event(svc.name, "drain.error", `draining the reverted ${release} failed: ${errorMessage(err)}`));
+          await this.undoPreview(svc, toSlot);
+          return `traffic back on ${live.release} (${fromSlot}); ${release} stopped`;
+        });
+        throw e;
+      }
     }
     flow.flipped = true;
     if (!live || !fromSlot) {
@@ -745,6 +803,9 @@ export class Orchestrator {
    */
   async recover(): Promise<string[]> {
     const notes: string[] = [];
+    const services = Object.keys(this.d.spec.services);
+    // Locks taken before their flow was journaled: their dead owner is the only trace.
+    for (const s of await releaseDeadOwners(this.d.store, services, this.d.event)) notes.push(`released the deploy lock of ${s}: its agent is gone`);
     for (const j of await this.d.records.journals()) {
       const svc = this.d.spec.services[j.service];
       let note: string;
@@ -786,6 +847,9 @@ export class Orchestrator {
       this.d.event(j.service, "recovered", note);
       notes.push(note);
     }
+    // Resumed paths hold their lock again, so their entries are left alone.
+    const closed = await closeOrphanHistory(this.d.store, services, await this.d.records.journals(), this.d.event);
+    if (closed) notes.push(`${closed} history entr${closed === 1 ? "y" : "ies"} left running by a dead agent marked aborted`);
     return notes;
   }
 
