@@ -12,7 +12,7 @@ export interface SweepResult {
   stopped: InstanceInfo[];
   /** Stops that failed or were refused, with why. */
   failed: Array<{ instance: InstanceInfo; reason: string }>;
-  /** Still found after the last round: what the caller must not claim to have stopped. */
+  /** Still found, and running, after the last round: what the caller must not claim to have stopped. */
   remaining: InstanceInfo[];
 }
 
@@ -42,10 +42,16 @@ export async function sweepMarked(
       }
     }));
   }
-  const remaining = new Set(found.map((i) => i.id));
+  // What is found but no longer runs (a container another runtime is still removing) is not left running.
+  const stillRunning: InstanceInfo[] = [];
+  for (const inst of found) {
+    const state = await runtimes[inst.runtime!]!.inspect(inst).catch(() => ({ running: true }));
+    if (state.running) stillRunning.push(inst);
+  }
+  const remaining = new Set(stillRunning.map((i) => i.id));
   return {
     stopped: [...stopped.values()].filter((i) => !remaining.has(i.id)),
     failed: [...failed.values()].filter((f) => remaining.has(f.instance.id)),
-    remaining: found,
+    remaining: stillRunning,
   };
 }
