@@ -12,7 +12,7 @@ import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
 import { watchRefusal, watchView } from "./api/catalog.js";
-import { Fleet } from "./deploy/fleet.js";
+import { Fleet, ORPHAN_STOP_TIMEOUT_MS } from "./deploy/fleet.js";
 import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
 import { moveLegacyKeys } from "./deploy/legacy-keys.js";
@@ -24,8 +24,8 @@ import { ProcessRuntime } from "./runtime/process.js";
 import { DockerRuntime } from "./runtime/docker.js";
 import { DockerApi } from "./runtime/docker-api.js";
 import { NginxProxy } from "./proxy/nginx.js";
-import crypto from "node:crypto";
 import { SLOTS, type Runtime } from "./runtime/contract.js";
+import { agentIdFor } from "./runtime/identity.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
@@ -34,7 +34,6 @@ import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
 
 export const AGENT_FILE = "agent.json";
-const DOCKER_AGENT_LABEL = "turquoise.agent";
 
 export interface AgentInfo {
   pid: number;
@@ -226,12 +225,22 @@ export class Agent {
     for (const { instance, reason } of refused) {
       this.event(instance.service, "instance.refused", `not adopting ${instance.id} (ref ${instance.ref}), nor signalling it: ${reason}; its record is dropped`, { instance: { ...instance }, reason });
     }
-    // Containers of ours that no record names (the agent died between start and record): orphans.
-    const docker = this.fleet.runtimeNamed("docker") as DockerRuntime | undefined;
-    for (const c of docker ? await docker.listManaged() : []) {
-      if (this.fleet.isAlive(c.instance.id)) continue;
-      this.log(`removing orphan container of ${c.instance.service} (${c.instance.id})`);
-      await docker!.stop(c.instance, 1_000).catch(() => undefined);
+    // Every record read before anything is stopped: a bad one puts its service on hold.
+    for (const name of Object.keys(this.spec.services)) {
+      await this.records.color(name);
+      for (const slot of SLOTS) await this.records.slot(name, slot);
+    }
+    // Instances that carry this agent's marks but no record as started: the agent died between starting and recording them.
+    const swept = await this.fleet.sweep({ hold: (service) => this.records.held.has(service) });
+    for (const inst of swept.stopped) {
+      this.event(inst.service, "instance.orphan", `stopped ${inst.id} (${inst.release}, ${inst.slot}; ${inst.runtime ?? "process"} ${inst.ref}): it carried this agent's marks, but no record named it as started`, { instance: { ...inst } });
+    }
+    for (const { instance, reason } of swept.failed) {
+      this.event(instance.service, "instance.orphan-stop-failed", `could not stop orphan ${instance.id} (${instance.runtime ?? "process"} ${instance.ref}): ${reason}`, { instance: { ...instance }, reason });
+    }
+    for (const intent of swept.abandoned) {
+      const appeared = swept.stopped.some((i) => i.id === intent.id);
+      this.event(intent.service, "instance.abandoned", `${intent.id} (${intent.release}, ${intent.slot}) was recorded as starting by an agent that died before recording it as started: ${appeared ? "it was running and was stopped" : "it never started"}; its record is dropped`, { instance: intent.id });
     }
     for (const note of await this.orchestrator.recover()) this.log(`recovered: ${note}`);
 
@@ -322,6 +331,9 @@ export class Agent {
       fs.rmSync(path.join(this.spec.stateDir, "agent.pid"), { force: true });
       if (opts.everything) {
         for (const svc of Object.values(this.spec.services)) await this.fleet.stop(this.fleet.list(svc.name), svc.stopTimeoutMs);
+        // And what no record names (a start under way, an orphan): `down` checks again after the agent is gone.
+        const swept = await this.fleet.sweep({ stopTimeoutMs: (inst) => this.spec.services[inst.service]?.stopTimeoutMs ?? ORPHAN_STOP_TIMEOUT_MS });
+        for (const { instance, reason } of swept.failed) this.event(instance.service, "instance.stop-failed", `could not stop ${instance.id}: ${reason}`, { instance: { ...instance }, reason });
         if (this.proxy.current instanceof NginxProxy) await this.proxy.current.stop();
         else await stopProxy(this.spec.stateDir);
       }
@@ -384,12 +396,12 @@ function dockerSignal(container: string): (sig: NodeJS.Signals) => Promise<void>
 }
 
 /** The process runtime always (it is the default); Docker when a service asks for it. */
-async function runtimesFor(spec: Spec): Promise<Record<string, Runtime>> {
-  const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") }) };
-  if (Object.values(spec.services).some((s) => s.runtime === "docker")) {
-    // The label tells this agent's containers from another agent's on the same daemon.
-    const agentLabel = crypto.createHash("sha256").update(spec.stateDir).digest("hex").slice(0, 12);
-    const docker = new DockerRuntime({ labels: { [DOCKER_AGENT_LABEL]: agentLabel } });
+export async function runtimesFor(spec: Spec, opts: { docker?: boolean } = {}): Promise<Record<string, Runtime>> {
+  // One id per state dir: it tells this agent's instances from another's on the same machine or daemon.
+  const agentId = agentIdFor(spec.stateDir);
+  const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs"), agentId }) };
+  if (opts.docker ?? Object.values(spec.services).some((s) => s.runtime === "docker")) {
+    const docker = new DockerRuntime({ agentId });
     await docker.api.ping(); // an unreachable daemon is a clear error now, not at the first deploy
     runtimes.docker = docker;
   }

@@ -18,6 +18,8 @@ export const EXIT_CODES = {
   RUNTIME_UNAVAILABLE: 12,
   /** The token is good, but its scope does not cover the call; or the key is the agent's own. */
   FORBIDDEN: 13,
+  /** `down` found instances of this agent still running after it stopped them: it says which. */
+  STOP_INCOMPLETE: 14,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;

@@ -5,7 +5,7 @@
 // and after it runs, so an agent that restarts can finish, undo or resume the flow (recover()).
 import http from "node:http";
 import { TurquoiseError, errorMessage } from "../errors.js";
-import { waitHealthy } from "../health/checks.js";
+import { waitHealthy, whyNotHealthy } from "../health/checks.js";
 import { describePlan, planPath, type PlanAction, type ReleaseInfo, type SchemaRange } from "../plan/planner.js";
 import type { Proxy, Route, RouteTable } from "../proxy/contract.js";
 import { otherSlot, SLOTS, type InstanceInfo, type ReleaseDescription, type Slot } from "../runtime/contract.js";
@@ -20,6 +20,7 @@ import { bake, describeBake } from "./bake.js";
 import { closeOrphanHistory, releaseDeadOwners } from "./lock-owner.js";
 import { runCommand } from "../util/command.js";
 import { scrubSecrets } from "../migrate/redact.js";
+import { crashPoint } from "../util/failpoint.js";
 
 export const LOCK_TTL_MS = 30_000;
 const LOCK_RENEW_MS = 10_000;
@@ -88,11 +89,11 @@ export interface OrchestratorDeps {
   agentId: string;
   event: (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
   /**
-   * Called at each point of a flow where an agent may die: "history" once its history entry is
-   * written, right after each journal write with the entry written ("plan:done", "flip:started",
-   * "flip:done"...), and "cleared" once the flow is recorded and its journal removed, before its
-   * lock is released. In-process tests abandon the flow here, or break a driver mid-flow. By
-   * default, the TURQUOISE_CRASH_AFTER failpoint.
+   * Called at each point of a flow where an agent may die: "lock" once the lock is taken, "history"
+   * once its history entry is written, right after each journal write with the entry written
+   * ("plan:done", "flip:started", "flip:done"...), and "cleared" once the flow is recorded and its
+   * journal removed, before its lock is released. In-process tests abandon the flow here, or break
+   * a driver mid-flow. By default, the TURQUOISE_CRASH_AFTER failpoints (util/failpoint.ts).
    */
   failpoint?: (point: string) => void;
 }
@@ -298,6 +299,7 @@ export class Orchestrator {
     emit({ type: "step", name: "lock", status: "started" });
     await this.takeLock(svc.name, owner, !!req.wait, emit, { ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}) });
     const renew = this.keepLock(svc.name, owner);
+    this.failpoint("lock");
     steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
 
@@ -430,7 +432,9 @@ export class Orchestrator {
   }
 
   private failpoint(point: string): void {
-    (this.d.failpoint ?? crashPoint)(point);
+    if (this.d.failpoint) return this.d.failpoint(point);
+    // The end-to-end tests name a step for the point right after its "done" (TURQUOISE_CRASH_AFTER=flip).
+    crashPoint(point.endsWith(":done") ? point.slice(0, -":done".length) : point);
   }
 
   private async skip(flow: Flow, name: string, why: string): Promise<void> {
@@ -671,10 +675,11 @@ export class Orchestrator {
       // Apps print their database URL at start more often than one would like; history must not keep it.
       const db = this.database(svc);
       const log = db ? scrubSecrets(raw, db.url) : raw;
-      lines.push(`${f.id}: ${f.status}: ${f.output}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
+      // How it exited, or where it listens instead of its PORT: what the check alone cannot say.
+      const diagnosis = inst ? await this.d.fleet.diagnose(inst).catch(() => undefined) : undefined;
+      lines.push(`${f.id}: ${f.status}: ${f.output}${diagnosis ? ` (${diagnosis})` : ""}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
     }
-    const why = r.reason === "exited" ? "an instance exited before it was healthy" : r.reason === "timeout" ? `not healthy within deploy_timeout (${svc.deployTimeoutMs}ms)` : "aborted";
-    throw new StepFailure("healthy", why, lines.join("\n"));
+    throw new StepFailure("healthy", whyNotHealthy(r, svc.health, svc.deployTimeoutMs), lines.join("\n"));
   }
 
   /** A runtime's own verdict (a Docker HEALTHCHECK) counts beside Turquoise's checks: wait while it starts, fail when it says unhealthy. */
@@ -877,16 +882,6 @@ export class Orchestrator {
       .finally(() => this.resumes.delete(p));
     this.resumes.add(p);
   }
-}
-
-/**
- * A real crash at a chosen point, for the end-to-end crash-recovery tests: with
- * TURQUOISE_CRASH_AFTER=<step> the agent SIGKILLs itself right after journaling that step as done
- * (or at the very point named, e.g. flip:started, history).
- */
-function crashPoint(entry: string): void {
-  const at = process.env.TURQUOISE_CRASH_AFTER;
-  if (at && (entry === at || entry === `${at}:done`)) process.kill(process.pid, "SIGKILL");
 }
 
 function lastStep(j: Journal): string {

@@ -3,7 +3,7 @@
 // aside instead of being acted on (a signal, a route, an orphan stop).
 import { SLOTS, type InstanceInfo, type Slot } from "../runtime/contract.js";
 import { RELEASE_NAME } from "./release.js";
-import type { DegradedRecord, Journal, PreviousRecord, SlotRecord } from "./records.js";
+import type { DegradedRecord, InstanceIntent, Journal, PreviousRecord, SlotRecord } from "./records.js";
 
 /** A problem with a value, in words an operator can act on; undefined when it is fine. */
 export type Problem = string | undefined;
@@ -87,6 +87,7 @@ export function journalProblem(o: Record<string, unknown>, service: string): Pro
 const RECORDED_RUNTIMES = ["process", "docker", "memory"];
 
 export function instanceProblem(o: Record<string, unknown>, service: string, id: string): Problem {
+  if (o.state === "starting") return intentProblem(o, service, id);
   const p = fields(o, {
     id: str, service: str, slot, release, host: str, port: (v) => int(v) && (v as number) < 65_536,
     ref: str, startedAt: time, runtime: optional(oneOf(...RECORDED_RUNTIMES)), logFile: optional(str), procStartTicks: optional(int),
@@ -99,6 +100,13 @@ export function instanceProblem(o: Record<string, unknown>, service: string, id:
   return undefined;
 }
 
+/** An instance recorded before it was started: no address or ref yet, nothing to signal by it. */
+function intentProblem(o: Record<string, unknown>, service: string, id: string): Problem {
+  const p = fields(o, { id: str, service: str, slot, release, runtime: oneOf("process", "docker"), state: oneOf("starting"), recordedAt: time });
+  if (p) return p;
+  return o.service !== service || o.id !== id ? `it names ${quote(o.service)}/${quote(o.id)}, but is stored as ${service}/${id}` : undefined;
+}
+
 export function tableVersionProblem(value: string): Problem {
   return /^[0-9]{1,16}$/.test(value) ? undefined : `${quote(value)} is not a route table version`;
 }
@@ -109,3 +117,4 @@ export const asPrevious = (o: Record<string, unknown>) => o as unknown as Previo
 export const asDegraded = (o: Record<string, unknown>) => o as unknown as DegradedRecord;
 export const asJournal = (o: Record<string, unknown>) => o as unknown as Journal;
 export const asInstance = (o: Record<string, unknown>) => o as unknown as InstanceInfo;
+export const asIntent = (o: Record<string, unknown>) => o as unknown as InstanceIntent;

@@ -8,7 +8,7 @@ import { INTERNAL_PREFIX, internalKey } from "../state/namespace.js";
 import type { SchemaRange } from "../plan/planner.js";
 import { SLOTS, type InstanceInfo, type Slot } from "../runtime/contract.js";
 import {
-  asDegraded, asInstance, asJournal, asPrevious, asSlot, colorProblem, degradedProblem, instanceProblem, journalProblem, parseObject,
+  asDegraded, asInstance, asIntent, asJournal, asPrevious, asSlot, colorProblem, degradedProblem, instanceProblem, journalProblem, parseObject,
   previousProblem, slotProblem, tableVersionProblem, type Problem,
 } from "./record-guards.js";
 
@@ -53,6 +53,21 @@ export interface Journal {
   /** Steps as journaled: "<name>:started" / "<name>:done". */
   steps: string[];
   startedAt: number;
+}
+
+/**
+ * An instance recorded before it is started, under the same key its started record replaces: if
+ * the agent dies in between, the next one finds the intent, stops whatever carries its id
+ * (runtime/identity.ts) and drops it.
+ */
+export interface InstanceIntent {
+  id: string;
+  service: string;
+  slot: Slot;
+  release: string;
+  runtime: string;
+  state: "starting";
+  recordedAt: number;
 }
 
 /** A record that failed validation, as it was found. */
@@ -150,22 +165,39 @@ export class Records {
     await this.store.delete(keys.degraded(svc));
   }
 
+  /** Instances recorded as started (intents left out). */
   async instances(svc?: string): Promise<InstanceInfo[]> {
-    const out: InstanceInfo[] = [];
+    return (await this.instanceRecords(svc)).started;
+  }
+
+  /** Instances recorded as starting: the agent that recorded them has not (yet) recorded them as started. */
+  async intents(svc?: string): Promise<InstanceIntent[]> {
+    return (await this.instanceRecords(svc)).starting;
+  }
+
+  private async instanceRecords(svc?: string): Promise<{ started: InstanceInfo[]; starting: InstanceIntent[] }> {
+    const started: InstanceInfo[] = [];
+    const starting: InstanceIntent[] = [];
     const base = keys.instances();
     for (const kv of await this.store.list(keys.instances(svc))) {
       const [service = "", id = "", ...rest] = kv.key.slice(base.length).split("/");
       const o = await this.validated(kv, service || null, (v) => (rest.length ? "the key has more parts than instances/<service>/<id>" : instanceProblem(v, service, id)));
-      if (o) out.push(asInstance(o));
+      if (o?.state === "starting") starting.push(asIntent(o));
+      else if (o) started.push(asInstance(o));
     }
-    return out;
+    return { started, starting };
+  }
+
+  /** Before the start: the intent. addInstance() then overwrites it with the started instance. */
+  async addIntent(intent: InstanceIntent): Promise<void> {
+    await this.store.put(keys.instance(intent.service, intent.id), JSON.stringify(intent));
   }
 
   async addInstance(inst: InstanceInfo): Promise<void> {
     await this.store.put(keys.instance(inst.service, inst.id), JSON.stringify(inst));
   }
 
-  async removeInstance(inst: InstanceInfo): Promise<void> {
+  async removeInstance(inst: { service: string; id: string }): Promise<void> {
     await this.store.delete(keys.instance(inst.service, inst.id));
   }
 
