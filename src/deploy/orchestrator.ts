@@ -298,8 +298,9 @@ export class Orchestrator {
     const lockStarted = Date.now();
     emit({ type: "step", name: "lock", status: "started" });
     await this.takeLock(svc.name, owner, !!req.wait, emit, { ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}) });
-    const renew = this.keepLock(svc.name, owner);
+    // Before the renewals start: an in-process test that ends the agent here leaves no timer behind.
     this.failpoint("lock");
+    const renew = this.keepLock(svc.name, owner);
     steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
 
