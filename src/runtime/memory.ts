@@ -1,22 +1,26 @@
 // The in-memory twin of the Runtime contract, for in-process tests of the orchestrator and the
-// healer that take seconds. An instance is an app function run in this process, serving on a real
-// 127.0.0.1 socket, so health checks, smoke checks and the proxy reach it as they reach a process.
-// Tests inject faults: a start that fails, an instance that never listens, that exits after N
-// requests or after a delay, that answers a path with an error, that ignores SIGTERM; a stop that fails.
+// healer that take seconds. A MemoryMachine is the computer: it runs apps (functions in this
+// process) that serve on real 127.0.0.1 sockets, so health checks, smoke checks and the proxy
+// reach them as they reach processes. A MemoryRuntime is one agent's view of it, as a
+// ProcessRuntime is: a restarted agent makes a new one over the same machine and adopts or
+// discovers what the old one left. Tests inject faults on the machine: a start that fails, an
+// instance that never listens, that exits after N requests or after a delay, that answers a path
+// with an error, that ignores SIGTERM; a stop that fails.
 
-import { randomBytes } from "node:crypto";
 import http from "node:http";
+import type net from "node:net";
 import { TurquoiseError } from "../errors.js";
 import { freePort } from "../util/net.js";
-import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, Slot, StartRequest } from "./contract.js";
+import { SLOTS, type AdoptResult, type ExitEvent, type InstanceInfo, type InstanceState, type ReleaseDescription, type Runtime, type Slot, type StartRequest } from "./contract.js";
 import { instanceEnv } from "./env.js";
+import { AGENT_ENV, INSTANCE_ENV } from "./identity.js";
 import { isDirectory, readDeclaredSchema } from "./manifest.js";
 import { DEFAULT_LOG_TAIL_LINES, LOOPBACK } from "./process.js";
 
 export const MEMORY_RUNTIME = "memory";
 /** Output lines kept per instance; older ones are dropped, as a rotated log would. */
 const MAX_LOG_LINES = 1_000;
-/** Exited instances kept for inspect() and logs(); older ones are forgotten. */
+/** Exited instances the machine keeps, for inspect() and logs(); older ones are forgotten. */
 const REMEMBERED_EXITS = 200;
 /** Signals a process ignores when it has no handler for them; every other one ends it. */
 const IGNORED_BY_DEFAULT: ReadonlySet<string> = new Set(["SIGCHLD", "SIGCONT", "SIGURG", "SIGWINCH"]);
@@ -27,7 +31,7 @@ export interface MemoryProcess {
   /** The command's arguments after the app's name. */
   readonly argv: readonly string[];
   readonly cwd: string;
-  /** What a process would get: PORT, HOST, the TURQUOISE_* facts, the service's env (runtime/env.ts). */
+  /** What a process would get: PORT, HOST, the TURQUOISE_* facts and marks, the service's env (runtime/env.ts). */
   readonly env: Readonly<Record<string, string>>;
   /** A line of output (console.log). */
   log(line: string): void;
@@ -82,8 +86,11 @@ interface Armed {
   left: number;
 }
 
+/** One instance on the machine: what a process table and a log file hold of a process. */
 interface Instance {
   info: InstanceInfo;
+  /** The marks it carries (TURQUOISE_AGENT): whose it is. */
+  agentId: string;
   state: InstanceState;
   lines: string[];
   faults: InstanceFaults;
@@ -96,14 +103,17 @@ interface Instance {
   markExited: () => void;
 }
 
+type MachineExit = (inst: Instance, exitCode: number | null, signal: string | null) => void;
+
 const START_FAULTS = ["failStart", "neverListen", "answer", "exitAfterRequests", "exitAfterMs", "ignoreSigterm"] as const;
 
-export class MemoryRuntime implements Runtime {
-  readonly name = MEMORY_RUNTIME;
+/** The computer the memory runtimes run instances on: its apps, its instances, its faults. */
+export class MemoryMachine {
   private readonly apps: Record<string, MemoryApp>;
+  /** By ref, as a process table is by pid. */
   private readonly instances = new Map<string, Instance>();
-  private readonly exitedIds: string[] = [];
-  private readonly listeners = new Set<(e: ExitEvent) => void>();
+  private readonly exitedRefs: string[] = [];
+  private readonly exitListeners = new Set<MachineExit>();
   private readonly armed = new Set<Armed>();
   private seq = 0;
 
@@ -120,20 +130,49 @@ export class MemoryRuntime implements Runtime {
   }
 
   /** Changes what a running instance does from now on: a health path that starts failing, an exit to come. */
-  affect(instance: InstanceInfo | string, faults: InstanceFaults): void {
-    const inst = this.instances.get(typeof instance === "string" ? instance : instance.id);
-    if (!inst?.state.running) throw new Error(`${typeof instance === "string" ? instance : instance.id} is not a running instance of this memory runtime`);
+  affect(instance: InstanceInfo, faults: InstanceFaults): void {
+    const inst = this.instanceOf(instance);
+    if (!inst?.state.running) throw new Error(`${instance.id} is not a running instance of this memory machine`);
     this.applyFaults(inst, faults);
   }
 
   /** The instance dies now, from outside (SIGKILL by default), as an OOM kill or a crash would end it. */
-  crash(instance: InstanceInfo | string, how: { exitCode?: number; signal?: NodeJS.Signals } = { signal: "SIGKILL" }): void {
-    const inst = this.instances.get(typeof instance === "string" ? instance : instance.id);
-    if (!inst) throw new Error(`${typeof instance === "string" ? instance : instance.id} was not started by this memory runtime`);
+  crash(instance: InstanceInfo, how: { exitCode?: number; signal?: NodeJS.Signals } = { signal: "SIGKILL" }): void {
+    const inst = this.instanceOf(instance);
+    if (!inst) throw new Error(`${instance.id} never ran on this memory machine`);
     this.end(inst, how.exitCode ?? null, how.signal ?? null, `killed from outside (${how.signal ?? `exit code ${how.exitCode}`})`);
   }
 
-  async start(req: StartRequest): Promise<InstanceInfo> {
+  /** Every running instance, whoever started it, as ps would list them. */
+  running(): InstanceInfo[] {
+    return [...this.instances.values()].filter((i) => i.state.running).map((i) => ({ ...i.info }));
+  }
+
+  /** The instance a record names: the one at its ref, if it is the one the record says (same id). */
+  instanceOf(record: InstanceInfo): Instance | undefined {
+    const inst = this.instances.get(record.ref);
+    return inst?.info.id === record.id ? inst : undefined;
+  }
+
+  /** Who is at a record's ref now: nothing, the record's instance, or another one (a reused ref). */
+  identify(record: InstanceInfo): { verdict: "gone" } | { verdict: "ours"; inst: Instance } | { verdict: "refused"; reason: string } {
+    const inst = this.instances.get(record.ref);
+    if (!inst) return { verdict: "gone" };
+    if (inst.info.id !== record.id) return { verdict: "refused", reason: `ref ${record.ref} is instance ${inst.info.id}, not ${record.id}` };
+    return { verdict: "ours", inst };
+  }
+
+  /** Instances carrying these marks. */
+  marked(agentId: string): Instance[] {
+    return [...this.instances.values()].filter((i) => i.state.running && i.agentId === agentId);
+  }
+
+  onExit(listener: MachineExit): () => void {
+    this.exitListeners.add(listener);
+    return () => this.exitListeners.delete(listener);
+  }
+
+  async launch(req: StartRequest, agentId: string): Promise<Instance> {
     const [executable, ...args] = req.command;
     const prefix = `cannot start ${req.service} release ${req.release}`;
     if (!executable) throw new Error(`${prefix}: the command is empty`);
@@ -143,7 +182,7 @@ export class MemoryRuntime implements Runtime {
     const app = this.apps[executable];
     if (!app) {
       const known = Object.keys(this.apps).join(", ") || "none";
-      throw new TurquoiseError("NOT_FOUND", `${prefix}: command "${executable}" not found among the memory runtime's apps (${known})`, {
+      throw new TurquoiseError("NOT_FOUND", `${prefix}: command "${executable}" not found among the memory machine's apps (${known})`, {
         data: { service: req.service, release: req.release, command: executable },
       });
     }
@@ -152,78 +191,63 @@ export class MemoryRuntime implements Runtime {
 
     // As the process runtime does: a port free a moment ago, which the app binds once it runs.
     const port = await freePort(LOOPBACK);
-    const id = `${req.service}-${req.slot}-${randomBytes(3).toString("hex")}`;
-    const info: InstanceInfo = {
-      id, service: req.service, slot: req.slot, release: req.release, host: LOOPBACK, port, ref: `memory-${++this.seq}`, startedAt: Date.now(),
-    };
+    const ref = `memory-${++this.seq}`;
+    const info: InstanceInfo = { id: req.id, service: req.service, slot: req.slot, release: req.release, host: LOOPBACK, port, ref, startedAt: Date.now() };
     let markExited!: () => void;
     const exited = new Promise<void>((resolve) => (markExited = resolve));
-    const inst: Instance = { info, state: { running: true }, lines: [], faults: {}, handlers: new Map(), servers: new Set(), timers: new Set(), exited, markExited };
-    this.instances.set(id, inst);
+    const inst: Instance = { info, agentId, state: { running: true }, lines: [], faults: {}, handlers: new Map(), servers: new Set(), timers: new Set(), exited, markExited };
+    this.instances.set(ref, inst);
     this.applyFaults(inst, faults);
-    const env = instanceEnv(req, { port, host: LOOPBACK, hostBasics: false });
+    const env = instanceEnv(req, { port, host: LOOPBACK, hostBasics: false, agentId });
     // After start() has resolved, as a spawned process runs: the caller records the instance before it can exit.
     setImmediate(() => this.run(inst, app, { argv: args, cwd: req.cwd, env }));
-    return { ...info };
+    return inst;
   }
 
-  async stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean; refused?: string }> {
-    const inst = this.instances.get(instance.id);
-    if (!inst) return { killed: false, refused: notOurs(instance) };
+  /** SIGTERM, then SIGKILL after stopTimeoutMs; true when it had to be killed. */
+  async stop(inst: Instance, stopTimeoutMs: number): Promise<boolean> {
     const fault = this.take("stop", inst.info);
-    if (fault.failStop !== undefined) throw new Error(`cannot stop ${instance.id}: ${fault.failStop} (injected)`);
-    if (!inst.state.running) return { killed: false };
+    if (fault.failStop !== undefined) throw new Error(`cannot stop ${inst.info.id}: ${fault.failStop} (injected)`);
+    if (!inst.state.running) return false;
     this.deliver(inst, "SIGTERM");
-    if (await exitedWithin(inst, stopTimeoutMs)) return { killed: false };
+    if (await exitedWithin(inst, stopTimeoutMs)) return false;
     this.end(inst, null, "SIGKILL", `still running ${stopTimeoutMs}ms after SIGTERM: killed`);
-    return { killed: true };
+    return true;
   }
 
-  async signal(instance: InstanceInfo, signal: NodeJS.Signals): Promise<void> {
-    const inst = this.instances.get(instance.id);
-    if (!inst) throw new TurquoiseError("CONFLICT", `not sending ${signal} to ${instance.id}: ${notOurs(instance)}`, { data: { instance: instance.id, ref: instance.ref } });
-    if (!inst.state.running) throw new TurquoiseError("NOT_FOUND", `cannot send ${signal} to ${instance.id}: it is not running`);
-    this.deliver(inst, signal);
+  deliver(inst: Instance, signal: NodeJS.Signals): void {
+    if (!inst.state.running) return;
+    if (signal === "SIGKILL") return this.end(inst, null, "SIGKILL");
+    // An app in this process cannot be paused: the twin does not model SIGSTOP.
+    if (signal === "SIGSTOP") return this.note(inst, "SIGSTOP is not modelled by the memory runtime: ignored");
+    if (signal === "SIGTERM" && inst.faults.ignoreSigterm) return this.note(inst, "SIGTERM ignored (injected)");
+    const handlers = inst.handlers.get(signal);
+    if (!handlers?.length) {
+      if (!IGNORED_BY_DEFAULT.has(signal)) this.end(inst, null, signal);
+      return;
+    }
+    for (const handler of handlers) {
+      try {
+        handler();
+      } catch (e) {
+        return this.uncaught(inst, e);
+      }
+    }
   }
 
-  async inspect(instance: InstanceInfo): Promise<InstanceState> {
-    const inst = this.instances.get(instance.id);
-    return inst ? { ...inst.state } : { running: false, exitCode: null, signal: null };
-  }
-
-  async list(service?: string): Promise<InstanceInfo[]> {
-    return [...this.instances.values()]
-      .filter((i) => i.state.running && (service === undefined || i.info.service === service))
-      .map((i) => ({ ...i.info }));
-  }
-
-  async logs(instance: InstanceInfo, opts: { tailLines?: number } = {}): Promise<string> {
-    const lines = this.instances.get(instance.id)?.lines ?? [];
-    const n = opts.tailLines ?? DEFAULT_LOG_TAIL_LINES;
-    const tail = n <= 0 ? [] : lines.slice(-n);
+  logs(inst: Instance, tailLines: number): string {
+    const tail = tailLines <= 0 ? [] : inst.lines.slice(-tailLines);
     return tail.length ? `${tail.join("\n")}\n` : "";
   }
 
-  onExit(listener: (e: ExitEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  /** Instances outlive the agent that started them as long as this runtime object lives: a new agent over it adopts them. */
-  async adopt(instances: InstanceInfo[]): Promise<AdoptResult> {
-    const result: AdoptResult = { alive: [], dead: [], refused: [] };
-    for (const instance of instances) {
-      const inst = this.instances.get(instance.id);
-      if (!inst) result.refused.push({ instance, reason: notOurs(instance) });
-      else if (inst.state.running) result.alive.push(instance);
-      else result.dead.push(instance);
+  /** Where the instance's servers listen. */
+  listening(inst: Instance): Array<{ host: string; port: number }> {
+    const out: Array<{ host: string; port: number }> = [];
+    for (const server of inst.servers) {
+      const a = server.address() as net.AddressInfo | null;
+      if (a) out.push({ host: a.address, port: a.port });
     }
-    return result;
-  }
-
-  async describeRelease(req: { service: string; release: string; cwd: string }): Promise<ReleaseDescription> {
-    if (!isDirectory(req.cwd)) return { exists: false, reason: `release "${req.release}" of ${req.service} not found: no directory ${req.cwd}`, schema: null };
-    return { exists: true, schema: readDeclaredSchema(req.cwd) };
+    return out;
   }
 
   /** The faults of every armed entry that matches, merged; each one used counts against its times. */
@@ -257,10 +281,7 @@ export class MemoryRuntime implements Runtime {
 
   private run(inst: Instance, app: MemoryApp, at: { argv: string[]; cwd: string; env: Record<string, string> }): void {
     if (!inst.state.running) return;
-    if (inst.faults.neverListen) {
-      this.note(inst, "never listens (injected)");
-      return;
-    }
+    if (inst.faults.neverListen) return this.note(inst, "never listens (injected)");
     const proc: MemoryProcess = {
       id: inst.info.id,
       argv: at.argv,
@@ -328,27 +349,7 @@ export class MemoryRuntime implements Runtime {
     setImmediate(() => this.end(inst, inst.faults.exitCode ?? 1, null, "exiting after its injected number of requests"));
   }
 
-  private deliver(inst: Instance, signal: NodeJS.Signals): void {
-    if (!inst.state.running) return;
-    if (signal === "SIGKILL") return this.end(inst, null, "SIGKILL");
-    // An app in this process cannot be paused: the twin does not model SIGSTOP.
-    if (signal === "SIGSTOP") return this.note(inst, "SIGSTOP is not modelled by the memory runtime: ignored");
-    if (signal === "SIGTERM" && inst.faults.ignoreSigterm) return this.note(inst, "SIGTERM ignored (injected)");
-    const handlers = inst.handlers.get(signal);
-    if (!handlers?.length) {
-      if (!IGNORED_BY_DEFAULT.has(signal)) this.end(inst, null, signal);
-      return;
-    }
-    for (const handler of handlers) {
-      try {
-        handler();
-      } catch (e) {
-        return this.uncaught(inst, e);
-      }
-    }
-  }
-
-  /** The instance is gone: its sockets are cut and every exit listener hears of it once. */
+  /** The instance is gone: its sockets are cut and every runtime that watches it hears of it once. */
   private end(inst: Instance, exitCode: number | null, signal: string | null, why?: string): void {
     if (!inst.state.running) return;
     if (why) this.note(inst, why);
@@ -357,16 +358,9 @@ export class MemoryRuntime implements Runtime {
     inst.timers.clear();
     for (const server of inst.servers) cut(server);
     inst.markExited();
-    this.exitedIds.push(inst.info.id);
-    if (this.exitedIds.length > REMEMBERED_EXITS) this.instances.delete(this.exitedIds.shift()!);
-    const event: ExitEvent = { instance: { ...inst.info }, exitCode, signal };
-    for (const listener of [...this.listeners]) {
-      try {
-        listener(event);
-      } catch {
-        // One broken listener must not keep the others from hearing about the exit.
-      }
-    }
+    this.exitedRefs.push(inst.info.ref);
+    if (this.exitedRefs.length > REMEMBERED_EXITS) this.instances.delete(this.exitedRefs.shift()!);
+    for (const listener of [...this.exitListeners]) listener(inst, exitCode, signal);
   }
 
   private write(inst: Instance, line: string): void {
@@ -380,12 +374,112 @@ export class MemoryRuntime implements Runtime {
   }
 }
 
+/** One agent's runtime over a memory machine: what it started or adopted, and their exits. */
+export class MemoryRuntime implements Runtime {
+  readonly name = MEMORY_RUNTIME;
+  readonly machine: MemoryMachine;
+  /** Written into every instance's environment (AGENT_ENV); discover() looks for it. */
+  readonly agentId: string;
+  /** Instances this runtime started or adopted, by id: its exit events are about these. */
+  private readonly tracked = new Map<string, InstanceInfo>();
+  private readonly listeners = new Set<(e: ExitEvent) => void>();
+
+  /** machine: the one to share with other runtimes (a restarted agent's); a machine of its own with these apps otherwise. */
+  constructor(opts: { agentId: string; machine?: MemoryMachine; apps?: Record<string, MemoryApp> }) {
+    this.agentId = opts.agentId;
+    this.machine = opts.machine ?? new MemoryMachine({ apps: opts.apps ?? {} });
+    this.machine.onExit((inst, exitCode, signal) => {
+      if (!this.tracked.delete(inst.info.id)) return;
+      const event: ExitEvent = { instance: { ...inst.info }, exitCode, signal };
+      for (const listener of [...this.listeners]) {
+        try {
+          listener(event);
+        } catch {
+          // One broken listener must not keep the others from hearing about the exit.
+        }
+      }
+    });
+  }
+
+  async start(req: StartRequest): Promise<InstanceInfo> {
+    const inst = await this.machine.launch(req, this.agentId);
+    this.tracked.set(inst.info.id, { ...inst.info });
+    return { ...inst.info };
+  }
+
+  async stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean; refused?: string }> {
+    const who = this.machine.identify(instance);
+    if (who.verdict === "refused") return { killed: false, refused: who.reason };
+    if (who.verdict === "gone" || !who.inst.state.running) return { killed: false };
+    // One this runtime has not seen yet (not adopted) is watched from here, so its exit is heard.
+    this.tracked.set(instance.id, { ...who.inst.info });
+    return { killed: await this.machine.stop(who.inst, stopTimeoutMs) };
+  }
+
+  async signal(instance: InstanceInfo, signal: NodeJS.Signals): Promise<void> {
+    const who = this.machine.identify(instance);
+    if (who.verdict === "refused") throw new TurquoiseError("CONFLICT", `not sending ${signal} to ${instance.id}: ${who.reason}`, { data: { instance: instance.id, ref: instance.ref } });
+    if (who.verdict === "gone" || !who.inst.state.running) throw new TurquoiseError("NOT_FOUND", `cannot send ${signal} to ${instance.id}: it is not running`);
+    this.machine.deliver(who.inst, signal);
+  }
+
+  async inspect(instance: InstanceInfo): Promise<InstanceState> {
+    const inst = this.machine.instanceOf(instance);
+    return inst ? { ...inst.state } : { running: false, exitCode: null, signal: null };
+  }
+
+  async list(service?: string): Promise<InstanceInfo[]> {
+    return [...this.tracked.values()].filter((i) => service === undefined || i.service === service).map((i) => ({ ...i }));
+  }
+
+  async logs(instance: InstanceInfo, opts: { tailLines?: number } = {}): Promise<string> {
+    const inst = this.machine.instanceOf(instance);
+    return inst ? this.machine.logs(inst, opts.tailLines ?? DEFAULT_LOG_TAIL_LINES) : "";
+  }
+
+  onExit(listener: (e: ExitEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async adopt(instances: InstanceInfo[]): Promise<AdoptResult> {
+    const result: AdoptResult = { alive: [], dead: [], refused: [] };
+    for (const instance of instances) {
+      const who = this.machine.identify(instance);
+      if (who.verdict === "refused") result.refused.push({ instance, reason: who.reason });
+      else if (who.verdict === "gone" || !who.inst.state.running) result.dead.push(instance);
+      else {
+        this.tracked.set(instance.id, { ...who.inst.info });
+        result.alive.push(instance);
+      }
+    }
+    return result;
+  }
+
+  /** Every running instance carrying this agent's marks, recorded anywhere or not. */
+  async discover(): Promise<InstanceInfo[]> {
+    return this.machine.marked(this.agentId)
+      .filter((i) => (SLOTS as readonly string[]).includes(i.info.slot))
+      .map((i) => ({ ...i.info }));
+  }
+
+  async listening(instance: InstanceInfo): Promise<Array<{ host: string; port: number }>> {
+    const inst = this.machine.instanceOf(instance);
+    return inst?.state.running ? this.machine.listening(inst) : [];
+  }
+
+  async describeRelease(req: { service: string; release: string; cwd: string }): Promise<ReleaseDescription> {
+    if (!isDirectory(req.cwd)) return { exists: false, reason: `release "${req.release}" of ${req.service} not found: no directory ${req.cwd}`, schema: null };
+    return { exists: true, schema: readDeclaredSchema(req.cwd) };
+  }
+}
+
 /**
  * A stand-in for a release that keeps the app contract: every path answers 200 with who answered
  * (also in X-Release), and SIGTERM finishes in-flight requests, then exits 0.
  */
 export const releaseApp: MemoryApp = async (proc) => {
-  const who = { service: proc.env.TURQUOISE_SERVICE, slot: proc.env.TURQUOISE_SLOT, release: proc.env.TURQUOISE_RELEASE, instance: proc.id };
+  const who = { service: proc.env.TURQUOISE_SERVICE, slot: proc.env.TURQUOISE_SLOT, release: proc.env.TURQUOISE_RELEASE, instance: proc.env[INSTANCE_ENV], agent: proc.env[AGENT_ENV] };
   const server = await proc.listen((req, res) => {
     req.resume();
     res.writeHead(200, { "content-type": "application/json", "x-release": who.release ?? "" }).end(JSON.stringify(who));
@@ -395,10 +489,6 @@ export const releaseApp: MemoryApp = async (proc) => {
     server.closeIdleConnections();
   });
 };
-
-function notOurs(instance: InstanceInfo): string {
-  return `instance ${instance.id} (ref ${instance.ref}) was not started by this memory runtime`;
-}
 
 function exitedWithin(inst: Instance, ms: number): Promise<boolean> {
   return new Promise((resolve) => {

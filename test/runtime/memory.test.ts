@@ -5,7 +5,8 @@ import { get } from "node:http";
 import { dirname } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import type { ExitEvent, InstanceInfo, StartRequest } from "../../src/runtime/contract.js";
-import { MemoryRuntime, releaseApp, type MemoryApp } from "../../src/runtime/memory.js";
+import { newInstanceId } from "../../src/runtime/identity.js";
+import { MemoryMachine, MemoryRuntime, releaseApp, type MemoryApp } from "../../src/runtime/memory.js";
 import { runRuntimeContract } from "./contract.test-suite.js";
 import { ECHO_APP, getJson, waitFor, waitReachable } from "./helpers.js";
 
@@ -35,17 +36,27 @@ const echoApp: MemoryApp = async (proc) => {
   proc.on("SIGUSR2", () => proc.log("echo-app: SIGUSR2 received"));
 };
 
-runRuntimeContract("memory", async () => ({
-  runtime: new MemoryRuntime({ apps: { "echo-app": echoApp } }),
-  cleanup: async () => {},
-  echoApp: { command: ["echo-app"], cwd: dirname(ECHO_APP) },
-}));
+const AGENT_ID = "test-memory";
+
+runRuntimeContract("memory", async () => {
+  // A restarted agent's runtime is a new one over the same machine.
+  const machine = new MemoryMachine({ apps: { "echo-app": echoApp } });
+  return {
+    runtime: new MemoryRuntime({ machine, agentId: AGENT_ID }),
+    agentId: AGENT_ID,
+    peer: (agentId = AGENT_ID) => new MemoryRuntime({ machine, agentId }),
+    cleanup: async () => {},
+    echoApp: { command: ["echo-app"], cwd: dirname(ECHO_APP) },
+  };
+});
 
 describe("MemoryRuntime failure injection", () => {
   let runtime: MemoryRuntime;
+  let machine: MemoryMachine;
   let exits: ExitEvent[];
   beforeEach(() => {
-    runtime = new MemoryRuntime({ apps: { app: releaseApp, echo: echoApp } });
+    runtime = new MemoryRuntime({ agentId: AGENT_ID, apps: { app: releaseApp, echo: echoApp } });
+    machine = runtime.machine;
     exits = [];
     runtime.onExit((e) => exits.push(e));
   });
@@ -54,7 +65,7 @@ describe("MemoryRuntime failure injection", () => {
   });
 
   const req = (overrides: Partial<StartRequest> = {}): StartRequest => ({
-    service: "books", slot: "blue", release: "v1", command: ["app"], cwd: dirname(ECHO_APP), env: {}, apiUrl: "http://127.0.0.1:7070", ...overrides,
+    id: newInstanceId("books", "blue"), service: "books", slot: "blue", release: "v1", command: ["app"], cwd: dirname(ECHO_APP), env: {}, apiUrl: "http://127.0.0.1:7070", ...overrides,
   });
   const exitOf = (i: InstanceInfo) => waitFor(`${i.id} to exit`, async () => exits.find((e) => e.instance.id === i.id), 2_000);
   const status = (i: InstanceInfo, path = "/") =>
@@ -68,11 +79,11 @@ describe("MemoryRuntime failure injection", () => {
   test("releaseApp answers every path with who it is", async () => {
     const info = await runtime.start(req({ release: "v7" }));
     const reply = (await waitReachable(info)) as unknown as Record<string, string>;
-    assert.deepEqual(reply, { service: "books", slot: "blue", release: "v7", instance: info.id });
+    assert.deepEqual(reply, { service: "books", slot: "blue", release: "v7", instance: info.id, agent: AGENT_ID });
   });
 
   test("failStart makes start() reject, only for the starts it matches and only `times` times", async () => {
-    runtime.inject({ release: "v2", times: 1, failStart: "disk full" });
+    machine.inject({ release: "v2", times: 1, failStart: "disk full" });
     await assert.rejects(runtime.start(req({ release: "v2" })), /cannot start books release v2: disk full \(injected\)/);
     await runtime.start(req({ release: "v1" }));
     await runtime.start(req({ release: "v2" }));
@@ -80,7 +91,7 @@ describe("MemoryRuntime failure injection", () => {
   });
 
   test("neverListen: the instance runs, its port refuses connections", async () => {
-    runtime.inject({ neverListen: true });
+    machine.inject({ neverListen: true });
     const info = await runtime.start(req());
     await new Promise((r) => setTimeout(r, 50));
     await assert.rejects(getJson(info.host, info.port), /ECONNREFUSED/);
@@ -89,7 +100,7 @@ describe("MemoryRuntime failure injection", () => {
   });
 
   test("answer: one path answers an error status, the others are the app's", async () => {
-    const disarm = runtime.inject({ answer: { path: "/health", status: 500 } });
+    const disarm = machine.inject({ answer: { path: "/health", status: 500 } });
     const info = await runtime.start(req());
     await waitReachable(info);
     assert.equal(await status(info, "/health?x=1"), 500);
@@ -101,7 +112,7 @@ describe("MemoryRuntime failure injection", () => {
   });
 
   test("exitAfterRequests: the instance answers that many requests, then exits with exitCode", async () => {
-    runtime.inject({ exitAfterRequests: 2, exitCode: 7 });
+    machine.inject({ exitAfterRequests: 2, exitCode: 7 });
     const info = await runtime.start(req());
     await waitReachable(info);
     assert.equal(await status(info), 200);
@@ -112,7 +123,7 @@ describe("MemoryRuntime failure injection", () => {
   });
 
   test("exitAfterMs: the instance exits on its own after the delay", async () => {
-    runtime.inject({ exitAfterMs: 100 });
+    machine.inject({ exitAfterMs: 100 });
     const info = await runtime.start(req());
     const t0 = Date.now();
     const e = await exitOf(info);
@@ -121,7 +132,7 @@ describe("MemoryRuntime failure injection", () => {
   });
 
   test("ignoreSigterm: stop() has to kill it", async () => {
-    runtime.inject({ ignoreSigterm: true });
+    machine.inject({ ignoreSigterm: true });
     const info = await runtime.start(req());
     await waitReachable(info);
     assert.deepEqual(await runtime.stop(info, 100), { killed: true });
@@ -129,7 +140,7 @@ describe("MemoryRuntime failure injection", () => {
   });
 
   test("failStop: stop() rejects and the instance keeps running", async () => {
-    runtime.inject({ times: 1, failStop: "engine unreachable" });
+    machine.inject({ times: 1, failStop: "engine unreachable" });
     const info = await runtime.start(req());
     await waitReachable(info);
     await assert.rejects(runtime.stop(info, 100), /engine unreachable/);
@@ -140,16 +151,16 @@ describe("MemoryRuntime failure injection", () => {
   test("affect and crash act on a running instance", async () => {
     const info = await runtime.start(req());
     await waitReachable(info);
-    runtime.affect(info, { answer: { path: "/health", status: 503 } });
+    machine.affect(info, { answer: { path: "/health", status: 503 } });
     assert.equal(await status(info, "/health"), 503);
-    runtime.crash(info);
+    machine.crash(info);
     assert.deepEqual(await runtime.inspect(info), { running: false, exitCode: null, signal: "SIGKILL" });
     assert.equal(exits.length, 1);
     await assert.rejects(getJson(info.host, info.port), /ECONNREFUSED/);
   });
 
   test("an app that throws ends with code 1 and its error in the log", async () => {
-    const crashing = new MemoryRuntime({ apps: { boom: async () => { throw new Error("cannot read config"); } } });
+    const crashing = new MemoryRuntime({ agentId: AGENT_ID, apps: { boom: async () => { throw new Error("cannot read config"); } } });
     const seen: ExitEvent[] = [];
     crashing.onExit((e) => seen.push(e));
     const info = await crashing.start(req({ command: ["boom"] }));
@@ -158,15 +169,29 @@ describe("MemoryRuntime failure injection", () => {
     assert.match(await crashing.logs(info), /Uncaught Error: cannot read config/);
   });
 
-  test("a new agent adopts the runtime's instances; records it never started are refused", async () => {
+  test("a restarted agent's runtime adopts what the machine runs; a record whose ref is another instance is refused", async () => {
     const live = await runtime.start(req());
     const gone = await runtime.start(req());
     await runtime.stop(gone, 1_000);
-    const forged: InstanceInfo = { ...live, id: "books-blue-forged", ref: "memory-999" };
-    const r = await runtime.adopt([live, gone, forged]);
+    const forged: InstanceInfo = { ...live, id: "books-blue-forged" };
+    const restarted = new MemoryRuntime({ machine, agentId: AGENT_ID });
+    assert.deepEqual(await restarted.list(), [], "nothing tracked before it adopts");
+    const r = await restarted.adopt([live, gone, forged]);
     assert.deepEqual(r.alive, [live]);
     assert.deepEqual(r.dead, [gone]);
     assert.deepEqual(r.refused.map((x) => x.instance), [forged]);
-    assert.deepEqual(await runtime.stop(forged, 100), { killed: false, refused: r.refused[0]!.reason });
+    assert.match(r.refused[0]!.reason, /is instance books-blue-\w+, not books-blue-forged/);
+    assert.deepEqual(await restarted.stop(forged, 100), { killed: false, refused: r.refused[0]!.reason });
+    assert.deepEqual((await restarted.list()).map((i) => i.id), [live.id]);
+  });
+
+  test("listening says where an instance's servers listen: nowhere for one that never listens", async () => {
+    const info = await runtime.start(req());
+    await waitReachable(info);
+    assert.deepEqual(await runtime.listening(info), [{ host: "127.0.0.1", port: info.port }]);
+    machine.inject({ times: 1, neverListen: true });
+    const silent = await runtime.start(req());
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(await runtime.listening(silent), []);
   });
 });
