@@ -38,7 +38,7 @@ describe("self-healing (in-process)", () => {
   it("an instance that dies leaves rotation at once and is replaced with the same release in its slot", async () => {
     const { agent, victim } = await liveV1();
     const t0 = Date.now();
-    world.runtime.crash(victim);
+    world.machine.crash(victim);
     // The other replica keeps the service up while the replacement starts.
     assert.equal(await world.serving(), "v1");
     await replaced(agent, victim);
@@ -48,18 +48,18 @@ describe("self-healing (in-process)", () => {
 
   it("an instance whose health check goes critical is taken out of rotation, stopped and replaced", async () => {
     const { agent, victim } = await liveV1();
-    world.runtime.affect(victim, { answer: { path: "/health", status: 500 } });
+    world.machine.affect(victim, { answer: { path: "/health", status: 500 } });
     await waitFor("the critical instance out of rotation", async () => world.events.some((e) => e.type === "check.changed" && e.message.startsWith(`${victim.id} `) && e.message.endsWith("critical")), 2_000);
     // Every request goes to the healthy replica while the critical one is dealt with.
     for (let i = 0; i < 5; i++) assert.equal(await world.serving(), "v1");
     await replaced(agent, victim);
-    assert.deepEqual(await world.runtime.inspect(victim), { running: false, exitCode: 0, signal: null }, "stopped gracefully");
+    assert.deepEqual(await agent.runtime.inspect(victim), { running: false, exitCode: 0, signal: null }, "stopped gracefully");
   });
 
   it("a replacement that cannot start is retried after a backoff", async () => {
     const { agent, victim } = await liveV1();
-    world.runtime.inject({ release: "v1", times: 1, failStart: "no space left on device" });
-    world.runtime.crash(victim);
+    world.machine.inject({ release: "v1", times: 1, failStart: "no space left on device" });
+    world.machine.crash(victim);
     await replaced(agent, victim);
     const types = world.events.map((e) => e.type);
     assert.ok(types.indexOf("heal.failed") >= 0 && types.indexOf("heal.failed") < types.indexOf("instance.replaced"), types.join(", "));
@@ -67,10 +67,10 @@ describe("self-healing (in-process)", () => {
 
   it("a replacement that never turns healthy is stopped and retried", async () => {
     const { agent, victim } = await liveV1();
-    world.runtime.inject({ release: "v1", times: 1, answer: { path: "/health", status: 500 } });
-    world.runtime.crash(victim);
+    world.machine.inject({ release: "v1", times: 1, answer: { path: "/health", status: 500 } });
+    world.machine.crash(victim);
     await replaced(agent, victim);
     assert.ok(world.events.some((e) => e.type === "heal.failed" && /did not turn healthy/.test(e.message)));
-    assert.equal((await world.runtime.list(SERVICE)).length, 2, "the failed replacement was stopped");
+    assert.equal(world.machine.running().filter((i) => i.service === SERVICE).length, 2, "the failed replacement was stopped");
   });
 });

@@ -1,7 +1,7 @@
 // An agent's world in one process, for the in-process deploy, recovery and healing tests: the
-// memory store, runtime and proxy outlive any one agent, as the state file, the instances and
-// the proxy process outlive a real one. An agent is a Fleet and an Orchestrator over them; it dies
-// by losing its hold on all three at once, so nothing it was doing reaches the world afterwards.
+// memory store, machine and proxy outlive any one agent, as the state file, the instances and the
+// proxy process outlive a real one. An agent is a runtime, a Fleet and an Orchestrator over them;
+// it dies by losing its hold on all three at once, so nothing it was doing reaches the world afterwards.
 
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -18,7 +18,8 @@ import type { SchemaRange } from "../../src/plan/planner.js";
 import type { Proxy } from "../../src/proxy/contract.js";
 import { MemoryProxy } from "../../src/proxy/memory.js";
 import { SLOTS, type ExitEvent, type Runtime } from "../../src/runtime/contract.js";
-import { MemoryRuntime, releaseApp } from "../../src/runtime/memory.js";
+import { agentIdFor } from "../../src/runtime/identity.js";
+import { MemoryMachine, MemoryRuntime, releaseApp } from "../../src/runtime/memory.js";
 import { loadSpecText } from "../../src/spec/loader.js";
 import type { Spec } from "../../src/spec/types.js";
 import type { Store } from "../../src/state/contract.js";
@@ -62,7 +63,8 @@ export interface WorldOptions {
 
 export class World {
   readonly store = new MemoryStore();
-  readonly runtime = new MemoryRuntime({ apps: { app: releaseApp } });
+  /** Where every agent of this world runs its instances; faults are injected here. */
+  readonly machine = new MemoryMachine({ apps: { app: releaseApp } });
   readonly events: WorldEvent[] = [];
   private readonly agents: TestAgent[] = [];
 
@@ -106,6 +108,11 @@ export class World {
     if (schema) await writeFile(path.join(dir, "turquoise.json"), JSON.stringify({ schema }));
   }
 
+  /** The marks of this world's instances: one state dir, so one agent id, whichever agent process runs. */
+  get agentId(): string {
+    return agentIdFor(this.spec.stateDir);
+  }
+
   /** An agent over this world. */
   agent(): TestAgent {
     const agent = new TestAgent(this);
@@ -140,7 +147,7 @@ export class World {
       const other = await records.slot(SERVICE, slot);
       assert.ok(other === undefined || other.state === "warm", `the ${slot} slot is not live nor preview: ${JSON.stringify(other)}`);
     }
-    const running = await this.runtime.list(SERVICE);
+    const running = this.machine.running().filter((i) => i.service === SERVICE);
     const recorded = await records.instances(SERVICE);
     const warm = new Set(SLOTS.filter((s) => s !== color));
     const inLive = running.filter((i) => i.slot === color);
@@ -162,7 +169,8 @@ export class World {
 
   async close(): Promise<void> {
     for (const agent of this.agents) agent.die("the test ended");
-    for (const instance of await this.runtime.list()) await this.runtime.stop(instance, 100);
+    const janitor = new MemoryRuntime({ machine: this.machine, agentId: this.agentId });
+    for (const instance of this.machine.running()) await janitor.stop(instance, 100);
     await this.proxy.close(100);
     await this.store.close();
     await rm(this.dir, { recursive: true, force: true });
@@ -174,6 +182,7 @@ export class TestAgent {
   readonly records: Records;
   readonly fleet: Fleet;
   readonly orchestrator: Orchestrator;
+  /** This agent's own runtime over the world's machine: a restarted agent has nothing tracked. */
   readonly runtime: Runtime;
   readonly proxy: Proxy;
   private deadAt: string | undefined;
@@ -189,11 +198,13 @@ export class TestAgent {
   constructor(world: World) {
     this.world = world;
     const store = (this.store = this.severable(world.store));
-    this.runtime = this.severableRuntime(world.runtime);
+    this.runtime = this.severableRuntime(new MemoryRuntime({ machine: world.machine, agentId: world.agentId }));
     this.proxy = this.severable(world.proxy as Proxy);
     this.records = new Records(store);
-    // The spec says "process"; what the fleet records is the runtime's own name.
-    this.fleet = new Fleet({ process: this.runtime, [this.runtime.name]: this.runtime }, this.records, world.spec.dir);
+    // The spec says "process"; what the fleet records is the runtime's own name. Only one of the
+    // two names discovers, or a sweep would find each instance twice.
+    const asProcess = new Proxy(this.runtime, { get: (t, prop) => (prop === "discover" ? undefined : Reflect.get(t, prop, t)) });
+    this.fleet = new Fleet({ process: asProcess, [this.runtime.name]: this.runtime }, this.records, world.spec.dir);
     this.orchestrator = new Orchestrator({
       spec: world.spec,
       store,
@@ -226,11 +237,17 @@ export class TestAgent {
     return new AgentDied(this.deadAt);
   }
 
-  /** What the agent does at start (agent.ts reconcile): adopt the instances, finish or undo journaled flows, re-apply the routes. */
+  /**
+   * What the agent does at start (agent.ts reconcile): adopt the recorded instances, stop the ones
+   * that carry its marks but no record, finish or undo journaled flows, re-apply the routes.
+   */
   async start(): Promise<string[]> {
     const adopted = await this.fleet.adopt();
-    assert.deepEqual(adopted.refused, [], "every recorded instance is one the runtime started");
-    const notes = await this.orchestrator.recover();
+    assert.deepEqual(adopted.refused, [], "every recorded instance is one the machine runs or ran");
+    const swept = await this.fleet.sweep();
+    assert.deepEqual(swept.failed, [], "every orphan could be stopped");
+    const notes = [...swept.stopped.map((i) => `stopped orphan ${i.id}`), ...swept.abandoned.map((i) => `dropped intent ${i.id}`)];
+    notes.push(...(await this.orchestrator.recover()));
     await this.orchestrator.applyRoutes();
     // A flow recover() resumed runs in the background: let it finish.
     await this.orchestrator.stopTimers();
@@ -285,7 +302,7 @@ export class TestAgent {
   }
 
   /** The same for a runtime, whose exit listeners also go deaf when the agent dies. */
-  private severableRuntime(runtime: MemoryRuntime): Runtime {
+  private severableRuntime(runtime: Runtime): Runtime {
     const calls = this.severable(runtime);
     const onExit = (listener: (e: ExitEvent) => void): (() => void) => {
       const off = runtime.onExit((e) => {
