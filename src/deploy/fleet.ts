@@ -58,6 +58,11 @@ export class Fleet {
     private readonly specDir: string,
     /** Given to every instance, under the service's own env. */
     private readonly commonEnv: Record<string, string> = {},
+    /**
+     * Called at each of START_FAILPOINTS: in-process tests end the agent there, as the orchestrator's
+     * failpoint does. By default, the TURQUOISE_CRASH_AFTER failpoints.
+     */
+    private readonly failpoint: (point: string) => void = crashPoint,
   ) {
     for (const runtime of Object.values(runtimes)) {
       runtime.onExit(({ instance, exitCode, signal }) => {
@@ -140,11 +145,11 @@ export class Fleet {
     const started = await Promise.allSettled(
       Array.from({ length: svc.replicas }, async () => {
         const intent: InstanceIntent = { id: newInstanceId(svc.name, slot), service: svc.name, slot, release, runtime: runtime.name, state: "starting", recordedAt: Date.now() };
-        crashPoint(START_FAILPOINTS.beforeIntent);
+        this.failpoint(START_FAILPOINTS.beforeIntent);
         this.starting.add(intent.id);
         try {
           await this.records.addIntent(intent);
-          crashPoint(START_FAILPOINTS.recorded);
+          this.failpoint(START_FAILPOINTS.recorded);
           let inst: InstanceInfo;
           try {
             inst = { ...(await runtime.start({ ...req, id: intent.id })), runtime: runtime.name };
@@ -152,10 +157,10 @@ export class Fleet {
             await this.records.removeInstance(intent);
             throw e;
           }
-          crashPoint(START_FAILPOINTS.started);
+          this.failpoint(START_FAILPOINTS.started);
           this.running.set(inst.id, inst);
           await this.records.addInstance(inst);
-          crashPoint(START_FAILPOINTS.marked);
+          this.failpoint(START_FAILPOINTS.marked);
           // It exited while its record was being written: the exit's removal may have come first.
           if (!this.running.has(inst.id)) await this.records.removeInstance(inst);
           return inst;
