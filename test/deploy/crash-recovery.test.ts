@@ -1,6 +1,7 @@
 // The agent dying between any two journal writes, in-process: a deploy is abandoned at each of its
-// failpoints (each entry its flow journals, and the writes around the journal), then a new agent
-// over the same store, runtime and proxy adopts the instances and recovers. It must finish or undo the flow (or resume a turquoise path) and leave
+// failpoints (each entry its flow journals, the writes around the journal, and each boundary of an
+// instance's start between its records and the runtime), then a new agent over the same store,
+// machine and proxy adopts the instances, sweeps the orphans and recovers. It must finish or undo the flow (or resume a turquoise path) and leave
 // exactly one live slot, no orphan instance, no journal, no lock and no history entry running.
 import assert from "node:assert/strict";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -58,46 +59,53 @@ const turquoise: Scenario = {
   deploy: (agent) => agent.orchestrator.deploy({ service: SERVICE, release: "v2", via: "v1t", actor: "test" }),
 };
 
-/** The failpoints a deploy passes when nothing goes wrong, in order: mostly the entries it journals. */
-async function journalOf(scenario: Scenario): Promise<string[]> {
+/**
+ * The failpoints a deploy passes when nothing goes wrong, in order, each with how many times it was
+ * passed before: replicas start side by side, so only the nth pass of a point is the same on every run.
+ */
+async function failpointsOf(scenario: Scenario): Promise<Array<{ point: string; nth: number }>> {
   const { world, agent } = await scenario.prepare();
   try {
-    const entries: string[] = [];
-    agent.failpoint = (point) => void entries.push(point);
+    const seen = new Map<string, number>();
+    const points: Array<{ point: string; nth: number }> = [];
+    agent.failpoint = (point) => {
+      const nth = seen.get(point) ?? 0;
+      seen.set(point, nth + 1);
+      points.push({ point, nth });
+    };
     await scenario.deploy(agent);
     await world.assertSettled(scenario.to);
-    return entries;
+    return points;
   } finally {
     await world.close();
   }
 }
 
 for (const scenario of [simple, turquoise]) {
-  const entries = await journalOf(scenario);
-  const firstFlip = entries.indexOf("flip:done");
+  const points = await failpointsOf(scenario);
+  const firstFlip = points.findIndex((p) => p.point === "flip:done");
 
   describe(`the agent dies during a deploy ${scenario.name}, and a new agent recovers`, () => {
     let world: World | undefined;
     afterEach(async () => world?.close());
 
     it("the flow passes its failpoints (where the tests below die)", () => {
-      assert.ok(entries.length >= 10 && firstFlip > 0, entries.join(", "));
+      assert.ok(points.length >= 10 && firstFlip > 0, points.map((p) => p.point).join(", "));
     });
 
-    for (const [i, entry] of entries.entries()) {
+    for (const [i, { point: entry, nth }] of points.entries()) {
       // Once traffic has flipped, recovery goes forward: it finishes the flow or resumes the path.
       const expected = i >= firstFlip ? scenario.to : scenario.from;
-      it(`dies at ${entry} (#${i + 1}): ${expected} is live, nothing else runs`, async () => {
+      it(`dies at ${entry}${nth ? ` (pass ${nth + 1})` : ""} (#${i + 1}): ${expected} is live, nothing else runs`, async () => {
         const prepared = await scenario.prepare();
         world = prepared.world;
         const dying = prepared.agent;
         const [before] = await world.store.listHistory(SERVICE, 1);
-        // By position: a turquoise path journals start, flip... twice.
-        let written = 0;
+        // The nth pass: a turquoise path journals start, flip... twice, and each replica starts alike.
+        let passes = 0;
         dying.failpoint = (at, self) => {
-          if (written++ !== i) return;
-          assert.equal(at, entry, "the flow journals the same entries on every run");
-          throw self.die(`after ${entry} (#${i + 1})`);
+          if (at !== entry || passes++ !== nth) return;
+          throw self.die(`at ${entry}, pass ${nth + 1}`);
         };
         await assert.rejects(scenario.deploy(dying), AgentDied);
 

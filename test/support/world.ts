@@ -52,7 +52,7 @@ export interface WorldEvent {
   message: string;
 }
 
-/** Called at each failpoint of the agent's flows (each journal write, mostly), with the point and the agent. */
+/** Called at each failpoint of the agent's flows (each journal write, each instance start's records), with the point and the agent. */
 export type Failpoint = (point: string, agent: TestAgent) => void;
 
 export interface WorldOptions {
@@ -204,7 +204,7 @@ export class TestAgent {
     // The spec says "process"; what the fleet records is the runtime's own name. Only one of the
     // two names discovers, or a sweep would find each instance twice.
     const asProcess = new Proxy(this.runtime, { get: (t, prop) => (prop === "discover" ? undefined : Reflect.get(t, prop, t)) });
-    this.fleet = new Fleet({ process: asProcess, [this.runtime.name]: this.runtime }, this.records, world.spec.dir);
+    this.fleet = new Fleet({ process: asProcess, [this.runtime.name]: this.runtime }, this.records, world.spec.dir, {}, (point) => this.failpoint?.(point, this));
     this.orchestrator = new Orchestrator({
       spec: world.spec,
       store,
