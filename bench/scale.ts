@@ -132,7 +132,9 @@ async function main(): Promise<void> {
     await sleep(SETTLE_MS);
 
     say(`steady state: sampling the agent (pid ${agentPid}), the proxy (pid ${proxyPid}) and ${instancePids.length} instances for ${DURATION_S} s`);
+    const windowStart = Date.now();
     const steady = await sampleSteadyState(agentPid, proxyPid, instancePids, DURATION_S, hz);
+    const events = eventsBetween(path.join(big.stateDir, "agent.log"), windowStart, Date.now());
     const checks = checkPeriods(await statusOf(big));
     const instancePssKiB = instancePids.map((p) => pssKiB(p) ?? 0);
     const instanceRssKiB = instancePids.map((p) => rssKiB(p) ?? 0);
@@ -171,6 +173,7 @@ async function main(): Promise<void> {
         cpuPercentAll: round(steady.instancesCpuPercent, 1), cpuPercentEach: round(steady.instancesCpuPercent / instancePids.length, 3),
         pssMiBAll: round(sum(instancePssKiB) / 1024, 0), pssMiBEach: round(median(instancePssKiB) / 1024, 1), rssMiBEach: round(median(instanceRssKiB) / 1024, 1),
       },
+      eventsInWindow: events,
       checks: { expectedPerSecond: instancePids.length, observedPerSecond: round(checks.perSecond, 0), periodMedianMs: round(checks.periodMedianMs, 0), periodP95Ms: round(checks.periodP95Ms, 0), durationMedianMs: round(checks.durationMedianMs, 2) },
       tableApply: {
         atScale: { medianMs: round(median(atScale.puts), 2), p95Ms: round(percentile(atScale.puts, 95), 2), bytes: atScale.tableBytes },
@@ -210,6 +213,7 @@ async function main(): Promise<void> {
       ["agent RSS (end of window / peak, whole run)", `${summary.agent.rssMiB} / ${summary.agent.rssPeakWholeRunMiB} MiB`, `≤ ${TARGET_AGENT_RSS_MIB} MB: ${yes(met.rss)}`],
       ["health checks per second (expected " + instancePids.length + ")", formatNumber(summary.checks.observedPerSecond), ""],
       ["check period median / p95 (interval + check + lag)", `${summary.checks.periodMedianMs} / ${summary.checks.periodP95Ms} ms`, ""],
+      ["health changes, exits, replacements in the window", Object.keys(events).length ? Object.entries(events).map(([k, v]) => `${k} ${v}`).join(", ") : "none", "none"],
       ["proxy CPU / RSS", `${summary.proxy.cpuPercent.toFixed(2)} % / ${summary.proxy.rssMiB} MiB`, ""],
       ["instances: CPU, all / each", `${summary.instances.cpuPercentAll} % / ${summary.instances.cpuPercentEach} %`, ""],
       ["instances: PSS, all / each (median)", `${formatNumber(summary.instances.pssMiBAll)} MiB / ${summary.instances.pssMiBEach} MiB`, ""],
@@ -313,6 +317,21 @@ async function sampleSteadyState(agentPid: number, proxyPid: number, instancePid
     proxyRssLastKiB: rssKiB(proxyPid)!,
     instancesCpuPercent: cpuPercent(instances0, instances1, last.at - first.at, hz),
   };
+}
+
+/**
+ * The agent's events in a time window, by type, from its log ("<ISO time> <service> <type>: ..."):
+ * in a steady state no check should change and no instance should be replaced.
+ */
+function eventsBetween(logFile: string, from: number, to: number): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const line of fs.readFileSync(logFile, "utf8").split("\n")) {
+    const m = /^(\d{4}-\d\d-\d\dT\S+Z) \S+ ([\w.-]+): /.exec(line);
+    if (!m) continue;
+    const at = Date.parse(m[1]!);
+    if (at >= from && at <= to) counts[m[2]!] = (counts[m[2]!] ?? 0) + 1;
+  }
+  return counts;
 }
 
 /** From the check history status keeps (the last 10 per instance): how often each instance is actually checked. */
