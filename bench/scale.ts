@@ -57,7 +57,8 @@ const ALL_PASSING_WAIT_MS = 120_000;
 const MAX_RUN_MS = DURATION_S * 1000 + (PROFILE_DIR ? PROFILE_S * 1000 : 0) + 20 * 60_000;
 
 const TARGET_AGENT_CPU_PERCENT = 5;
-const TARGET_AGENT_RSS_MIB = 150;
+/** The issue says 150 MB: decimal megabytes, so 143 MiB. */
+const TARGET_AGENT_RSS_MIB = 150e6 / 2 ** 20;
 const TARGET_FLIP_RATIO = 2;
 
 const runFile = promisify(execFile);
@@ -133,7 +134,7 @@ async function main(): Promise<void> {
 
     say(`steady state: sampling the agent (pid ${agentPid}), the proxy (pid ${proxyPid}) and ${instancePids.length} instances for ${DURATION_S} s`);
     const windowStart = Date.now();
-    const steady = await sampleSteadyState(agentPid, proxyPid, instancePids, DURATION_S, hz);
+    const steady = await sampleSteadyState(agentPid, proxyPid, readAgentInfo(ref.stateDir)!.pid, instancePids, DURATION_S, hz);
     const events = eventsBetween(path.join(big.stateDir, "agent.log"), windowStart, Date.now());
     const checks = checkPeriods(await statusOf(big));
     const instancePssKiB = instancePids.map((p) => pssKiB(p) ?? 0);
@@ -167,6 +168,10 @@ async function main(): Promise<void> {
       agent: {
         cpuPercent: round(steady.agentCpuPercent, 2), cpuPercentWorst10s: round(steady.agentCpuWorst10s, 2),
         rssMiB: round(steady.agentRssLastKiB / 1024, 1), rssMaxMiB: round(steady.agentRssMaxKiB / 1024, 1), rssPeakWholeRunMiB: round(Math.max(peakRss.agentKiB, steady.agentRssMaxKiB) / 1024, 1),
+        oneServiceCpuPercent: round(steady.refAgentCpuPercent, 2), oneServiceRssMiB: round(steady.refAgentRssKiB / 1024, 1),
+        // What each instance beyond the 1-service workspace's adds to the agent.
+        cpuPercentPerInstance: round((steady.agentCpuPercent - steady.refAgentCpuPercent) / (instancePids.length - REPLICAS), 4),
+        rssKiBPerInstance: round((steady.agentRssLastKiB - steady.refAgentRssKiB) / (instancePids.length - REPLICAS), 0),
       },
       proxy: { cpuPercent: round(steady.proxyCpuPercent, 2), rssMiB: round(steady.proxyRssLastKiB / 1024, 1) },
       instances: {
@@ -210,7 +215,9 @@ async function main(): Promise<void> {
     console.log(`\nsteady state, ${DURATION_S} s, ${instancePids.length} instances checked every ${HEALTH_INTERVAL}\n`);
     console.log(formatTable(["figure", "value", "target"], [
       ["agent CPU, % of one core (mean / worst 10 s)", `${summary.agent.cpuPercent.toFixed(2)} / ${summary.agent.cpuPercentWorst10s.toFixed(2)} %`, `≤ ${TARGET_AGENT_CPU_PERCENT} %: ${yes(met.cpu)}`],
-      ["agent RSS (end of window / peak, whole run)", `${summary.agent.rssMiB} / ${summary.agent.rssPeakWholeRunMiB} MiB`, `≤ ${TARGET_AGENT_RSS_MIB} MB: ${yes(met.rss)}`],
+      ["agent RSS (end of window / peak, whole run)", `${summary.agent.rssMiB} / ${summary.agent.rssPeakWholeRunMiB} MiB`, `≤ 150 MB (${TARGET_AGENT_RSS_MIB.toFixed(0)} MiB): ${yes(met.rss)}`],
+      [`the 1-service agent in the same window: CPU / RSS`, `${summary.agent.oneServiceCpuPercent.toFixed(2)} % / ${summary.agent.oneServiceRssMiB} MiB`, ""],
+      ["the agent's cost per instance beyond those: CPU / RSS", `${summary.agent.cpuPercentPerInstance} % / ${formatNumber(summary.agent.rssKiBPerInstance)} KiB`, ""],
       ["health checks per second (expected " + instancePids.length + ")", formatNumber(summary.checks.observedPerSecond), ""],
       ["check period median / p95 (interval + check + lag)", `${summary.checks.periodMedianMs} / ${summary.checks.periodP95Ms} ms`, ""],
       ["health changes, exits, replacements in the window", Object.keys(events).length ? Object.entries(events).map(([k, v]) => `${k} ${v}`).join(", ") : "none", "none"],
@@ -235,7 +242,8 @@ async function main(): Promise<void> {
     ]));
     console.log(`\nflip with ${n} / flip with 1: ${f.ratioToAlone}× against the one alone, ${f.ratioToBeside}× against the one beside (target ≤ ${TARGET_FLIP_RATIO}×: ${yes(met.flip)})`);
     if (profile) {
-      console.log(`\nagent profile, ${PROFILE_S} s of steady state: ${formatNumber(profile.busyMs)} ms busy (${((profile.busyMs / (PROFILE_S * 1000)) * 100).toFixed(1)} % of one core, the profiler's own cost included), written to ${profile.file}\n`);
+      // V8's sampler sees wall time: on a busy machine a system call waiting for a CPU counts as busy, so read the shares, not the total.
+      console.log(`\nagent profile (V8 sampler), ${PROFILE_S} s of steady state: ${formatNumber(profile.busyMs)} ms not idle (wall time, the profiler's own cost and waits for a CPU included), written to ${profile.file}\n`);
       console.log(formatTable(["function (self time, busiest first)", "self ms", "self %", "total ms"], profile.top.map((l) => [l.where, formatNumber(l.selfMs), `${((l.selfMs / profile!.busyMs) * 100).toFixed(1)}`, formatNumber(l.totalMs)])));
     }
   } finally {
@@ -286,13 +294,17 @@ interface Steady {
   agentRssMaxKiB: number;
   proxyCpuPercent: number;
   proxyRssLastKiB: number;
+  /** The 1-service workspace's agent over the same window: what an agent costs with 4 instances. */
+  refAgentCpuPercent: number;
+  refAgentRssKiB: number;
   instancesCpuPercent: number;
 }
 
 /** Reads CPU ticks and RSS once a second for durationS seconds; CPU is % of one core over the window. */
-async function sampleSteadyState(agentPid: number, proxyPid: number, instancePids: number[], durationS: number, hz: number): Promise<Steady> {
+async function sampleSteadyState(agentPid: number, proxyPid: number, refAgentPid: number, instancePids: number[], durationS: number, hz: number): Promise<Steady> {
   const t0 = performance.now();
   const instances0 = ticksOf(instancePids);
+  const ref0 = ticksOf([refAgentPid]);
   const samples: Array<{ at: number; agent: number; proxy: number; rss: number }> = [{ at: t0, agent: cpuTicks(agentPid)!, proxy: cpuTicks(proxyPid)!, rss: rssKiB(agentPid)! }];
   for (let s = 1; s <= durationS; s++) {
     await sleep(Math.max(0, t0 + s * 1000 - performance.now()));
@@ -302,6 +314,7 @@ async function sampleSteadyState(agentPid: number, proxyPid: number, instancePid
     samples.push({ at: performance.now(), agent, proxy, rss: rssKiB(agentPid)! });
   }
   const instances1 = ticksOf(instancePids);
+  const ref1 = ticksOf([refAgentPid]);
   const first = samples[0]!;
   const last = samples[samples.length - 1]!;
   const pct = (a: { at: number; agent: number }, b: { at: number; agent: number }) => ((b.agent - a.agent) / hz / ((b.at - a.at) / 1000)) * 100;
@@ -316,6 +329,8 @@ async function sampleSteadyState(agentPid: number, proxyPid: number, instancePid
     proxyCpuPercent: ((last.proxy - first.proxy) / hz / ((last.at - first.at) / 1000)) * 100,
     proxyRssLastKiB: rssKiB(proxyPid)!,
     instancesCpuPercent: cpuPercent(instances0, instances1, last.at - first.at, hz),
+    refAgentCpuPercent: cpuPercent(ref0, ref1, last.at - first.at, hz),
+    refAgentRssKiB: rssKiB(refAgentPid) ?? NaN,
   };
 }
 
