@@ -5,6 +5,7 @@
 // Usage: node dist/bench/scale.js [--services 100] [--replicas 4] [--duration 60] [--flips 5] [--json] [--profile DIR]
 import { execFile } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { readAgentInfo } from "../src/agent.js";
@@ -134,8 +135,11 @@ async function main(): Promise<void> {
 
     say(`steady state: sampling the agent (pid ${agentPid}), the proxy (pid ${proxyPid}) and ${instancePids.length} instances for ${DURATION_S} s`);
     const windowStart = Date.now();
+    // The machine is shared: its load says how much the figures below competed for the two cores.
+    const loadBefore = os.loadavg()[0]!;
     const steady = await sampleSteadyState(agentPid, proxyPid, readAgentInfo(ref.stateDir)!.pid, instancePids, DURATION_S, hz);
     const events = eventsBetween(path.join(big.stateDir, "agent.log"), windowStart, Date.now());
+    const loadAfter = os.loadavg()[0]!;
     const checks = checkPeriods(await statusOf(big));
     const instancePssKiB = instancePids.map((p) => pssKiB(p) ?? 0);
     const instanceRssKiB = instancePids.map((p) => rssKiB(p) ?? 0);
@@ -165,6 +169,7 @@ async function main(): Promise<void> {
       machine, services: SERVICES, replicas: REPLICAS, instanceCount: instancePids.length, healthInterval: HEALTH_INTERVAL, durationS: DURATION_S,
       instanceCommand: [process.execPath, ...INSTANCE_NODE_FLAGS, "tiny-app.mjs"],
       bringUpMs: Math.round(bringUpMs),
+      loadAverage1m: { windowStart: round(loadBefore, 2), windowEnd: round(loadAfter, 2) },
       agent: {
         cpuPercent: round(steady.agentCpuPercent, 2), cpuPercentWorst10s: round(steady.agentCpuWorst10s, 2),
         rssMiB: round(steady.agentRssLastKiB / 1024, 1), rssMaxMiB: round(steady.agentRssMaxKiB / 1024, 1), rssPeakWholeRunMiB: round(Math.max(peakRss.agentKiB, steady.agentRssMaxKiB) / 1024, 1),
@@ -212,7 +217,7 @@ async function main(): Promise<void> {
     const yes = (ok: boolean) => (ok ? "met" : "MISSED");
     const n = `${SERVICES} services`;
     console.log(`\nbring-up: ${SERVICES} deploys of v1 (${instancePids.length} instances), ${DEPLOY_CONCURRENCY} at a time: ${formatNumber(bringUpMs / 1000, 1)} s`);
-    console.log(`\nsteady state, ${DURATION_S} s, ${instancePids.length} instances checked every ${HEALTH_INTERVAL}\n`);
+    console.log(`\nsteady state, ${DURATION_S} s, ${instancePids.length} instances checked every ${HEALTH_INTERVAL}; the machine's 1-minute load average ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)} (2 cores, shared)\n`);
     console.log(formatTable(["figure", "value", "target"], [
       ["agent CPU, % of one core (mean / worst 10 s)", `${summary.agent.cpuPercent.toFixed(2)} / ${summary.agent.cpuPercentWorst10s.toFixed(2)} %`, `≤ ${TARGET_AGENT_CPU_PERCENT} %: ${yes(met.cpu)}`],
       ["agent RSS (end of window / peak, whole run)", `${summary.agent.rssMiB} / ${summary.agent.rssPeakWholeRunMiB} MiB`, `≤ 150 MB (${TARGET_AGENT_RSS_MIB.toFixed(0)} MiB): ${yes(met.rss)}`],
