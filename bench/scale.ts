@@ -54,6 +54,7 @@ const TABLE_PUTS = 20;
 const STATUS_API_CALLS = 20;
 const STATUS_CLI_CALLS = 10;
 const ALL_PASSING_WAIT_MS = 120_000;
+const DEPLOY_ATTEMPTS = 3;
 /** Bring-up of hundreds of processes on a busy machine, the measurements, and `down`: bounded all together. */
 const MAX_RUN_MS = DURATION_S * 1000 + (PROFILE_DIR ? PROFILE_S * 1000 : 0) + 20 * 60_000;
 
@@ -80,6 +81,7 @@ async function main(): Promise<void> {
 
   const app = writeTinyApp();
   const workspaces: ScaleWorkspace[] = [];
+  const retries: string[] = [];
   let cleaning: Promise<void> | undefined;
   const cleanup = (): Promise<void> => (cleaning ??= (async () => {
     await Promise.all(workspaces.map((w) => w.destroy().catch((e: unknown) => say(`cleanup of ${w.dir}: ${e instanceof Error ? e.message : e}`))));
@@ -109,10 +111,10 @@ async function main(): Promise<void> {
     const ref = await createScaleWorkspace({ services: 1, replicas: REPLICAS, healthInterval: HEALTH_INTERVAL, app, nodeFlags: INSTANCE_NODE_FLAGS });
     workspaces.push(ref);
     await ref.cli(["up", "--detach"]);
-    await bringUp(ref, 1);
+    await bringUp(ref, 1, say, retries);
     await allPassing(ref);
     say("reference: 1-service workspace up; timing it alone");
-    const alone = (await measure([ref], say)).get(ref)!;
+    const alone = (await measure([ref], say, retries)).get(ref)!;
 
     const big = await createScaleWorkspace({ services: SERVICES, replicas: REPLICAS, healthInterval: HEALTH_INTERVAL, app, nodeFlags: INSTANCE_NODE_FLAGS });
     workspaces.push(big);
@@ -126,7 +128,7 @@ async function main(): Promise<void> {
 
     say(`\n${SERVICES}-service workspace: deploying v1 of every service, ${DEPLOY_CONCURRENCY} at a time`);
     const bringUpStarted = performance.now();
-    await bringUp(big, DEPLOY_CONCURRENCY, (done) => { if (!args.json) process.stdout.write(`\rdeployed ${done}/${SERVICES}`); });
+    await bringUp(big, DEPLOY_CONCURRENCY, say, retries, (done) => { if (!args.json) process.stdout.write(`\rdeployed ${done}/${SERVICES}`); });
     const bringUpMs = performance.now() - bringUpStarted;
     say("");
     const instancePids = await allPassing(big);
@@ -158,7 +160,7 @@ async function main(): Promise<void> {
     }
 
     say(`timing table applies, status and flips: the ${SERVICES}-service workspace and the 1-service one, round by round`);
-    const beside = await measure([big, ref], say);
+    const beside = await measure([big, ref], say, retries);
     const atScale = beside.get(big)!;
     const refBeside = beside.get(ref)!;
     clearInterval(rssWatch);
@@ -168,7 +170,7 @@ async function main(): Promise<void> {
     const summary = {
       machine, services: SERVICES, replicas: REPLICAS, instanceCount: instancePids.length, healthInterval: HEALTH_INTERVAL, durationS: DURATION_S,
       instanceCommand: [process.execPath, ...INSTANCE_NODE_FLAGS, "tiny-app.mjs"],
-      bringUpMs: Math.round(bringUpMs),
+      bringUpMs: Math.round(bringUpMs), deployRetries: retries,
       loadAverage1m: { windowStart: round(loadBefore, 2), windowEnd: round(loadAfter, 2) },
       agent: {
         cpuPercent: round(steady.agentCpuPercent, 2), cpuPercentWorst10s: round(steady.agentCpuWorst10s, 2),
@@ -216,7 +218,7 @@ async function main(): Promise<void> {
 
     const yes = (ok: boolean) => (ok ? "met" : "MISSED");
     const n = `${SERVICES} services`;
-    console.log(`\nbring-up: ${SERVICES} deploys of v1 (${instancePids.length} instances), ${DEPLOY_CONCURRENCY} at a time: ${formatNumber(bringUpMs / 1000, 1)} s`);
+    console.log(`\nbring-up: ${SERVICES} deploys of v1 (${instancePids.length} instances), ${DEPLOY_CONCURRENCY} at a time: ${formatNumber(bringUpMs / 1000, 1)} s${retries.length ? `; ${retries.length} failed deploy(s) of the run were retried (above)` : ""}`);
     console.log(`\nsteady state, ${DURATION_S} s, ${instancePids.length} instances checked every ${HEALTH_INTERVAL}; the machine's 1-minute load average ${loadBefore.toFixed(1)} → ${loadAfter.toFixed(1)} (2 cores, shared)\n`);
     console.log(formatTable(["figure", "value", "target"], [
       ["agent CPU, % of one core (mean / worst 10 s)", `${summary.agent.cpuPercent.toFixed(2)} / ${summary.agent.cpuPercentWorst10s.toFixed(2)} %`, `≤ ${TARGET_AGENT_CPU_PERCENT} %: ${yes(met.cpu)}`],
@@ -258,17 +260,62 @@ async function main(): Promise<void> {
   }
 }
 
-/** Deploys v1 of every service of the workspace, `concurrency` deploys at a time. */
-async function bringUp(ws: ScaleWorkspace, concurrency: number, progress?: (done: number) => void): Promise<void> {
+/**
+ * Deploys v1 of every service of the workspace, `concurrency` deploys at a time. A deploy that
+ * fails is retried and reported with the end of the newest instance log of that service: on the
+ * shared machine an instance can lose its port to another process between the agent's pick and
+ * its listen.
+ */
+async function bringUp(ws: ScaleWorkspace, concurrency: number, say: (s: string) => void, retried: string[], progress?: (done: number) => void): Promise<void> {
   let next = 0;
   let done = 0;
-  await Promise.all(Array.from({ length: Math.min(concurrency, ws.services.length) }, async () => {
-    while (next < ws.services.length) {
+  let failed = false;
+  const workers = Array.from({ length: Math.min(concurrency, ws.services.length) }, async () => {
+    // Once one service has failed for good, the others stop taking new deploys, so cleanup never races one.
+    while (!failed && next < ws.services.length) {
       const service = ws.services[next++]!;
-      await flowRunner(ws, "bench:scale", service)("deploy", { release: "v1" });
+      try {
+        await deploy(ws, service, "v1", say, retried);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
       progress?.(++done);
     }
-  }));
+  });
+  const results = await Promise.allSettled(workers);
+  const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failure) throw failure.reason;
+}
+
+/**
+ * One deploy through the agent's API, tried up to DEPLOY_ATTEMPTS times: a failed deploy leaves
+ * the live release as it was. Each failure that a later attempt got past is added to `retried`.
+ */
+async function deploy(ws: ScaleWorkspace, service: string, release: string, say: (s: string) => void, retried: string[]): Promise<HistoryEntry> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await flowRunner(ws, "bench:scale", service)("deploy", { release });
+    } catch (e) {
+      const why = `${e instanceof Error ? e.message : e}${newestLogTail(ws, service)}`;
+      if (attempt >= DEPLOY_ATTEMPTS) throw new Error(why);
+      retried.push(why);
+      say(`\n${why}\nretrying the deploy of ${service} ${release}`);
+    }
+  }
+}
+
+/** The last lines of the most recently written instance log of a service, for a failure report. */
+function newestLogTail(ws: ScaleWorkspace, service: string): string {
+  const dir = path.join(ws.stateDir, "logs", service);
+  try {
+    const newest = fs.readdirSync(dir).map((f) => ({ f, at: fs.statSync(path.join(dir, f)).mtimeMs })).sort((a, b) => b.at - a.at)[0];
+    if (!newest) return "";
+    const tail = fs.readFileSync(path.join(dir, newest.f), "utf8").trimEnd().split("\n").slice(-8).join("\n");
+    return tail ? `\n--- ${newest.f} ---\n${tail}` : "";
+  } catch {
+    return "";
+  }
 }
 
 function clientOf(ws: ScaleWorkspace): AgentClient {
@@ -369,7 +416,7 @@ function checkPeriods(s: StatusBody): { perSecond: number; periodMedianMs: numbe
 }
 
 /** Table applies, status calls and flips, round by round across the workspaces so that they share the machine's moments. */
-async function measure(wss: ScaleWorkspace[], say: (s: string) => void): Promise<Map<ScaleWorkspace, Timings>> {
+async function measure(wss: ScaleWorkspace[], say: (s: string) => void, retried: string[]): Promise<Map<ScaleWorkspace, Timings>> {
   const out = new Map<ScaleWorkspace, Timings>(wss.map((w) => [w, { puts: [], tableBytes: 0, statusApi: [], statusBytes: 0, statusCli: [], flips: [] }]));
   const proxies = new Map(await Promise.all(wss.map(async (w) => [w, (await connectProxy(w.stateDir))!.proxy] as const)));
 
@@ -408,7 +455,7 @@ async function measure(wss: ScaleWorkspace[], say: (s: string) => void): Promise
   for (let r = 0; r < FLIPS; r++) {
     for (const w of wss) {
       const next = release.get(w) === "v1" ? "v2" : "v1";
-      const h: HistoryEntry = await flowRunner(w, "bench:scale", w.services[0]!)("deploy", { release: next });
+      const h = await deploy(w, w.services[0]!, next, say, retried);
       release.set(w, next);
       out.get(w)!.flips.push({
         release: next, flipMs: stepMs(h, "flip"), totalMs: h.finishedAt! - h.startedAt, startMs: stepMs(h, "start"), healthyMs: stepMs(h, "healthy"),
