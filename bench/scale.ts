@@ -2,7 +2,7 @@
 // process runtime, health interval 1 s. Samples the agent's CPU and RSS over --duration seconds of
 // steady state, then times the proxy's route-table apply, `status --json` and the flip of one
 // service while the others are live, each beside a 1-service workspace measured in the same run.
-// Usage: node dist/bench/scale.js [--services 100] [--replicas 4] [--duration 60] [--flips 5] [--json] [--profile DIR]
+// Usage: node dist/bench/scale.js [--services 100] [--replicas 4] [--duration 60] [--flips 9] [--json] [--profile DIR]
 import { execFile } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -28,7 +28,7 @@ const { values: args } = parseArgs({
     services: { type: "string", default: "100" },
     replicas: { type: "string", default: "4" },
     duration: { type: "string", default: "60" },
-    flips: { type: "string", default: "5" },
+    flips: { type: "string", default: "9" },
     "deploy-concurrency": { type: "string", default: "4" },
     "instance-node-flags": { type: "string", default: "" },
     profile: { type: "string" },
