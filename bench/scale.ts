@@ -30,6 +30,7 @@ const { values: args } = parseArgs({
     duration: { type: "string", default: "60" },
     flips: { type: "string", default: "9" },
     "deploy-concurrency": { type: "string", default: "4" },
+    "health-interval": { type: "string", default: "1s" },
     "instance-node-flags": { type: "string", default: "" },
     profile: { type: "string" },
     "profile-seconds": { type: "string", default: "20" },
@@ -47,7 +48,9 @@ const PROFILE_S = Number(args["profile-seconds"]);
 for (const [name, v] of [["services", SERVICES], ["replicas", REPLICAS], ["duration", DURATION_S], ["flips", FLIPS], ["deploy-concurrency", DEPLOY_CONCURRENCY], ["profile-seconds", PROFILE_S]] as const) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be an integer ≥ 1, got ${v}`);
 }
-const HEALTH_INTERVAL = "1s";
+/** The issue's 1 s; a longer one (a diagnosis, not the benchmark) shows what the checks cost the other figures. */
+const HEALTH_INTERVAL = args["health-interval"]!;
+if (!/^\d+(ms|s|m)$/.test(HEALTH_INTERVAL)) throw new Error(`--health-interval must be a duration such as 1s, got "${HEALTH_INTERVAL}"`);
 /** Instances are watched only once the monitor has them, so the steady window starts a little after bring-up. */
 const SETTLE_MS = 5_000;
 const TABLE_PUTS = 20;
