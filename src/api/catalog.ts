@@ -2,8 +2,8 @@
 // catalog and health endpoints show them.
 import type { Agent } from "../agent.js";
 import { TurquoiseError } from "../errors.js";
+import { keys } from "../deploy/records.js";
 import type { WatchSpec } from "../spec/types.js";
-import { degradedKey } from "../heal/supervisor.js";
 
 export interface CatalogInstance {
   id: string;
@@ -23,7 +23,7 @@ export async function catalog(agent: Agent): Promise<Array<{ name: string; color
     const instances = await catalogService(agent, name);
     const color = (await agent.records.color(name)) ?? null;
     const live = color ? await agent.records.slot(name, color) : undefined;
-    const degraded = await agent.store.get(degradedKey(name));
+    const degraded = await agent.store.get(keys.degraded(name));
     out.push({
       name, color, release: live?.release ?? null, instances: instances.length,
       passing: instances.filter((i) => i.role === "live" && i.health.status === "passing").length,

@@ -10,7 +10,6 @@ import { parseSchemaRange } from "../deploy/release.js";
 import { parseDuration } from "../util/duration.js";
 import { DEFAULT_BLOCKING_WAIT_MS } from "./registry.js";
 import { catalog, catalogService, checks } from "./catalog.js";
-import { degradedKey } from "../heal/supervisor.js";
 import type { SchemaRange } from "../plan/planner.js";
 import { tokenMatches } from "../auth/token.js";
 
@@ -196,7 +195,7 @@ async function status(agent: Agent): Promise<unknown> {
       slots,
       instances,
       lock: (await agent.store.getLock(keys.lock(svc.name))) ?? null,
-      degraded: await agent.store.get(degradedKey(svc.name)).then((kv) => (kv ? (JSON.parse(kv.value) as unknown) : null)),
+      degraded: await agent.store.get(keys.degraded(svc.name)).then((kv) => (kv ? (JSON.parse(kv.value) as unknown) : null)),
     });
   }
   return { agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt }, proxy: { pid: agent.proxy.pid, address: `${agent.spec.proxy.host}:${agent.proxy.listenPort}`, stats: await agent.proxy.stats().catch((e) => ({ error: errorMessage(e) })) }, services };

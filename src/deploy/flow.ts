@@ -19,7 +19,6 @@ import { smokeInstances } from "./smoke.js";
 import { runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
 import { verifyPublicRoute } from "./verify.js";
 import type { WarmSlots } from "./warm.js";
-import { degradedKey } from "../heal/supervisor.js";
 
 export interface DeployRequest extends PlanRequest {
   actor: string;
@@ -106,7 +105,7 @@ export class DeployFlow {
       // A resumed path starts at its turquoise release; what rollback returns to is still the release before it.
       if (live && live.release !== req.release && live.release !== plan.via) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
       // A successful deploy is a fresh start for self-healing.
-      await store.delete(degradedKey(svc.name));
+      await store.delete(keys.degraded(svc.name));
       const recordStarted = Date.now();
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });

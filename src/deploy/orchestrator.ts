@@ -8,7 +8,6 @@ import type { ServiceSpec } from "../spec/types.js";
 import type { ServiceDatabase } from "./database.js";
 import { instanceEnvFor, openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import { DeployFlow, type DeployOutcome, type DeployRequest } from "./flow.js";
-import { keepLock } from "./lock.js";
 import { runMigrations, type MigrationRequest } from "./migrations.js";
 import { Planning, type ComputedPlan, type PlanRequest } from "./planning.js";
 import { Recovery } from "./recovery.js";
@@ -18,7 +17,8 @@ import { WarmSlots } from "./warm.js";
 
 export class Orchestrator {
   private readonly planning: Planning;
-  private readonly routes: RouteTables;
+  /** The route table builder: healing and a restarted proxy apply tables through it too. */
+  readonly routes: RouteTables;
   private readonly warm: WarmSlots;
   private readonly flow: DeployFlow;
   private readonly recovery: Recovery;
@@ -69,11 +69,6 @@ export class Orchestrator {
   /** The environment Turquoise adds to a service's instances: its database URL, when it has one. */
   instanceEnvFor(svc: ServiceSpec): Record<string, string> {
     return instanceEnvFor(this.d.spec, svc);
-  }
-
-  /** Renews a held deploy lock until cleared; a lost lock or a store error is an event, never a crash. */
-  keepLock(service: string, owner: string): NodeJS.Timeout {
-    return keepLock(this.d.store, this.d.event, service, owner);
   }
 
   /** Builds the route table from the Store's live colors and applies it; resolves once the proxy uses it. */

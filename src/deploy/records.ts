@@ -43,6 +43,8 @@ export const keys = {
   color: (svc: string) => `services/${svc}/color`,
   slot: (svc: string, slot: Slot) => `services/${svc}/slots/${slot}`,
   previous: (svc: string) => `services/${svc}/previous`,
+  /** Self-healing gave up on the service; the next deploy clears it. */
+  degraded: (svc: string) => `services/${svc}/degraded`,
   instance: (svc: string, id: string) => `instances/${svc}/${id}`,
   instances: (svc?: string) => (svc ? `instances/${svc}/` : "instances/"),
   journal: (svc: string) => `journal/${svc}`,

@@ -3,9 +3,11 @@
 // too many failed in a row, or too many within a window, the service is marked degraded and an
 // event is raised, instead of restarting forever. The slot's healthy replicas keep serving throughout.
 import { waitHealthy } from "../health/checks.js";
+import { instanceEnvFor, type EventLog } from "../deploy/deps.js";
 import type { Fleet } from "../deploy/fleet.js";
-import type { Orchestrator } from "../deploy/orchestrator.js";
+import { keepLock } from "../deploy/lock.js";
 import { keys, type Records } from "../deploy/records.js";
+import type { RouteTables } from "../deploy/routes.js";
 import type { InstanceInfo, Slot } from "../runtime/contract.js";
 import type { Spec } from "../spec/types.js";
 import type { Store } from "../state/contract.js";
@@ -20,19 +22,16 @@ export const HEAL_BACKOFF_MAX_MS = 10_000;
 const HEAL_LOCK_TTL_MS = 60_000;
 const HEAL_LOCK_RETRY_MS = 250;
 
-export function degradedKey(service: string): string {
-  return `services/${service}/degraded`;
-}
-
 export interface SupervisorDeps {
   spec: Spec;
   store: Store;
   records: Records;
   fleet: Fleet;
-  orchestrator: Orchestrator;
+  /** A replacement that turned healthy joins the live route table. */
+  routes: Pick<RouteTables, "apply">;
   apiUrl: () => string;
   agentId: string;
-  event: (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
+  event: EventLog;
 }
 
 export class Supervisor {
@@ -79,7 +78,7 @@ export class Supervisor {
     const svc = this.d.spec.services[service];
     const rec = await this.d.records.slot(service, slot);
     if (!svc || !rec || (rec.state !== "live" && rec.state !== "warm") || this.stopped) return;
-    if (await this.d.store.get(degradedKey(service))) return;
+    if (await this.d.store.get(keys.degraded(service))) return;
     const missing = svc.replicas - this.d.fleet.list(service, slot).length;
     if (missing <= 0) return;
 
@@ -92,7 +91,7 @@ export class Supervisor {
       const reason = failedInARow >= HEAL_MAX_FAILURES
         ? `${failedInARow} replacements in a row never turned healthy (a crash loop)`
         : `${recent.length} replacements within ${HEAL_WINDOW_MS / 1000}s`;
-      await this.d.store.put(degradedKey(service), JSON.stringify({ since: now, slot, release: rec.release, reason }));
+      await this.d.store.put(keys.degraded(service), JSON.stringify({ since: now, slot, release: rec.release, reason }));
       this.d.event(service, "service.degraded", `${service} is degraded: ${reason}; no more automatic restarts until the next deploy`);
       return;
     }
@@ -101,7 +100,7 @@ export class Supervisor {
     const owner = `agent ${this.d.agentId} (healing ${service} ${slot})`;
     const lock = await this.d.store.acquireLock(keys.lock(service), owner, HEAL_LOCK_TTL_MS);
     if (!lock.ok) return this.schedule(service, slot, HEAL_LOCK_RETRY_MS);
-    const renew = this.d.orchestrator.keepLock(service, owner);
+    const renew = keepLock(this.d.store, this.d.event, service, owner);
     try {
       const current = await this.d.records.slot(service, slot);
       const stillMissing = svc.replicas - this.d.fleet.list(service, slot).length;
@@ -111,7 +110,7 @@ export class Supervisor {
       const started = Date.now();
       let fresh: InstanceInfo[];
       try {
-        fresh = await this.d.fleet.startSlot({ ...svc, replicas: stillMissing }, slot, rec.release, this.d.apiUrl(), this.d.orchestrator.instanceEnvFor(svc));
+        fresh = await this.d.fleet.startSlot({ ...svc, replicas: stillMissing }, slot, rec.release, this.d.apiUrl(), instanceEnvFor(this.d.spec, svc));
       } catch (e) {
         // Could not even start (a runtime error): a failure like any other, with the same backoff.
         this.failures.set(pool, (this.failures.get(pool) ?? 0) + 1);
@@ -132,7 +131,7 @@ export class Supervisor {
       }
       this.failures.delete(pool);
       this.d.fleet.markReady(fresh);
-      if ((await this.d.records.color(service)) === slot) await this.d.orchestrator.applyRoutes();
+      if ((await this.d.records.color(service)) === slot) await this.d.routes.apply();
       this.d.event(service, "instance.replaced", `${fresh.map((i) => i.id).join(", ")} (${rec.release}) healthy in ${slot} after ${Date.now() - started}ms`, { slot, release: rec.release, healthyMs: Date.now() - started });
     } finally {
       clearInterval(renew);
