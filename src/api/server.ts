@@ -6,7 +6,7 @@ import { TurquoiseError, errorMessage, type ErrorCode } from "../errors.js";
 import type { Agent } from "../agent.js";
 import { SLOTS } from "../runtime/contract.js";
 import { keys } from "../deploy/records.js";
-import { parseSchemaRange } from "../deploy/release.js";
+import { parseSchemaRange } from "../plan/range.js";
 import { parseDuration } from "../util/duration.js";
 import { DEFAULT_BLOCKING_WAIT_MS } from "./registry.js";
 import { catalog, catalogService, checks } from "./catalog.js";

@@ -5,7 +5,7 @@ import { openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import { keepLock, takeLock } from "./lock.js";
 import type { Planning } from "./planning.js";
 import { keys } from "./records.js";
-import { formatRange } from "./release.js";
+import { formatRange } from "../plan/range.js";
 
 export interface MigrationRequest {
   action: "status" | "up" | "down" | "to";

@@ -7,7 +7,8 @@ import type { ServiceSpec } from "../spec/types.js";
 import { stepInfos } from "./database.js";
 import { openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import type { SlotRecord } from "./records.js";
-import { formatRange, releaseInfo } from "./release.js";
+import { formatRange } from "../plan/range.js";
+import { releaseInfo } from "./release.js";
 
 export const NO_DATABASE = "no database configured for this service: nothing to migrate";
 
