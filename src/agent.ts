@@ -16,14 +16,11 @@ import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
-import { connectProxy, spawnProxy, stopProxy, type BuiltinProxy } from "./proxy/builtin.js";
+import { connectProxy, spawnProxy } from "./proxy/builtin.js";
+import { openProxy, stopDataPlane, type ProxyOptions } from "./proxy/index.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable } from "./proxy/contract.js";
-import { ProcessRuntime } from "./runtime/process.js";
-import { DockerRuntime } from "./runtime/docker.js";
-import { DockerApi } from "./runtime/docker-api.js";
-import { NginxProxy } from "./proxy/nginx.js";
-import crypto from "node:crypto";
-import { SLOTS, type Runtime } from "./runtime/contract.js";
+import { openRuntimes } from "./runtime/index.js";
+import { SLOTS } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
@@ -32,7 +29,6 @@ import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
 
 export const AGENT_FILE = "agent.json";
-const DOCKER_AGENT_LABEL = "turquoise.agent";
 
 export interface AgentInfo {
   pid: number;
@@ -103,8 +99,9 @@ export class Agent {
     const event = eventLog(store, registry, log);
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
-    const fleet = new Fleet(await runtimesFor(spec), records, spec.dir, { TURQUOISE_TOKEN: registryToken });
-    const proxied = await openProxy(spec, log);
+    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: Object.values(spec.services).map((s) => s.runtime) });
+    const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
+    const proxied = await openProxy(proxyOptions(spec), log);
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
@@ -169,7 +166,9 @@ export class Agent {
       try {
         // A restarted proxy numbers its events from 1 again.
         if (proxy !== this.proxy.current) [proxy, after] = [this.proxy.current, 0];
-        const batch = await (proxy as BuiltinProxy).events(after, PROXY_EVENTS_WAIT_MS);
+        // Only a proxy that takes upstreams out by itself reports it; the others have nothing to follow.
+        if (!proxy.events) return;
+        const batch = await proxy.events(after, PROXY_EVENTS_WAIT_MS);
         after = batch.seq;
         for (const e of batch.events) if (e.type === "upstream.down" && e.reason !== "marked") this.monitor.passiveDown(e.id);
       } catch {
@@ -209,12 +208,10 @@ export class Agent {
     for (const { instance, reason } of refused) {
       this.event(instance.service, "instance.refused", `not adopting ${instance.id} (ref ${instance.ref}), nor signalling it: ${reason}; its record is dropped`, { instance: { ...instance }, reason });
     }
-    // Containers of ours that no record names (the agent died between start and record): orphans.
-    const docker = this.fleet.runtimeNamed("docker") as DockerRuntime | undefined;
-    for (const c of docker ? await docker.listManaged() : []) {
-      if (this.fleet.isAlive(c.instance.id)) continue;
-      this.log(`removing orphan container of ${c.instance.service} (${c.instance.id})`);
-      await docker!.stop(c.instance, 1_000).catch(() => undefined);
+    // Instances of ours that no record names (the agent died between start and record): orphans.
+    for (const orphan of await this.fleet.unrecorded()) {
+      this.log(`removing orphan ${orphan.runtime ?? "process"} instance of ${orphan.service} (${orphan.id})`);
+      await this.fleet.runtime(orphan).stop(orphan, 1_000).catch((e) => this.event(orphan.service, "instance.orphan-stop-failed", `stopping orphan ${orphan.id} failed: ${e instanceof Error ? e.message : e}`));
     }
     for (const note of await this.orchestrator.recover()) this.log(`recovered: ${note}`);
 
@@ -297,8 +294,7 @@ export class Agent {
       fs.rmSync(path.join(this.spec.stateDir, "agent.pid"), { force: true });
       if (opts.everything) {
         for (const svc of Object.values(this.spec.services)) await this.fleet.stop(this.fleet.list(svc.name), svc.stopTimeoutMs);
-        if (this.proxy.current instanceof NginxProxy) await this.proxy.current.stop();
-        else await stopProxy(this.spec.stateDir);
+        await stopDataPlane(proxyOptions(this.spec));
       }
       fs.rmSync(path.join(this.spec.stateDir, AGENT_FILE), { force: true });
       await this.store.close();
@@ -318,48 +314,9 @@ function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
   };
 }
 
-/**
- * The data plane: the built-in proxy process, or nginx. Either is adopted when it already runs
- * for this state dir (it kept serving while no agent ran), else started.
- */
-async function openProxy(spec: Spec, log: AgentLog): Promise<{ proxy: Proxy; pid: number; listenPort: number }> {
-  if (spec.proxy.driver === "nginx") {
-    const { binary, template, container } = spec.proxy.nginx;
-    const signal = container ? dockerSignal(container) : undefined;
-    const nginx = new NginxProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, binary, ...(template ? { template } : {}), ...(signal ? { signal } : {}) });
-    const adopted = await nginx.adopt();
-    if (!adopted) await nginx.start();
-    log(`${adopted ? "adopted running" : "started"} nginx on ${spec.proxy.host}:${nginx.listenPort}`);
-    return { proxy: nginx, pid: 0, listenPort: nginx.listenPort };
-  }
-  let adopted = await connectProxy(spec.stateDir);
-  if (adopted && spec.proxy.port !== 0 && adopted.listenPort !== spec.proxy.port) {
-    log(`the running proxy listens on port ${adopted.listenPort} but ${spec.file} says ${spec.proxy.port}: restarting it`);
-    await stopProxy(spec.stateDir);
-    adopted = undefined;
-  }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port }));
-  log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
-  return proxied;
-}
-
-/** nginx in a container: reloads signal the container through the Docker API, as the seed article does. */
-function dockerSignal(container: string): (sig: NodeJS.Signals) => Promise<void> {
-  const api = new DockerApi({});
-  return async (sig) => api.killContainer(container, sig);
-}
-
-/** The process runtime always (it is the default); Docker when a service asks for it. */
-async function runtimesFor(spec: Spec): Promise<Record<string, Runtime>> {
-  const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") }) };
-  if (Object.values(spec.services).some((s) => s.runtime === "docker")) {
-    // The label tells this agent's containers from another agent's on the same daemon.
-    const agentLabel = crypto.createHash("sha256").update(spec.stateDir).digest("hex").slice(0, 12);
-    const docker = new DockerRuntime({ labels: { [DOCKER_AGENT_LABEL]: agentLabel } });
-    await docker.api.ping(); // an unreachable daemon is a clear error now, not at the first deploy
-    runtimes.docker = docker;
-  }
-  return runtimes;
+/** The spec's proxy block as the proxy factory takes it. */
+export function proxyOptions(spec: Spec): ProxyOptions {
+  return { ...spec.proxy, stateDir: spec.stateDir, specFile: spec.file };
 }
 
 async function refuseSecondAgent(spec: Spec): Promise<void> {

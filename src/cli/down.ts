@@ -1,15 +1,12 @@
 import fs from "node:fs";
 import path from "node:path";
 import { TurquoiseError } from "../errors.js";
-import { readAgentInfo } from "../agent.js";
+import { proxyOptions, readAgentInfo } from "../agent.js";
 import { pidAlive } from "../util/proc.js";
 import { readToken } from "../auth/token.js";
 import { Records } from "../deploy/records.js";
-import { stopProxy } from "../proxy/builtin.js";
-import { NginxProxy } from "../proxy/nginx.js";
-import { ProcessRuntime } from "../runtime/process.js";
-import { DockerRuntime } from "../runtime/docker.js";
-import type { Runtime } from "../runtime/contract.js";
+import { stopDataPlane } from "../proxy/index.js";
+import { openRuntimes } from "../runtime/index.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
 import { openStore } from "../state/index.js";
 import { AgentClient } from "./client.js";
@@ -59,8 +56,7 @@ examples:
     try {
       const records = new Records(store);
       const recorded = await records.instances();
-      const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs") }) };
-      if (recorded.some((i) => i.runtime === "docker")) runtimes.docker = new DockerRuntime({});
+      const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: recorded.some((i) => i.runtime === "docker") ? ["docker"] : [] });
       for (const [name, runtime] of Object.entries(runtimes)) {
         const adopted = await runtime.adopt(recorded.filter((i) => (i.runtime ?? "process") === name));
         for (const inst of adopted.alive) {
@@ -70,12 +66,11 @@ examples:
         for (const { instance, reason } of adopted.refused) refused.push({ id: instance.id, service: instance.service, ref: instance.ref, reason });
         for (const inst of [...adopted.alive, ...adopted.dead, ...adopted.refused.map((r) => r.instance)]) await records.removeInstance(inst);
       }
-      (runtimes.docker as DockerRuntime | undefined)?.close();
+      for (const runtime of Object.values(runtimes)) runtime.close?.();
     } finally {
       await store.close();
     }
-    if (spec.proxy.driver === "nginx") await new NginxProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, binary: spec.proxy.nginx.binary }).stop();
-    else await stopProxy(spec.stateDir);
+    await stopDataPlane(proxyOptions(spec));
     if (ctx.json) return printJson(ctx, { stopped: "leftovers", instances: stoppedInstances, refused });
     ctx.out(`no agent was running; stopped the proxy and ${stoppedInstances} leftover instance(s)`);
     for (const r of refused) ctx.err(`not stopped: instance record ${r.id} (ref ${r.ref}): ${r.reason}; the record was dropped`);

@@ -42,8 +42,16 @@ export class Fleet {
     return r;
   }
 
-  runtimeNamed(name: string): Runtime | undefined {
-    return this.runtimes[name];
+  /**
+   * Instances the runtimes find by themselves that this fleet neither started nor adopted: an
+   * agent that died between starting them and recording them left them behind.
+   */
+  async unrecorded(): Promise<InstanceInfo[]> {
+    const found: InstanceInfo[] = [];
+    for (const [name, runtime] of Object.entries(this.runtimes)) {
+      for (const inst of (await runtime.discover?.()) ?? []) if (!this.running.has(inst.id)) found.push({ ...inst, runtime: name });
+    }
+    return found;
   }
 
   /** Called when an instance exits without being asked to. */

@@ -100,4 +100,13 @@ export interface Runtime {
   adopt(instances: InstanceInfo[]): Promise<AdoptResult>;
   /** Whether a release can start, and the schema range it declares. */
   describeRelease(req: { service: string; release: string; cwd: string; image?: string }): Promise<ReleaseDescription>;
+  /**
+   * Optional: every instance of this agent that the runtime can find by itself, recorded or not
+   * (docker: containers by their labels). A restarted agent stops the ones no record names: the
+   * agent before it died between starting them and recording them. A runtime that cannot tell its
+   * own instances without a record (process: a bare pid proves nothing) leaves it out.
+   */
+  discover?(): Promise<InstanceInfo[]>;
+  /** Optional: lets go of what the runtime holds open (docker: the daemon's event stream), so the process can exit. Instances keep running. */
+  close?(): void;
 }

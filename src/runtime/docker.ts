@@ -1,6 +1,6 @@
 // The docker runtime: each instance is a container on the local Docker Engine, driven through its
 // API (docker-api.ts). Containers outlive the agent; a restarted agent re-attaches with adopt(), and
-// listManaged() finds the containers it never recorded. Nothing is ever pulled: images must be local.
+// discover() (listManaged()) finds the containers it never recorded. Nothing is ever pulled: images must be local.
 
 import { randomBytes } from "node:crypto";
 import { constants } from "node:os";
@@ -282,6 +282,10 @@ export class DockerRuntime implements Runtime {
       ...Object.entries(this.extraLabels).map(([k, v]) => `${k}=${v}`),
       ...(service === undefined ? [] : [`${LABELS.service}=${service}`]),
     ]);
+  }
+
+  async discover(): Promise<InstanceInfo[]> {
+    return (await this.listManaged()).map((c) => c.instance);
   }
 
   /** Stops watching the daemon's events. Containers keep running. */
