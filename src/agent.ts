@@ -8,12 +8,14 @@ import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
 import { ensureToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
+import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
-import { watchView } from "./api/catalog.js";
+import { watchRefusal, watchView } from "./api/catalog.js";
 import { Fleet } from "./deploy/fleet.js";
 import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
+import { moveLegacyKeys } from "./deploy/legacy-keys.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy } from "./proxy/builtin.js";
@@ -77,14 +79,18 @@ export class Agent {
     readonly registry: Registry,
     readonly registryToken: string,
     readonly supervisor: Supervisor,
+    readonly deployTokens: DeployTokens,
     private readonly log: AgentLog,
   ) {
     this.event = eventLog(store, registry, log);
-    this.watches = new WatchRunner(spec.watches, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data));
+    // A watch on the agent's own records would hand them to a handler: it does not run.
+    const allowed = spec.watches.filter((w) => !watchRefusal(w));
+    this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data));
   }
 
   readonly watches: WatchRunner;
-  private readonly event: EventLog;
+  /** Records an agent event: its log, the Store's event log, the event stream. */
+  readonly event: EventLog;
 
   static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
@@ -92,11 +98,17 @@ export class Agent {
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
-    const records = new Records(store);
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
     const agentId = `${os.hostname()}:${process.pid}`;
     const event = eventLog(store, registry, log);
+    const moved = await moveLegacyKeys(store);
+    if (moved.length) event(null, "records.moved", `moved ${moved.length} record(s) of the old layout under the reserved prefix: ${moved.slice(0, 10).join(", ")}${moved.length > 10 ? ", ..." : ""}`, { count: moved.length });
+    const records = new Records(store, event);
+    for (const w of spec.watches) {
+      const why = watchRefusal(w);
+      if (why) event(null, "watch.refused", `watch ${w.name} does not run: ${why}`, { watch: w.name });
+    }
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
     const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: Object.values(spec.services).map((s) => s.runtime) });
@@ -120,7 +132,9 @@ export class Agent {
         (e) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${e instanceof Error ? e.message : e}`),
       ),
     });
-    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, log);
+    const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
+    await deployTokens.load();
+    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log);
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
@@ -217,8 +231,16 @@ export class Agent {
 
     for (const svc of Object.values(this.spec.services)) {
       const color = await this.records.color(svc.name);
+      // Read every record of the service first: a bad one puts the service on hold before anything is stopped.
+      const recs = { blue: await this.records.slot(svc.name, "blue"), green: await this.records.slot(svc.name, "green") };
+      if (this.records.held.has(svc.name)) {
+        const running = this.fleet.list(svc.name);
+        this.event(svc.name, "service.held", `records of ${svc.name} were invalid and set aside (see turquoise status): at start the agent stopped none of its ${running.length} running instance(s) and cleared none of its slots`);
+        await this.restoreLive(svc.name);
+        continue;
+      }
       for (const slot of SLOTS) {
-        const rec = await this.records.slot(svc.name, slot);
+        const rec = recs[slot];
         const running = this.fleet.list(svc.name, slot);
         const wanted = rec && (slot === color || rec.state === "warm");
         const orphans = wanted ? running.filter((i) => i.release !== rec.release) : running;

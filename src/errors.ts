@@ -16,6 +16,8 @@ export const EXIT_CODES = {
   MIGRATION_FAILED: 11,
   /** A runtime's engine (the Docker daemon) does not answer. */
   RUNTIME_UNAVAILABLE: 12,
+  /** The token is good, but its scope does not cover the call; or the key is the agent's own. */
+  FORBIDDEN: 13,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;

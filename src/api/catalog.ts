@@ -2,8 +2,9 @@
 // catalog and health endpoints show them.
 import type { Agent } from "../agent.js";
 import { TurquoiseError } from "../errors.js";
-import { keys } from "../deploy/records.js";
 import type { WatchSpec } from "../spec/types.js";
+import { isInternalKey, isInternalPrefix } from "../state/namespace.js";
+import { userGet, userList } from "./kv.js";
 
 export interface CatalogInstance {
   id: string;
@@ -23,11 +24,10 @@ export async function catalog(agent: Agent): Promise<Array<{ name: string; color
     const instances = await catalogService(agent, name);
     const color = (await agent.records.color(name)) ?? null;
     const live = color ? await agent.records.slot(name, color) : undefined;
-    const degraded = await agent.store.get(keys.degraded(name));
     out.push({
       name, color, release: live?.release ?? null, instances: instances.length,
       passing: instances.filter((i) => i.role === "live" && i.health.status === "passing").length,
-      degraded: degraded ? (JSON.parse(degraded.value) as unknown) : null,
+      degraded: (await agent.records.degraded(name)) ?? null,
     });
   }
   return out;
@@ -71,8 +71,15 @@ export async function watchView(agent: Agent, w: WatchSpec): Promise<unknown> {
       // Without the history, which changes with every check: the handler runs when a state changes.
       return (await checks(agent, w.service, w.state)).map(({ history: _history, ...c }) => c);
     case "key":
-      return (await agent.store.get(w.key!)) ?? null;
+      return (await userGet(agent.store, w.key!)) ?? null;
     case "keyprefix":
-      return agent.store.list(w.prefix ?? "");
+      return userList(agent.store, w.prefix ?? "");
   }
+}
+
+/** Why a watch may not run: it looks at the agent's own records. Undefined for a watch that may. */
+export function watchRefusal(w: WatchSpec): string | undefined {
+  if (w.type === "key" && w.key !== undefined && isInternalKey(w.key)) return `its key "${w.key}" is in the agent's reserved namespace`;
+  if (w.type === "keyprefix" && isInternalPrefix(w.prefix ?? "")) return `its prefix "${w.prefix}" is in the agent's reserved namespace`;
+  return undefined;
 }

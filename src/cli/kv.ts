@@ -1,11 +1,13 @@
-import { TurquoiseError } from "../errors.js";
+// turquoise kv: the user key/value store, through the agent's API.
+import { EXIT_CODES, TurquoiseError } from "../errors.js";
+import { INTERNAL_PREFIX } from "../state/namespace.js";
 import type { KeyValue } from "../state/contract.js";
 import { connect } from "./client.js";
 import { printJson, type Command } from "./command.js";
 
 export const kvCommand: Command = {
   name: "kv",
-  summary: "read and write the key/value store (services/<name>/color holds the live slot)",
+  summary: "read and write the user key/value store (the agent's own records are not in it)",
   help: `usage:
   turquoise kv get <key>
   turquoise kv list [prefix]
@@ -15,10 +17,13 @@ export const kvCommand: Command = {
 options:
   --cas <revision>   write only if the key's revision is this one (0: only if absent)
 
+Keys under ${INTERNAL_PREFIX} are the agent's own records (live slots, instances, journals):
+every kv call on them is refused (exit ${EXIT_CODES.FORBIDDEN}). The live slot is in \`turquoise status\`.
+
 examples:
-  turquoise kv get services/books/color
   turquoise kv put config/books/banner "hello" --cas 0
-  turquoise kv list services/ --json`,
+  turquoise kv get config/books/banner
+  turquoise kv list config/ --json`,
   options: { cas: { type: "string" } },
   async run(ctx) {
     const [op, key, value] = ctx.positionals;

@@ -15,10 +15,11 @@ import { planCommand } from "./plan.js";
 import { signalCommand } from "./signal.js";
 import { rollbackCommand } from "./rollback.js";
 import { statusCommand } from "./status.js";
+import { tokenCommand } from "./token.js";
 import { upCommand } from "./up.js";
 import { schemaCommand, validateCommand } from "./validate.js";
 
-export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, signalCommand, demoCommand, schemaCommand];
+export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, tokenCommand, signalCommand, demoCommand, schemaCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -3,6 +3,7 @@ import { connect } from "./client.js";
 import { printJson, type Command } from "./command.js";
 
 interface StatusBody {
+  quarantined?: Array<{ key: string; service: string | null; reason: string; at: number }>;
   agent: { pid: number; api: string };
   proxy: { pid: number; address: string };
   services: Array<{
@@ -27,6 +28,11 @@ examples:
     const s = await client.get<StatusBody>("/v1/status");
     if (ctx.json) return printJson(ctx, s);
     ctx.out(`agent pid ${s.agent.pid} at ${s.agent.api}; proxy pid ${s.proxy.pid} on ${s.proxy.address}`);
+    const q = s.quarantined ?? [];
+    if (q.length) {
+      ctx.out(`SET ASIDE: ${q.length} invalid record(s); nothing acts on them, and the next successful deploy of their service clears them:`);
+      for (const e of q) ctx.out(`  ${e.key}${e.service ? ` (${e.service})` : ""} at ${new Date(e.at).toISOString()}: ${e.reason}`);
+    }
     for (const svc of s.services) {
       ctx.out(`\n${svc.name}  ${svc.route.host ?? "*"}${svc.route.pathPrefix}`);
       ctx.out(`  live: ${svc.color ? `${svc.release} on ${svc.color}` : "nothing deployed yet"}${svc.previous ? `   previous: ${svc.previous.release}${svc.previous.via ? ` (via ${svc.previous.via})` : ""}` : ""}`);

@@ -24,6 +24,10 @@ export interface DeployRequest extends PlanRequest {
   actor: string;
   /** Queue behind a running deploy instead of failing at once. */
   wait?: boolean;
+  /** How long a queued deploy waits for the lock; no limit when absent (the API always sets one). */
+  waitTimeoutMs?: number;
+  /** Aborted when the client has gone: a deploy still queued for the lock is dropped. */
+  signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
 }
 
@@ -50,7 +54,7 @@ export class DeployFlow {
     // 1. take the service's deploy lock
     const lockStarted = Date.now();
     emit({ type: "step", name: "lock", status: "started" });
-    await takeLock(store, svc.name, owner, !!req.wait, emit);
+    await takeLock(store, this.d.event, svc.name, owner, !!req.wait, emit, { ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}) });
     const renew = keepLock(store, this.d.event, svc.name, owner);
     steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
@@ -105,7 +109,8 @@ export class DeployFlow {
       // A resumed path starts at its turquoise release; what rollback returns to is still the release before it.
       if (live && live.release !== req.release && live.release !== plan.via) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
       // A successful deploy is a fresh start for self-healing.
-      await store.delete(keys.degraded(svc.name));
+      await records.clearDegraded(svc.name);
+      await records.clearQuarantine(svc.name);
       const recordStarted = Date.now();
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });

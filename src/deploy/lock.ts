@@ -20,8 +20,11 @@ export function keepLock(store: Store, event: EventLog, service: string, owner: 
   }, LOCK_RENEW_MS);
 }
 
-/** Takes the deploy lock, or fails at once naming its holder; with wait, queues behind the holder. */
-export async function takeLock(store: Store, service: string, owner: string, wait: boolean, emit: (p: Progress) => void): Promise<void> {
+/**
+ * Takes the deploy lock, or fails at once naming its holder; with wait, queues behind the holder
+ * until the deadline passes or the signal aborts.
+ */
+export async function takeLock(store: Store, event: EventLog, service: string, owner: string, wait: boolean, emit: (p: Progress) => void, bounds: { deadline?: number; signal?: AbortSignal } = {}): Promise<void> {
   let told = false;
   for (;;) {
     const r = await store.acquireLock(keys.lock(service), owner, LOCK_TTL_MS);
@@ -29,6 +32,12 @@ export async function takeLock(store: Store, service: string, owner: string, wai
     const since = new Date(r.holder.since).toISOString();
     if (!wait) {
       throw new TurquoiseError("LOCKED", `a deploy of ${service} is already running: lock held by ${r.holder.owner} since ${since} (${Math.round((Date.now() - r.holder.since) / 1000)}s ago); use --wait to queue behind it`, { data: { holder: r.holder } });
+    }
+    // A queue without bounds grows with every client that gave up, and holds each one forever.
+    const why = bounds.signal?.aborted ? "its client went away" : bounds.deadline !== undefined && Date.now() >= bounds.deadline ? "its --wait-timeout ran out" : undefined;
+    if (why) {
+      event(service, "deploy.dropped", `a queued ${owner} was dropped: ${why} while ${r.holder.owner} held the lock`, { owner, holder: r.holder.owner });
+      throw new TurquoiseError("LOCKED", `gave up waiting for the deploy lock of ${service} (${why}): held by ${r.holder.owner} since ${since}`, { data: { holder: r.holder } });
     }
     if (!told) emit({ type: "info", message: `waiting for the deploy lock, held by ${r.holder.owner} since ${since}` });
     told = true;

@@ -50,7 +50,7 @@ export async function runMigrations(d: OrchestratorDeps, planning: Planning, ser
     }
   }
   const owner = `${req.actor} (migrate ${direction} to ${to}, agent ${d.agentId}, #${Math.random().toString(36).slice(2, 8)})`;
-  await takeLock(d.store, svc.name, owner, false, () => {});
+  await takeLock(d.store, d.event, svc.name, owner, false, () => {});
   // A long migration must not outlive its lock: renew it as a deploy does.
   const renew = keepLock(d.store, d.event, svc.name, owner);
   try {

@@ -15,6 +15,12 @@ import { RouteTables } from "./routes.js";
 import { signalService } from "./signal.js";
 import { WarmSlots } from "./warm.js";
 
+// What callers of the orchestrator pass and get back, named where they call it.
+export type { DeployOutcome, DeployRequest } from "./flow.js";
+export type { MigrationRequest } from "./migrations.js";
+export type { ComputedPlan, PlanRequest } from "./planning.js";
+export type { Progress } from "./step.js";
+
 export class Orchestrator {
   private readonly planning: Planning;
   /** The route table builder: healing and a restarted proxy apply tables through it too. */

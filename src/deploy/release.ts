@@ -4,6 +4,9 @@
 import { TurquoiseError } from "../errors.js";
 import type { ReleaseInfo, SchemaRange } from "../plan/planner.js";
 
+/** What a release name may hold: it becomes part of paths, image tags and pool ids. */
+export const RELEASE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
 /**
  * The release as the planner sees it. A service with a database refuses a release that declares
  * nothing: running it on an unknown schema is exactly what Turquoise exists to prevent.

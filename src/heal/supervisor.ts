@@ -78,7 +78,7 @@ export class Supervisor {
     const svc = this.d.spec.services[service];
     const rec = await this.d.records.slot(service, slot);
     if (!svc || !rec || (rec.state !== "live" && rec.state !== "warm") || this.stopped) return;
-    if (await this.d.store.get(keys.degraded(service))) return;
+    if (await this.d.records.degraded(service)) return;
     const missing = svc.replicas - this.d.fleet.list(service, slot).length;
     if (missing <= 0) return;
 
@@ -91,7 +91,7 @@ export class Supervisor {
       const reason = failedInARow >= HEAL_MAX_FAILURES
         ? `${failedInARow} replacements in a row never turned healthy (a crash loop)`
         : `${recent.length} replacements within ${HEAL_WINDOW_MS / 1000}s`;
-      await this.d.store.put(keys.degraded(service), JSON.stringify({ since: now, slot, release: rec.release, reason }));
+      await this.d.records.setDegraded(service, { since: now, slot, release: rec.release, reason });
       this.d.event(service, "service.degraded", `${service} is degraded: ${reason}; no more automatic restarts until the next deploy`);
       return;
     }

@@ -1,7 +1,7 @@
 // What the two drivers share: up and down are the same plan-then-run-each-step walk; a driver
 // says how it locks and opens the database (run), reads what was applied, and runs one step.
 import type { AppliedMigration, MigrateOptions, MigrationEvent, MigrationRun, MigrationStatus, MigrationStep, Migrator } from "./contract.js";
-import { computeStatus, dryRunResult, orderSteps, planDown, planUp, runSteps } from "./files.js";
+import { computeStatus, downChecksumsToRecord, dryRunResult, orderSteps, planDown, planUp, runSteps } from "./files.js";
 
 export type Emit = (e: MigrationEvent) => void;
 
@@ -13,6 +13,8 @@ export abstract class StepMigrator<Db> implements Migrator {
   protected abstract run(opts: MigrateOptions, work: (db: Db, emit: Emit) => Promise<MigrationRun>): Promise<MigrationRun>;
   protected abstract readApplied(db: Db): Promise<AppliedMigration[]>;
   protected abstract runStep(db: Db, step: MigrationStep, direction: "up" | "down", emit: Emit): Promise<void>;
+  /** Records the down checksum of an applied step that has none yet. */
+  protected abstract recordDownChecksum(db: Db, version: number, downChecksum: string): Promise<void>;
 
   up(steps: MigrationStep[], opts: MigrateOptions = {}): Promise<MigrationRun> {
     return this.migrate("up", steps, opts);
@@ -30,7 +32,11 @@ export abstract class StepMigrator<Db> implements Migrator {
       return dryRunResult(status, planFor(status), direction, direction === "up" ? 0 : opts.to!);
     }
     return this.run(opts, async (db, emit) => {
-      const status = computeStatus(ordered, await this.readApplied(db));
+      let applied = await this.readApplied(db);
+      const missing = downChecksumsToRecord(ordered, applied);
+      for (const m of missing) await this.recordDownChecksum(db, m.version, m.downChecksum);
+      if (missing.length) applied = await this.readApplied(db);
+      const status = computeStatus(ordered, applied);
       return runSteps(status, planFor(status), direction, opts.to, emit, (step) => this.runStep(db, step, direction, emit));
     });
   }

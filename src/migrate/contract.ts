@@ -24,12 +24,22 @@ export interface MigrationStep {
   downFile?: string;
   /** sha256 (hex) of the up file's bytes, recorded when applied. */
   checksum: string;
+  /**
+   * sha256 (hex) of the .down.sql file's bytes, recorded when applied; undefined without one. A
+   * module step has none of its own: its down(db) is in the file the up checksum covers.
+   */
+  downChecksum?: string;
 }
 
 export interface AppliedMigration {
   version: number;
   name: string;
   checksum: string;
+  /**
+   * The down file's sha256 when the step was applied. null: no down file then, or a row written by
+   * a Turquoise from before down checksums; the next up or down run records the file as it is then.
+   */
+  downChecksum: string | null;
   phase: MigrationPhase;
   appliedAt: number;
 }
@@ -45,7 +55,7 @@ export interface MigrationStatus {
   applied: AppliedMigration[];
   /** Steps in the directory above current, in order. */
   pending: MigrationStep[];
-  /** Applied steps whose file changed (checksum) or disappeared. Any problem blocks up/down. */
+  /** Applied steps whose up or down file changed (checksum) or disappeared. Any problem blocks up/down. */
   problems: MigrationProblem[];
 }
 

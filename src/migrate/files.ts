@@ -147,9 +147,9 @@ function versionText(p: Parsed): string {
 async function readSqlStep(up: Parsed, down: Parsed | undefined): Promise<MigrationStep> {
   const bytes = await readFile(up.path);
   const opts = parseDirectives(up.file, up.path, bytes.toString("utf8"));
-  if (down) {
-    const downText = await readFile(down.path, "utf8");
-    const found = leadingDirectives(downText);
+  const downBytes = down ? await readFile(down.path) : undefined;
+  if (down && downBytes) {
+    const found = leadingDirectives(downBytes.toString("utf8"));
     if (found.length > 0) {
       throw new TurquoiseError("SPEC_INVALID", "directive in a down file", {
         details: [{ file: down.path, line: found[0]!.line, message: `${down.file}: step options belong in ${up.file}; they apply to both directions` }],
@@ -165,6 +165,7 @@ async function readSqlStep(up: Parsed, down: Parsed | undefined): Promise<Migrat
     upFile: up.path,
     ...(down ? { downFile: down.path } : {}),
     checksum: sha256(bytes),
+    ...(downBytes ? { downChecksum: sha256(downBytes) } : {}),
   };
 }
 
@@ -272,11 +273,16 @@ export async function loadModule(step: MigrationStep): Promise<MigrationModule> 
   return exports as unknown as MigrationModule;
 }
 
-/** The SQL to run for a step, read now; the up file must still be the one whose checksum was read. */
+/** The SQL to run for a step, read now; the file must still be the one whose checksum was read. */
 export async function readStepSql(step: MigrationStep, direction: "up" | "down"): Promise<string> {
   if (direction === "up") return stripBom((await assertUnchanged(step)).toString("utf8"));
   if (!step.downFile) throw new TurquoiseError("CONFLICT", `${basename(step.upFile)} has no down file`);
-  return stripBom(await readFile(step.downFile, "utf8"));
+  const bytes = await readFile(step.downFile);
+  const now = sha256(bytes);
+  if (step.downChecksum !== undefined && now !== step.downChecksum) {
+    throw new TurquoiseError("CONFLICT", `${basename(step.downFile)} changed after it was read (checksum ${short(step.downChecksum)}, now ${short(now)}); read the migrations again`);
+  }
+  return stripBom(bytes.toString("utf8"));
 }
 
 async function assertUnchanged(step: MigrationStep): Promise<Buffer> {
@@ -312,6 +318,21 @@ function stripBom(text: string): string {
 
 // ---- decisions shared by the drivers -------------------------------------------------------------
 
+/**
+ * Applied rows without a down checksum (written by an older Turquoise, or before the down file
+ * existed) whose step now has a down file: the run records the file as it is now, from then on
+ * a change to it is caught like a change to an up file.
+ */
+export function downChecksumsToRecord(steps: MigrationStep[], applied: AppliedMigration[]): Array<{ version: number; downChecksum: string }> {
+  const byVersion = new Map(steps.map((s) => [s.version, s]));
+  return applied.flatMap((a) => {
+    const step = byVersion.get(a.version);
+    // A changed up file is a problem of its own: nothing about that step is recorded until it is solved.
+    if (a.downChecksum !== null || !step || step.checksum !== a.checksum || step.downChecksum === undefined) return [];
+    return [{ version: a.version, downChecksum: step.downChecksum }];
+  });
+}
+
 /** Checks the steps a caller passes: ordered by version, each version once. */
 export function orderSteps(steps: MigrationStep[]): MigrationStep[] {
   const ordered = [...steps].sort((a, b) => a.version - b.version);
@@ -337,6 +358,14 @@ export function computeStatus(steps: MigrationStep[], applied: AppliedMigration[
       problems.push({
         version: a.version,
         message: `${basename(step.upFile)} was changed after it was applied: checksum ${short(a.checksum)} when applied, ${short(step.checksum)} now; restore the file and add a new step instead`,
+      });
+    } else if (a.downChecksum !== null && !isModuleStep(step) && step.downChecksum !== a.downChecksum) {
+      const downName = basename(step.upFile).replace(/\.up\.sql$/, ".down.sql");
+      problems.push({
+        version: a.version,
+        message: step.downChecksum === undefined
+          ? `${downName} was removed after its step was applied (checksum ${short(a.downChecksum)} when applied); restore it`
+          : `${downName} was changed after its step was applied: checksum ${short(a.downChecksum)} when applied, ${short(step.downChecksum)} now; restore the file and add a new step instead`,
       });
     }
   }

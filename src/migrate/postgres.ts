@@ -49,8 +49,12 @@ const TABLE_SQL = `CREATE TABLE IF NOT EXISTS turquoise_migrations (
   name TEXT NOT NULL,
   checksum TEXT NOT NULL,
   phase TEXT NOT NULL,
-  applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+  applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+  down_checksum TEXT
 )`;
+/** Tables made before down checksums lack the column; a run adds it, a status read does without. */
+const DOWN_COLUMN_SQL = "ALTER TABLE turquoise_migrations ADD COLUMN IF NOT EXISTS down_checksum TEXT";
+const HAS_DOWN_COLUMN_SQL = "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'turquoise_migrations' AND column_name = 'down_checksum' AND table_schema = ANY (current_schemas(false))) AS ok";
 
 type Emit = ReturnType<typeof emitter>;
 
@@ -104,6 +108,7 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
       locked = true;
       const exists = await client.query<{ ok: boolean }>("SELECT to_regclass('turquoise_migrations') IS NOT NULL AS ok");
       if (!exists.rows[0]?.ok) await client.query(TABLE_SQL);
+      if (!(await client.query<{ ok: boolean }>(HAS_DOWN_COLUMN_SQL)).rows[0]?.ok) await client.query(DOWN_COLUMN_SQL);
       return await work(client, emit);
     } catch (e) {
       throw this.scrub(e);
@@ -158,11 +163,12 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
     };
     const record = async (): Promise<void> => {
       if (direction === "up") {
-        await client.query("INSERT INTO turquoise_migrations (version, name, checksum, phase) VALUES ($1, $2, $3, $4)", [
+        await client.query("INSERT INTO turquoise_migrations (version, name, checksum, phase, down_checksum) VALUES ($1, $2, $3, $4, $5)", [
           step.version,
           step.name,
           step.checksum,
           step.phase,
+          step.downChecksum ?? null,
         ]);
       } else {
         await client.query("DELETE FROM turquoise_migrations WHERE version = $1", [step.version]);
@@ -265,10 +271,15 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
   protected async readApplied(client: pg.Client): Promise<AppliedMigration[]> {
     const exists = await client.query<{ ok: boolean }>("SELECT to_regclass('turquoise_migrations') IS NOT NULL AS ok");
     if (!exists.rows[0]?.ok) return [];
-    const r = await client.query<{ version: number; name: string; checksum: string; phase: MigrationPhase; applied_at_ms: number }>(
-      "SELECT version, name, checksum, phase, floor(extract(epoch FROM applied_at) * 1000)::float8 AS applied_at_ms FROM turquoise_migrations ORDER BY version",
+    const down = (await client.query<{ ok: boolean }>(HAS_DOWN_COLUMN_SQL)).rows[0]?.ok ? "down_checksum" : "NULL::text AS down_checksum";
+    const r = await client.query<{ version: number; name: string; checksum: string; phase: MigrationPhase; applied_at_ms: number; down_checksum: string | null }>(
+      `SELECT version, name, checksum, phase, floor(extract(epoch FROM applied_at) * 1000)::float8 AS applied_at_ms, ${down} FROM turquoise_migrations ORDER BY version`,
     );
-    return r.rows.map((row) => ({ version: row.version, name: row.name, checksum: row.checksum, phase: row.phase, appliedAt: row.applied_at_ms }));
+    return r.rows.map((row) => ({ version: row.version, name: row.name, checksum: row.checksum, phase: row.phase, appliedAt: row.applied_at_ms, downChecksum: row.down_checksum }));
+  }
+
+  protected async recordDownChecksum(client: pg.Client, version: number, downChecksum: string): Promise<void> {
+    await client.query("UPDATE turquoise_migrations SET down_checksum = $1 WHERE version = $2 AND down_checksum IS NULL", [downChecksum, version]);
   }
 
   private async connect(): Promise<pg.Client> {

@@ -49,8 +49,11 @@ const TABLE_SQL = `CREATE TABLE IF NOT EXISTS turquoise_migrations (
   name TEXT NOT NULL,
   checksum TEXT NOT NULL,
   phase TEXT NOT NULL,
-  applied_at INTEGER NOT NULL
+  applied_at INTEGER NOT NULL,
+  down_checksum TEXT
 )`;
+/** Tables made before down checksums lack the column; a run adds it, a status read does without. */
+const DOWN_COLUMN_SQL = "ALTER TABLE turquoise_migrations ADD COLUMN down_checksum TEXT";
 
 /** The database file a sqlite URL names. */
 export function sqlitePath(url: string, baseDir: string): string {
@@ -108,6 +111,7 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
     try {
       lock = await this.acquireRunnerLock(opts, emit);
       if (!(await this.whenNotBusy(() => hasTable(db)))) await this.write(db, () => db.exec(TABLE_SQL));
+      if (!(await this.whenNotBusy(() => hasDownColumn(db)))) await this.write(db, () => db.exec(DOWN_COLUMN_SQL));
       return await work(db, emit);
     } finally {
       if (db.inTransaction) safely(() => db.exec("ROLLBACK"));
@@ -206,12 +210,13 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
     };
     const record = (): void => {
       if (direction === "up") {
-        db.prepare("INSERT INTO turquoise_migrations (version, name, checksum, phase, applied_at) VALUES (?, ?, ?, ?, ?)").run(
+        db.prepare("INSERT INTO turquoise_migrations (version, name, checksum, phase, applied_at, down_checksum) VALUES (?, ?, ?, ?, ?, ?)").run(
           step.version,
           step.name,
           step.checksum,
           step.phase,
           Date.now(),
+          step.downChecksum ?? null,
         );
       } else {
         db.prepare("DELETE FROM turquoise_migrations WHERE version = ?").run(step.version);
@@ -263,15 +268,21 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
   protected async readApplied(db: Database.Database): Promise<AppliedMigration[]> {
     return this.whenNotBusy(() => {
       if (!hasTable(db)) return [];
-      const rows = db.prepare("SELECT version, name, checksum, phase, applied_at FROM turquoise_migrations ORDER BY version").all() as Array<{
+      const down = hasDownColumn(db) ? "down_checksum" : "NULL AS down_checksum";
+      const rows = db.prepare(`SELECT version, name, checksum, phase, applied_at, ${down} FROM turquoise_migrations ORDER BY version`).all() as Array<{
         version: number;
         name: string;
         checksum: string;
         phase: MigrationPhase;
         applied_at: number;
+        down_checksum: string | null;
       }>;
-      return rows.map((r) => ({ version: r.version, name: r.name, checksum: r.checksum, phase: r.phase, appliedAt: r.applied_at }));
+      return rows.map((r) => ({ version: r.version, name: r.name, checksum: r.checksum, phase: r.phase, appliedAt: r.applied_at, downChecksum: r.down_checksum }));
     });
+  }
+
+  protected async recordDownChecksum(db: Database.Database, version: number, downChecksum: string): Promise<void> {
+    await this.write(db, () => db.prepare("UPDATE turquoise_migrations SET down_checksum = ? WHERE version = ? AND down_checksum IS NULL").run(downChecksum, version));
   }
 
   /** A database whose directory is missing is unreachable; a missing file is merely fresh. */
@@ -339,6 +350,10 @@ function sqliteDb(db: Database.Database): MigrationDb {
 
 function hasTable(db: Database.Database): boolean {
   return db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'turquoise_migrations'").get() !== undefined;
+}
+
+function hasDownColumn(db: Database.Database): boolean {
+  return db.prepare("SELECT 1 FROM pragma_table_info('turquoise_migrations') WHERE name = 'down_checksum'").get() !== undefined;
 }
 
 function isBusy(e: unknown): boolean {

@@ -30,7 +30,7 @@ describe("cli", () => {
     const dir = tempDir();
     const top = await cli(["--help"], dir);
     assert.equal(top.code, 0);
-    for (const cmd of ["init", "up", "down", "deploy", "rollback", "status", "history", "logs", "kv", "demo", "validate", "schema"]) {
+    for (const cmd of ["init", "up", "down", "deploy", "rollback", "status", "history", "logs", "kv", "token", "demo", "validate", "schema"]) {
       assert.match(top.stdout, new RegExp(`\\n  ${cmd} `));
       const h = await cli([cmd, "--help"], dir);
       assert.equal(h.code, 0, cmd);

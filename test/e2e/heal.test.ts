@@ -113,7 +113,7 @@ describe("registry and watches", () => {
     assert.equal(inst!.role, "live");
     assert.ok(r.index > 0, "X-Turquoise-Index is set");
     const deploy = await api(ws, "/v1/services/books/deploy", { method: "POST", body: JSON.stringify({ release: "v1" }), tokenName: "registry-token" });
-    assert.equal(deploy.status, 401);
+    assert.equal(deploy.status, 403, "the registry token's scope does not cover deploys");
   });
 
   it("instances get the registry's address and read-only token in their environment", async () => {
@@ -174,22 +174,28 @@ describe("registry and watches", () => {
     assert.match(String(run.data.output), /^timed out after 500ms/);
   });
 
-  it("the event stream delivers events as they happen", async () => {
-    const got = await new Promise<string>((resolve, reject) => {
-      const req = http.get({ host: "127.0.0.1", port: ws.agentPort, path: "/v1/events/stream", headers: { authorization: `Bearer ${token(ws, "registry-token")}` } }, (res) => {
-        let text = "";
+  it("the event stream delivers events as they happen; the registry token's stream carries catalog and health changes only", async () => {
+    const follow = (tokenName: string, until: string, timeoutMs: number) => new Promise<string>((resolve, reject) => {
+      let text = "";
+      const req = http.get({ host: "127.0.0.1", port: ws.agentPort, path: "/v1/events/stream", headers: { authorization: `Bearer ${token(ws, tokenName)}` } }, (res) => {
         res.setEncoding("utf8");
         res.on("data", (c: string) => {
           text += c;
-          if (text.includes("event: signal")) {
+          if (text.includes(until)) {
             req.destroy();
             resolve(text);
           }
         });
       });
       req.on("error", reject);
-      setTimeout(() => void ws.cli(["signal", "books", "HUP"]), 200);
+      setTimeout(() => { req.destroy(); resolve(text); }, timeoutMs);
     });
-    assert.match(got, /data: \{.*"type":"signal"/);
+    const admin = follow("token", "event: signal", 10_000);
+    const registry = follow("registry-token", "event: never", 1_500);
+    setTimeout(() => void ws.cli(["signal", "books", "HUP"]), 200);
+    assert.match(await admin, /data: \{.*"type":"signal"/);
+    const seen = await registry;
+    assert.match(seen, /^: turquoise events, index \d+/);
+    assert.doesNotMatch(seen, /event: signal/, "a signal is not a catalog change");
   });
 });

@@ -83,3 +83,47 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> 
 export function readAgentPid(ws: Workspace): number {
   return Number(fs.readFileSync(path.join(ws.dir, ".turquoise", "agent.pid"), "utf8"));
 }
+
+/** A token from the workspace's state dir: "token" (admin) or "registry-token". */
+export function tokenOf(ws: Workspace, name = "token"): string {
+  return fs.readFileSync(path.join(ws.dir, ".turquoise", name), "utf8").trim();
+}
+
+export interface ApiAnswer {
+  status: number;
+  body: string;
+  index: number;
+}
+
+/** One call to the agent's API with a bearer token (the admin token unless told). */
+export function api(ws: Workspace, p: string, opts: { method?: string; body?: string; token?: string } = {}): Promise<ApiAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port: ws.agentPort, path: p, method: opts.method ?? "GET", agent: false, headers: { authorization: `Bearer ${opts.token ?? tokenOf(ws)}` } }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, index: Number(res.headers["x-turquoise-index"] ?? 0) }));
+    });
+    req.on("error", reject);
+    req.end(opts.body);
+  });
+}
+
+export interface AgentEvent {
+  id: number;
+  type: string;
+  service: string | null;
+  message: string;
+  data: Record<string, unknown>;
+}
+
+/** The agent's recorded events, of one type when given. */
+export async function agentEvents(ws: Workspace, type?: string): Promise<AgentEvent[]> {
+  const r = await api(ws, "/v1/events?limit=10000");
+  return (JSON.parse(r.body) as { events: AgentEvent[] }).events.filter((e) => !type || e.type === type);
+}
+
+/** Stops the agent only, and waits until it is gone: the proxy and instances keep running. */
+export async function stopAgent(ws: Workspace): Promise<void> {
+  await ws.cli(["down", "--agent-only"]);
+}

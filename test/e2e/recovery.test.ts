@@ -151,7 +151,8 @@ describe("proxy and API", () => {
   });
 
   it("kv: put with compare-and-set, get, list, delete", async () => {
-    assert.equal((await ws.cli(["kv", "get", "services/books/color"])).stdout.trim(), "blue");
+    // The live slot is the agent's own record: not in the user KV, and not readable through it.
+    assert.equal((await ws.cli(["kv", "get", "_turquoise/services/books/color"], { allowFail: true })).code, EXIT_CODES.FORBIDDEN);
     await ws.cli(["kv", "put", "config/banner", "hello", "--cas", "0"]);
     const again = await ws.cli(["kv", "put", "config/banner", "other", "--cas", "0"], { allowFail: true });
     assert.equal(again.code, EXIT_CODES.CONFLICT);

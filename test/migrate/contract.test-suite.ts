@@ -313,6 +313,45 @@ export function runMigratorContract(name: string, makeMigrator: () => Promise<Mi
       assert.deepEqual(await recorded(), [1, 2, 3, 4]);
     });
 
+    it("refuses to run when an applied step's down file changed or went, naming the file and both checksums", async () => {
+      const dir = await migrationsDir();
+      const steps = await readMigrations(dir);
+      await m.up(steps);
+      const applied = (await m.status(steps)).applied.find((a) => a.version === 2)!;
+      assert.equal(applied.downChecksum, steps[1]!.downChecksum, "recorded when applied");
+      await appendFile(join(dir, "0002_add_email.down.sql"), "DROP TABLE people;\n");
+      const edited = await readMigrations(dir);
+      const [oldSum, newSum] = [steps[1]!.downChecksum!.slice(0, 12), edited[1]!.downChecksum!.slice(0, 12)];
+      const status = await m.status(edited);
+      assert.deepEqual(status.problems.map((p) => p.version), [2]);
+      assert.match(status.problems[0]!.message, /0002_add_email\.down\.sql was changed after its step was applied/);
+      assert.ok(status.problems[0]!.message.includes(oldSum) && status.problems[0]!.message.includes(newSum));
+      for (const attempt of [() => m.down(edited, { to: 1 }), () => m.up(edited), () => m.down(edited, { to: 1, dryRun: true })]) {
+        const e = await rejectsWith(attempt(), "CONFLICT");
+        assert.match(e.message, /0002_add_email\.down\.sql was changed/);
+      }
+      await rm(join(dir, "0002_add_email.down.sql"));
+      const gone = await m.status(await readMigrations(dir));
+      assert.match(gone.problems[0]!.message, /0002_add_email\.down\.sql was removed after its step was applied/);
+      assert.deepEqual(await recorded(), [1, 2, 3, 4]);
+    });
+
+    it("rows from before down checksums read as unknown; the next run records them, and catches a change from then on", async () => {
+      const dir = await migrationsDir();
+      const steps = await readMigrations(dir);
+      await m.up(steps, { to: 2 });
+      // The table as an older Turquoise made it.
+      await fx.raw("ALTER TABLE turquoise_migrations DROP COLUMN down_checksum");
+      const old = await m.status(steps);
+      assert.deepEqual(old.applied.map((a) => a.downChecksum), [null, null]);
+      assert.deepEqual(old.problems, []);
+      await m.up(steps, { to: 2 }); // nothing to run, but the run records what it can
+      const now = await m.status(steps);
+      assert.deepEqual(now.applied.map((a) => a.downChecksum), [steps[0]!.downChecksum, steps[1]!.downChecksum]);
+      await appendFile(join(dir, "0001_create_people.down.sql"), "-- edited\n");
+      assert.deepEqual((await m.status(await readMigrations(dir))).problems.map((p) => p.version), [1]);
+    });
+
     it("reports an applied step whose file is gone, and refuses to run until it is back", async () => {
       await m.up(basic, { to: 3 });
       const without2 = basic.filter((s) => s.version !== 2);

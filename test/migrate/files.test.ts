@@ -3,7 +3,7 @@ import { readFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { AppliedMigration } from "../../src/migrate/contract.js";
-import { computeStatus, planDown, planUp, readMigrations, splitSqlStatements, toSqliteParams } from "../../src/migrate/files.js";
+import { computeStatus, downChecksumsToRecord, planDown, planUp, readMigrations, splitSqlStatements, toSqliteParams } from "../../src/migrate/files.js";
 import { BASIC, migrationsDir, rejectsWith, sha256File } from "./contract.test-suite.js";
 
 /** Reads a directory made of just these files and returns the error it must raise. */
@@ -145,7 +145,7 @@ describe("readMigrations", () => {
 });
 
 describe("planning from the directory and the database", () => {
-  const applied = (version: number, checksum: string): AppliedMigration => ({ version, name: "x", checksum, phase: "expand", appliedAt: 0 });
+  const applied = (version: number, checksum: string, downChecksum: string | null = null): AppliedMigration => ({ version, name: "x", checksum, phase: "expand", appliedAt: 0, downChecksum });
 
   it("up rejects a negative or fractional target; down requires a whole one", async () => {
     const steps = await readMigrations(BASIC);
@@ -160,6 +160,23 @@ describe("planning from the directory and the database", () => {
     const steps = await readMigrations(dir);
     const status = computeStatus(steps, [applied(1, steps[0]!.checksum)]);
     assert.throws(() => planDown(status, steps, 0), /0001_a\.mjs exports no down\(db\)/);
+  });
+
+  it("a down file changed or removed after its step was applied is a problem; an unrecorded one is unknown, and recorded on the next run", async () => {
+    const steps = await readMigrations(BASIC);
+    const two = steps.find((s) => s.version === 2)!;
+    assert.match(two.downChecksum ?? "", /^[0-9a-f]{64}$/);
+    assert.equal(steps.find((s) => s.version === 3)!.downChecksum, undefined, "a module's down is covered by its up checksum");
+    const at = (downChecksum: string | null) => steps.filter((s) => s.version <= 2).map((s) => applied(s.version, s.checksum, s.version === 2 ? downChecksum : s.downChecksum ?? null));
+    assert.deepEqual(computeStatus(steps, at(two.downChecksum!)).problems, []);
+    const changed = computeStatus(steps, at("f".repeat(64))).problems;
+    assert.equal(changed.length, 1);
+    assert.match(changed[0]!.message, /0002_add_email\.down\.sql was changed after its step was applied: checksum ffffffffffff when applied/);
+    const removed = computeStatus(steps.map((s) => (s.version === 2 ? { ...s, downFile: undefined, downChecksum: undefined } : s)), at(two.downChecksum!)).problems;
+    assert.match(removed[0]!.message, /0002_add_email\.down\.sql was removed after its step was applied/);
+    assert.deepEqual(computeStatus(steps, at(null)).problems, [], "unknown is not a problem");
+    assert.deepEqual(downChecksumsToRecord(steps, at(null)), [{ version: 2, downChecksum: two.downChecksum }]);
+    assert.deepEqual(downChecksumsToRecord(steps, at(two.downChecksum!)), []);
   });
 });
 

@@ -1,0 +1,77 @@
+// Deploys and rollbacks over the API: the body's release options, then the flow's progress
+// streamed as NDJSON, one event a line, ending with a result line.
+import type http from "node:http";
+import type { Agent } from "../agent.js";
+import type { Scope } from "../auth/scopes.js";
+import { TurquoiseError, errorMessage } from "../errors.js";
+import type { SchemaRange } from "../plan/planner.js";
+import { RELEASE_NAME } from "../deploy/release.js";
+import { parseSchemaRange } from "../plan/range.js";
+import { errorBody, parseJson, readBody } from "./http.js";
+import { formatDuration, parseDuration } from "../util/duration.js";
+
+/** How long a queued deploy waits for the lock when the client names no limit. */
+export const DEFAULT_WAIT_TIMEOUT_MS = 10 * 60_000;
+/** The longest a client may ask a deploy to queue. */
+export const MAX_WAIT_TIMEOUT_MS = 60 * 60_000;
+
+/** body.wait_timeout ("30s", "10m"), within [1ms, MAX_WAIT_TIMEOUT_MS]. */
+export function waitTimeout(body: Record<string, unknown>): number {
+  const v = body.wait_timeout;
+  if (v === undefined || v === null) return DEFAULT_WAIT_TIMEOUT_MS;
+  let ms: number;
+  try {
+    if (typeof v !== "string") throw new Error("it must be a string");
+    ms = parseDuration(v);
+  } catch (e) {
+    throw new TurquoiseError("USAGE", `body.wait_timeout: ${errorMessage(e)}`);
+  }
+  if (ms < 1 || ms > MAX_WAIT_TIMEOUT_MS) throw new TurquoiseError("USAGE", `body.wait_timeout must be from 1ms to ${formatDuration(MAX_WAIT_TIMEOUT_MS)}, got "${v}"`);
+  return ms;
+}
+
+/** release, via, schema and via_schema from a deploy or plan body; names what is wrong. */
+export function releaseOptions(body: Record<string, unknown>, needRelease: boolean): { release?: string; via?: string; schema?: SchemaRange; viaSchema?: SchemaRange } {
+  const name = (field: string): string | undefined => {
+    const v = body[field];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== "string" || !RELEASE_NAME.test(v)) throw new TurquoiseError("USAGE", `body.${field} must be a release name: letters, digits, '.', '_' or '-'`);
+    return v;
+  };
+  const range = (field: string): SchemaRange | undefined => (typeof body[field] === "string" ? parseSchemaRange(body[field] as string) : undefined);
+  const release = name("release");
+  if (needRelease && !release) throw new TurquoiseError("USAGE", "body.release is required");
+  const via = name("via");
+  const schema = range("schema");
+  const viaSchema = range("via_schema");
+  return { ...(release ? { release } : {}), ...(via ? { via } : {}), ...(schema ? { schema } : {}), ...(viaSchema ? { viaSchema } : {}) };
+}
+
+/** Who a flow was started by, as history records it: a deploy token is named, whatever the body says. */
+function actorOf(body: Record<string, unknown>, scope: Scope): string {
+  const given = typeof body.actor === "string" && body.actor ? body.actor.slice(0, 200) : "api";
+  return scope.kind === "deploy" ? `${given} (deploy token ${scope.id}${scope.name ? ` ${scope.name}` : ""})` : given;
+}
+
+export async function runFlow(kind: "deploy" | "rollback", agent: Agent, scope: Scope, service: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<undefined> {
+  const body = parseJson(await readBody(req));
+  agent.orchestrator.service(service);
+  const opts = releaseOptions(body, kind === "deploy");
+  const waitTimeoutMs = waitTimeout(body);
+  // A client that goes away while its deploy is queued takes the deploy with it; one that runs carries on.
+  const gone = new AbortController();
+  res.on("close", () => { if (!res.writableFinished) gone.abort(); });
+  res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+  const line = (o: unknown) => res.write(JSON.stringify(o) + "\n");
+  const common = { service, actor: actorOf(body, scope), wait: body.wait === true, waitTimeoutMs, signal: gone.signal, onProgress: line };
+  try {
+    const out = kind === "deploy"
+      ? await agent.orchestrator.deploy({ ...common, ...opts, release: opts.release! })
+      : await agent.orchestrator.rollback(common);
+    line({ type: "result", ok: true, history: out.history });
+  } catch (e) {
+    line({ type: "result", ok: false, error: errorBody(e) });
+  }
+  res.end();
+  return undefined;
+}

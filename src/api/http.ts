@@ -1,0 +1,73 @@
+// The API's HTTP plumbing: request bodies, query parameters, JSON answers and error statuses.
+import type http from "node:http";
+import { TurquoiseError, errorMessage, type ErrorCode } from "../errors.js";
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
+  USAGE: 400, SPEC_INVALID: 400, NOT_FOUND: 404, LOCKED: 409, CONFLICT: 409, UNAUTHORIZED: 401, FORBIDDEN: 403, DEPLOY_FAILED: 422,
+  PLAN_REFUSED: 422, MIGRATION_FAILED: 422, RUNTIME_UNAVAILABLE: 503,
+};
+
+/** A request body over MAX_BODY_BYTES: answered 413, and the connection closes so the rest is never read. */
+export class BodyTooLarge extends TurquoiseError {
+  constructor(size: string) {
+    super("USAGE", `the request body (${size}) is over the API's limit of ${MAX_BODY_BYTES} bytes (1 MiB)`);
+  }
+}
+
+/** The whole body as text: refused at once when its Content-Length is over the limit, and the moment it grows past it otherwise. */
+export function readBody(req: http.IncomingMessage): Promise<string> {
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) return Promise.reject(new BodyTooLarge(`${declared} bytes declared`));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size <= MAX_BODY_BYTES) return void chunks.push(c);
+      // Stop reading: nothing more is buffered, and the 413 closes the connection.
+      req.off("data", onData);
+      req.pause();
+      chunks.length = 0;
+      reject(new BodyTooLarge(`over ${MAX_BODY_BYTES} bytes sent`));
+    };
+    req.on("data", onData);
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+export function parseJson(text: string): Record<string, unknown> {
+  if (!text.trim()) return {};
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (v && typeof v === "object" && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch { /* reported below */ }
+  throw new TurquoiseError("USAGE", "request body must be a JSON object");
+}
+
+/** An integer query parameter within [min, max], or a usage error naming it. */
+export function intParam(query: URLSearchParams, name: string, fallback: number, min: number, max: number): number {
+  const text = query.get(name);
+  if (text === null) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) throw new TurquoiseError("USAGE", `?${name} must be an integer from ${min} to ${max}, got "${text}"`);
+  return n;
+}
+
+export function errorBody(e: unknown): Record<string, unknown> {
+  return e instanceof TurquoiseError ? e.toJSON() : { code: "INTERNAL", message: errorMessage(e) };
+}
+
+export function sendError(res: http.ServerResponse, e: unknown): void {
+  if (e instanceof BodyTooLarge) return send(res, 413, { error: errorBody(e) }, { connection: "close" });
+  const status = e instanceof TurquoiseError ? (HTTP_STATUS[e.code] ?? 500) : 500;
+  send(res, status, { error: errorBody(e) });
+}
+
+export function send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const json = JSON.stringify(body);
+  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(json) });
+  res.end(json);
+}

@@ -1,0 +1,102 @@
+// Deploy tokens: made by `turquoise token create --deploy <services>`, shown once, kept only as a
+// sha256 in the agent's reserved namespace with their services. A revoked token is gone at once.
+import crypto from "node:crypto";
+import { TurquoiseError } from "../errors.js";
+import type { Store } from "../state/contract.js";
+import { internalKey } from "../state/namespace.js";
+import { TOKEN_LENGTH } from "./token.js";
+
+export interface DeployTokenRecord {
+  id: string;
+  name: string | null;
+  services: string[];
+  createdAt: number;
+  /** sha256 of the token, hex: the token itself is never stored. */
+  sha256: string;
+}
+
+export type DeployTokenInfo = Omit<DeployTokenRecord, "sha256">;
+
+const PREFIX = internalKey("tokens/");
+const ID = /^[0-9a-f]{16}$/;
+const HASH = /^[0-9a-f]{64}$/;
+const SERVICE = /^[a-z][a-z0-9-]{0,62}$/;
+export const MAX_TOKEN_NAME = 100;
+
+function sha256(text: string): Buffer {
+  return crypto.createHash("sha256").update(text).digest();
+}
+
+/** What is wrong with a stored token record; undefined when nothing is. */
+export function deployTokenProblem(v: unknown, id: string): string | undefined {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return "not a JSON object";
+  const o = v as Record<string, unknown>;
+  if (o.id !== id || !ID.test(id)) return `its id ${JSON.stringify(o.id)} does not match its key`;
+  if (o.name !== null && (typeof o.name !== "string" || o.name.length > MAX_TOKEN_NAME)) return "field name is not a short string or null";
+  if (!Array.isArray(o.services) || o.services.length === 0 || !o.services.every((s) => typeof s === "string" && SERVICE.test(s))) return "field services is not a list of service names";
+  if (typeof o.createdAt !== "number" || !Number.isFinite(o.createdAt)) return "field createdAt is not a time";
+  if (typeof o.sha256 !== "string" || !HASH.test(o.sha256)) return "field sha256 is not a sha256";
+  return undefined;
+}
+
+export class DeployTokens {
+  private records = new Map<string, DeployTokenRecord>();
+
+  constructor(private readonly store: Store, private readonly onInvalid: (id: string, problem: string) => void = () => {}) {}
+
+  /** Loads the stored tokens; a record that does not validate grants nothing. */
+  async load(): Promise<void> {
+    const next = new Map<string, DeployTokenRecord>();
+    for (const kv of await this.store.list(PREFIX)) {
+      const id = kv.key.slice(PREFIX.length);
+      let v: unknown;
+      try {
+        v = JSON.parse(kv.value);
+      } catch {
+        v = undefined;
+      }
+      const problem = deployTokenProblem(v, id);
+      if (problem) this.onInvalid(id, problem);
+      else next.set(id, v as DeployTokenRecord);
+    }
+    this.records = next;
+  }
+
+  async create(services: string[], name: string | null): Promise<{ token: string; info: DeployTokenInfo }> {
+    if (services.length === 0) throw new TurquoiseError("USAGE", "a deploy token needs at least one service");
+    if (name !== null && name.length > MAX_TOKEN_NAME) throw new TurquoiseError("USAGE", `a token name holds at most ${MAX_TOKEN_NAME} characters`);
+    const token = crypto.randomBytes(TOKEN_LENGTH / 2).toString("hex");
+    const rec: DeployTokenRecord = { id: crypto.randomBytes(8).toString("hex"), name, services: [...new Set(services)].sort(), createdAt: Date.now(), sha256: sha256(token).toString("hex") };
+    const r = await this.store.put(PREFIX + rec.id, JSON.stringify(rec), { prevRevision: 0 });
+    if (!r.ok) throw new TurquoiseError("CONFLICT", "a token with the same id exists; try again");
+    this.records.set(rec.id, rec);
+    return { token, info: info(rec) };
+  }
+
+  list(): DeployTokenInfo[] {
+    return [...this.records.values()].sort((a, b) => a.createdAt - b.createdAt).map(info);
+  }
+
+  async revoke(id: string): Promise<DeployTokenInfo> {
+    const rec = this.records.get(id);
+    if (!rec) throw new TurquoiseError("NOT_FOUND", `no deploy token with id "${id.slice(0, 40)}"; \`turquoise token list\` shows them`);
+    this.records.delete(id);
+    await this.store.delete(PREFIX + id);
+    return info(rec);
+  }
+
+  /** The token an Authorization header carries, compared in constant time against every stored hash. */
+  match(header: string | undefined): DeployTokenRecord | undefined {
+    const given = header?.startsWith("Bearer ") ? header.slice(7).trim() : "";
+    const hash = sha256(given);
+    let found: DeployTokenRecord | undefined;
+    for (const rec of this.records.values()) {
+      if (crypto.timingSafeEqual(hash, Buffer.from(rec.sha256, "hex")) && given.length > 0) found = rec;
+    }
+    return found;
+  }
+}
+
+function info(rec: DeployTokenRecord): DeployTokenInfo {
+  return { id: rec.id, name: rec.name, services: rec.services, createdAt: rec.createdAt };
+}

@@ -1,0 +1,58 @@
+// turquoise token: deploy tokens for CI and webhooks, made, listed and revoked through the agent.
+import { TurquoiseError } from "../errors.js";
+import type { DeployTokenInfo } from "../auth/deploy-tokens.js";
+import { connect } from "./client.js";
+import { printJson, type Command } from "./command.js";
+
+const USAGE = "usage: turquoise token create --deploy <service>[,<service>...] [--name <name>] | list | revoke <id> (see turquoise token --help)";
+
+export const tokenCommand: Command = {
+  name: "token",
+  summary: "deploy tokens for CI and webhooks: create, list, revoke",
+  help: `usage:
+  turquoise token create --deploy <service>[,<service>...] [--name <name>]
+  turquoise token list
+  turquoise token revoke <id>
+
+A deploy token may deploy, roll back and read the status of the services it names, and nothing
+else. create prints the token once: the agent keeps only its sha256. Send it as
+Authorization: Bearer <token>. A revoked token is refused (401) at once.
+
+options:
+      --deploy <services>   the services the token may deploy, comma-separated
+      --name <name>         a label shown by list and in history (e.g. "ci")
+
+examples:
+  turquoise token create --deploy books,api --name ci
+  turquoise token list --json
+  turquoise token revoke 3f9c2a7be01d4c55`,
+  options: { deploy: { type: "string" }, name: { type: "string" } },
+  async run(ctx) {
+    const [op, id] = ctx.positionals;
+    if (op === "create") {
+      const services = typeof ctx.values.deploy === "string" ? ctx.values.deploy.split(",").map((s) => s.trim()).filter((s) => s !== "") : [];
+      if (services.length === 0) throw new TurquoiseError("USAGE", "token create needs --deploy <service>[,<service>...]");
+      const { client } = connect(ctx.specFile);
+      const body = { deploy: services, ...(typeof ctx.values.name === "string" ? { name: ctx.values.name } : {}) };
+      const t = await client.request<DeployTokenInfo & { token: string }>("POST", "/v1/tokens", body);
+      if (ctx.json) return printJson(ctx, t);
+      ctx.out(t.token);
+      ctx.err(`deploy token ${t.id}${t.name ? ` (${t.name})` : ""} for ${t.services.join(", ")}: shown once, keep it now; revoke it with \`turquoise token revoke ${t.id}\``);
+      return;
+    }
+    if (op === "list") {
+      const { client } = connect(ctx.specFile);
+      const { tokens } = await client.get<{ tokens: DeployTokenInfo[] }>("/v1/tokens");
+      if (ctx.json) return printJson(ctx, tokens);
+      if (tokens.length === 0) return ctx.out("no deploy tokens");
+      for (const t of tokens) ctx.out(`${t.id}  deploy ${t.services.join(",").padEnd(20)} ${new Date(t.createdAt).toISOString()}  ${t.name ?? ""}`);
+      return;
+    }
+    if (op === "revoke" && id) {
+      const { client } = connect(ctx.specFile);
+      const { revoked } = await client.request<{ revoked: DeployTokenInfo }>("DELETE", `/v1/tokens/${encodeURIComponent(id)}`);
+      return ctx.json ? printJson(ctx, revoked) : ctx.out(`revoked deploy token ${revoked.id}${revoked.name ? ` (${revoked.name})` : ""}`);
+    }
+    throw new TurquoiseError("USAGE", USAGE);
+  },
+};

@@ -1,0 +1,87 @@
+// The agent's HTTP API in-process, on a loopback port, over a memory store and a stand-in agent:
+// real routes, real auth and real KV rules, with the orchestrator's flows replaced by tiny stubs.
+import crypto from "node:crypto";
+import http from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import type { Agent } from "../../src/agent.js";
+import { createApi } from "../../src/api/server.js";
+import { Registry } from "../../src/api/registry.js";
+import { DeployTokens } from "../../src/auth/deploy-tokens.js";
+import { Records } from "../../src/deploy/records.js";
+import { TurquoiseError } from "../../src/errors.js";
+import type { DeployRequest, Progress } from "../../src/deploy/orchestrator.js";
+import { MemoryStore } from "../../src/state/memory.js";
+
+export interface Harness {
+  agent: Agent;
+  store: MemoryStore;
+  registry: Registry;
+  adminToken: string;
+  registryToken: string;
+  port: number;
+  /** The server's side of every connection, to see what it buffers and whether it cut one. */
+  sockets: Set<Socket>;
+  /** Deploys the stub orchestrator ran, by service. */
+  deploys: string[];
+  /** Makes the next deploys wait until this resolves: a running deploy, for --wait tests. */
+  holdDeploys(until: Promise<void>): void;
+  call(method: string, path: string, opts?: { token?: string; body?: string }): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }>;
+  close(): Promise<void>;
+}
+
+export const SERVICES = ["books", "api", "shop"];
+
+export async function startHarness(): Promise<Harness> {
+  const store = new MemoryStore();
+  const registry = new Registry(store, 1);
+  const records = new Records(store);
+  const deployTokens = new DeployTokens(store);
+  const adminToken = crypto.randomBytes(32).toString("hex");
+  const registryToken = crypto.randomBytes(32).toString("hex");
+  const deploys: string[] = [];
+  let hold: Promise<void> = Promise.resolve();
+  const service = (name: string) => {
+    if (!SERVICES.includes(name)) throw new TurquoiseError("NOT_FOUND", `no service named "${name}"`);
+    return { name, route: { pathPrefix: "/" } };
+  };
+  const flow = async (req: Omit<DeployRequest, "release"> & { release?: string }) => {
+    service(req.service);
+    await hold;
+    deploys.push(req.service);
+    req.onProgress?.({ type: "info", message: `deploying ${req.service}` } satisfies Progress);
+    return { history: { id: deploys.length, service: req.service, release: req.release ?? "previous", actor: req.actor } };
+  };
+  const agent = {
+    startedAt: Date.now(), token: adminToken, registryToken, deployTokens, store, records, registry, apiUrl: "http://127.0.0.1:0",
+    spec: { services: Object.fromEntries(SERVICES.map((s) => [s, service(s)])), proxy: { host: "127.0.0.1" } },
+    orchestrator: { service, deploy: flow, rollback: flow },
+    fleet: { list: () => [] },
+    monitor: { state: () => undefined },
+    proxy: { pid: 0, listenPort: 0, stats: async () => ({}) },
+    event: (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => void store.appendEvent({ service, type, message, data }),
+  } as unknown as Agent;
+  const server = http.createServer(createApi(agent));
+  const sockets = new Set<Socket>();
+  server.on("connection", (s) => sockets.add(s));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    agent, store, registry, adminToken, registryToken, port, deploys, sockets,
+    holdDeploys: (until) => void (hold = until),
+    call: (method, path, opts = {}) => new Promise((resolve, reject) => {
+      const req = http.request({ host: "127.0.0.1", port, path, method, agent: false, headers: { authorization: `Bearer ${opts.token ?? adminToken}` } }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+      });
+      req.on("error", reject);
+      req.end(opts.body);
+    }),
+    close: async () => {
+      registry.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
