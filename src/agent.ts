@@ -13,6 +13,7 @@ import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
 import { watchRefusal, watchView } from "./api/catalog.js";
 import { Fleet } from "./deploy/fleet.js";
+import type { EventLog } from "./deploy/deps.js";
 import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
 import { moveLegacyKeys } from "./deploy/legacy-keys.js";
@@ -159,17 +160,6 @@ export class Agent {
     const addr = this.server?.address();
     const port = addr && typeof addr === "object" ? addr.port : this.spec.agent.port;
     return `http://${this.spec.agent.host}:${port}`;
-  }
-
-  /** The API's view of `turquoise migrate`: validates the body, then hands it to the orchestrator. */
-  async migrations(service: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const action = body.action ?? "status";
-    if (action !== "status" && action !== "up" && action !== "down" && action !== "to") throw new TurquoiseError("USAGE", `body.action must be status, up, down or to, got ${JSON.stringify(action)}`);
-    if (body.to !== undefined && (typeof body.to !== "number" || !Number.isInteger(body.to) || body.to < 0)) throw new TurquoiseError("USAGE", "body.to must be an integer ≥ 0");
-    return this.orchestrator.migrations(service, {
-      action, dryRun: body.dry_run === true, actor: typeof body.actor === "string" ? body.actor.slice(0, 200) : "api",
-      ...(typeof body.to === "number" ? { to: body.to } : {}),
-    });
   }
 
   /** The built-in proxy takes a refusing or resetting upstream out of rotation by itself; the monitor checks it at once. */
@@ -325,8 +315,6 @@ export class Agent {
     return this.closing;
   }
 }
-
-export type EventLog = (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
 
 /** Every agent event: a log line, a row in the Store's event log, and a push to the event stream. */
 function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {

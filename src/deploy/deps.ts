@@ -6,9 +6,10 @@ import type { ServiceSpec, Spec } from "../spec/types.js";
 import type { Store } from "../state/contract.js";
 import { ServiceDatabase } from "./database.js";
 import type { Fleet } from "./fleet.js";
-import type { Records } from "./records.js";
+import type { RecordEvent, Records } from "./records.js";
 
-export type EventLog = (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
+/** Records an agent event: a log line, a row in the Store's event log, a push to the event stream. */
+export type EventLog = RecordEvent;
 
 export interface OrchestratorDeps {
   spec: Spec;
