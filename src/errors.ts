@@ -18,6 +18,8 @@ export const EXIT_CODES = {
   RUNTIME_UNAVAILABLE: 12,
   /** The token is good, but its scope does not cover the call; or the key is the agent's own. */
   FORBIDDEN: 13,
+  /** A flow lost its deploy lock (it ran out, or another took it): it stopped, and recovery takes over. */
+  LOCK_LOST: 14,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;
