@@ -2,7 +2,9 @@
 // smoke, expand migrations, flip, verify, drain, retire the old slot, contract migrations, record.
 // When the schema change is breaking, the plan walks the turquoise path: start R, flip L → R,
 // migrate, re-check R, start T, flip R → T. Every step is journaled before and after it runs, so
-// an agent that restarts can finish, undo or resume the flow (recovery.ts).
+// an agent that restarts can finish, undo or resume the flow (recovery.ts). Every write of the
+// flow is fenced by its lock (lock.ts); a flow that lost its lock stops at the next step boundary
+// and hands its journal over to recovery.
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { PlanAction } from "../plan/planner.js";
 import { otherSlot, type Slot } from "../runtime/contract.js";
@@ -11,9 +13,9 @@ import type { HistoryEntry, StepTiming } from "../state/contract.js";
 import { instanceEnvFor, openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import { waitUntilHealthy } from "./healthy.js";
 import { runHooks } from "./hooks.js";
-import { keepLock, takeLock } from "./lock.js";
+import { DeployLock, isLockLost } from "./lock.js";
 import { NO_DATABASE, type ComputedPlan, type Planning, type PlanRequest } from "./planning.js";
-import { keys, type Journal } from "./records.js";
+import { Records, type Journal } from "./records.js";
 import type { RouteTables } from "./routes.js";
 import { smokeInstances } from "./smoke.js";
 import { runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
@@ -35,17 +37,25 @@ export interface DeployOutcome {
   history: HistoryEntry;
 }
 
+/** What a flow hands over to recovery (recovery.ts), so that no flow is left half done. */
+export interface Handover {
+  /** A journal a flow that lost its lock left behind: finished or undone, under this flow's lock, before this flow writes its own. */
+  recoverLeftBehind(j: Journal, records: Records): Promise<void>;
+  /** This flow lost its lock and stopped: recovery takes its journal over once it can take the lock. */
+  lockLost(service: string, owner: string): void;
+}
+
 export class DeployFlow {
   constructor(
     private readonly d: OrchestratorDeps,
     private readonly planning: Planning,
     private readonly routes: RouteTables,
     private readonly warm: WarmSlots,
+    private readonly handover: Handover,
   ) {}
 
   async run(kind: "deploy" | "rollback", req: DeployRequest): Promise<DeployOutcome> {
     const svc = serviceNamed(this.d.spec, req.service);
-    const { records, store } = this.d;
     const emit = req.onProgress ?? (() => {});
     const steps: StepTiming[] = [];
     // The nonce keeps two deploys by the same actor from sharing (and so re-taking) one lock.
@@ -54,14 +64,21 @@ export class DeployFlow {
     // 1. take the service's deploy lock
     const lockStarted = Date.now();
     emit({ type: "step", name: "lock", status: "started" });
-    await takeLock(store, this.d.event, svc.name, owner, !!req.wait, emit, { ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}) });
-    const renew = keepLock(store, this.d.event, svc.name, owner);
+    const lock = await DeployLock.take(this.d.store, this.d.event, svc.name, owner, {
+      wait: !!req.wait, emit, ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}),
+    });
+    // Every write of this flow goes through these: once the lock is lost, none of them lands.
+    const records = new Records(lock.fencedStore(), this.d.event);
+    const store = records.store;
     steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
 
     let history: HistoryEntry | undefined;
     let flow: Flow | undefined;
     try {
+      const left = await records.journal(svc.name);
+      if (left) await this.handover.recoverLeftBehind(left, records);
+
       // 2. plan: live release, target release, schema version, pending migrations
       const planStarted = Date.now();
       emit({ type: "step", name: "plan", status: "started" });
@@ -91,7 +108,7 @@ export class DeployFlow {
 
       const db = openDatabase(this.d.spec, svc);
       flow = {
-        svc, kind, journal, steps, emit, schemas: plan.schemas, flipped: false,
+        svc, kind, lock, records, journal, steps, emit, schemas: plan.schemas, flipped: false,
         ...(db ? { db } : {}),
         schemaChangesLater: (i) => plan.actions.slice(i + 1).some((a) => a.do === "migrate"),
       };
@@ -106,6 +123,7 @@ export class DeployFlow {
       if (!db) skipStep(flow, "migrate-contract", NO_DATABASE);
 
       // 12. record the outcome and the step timings, then release the lock
+      await lock.check();
       // A resumed path starts at its turquoise release; what rollback returns to is still the release before it.
       if (live && live.release !== req.release && live.release !== plan.via) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
       // A successful deploy is a fresh start for self-healing.
@@ -119,11 +137,17 @@ export class DeployFlow {
       this.d.event(svc.name, `${kind}.succeeded`, `${kind} of ${svc.name} ${req.release} succeeded`, { release: req.release, historyId: history.id });
       return { history };
     } catch (e) {
+      if (isLockLost(e)) throw this.stopped(kind, req, owner, flow, history, e);
       if (history) {
         const flippedBack = e instanceof StepFailure && e.step === "verify";
         const error = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
-        history = await store.updateHistory(history.id, { outcome: flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
-        await records.clearJournal(svc.name);
+        try {
+          history = await store.updateHistory(history.id, { outcome: flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
+          await records.clearJournal(svc.name);
+        } catch (recording) {
+          if (isLockLost(recording)) throw this.stopped(kind, req, owner, flow, history, recording);
+          throw recording;
+        }
         this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
       }
       if (e instanceof StepFailure) {
@@ -135,9 +159,21 @@ export class DeployFlow {
       }
       throw e;
     } finally {
-      clearInterval(renew);
-      await store.releaseLock(keys.lock(svc.name), owner);
+      await lock.release();
     }
+  }
+
+  /**
+   * A flow that lost its lock stops where it is: it writes nothing more (its writes are fenced),
+   * undoes nothing (its successor owns the slots now) and leaves its journal to recovery.
+   */
+  private stopped(kind: string, req: DeployRequest, owner: string, flow: Flow | undefined, history: HistoryEntry | undefined, e: TurquoiseError): TurquoiseError {
+    const last = flow?.journal.steps.at(-1);
+    const at = last ? last.replace(/:(started|done)$/, (_, s: string) => (s === "done" ? " (done)" : " (under way)")) : "plan";
+    const message = `${kind} of ${req.service} ${req.release} stopped at ${at}: ${e.message}; it writes nothing more, and recovery finishes or undoes what it did`;
+    this.d.event(req.service, `${kind}.stopped`, message, { release: req.release, owner, historyId: history?.id ?? null, reason: e.data.reason ?? null });
+    this.handover.lockLost(req.service, owner);
+    return new TurquoiseError("LOCK_LOST", message, { data: { ...e.data, step: at, history: history ?? null } });
   }
 
   private async liveDescription(svc: ServiceSpec): Promise<string> {
@@ -147,13 +183,23 @@ export class DeployFlow {
   }
 
   private step<T>(flow: Flow, name: string, fn: () => Promise<T>): Promise<T> {
-    return runStep(this.d.records, flow, name, fn);
+    return runStep(flow, name, fn);
+  }
+
+  /**
+   * Cleans up after a failed step, unless the lock is gone: then the successor owns the slots,
+   * and recovery undoes this flow. The caller throws e afterwards.
+   */
+  private async cleanUp(flow: Flow, e: unknown, fn: () => Promise<void>): Promise<void> {
+    if (isLockLost(e)) return;
+    await flow.lock.check();
+    await fn();
   }
 
   /** 3 to 5: start, healthy and smoke for a release in the idle slot; a warm slot already running it is reused. */
   private async startRelease(flow: Flow, release: string): Promise<void> {
-    const { svc } = flow;
-    const { records, fleet, spec } = this.d;
+    const { svc, records } = flow;
+    const { fleet, spec } = this.d;
     const color = await records.color(svc.name);
     const slot: Slot = color ? otherSlot(color) : "blue";
     const idle = await records.slot(svc.name, slot);
@@ -172,15 +218,14 @@ export class DeployFlow {
       await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fresh, "new instances"));
       await this.step(flow, "smoke", async () => smokeInstances(svc, fresh, fleet.releaseDir(svc, release)));
     } catch (e) {
-      await this.undoPreview(svc, slot);
+      await this.cleanUp(flow, e, () => undoPreview(this.d, records, svc, slot));
       throw e;
     }
   }
 
   /** 7 to 10: flip to the preview slot, verify, drain and retire the old slot. */
   private async flip(flow: Flow, release: string, schemaChangesLater: boolean): Promise<void> {
-    const { svc } = flow;
-    const { records } = this.d;
+    const { svc, records } = flow;
     const fromSlot = (await records.color(svc.name)) ?? null;
     const live = fromSlot ? await records.slot(svc.name, fromSlot) : undefined;
     const toSlot: Slot = fromSlot ? otherSlot(fromSlot) : "blue";
@@ -199,17 +244,21 @@ export class DeployFlow {
         return `traffic → ${toSlot} (${release})`;
       });
     } catch (e) {
-      await this.restoreColor(svc, fromSlot, toSlot);
-      await this.undoPreview(svc, toSlot);
+      await this.cleanUp(flow, e, async () => {
+        await this.restoreColor(flow, fromSlot, toSlot);
+        await undoPreview(this.d, records, svc, toSlot);
+      });
       throw e;
     }
     try {
       await this.step(flow, "verify", async () => verifyPublicRoute(this.d.spec, svc));
     } catch (e) {
-      await this.restoreColor(svc, fromSlot, toSlot);
-      await this.d.proxy.drain(preview.poolId, svc.drainTimeoutMs).catch(() => undefined);
-      await this.undoPreview(svc, toSlot);
-      this.d.event(svc.name, "flip.reverted", `verification failed; traffic back on ${live ? `${live.release} (${fromSlot})` : "nothing"}`);
+      await this.cleanUp(flow, e, async () => {
+        await this.restoreColor(flow, fromSlot, toSlot);
+        await this.d.proxy.drain(preview.poolId, svc.drainTimeoutMs).catch(() => undefined);
+        await undoPreview(this.d, records, svc, toSlot);
+        this.d.event(svc.name, "flip.reverted", `verification failed; traffic back on ${live ? `${live.release} (${fromSlot})` : "nothing"}`);
+      });
       throw e;
     }
     flow.flipped = true;
@@ -222,17 +271,18 @@ export class DeployFlow {
         if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
         return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
       });
-      await this.step(flow, "retire", async () => this.warm.retire(svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));
+      await this.step(flow, "retire", async () => this.warm.retire(records, svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));
     }
     // After the retire, so a failing hook leaves one live slot behind it, not two.
     if (svc.hooks.afterFlip.length) await this.step(flow, "hooks", async () => runHooks(this.d, svc, release));
   }
 
-  private async restoreColor(svc: ServiceSpec, fromSlot: Slot | null, toSlot: Slot): Promise<void> {
-    if (fromSlot) await this.d.records.setColor(svc.name, fromSlot);
-    else await this.d.records.clearColor(svc.name);
-    const rec = await this.d.records.slot(svc.name, toSlot);
-    if (rec) await this.d.records.setSlot(svc.name, { ...rec, state: "preview" });
+  private async restoreColor(flow: Flow, fromSlot: Slot | null, toSlot: Slot): Promise<void> {
+    const { svc, records } = flow;
+    if (fromSlot) await records.setColor(svc.name, fromSlot);
+    else await records.clearColor(svc.name);
+    const rec = await records.slot(svc.name, toSlot);
+    if (rec) await records.setSlot(svc.name, { ...rec, state: "preview" });
     await this.routes.apply();
   }
 
@@ -243,11 +293,13 @@ export class DeployFlow {
     try {
       await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line })));
     } catch (e) {
-      if (e instanceof StepFailure) throw e;
+      if (e instanceof StepFailure || isLockLost(e)) throw e;
       // Before any flip the new slot is still a preview: stop it. After one, the live release runs on every version along this path.
       if (!flow.flipped) {
-        const color = await this.d.records.color(flow.svc.name);
-        await this.undoPreview(flow.svc, color ? otherSlot(color) : "blue");
+        await this.cleanUp(flow, e, async () => {
+          const color = await flow.records.color(flow.svc.name);
+          await undoPreview(this.d, flow.records, flow.svc, color ? otherSlot(color) : "blue");
+        });
       }
       throw new StepFailure(name, `migration ${action.direction} to ${action.to} failed`, errorMessage(e));
     }
@@ -255,8 +307,8 @@ export class DeployFlow {
 
   /** After a migration, the live turquoise release must still pass its health and smoke checks. */
   private async recheck(flow: Flow, release: string): Promise<void> {
-    const { svc } = flow;
-    const { records, fleet, spec } = this.d;
+    const { svc, records } = flow;
+    const { fleet, spec } = this.d;
     const color = await records.color(svc.name);
     const instances = color ? fleet.list(svc.name, color) : [];
     await this.step(flow, "recheck", async () => {
@@ -265,13 +317,13 @@ export class DeployFlow {
       return `${healthy}; ${typeof smoke === "string" ? smoke : "no smoke checks"}`;
     });
   }
+}
 
-  /** Stops what a failed deploy started; the live slot is never touched. */
-  async undoPreview(svc: ServiceSpec, slot: Slot): Promise<void> {
-    const color = await this.d.records.color(svc.name);
-    if (slot === color) return;
-    const rec = await this.d.records.slot(svc.name, slot);
-    await this.d.fleet.stop(this.d.fleet.list(svc.name, slot), svc.stopTimeoutMs);
-    if (rec) await this.d.records.clearSlot(svc.name, slot);
-  }
+/** Stops what a failed deploy started; the live slot is never touched. records: as the caller writes them. */
+export async function undoPreview(d: Pick<OrchestratorDeps, "fleet">, records: Records, svc: ServiceSpec, slot: Slot): Promise<void> {
+  const color = await records.color(svc.name);
+  if (slot === color) return;
+  const rec = await records.slot(svc.name, slot);
+  await d.fleet.stop(d.fleet.list(svc.name, slot), svc.stopTimeoutMs);
+  if (rec) await records.clearSlot(svc.name, slot);
 }

@@ -2,9 +2,8 @@
 // version outside the live release's range is refused: that change belongs in a deploy plan.
 import { TurquoiseError } from "../errors.js";
 import { openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
-import { keepLock, takeLock } from "./lock.js";
+import { DeployLock } from "./lock.js";
 import type { Planning } from "./planning.js";
-import { keys } from "./records.js";
 import { formatRange } from "../plan/range.js";
 
 export interface MigrationRequest {
@@ -50,16 +49,14 @@ export async function runMigrations(d: OrchestratorDeps, planning: Planning, ser
     }
   }
   const owner = `${req.actor} (migrate ${direction} to ${to}, agent ${d.agentId}, #${Math.random().toString(36).slice(2, 8)})`;
-  await takeLock(d.store, d.event, svc.name, owner, false, () => {});
-  // A long migration must not outlive its lock: renew it as a deploy does.
-  const renew = keepLock(d.store, d.event, svc.name, owner);
+  // A long migration must not outlive its lock: it is renewed as a deploy's is.
+  const lock = await DeployLock.take(d.store, d.event, svc.name, owner);
   try {
     const lines: string[] = [];
     const result = await db.migrate(direction, to, (l) => lines.push(l));
     d.event(svc.name, "migrate", `${req.actor}: ${result}`, { from: status.current, to });
     return { ...summary, dryRun: false, from: status.current, to, result, log: lines };
   } finally {
-    clearInterval(renew);
-    await d.store.releaseLock(keys.lock(svc.name), owner);
+    await lock.release();
   }
 }

@@ -33,8 +33,9 @@ export class Orchestrator {
     this.planning = new Planning(d);
     this.routes = new RouteTables(d);
     this.warm = new WarmSlots(d);
-    this.flow = new DeployFlow(d, this.planning, this.routes, this.warm);
-    this.recovery = new Recovery(d, this.flow, this.routes, this.warm);
+    // Recovery resumes flows, and flows hand what they cannot finish to recovery.
+    this.recovery = new Recovery(d, this.routes, this.warm, (kind, req) => this.flow.run(kind, req));
+    this.flow = new DeployFlow(d, this.planning, this.routes, this.warm, this.recovery);
   }
 
   service(name: string): ServiceSpec {

@@ -1,10 +1,12 @@
 // One journaled step of a flow: the progress it reports, how it fails, and the runner that
 // journals it before and after it runs, so that an agent that restarts knows where a flow stood.
+// Each step starts at a boundary where the flow makes sure it still holds its deploy lock.
 import { errorMessage } from "../errors.js";
 import type { SchemaRange } from "../plan/planner.js";
 import type { ServiceSpec } from "../spec/types.js";
 import type { StepTiming } from "../state/contract.js";
 import type { ServiceDatabase } from "./database.js";
+import type { DeployLock } from "./lock.js";
 import type { Journal, Records } from "./records.js";
 
 export type StepStatus = "started" | "done" | "failed" | "skipped";
@@ -21,10 +23,13 @@ export class StepFailure extends Error {
   }
 }
 
-/** One flow under way: its journal, its step timings, where it reports progress. */
+/** One flow under way: its lock, its journal, its step timings, where it reports progress. */
 export interface Flow {
   svc: ServiceSpec;
   kind: "deploy" | "rollback";
+  lock: DeployLock;
+  /** The records as this flow writes them: every write fenced by its lock. */
+  records: Records;
   journal: Journal;
   steps: StepTiming[];
   emit: (p: Progress) => void;
@@ -36,9 +41,13 @@ export interface Flow {
   schemaChangesLater: (index: number) => boolean;
 }
 
-/** Runs one journaled step: "started" is written before it runs, "done" after. */
-export async function runStep<T>(records: Records, flow: Flow, name: string, fn: () => Promise<T>): Promise<T> {
-  const { journal, steps, emit } = flow;
+/**
+ * Runs one journaled step: "started" is written before it runs, "done" after. A flow that lost
+ * its lock stops here, before the step, and the journal stays as it was for recovery.
+ */
+export async function runStep<T>(flow: Flow, name: string, fn: () => Promise<T>): Promise<T> {
+  const { journal, steps, emit, records } = flow;
+  await flow.lock.check();
   const startedAt = Date.now();
   journal.steps.push(`${name}:started`);
   await records.writeJournal(journal);

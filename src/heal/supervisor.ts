@@ -5,8 +5,8 @@
 import { waitHealthy } from "../health/checks.js";
 import { instanceEnvFor, type EventLog } from "../deploy/deps.js";
 import type { Fleet } from "../deploy/fleet.js";
-import { keepLock } from "../deploy/lock.js";
-import { keys, type Records } from "../deploy/records.js";
+import { DeployLock } from "../deploy/lock.js";
+import type { Records } from "../deploy/records.js";
 import type { RouteTables } from "../deploy/routes.js";
 import type { InstanceInfo, Slot } from "../runtime/contract.js";
 import type { Spec } from "../spec/types.js";
@@ -98,9 +98,8 @@ export class Supervisor {
 
     // A deploy holds the lock: it owns the slots now. Try again shortly.
     const owner = `agent ${this.d.agentId} (healing ${service} ${slot})`;
-    const lock = await this.d.store.acquireLock(keys.lock(service), owner, HEAL_LOCK_TTL_MS);
-    if (!lock.ok) return this.schedule(service, slot, HEAL_LOCK_RETRY_MS);
-    const renew = keepLock(this.d.store, this.d.event, service, owner);
+    const lock = await DeployLock.tryTake(this.d.store, this.d.event, service, owner, HEAL_LOCK_TTL_MS);
+    if (!lock) return this.schedule(service, slot, HEAL_LOCK_RETRY_MS);
     try {
       const current = await this.d.records.slot(service, slot);
       const stillMissing = svc.replicas - this.d.fleet.list(service, slot).length;
@@ -134,8 +133,7 @@ export class Supervisor {
       if ((await this.d.records.color(service)) === slot) await this.d.routes.apply();
       this.d.event(service, "instance.replaced", `${fresh.map((i) => i.id).join(", ")} (${rec.release}) healthy in ${slot} after ${Date.now() - started}ms`, { slot, release: rec.release, healthyMs: Date.now() - started });
     } finally {
-      clearInterval(renew);
-      await this.d.store.releaseLock(keys.lock(service), owner);
+      await lock.release();
     }
   }
 }
