@@ -65,7 +65,7 @@ export class DeployFlow {
     const lockStarted = Date.now();
     emit({ type: "step", name: "lock", status: "started" });
     const lock = await DeployLock.take(this.d.store, this.d.event, svc.name, owner, {
-      wait: !!req.wait, emit, ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}),
+      wait: !!req.wait, onWait: (message) => emit({ type: "info", message }), ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}),
     });
     // Every write of this flow goes through these: once the lock is lost, none of them lands.
     const records = new Records(lock.fencedStore(), this.d.event);

@@ -7,7 +7,6 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import type { Fence, HistoryEntry, HistoryWriteOptions, KeyValue, LockInfo, LockResult, NewEvent, NewHistoryEntry, PutOptions, Store, WatchEvent, WriteResult, EventRecord } from "../state/contract.js";
 import type { EventLog } from "./deps.js";
 import { keys } from "./records.js";
-import type { Progress } from "./step.js";
 
 export const LOCK_TTL_MS = 30_000;
 const LOCK_POLL_MS = 250;
@@ -16,7 +15,7 @@ export interface TakeOptions {
   /** Queue behind the holder instead of failing at once. */
   wait?: boolean;
   /** Where a queued flow says whom it waits for. */
-  emit?: (p: Progress) => void;
+  onWait?: (message: string) => void;
   /** A queued flow gives up at this time (epoch ms)... */
   deadline?: number;
   /** ...or when this aborts (its client went away). */
@@ -62,7 +61,7 @@ export class DeployLock {
         event(service, "deploy.dropped", `a queued ${owner} was dropped: ${why} while ${r.holder.owner} held the lock`, { owner, holder: r.holder.owner });
         throw new TurquoiseError("LOCKED", `gave up waiting for the deploy lock of ${service} (${why}): held by ${r.holder.owner} since ${since}`, { data: { holder: r.holder } });
       }
-      if (!told) opts.emit?.({ type: "info", message: `waiting for the deploy lock, held by ${r.holder.owner} since ${since}` });
+      if (!told) opts.onWait?.(`waiting for the deploy lock, held by ${r.holder.owner} since ${since}`);
       told = true;
       await new Promise((res) => setTimeout(res, LOCK_POLL_MS));
     }
