@@ -1,12 +1,13 @@
 // How much does Turquoise's proxy cost? wrk against the same upstream three ways in one run:
-// direct, through the built-in proxy (its own process), and through nginx as the yardstick.
-// Usage: node dist/bench/proxy.js [--json] [--duration 10] [--rounds 3] [--connections 64] [--threads 2]
+// direct, through the built-in proxy (its own process), and through nginx as the yardstick, with
+// as many nginx worker processes as the built-in proxy has workers.
+// Usage: node dist/bench/proxy.js [--json] [--duration 10] [--rounds 3] [--connections 64] [--threads 2] [--workers 1|N|auto]
 
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { spawnProxy, stopProxy } from "../src/proxy/builtin.js";
+import { resolveWorkers, spawnProxy, stopProxy } from "../src/proxy/builtin.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
 import { formatNumber, formatTable } from "./lib/report.js";
@@ -34,8 +35,12 @@ async function main(): Promise<void> {
       rounds: { type: "string", default: "3" },
       connections: { type: "string", default: "64" },
       threads: { type: "string", default: "2" },
+      workers: { type: "string", default: "1" },
     },
   });
+  const workersArg = values.workers!;
+  if (workersArg !== "auto" && !/^[1-9]\d*$/.test(workersArg)) throw new Error(`--workers must be auto or a positive integer, got "${workersArg}"`);
+  const workers = resolveWorkers(workersArg === "auto" ? "auto" : Number(workersArg));
   const json = values.json!;
   const rounds = Number(values.rounds);
   const wrk: WrkOptions = { threads: Number(values.threads), connections: Number(values.connections), durationS: Number(values.duration) };
@@ -47,7 +52,8 @@ async function main(): Promise<void> {
   ensureCommand("nginx");
   const machine = machineInfo();
   say(formatMachine(machine));
-  say(`load    wrk ${wrk.threads} threads, ${wrk.connections} keep-alive connections, ${wrk.durationS} s × ${rounds} rounds (medians), GET ~100-byte JSON\n`);
+  say(`load    wrk ${wrk.threads} threads, ${wrk.connections} keep-alive connections, ${wrk.durationS} s × ${rounds} rounds (medians), GET ~100-byte JSON`);
+  say(`proxies turquoise with ${workers} worker(s), nginx with worker_processes ${workersArg === "auto" ? `auto (${workers})` : workers}\n`);
 
   const stateDir = await mkdtemp(path.join(os.tmpdir(), "turquoise-bench-proxy-"));
   let upstream: RunningUpstream | undefined;
@@ -64,13 +70,13 @@ async function main(): Promise<void> {
   try {
     upstream = await startUpstreamProcess();
     const target = { host: "127.0.0.1", port: upstream.port };
-    const spawned = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0 });
+    const spawned = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers });
     proxySpawned = true;
     await spawned.proxy.apply({
       version: 1,
       routes: [{ service: "bench", pathPrefix: "/", poolId: "bench:blue:1", upstreams: [{ id: "bench-1", ...target }] }],
     });
-    nginx = await startNginx(nginxProxyConf([target]));
+    nginx = await startNginx(nginxProxyConf([target], { workerProcesses: workersArg === "auto" ? "auto" : workers }));
 
     const targets = [
       { name: "direct", url: `http://127.0.0.1:${upstream.port}/` },
@@ -106,7 +112,7 @@ async function main(): Promise<void> {
     };
 
     if (json) {
-      process.stdout.write(JSON.stringify({ machine, load: { ...wrk, rounds }, results: summary, ratios }, null, 2) + "\n");
+      process.stdout.write(JSON.stringify({ machine, load: { ...wrk, rounds }, workers, results: summary, ratios }, null, 2) + "\n");
     } else {
       say("");
       say(formatTable(

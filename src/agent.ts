@@ -120,7 +120,7 @@ export class Agent {
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
     const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
     let agent!: Agent;
-    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event });
+    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
       if (!fleet.isReady(inst.id)) return false;
       const rec = await records.slot(inst.service, inst.slot);
@@ -181,7 +181,10 @@ export class Agent {
     }
   }
 
-  /** Restarts the proxy if its process dies; it comes back on its saved table, then gets the current one. */
+  /**
+   * Restarts the proxy if its process dies; it comes back on its saved table, then gets the
+   * current one. The pid is the proxy's supervisor: a dead worker is the supervisor's to replace.
+   */
   private watchProxy(): void {
     let restarting = false;
     const timer = setInterval(async () => {
@@ -189,7 +192,7 @@ export class Agent {
       restarting = true;
       try {
         const old = this.proxy.pid;
-        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port }));
+        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
         await this.orchestrator.applyRoutes();
         await this.monitor.pushMarks();

@@ -54,13 +54,15 @@ async function stopNginx(child: ChildProcess, exited: Promise<void>, prefix: str
 export interface NginxProxyConfOptions {
   /** Client keep-alive timeout in seconds; 0 answers every request with Connection: close. nginx's default otherwise. */
   keepaliveTimeoutS?: number;
+  /** worker_processes: "auto" (one per core) unless a comparison needs nginx's count to match another proxy's. */
+  workerProcesses?: number | "auto";
 }
 
 /** A minimal reverse proxy: keep-alive to the upstreams, no access log, loopback only. */
 export function nginxProxyConf(upstreams: readonly { host: string; port: number }[], opts: NginxProxyConfOptions = {}): NginxConf {
   const keepalive = opts.keepaliveTimeoutS === undefined ? "" : `\n    keepalive_timeout ${opts.keepaliveTimeoutS}s;`;
   return (listenPort, prefix) => `
-worker_processes auto;
+worker_processes ${opts.workerProcesses ?? "auto"};
 pid ${prefix}/nginx.pid;
 error_log ${prefix}/error.log warn;
 events { worker_connections 4096; }

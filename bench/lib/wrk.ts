@@ -20,6 +20,10 @@ export interface WrkResult {
   requests: number;
   /** Socket errors (connect, read, write, timeout) plus non-2xx/3xx responses. */
   errors: number;
+  /** The socket errors apart: connect ones are refusals, read and write ones resets. */
+  socketErrors: { connect: number; read: number; write: number; timeout: number };
+  /** The slowest request, in milliseconds. */
+  maxMs: number;
 }
 
 export function runWrk(url: string, opts: WrkOptions): Promise<WrkResult> {
@@ -62,8 +66,11 @@ export function parseWrkOutput(text: string): WrkResult {
   if (!rps || !requests || !p50 || !p99) throw new Error(`unreadable wrk output (was --latency passed?):\n${text}`);
   let errors = 0;
   const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
-  if (socket) errors += socket.slice(1).reduce((sum, n) => sum + Number(n), 0);
+  const [connect, read, write, timeout] = socket ? socket.slice(1).map(Number) : [0, 0, 0, 0];
+  const socketErrors = { connect: connect!, read: read!, write: write!, timeout: timeout! };
+  errors += socketErrors.connect + socketErrors.read + socketErrors.write + socketErrors.timeout;
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(text);
   if (non2xx) errors += Number(non2xx[1]);
-  return { rps: parseFloat(rps[1]!), p50: latencyMs(p50[1]!), p99: latencyMs(p99[1]!), requests: Number(requests[1]), errors };
+  const max = /^\s+Latency\s+\S+\s+\S+\s+(\S+)/m.exec(text);
+  return { rps: parseFloat(rps[1]!), p50: latencyMs(p50[1]!), p99: latencyMs(p99[1]!), requests: Number(requests[1]), errors, socketErrors, maxMs: max ? latencyMs(max[1]!) : NaN };
 }

@@ -12,6 +12,7 @@ import { kvCommand } from "./kv.js";
 import { logsCommand } from "./logs.js";
 import { migrateCommand } from "./migrate.js";
 import { planCommand } from "./plan.js";
+import { proxyCommand } from "./proxy.js";
 import { signalCommand } from "./signal.js";
 import { rollbackCommand } from "./rollback.js";
 import { statusCommand } from "./status.js";
@@ -19,7 +20,7 @@ import { tokenCommand } from "./token.js";
 import { upCommand } from "./up.js";
 import { schemaCommand, validateCommand } from "./validate.js";
 
-export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, tokenCommand, signalCommand, demoCommand, schemaCommand];
+export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, tokenCommand, signalCommand, proxyCommand, demoCommand, schemaCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

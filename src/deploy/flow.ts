@@ -1,5 +1,6 @@
 // The deploy flow of DESIGN.md, step by step: lock, plan, start the idle slot, wait until healthy,
-// smoke, expand migrations, flip, verify, drain, retire the old slot, contract migrations, record.
+// smoke, expand migrations, flip, verify, bake, drain, retire the old slot, contract migrations,
+// record.
 // When the schema change is breaking, the plan walks the turquoise path: start R, flip L → R,
 // migrate, re-check R, start T, flip R → T. Every step is journaled before and after it runs, so
 // an agent that restarts can finish, undo or resume the flow (recovery.ts). Every write of the
@@ -11,6 +12,7 @@ import { otherSlot, type Slot } from "../runtime/contract.js";
 import type { ServiceSpec } from "../spec/types.js";
 import type { HistoryEntry, StepTiming } from "../state/contract.js";
 import { instanceEnvFor, openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
+import { bake, describeBake } from "./bake.js";
 import { waitUntilHealthy } from "./healthy.js";
 import { runHooks } from "./hooks.js";
 import { DeployLock, isLockLost } from "./lock.js";
@@ -18,7 +20,7 @@ import { NO_DATABASE, type ComputedPlan, type Planning, type PlanRequest } from 
 import { Records, type Journal } from "./records.js";
 import type { RouteTables } from "./routes.js";
 import { smokeInstances } from "./smoke.js";
-import { runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
+import { crashPoint, runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
 import { verifyPublicRoute } from "./verify.js";
 import type { WarmSlots } from "./warm.js";
 
@@ -99,6 +101,7 @@ export class DeployFlow {
         service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, actor: req.actor,
         startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
       });
+      crashPoint("history");
       const journal: Journal = {
         historyId: history.id, service: svc.name, kind, release: req.release, via: plan.via, actor: req.actor, owner,
         previousRelease: live?.release ?? null, steps: ["lock:done", "plan:done"], startedAt: lockStarted,
@@ -140,18 +143,25 @@ export class DeployFlow {
       if (isLockLost(e)) throw this.stopped(kind, req, owner, flow, history, e);
       if (history) {
         const flippedBack = e instanceof StepFailure && e.step === "verify";
+        const reverted = e instanceof StepFailure && e.step === "bake";
         const error = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
         try {
-          history = await store.updateHistory(history.id, { outcome: flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
+          history = await store.updateHistory(history.id, { outcome: reverted ? "reverted" : flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
           await records.clearJournal(svc.name);
         } catch (recording) {
           if (isLockLost(recording)) throw this.stopped(kind, req, owner, flow, history, recording);
           throw recording;
         }
-        this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
+        if (reverted) this.d.event(svc.name, `${kind}.reverted`, `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window (${e.message}); ${await this.liveDescription(svc)} is live`, { release: req.release, historyId: history.id, ...(e.figures ?? {}) });
+        else this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
       }
       if (e instanceof StepFailure) {
         const where = await this.liveDescription(svc);
+        if (e.step === "bake") {
+          throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window: ${e.message} (traffic flipped back; ${where} is live)`, {
+            data: { step: e.step, outcome: "reverted", figures: e.figures ?? null, output: e.output ?? null, history: history ?? null },
+          });
+        }
         const after = e.step === "verify" ? ` (traffic flipped back; ${where} is live)` : flow?.flipped ? `; ${where} is live` : "; the live release is untouched";
         throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} failed at ${e.step}: ${e.message}${after}`, {
           data: { step: e.step, output: e.output ?? null, history: history ?? null },
@@ -223,7 +233,7 @@ export class DeployFlow {
     }
   }
 
-  /** 7 to 10: flip to the preview slot, verify, drain and retire the old slot. */
+  /** 7 to 10: flip to the preview slot, verify, bake, drain and retire the old slot. */
   private async flip(flow: Flow, release: string, schemaChangesLater: boolean): Promise<void> {
     const { svc, records } = flow;
     const fromSlot = (await records.color(svc.name)) ?? null;
@@ -260,6 +270,35 @@ export class DeployFlow {
         this.d.event(svc.name, "flip.reverted", `verification failed; traffic back on ${live ? `${live.release} (${fromSlot})` : "nothing"}`);
       });
       throw e;
+    }
+    // The old slot is untouched (still running, its record live) until the new release proved itself.
+    if (!live || !fromSlot) skipStep(flow, "bake", "nothing to go back to");
+    else if (svc.bakeMs <= 0) skipStep(flow, "bake", "bake: 0s");
+    else {
+      try {
+        await this.step(flow, "bake", async () => {
+          const instances = this.d.fleet.list(svc.name, toSlot);
+          const v = await bake({ proxy: this.d.proxy, poolId: preview.poolId, instanceIds: instances.map((i) => i.id), isAlive: (id) => this.d.fleet.isAlive(id), windowMs: svc.bakeMs, onExit: (l) => this.d.fleet.onUnexpectedExit((inst) => l(inst.id)) });
+          if (!v.ok) throw new StepFailure("bake", v.reason, `bake window of ${svc.bakeMs}ms: ${describeBake(v.figures)}`, { ...v.figures });
+          return `passed: ${describeBake(v.figures)}`;
+        });
+      } catch (e) {
+        if (isLockLost(e)) throw e;
+        // Back at once: the old slot never stopped, so this is one route update.
+        await this.step(flow, "revert", async () => {
+          // The route first: every millisecond here is a request on a release that just failed.
+          try {
+            await this.routes.apply({ [svc.name]: fromSlot });
+            await this.restoreColor(flow, fromSlot, toSlot);
+          } finally {
+            this.routes.settle(svc.name);
+          }
+          await this.d.proxy.drain(preview.poolId, svc.drainTimeoutMs).catch((err) => this.d.event(svc.name, "drain.error", `draining the reverted ${release} failed: ${errorMessage(err)}`));
+          await undoPreview(this.d, records, svc, toSlot);
+          return `traffic back on ${live.release} (${fromSlot}); ${release} stopped`;
+        });
+        throw e;
+      }
     }
     flow.flipped = true;
     if (!live || !fromSlot) {

@@ -1,13 +1,14 @@
 // The orchestrator: what the agent and its API ask of the deploy side, put together from one file
 // per concept: the flow (flow.ts), planning, the lock, the route table, warm slots, recovery and
 // the migrate command. It holds no logic of its own beyond handing each call to its part.
-import { TurquoiseError } from "../errors.js";
+import { TurquoiseError, errorMessage } from "../errors.js";
 import type { RouteTable } from "../proxy/contract.js";
 import type { Slot } from "../runtime/contract.js";
 import type { ServiceSpec } from "../spec/types.js";
 import type { ServiceDatabase } from "./database.js";
 import { instanceEnvFor, openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import { DeployFlow, type DeployOutcome, type DeployRequest } from "./flow.js";
+import { LOCK_TTL_MS } from "./lock.js";
 import { runMigrations, type MigrationRequest } from "./migrations.js";
 import { Planning, type ComputedPlan, type PlanRequest } from "./planning.js";
 import { Recovery } from "./recovery.js";
@@ -56,6 +57,26 @@ export class Orchestrator {
     const previous = await this.d.records.previous(req.service);
     if (!previous) throw new TurquoiseError("NOT_FOUND", `service "${req.service}" has no previous release to roll back to`);
     return this.flow.run("rollback", { ...req, release: previous.release, ...(previous.via ? { via: previous.via } : {}) });
+  }
+
+  /**
+   * The healer's way out of a crash loop: back to the previous release, but only when that needs
+   * no migration and no turquoise release (it runs on the schema the database has now).
+   */
+  async rollbackIfSafe(service: string, why: string): Promise<{ ok: true; release: string } | { ok: false; reason: string }> {
+    let plan: ComputedPlan;
+    try {
+      plan = await this.plan("rollback", { service, release: "" });
+    } catch (e) {
+      return { ok: false, reason: errorMessage(e) };
+    }
+    if (plan.via) return { ok: false, reason: `the way back walks through the turquoise release ${plan.via}` };
+    if (plan.actions.some((a) => a.do === "migrate")) return { ok: false, reason: "the previous release needs a migration first" };
+    const target = plan.actions.find((a) => a.do === "start");
+    const release = target && "release" in target ? target.release : undefined;
+    if (!release) return { ok: false, reason: "no previous release to start" };
+    const out = await this.rollback({ service, actor: `agent ${this.d.agentId} (healer: ${why})`, wait: true, waitTimeoutMs: LOCK_TTL_MS });
+    return out.history.outcome === "succeeded" ? { ok: true, release } : { ok: false, reason: `the rollback ended ${out.history.outcome}` };
   }
 
   /** `turquoise migrate`: status, or moving the schema by hand under the deploy lock. */

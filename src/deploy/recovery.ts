@@ -8,6 +8,7 @@ import { SLOTS } from "../runtime/contract.js";
 import type { OrchestratorDeps } from "./deps.js";
 import { undoPreview, type DeployOutcome, type DeployRequest, type Handover } from "./flow.js";
 import { DeployLock } from "./lock.js";
+import { closeOrphanHistory, releaseDeadOwners } from "./lock-owner.js";
 import { keys, Records, type Journal } from "./records.js";
 import type { RouteTables } from "./routes.js";
 import type { WarmSlots } from "./warm.js";
@@ -43,7 +44,13 @@ export class Recovery implements Handover {
   /** Called when the agent starts, after it adopted the running instances: every journal left behind is finished or undone. */
   async recover(): Promise<string[]> {
     const notes: string[] = [];
+    const services = Object.keys(this.d.spec.services);
+    // Locks taken before their flow was journaled: their dead owner is the only trace.
+    for (const s of await releaseDeadOwners(this.d.store, services, this.d.event)) notes.push(`released the deploy lock of ${s}: its agent is gone`);
     for (const j of await this.d.records.journals()) notes.push(await this.recoverJournal(j, this.d.records, AGENT_RESTARTED));
+    // Resumed paths hold their lock again, so their entries are left alone.
+    const closed = await closeOrphanHistory(this.d.store, services, await this.d.records.journals(), this.d.event);
+    if (closed) notes.push(`${closed} history entr${closed === 1 ? "y" : "ies"} left running by a dead agent marked aborted`);
     return notes;
   }
 

@@ -18,7 +18,8 @@ export type Progress =
 
 /** A step that failed for a reason an operator can act on; output holds what the step saw (logs, a check's answer). */
 export class StepFailure extends Error {
-  constructor(readonly step: string, message: string, readonly output?: string) {
+  /** figures: what a judged step measured (a bake window's requests, failures and exits). */
+  constructor(readonly step: string, message: string, readonly output?: string, readonly figures?: Record<string, unknown>) {
     super(message);
   }
 }
@@ -78,8 +79,9 @@ export function skipStep(flow: Flow, name: string, why: string): void {
 
 /**
  * A real crash at a chosen point, for the crash-recovery tests: with TURQUOISE_CRASH_AFTER=<step>
- * the agent SIGKILLs itself right after journaling that step as done.
+ * the agent SIGKILLs itself right after journaling that step as done (or, for "history", right
+ * after the history entry is written and before the journal).
  */
-function crashPoint(step: string): void {
+export function crashPoint(step: string): void {
   if (process.env.TURQUOISE_CRASH_AFTER === step) process.kill(process.pid, "SIGKILL");
 }

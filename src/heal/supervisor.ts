@@ -1,7 +1,8 @@
 // Self-healing: an instance of a live or warm slot that exits, or that its checks find critical,
 // is replaced with the same release in the same slot. Replacements back off exponentially; after
-// too many failed in a row, or too many within a window, the service is marked degraded and an
-// event is raised, instead of restarting forever. The slot's healthy replicas keep serving throughout.
+// too many failed in a row, or too many within a window, the live release is rolled back to the
+// previous one when that is safe (once per pool), else the service is marked degraded and only
+// an empty slot is refilled, slowly. The slot's healthy replicas keep serving throughout.
 import { waitHealthy } from "../health/checks.js";
 import { instanceEnvFor, type EventLog } from "../deploy/deps.js";
 import type { Fleet } from "../deploy/fleet.js";
@@ -32,7 +33,14 @@ export interface SupervisorDeps {
   apiUrl: () => string;
   agentId: string;
   event: EventLog;
+  /**
+   * Rolls a crash-looping live release back to the previous one, when that release is known and
+   * runs on the current schema (no migration, no turquoise path); otherwise says why not.
+   */
+  fallBack?: (service: string, why: string) => Promise<FallBackResult>;
 }
+
+export type FallBackResult = { ok: true; release: string } | { ok: false; reason: string };
 
 export class Supervisor {
   /** Replacement attempts per service, for the degraded window. */
@@ -42,6 +50,8 @@ export class Supervisor {
   /** The pool each service/slot was last healed in. */
   private readonly poolKey = new Map<string, string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Pools whose crash loop already triggered a rollback: one try each, never a ping-pong. */
+  private readonly fellBack = new Set<string>();
   private stopped = false;
 
   constructor(private readonly d: SupervisorDeps) {}
@@ -56,6 +66,20 @@ export class Supervisor {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+  }
+
+  /** A crash-looping live release goes back to the previous one, once per pool; true when it did. */
+  private async fallBack(service: string, slot: Slot, release: string, pool: string, reason: string): Promise<boolean> {
+    if (!this.d.fallBack || this.fellBack.has(pool) || (await this.d.records.color(service)) !== slot) return false;
+    this.fellBack.add(pool);
+    this.d.event(service, "heal.rollback", `${release} is crash-looping (${reason}): trying to roll ${service} back to the previous release`, { release, reason });
+    const r = await this.d.fallBack(service, reason).catch((e): FallBackResult => ({ ok: false, reason: e instanceof Error ? e.message : String(e) }));
+    if (r.ok) {
+      this.d.event(service, "service.rolled-back", `${service} rolled back from crash-looping ${release} to ${r.release}`, { from: release, to: r.release, reason });
+      return true;
+    }
+    this.d.event(service, "heal.rollback-refused", `${service} stays on ${release}: no safe rollback (${r.reason})`, { release, reason: r.reason });
+    return false;
   }
 
   private backoff(service: string, slot: Slot): number {
@@ -78,8 +102,12 @@ export class Supervisor {
     const svc = this.d.spec.services[service];
     const rec = await this.d.records.slot(service, slot);
     if (!svc || !rec || (rec.state !== "live" && rec.state !== "warm") || this.stopped) return;
-    if (await this.d.records.degraded(service)) return;
-    const missing = svc.replicas - this.d.fleet.list(service, slot).length;
+    // Degraded: no restarts while anything of the slot still runs; an empty slot is refilled, at the slowest pace,
+    // since instances that serve for a while before they crash beat a 503 for every request.
+    const degraded = !!(await this.d.records.degraded(service));
+    const running = this.d.fleet.list(service, slot).length;
+    if (degraded && running > 0) return;
+    const missing = svc.replicas - running;
     if (missing <= 0) return;
 
     const now = Date.now();
@@ -87,12 +115,14 @@ export class Supervisor {
     this.poolKey.set(`${service}/${slot}`, pool);
     const recent = (this.attempts.get(pool) ?? []).filter((t) => now - t < HEAL_WINDOW_MS);
     const failedInARow = this.failures.get(pool) ?? 0;
-    if (failedInARow >= HEAL_MAX_FAILURES || recent.length >= HEAL_MAX_RESTARTS) {
+    if (!degraded && (failedInARow >= HEAL_MAX_FAILURES || recent.length >= HEAL_MAX_RESTARTS)) {
       const reason = failedInARow >= HEAL_MAX_FAILURES
         ? `${failedInARow} replacements in a row never turned healthy (a crash loop)`
         : `${recent.length} replacements within ${HEAL_WINDOW_MS / 1000}s`;
+      if (await this.fallBack(service, slot, rec.release, pool, reason)) return;
       await this.d.records.setDegraded(service, { since: now, slot, release: rec.release, reason });
-      this.d.event(service, "service.degraded", `${service} is degraded: ${reason}; no more automatic restarts until the next deploy`);
+      this.d.event(service, "service.degraded", `${service} is degraded: ${reason}; no more automatic restarts until the next deploy, except to refill an empty slot every ${HEAL_BACKOFF_MAX_MS / 1000}s`);
+      if (running === 0) this.schedule(service, slot, HEAL_BACKOFF_MAX_MS);
       return;
     }
 

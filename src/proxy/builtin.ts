@@ -1,6 +1,6 @@
 // The agent's side of the built-in proxy: a Proxy driven over the loopback control API, and the
-// helpers that start, adopt and stop the proxy process. The process is detached so it keeps
-// serving when the agent that started it stops or dies.
+// helpers that start, adopt, upgrade in place and stop the proxy process. The process is detached
+// so it keeps serving when the agent that started it stops or dies.
 
 import { spawn } from "node:child_process";
 import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
@@ -13,7 +13,13 @@ import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
+import type { HealthInfo, UpgradeOptions, UpgradeResult } from "./control.js";
 import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
+import { DEFAULT_UPGRADE_DRAIN_MS, WORKER_READY_TIMEOUT_MS } from "./supervisor.js";
+
+export { resolveWorkers } from "./supervisor.js";
+
+export type { HealthInfo as ProxyHealth, UpgradeOptions, UpgradeResult, WorkerInfo } from "./control.js";
 
 export const PROXY_LOG_FILE = "proxy.log";
 export const DEFAULT_CONTROL_TIMEOUT_MS = 10_000;
@@ -31,12 +37,6 @@ export const BUILTIN_CAPABILITIES: Readonly<ProxyCapabilities> = Object.freeze({
   connectionLimitAtAccept: true,
   connectionNamedHeadersRemoved: true,
 });
-
-export interface ProxyHealth {
-  ok: boolean;
-  pid: number;
-  tableVersion: number;
-}
 
 export class BuiltinProxy implements Proxy {
   readonly name = "builtin";
@@ -78,9 +78,19 @@ export class BuiltinProxy implements Proxy {
     return this.call("GET", `/events?${query}`, undefined, Math.min(waitMs, MAX_EVENTS_WAIT_MS) + this.timeoutMs) as Promise<UpstreamEventBatch>;
   }
 
-  /** Not in the Proxy contract: liveness of the proxy process and the table version it serves. */
-  health(timeoutMs?: number): Promise<ProxyHealth> {
-    return this.call("GET", "/health", undefined, timeoutMs) as Promise<ProxyHealth>;
+  /** Not in the Proxy contract: liveness of the proxy process, the table version it serves, its workers. */
+  health(timeoutMs?: number): Promise<HealthInfo> {
+    return this.call("GET", "/health", undefined, timeoutMs) as Promise<HealthInfo>;
+  }
+
+  /**
+   * Not in the Proxy contract: replaces the proxy's workers with new ones running the code
+   * installed now, without refusing or resetting a connection. Resolves once the old workers
+   * have drained and exited.
+   */
+  upgrade(opts: UpgradeOptions = {}): Promise<UpgradeResult> {
+    const waitMs = WORKER_READY_TIMEOUT_MS + (opts.drainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_MS) + this.timeoutMs;
+    return this.call("POST", "/upgrade", opts, waitMs) as Promise<UpgradeResult>;
   }
 
   /** Not in the Proxy contract: the table the proxy serves right now. */
@@ -127,15 +137,20 @@ export class BuiltinProxy implements Proxy {
 }
 
 export interface RunningProxy {
+  /** The supervisor's pid: the process to watch; it replaces its own dead workers. */
   pid: number;
   proxy: BuiltinProxy;
   listenPort: number;
+  /** How many workers it keeps serving (1 for a proxy from before workers). */
+  workers: number;
 }
 
 export interface SpawnProxyOptions {
   stateDir: string;
   listenHost: string;
   listenPort: number;
+  /** Worker processes sharing the socket; "auto": one per core. 1 by default. */
+  workers?: number | "auto";
   nodePath?: string;
   timeoutMs?: number;
 }
@@ -161,7 +176,8 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
   const listen = opts.listenHost.includes(":") ? `[${opts.listenHost}]:${opts.listenPort}` : `${opts.listenHost}:${opts.listenPort}`;
   let child;
   try {
-    child = spawn(opts.nodePath ?? process.execPath, [MAIN_JS, "--state-dir", stateDir, "--listen", listen], {
+    const args = [MAIN_JS, "--state-dir", stateDir, "--listen", listen, ...(opts.workers === undefined ? [] : ["--workers", String(opts.workers)])];
+    child = spawn(opts.nodePath ?? process.execPath, args, {
       detached: true,
       stdio: ["ignore", log.fd, log.fd],
     });
@@ -185,7 +201,8 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
     for (;;) {
       const info = await readInfo(stateDir);
       if (info && info.pid === child.pid) {
-        return { pid: info.pid, proxy: new BuiltinProxy({ controlUrl: controlUrl(info), token: readToken(stateDir) }), listenPort: info.listen.port };
+        const proxy = new BuiltinProxy({ controlUrl: controlUrl(info), token: readToken(stateDir) });
+        return { pid: info.pid, proxy, listenPort: info.listen.port, workers: (await proxy.health()).workerCount ?? 1 };
       }
       if (exited) throw await failure(exited);
       if (Date.now() > deadline) {
@@ -210,14 +227,22 @@ export async function connectProxy(stateDir: string): Promise<RunningProxy | und
     return undefined;
   }
   const proxy = new BuiltinProxy({ controlUrl: controlUrl(info), token });
+  let health: HealthInfo;
   try {
-    // The pid check guards against an unrelated process that reused the pid.
-    const health = await proxy.health(2_000);
-    if (health.pid !== info.pid) return undefined;
+    health = await proxy.health(2_000);
   } catch {
     return undefined;
   }
-  return { pid: info.pid, proxy, listenPort: info.listen.port };
+  // The pid check guards against an unrelated process that reused the pid.
+  if (health.pid !== info.pid) return undefined;
+  return { pid: info.pid, proxy, listenPort: info.listen.port, workers: health.workerCount ?? 1 };
+}
+
+/** Upgrades the proxy running for stateDir in place (see BuiltinProxy.upgrade). */
+export async function upgradeProxy(stateDir: string, opts: UpgradeOptions = {}): Promise<UpgradeResult> {
+  const running = await connectProxy(stateDir);
+  if (!running) throw new TurquoiseError("NOT_FOUND", `no proxy is running for ${path.resolve(stateDir)}`);
+  return running.proxy.upgrade(opts);
 }
 
 /**

@@ -86,6 +86,8 @@ export interface PoolStats {
   inFlight: number;
   served: number;
   failed: number;
+  /** Of served, responses whose upstream answered ≥ 500; absent from proxies that do not count them. */
+  errors5xx?: number;
 }
 
 /**

@@ -1,29 +1,147 @@
 // The proxy's control API on loopback, behind the agent's bearer token: the route table (persisted,
-// then swapped), drains, upstream health marks, stats and the upstream event long-poll.
+// then swapped), drains, upstream health marks, stats, the upstream event long-poll and in-place
+// upgrades. It drives a ControlBackend: one data plane in this process, or a supervisor's workers.
 
 import http from "node:http";
+import type net from "node:net";
 import path from "node:path";
 import { tokenMatches } from "../auth/token.js";
 import { writeFileAtomic } from "../util/fs.js";
-import type { RouteTable } from "./contract.js";
+import type { DrainResult, ProxyStats, RouteTable } from "./contract.js";
 import type { DataPlane } from "./data-plane.js";
 import { noop, sendJson } from "./http.js";
-import { validateTable } from "./table.js";
+import { type UpstreamEventLog, validateTable } from "./table.js";
 
 export const TABLE_FILE = "proxy-table.json";
 const MAX_CONTROL_BODY_BYTES = 16 * 1024 * 1024;
 /** The longest a GET /events long-poll waits for an event. */
 export const MAX_EVENTS_WAIT_MS = 30_000;
 
-export class ControlPlane {
+/** One worker process of a supervised proxy, as GET /health lists it. */
+export interface WorkerInfo {
+  pid: number;
+  /**
+   * starting: not yet serving; standby: the spare, with the table applied, not accepting until a
+   * worker dies; serving; retiring: draining before it exits.
+   */
+  state: "starting" | "standby" | "serving" | "retiring";
+  /** Epoch ms. */
+  startedAt: number;
+  /** Grows by one with each in-place upgrade. */
+  generation: number;
+}
+
+export interface HealthInfo {
+  ok: boolean;
+  pid: number;
+  tableVersion: number;
+  /** A supervised proxy's workers, and how many it keeps serving. */
+  workers?: WorkerInfo[];
+  workerCount?: number;
+}
+
+export interface UpgradeOptions {
+  /** How many workers the new generation has; the current count when absent. */
+  workers?: number;
+  /** How long the old workers may finish in-flight requests (and tunnels) before they are cut. */
+  drainTimeoutMs?: number;
+}
+
+export interface UpgradeResult {
+  /** The pids of the new workers, serving. */
+  started: number[];
+  /** The pids of the old workers, drained and gone. */
+  retired: number[];
+  generation: number;
+  /** Until the new workers served. */
+  readyMs: number;
+  durationMs: number;
+}
+
+/** What the control API drives: one in-process data plane, or a supervisor and its workers. */
+export interface ControlBackend {
+  /** The table in use. */
+  table(): RouteTable;
+  /**
+   * Swaps in a table that is valid, not older than the current one and already saved; resolves
+   * once new requests use it (every worker's, for a supervisor).
+   */
+  apply(table: RouteTable): Promise<void>;
+  drain(poolId: string, timeoutMs: number): Promise<DrainResult>;
+  stats(): Promise<ProxyStats>;
+  setUpstreamHealth(id: string, healthy: boolean): Promise<void>;
+  /** The upstream.down/up events behind GET /events. */
+  readonly events: UpstreamEventLog;
+  health(): HealthInfo;
+  /** Only a supervisor upgrades in place. */
+  upgrade?(opts: UpgradeOptions): Promise<UpgradeResult>;
+}
+
+/** The control API over one data plane in this process. */
+export class PlaneBackend implements ControlBackend {
   private readonly plane: DataPlane;
+
+  constructor(plane: DataPlane) {
+    this.plane = plane;
+  }
+
+  get events(): UpstreamEventLog {
+    return this.plane.router.events;
+  }
+
+  table(): RouteTable {
+    return this.plane.router.current.source;
+  }
+
+  async apply(table: RouteTable): Promise<void> {
+    this.plane.apply(table);
+  }
+
+  drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
+    return this.plane.drain(poolId, timeoutMs);
+  }
+
+  async stats(): Promise<ProxyStats> {
+    return this.plane.stats();
+  }
+
+  async setUpstreamHealth(id: string, healthy: boolean): Promise<void> {
+    // Healthy clears any mark, the proxy's own included: only the agent's check brings an upstream back.
+    if (healthy) this.plane.router.markUp(id);
+    else this.plane.router.markDown(id, "marked");
+  }
+
+  health(): HealthInfo {
+    return { ok: true, pid: process.pid, tableVersion: this.plane.router.current.version };
+  }
+}
+
+/** Starts the control API on 127.0.0.1 (port 0: any free one). */
+export function startControlServer(backend: ControlBackend, stateDir: string, token: string, port = 0): Promise<http.Server> {
+  if (token.length === 0) throw new Error("the proxy control token is empty");
+  const server = http.createServer(new ControlPlane(backend, stateDir, token).onRequest);
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve(server);
+    });
+  });
+}
+
+export function controlPort(server: http.Server): number {
+  return (server.address() as net.AddressInfo).port;
+}
+
+export class ControlPlane {
+  private readonly backend: ControlBackend;
   private readonly stateDir: string;
   private readonly token: string;
   /** Table writes run one at a time so the file and the live table never disagree. */
   private applying: Promise<unknown> = Promise.resolve();
 
-  constructor(plane: DataPlane, stateDir: string, token: string) {
-    this.plane = plane;
+  constructor(backend: ControlBackend, stateDir: string, token: string) {
+    this.backend = backend;
     this.stateDir = stateDir;
     this.token = token;
   }
@@ -46,13 +164,13 @@ export class ControlPlane {
     switch (key) {
       case "GET /health":
         req.resume();
-        return sendJson(res, 200, { ok: true, pid: process.pid, tableVersion: this.plane.router.current.version });
+        return sendJson(res, 200, this.backend.health());
       case "GET /stats":
         req.resume();
-        return sendJson(res, 200, this.plane.stats());
+        return sendJson(res, 200, await this.backend.stats());
       case "GET /table":
         req.resume();
-        return sendJson(res, 200, this.plane.router.current.source);
+        return sendJson(res, 200, this.backend.table());
       case "PUT /table": {
         const table = await readJson(req);
         const problem = validateTable(table);
@@ -64,14 +182,12 @@ export class ControlPlane {
         const body = (await readJson(req)) as { poolId?: unknown; timeoutMs?: unknown };
         if (typeof body?.poolId !== "string") throw new HttpError(400, "poolId must be a string");
         if (typeof body.timeoutMs !== "number" || !(body.timeoutMs >= 0)) throw new HttpError(400, "timeoutMs must be a number ≥ 0");
-        return sendJson(res, 200, await this.plane.drain(body.poolId, body.timeoutMs));
+        return sendJson(res, 200, await this.backend.drain(body.poolId, body.timeoutMs));
       }
       case "POST /upstreams/health": {
         const body = (await readJson(req)) as { id?: unknown; healthy?: unknown };
         if (typeof body?.id !== "string" || typeof body.healthy !== "boolean") throw new HttpError(400, "body must be {id: string, healthy: boolean}");
-        // Healthy clears any mark, the proxy's own included: only the agent's check brings an upstream back.
-        if (body.healthy) this.plane.router.markUp(body.id);
-        else this.plane.router.markDown(body.id, "marked");
+        await this.backend.setUpstreamHealth(body.id, body.healthy);
         return sendJson(res, 200, { id: body.id, healthy: body.healthy });
       }
       case "GET /events": {
@@ -81,6 +197,20 @@ export class ControlPlane {
         const waitMs = queryInteger(query, "wait");
         return this.events(res, after, Math.min(waitMs, MAX_EVENTS_WAIT_MS));
       }
+      case "POST /upgrade": {
+        const body = (await readJson(req)) as { workers?: unknown; drainTimeoutMs?: unknown } | null;
+        if (!this.backend.upgrade) throw new HttpError(404, "this proxy runs without a supervisor: it cannot upgrade in place");
+        const opts: UpgradeOptions = {};
+        if (body?.workers !== undefined) {
+          if (typeof body.workers !== "number" || !Number.isInteger(body.workers) || body.workers < 1 || body.workers > MAX_WORKERS) throw new HttpError(400, `workers must be an integer from 1 to ${MAX_WORKERS}`);
+          opts.workers = body.workers;
+        }
+        if (body?.drainTimeoutMs !== undefined) {
+          if (typeof body.drainTimeoutMs !== "number" || !(body.drainTimeoutMs >= 0)) throw new HttpError(400, "drainTimeoutMs must be a number ≥ 0");
+          opts.drainTimeoutMs = body.drainTimeoutMs;
+        }
+        return sendJson(res, 200, await this.backend.upgrade(opts));
+      }
       default:
         req.resume();
         throw new HttpError(404, `no such control endpoint: ${key}`);
@@ -89,7 +219,7 @@ export class ControlPlane {
 
   /** Answers with the events after `after` as soon as there is one, or with none after waitMs. */
   private events(res: http.ServerResponse, after: number, waitMs: number): void {
-    const log = this.plane.router.events;
+    const log = this.backend.events;
     const ready = log.since(after);
     if (ready.events.length !== 0 || waitMs === 0) return sendJson(res, 200, ready);
     const answer = (): void => {
@@ -108,10 +238,10 @@ export class ControlPlane {
   /** Persists first, then swaps: an acknowledged table is both live and on disk. */
   private applyTable(table: RouteTable): Promise<{ applied: boolean; version: number }> {
     const run = async (): Promise<{ applied: boolean; version: number }> => {
-      const router = this.plane.router;
-      if (table.version < router.current.version) return { applied: false, version: router.current.version };
+      const current = this.backend.table().version;
+      if (table.version < current) return { applied: false, version: current };
       await writeFileAtomic(path.join(this.stateDir, TABLE_FILE), JSON.stringify(table));
-      this.plane.apply(table);
+      await this.backend.apply(table);
       return { applied: true, version: table.version };
     };
     const next = this.applying.then(run, run);
@@ -120,7 +250,10 @@ export class ControlPlane {
   }
 }
 
-class HttpError extends Error {
+/** More workers than this is a typo, not a machine. */
+export const MAX_WORKERS = 256;
+
+export class HttpError extends Error {
   readonly status: number;
   constructor(status: number, message: string) {
     super(message);
@@ -144,6 +277,8 @@ async function readJson(req: http.IncomingMessage): Promise<unknown> {
     if (size > MAX_CONTROL_BODY_BYTES) throw new HttpError(413, "body too large");
     chunks.push(chunk);
   }
+  // No body at all is no settings at all (POST /upgrade); what needs fields says so.
+  if (size === 0) return undefined;
   try {
     return JSON.parse(Buffer.concat(chunks).toString("utf8"));
   } catch {

@@ -127,6 +127,7 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   /** Returns false when the exchange is over (the client went away or the head was unusable). */
   onResponseHead(status: number, reason: string, headers: string[]): boolean {
     this.responded = true;
+    if (status >= 500) this.pool.errors5xx++;
     const res = this.res;
     if (this.done) {
       this.conn?.abandon();

@@ -1,7 +1,7 @@
 // The one place that picks the Proxy driver, the built-in proxy process or nginx, for the agent and
 // for `turquoise down` alike, so callers depend on the contract and not on a driver.
 import { DockerApi } from "../runtime/docker-api.js";
-import { connectProxy, spawnProxy, stopProxy } from "./builtin.js";
+import { connectProxy, resolveWorkers, spawnProxy, stopProxy } from "./builtin.js";
 import type { Proxy } from "./contract.js";
 import { NginxProxy } from "./nginx.js";
 
@@ -13,6 +13,8 @@ export interface ProxyOptions {
   /** 0 picks a free port. */
   port: number;
   nginx: { binary: string; template?: string; container?: string };
+  /** The built-in proxy's workers: a count, or one per core. */
+  workers: number | "auto";
   /** The spec file, named in what the factory logs. */
   specFile: string;
 }
@@ -42,7 +44,16 @@ export async function openProxy(opts: ProxyOptions, log: (line: string) => void)
     await stopProxy(opts.stateDir);
     adopted = undefined;
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port }));
+  const workers = resolveWorkers(opts.workers);
+  if (adopted && adopted.workers !== workers) {
+    // No restart for that: an in-place upgrade refuses no connection.
+    const said = `the running proxy has ${adopted.workers} worker(s) but ${opts.specFile} says ${opts.workers}`;
+    await adopted.proxy.upgrade({ workers }).then(
+      () => log(`${said}: upgraded it in place to ${workers}`),
+      (e: unknown) => log(`${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
+    );
+  }
+  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, workers: opts.workers }));
   log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}`);
   return proxied;
 }

@@ -1,17 +1,16 @@
-// The proxy process: node dist/src/proxy/main.js --state-dir DIR --listen HOST:PORT
-// It runs apart from the agent so that traffic keeps flowing when the agent stops or dies.
+// The proxy process: node dist/src/proxy/main.js --state-dir DIR --listen HOST:PORT [--workers N|auto] [--spares N]
+// It runs apart from the agent so that traffic keeps flowing when the agent stops or dies. This
+// process is the supervisor (supervisor.ts): it holds the listening socket and the control API,
+// and the data plane runs in its workers (worker.ts).
 
+import http from "node:http";
 import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { EXIT_CODES, errorMessage } from "../errors.js";
-import {
-  DEFAULT_SHUTDOWN_GRACE_MS,
-  PROXY_INFO_FILE,
-  type ProxyInfo,
-  type ProxyServer,
-  startProxyServer,
-} from "./server.js";
+import { controlPort, MAX_WORKERS, startControlServer } from "./control.js";
+import { DEFAULT_SHUTDOWN_GRACE_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
+import { DEFAULT_SPARES, DEFAULT_WORKERS, resolveWorkers, Supervisor } from "./supervisor.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { readToken } from "../auth/token.js";
 
@@ -32,14 +31,26 @@ function parseListen(text: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
 
+/** "auto": one worker per core. */
+function parseWorkers(text: string | undefined): number {
+  if (text === undefined) return DEFAULT_WORKERS;
+  if (text === "auto") return resolveWorkers("auto");
+  const n = Number(text);
+  if (!(Number.isInteger(n) && n >= 1 && n <= MAX_WORKERS)) throw new UsageError(`--workers must be auto or an integer from 1 to ${MAX_WORKERS}, got "${text}"`);
+  return n;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { "state-dir": { type: "string" }, listen: { type: "string" } },
+    options: { "state-dir": { type: "string" }, listen: { type: "string" }, workers: { type: "string" }, spares: { type: "string" } },
     strict: true,
   });
   const stateDir = values["state-dir"];
   if (!stateDir) throw new UsageError("--state-dir DIR is required");
   const listen = parseListen(values.listen ?? "127.0.0.1:8080");
+  const workers = parseWorkers(values.workers);
+  const spares = values.spares === undefined ? DEFAULT_SPARES : Number(values.spares);
+  if (!(Number.isInteger(spares) && spares >= 0 && spares <= MAX_WORKERS)) throw new UsageError(`--spares must be an integer from 0 to ${MAX_WORKERS}, got "${values.spares}"`);
   let token: string;
   try {
     token = readToken(stateDir);
@@ -48,23 +59,30 @@ async function main(): Promise<void> {
     throw new UsageError(errorMessage(e));
   }
 
-  const server = await startProxyServer({ listenHost: listen.host, listenPort: listen.port, stateDir, token });
+  const supervisor = await Supervisor.start({ stateDir, listenHost: listen.host, listenPort: listen.port, workers, spares, log });
+  let control: http.Server;
+  try {
+    control = await startControlServer(supervisor, stateDir, token);
+  } catch (e) {
+    await supervisor.stop(0);
+    throw e;
+  }
   const info: ProxyInfo = {
     pid: process.pid,
-    listen: { host: server.listenHost, port: server.listenPort },
-    control: { host: server.controlHost, port: server.controlPort },
+    listen: { host: listen.host, port: supervisor.listenPort },
+    control: { host: "127.0.0.1", port: controlPort(control) },
     startedAt: new Date().toISOString(),
   };
   const infoFile = path.join(stateDir, PROXY_INFO_FILE);
   await writeFileAtomic(infoFile, JSON.stringify(info, null, 2) + "\n");
-  log(`listening on ${info.listen.host}:${info.listen.port}, control on ${info.control.host}:${info.control.port}, table version ${server.tableVersion()}`);
+  log(`listening on ${info.listen.host}:${info.listen.port} with ${workers} worker(s) and ${spares} spare(s), control on ${info.control.host}:${info.control.port}, table version ${supervisor.table().version}`);
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) return;
     stopping = true;
     log(`${signal}: finishing in-flight requests (up to ${DEFAULT_SHUTDOWN_GRACE_MS} ms)`);
-    void shutdown(server, infoFile).then(
+    void shutdown(supervisor, control, infoFile).then(
       () => {
         log("stopped");
         process.exit(EXIT_CODES.OK);
@@ -79,8 +97,10 @@ async function main(): Promise<void> {
   process.on("SIGINT", stop);
 }
 
-async function shutdown(server: ProxyServer, infoFile: string): Promise<void> {
-  await server.close(DEFAULT_SHUTDOWN_GRACE_MS);
+async function shutdown(supervisor: Supervisor, control: http.Server, infoFile: string): Promise<void> {
+  control.close();
+  control.closeAllConnections();
+  await supervisor.stop(DEFAULT_SHUTDOWN_GRACE_MS);
   // A newer proxy may already own the file; only remove our own.
   try {
     const current = JSON.parse(await readFile(infoFile, "utf8")) as ProxyInfo;

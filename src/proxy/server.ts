@@ -1,15 +1,16 @@
-// The built-in proxy process's servers: the data plane (public HTTP + WebSocket) and the control
-// API (loopback HTTP, bearer token), started and stopped together. The table reference is swapped
-// synchronously, and each request resolves its route and pool once, on arrival, so no request
-// ever mixes two tables.
+// The built-in proxy's servers in one process: the data plane (public HTTP + WebSocket) and the
+// control API (loopback HTTP, bearer token), started and stopped together. The proxy process runs
+// the same pieces apart: workers serve the data plane (worker.ts), a supervisor the control API
+// (supervisor.ts). The table reference is swapped synchronously, and each request resolves its
+// route and pool once, on arrival, so no request ever mixes two tables.
 
 import { mkdir, readFile } from "node:fs/promises";
-import http from "node:http";
-import type net from "node:net";
+import type http from "node:http";
 import path from "node:path";
 import type { RouteTable } from "./contract.js";
-import { ControlPlane, TABLE_FILE } from "./control.js";
-import { CLIENT_CHECK_INTERVAL_MS, DataPlane } from "./data-plane.js";
+import { controlPort, PlaneBackend, startControlServer, TABLE_FILE } from "./control.js";
+import { DataPlane } from "./data-plane.js";
+import { DataServer } from "./data-server.js";
 import { validateTable } from "./table.js";
 
 export { MAX_EVENTS_WAIT_MS, TABLE_FILE } from "./control.js";
@@ -20,6 +21,7 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 
 /** What a running proxy process writes to `<stateDir>/proxy.json` once it listens. */
 export interface ProxyInfo {
+  /** The supervisor's: the process to watch and to signal. */
   pid: number;
   listen: { host: string; port: number };
   control: { host: string; port: number };
@@ -57,60 +59,32 @@ export async function startProxyServer(opts: ProxyServerOptions): Promise<ProxyS
   const restored = await loadTable(opts.stateDir);
   if (restored) plane.apply(restored);
 
-  // The timeouts and limits come from the table (plane.attach, then each apply). What Node reads
-  // only here: how often it checks clientHeaderMs, and no 400 of its own for a missing Host
-  // (the data plane answers it, and counts it).
-  const data = http.createServer({ noDelay: true, connectionsCheckingInterval: CLIENT_CHECK_INTERVAL_MS, requireHostHeader: false });
-  plane.attach(data);
-  const control = http.createServer(new ControlPlane(plane, opts.stateDir, opts.token).onRequest);
-
-  await listen(data, opts.listenHost, opts.listenPort);
+  const data = new DataServer(plane);
+  const address = await data.listen({ host: opts.listenHost, port: opts.listenPort });
+  let control: http.Server;
   try {
-    await listen(control, controlHost, opts.controlPort ?? 0);
+    control = await startControlServer(new PlaneBackend(plane), opts.stateDir, opts.token, opts.controlPort ?? 0);
   } catch (e) {
-    data.close();
+    data.server.close();
     throw e;
   }
 
   let closing: Promise<void> | undefined;
   return {
     listenHost: opts.listenHost,
-    listenPort: (data.address() as net.AddressInfo).port,
+    listenPort: address.port,
     controlHost,
-    controlPort: (control.address() as net.AddressInfo).port,
+    controlPort: controlPort(control),
     tableVersion: () => plane.router.current.version,
-    close: (graceMs = DEFAULT_SHUTDOWN_GRACE_MS) => (closing ??= shutdown(plane, data, control, graceMs)),
+    close: (graceMs = DEFAULT_SHUTDOWN_GRACE_MS) => (closing ??= shutdown(data, control, graceMs)),
   };
 }
 
-function listen(server: http.Server, host: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-}
-
-async function shutdown(plane: DataPlane, data: http.Server, control: http.Server, graceMs: number): Promise<void> {
-  const dataClosed = new Promise<void>((resolve) => data.close(() => resolve()));
+async function shutdown(data: DataServer, control: http.Server, graceMs: number): Promise<void> {
   control.close();
   control.closeAllConnections();
-  const deadline = Date.now() + graceMs;
-  while (plane.inFlight() > 0 && Date.now() < deadline) {
-    data.closeIdleConnections();
-    await sleep(25);
-  }
-  plane.cutAll();
-  data.closeAllConnections();
-  await dataClosed;
-  plane.upstreams.destroy();
-  plane.stopProbes();
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  // Nobody takes this socket over: idle keep-alive connections are closed at once.
+  await data.close({ graceMs, idleGraceMs: 0 });
 }
 
 

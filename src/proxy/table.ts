@@ -20,6 +20,8 @@ export class Pool {
   inFlight = 0;
   served = 0;
   failed = 0;
+  /** Responses the upstream itself answered with a 5xx: counted in served, but a bake window must see them. */
+  errors5xx = 0;
   /** Requests that ended, for whatever reason; a drain counts completions by its delta. */
   finished = 0;
   readonly active = new Set<Cuttable>();
@@ -94,7 +96,7 @@ export class Pool {
   }
 
   stats(): PoolStats {
-    return { poolId: this.id, inFlight: this.inFlight, served: this.served, failed: this.failed };
+    return { poolId: this.id, inFlight: this.inFlight, served: this.served, failed: this.failed, errors5xx: this.errors5xx };
   }
 }
 

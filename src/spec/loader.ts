@@ -39,6 +39,7 @@ interface RawService {
   drain_timeout?: string;
   stop_timeout?: string;
   keep_previous?: string;
+  bake?: string;
   database?: { driver: "postgres" | "sqlite"; url: string; migrations: string; env?: string; lock_timeout?: string; retries?: number };
   hooks?: { after_flip?: Array<{ signal?: { service: string; signal: string }; command?: string[]; timeout?: string }> };
 }
@@ -53,6 +54,7 @@ interface RawRouteTimeouts {
 interface RawProxy {
   listen?: string;
   driver?: "builtin" | "nginx";
+  workers?: number | "auto";
   nginx?: { binary?: string; template?: string; container?: string };
   timeouts?: RawRouteTimeouts & { client_header?: string; client_idle?: string };
   limits?: { max_connections?: number; max_upstream_connections?: number; upstream_queue?: string; max_header_size?: string | number; max_body_size?: string | number };
@@ -223,6 +225,7 @@ const PATTERN_HINTS: Record<string, (value: string) => string> = {
   [S.LISTEN_PATTERN]: (v) => `invalid address "${v}": write host:port with a port from 1 to 65535, like "127.0.0.1:4700"`,
   [S.HOST_PATTERN]: (v) => `invalid host "${v}": write a host name like books.localhost, without scheme, port or path`,
   [S.URL_PATH_PATTERN]: (v) => `must start with "/", got "${v}"`,
+  [S.PROXY_WORKERS_AUTO_PATTERN]: (v) => `must be a number of workers or "auto" (one per core), got "${v}"`,
 };
 
 const TYPE_NAMES: Record<string, string> = { object: "mapping", array: "list" };
@@ -366,6 +369,7 @@ function normalize(raw: RawSpec, file: string): Spec {
     proxy: {
       ...parseListen(raw.proxy?.listen ?? S.DEFAULT_PROXY_LISTEN),
       driver: raw.proxy?.driver ?? "builtin",
+      workers: raw.proxy?.workers ?? S.DEFAULT_PROXY_WORKERS,
       nginx: {
         binary: raw.proxy?.nginx?.binary ?? "nginx",
         ...(raw.proxy?.nginx?.template !== undefined ? { template: resolve(dir, raw.proxy.nginx.template) } : {}),
@@ -465,6 +469,7 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
     drainTimeoutMs: ms(raw.drain_timeout, S.DEFAULT_DRAIN_TIMEOUT),
     stopTimeoutMs: ms(raw.stop_timeout, S.DEFAULT_STOP_TIMEOUT),
     keepPreviousMs: ms(raw.keep_previous, S.DEFAULT_KEEP_PREVIOUS),
+    bakeMs: ms(raw.bake, S.DEFAULT_BAKE),
     hooks: {
       afterFlip: (raw.hooks?.after_flip ?? []).map((h) => {
         const timeoutMs = ms(h.timeout, S.DEFAULT_HOOK_TIMEOUT);

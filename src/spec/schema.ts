@@ -16,6 +16,10 @@ export const ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$";
 // Defaults live here once: the schema shows them to editors and the loader applies them.
 export const DEFAULT_AGENT_LISTEN = "127.0.0.1:4700";
 export const DEFAULT_PROXY_LISTEN = "127.0.0.1:8080";
+export const DEFAULT_PROXY_WORKERS = 1;
+/** More proxy workers than this is a typo, not a machine. */
+export const MAX_PROXY_WORKERS = 256;
+export const PROXY_WORKERS_AUTO_PATTERN = "^auto$";
 export const DEFAULT_STATE_DRIVER = "sqlite";
 export const DEFAULT_STATE_DIR = ".turquoise";
 export const DEFAULT_STATE_FILE = "state.db";
@@ -33,6 +37,8 @@ export const DEFAULT_DEPLOY_TIMEOUT = "30s";
 export const DEFAULT_DRAIN_TIMEOUT = "10s";
 export const DEFAULT_STOP_TIMEOUT = "10s";
 export const DEFAULT_KEEP_PREVIOUS = "0s";
+/** Long enough to see a release crash under its first real traffic, short enough not to slow every deploy. */
+export const DEFAULT_BAKE = "3s";
 export const DEFAULT_DATABASE_ENV = "DATABASE_URL";
 export const DEFAULT_HOOK_TIMEOUT = "10s";
 export const DEFAULT_WATCH_TIMEOUT = "10s";
@@ -95,6 +101,14 @@ export const SPEC_JSON_SCHEMA = {
       properties: {
         ...listen("", DEFAULT_PROXY_LISTEN).properties,
         driver: { enum: ["builtin", "nginx"], default: "builtin", description: "builtin: Turquoise's own proxy process. nginx: an nginx that Turquoise configures, validates (nginx -t) and reloads." },
+        workers: {
+          type: ["string", "integer"],
+          minimum: 1,
+          maximum: MAX_PROXY_WORKERS,
+          pattern: PROXY_WORKERS_AUTO_PATTERN,
+          default: DEFAULT_PROXY_WORKERS,
+          description: `builtin: worker processes serving the proxy's one listening socket, as nginx's worker_processes; "auto" starts one per core. A supervisor replaces a dead worker while new connections wait, and upgrades them in place. Limits such as max_connections apply per worker. Default ${DEFAULT_PROXY_WORKERS}.`,
+        },
         nginx: {
           type: "object",
           additionalProperties: false,
@@ -253,6 +267,7 @@ export const SPEC_JSON_SCHEMA = {
         drain_timeout: duration("How long in-flight requests on the old slot have to finish after the flip.", DEFAULT_DRAIN_TIMEOUT),
         stop_timeout: duration("How long an instance has to exit after SIGTERM before it gets SIGKILL.", DEFAULT_STOP_TIMEOUT),
         keep_previous: duration("How long the old slot stays warm after the drain for an instant rollback. 0s stops it at once.", DEFAULT_KEEP_PREVIOUS),
+        bake: duration("After the flip, how long the new release must prove itself in real traffic while the old slot stays warm: an instance exit, or more than 1% of at least 20 requests failing (5xx, refused, reset), flips traffic back at once and the deploy ends reverted. 0s disables.", DEFAULT_BAKE),
         hooks: {
           type: "object",
           additionalProperties: false,

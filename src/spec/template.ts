@@ -39,6 +39,9 @@ proxy:
   # nginx -t and reloads (see docs/nginx.md); then:
   #   nginx: { binary: nginx, template: nginx.conf.tmpl, container: my-nginx }
   driver: builtin
+  # builtin: worker processes on the one listening socket ("auto": one per core). A dead worker
+  # is replaced while new connections wait; \`turquoise proxy upgrade\` replaces them in place.
+  workers: 1
   # Every wait the proxy bounds; a route may set its own upstream_* and tunnel_idle.
   # timeouts:
   #   client_header: 10s       # slowloris: the whole request head within this, else 408
@@ -140,6 +143,10 @@ services:
     stop_timeout: 10s
     # Keep the old slot running this long for an instant rollback; 0s stops it after the drain.
     keep_previous: 0s
+    # After the flip the new release must prove itself in real traffic for this long, the old
+    # slot still running: an instance exit, or over 1% of at least 20 requests failing, flips
+    # traffic back at once and the deploy ends "reverted". 0s disables it.
+    bake: 3s
     # Actions once traffic is on the new release (optional): a signal to a service's live
     # instances through its runtime (like "turquoise signal"), or a command.
     # hooks:

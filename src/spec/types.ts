@@ -64,6 +64,8 @@ export interface ServiceSpec {
   drainTimeoutMs: number;
   stopTimeoutMs: number;
   keepPreviousMs: number;
+  /** The bake window after a flip; 0 disables it. */
+  bakeMs: number;
   database?: DatabaseSpec;
   hooks: { afterFlip: HookSpec[] };
 }
@@ -85,7 +87,15 @@ export interface Spec {
   /** Directory that relative paths in the spec are resolved against. */
   dir: string;
   agent: { host: string; port: number };
-  proxy: { host: string; port: number; driver: "builtin" | "nginx"; nginx: { binary: string; template?: string; container?: string }; settings: ProxySettings };
+  proxy: {
+    host: string;
+    port: number;
+    driver: "builtin" | "nginx";
+    /** The built-in proxy's worker processes; "auto": one per core of the proxy's machine. */
+    workers: number | "auto";
+    nginx: { binary: string; template?: string; container?: string };
+    settings: ProxySettings;
+  };
   state: { driver: "sqlite" | "memory"; path: string };
   /** Where pid files, logs, the token and the proxy's saved table live. */
   stateDir: string;

@@ -56,7 +56,8 @@ export interface LockInfo {
 
 export type LockResult = { ok: true; lock: LockInfo } | { ok: false; holder: LockInfo };
 
-export type Outcome = "running" | "succeeded" | "failed" | "rolled-back" | "aborted";
+/** "reverted": the release failed its bake window in real traffic and traffic went back to the old slot. */
+export type Outcome = "running" | "succeeded" | "failed" | "rolled-back" | "reverted" | "aborted";
 
 export interface StepTiming {
   name: string;

@@ -121,6 +121,7 @@ services:
     health: { http: /health, interval: 100ms, timeout: 1s, success_before_passing: 1, failures_before_critical: 2 }
     deploy_timeout: 5s
     keep_previous: 0s
+    bake: 200ms
 `, "/tmp/turquoise-lock-loss/turquoise.yml");
     assert.deepEqual(errors, []);
     store = new WatchedStore();
@@ -143,7 +144,7 @@ services:
     return orchestrator.deploy({ service: "books", release: "v2", actor: "t", onProgress }).then(() => assert.fail("the deploy should have stopped"), (e: unknown) => e);
   }
 
-  for (const step of ["start", "healthy", "flip", "verify"]) {
+  for (const step of ["start", "healthy", "flip", "verify", "bake"]) {
     it(`stolen after ${step}: stops at the next boundary, writes nothing after, and the successor's records are intact`, async () => {
       let stolen: Awaited<ReturnType<typeof snapshot>> | undefined;
       const successorJournal: Journal = {

@@ -228,7 +228,7 @@ describe("runtime docker, host network, on PostgreSQL", () => {
     const load = new LoadGenerator({ baseUrl: ws.proxyUrl, concurrency: 6, postEvery: 3, maxRequests: 500_000, maxDurationMs: 120_000 }).start();
     await new Promise((r) => setTimeout(r, 300));
     const forward = JSON.parse((await ws.cli(["deploy", "books", "--release", "v3", "--via", "v2-turquoise", "--json"])).stdout) as { history: HistoryEntry };
-    assert.deepEqual(forward.history.steps.map((s) => s.name), ["lock", "plan", "start", "healthy", "smoke", "flip", "verify", "drain", "retire", "migrate", "recheck", "start", "healthy", "smoke", "flip", "verify", "drain", "retire", "record"]);
+    assert.deepEqual(forward.history.steps.map((s) => s.name), ["lock", "plan", "start", "healthy", "smoke", "flip", "verify", "bake", "drain", "retire", "migrate", "recheck", "start", "healthy", "smoke", "flip", "verify", "bake", "drain", "retire", "record"]);
     assert.equal(await schemaVersion(), 3);
     assert.equal(await releaseServing(ws), "v3");
     await new Promise((r) => setTimeout(r, 300));

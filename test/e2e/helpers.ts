@@ -3,9 +3,11 @@ import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { BOOKS_DIR, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
+import { BOOKS_DIR, REPO_ROOT, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
 
 const APP = JSON.stringify(path.join(BOOKS_DIR, "lib", "app.mjs"));
+/** test/fixtures/crash-after-app.mjs, from the source tree (fixtures are not compiled). */
+export const CRASH_AFTER_APP = path.join(REPO_ROOT, "test", "fixtures", "crash-after-app.mjs");
 
 /** Release sources by kind: each becomes releases/<name>/server.mjs. */
 export const RELEASE_KINDS = {
@@ -14,6 +16,10 @@ export const RELEASE_KINDS = {
   exitsAtOnce: () => `console.error("fatal: cannot read config file /etc/books.conf");\nprocess.exit(3);\n`,
   /** Healthy, unless the file exists when it starts: then it dies at once (a crash loop on demand). */
   crashIfFlag: (name: string, flag: string) => `import fs from "node:fs";\nif (fs.existsSync(${JSON.stringify(flag)})) { console.error("crashing: flag file present"); process.exit(1); }\n${RELEASE_KINDS.good(name)}`,
+  /** Healthy and verified, then exits on its nth request that is not a health check. */
+  crashAfter: (name: string, n = 200) => `process.env.CRASH_AFTER = ${JSON.stringify(String(n))};\nprocess.env.TURQUOISE_RELEASE ??= ${JSON.stringify(name)};\nawait import(${JSON.stringify(CRASH_AFTER_APP)});\n`,
+  /** Healthy, then exits ms after it started, every time: a crash loop that health checks alone do not catch. */
+  crashSoonAfterStart: (ms = 2000) => `process.env.CRASH_AT_START = "1";\nprocess.env.CRASH_START_MS = ${JSON.stringify(String(ms))};\nawait import(${JSON.stringify(CRASH_AFTER_APP)});\n`,
   unhealthy: () => `import http from "node:http";\nhttp.createServer((req, res) => { res.writeHead(req.url === "/health" ? 500 : 200); res.end(req.url === "/health" ? "database unreachable" : "ok"); }).listen(Number(process.env.PORT), "127.0.0.1");\nprocess.on("SIGTERM", () => process.exit(0));\n`,
 } as const;
 

@@ -83,7 +83,7 @@ for (const [driver, makeDb] of Object.entries(DRIVERS)) {
       const load = new LoadGenerator({ baseUrl: ws.proxyUrl, concurrency: 6, postEvery: 3, maxRequests: 500_000, maxDurationMs: 120_000 }).start();
       const forward = await ws.cli(["deploy", "books", "--release", "v3", "--via", "v2-turquoise", "--json"]);
       const fw = JSON.parse(forward.stdout) as { history: { steps: Array<{ name: string }> } };
-      assert.deepEqual(fw.history.steps.map((s) => s.name), ["lock", "plan", "start", "healthy", "smoke", "flip", "verify", "drain", "retire", "migrate", "recheck", "start", "healthy", "smoke", "flip", "verify", "drain", "retire", "record"]);
+      assert.deepEqual(fw.history.steps.map((s) => s.name), ["lock", "plan", "start", "healthy", "smoke", "flip", "verify", "bake", "drain", "retire", "migrate", "recheck", "start", "healthy", "smoke", "flip", "verify", "bake", "drain", "retire", "record"]);
       assert.equal(await schemaVersion(ws), 3);
       assert.equal(await releaseServing(ws), "v3");
       const s = await status(ws);

@@ -25,7 +25,9 @@ Transfer/sec:      6.82MB
 
 describe("bench helpers", () => {
   it("parses wrk --latency output, latencies in ms and errors summed", () => {
-    assert.deepEqual(parseWrkOutput(WRK_REPORT), { rps: 41604.83, p50: 1.32, p99: 0.85, requests: 416093, errors: 9 });
+    assert.deepEqual(parseWrkOutput(WRK_REPORT), {
+      rps: 41604.83, p50: 1.32, p99: 0.85, requests: 416093, errors: 9, socketErrors: { connect: 0, read: 3, write: 0, timeout: 2 }, maxMs: 42.1,
+    });
     assert.equal(parseWrkOutput(WRK_REPORT.replace("1.32ms", "1.20s")).p50, 1_200);
     assert.throws(() => parseWrkOutput("garbage"), /unreadable wrk output/);
   });

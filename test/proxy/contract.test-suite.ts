@@ -347,7 +347,14 @@ export function runProxyContract(opts: ProxyContractOptions): void {
         assert.equal(stats.tableVersion, version);
         assert.ok(stats.requests >= 3);
         if (on) {
-          assert.deepEqual(stats.pools.find((p) => p.poolId === "stats:1"), { poolId: "stats:1", inFlight: 0, served: 3, failed: 0 });
+          assert.deepEqual(stats.pools.find((p) => p.poolId === "stats:1"), { poolId: "stats:1", inFlight: 0, served: 3, failed: 0, errors5xx: 0 });
+          // An upstream's own 5xx is served (the exchange worked) but counted apart, for the bake window.
+          const broken = await upstream("stats-5xx", (_req, res) => res.writeHead(503).end("down"));
+          await apply([route("stats", "stats:2", [broken.upstream])]);
+          for (let i = 0; i < 2; i++) assert.equal((await request(`${base}/`)).status, 503);
+          const after = (await proxy.stats()).pools.find((p) => p.poolId === "stats:2");
+          assert.equal(after?.served, 2);
+          assert.equal(after?.errors5xx, 2);
         } else {
           assert.deepEqual(stats.pools, [], "a driver without per-pool counters reports none rather than wrong ones");
         }

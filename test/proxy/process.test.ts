@@ -1,4 +1,5 @@
-// The proxy as a real OS process: spawned detached, adopted, killed, restarted.
+// The proxy as a real OS process: spawned detached, adopted, killed, restarted. (Its workers:
+// supervisor.test.ts.)
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -69,8 +70,12 @@ describe("proxy process", { timeout: 60_000 }, () => {
     await first.proxy.apply(table(7, route("books", "books:blue", [u.upstream], { pathPrefix: "/books" })));
     assert.equal(json((await request(`http://127.0.0.1:${port}/books/1`))).id, "persisted");
 
+    // The supervisor, and with it its workers (and spare): they stop on losing it.
+    const workers = (await first.proxy.health()).workers ?? [];
+    assert.ok(workers.length >= 1);
     process.kill(first.pid, "SIGKILL");
     await waitDead(first.pid);
+    for (const w of workers) await waitDead(w.pid);
     await assert.rejects(request(`http://127.0.0.1:${port}/books/1`));
     assert.equal(await connectProxy(stateDir), undefined, "a dead pid is not adopted");
 

@@ -98,7 +98,7 @@ describe("pools", () => {
     pool.leave(r1, true); // a second leave of the same request changes nothing
     pool.leave(r2, false);
     assert.equal(await idle, true);
-    assert.deepEqual(pool.stats(), { poolId: "p", inFlight: 0, served: 1, failed: 1 });
+    assert.deepEqual(pool.stats(), { poolId: "p", inFlight: 0, served: 1, failed: 1, errors5xx: 0 });
     pool.enter(r1);
     assert.equal(await pool.whenIdle(20), false);
   });

@@ -39,7 +39,7 @@ describe("loadSpecText: valid specs", () => {
     assert.equal(spec.file, FILE);
     assert.equal(spec.dir, "/srv/app");
     assert.deepEqual(spec.agent, { host: "127.0.0.1", port: 4700 });
-    assert.deepEqual(spec.proxy, { host: "127.0.0.1", port: 8080, driver: "builtin", nginx: { binary: "nginx" }, settings: defaultProxySettings() });
+    assert.deepEqual(spec.proxy, { host: "127.0.0.1", port: 8080, driver: "builtin", workers: 1, nginx: { binary: "nginx" }, settings: defaultProxySettings() });
     assert.equal(spec.stateDir, "/srv/app/.turquoise");
     assert.deepEqual(spec.state, { driver: "sqlite", path: "/srv/app/.turquoise/state.db" });
     assert.deepEqual(spec.services.books, {
@@ -57,6 +57,7 @@ describe("loadSpecText: valid specs", () => {
       drainTimeoutMs: 10_000,
       stopTimeoutMs: 10_000,
       keepPreviousMs: 0,
+      bakeMs: 3_000,
       hooks: { afterFlip: [] },
     });
   });
@@ -74,6 +75,7 @@ describe("loadSpecText: valid specs", () => {
       "    drain_timeout: 2m",
       "    stop_timeout: 3s",
       "    keep_previous: 1h",
+      "    bake: 0s",
       "    smoke:",
       "      - { command: [curl, x], timeout: 5s }",
     );
@@ -85,6 +87,7 @@ describe("loadSpecText: valid specs", () => {
     assert.equal(books.drainTimeoutMs, 120_000);
     assert.equal(books.stopTimeoutMs, 3_000);
     assert.equal(books.keepPreviousMs, 3_600_000);
+    assert.equal(books.bakeMs, 0, "0s disables the bake window");
     assert.equal(books.smoke[0]!.timeoutMs, 5_000);
   });
 
@@ -113,7 +116,7 @@ describe("loadSpecText: valid specs", () => {
     assert.deepEqual(errors, []);
     assert.ok(spec);
     assert.deepEqual(spec.agent, { host: "::1", port: 4701 });
-    assert.deepEqual(spec.proxy, { host: "0.0.0.0", port: 80, driver: "builtin", nginx: { binary: "nginx" }, settings: defaultProxySettings() });
+    assert.deepEqual(spec.proxy, { host: "0.0.0.0", port: 80, driver: "builtin", workers: 1, nginx: { binary: "nginx" }, settings: defaultProxySettings() });
     assert.deepEqual(spec.state, { driver: "memory", path: "/srv/state/t.db" });
     assert.equal(spec.stateDir, "/var/lib/turquoise");
     const books = spec.services.books!;
@@ -170,6 +173,15 @@ describe("loadSpecText: proxy timeouts, limits and trusted peers", () => {
     assert.match(text, /^4: proxy\.limits\.max_body_size: invalid size "lots"/m);
     const peer = load("version: 1", "proxy:", "  trusted_proxies: [300.1.1.1]", ...BOOKS.slice(1));
     assert.match(peer.errors.map((e) => `${e.line}: ${e.path}: ${e.message}`).join("\n"), /^3: proxy\.trusted_proxies\[0\]: "300\.1\.1\.1" is not an IP address/m);
+  });
+
+  it("reads proxy.workers as a count or auto, and names a bad one", () => {
+    assert.equal(load("version: 1", "proxy: { workers: 4 }", ...BOOKS.slice(1)).spec!.proxy.workers, 4);
+    assert.equal(load("version: 1", "proxy: { workers: auto }", ...BOOKS.slice(1)).spec!.proxy.workers, "auto");
+    const bad = (value: string) => load("version: 1", `proxy: { workers: ${value} }`, ...BOOKS.slice(1)).errors.map((e) => `${e.line}: ${e.path}: ${e.message}`);
+    assert.deepEqual(bad("0"), ["2: proxy.workers: must be at least 1, got 0"]);
+    assert.deepEqual(bad("many"), ['2: proxy.workers: must be a number of workers or "auto" (one per core), got "many"']);
+    assert.deepEqual(bad("1.5"), ["2: proxy.workers: must be a string or integer, got number 1.5"]);
   });
 });
 

@@ -1,0 +1,96 @@
+// The data plane's client-facing http.Server: listening on an address (the in-process proxy) or on
+// a listening socket inherited as a file descriptor (a supervised worker), and closed gracefully:
+// stop accepting, send keep-alive clients elsewhere, let in-flight requests finish, cut the rest.
+
+import http from "node:http";
+import net from "node:net";
+import { CLIENT_CHECK_INTERVAL_MS, type DataPlane } from "./data-plane.js";
+
+/**
+ * The accept queue asked of the kernel (which caps it at net.core.somaxconn). Larger than Node's
+ * 511 because while a supervised worker is replaced, new connections wait in this queue.
+ */
+export const LISTEN_BACKLOG = 4_096;
+const CLOSE_POLL_MS = 25;
+
+export interface DataServerCloseOptions {
+  /** How long in-flight requests and tunnels may go on before they are cut. */
+  graceMs: number;
+  /**
+   * How long a keep-alive connection may sit without a request before it is closed. 0 closes
+   * idle connections at once, when nobody will take their next request anyway. When another
+   * process takes the socket, a while lets the client's next request arrive here and be answered
+   * with Connection: close, rather than meet a connection closed under it.
+   */
+  idleGraceMs: number;
+}
+
+export class DataServer {
+  readonly server: http.Server;
+  private readonly plane: DataPlane;
+  private closing: Promise<void> | undefined;
+
+  constructor(plane: DataPlane) {
+    this.plane = plane;
+    // The timeouts and limits come from the table (plane.attach, then each apply). What Node reads
+    // only here: how often it checks clientHeaderMs, and no 400 of its own for a missing Host
+    // (the data plane answers it, and counts it).
+    this.server = http.createServer({ noDelay: true, connectionsCheckingInterval: CLIENT_CHECK_INTERVAL_MS, requireHostHeader: false });
+    plane.attach(this.server);
+  }
+
+  /** `{ host, port }`, or `{ fd }` for a listening socket this process inherited. */
+  listen(where: { host: string; port: number } | { fd: number }): Promise<net.AddressInfo> {
+    const server = this.server;
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ ...where, backlog: LISTEN_BACKLOG }, () => {
+        server.off("error", reject);
+        resolve(server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  /** Stops accepting, then lets in-flight requests finish for up to graceMs and cuts the rest. */
+  close(opts: DataServerCloseOptions): Promise<void> {
+    return (this.closing ??= this.shutdown(opts));
+  }
+
+  private async shutdown({ graceMs, idleGraceMs }: DataServerCloseOptions): Promise<void> {
+    const server = this.server;
+    // From now on every response says Connection: close, so that a keep-alive client sends its
+    // next request on a new connection, which whoever holds the socket next accepts.
+    const lastOnThisConnection = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
+      res.shouldKeepAlive = false;
+    };
+    server.prependListener("request", lastOnThisConnection);
+    server.prependListener("checkContinue", lastOnThisConnection);
+    // net.Server's close, not http.Server's: that one also closes every idle keep-alive connection
+    // at once, racing the request a client may be sending on it right now.
+    const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()));
+    const started = Date.now();
+    for (;;) {
+      const elapsedMs = Date.now() - started;
+      const idleDue = elapsedMs >= idleGraceMs;
+      if (idleDue) server.closeIdleConnections();
+      if (elapsedMs >= graceMs) break;
+      if (this.plane.inFlight() === 0 && (idleDue || (await connectionCount(server)) === 0)) break;
+      await sleep(CLOSE_POLL_MS);
+    }
+    this.plane.cutAll();
+    server.closeAllConnections();
+    // http.Server's own close now, for what it adds: it stops the client-timeout checks.
+    server.close();
+    await closed;
+    this.plane.upstreams.destroy();
+    this.plane.stopProbes();
+  }
+}
+
+function connectionCount(server: net.Server): Promise<number> {
+  return new Promise((resolve) => server.getConnections((err, count) => resolve(err ? 0 : count)));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

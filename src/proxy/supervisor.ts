@@ -1,0 +1,516 @@
+// The proxy process's supervisor: it holds the listening socket, answers the control API, and
+// runs the data plane in worker processes (worker.ts) that share the socket. A dead worker is
+// replaced at once while new connections wait in the socket's accept queue; an in-place upgrade
+// starts workers from the code on disk and retires the old ones once the new ones serve. Every
+// control call reaches every worker; the route table, the marks and the upstream events are kept
+// here too, so that a new worker starts on them and the agent sees one proxy.
+
+import { type ChildProcess, fork } from "node:child_process";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+import { errorMessage } from "../errors.js";
+import type { DrainResult, ProxyStats, RouteTable } from "./contract.js";
+import { type ControlBackend, type HealthInfo, HttpError, type UpgradeOptions, type UpgradeResult, type WorkerInfo } from "./control.js";
+import { DataPlane } from "./data-plane.js";
+import { bindListenSocket, type ListenSocket } from "./listen-socket.js";
+import { loadTable } from "./server.js";
+import { sumStats } from "./sum-stats.js";
+import { Router, type UpstreamEventLog } from "./table.js";
+import { WORKER_PROTOCOL, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
+
+export const DEFAULT_WORKERS = 1;
+/** How long a worker may take from fork to serving. */
+export const WORKER_READY_TIMEOUT_MS = 10_000;
+/** How long a worker may take to answer an op (a drain: its own timeout, plus this). */
+export const WORKER_OP_TIMEOUT_MS = 10_000;
+/** A worker that dies sooner than this after it started counts toward a crash loop. */
+const CRASH_LOOP_UPTIME_MS = 1_000;
+/** In a crash loop the n-th quick death waits 100 ms × 2^(n-2) (the first restarts at once), up to 10 s. */
+const RESTART_BACKOFF_MS = 100;
+const MAX_RESTART_BACKOFF_MS = 10_000;
+/**
+ * How long the workers an upgrade retires keep a keep-alive connection that sends nothing: a
+ * client still using it gets its next answer with Connection: close before then.
+ */
+export const RETIRE_IDLE_GRACE_MS = 1_000;
+export const DEFAULT_UPGRADE_DRAIN_MS = 10_000;
+/**
+ * Spare workers: started ahead, kept up to date with every op, not accepting. A dead worker's
+ * place is taken by a spare at once (it only has to listen) rather than by a process that must
+ * first boot Node and load the proxy, while new connections wait in the accept queue.
+ */
+export const DEFAULT_SPARES = 1;
+/** A retired worker still running this long after its grace is killed. */
+const RETIRE_KILL_AFTER_MS = 5_000;
+const WORKER_JS = fileURLToPath(new URL("./worker.js", import.meta.url));
+
+/** A worker count as --workers takes it: "auto" is one per core of this machine. */
+export function resolveWorkers(workers: number | "auto"): number {
+  return workers === "auto" ? os.availableParallelism() : workers;
+}
+
+/** What a worker's op resolves to when the worker exited before answering: it has nothing left to say. */
+const GONE = Symbol("gone");
+
+export interface SupervisorOptions {
+  stateDir: string;
+  listenHost: string;
+  listenPort: number;
+  workers: number;
+  /** Spare workers kept in standby; DEFAULT_SPARES when absent. */
+  spares?: number;
+  /** WORKER_OP_TIMEOUT_MS when absent (tests shorten it). */
+  opTimeoutMs?: number;
+  log: (message: string) => void;
+  /** The worker's script, read from disk at every fork: an upgrade runs the code installed now. */
+  workerScript?: string;
+}
+
+interface Pending {
+  settle(value: unknown): void;
+  fail(error: Error): void;
+}
+
+class Worker {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly generation: number;
+  readonly startedAt = Date.now();
+  state: WorkerInfo["state"] = "starting";
+  /** What it is for: serving, or standing by to replace a worker that dies. */
+  role: "serve" | "spare";
+  /** Got its init: every op from then on goes to it too. */
+  member = false;
+  exited = false;
+  /** Why it did not start, for the error that says so. */
+  failure: string | undefined;
+  readonly pending = new Map<number, Pending>();
+  /** Resolves once it serves; rejects when it exits first. */
+  readonly ready: Promise<void>;
+  /** Resolves once it applied its init (a spare then stands by); rejects when it exits first. */
+  readonly initialized: Promise<void>;
+  /** Resolves once it exited. */
+  readonly gone: Promise<void>;
+  resolveReady!: () => void;
+  rejectReady!: (e: Error) => void;
+  resolveInitialized!: () => void;
+  rejectInitialized!: (e: Error) => void;
+  resolveGone!: () => void;
+
+  constructor(child: ChildProcess, generation: number, role: "serve" | "spare") {
+    this.child = child;
+    this.pid = child.pid ?? 0;
+    this.generation = generation;
+    this.role = role;
+    this.ready = new Promise<void>((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    this.initialized = new Promise<void>((resolve, reject) => {
+      this.resolveInitialized = resolve;
+      this.rejectInitialized = reject;
+    });
+    // Whoever waits for them says so; nobody waiting is no unhandled rejection.
+    this.ready.catch(() => undefined);
+    this.initialized.catch(() => undefined);
+    this.gone = new Promise<void>((resolve) => (this.resolveGone = resolve));
+  }
+
+  info(): WorkerInfo {
+    return { pid: this.pid, state: this.state, startedAt: this.startedAt, generation: this.generation };
+  }
+}
+
+export class Supervisor implements ControlBackend {
+  /** The table, the marks and the event log the workers serve: no traffic runs through it. */
+  private readonly router = new Router();
+  private readonly socket: ListenSocket;
+  private readonly opts: SupervisorOptions;
+  private readonly workerScript: string;
+  private readonly workers = new Set<Worker>();
+  /** How many workers to keep serving, and how many spares beside them. */
+  private target: number;
+  private readonly spareCount: number;
+  private readonly opTimeoutMs: number;
+  private generation = 0;
+  private opSeq = 0;
+  /** The op that last marked each upstream healthy: a worker's mark made before it saw that op is stale. */
+  private readonly upOps = new Map<string, number>();
+  private quickDeaths = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private running = false;
+  private upgrading = false;
+  private zero: ProxyStats | undefined;
+
+  private constructor(opts: SupervisorOptions, socket: ListenSocket) {
+    this.opts = opts;
+    this.socket = socket;
+    this.target = opts.workers;
+    this.spareCount = opts.spares ?? DEFAULT_SPARES;
+    this.opTimeoutMs = opts.opTimeoutMs ?? WORKER_OP_TIMEOUT_MS;
+    this.workerScript = opts.workerScript ?? WORKER_JS;
+  }
+
+  /** Binds the socket, restores the saved table, and resolves once every worker serves it. */
+  static async start(opts: SupervisorOptions): Promise<Supervisor> {
+    if (!(Number.isInteger(opts.workers) && opts.workers >= 1)) throw new Error(`workers must be an integer ≥ 1, got ${opts.workers}`);
+    const restored = await loadTable(opts.stateDir);
+    const socket = await bindListenSocket(opts.listenHost, opts.listenPort);
+    const s = new Supervisor(opts, socket);
+    if (restored) s.router.apply(restored);
+    const first = Array.from({ length: opts.workers }, () => s.spawn(0, "serve"));
+    try {
+      await Promise.all(first.map((w) => s.whenReady(w)));
+    } catch (e) {
+      for (const w of first) if (!w.exited) w.child.kill("SIGKILL");
+      socket.close();
+      throw e;
+    }
+    s.running = true;
+    // The spares start once the proxy serves: they only matter from the first death on.
+    s.topUp();
+    return s;
+  }
+
+  get listenHost(): string {
+    return this.socket.host;
+  }
+
+  get listenPort(): number {
+    return this.socket.port;
+  }
+
+  get events(): UpstreamEventLog {
+    return this.router.events;
+  }
+
+  table(): RouteTable {
+    return this.router.current.source;
+  }
+
+  health(): HealthInfo {
+    const workers = [...this.workers].map((w) => w.info());
+    return { ok: workers.some((w) => w.state === "serving"), pid: process.pid, tableVersion: this.router.current.version, workers, workerCount: this.target };
+  }
+
+  async apply(table: RouteTable): Promise<void> {
+    // First here, so that a worker starting from now on gets it with its init.
+    this.router.apply(table);
+    for (const id of this.upOps.keys()) if (!table.routes.some((r) => r.upstreams.some((u) => u.id === id))) this.upOps.delete(id);
+    await this.fanOut({ type: "apply", opId: this.nextOp(), table });
+  }
+
+  async drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
+    const started = performance.now();
+    const results = await this.fanOut({ type: "drain", opId: this.nextOp(), poolId, timeoutMs }, timeoutMs + this.opTimeoutMs);
+    const pool = this.router.pools.get(poolId);
+    if (pool) this.router.release(pool);
+    let completed = 0;
+    let cut = 0;
+    for (const r of results) {
+      completed += r.completed;
+      cut += r.cut;
+    }
+    return { poolId, completed, cut, durationMs: Math.round(performance.now() - started) };
+  }
+
+  async stats(): Promise<ProxyStats> {
+    const parts = await this.fanOut({ type: "stats", opId: this.nextOp() });
+    return sumStats(this.zeroStats(), parts, { tableVersion: this.router.current.version, down: this.router.downList() });
+  }
+
+  async setUpstreamHealth(id: string, healthy: boolean): Promise<void> {
+    const opId = this.nextOp();
+    const at = Date.now();
+    if (healthy) {
+      this.router.markUp(id, at);
+      this.upOps.set(id, opId);
+    } else {
+      this.router.markDown(id, "marked", at);
+    }
+    await this.fanOut({ type: "mark", opId, id, healthy, reason: "marked", at });
+  }
+
+  /**
+   * Starts a new generation of workers from the code on disk, waits until every one serves, then
+   * retires the old ones: they stop accepting, answer what their connections still send with
+   * Connection: close, and exit once their in-flight requests are done (or cut at the drain
+   * timeout). New connections meanwhile go to whichever worker accepts first, old or new.
+   */
+  async upgrade(opts: UpgradeOptions): Promise<UpgradeResult> {
+    if (!this.running) throw new HttpError(503, "the proxy is stopping");
+    if (this.upgrading) throw new HttpError(409, "an upgrade is already running");
+    this.upgrading = true;
+    try {
+      const started = performance.now();
+      const count = opts.workers ?? this.target;
+      const drainMs = opts.drainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_MS;
+      const old = [...this.workers].filter((w) => w.state !== "retiring");
+      const generation = ++this.generation;
+      this.opts.log(`upgrade: starting ${count} worker(s) of generation ${generation} from ${this.workerScript}`);
+      const fresh = Array.from({ length: count }, () => this.spawn(generation, "serve"));
+      // The new spares are the new code's too; nobody waits for them.
+      const spares = Array.from({ length: this.spareCount }, () => this.launch("spare"));
+      try {
+        await Promise.all(fresh.map((w) => this.whenReady(w)));
+      } catch (e) {
+        for (const w of [...fresh, ...spares]) this.retire(w, drainMs, RETIRE_IDLE_GRACE_MS);
+        this.opts.log(`upgrade failed, the old workers keep serving: ${errorMessage(e)}`);
+        throw new HttpError(500, `upgrade failed, the old workers keep serving: ${errorMessage(e)}`);
+      }
+      const readyMs = Math.round(performance.now() - started);
+      this.target = count;
+      this.opts.log(`upgrade: generation ${generation} serves (pids ${fresh.map((w) => w.pid).join(", ")}); retiring ${old.map((w) => w.pid).join(", ") || "none"}`);
+      for (const w of old) this.retire(w, drainMs, RETIRE_IDLE_GRACE_MS);
+      await Promise.all(old.map((w) => w.gone));
+      const retired = old.filter((w) => w.role === "serve").map((w) => w.pid);
+      return { started: fresh.map((w) => w.pid), retired, generation, readyMs, durationMs: Math.round(performance.now() - started) };
+    } finally {
+      this.upgrading = false;
+    }
+  }
+
+  /**
+   * Stops for good: the supervisor's copy of the socket closes first, so that once the workers
+   * close theirs new connections are refused rather than left waiting; then every worker
+   * finishes its in-flight requests for up to graceMs and exits.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.running = false;
+    clearTimeout(this.restartTimer);
+    this.socket.close();
+    const all = [...this.workers];
+    for (const w of all) this.retire(w, graceMs, 0);
+    await Promise.all(all.map((w) => w.gone));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Workers
+
+  private spawn(generation: number, role: "serve" | "spare"): Worker {
+    // fd 3: the listening socket (WORKER_LISTEN_FD); fd 4: the IPC channel.
+    const child = fork(this.workerScript, ["--state-dir", this.opts.stateDir], { stdio: ["ignore", "inherit", "inherit", this.socket.fd, "ipc"] });
+    const w = new Worker(child, generation, role);
+    this.workers.add(w);
+    child.on("message", (m: WorkerMessage) => this.onMessage(w, m));
+    child.once("error", (e) => {
+      // fork failed (no pid), or a signal could not be sent: only the first matters.
+      if (w.pid === 0) this.onExit(w, `it could not be started: ${errorMessage(e)}`);
+    });
+    child.once("exit", (code, signal) => this.onExit(w, signal ? `killed by ${signal}` : `exited with code ${code}`));
+    return w;
+  }
+
+  /** Starts a worker of the current generation, killed if it does not get ready in time (a quick death). */
+  private launch(role: "serve" | "spare"): Worker {
+    const w = this.spawn(this.generation, role);
+    // Its exit, or the kill for its delay, is logged already.
+    this.whenReady(w).catch(() => undefined);
+    return w;
+  }
+
+  /** Resolves once w serves (a spare: once it stands by, or serves); kills it when that takes too long. */
+  private async whenReady(w: Worker): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`worker ${w.pid} was not ready within ${WORKER_READY_TIMEOUT_MS} ms`)), WORKER_READY_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([w.role === "spare" ? w.initialized : w.ready, timeout]);
+    } catch (e) {
+      if (!w.exited) {
+        this.opts.log(`${errorMessage(e)}: killing it`);
+        w.child.kill("SIGKILL");
+      }
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private onMessage(w: Worker, m: WorkerMessage): void {
+    switch (m.type) {
+      case "hello":
+        if (m.protocol !== WORKER_PROTOCOL) {
+          w.failure = `its protocol is ${m.protocol}, this supervisor's ${WORKER_PROTOCOL}: restart the proxy to run the new supervisor`;
+          w.child.kill("SIGKILL");
+          return;
+        }
+        // The state as of now; every op from now on follows it on the same channel.
+        w.member = true;
+        return this.send(w, { type: "init", opId: this.opSeq, table: this.router.current.source, down: this.router.downList(), serve: w.role === "serve" });
+      case "ready":
+        w.resolveInitialized();
+        if (!m.serving) {
+          if (w.state === "starting") w.state = "standby";
+          return;
+        }
+        if (w.state !== "retiring") w.state = "serving";
+        w.resolveReady();
+        return;
+      case "reply": {
+        const p = w.pending.get(m.opId);
+        if (!p) return;
+        w.pending.delete(m.opId);
+        if (m.error !== undefined) p.fail(new Error(`worker ${w.pid}: ${m.error}`));
+        else p.settle(m.result);
+        return;
+      }
+      case "down":
+        return this.onPassiveDown(w, m);
+      case "leaving":
+        return this.replace(w);
+    }
+  }
+
+  /** A worker took an upstream out by itself: the others do too, and the event is logged once. */
+  private onPassiveDown(from: Worker, m: Extract<WorkerMessage, { type: "down" }>): void {
+    if ((this.upOps.get(m.id) ?? 0) > m.opSeen) return;
+    if (!this.router.markDown(m.id, m.reason, m.at)) return;
+    this.fanOut({ type: "mark", opId: this.nextOp(), id: m.id, healthy: false, reason: m.reason, at: m.at }, this.opTimeoutMs, from).catch((e: unknown) =>
+      this.opts.log(`passing on ${m.id} down: ${errorMessage(e)}`),
+    );
+  }
+
+  private onExit(w: Worker, how: string): void {
+    if (w.exited) return;
+    w.exited = true;
+    this.workers.delete(w);
+    for (const p of w.pending.values()) p.settle(GONE);
+    w.pending.clear();
+    const why = new Error(`worker ${w.pid} ${how} before ${w.role === "spare" ? "standing by" : "serving"}${w.failure ? `: ${w.failure}` : ""}`);
+    w.rejectReady(why);
+    w.rejectInitialized(why);
+    w.resolveGone();
+    if (!this.running || w.state === "retiring") return;
+    const uptimeMs = Date.now() - w.startedAt;
+    this.quickDeaths = uptimeMs < CRASH_LOOP_UPTIME_MS ? this.quickDeaths + 1 : 0;
+    this.opts.log(`${w.role === "spare" ? "spare" : "worker"} ${w.pid} ${how} after ${uptimeMs} ms`);
+    this.topUp();
+  }
+
+  /**
+   * Brings the workers back to `target` serving and the spares to their count: a spare takes a
+   * missing worker's place at once; what is still missing is started at once, or after a
+   * backoff in a crash loop.
+   */
+  private topUp(): void {
+    if (!this.running) return;
+    for (let missing = this.target - this.active().length; missing > 0; missing--) {
+      const spare = this.spares()[0];
+      if (!spare) break;
+      this.promote(spare);
+    }
+    if (this.restartTimer) return;
+    if (this.active().length >= this.target && this.spares().length >= this.spareCount) return;
+    const start = (): void => {
+      this.restartTimer = undefined;
+      if (!this.running) return;
+      for (let n = this.target - this.active().length; n > 0; n--) this.launch("serve");
+      for (let n = this.spareCount - this.spares().length; n > 0; n--) this.launch("spare");
+    };
+    const delayMs = this.quickDeaths <= 1 ? 0 : Math.min(RESTART_BACKOFF_MS * 2 ** (this.quickDeaths - 2), MAX_RESTART_BACKOFF_MS);
+    if (delayMs === 0) return start();
+    this.opts.log(`workers keep dying at start: the next one in ${delayMs} ms`);
+    this.restartTimer = setTimeout(start, delayMs);
+  }
+
+  /** A spare starts serving: at once if it stands by, else as soon as its init is applied. */
+  private promote(w: Worker): void {
+    w.role = "serve";
+    this.opts.log(`spare ${w.pid} takes over`);
+    if (w.member) this.send(w, { type: "serve" });
+    this.whenReady(w).catch(() => undefined);
+  }
+
+  /** A worker that asked to go (SIGTERM): retired once its replacement serves, or failed to. */
+  private replace(w: Worker): void {
+    if (!this.running || w.state === "retiring") return;
+    this.opts.log(`${w.role === "spare" ? "spare" : "worker"} ${w.pid} got SIGTERM: replacing it`);
+    // A spare serves nobody: it goes at once, and topUp starts another.
+    if (w.role === "spare") return this.retire(w, 0, 0);
+    const spare = this.spares()[0];
+    if (spare) this.promote(spare);
+    const next = spare ?? this.launch("serve");
+    void this.whenReady(next)
+      .catch((e: unknown) => this.opts.log(`the replacement of worker ${w.pid} did not start: ${errorMessage(e)}`))
+      .then(() => this.retire(w, DEFAULT_UPGRADE_DRAIN_MS, RETIRE_IDLE_GRACE_MS));
+  }
+
+  private retire(w: Worker, graceMs: number, idleGraceMs: number): void {
+    if (w.exited || w.state === "retiring") return;
+    w.state = "retiring";
+    this.send(w, { type: "retire", graceMs, idleGraceMs });
+    const killer = setTimeout(() => {
+      if (!w.exited) w.child.kill("SIGKILL");
+    }, graceMs + RETIRE_KILL_AFTER_MS);
+    void w.gone.then(() => clearTimeout(killer));
+    this.topUp();
+  }
+
+  /** The workers serving or about to, not retiring. */
+  private active(): Worker[] {
+    return [...this.workers].filter((w) => w.role === "serve" && w.state !== "retiring");
+  }
+
+  private spares(): Worker[] {
+    return [...this.workers].filter((w) => w.role === "spare" && w.state !== "retiring");
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Ops to every worker
+
+  private nextOp(): number {
+    return ++this.opSeq;
+  }
+
+  /** Sends op to every worker that has its init (but `except`), and resolves with the answers of those still alive. */
+  private async fanOut<T extends WorkerOp>(op: T, timeoutMs = this.opTimeoutMs, except?: Worker): Promise<WorkerResults[T["type"]][]> {
+    const members = [...this.workers].filter((w) => w.member && !w.exited && w !== except);
+    const answers = await Promise.all(members.map((w) => this.call(w, op, timeoutMs)));
+    return answers.filter((a) => a !== GONE) as WorkerResults[T["type"]][];
+  }
+
+  /**
+   * Sends one op and resolves with the answer, or GONE when the worker exits first. A worker
+   * that does not answer in time has an event loop stuck for that long, so it serves nobody
+   * either: it is killed, and replaced (its replacement starts on the supervisor's state).
+   */
+  private call(w: Worker, op: WorkerOp, timeoutMs: number): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.opts.log(`worker ${w.pid} did not answer ${op.type} within ${timeoutMs} ms: killing it`);
+        w.child.kill("SIGKILL");
+      }, timeoutMs);
+      w.pending.set(op.opId, {
+        settle: (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        fail: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.send(w, op);
+    });
+  }
+
+  /** A message that cannot be sent is for a worker on its way out: its exit settles what waits. */
+  private send(w: Worker, message: SupervisorMessage): void {
+    if (w.exited || !w.child.connected) return;
+    w.child.send(message, (err: Error | null) => {
+      if (err && !w.exited) this.opts.log(`worker ${w.pid}: cannot send ${message.type}: ${err.message}`);
+    });
+  }
+
+  /** A fresh data plane's stats: the shape the workers' figures are summed into. */
+  private zeroStats(): ProxyStats {
+    if (!this.zero) {
+      const plane = new DataPlane();
+      this.zero = plane.stats();
+      plane.upstreams.destroy();
+    }
+    return this.zero;
+  }
+}

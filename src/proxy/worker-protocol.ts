@@ -1,0 +1,56 @@
+// The messages between the proxy's supervisor and its workers, over the IPC channel of fork().
+// The listening socket is not among them: a worker inherits it as a file descriptor.
+
+import type { DrainResult, ProxyStats, RouteTable, UpstreamDown, UpstreamDownReason } from "./contract.js";
+
+/**
+ * Bumped whenever a message changes meaning. A worker of another version (an upgrade to code
+ * whose protocol moved on) is refused: the supervisor itself must be restarted then.
+ */
+export const WORKER_PROTOCOL = 1;
+
+/** The file descriptor number at which a worker finds the listening socket. */
+export const WORKER_LISTEN_FD = 3;
+
+/** Supervisor → worker. Ops with an `opId` get a reply; ids grow, so a worker can say which it has seen. */
+export type SupervisorMessage =
+  /**
+   * The state to serve: sent once, in answer to hello. The worker listens only after applying it,
+   * and only when `serve` says so; a spare keeps up with every op and waits for "serve".
+   */
+  | { type: "init"; opId: number; table: RouteTable; down: UpstreamDown[]; serve: boolean }
+  /** A spare takes a dead worker's place: start accepting. */
+  | { type: "serve" }
+  | { type: "apply"; opId: number; table: RouteTable }
+  /** healthy: true clears any mark; false marks it down with reason (and since, for a mark another worker made). */
+  | { type: "mark"; opId: number; id: string; healthy: boolean; reason: UpstreamDownReason; at: number }
+  | { type: "drain"; opId: number; poolId: string; timeoutMs: number }
+  | { type: "stats"; opId: number }
+  /** Stop accepting, finish in-flight requests, exit. No reply: its exit is the answer. */
+  | { type: "retire"; graceMs: number; idleGraceMs: number };
+
+export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "mark" | "drain" | "stats" }>;
+
+/** What each op answers. */
+export interface WorkerResults {
+  apply: { applied: boolean; version: number };
+  mark: { changed: boolean };
+  drain: DrainResult;
+  stats: ProxyStats;
+}
+
+/** Worker → supervisor. */
+export type WorkerMessage =
+  /** Loaded and waiting for init. */
+  | { type: "hello"; protocol: number }
+  /** The table of init (and every op after it) applied; serving: listening too (else a spare). */
+  | { type: "ready"; tableVersion: number; serving: boolean }
+  | { type: "reply"; opId: number; result?: unknown; error?: string }
+  /**
+   * The worker took an upstream out of rotation by itself (passive detection). opSeen is the
+   * last op it had applied, so that the supervisor can tell a mark made before the agent's
+   * "healthy" reached the worker from one made after.
+   */
+  | { type: "down"; id: string; reason: UpstreamDownReason; at: number; opSeen: number }
+  /** The worker got SIGTERM: replace it, then retire it. */
+  | { type: "leaving" };

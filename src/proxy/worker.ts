@@ -1,0 +1,143 @@
+// A proxy worker: one process of the data plane, forked by the supervisor (supervisor.ts). It
+// serves clients on the listening socket it inherits, with the table and marks the supervisor
+// gives it over IPC, answers the supervisor's ops, and reports the upstreams it takes out itself.
+// Importing this file starts a worker.
+
+import { errorMessage } from "../errors.js";
+import { DataPlane } from "./data-plane.js";
+import { DataServer } from "./data-server.js";
+import { WORKER_LISTEN_FD, WORKER_PROTOCOL, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
+
+/** Without its supervisor a worker stops accepting at once (so a new proxy can bind) and finishes what it has. */
+const ORPHAN_GRACE_MS = 5_000;
+
+function log(message: string): void {
+  process.stdout.write(`${new Date().toISOString()} turquoise-proxy-worker[${process.pid}]: ${message}\n`);
+}
+
+const plane = new DataPlane();
+const data = new DataServer(plane);
+const events = plane.router.events;
+/** The last op applied, reported with each passive mark. */
+let lastOp = 0;
+/** Events up to this seq have been reported, or came from the supervisor and need no report. */
+let reportedSeq = 0;
+let retiring = false;
+let initialized = false;
+/** Set once this worker is to accept connections: at init, or when a spare is told to serve. */
+let serving: Promise<void> | undefined;
+
+function send(message: WorkerMessage): void {
+  // After a disconnect there is nobody to tell; the disconnect handler winds the worker down.
+  if (process.connected) process.send!(message);
+}
+
+/** Reports the upstreams this worker took out of rotation since the last report. */
+function reportPassiveMarks(): void {
+  const batch = events.since(reportedSeq);
+  reportedSeq = batch.seq;
+  for (const e of batch.events) {
+    if (e.type === "upstream.down") send({ type: "down", id: e.id, reason: e.reason, at: e.at, opSeen: lastOp });
+  }
+}
+
+/** Applies a mark that came from the supervisor, without reporting it back. */
+function applyRemoteMark(op: Extract<SupervisorMessage, { type: "mark" }>): boolean {
+  reportPassiveMarks();
+  const changed = op.healthy ? plane.router.markUp(op.id, op.at) : plane.router.markDown(op.id, op.reason, op.at);
+  reportedSeq = events.seq;
+  return changed;
+}
+
+async function run(op: WorkerOp): Promise<WorkerResults[WorkerOp["type"]]> {
+  switch (op.type) {
+    case "apply":
+      return { applied: plane.apply(op.table), version: plane.router.current.version };
+    case "mark":
+      return { changed: applyRemoteMark(op) };
+    case "drain":
+      return plane.drain(op.poolId, op.timeoutMs);
+    case "stats":
+      return plane.stats();
+  }
+}
+
+function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
+  plane.apply(message.table);
+  for (const d of message.down) plane.router.markDown(d.id, d.reason, d.since);
+  reportedSeq = events.seq;
+  lastOp = message.opId;
+  initialized = true;
+  if (message.serve) serve();
+  else {
+    log(`standing by as a spare, table version ${plane.router.current.version}`);
+    send({ type: "ready", tableVersion: plane.router.current.version, serving: false });
+  }
+}
+
+/** Starts accepting on the inherited socket, once. */
+function serve(): void {
+  if (retiring || !initialized || serving) return;
+  serving = data.listen({ fd: WORKER_LISTEN_FD }).then(
+    (address) => {
+      log(`serving on ${address.address}:${address.port}, table version ${plane.router.current.version}`);
+      send({ type: "ready", tableVersion: plane.router.current.version, serving: true });
+    },
+    (e: unknown) => {
+      // A worker that cannot serve is of no use: the supervisor sees it exit and says why.
+      log(`cannot serve: ${errorMessage(e)}`);
+      process.exit(1);
+    },
+  );
+}
+
+function retire(graceMs: number, idleGraceMs: number, why: string): void {
+  if (retiring) return;
+  retiring = true;
+  log(`${why}: stopped accepting; finishing in-flight requests (up to ${graceMs} ms)`);
+  void data.close({ graceMs, idleGraceMs }).then(
+    () => {
+      log("stopped");
+      process.exit(0);
+    },
+    (e: unknown) => {
+      log(`shutdown failed: ${errorMessage(e)}`);
+      process.exit(1);
+    },
+  );
+}
+
+function onMessage(message: SupervisorMessage): void {
+  switch (message.type) {
+    case "init":
+      return init(message);
+    case "serve":
+      return serve();
+    case "retire":
+      return retire(message.graceMs, message.idleGraceMs, "retiring");
+    default: {
+      // Marks this worker made come before any reply, so the supervisor's merged list has them.
+      reportPassiveMarks();
+      const opId = message.opId;
+      run(message).then(
+        (result) => send({ type: "reply", opId, result }),
+        (e: unknown) => send({ type: "reply", opId, error: errorMessage(e) }),
+      );
+      // An op takes effect synchronously, before its first await: seen from here on.
+      lastOp = Math.max(lastOp, opId);
+    }
+  }
+}
+
+if (!process.send) {
+  process.stderr.write("turquoise-proxy-worker: started without a supervisor; run dist/src/proxy/main.js instead\n");
+  process.exit(2);
+}
+events.subscribe(reportPassiveMarks);
+process.on("message", onMessage);
+process.on("disconnect", () => retire(ORPHAN_GRACE_MS, 0, "the supervisor is gone"));
+// Ctrl-C reaches the whole process group: the supervisor decides when each worker goes.
+process.on("SIGINT", () => undefined);
+// A SIGTERM for this worker alone: the supervisor replaces it first, then retires it.
+process.on("SIGTERM", () => send({ type: "leaving" }));
+send({ type: "hello", protocol: WORKER_PROTOCOL });

@@ -1,0 +1,327 @@
+// The proxy's supervisor and its workers, as real processes on loopback: a killed worker refuses no
+// connection, an in-place upgrade fails no request, and every control call reaches every worker.
+
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { after, describe, it } from "node:test";
+import { ConnectionLoad, type LoadCounts } from "../../bench/lib/connection-load.js";
+import { type BuiltinProxy, type RunningProxy, spawnProxy, stopProxy, type WorkerInfo } from "../../src/proxy/builtin.js";
+import { Supervisor } from "../../src/proxy/supervisor.js";
+import { pidAlive } from "../../src/util/proc.js";
+import { ensureToken } from "../../src/auth/token.js";
+import { starterSpec } from "../../src/spec/template.js";
+import { type Reply, type TestUpstream, json, refusedPort, request, route, sleep, startUpstream, table } from "./helpers.js";
+
+const WORKER_JS = fileURLToPath(new URL("../../src/proxy/worker.js", import.meta.url));
+const TURQUOISE_JS = fileURLToPath(new URL("../../../bin/turquoise.js", import.meta.url));
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+async function serving(proxy: BuiltinProxy): Promise<WorkerInfo[]> {
+  return ((await proxy.health()).workers ?? []).filter((w) => w.state === "serving");
+}
+
+function noFailures(counts: LoadCounts): Omit<LoadCounts, "ok" | "started" | "closeAnswers"> {
+  const { ok: _ok, started: _started, closeAnswers: _close, ...failures } = counts;
+  return failures;
+}
+
+const NO_FAILURES = { badStatus: 0, refused: 0, reset: 0, timeout: 0, other: 0 };
+
+describe("proxy supervisor", { timeout: 120_000 }, () => {
+  const dirs: string[] = [];
+  const upstreams: TestUpstream[] = [];
+  const running: RunningProxy[] = [];
+  const tempDir = async (): Promise<string> => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "turquoise-supervisor-"));
+    dirs.push(dir);
+    return dir;
+  };
+  const upstream = async (id: string, handler?: Parameters<typeof startUpstream>[1]): Promise<TestUpstream> => {
+    const u = await startUpstream(id, handler);
+    upstreams.push(u);
+    return u;
+  };
+  const spawn = async (workers: number): Promise<{ p: RunningProxy; stateDir: string; base: string }> => {
+    const stateDir = await tempDir();
+    const p = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers });
+    running.push(p);
+    return { p, stateDir, base: `http://127.0.0.1:${p.listenPort}` };
+  };
+  after(async () => {
+    for (const p of running) {
+      for (const w of (await p.proxy.health().catch(() => undefined))?.workers ?? []) if (pidAlive(w.pid)) process.kill(w.pid, "SIGKILL");
+      if (pidAlive(p.pid)) process.kill(p.pid, "SIGKILL");
+    }
+    await Promise.all(upstreams.map((u) => u.close()));
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it("kill -9 of the worker under a stream of new connections: none refused, the table survives, the control API answers", async () => {
+    const u = await upstream("kept");
+    const { p, stateDir, base } = await spawn(1);
+    await p.proxy.apply(table(3, route("kept", "kept:1", [u.upstream])));
+    const load = new ConnectionLoad({ url: `${base}/`, concurrency: 8, keepAlive: false, maxDurationMs: 30_000 }).start();
+    await sleep(300);
+    const [victim] = await serving(p.proxy);
+    assert.ok(victim);
+    const inFlightAtKill = load.inFlight;
+    const killedAt = performance.now();
+    process.kill(victim.pid, "SIGKILL");
+    // While no worker runs, the supervisor still answers, with the table it restored.
+    const health = await p.proxy.health();
+    assert.equal(health.tableVersion, 3);
+    assert.equal((await p.proxy.stats()).tableVersion, 3);
+    const servedAt = await load.servedAfter(killedAt);
+    const [next] = await waitFor("a new worker", async () => (await serving(p.proxy)).filter((w) => w.pid !== victim.pid));
+    await sleep(300);
+    const counts = await load.stop();
+
+    assert.notEqual(next!.pid, victim.pid);
+    assert.equal(counts.refused, 0, `no connection refused: ${JSON.stringify(counts)}`);
+    assert.equal(counts.timeout + counts.other + counts.badStatus, 0, JSON.stringify({ counts, other: load.otherCodes }));
+    // Only requests the dead worker had accepted can die with it.
+    assert.ok(counts.reset <= inFlightAtKill, `resets ${counts.reset} ≤ in flight at the kill ${inFlightAtKill}`);
+    assert.ok(counts.ok > 0);
+    assert.ok(servedAt - killedAt < 5_000, `served again ${Math.round(servedAt - killedAt)} ms after the kill`);
+    assert.equal(json(await request(`${base}/`)).id, "kept");
+    assert.equal((await p.proxy.stats()).tableVersion, 3);
+    assert.equal((await p.proxy.health()).pid, p.pid, "the supervisor is the same process");
+    assert.match(await readFile(path.join(stateDir, "proxy.log"), "utf8"), new RegExp(`worker ${victim.pid} killed by SIGKILL`));
+  });
+
+  it("an in-place upgrade under keep-alive and new-connection load fails no request", async () => {
+    const u = await upstream("up");
+    const { p, base } = await spawn(1);
+    await p.proxy.apply(table(1, route("up", "up:1", [u.upstream])));
+    const before = await serving(p.proxy);
+    const keepAlive = new ConnectionLoad({ url: `${base}/`, concurrency: 8, keepAlive: true, maxDurationMs: 30_000 }).start();
+    const fresh = new ConnectionLoad({ url: `${base}/`, concurrency: 4, keepAlive: false, maxDurationMs: 30_000 }).start();
+    await sleep(300);
+    const result = await p.proxy.upgrade({ drainTimeoutMs: 5_000 });
+    await sleep(300);
+    const [ka, fr] = await Promise.all([keepAlive.stop(), fresh.stop()]);
+
+    assert.deepEqual(noFailures(ka), NO_FAILURES, `keep-alive: ${JSON.stringify({ ka, other: keepAlive.otherCodes })}`);
+    assert.deepEqual(noFailures(fr), NO_FAILURES, `new connections: ${JSON.stringify({ fr, other: fresh.otherCodes })}`);
+    assert.ok(ka.ok > 0 && fr.ok > 0);
+    // The keep-alive clients were told to reconnect, and did.
+    assert.ok(ka.closeAnswers >= 1, "the old worker answered with Connection: close");
+    assert.deepEqual(result.retired, before.map((w) => w.pid));
+    assert.equal(result.generation, 1);
+    const after = await serving(p.proxy);
+    assert.deepEqual(after.map((w) => w.pid), result.started);
+    assert.ok(after.every((w) => w.generation === 1));
+    for (const w of before) assert.equal(pidAlive(w.pid), false, `old worker ${w.pid} exited`);
+    assert.equal((await p.proxy.stats()).tableVersion, 1);
+  });
+
+  it("with 2 workers: a table, a mark and a drain reach both, stats add up, passive marks make one event", async () => {
+    const a = await upstream("a");
+    const b = await upstream("b");
+    const { p, base } = await spawn(2);
+    const workers = await serving(p.proxy);
+    assert.equal(workers.length, 2);
+    assert.equal(p.workers, 2);
+    const freshGets = async (n: number): Promise<string[]> => {
+      const ids: string[] = [];
+      for (let i = 0; i < n; i += 4) ids.push(...(await Promise.all([0, 1, 2, 3].map(async () => json((await request(`${base}/`))).id as string))));
+      return ids;
+    };
+    /**
+     * Runs fn once per worker with the other workers stopped (SIGSTOP), so that every new
+     * connection meanwhile goes to that one. No control call then: a stopped worker cannot answer.
+     */
+    const onEach = async (fn: (w: WorkerInfo) => Promise<void>): Promise<void> => {
+      for (const w of workers) {
+        const others = workers.filter((o) => o !== w);
+        for (const o of others) process.kill(o.pid, "SIGSTOP");
+        try {
+          await fn(w);
+        } finally {
+          for (const o of others) process.kill(o.pid, "SIGCONT");
+        }
+      }
+    };
+
+    await p.proxy.apply(table(1, route("s", "s:a", [a.upstream])));
+    assert.deepEqual(new Set(await freshGets(40)), new Set(["a"]));
+    await p.proxy.apply(table(2, route("s", "s:b", [b.upstream])));
+    await onEach(async (w) => assert.deepEqual(new Set(await freshGets(12)), new Set(["b"]), `worker ${w.pid} uses the acknowledged table`));
+
+    const stats = await p.proxy.stats();
+    assert.equal(stats.tableVersion, 2);
+    assert.equal(stats.requests, 64, "requests summed over the workers");
+    assert.deepEqual(stats.pools.map((x) => [x.poolId, x.served]), [["s:a", 40], ["s:b", 24]]);
+
+    await p.proxy.apply(table(3, route("s", "s:ab", [a.upstream, b.upstream])));
+    await p.proxy.setUpstreamHealth("a", false);
+    await onEach(async (w) => assert.deepEqual(new Set(await freshGets(12)), new Set(["b"]), `worker ${w.pid} has the mark`));
+    await p.proxy.setUpstreamHealth("a", true);
+    await onEach(async (w) => assert.deepEqual(new Set(await freshGets(12)), new Set(["a", "b"]), `worker ${w.pid} has the mark lifted`));
+
+    // Slow requests in flight on each worker, then a drain of their pool.
+    const slow = await upstream("slow", (_req, res) => setTimeout(() => res.end("done"), 2_000));
+    await p.proxy.apply(table(4, route("s", "s:slow", [slow.upstream])));
+    const inFlight: Promise<Reply>[] = [];
+    await onEach(async () => {
+      const before = slow.hits;
+      inFlight.push(...Array.from({ length: 6 }, () => request(`${base}/`)));
+      await waitFor("6 more requests at the upstream", () => slow.hits >= before + 6 || undefined);
+    });
+    assert.equal((await p.proxy.stats()).pools.find((x) => x.poolId === "s:slow")?.inFlight, 12, "in flight summed over the workers");
+    await p.proxy.apply(table(5, route("s", "s:b2", [b.upstream])));
+    const drained = await p.proxy.drain("s:slow", 10_000);
+    assert.equal(drained.completed, 12, "a drain waits for every worker's requests");
+    assert.equal(drained.cut, 0);
+    for (const r of await Promise.all(inFlight)) assert.equal(r.text, "done");
+    assert.equal((await p.proxy.stats()).pools.some((x) => x.poolId === "s:slow"), false);
+
+    // An upstream that refuses: whichever worker sees it first takes it out, for both, once.
+    const gone = { id: "gone", host: "127.0.0.1", port: await refusedPort() };
+    const { seq } = await p.proxy.events(0, 0);
+    await p.proxy.apply(table(6, route("s", "s:g", [gone, b.upstream])));
+    await onEach(async () => assert.deepEqual(new Set(await freshGets(12)), new Set(["b"])));
+    const batch = await p.proxy.events(seq, 0);
+    assert.deepEqual(batch.events.map((e) => [e.type, e.id, e.reason]), [["upstream.down", "gone", "refused"]]);
+    assert.deepEqual(((await p.proxy.stats()).down ?? []).map((d) => d.id), ["gone"]);
+  });
+
+  it("a worker sent SIGTERM alone is replaced before it goes: no request fails", async () => {
+    const u = await upstream("term");
+    const { p, base } = await spawn(1);
+    await p.proxy.apply(table(1, route("t", "t:1", [u.upstream])));
+    const [victim] = await serving(p.proxy);
+    const load = new ConnectionLoad({ url: `${base}/`, concurrency: 4, keepAlive: true, maxDurationMs: 30_000 }).start();
+    await sleep(200);
+    process.kill(victim!.pid, "SIGTERM");
+    await waitFor("the worker gone", () => !pidAlive(victim!.pid));
+    await sleep(200);
+    const counts = await load.stop();
+    assert.deepEqual(noFailures(counts), NO_FAILURES, JSON.stringify({ counts, other: load.otherCodes }));
+    const now = await serving(p.proxy);
+    assert.equal(now.length, 1);
+    assert.notEqual(now[0]!.pid, victim!.pid);
+  });
+
+  it("SIGTERM to the supervisor drains every worker and exits; the port is free again", async () => {
+    const slow = await upstream("slow-stop", (_req, res) => setTimeout(() => res.end("finished"), 300));
+    const { p, stateDir, base } = await spawn(2);
+    await p.proxy.apply(table(1, route("s", "s:1", [slow.upstream])));
+    const workers = await serving(p.proxy);
+    const inFlight = Array.from({ length: 6 }, () => request(`${base}/`));
+    await sleep(100);
+    const stopped = stopProxy(stateDir);
+    for (const r of await Promise.all(inFlight)) assert.equal(r.text, "finished");
+    assert.equal(await stopped, true);
+    for (const w of [p.pid, ...workers.map((x) => x.pid)]) await waitFor(`pid ${w} gone`, () => !pidAlive(w));
+    await assert.rejects(request(`${base}/`), /ECONNREFUSED/);
+  });
+
+  it("an upgrade to code that cannot serve fails, and the old workers keep serving", async () => {
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    const u = await upstream("stays");
+    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(4, route("s", "s:1", [u.upstream]))));
+    // The worker script is read from disk at every fork, as an upgrade needs: this one changes.
+    const script = path.join(stateDir, "worker.mjs");
+    await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
+    const lines: string[] = [];
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, log: (l) => lines.push(l), workerScript: script });
+    try {
+      const base = `http://127.0.0.1:${s.listenPort}`;
+      assert.equal(json(await request(`${base}/`)).id, "stays");
+      // The spare, forked from the script as it was, is up before the script changes.
+      await waitFor("the spare", () => s.health().workers!.some((w) => w.state === "standby") || undefined);
+      const old = s.health().workers!.filter((w) => w.state === "serving");
+      await writeFile(script, `process.exit(3);\n`);
+      await assert.rejects(s.upgrade({}), /upgrade failed, the old workers keep serving: worker \d+ exited with code 3 before serving/);
+      assert.deepEqual(s.health().workers!.filter((w) => w.state === "serving"), old);
+      assert.equal(json(await request(`${base}/`)).id, "stays");
+    } finally {
+      await s.stop(1_000);
+    }
+  });
+
+  it("turquoise proxy upgrade upgrades the proxy of the spec's state dir, to the spec's worker count", async () => {
+    const dir = await tempDir();
+    const specFile = path.join(dir, "turquoise.yml");
+    await writeFile(specFile, starterSpec().replace("workers: 1", "workers: 2"));
+    const p = await spawnProxy({ stateDir: path.join(dir, ".turquoise"), listenHost: "127.0.0.1", listenPort: 0 });
+    running.push(p);
+    const [old] = await serving(p.proxy);
+    const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(process.execPath, [TURQUOISE_JS, "proxy", "upgrade", "-f", specFile, "--drain-timeout", "2s", "--json"], { timeout: 30_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+    assert.equal(out.code, 0, out.stderr);
+    const result = JSON.parse(out.stdout) as { started: number[]; retired: number[]; generation: number };
+    assert.equal(result.started.length, 2);
+    assert.deepEqual(result.retired, [old!.pid]);
+    assert.deepEqual((await serving(p.proxy)).map((w) => w.pid).sort(), [...result.started].sort());
+    assert.equal((await p.proxy.health()).workerCount, 2);
+  });
+
+  it("a worker that does not answer the supervisor is killed, and the spare serves in its place", async () => {
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    const u = await upstream("stuck");
+    const lines: string[] = [];
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, opTimeoutMs: 300, log: (l) => lines.push(l) });
+    try {
+      await waitFor("the spare", () => s.health().workers!.some((w) => w.state === "standby") || undefined);
+      const stuck = s.health().workers!.find((w) => w.state === "serving")!;
+      // Its event loop stands still, as a stuck one would.
+      process.kill(stuck.pid, "SIGSTOP");
+      await s.apply(table(2, route("s", "s:1", [u.upstream])));
+      assert.ok(lines.some((l) => l.includes(`worker ${stuck.pid} did not answer apply within 300 ms: killing it`)), lines.join("\n"));
+      await waitFor("the stuck worker gone", () => !pidAlive(stuck.pid) || undefined);
+      assert.equal(json(await request(`http://127.0.0.1:${s.listenPort}/`)).id, "stuck", "the spare serves the table the stuck worker never got");
+    } finally {
+      await s.stop(1_000);
+    }
+  });
+
+  it("workers that keep dying at start are restarted with a growing backoff, while the others serve", async () => {
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    const u = await upstream("steady");
+    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
+    const script = path.join(stateDir, "worker.mjs");
+    await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
+    const lines: string[] = [];
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, workerScript: script, log: (l) => lines.push(l) });
+    try {
+      await waitFor("the spare", () => s.health().workers!.some((w) => w.state === "standby") || undefined);
+      await writeFile(script, `process.exit(1);\n`);
+      const victim = s.health().workers!.find((w) => w.state === "serving")!;
+      process.kill(victim.pid, "SIGKILL");
+      await waitFor("a longer backoff", () => lines.includes("workers keep dying at start: the next one in 400 ms") || undefined, 30_000);
+      const backoffs = lines.filter((l) => l.startsWith("workers keep dying")).map((l) => Number(/in (\d+) ms/.exec(l)![1]));
+      assert.deepEqual(backoffs.slice(-3), [100, 200, 400], lines.join("\n"));
+      assert.equal(json(await request(`http://127.0.0.1:${s.listenPort}/`)).id, "steady", "the promoted spare serves meanwhile");
+    } finally {
+      await s.stop(1_000);
+    }
+  });
+
+  it("refuses to start on a port another process listens on", async () => {
+    const { p } = await spawn(1);
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    await assert.rejects(Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: p.listenPort, workers: 1, log: () => undefined }), /listen EADDRINUSE/);
+  });
+});
