@@ -29,6 +29,9 @@ export const CLIENT_CHECK_INTERVAL_MS = 250;
 const kTrustedBy = Symbol("trustedBy");
 const kTrusted = Symbol("trusted");
 type PeerSocket = net.Socket & { [kTrustedBy]?: TrustedPeers; [kTrusted]?: boolean };
+/** When a request waiting for a healthy instance gives up (performance.now() ms). */
+const kHeldUntil = Symbol("heldUntil");
+type HeldRequest = http.IncomingMessage & { [kHeldUntil]?: number };
 /** Node's in-flight response on a client socket: a parse error must not be written into it. */
 type ClientSocket = net.Socket & { _httpMessage?: http.ServerResponse | null };
 
@@ -129,7 +132,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     }
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) {
-      sendJson(res, 503, { error: "no healthy instance", service: match.route.service });
+      this.holdForHealthy(req, res, match.route.service, match.settings.limits.upstreamQueueMs);
       return;
     }
     // Node asks (checkContinue) only for HTTP/1.1; an HTTP/1.0 client expects nothing.
@@ -147,6 +150,35 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     res.on("close", onClientClose);
     ex.send();
   };
+
+  /**
+   * No instance of the route is in rotation: the request waits, up to upstreamQueueMs, for a new
+   * table or an instance back (the agent's revert or replacement lands within that), then is
+   * routed afresh. Nothing was sent anywhere yet, so routing it again is safe.
+   */
+  private holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, service: string, waitMs: number): void {
+    const held = req as HeldRequest;
+    const now = performance.now();
+    const deadline = (held[kHeldUntil] ??= now + waitMs);
+    if (now >= deadline || res.destroyed) {
+      if (!res.destroyed) sendJson(res, 503, { error: "no healthy instance", service });
+      return;
+    }
+    this.requests--; // counted again when it is routed afresh
+    // Woken once, by whichever comes first: a change, the deadline, or the client leaving.
+    const cancel = (): void => {
+      clearTimeout(timer);
+      cancelWait();
+      res.off("close", cancel);
+    };
+    const wake = (): void => {
+      cancel();
+      if (!res.destroyed) this.onRequest(req, res);
+    };
+    const cancelWait = this.router.onNextChange(wake);
+    const timer = setTimeout(wake, deadline - now);
+    res.once("close", cancel);
+  }
 
   readonly onUpgrade = (req: http.IncomingMessage, client: net.Socket, bodyHead: Buffer): void => {
     this.requests++;

@@ -262,6 +262,8 @@ export class Router {
   /** The same ids, with when and why each went out. */
   private readonly down = new Map<string, UpstreamDown>();
   readonly events = new UpstreamEventLog();
+  /** Called once at the next new table or upstream back in rotation: requests waiting for a healthy instance. */
+  private changeWaiters = new Set<() => void>();
 
   constructor() {
     this.unhealthy = this.outIds;
@@ -301,7 +303,21 @@ export class Router {
     }
     this.current = new CompiledTable(table, this.pools);
     if (this.down.size !== 0) this.forgetMarksNotIn(table);
+    this.changed();
     return true;
+  }
+
+  /** Calls fn once, at the next table applied or upstream put back; returns a cancel function. */
+  onNextChange(fn: () => void): () => void {
+    this.changeWaiters.add(fn);
+    return () => this.changeWaiters.delete(fn);
+  }
+
+  private changed(): void {
+    if (this.changeWaiters.size === 0) return;
+    const waiters = this.changeWaiters;
+    this.changeWaiters = new Set();
+    for (const w of waiters) w();
   }
 
   /**
@@ -321,6 +337,7 @@ export class Router {
     if (!this.down.delete(id)) return false;
     this.outIds.delete(id);
     this.events.push("upstream.up", id, "marked", at);
+    this.changed();
     return true;
   }
 

@@ -5,9 +5,10 @@
 // listeners attached once per connection, a proxied request costs about half as much CPU as
 // through ClientRequest and http.Agent (see bench/proxy.ts).
 
+import http from "node:http";
 import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
-import { DROPPED_RESPONSE_HEADERS } from "./http.js";
+import { DROPPED_RESPONSE_HEADERS, dropConnectionTokens } from "./http.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -81,8 +82,50 @@ export const SWEEP_MS = 100;
 /** Idle keep-alive sockets are looked at every this many sweeps (500 ms). */
 const IDLE_SWEEP_EVERY = 5;
 const MAX_IDLE_PER_ADDRESS = 256;
-const MAX_RESPONSE_HEAD_BYTES = 64 * 1024;
+/**
+ * Node's limit (16 KiB unless --max-http-header-size says otherwise), so that the proxy takes no
+ * head Node's client would refuse. Node counts names, values and the status line; the proxy counts
+ * every byte, so a head within a few bytes per line of the limit is refused here alone.
+ */
+const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize;
 const SMALL_BODY_BYTES = 16 * 1024;
+/**
+ * The one transfer coding the proxy accepts, alone in its field. Trailing HTAB is not OWS here:
+ * Node's parser does not read `chunked<HTAB>` as chunked, so neither may the proxy.
+ */
+const CHUNKED_ONLY = /^[ \t]*chunked *$/i;
+/** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
+const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
+/**
+ * Node's limit on the extensions of one chunk. Node counts names and values, the proxy every byte
+ * after the size, so extensions within a few bytes per extension of it are refused here alone.
+ */
+const MAX_CHUNK_EXTENSION_BYTES = 16 * 1024;
+/**
+ * Deliberately stricter than Node, which reads any number of leading zeros in a chunk size: the
+ * proxy holds a line in memory, so it stops 1 KiB past what the extensions may take.
+ */
+const MAX_CHUNK_LINE_BYTES = MAX_CHUNK_EXTENSION_BYTES + 1024;
+/**
+ * A chunk-size line as Node reads it (RFC 9112 §7.1.1): hex digits, then extensions with no
+ * whitespace around ';' or '=', each value a token or a quoted string. Node also takes an empty
+ * name (';=v', ';;x'), but not a ';' that ends the line.
+ */
+const CHUNK_SIZE_LINE =
+  /^([0-9A-Fa-f]+)(?:;(?! |$)[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?:=[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?:"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*")?)?)*$/;
+/**
+ * A line break not followed by a well-formed field line (RFC 9110 §5.1, §5.5): a token, a colon,
+ * then HTAB, SP, VCHAR and obs-text up to the next CR LF. One scan of the whole head is about
+ * half the cost of testing line by line.
+ */
+const FIELD_LINES = /\r\n(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n|$))/g;
+/** What a field value (or reason phrase) may hold besides HTAB, SP, VCHAR and obs-text (RFC 9110 §5.5). */
+const INVALID_FIELD_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+/** Connection tokens as Node reads them: a trailing HTAB makes another token. */
+const CLOSE_TOKEN = /(?:^|,)[ \t]*close *(?:,|$)/i;
+const KEEP_ALIVE_TOKEN = /(?:^|,)[ \t]*keep-alive *(?:,|$)/i;
+/** Node's Content-Length syntax: digits after optional SP or HTAB, then nothing but SP. */
+const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
 
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
@@ -97,7 +140,9 @@ const enum Phase {
 const enum ChunkPhase {
   Size,
   Data,
-  DataEnd,
+  /** The CR, then the LF, after a chunk's data. */
+  DataCR,
+  DataLF,
   Trailer,
 }
 
@@ -303,6 +348,7 @@ export class UpstreamConn {
   private remaining = 0;
   private chunkPhase = ChunkPhase.Size;
   private line = "";
+  private trailerBytes = 0;
   private keepAlive = true;
   private responseStarted = false;
 
@@ -437,68 +483,140 @@ export class UpstreamConn {
 
   /** Returns where the body starts in buf, or -1 when the head is incomplete or the answer is bad. */
   private parseHead(ex: ResponseSink, buf: Buffer, start: number): number {
+    // Empty lines before a status line are skipped, as Node does (RFC 9112 §2.2's robustness).
+    while (buf[start] === 13 /* CR */ || buf[start] === 10 /* LF */) start++;
+    if (start === buf.length) return -1;
     const end = buf.indexOf("\r\n\r\n", start, "latin1");
     if (end === -1) {
+      // Node fails a head at its first bad byte; waiting for a CR LF CR LF that a bare-LF upstream
+      // never sends would hold the exchange until the upstream closes.
       if (buf.length - start > MAX_RESPONSE_HEAD_BYTES) this.protocolError(ex, "response head too large");
+      else if (strayLineBreak(buf, start)) this.protocolError(ex, "CR or LF alone in the head");
+      else if (!statusLineSoFar(buf, start)) this.protocolError(ex, "malformed status line");
       else this.pending = start === 0 ? buf : buf.subarray(start);
       return -1;
     }
-    const lines = buf.toString("latin1", start, end).split("\r\n");
+    if (end + 4 - start > MAX_RESPONSE_HEAD_BYTES) {
+      this.protocolError(ex, "response head too large");
+      return -1;
+    }
+    const text = buf.toString("latin1", start, end);
+    const lines = text.split("\r\n");
     const statusLine = lines[0]!;
-    const status = Number(statusLine.slice(9, 12));
-    if (!statusLine.startsWith("HTTP/1.") || !(status >= 100 && status <= 999) || (statusLine.length > 12 && statusLine.charCodeAt(12) !== 32)) {
+    // Deliberately stricter than Node, which also takes HTTP/0.9, HTTP/2.0, RTSP and ICE status
+    // lines and codes below 100: the proxy speaks HTTP/1.x, and Node's server cannot relay 0xx.
+    if (!STATUS_LINE.test(statusLine) || statusLine.charCodeAt(9) === 48 /* 0 */) {
       this.protocolError(ex, "malformed status line");
       return -1;
     }
-    const http10 = statusLine.charCodeAt(7) === 48; /* 0 */
-    if (status >= 100 && status < 200) {
-      if (status === 101) {
-        this.protocolError(ex, "unexpected 101 Switching Protocols");
-        return -1;
-      }
-      // Interim answers (100 Continue, 103 Early Hints) are dropped; the final one follows.
-      return end + 4;
+    // Checked here, not only by Node's server on relay: hop-by-hop fields are never relayed, and a
+    // bare LF inside one (a line Node splits in two) must not pass. obs-fold fails as no token,
+    // as Node refuses it (RFC 9112 §5.2 lets a proxy).
+    FIELD_LINES.lastIndex = statusLine.length;
+    if (FIELD_LINES.test(text)) {
+      this.protocolError(ex, "malformed header field");
+      return -1;
     }
+    const status = Number(statusLine.slice(9, 12));
+    const http10 = statusLine.charCodeAt(7) === 48; /* 0 */
+    if (status === 101) {
+      this.protocolError(ex, "unexpected 101 Switching Protocols");
+      return -1;
+    }
+    const interim = status < 200;
     const headers: string[] = [];
     let contentLength = -1;
     let chunked = false;
-    let connectionClose = http10;
+    /** Transfer-Encoding fields with a value (Node ignores empty ones). */
+    let transferEncodings = 0;
+    let closeToken = false;
+    let keepAliveToken = false;
+    let connection: string | undefined;
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i]!;
       const colon = line.indexOf(":");
-      if (colon <= 0 || line.charCodeAt(0) === 32 || line.charCodeAt(0) === 9) {
-        this.protocolError(ex, "malformed header field");
-        return -1;
-      }
       const name = line.slice(0, colon);
-      const value = line.slice(colon + 1).trim();
+      const value = trimOws(line, colon + 1);
       const lower = name.toLowerCase();
       if (DROPPED_RESPONSE_HEADERS.has(lower)) {
-        if (lower === "transfer-encoding") chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+        if (lower === "transfer-encoding") {
+          // Node refuses a Transfer-Encoding after a Content-Length even when empty (before one, it
+          // ignores an empty one): the check below sees only fields with a value.
+          if (contentLength !== -1) {
+            this.protocolError(ex, "Content-Length with Transfer-Encoding");
+            return -1;
+          }
+          if (value !== "") {
+            transferEncodings++;
+            chunked = CHUNKED_ONLY.test(line.slice(colon + 1));
+          }
+        }
         else if (lower === "connection") {
-          const v = value.toLowerCase();
-          if (v.includes("close")) connectionClose = true;
-          else if (http10 && v.includes("keep-alive")) connectionClose = false;
-        } else if (lower === "keep-alive" && value !== this.keepAliveHint) {
+          const raw = line.slice(colon + 1);
+          // What nearly every upstream sends, without the regular expressions or a token list.
+          if (raw === " keep-alive") keepAliveToken = true;
+          else if (raw === " close") closeToken = true;
+          else {
+            if (CLOSE_TOKEN.test(raw)) closeToken = true;
+            if (KEEP_ALIVE_TOKEN.test(raw)) keepAliveToken = true;
+            connection = connection === undefined ? value : `${connection}, ${value}`;
+          }
+        } else if (lower === "keep-alive" && !interim && value !== this.keepAliveHint) {
           this.keepAliveHint = value;
           this.idleLimitMs = keepAliveHintMs(value);
         }
         continue;
       }
       if (lower === "content-length") {
-        const n = /^\d+$/.test(value) ? Number(value) : NaN;
-        if (Number.isNaN(n) || (contentLength !== -1 && contentLength !== n)) {
+        // A repeat is refused even with the same value, as Node does: one reading for every hop.
+        const m = CONTENT_LENGTH.exec(line.slice(colon + 1));
+        if (contentLength !== -1 || !m || exceedsUint64(m[1]!, 10)) {
           this.protocolError(ex, "invalid Content-Length");
           return -1;
         }
-        if (contentLength !== -1) continue;
-        contentLength = n;
+        // Past 2^53 the count is inexact, but no such body ever ends before the upstream closes.
+        contentLength = Number(m[1]);
       }
       headers.push(name, value);
     }
-    this.keepAlive = !connectionClose;
+    // Both framings at once is how responses get smuggled: which one each hop believes decides where
+    // the next response starts. RFC 9112 §6.3 lets a proxy refuse it, as Node's parser does.
+    if (transferEncodings > 0 && contentLength !== -1) {
+      this.protocolError(ex, "Content-Length with Transfer-Encoding");
+      return -1;
+    }
+    // As Node decides whether a connection outlives its response (llhttp_should_keep_alive).
+    const connectionClose = http10 ? !keepAliveToken : closeToken;
+    // Interim answers (100 Continue, 103 Early Hints) are dropped, once Node would take them too;
+    // they have no body, so their transfer coding does not matter. The final answer follows, but
+    // not on a connection the interim answer closed: Node fails whatever comes after it.
+    if (interim) {
+      if (connectionClose) {
+        this.protocolError(ex, "interim answer closing the connection");
+        return -1;
+      }
+      return end + 4;
+    }
+    // Deliberately stricter than Node, which takes any list: the proxy drops Transfer-Encoding and
+    // re-chunks what it relays, so it can only undo chunked. Any other coding (gzip, identity), a
+    // list or a repeated field would reach the client undeclared, or be read until close where
+    // another hop reads it as chunked. nginx refuses these too.
+    if (transferEncodings > 1 || (transferEncodings === 1 && !chunked)) {
+      this.protocolError(ex, "Transfer-Encoding other than chunked");
+      return -1;
+    }
+    // RFC 9110 §7.6.1: the fields Connection names are for this hop only, as on the request path.
+    if (connection !== undefined) dropConnectionTokens(headers, connection);
     const bodyless = ex.method === "HEAD" || status === 204 || status === 304;
-    if (!ex.onResponseHead(status, statusLine.slice(13), headers)) return -1;
+    // A bodyless answer whose head announces a body (a HEAD's Content-Length, mostly) leaves the
+    // socket unused after it: should the upstream send that body anyway, the next exchange on the
+    // socket would read it as its answer. A HEAD costs a new connection; no desync can.
+    this.keepAlive = !connectionClose && !(bodyless && (contentLength > 0 || chunked));
+    let reason = statusLine.slice(13);
+    // Node's parser takes control characters in a reason phrase, which Node's server refuses to
+    // write: such a phrase gives way to the standard one (RFC 9112 §4: clients ignore it anyway).
+    if (INVALID_FIELD_CHAR.test(reason)) reason = http.STATUS_CODES[status] ?? "";
+    if (!ex.onResponseHead(status, reason, headers)) return -1;
     if (bodyless || (contentLength === 0 && !chunked)) {
       this.complete(ex, end + 4 < buf.length);
       return -1;
@@ -507,6 +625,7 @@ export class UpstreamConn {
       this.phase = Phase.Chunked;
       this.chunkPhase = ChunkPhase.Size;
       this.line = "";
+      this.trailerBytes = 0;
     } else if (contentLength > 0) {
       this.phase = Phase.Length;
       this.remaining = contentLength;
@@ -526,36 +645,57 @@ export class UpstreamConn {
         if (this.ex !== ex) return -1;
         pos += n;
         this.remaining -= n;
-        if (this.remaining === 0) this.chunkPhase = ChunkPhase.DataEnd;
+        if (this.remaining === 0) this.chunkPhase = ChunkPhase.DataCR;
+        continue;
+      }
+      if (this.chunkPhase === ChunkPhase.DataCR || this.chunkPhase === ChunkPhase.DataLF) {
+        // Byte by byte: Node fails at the first wrong one, where reading a line waits for an LF.
+        const cr = this.chunkPhase === ChunkPhase.DataCR;
+        if (buf[pos] !== (cr ? 13 : 10)) {
+          this.protocolError(ex, "missing CR LF after chunk data");
+          return -1;
+        }
+        pos++;
+        this.chunkPhase = cr ? ChunkPhase.DataLF : ChunkPhase.Size;
         continue;
       }
       const nl = buf.indexOf(10, pos);
       if (nl === -1) {
         this.line += buf.toString("latin1", pos);
-        if (this.line.length > 4096) this.protocolError(ex, "chunk line too long");
+        if (this.line.length > MAX_CHUNK_LINE_BYTES) this.protocolError(ex, "chunk line too long");
         return -1;
       }
-      const line = (this.line + buf.toString("latin1", pos, nl)).replace(/\r$/, "");
+      let line = this.line + buf.toString("latin1", pos, nl);
       this.line = "";
       pos = nl + 1;
+      // Node wants CR LF; a hop that takes a bare LF here reads a different body than one that doesn't.
+      if (line.charCodeAt(line.length - 1) !== 13 /* CR */ || line.length > MAX_CHUNK_LINE_BYTES) {
+        this.protocolError(ex, "malformed chunk line");
+        return -1;
+      }
+      line = line.slice(0, -1);
       if (this.chunkPhase === ChunkPhase.Size) {
-        const m = /^[0-9a-fA-F]{1,12}/.exec(line);
-        if (!m) {
+        // The size was read as its first 12 hex digits, whatever followed: 13 zeros and a 5 made 0,
+        // the last chunk, and the body's rest was taken for trailers.
+        const m = CHUNK_SIZE_LINE.exec(line);
+        if (!m || exceedsUint64(m[1]!, 16) || line.length - m[1]!.length > MAX_CHUNK_EXTENSION_BYTES) {
           this.protocolError(ex, "malformed chunk size");
           return -1;
         }
-        this.remaining = parseInt(m[0], 16);
+        this.remaining = parseInt(m[1]!, 16);
         this.chunkPhase = this.remaining === 0 ? ChunkPhase.Trailer : ChunkPhase.Data;
-      } else if (this.chunkPhase === ChunkPhase.DataEnd) {
-        if (line !== "") {
-          this.protocolError(ex, "missing CRLF after chunk");
-          return -1;
-        }
-        this.chunkPhase = ChunkPhase.Size;
       } else if (line === "") {
-        // Trailer fields are dropped: the client's response is re-chunked without them.
         this.complete(ex, pos < buf.length);
         return -1;
+      } else {
+        // Trailer fields are dropped (the client's response is re-chunked without them), but read as
+        // Node reads them: well-formed, no Content-Length, 16 KiB at most, counted apart from the head.
+        this.trailerBytes += line.length + 2;
+        FIELD_LINES.lastIndex = 0;
+        if (this.trailerBytes > MAX_RESPONSE_HEAD_BYTES || FIELD_LINES.test(`\r\n${line}`) || line.slice(0, line.indexOf(":")).toLowerCase() === "content-length") {
+          this.protocolError(ex, "malformed trailer field");
+          return -1;
+        }
       }
     }
     return pos;
@@ -603,4 +743,35 @@ function keepAliveHintMs(value: string): number {
   const m = /timeout=(\d+)/i.exec(value);
   if (!m) return DEFAULT_UPSTREAM_IDLE_MS;
   return Math.max(0, Math.min(DEFAULT_UPSTREAM_IDLE_MS, (Number(m[1]) - 1) * 1_000));
+}
+
+/** s from `from` without leading and trailing SP and HTAB: String.trim() also strips NBSP, which is field content. */
+function trimOws(s: string, from: number): string {
+  let end = s.length;
+  while (from < end && (s.charCodeAt(from) === 32 || s.charCodeAt(from) === 9)) from++;
+  while (end > from && (s.charCodeAt(end - 1) === 32 || s.charCodeAt(end - 1) === 9)) end--;
+  return s.slice(from, end);
+}
+
+/** Whether buf, from start, holds an LF without a CR before it or a CR followed by something else. */
+function strayLineBreak(buf: Buffer, start: number): boolean {
+  // Leading CR and LF were skipped: an LF has a byte before it.
+  for (let i = buf.indexOf(10, start); i !== -1; i = buf.indexOf(10, i + 1)) if (buf[i - 1] !== 13) return true;
+  for (let i = buf.indexOf(13, start); i !== -1 && i + 1 < buf.length; i = buf.indexOf(13, i + 1)) if (buf[i + 1] !== 10) return true;
+  return false;
+}
+
+/** Whether the status line of an unfinished head is well-formed, once its CR LF has come. */
+function statusLineSoFar(buf: Buffer, start: number): boolean {
+  const lf = buf.indexOf(10, start);
+  return lf === -1 || STATUS_LINE.test(buf.toString("latin1", start, lf - 1));
+}
+
+/** Whether digits in base 10 or 16 are past 2^64 - 1, where Node's parser stops counting. */
+function exceedsUint64(digits: string, base: 10 | 16): boolean {
+  let i = 0;
+  while (i < digits.length - 1 && digits.charCodeAt(i) === 48 /* 0 */) i++;
+  const n = digits.length - i;
+  if (base === 16) return n > 16;
+  return n > 20 || (n === 20 && digits.slice(i) > "18446744073709551615");
 }
