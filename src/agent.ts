@@ -12,7 +12,7 @@ import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
 import { watchRefusal, watchView } from "./api/catalog.js";
-import { Fleet } from "./deploy/fleet.js";
+import { Fleet, ORPHAN_STOP_TIMEOUT_MS } from "./deploy/fleet.js";
 import type { EventLog } from "./deploy/deps.js";
 import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
@@ -112,7 +112,7 @@ export class Agent {
     }
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
-    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: Object.values(spec.services).map((s) => s.runtime) });
+    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
     const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
     const proxied = await openProxy(proxyOptions(spec), log);
 
@@ -215,10 +215,22 @@ export class Agent {
     for (const { instance, reason } of refused) {
       this.event(instance.service, "instance.refused", `not adopting ${instance.id} (ref ${instance.ref}), nor signalling it: ${reason}; its record is dropped`, { instance: { ...instance }, reason });
     }
-    // Instances of ours that no record names (the agent died between start and record): orphans.
-    for (const orphan of await this.fleet.unrecorded()) {
-      this.log(`removing orphan ${orphan.runtime ?? "process"} instance of ${orphan.service} (${orphan.id})`);
-      await this.fleet.runtime(orphan).stop(orphan, 1_000).catch((e) => this.event(orphan.service, "instance.orphan-stop-failed", `stopping orphan ${orphan.id} failed: ${e instanceof Error ? e.message : e}`));
+    // Every record read before anything is stopped: a bad one puts its service on hold.
+    for (const name of Object.keys(this.spec.services)) {
+      await this.records.color(name);
+      for (const slot of SLOTS) await this.records.slot(name, slot);
+    }
+    // Instances that carry this agent's marks but no record as started: the agent died between starting and recording them.
+    const swept = await this.fleet.sweep({ hold: (service) => this.records.held.has(service) });
+    for (const inst of swept.stopped) {
+      this.event(inst.service, "instance.orphan", `stopped ${inst.id} (${inst.release}, ${inst.slot}; ${inst.runtime ?? "process"} ${inst.ref}): it carried this agent's marks, but no record named it as started`, { instance: { ...inst } });
+    }
+    for (const { instance, reason } of swept.failed) {
+      this.event(instance.service, "instance.orphan-stop-failed", `could not stop orphan ${instance.id} (${instance.runtime ?? "process"} ${instance.ref}): ${reason}`, { instance: { ...instance }, reason });
+    }
+    for (const intent of swept.abandoned) {
+      const appeared = swept.stopped.some((i) => i.id === intent.id);
+      this.event(intent.service, "instance.abandoned", `${intent.id} (${intent.release}, ${intent.slot}) was recorded as starting by an agent that died before recording it as started: ${appeared ? "it was running and was stopped" : "it never started"}; its record is dropped`, { instance: intent.id });
     }
     for (const note of await this.orchestrator.recover()) this.log(`recovered: ${note}`);
 
@@ -309,6 +321,9 @@ export class Agent {
       fs.rmSync(path.join(this.spec.stateDir, "agent.pid"), { force: true });
       if (opts.everything) {
         for (const svc of Object.values(this.spec.services)) await this.fleet.stop(this.fleet.list(svc.name), svc.stopTimeoutMs);
+        // And what no record names (a start under way, an orphan): `down` checks again after the agent is gone.
+        const swept = await this.fleet.sweep({ stopTimeoutMs: (inst) => this.spec.services[inst.service]?.stopTimeoutMs ?? ORPHAN_STOP_TIMEOUT_MS });
+        for (const { instance, reason } of swept.failed) this.event(instance.service, "instance.stop-failed", `could not stop ${instance.id}: ${reason}`, { instance: { ...instance }, reason });
         await stopDataPlane(proxyOptions(this.spec));
       }
       fs.rmSync(path.join(this.spec.stateDir, AGENT_FILE), { force: true });
@@ -325,6 +340,11 @@ function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
     log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
     void store.appendEvent({ service, type, message, data }).then((e) => registry.publish(e), () => undefined);
   };
+}
+
+/** The runtimes the spec's services run on, as the runtime factory takes them. */
+export function runtimeDrivers(spec: Spec): string[] {
+  return Object.values(spec.services).map((s) => s.runtime);
 }
 
 /** The spec's proxy block as the proxy factory takes it. */

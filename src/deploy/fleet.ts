@@ -1,10 +1,42 @@
 // The fleet: which instances run, per service and slot. It starts and stops them through each
-// service's runtime and records each one in the Store, so that an agent that restarts can find them.
+// service's runtime and records each one in the Store, so that an agent that restarts can find them:
+// recorded as starting before the start, as started (pid and start time) after it. Whatever a crash
+// in between leaves running carries its id, and sweep() finds and stops it.
 import path from "node:path";
 import { TurquoiseError } from "../errors.js";
 import type { AdoptResult, InstanceInfo, ReleaseDescription, Runtime, Slot } from "../runtime/contract.js";
+import { newInstanceId } from "../runtime/identity.js";
+import { sweepMarked, type SweepResult } from "../runtime/sweep.js";
 import type { ServiceSpec } from "../spec/types.js";
-import type { Records } from "./records.js";
+import { crashPoint } from "../util/failpoint.js";
+import type { InstanceIntent, Records } from "./records.js";
+
+/** An orphan is in no rotation: it gets this long to exit on SIGTERM before the SIGKILL. */
+export const ORPHAN_STOP_TIMEOUT_MS = 1_000;
+
+/**
+ * The failpoints (util/failpoint.ts) around one instance's start, in order; with the
+ * orchestrator's (after the lock, after each journaled step, after the journal is cleared) they
+ * cover every boundary between the lock, the journal, the records and the runtime.
+ */
+export const START_FAILPOINTS = {
+  /** The journal says the start began; nothing of this instance is recorded or running. */
+  beforeIntent: "instance-unrecorded",
+  /** Recorded as starting; nothing started. */
+  recorded: "instance-recorded",
+  /** Running, with its marks; recorded only as starting. */
+  started: "instance-started",
+  /** Recorded as started; the journal does not say the start step is done. */
+  marked: "instance-marked",
+} as const;
+
+/** What the agent's sweep did: orphans stopped, intents dropped, and what it could not stop. */
+export interface FleetSweep extends SweepResult {
+  /** Instances recorded as starting by an agent that died before it recorded them as started. */
+  abandoned: InstanceIntent[];
+}
+
+const REMEMBERED_EXITS = 1_000;
 
 export type ExitListener = (inst: InstanceInfo, exitCode: number | null, signal: string | null) => void;
 
@@ -14,6 +46,10 @@ export class Fleet {
   /** Instances that passed their first health checks (or were adopted running): the monitor watches only these. */
   private readonly ready = new Set<string>();
   private readonly exitListeners = new Set<ExitListener>();
+  /** How recent instances ended, for a failed deploy to say so; bounded. */
+  /** Intents of starts under way in this agent: not abandoned, whatever a sweep meanwhile finds. */
+  private readonly starting = new Set<string>();
+  private readonly exits = new Map<string, { exitCode: number | null; signal: string | null }>();
 
   constructor(
     /** By name: "process", "docker". */
@@ -25,6 +61,8 @@ export class Fleet {
   ) {
     for (const runtime of Object.values(runtimes)) {
       runtime.onExit(({ instance, exitCode, signal }) => {
+        this.exits.set(instance.id, { exitCode, signal });
+        if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
         this.ready.delete(instance.id);
         if (!this.running.delete(instance.id)) return;
         void this.records.removeInstance(instance);
@@ -42,16 +80,8 @@ export class Fleet {
     return r;
   }
 
-  /**
-   * Instances the runtimes find by themselves that this fleet neither started nor adopted: an
-   * agent that died between starting them and recording them left them behind.
-   */
-  async unrecorded(): Promise<InstanceInfo[]> {
-    const found: InstanceInfo[] = [];
-    for (const [name, runtime] of Object.entries(this.runtimes)) {
-      for (const inst of (await runtime.discover?.()) ?? []) if (!this.running.has(inst.id)) found.push({ ...inst, runtime: name });
-    }
-    return found;
+  runtimeNamed(name: string): Runtime | undefined {
+    return this.runtimes[name];
   }
 
   /** Called when an instance exits without being asked to. */
@@ -94,7 +124,11 @@ export class Fleet {
     return this.runtime(inst).logs(inst, { tailLines });
   }
 
-  /** Starts svc.replicas instances of release in slot. On a failed start, stops the ones that did start. */
+  /**
+   * Starts svc.replicas instances of release in slot. On a failed start, stops the ones that did
+   * start. Each is recorded before it starts (intent), then as started: a crash at any point leaves
+   * either nothing running or a record naming what runs.
+   */
   async startSlot(svc: ServiceSpec, slot: Slot, release: string, apiUrl: string, extraEnv: Record<string, string> = {}): Promise<InstanceInfo[]> {
     const runtime = this.runtime(svc);
     const image = this.image(svc, release);
@@ -105,10 +139,29 @@ export class Fleet {
     };
     const started = await Promise.allSettled(
       Array.from({ length: svc.replicas }, async () => {
-        const inst = { ...(await runtime.start(req)), runtime: runtime.name };
-        this.running.set(inst.id, inst);
-        await this.records.addInstance(inst);
-        return inst;
+        const intent: InstanceIntent = { id: newInstanceId(svc.name, slot), service: svc.name, slot, release, runtime: runtime.name, state: "starting", recordedAt: Date.now() };
+        crashPoint(START_FAILPOINTS.beforeIntent);
+        this.starting.add(intent.id);
+        try {
+          await this.records.addIntent(intent);
+          crashPoint(START_FAILPOINTS.recorded);
+          let inst: InstanceInfo;
+          try {
+            inst = { ...(await runtime.start({ ...req, id: intent.id })), runtime: runtime.name };
+          } catch (e) {
+            await this.records.removeInstance(intent);
+            throw e;
+          }
+          crashPoint(START_FAILPOINTS.started);
+          this.running.set(inst.id, inst);
+          await this.records.addInstance(inst);
+          crashPoint(START_FAILPOINTS.marked);
+          // It exited while its record was being written: the exit's removal may have come first.
+          if (!this.running.has(inst.id)) await this.records.removeInstance(inst);
+          return inst;
+        } finally {
+          this.starting.delete(intent.id);
+        }
       }),
     );
     const ok = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
@@ -146,6 +199,56 @@ export class Fleet {
   }
 
   /**
+   * Instances the runtimes find by their marks that this fleet neither started nor adopted: an
+   * agent that died between starting them and recording them left them behind.
+   */
+  async unrecorded(): Promise<InstanceInfo[]> {
+    const found: InstanceInfo[] = [];
+    for (const [name, runtime] of Object.entries(this.runtimes)) {
+      for (const inst of (await runtime.discover?.()) ?? []) if (!this.running.has(inst.id)) found.push({ ...inst, runtime: name });
+    }
+    return found;
+  }
+
+  /**
+   * Stops every instance carrying this agent's marks that this fleet does not run (after adopt():
+   * the orphans of a crash), and drops the intents whose instance never got recorded as started,
+   * whether it appeared (then it was stopped here) or not. hold: services whose records were set
+   * aside; nothing of theirs is stopped or dropped.
+   */
+  async sweep(opts: { hold?: (service: string) => boolean; stopTimeoutMs?: (inst: InstanceInfo) => number } = {}): Promise<FleetSweep> {
+    const hold = opts.hold ?? (() => false);
+    const result = await sweepMarked(this.runtimes, {
+      keep: (inst) => this.running.has(inst.id) || hold(inst.service),
+      stopTimeoutMs: opts.stopTimeoutMs ?? (() => ORPHAN_STOP_TIMEOUT_MS),
+    });
+    const abandoned: InstanceIntent[] = [];
+    for (const intent of await this.records.intents()) {
+      // One a start under way (in this agent) is about to record as started is not abandoned.
+      if (hold(intent.service) || this.running.has(intent.id) || this.starting.has(intent.id)) continue;
+      if (result.remaining.some((i) => i.id === intent.id)) continue;
+      await this.records.removeInstance(intent);
+      abandoned.push(intent);
+    }
+    return { ...result, abandoned };
+  }
+
+  /**
+   * What the runtime can tell beyond a failed check: how an instance that exited ended, or, for one
+   * that runs, where it listens when that is not where its check goes. undefined: nothing to add.
+   */
+  async diagnose(inst: InstanceInfo): Promise<string | undefined> {
+    const exit = this.exits.get(inst.id);
+    if (exit || !this.running.has(inst.id)) {
+      if (exit?.signal) return `killed by ${exit.signal}`;
+      if (exit && exit.exitCode !== null) return `exit code ${exit.exitCode}`;
+      return undefined;
+    }
+    const sockets = await this.runtime(inst).listening?.(inst).catch(() => undefined);
+    return sockets ? describeListening(sockets, inst) : undefined;
+  }
+
+  /**
    * Re-attaches to instances recorded by an earlier agent; forgets the dead ones. A record that
    * does not prove its instance is ours (refused) is forgotten too, never signalled: the caller
    * reports it.
@@ -168,4 +271,19 @@ export class Fleet {
     for (const inst of [...result.dead, ...result.refused.map((r) => r.instance)]) await this.records.removeInstance(inst);
     return result;
   }
+}
+
+/**
+ * Where an instance listens, said when its check cannot reach it there: on another port than its
+ * PORT, or on its port at an address the check does not go to. undefined when it listens where it
+ * should (the check's failure is then the app's answer, said by the check itself).
+ */
+export function describeListening(sockets: Array<{ host: string; port: number }>, inst: { host: string; port: number }): string | undefined {
+  const covers = (host: string) => host === inst.host || host === "0.0.0.0" || host === "::" || host === `::ffff:${inst.host}`;
+  const show = (a: { host: string; port: number }) => `${a.host.includes(":") ? `[${a.host}]` : a.host}:${a.port}`;
+  if (sockets.length === 0) return `not listening on any TCP port (its $PORT is ${inst.port})`;
+  if (sockets.some((a) => a.port === inst.port && covers(a.host))) return undefined;
+  const list = sockets.map(show).join(", ");
+  if (sockets.some((a) => a.port === inst.port)) return `listening on ${list}, which does not take the check's connections to ${show(inst)}`;
+  return `listening on ${list}, not on $PORT=${inst.port}`;
 }

@@ -20,8 +20,9 @@ import { NO_DATABASE, type ComputedPlan, type Planning, type PlanRequest } from 
 import { Records, type Journal } from "./records.js";
 import type { RouteTables } from "./routes.js";
 import { smokeInstances } from "./smoke.js";
-import { crashPoint, runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
+import { runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
 import { verifyPublicRoute } from "./verify.js";
+import { crashPoint } from "../util/failpoint.js";
 import type { WarmSlots } from "./warm.js";
 
 export interface DeployRequest extends PlanRequest {
@@ -72,6 +73,7 @@ export class DeployFlow {
     // Every write of this flow goes through these: once the lock is lost, none of them lands.
     const records = new Records(lock.fencedStore(), this.d.event);
     const store = records.store;
+    crashPoint("lock");
     steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
     emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
 
@@ -136,6 +138,7 @@ export class DeployFlow {
       steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
       history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });
       await records.clearJournal(svc.name);
+      crashPoint("cleared");
       emit({ type: "step", name: "record", status: "done", durationMs: Date.now() - recordStarted });
       this.d.event(svc.name, `${kind}.succeeded`, `${kind} of ${svc.name} ${req.release} succeeded`, { release: req.release, historyId: history.id });
       return { history };

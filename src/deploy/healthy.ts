@@ -1,7 +1,7 @@
 // Step 4 of the flow: every new instance passes Turquoise's health checks, and the runtime's own
 // verdict (a Docker HEALTHCHECK) where it has one, within deploy_timeout. A failure carries the
 // failing instances' last output, secrets scrubbed.
-import { waitHealthy } from "../health/checks.js";
+import { waitHealthy, whyNotHealthy } from "../health/checks.js";
 import { scrubSecrets } from "../migrate/redact.js";
 import type { InstanceInfo } from "../runtime/contract.js";
 import type { ServiceSpec, Spec } from "../spec/types.js";
@@ -30,10 +30,11 @@ export async function waitUntilHealthy(spec: Spec, fleet: Fleet, svc: ServiceSpe
     // Apps print their database URL at start more often than one would like; history must not keep it.
     const db = openDatabase(spec, svc);
     const log = db ? scrubSecrets(raw, db.url) : raw;
-    lines.push(`${f.id}: ${f.status}: ${f.output}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
+    // How it exited, or where it listens instead of its PORT: what the check alone cannot say.
+    const diagnosis = inst ? await fleet.diagnose(inst).catch(() => undefined) : undefined;
+    lines.push(`${f.id}: ${f.status}: ${f.output}${diagnosis ? ` (${diagnosis})` : ""}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
   }
-  const why = r.reason === "exited" ? "an instance exited before it was healthy" : r.reason === "timeout" ? `not healthy within deploy_timeout (${svc.deployTimeoutMs}ms)` : "aborted";
-  throw new StepFailure("healthy", why, lines.join("\n"));
+  throw new StepFailure("healthy", whyNotHealthy(r, svc.health, svc.deployTimeoutMs), lines.join("\n"));
 }
 
 /** A runtime's own verdict (a Docker HEALTHCHECK) counts beside Turquoise's checks: wait while it starts, fail when it says unhealthy. */

@@ -83,6 +83,7 @@ export function journalProblem(o: Record<string, unknown>, service: string): Pro
 }
 
 export function instanceProblem(o: Record<string, unknown>, service: string, id: string): Problem {
+  if (o.state === "starting") return intentProblem(o, service, id);
   const p = fields(o, {
     id: str, service: str, slot, release, host: str, port: (v) => int(v) && (v as number) < 65_536,
     ref: str, startedAt: time, runtime: optional(oneOf("process", "docker")), logFile: optional(str), procStartTicks: optional(int),
@@ -93,6 +94,13 @@ export function instanceProblem(o: Record<string, unknown>, service: string, id:
   if ((o.runtime ?? "process") === "process" && !/^[1-9][0-9]*$/.test(o.ref as string)) return `field ref is ${quote(o.ref)}, not a pid`;
   if ((o.runtime ?? "process") === "process" && Number(o.ref) <= 1) return `field ref is ${quote(o.ref)}, a pid the agent never signals`;
   return undefined;
+}
+
+/** An instance recorded before it was started: no address or ref yet, nothing to signal by it. */
+function intentProblem(o: Record<string, unknown>, service: string, id: string): Problem {
+  const p = fields(o, { id: str, service: str, slot, release, runtime: oneOf("process", "docker"), state: oneOf("starting"), recordedAt: time });
+  if (p) return p;
+  return o.service !== service || o.id !== id ? `it names ${quote(o.service)}/${quote(o.id)}, but is stored as ${service}/${id}` : undefined;
 }
 
 export function tableVersionProblem(value: string): Problem {

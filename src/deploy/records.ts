@@ -55,6 +55,21 @@ export interface Journal {
   startedAt: number;
 }
 
+/**
+ * An instance recorded before it is started, under the same key its started record replaces: if
+ * the agent dies in between, the next one finds the intent, stops whatever carries its id
+ * (runtime/identity.ts) and drops it.
+ */
+export interface InstanceIntent {
+  id: string;
+  service: string;
+  slot: Slot;
+  release: string;
+  runtime: string;
+  state: "starting";
+  recordedAt: number;
+}
+
 /** A record that failed validation, as it was found. */
 export interface QuarantineEntry {
   key: string;
@@ -147,22 +162,39 @@ export class Records {
     await this.store.delete(keys.degraded(svc));
   }
 
+  /** Instances recorded as started (intents left out). */
   async instances(svc?: string): Promise<InstanceInfo[]> {
-    const out: InstanceInfo[] = [];
+    return (await this.instanceRecords(svc)).started;
+  }
+
+  /** Instances recorded as starting: the agent that recorded them has not (yet) recorded them as started. */
+  async intents(svc?: string): Promise<InstanceIntent[]> {
+    return (await this.instanceRecords(svc)).starting;
+  }
+
+  private async instanceRecords(svc?: string): Promise<{ started: InstanceInfo[]; starting: InstanceIntent[] }> {
+    const started: InstanceInfo[] = [];
+    const starting: InstanceIntent[] = [];
     const base = keys.instances();
     for (const kv of await this.store.list(keys.instances(svc))) {
       const [service = "", id = "", ...rest] = kv.key.slice(base.length).split("/");
-      const o = await this.validated<InstanceInfo>(kv, service || null, (v) => (rest.length ? "the key has more parts than instances/<service>/<id>" : instanceProblem(v, service, id)));
-      if (o) out.push(o);
+      const o = await this.validated<InstanceInfo | InstanceIntent>(kv, service || null, (v) => (rest.length ? "the key has more parts than instances/<service>/<id>" : instanceProblem(v, service, id)));
+      if (o && isIntent(o)) starting.push(o);
+      else if (o) started.push(o);
     }
-    return out;
+    return { started, starting };
+  }
+
+  /** Before the start: the intent. addInstance() then overwrites it with the started instance. */
+  async addIntent(intent: InstanceIntent): Promise<void> {
+    await this.store.put(keys.instance(intent.service, intent.id), JSON.stringify(intent));
   }
 
   async addInstance(inst: InstanceInfo): Promise<void> {
     await this.store.put(keys.instance(inst.service, inst.id), JSON.stringify(inst));
   }
 
-  async removeInstance(inst: InstanceInfo): Promise<void> {
+  async removeInstance(inst: { service: string; id: string }): Promise<void> {
     await this.store.delete(keys.instance(inst.service, inst.id));
   }
 
@@ -281,4 +313,9 @@ export class Records {
     this.event(svc, "record.repaired", `${keys.slot(svc, slot)} rebuilt from ${running.length} running instance record(s) of ${release}`, { key: keys.slot(svc, slot), release });
     return rec;
   }
+}
+
+/** Exactly what the validator took for an intent: an instance record may carry a stray "state". */
+function isIntent(o: InstanceInfo | InstanceIntent): o is InstanceIntent {
+  return (o as Partial<InstanceIntent>).state === "starting";
 }

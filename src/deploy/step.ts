@@ -5,6 +5,7 @@ import { errorMessage } from "../errors.js";
 import type { SchemaRange } from "../plan/planner.js";
 import type { ServiceSpec } from "../spec/types.js";
 import type { StepTiming } from "../state/contract.js";
+import { crashPoint } from "../util/failpoint.js";
 import type { ServiceDatabase } from "./database.js";
 import type { DeployLock } from "./lock.js";
 import type { Journal, Records } from "./records.js";
@@ -75,13 +76,4 @@ export async function runStep<T>(flow: Flow, name: string, fn: () => Promise<T>)
 export function skipStep(flow: Flow, name: string, why: string): void {
   flow.steps.push({ name, startedAt: Date.now(), durationMs: 0, ok: true, detail: `skipped: ${why}` });
   flow.emit({ type: "step", name, status: "skipped", durationMs: 0, detail: why });
-}
-
-/**
- * A real crash at a chosen point, for the crash-recovery tests: with TURQUOISE_CRASH_AFTER=<step>
- * the agent SIGKILLs itself right after journaling that step as done (or, for "history", right
- * after the history entry is written and before the journal).
- */
-export function crashPoint(step: string): void {
-  if (process.env.TURQUOISE_CRASH_AFTER === step) process.kill(process.pid, "SIGKILL");
 }

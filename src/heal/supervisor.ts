@@ -43,6 +43,8 @@ export interface SupervisorDeps {
 export type FallBackResult = { ok: true; release: string } | { ok: false; reason: string };
 
 export class Supervisor {
+  /** Pools whose crash-loop rollback is running now. */
+  private readonly rollingBack = new Set<string>();
   /** Replacement attempts per service, for the degraded window. */
   private readonly attempts = new Map<string, number[]>();
   /** Consecutive failed replacements per pool (a deploy's new pool starts from zero), for the backoff. */
@@ -72,8 +74,11 @@ export class Supervisor {
   private async fallBack(service: string, slot: Slot, release: string, pool: string, reason: string): Promise<boolean> {
     if (!this.d.fallBack || this.fellBack.has(pool) || (await this.d.records.color(service)) !== slot) return false;
     this.fellBack.add(pool);
+    this.rollingBack.add(pool);
     this.d.event(service, "heal.rollback", `${release} is crash-looping (${reason}): trying to roll ${service} back to the previous release`, { release, reason });
-    const r = await this.d.fallBack(service, reason).catch((e): FallBackResult => ({ ok: false, reason: e instanceof Error ? e.message : String(e) }));
+    const r = await this.d.fallBack(service, reason)
+      .catch((e): FallBackResult => ({ ok: false, reason: e instanceof Error ? e.message : String(e) }))
+      .finally(() => this.rollingBack.delete(pool));
     if (r.ok) {
       this.d.event(service, "service.rolled-back", `${service} rolled back from crash-looping ${release} to ${r.release}`, { from: release, to: r.release, reason });
       return true;
@@ -112,6 +117,8 @@ export class Supervisor {
 
     const now = Date.now();
     const pool = rec.poolId;
+    // The rollback under way decides; a crash meanwhile must not mark the service degraded beside it.
+    if (this.rollingBack.has(pool)) return;
     this.poolKey.set(`${service}/${slot}`, pool);
     const recent = (this.attempts.get(pool) ?? []).filter((t) => now - t < HEAL_WINDOW_MS);
     const failedInARow = this.failures.get(pool) ?? 0;

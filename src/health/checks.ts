@@ -1,5 +1,6 @@
 // Health checks with Consul's meaning: one probe gives passing, warning or critical; CheckState
-// turns a run of probes into an instance's status; waitHealthy is the deploy's fast readiness wait.
+// turns a run of probes into an instance's status; waitHealthy is the deploy's fast readiness wait,
+// which gives up early once every instance has given its verdict (see waitHealthy).
 
 import { get } from "node:http";
 import { connect } from "node:net";
@@ -12,6 +13,11 @@ export interface CheckResult {
   status: CheckStatus;
   output: string;
   durationMs: number;
+  /**
+   * The instance answered (an HTTP status): a failure is then its verdict on itself. Otherwise it
+   * did not (refused, timed out): it may still be starting.
+   */
+  answered?: boolean;
 }
 
 export interface CheckRecord extends CheckResult {
@@ -35,11 +41,11 @@ export async function runHealthCheck(
   opts: { signal?: AbortSignal } = {},
 ): Promise<CheckResult> {
   const startedAt = performance.now();
-  const { status, output } =
+  const { status, output, answered } =
     health.http !== undefined
       ? await httpCheck(target, health.http, health.timeoutMs, opts.signal)
       : await tcpCheck(target, health.timeoutMs, opts.signal);
-  return { status, output, durationMs: Math.round((performance.now() - startedAt) * 100) / 100 };
+  return { status, output, durationMs: Math.round((performance.now() - startedAt) * 100) / 100, ...(answered ? { answered } : {}) };
 }
 
 function httpCheck(
@@ -47,21 +53,23 @@ function httpCheck(
   rawPath: string,
   timeoutMs: number,
   signal: AbortSignal | undefined,
-): Promise<{ status: CheckStatus; output: string }> {
+): Promise<{ status: CheckStatus; output: string; answered?: boolean }> {
   const path = rawPath.startsWith("/") ? rawPath : `/${rawPath}`;
   const url = `http://${hostForUrl(target.host)}:${target.port}${path}`;
   return new Promise((resolve) => {
     let settled = false;
+    let answered = false;
     const finish = (status: CheckStatus, output: string) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       req.destroy();
-      resolve({ status, output });
+      resolve(answered ? { status, output, answered } : { status, output });
     };
     // agent: false gives a fresh connection each time: a pooled socket could hide a dead instance.
     const req = get({ host: target.host, port: target.port, path, agent: false }, (res) => {
+      answered = true;
       const code = res.statusCode ?? 0;
       const line = `HTTP ${code} ${res.statusMessage ?? ""}`.trimEnd();
       const status: CheckStatus = code >= 200 && code < 300 ? "passing" : code === 429 ? "warning" : "critical";
@@ -88,7 +96,7 @@ function tcpCheck(
   target: { host: string; port: number },
   timeoutMs: number,
   signal: AbortSignal | undefined,
-): Promise<{ status: CheckStatus; output: string }> {
+): Promise<{ status: CheckStatus; output: string; answered?: boolean }> {
   const address = `${hostForUrl(target.host)}:${target.port}`;
   return new Promise((resolve) => {
     let settled = false;
@@ -174,11 +182,15 @@ export interface HealthTarget {
 
 export type WaitHealthyResult =
   | { ok: true; readyAtMs: Record<string, number> }
-  | { ok: false; failing: { id: string; status: CheckStatus; output: string }[]; reason: "timeout" | "exited" | "aborted" };
+  | { ok: false; failing: { id: string; status: CheckStatus; output: string }[]; reason: "timeout" | "exited" | "unhealthy" | "aborted" };
 
 /**
  * Probes every target until each has passed successBeforePassing consecutive checks. Stops early
- * when the deadline (epoch ms) passes, the signal aborts, or isAlive reports an instance gone.
+ * when the deadline (epoch ms) passes, the signal aborts, isAlive reports an instance gone
+ * ("exited"), or every target not yet passing has answered its check with a critical status (an
+ * HTTP 500, say) for failuresBeforeCritical × intervalMs without a break ("unhealthy"): the app is
+ * up and says it is not well, which waiting out the deadline will not change. A target that does
+ * not answer (refused: not listening yet; timed out) is still starting, and is waited for.
  * readyAtMs: per target, ms from the start of the wait until it turned passing. failing: the
  * targets that had not turned passing, with their last output.
  */
@@ -195,7 +207,7 @@ export async function waitHealthy(
   // Ends every probe loop, and any probe in flight, as soon as the outcome is known.
   const done = new AbortController();
 
-  let outcome: "ready" | "timeout" | "exited" | "aborted" | undefined;
+  let outcome: "ready" | "timeout" | "exited" | "unhealthy" | "aborted" | undefined;
   let settle!: () => void;
   const settled = new Promise<void>((resolve) => (settle = resolve));
   const finish = (o: NonNullable<typeof outcome>) => {
@@ -210,6 +222,16 @@ export async function waitHealthy(
   if (opts.signal?.aborted) finish("aborted");
   else opts.signal?.addEventListener("abort", onAbort, { once: true });
 
+  // The verdict takes as long as the steady-state monitor's would: failures_before_critical checks, one interval apart.
+  const verdictAfterMs = Math.max(1, health.failuresBeforeCritical) * health.intervalMs;
+  /** Per target: since when every result has been a critical answer (none while it is not answering). */
+  const criticalSince = new Map<string, number>();
+  const condemned = new Set<string>();
+  const judge = () => {
+    const pending = targets.filter((t) => !(t.id in readyAtMs));
+    if (pending.length > 0 && pending.every((t) => condemned.has(t.id))) finish("unhealthy");
+  };
+
   const probeUntilPassing = async (target: HealthTarget) => {
     const state = states.get(target.id)!;
     while (!done.signal.aborted) {
@@ -219,9 +241,20 @@ export async function waitHealthy(
       if (done.signal.aborted) return;
       state.record(result);
       if (state.status === "passing") {
+        condemned.delete(target.id);
         readyAtMs[target.id] = Date.now() - startedAt;
         if (Object.keys(readyAtMs).length === targets.length) finish("ready");
+        else judge();
         return;
+      }
+      if (result.status === "critical" && result.answered) {
+        const since = criticalSince.get(target.id) ?? Date.now();
+        criticalSince.set(target.id, since);
+        if (Date.now() - since >= verdictAfterMs && state.status === "critical") condemned.add(target.id);
+        judge();
+      } else {
+        criticalSince.delete(target.id);
+        condemned.delete(target.id);
       }
       await sleep(probeIntervalMs, undefined, { signal: done.signal }).catch(() => {});
     }
@@ -254,4 +287,20 @@ export async function waitHealthy(
       return { id: t.id, status: state.status, output: state.lastResult?.output ?? "no check had finished yet" };
     });
   return { ok: false, failing, reason: outcome! };
+}
+
+/** Why a wait for health failed, in one line for a deploy's error; the failing instances' outputs come after it. */
+export function whyNotHealthy(r: Extract<WaitHealthyResult, { ok: false }>, health: HealthSpec, deployTimeoutMs: number): string {
+  switch (r.reason) {
+    case "exited":
+      return "an instance exited before it was healthy";
+    case "timeout":
+      return `not healthy within deploy_timeout (${deployTimeoutMs}ms)`;
+    case "unhealthy": {
+      const answers = [...new Set(r.failing.map((f) => f.output))];
+      return `unhealthy: the check answered ${answers.join("; ")} for ${health.failuresBeforeCritical} × ${health.intervalMs}ms (failures_before_critical × interval), so the deploy did not wait out deploy_timeout (${deployTimeoutMs}ms)`;
+    }
+    case "aborted":
+      return "aborted";
+  }
 }

@@ -8,6 +8,12 @@ export function otherSlot(slot: Slot): Slot {
 }
 
 export interface StartRequest {
+  /**
+   * The instance's id, chosen by the caller (runtime/identity.ts newInstanceId) so that it is
+   * recorded before the instance exists. The instance carries it (TURQUOISE_INSTANCE; docker: a
+   * label too), so that it can be found again even if the agent dies before recording it as started.
+   */
+  id: string;
   service: string;
   slot: Slot;
   release: string;
@@ -101,12 +107,18 @@ export interface Runtime {
   /** Whether a release can start, and the schema range it declares. */
   describeRelease(req: { service: string; release: string; cwd: string; image?: string }): Promise<ReleaseDescription>;
   /**
-   * Optional: every instance of this agent that the runtime can find by itself, recorded or not
-   * (docker: containers by their labels). A restarted agent stops the ones no record names: the
-   * agent before it died between starting them and recording them. A runtime that cannot tell its
-   * own instances without a record (process: a bare pid proves nothing) leaves it out.
+   * Optional: every instance that carries this agent's marks (runtime/identity.ts), recorded or
+   * not, found by the runtime itself (process: /proc/<pid>/environ; docker: container labels).
+   * A restarted agent and `turquoise down` stop the ones no live record names: the agent before
+   * died between starting them and recording them. Each is one that stop() will stop.
    */
   discover?(): Promise<InstanceInfo[]>;
+  /**
+   * Optional: the TCP addresses a live instance listens on, where the runtime can see them
+   * (process: its processes' sockets). A failed deploy says so when the app listens on another
+   * port than the PORT it was given.
+   */
+  listening?(instance: InstanceInfo): Promise<Array<{ host: string; port: number }>>;
   /** Optional: lets go of what the runtime holds open (docker: the daemon's event stream), so the process can exit. Instances keep running. */
   close?(): void;
 }

@@ -1,8 +1,8 @@
 // The docker runtime: each instance is a container on the local Docker Engine, driven through its
 // API (docker-api.ts). Containers outlive the agent; a restarted agent re-attaches with adopt(), and
-// discover() (listManaged()) finds the containers it never recorded. Nothing is ever pulled: images must be local.
+// discover() (listManaged()) finds by their labels the containers it never recorded. Nothing is
+// ever pulled: images must be local.
 
-import { randomBytes } from "node:crypto";
 import { constants } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseSchemaRange } from "../plan/range.js";
@@ -30,18 +30,22 @@ export const LABELS = {
   slot: "turquoise.slot",
   release: "turquoise.release",
   instance: "turquoise.instance",
+  /** The agent (state dir) that started the container: runtime/identity.ts agentIdFor. */
+  agent: "turquoise.agent",
   /** On images: the schema versions the release runs on, "2" or "1..3". */
   schema: "turquoise.schema",
 } as const;
 
 export interface DockerRuntimeOptions {
+  /** The id of the agent (runtime/identity.ts): a label and an env variable on every container; listManaged() finds only its own. */
+  agentId: string;
   /** The daemon's unix socket; default $DOCKER_HOST, else /var/run/docker.sock. */
   socketPath?: string;
   /** DOCKER_HOST syntax: unix:///path or tcp://127.0.0.1:PORT. */
   host?: string;
   /** Where bridge-mode ports are published. Only loopback: the proxy is the public face. */
   publishHost?: "127.0.0.1";
-  /** Extra labels on every container this runtime creates (to tell agents or test runs apart); listManaged() filters by them. */
+  /** Extra labels on every container this runtime creates (to tell test runs apart); listManaged() filters by them. */
   labels?: Record<string, string>;
   /**
    * How long start() watches a new container; one that dies within it fails start() with its exit code
@@ -83,6 +87,7 @@ export class DockerRuntime implements Runtime {
   readonly api: DockerApi;
   private readonly publishHost: string;
   private readonly extraLabels: Record<string, string>;
+  readonly agentId: string;
   private readonly startCheckMs: number;
   private readonly tracked = new Map<string, Tracked>();
   private readonly exitedIds: string[] = [];
@@ -91,10 +96,11 @@ export class DockerRuntime implements Runtime {
   private stopWatching?: () => void;
   private closed = false;
 
-  constructor(opts: DockerRuntimeOptions = {}) {
+  constructor(opts: DockerRuntimeOptions) {
     this.api = new DockerApi({ socketPath: opts.socketPath, host: opts.host });
     this.publishHost = opts.publishHost ?? LOOPBACK;
-    this.extraLabels = { ...opts.labels };
+    this.agentId = opts.agentId;
+    this.extraLabels = { ...opts.labels, [LABELS.agent]: opts.agentId };
     this.startCheckMs = opts.startCheckMs ?? 0;
   }
 
@@ -107,12 +113,12 @@ export class DockerRuntime implements Runtime {
     const hostNetwork = req.network === "host";
     // With host networking the app shares the host's ports, so it gets a free one, as a process would.
     const port = hostNetwork ? await freePort(LOOPBACK) : CONTAINER_PORT;
-    const id = `${req.service}-${req.slot}-${randomBytes(3).toString("hex")}`;
+    const id = req.id;
     const body: ContainerCreateBody = {
       Image: image,
       Cmd: req.command.length > 0 ? req.command : undefined,
       // The image's own PATH, HOME and locale stay: none of the host's.
-      Env: Object.entries(instanceEnv(req, { port, host: hostNetwork ? LOOPBACK : "0.0.0.0", hostBasics: false })).map(([k, v]) => `${k}=${v}`),
+      Env: Object.entries(instanceEnv(req, { port, host: hostNetwork ? LOOPBACK : "0.0.0.0", hostBasics: false, agentId: this.agentId })).map(([k, v]) => `${k}=${v}`),
       Labels: {
         ...this.extraLabels,
         [LABELS.managed]: "true",
@@ -284,6 +290,7 @@ export class DockerRuntime implements Runtime {
     ]);
   }
 
+  /** This agent's containers by their labels, running or not (a dead one is still there to remove). */
   async discover(): Promise<InstanceInfo[]> {
     return (await this.listManaged()).map((c) => c.instance);
   }

@@ -1,14 +1,11 @@
 // The one place that picks Runtime drivers, for the agent and for `turquoise down` alike, so
 // callers depend on the contract and not on a driver.
-import crypto from "node:crypto";
 import path from "node:path";
 import { TurquoiseError } from "../errors.js";
 import type { Runtime } from "./contract.js";
 import { DockerRuntime } from "./docker.js";
+import { agentIdFor } from "./identity.js";
 import { ProcessRuntime } from "./process.js";
-
-/** The label that tells this agent's containers from another agent's on the same daemon. */
-export const DOCKER_AGENT_LABEL = "turquoise.agent";
 
 /**
  * The process runtime always (it is the default), and each other driver named. The Docker
@@ -16,14 +13,15 @@ export const DOCKER_AGENT_LABEL = "turquoise.agent";
  * deploy.
  */
 export async function openRuntimes(opts: { stateDir: string; drivers: Iterable<string> }): Promise<Record<string, Runtime>> {
-  const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(opts.stateDir, "logs") }) };
+  // One id per state dir: it tells this agent's instances from another's on the same machine or daemon.
+  const agentId = agentIdFor(opts.stateDir);
+  const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(opts.stateDir, "logs"), agentId }) };
   for (const driver of new Set(opts.drivers)) {
     switch (driver) {
       case "process":
         break;
       case "docker": {
-        const agentLabel = crypto.createHash("sha256").update(opts.stateDir).digest("hex").slice(0, 12);
-        const docker = new DockerRuntime({ labels: { [DOCKER_AGENT_LABEL]: agentLabel } });
+        const docker = new DockerRuntime({ agentId });
         await docker.api.ping();
         runtimes.docker = docker;
         break;

@@ -1,17 +1,21 @@
 // The process runtime: each instance is a local OS process in its own process group, writing to
-// its own log file. Instances outlive the agent; a restarted agent re-attaches with adopt().
+// its own log file. Instances outlive the agent; a restarted agent re-attaches with adopt(), and
+// discover() finds by their marks (runtime/identity.ts) the ones it never recorded.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { closeSync, mkdirSync, openSync, readFileSync, statSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { TurquoiseError } from "../errors.js";
 import { freePort } from "../util/net.js";
-import { identify, readProcStat, signalIfOurs, type Identification, type ProcessIdentity } from "../util/proc.js";
-import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, StartRequest } from "./contract.js";
+import {
+  identify, identifyMarked, listeningSockets, processesMarked, readProcStat, signalIfMarked, signalIfOurs, startedAtMs,
+  type Identification, type MarkedProcess, type ProcessIdentity,
+} from "../util/proc.js";
+import { SLOTS, type AdoptResult, type ExitEvent, type InstanceInfo, type InstanceState, type ReleaseDescription, type Runtime, type Slot, type StartRequest } from "./contract.js";
 import { instanceEnv } from "./env.js";
+import { AGENT_ENV, INSTANCE_ENV } from "./identity.js";
 
 export const LOOPBACK = "127.0.0.1";
 /** Where a process release declares the schema versions it runs on: {"schema": {"min": 1, "max": 2}}. */
@@ -38,12 +42,15 @@ interface Tracked {
 export class ProcessRuntime implements Runtime {
   readonly name = "process";
   private readonly logDir: string;
+  /** Written into every instance's environment (AGENT_ENV); discover() looks for it. */
+  readonly agentId: string;
   private readonly tracked = new Map<string, Tracked>();
   private readonly exitedIds: string[] = [];
   private readonly listeners = new Set<(e: ExitEvent) => void>();
 
-  constructor(opts: { logDir: string }) {
+  constructor(opts: { logDir: string; agentId: string }) {
     this.logDir = opts.logDir;
+    this.agentId = opts.agentId;
   }
 
   async start(req: StartRequest): Promise<InstanceInfo> {
@@ -62,7 +69,7 @@ export class ProcessRuntime implements Runtime {
     // Another process may take the port between our close and the instance's listen: that instance
     // then fails to bind and exits, which onExit reports. The window is tiny.
     const port = await freePort(LOOPBACK);
-    const id = `${req.service}-${req.slot}-${randomBytes(3).toString("hex")}`;
+    const id = req.id;
     const serviceLogDir = join(this.logDir, req.service);
     mkdirSync(serviceLogDir, { recursive: true });
     const logFile = join(serviceLogDir, `${id}.log`);
@@ -74,7 +81,7 @@ export class ProcessRuntime implements Runtime {
     try {
       child = spawn(executable, args, {
         cwd: req.cwd,
-        env: instanceEnv(req, { port, host: LOOPBACK, hostBasics: true }),
+        env: instanceEnv(req, { port, host: LOOPBACK, hostBasics: true, agentId: this.agentId }),
         // Own process group: the instance survives an agent crash, and stop() signals the whole group.
         detached: true,
         stdio: ["ignore", logFd, logFd],
@@ -113,12 +120,21 @@ export class ProcessRuntime implements Runtime {
   async stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean; refused?: string }> {
     // An instance this runtime has not seen yet (not adopted) is attached here, so its exit is heard.
     let t = this.tracked.get(instance.id);
+    let refusedWhy: string | undefined;
     if (!t) {
       const who = this.attach(instance);
-      if (who.verdict === "refused") return { killed: false, refused: who.reason };
+      if (who.verdict === "refused") refusedWhy = who.reason;
       t = this.tracked.get(instance.id);
+      // Neither tracked nor proved ours by its record: whatever carries its marks is stopped instead
+      // (a group whose leader is gone, found by discover()). Only here: a scan of /proc per stop
+      // would cost every deploy, and a group proved ours is stopped whole below.
+      if (!t || !t.state.running) {
+        const strays = this.markedProcesses(instance.id);
+        if (strays.length > 0) return { killed: await this.stopMarked(instance, strays, stopTimeoutMs) };
+        return refusedWhy ? { killed: false, refused: refusedWhy } : { killed: false };
+      }
     }
-    if (!t || !t.state.running) return { killed: false };
+    if (!t.state.running) return { killed: false };
 
     signalIfOurs(t.identity, "SIGTERM", { group: true });
     if (await this.waitGone(t, Date.now() + stopTimeoutMs)) return { killed: false };
@@ -179,6 +195,76 @@ export class ProcessRuntime implements Runtime {
       else result.refused.push({ instance, reason: who.reason });
     }
     return result;
+  }
+
+  /**
+   * Every instance carrying this agent's marks, one per instance id, whether any record names it
+   * or not. Its ref is the process that leads the instance's group (the one the agent started),
+   * else the oldest process left of it; procStartTicks is read now, so stop() can prove it.
+   */
+  async discover(): Promise<InstanceInfo[]> {
+    const byInstance = new Map<string, MarkedProcess[]>();
+    for (const p of processesMarked({ [AGENT_ENV]: this.agentId })) {
+      const id = p.env[INSTANCE_ENV];
+      if (!id) continue;
+      byInstance.set(id, [...(byInstance.get(id) ?? []), p]);
+    }
+    const found: InstanceInfo[] = [];
+    for (const [id, procs] of byInstance) {
+      const main = [...procs].sort((a, b) => Number(b.pgrp === b.pid) - Number(a.pgrp === a.pid) || a.startTicks - b.startTicks)[0]!;
+      const env = main.env;
+      const service = env.TURQUOISE_SERVICE ?? "";
+      const slot = env.TURQUOISE_SLOT as Slot;
+      // Marks without the facts beside them were not written by an agent: nothing to stop by them.
+      if (!service || !(SLOTS as readonly string[]).includes(slot)) continue;
+      found.push({
+        id, service, slot, release: env.TURQUOISE_RELEASE ?? "", host: env.HOST ?? LOOPBACK, port: Number(env.PORT ?? 0),
+        ref: String(main.pid), startedAt: startedAtMs(main.startTicks) ?? 0, logFile: join(this.logDir, service, `${id}.log`),
+        procStartTicks: main.startTicks,
+      });
+    }
+    return found;
+  }
+
+  /** Where the instance's processes (every one carrying its marks) listen. */
+  async listening(instance: InstanceInfo): Promise<Array<{ host: string; port: number }>> {
+    const seen = new Set<string>();
+    const out: Array<{ host: string; port: number }> = [];
+    for (const p of this.markedProcesses(instance.id)) {
+      for (const a of listeningSockets(p.pid)) {
+        const key = `${a.host}:${a.port}`;
+        if (!seen.has(key)) out.push(a);
+        seen.add(key);
+      }
+    }
+    return out;
+  }
+
+  private markedProcesses(instanceId: string): MarkedProcess[] {
+    return processesMarked({ [AGENT_ENV]: this.agentId, [INSTANCE_ENV]: instanceId });
+  }
+
+  /** SIGTERM to each process found by the instance's marks, SIGKILL to what is left at the timeout; true when one had to be killed. */
+  private async stopMarked(instance: InstanceInfo, procs: MarkedProcess[], stopTimeoutMs: number): Promise<boolean> {
+    const marks = { [AGENT_ENV]: this.agentId, [INSTANCE_ENV]: instance.id };
+    const targets = procs.map((p) => ({ pid: p.pid, startTicks: p.startTicks, marks }));
+    const left = () => targets.filter((t) => identifyMarked(t).verdict === "ours");
+    const waitLeft = async (deadline: number) => {
+      for (;;) {
+        const l = left();
+        if (l.length === 0 || Date.now() >= deadline) return l;
+        await sleep(Math.min(STOP_POLL_INTERVAL_MS, Math.max(1, deadline - Date.now())));
+      }
+    };
+    for (const t of targets) signalIfMarked(t, "SIGTERM");
+    let remaining = await waitLeft(Date.now() + stopTimeoutMs);
+    if (remaining.length === 0) return false;
+    for (const t of remaining) signalIfMarked(t, "SIGKILL");
+    remaining = await waitLeft(Date.now() + SIGKILL_WAIT_MS);
+    if (remaining.length > 0) {
+      throw new Error(`instance ${instance.id}: pid ${remaining.map((t) => t.pid).join(", ")} still there ${SIGKILL_WAIT_MS}ms after SIGKILL`);
+    }
+    return true;
   }
 
   /** Starts watching an instance we have no handle for, if the record proves it is still our process. */

@@ -1,7 +1,9 @@
-// Process facts from /proc, where Linux has it, and the one check that stands before every signal
-// the agent sends to a process it recorded: kill(pid, 0) alone is not enough, since it reports a
-// zombie as alive, PID 1 in some containers never reaps the zombies it inherits, and pids are recycled.
-import { readFileSync, readdirSync, statSync } from "node:fs";
+// Process facts from /proc, where Linux has it, and the checks that stand before every signal the
+// agent sends to a process: one for a process it recorded (pid and start time), one for a process it
+// found by the marks in its environment. kill(pid, 0) alone is not enough, since it reports a zombie
+// as alive, PID 1 in some containers never reaps the zombies it inherits, and pids are recycled.
+import { endianness } from "node:os";
+import { readFileSync, readdirSync, readlinkSync, statSync } from "node:fs";
 
 export interface ProcStat {
   state: string;
@@ -137,4 +139,201 @@ export function signalZero(target: number): boolean {
 /** True while pid is a live (non-zombie) process. */
 export function pidAlive(pid: number): boolean {
   return isOurProcessAlive(pid, undefined);
+}
+
+/** A live process found by the variables of its environment (processesMarked). */
+export interface MarkedProcess {
+  pid: number;
+  /** Read when it was found: with the marks, what every later signal checks again. */
+  startTicks: number;
+  pgrp: number;
+  /** Its environment as it was started with it (/proc/<pid>/environ). */
+  env: Record<string, string>;
+}
+
+/**
+ * Every live process, but the caller itself and zombies, whose environment holds each of marks
+ * (name → value). A process of another user is skipped unless we may read its environment (root).
+ * One read of /proc/<pid>/environ per process: callers scan at recovery, at `down` and for a failed
+ * deploy's diagnosis, not on every stop.
+ */
+export function processesMarked(marks: Record<string, string>): MarkedProcess[] {
+  if (!hasProcFs) return [];
+  const entries = Object.entries(marks);
+  if (entries.length === 0) throw new Error("processesMarked needs at least one mark: it would match every process");
+  // environ is NUL-separated with no leading NUL: one is prepended so that each mark matches a whole variable.
+  const needles = entries.map(([name, value]) => Buffer.from(`\0${name}=${value}\0`));
+  const found: MarkedProcess[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    let raw: Buffer;
+    try {
+      raw = readFileSync(`/proc/${pid}/environ`);
+    } catch {
+      continue; // gone, or not ours to read
+    }
+    const environ = Buffer.concat([Buffer.from([0]), raw, Buffer.from([0])]);
+    if (!needles.every((n) => environ.includes(n))) continue;
+    const stat = readProcStat(pid);
+    if (!stat || stat.state === "Z") continue;
+    found.push({ pid, startTicks: stat.startTicks, pgrp: stat.pgrp, env: parseEnviron(raw) });
+  }
+  return found;
+}
+
+function parseEnviron(raw: Buffer): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const item of raw.toString("utf8").split("\0")) {
+    const eq = item.indexOf("=");
+    if (eq > 0) env[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return env;
+}
+
+/** What was found of a marked process, to know it again before each signal. */
+export interface MarkedIdentity {
+  pid: number;
+  startTicks: number;
+  marks: Record<string, string>;
+}
+
+/**
+ * Whether a process found by its marks is still that process: alive, not a zombie, the start
+ * time read when it was found (a recycled pid has another), and the marks still in its environment.
+ *
+ * Why a process found this way is the agent's to stop, with no record of it: only an agent writes
+ * its id into an environment (runtime/identity.ts), and it is inherited only downwards, so a process
+ * that carries it was started by an agent of this state dir or descends from one. Nothing else can
+ * be mistaken for it: the marks are read from the process itself, and the fresh start time pins the
+ * pid to that very process between the read and the signal. A process that forged the marks must
+ * have been started by a user who may signal it anyway (the kernel checks the real uid): stopping
+ * it gives no one a power they did not have.
+ */
+export function identifyMarked(target: MarkedIdentity): Identification {
+  const { pid, startTicks } = target;
+  if (!Number.isInteger(pid) || pid <= 1) return refused(`pid ${pid} cannot be a process the agent started`);
+  if (!hasProcFs) return refused(`there is no /proc to read the environment of pid ${pid} from`);
+  const stat = readProcStat(pid);
+  if (!stat || stat.state === "Z") return { verdict: "gone" };
+  if (stat.startTicks !== startTicks) return { verdict: "gone" }; // the process found has exited; its pid went to another
+  let raw: Buffer;
+  try {
+    raw = readFileSync(`/proc/${pid}/environ`);
+  } catch {
+    return { verdict: "gone" };
+  }
+  const env = parseEnviron(raw);
+  for (const [name, value] of Object.entries(target.marks)) {
+    if (env[name] !== value) return refused(`pid ${pid} no longer carries ${name}=${value}`);
+  }
+  return { verdict: "ours" };
+}
+
+/**
+ * Signals a process found by its marks, only when identifyMarked() says it is still ours. A process
+ * that leads its own group (an instance as the agent started it) gets the signal for its whole
+ * group, as stop() does for recorded ones; any other (a child left behind by a dead leader, or one
+ * that moved to a group of its own) gets it alone. kill is there for tests.
+ */
+export function signalIfMarked(
+  target: MarkedIdentity,
+  signal: NodeJS.Signals,
+  opts: { kill?: (pid: number, signal: NodeJS.Signals) => void } = {},
+): SignalOutcome {
+  const who = identifyMarked(target);
+  if (who.verdict !== "ours") return who;
+  const leads = readProcStat(target.pid)?.pgrp === target.pid;
+  try {
+    (opts.kill ?? process.kill)(leads ? -target.pid : target.pid, signal);
+    return { verdict: "signalled" };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ESRCH") return { verdict: "gone" };
+    throw e;
+  }
+}
+
+/** Clock ticks per second in /proc: USER_HZ, 100 on every Linux the kernel ABI promises it to. */
+const USER_HZ = 100;
+
+/** Epoch ms at which a process started, from its start time in ticks since boot; undefined without /proc. */
+export function startedAtMs(startTicks: number): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync("/proc/stat", "utf8");
+  } catch {
+    return undefined;
+  }
+  const btime = /^btime (\d+)$/m.exec(text);
+  return btime ? Number(btime[1]) * 1000 + Math.round((startTicks * 1000) / USER_HZ) : undefined;
+}
+
+/**
+ * The TCP addresses a process listens on: the listening sockets of its network namespace
+ * (/proc/<pid>/net/tcp and tcp6) that are among its own open files (/proc/<pid>/fd). Empty when
+ * it listens on nothing, or when it cannot be read (gone, another user's).
+ */
+export function listeningSockets(pid: number): Array<{ host: string; port: number }> {
+  const inodes = new Set<string>();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      let link: string;
+      try {
+        link = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue; // closed in between
+      }
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      if (m) inodes.add(m[1]!);
+    }
+  } catch {
+    return [];
+  }
+  const out: Array<{ host: string; port: number }> = [];
+  for (const table of ["tcp", "tcp6"]) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // sl, local_address, rem_address, st (0A: LISTEN), tx:rx, tr:when, retrnsmt, uid, timeout, inode
+      if (f.length < 10 || f[3] !== "0A" || !inodes.has(f[9]!)) continue;
+      const [addr, port] = f[1]!.split(":");
+      out.push({ host: procAddress(addr!), port: parseInt(port!, 16) });
+    }
+  }
+  return out;
+}
+
+/** An address as /proc/net/tcp{,6} writes it: hex of 32-bit words, each in the host's byte order. */
+function procAddress(hex: string): string {
+  const bytes: number[] = [];
+  for (let w = 0; w < hex.length; w += 8) {
+    const word = hex.slice(w, w + 8).match(/../g)!.map((b) => parseInt(b, 16));
+    bytes.push(...(endianness() === "LE" ? word.reverse() : word));
+  }
+  if (bytes.length === 4) return bytes.join(".");
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  // A v4-mapped address reads as the IPv4 address it maps.
+  if (groups.slice(0, 5).every((g) => g === "0") && groups[5] === "ffff") return bytes.slice(12).join(".");
+  return compressIpv6(groups);
+}
+
+function compressIpv6(groups: string[]): string {
+  // The longest run of zero groups (two or more) becomes "::", as inet_ntop writes it.
+  let best = { at: -1, len: 0 };
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== "0") { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === "0") j++;
+    if (j - i > best.len) best = { at: i, len: j - i };
+    i = j;
+  }
+  if (best.len < 2) return groups.join(":");
+  return `${groups.slice(0, best.at).join(":")}::${groups.slice(best.at + best.len).join(":")}`;
 }

@@ -34,7 +34,7 @@ class StandInRuntime implements Runtime {
   private n = 0;
   constructor(private readonly port: number) {}
   async start(req: StartRequest): Promise<InstanceInfo> {
-    const inst: InstanceInfo = { id: `${req.service}-${req.slot}-${++this.n}`, service: req.service, slot: req.slot, release: req.release, host: "127.0.0.1", port: this.port, ref: String(1000 + this.n), startedAt: Date.now() };
+    const inst: InstanceInfo = { id: req.id, service: req.service, slot: req.slot, release: req.release, host: "127.0.0.1", port: this.port, ref: String(1000 + ++this.n), startedAt: Date.now() };
     this.running.set(inst.id, inst);
     return inst;
   }
@@ -62,8 +62,9 @@ class StandInRuntime implements Runtime {
   async describeRelease(): Promise<ReleaseDescription> {
     return { exists: true, schema: null };
   }
-  ids(): string[] {
-    return [...this.running.keys()].sort();
+  /** What runs, as slot/release. */
+  runs(): string[] {
+    return [...this.running.values()].map((i) => `${i.slot}/${i.release}`).sort();
   }
 }
 
@@ -191,7 +192,7 @@ services:
     assert.equal(v1?.outcome, "succeeded");
     assert.equal(await new Records(store).color("books"), "blue");
     assert.equal(await new Records(store).slot("books", "green"), undefined);
-    assert.deepEqual(runtime.ids(), ["books-blue-1"], "the preview instance of v2 was stopped");
+    assert.deepEqual(runtime.runs(), ["blue/v1"], "the preview instance of v2 was stopped");
     assert.equal(await store.getLock(LOCK), undefined, "recovery let go of the lock");
     assert.ok(events.some((e) => e.type === "recovered"));
   });
@@ -205,7 +206,7 @@ services:
     assert.equal(v2?.error, "the flow lost its deploy lock during verify; the flow was finished by recovery");
     assert.equal(await new Records(store).color("books"), "green");
     assert.deepEqual(await new Records(store).previous("books"), { release: "v1", via: null });
-    assert.deepEqual(runtime.ids(), ["books-green-2"], "the old slot was retired");
+    assert.deepEqual(runtime.runs(), ["green/v2"], "the old slot was retired");
   });
 
   it("the next deploy recovers the journal left behind before it writes its own", async () => {

@@ -1,7 +1,7 @@
 // The agent's records: validated on every read, set aside when bad, the live slot rebuilt from what remains.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { keys, Records, type SlotRecord } from "../../src/deploy/records.js";
+import { keys, Records, type InstanceIntent, type SlotRecord } from "../../src/deploy/records.js";
 import { MemoryStore } from "../../src/state/memory.js";
 import type { InstanceInfo } from "../../src/runtime/contract.js";
 
@@ -84,6 +84,21 @@ describe("records", () => {
     assert.deepEqual((await records.instances()).map((i) => i.id), ["books-blue-aa"]);
     assert.equal((await records.quarantined()).length, 5);
     assert.deepEqual((await store.list(keys.instances())).map((k) => k.key), [keys.instance("books", "books-blue-aa")]);
+  });
+
+  it("an instance recorded as starting is an intent, not an instance, until its started record replaces it", async () => {
+    const { store, records, events } = setup();
+    const intent: InstanceIntent = { id: INSTANCE.id, service: "books", slot: "blue", release: "v1", runtime: "process", state: "starting", recordedAt: 1_050 };
+    await records.addIntent(intent);
+    assert.deepEqual(await records.instances(), [], "nothing to adopt or signal by an intent");
+    assert.deepEqual(await records.intents(), [intent]);
+    await records.addInstance(INSTANCE);
+    assert.deepEqual(await records.instances(), [INSTANCE]);
+    assert.deepEqual(await records.intents(), []);
+    // An intent that does not validate is set aside like any record.
+    await store.put(keys.instance("books", "books-blue-bb"), JSON.stringify({ ...intent, id: "books-blue-bb", runtime: "fork" }));
+    assert.deepEqual(await records.intents(), []);
+    assert.ok(events.some((e) => e.type === "record.invalid" && /field runtime is "fork"/.test(e.message)));
   });
 
   it("journals, previous, degraded and the table version are validated too", async () => {

@@ -50,6 +50,7 @@ describe("deploy flow", () => {
     assert.equal(out.ok, false);
     assert.match(out.error.message, /exited before it was healthy/);
     assert.match(out.error.output, /cannot read config file/);
+    assert.match(out.error.output, /critical: the instance exited \(exit code 3\)/);
     assert.equal(await releaseServing(ws), "v1");
   });
 
@@ -155,5 +156,43 @@ describe("deploy flow", () => {
     const drain = (JSON.parse(stdout) as { history: { steps: Array<{ name: string; detail?: string }> } }).history.steps.find((s) => s.name === "drain")!;
     // The bake window keeps the old slot running after the flip, so the request may end before the drain starts: never cut.
     assert.match(drain.detail ?? "", /^[01] in-flight request\(s\) finished$/);
+  });
+});
+
+describe("health verdicts", () => {
+  const spaces: Workspace[] = [];
+  after(async () => { for (const s of spaces) await s.destroy(); });
+
+  it("a release whose health answers 500 fails after failures_before_critical × interval, not deploy_timeout, naming the status", async () => {
+    // deploy_timeout 30s, the default; the check: interval 1s, failures_before_critical 2.
+    const w = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), sick: RELEASE_KINDS.unhealthy() }, { replicas: 2, deployTimeout: "30s" });
+    spaces.push(w);
+    await w.cli(["up", "--detach"]);
+    await w.cli(["deploy", "books", "--release", "v1"]);
+    const before = instancePids(w);
+    const t0 = Date.now();
+    const r = await w.cli(["deploy", "books", "--release", "sick", "--json"], { allowFail: true });
+    const tookMs = Date.now() - t0;
+    assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
+    assert.ok(tookMs < 15_000, `took ${tookMs}ms: it waited for deploy_timeout (30s)`);
+    const out = JSON.parse(r.stdout) as { error: { message: string; output: string } };
+    assert.match(out.error.message, /failed at healthy: unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 1000ms/);
+    assert.match(out.error.output, /books-green-\w+: critical: HTTP 500 Internal Server Error: database unreachable/);
+    assert.equal(await releaseServing(w), "v1");
+    assert.deepEqual(instancePids(w), before, "only the live instances run");
+  });
+
+  it("an app listening on another port than $PORT: the error says where it listens", async () => {
+    const w = await workspaceWith({ wrong: RELEASE_KINDS.wrongPort() }, { replicas: 1, deployTimeout: "3s" });
+    spaces.push(w);
+    await w.cli(["up", "--detach"]);
+    const r = await w.cli(["deploy", "books", "--release", "wrong", "--json"], { allowFail: true });
+    assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
+    const out = JSON.parse(r.stdout) as { error: { message: string; output: string } };
+    assert.match(out.error.message, /not healthy within deploy_timeout \(3000ms\)/);
+    const m = /ECONNREFUSED 127\.0\.0\.1:(\d+) \(listening on 127\.0\.0\.1:(\d+), not on \$PORT=(\d+)\)/.exec(out.error.output);
+    assert.ok(m, out.error.output);
+    assert.equal(m[1], m[3], "the port it was given is the one checked");
+    assert.match(out.error.output, new RegExp(`listening on port ${m[2]}`), "the port named is the one it printed");
   });
 });

@@ -4,6 +4,7 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { BOOKS_DIR, REPO_ROOT, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
+import { AGENT_ENV, agentIdFor } from "../../src/runtime/identity.js";
 
 const APP = JSON.stringify(path.join(BOOKS_DIR, "lib", "app.mjs"));
 /** test/fixtures/crash-after-app.mjs, from the source tree (fixtures are not compiled). */
@@ -16,6 +17,8 @@ export const RELEASE_KINDS = {
   exitsAtOnce: () => `console.error("fatal: cannot read config file /etc/books.conf");\nprocess.exit(3);\n`,
   /** Healthy, unless the file exists when it starts: then it dies at once (a crash loop on demand). */
   crashIfFlag: (name: string, flag: string) => `import fs from "node:fs";\nif (fs.existsSync(${JSON.stringify(flag)})) { console.error("crashing: flag file present"); process.exit(1); }\n${RELEASE_KINDS.good(name)}`,
+  /** Healthy, but on a port of its own choosing instead of $PORT. */
+  wrongPort: () => `import http from "node:http";\nhttp.createServer((req, res) => res.end("ok")).listen(0, "127.0.0.1", function () { console.log("listening on port " + this.address().port); });\nprocess.on("SIGTERM", () => process.exit(0));\n`,
   /** Healthy and verified, then exits on its nth request that is not a health check. */
   crashAfter: (name: string, n = 200) => `process.env.CRASH_AFTER = ${JSON.stringify(String(n))};\nprocess.env.TURQUOISE_RELEASE ??= ${JSON.stringify(name)};\nawait import(${JSON.stringify(CRASH_AFTER_APP)});\n`,
   /** Healthy, then exits ms after it started, every time: a crash loop that health checks alone do not catch. */
@@ -71,6 +74,22 @@ export function instancePids(ws: Workspace): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       if (fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(needle)) pids.push(Number(entry));
+    } catch { /* gone or not ours */ }
+  }
+  return pids.sort((a, b) => a - b);
+}
+
+/** Pids of every process on the machine carrying this workspace's agent mark (TURQUOISE_AGENT): recorded or not. */
+export function markedPids(ws: Workspace): number[] {
+  const needle = `${AGENT_ENV}=${agentIdFor(path.join(ws.dir, ".turquoise"))}`;
+  const pids: number[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(needle)) continue;
+      // A zombie is dead already; only its parent has not reaped it yet.
+      if (fs.readFileSync(`/proc/${entry}/stat`, "utf8").split(") ")[1]!.startsWith("Z")) continue;
+      pids.push(Number(entry));
     } catch { /* gone or not ours */ }
   }
   return pids.sort((a, b) => a - b);

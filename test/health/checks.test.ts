@@ -1,8 +1,10 @@
+// Health checks: one probe's verdict, the passing/warning/critical state machine, and the deploy's
+// readiness wait, which fails fast once the app answers that it is unhealthy.
 import assert from "node:assert/strict";
 import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from "node:http";
 import { createServer as createTcpServer, type AddressInfo, type Server } from "node:net";
 import { after, describe, test } from "node:test";
-import { CHECK_HISTORY_LENGTH, CheckState, runHealthCheck, waitHealthy, type CheckResult } from "../../src/health/checks.js";
+import { CHECK_HISTORY_LENGTH, CheckState, runHealthCheck, waitHealthy, whyNotHealthy, type CheckResult } from "../../src/health/checks.js";
 import type { HealthSpec } from "../../src/spec/types.js";
 
 const servers: Server[] = [];
@@ -201,6 +203,56 @@ describe("waitHealthy", () => {
       failing: [{ id: "books-green-1", status: "critical", output: "the instance exited" }],
     });
     assert.ok(tookMs >= 90 && tookMs < 300, `took ${tookMs}ms`);
+  });
+
+  test("fails fast when every instance answers critical for failures_before_critical × interval, with the answer", async () => {
+    const a = await respond(500, "database unreachable");
+    const b = await respond(500, "database unreachable");
+    const health = spec({ intervalMs: 150, failuresBeforeCritical: 2 });
+    const startedAt = Date.now();
+    const result = await waitHealthy([{ id: "a", ...a }, { id: "b", ...b }], health, { deadline: Date.now() + 10_000 });
+    const tookMs = Date.now() - startedAt;
+    assert.equal(result.ok, false);
+    if (result.ok) return;
+    assert.equal(result.reason, "unhealthy");
+    assert.deepEqual(result.failing.map((f) => [f.id, f.status, f.output]), [
+      ["a", "critical", "HTTP 500 Internal Server Error: database unreachable"],
+      ["b", "critical", "HTTP 500 Internal Server Error: database unreachable"],
+    ]);
+    assert.ok(tookMs >= 290 && tookMs < 2_000, `took ${tookMs}ms`);
+    assert.match(whyNotHealthy(result, health, 10_000), /^unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 150ms .*deploy_timeout \(10000ms\)/);
+  });
+
+  test("one instance passing does not save another that answers 500: the wait fails fast", async () => {
+    const good = await respond(200);
+    const bad = await respond(500);
+    const result = await waitHealthy([{ id: "good", ...good }, { id: "bad", ...bad }], spec({ intervalMs: 50, failuresBeforeCritical: 2 }), { deadline: Date.now() + 10_000 });
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.deepEqual([result.reason, result.failing.map((f) => f.id)], ["unhealthy", ["bad"]]);
+  });
+
+  test("keeps waiting while an instance does not listen yet, even when another already answers 500", async () => {
+    const refusing = await closedPort();
+    const bad = await respond(500);
+    const startedAt = Date.now();
+    const result = await waitHealthy([{ id: "refusing", ...refusing }, { id: "bad", ...bad }], spec({ intervalMs: 20, failuresBeforeCritical: 1 }), { deadline: Date.now() + 500 });
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.equal(result.reason, "timeout");
+    assert.ok(Date.now() - startedAt >= 490);
+  });
+
+  test("an app that answers 503 while it warms up, for less than the window, passes", async () => {
+    const healthyFrom = Date.now() + 200;
+    const warming = await httpServer((_req, res) => res.writeHead(Date.now() < healthyFrom ? 503 : 200).end());
+    const result = await waitHealthy([{ id: "warming", ...warming }], spec({ intervalMs: 200, failuresBeforeCritical: 2 }), { deadline: Date.now() + 5_000 });
+    assert.equal(result.ok, true);
+  });
+
+  test("429 (warning) is not a verdict: the wait goes on", async () => {
+    const busy = await respond(429, "slow down");
+    const result = await waitHealthy([{ id: "busy", ...busy }], spec({ intervalMs: 10, failuresBeforeCritical: 1 }), { deadline: Date.now() + 300 });
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.equal(result.reason, "timeout");
   });
 
   test("stops when aborted", async () => {

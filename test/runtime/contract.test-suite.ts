@@ -5,10 +5,18 @@ import assert from "node:assert/strict";
 import { dirname } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import type { ExitEvent, InstanceInfo, Runtime, StartRequest } from "../../src/runtime/contract.js";
+import { newInstanceId } from "../../src/runtime/identity.js";
 import { ECHO_APP, getEnv, getJson, waitFor, waitReachable } from "./helpers.js";
 
 export interface RuntimeUnderTest {
   runtime: Runtime;
+  /** The agent id the runtime marks its instances with (TURQUOISE_AGENT). */
+  agentId: string;
+  /**
+   * Another runtime of the same kind, as a restarted agent would make it: with agentId (default:
+   * the same one), nothing tracked, nothing adopted. cleanup() lets go of it too.
+   */
+  peer(agentId?: string): Runtime;
   cleanup(): Promise<void>;
   /**
    * How this runtime runs test/fixtures/echo-app.mjs; by default the host's node with the file in place.
@@ -37,9 +45,9 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
 
     function echo(overrides: Partial<StartRequest> = {}): StartRequest {
       const app = under.echoApp ?? { command: [process.execPath, ECHO_APP], cwd: dirname(ECHO_APP) };
-      return {
+      const req = {
         service: "books",
-        slot: "green",
+        slot: "green" as const,
         release: "v2",
         command: app.command,
         cwd: app.cwd,
@@ -48,6 +56,7 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
         apiUrl: "http://127.0.0.1:7070",
         ...overrides,
       };
+      return { id: newInstanceId(req.service, req.slot), ...req };
     }
 
     const exitsOf = (instance: InstanceInfo) => exits.filter((e) => e.instance.id === instance.id);
@@ -57,13 +66,14 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
     test("start gives a reachable loopback port and pushes the facts through the environment", async () => {
       process.env.TURQUOISE_AGENT_ONLY = "must not leak";
       let info: InstanceInfo;
+      const req = echo({ env: { GREETING: "hello", PORT: "1", TURQUOISE_INSTANCE: "forged", TURQUOISE_AGENT: "forged" } });
       try {
-        info = await runtime.start(echo({ env: { GREETING: "hello", PORT: "1" } }));
+        info = await runtime.start(req);
       } finally {
         delete process.env.TURQUOISE_AGENT_ONLY;
       }
       assert.ok(info.host.length > 0 && info.port > 0);
-      assert.match(info.id, /^books-green-\w+$/);
+      assert.equal(info.id, req.id, "the instance keeps the id it was recorded under before it started");
       assert.deepEqual([info.service, info.slot, info.release], ["books", "green", "v2"]);
       assert.ok(info.ref.length > 0);
       assert.ok(Math.abs(Date.now() - info.startedAt) < 10_000);
@@ -81,6 +91,9 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
         TURQUOISE_SLOT: "green",
         TURQUOISE_RELEASE: "v2",
         TURQUOISE_API: "http://127.0.0.1:7070",
+        // Its marks, which the service's env cannot change: how a restarted agent or `down` knows it.
+        TURQUOISE_INSTANCE: info.id,
+        TURQUOISE_AGENT: under.agentId,
       });
       assert.deepEqual(await runtime.inspect(info), { running: true });
       assert.deepEqual((await runtime.list()).map((i) => i.id), [info.id]);
@@ -192,6 +205,27 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
       assert.deepEqual((await runtime.list("authors")).map((i) => i.id), [authors.id]);
       assert.deepEqual((await runtime.list()).map((i) => i.id).sort(), [authors.id, books.id].sort());
       assert.deepEqual(await runtime.list("nobody"), []);
+    });
+
+    test("discover finds an instance by its marks alone; a runtime of the same agent stops it, another agent's finds nothing", async (t) => {
+      if (!runtime.discover) return t.skip("this runtime cannot find its instances without a record");
+      const info = await runtime.start(echo());
+      await waitReachable(info);
+      const stranger = under.peer(`${under.agentId}-other`);
+      assert.deepEqual((await stranger.discover!()).filter((i) => i.id === info.id), [], "another agent's instance");
+
+      // A restarted agent that never recorded it: nothing tracked, nothing adopted.
+      const restarted = under.peer();
+      const found = (await restarted.discover!()).filter((i) => i.id === info.id);
+      assert.equal(found.length, 1);
+      const [f] = found as [InstanceInfo];
+      assert.deepEqual([f.service, f.slot, f.release, f.ref, f.port], [info.service, info.slot, info.release, info.ref, info.port]);
+      const r = await restarted.stop(f, 5_000);
+      assert.equal(r.refused, undefined, `the stop was refused: ${r.refused}`);
+      await assert.rejects(getJson(info.host, info.port), /ECONNREFUSED|ECONNRESET|socket hang up/);
+      // Docker: the runtime that started it may still be removing the dead container.
+      await waitFor("nothing of it to be found", async () => (await restarted.discover!()).every((i) => i.id !== info.id));
+      await waitFor("the exit event on the runtime that started it", async () => exitsOf(info).length === 1);
     });
 
     test("signal delivers a signal to the instance", async () => {

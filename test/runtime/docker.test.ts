@@ -11,6 +11,7 @@ import { after, afterEach, before, describe, test } from "node:test";
 import type { ExitEvent, InstanceInfo, StartRequest } from "../../src/runtime/contract.js";
 import { compareVersions, DockerApi, DockerApiError, demuxDockerStream, MAX_API_VERSION, resolveEndpoint } from "../../src/runtime/docker-api.js";
 import { CONTAINER_PORT, DockerRuntime, LABELS, type DockerRuntimeOptions } from "../../src/runtime/docker.js";
+import { newInstanceId } from "../../src/runtime/identity.js";
 import { echoImageOptions, ensureTestImage, removeTestImage, type TestImageOptions } from "../support/images.js";
 import { runRuntimeContract } from "./contract.test-suite.js";
 import { waitFor, waitReachable } from "./helpers.js";
@@ -21,6 +22,8 @@ const IMAGE_REPO = "turquoise-test-docker-runtime";
 /** On every container this file starts; after() removes whatever still carries it. */
 const RUN_LABEL = "turquoise.test-run";
 const RUN_ID = randomBytes(4).toString("hex");
+/** The agent id of this file's runtimes: one per run, as one per state dir in an agent. */
+const AGENT_ID = `test-${RUN_ID}`;
 
 const api = new DockerApi();
 const images: string[] = [];
@@ -42,8 +45,8 @@ async function buildImage(opts: TestImageOptions): Promise<string> {
   return ref;
 }
 
-function newRuntime(opts: DockerRuntimeOptions = {}): DockerRuntime {
-  return new DockerRuntime({ ...opts, labels: { [RUN_LABEL]: RUN_ID } });
+function newRuntime(opts: Partial<DockerRuntimeOptions> = {}): DockerRuntime {
+  return new DockerRuntime({ agentId: AGENT_ID, ...opts, labels: { [RUN_LABEL]: RUN_ID } });
 }
 
 /** The containers this file has left, running or not. */
@@ -53,32 +56,35 @@ async function leftovers(): Promise<string[]> {
 
 runRuntimeContract("docker", async () => {
   const runtime = newRuntime();
+  const peers: DockerRuntime[] = [];
   return {
     runtime,
+    agentId: AGENT_ID,
+    peer: (agentId = AGENT_ID) => {
+      const peer = newRuntime({ agentId });
+      peers.push(peer);
+      return peer;
+    },
     // An empty command: the image's own CMD runs the echo app.
     echoApp: { command: [], cwd: "/", image: echoImage },
-    cleanup: async () => runtime.close(),
+    cleanup: async () => {
+      runtime.close();
+      for (const peer of peers) peer.close();
+    },
   };
 });
 
 describe("DockerRuntime", () => {
   const runtimes: DockerRuntime[] = [];
-  const agent = (opts: DockerRuntimeOptions = {}) => {
+  const agent = (opts: Partial<DockerRuntimeOptions> = {}) => {
     const runtime = newRuntime(opts);
     runtimes.push(runtime);
     return runtime;
   };
-  const echo = (overrides: Partial<StartRequest> = {}): StartRequest => ({
-    service: "books",
-    slot: "blue",
-    release: "v1",
-    command: [],
-    cwd: "/",
-    env: {},
-    apiUrl: "http://127.0.0.1:7070",
-    image: echoImage,
-    ...overrides,
-  });
+  const echo = (overrides: Partial<StartRequest> = {}): StartRequest => {
+    const req = { service: "books", slot: "blue" as const, release: "v1", command: [], cwd: "/", env: {}, apiUrl: "http://127.0.0.1:7070", image: echoImage, ...overrides };
+    return { id: newInstanceId(req.service, req.slot), ...req };
+  };
 
   afterEach(async () => {
     for (const runtime of runtimes.splice(0)) {
@@ -88,7 +94,7 @@ describe("DockerRuntime", () => {
   });
 
   test("a daemon that cannot be reached is a clear error naming the socket", async () => {
-    const runtime = new DockerRuntime({ socketPath: "/nonexistent/turquoise/docker.sock" });
+    const runtime = new DockerRuntime({ agentId: AGENT_ID, socketPath: "/nonexistent/turquoise/docker.sock" });
     const unreachable = (e: Error & { code?: string }) => {
       assert.equal(e.code, "RUNTIME_UNAVAILABLE");
       assert.match(e.message, /^cannot reach the Docker daemon at \/nonexistent\/turquoise\/docker\.sock \(ENOENT\): is dockerd running\?$/);
@@ -148,6 +154,7 @@ describe("DockerRuntime", () => {
         [LABELS.slot]: "blue",
         [LABELS.release]: "v1",
         [LABELS.instance]: info.id,
+        [LABELS.agent]: AGENT_ID,
         [RUN_LABEL]: RUN_ID,
         "turquoise.test": "true", // from the image
       },

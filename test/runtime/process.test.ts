@@ -3,26 +3,35 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile as readFileAsync, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, test } from "node:test";
 import type { ExitEvent, InstanceInfo, StartRequest } from "../../src/runtime/contract.js";
+import { newInstanceId } from "../../src/runtime/identity.js";
 import { ProcessRuntime } from "../../src/runtime/process.js";
 import type { TurquoiseError } from "../../src/errors.js";
 import { readProcStat } from "../../src/util/proc.js";
 import { runRuntimeContract } from "./contract.test-suite.js";
 import { ECHO_APP, getEnv, waitFor, waitReachable } from "./helpers.js";
 
+/** One agent id per test run: instances of another run (or a real agent) are never found here. */
+const AGENT_ID = `test-${process.pid}`;
+
 runRuntimeContract("process", async () => {
   const logDir = await mkdtemp(join(tmpdir(), "turquoise-runtime-"));
-  return { runtime: new ProcessRuntime({ logDir }), cleanup: () => rm(logDir, { recursive: true, force: true }) };
+  return {
+    runtime: new ProcessRuntime({ logDir, agentId: AGENT_ID }),
+    agentId: AGENT_ID,
+    peer: (agentId = AGENT_ID) => new ProcessRuntime({ logDir, agentId }),
+    cleanup: () => rm(logDir, { recursive: true, force: true }),
+  };
 });
 
 function echo(overrides: Partial<StartRequest> = {}): StartRequest {
-  return {
+  const req = {
     service: "books",
-    slot: "blue",
+    slot: "blue" as const,
     release: "v1",
     command: [process.execPath, ECHO_APP],
     cwd: dirname(ECHO_APP),
@@ -30,7 +39,10 @@ function echo(overrides: Partial<StartRequest> = {}): StartRequest {
     apiUrl: "http://127.0.0.1:7070",
     ...overrides,
   };
+  return { id: newInstanceId(req.service, req.slot), ...req };
 }
+
+const readFile = (file: string) => readFileAsync(file, "utf8").catch(() => "");
 
 /** Gone, or a zombie nobody has reaped yet: either way it runs no more. */
 function isGone(pid: number): boolean {
@@ -45,7 +57,7 @@ describe("ProcessRuntime", () => {
   let logDir: string;
   const runtimes: ProcessRuntime[] = [];
   const newAgent = () => {
-    const runtime = new ProcessRuntime({ logDir });
+    const runtime = new ProcessRuntime({ logDir, agentId: AGENT_ID });
     runtimes.push(runtime);
     return runtime;
   };
@@ -99,6 +111,8 @@ describe("ProcessRuntime", () => {
       TURQUOISE_SLOT: "blue",
       TURQUOISE_RELEASE: "v1",
       TURQUOISE_API: "http://127.0.0.1:7070",
+      TURQUOISE_INSTANCE: info.id,
+      TURQUOISE_AGENT: AGENT_ID,
     });
   });
 
@@ -206,7 +220,7 @@ describe("ProcessRuntime", () => {
     test("records naming pid 1, 0 or something else than a pid: refused", async () => {
       // Only adopt and inspect, on a runtime afterEach does not stop: one that got this wrong
       // would otherwise signal every process there is (kill -1).
-      const runtime = new ProcessRuntime({ logDir });
+      const runtime = new ProcessRuntime({ logDir, agentId: AGENT_ID });
       const records = [forged("1", readProcStat(1)?.startTicks), forged("1"), forged("0"), forged("-1"), forged("1e3"), forged("")];
       const { alive, dead, refused } = await runtime.adopt(records);
       assert.deepEqual([alive, dead], [[], []]);
@@ -219,7 +233,7 @@ describe("ProcessRuntime", () => {
     const processModule = new URL("../../src/runtime/process.js", import.meta.url).href;
     const agentScript = `
       const { ProcessRuntime } = await import(${JSON.stringify(processModule)});
-      const runtime = new ProcessRuntime({ logDir: ${JSON.stringify(logDir)} });
+      const runtime = new ProcessRuntime({ logDir: ${JSON.stringify(logDir)}, agentId: ${JSON.stringify(AGENT_ID)} });
       const info = await runtime.start(${JSON.stringify(echo())});
       process.stdout.write(JSON.stringify(info) + "\\n");
       process.kill(process.pid, "SIGKILL");
@@ -238,6 +252,58 @@ describe("ProcessRuntime", () => {
     await waitFor("the instance to keep writing its log", async () => (await agentB.logs(info)).includes("SIGUSR2 received"));
     assert.deepEqual(await agentB.stop(info, 5_000), { killed: false });
     assert.match(await agentB.logs(info), /SIGTERM received, shutting down/);
+  });
+
+  test("discover finds what is left of an instance whose leader died, and stop ends it by its marks", async () => {
+    // The leader starts a child (same group, same environment) and exits: no record's pid runs any more.
+    const leader = `
+      const { spawn } = require("node:child_process");
+      const c = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+      console.log("child " + c.pid);
+      setTimeout(() => process.exit(0), 50);
+    `;
+    const info = await newAgent().start(echo({ command: [process.execPath, "-e", leader] }));
+    const child = await waitFor("the child's pid", async () => {
+      const m = /child (\d+)/.exec(await readFile(info.logFile!));
+      return m ? Number(m[1]) : undefined;
+    });
+    await waitFor("the leader to exit", async () => isGone(Number(info.ref)));
+
+    const restarted = newAgent();
+    const found = (await restarted.discover()).filter((i) => i.id === info.id);
+    assert.deepEqual(found.map((i) => [i.ref, i.service, i.slot, i.release, i.port]), [[String(child), "books", "blue", "v1", info.port]]);
+    // The record no longer proves anything (its leader is gone), but the marks do.
+    assert.deepEqual(await restarted.adopt([info]), { alive: [], dead: [info], refused: [] });
+    assert.deepEqual(await restarted.stop(found[0]!, 2_000), { killed: false });
+    assert.ok(isGone(child), "the child was left running");
+    assert.deepEqual((await restarted.discover()).filter((i) => i.id === info.id), []);
+  });
+
+  test("discover leaves alone a process of another agent, and one whose marks are only in its own words", async () => {
+    const other = new ProcessRuntime({ logDir, agentId: `${AGENT_ID}-other` });
+    const theirs = await other.start(echo());
+    runtimes.push(other);
+    // Marks the agent did not write: in the arguments, not the environment.
+    const pretender = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)", `TURQUOISE_AGENT=${AGENT_ID}`], { stdio: "ignore" });
+    try {
+      const found = await newAgent().discover();
+      assert.ok(!found.some((i) => i.id === theirs.id), "found another agent's instance");
+      assert.ok(!found.some((i) => i.ref === String(pretender.pid)), "found a process by its argv");
+    } finally {
+      pretender.kill("SIGKILL");
+    }
+  });
+
+  test("listening names the ports an instance's processes listen on", async () => {
+    const elsewhere = `require("node:http").createServer((q, s) => s.end("ok")).listen(0, "127.0.0.1", function () { console.log("port " + this.address().port); });`;
+    const runtime = newAgent();
+    const info = await runtime.start(echo({ command: [process.execPath, "-e", elsewhere] }));
+    const port = await waitFor("the port it chose", async () => {
+      const m = /port (\d+)/.exec(await readFile(info.logFile!));
+      return m ? Number(m[1]) : undefined;
+    });
+    assert.deepEqual(await runtime.listening(info), [{ host: "127.0.0.1", port }]);
+    assert.notEqual(port, info.port);
   });
 
   test("stop waits for the whole process group and SIGKILLs what outlives the timeout", async () => {

@@ -1,8 +1,10 @@
-// signalIfOurs: the agent signals a recorded process only when the record proves it started it.
+// signalIfOurs and signalIfMarked: the agent signals a process only when its record, or the marks in
+// its own environment, prove the agent started it; and the /proc readers beside them.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { after, describe, it } from "node:test";
-import { identify, readProcStat, signalIfOurs } from "../../src/util/proc.js";
+import net from "node:net";
+import { identify, identifyMarked, listeningSockets, processesMarked, readProcStat, signalIfMarked, signalIfOurs, startedAtMs } from "../../src/util/proc.js";
 
 const children: ChildProcess[] = [];
 after(() => {
@@ -102,5 +104,84 @@ describe("signalIfOurs", () => {
     assert.deepEqual(signalIfOurs(record, "SIGKILL", { group: true }), { verdict: "signalled" });
     await waitGone(member);
     assert.deepEqual(identify(record, { group: true }), { verdict: "gone" });
+  });
+});
+
+/** A live process with marks in its environment, leading its own group (detached) or not. */
+function marked(env: Record<string, string>, opts: { detached?: boolean } = {}): { pid: number; startTicks: number } {
+  const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore", detached: opts.detached ?? true, env: { ...process.env, ...env } });
+  children.push(child);
+  return { pid: child.pid!, startTicks: readProcStat(child.pid!)!.startTicks };
+}
+
+describe("processesMarked and signalIfMarked", () => {
+  const mark = `proc-test-${process.pid}-${Date.now()}`;
+
+  it("finds the processes whose environment holds every mark, and only those", () => {
+    const a = marked({ TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "a" });
+    const b = marked({ TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "b" });
+    marked({ TURQUOISE_AGENT: `${mark}-other`, TURQUOISE_INSTANCE: "a" });
+    // A value that only starts with the mark is another value.
+    marked({ TURQUOISE_AGENT: `${mark}x`, TURQUOISE_INSTANCE: "a" });
+    const all = processesMarked({ TURQUOISE_AGENT: mark });
+    assert.deepEqual(all.map((p) => p.pid).sort((x, y) => x - y), [a.pid, b.pid].sort((x, y) => x - y));
+    const onlyA = processesMarked({ TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "a" });
+    assert.deepEqual(onlyA.map((p) => [p.pid, p.startTicks, p.pgrp, p.env.TURQUOISE_INSTANCE]), [[a.pid, a.startTicks, a.pid, "a"]]);
+    assert.throws(() => processesMarked({}), /at least one mark/);
+  });
+
+  it("signals the group of a marked group leader, and a marked process alone otherwise", () => {
+    const leader = marked({ TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "lead" });
+    const member = marked({ TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "member" }, { detached: false });
+    const marks = (id: string) => ({ TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: id });
+    const s = spy();
+    assert.equal(signalIfMarked({ ...leader, marks: marks("lead") }, "SIGTERM", { kill: s.kill }).verdict, "signalled");
+    assert.equal(signalIfMarked({ ...member, marks: marks("member") }, "SIGTERM", { kill: s.kill }).verdict, "signalled");
+    assert.deepEqual(s.calls, [[-leader.pid, "SIGTERM"], [member.pid, "SIGTERM"]]);
+  });
+
+  it("refuses a process that does not carry the marks, and pid 1; takes another start time for a process gone", () => {
+    const p = marked({ TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "c" });
+    const s = spy();
+    const wrong = signalIfMarked({ ...p, marks: { TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "d" } }, "SIGTERM", { kill: s.kill });
+    assert.equal(wrong.verdict, "refused");
+    assert.match((wrong as { reason: string }).reason, /no longer carries TURQUOISE_INSTANCE=d/);
+    assert.equal(signalIfMarked({ pid: p.pid, startTicks: p.startTicks + 1, marks: { TURQUOISE_AGENT: mark } }, "SIGTERM", { kill: s.kill }).verdict, "gone");
+    assert.equal(signalIfMarked({ pid: 1, startTicks: readProcStat(1)?.startTicks ?? 0, marks: { TURQUOISE_AGENT: mark } }, "SIGTERM", { kill: s.kill }).verdict, "refused");
+    assert.deepEqual(s.calls, []);
+  });
+
+  it("a real SIGTERM through signalIfMarked ends the process; then it is gone", async () => {
+    const p = marked({ TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "e" });
+    const target = { ...p, marks: { TURQUOISE_AGENT: mark, TURQUOISE_INSTANCE: "e" } };
+    assert.equal(identifyMarked(target).verdict, "ours");
+    assert.equal(signalIfMarked(target, "SIGTERM").verdict, "signalled");
+    await waitGone(p.pid);
+    assert.equal(identifyMarked(target).verdict, "gone");
+  });
+});
+
+describe("listeningSockets and startedAtMs", () => {
+  it("lists the TCP addresses a process listens on, IPv4 and IPv6, and nothing it only connects to", async () => {
+    const v4 = net.createServer();
+    const v6 = net.createServer();
+    await new Promise<void>((r) => v4.listen(0, "127.0.0.1", r));
+    const haveV6 = await new Promise<boolean>((r) => v6.once("error", () => r(false)).listen(0, "::1", () => r(true)));
+    try {
+      const sockets = listeningSockets(process.pid);
+      assert.ok(sockets.some((a) => a.host === "127.0.0.1" && a.port === (v4.address() as net.AddressInfo).port), JSON.stringify(sockets));
+      if (haveV6) assert.ok(sockets.some((a) => a.host === "::1" && a.port === (v6.address() as net.AddressInfo).port), JSON.stringify(sockets));
+      const other = bystander();
+      assert.deepEqual(listeningSockets(other.pid), []);
+    } finally {
+      v4.close();
+      v6.close();
+    }
+  });
+
+  it("dates a process's start from its start ticks, within a few seconds of now for a new one", () => {
+    const p = bystander();
+    const at = startedAtMs(p.startTicks)!;
+    assert.ok(Math.abs(Date.now() - at) < 5_000, `started at ${new Date(at).toISOString()}`);
   });
 });
