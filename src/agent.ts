@@ -13,19 +13,17 @@ import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
 import { watchRefusal, watchView } from "./api/catalog.js";
 import { Fleet, ORPHAN_STOP_TIMEOUT_MS } from "./deploy/fleet.js";
+import type { EventLog } from "./deploy/deps.js";
 import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
 import { moveLegacyKeys } from "./deploy/legacy-keys.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
-import { connectProxy, resolveWorkers, spawnProxy, stopProxy, type BuiltinProxy } from "./proxy/builtin.js";
+import { connectProxy, spawnProxy } from "./proxy/builtin.js";
+import { openProxy, stopDataPlane, type ProxyOptions } from "./proxy/index.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable } from "./proxy/contract.js";
-import { ProcessRuntime } from "./runtime/process.js";
-import { DockerRuntime } from "./runtime/docker.js";
-import { DockerApi } from "./runtime/docker-api.js";
-import { NginxProxy } from "./proxy/nginx.js";
-import { SLOTS, type Runtime } from "./runtime/contract.js";
-import { agentIdFor } from "./runtime/identity.js";
+import { openRuntimes } from "./runtime/index.js";
+import { SLOTS } from "./runtime/contract.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
@@ -114,14 +112,15 @@ export class Agent {
     }
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
-    const fleet = new Fleet(await runtimesFor(spec), records, spec.dir, { TURQUOISE_TOKEN: registryToken });
-    const proxied = await openProxy(spec, log);
+    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
+    const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
+    const proxied = await openProxy(proxyOptions(spec), log);
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
     const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
     let agent!: Agent;
-    const supervisor = new Supervisor({ spec, store, records, fleet, orchestrator, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why) });
+    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
       if (!fleet.isReady(inst.id)) return false;
       const rec = await records.slot(inst.service, inst.slot);
@@ -163,17 +162,6 @@ export class Agent {
     return `http://${this.spec.agent.host}:${port}`;
   }
 
-  /** The API's view of `turquoise migrate`: validates the body, then hands it to the orchestrator. */
-  async migrations(service: string, body: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const action = body.action ?? "status";
-    if (action !== "status" && action !== "up" && action !== "down" && action !== "to") throw new TurquoiseError("USAGE", `body.action must be status, up, down or to, got ${JSON.stringify(action)}`);
-    if (body.to !== undefined && (typeof body.to !== "number" || !Number.isInteger(body.to) || body.to < 0)) throw new TurquoiseError("USAGE", "body.to must be an integer ≥ 0");
-    return this.orchestrator.migrations(service, {
-      action, dryRun: body.dry_run === true, actor: typeof body.actor === "string" ? body.actor.slice(0, 200) : "api",
-      ...(typeof body.to === "number" ? { to: body.to } : {}),
-    });
-  }
-
   /** The built-in proxy takes a refusing or resetting upstream out of rotation by itself; the monitor checks it at once. */
   private async followProxyEvents(): Promise<void> {
     let after = 0;
@@ -182,7 +170,9 @@ export class Agent {
       try {
         // A restarted proxy numbers its events from 1 again.
         if (proxy !== this.proxy.current) [proxy, after] = [this.proxy.current, 0];
-        const batch = await (proxy as BuiltinProxy).events(after, PROXY_EVENTS_WAIT_MS);
+        // Only a proxy that takes upstreams out by itself reports it; the others have nothing to follow.
+        if (!proxy.events) return;
+        const batch = await proxy.events(after, PROXY_EVENTS_WAIT_MS);
         after = batch.seq;
         for (const e of batch.events) if (e.type === "upstream.down" && e.reason !== "marked") this.monitor.passiveDown(e.id);
       } catch {
@@ -334,8 +324,7 @@ export class Agent {
         // And what no record names (a start under way, an orphan): `down` checks again after the agent is gone.
         const swept = await this.fleet.sweep({ stopTimeoutMs: (inst) => this.spec.services[inst.service]?.stopTimeoutMs ?? ORPHAN_STOP_TIMEOUT_MS });
         for (const { instance, reason } of swept.failed) this.event(instance.service, "instance.stop-failed", `could not stop ${instance.id}: ${reason}`, { instance: { ...instance }, reason });
-        if (this.proxy.current instanceof NginxProxy) await this.proxy.current.stop();
-        else await stopProxy(this.spec.stateDir);
+        await stopDataPlane(proxyOptions(this.spec));
       }
       fs.rmSync(path.join(this.spec.stateDir, AGENT_FILE), { force: true });
       await this.store.close();
@@ -345,8 +334,6 @@ export class Agent {
   }
 }
 
-export type EventLog = (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
-
 /** Every agent event: a log line, a row in the Store's event log, and a push to the event stream. */
 function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
   return (service, type, message, data = {}) => {
@@ -355,57 +342,14 @@ function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
   };
 }
 
-/**
- * The data plane: the built-in proxy process, or nginx. Either is adopted when it already runs
- * for this state dir (it kept serving while no agent ran), else started.
- */
-async function openProxy(spec: Spec, log: AgentLog): Promise<{ proxy: Proxy; pid: number; listenPort: number }> {
-  if (spec.proxy.driver === "nginx") {
-    const { binary, template, container } = spec.proxy.nginx;
-    const signal = container ? dockerSignal(container) : undefined;
-    const nginx = new NginxProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, binary, ...(template ? { template } : {}), ...(signal ? { signal } : {}) });
-    const adopted = await nginx.adopt();
-    if (!adopted) await nginx.start();
-    log(`${adopted ? "adopted running" : "started"} nginx on ${spec.proxy.host}:${nginx.listenPort}`);
-    return { proxy: nginx, pid: 0, listenPort: nginx.listenPort };
-  }
-  let adopted = await connectProxy(spec.stateDir);
-  if (adopted && spec.proxy.port !== 0 && adopted.listenPort !== spec.proxy.port) {
-    log(`the running proxy listens on port ${adopted.listenPort} but ${spec.file} says ${spec.proxy.port}: restarting it`);
-    await stopProxy(spec.stateDir);
-    adopted = undefined;
-  }
-  const workers = resolveWorkers(spec.proxy.workers);
-  if (adopted && adopted.workers !== workers) {
-    // No restart for that: an in-place upgrade refuses no connection.
-    const said = `the running proxy has ${adopted.workers} worker(s) but ${spec.file} says ${spec.proxy.workers}`;
-    await adopted.proxy.upgrade({ workers }).then(
-      () => log(`${said}: upgraded it in place to ${workers}`),
-      (e: unknown) => log(`${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
-    );
-  }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, workers: spec.proxy.workers }));
-  log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${spec.proxy.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${spec.proxy.host}:${proxied.listenPort}`);
-  return proxied;
+/** The runtimes the spec's services run on, as the runtime factory takes them. */
+export function runtimeDrivers(spec: Spec): string[] {
+  return Object.values(spec.services).map((s) => s.runtime);
 }
 
-/** nginx in a container: reloads signal the container through the Docker API, as the seed article does. */
-function dockerSignal(container: string): (sig: NodeJS.Signals) => Promise<void> {
-  const api = new DockerApi({});
-  return async (sig) => api.killContainer(container, sig);
-}
-
-/** The process runtime always (it is the default); Docker when a service asks for it. */
-export async function runtimesFor(spec: Spec, opts: { docker?: boolean } = {}): Promise<Record<string, Runtime>> {
-  // One id per state dir: it tells this agent's instances from another's on the same machine or daemon.
-  const agentId = agentIdFor(spec.stateDir);
-  const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(spec.stateDir, "logs"), agentId }) };
-  if (opts.docker ?? Object.values(spec.services).some((s) => s.runtime === "docker")) {
-    const docker = new DockerRuntime({ agentId });
-    await docker.api.ping(); // an unreachable daemon is a clear error now, not at the first deploy
-    runtimes.docker = docker;
-  }
-  return runtimes;
+/** The spec's proxy block as the proxy factory takes it. */
+export function proxyOptions(spec: Spec): ProxyOptions {
+  return { ...spec.proxy, stateDir: spec.stateDir, specFile: spec.file };
 }
 
 async function refuseSecondAgent(spec: Spec): Promise<void> {

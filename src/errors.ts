@@ -20,6 +20,8 @@ export const EXIT_CODES = {
   FORBIDDEN: 13,
   /** `down` found instances of this agent still running after it stopped them: it says which. */
   STOP_INCOMPLETE: 14,
+  /** A flow lost its deploy lock (it ran out, or another took it): it stopped, and recovery takes over. */
+  LOCK_LOST: 15,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;

@@ -8,11 +8,12 @@ import type { HistoryEntry } from "../../src/state/contract.js";
 
 export type RunFlow = (kind: "deploy" | "rollback", body?: Record<string, unknown>) => Promise<HistoryEntry>;
 
-export function flowRunner(ws: Workspace, actor: string): RunFlow {
+/** service: which service of the workspace's spec the flows deploy (books, the demo's one, by default). */
+export function flowRunner(ws: Pick<Workspace, "dir" | "agentPort">, actor: string, service = "books"): RunFlow {
   const client = new AgentClient(`http://127.0.0.1:${ws.agentPort}`, readToken(path.join(ws.dir, ".turquoise")));
   return async (kind, body = {}) => {
     let result: { ok: boolean; history?: HistoryEntry; error?: { message: string } } | undefined;
-    await client.stream(`/v1/services/books/${kind}`, { ...body, actor }, (ev) => {
+    await client.stream(`/v1/services/${service}/${kind}`, { ...body, actor }, (ev) => {
       if (ev.type === "result") result = ev as typeof result;
     });
     if (!result?.ok) throw new Error(`${kind} failed: ${result?.error?.message ?? "no result"}`);

@@ -12,3 +12,11 @@ export function median(values: readonly number[]): number {
 export function ratio(a: number, b: number): number {
   return b === 0 ? NaN : Math.round((a / b) * 100) / 100;
 }
+
+/** The nearest-rank percentile (p in 0..100) of the values; NaN for no values. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
+}

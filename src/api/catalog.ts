@@ -1,6 +1,6 @@
 // The registry's read views: services, their instances and their health checks, as Consul's
 // catalog and health endpoints show them.
-import type { Agent } from "../agent.js";
+import type { ApiHost } from "./host.js";
 import { TurquoiseError } from "../errors.js";
 import type { WatchSpec } from "../spec/types.js";
 import { isInternalKey, isInternalPrefix } from "../state/namespace.js";
@@ -18,7 +18,7 @@ export interface CatalogInstance {
   health: { status: string; output: string };
 }
 
-export async function catalog(agent: Agent): Promise<Array<{ name: string; color: string | null; release: string | null; instances: number; passing: number; degraded: unknown }>> {
+export async function catalog(agent: ApiHost): Promise<Array<{ name: string; color: string | null; release: string | null; instances: number; passing: number; degraded: unknown }>> {
   const out = [];
   for (const name of Object.keys(agent.spec.services)) {
     const instances = await catalogService(agent, name);
@@ -33,7 +33,7 @@ export async function catalog(agent: Agent): Promise<Array<{ name: string; color
   return out;
 }
 
-export async function catalogService(agent: Agent, name: string): Promise<CatalogInstance[]> {
+export async function catalogService(agent: ApiHost, name: string): Promise<CatalogInstance[]> {
   if (!agent.spec.services[name]) throw new TurquoiseError("NOT_FOUND", `no service named "${name}"`);
   const color = await agent.records.color(name);
   const out: CatalogInstance[] = [];
@@ -50,7 +50,7 @@ export async function catalogService(agent: Agent, name: string): Promise<Catalo
 }
 
 /** Health checks, optionally of one service and in one state (passing, warning, critical). */
-export async function checks(agent: Agent, service?: string, state?: string): Promise<Array<{ id: string; service: string; slot: string; release: string; status: string; output: string; history: unknown[] }>> {
+export async function checks(agent: ApiHost, service?: string, state?: string): Promise<Array<{ id: string; service: string; slot: string; release: string; status: string; output: string; history: unknown[] }>> {
   if (state && !["passing", "warning", "critical"].includes(state)) throw new TurquoiseError("USAGE", `?state must be passing, warning or critical, got "${state}"`);
   return agent.fleet
     .list(service)
@@ -63,7 +63,7 @@ export async function checks(agent: Agent, service?: string, state?: string): Pr
 }
 
 /** What a watch looks at, as the JSON its handler gets. */
-export async function watchView(agent: Agent, w: WatchSpec): Promise<unknown> {
+export async function watchView(agent: ApiHost, w: WatchSpec): Promise<unknown> {
   switch (w.type) {
     case "service":
       return catalogService(agent, w.service!);

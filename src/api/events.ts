@@ -1,7 +1,7 @@
 // The agent's events over the API: a page of recorded ones, and a server-sent stream of new ones.
 // The registry token sees only catalog and health changes, without their data.
 import type http from "node:http";
-import type { Agent } from "../agent.js";
+import type { ApiHost } from "./host.js";
 import { REGISTRY_EVENT_TYPES, type Scope } from "../auth/scopes.js";
 import type { EventRecord } from "../state/contract.js";
 import { intParam } from "./http.js";
@@ -14,7 +14,7 @@ export function visibleEvent(scope: Scope, e: EventRecord): EventRecord | undefi
 }
 
 /** A page of events; next is the last id looked at, so a filtered page still moves the reader on. */
-export async function listEvents(agent: Agent, scope: Scope, query: URLSearchParams): Promise<{ events: EventRecord[]; next: number }> {
+export async function listEvents(agent: ApiHost, scope: Scope, query: URLSearchParams): Promise<{ events: EventRecord[]; next: number }> {
   const afterId = intParam(query, "after", 0, 0, Number.MAX_SAFE_INTEGER);
   const service = query.get("service");
   const page = await agent.store.listEvents({ afterId, limit: intParam(query, "limit", 100, 1, 10_000), ...(service ? { service } : {}) });
@@ -35,7 +35,7 @@ const STREAM_PING_MS = 15_000;
  * A client that does not read falls behind; once MAX_STREAM_BUFFER_BYTES wait for it, it is
  * dropped (a last "dropped" message, then the connection is cut), so it cannot grow the agent's memory.
  */
-export async function streamEvents(agent: Agent, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse): Promise<undefined> {
+export async function streamEvents(agent: ApiHost, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse): Promise<undefined> {
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
   let dropped = false;
   const write = (text: string): void => {

@@ -1,11 +1,12 @@
 // Deploys and rollbacks over the API: the body's release options, then the flow's progress
 // streamed as NDJSON, one event a line, ending with a result line.
 import type http from "node:http";
-import type { Agent } from "../agent.js";
+import type { ApiHost } from "./host.js";
 import type { Scope } from "../auth/scopes.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { SchemaRange } from "../plan/planner.js";
-import { parseSchemaRange, RELEASE_NAME } from "../deploy/release.js";
+import { RELEASE_NAME } from "../deploy/release.js";
+import { parseSchemaRange } from "../plan/range.js";
 import { errorBody, parseJson, readBody } from "./http.js";
 import { formatDuration, parseDuration } from "../util/duration.js";
 
@@ -52,7 +53,7 @@ function actorOf(body: Record<string, unknown>, scope: Scope): string {
   return scope.kind === "deploy" ? `${given} (deploy token ${scope.id}${scope.name ? ` ${scope.name}` : ""})` : given;
 }
 
-export async function runFlow(kind: "deploy" | "rollback", agent: Agent, scope: Scope, service: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<undefined> {
+export async function runFlow(kind: "deploy" | "rollback", agent: ApiHost, scope: Scope, service: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<undefined> {
   const body = parseJson(await readBody(req));
   agent.orchestrator.service(service);
   const opts = releaseOptions(body, kind === "deploy");

@@ -3,7 +3,7 @@
 import type http from "node:http";
 import { constants as osConstants } from "node:os";
 import { TurquoiseError, errorMessage } from "../errors.js";
-import type { Agent } from "../agent.js";
+import type { ApiHost } from "./host.js";
 import { parseDuration } from "../util/duration.js";
 import { DEFAULT_BLOCKING_WAIT_MS } from "./registry.js";
 import { catalog, catalogService, checks } from "./catalog.js";
@@ -13,8 +13,9 @@ import { intParam, parseJson, readBody, send, sendError } from "./http.js";
 import { listEvents, streamEvents } from "./events.js";
 import { releaseOptions, runFlow } from "./flows.js";
 import { status } from "./status.js";
+import type { MigrationRequest } from "../deploy/orchestrator.js";
 
-type Handler = (ctx: { agent: Agent; scope: Scope; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
+type Handler = (ctx: { agent: ApiHost; scope: Scope; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
 
 /**
  * Who besides the admin token may call a route: registry, the registry token; deploy, a deploy
@@ -29,7 +30,7 @@ interface RouteOptions {
   guard?: (params: string[], query: URLSearchParams) => void;
 }
 
-export function createApi(agent: Agent): http.RequestListener {
+export function createApi(agent: ApiHost): http.RequestListener {
   const routes: Array<[string, RegExp, Handler, RouteOptions?]> = [
     ["GET", /^\/v1\/catalog\/services$/, async ({ agent }) => catalog(agent), { registry: true, blocking: true }],
     ["GET", /^\/v1\/catalog\/service\/([^/]+)$/, async ({ agent, params }) => catalogService(agent, params[0]!), { registry: true, blocking: true }],
@@ -47,7 +48,7 @@ export function createApi(agent: Agent): http.RequestListener {
     }],
     ["POST", /^\/v1\/services\/([^/]+)\/migrate$/, async ({ agent, req, params }) => {
       const body = parseJson(await readBody(req));
-      return agent.migrations(params[0]!, body);
+      return agent.orchestrator.migrations(params[0]!, migrationRequest(body));
     }],
     ["POST", /^\/v1\/services\/([^/]+)\/signal$/, async ({ agent, req, params }) => {
       const body = parseJson(await readBody(req));
@@ -157,7 +158,7 @@ function permits(scope: Scope, opts: RouteOptions, params: string[]): boolean {
 }
 
 /** Consul's blocking read: with ?index=N, hold the request until the index passes N or ?wait= runs out. */
-async function blockUntilChanged(agent: Agent, query: URLSearchParams, blocking: boolean, req: http.IncomingMessage): Promise<void> {
+async function blockUntilChanged(agent: ApiHost, query: URLSearchParams, blocking: boolean, req: http.IncomingMessage): Promise<void> {
   const index = query.get("index");
   if (!blocking || index === null) return;
   if (!/^\d+$/.test(index)) throw new TurquoiseError("USAGE", `?index must be a number from X-Turquoise-Index, got "${index}"`);
@@ -171,6 +172,17 @@ async function blockUntilChanged(agent: Agent, query: URLSearchParams, blocking:
     }
   }
   await agent.registry.waitFor(Number(index), waitMs, req);
+}
+
+/** The body of `turquoise migrate`, checked: the action, the target version, dry run, actor. */
+function migrationRequest(body: Record<string, unknown>): MigrationRequest {
+  const action = body.action ?? "status";
+  if (action !== "status" && action !== "up" && action !== "down" && action !== "to") throw new TurquoiseError("USAGE", `body.action must be status, up, down or to, got ${JSON.stringify(action)}`);
+  if (body.to !== undefined && (typeof body.to !== "number" || !Number.isInteger(body.to) || body.to < 0)) throw new TurquoiseError("USAGE", "body.to must be an integer ≥ 0");
+  return {
+    action, dryRun: body.dry_run === true, actor: typeof body.actor === "string" ? body.actor.slice(0, 200) : "api",
+    ...(typeof body.to === "number" ? { to: body.to } : {}),
+  };
 }
 
 function casOption(query: URLSearchParams): { prevRevision?: number } {

@@ -1,6 +1,6 @@
 // The status view: every service's live slot, release, slots, instances with their health, lock
 // and degraded mark, the records set aside, the agent and the proxy. A deploy token sees its services only.
-import type { Agent } from "../agent.js";
+import type { ApiHost } from "./host.js";
 import { errorMessage } from "../errors.js";
 import { keys } from "../deploy/records.js";
 import { SLOTS } from "../runtime/contract.js";
@@ -8,7 +8,7 @@ import { SLOTS } from "../runtime/contract.js";
 /** How much of a set-aside value status shows: the reason says what was wrong with it. */
 const QUARANTINE_VALUE_SHOWN = 200;
 
-export async function status(agent: Agent, only?: string[]): Promise<unknown> {
+export async function status(agent: ApiHost, only?: string[]): Promise<unknown> {
   const services = [];
   for (const svc of Object.values(agent.spec.services)) {
     if (only && !only.includes(svc.name)) continue;

@@ -3,14 +3,13 @@
 import fs from "node:fs";
 import path from "node:path";
 import { EXIT_CODES, TurquoiseError } from "../errors.js";
-import { readAgentInfo, runtimesFor } from "../agent.js";
+import { proxyOptions, readAgentInfo, runtimeDrivers } from "../agent.js";
 import { pidAlive } from "../util/proc.js";
 import { readToken } from "../auth/token.js";
 import { Records } from "../deploy/records.js";
-import { stopProxy } from "../proxy/builtin.js";
-import { NginxProxy } from "../proxy/nginx.js";
-import type { DockerRuntime } from "../runtime/docker.js";
+import { stopDataPlane } from "../proxy/index.js";
 import type { InstanceInfo, Runtime } from "../runtime/contract.js";
+import { openRuntimes } from "../runtime/index.js";
 import { sweepMarked, type SweepResult } from "../runtime/sweep.js";
 import type { Spec } from "../spec/types.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
@@ -59,7 +58,13 @@ examples:
       fs.rmSync(path.join(spec.stateDir, "agent.pid"), { force: true });
       if (!everything) return ctx.json ? printJson(ctx, { stopped: "agent", agentPid: info.pid }) : ctx.out(`stopped the agent (agent pid ${info.pid})`);
       // The agent stopped what it knew of; anything it missed (a start under way) is found by its marks.
-      const swept = await sweep(spec, await runtimesFor(spec));
+      const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
+      let swept: SweepResult;
+      try {
+        swept = await sweep(spec, runtimes);
+      } finally {
+        for (const runtime of Object.values(runtimes)) runtime.close?.();
+      }
       verified(ctx, swept);
       if (ctx.json) return printJson(ctx, { stopped: "everything", agentPid: info.pid, leftovers: swept.stopped.map(brief) });
       ctx.out(`stopped the agent, the proxy and all instances (agent pid ${info.pid})`);
@@ -76,7 +81,7 @@ examples:
     try {
       const records = new Records(store);
       const recorded = await records.instances();
-      const runtimes = await runtimesFor(spec, { docker: recorded.some((i) => i.runtime === "docker") || Object.values(spec.services).some((s) => s.runtime === "docker") });
+      const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: [...runtimeDrivers(spec), ...recorded.map((i) => i.runtime ?? "process")] });
       try {
         for (const [name, runtime] of Object.entries(runtimes)) {
           const adopted = await runtime.adopt(recorded.filter((i) => (i.runtime ?? "process") === name));
@@ -92,13 +97,12 @@ examples:
         // Instances recorded as starting: whatever of them ran carried their marks and was just stopped.
         for (const intent of await records.intents()) if (!swept.remaining.some((i) => i.id === intent.id)) await records.removeInstance(intent);
       } finally {
-        (runtimes.docker as DockerRuntime | undefined)?.close();
+        for (const runtime of Object.values(runtimes)) runtime.close?.();
       }
     } finally {
       await store.close();
     }
-    if (spec.proxy.driver === "nginx") await new NginxProxy({ stateDir: spec.stateDir, listenHost: spec.proxy.host, listenPort: spec.proxy.port, binary: spec.proxy.nginx.binary }).stop();
-    else await stopProxy(spec.stateDir);
+    await stopDataPlane(proxyOptions(spec));
     for (const r of refused) ctx.err(`not stopped: instance record ${r.id} (ref ${r.ref}): ${r.reason}; the record was dropped`);
     verified(ctx, swept);
     if (ctx.json) return printJson(ctx, { stopped: "leftovers", instances: stoppedInstances, refused });

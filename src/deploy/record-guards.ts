@@ -1,9 +1,8 @@
 // One validator per kind of record the agent keeps: each says what is wrong with a stored value,
 // or nothing. Records are checked whenever they are read, so a corrupt or forged value is set
 // aside instead of being acted on (a signal, a route, an orphan stop).
-import { SLOTS, type InstanceInfo, type Slot } from "../runtime/contract.js";
+import { SLOTS, type Slot } from "../runtime/contract.js";
 import { RELEASE_NAME } from "./release.js";
-import type { DegradedRecord, InstanceIntent, Journal, PreviousRecord, SlotRecord } from "./records.js";
 
 /** A problem with a value, in words an operator can act on; undefined when it is fine. */
 export type Problem = string | undefined;
@@ -110,11 +109,3 @@ function intentProblem(o: Record<string, unknown>, service: string, id: string):
 export function tableVersionProblem(value: string): Problem {
   return /^[0-9]{1,16}$/.test(value) ? undefined : `${quote(value)} is not a route table version`;
 }
-
-// The casts below are safe: each follows the validator for that kind.
-export const asSlot = (o: Record<string, unknown>) => o as unknown as SlotRecord;
-export const asPrevious = (o: Record<string, unknown>) => o as unknown as PreviousRecord;
-export const asDegraded = (o: Record<string, unknown>) => o as unknown as DegradedRecord;
-export const asJournal = (o: Record<string, unknown>) => o as unknown as Journal;
-export const asInstance = (o: Record<string, unknown>) => o as unknown as InstanceInfo;
-export const asIntent = (o: Record<string, unknown>) => o as unknown as InstanceIntent;

@@ -8,7 +8,7 @@ import { INTERNAL_PREFIX, internalKey } from "../state/namespace.js";
 import type { SchemaRange } from "../plan/planner.js";
 import { SLOTS, type InstanceInfo, type Slot } from "../runtime/contract.js";
 import {
-  asDegraded, asInstance, asIntent, asJournal, asPrevious, asSlot, colorProblem, degradedProblem, instanceProblem, journalProblem, parseObject,
+  colorProblem, degradedProblem, instanceProblem, journalProblem, parseObject,
   previousProblem, slotProblem, tableVersionProblem, type Problem,
 } from "./record-guards.js";
 
@@ -129,8 +129,7 @@ export class Records {
   async slot(svc: string, slot: Slot): Promise<SlotRecord | undefined> {
     const kv = await this.store.get(keys.slot(svc, slot));
     if (!kv) return undefined;
-    const o = await this.validated(kv, svc, (v) => slotProblem(v, slot));
-    return o ? asSlot(o) : this.repairSlot(svc, slot);
+    return (await this.validated<SlotRecord>(kv, svc, (v) => slotProblem(v, slot))) ?? this.repairSlot(svc, slot);
   }
 
   async setSlot(svc: string, rec: SlotRecord): Promise<void> {
@@ -143,8 +142,7 @@ export class Records {
 
   async previous(svc: string): Promise<PreviousRecord | undefined> {
     const kv = await this.store.get(keys.previous(svc));
-    const o = kv && (await this.validated(kv, svc, previousProblem));
-    return o ? asPrevious(o) : undefined;
+    return kv && this.validated<PreviousRecord>(kv, svc, previousProblem);
   }
 
   async setPrevious(svc: string, prev: PreviousRecord): Promise<void> {
@@ -153,8 +151,7 @@ export class Records {
 
   async degraded(svc: string): Promise<DegradedRecord | undefined> {
     const kv = await this.store.get(keys.degraded(svc));
-    const o = kv && (await this.validated(kv, svc, degradedProblem));
-    return o ? asDegraded(o) : undefined;
+    return kv && this.validated<DegradedRecord>(kv, svc, degradedProblem);
   }
 
   async setDegraded(svc: string, rec: DegradedRecord): Promise<void> {
@@ -181,9 +178,9 @@ export class Records {
     const base = keys.instances();
     for (const kv of await this.store.list(keys.instances(svc))) {
       const [service = "", id = "", ...rest] = kv.key.slice(base.length).split("/");
-      const o = await this.validated(kv, service || null, (v) => (rest.length ? "the key has more parts than instances/<service>/<id>" : instanceProblem(v, service, id)));
-      if (o?.state === "starting") starting.push(asIntent(o));
-      else if (o) started.push(asInstance(o));
+      const o = await this.validated<InstanceInfo | InstanceIntent>(kv, service || null, (v) => (rest.length ? "the key has more parts than instances/<service>/<id>" : instanceProblem(v, service, id)));
+      if (o && isIntent(o)) starting.push(o);
+      else if (o) started.push(o);
     }
     return { started, starting };
   }
@@ -203,8 +200,7 @@ export class Records {
 
   async journal(svc: string): Promise<Journal | undefined> {
     const kv = await this.store.get(keys.journal(svc));
-    const o = kv && (await this.validated(kv, svc, (v) => journalProblem(v, svc)));
-    return o ? asJournal(o) : undefined;
+    return kv && this.validated<Journal>(kv, svc, (v) => journalProblem(v, svc));
   }
 
   async journals(): Promise<Journal[]> {
@@ -212,8 +208,8 @@ export class Records {
     const base = keys.journals();
     for (const kv of await this.store.list(base)) {
       const service = kv.key.slice(base.length);
-      const o = await this.validated(kv, service, (v) => journalProblem(v, service));
-      if (o) out.push(asJournal(o));
+      const o = await this.validated<Journal>(kv, service, (v) => journalProblem(v, service));
+      if (o) out.push(o);
     }
     return out;
   }
@@ -266,10 +262,11 @@ export class Records {
   }
 
   /** The record as an object when it validates; otherwise it is set aside and undefined comes back. */
-  private async validated(kv: KeyValue, service: string | null, check: (o: Record<string, unknown>) => Problem): Promise<Record<string, unknown> | undefined> {
+  private async validated<T>(kv: KeyValue, service: string | null, check: (o: Record<string, unknown>) => Problem): Promise<T | undefined> {
     const parsed = parseObject(kv.value);
     const problem = parsed.ok ? check(parsed.value) : parsed.problem;
-    if (!problem) return parsed.ok ? parsed.value : undefined;
+    // The cast is safe: the check for this kind of record passed.
+    if (!problem) return parsed.ok ? (parsed.value as unknown as T) : undefined;
     await this.setAside(kv, service, problem);
     return undefined;
   }
@@ -316,4 +313,9 @@ export class Records {
     this.event(svc, "record.repaired", `${keys.slot(svc, slot)} rebuilt from ${running.length} running instance record(s) of ${release}`, { key: keys.slot(svc, slot), release });
     return rec;
   }
+}
+
+/** Exactly what the validator took for an intent: an instance record may carry a stray "state". */
+function isIntent(o: InstanceInfo | InstanceIntent): o is InstanceIntent {
+  return (o as Partial<InstanceIntent>).state === "starting";
 }

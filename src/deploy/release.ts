@@ -7,20 +7,6 @@ import type { ReleaseInfo, SchemaRange } from "../plan/planner.js";
 /** What a release name may hold: it becomes part of paths, image tags and pool ids. */
 export const RELEASE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-/** "2" or "1..3" → a range; anything else is a usage error. */
-export function parseSchemaRange(text: string): SchemaRange {
-  const m = /^(\d+)(?:\.\.(\d+))?$/.exec(text.trim());
-  if (!m) throw new TurquoiseError("USAGE", `invalid schema range "${text}": write a version (2) or a range (1..3)`);
-  const min = Number(m[1]);
-  const max = Number(m[2] ?? m[1]);
-  if (min > max) throw new TurquoiseError("USAGE", `invalid schema range "${text}": ${min} is above ${max}`);
-  return { min, max };
-}
-
-export function formatRange(r: SchemaRange): string {
-  return r.min === r.max ? String(r.min) : `${r.min}..${r.max}`;
-}
-
 /**
  * The release as the planner sees it. A service with a database refuses a release that declares
  * nothing: running it on an unknown schema is exactly what Turquoise exists to prevent.

@@ -1,7 +1,9 @@
 // Smoke checks run against the preview address: the new slot's instances, not the public route.
 import http from "node:http";
-import type { SmokeSpec } from "../spec/types.js";
+import type { InstanceInfo } from "../runtime/contract.js";
+import type { ServiceSpec, SmokeSpec } from "../spec/types.js";
 import { runCommand } from "../util/command.js";
+import { StepFailure } from "./step.js";
 
 export interface SmokeResult {
   name: string;
@@ -11,6 +13,18 @@ export interface SmokeResult {
 }
 
 const MAX_OUTPUT_CHARS = 2_000;
+
+/** Step 5 of the flow: every smoke check against every new instance; the first failure stops the step. */
+export async function smokeInstances(svc: ServiceSpec, instances: InstanceInfo[], cwd: string): Promise<string> {
+  if (svc.smoke.length === 0) return "no smoke checks defined";
+  for (const check of svc.smoke) {
+    for (const inst of instances) {
+      const r = await runSmoke(check, inst, cwd);
+      if (!r.ok) throw new StepFailure("smoke", `smoke check "${check.name}" failed against ${inst.host}:${inst.port}`, r.output);
+    }
+  }
+  return `${svc.smoke.length} check(s) passed on ${instances.length} instance(s)`;
+}
 
 export async function runSmoke(check: SmokeSpec, target: { host: string; port: number }, cwd: string): Promise<SmokeResult> {
   return "http" in check ? runHttpSmoke(check, target) : runCommandSmoke(check, target, cwd);

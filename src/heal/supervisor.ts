@@ -4,9 +4,11 @@
 // previous one when that is safe (once per pool), else the service is marked degraded and only
 // an empty slot is refilled, slowly. The slot's healthy replicas keep serving throughout.
 import { waitHealthy } from "../health/checks.js";
+import { instanceEnvFor, type EventLog } from "../deploy/deps.js";
 import type { Fleet } from "../deploy/fleet.js";
-import type { Orchestrator } from "../deploy/orchestrator.js";
-import { keys, type Records } from "../deploy/records.js";
+import { DeployLock } from "../deploy/lock.js";
+import type { Records } from "../deploy/records.js";
+import type { RouteTables } from "../deploy/routes.js";
 import type { InstanceInfo, Slot } from "../runtime/contract.js";
 import type { Spec } from "../spec/types.js";
 import type { Store } from "../state/contract.js";
@@ -26,10 +28,11 @@ export interface SupervisorDeps {
   store: Store;
   records: Records;
   fleet: Fleet;
-  orchestrator: Orchestrator;
+  /** A replacement that turned healthy joins the live route table. */
+  routes: Pick<RouteTables, "apply">;
   apiUrl: () => string;
   agentId: string;
-  event: (service: string | null, type: string, message: string, data?: Record<string, unknown>) => void;
+  event: EventLog;
   /**
    * Rolls a crash-looping live release back to the previous one, when that release is known and
    * runs on the current schema (no migration, no turquoise path); otherwise says why not.
@@ -40,6 +43,8 @@ export interface SupervisorDeps {
 export type FallBackResult = { ok: true; release: string } | { ok: false; reason: string };
 
 export class Supervisor {
+  /** Pools whose crash-loop rollback is running now. */
+  private readonly rollingBack = new Set<string>();
   /** Replacement attempts per service, for the degraded window. */
   private readonly attempts = new Map<string, number[]>();
   /** Consecutive failed replacements per pool (a deploy's new pool starts from zero), for the backoff. */
@@ -69,8 +74,11 @@ export class Supervisor {
   private async fallBack(service: string, slot: Slot, release: string, pool: string, reason: string): Promise<boolean> {
     if (!this.d.fallBack || this.fellBack.has(pool) || (await this.d.records.color(service)) !== slot) return false;
     this.fellBack.add(pool);
+    this.rollingBack.add(pool);
     this.d.event(service, "heal.rollback", `${release} is crash-looping (${reason}): trying to roll ${service} back to the previous release`, { release, reason });
-    const r = await this.d.fallBack(service, reason).catch((e): FallBackResult => ({ ok: false, reason: e instanceof Error ? e.message : String(e) }));
+    const r = await this.d.fallBack(service, reason)
+      .catch((e): FallBackResult => ({ ok: false, reason: e instanceof Error ? e.message : String(e) }))
+      .finally(() => this.rollingBack.delete(pool));
     if (r.ok) {
       this.d.event(service, "service.rolled-back", `${service} rolled back from crash-looping ${release} to ${r.release}`, { from: release, to: r.release, reason });
       return true;
@@ -109,6 +117,8 @@ export class Supervisor {
 
     const now = Date.now();
     const pool = rec.poolId;
+    // The rollback under way decides; a crash meanwhile must not mark the service degraded beside it.
+    if (this.rollingBack.has(pool)) return;
     this.poolKey.set(`${service}/${slot}`, pool);
     const recent = (this.attempts.get(pool) ?? []).filter((t) => now - t < HEAL_WINDOW_MS);
     const failedInARow = this.failures.get(pool) ?? 0;
@@ -125,9 +135,8 @@ export class Supervisor {
 
     // A deploy holds the lock: it owns the slots now. Try again shortly.
     const owner = `agent ${this.d.agentId} (healing ${service} ${slot})`;
-    const lock = await this.d.store.acquireLock(keys.lock(service), owner, HEAL_LOCK_TTL_MS);
-    if (!lock.ok) return this.schedule(service, slot, HEAL_LOCK_RETRY_MS);
-    const renew = this.d.orchestrator.keepLock(service, owner);
+    const lock = await DeployLock.tryTake(this.d.store, this.d.event, service, owner, HEAL_LOCK_TTL_MS);
+    if (!lock) return this.schedule(service, slot, HEAL_LOCK_RETRY_MS);
     try {
       const current = await this.d.records.slot(service, slot);
       const stillMissing = svc.replicas - this.d.fleet.list(service, slot).length;
@@ -137,7 +146,7 @@ export class Supervisor {
       const started = Date.now();
       let fresh: InstanceInfo[];
       try {
-        fresh = await this.d.fleet.startSlot({ ...svc, replicas: stillMissing }, slot, rec.release, this.d.apiUrl(), this.d.orchestrator.instanceEnvFor(svc));
+        fresh = await this.d.fleet.startSlot({ ...svc, replicas: stillMissing }, slot, rec.release, this.d.apiUrl(), instanceEnvFor(this.d.spec, svc));
       } catch (e) {
         // Could not even start (a runtime error): a failure like any other, with the same backoff.
         this.failures.set(pool, (this.failures.get(pool) ?? 0) + 1);
@@ -158,11 +167,10 @@ export class Supervisor {
       }
       this.failures.delete(pool);
       this.d.fleet.markReady(fresh);
-      if ((await this.d.records.color(service)) === slot) await this.d.orchestrator.applyRoutes();
+      if ((await this.d.records.color(service)) === slot) await this.d.routes.apply();
       this.d.event(service, "instance.replaced", `${fresh.map((i) => i.id).join(", ")} (${rec.release}) healthy in ${slot} after ${Date.now() - started}ms`, { slot, release: rec.release, healthyMs: Date.now() - started });
     } finally {
-      clearInterval(renew);
-      await this.d.store.releaseLock(keys.lock(service), owner);
+      await lock.release();
     }
   }
 }

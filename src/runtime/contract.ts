@@ -120,4 +120,6 @@ export interface Runtime {
    * port than the PORT it was given.
    */
   listening?(instance: InstanceInfo): Promise<Array<{ host: string; port: number }>>;
+  /** Optional: lets go of what the runtime holds open (docker: the daemon's event stream), so the process can exit. Instances keep running. */
+  close?(): void;
 }

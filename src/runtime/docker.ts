@@ -5,7 +5,7 @@
 
 import { constants } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseSchemaRange } from "../deploy/release.js";
+import { parseSchemaRange } from "../plan/range.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { freePort } from "../util/net.js";
 import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, Slot, StartRequest } from "./contract.js";

@@ -15,16 +15,35 @@ export type WatchEvent =
   | { type: "put"; key: string; value: string; revision: number }
   | { type: "delete"; key: string; revision: number };
 
+/**
+ * A fencing token: the write happens only while the named lock is held, unexpired, by this
+ * owner, checked in the same transaction as the write. An owner is unique to one taking of a
+ * lock, so a flow that lost its lock cannot overwrite what its successor wrote since.
+ */
+export interface Fence {
+  lock: string;
+  owner: string;
+}
+
 export interface PutOptions {
   /**
    * Compare-and-set: the write happens only if the key's modRevision equals this number.
    * 0 means "only if the key does not exist".
    */
   prevRevision?: number;
+  fence?: Fence;
 }
 
-/** A compare-and-set that lost is an expected outcome, so it is a value, not an exception. */
-export type WriteResult = { ok: true; revision: number } | { ok: false; revision: number; current?: KeyValue };
+/**
+ * A compare-and-set that lost, or a fence that no longer holds (fenced), is an expected outcome,
+ * so it is a value, not an exception.
+ */
+export type WriteResult = { ok: true; revision: number } | { ok: false; revision: number; current?: KeyValue; fenced?: true };
+
+/** History writes take a fence too; one whose fence does not hold throws a LOCK_LOST TurquoiseError and changes nothing. */
+export interface HistoryWriteOptions {
+  fence?: Fence;
+}
 
 export interface LockInfo {
   name: string;
@@ -99,8 +118,8 @@ export interface Store {
   /** The live holder of a lock, if any (expired locks count as free). */
   getLock(name: string): Promise<LockInfo | undefined>;
 
-  addHistory(entry: NewHistoryEntry): Promise<HistoryEntry>;
-  updateHistory(id: number, patch: Partial<NewHistoryEntry>): Promise<HistoryEntry>;
+  addHistory(entry: NewHistoryEntry, opts?: HistoryWriteOptions): Promise<HistoryEntry>;
+  updateHistory(id: number, patch: Partial<NewHistoryEntry>, opts?: HistoryWriteOptions): Promise<HistoryEntry>;
   /** Newest first. */
   listHistory(service: string, limit?: number): Promise<HistoryEntry[]>;
 

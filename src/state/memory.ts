@@ -5,7 +5,9 @@
 import { TurquoiseError } from "../errors.js";
 import type {
   EventRecord,
+  Fence,
   HistoryEntry,
+  HistoryWriteOptions,
   KeyValue,
   LockInfo,
   LockResult,
@@ -23,6 +25,16 @@ export const CHANGE_LOG_SIZE = 10_000;
 /** Byte order of the UTF-8 encoding: the order SQLite and etcd sort keys in. */
 export function compareKeys(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+}
+
+/** The live holder of a lock must be the fence's owner; an expired lock holds for nobody. */
+export function fenceHolds(fence: Fence | undefined, lock: LockInfo | undefined, now: number): boolean {
+  return fence === undefined || (lock !== undefined && lock.owner === fence.owner && lock.expiresAt > now);
+}
+
+/** What a history write whose fence does not hold throws. */
+export function fenceLost(fence: Fence): TurquoiseError {
+  return new TurquoiseError("LOCK_LOST", `lock ${fence.lock} is no longer held by ${fence.owner}: the write was refused`, { data: { lock: fence.lock, owner: fence.owner } });
 }
 
 /** Whether a write guarded by opts may go ahead, given the key's current state. */
@@ -121,6 +133,7 @@ export class MemoryStore implements Store {
 
   async put(key: string, value: string, opts?: PutOptions): Promise<WriteResult> {
     this.assertOpen();
+    if (!this.fenced(opts?.fence)) return { ok: false, revision: this.rev, fenced: true };
     const current = this.kv.get(key);
     if (!casAllows(current, opts)) return { ok: false, revision: this.rev, current: current && { ...current } };
     const revision = ++this.rev;
@@ -131,6 +144,7 @@ export class MemoryStore implements Store {
 
   async delete(key: string, opts?: PutOptions): Promise<WriteResult> {
     this.assertOpen();
+    if (!this.fenced(opts?.fence)) return { ok: false, revision: this.rev, fenced: true };
     const current = this.kv.get(key);
     if (!casAllows(current, opts)) return { ok: false, revision: this.rev, current: current && { ...current } };
     // Deleting what is not there changes nothing, so it spends no revision.
@@ -187,15 +201,17 @@ export class MemoryStore implements Store {
     return held && { ...held };
   }
 
-  async addHistory(entry: NewHistoryEntry): Promise<HistoryEntry> {
+  async addHistory(entry: NewHistoryEntry, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
     this.assertOpen();
+    if (!this.fenced(opts?.fence)) throw fenceLost(opts!.fence!);
     const stored: HistoryEntry = { ...roundTrip(entry), id: this.nextHistoryId++ };
     this.history.set(stored.id, stored);
     return roundTrip(stored);
   }
 
-  async updateHistory(id: number, patch: Partial<NewHistoryEntry>): Promise<HistoryEntry> {
+  async updateHistory(id: number, patch: Partial<NewHistoryEntry>, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
     this.assertOpen();
+    if (!this.fenced(opts?.fence)) throw fenceLost(opts!.fence!);
     const existing = this.history.get(id);
     if (!existing) throw new TurquoiseError("NOT_FOUND", `history entry ${id} does not exist`);
     const updated: HistoryEntry = { ...existing, ...roundTrip(withoutUndefined(patch)), id };
@@ -232,6 +248,10 @@ export class MemoryStore implements Store {
     this.changes.push(e);
     if (this.changes.length > CHANGE_LOG_SIZE) this.changes.splice(0, this.changes.length - CHANGE_LOG_SIZE);
     this.hub.publish(e);
+  }
+
+  private fenced(fence: Fence | undefined): boolean {
+    return fence === undefined || fenceHolds(fence, this.locks.get(fence.lock), Date.now());
   }
 
   private liveLock(name: string, now: number): LockInfo | undefined {

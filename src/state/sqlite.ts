@@ -8,7 +8,9 @@ import Database from "better-sqlite3";
 import { TurquoiseError } from "../errors.js";
 import type {
   EventRecord,
+  Fence,
   HistoryEntry,
+  HistoryWriteOptions,
   KeyValue,
   LockInfo,
   LockResult,
@@ -19,7 +21,7 @@ import type {
   WatchEvent,
   WriteResult,
 } from "./contract.js";
-import { CHANGE_LOG_SIZE, WatchHub, casAllows } from "./memory.js";
+import { CHANGE_LOG_SIZE, WatchHub, casAllows, fenceHolds, fenceLost } from "./memory.js";
 
 /** How long a write waits for a reader's lock (another process inspecting the file) before failing. */
 export const BUSY_TIMEOUT_MS = 5_000;
@@ -258,7 +260,8 @@ export class SqliteStore implements Store {
   private readonly sql: Statements;
   private readonly writeKv: (key: string, value: string | undefined, opts: PutOptions | undefined) => KvWrite;
   private readonly takeLock: (name: string, owner: string, ttlMs: number, now: number) => LockResult;
-  private readonly patchHistory: (id: number, patch: Partial<NewHistoryEntry>) => HistoryEntry;
+  private readonly patchHistory: (id: number, patch: Partial<NewHistoryEntry>, fence: Fence | undefined) => HistoryEntry;
+  private readonly insertHistory: (entry: NewHistoryEntry, fence: Fence | undefined) => HistoryEntry;
 
   constructor(path: string) {
     if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
@@ -277,10 +280,16 @@ export class SqliteStore implements Store {
     this.sql = prepareStatements(this.db);
     const db = this.db;
     const sql = this.sql;
+    // Called inside each write's transaction, so the lock cannot change between the check and the write.
+    const holds = (fence: Fence | undefined): boolean => {
+      const row = fence && sql.getLock.get(fence.lock);
+      return fenceHolds(fence, row ? toLockInfo(row) : undefined, Date.now());
+    };
 
     // IMMEDIATE takes the write lock up front, so the compare-and-set check and the write see one state.
     this.writeKv = db.transaction((key: string, value: string | undefined, opts: PutOptions | undefined): KvWrite => {
       const rev = sql.revision.get()!.revision;
+      if (!holds(opts?.fence)) return { result: { ok: false, revision: rev, fenced: true } };
       const row = sql.get.get(key);
       const current = row && toKeyValue(row);
       if (!casAllows(current, opts)) return { result: { ok: false, revision: rev, current } };
@@ -306,12 +315,18 @@ export class SqliteStore implements Store {
       return { ok: true, lock };
     }).immediate;
 
-    this.patchHistory = db.transaction((id: number, patch: Partial<NewHistoryEntry>): HistoryEntry => {
+    this.patchHistory = db.transaction((id: number, patch: Partial<NewHistoryEntry>, fence: Fence | undefined): HistoryEntry => {
+      if (!holds(fence)) throw fenceLost(fence!);
       const row = sql.getHistory.get(id);
       if (!row) throw new TurquoiseError("NOT_FOUND", `history entry ${id} does not exist`);
       const defined = Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined));
       const merged = historyParams({ ...toHistoryEntry(row), ...defined });
       return toHistoryEntry(sql.updateHistory.get({ ...merged, id })!);
+    }).immediate;
+
+    this.insertHistory = db.transaction((entry: NewHistoryEntry, fence: Fence | undefined): HistoryEntry => {
+      if (!holds(fence)) throw fenceLost(fence!);
+      return toHistoryEntry(sql.addHistory.get(historyParams(entry))!);
     }).immediate;
   }
 
@@ -363,12 +378,12 @@ export class SqliteStore implements Store {
     return row && row.expires_at > Date.now() ? toLockInfo(row) : undefined;
   }
 
-  async addHistory(entry: NewHistoryEntry): Promise<HistoryEntry> {
-    return toHistoryEntry(this.sql.addHistory.get(historyParams(entry))!);
+  async addHistory(entry: NewHistoryEntry, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
+    return this.insertHistory(entry, opts?.fence);
   }
 
-  async updateHistory(id: number, patch: Partial<NewHistoryEntry>): Promise<HistoryEntry> {
-    return this.patchHistory(id, patch);
+  async updateHistory(id: number, patch: Partial<NewHistoryEntry>, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
+    return this.patchHistory(id, patch, opts?.fence);
   }
 
   async listHistory(service: string, limit?: number): Promise<HistoryEntry[]> {

@@ -3,7 +3,7 @@
 import crypto from "node:crypto";
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import type { Agent } from "../../src/agent.js";
+import type { ApiHost } from "../../src/api/host.js";
 import { createApi } from "../../src/api/server.js";
 import { Registry } from "../../src/api/registry.js";
 import { DeployTokens } from "../../src/auth/deploy-tokens.js";
@@ -13,7 +13,7 @@ import type { DeployRequest, Progress } from "../../src/deploy/orchestrator.js";
 import { MemoryStore } from "../../src/state/memory.js";
 
 export interface Harness {
-  agent: Agent;
+  agent: ApiHost;
   store: MemoryStore;
   registry: Registry;
   adminToken: string;
@@ -59,7 +59,7 @@ export async function startHarness(): Promise<Harness> {
     monitor: { state: () => undefined },
     proxy: { pid: 0, listenPort: 0, stats: async () => ({}) },
     event: (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => void store.appendEvent({ service, type, message, data }),
-  } as unknown as Agent;
+  } as unknown as ApiHost;
   const server = http.createServer(createApi(agent));
   const sockets = new Set<Socket>();
   server.on("connection", (s) => sockets.add(s));

@@ -79,6 +79,75 @@ describe("runHealthCheck", () => {
     assert.ok(result.durationMs >= 190 && result.durationMs < 1_000, `took ${result.durationMs}ms`);
   });
 
+  test("each HTTP check opens its own connection, asks for it to be closed and names the host", async () => {
+    const heads: string[] = [];
+    const ports = new Set<number>();
+    const target = await httpServer((req, res) => {
+      heads.push(`${req.headers.host} ${req.headers.connection}`);
+      ports.add(req.socket.remotePort!);
+      res.writeHead(204).end();
+    });
+    for (let i = 0; i < 3; i++) assert.equal((await runHealthCheck(target, spec())).output, "HTTP 204 No Content");
+    assert.deepEqual(heads, Array(3).fill(`127.0.0.1:${target.port} close`));
+    assert.equal(ports.size, 3);
+  });
+
+  test("a chunked failing body is shown de-chunked, and a UTF-8 one as text", async () => {
+    const target = await httpServer((_req, res) => {
+      res.writeHead(503, { "content-type": "text/plain; charset=utf-8" });
+      res.write("draining: ");
+      setTimeout(() => res.end("bientôt de retour"), 20);
+    });
+    const result = await runHealthCheck(target, spec());
+    assert.equal(result.status, "critical");
+    assert.equal(result.output, "HTTP 503 Service Unavailable: draining: bientôt de retour");
+  });
+
+  /** A server that writes these raw pieces, `gapMs` apart, then closes. */
+  const raw = (pieces: string[], gapMs = 10) =>
+    listen(createTcpServer((socket) => {
+      socket.once("data", async () => {
+        for (const p of pieces) {
+          socket.write(p);
+          await new Promise((r) => setTimeout(r, gapMs));
+        }
+        socket.end();
+      });
+    }));
+
+  test("a status line and head split across reads are put together", async () => {
+    const target = await raw(["HT", "TP/1.1 4", "29 Too Many\r\nContent-Le", "ngth: 4\r\n\r", "\nbusy"]);
+    assert.deepEqual(await runHealthCheck(target, spec()).then((r) => [r.status, r.output]), ["warning", "HTTP 429 Too Many: busy"]);
+  });
+
+  test("interim 1xx answers are skipped for the final one", async () => {
+    const hinted = await raw(["HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]);
+    assert.deepEqual(await runHealthCheck(hinted, spec()).then((r) => [r.status, r.output]), ["passing", "HTTP 200 OK"]);
+    const failing = await raw(["HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 Broken\r\nContent-Length: 3\r\n\r\nbad"]);
+    assert.deepEqual(await runHealthCheck(failing, spec()).then((r) => [r.status, r.output]), ["critical", "HTTP 500 Broken: bad"]);
+  });
+
+  test("a body that ends with the connection, and a 304 without one, are read to their end", async () => {
+    const untilClose = await raw(["HTTP/1.0 404 Not Found\r\n\r\nno ", "such page"]);
+    assert.equal((await runHealthCheck(untilClose, spec())).output, "HTTP 404 Not Found: no such page");
+    // A 304 has no body: the answer is complete at its head, even if the server keeps the connection.
+    const kept = await listen(createTcpServer((socket) => socket.once("data", () => socket.write("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"))));
+    const r = await runHealthCheck(kept, spec({ timeoutMs: 2_000 }));
+    assert.deepEqual([r.status, r.output], ["critical", "HTTP 304 Not Modified"]);
+    assert.ok(r.durationMs < 1_000, `took ${r.durationMs}ms`);
+  });
+
+  test("no answer, half an answer or something else than HTTP is critical and says which", async () => {
+    const closes = await raw([]);
+    assert.match((await runHealthCheck(closes, spec())).output, /closed before a response/);
+    const half = await raw(["HTTP/1.1 2"]);
+    assert.match((await runHealthCheck(half, spec())).output, /closed in the middle of the response head/);
+    const other = await raw(["SSH-2.0-OpenSSH_9.2\r\n"]);
+    const r = await runHealthCheck(other, spec());
+    assert.equal(r.status, "critical");
+    assert.match(r.output, /not an HTTP response: "SSH-2\.0-OpenSSH_9\.2"/);
+  });
+
   test("TCP: passing when a connection is accepted, critical when refused", async () => {
     const open = await listen(createTcpServer((socket) => socket.end()));
     const tcp = spec({ http: undefined, tcp: true });

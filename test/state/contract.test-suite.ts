@@ -405,6 +405,63 @@ export function runStoreContract(name: string, makeStore: MakeStore): void {
       });
     });
 
+    describe("fences", () => {
+      const fence = { lock: "deploy/web", owner: "flow-a" };
+
+      it("let a write through while the lock is held by the fence's owner", async () => {
+        assert.ok((await store.acquireLock("deploy/web", "flow-a", 10_000)).ok);
+        const put = await store.put("slot", "green", { fence });
+        assert.ok(put.ok);
+        assert.ok((await store.delete("slot", { fence })).ok);
+        const added = await store.addHistory(historyEntry(), { fence });
+        assert.equal((await store.updateHistory(added.id, { outcome: "succeeded" }, { fence })).outcome, "succeeded");
+      });
+
+      it("refuse a write, as a value, once another owner holds the lock; nothing changes", async () => {
+        await store.put("slot", "blue");
+        const before = await store.revision();
+        assert.ok((await store.acquireLock("deploy/web", "flow-b", 10_000)).ok);
+        assert.deepEqual(await store.put("slot", "green", { fence }), { ok: false, revision: before, fenced: true });
+        assert.deepEqual(await store.delete("slot", { fence }), { ok: false, revision: before, fenced: true });
+        assert.equal((await store.get("slot"))?.value, "blue");
+        assert.equal(await store.revision(), before);
+      });
+
+      it("refuse a write when the lock is free or ran out", async () => {
+        assert.equal((await store.put("slot", "green", { fence })).ok, false);
+        assert.ok((await store.acquireLock("deploy/web", "flow-a", 40)).ok);
+        assert.ok((await store.put("slot", "green", { fence })).ok);
+        await sleep(80);
+        const late = await store.put("slot", "blue", { fence });
+        assert.equal(late.ok, false);
+        assert.equal(!late.ok && late.fenced, true);
+        assert.equal((await store.get("slot"))?.value, "green");
+      });
+
+      it("are checked before compare-and-set", async () => {
+        const r = await store.put("slot", "green", { prevRevision: 0, fence });
+        assert.equal(!r.ok && r.fenced, true);
+        assert.equal(await store.get("slot"), undefined);
+      });
+
+      it("refuse history writes with a LOCK_LOST error, changing nothing", async () => {
+        const added = await store.addHistory(historyEntry());
+        assert.ok((await store.acquireLock("deploy/web", "flow-b", 10_000)).ok);
+        await assert.rejects(store.addHistory(historyEntry({ release: "v9" }), { fence }), { code: "LOCK_LOST" });
+        await assert.rejects(store.updateHistory(added.id, { outcome: "failed" }, { fence }), { code: "LOCK_LOST" });
+        assert.deepEqual(await store.listHistory("web"), [added]);
+      });
+
+      it("produce no watch event when they refuse", async () => {
+        const seen: WatchEvent[] = [];
+        const stop = store.watch("", (e) => seen.push(e));
+        await store.put("slot", "green", { fence });
+        await store.put("other", "x");
+        await eventually(() => assert.deepEqual(seen.map((e) => e.key), ["other"]));
+        stop();
+      });
+    });
+
     describe("history", () => {
       it("adds an entry with an id and returns it whole", async () => {
         const entry = historyEntry();

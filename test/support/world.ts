@@ -265,7 +265,8 @@ export class TestAgent {
       if (!this.deadAt) this.world.events.push({ service, type, message });
     };
     const supervisor = new Supervisor({
-      spec, store: this.store, records: this.records, fleet: this.fleet, orchestrator: this.orchestrator, apiUrl: () => "http://127.0.0.1:1", agentId: deadAgentId(), event,
+      spec, store: this.store, records: this.records, fleet: this.fleet, routes: this.orchestrator.routes, apiUrl: () => "http://127.0.0.1:1", agentId: deadAgentId(), event,
+      fallBack: (service, why) => this.orchestrator.rollbackIfSafe(service, why),
     });
     const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, async (inst) => {
       if (!this.fleet.isReady(inst.id)) return false;

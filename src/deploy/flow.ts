@@ -1,0 +1,374 @@
+// The deploy flow of DESIGN.md, step by step: lock, plan, start the idle slot, wait until healthy,
+// smoke, expand migrations, flip, verify, bake, drain, retire the old slot, contract migrations,
+// record.
+// When the schema change is breaking, the plan walks the turquoise path: start R, flip L → R,
+// migrate, re-check R, start T, flip R → T. Every step is journaled before and after it runs, so
+// an agent that restarts can finish, undo or resume the flow (recovery.ts). Every write of the
+// flow is fenced by its lock (lock.ts); a flow that lost its lock stops at the next step boundary
+// and hands its journal over to recovery.
+import { TurquoiseError, errorMessage } from "../errors.js";
+import type { PlanAction } from "../plan/planner.js";
+import { otherSlot, type Slot } from "../runtime/contract.js";
+import type { ServiceSpec } from "../spec/types.js";
+import type { HistoryEntry, StepTiming } from "../state/contract.js";
+import { instanceEnvFor, openDatabase, passFailpoint, serviceNamed, type OrchestratorDeps } from "./deps.js";
+import { bake, describeBake } from "./bake.js";
+import { waitUntilHealthy } from "./healthy.js";
+import { runHooks } from "./hooks.js";
+import { DeployLock, isLockLost } from "./lock.js";
+import { NO_DATABASE, type ComputedPlan, type Planning, type PlanRequest } from "./planning.js";
+import { Records, type Journal } from "./records.js";
+import type { RouteTables } from "./routes.js";
+import { smokeInstances } from "./smoke.js";
+import { runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
+import { verifyPublicRoute } from "./verify.js";
+import type { WarmSlots } from "./warm.js";
+
+export interface DeployRequest extends PlanRequest {
+  actor: string;
+  /** Queue behind a running deploy instead of failing at once. */
+  wait?: boolean;
+  /** How long a queued deploy waits for the lock; no limit when absent (the API always sets one). */
+  waitTimeoutMs?: number;
+  /** Aborted when the client has gone: a deploy still queued for the lock is dropped. */
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface DeployOutcome {
+  history: HistoryEntry;
+}
+
+/** What a flow hands over to recovery (recovery.ts), so that no flow is left half done. */
+export interface Handover {
+  /** A journal a flow that lost its lock left behind: finished or undone, under this flow's lock, before this flow writes its own. */
+  recoverLeftBehind(j: Journal, records: Records): Promise<void>;
+  /** This flow lost its lock and stopped: recovery takes its journal over once it can take the lock. */
+  lockLost(service: string, owner: string): void;
+}
+
+export class DeployFlow {
+  constructor(
+    private readonly d: OrchestratorDeps,
+    private readonly planning: Planning,
+    private readonly routes: RouteTables,
+    private readonly warm: WarmSlots,
+    private readonly handover: Handover,
+  ) {}
+
+  async run(kind: "deploy" | "rollback", req: DeployRequest): Promise<DeployOutcome> {
+    const svc = serviceNamed(this.d.spec, req.service);
+    const emit = req.onProgress ?? (() => {});
+    const steps: StepTiming[] = [];
+    // The nonce keeps two deploys by the same actor from sharing (and so re-taking) one lock.
+    const owner = `${req.actor} (${kind} ${req.release}, agent ${this.d.agentId}, #${Math.random().toString(36).slice(2, 8)})`;
+
+    // 1. take the service's deploy lock
+    const lockStarted = Date.now();
+    emit({ type: "step", name: "lock", status: "started" });
+    const lock = await DeployLock.take(this.d.store, this.d.event, svc.name, owner, {
+      wait: !!req.wait, onWait: (message) => emit({ type: "info", message }), ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}),
+    });
+    // Every write of this flow goes through these: once the lock is lost, none of them lands.
+    const records = new Records(lock.fencedStore(), this.d.event);
+    const store = records.store;
+    const failpoint = (point: string) => passFailpoint(this.d, point);
+    steps.push({ name: "lock", startedAt: lockStarted, durationMs: Date.now() - lockStarted, ok: true });
+    emit({ type: "step", name: "lock", status: "done", durationMs: Date.now() - lockStarted });
+
+    let history: HistoryEntry | undefined;
+    let flow: Flow | undefined;
+    try {
+      // Inside the try: an in-process test that ends the agent here still stops the lock's renewals.
+      failpoint("lock");
+      const left = await records.journal(svc.name);
+      if (left) await this.handover.recoverLeftBehind(left, records);
+
+      // 2. plan: live release, target release, schema version, pending migrations
+      const planStarted = Date.now();
+      emit({ type: "step", name: "plan", status: "started" });
+      let plan: ComputedPlan;
+      try {
+        plan = await this.planning.compute(svc, kind, req);
+      } catch (e) {
+        emit({ type: "step", name: "plan", status: "failed", durationMs: Date.now() - planStarted, detail: errorMessage(e) });
+        throw e;
+      }
+      const live = plan.live;
+      emit({ type: "plan", service: svc.name, kind, release: req.release, via: plan.via, from: live?.release ?? null, steps: plan.lines });
+      const planDetail = `${live ? `${live.release} (${live.slot})` : "nothing live"} → ${plan.via ? `${plan.via} → ` : ""}${req.release}`;
+      steps.push({ name: "plan", startedAt: planStarted, durationMs: Date.now() - planStarted, ok: true, detail: planDetail });
+      emit({ type: "step", name: "plan", status: "done", durationMs: Date.now() - planStarted, detail: planDetail });
+
+      history = await store.addHistory({
+        service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, actor: req.actor,
+        startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
+      });
+      failpoint("history");
+      const journal: Journal = {
+        historyId: history.id, service: svc.name, kind, release: req.release, via: plan.via, actor: req.actor, owner,
+        previousRelease: live?.release ?? null, steps: ["lock:done", "plan:done"], startedAt: lockStarted,
+      };
+      await records.writeJournal(journal);
+      failpoint("plan:done");
+      this.d.event(svc.name, `${kind}.started`, `${kind} of ${svc.name} ${req.release}${plan.via ? ` via ${plan.via}` : ""} started by ${req.actor}`, { release: req.release, historyId: history.id });
+
+      const db = openDatabase(this.d.spec, svc);
+      flow = {
+        svc, kind, lock, records, failpoint, journal, steps, emit, schemas: plan.schemas, flipped: false,
+        ...(db ? { db } : {}),
+        schemaChangesLater: (i) => plan.actions.slice(i + 1).some((a) => a.do === "migrate"),
+      };
+      // 3 to 11, as the plan orders them: a turquoise path starts and flips twice, migrating between.
+      for (const [i, action] of plan.actions.entries()) {
+        if (!db && action.do === "flip") skipStep(flow, "migrate-expand", NO_DATABASE);
+        if (action.do === "start") await this.startRelease(flow, action.release);
+        else if (action.do === "flip") await this.flip(flow, action.to, flow.schemaChangesLater(i));
+        else if (action.do === "migrate") await this.migrate(flow, action);
+        else await this.recheck(flow, action.release);
+      }
+      if (!db) skipStep(flow, "migrate-contract", NO_DATABASE);
+
+      // 12. record the outcome and the step timings, then release the lock
+      await lock.check();
+      // A resumed path starts at its turquoise release; what rollback returns to is still the release before it.
+      if (live && live.release !== req.release && live.release !== plan.via) await records.setPrevious(svc.name, { release: live.release, via: plan.via });
+      // A successful deploy is a fresh start for self-healing.
+      await records.clearDegraded(svc.name);
+      await records.clearQuarantine(svc.name);
+      const recordStarted = Date.now();
+      steps.push({ name: "record", startedAt: recordStarted, durationMs: 0, ok: true });
+      history = await store.updateHistory(history.id, { outcome: "succeeded", finishedAt: Date.now(), steps });
+      await records.clearJournal(svc.name);
+      failpoint("cleared");
+      emit({ type: "step", name: "record", status: "done", durationMs: Date.now() - recordStarted });
+      this.d.event(svc.name, `${kind}.succeeded`, `${kind} of ${svc.name} ${req.release} succeeded`, { release: req.release, historyId: history.id });
+      return { history };
+    } catch (e) {
+      if (isLockLost(e)) throw this.stopped(kind, req, owner, flow, history, e);
+      if (history) {
+        const flippedBack = e instanceof StepFailure && e.step === "verify";
+        const reverted = e instanceof StepFailure && e.step === "bake";
+        const error = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
+        try {
+          history = await store.updateHistory(history.id, { outcome: reverted ? "reverted" : flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
+          await records.clearJournal(svc.name);
+          failpoint("cleared");
+        } catch (recording) {
+          if (isLockLost(recording)) throw this.stopped(kind, req, owner, flow, history, recording);
+          throw recording;
+        }
+        if (reverted) this.d.event(svc.name, `${kind}.reverted`, `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window (${e.message}); ${await this.liveDescription(svc)} is live`, { release: req.release, historyId: history.id, ...(e.figures ?? {}) });
+        else this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
+      }
+      if (e instanceof StepFailure) {
+        const where = await this.liveDescription(svc);
+        if (e.step === "bake") {
+          throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window: ${e.message} (traffic flipped back; ${where} is live)`, {
+            data: { step: e.step, outcome: "reverted", figures: e.figures ?? null, output: e.output ?? null, history: history ?? null },
+          });
+        }
+        const after = e.step === "verify" ? ` (traffic flipped back; ${where} is live)` : flow?.flipped ? `; ${where} is live` : "; the live release is untouched";
+        throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} failed at ${e.step}: ${e.message}${after}`, {
+          data: { step: e.step, output: e.output ?? null, history: history ?? null },
+        });
+      }
+      throw e;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * A flow that lost its lock stops where it is: it writes nothing more (its writes are fenced),
+   * undoes nothing (its successor owns the slots now) and leaves its journal to recovery.
+   */
+  private stopped(kind: string, req: DeployRequest, owner: string, flow: Flow | undefined, history: HistoryEntry | undefined, e: TurquoiseError): TurquoiseError {
+    const last = flow?.journal.steps.at(-1);
+    const at = last ? last.replace(/:(started|done)$/, (_, s: string) => (s === "done" ? " (done)" : " (under way)")) : "plan";
+    const message = `${kind} of ${req.service} ${req.release} stopped at ${at}: ${e.message}; it writes nothing more, and recovery finishes or undoes what it did`;
+    this.d.event(req.service, `${kind}.stopped`, message, { release: req.release, owner, historyId: history?.id ?? null, reason: e.data.reason ?? null });
+    this.handover.lockLost(req.service, owner);
+    return new TurquoiseError("LOCK_LOST", message, { data: { ...e.data, step: at, history: history ?? null } });
+  }
+
+  private async liveDescription(svc: ServiceSpec): Promise<string> {
+    const color = await this.d.records.color(svc.name);
+    const rec = color ? await this.d.records.slot(svc.name, color) : undefined;
+    return rec ? `${rec.release} (${color})` : "nothing";
+  }
+
+  private step<T>(flow: Flow, name: string, fn: () => Promise<T>): Promise<T> {
+    return runStep(flow, name, fn);
+  }
+
+  /**
+   * Cleans up after a failed step, unless the lock is gone: then the successor owns the slots,
+   * and recovery undoes this flow. The caller throws e afterwards.
+   */
+  private async cleanUp(flow: Flow, e: unknown, fn: () => Promise<void>): Promise<void> {
+    if (isLockLost(e)) return;
+    await flow.lock.check();
+    await fn();
+  }
+
+  /** 3 to 5: start, healthy and smoke for a release in the idle slot; a warm slot already running it is reused. */
+  private async startRelease(flow: Flow, release: string): Promise<void> {
+    const { svc, records } = flow;
+    const { fleet, spec } = this.d;
+    const color = await records.color(svc.name);
+    const slot: Slot = color ? otherSlot(color) : "blue";
+    const idle = await records.slot(svc.name, slot);
+    if (idle?.state === "warm" && idle.release === release && fleet.list(svc.name, slot).length > 0) {
+      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fleet.list(svc.name, slot), "warm instances"));
+      await records.setSlot(svc.name, { ...idle, state: "preview" });
+      return;
+    }
+    try {
+      const stale = fleet.list(svc.name, slot);
+      if (stale.length) await fleet.stop(stale, svc.stopTimeoutMs);
+      const schema = flow.schemas[release];
+      const poolId = `${svc.name}/${slot}/${release}/${Date.now().toString(36)}`;
+      await records.setSlot(svc.name, { slot, release, poolId, state: "preview", startedAt: Date.now(), ...(schema ? { schema } : {}) });
+      const fresh = await this.step(flow, "start", async () => fleet.startSlot(svc, slot, release, this.d.apiUrl, instanceEnvFor(spec, svc)));
+      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fresh, "new instances"));
+      await this.step(flow, "smoke", async () => smokeInstances(svc, fresh, fleet.releaseDir(svc, release)));
+    } catch (e) {
+      await this.cleanUp(flow, e, () => undoPreview(this.d, records, svc, slot));
+      throw e;
+    }
+  }
+
+  /** 7 to 10: flip to the preview slot, verify, bake, drain and retire the old slot. */
+  private async flip(flow: Flow, release: string, schemaChangesLater: boolean): Promise<void> {
+    const { svc, records } = flow;
+    const fromSlot = (await records.color(svc.name)) ?? null;
+    const live = fromSlot ? await records.slot(svc.name, fromSlot) : undefined;
+    const toSlot: Slot = fromSlot ? otherSlot(fromSlot) : "blue";
+    const preview = await records.slot(svc.name, toSlot);
+    if (!preview || preview.release !== release) throw new StepFailure("flip", `nothing of ${release} is running in ${toSlot} to flip to`);
+
+    try {
+      await this.step(flow, "flip", async () => {
+        await records.setSlot(svc.name, { ...preview, state: "live" });
+        try {
+          await this.routes.apply({ [svc.name]: toSlot });
+          await records.setColor(svc.name, toSlot);
+        } finally {
+          this.routes.settle(svc.name);
+        }
+        return `traffic → ${toSlot} (${release})`;
+      });
+    } catch (e) {
+      await this.cleanUp(flow, e, async () => {
+        await this.restoreColor(flow, fromSlot, toSlot);
+        await undoPreview(this.d, records, svc, toSlot);
+      });
+      throw e;
+    }
+    try {
+      await this.step(flow, "verify", async () => verifyPublicRoute(this.d.spec, svc));
+    } catch (e) {
+      await this.cleanUp(flow, e, async () => {
+        await this.restoreColor(flow, fromSlot, toSlot);
+        await this.d.proxy.drain(preview.poolId, svc.drainTimeoutMs).catch(() => undefined);
+        await undoPreview(this.d, records, svc, toSlot);
+        this.d.event(svc.name, "flip.reverted", `verification failed; traffic back on ${live ? `${live.release} (${fromSlot})` : "nothing"}`);
+      });
+      throw e;
+    }
+    // The old slot is untouched (still running, its record live) until the new release proved itself.
+    if (!live || !fromSlot) skipStep(flow, "bake", "nothing to go back to");
+    else if (svc.bakeMs <= 0) skipStep(flow, "bake", "bake: 0s");
+    else {
+      try {
+        await this.step(flow, "bake", async () => {
+          const instances = this.d.fleet.list(svc.name, toSlot);
+          const v = await bake({ proxy: this.d.proxy, poolId: preview.poolId, instanceIds: instances.map((i) => i.id), isAlive: (id) => this.d.fleet.isAlive(id), windowMs: svc.bakeMs, onExit: (l) => this.d.fleet.onUnexpectedExit((inst) => l(inst.id)) });
+          if (!v.ok) throw new StepFailure("bake", v.reason, `bake window of ${svc.bakeMs}ms: ${describeBake(v.figures)}`, { ...v.figures });
+          return `passed: ${describeBake(v.figures)}`;
+        });
+      } catch (e) {
+        if (isLockLost(e)) throw e;
+        // Back at once: the old slot never stopped, so this is one route update.
+        await this.step(flow, "revert", async () => {
+          // The route first: every millisecond here is a request on a release that just failed.
+          try {
+            await this.routes.apply({ [svc.name]: fromSlot });
+            await this.restoreColor(flow, fromSlot, toSlot);
+          } finally {
+            this.routes.settle(svc.name);
+          }
+          await this.d.proxy.drain(preview.poolId, svc.drainTimeoutMs).catch((err) => this.d.event(svc.name, "drain.error", `draining the reverted ${release} failed: ${errorMessage(err)}`));
+          await undoPreview(this.d, records, svc, toSlot);
+          return `traffic back on ${live.release} (${fromSlot}); ${release} stopped`;
+        });
+        throw e;
+      }
+    }
+    flow.flipped = true;
+    if (!live || !fromSlot) {
+      skipStep(flow, "drain", "nothing was live");
+      skipStep(flow, "retire", "nothing was live");
+    } else {
+      await this.step(flow, "drain", async () => {
+        const r = await this.d.proxy.drain(live.poolId, svc.drainTimeoutMs);
+        if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
+        return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
+      });
+      await this.step(flow, "retire", async () => this.warm.retire(records, svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));
+    }
+    // After the retire, so a failing hook leaves one live slot behind it, not two.
+    if (svc.hooks.afterFlip.length) await this.step(flow, "hooks", async () => runHooks(this.d, svc, release));
+  }
+
+  private async restoreColor(flow: Flow, fromSlot: Slot | null, toSlot: Slot): Promise<void> {
+    const { svc, records } = flow;
+    if (fromSlot) await records.setColor(svc.name, fromSlot);
+    else await records.clearColor(svc.name);
+    const rec = await records.slot(svc.name, toSlot);
+    if (rec) await records.setSlot(svc.name, { ...rec, state: "preview" });
+    await this.routes.apply();
+  }
+
+  /** 6 and 11: expand or contract migrations, or the migration between a turquoise path's two flips. */
+  private async migrate(flow: Flow, action: Extract<PlanAction, { do: "migrate" }>): Promise<void> {
+    const name = action.phase === "expand" ? "migrate-expand" : action.phase === "contract" ? "migrate-contract" : "migrate";
+    const db = flow.db!;
+    try {
+      await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line })));
+    } catch (e) {
+      if (e instanceof StepFailure || isLockLost(e)) throw e;
+      // Before any flip the new slot is still a preview: stop it. After one, the live release runs on every version along this path.
+      if (!flow.flipped) {
+        await this.cleanUp(flow, e, async () => {
+          const color = await flow.records.color(flow.svc.name);
+          await undoPreview(this.d, flow.records, flow.svc, color ? otherSlot(color) : "blue");
+        });
+      }
+      throw new StepFailure(name, `migration ${action.direction} to ${action.to} failed`, errorMessage(e));
+    }
+  }
+
+  /** After a migration, the live turquoise release must still pass its health and smoke checks. */
+  private async recheck(flow: Flow, release: string): Promise<void> {
+    const { svc, records } = flow;
+    const { fleet, spec } = this.d;
+    const color = await records.color(svc.name);
+    const instances = color ? fleet.list(svc.name, color) : [];
+    await this.step(flow, "recheck", async () => {
+      const healthy = await waitUntilHealthy(spec, fleet, svc, instances, `${release} instances`);
+      const smoke = await smokeInstances(svc, instances, fleet.releaseDir(svc, release));
+      return `${healthy}; ${typeof smoke === "string" ? smoke : "no smoke checks"}`;
+    });
+  }
+}
+
+/** Stops what a failed deploy started; the live slot is never touched. records: as the caller writes them. */
+export async function undoPreview(d: Pick<OrchestratorDeps, "fleet">, records: Records, svc: ServiceSpec, slot: Slot): Promise<void> {
+  const color = await records.color(svc.name);
+  if (slot === color) return;
+  const rec = await records.slot(svc.name, slot);
+  await d.fleet.stop(d.fleet.list(svc.name, slot), svc.stopTimeoutMs);
+  if (rec) await records.clearSlot(svc.name, slot);
+}

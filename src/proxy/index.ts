@@ -1,0 +1,78 @@
+// The one place that picks the Proxy driver, the built-in proxy process or nginx, for the agent and
+// for `turquoise down` alike, so callers depend on the contract and not on a driver.
+import { DockerApi } from "../runtime/docker-api.js";
+import { connectProxy, resolveWorkers, spawnProxy, stopProxy } from "./builtin.js";
+import type { Proxy } from "./contract.js";
+import { NginxProxy } from "./nginx.js";
+
+/** The spec's proxy block, and the state dir the proxy keeps its files in. */
+export interface ProxyOptions {
+  driver: "builtin" | "nginx";
+  stateDir: string;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  nginx: { binary: string; template?: string; container?: string };
+  /** The built-in proxy's workers: a count, or one per core. */
+  workers: number | "auto";
+  /** The spec file, named in what the factory logs. */
+  specFile: string;
+}
+
+/** The data plane the agent drives. pid: the built-in proxy's process, which the agent watches; 0 for nginx. */
+export interface OpenedProxy {
+  proxy: Proxy;
+  pid: number;
+  listenPort: number;
+}
+
+/**
+ * The data plane for this state dir: adopted when it already runs (it kept serving while no
+ * agent ran), else started.
+ */
+export async function openProxy(opts: ProxyOptions, log: (line: string) => void): Promise<OpenedProxy> {
+  if (opts.driver === "nginx") {
+    const nginx = nginxFor(opts);
+    const adopted = await nginx.adopt();
+    if (!adopted) await nginx.start();
+    log(`${adopted ? "adopted running" : "started"} nginx on ${opts.host}:${nginx.listenPort}`);
+    return { proxy: nginx, pid: 0, listenPort: nginx.listenPort };
+  }
+  let adopted = await connectProxy(opts.stateDir);
+  if (adopted && opts.port !== 0 && adopted.listenPort !== opts.port) {
+    log(`the running proxy listens on port ${adopted.listenPort} but ${opts.specFile} says ${opts.port}: restarting it`);
+    await stopProxy(opts.stateDir);
+    adopted = undefined;
+  }
+  const workers = resolveWorkers(opts.workers);
+  if (adopted && adopted.workers !== workers) {
+    // No restart for that: an in-place upgrade refuses no connection.
+    const said = `the running proxy has ${adopted.workers} worker(s) but ${opts.specFile} says ${opts.workers}`;
+    await adopted.proxy.upgrade({ workers }).then(
+      () => log(`${said}: upgraded it in place to ${workers}`),
+      (e: unknown) => log(`${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
+    );
+  }
+  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, workers: opts.workers }));
+  log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}`);
+  return proxied;
+}
+
+/** Stops the data plane for this state dir, whichever driver runs it; in-flight requests finish first. */
+export async function stopDataPlane(opts: ProxyOptions): Promise<void> {
+  if (opts.driver === "nginx") await nginxFor(opts).stop();
+  else await stopProxy(opts.stateDir);
+}
+
+/** One way to reach nginx for starting, adopting and stopping alike: a container's nginx is signalled through the Docker API. */
+function nginxFor(opts: ProxyOptions): NginxProxy {
+  const { binary, template, container } = opts.nginx;
+  const signal = container ? dockerSignal(container) : undefined;
+  return new NginxProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, binary, ...(template ? { template } : {}), ...(signal ? { signal } : {}) });
+}
+
+/** nginx in a container: reloads signal the container through the Docker API, as the seed article does. */
+function dockerSignal(container: string): (sig: NodeJS.Signals) => Promise<void> {
+  const api = new DockerApi({});
+  return async (sig) => api.killContainer(container, sig);
+}

@@ -1,0 +1,37 @@
+// The one place that picks Runtime drivers, for the agent and for `turquoise down` alike, so
+// callers depend on the contract and not on a driver.
+import path from "node:path";
+import { TurquoiseError } from "../errors.js";
+import type { Runtime } from "./contract.js";
+import { DockerRuntime } from "./docker.js";
+import { agentIdFor } from "./identity.js";
+import { ProcessRuntime } from "./process.js";
+
+/**
+ * The process runtime always (it is the default), and each other driver named. The Docker
+ * daemon is asked once here, so that an unreachable one is a clear error now, not at the first
+ * deploy.
+ */
+export async function openRuntimes(opts: { stateDir: string; drivers: Iterable<string> }): Promise<Record<string, Runtime>> {
+  // One id per state dir: it tells this agent's instances from another's on the same machine or daemon.
+  const agentId = agentIdFor(opts.stateDir);
+  const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(opts.stateDir, "logs"), agentId }) };
+  for (const driver of new Set(opts.drivers)) {
+    switch (driver) {
+      case "process":
+        break;
+      case "docker": {
+        const docker = new DockerRuntime({ agentId });
+        await docker.api.ping();
+        runtimes.docker = docker;
+        break;
+      }
+      default:
+        // The driver comes from a spec file or a record; the type system cannot vouch for it.
+        throw new TurquoiseError("USAGE", `unknown runtime "${String(driver)}": use process or docker`);
+    }
+  }
+  return runtimes;
+}
+
+export type { Runtime } from "./contract.js";
