@@ -175,7 +175,7 @@ describe("deploy failure paths (in-process)", () => {
     for (const slot of ["blue", "green"] as const) if (slot !== color) assert.notEqual((await agent.records.slot(SERVICE, slot))?.state, "live");
   });
 
-  it("a deploy that loses its lock mid-flow does not flip", { todo: "the orchestrator never checks that it still holds its lock: it renews every 10 s and only records lock.lost, then flips anyway" }, async () => {
+  it("a deploy that loses its lock mid-flow stops at the next step, before its flip, and leaves the lock to its new holder", async () => {
     const agent = await withV1({
       failpoint: (entry) => {
         if (entry !== "start:done") return;
@@ -189,7 +189,7 @@ describe("deploy failure paths (in-process)", () => {
         })();
       },
     });
-    await assert.rejects(deployV2(agent));
+    await assert.rejects(deployV2(agent), (e: TurquoiseError) => e.code === "LOCK_LOST");
     assert.equal(await world.serving(), "v1");
     assert.equal((await world.store.getLock(keys.lock(SERVICE)))?.owner, "other deploy", "the other holder keeps the lock");
   });
