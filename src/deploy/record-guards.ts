@@ -82,7 +82,7 @@ export function journalProblem(o: Record<string, unknown>, service: string): Pro
   return o.service === service ? undefined : `it names service ${quote(o.service)}, but is stored under ${service}`;
 }
 
-/** Runtimes an instance record may name; memory is the in-process twin that tests run the agent's parts on. */
+/** Runtimes an instance record (or intent) may name; memory is the in-process twin that tests run the agent's parts on. */
 const RECORDED_RUNTIMES = ["process", "docker", "memory"];
 
 export function instanceProblem(o: Record<string, unknown>, service: string, id: string): Problem {
@@ -101,7 +101,7 @@ export function instanceProblem(o: Record<string, unknown>, service: string, id:
 
 /** An instance recorded before it was started: no address or ref yet, nothing to signal by it. */
 function intentProblem(o: Record<string, unknown>, service: string, id: string): Problem {
-  const p = fields(o, { id: str, service: str, slot, release, runtime: oneOf("process", "docker"), state: oneOf("starting"), recordedAt: time });
+  const p = fields(o, { id: str, service: str, slot, release, runtime: oneOf(...RECORDED_RUNTIMES), state: oneOf("starting"), recordedAt: time });
   if (p) return p;
   return o.service !== service || o.id !== id ? `it names ${quote(o.service)}/${quote(o.id)}, but is stored as ${service}/${id}` : undefined;
 }

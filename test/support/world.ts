@@ -163,6 +163,7 @@ export class World {
     assert.equal(await this.serving(), release, "the public route answers with the live release");
     assert.deepEqual(await records.journals(), [], "no journal is left");
     assert.equal(await this.store.getLock(keys.lock(SERVICE)), undefined, "no deploy lock is held");
+    assert.deepEqual(this.events.filter((e) => e.type === "record.invalid").map((e) => e.message), [], "no record was set aside");
     const history = await this.store.listHistory(SERVICE);
     assert.deepEqual(history.filter((h) => h.outcome === "running").map((h) => h.id), [], "no history entry is still running");
   }
@@ -200,7 +201,10 @@ export class TestAgent {
     const store = (this.store = this.severable(world.store));
     this.runtime = this.severableRuntime(new MemoryRuntime({ machine: world.machine, agentId: world.agentId }));
     this.proxy = this.severable(world.proxy as Proxy);
-    this.records = new Records(store);
+    const event = (service: string | null, type: string, message: string) => {
+      if (!this.deadAt) world.events.push({ service, type, message });
+    };
+    this.records = new Records(store, event);
     // The spec says "process"; what the fleet records is the runtime's own name. Only one of the
     // two names discovers, or a sweep would find each instance twice.
     const asProcess = new Proxy(this.runtime, { get: (t, prop) => (prop === "discover" ? undefined : Reflect.get(t, prop, t)) });
@@ -213,9 +217,7 @@ export class TestAgent {
       proxy: this.proxy,
       apiUrl: "http://127.0.0.1:1",
       agentId: deadAgentId(),
-      event: (service, type, message) => {
-        if (!this.deadAt) world.events.push({ service, type, message });
-      },
+      event,
       failpoint: (point) => this.failpoint?.(point, this),
     });
   }
