@@ -80,10 +80,6 @@ export class Fleet {
     return r;
   }
 
-  runtimeNamed(name: string): Runtime | undefined {
-    return this.runtimes[name];
-  }
-
   /** Called when an instance exits without being asked to. */
   onUnexpectedExit(listener: ExitListener): () => void {
     this.exitListeners.add(listener);
