@@ -85,10 +85,6 @@ export class Fleet {
     return r;
   }
 
-  runtimeNamed(name: string): Runtime | undefined {
-    return this.runtimes[name];
-  }
-
   /** Called when an instance exits without being asked to. */
   onUnexpectedExit(listener: ExitListener): () => void {
     this.exitListeners.add(listener);
