@@ -170,7 +170,7 @@ async function main(): Promise<void> {
     say("");
     say(`victim failed requests under attack   ${summary.victimFailed} of ${formatNumber(summary.victimRequests)} (target 0)`);
     say(`victim p99 under attack / without     ${summary.p99Ratio.toFixed(2)} (target ≤ 2)`);
-    say(`proxy peak RSS                        ${summary.peakRssMiB.toFixed(0)} MiB`);
+    say(`proxy peak RSS (supervisor + workers)  ${summary.peakRssMiB.toFixed(0)} MiB`);
     say(`proxy peak open descriptors           ${summary.peakFds} (caps allow ~${summary.fdBound})`);
     say(`flip under attack (apply)             ${summary.flipMsMedian.toFixed(1)} ms median`);
     say(`attack outcomes, all rounds           ${formatOutcomes(summary.attack)}`);
@@ -195,18 +195,33 @@ async function waitFor(load: LoadProcess, durationMs: number): Promise<LoadRepor
   }
 }
 
-/** Peak resident memory and open descriptors of a process, sampled until stop(). */
+/** Peak resident memory and open descriptors of a process and its children, summed, sampled until stop(). */
 function sampleProcess(pid: number): { stop(): { peakRssMiB: number; peakFds: number } } {
   let peakRssKiB = 0;
   let peakFds = 0;
-  const sample = (): void => {
+  // The proxy is a supervisor and its workers (which hold the connections): all of them count.
+  const tree = (): number[] => {
     try {
-      const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-      if (rss) peakRssKiB = Math.max(peakRssKiB, Number(rss[1]));
-      peakFds = Math.max(peakFds, readdirSync(`/proc/${pid}/fd`).length);
+      const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+      return [pid, ...children];
     } catch {
-      // the process is gone: the figures so far stand
+      return [pid];
     }
+  };
+  const sample = (): void => {
+    let rssKiB = 0;
+    let fds = 0;
+    for (const p of tree()) {
+      try {
+        const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+        if (rss) rssKiB += Number(rss[1]);
+        fds += readdirSync(`/proc/${p}/fd`).length;
+      } catch {
+        // that process is gone: the others still count
+      }
+    }
+    peakRssKiB = Math.max(peakRssKiB, rssKiB);
+    peakFds = Math.max(peakFds, fds);
   };
   sample();
   const timer = setInterval(sample, SAMPLE_EVERY_MS);
