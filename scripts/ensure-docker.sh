@@ -43,7 +43,8 @@ fi
 if ! grep -qsx dockerd /proc/[0-9]*/comm; then
   log "starting dockerd (log: ${LOG})"
   # Its own session: it must outlive this script and whatever test process ran it.
-  setsid dockerd >"$LOG" 2>&1 </dev/null &
+  # Docker's own networks come from 198.18.0.0/15 (reserved for network tests), never its private defaults.
+  setsid dockerd --bip 198.18.0.1/24 --default-address-pool base=198.19.0.0/16,size=24 >"$LOG" 2>&1 </dev/null &
 fi
 
 for _ in $(seq 1 $((WAIT_SECONDS * 5))); do
