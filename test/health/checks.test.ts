@@ -223,9 +223,10 @@ describe("waitHealthy", () => {
     const tookMs = Date.now() - startedAt;
     assert.equal(result.ok, true);
     if (!result.ok) return;
-    assert.ok(result.readyAtMs.slow! >= 150 && result.readyAtMs.slow! < 400, `slow ready at ${result.readyAtMs.slow}ms`);
-    assert.ok(result.readyAtMs.fast! < 100, `fast ready at ${result.readyAtMs.fast}ms`);
-    assert.ok(tookMs < 450, `took ${tookMs}ms`);
+    // Bounds contrast with the wrong behaviour (waiting out the 5 s deadline), not with the machine's speed.
+    assert.ok(result.readyAtMs.slow! >= 150, `slow ready at ${result.readyAtMs.slow}ms`);
+    assert.ok(result.readyAtMs.fast! < result.readyAtMs.slow!, `fast ready at ${result.readyAtMs.fast}ms, slow at ${result.readyAtMs.slow}ms`);
+    assert.ok(tookMs < 2_500, `took ${tookMs}ms`);
   });
 
   test("times out at the deadline, naming what still fails", async () => {
@@ -237,7 +238,8 @@ describe("waitHealthy", () => {
         { id: "broken", ...broken },
         { id: "good", ...good },
       ],
-      spec(),
+      // Interval and timeout far past the deadline: a wait that honoured them instead would take 10 s.
+      spec({ intervalMs: 10_000, timeoutMs: 10_000 }),
       { deadline: Date.now() + 300 },
     );
     const tookMs = Date.now() - startedAt;
@@ -246,7 +248,7 @@ describe("waitHealthy", () => {
       reason: "timeout",
       failing: [{ id: "broken", status: "critical", output: "HTTP 500 Internal Server Error: migrations pending" }],
     });
-    assert.ok(tookMs >= 290 && tookMs < 600, `took ${tookMs}ms`);
+    assert.ok(tookMs >= 290 && tookMs < 5_000, `took ${tookMs}ms`);
   });
 
   test("a probe that hangs does not hold the wait past the deadline", async () => {
@@ -254,7 +256,7 @@ describe("waitHealthy", () => {
     const startedAt = Date.now();
     const result = await waitHealthy([{ id: "hanging", ...hanging }], spec({ timeoutMs: 10_000 }), { deadline: Date.now() + 200 });
     assert.equal(result.ok, false);
-    assert.ok(Date.now() - startedAt < 500);
+    assert.ok(Date.now() - startedAt < 5_000);
   });
 
   test("fails fast when an instance exits", async () => {
@@ -271,7 +273,7 @@ describe("waitHealthy", () => {
       reason: "exited",
       failing: [{ id: "books-green-1", status: "critical", output: "the instance exited" }],
     });
-    assert.ok(tookMs >= 90 && tookMs < 300, `took ${tookMs}ms`);
+    assert.ok(tookMs >= 90 && tookMs < 5_000, `took ${tookMs}ms`);
   });
 
   test("fails fast when every instance answers critical for failures_before_critical × interval, with the answer", async () => {
