@@ -32,10 +32,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 if ! command -v dockerd >/dev/null 2>&1; then
-  log "installing Docker Engine (apt-get install docker.io)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq docker.io >&2
+  log "installing Docker Engine (docker.io)"
+  bash "$(dirname "$0")/apt-install.sh" docker.io
 fi
 
 # The daemon may be starting already (a parallel run, or a start that has not finished). /proc,

@@ -19,20 +19,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
     log "missing ${packages[*]} and installing needs root; run: sudo $0"
     exit 1
   fi
-  # Debian's postinst scripts start a service through invoke-rc.d, which asks policy-rc.d first:
-  # exit status 101 means "do not start". Only a policy this script wrote is removed afterwards.
-  policy=/usr/sbin/policy-rc.d
-  own_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# written by turquoise scripts/ensure-nginx.sh for the length of an install\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    own_policy=1
-  fi
-  trap 'if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi' EXIT
-  log "installing ${packages[*]} (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
+  bash "$(dirname "$0")/apt-install.sh" "${packages[@]}"
 fi
 
 # The driver needs stub_status (stats, the control server) and realip (client addresses behind

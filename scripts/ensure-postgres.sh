@@ -35,10 +35,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /usr/lib/postgresql/*/bin/postgres 2>/dev/null)" ]; then
-  log "installing PostgreSQL (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq postgresql >&2
+  log "installing PostgreSQL"
+  bash "$(dirname "$0")/apt-install.sh" postgresql
 fi
 
 # The cluster on our port; else the newest version's main cluster when there is none yet; else a
