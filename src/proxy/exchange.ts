@@ -59,8 +59,10 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   paused: net.Socket | undefined = undefined;
   failed = false;
   done = false;
+  /** performance.now() at the request's arrival when it is counted by series (RouteTable.metrics), else -1. */
+  readonly started: number;
 
-  constructor(plane: ExchangeHost, req: ExchangeRequest, res: ExchangeResponse, match: Match, upstream: Upstream, head: string, hasHost: boolean, bodyFraming: 0 | 1 | 2) {
+  constructor(plane: ExchangeHost, req: ExchangeRequest, res: ExchangeResponse, match: Match, upstream: Upstream, head: string, hasHost: boolean, bodyFraming: 0 | 1 | 2, started = -1) {
     this.plane = plane;
     this.req = req;
     this.res = res;
@@ -74,6 +76,7 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     this.hasHost = hasHost;
     this.bodyFraming = bodyFraming;
     this.maxBodyBytes = match.maxBodyBytes;
+    this.started = started;
   }
 
   send(): void {
@@ -171,10 +174,12 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     if (beforeResponse && !this.responded) plane.noteFailure(this.upstream, err);
     if (this.done) return;
     plane.upstreamErrors++;
+    this.pool.series.upstreamErrors++;
     if (beforeResponse && !this.responded && this.attempts < 2 && this.retryable(err)) {
       const next = this.pool.pick(plane.router.unhealthy, this.upstream);
       if (next) {
         plane.retries++;
+        this.pool.series.retries++;
         this.upstream = next;
         this.send();
         return;
@@ -198,11 +203,13 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     else plane.timeouts.upstreamIdle++;
     if (this.done) return;
     plane.upstreamErrors++;
+    this.pool.series.upstreamErrors++;
     if (phase === "connect" && this.attempts < 2) {
       const next = this.pool.pick(plane.router.unhealthy, this.upstream);
       // Not the same one again: it just had the whole connect time.
       if (next && next !== this.upstream) {
         plane.retries++;
+        this.pool.series.retries++;
         this.upstream = next;
         this.send();
         return;
@@ -254,6 +261,8 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   finish(ok: boolean): void {
     if (this.done) return;
     this.done = true;
+    // Counted by the status the client got, whatever became of the body; 0: nothing was answered.
+    if (this.started >= 0) this.pool.series.record(this.res.headersSent ? this.res.statusCode : 0, performance.now() - this.started);
     if (this.queued) {
       this.plane.upstreams.cancel(this.queued);
       this.queued = undefined;
