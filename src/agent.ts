@@ -7,7 +7,7 @@ import path from "node:path";
 import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
-import { ensureToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
+import { ensureToken, readUserToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
 import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
@@ -30,6 +30,9 @@ import { openStore } from "./state/index.js";
 import { endRunningCommands } from "./util/command.js";
 import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
+import { AgentMetrics, type HealthState } from "./metrics/agent.js";
+import { startMetricsServer } from "./metrics/server.js";
+import { VERSION } from "./version.js";
 
 export const AGENT_FILE = "agent.json";
 
@@ -62,6 +65,7 @@ class SupervisedProxy implements Proxy {
 
 export class Agent {
   private server?: http.Server;
+  private metricsServer?: http.Server;
   private closing?: Promise<void>;
   private resolveClosed!: () => void;
   /** Resolves once close() has finished, whoever called it (a signal, or the API's shutdown). */
@@ -82,11 +86,13 @@ export class Agent {
     readonly supervisor: Supervisor,
     readonly deployTokens: DeployTokens,
     private readonly log: AgentLog,
+    /** Present when turquoise.yml has metrics.listen. */
+    readonly metrics: AgentMetrics | undefined,
   ) {
     this.event = eventLog(store, registry, log);
     // A watch on the agent's own records would hand them to a handler: it does not run.
     const allowed = spec.watches.filter((w) => !watchRefusal(w));
-    this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data));
+    this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data), (watch, ok) => metrics?.watchRan(watch, ok));
   }
 
   readonly watches: WatchRunner;
@@ -96,6 +102,9 @@ export class Agent {
   static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
     await refuseSecondAgent(spec);
+    // Before anything starts: a token file that is missing or unusable is the spec's problem to fix.
+    const metricsToken = spec.metrics?.tokenFile ? readUserToken(spec.metrics.tokenFile, "metrics.token_file") : undefined;
+    const metrics = spec.metrics ? new AgentMetrics({ services: Object.keys(spec.services), watches: spec.watches.map((w) => w.name), version: VERSION }) : undefined;
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
@@ -118,9 +127,9 @@ export class Agent {
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
-    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
+    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, ...(metrics ? { metrics } : {}) });
     let agent!: Agent;
-    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why) });
+    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why), ...(metrics ? { metrics } : {}) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
       if (!fleet.isReady(inst.id)) return false;
       const rec = await records.slot(inst.service, inst.slot);
@@ -135,7 +144,7 @@ export class Agent {
     });
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
-    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log);
+    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics);
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
@@ -146,6 +155,7 @@ export class Agent {
 
     await agent.reconcile();
     await agent.listen();
+    await agent.serveMetrics(metricsToken);
     agent.watches.start();
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
@@ -296,6 +306,38 @@ export class Agent {
     this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
   }
 
+  /** The /metrics listener, when turquoise.yml asks for one; what it shows is read at each scrape. */
+  private async serveMetrics(token: string | undefined): Promise<void> {
+    const metrics = this.metrics;
+    const where = this.spec.metrics;
+    if (!metrics || !where) return;
+    metrics.attach({
+      liveReleases: async () => {
+        const out = [];
+        for (const name of Object.keys(this.spec.services)) {
+          const slot = await this.records.color(name);
+          const rec = slot ? await this.records.slot(name, slot) : undefined;
+          if (slot && rec) out.push({ service: name, slot, release: rec.release });
+        }
+        return out;
+      },
+      degraded: async () => {
+        const out = [];
+        for (const name of Object.keys(this.spec.services)) if (await this.records.degraded(name)) out.push(name);
+        return out;
+      },
+      instances: () => this.fleet.list().map((i) => ({ service: i.service, state: (this.monitor.state(i.id)?.status ?? "unknown") as HealthState })),
+      proxyMetrics: async () => (this.proxy.current.metrics ? this.proxy.current.metrics() : undefined),
+    });
+    try {
+      this.metricsServer = await startMetricsServer({ host: where.host, port: where.port, token, render: () => metrics.render(), contentType: metrics.contentType, log: this.log });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EADDRINUSE") throw e;
+      throw new TurquoiseError("CONFLICT", `the metrics endpoint cannot listen on ${where.host}:${where.port}: address in use (set metrics.listen in ${this.spec.file})`);
+    }
+    this.log(`metrics on http://${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}/metrics${token ? " (bearer token from metrics.token_file)" : ""}`);
+  }
+
   private async writeAgentInfo(): Promise<void> {
     const addr = this.server?.address() as { port: number } | undefined;
     const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr?.port ?? this.spec.agent.port }, proxy: { host: this.spec.proxy.host, port: this.proxy.listenPort, pid: this.proxy.pid }, startedAt: this.startedAt };
@@ -314,9 +356,10 @@ export class Agent {
       await watchesStopped;
       this.registry.close();
       await this.orchestrator.stopTimers();
-      if (this.server) {
-        this.server.closeAllConnections();
-        await new Promise<void>((r) => this.server!.close(() => r()));
+      for (const server of [this.server, this.metricsServer]) {
+        if (!server) continue;
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
       }
       fs.rmSync(path.join(this.spec.stateDir, "agent.pid"), { force: true });
       if (opts.everything) {

@@ -52,15 +52,18 @@ export class ServiceDatabase {
     }
   }
 
-  /** Runs the steps between the current version and `to`, up or down. */
-  async migrate(direction: "up" | "down", to: number, onLine: (s: string) => void): Promise<string> {
+  /** Runs the steps between the current version and `to`, up or down; onApplied after each step that went through. */
+  async migrate(direction: "up" | "down", to: number, onLine: (s: string) => void, onApplied: () => void = () => {}): Promise<string> {
     const steps = await readMigrations(this.spec.migrationsDir);
     const m = this.migrator();
     try {
       const onEvent = (e: MigrationEvent) => {
         if (e.type === "waiting-for-lock") onLine("waiting for the migration lock");
         else if (e.type === "step-retry") onLine(`step ${e.version}: ${e.reason}; retry ${e.attempt} in ${e.delayMs}ms`);
-        else if (e.type === "step-done") onLine(`${e.direction} ${String(e.version).padStart(4, "0")}_${e.name} in ${e.durationMs}ms`);
+        else if (e.type === "step-done") {
+          onLine(`${e.direction} ${String(e.version).padStart(4, "0")}_${e.name} in ${e.durationMs}ms`);
+          onApplied();
+        }
       };
       const run = direction === "up" ? await m.up(steps, { to, onEvent }) : await m.down(steps, { to, onEvent });
       return `schema ${run.from} → ${run.to}: ${run.steps.map((s) => `${s.direction} ${String(s.version).padStart(4, "0")}_${s.name}`).join(", ") || "nothing to run"}`;

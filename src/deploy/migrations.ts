@@ -53,7 +53,7 @@ export async function runMigrations(d: OrchestratorDeps, planning: Planning, ser
   const lock = await DeployLock.take(d.store, d.event, svc.name, owner);
   try {
     const lines: string[] = [];
-    const result = await db.migrate(direction, to, (l) => lines.push(l));
+    const result = await db.migrate(direction, to, (l) => lines.push(l), () => d.metrics?.migrationApplied(svc.name, direction));
     d.event(svc.name, "migrate", `${req.actor}: ${result}`, { from: status.current, to });
     return { ...summary, dryRun: false, from: status.current, to, result, log: lines };
   } finally {

@@ -183,6 +183,32 @@ export const upstreamTimeouts: SpecRule = {
   },
 };
 
+export const metricsListen: SpecRule = {
+  name: "metrics-listen",
+  severity: "error",
+  check(spec, ctx) {
+    const m = spec.metrics;
+    if (!m) return [];
+    for (const [name, other] of [["agent", spec.agent], ["proxy", spec.proxy]] as const) {
+      if (other.port !== m.port) continue;
+      if (other.host !== m.host && !isWildcard(other.host) && !isWildcard(m.host)) continue;
+      return [ctx.at(["metrics", "listen"], `the metrics endpoint and the ${name} both listen on port ${m.port}: give the metrics a port of their own`)];
+    }
+    return [];
+  },
+};
+
+// Metrics name every service and release: open to a network, they need a token.
+export const metricsOpen: SpecRule = {
+  name: "metrics-open",
+  severity: "warning",
+  check(spec, ctx) {
+    const m = spec.metrics;
+    if (!m || m.tokenFile !== undefined || isLoopback(m.host)) return [];
+    return [ctx.at(["metrics", "listen"], `the metrics endpoint listens on ${m.host}, which is not loopback, and asks for no token: set metrics.token_file, or anyone who reaches it reads your services, releases and traffic`)];
+  },
+};
+
 export const SPEC_RULES: readonly SpecRule[] = [
   trustedProxies,
   upstreamTimeouts,
@@ -195,6 +221,8 @@ export const SPEC_RULES: readonly SpecRule[] = [
   healthTimeoutOverInterval,
   healthIntervalOverDeployTimeout,
   cwdWithoutRelease,
+  metricsListen,
+  metricsOpen,
 ];
 
 export function runRules(spec: Spec, ctx: RuleContext, rules: readonly SpecRule[] = SPEC_RULES): { errors: SpecProblem[]; warnings: SpecProblem[] } {
