@@ -46,8 +46,9 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<ht
   });
   server.maxConnections = MAX_METRICS_CONNECTIONS;
   server.keepAliveTimeout = 5_000;
-  server.on("clientError", (_err, socket: net.Socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
+    const status = err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     else socket.destroy();
   });
   await new Promise<void>((resolve, reject) => {
