@@ -77,6 +77,11 @@ export class SeriesSet {
     return s;
   }
 
+  /** The series of routes (not the unrouted one). */
+  routed(): RequestSeries[] {
+    return this.overflow ? [...this.byKey.values(), this.overflow] : [...this.byKey.values()];
+  }
+
   snapshot(): RequestSeriesCounts[] {
     const out = [this.unrouted.snapshot()];
     for (const s of this.byKey.values()) out.push(s.snapshot());

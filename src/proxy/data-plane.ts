@@ -318,10 +318,9 @@ export class DataPlane implements ExchangeHost, TunnelHost {
 
   /** The figures behind Prometheus' proxy metrics; a supervisor sums its workers' (and sets startedAt its own). */
   async metrics(): Promise<ProxyMetrics> {
-    const inFlight = new Map<RequestSeries, number>();
-    for (const pool of this.router.pools.values()) {
-      if (pool.inFlight !== 0) inFlight.set(pool.series, (inFlight.get(pool.series) ?? 0) + pool.inFlight);
-    }
+    // Every series a table named, 0 included: a graph line should not come and go with the traffic.
+    const inFlight = new Map<RequestSeries, number>(this.router.series.routed().map((s) => [s, 0]));
+    for (const pool of this.router.pools.values()) inFlight.set(pool.series, (inFlight.get(pool.series) ?? 0) + pool.inFlight);
     const server = this.server;
     const clientConnections = server ? await new Promise<number>((resolve) => server.getConnections((err, n) => resolve(err ? 0 : n))) : 0;
     return {
