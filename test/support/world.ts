@@ -13,6 +13,7 @@ import { Fleet } from "../../src/deploy/fleet.js";
 import { HealthMonitor } from "../../src/heal/monitor.js";
 import { Supervisor } from "../../src/heal/supervisor.js";
 import { Orchestrator } from "../../src/deploy/orchestrator.js";
+import { AgentMetrics } from "../../src/metrics/agent.js";
 import { keys, Records } from "../../src/deploy/records.js";
 import type { SchemaRange } from "../../src/plan/planner.js";
 import type { Proxy } from "../../src/proxy/contract.js";
@@ -59,6 +60,8 @@ export interface WorldOptions {
   replicas?: number;
   /** Extra YAML lines for the service, indented under it (smoke checks, keep_previous, database...). */
   serviceYaml?: string[];
+  /** A metrics section in the spec: the route tables then ask the proxy to count by series. */
+  metrics?: boolean;
 }
 
 export class World {
@@ -66,6 +69,8 @@ export class World {
   /** Where every agent of this world runs its instances; faults are injected here. */
   readonly machine = new MemoryMachine({ apps: { app: releaseApp } });
   readonly events: WorldEvent[] = [];
+  /** What the agents of this world count, as a real agent with metrics.listen does. */
+  readonly metrics = new AgentMetrics({ services: [SERVICE], watches: [], version: "test", processMetrics: false });
   private readonly agents: TestAgent[] = [];
 
   private constructor(
@@ -93,6 +98,8 @@ export class World {
       "    stop_timeout: 200ms",
       "    bake: 200ms",
       ...(opts.serviceYaml ?? []).map((l) => `    ${l}`),
+      // Never listened on here: the world's agents only count, into world.metrics.
+      ...(opts.metrics ? ['metrics: { listen: "127.0.0.1:9" }'] : []),
     ].join("\n");
     const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
     assert.deepEqual(errors, [], "the test spec is valid");
@@ -218,6 +225,7 @@ export class TestAgent {
       apiUrl: "http://127.0.0.1:1",
       agentId: deadAgentId(),
       event,
+      metrics: world.metrics,
       failpoint: (point) => this.failpoint?.(point, this),
     });
   }
@@ -269,6 +277,7 @@ export class TestAgent {
     const supervisor = new Supervisor({
       spec, store: this.store, records: this.records, fleet: this.fleet, routes: this.orchestrator.routes, apiUrl: () => "http://127.0.0.1:1", agentId: deadAgentId(), event,
       fallBack: (service, why) => this.orchestrator.rollbackIfSafe(service, why),
+      metrics: this.world.metrics,
     });
     const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, async (inst) => {
       if (!this.fleet.isReady(inst.id)) return false;
