@@ -83,9 +83,6 @@ export class SeriesSet {
   }
 
   snapshot(): RequestSeriesCounts[] {
-    const out = [this.unrouted.snapshot()];
-    for (const s of this.byKey.values()) out.push(s.snapshot());
-    if (this.overflow) out.push(this.overflow.snapshot());
-    return out;
+    return [this.unrouted, ...this.routed()].map((s) => s.snapshot());
   }
 }

@@ -15,6 +15,7 @@ import type { ProxyMetrics, RequestSeriesCounts, RouteTable } from "../../src/pr
 import { DURATION_BUCKETS_S } from "../../src/proxy/counters.js";
 import { MemoryProxy } from "../../src/proxy/memory.js";
 import { pidAlive } from "../../src/util/proc.js";
+import { waitFor } from "../runtime/helpers.js";
 import { request, route, sleep, startUpstream, tableWith, type TestUpstream } from "./helpers.js";
 
 function series(m: ProxyMetrics, service: string): RequestSeriesCounts {
@@ -24,16 +25,6 @@ function series(m: ProxyMetrics, service: string): RequestSeriesCounts {
 }
 
 const total = (s: RequestSeriesCounts) => s.statuses.reduce((a, b) => a + b, 0);
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 function withMetrics(t: RouteTable): RouteTable {
   return { ...t, metrics: true };
@@ -70,7 +61,7 @@ describe("proxy metrics, one data plane", { timeout: 60_000 }, () => {
     // A client that leaves before any answer: counted as none.
     const gone = http.get(`${base}/hang`, { agent: false });
     gone.on("error", () => undefined);
-    await waitFor("the request at the upstream", () => u.seen.includes("GET /hang") || undefined);
+    await waitFor("the request at the upstream", async () => u.seen.includes("GET /hang") || undefined);
     const during = await p.metrics();
     assert.deepEqual(during.inFlight, [{ service: "app", slot: "green", requests: 1 }]);
     gone.destroy();
