@@ -30,7 +30,7 @@ import { openStore } from "./state/index.js";
 import { endRunningCommands } from "./util/command.js";
 import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
-import { AgentMetrics, type HealthState } from "./metrics/agent.js";
+import { AgentMetrics, type HealthState, type MetricsSource } from "./metrics/agent.js";
 import { startMetricsServer } from "./metrics/server.js";
 import { VERSION } from "./version.js";
 
@@ -105,6 +105,8 @@ export class Agent {
     // Before anything starts: a token file that is missing or unusable is the spec's problem to fix.
     const metricsToken = spec.metrics?.tokenFile ? readUserToken(spec.metrics.tokenFile, "metrics.token_file") : undefined;
     const metrics = spec.metrics ? new AgentMetrics({ services: Object.keys(spec.services), watches: spec.watches.map((w) => w.name), version: VERSION }) : undefined;
+    // Bound first: a port in use fails the start before a proxy or an instance runs.
+    const metricsServer = metrics ? await listenMetrics(spec, metrics, metricsToken, log) : undefined;
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
@@ -145,6 +147,8 @@ export class Agent {
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
     agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics);
+    agent.metricsServer = metricsServer;
+    metrics?.attach(agent.metricsSource());
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
@@ -155,7 +159,6 @@ export class Agent {
 
     await agent.reconcile();
     await agent.listen();
-    await agent.serveMetrics(metricsToken);
     agent.watches.start();
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
@@ -306,12 +309,9 @@ export class Agent {
     this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
   }
 
-  /** The /metrics listener, when turquoise.yml asks for one; what it shows is read at each scrape. */
-  private async serveMetrics(token: string | undefined): Promise<void> {
-    const metrics = this.metrics;
-    const where = this.spec.metrics;
-    if (!metrics || !where) return;
-    metrics.attach({
+  /** What the metrics read at each scrape: never stale, nothing kept apart. */
+  private metricsSource(): MetricsSource {
+    return {
       liveReleases: async () => {
         const out = [];
         for (const name of Object.keys(this.spec.services)) {
@@ -328,14 +328,7 @@ export class Agent {
       },
       instances: () => this.fleet.list().map((i) => ({ service: i.service, state: (this.monitor.state(i.id)?.status ?? "unknown") as HealthState })),
       proxyMetrics: async () => (this.proxy.current.metrics ? this.proxy.current.metrics() : undefined),
-    });
-    try {
-      this.metricsServer = await startMetricsServer({ host: where.host, port: where.port, token, render: () => metrics.render(), contentType: metrics.contentType, log: this.log });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EADDRINUSE") throw e;
-      throw new TurquoiseError("CONFLICT", `the metrics endpoint cannot listen on ${where.host}:${where.port}: address in use (set metrics.listen in ${this.spec.file})`);
-    }
-    this.log(`metrics on http://${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}/metrics${token ? " (bearer token from metrics.token_file)" : ""}`);
+    };
   }
 
   private async writeAgentInfo(): Promise<void> {
@@ -383,6 +376,20 @@ function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
     log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
     void store.appendEvent({ service, type, message, data }).then((e) => registry.publish(e), () => undefined);
   };
+}
+
+/** The /metrics listener of metrics.listen, with its token; a port in use is the spec's to change. */
+async function listenMetrics(spec: Spec, metrics: AgentMetrics, token: string | undefined, log: AgentLog): Promise<http.Server> {
+  const where = spec.metrics!;
+  let server: http.Server;
+  try {
+    server = await startMetricsServer({ host: where.host, port: where.port, token, render: () => metrics.render(), contentType: metrics.contentType, log });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EADDRINUSE") throw e;
+    throw new TurquoiseError("CONFLICT", `the metrics endpoint cannot listen on ${where.host}:${where.port}: address in use (set metrics.listen in ${spec.file})`);
+  }
+  log(`metrics on http://${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}/metrics${token ? " (bearer token from metrics.token_file)" : ""}`);
+  return server;
 }
 
 /** The runtimes the spec's services run on, as the runtime factory takes them. */

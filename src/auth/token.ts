@@ -93,7 +93,7 @@ export function readUserToken(file: string, key: string): string {
     throw new TurquoiseError("SPEC_INVALID", `${key}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? "error"}): write the token there, e.g. openssl rand -hex 32 > ${file}`);
   }
   const token = text.trim();
-  const problem = token === "" ? "it is empty" : /\s/.test(token) ? "it holds more than one word" : token.length < MIN_USER_TOKEN_LENGTH ? `it holds ${token.length} characters, fewer than ${MIN_USER_TOKEN_LENGTH}` : undefined;
+  const problem = token === "" ? "it is empty" : /\s/.test(token) ? "it holds more than one word" : token.length < MIN_USER_TOKEN_LENGTH ? `it holds ${token.length} character${token.length === 1 ? "" : "s"}, fewer than ${MIN_USER_TOKEN_LENGTH}` : undefined;
   if (problem) throw new TurquoiseError("SPEC_INVALID", `${key}: ${file} is not a usable token (${problem}): e.g. openssl rand -hex 32 > ${file}`);
   return token;
 }

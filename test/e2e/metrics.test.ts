@@ -10,7 +10,8 @@ import { after, before, describe, it } from "node:test";
 import type { Workspace } from "../../src/demo/workspace.js";
 import { freePort } from "../../src/util/net.js";
 import { startPrometheus, type TestPrometheus } from "../support/prometheus.js";
-import { get, RELEASE_KINDS, workspaceWith } from "./helpers.js";
+import { EXIT_CODES } from "../../src/errors.js";
+import { get, markedPids, RELEASE_KINDS, workspaceWith } from "./helpers.js";
 
 /** Requests the test sends through the proxy: answered 200 by the app, and 404 (a path it does not have). */
 const OK_REQUESTS = 37;
@@ -105,5 +106,41 @@ describe("metrics scraped by a real Prometheus", { timeout: 180_000 }, () => {
       assert.match(t.lastError, /401/);
       assert.ok(!t.lastError.includes(token), "the token never appears in what a scraper is told");
     }
+  });
+});
+
+describe("an agent whose metrics cannot be served does not start", { timeout: 120_000 }, () => {
+  let ws: Workspace;
+  after(async () => ws?.destroy());
+
+  it("says which file or address is wrong, and leaves nothing running", async () => {
+    ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, { replicas: 1 });
+    const port = await freePort();
+    fs.appendFileSync(ws.specFile, `metrics:\n  listen: "127.0.0.1:${port}"\n  token_file: metrics-token\n`);
+    const missing = await ws.cli(["up", "--detach"], { allowFail: true });
+    assert.equal(missing.code, EXIT_CODES.SPEC_INVALID);
+    assert.match(missing.stderr, /metrics\.token_file: cannot read .*metrics-token \(ENOENT\)/);
+
+    const short = "tooshort";
+    fs.writeFileSync(path.join(ws.dir, "metrics-token"), `${short}\n`);
+    const bad = await ws.cli(["up", "--detach"], { allowFail: true });
+    assert.equal(bad.code, EXIT_CODES.SPEC_INVALID);
+    assert.match(bad.stderr, /metrics-token is not a usable token \(it holds 8 characters, fewer than 16\)/);
+    assert.ok(!`${bad.stdout}${bad.stderr}`.includes(short), "the file's text is never shown");
+
+    fs.writeFileSync(path.join(ws.dir, "metrics-token"), `${crypto.randomBytes(20).toString("hex")}\n`);
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(port, "127.0.0.1", r));
+    try {
+      const busy = await ws.cli(["up", "--detach"], { allowFail: true });
+      assert.equal(busy.code, EXIT_CODES.CONFLICT);
+      assert.match(busy.stderr, new RegExp(`the metrics endpoint cannot listen on 127\\.0\\.0\\.1:${port}: address in use \\(set metrics\\.listen in `));
+    } finally {
+      taken.close();
+    }
+    // Refused before anything started: no proxy, no agent, no instance.
+    assert.equal(fs.existsSync(path.join(ws.dir, ".turquoise", "proxy.json")), false);
+    assert.equal(fs.existsSync(path.join(ws.dir, ".turquoise", "agent.json")), false);
+    assert.deepEqual(markedPids(ws), []);
   });
 });
