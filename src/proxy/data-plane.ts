@@ -316,6 +316,16 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     for (const pool of this.router.pools.values()) for (const item of [...pool.active]) item.cut();
   }
 
+  upstreamFailed(pool: Pool): void {
+    this.upstreamErrors++;
+    pool.series.upstreamErrors++;
+  }
+
+  retried(pool: Pool): void {
+    this.retries++;
+    pool.series.retries++;
+  }
+
   /** The figures behind Prometheus' proxy metrics; a supervisor sums its workers' (and sets startedAt its own). */
   async metrics(): Promise<ProxyMetrics> {
     // Every series a table named, 0 included: a graph line should not come and go with the traffic.

@@ -12,8 +12,10 @@ import type { ConnWaiter, QueueTicket, ResponseSink, UpstreamConn, UpstreamConne
 export interface ExchangeHost {
   readonly router: Router;
   readonly upstreams: UpstreamConnections;
-  upstreamErrors: number;
-  retries: number;
+  /** A failed upstream attempt of a request of `pool` (retried or not), timeouts included: counted proxy-wide and in its series. */
+  upstreamFailed(pool: Pool): void;
+  /** A request of `pool` sent again to another upstream. */
+  retried(pool: Pool): void;
   readonly timeouts: ProxyTimeoutCounts;
   readonly rejected: ProxyRejectionCounts;
   /** Passive detection: a connection to u failed before any response byte. */
@@ -173,13 +175,11 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     // Before the retry below picks: a refused upstream must not be picked again, by anyone.
     if (beforeResponse && !this.responded) plane.noteFailure(this.upstream, err);
     if (this.done) return;
-    plane.upstreamErrors++;
-    this.pool.series.upstreamErrors++;
+    plane.upstreamFailed(this.pool);
     if (beforeResponse && !this.responded && this.attempts < 2 && this.retryable(err)) {
       const next = this.pool.pick(plane.router.unhealthy, this.upstream);
       if (next) {
-        plane.retries++;
-        this.pool.series.retries++;
+        plane.retried(this.pool);
         this.upstream = next;
         this.send();
         return;
@@ -202,14 +202,12 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     else if (phase === "response") plane.timeouts.upstreamResponse++;
     else plane.timeouts.upstreamIdle++;
     if (this.done) return;
-    plane.upstreamErrors++;
-    this.pool.series.upstreamErrors++;
+    plane.upstreamFailed(this.pool);
     if (phase === "connect" && this.attempts < 2) {
       const next = this.pool.pick(plane.router.unhealthy, this.upstream);
       // Not the same one again: it just had the whole connect time.
       if (next && next !== this.upstream) {
-        plane.retries++;
-        this.pool.series.retries++;
+        plane.retried(this.pool);
         this.upstream = next;
         this.send();
         return;

@@ -125,8 +125,7 @@ export class Tunnel implements Cuttable {
     if (this.state === State.Connecting && this.attempts < 2) {
       const next = this.pool.pick(this.plane.router.unhealthy, this.upstream);
       if (next && next !== this.upstream) {
-        this.plane.retries++;
-        this.pool.series.retries++;
+        this.plane.retried(this.pool);
         this.upstream = next;
         this.connect();
         return;
@@ -281,8 +280,7 @@ export class Tunnel implements Cuttable {
   }
 
   private badAnswer(why: string): void {
-    this.plane.upstreamErrors++;
-    this.pool.series.upstreamErrors++;
+    this.plane.upstreamFailed(this.pool);
     if (this.state === State.Handshake) {
       this.upSocket?.destroy();
       this.upSocket = undefined;
@@ -301,14 +299,12 @@ export class Tunnel implements Cuttable {
 
   private onUpstreamError(up: net.Socket, err: NodeJS.ErrnoException): void {
     if (this.upSocket !== up || this.state === State.Closed) return;
-    this.plane.upstreamErrors++;
-    this.pool.series.upstreamErrors++;
+    this.plane.upstreamFailed(this.pool);
     if (this.state === State.Connecting) {
       this.plane.noteFailure(this.upstream, err);
       const next = err.code === "ECONNREFUSED" && this.attempts < 2 ? this.pool.pick(this.plane.router.unhealthy, this.upstream) : undefined;
       if (next) {
-        this.plane.retries++;
-        this.pool.series.retries++;
+        this.plane.retried(this.pool);
         this.upstream = next;
         this.connect();
         return;
