@@ -11,7 +11,7 @@ import type { Workspace } from "../../src/demo/workspace.js";
 import { freePort } from "../../src/util/net.js";
 import { startPrometheus, type TestPrometheus } from "../support/prometheus.js";
 import { EXIT_CODES } from "../../src/errors.js";
-import { get, markedPids, RELEASE_KINDS, workspaceWith } from "./helpers.js";
+import { api, get, markedPids, RELEASE_KINDS, workspaceWith } from "./helpers.js";
 
 /** Requests the test sends through the proxy: answered 200 by the app, and 404 (a path it does not have). */
 const OK_REQUESTS = 37;
@@ -106,6 +106,9 @@ describe("metrics scraped by a real Prometheus", { timeout: 180_000 }, () => {
       assert.match(t.lastError, /401/);
       assert.ok(!t.lastError.includes(token), "the token never appears in what a scraper is told");
     }
+    // Served on the metrics listener only: the agent API has no /metrics, with its admin token or the metrics one.
+    assert.equal((await api(ws, "/metrics")).status, 404);
+    assert.equal((await api(ws, "/metrics", { token })).status, 401);
   });
 });
 
