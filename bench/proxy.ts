@@ -15,6 +15,7 @@ import type { ProxyMetrics, RouteTable } from "../src/proxy/contract.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
 import { formatNumber, formatTable } from "./lib/report.js";
+import { clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
 import { median, ratio } from "./lib/stats.js";
 import { ensureCommand } from "./lib/tools.js";
 import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
@@ -27,6 +28,12 @@ const SCRAPE_EVERY_MS = 1_000;
 /** The bench's route table for one upstream; `metrics` as the agent sets it when turquoise.yml has a metrics section. */
 function benchTable(target: { host: string; port: number }, metrics: boolean): RouteTable {
   return { version: 1, metrics, routes: [{ service: "bench", slot: "blue", pathPrefix: "/", poolId: "bench:blue:1", upstreams: [{ id: "bench-1", ...target }] }] };
+}
+
+/** CPU ticks of a proxy's supervisor and workers, summed: the proxy's whole cost, on the machine's clock rather than its load. */
+async function proxyTicks(p: RunningProxy): Promise<number> {
+  const pids = [p.pid, ...((await p.proxy.health()).workers ?? []).map((w) => w.pid)];
+  return [...ticksOf(pids).values()].reduce((a, b) => a + b, 0);
 }
 
 function requestsCounted(m: ProxyMetrics): number {
@@ -126,12 +133,19 @@ async function main(): Promise<void> {
     // Rounds interleave the targets so that drift on the machine hits all of them alike; metrics
     // off and on run back to back, in turns first, so that each pair shares the machine's state.
     const results = new Map<string, WrkResult[]>(targets.map((t) => [t.name, []]));
+    const proxyOf = new Map([[off, spawned], [on, withMetrics]]);
+    /** The proxies' CPU time per request served, µs, by run: less at the mercy of a busy machine than throughput. */
+    const cpuUs = new Map<string, number[]>([[off.name, []], [on.name, []]]);
+    const hz = clockTicksPerSecond();
     let scrapes = 0;
     const counted = { before: requestsCounted(await withMetrics.proxy.metrics()), byWrk: 0 };
     for (let r = 1; r <= rounds; r++) {
       for (const t of [direct, ...(r % 2 === 1 ? [off, on] : [on, off]), yardstick]) {
         const scraper = t === on ? startScraper(withMetrics) : undefined;
+        const proxy = proxyOf.get(t);
+        const ticks = proxy ? await proxyTicks(proxy) : 0;
         const res = await runWrk(t.url, wrk);
+        if (proxy) cpuUs.get(t.name)!.push((((await proxyTicks(proxy)) - ticks) / hz / res.requests) * 1e6);
         if (scraper) {
           scrapes += (await scraper.stop()).scrapes;
           counted.byWrk += res.requests;
@@ -164,6 +178,8 @@ async function main(): Promise<void> {
     const metricsCost = {
       pairRatios: pairRatios.map((x) => Math.round(x * 1000) / 1000),
       medianPairRatio: Math.round(median(pairRatios) * 1000) / 1000,
+      /** The proxies' CPU per request (supervisor and workers), medians of the runs, µs. */
+      cpuUsPerRequest: { off: Math.round(median(cpuUs.get(off.name)!) * 10) / 10, on: Math.round(median(cpuUs.get(on.name)!) * 10) / 10 },
       ratioOfMedians: Math.round((by("turquoise+metrics").rps / by("turquoise").rps) * 1000) / 1000,
       scrapes,
       /** What the proxy counted during the "on" runs, against what wrk says it completed (wrk leaves out requests still in flight at its end). */
@@ -186,6 +202,7 @@ async function main(): Promise<void> {
       say("");
       say(`metrics on/off    ${metricsCost.medianPairRatio.toFixed(3)}  (median of the ${rounds} pairs: ${metricsCost.pairRatios.map((x) => x.toFixed(3)).join(", ")}; ratio of medians ${metricsCost.ratioOfMedians.toFixed(3)})`);
       say(`                  ${scrapes} scrapes meanwhile; the proxy counted ${formatNumber(countedByProxy)} requests, wrk completed ${formatNumber(counted.byWrk)}`);
+      say(`proxy CPU/request off ${metricsCost.cpuUsPerRequest.off.toFixed(1)} µs, on ${metricsCost.cpuUsPerRequest.on.toFixed(1)} µs (medians; supervisor and workers)`);
     }
   } finally {
     await cleanup();
