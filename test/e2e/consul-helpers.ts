@@ -6,8 +6,8 @@ import type { Workspace } from "../../src/demo/workspace.js";
 import { freePort } from "../../src/util/net.js";
 
 /** Turns the Consul API on in a workspace's spec (before `up`); returns its port. */
-export async function enableConsul(ws: Workspace, extra: Record<string, string | number> = {}): Promise<number> {
-  const port = await freePort();
+export async function enableConsul(ws: Workspace, extra: Record<string, string | number> = {}, port?: number): Promise<number> {
+  port ??= await freePort();
   const lines = Object.entries({ listen: `"127.0.0.1:${port}"`, ...extra }).map(([k, v]) => `  ${k}: ${v}`);
   fs.appendFileSync(ws.specFile, `consul:\n${lines.join("\n")}\n`);
   return port;

@@ -8,6 +8,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import Consul from "consul";
 import type { Workspace } from "../../src/demo/workspace.js";
+import { EXIT_CODES } from "../../src/errors.js";
 import { RELEASE_KINDS, api, tokenOf, workspaceWith } from "./helpers.js";
 import { consulRequest, enableConsul, type ConsulAnswer } from "./consul-helpers.js";
 
@@ -231,6 +232,20 @@ describe("Consul API", () => {
       assert.match(filter.body, /\?filter is not supported/);
       const malformed = await get("/v1/kv/%E0%A4%A");
       assert.equal(malformed.status, 400);
+    });
+
+    it("a second agent whose consul.listen is taken stops with exit 9, naming consul.listen", async () => {
+      const other = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, { replicas: 1 });
+      try {
+        await enableConsul(other, {}, port);
+        const up = await other.cli(["up", "--detach"], { allowFail: true });
+        assert.equal(up.code, EXIT_CODES.CONFLICT, up.stderr);
+        assert.match(up.stderr + up.stdout, /the Consul API cannot listen on 127\.0\.0\.1:\d+: address in use \(set consul\.listen in /);
+      } finally {
+        await other.destroy();
+      }
+      // The first agent's Consul API is untouched.
+      assert.equal((await get("/v1/catalog/services")).status, 200);
     });
 
     it("hundreds of hung blocking queries, and hung half-sent requests, leave the agent's API and plain reads answering; those past the cap get 429", async () => {
