@@ -20,6 +20,11 @@ export interface ExchangeHost {
   readonly rejected: ProxyRejectionCounts;
   /** Passive detection: a connection to u failed before any response byte. */
   noteFailure(u: Upstream, err: NodeJS.ErrnoException): void;
+  /**
+   * Holds a request until its pool's route has an instance in rotation again, then routes it afresh
+   * (503 after waitMs); `started` as the exchange had it, so that it is counted once, when answered.
+   */
+  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, pool: Pool, waitMs: number, started: number): void;
 }
 
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
@@ -61,8 +66,8 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   paused: net.Socket | undefined = undefined;
   failed = false;
   done = false;
-  /** performance.now() at the request's arrival when it is counted by series (RouteTable.metrics), else -1. */
-  readonly started: number;
+  /** performance.now() at the request's arrival while it is to be counted by series (RouteTable.metrics), else -1. */
+  started: number;
 
   constructor(plane: ExchangeHost, req: ExchangeRequest, res: ExchangeResponse, match: Match, upstream: Upstream, head: string, hasHost: boolean, bodyFraming: 0 | 1 | 2, started = -1) {
     this.plane = plane;
@@ -176,12 +181,25 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     if (beforeResponse && !this.responded) plane.noteFailure(this.upstream, err);
     if (this.done) return;
     plane.upstreamFailed(this.pool);
-    if (beforeResponse && !this.responded && this.attempts < 2 && this.retryable(err)) {
-      const next = this.pool.pick(plane.router.unhealthy, this.upstream);
+    if (beforeResponse && !this.responded && this.retryable(err)) {
+      const next = this.attempts < 2 ? this.pool.pick(plane.router.unhealthy, this.upstream) : undefined;
       if (next) {
         plane.retried(this.pool);
         this.upstream = next;
         this.send();
+        return;
+      }
+      // No instance of the pool left to try (a release whose instances crash together): a request
+      // without a body waits, as a request that finds none does, for the revert or a replacement.
+      if (this.bodyFraming === 0 && !this.res.headersSent) {
+        plane.retried(this.pool);
+        this.failed = true;
+        // The request goes on, held: it is counted when it is answered, not here.
+        const started = this.started;
+        this.started = -1;
+        this.finish(false);
+        this.res.off("close", onClientClose);
+        plane.holdForHealthy(this.req, this.res, this.pool, this.settings.limits.upstreamQueueMs, started);
         return;
       }
     }

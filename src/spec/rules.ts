@@ -70,6 +70,23 @@ export const sameListen: SpecRule = {
   },
 };
 
+/** Whether two listen addresses take the same port on some interface. */
+function clash(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  return a.port === b.port && (a.host === b.host || isWildcard(a.host) || isWildcard(b.host));
+}
+
+export const consulListen: SpecRule = {
+  name: "consul-listen",
+  severity: "error",
+  check(spec, ctx) {
+    const consul = spec.consul;
+    if (!consul) return [];
+    return (["agent", "proxy"] as const)
+      .filter((other) => clash(consul, spec[other]))
+      .map((other) => ctx.at(["consul", "listen"], `the Consul API and the ${other} both listen on port ${consul.port}: give the Consul API a port of its own`));
+  },
+};
+
 export const agentOnLoopback: SpecRule = {
   name: "agent-on-loopback",
   severity: "warning",
@@ -189,12 +206,10 @@ export const metricsListen: SpecRule = {
   check(spec, ctx) {
     const m = spec.metrics;
     if (!m) return [];
-    for (const [name, other] of [["agent", spec.agent], ["proxy", spec.proxy]] as const) {
-      if (other.port !== m.port) continue;
-      if (other.host !== m.host && !isWildcard(other.host) && !isWildcard(m.host)) continue;
-      return [ctx.at(["metrics", "listen"], `the metrics endpoint and the ${name} both listen on port ${m.port}: give the metrics a port of their own`)];
-    }
-    return [];
+    const others: Array<[string, { host: string; port: number } | undefined]> = [["agent", spec.agent], ["proxy", spec.proxy], ["Consul API", spec.consul]];
+    return others
+      .filter(([, other]) => other && clash(m, other))
+      .map(([name]) => ctx.at(["metrics", "listen"], `the metrics endpoint and the ${name} both listen on port ${m.port}: give the metrics a port of their own`));
   },
 };
 
@@ -217,6 +232,7 @@ export const SPEC_RULES: readonly SpecRule[] = [
   runtimeNeeds,
   duplicateRoute,
   sameListen,
+  consulListen,
   agentOnLoopback,
   healthTimeoutOverInterval,
   healthIntervalOverDeployTimeout,

@@ -168,8 +168,13 @@ describe("rule: metrics-listen", () => {
     }
   });
 
+  it("is an error when it takes the Consul API's port", () => {
+    const { errors } = load("version: 1", "consul: { listen: '127.0.0.1:8500' }", "services:", ...service("books", "{ path: / }"), "metrics: { listen: '127.0.0.1:8500' }");
+    assert.match(only(errors).message, /the metrics endpoint and the Consul API both listen on port 8500/);
+  });
+
   it("allows a port of its own", () => {
-    const { errors, warnings } = load("version: 1", "services:", ...service("books", "{ path: / }"), "metrics: { listen: '127.0.0.1:4701' }");
+    const { errors, warnings } = load("version: 1", "consul: { listen: '127.0.0.1:8500' }", "services:", ...service("books", "{ path: / }"), "metrics: { listen: '127.0.0.1:4701' }");
     assert.deepEqual([errors, warnings], [[], []]);
   });
 });
