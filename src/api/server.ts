@@ -44,7 +44,7 @@ export function createApi(agent: ApiHost): http.RequestListener {
       const kind = body.kind === "rollback" ? "rollback" : "deploy";
       const opts = releaseOptions(body, kind === "deploy");
       const plan = await agent.orchestrator.plan(kind, { service: params[0]!, release: opts.release ?? "", ...opts });
-      return { kind, via: plan.via, live: plan.live?.release ?? null, actions: plan.actions, lines: plan.lines };
+      return { kind, via: plan.via, live: plan.live?.release ?? null, actions: plan.actions, lines: plan.lines, warnings: plan.warnings ?? [] };
     }],
     ["POST", /^\/v1\/services\/([^/]+)\/migrate$/, async ({ agent, req, params }) => {
       const body = parseJson(await readBody(req));

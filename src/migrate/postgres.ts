@@ -24,7 +24,7 @@ import {
   type MigrationDb,
 } from "./files.js";
 import { describeDatabase, scrubSecrets } from "./redact.js";
-import { lineAt, splitSqlStatements } from "./sql-text.js";
+import { lineAt, splitSqlStatements, withoutLeadingComments } from "./sql-text.js";
 import { PROGRESS_TABLE, runBackfill, splitBackfillSql, type BackfillDriver, type BackfillSql, type Query } from "./backfill.js";
 
 export interface PostgresMigratorOptions {
@@ -426,15 +426,6 @@ const CONCURRENT_INDEX_RE = new RegExp(String.raw`^CREATE\s+(?:UNIQUE\s+)?INDEX\
 /** The index a CREATE INDEX CONCURRENTLY statement names, as written; undefined for anything else (or an unnamed index). */
 export function concurrentIndexName(statement: string): string | undefined {
   return CONCURRENT_INDEX_RE.exec(withoutLeadingComments(statement))?.[1];
-}
-
-function withoutLeadingComments(sql: string): string {
-  let s = sql.trimStart();
-  for (;;) {
-    if (s.startsWith("--")) s = s.slice(s.indexOf("\n") < 0 ? s.length : s.indexOf("\n") + 1).trimStart();
-    else if (s.startsWith("/*") && s.includes("*/")) s = s.slice(s.indexOf("*/") + 2).trimStart();
-    else return s;
-  }
 }
 
 function isLockTimeout(e: unknown): boolean {

@@ -117,3 +117,13 @@ export function scanSql(text: string, dollarQuotes: boolean, visit: (i: number, 
     }
   }
 }
+
+/** The statement from its first word on: comments before it are not SQL a pattern should see. */
+export function withoutLeadingComments(sql: string): string {
+  let s = sql.trimStart();
+  for (;;) {
+    if (s.startsWith("--")) s = (s.includes("\n") ? s.slice(s.indexOf("\n") + 1) : "").trimStart();
+    else if (s.startsWith("/*") && s.includes("*/")) s = s.slice(s.indexOf("*/") + 2).trimStart();
+    else return s;
+  }
+}
