@@ -6,6 +6,7 @@
 // an agent that restarts can finish, undo or resume the flow (recovery.ts). Every write of the
 // flow is fenced by its lock (lock.ts); a flow that lost its lock stops at the next step boundary
 // and hands its journal over to recovery.
+import { progressRelay } from "./migration-progress.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { PlanAction } from "../plan/planner.js";
 import { otherSlot, type Slot } from "../runtime/contract.js";
@@ -353,7 +354,8 @@ export class DeployFlow {
     const name = action.phase === "expand" ? "migrate-expand" : action.phase === "contract" ? "migrate-contract" : "migrate";
     const db = flow.db!;
     try {
-      await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line })));
+      const progress = progressRelay(flow.svc.name, { live: ({ type: _, ...p }) => flow.emit({ type: "progress", ...p }), event: this.d.event, ...(this.d.migrationMetrics ? { metrics: this.d.migrationMetrics } : {}) });
+      await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line }), progress));
     } catch (e) {
       if (e instanceof StepFailure || isLockLost(e)) throw e;
       // Before any flip the new slot is still a preview: stop it. After one, the live release runs on every version along this path.
