@@ -6,7 +6,7 @@ import { readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { TurquoiseError, errorMessage, type ErrorDetail } from "../errors.js";
-import { parseBackfillOptions, splitBackfillSql } from "./backfill.js";
+import { parseBackfillOptions, splitBackfillSql, type BackfillSql } from "./backfill.js";
 import type {
   AppliedMigration,
   BackfillSpec,
@@ -310,6 +310,16 @@ export async function readStepSql(step: MigrationStep, direction: "up" | "down")
     throw new TurquoiseError("CONFLICT", `${basename(step.downFile)} changed after it was read (checksum ${short(step.downChecksum)}, now ${short(now)}); read the migrations again`);
   }
   return stripBom(bytes.toString("utf8"));
+}
+
+/** A backfill step's file, read now and split into its setup and its batched statement. */
+export async function readBackfillSql(step: MigrationStep, direction: "up" | "down"): Promise<{ text: string; sql: BackfillSql }> {
+  const text = await readStepSql(step, direction);
+  try {
+    return { text, sql: splitBackfillSql(text) };
+  } catch (e) {
+    throw stepFailed(step, direction, errorMessage(e));
+  }
 }
 
 async function assertUnchanged(step: MigrationStep): Promise<Buffer> {

@@ -19,13 +19,14 @@ import {
   isModuleStep,
   loadModule,
   orderSteps,
+  readBackfillSql,
   readStepSql,
   stepFailed,
   type MigrationDb,
 } from "./files.js";
 import { describeDatabase, scrubSecrets } from "./redact.js";
 import { lineAt, splitSqlStatements, withoutLeadingComments } from "./sql-text.js";
-import { PROGRESS_TABLE, runBackfill, splitBackfillSql, type BackfillDriver, type BackfillSql, type Query } from "./backfill.js";
+import { PROGRESS_TABLE, runBackfill, type BackfillDriver, type Query } from "./backfill.js";
 
 export interface PostgresMigratorOptions {
   /** postgres://user:password@host:port/dbname (postgresql:// too). */
@@ -208,13 +209,7 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
 
   /** A backfill step: its setup once, then batches of short transactions; see migrate/backfill.ts. */
   private async runBackfillStep(client: pg.Client, step: MigrationStep, direction: "up" | "down", spec: BackfillSpec, emit: Emit): Promise<void> {
-    const text = await readStepSql(step, direction);
-    let sql: BackfillSql;
-    try {
-      sql = splitBackfillSql(text);
-    } catch (e) {
-      throw stepFailed(step, direction, errorMessage(e));
-    }
+    const { text, sql } = await readBackfillSql(step, direction);
     const q = pgQuery(client);
     let inBatches = false;
     const driver: BackfillDriver = {

@@ -24,12 +24,13 @@ import {
   isModuleStep,
   loadModule,
   orderSteps,
+  readBackfillSql,
   readStepSql,
   stepFailed,
   type MigrationDb,
 } from "./files.js";
 import { toSqliteParams } from "./sql-text.js";
-import { PROGRESS_TABLE, runBackfill, splitBackfillSql, type BackfillDriver, type BackfillSql, type Query } from "./backfill.js";
+import { PROGRESS_TABLE, runBackfill, type BackfillDriver, type Query } from "./backfill.js";
 
 export interface SqliteMigratorOptions {
   /** sqlite:///abs/path.db, sqlite:relative/path.db, or a plain path. */
@@ -277,13 +278,7 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
 
   /** A backfill step: its setup once, then batches of short transactions; see migrate/backfill.ts. */
   private async runBackfillStep(db: Database.Database, step: MigrationStep, direction: "up" | "down", spec: BackfillSpec, emit: ReturnType<typeof emitter>): Promise<void> {
-    const text = await readStepSql(step, direction);
-    let sql: BackfillSql;
-    try {
-      sql = splitBackfillSql(text);
-    } catch (e) {
-      throw stepFailed(step, direction, errorMessage(e));
-    }
+    const { sql } = await readBackfillSql(step, direction);
     const q: Query = async (statement, params = []) => {
       let stmt: Database.Statement;
       try {
