@@ -131,7 +131,7 @@ export class Agent {
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
-    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, ...(metrics ? { metrics } : {}) });
+    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
     let agent!: Agent;
     const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why), ...(metrics ? { metrics } : {}) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
