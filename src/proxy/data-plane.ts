@@ -10,6 +10,7 @@ import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeRespons
 import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
+import { noRouteBody } from "./no-route.js";
 import { Tunnel, type TunnelHost } from "./tunnel.js";
 import { UpstreamConnections } from "./upstream.js";
 
@@ -120,7 +121,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const table = this.router.current;
     const match = table.lookup(host, url);
     if (!match) {
-      sendJson(res, 404, { error: "no route", host: host ?? null, path: url });
+      sendJson(res, 404, noRouteBody(table.source.routes, host, url, req.socket, head));
       return;
     }
     const contentLength = head.contentLength;
@@ -201,7 +202,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const host = head.host;
     const table = this.router.current;
     const match = table.lookup(host, url);
-    if (!match) return rejectUpgrade(client, 404, { error: "no route", host: host ?? null, path: url });
+    if (!match) return rejectUpgrade(client, 404, noRouteBody(table.source.routes, host, url, client, head));
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) return rejectUpgrade(client, 503, { error: "no healthy instance", service: match.route.service });
     let preamble = `${req.method} ${url} HTTP/1.1\r\n`;
