@@ -20,10 +20,12 @@ import { moveLegacyKeys } from "./deploy/legacy-keys.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy } from "./proxy/builtin.js";
-import { openProxy, stopDataPlane, type ProxyOptions } from "./proxy/index.js";
+import { openProxy, stopDataPlane, type OpenedProxy, type ProxyOptions } from "./proxy/index.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable } from "./proxy/contract.js";
+import { agentIdFor } from "./runtime/identity.js";
 import { openRuntimes } from "./runtime/index.js";
 import { SLOTS } from "./runtime/contract.js";
+import { writeAgentSpec } from "./spec/agent-copy.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
@@ -96,6 +98,23 @@ export class Agent {
   static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
     await refuseSecondAgent(spec);
+    // The API's port before anything else: an agent that cannot listen has started nothing (no
+    // proxy, no instance) that would outlive it.
+    const api = await bindApi(spec);
+    let opened: OpenedProxy | undefined;
+    try {
+      const agent = await Agent.build(spec, log, api, (p) => (opened = p));
+      await agent.serve(api.server);
+      return agent;
+    } catch (e) {
+      await api.close();
+      // A proxy this start spawned goes with it; an adopted one was serving before and keeps serving.
+      if (opened && !opened.adopted) await stopDataPlane(proxyOptions(spec)).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private static async build(spec: Spec, log: AgentLog, api: BoundApi, onProxy: (p: OpenedProxy) => void): Promise<Agent> {
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
@@ -115,8 +134,9 @@ export class Agent {
     const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
     const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
     const proxied = await openProxy(proxyOptions(spec), log);
+    onProxy(proxied);
 
-    const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
+    const apiUrl = `http://${spec.agent.host}:${api.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
     const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
     let agent!: Agent;
@@ -136,6 +156,7 @@ export class Agent {
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
     agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log);
+    agent.server = api.server;
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
@@ -145,7 +166,14 @@ export class Agent {
     });
 
     await agent.reconcile();
-    await agent.listen();
+    return agent;
+  }
+
+  /** What follows reconcile: the API answers, the watches and the health monitor run. */
+  private async serve(server: http.Server): Promise<void> {
+    const agent = this;
+    const { spec, monitor } = this;
+    await agent.listen(server);
     agent.watches.start();
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
@@ -153,7 +181,10 @@ export class Agent {
       agent.watchProxy();
       void agent.followProxyEvents();
     }
-    return agent;
+  }
+
+  get identity(): string {
+    return agentIdFor(this.spec.stateDir);
   }
 
   get apiUrl(): string {
@@ -282,16 +313,12 @@ export class Agent {
     }
   }
 
-  private async listen(): Promise<void> {
-    const server = http.createServer(createApi(this));
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", (e: NodeJS.ErrnoException) =>
-        reject(e.code === "EADDRINUSE" ? new TurquoiseError("CONFLICT", `the agent cannot listen on ${this.spec.agent.host}:${this.spec.agent.port}: address in use (set agent.listen in ${this.spec.file})`) : e),
-      );
-      server.listen(this.spec.agent.port, this.spec.agent.host, () => resolve());
-    });
-    this.server = server;
+  /** The API, bound since the start, now answers; agent.json and agent.pid say so. */
+  private async listen(server: http.Server): Promise<void> {
+    server.removeAllListeners("request");
+    server.on("request", createApi(this));
     await this.writeAgentInfo();
+    await writeAgentSpec(this.spec);
     fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
     this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
   }
@@ -332,6 +359,35 @@ export class Agent {
     })();
     return this.closing;
   }
+}
+
+/** The API's socket, bound before the agent starts anything; it answers 503 until the agent is ready. */
+interface BoundApi {
+  server: http.Server;
+  port: number;
+  close(): Promise<void>;
+}
+
+async function bindApi(spec: Spec): Promise<BoundApi> {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
+    res.end(JSON.stringify({ error: { code: "AGENT_UNREACHABLE", message: "the agent is starting: try again in a moment" } }));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (e: NodeJS.ErrnoException) =>
+      reject(e.code === "EADDRINUSE" ? new TurquoiseError("CONFLICT", `the agent cannot listen on ${spec.agent.host}:${spec.agent.port}: address in use (set agent.listen in ${spec.file})`) : e),
+    );
+    server.listen(spec.agent.port, spec.agent.host, () => resolve());
+  });
+  const addr = server.address();
+  return {
+    server,
+    port: addr && typeof addr === "object" ? addr.port : spec.agent.port,
+    close: () => new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
 }
 
 /** Every agent event: a log line, a row in the Store's event log, and a push to the event stream. */

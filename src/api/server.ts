@@ -112,7 +112,7 @@ export function createApi(agent: ApiHost): http.RequestListener {
     } catch {
       return send(res, 400, { error: { code: "USAGE", message: "the request path is not a valid URL" } });
     }
-    if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt });
+    if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt, agent: agent.identity });
     const scope = authenticate(req.headers.authorization, { adminToken: agent.token, registryToken: agent.registryToken, deployTokens: agent.deployTokens });
     if (!scope) {
       return send(res, 401, { error: { code: "UNAUTHORIZED", message: "missing, wrong or revoked API token: send Authorization: Bearer <token from the state dir's token file, or a deploy token>" } });

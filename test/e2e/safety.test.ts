@@ -105,7 +105,7 @@ describe("the agent signals only what it started", () => {
     const victim = bystander();
     await forge(ws, [forged(victim, "forged")]);
     const r = await ws.cli(["down"]);
-    assert.match(r.stdout, /no agent was running; stopped the proxy and 2 leftover instance\(s\)/);
+    assert.match(r.stdout, /no agent was running; stopped the proxy and 2 leftover instances/);
     assert.match(r.stderr, new RegExp(`not stopped: instance record books-green-forged \\(ref ${victim}\\): no start time is recorded`));
     assert.deepEqual(instancePids(ws), [], "the real instances are stopped");
     await new Promise((r) => setTimeout(r, 300));
