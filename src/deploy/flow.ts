@@ -101,7 +101,7 @@ export class DeployFlow {
       emit({ type: "step", name: "plan", status: "done", durationMs: Date.now() - planStarted, detail: planDetail });
 
       history = await store.addHistory({
-        service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, actor: req.actor,
+        service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, via: plan.via, actor: req.actor,
         startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
       });
       failpoint("history");
@@ -220,7 +220,7 @@ export class DeployFlow {
     const slot: Slot = color ? otherSlot(color) : "blue";
     const idle = await records.slot(svc.name, slot);
     if (idle?.state === "warm" && idle.release === release && fleet.list(svc.name, slot).length > 0) {
-      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fleet.list(svc.name, slot), "warm instances"));
+      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fleet.list(svc.name, slot), "warm"));
       await records.setSlot(svc.name, { ...idle, state: "preview" });
       return;
     }
@@ -231,7 +231,7 @@ export class DeployFlow {
       const poolId = `${svc.name}/${slot}/${release}/${Date.now().toString(36)}`;
       await records.setSlot(svc.name, { slot, release, poolId, state: "preview", startedAt: Date.now(), ...(schema ? { schema } : {}) });
       const fresh = await this.step(flow, "start", async () => fleet.startSlot(svc, slot, release, this.d.apiUrl, instanceEnvFor(spec, svc)));
-      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fresh, "new instances"));
+      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fresh, "new"));
       await this.step(flow, "smoke", async () => smokeInstances(svc, fresh, fleet.releaseDir(svc, release)));
     } catch (e) {
       await this.cleanUp(flow, e, () => undoPreview(this.d, records, svc, slot));
@@ -357,7 +357,7 @@ export class DeployFlow {
     const color = await records.color(svc.name);
     const instances = color ? fleet.list(svc.name, color) : [];
     await this.step(flow, "recheck", async () => {
-      const healthy = await waitUntilHealthy(spec, fleet, svc, instances, `${release} instances`);
+      const healthy = await waitUntilHealthy(spec, fleet, svc, instances, release);
       const smoke = await smokeInstances(svc, instances, fleet.releaseDir(svc, release));
       return `${healthy}; ${typeof smoke === "string" ? smoke : "no smoke checks"}`;
     });

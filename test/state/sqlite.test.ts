@@ -53,6 +53,7 @@ describe("SqliteStore on disk", () => {
       kind: "deploy",
       release: "v2",
       previousRelease: "v1",
+      via: "v1-turquoise",
       actor: "alice",
       startedAt: 1_700_000_000_000,
       finishedAt: 1_700_000_005_000,
