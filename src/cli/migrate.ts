@@ -1,4 +1,5 @@
 import { TurquoiseError } from "../errors.js";
+import { formatTime } from "../util/time.js";
 import { actor, connect } from "./client.js";
 import { printJson, type Command } from "./command.js";
 
@@ -51,7 +52,7 @@ examples:
     if (ctx.json) return printJson(ctx, r);
     if (action === "status") {
       ctx.out(`${service}: schema at ${r.current} (latest step ${r.latest})${r.live ? `; live ${r.live.release} runs on ${r.live.schema.min}..${r.live.schema.max}` : ""}`);
-      for (const a of r.applied) ctx.out(`  applied  ${String(a.version).padStart(4, "0")}_${a.name}  ${a.phase}  ${new Date(a.appliedAt).toISOString()}`);
+      for (const a of r.applied) ctx.out(`  applied  ${String(a.version).padStart(4, "0")}_${a.name}  ${a.phase}  ${formatTime(a.appliedAt)}`);
       for (const p of r.pending) ctx.out(`  pending  ${String(p.version).padStart(4, "0")}_${p.name}  ${p.phase}${p.transactional ? "" : ", no transaction"}${p.hasDown ? "" : ", no down"}`);
       return;
     }

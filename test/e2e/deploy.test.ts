@@ -176,7 +176,7 @@ describe("health verdicts", () => {
     assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
     assert.ok(tookMs < 15_000, `took ${tookMs}ms: it waited for deploy_timeout (30s)`);
     const out = JSON.parse(r.stdout) as { error: { message: string; output: string } };
-    assert.match(out.error.message, /failed at healthy: unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 1000ms/);
+    assert.match(out.error.message, /failed at healthy: unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 1s/);
     assert.match(out.error.output, /books-green-\w+: critical: HTTP 500 Internal Server Error: database unreachable/);
     assert.equal(await releaseServing(w), "v1");
     assert.deepEqual(instancePids(w), before, "only the live instances run");

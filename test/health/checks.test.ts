@@ -291,7 +291,7 @@ describe("waitHealthy", () => {
       ["b", "critical", "HTTP 500 Internal Server Error: database unreachable"],
     ]);
     assert.ok(tookMs >= 290 && tookMs < 2_000, `took ${tookMs}ms`);
-    assert.match(whyNotHealthy(result, health, 10_000), /^unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 150ms .*deploy_timeout \(10000ms\)/);
+    assert.match(whyNotHealthy(result, health, 10_000), /^unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 150ms .*deploy_timeout \(10s\)/);
   });
 
   test("one instance passing does not save another that answers 500: the wait fails fast", async () => {
