@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { BIN } from "../../src/demo/workspace.js";
 import { EXIT_CODES } from "../../src/errors.js";
 
@@ -21,11 +21,20 @@ async function cli(args: string[], cwd: string): Promise<{ code: number; stdout:
   }
 }
 
+const made: string[] = [];
+
+/** A temp dir for one test, removed when the file's tests are done. */
 function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-cli-"));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-cli-"));
+  made.push(dir);
+  return dir;
 }
 
 describe("cli", () => {
+  after(() => {
+    for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
   it("--help lists every command; each command has help with examples", async () => {
     const dir = tempDir();
     const top = await cli(["--help"], dir);
