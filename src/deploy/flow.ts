@@ -6,6 +6,7 @@
 // an agent that restarts can finish, undo or resume the flow (recovery.ts). Every write of the
 // flow is fenced by its lock (lock.ts); a flow that lost its lock stops at the next step boundary
 // and hands its journal over to recovery.
+import { formatDuration } from "../util/duration.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { PlanAction } from "../plan/planner.js";
 import { otherSlot, type Slot } from "../runtime/contract.js";
@@ -285,7 +286,7 @@ export class DeployFlow {
         await this.step(flow, "bake", async () => {
           const instances = this.d.fleet.list(svc.name, toSlot);
           const v = await bake({ proxy: this.d.proxy, poolId: preview.poolId, instanceIds: instances.map((i) => i.id), isAlive: (id) => this.d.fleet.isAlive(id), windowMs: svc.bakeMs, onExit: (l) => this.d.fleet.onUnexpectedExit((inst) => l(inst.id)) });
-          if (!v.ok) throw new StepFailure("bake", v.reason, `bake window of ${svc.bakeMs}ms: ${describeBake(v.figures)}`, { ...v.figures });
+          if (!v.ok) throw new StepFailure("bake", v.reason, `bake window of ${formatDuration(svc.bakeMs)}: ${describeBake(v.figures)}`, { ...v.figures });
           return `passed: ${describeBake(v.figures)}`;
         });
       } catch (e) {
@@ -313,7 +314,7 @@ export class DeployFlow {
     } else {
       await this.step(flow, "drain", async () => {
         const r = await this.d.proxy.drain(live.poolId, svc.drainTimeoutMs);
-        if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
+        if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${formatDuration(svc.drainTimeoutMs)}`, { ...r });
         return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
       });
       await this.step(flow, "retire", async () => this.warm.retire(records, svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));

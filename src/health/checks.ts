@@ -127,7 +127,7 @@ function httpCheck(
     socket.on("error", (e) => (head ? finishWithBody(true) : finish("critical", `GET ${url}: ${e.message}`)));
     socket.on("close", () => (head ? finishWithBody(true) : finish("critical", `GET ${url}: the connection closed before a response`)));
     // A whole-request deadline: the socket timeout alone would let a slow trickle run forever.
-    const timer = setTimeout(() => finish("critical", `GET ${url}: timed out after ${timeoutMs}ms`), timeoutMs);
+    const timer = setTimeout(() => finish("critical", `GET ${url}: timed out after ${formatDuration(timeoutMs)}`), timeoutMs);
     const onAbort = () => finish("critical", `GET ${url}: aborted`);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
@@ -193,7 +193,7 @@ function tcpCheck(
     const socket = connect({ host: target.host, port: target.port });
     socket.on("connect", () => finish("passing", `TCP connect ${address}: Success`));
     socket.on("error", (e) => finish("critical", `TCP connect ${address}: ${e.message}`));
-    const timer = setTimeout(() => finish("critical", `TCP connect ${address}: timed out after ${timeoutMs}ms`), timeoutMs);
+    const timer = setTimeout(() => finish("critical", `TCP connect ${address}: timed out after ${formatDuration(timeoutMs)}`), timeoutMs);
     const onAbort = () => finish("critical", `TCP connect ${address}: aborted`);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
