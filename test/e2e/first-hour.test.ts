@@ -5,10 +5,10 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { execFile } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { promisify } from "node:util";
 import { after, before, describe, it, type TestContext } from "node:test";
-import { BIN, type Workspace } from "../../src/demo/workspace.js";
+import { BIN, REPO_ROOT, type Workspace } from "../../src/demo/workspace.js";
 import { EXIT_CODES } from "../../src/errors.js";
 import { freePort } from "../../src/util/net.js";
 import { RELEASE_KINDS, agentEvents, get, markedPids, readAgentPid, status, waitFor, workspaceWith } from "./helpers.js";
@@ -313,5 +313,75 @@ describe("first hour: what the CLI says", () => {
     const scheduled = await agentEvents(ws, "heal.scheduled");
     assert.equal(scheduled.length, 1);
     assert.match(scheduled[0]!.message, new RegExp(`^${live.id} \\(v2, ${live.slot}\\) exited: replacing it$`));
+  });
+});
+
+describe("first hour: the demo and its example", () => {
+  /** Starts `turquoise demo` with its stdout on a pipe; resolves with its workspace once it printed `until`. */
+  async function startDemo(until: RegExp): Promise<{ child: ChildProcess; dir: string; exited: Promise<{ code: number | null; stderr: string }> }> {
+    const child = spawn(process.execPath, [BIN, "demo"], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr!.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+    const exited = new Promise<{ code: number | null; stderr: string }>((r) => child.on("exit", (code) => r({ code, stderr })));
+    let seen = "";
+    const dir = await new Promise<string>((resolve, reject) => {
+      child.stdout!.setEncoding("utf8").on("data", (c: string) => {
+        seen += c;
+        const ws = /^workspace (\S+)$/m.exec(seen);
+        if (ws && until.test(seen)) resolve(ws[1]!);
+      });
+      void exited.then(({ code }) => reject(new Error(`the demo exited (${code}) before printing ${until}: ${seen}\n${stderr}`)));
+    });
+    return { child, dir, exited };
+  }
+
+  function leftBehind(dir: string): string[] {
+    const ws = { dir } as Workspace;
+    return [...(fs.existsSync(dir) ? [`${dir} exists`] : []), ...markedPids(ws).map((p) => `instance pid ${p}`), ...proxyPids(ws).map((p) => `proxy pid ${p}`)];
+  }
+
+  it("turquoise demo | head: the demo stops when its reader goes, and leaves no workspace behind", { timeout: 180_000 }, async () => {
+    const demo = await startDemo(/^workspace /m);
+    // What head does once it has its lines: it closes its end of the pipe.
+    demo.child.stdout!.destroy();
+    const { code, stderr } = await demo.exited;
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(leftBehind(demo.dir), []);
+  });
+
+  it("Ctrl-C during turquoise demo stops it and removes its workspace, agent, proxy and instances", { timeout: 180_000 }, async () => {
+    const demo = await startDemo(/agent and proxy up/);
+    demo.child.kill("SIGINT");
+    const { code, stderr } = await demo.exited;
+    assert.equal(code, EXIT_CODES.INTERNAL);
+    assert.match(stderr, /the demo was interrupted; its workspace was stopped and removed/);
+    assert.deepEqual(leftBehind(demo.dir), []);
+  });
+
+  it("demo --help lists no -f, which the demo would ignore, and demo -f is refused", async () => {
+    const help = await run(process.execPath, [BIN, "demo", "--help"]);
+    assert.doesNotMatch(help.stdout, /--file|-f,/);
+    assert.match(help.stdout, /--json/);
+    await assert.rejects(run(process.execPath, [BIN, "demo", "-f", "turquoise.yml"]), (e: { code: number; stderr: string }) => e.code === EXIT_CODES.USAGE && /Unknown option '-f'/.test(e.stderr));
+    // A command that reads a spec still lists and takes it.
+    assert.match((await run(process.execPath, [BIN, "status", "--help"])).stdout, /-f, --file <path>/);
+  });
+
+  it("the example's README describes every release it ships and both databases it runs on", () => {
+    const root = path.join(REPO_ROOT, "examples", "books-service");
+    const readme = fs.readFileSync(path.join(root, "README.md"), "utf8");
+    for (const release of fs.readdirSync(path.join(root, "releases"))) {
+      assert.match(readme, new RegExp(`\`${release}\``), `release ${release}`);
+      const schema = (JSON.parse(fs.readFileSync(path.join(root, "releases", release, "turquoise.json"), "utf8")) as { schema: { min: number; max: number } }).schema;
+      assert.match(readme, new RegExp(`\`${release}\`[^\\n]*schema ${schema.min === schema.max ? schema.min : `${schema.min}\\.\\.${schema.max}`}\\b`), `the schema ${release} runs on`);
+    }
+    for (const driver of fs.readdirSync(path.join(root, "migrations"))) {
+      assert.match(readme, new RegExp(`migrations/${driver}/`), `migrations for ${driver}`);
+      for (const file of fs.readdirSync(path.join(root, "migrations", driver)).filter((f) => f.endsWith(".up.sql"))) {
+        assert.match(readme, new RegExp(file.replace(/\.up\.sql$/, "").replace(/^\d+_/, "")), file);
+      }
+    }
+    assert.match(readme, /DATABASE_URL/);
+    assert.match(readme, /BOOKS_FILE/);
   });
 });
