@@ -37,6 +37,9 @@ recorded or not; any other record is reported and dropped, and nothing is signal
 Then down looks again for instances with this agent's marks. If any is still running, it names
 them and exits ${EXIT_CODES.STOP_INCOMPLETE} (STOP_INCOMPLETE).
 
+When turquoise.yml is invalid or gone, down works from the spec the agent last started with
+(<state_dir>/agent-spec.json), and says so.
+
 options:
       --agent-only   stop only the agent; the proxy and instances keep serving
 
