@@ -193,7 +193,7 @@ describe("health verdicts", () => {
     assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
     assert.ok(tookMs < 12_000, `took ${tookMs}ms: it waited for deploy_timeout (2m)`);
     const out = JSON.parse(r.stdout) as { error: { message: string; output: string } };
-    assert.match(out.error.message, /failed at healthy: not listening where its check goes: books-green-\w+ is listening on 127\.0\.0\.1:\d+, not on \$PORT=\d+\. An app must listen on the port Turquoise gives it in \$PORT/);
+    assert.match(out.error.message, /failed at healthy: not listening where its check goes: books-(blue|green)-\w+ is listening on 127\.0\.0\.1:\d+, not on \$PORT=\d+\. An app must listen on the port Turquoise gives it in \$PORT/);
     const m = /ECONNREFUSED 127\.0\.0\.1:(\d+) \(listening on 127\.0\.0\.1:(\d+), not on \$PORT=(\d+)\)/.exec(out.error.output);
     assert.ok(m, out.error.output);
     assert.equal(m[1], m[3], "the port it was given is the one checked");
