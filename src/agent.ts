@@ -7,6 +7,7 @@ import path from "node:path";
 import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
+import { bindConsulServer, type BoundConsulServer } from "./consul/server.js";
 import { ensureToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
 import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
@@ -64,6 +65,7 @@ class SupervisedProxy implements Proxy {
 
 export class Agent {
   private server?: http.Server;
+  private consul?: BoundConsulServer;
   private closing?: Promise<void>;
   private resolveClosed!: () => void;
   /** Resolves once close() has finished, whoever called it (a signal, or the API's shutdown). */
@@ -101,13 +103,18 @@ export class Agent {
     // The API's port before anything else: an agent that cannot listen has started nothing (no
     // proxy, no instance) that would outlive it.
     const api = await bindApi(spec);
+    let consul: BoundConsulServer | undefined;
     let opened: OpenedProxy | undefined;
     try {
+      // The same for the Consul API's port, when there is one.
+      if (spec.consul) consul = await bindConsulServer(spec.consul, spec.file);
       const agent = await Agent.build(spec, log, api, (p) => (opened = p));
+      agent.consul = consul;
       await agent.serve(api.server);
       return agent;
     } catch (e) {
       await api.close();
+      await consul?.close();
       // A proxy this start spawned goes with it; an adopted one was serving before and keeps serving.
       if (opened && !opened.adopted) await stopDataPlane(proxyOptions(spec)).catch(() => undefined);
       throw e;
@@ -313,14 +320,16 @@ export class Agent {
     }
   }
 
-  /** The API, bound since the start, now answers; agent.json and agent.pid say so. */
+  /** The API and the Consul API, bound since the start, now answer; agent.json and agent.pid say so. */
   private async listen(server: http.Server): Promise<void> {
     server.removeAllListeners("request");
     server.on("request", createApi(this));
+    this.consul?.serve(this);
     await this.writeAgentInfo();
     await writeAgentSpec(this.spec);
     fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
     this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
+    if (this.consul) this.log(`Consul API (read side) on ${this.consul.url}`);
   }
 
   private async writeAgentInfo(): Promise<void> {
@@ -341,6 +350,7 @@ export class Agent {
       await watchesStopped;
       this.registry.close();
       await this.orchestrator.stopTimers();
+      await this.consul?.close();
       if (this.server) {
         this.server.closeAllConnections();
         await new Promise<void>((r) => this.server!.close(() => r()));
