@@ -118,7 +118,7 @@ describe("first hour: init, up and the proxy", () => {
     assert.equal(named.status, 200);
   });
 
-  it("up with the agent's port taken exits 9 naming agent.listen, and leaves no proxy or instance running", async () => {
+  it("up with the agent's port (or consul.listen) taken exits 9 naming the key, and leaves no proxy or instance running", async () => {
     const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, { replicas: 2 });
     try {
       // A live release on record: a start restores it, which is what the port check must come before.
@@ -138,6 +138,19 @@ describe("first hour: init, up and the proxy", () => {
         assert.deepEqual(markedPids(ws), []);
       } finally {
         await held.release();
+      }
+      // The Consul API's port is bound as early.
+      const consulPort = await freePort();
+      fs.appendFileSync(ws.specFile, `consul: { listen: "127.0.0.1:${consulPort}" }\n`);
+      const consulHeld = await holdPort(consulPort);
+      try {
+        const r = await ws.cli(["up", "--detach"], { allowFail: true });
+        assert.equal(r.code, EXIT_CODES.CONFLICT, r.stderr);
+        assert.match(r.stderr, /consul\.listen/);
+        assert.deepEqual(proxyPids(ws), []);
+        assert.deepEqual(markedPids(ws), []);
+      } finally {
+        await consulHeld.release();
       }
     } finally {
       await ws.destroy();
