@@ -3,23 +3,11 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { describe, it, type TestContext } from "node:test";
-import { BIN } from "../../src/demo/workspace.js";
 import { EXIT_CODES } from "../../src/errors.js";
+import { cliIn } from "./helpers.js";
 
-const run = promisify(execFile);
-
-async function cli(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const cli = (args: string[], cwd: string) => cliIn(cwd, args);
 
 const made: string[] = [];
 

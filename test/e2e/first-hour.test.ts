@@ -11,7 +11,7 @@ import { after, before, describe, it, type TestContext } from "node:test";
 import { BIN, REPO_ROOT, type Workspace } from "../../src/demo/workspace.js";
 import { EXIT_CODES } from "../../src/errors.js";
 import { freePort } from "../../src/util/net.js";
-import { RELEASE_KINDS, agentEvents, get, markedPids, readAgentPid, status, waitFor, workspaceWith } from "./helpers.js";
+import { RELEASE_KINDS, agentEvents, cliIn, get, markedPids, proxyPids, readAgentPid, status, waitFor, workspaceWith } from "./helpers.js";
 
 const run = promisify(execFile);
 
@@ -26,15 +26,7 @@ interface Project {
 /** What a user does first: `turquoise init --service books` in a fresh directory, and a release beside it. */
 async function initProject(t: TestContext, opts: { agentPort?: number } = {}): Promise<Project> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-first-hour-"));
-  const cli: Project["cli"] = async (args) => {
-    try {
-      const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd: dir });
-      return { code: 0, stdout, stderr };
-    } catch (e) {
-      const err = e as { code: number; stdout: string; stderr: string };
-      return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-    }
-  };
+  const cli: Project["cli"] = (args) => cliIn(dir, args);
   t.after(async () => {
     await cli(["down"]);
     fs.rmSync(dir, { recursive: true, force: true });
@@ -64,19 +56,6 @@ async function holdPort(port: number): Promise<{ release(): Promise<void> }> {
 
 function portOf(url: string): number {
   return Number(new URL(url).port);
-}
-
-/** Pids of processes whose command line names this workspace's state dir: the proxy's supervisor and workers. */
-function proxyPids(ws: { dir: string }): number[] {
-  const needle = path.join(ws.dir, ".turquoise");
-  const pids: number[] = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0").includes(needle)) pids.push(Number(entry));
-    } catch { /* gone */ }
-  }
-  return pids;
 }
 
 describe("first hour: init, up and the proxy", () => {
@@ -349,7 +328,7 @@ describe("first hour: the demo and its example", () => {
   }
 
   function leftBehind(dir: string): string[] {
-    const ws = { dir } as Workspace;
+    const ws = { dir };
     return [...(fs.existsSync(dir) ? [`${dir} exists`] : []), ...markedPids(ws).map((p) => `instance pid ${p}`), ...proxyPids(ws).map((p) => `proxy pid ${p}`)];
   }
 
