@@ -8,7 +8,7 @@ import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
 import { bindConsulServer, type BoundConsulServer } from "./consul/server.js";
-import { ensureToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
+import { ensureToken, readUserToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
 import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
@@ -33,6 +33,9 @@ import { openStore } from "./state/index.js";
 import { endRunningCommands } from "./util/command.js";
 import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
+import { AgentMetrics, type HealthState, type MetricsSource } from "./metrics/agent.js";
+import { startMetricsServer } from "./metrics/server.js";
+import { VERSION } from "./version.js";
 
 export const AGENT_FILE = "agent.json";
 
@@ -65,6 +68,7 @@ class SupervisedProxy implements Proxy {
 
 export class Agent {
   private server?: http.Server;
+  private metricsServer?: http.Server;
   private consul?: BoundConsulServer;
   private closing?: Promise<void>;
   private resolveClosed!: () => void;
@@ -86,11 +90,13 @@ export class Agent {
     readonly supervisor: Supervisor,
     readonly deployTokens: DeployTokens,
     private readonly log: AgentLog,
+    /** Present when turquoise.yml has metrics.listen. */
+    readonly metrics: AgentMetrics | undefined,
   ) {
     this.event = eventLog(store, registry, log);
     // A watch on the agent's own records would hand them to a handler: it does not run.
     const allowed = spec.watches.filter((w) => !watchRefusal(w));
-    this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data));
+    this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data), (watch, ok) => metrics?.watchRan(watch, ok));
   }
 
   readonly watches: WatchRunner;
@@ -100,28 +106,37 @@ export class Agent {
   static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
     await refuseSecondAgent(spec);
-    // The API's port before anything else: an agent that cannot listen has started nothing (no
-    // proxy, no instance) that would outlive it.
+    // Before anything starts: a token file that is missing or unusable is the spec's problem to fix.
+    const metricsToken = spec.metrics?.tokenFile ? readUserToken(spec.metrics.tokenFile, "metrics.token_file") : undefined;
+    const metrics = spec.metrics ? new AgentMetrics({ services: Object.keys(spec.services), watches: spec.watches.map((w) => w.name), version: VERSION }) : undefined;
+    // Every port this agent serves is bound before anything else: one in use fails the start
+    // before a proxy or an instance runs that would outlive it.
     const api = await bindApi(spec);
+    let metricsServer: http.Server | undefined;
     let consul: BoundConsulServer | undefined;
     let opened: OpenedProxy | undefined;
     try {
-      // The same for the Consul API's port, when there is one.
+      if (metrics) metricsServer = await listenMetrics(spec, metrics, metricsToken, log);
       if (spec.consul) consul = await bindConsulServer(spec.consul, spec.file);
-      const agent = await Agent.build(spec, log, api, (p) => (opened = p));
+      const agent = await Agent.build(spec, log, api, metrics, (p) => (opened = p));
+      agent.metricsServer = metricsServer;
       agent.consul = consul;
       await agent.serve(api.server);
       return agent;
     } catch (e) {
       await api.close();
       await consul?.close();
+      if (metricsServer) {
+        metricsServer.closeAllConnections();
+        await new Promise<void>((r) => metricsServer!.close(() => r()));
+      }
       // A proxy this start spawned goes with it; an adopted one was serving before and keeps serving.
       if (opened && !opened.adopted) await stopDataPlane(proxyOptions(spec)).catch(() => undefined);
       throw e;
     }
   }
 
-  private static async build(spec: Spec, log: AgentLog, api: BoundApi, onProxy: (p: OpenedProxy) => void): Promise<Agent> {
+  private static async build(spec: Spec, log: AgentLog, api: BoundApi, metrics: AgentMetrics | undefined, onProxy: (p: OpenedProxy) => void): Promise<Agent> {
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
@@ -145,9 +160,9 @@ export class Agent {
 
     const apiUrl = `http://${spec.agent.host}:${api.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
-    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
+    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, ...(metrics ? { metrics } : {}) });
     let agent!: Agent;
-    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why) });
+    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why), ...(metrics ? { metrics } : {}) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
       if (!fleet.isReady(inst.id)) return false;
       const rec = await records.slot(inst.service, inst.slot);
@@ -162,8 +177,9 @@ export class Agent {
     });
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
-    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log);
+    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics);
     agent.server = api.server;
+    metrics?.attach(agent.metricsSource());
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
@@ -332,6 +348,28 @@ export class Agent {
     if (this.consul) this.log(`Consul API (read side) on ${this.consul.url}`);
   }
 
+  /** What the metrics read at each scrape: never stale, nothing kept apart. */
+  private metricsSource(): MetricsSource {
+    return {
+      liveReleases: async () => {
+        const out = [];
+        for (const name of Object.keys(this.spec.services)) {
+          const slot = await this.records.color(name);
+          const rec = slot ? await this.records.slot(name, slot) : undefined;
+          if (slot && rec) out.push({ service: name, slot, release: rec.release });
+        }
+        return out;
+      },
+      degraded: async () => {
+        const out = [];
+        for (const name of Object.keys(this.spec.services)) if (await this.records.degraded(name)) out.push(name);
+        return out;
+      },
+      instances: () => this.fleet.list().map((i) => ({ service: i.service, state: (this.monitor.state(i.id)?.status ?? "unknown") as HealthState })),
+      proxyMetrics: async () => (this.proxy.current.metrics ? this.proxy.current.metrics() : undefined),
+    };
+  }
+
   private async writeAgentInfo(): Promise<void> {
     const addr = this.server?.address() as { port: number } | undefined;
     const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr?.port ?? this.spec.agent.port }, proxy: { host: this.spec.proxy.host, port: this.proxy.listenPort, pid: this.proxy.pid }, startedAt: this.startedAt };
@@ -351,9 +389,10 @@ export class Agent {
       this.registry.close();
       await this.orchestrator.stopTimers();
       await this.consul?.close();
-      if (this.server) {
-        this.server.closeAllConnections();
-        await new Promise<void>((r) => this.server!.close(() => r()));
+      for (const server of [this.server, this.metricsServer]) {
+        if (!server) continue;
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
       }
       fs.rmSync(path.join(this.spec.stateDir, "agent.pid"), { force: true });
       if (opts.everything) {
@@ -406,6 +445,20 @@ function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
     log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
     void store.appendEvent({ service, type, message, data }).then((e) => registry.publish(e), () => undefined);
   };
+}
+
+/** The /metrics listener of metrics.listen, with its token; a port in use is the spec's to change. */
+async function listenMetrics(spec: Spec, metrics: AgentMetrics, token: string | undefined, log: AgentLog): Promise<http.Server> {
+  const where = spec.metrics!;
+  let server: http.Server;
+  try {
+    server = await startMetricsServer({ host: where.host, port: where.port, token, render: () => metrics.render(), contentType: metrics.contentType, log });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EADDRINUSE") throw e;
+    throw new TurquoiseError("CONFLICT", `the metrics endpoint cannot listen on ${where.host}:${where.port}: address in use (set metrics.listen in ${spec.file})`);
+  }
+  log(`metrics on http://${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}/metrics${token ? " (bearer token from metrics.token_file)" : ""}`);
+  return server;
 }
 
 /** The runtimes the spec's services run on, as the runtime factory takes them. */

@@ -11,7 +11,7 @@ import { EXIT_CODES, TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
 import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
-import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
 import type { HealthInfo, UpgradeOptions, UpgradeResult } from "./control.js";
 import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
@@ -62,6 +62,10 @@ export class BuiltinProxy implements Proxy {
 
   stats(): Promise<ProxyStats> {
     return this.call("GET", "/stats") as Promise<ProxyStats>;
+  }
+
+  metrics(): Promise<ProxyMetrics> {
+    return this.call("GET", "/metrics") as Promise<ProxyMetrics>;
   }
 
   async setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {

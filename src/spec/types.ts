@@ -114,6 +114,15 @@ export interface Spec {
   stateDir: string;
   services: Record<string, ServiceSpec>;
   watches: WatchSpec[];
+  /** The Prometheus endpoint; absent: no metrics (and the proxy does not count requests by series). */
+  metrics?: MetricsSpec;
+}
+
+export interface MetricsSpec {
+  host: string;
+  port: number;
+  /** Absolute path of the file with the bearer token scrapers must send; absent: no token asked. */
+  tokenFile?: string;
 }
 
 export interface SpecProblem {
