@@ -3,6 +3,7 @@
 
 import { constants as osConstants } from "node:os";
 import { isCidr } from "../proxy/settings.js";
+import { formatDuration } from "../util/duration.js";
 import type { ServiceSpec, Spec, SpecProblem } from "./types.js";
 
 /** A step into the YAML: a mapping key or a list index. */
@@ -107,7 +108,7 @@ export const healthTimeoutOverInterval: SpecRule = {
     return services(spec)
       .filter((svc) => svc.health.timeoutMs > svc.health.intervalMs)
       .map((svc) =>
-        ctx.at(["services", svc.name, "health", "timeout"], `health timeout (${svc.health.timeoutMs}ms) is longer than the interval (${svc.health.intervalMs}ms): a slow check would still be running when the next one starts`),
+        ctx.at(["services", svc.name, "health", "timeout"], `health timeout (${formatDuration(svc.health.timeoutMs)}) is longer than the interval (${formatDuration(svc.health.intervalMs)}): a slow check would still be running when the next one starts`),
       );
   },
 };
@@ -119,7 +120,7 @@ export const healthIntervalOverDeployTimeout: SpecRule = {
     return services(spec)
       .filter((svc) => svc.health.intervalMs > svc.deployTimeoutMs)
       .map((svc) =>
-        ctx.at(["services", svc.name, "health", "interval"], `health interval (${svc.health.intervalMs}ms) is longer than deploy_timeout (${svc.deployTimeoutMs}ms): once live, a failing instance would go unnoticed for longer than a whole deploy may take (deploys themselves probe new instances every 25ms)`),
+        ctx.at(["services", svc.name, "health", "interval"], `health interval (${formatDuration(svc.health.intervalMs)}) is longer than deploy_timeout (${formatDuration(svc.deployTimeoutMs)}): once live, a failing instance would go unnoticed for longer than a whole deploy may take (deploys themselves probe new instances every 25ms)`),
       );
   },
 };

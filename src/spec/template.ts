@@ -122,9 +122,11 @@ services:
     #   network: bridge               # publish on 127.0.0.1 (default), or host
     # Instances per slot.
     replicas: 1
-    # Which requests the proxy sends here: a host, a path prefix, or both.
+    # Which requests the proxy sends here: a path prefix, a host, or both. With path / alone,
+    # every request the proxy gets comes here (curl http://127.0.0.1:8080/). Add a host to
+    # serve several services on one port by name; then only requests for that Host match:
+    #   host: ${q(`${service}.example.com`)}     # curl -H 'Host: ${service}.example.com' http://127.0.0.1:8080/
     route:
-      host: ${q(`${service}.localhost`)}
       path: /
       # timeouts: { upstream_response: 30s }   # over proxy.timeouts
       # max_body_size: 10MiB                   # over proxy.limits.max_body_size

@@ -100,7 +100,7 @@ describe("rule: health-timeout-over-interval", () => {
     assert.deepEqual(errors, []);
     const w = only(warnings);
     assert.deepEqual([w.line, w.path], [7, "services.books.health.timeout"]);
-    assert.match(w.message, /timeout \(5000ms\) is longer than the interval \(2000ms\)/);
+    assert.match(w.message, /timeout \(5s\) is longer than the interval \(2s\)/);
   });
 });
 
@@ -121,7 +121,7 @@ describe("rule: health-interval-over-deploy-timeout", () => {
     assert.ok(spec, "a warning does not reject the spec");
     const e = only(errors);
     assert.deepEqual([e.line, e.column, e.path], [9, 7, "services.books.health.interval"]);
-    assert.match(e.message, /interval \(60000ms\) is longer than deploy_timeout \(30000ms\)/);
+    assert.match(e.message, /interval \(1m\) is longer than deploy_timeout \(30s\)/);
   });
 
   it("points at the health key when the interval is the default", () => {

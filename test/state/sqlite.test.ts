@@ -53,6 +53,7 @@ describe("SqliteStore on disk", () => {
       kind: "deploy",
       release: "v2",
       previousRelease: "v1",
+      via: "v1-turquoise",
       actor: "alice",
       startedAt: 1_700_000_000_000,
       finishedAt: 1_700_000_005_000,
@@ -113,6 +114,35 @@ describe("SqliteStore on disk", () => {
     raw.pragma("user_version = 99");
     raw.close();
     assert.throws(() => new SqliteStore(path), (e) => isTurquoiseError(e) && /schema 99/.test(e.message));
+  });
+
+  it("opens a schema-1 state file (history without via): old entries read as direct flips, new ones keep their via", async () => {
+    const path = join(dir, "schema1.db");
+    const raw = new Database(path);
+    raw.exec(`CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, kind TEXT NOT NULL, release TEXT NOT NULL,
+      previous_release TEXT, actor TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER, outcome TEXT NOT NULL, plan TEXT NOT NULL,
+      steps TEXT NOT NULL, error TEXT)`);
+    raw.prepare("INSERT INTO history (service, kind, release, previous_release, actor, started_at, finished_at, outcome, plan, steps, error) VALUES ('web', 'deploy', 'v2', 'v1', 'alice', 1, 2, 'succeeded', '[]', '[]', NULL)").run();
+    raw.pragma("user_version = 1");
+    raw.close();
+    const store = new SqliteStore(path);
+    try {
+      const [old] = await store.listHistory("web");
+      assert.equal(old!.release, "v2");
+      assert.equal(old!.via, null);
+      const { id: _id, ...entry } = old!;
+      const added = await store.addHistory({ ...entry, release: "v3", via: "v2-turquoise" });
+      assert.equal((await store.listHistory("web", 1))[0]!.via, "v2-turquoise");
+      assert.equal(added.via, "v2-turquoise");
+    } finally {
+      await store.close();
+    }
+    const reopened = new Database(path, { readonly: true });
+    try {
+      assert.equal(reopened.pragma("user_version", { simple: true }), 2);
+    } finally {
+      reopened.close();
+    }
   });
 
   it("remembers only the last CHANGE_LOG_SIZE changes for replay", async () => {
