@@ -1,0 +1,173 @@
+// A real etcd cluster for tests: scripts/ensure-etcd.sh installs Debian's etcd-server (so these
+// tests never skip), and each caller starts its own members on loopback ports, each with its own
+// data dir in tmp. Never the system service, and no traffic off loopback.
+
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../../src/util/net.js";
+
+const ENSURE_ETCD = fileURLToPath(new URL("../../../scripts/ensure-etcd.sh", import.meta.url));
+
+/** Quick elections, so a stopped member's peers (or a restarted cluster) elect a leader within seconds. */
+const HEARTBEAT_MS = 100;
+const ELECTION_MS = 1_000;
+const READY_TIMEOUT_MS = 30_000;
+
+export interface EtcdMember {
+  name: string;
+  clientUrl: string;
+  peerUrl: string;
+  dataDir: string;
+  /** The running process, or undefined while the member is stopped. */
+  child: ChildProcess | undefined;
+}
+
+export interface TestEtcd {
+  /** Every member's client URL, as a Store's endpoints list. */
+  endpoints: string[];
+  members: EtcdMember[];
+  /** SIGTERM, and waits until the member has exited. */
+  stop(i: number): Promise<void>;
+  /** SIGKILL, and waits until the member has exited. */
+  kill(i: number): Promise<void>;
+  /** Starts a stopped member again on its data dir; waits until it answers healthy. */
+  start(i: number): Promise<void>;
+  /** SIGSTOP / SIGCONT: a member that holds its connections but answers nothing. */
+  pause(i: number): void;
+  resume(i: number): void;
+  /** Waits until every running member reports a healthy cluster (it has a leader). */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  /** Kills every member and removes the data dirs. */
+  destroy(): Promise<void>;
+}
+
+/** Installs etcd when it is missing. */
+export function ensureEtcd(): void {
+  execFileSync("bash", [ENSURE_ETCD], { stdio: ["ignore", "ignore", "inherit"] });
+}
+
+// Members left running by a test process that dies are killed with it.
+const running = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
+/** Starts a cluster of `members` (3 by default) on 127.0.0.1 and waits until it has a leader. */
+export async function startEtcdCluster(opts: { members?: number; extraArgs?: string[] } = {}): Promise<TestEtcd> {
+  ensureEtcd();
+  const count = opts.members ?? 3;
+  const root = await mkdtemp(path.join(os.tmpdir(), "turquoise-etcd-"));
+  const token = `turquoise-test-${randomBytes(6).toString("hex")}`;
+  const members: EtcdMember[] = [];
+  for (let i = 0; i < count; i++) {
+    members.push({
+      name: `m${i}`,
+      clientUrl: `http://127.0.0.1:${await freePort()}`,
+      peerUrl: `http://127.0.0.1:${await freePort()}`,
+      dataDir: path.join(root, `m${i}`),
+      child: undefined,
+    });
+  }
+  const initialCluster = members.map((m) => `${m.name}=${m.peerUrl}`).join(",");
+  const logs = new Map<string, string>();
+
+  const launch = (m: EtcdMember): void => {
+    const child = spawn(
+      "etcd",
+      [
+        `--name=${m.name}`,
+        `--data-dir=${m.dataDir}`,
+        `--listen-client-urls=${m.clientUrl}`,
+        `--advertise-client-urls=${m.clientUrl}`,
+        `--listen-peer-urls=${m.peerUrl}`,
+        `--initial-advertise-peer-urls=${m.peerUrl}`,
+        `--initial-cluster=${initialCluster}`,
+        "--initial-cluster-state=new",
+        `--initial-cluster-token=${token}`,
+        `--heartbeat-interval=${HEARTBEAT_MS}`,
+        `--election-timeout=${ELECTION_MS}`,
+        "--logger=zap",
+        "--log-outputs=stderr",
+        "--log-level=warn",
+        ...(opts.extraArgs ?? []),
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    child.stderr!.on("data", (d: Buffer) => logs.set(m.name, ((logs.get(m.name) ?? "") + d.toString()).slice(-4_000)));
+    running.add(child);
+    child.once("exit", () => running.delete(child));
+    m.child = child;
+  };
+
+  const exitOf = async (m: EtcdMember, signal: NodeJS.Signals): Promise<void> => {
+    const child = m.child;
+    if (!child) return;
+    m.child = undefined;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    // A paused member ignores SIGTERM until it runs again.
+    child.kill("SIGCONT");
+    child.kill(signal);
+    const killer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(killer);
+  };
+
+  const healthy = async (m: EtcdMember): Promise<boolean> => {
+    const res = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(2_000) }).catch(() => undefined);
+    if (!res?.ok) return false;
+    const body = (await res.json().catch(() => ({}))) as { health?: string };
+    return body.health === "true";
+  };
+
+  const waitHealthy = async (timeoutMs = READY_TIMEOUT_MS): Promise<void> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const up = members.filter((m) => m.child);
+      for (const m of up) {
+        if (m.child!.exitCode !== null) throw new Error(`etcd member ${m.name} exited with ${m.child!.exitCode}: ${logs.get(m.name) ?? ""}`);
+      }
+      const answers = await Promise.all(up.map(healthy));
+      if (answers.every(Boolean)) return;
+      if (Date.now() > deadline) {
+        throw new Error(`etcd cluster not healthy within ${timeoutMs}ms:\n${up.map((m) => `${m.name}: ${logs.get(m.name) ?? "(no output)"}`).join("\n")}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+
+  // The whole cluster goes at once and its data with it: a graceful stop would only wait for peers that are going too.
+  const destroy = async (): Promise<void> => {
+    await Promise.all(members.map((m) => exitOf(m, "SIGKILL")));
+    await rm(root, { recursive: true, force: true });
+  };
+
+  for (const m of members) launch(m);
+  try {
+    await waitHealthy();
+  } catch (e) {
+    await destroy();
+    throw e;
+  }
+
+  return {
+    endpoints: members.map((m) => m.clientUrl),
+    members,
+    stop: (i) => exitOf(members[i]!, "SIGTERM"),
+    kill: (i) => exitOf(members[i]!, "SIGKILL"),
+    async start(i) {
+      const m = members[i]!;
+      if (m.child) throw new Error(`etcd member ${m.name} is already running`);
+      launch(m);
+      await waitHealthy();
+    },
+    pause: (i) => void members[i]!.child?.kill("SIGSTOP"),
+    resume: (i) => void members[i]!.child?.kill("SIGCONT"),
+    waitHealthy,
+    destroy,
+  };
+}
