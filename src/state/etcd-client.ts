@@ -16,6 +16,7 @@ import {
   GRPCResourceExhastedError,
   isRecoverableError,
   type ICompare,
+  type IOptions,
   type IKeyValue,
   type IRangeRequest,
   type IRangeResponse,
@@ -44,10 +45,25 @@ export interface CallPurpose {
 
 /**
  * gRPC keepalive finds a member that holds its connections but answers nothing (paused, cut off),
- * so a watch stream on it fails over. etcd answers pings sent more often than every 5 s with GOAWAY.
+ * so a watch stream on it fails over. etcd counts pings closer than 5 s, or with no call under way,
+ * as abuse and closes the connection.
  */
-const KEEPALIVE_MS = 5_000;
-const KEEPALIVE_TIMEOUT_MS = 3_000;
+const KEEPALIVE_MS = 10_000;
+const KEEPALIVE_TIMEOUT_MS = 5_000;
+type Policy = NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
+
+/**
+ * etcd3 retries a failed call at once on another member, with the first try's deadline. When the
+ * first member hung, that deadline has passed: the retries fail on healthy members too and trip
+ * their circuit breakers, and then no member is tried at all. The store retries by itself, with
+ * a fresh deadline each time, so the client's own retry is a pass-through.
+ */
+const NO_RETRY = {
+  execute: <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T) => Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
+  onSuccess: () => ({ dispose: () => undefined }),
+  onFailure: () => ({ dispose: () => undefined }),
+} as unknown as Policy;
+
 const RETRY_FIRST_MS = 25;
 const RETRY_MAX_MS = 500;
 
@@ -81,8 +97,9 @@ export class EtcdConnection {
   private closed = false;
 
   constructor(private readonly opts: EtcdConnectOptions) {
-    // One slow member must not eat a whole call's budget: each try gets a third of it.
-    this.callTimeoutMs = Math.max(500, Math.floor(opts.timeoutMs / 3));
+    // One hung member must not eat a whole call's budget: each try gets a fifth of it, and after
+    // three failures in a row etcd3's circuit breaker skips that member, so two tries remain.
+    this.callTimeoutMs = Math.max(500, Math.floor(opts.timeoutMs / 5));
     const tls = opts.tls;
     this.client = new Etcd3({
       hosts: opts.endpoints,
@@ -91,10 +108,10 @@ export class EtcdConnection {
       ...(tls ? { credentials: { rootCertificate: tls.ca, ...(tls.key ? { privateKey: tls.key } : {}), ...(tls.cert ? { certChain: tls.cert } : {}) } } : {}),
       // Calls the store makes carry their own deadline; this one bounds those it does not (the token exchange).
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.callTimeoutMs }),
+      faultHandling: { global: NO_RETRY },
       grpcOptions: {
         "grpc.keepalive_time_ms": KEEPALIVE_MS,
         "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
-        "grpc.keepalive_permit_without_calls": 1,
       },
     });
   }
@@ -135,8 +152,13 @@ export class EtcdConnection {
     return { revision: Number(res.header.revision), results: res.responses.map((r) => r.response_range) };
   }
 
-  txn(purpose: CallPurpose, deadline: number, compare: ICompare[], success: IRequestOp[]): Promise<ITxnResponse> {
-    return this.attempt(purpose, deadline, (o) => this.client.kv.txn({ compare, success, failure: [] }, o));
+  /**
+   * A write that happens only if every comparison holds. When one does not, the same transaction
+   * reads `reread` instead, so the caller can decide again without another round trip.
+   */
+  async write(purpose: CallPurpose, deadline: number, compare: ICompare[], success: IRequestOp[], reread: IRangeRequest[] = []): Promise<{ succeeded: boolean; revision: number; results: IRangeResponse[] }> {
+    const res: ITxnResponse = await this.attempt(purpose, deadline, (o) => this.client.kv.txn({ compare, success, failure: reread.map((r) => ({ request_range: r })) }, o));
+    return { succeeded: res.succeeded, revision: Number(res.header.revision), results: res.succeeded ? [] : res.responses.map((r) => r.response_range) };
   }
 
   /** A lease that outlives ttlMs: etcd counts in whole seconds and raises short ones to its minimum. */

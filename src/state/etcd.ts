@@ -31,12 +31,16 @@ export const DEFAULT_ETCD_TIMEOUT_MS = 5_000;
 export const HISTORY_PER_SERVICE = 1_000;
 /** Events kept, all services together; the oldest goes when a new one comes. */
 export const EVENT_LOG_SIZE = 10_000;
+/** Keys whose state a store remembers for its next write to them. */
+const KV_CACHE_SIZE = 1_000;
 /** Keys per range read: a page stays far below gRPC's 4 MiB message limit. */
 const PAGE = 500;
 
 export interface EtcdStoreOptions extends EtcdConnectOptions {
   /** Every key of this store lives under it; it ends with "/". */
   prefix: string;
+  /** How much of each log the store keeps; the defaults suit production, tests shrink them. */
+  retention?: { changes?: number; events?: number; historyPerService?: number };
   /** Where the store reports what no caller would otherwise hear of: a watch that fell behind the change log. */
   warn?: (message: string) => void;
 }
@@ -195,6 +199,42 @@ function withoutUndefined<T extends object>(patch: T): Partial<T> {
   return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/**
+ * What this process last saw of the revision counter and of keys, all as of one counter value.
+ * Every key/value write moves the counter, so while it has not moved they are all still true: a
+ * write from here can go straight to its conditional transaction, which fails (and reads afresh)
+ * when another writer moved the counter meanwhile.
+ */
+class KvCache {
+  private counter: IKeyValue | undefined;
+  private known = false;
+  private readonly keys = new Map<string, IKeyValue | undefined>();
+
+  /** The counter and the key, or undefined when this process does not know them as of one counter value. */
+  lookup(key: string): Array<IKeyValue | undefined> | undefined {
+    return this.known && this.keys.has(key) ? [this.counter, this.keys.get(key)] : undefined;
+  }
+
+  observe(counterKv: IKeyValue | undefined, key: string, kv: IKeyValue | undefined): void {
+    if (!this.known || counterKv?.mod_revision !== this.counter?.mod_revision) this.keys.clear();
+    this.counter = counterKv;
+    this.known = true;
+    this.remember(key, kv);
+  }
+
+  /** This process's own write went through at etcd revision `at`: the other keys it knows are unchanged. */
+  wrote(counterKey: Buffer, next: string, key: string, etcdKey: Buffer, value: string | undefined, at: number): void {
+    const kv = (k: Buffer, v: string): IKeyValue => ({ key: k, value: bytes(v), create_revision: String(at), mod_revision: String(at), version: "1", lease: "0" });
+    this.counter = kv(counterKey, next);
+    this.remember(key, value === undefined ? undefined : kv(etcdKey, value));
+  }
+
+  private remember(key: string, kv: IKeyValue | undefined): void {
+    if (this.keys.size >= KV_CACHE_SIZE) this.keys.clear();
+    this.keys.set(key, kv);
+  }
+}
+
 /** Runs tasks one at a time: this process's writes to one counter never race each other. */
 class Serial {
   private tail: Promise<unknown> = Promise.resolve();
@@ -211,6 +251,7 @@ export class EtcdStore implements Store {
   private readonly keys: Layout;
   private readonly warn: (message: string) => void;
   private readonly kvWrites = new Serial();
+  private readonly cache = new KvCache();
   private readonly historyWrites = new Serial();
   private readonly eventWrites = new Serial();
   private readonly watches = new Set<ChangeWatch>();
@@ -219,12 +260,18 @@ export class EtcdStore implements Store {
   /** The newest store revision this process has seen, where a watch starts when etcd cannot tell it. */
   private knownRevision = 0;
   private readonly feed: ChangeFeed;
+  private readonly keep: { changes: number; events: number; historyPerService: number };
 
   constructor(opts: EtcdStoreOptions) {
     if (!opts.prefix.endsWith("/")) throw new TurquoiseError("USAGE", `the etcd prefix must end with "/", got ${JSON.stringify(opts.prefix)}`);
     if (opts.endpoints.length === 0) throw new TurquoiseError("USAGE", "the etcd state driver needs at least one endpoint");
     this.conn = new EtcdConnection(opts);
     this.keys = new Layout(opts.prefix);
+    this.keep = {
+      changes: opts.retention?.changes ?? CHANGE_LOG_SIZE,
+      events: opts.retention?.events ?? EVENT_LOG_SIZE,
+      historyPerService: opts.retention?.historyPerService ?? HISTORY_PER_SERVICE,
+    };
     this.warn = opts.warn ?? ((message) => console.error(`turquoise: etcd store: ${message}`));
     this.feed = this.changeFeed();
   }
@@ -276,9 +323,9 @@ export class EtcdStore implements Store {
     const deadline = this.conn.deadline();
     const key = this.keys.lock(name);
     let lease: string | undefined;
+    let seen = await this.conn.read(purpose, deadline, [{ key }]);
     for (;;) {
-      const { results } = await this.conn.read(purpose, deadline, [{ key }]);
-      const kv = results[0]!.kvs[0];
+      const kv = seen.results[0]!.kvs[0];
       const stored = kv && storedLock(kv);
       const now = Date.now();
       // A try whose answer was lost went through after all: the lock is ours, on that try's lease.
@@ -288,12 +335,13 @@ export class EtcdStore implements Store {
       if (held && held.owner !== owner) return { ok: false, holder: held };
       const lock: StoredLock = { owner, since: held?.since ?? now, expiresAt: now + ttlMs, write };
       lease = await this.conn.grantLease(purpose, deadline, ttlMs);
-      const res = await this.conn.txn(purpose, deadline, [unchanged(key, kv)], [putOp(key, JSON.stringify(lock), lease)]);
+      const res = await this.conn.write(purpose, deadline, [unchanged(key, kv)], [putOp(key, JSON.stringify(lock), lease)], [{ key }]);
       if (res.succeeded) {
         // The key now rides on the new lease; the one it had (ours or a dead owner's) is spent.
         this.conn.dropLease(kv?.lease);
         return { ok: true, lock: lockInfo(name, lock) };
       }
+      seen = res;
     }
   }
 
@@ -303,21 +351,23 @@ export class EtcdStore implements Store {
     const deadline = this.conn.deadline();
     const key = this.keys.lock(name);
     let lease: string | undefined;
+    let seen = await this.conn.read(purpose, deadline, [{ key }]);
     for (;;) {
-      const { results } = await this.conn.read(purpose, deadline, [{ key }]);
-      const kv = results[0]!.kvs[0];
+      const kv = seen.results[0]!.kvs[0];
       const stored = kv && storedLock(kv);
       if (stored?.write === write) return true;
       this.conn.dropLease(lease);
       const now = Date.now();
       if (liveLock(name, stored, now)?.owner !== owner) return false;
+      // A fresh lease each time: a renewal may ask for a longer TTL than the lease was granted with.
       lease = await this.conn.grantLease(purpose, deadline, ttlMs);
       const renewed: StoredLock = { owner, since: stored!.since, expiresAt: now + ttlMs, write };
-      const res = await this.conn.txn(purpose, deadline, [unchanged(key, kv)], [putOp(key, JSON.stringify(renewed), lease)]);
+      const res = await this.conn.write(purpose, deadline, [unchanged(key, kv)], [putOp(key, JSON.stringify(renewed), lease)], [{ key }]);
       if (res.succeeded) {
         this.conn.dropLease(kv!.lease);
         return true;
       }
+      seen = res;
     }
   }
 
@@ -326,20 +376,21 @@ export class EtcdStore implements Store {
     const deadline = this.conn.deadline();
     const key = this.keys.lock(name);
     let released: StoredLock | undefined;
+    let seen = await this.conn.read(purpose, deadline, [{ key }]);
     for (;;) {
-      const { results } = await this.conn.read(purpose, deadline, [{ key }]);
-      const kv = results[0]!.kvs[0];
+      const kv = seen.results[0]!.kvs[0];
       const stored = kv && storedLock(kv);
       // Gone after a try whose answer was lost: that try (or the lease running out) released it.
       if (!stored && released) return released.expiresAt > Date.now();
       if (!stored || stored.owner !== owner) return false;
       released = stored;
-      const res = await this.conn.txn(purpose, deadline, [unchanged(key, kv)], [deleteOp(key)]);
+      const res = await this.conn.write(purpose, deadline, [unchanged(key, kv)], [deleteOp(key)], [{ key }]);
       if (res.succeeded) {
         this.conn.dropLease(kv!.lease);
         // Tells an owner whose lock ran out that it was no longer protected.
         return stored.expiresAt > Date.now();
       }
+      seen = res;
     }
   }
 
@@ -357,14 +408,15 @@ export class EtcdStore implements Store {
       const fence = opts?.fence;
       const range = this.keys.historyOf(entry.service);
       const tried: number[] = [];
+      const ranges = (): IRangeRequest[] => [
+        { key: this.keys.historySeq },
+        { key: range.start, range_end: range.end, limit: 1, keys_only: true },
+        ...this.fenceRead(fence),
+        ...tried.map((id) => ({ key: this.keys.historyId(id) })),
+      ];
+      let seen = await this.conn.read(purpose, deadline, ranges());
       for (;;) {
-        const { results } = await this.conn.read(purpose, deadline, [
-          { key: this.keys.historySeq },
-          { key: range.start, range_end: range.end, limit: 1, keys_only: true },
-          ...this.fenceRead(fence),
-          ...tried.map((id) => ({ key: this.keys.historyId(id) })),
-        ]);
-        const [seq, oldest, ...rest] = results;
+        const [seq, oldest, ...rest] = seen.results;
         const lockKv = fence ? rest.shift()!.kvs[0] : undefined;
         const mine = tried.find((_, i) => {
           const kv = rest[i]!.kvs[0];
@@ -382,11 +434,13 @@ export class EtcdStore implements Store {
           putOp(this.keys.historyId(id), JSON.stringify({ service: entry.service, write } satisfies StoredHistoryId)),
         ];
         const oldestKv = oldest!.kvs[0];
-        if (oldestKv && Number(oldest!.count) >= HISTORY_PER_SERVICE) {
+        if (oldestKv && Number(oldest!.count) >= this.keep.historyPerService) {
           ops.push(deleteOp(oldestKv.key), deleteOp(this.keys.historyId(numberInKey(oldestKv))));
         }
         const compare = [unchanged(this.keys.historySeq, seqKv), ...(fence ? [unchanged(this.keys.lock(fence.lock), lockKv)] : [])];
-        if ((await this.conn.txn(purpose, deadline, compare, ops)).succeeded) return stored;
+        const res = await this.conn.write(purpose, deadline, compare, ops, ranges());
+        if (res.succeeded) return stored;
+        seen = res;
       }
     });
   }
@@ -414,7 +468,7 @@ export class EtcdStore implements Store {
         : [putOp(key, JSON.stringify(updated))];
       const compare = [unchanged(key, entryKv), ...(fence ? [unchanged(this.keys.lock(fence.lock), lockKv)] : [])];
       // Writing the same patch twice leaves the same entry, so a retried try needs no checking.
-      if ((await this.conn.txn(purpose, deadline, compare, ops)).succeeded) return roundTrip(updated);
+      if ((await this.conn.write(purpose, deadline, compare, ops)).succeeded) return roundTrip(updated);
     }
   }
 
@@ -433,9 +487,10 @@ export class EtcdStore implements Store {
       const write = newWriteId();
       const deadline = this.conn.deadline();
       const tried: number[] = [];
+      const ranges = (): IRangeRequest[] => [{ key: this.keys.eventSeq }, ...tried.map((id) => ({ key: this.keys.event(id) }))];
+      let seen = await this.conn.read(purpose, deadline, ranges());
       for (;;) {
-        const { results } = await this.conn.read(purpose, deadline, [{ key: this.keys.eventSeq }, ...tried.map((id) => ({ key: this.keys.event(id) }))]);
-        const [seq, ...triedKvs] = results;
+        const [seq, ...triedKvs] = seen.results;
         const mine = triedKvs.map((r) => r.kvs[0]).find((kv) => kv !== undefined && storedEvent(kv).write === write);
         if (mine) return this.eventRecord(mine);
         const seqKv = seq!.kvs[0];
@@ -443,8 +498,10 @@ export class EtcdStore implements Store {
         tried.push(id);
         const record: EventRecord = roundTrip({ id, at: event.at ?? Date.now(), service: event.service, type: event.type, message: event.message, data: event.data });
         const ops = [putOp(this.keys.eventSeq, String(id)), putOp(this.keys.event(id), JSON.stringify({ ...record, write }))];
-        if (id > EVENT_LOG_SIZE) ops.push(deleteOp(this.keys.event(id - EVENT_LOG_SIZE)));
-        if ((await this.conn.txn(purpose, deadline, [unchanged(this.keys.eventSeq, seqKv)], ops)).succeeded) return record;
+        if (id > this.keep.events) ops.push(deleteOp(this.keys.event(id - this.keep.events)));
+        const res = await this.conn.write(purpose, deadline, [unchanged(this.keys.eventSeq, seqKv)], ops, ranges());
+        if (res.succeeded) return record;
+        seen = res;
       }
     });
   }
@@ -484,39 +541,59 @@ export class EtcdStore implements Store {
       const fence = opts?.fence;
       const kvKey = this.keys.kv(key);
       const tried: number[] = [];
+      const ranges = (): IRangeRequest[] => [
+        { key: this.keys.revision },
+        { key: kvKey },
+        ...this.fenceRead(fence),
+        ...tried.map((r) => ({ key: this.keys.change(r) })),
+      ];
+      // A lock changes without the counter, so a fenced write always reads it afresh.
+      const cached = fence ? undefined : this.cache.lookup(key);
+      let seen = cached ?? (await this.conn.read(purpose, deadline, ranges())).results.map((r) => r.kvs[0]);
+      let fromCache = cached !== undefined;
       for (;;) {
-        const { results } = await this.conn.read(purpose, deadline, [
-          { key: this.keys.revision },
-          { key: kvKey },
-          ...this.fenceRead(fence),
-          ...tried.map((r) => ({ key: this.keys.change(r) })),
-        ]);
-        const [revKv, currentKv, ...rest] = results.map((r) => r.kvs[0]);
+        const [revKv, currentKv, ...rest] = seen;
         const lockKv = fence ? rest.shift() : undefined;
         // A try whose answer was lost (or that the client sent again) went through after all.
         const mine = rest.find((kv) => kv !== undefined && storedChange(kv).write === write);
         if (mine) return { ok: true, revision: this.saw(numberInKey(mine)) };
-        const rev = this.saw(counter(revKv));
-        if (fence && !fenceHolds(fence, liveLock(fence.lock, lockKv && storedLock(lockKv), Date.now()), Date.now())) {
-          return { ok: false, revision: rev, fenced: true };
-        }
+        if (!fromCache) this.cache.observe(revKv, key, currentKv);
+        const rev = counter(revKv);
         const current = currentKv && this.keyValue(key, currentKv);
-        if (!casAllows(current, opts)) return { ok: false, revision: rev, ...(current ? { current } : {}) };
-        // Deleting what is not there changes nothing, so it spends no revision.
-        if (value === undefined && !current) return { ok: true, revision: rev };
+        const refusal: WriteResult | undefined =
+          fence && !fenceHolds(fence, liveLock(fence.lock, lockKv && storedLock(lockKv), Date.now()), Date.now())
+            ? { ok: false, revision: rev, fenced: true }
+            : !casAllows(current, opts)
+              ? { ok: false, revision: rev, ...(current ? { current } : {}) }
+              : // Deleting what is not there changes nothing, so it spends no revision.
+                value === undefined && !current
+                ? { ok: true, revision: rev }
+                : undefined;
+        if (refusal) {
+          // An answer that writes nothing is given from what etcd says now, never from what this process remembers.
+          if (!fromCache) return { ...refusal, revision: this.saw(rev) };
+          seen = (await this.conn.read(purpose, deadline, ranges())).results.map((r) => r.kvs[0]);
+          fromCache = false;
+          continue;
+        }
         const next = rev + 1;
         tried.push(next);
         const change: StoredChange = value === undefined ? { type: "delete", key, write } : { type: "put", key, value, write };
+        const stored = value === undefined ? undefined : JSON.stringify({ value, createRevision: current?.createRevision ?? next, modRevision: next } satisfies StoredValue);
         const ops: IRequestOp[] = [
           putOp(this.keys.revision, String(next)),
-          value === undefined
-            ? deleteOp(kvKey)
-            : putOp(kvKey, JSON.stringify({ value, createRevision: current?.createRevision ?? next, modRevision: next } satisfies StoredValue)),
+          stored === undefined ? deleteOp(kvKey) : putOp(kvKey, stored),
           putOp(this.keys.change(next), JSON.stringify(change)),
         ];
-        if (next > CHANGE_LOG_SIZE) ops.push(deleteOp(this.keys.change(next - CHANGE_LOG_SIZE)));
+        if (next > this.keep.changes) ops.push(deleteOp(this.keys.change(next - this.keep.changes)));
         const compare = [unchanged(this.keys.revision, revKv), unchanged(kvKey, currentKv), ...(fence ? [unchanged(this.keys.lock(fence.lock), lockKv)] : [])];
-        if ((await this.conn.txn(purpose, deadline, compare, ops)).succeeded) return { ok: true, revision: this.saw(next) };
+        const res = await this.conn.write(purpose, deadline, compare, ops, ranges());
+        if (res.succeeded) {
+          this.cache.wrote(this.keys.revision, String(next), key, kvKey, stored, res.revision);
+          return { ok: true, revision: this.saw(next) };
+        }
+        seen = res.results.map((r) => r.kvs[0]);
+        fromCache = false;
       }
     });
   }
@@ -571,7 +648,7 @@ export class EtcdStore implements Store {
   private changeFeed(): ChangeFeed {
     const changes = this.keys.changes;
     return {
-      logSize: CHANGE_LOG_SIZE,
+      logSize: this.keep.changes,
       warn: (message) => this.warn(message),
       now: async () => {
         const { revision, results } = await this.read({ action: "start of a watch", write: false }, [{ key: this.keys.revision }]);

@@ -5,6 +5,7 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -169,5 +170,53 @@ export async function startEtcdCluster(opts: { members?: number; extraArgs?: str
     resume: (i) => void members[i]!.child?.kill("SIGCONT"),
     waitHealthy,
     destroy,
+  };
+}
+
+export interface TcpGate {
+  /** A client URL that reaches the member through the gate. */
+  url: string;
+  /** Cuts every connection through the gate and refuses new ones, as a broken network would. */
+  cut(): void;
+  /** Lets connections through again. */
+  open(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A loopback TCP relay in front of one member: a client that talks to the member through it loses
+ * its connection when the test says so, while the member itself runs on and keeps up with the cluster.
+ */
+export async function gateTo(clientUrl: string): Promise<TcpGate> {
+  const target = new URL(clientUrl);
+  const sockets = new Set<net.Socket>();
+  let isOpen = true;
+  const server = net.createServer((client) => {
+    if (!isOpen) return void client.destroy();
+    const upstream = net.connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+      s.on("error", () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cut() {
+      isOpen = false;
+      for (const s of sockets) s.destroy();
+    },
+    open() {
+      isOpen = true;
+    },
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }
