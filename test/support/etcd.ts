@@ -4,7 +4,10 @@
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
+import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -57,17 +60,45 @@ process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
 
-/** Starts a cluster of `members` (3 by default) on 127.0.0.1 and waits until it has a leader. */
-export async function startEtcdCluster(opts: { members?: number; extraArgs?: string[] } = {}): Promise<TestEtcd> {
+/** PEM files for a TLS cluster: a CA, a server certificate for 127.0.0.1, a client certificate. */
+export interface TestCerts {
+  ca: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+}
+
+/** Makes a throwaway CA and the certificates signed by it in dir, with openssl (P-256 keys, valid one day). */
+export function makeCerts(dir: string): TestCerts {
+  const file = (name: string) => path.join(dir, name);
+  const openssl = (...args: string[]) => execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  openssl("req", "-x509", ...ec, "-keyout", file("ca.key"), "-out", file("ca.pem"), "-days", "1", "-subj", "/CN=turquoise-test-ca");
+  for (const [who, usage] of [["server", "serverAuth"], ["client", "clientAuth"]] as const) {
+    writeFileSync(file(`${who}.ext`), `subjectAltName=IP:127.0.0.1\nextendedKeyUsage=${usage}\n`);
+    openssl("req", ...ec, "-keyout", file(`${who}.key`), "-out", file(`${who}.csr`), "-subj", `/CN=turquoise-test-${who}`);
+    openssl("x509", "-req", "-in", file(`${who}.csr`), "-CA", file("ca.pem"), "-CAkey", file("ca.key"), "-CAcreateserial", "-out", file(`${who}.pem`), "-days", "1", "-extfile", file(`${who}.ext`));
+  }
+  return { ca: file("ca.pem"), serverCert: file("server.pem"), serverKey: file("server.key"), clientCert: file("client.pem"), clientKey: file("client.key") };
+}
+
+/**
+ * Starts a cluster of `members` (3 by default) on 127.0.0.1 and waits until it has a leader.
+ * With certs, clients must speak TLS and show a certificate signed by the CA.
+ */
+export async function startEtcdCluster(opts: { members?: number; certs?: TestCerts } = {}): Promise<TestEtcd> {
   ensureEtcd();
   const count = opts.members ?? 3;
+  const certs = opts.certs;
+  const scheme = certs ? "https" : "http";
   const root = await mkdtemp(path.join(os.tmpdir(), "turquoise-etcd-"));
   const token = `turquoise-test-${randomBytes(6).toString("hex")}`;
   const members: EtcdMember[] = [];
   for (let i = 0; i < count; i++) {
     members.push({
       name: `m${i}`,
-      clientUrl: `http://127.0.0.1:${await freePort()}`,
+      clientUrl: `${scheme}://127.0.0.1:${await freePort()}`,
       peerUrl: `http://127.0.0.1:${await freePort()}`,
       dataDir: path.join(root, `m${i}`),
       child: undefined,
@@ -94,7 +125,7 @@ export async function startEtcdCluster(opts: { members?: number; extraArgs?: str
         "--logger=zap",
         "--log-outputs=stderr",
         "--log-level=warn",
-        ...(opts.extraArgs ?? []),
+        ...(certs ? [`--cert-file=${certs.serverCert}`, `--key-file=${certs.serverKey}`, `--trusted-ca-file=${certs.ca}`, "--client-cert-auth"] : []),
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
@@ -118,12 +149,20 @@ export async function startEtcdCluster(opts: { members?: number; extraArgs?: str
     clearTimeout(killer);
   };
 
-  const healthy = async (m: EtcdMember): Promise<boolean> => {
-    const res = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(2_000) }).catch(() => undefined);
-    if (!res?.ok) return false;
-    const body = (await res.json().catch(() => ({}))) as { health?: string };
-    return body.health === "true";
-  };
+  const tlsOptions = certs && { ca: readFileSync(certs.ca), cert: readFileSync(certs.clientCert), key: readFileSync(certs.clientKey) };
+  const healthy = (m: EtcdMember): Promise<boolean> =>
+    new Promise((resolve) => {
+      const get = certs ? https.get : http.get;
+      // No SNI: the members are addressed by IP, which TLS server names may not be.
+      const req = get(`${m.clientUrl}/health`, { timeout: 2_000, ...(tlsOptions ? { ...tlsOptions, servername: "" } : {}) }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (body += c));
+        res.on("end", () => resolve(res.statusCode === 200 && /"health":\s*"true"/.test(body)));
+      });
+      req.on("timeout", () => req.destroy());
+      req.on("error", () => resolve(false));
+    });
 
   const waitHealthy = async (timeoutMs = READY_TIMEOUT_MS): Promise<void> => {
     const deadline = Date.now() + timeoutMs;
