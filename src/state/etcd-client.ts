@@ -134,6 +134,8 @@ export class EtcdConnection {
     let delayMs = RETRY_FIRST_MS;
     for (;;) {
       this.assertOpen();
+      // A Store call that keeps losing races to other writers ends at its deadline too.
+      if (Date.now() >= deadline) throw this.unavailable(purpose, new Error("other writers kept changing what it read"));
       try {
         return await call({ deadline: new Date(Math.min(deadline, Date.now() + this.callTimeoutMs)) });
       } catch (e) {

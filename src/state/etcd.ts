@@ -25,8 +25,6 @@ import { EtcdConnection, bytes, deleteOp, putOp, unchanged, type CallPurpose, ty
 import { ChangeWatch, type ChangeFeed } from "./etcd-watch.js";
 import { CHANGE_LOG_SIZE, casAllows, fenceHolds, fenceLost } from "./memory.js";
 
-export const DEFAULT_ETCD_PREFIX = "/turquoise/";
-export const DEFAULT_ETCD_TIMEOUT_MS = 5_000;
 /** History entries kept per service; the oldest goes when a new one comes. */
 export const HISTORY_PER_SERVICE = 1_000;
 /** Events kept, all services together; the oldest goes when a new one comes. */
@@ -48,6 +46,11 @@ export interface EtcdStoreOptions extends EtcdConnectOptions {
 /** Numbers in keys are zero-padded, so etcd's byte order is their numeric order. */
 function pad(n: number): string {
   return String(n).padStart(16, "0");
+}
+
+/** A name as error messages show it: quoted, and cut short, since a hostile one can be megabytes long. */
+function quoted(name: string): string {
+  return JSON.stringify(name.length > 120 ? `${name.slice(0, 120)}...` : name);
 }
 
 function newWriteId(): string {
@@ -141,7 +144,7 @@ function parse<T>(kv: IKeyValue, what: string, valid: (v: Record<string, unknown
     v = undefined;
   }
   if (typeof v !== "object" || v === null || !valid(v as Record<string, unknown>)) {
-    throw new TurquoiseError("INTERNAL", `etcd key ${kv.key.toString("utf8")} does not hold ${what} written by Turquoise: was it written by hand?`);
+    throw new TurquoiseError("INTERNAL", `etcd key ${quoted(kv.key.toString("utf8"))} does not hold ${what} written by Turquoise: was it written by hand?`);
   }
   return v as T;
 }
@@ -172,7 +175,7 @@ function storedEvent(kv: IKeyValue): StoredEvent {
 function counter(kv: IKeyValue | undefined): number {
   if (!kv) return 0;
   const n = Number(kv.value.toString("utf8"));
-  if (!Number.isSafeInteger(n) || n < 0) throw new TurquoiseError("INTERNAL", `etcd key ${kv.key.toString("utf8")} does not hold a counter written by Turquoise`);
+  if (!Number.isSafeInteger(n) || n < 0) throw new TurquoiseError("INTERNAL", `etcd key ${quoted(kv.key.toString("utf8"))} does not hold a counter written by Turquoise`);
   return n;
 }
 
@@ -277,13 +280,13 @@ export class EtcdStore implements Store {
   }
 
   async get(key: string): Promise<KeyValue | undefined> {
-    const { results } = await this.read({ action: `read of key ${JSON.stringify(key)}`, write: false }, [{ key: this.keys.kv(key) }]);
+    const { results } = await this.read({ action: `read of key ${quoted(key)}`, write: false }, [{ key: this.keys.kv(key) }]);
     const kv = results[0]!.kvs[0];
     return kv && this.keyValue(key, kv);
   }
 
   async list(prefix: string): Promise<KeyValue[]> {
-    const { kvs } = await this.readRange({ action: `listing of prefix ${JSON.stringify(prefix)}`, write: false }, this.keys.kvRange(prefix));
+    const { kvs } = await this.readRange({ action: `listing of prefix ${quoted(prefix)}`, write: false }, this.keys.kvRange(prefix));
     return kvs.map((kv) => this.keyValue(this.keys.keyOf(kv), kv));
   }
 
@@ -318,7 +321,7 @@ export class EtcdStore implements Store {
   }
 
   async acquireLock(name: string, owner: string, ttlMs: number): Promise<LockResult> {
-    const purpose = { action: `taking of lock ${JSON.stringify(name)}`, write: true };
+    const purpose = { action: `taking of lock ${quoted(name)}`, write: true };
     const write = newWriteId();
     const deadline = this.conn.deadline();
     const key = this.keys.lock(name);
@@ -346,7 +349,7 @@ export class EtcdStore implements Store {
   }
 
   async renewLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
-    const purpose = { action: `renewal of lock ${JSON.stringify(name)}`, write: true };
+    const purpose = { action: `renewal of lock ${quoted(name)}`, write: true };
     const write = newWriteId();
     const deadline = this.conn.deadline();
     const key = this.keys.lock(name);
@@ -372,7 +375,7 @@ export class EtcdStore implements Store {
   }
 
   async releaseLock(name: string, owner: string): Promise<boolean> {
-    const purpose = { action: `release of lock ${JSON.stringify(name)}`, write: true };
+    const purpose = { action: `release of lock ${quoted(name)}`, write: true };
     const deadline = this.conn.deadline();
     const key = this.keys.lock(name);
     let released: StoredLock | undefined;
@@ -395,13 +398,13 @@ export class EtcdStore implements Store {
   }
 
   async getLock(name: string): Promise<LockInfo | undefined> {
-    const { results } = await this.read({ action: `read of lock ${JSON.stringify(name)}`, write: false }, [{ key: this.keys.lock(name) }]);
+    const { results } = await this.read({ action: `read of lock ${quoted(name)}`, write: false }, [{ key: this.keys.lock(name) }]);
     const kv = results[0]!.kvs[0];
     return liveLock(name, kv && storedLock(kv), Date.now());
   }
 
   addHistory(entry: NewHistoryEntry, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
-    const purpose = { action: `history entry of ${JSON.stringify(entry.service)}`, write: true, bytes: JSON.stringify(entry).length };
+    const purpose = { action: `history entry of ${quoted(entry.service)}`, write: true, bytes: JSON.stringify(entry).length };
     return this.historyWrites.run(async () => {
       const write = newWriteId();
       const deadline = this.conn.deadline();
@@ -449,40 +452,50 @@ export class EtcdStore implements Store {
     const purpose = { action: `update of history entry ${id}`, write: true, bytes: JSON.stringify(patch).length };
     const deadline = this.conn.deadline();
     const fence = opts?.fence;
+    const pointer = this.keys.historyId(id);
+    let service: string | undefined;
     for (;;) {
-      const { results } = await this.conn.read(purpose, deadline, [{ key: this.keys.historyId(id) }]);
-      const idKv = results[0]!.kvs[0];
-      if (!idKv) throw new TurquoiseError("NOT_FOUND", `history entry ${id} does not exist`);
-      const { service } = parse<StoredHistoryId>(idKv, "a history id", (v) => isStr(v.service));
+      // The entry's key depends on its service, which only the pointer knows: read the pointer,
+      // then the entry and the pointer again in one snapshot, and trust them only if they agree.
+      if (service === undefined) {
+        const first = (await this.conn.read(purpose, deadline, [{ key: pointer }])).results[0]!.kvs[0];
+        if (!first) throw new TurquoiseError("NOT_FOUND", `history entry ${id} does not exist`);
+        service = parse<StoredHistoryId>(first, "a history id", (v) => isStr(v.service)).service;
+      }
       const key = this.keys.history(service, id);
-      const read = await this.conn.read(purpose, deadline, [{ key }, ...this.fenceRead(fence)]);
-      const entryKv = read.results[0]!.kvs[0];
-      const lockKv = fence ? read.results[1]!.kvs[0] : undefined;
+      const { results } = await this.conn.read(purpose, deadline, [{ key: pointer }, { key }, ...this.fenceRead(fence)]);
+      const [pointerKv, entryKv, lockKv] = results.map((r) => r.kvs[0]);
+      if (!pointerKv) throw new TurquoiseError("NOT_FOUND", `history entry ${id} does not exist`);
+      const now = parse<StoredHistoryId>(pointerKv, "a history id", (v) => isStr(v.service)).service;
+      if (now !== service) {
+        service = now;
+        continue;
+      }
+      if (!entryKv) throw new TurquoiseError("INTERNAL", `history entry ${id} of ${quoted(service)} is listed but its record is missing`);
       if (fence && !fenceHolds(fence, liveLock(fence.lock, lockKv && storedLock(lockKv), Date.now()), Date.now())) throw fenceLost(fence);
-      // The id pointed at an entry that moved meanwhile: read the pointer again.
-      if (!entryKv) continue;
       const updated: HistoryEntry = { ...storedHistory(entryKv), ...roundTrip(withoutUndefined(patch)), id };
       const moved = updated.service !== service;
       const ops = moved
-        ? [deleteOp(key), putOp(this.keys.history(updated.service, id), JSON.stringify(updated)), putOp(this.keys.historyId(id), JSON.stringify({ service: updated.service, write: newWriteId() }))]
+        ? [deleteOp(key), putOp(this.keys.history(updated.service, id), JSON.stringify(updated)), putOp(pointer, JSON.stringify({ service: updated.service, write: newWriteId() }))]
         : [putOp(key, JSON.stringify(updated))];
-      const compare = [unchanged(key, entryKv), ...(fence ? [unchanged(this.keys.lock(fence.lock), lockKv)] : [])];
+      const compare = [unchanged(pointer, pointerKv), unchanged(key, entryKv), ...(fence ? [unchanged(this.keys.lock(fence.lock), lockKv)] : [])];
       // Writing the same patch twice leaves the same entry, so a retried try needs no checking.
       if ((await this.conn.write(purpose, deadline, compare, ops)).succeeded) return roundTrip(updated);
+      service = undefined;
     }
   }
 
   async listHistory(service: string, limit?: number): Promise<HistoryEntry[]> {
     if (limit !== undefined && limit <= 0) return [];
     const range = this.keys.historyOf(service);
-    const { results } = await this.read({ action: `listing of the history of ${JSON.stringify(service)}`, write: false }, [
+    const { results } = await this.read({ action: `listing of the history of ${quoted(service)}`, write: false }, [
       { key: range.start, range_end: range.end, sort_order: SortOrder.Descend, sort_target: SortTarget.Key, ...(limit !== undefined ? { limit } : {}) },
     ]);
     return results[0]!.kvs.map(storedHistory);
   }
 
   appendEvent(event: NewEvent): Promise<EventRecord> {
-    const purpose = { action: `event ${JSON.stringify(event.type)}`, write: true, bytes: JSON.stringify(event).length };
+    const purpose = { action: `event ${quoted(event.type)}`, write: true, bytes: JSON.stringify(event).length };
     return this.eventWrites.run(async () => {
       const write = newWriteId();
       const deadline = this.conn.deadline();
@@ -529,7 +542,7 @@ export class EtcdStore implements Store {
   private async writeKv(key: string, value: string | undefined, opts: PutOptions | undefined): Promise<WriteResult> {
     this.conn.assertOpen();
     const purpose: CallPurpose = {
-      action: `${value === undefined ? "delete" : "put"} of key ${JSON.stringify(key)}`,
+      action: `${value === undefined ? "delete" : "put"} of key ${quoted(key)}`,
       write: true,
       ...(value !== undefined ? { bytes: Buffer.byteLength(value) } : {}),
     };

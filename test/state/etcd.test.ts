@@ -138,7 +138,7 @@ describe("EtcdStore on a three-member cluster", () => {
     const raw = await rawClient();
     try {
       await raw.put(`${prefix}kv/services/web/color`).value("blue");
-      await assert.rejects(store.get("services/web/color"), (e) => isTurquoiseError(e) && e.code === "INTERNAL" && e.message.includes(`${prefix}kv/services/web/color`) && /written by hand/.test(e.message));
+      await assert.rejects(store.get("services/web/color"), (e) => isTurquoiseError(e) && e.code === "INTERNAL" && e.message.includes(`"${prefix}kv/services/web/color"`) && /written by hand/.test(e.message));
       await assert.rejects(store.list("services/"), /does not hold a value written by Turquoise/);
     } finally {
       raw.close();
@@ -157,6 +157,8 @@ describe("EtcdStore on a three-member cluster", () => {
     // Just under etcd's limit, but the change log doubles it: refused too, with the same reason.
     await assert.rejects(store.put("services/web/config", "y".repeat(1_000_000)), { code: "USAGE" });
     await assert.rejects(store.appendEvent({ service: null, type: "big", message: huge, data: {} }), { code: "USAGE" });
+    // A hostile key is refused the same way, and its error does not carry the megabytes along.
+    await assert.rejects(store.put(`k/${huge}`, "v"), (e) => isTurquoiseError(e) && e.code === "USAGE" && e.message.length < 1_000);
     assert.equal((await store.get("services/web/config"))?.value, "small");
     assert.equal(await store.revision(), before.revision);
     const after = await store.put("services/web/config", "z".repeat(200_000));
