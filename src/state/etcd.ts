@@ -23,7 +23,7 @@ import type {
 } from "./contract.js";
 import { EtcdConnection, bytes, deleteOp, putOp, unchanged, type CallPurpose, type EtcdConnectOptions } from "./etcd-client.js";
 import { ChangeWatch, type ChangeFeed } from "./etcd-watch.js";
-import { CHANGE_LOG_SIZE, casAllows, fenceHolds, fenceLost } from "./memory.js";
+import { CHANGE_LOG_SIZE, casAllows, fenceHolds, fenceLost, roundTrip, withoutUndefined } from "./memory.js";
 
 /** History entries kept per service; the oldest goes when a new one comes. */
 export const HISTORY_PER_SERVICE = 1_000;
@@ -194,14 +194,6 @@ function liveLock(name: string, stored: StoredLock | undefined, now: number): Lo
   return stored && stored.expiresAt > now ? lockInfo(name, stored) : undefined;
 }
 
-function roundTrip<T>(value: T): T {
-  return JSON.parse(JSON.stringify(value)) as T;
-}
-
-function withoutUndefined<T extends object>(patch: T): Partial<T> {
-  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
 /**
  * What this process last saw of the revision counter and of keys, all as of one counter value.
  * Every key/value write moves the counter, so while it has not moved they are all still true: a
@@ -320,58 +312,19 @@ export class EtcdStore implements Store {
     };
   }
 
-  async acquireLock(name: string, owner: string, ttlMs: number): Promise<LockResult> {
-    const purpose = { action: `taking of lock ${quoted(name)}`, write: true };
-    const write = newWriteId();
-    const deadline = this.conn.deadline();
-    const key = this.keys.lock(name);
-    let lease: string | undefined;
-    let seen = await this.conn.read(purpose, deadline, [{ key }]);
-    for (;;) {
-      const kv = seen.results[0]!.kvs[0];
-      const stored = kv && storedLock(kv);
-      const now = Date.now();
-      // A try whose answer was lost went through after all: the lock is ours, on that try's lease.
-      if (stored?.write === write) return { ok: true, lock: lockInfo(name, stored) };
-      this.conn.dropLease(lease);
+  acquireLock(name: string, owner: string, ttlMs: number): Promise<LockResult> {
+    return this.writeLock<LockResult>(name, "taking", ttlMs, (stored) => ({ ok: true, lock: lockInfo(name, stored) }), (stored, now) => {
       const held = liveLock(name, stored, now);
-      if (held && held.owner !== owner) return { ok: false, holder: held };
-      const lock: StoredLock = { owner, since: held?.since ?? now, expiresAt: now + ttlMs, write };
-      lease = await this.conn.grantLease(purpose, deadline, ttlMs);
-      const res = await this.conn.write(purpose, deadline, [unchanged(key, kv)], [putOp(key, JSON.stringify(lock), lease)], [{ key }]);
-      if (res.succeeded) {
-        // The key now rides on the new lease; the one it had (ours or a dead owner's) is spent.
-        this.conn.dropLease(kv?.lease);
-        return { ok: true, lock: lockInfo(name, lock) };
-      }
-      seen = res;
-    }
+      if (held && held.owner !== owner) return { answer: { ok: false, holder: held } };
+      const lock = { owner, since: held?.since ?? now, expiresAt: now + ttlMs };
+      return { answer: { ok: true, lock: { name, ...lock } }, lock };
+    });
   }
 
-  async renewLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
-    const purpose = { action: `renewal of lock ${quoted(name)}`, write: true };
-    const write = newWriteId();
-    const deadline = this.conn.deadline();
-    const key = this.keys.lock(name);
-    let lease: string | undefined;
-    let seen = await this.conn.read(purpose, deadline, [{ key }]);
-    for (;;) {
-      const kv = seen.results[0]!.kvs[0];
-      const stored = kv && storedLock(kv);
-      if (stored?.write === write) return true;
-      this.conn.dropLease(lease);
-      const now = Date.now();
-      if (liveLock(name, stored, now)?.owner !== owner) return false;
-      // A fresh lease each time: a renewal may ask for a longer TTL than the lease was granted with.
-      lease = await this.conn.grantLease(purpose, deadline, ttlMs);
-      const renewed: StoredLock = { owner, since: stored!.since, expiresAt: now + ttlMs, write };
-      const res = await this.conn.write(purpose, deadline, [unchanged(key, kv)], [putOp(key, JSON.stringify(renewed), lease)], [{ key }]);
-      if (res.succeeded) {
-        this.conn.dropLease(kv!.lease);
-        return true;
-      }
-      seen = res;
-    }
+  renewLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    return this.writeLock(name, "renewal", ttlMs, () => true, (stored, now) =>
+      liveLock(name, stored, now)?.owner === owner ? { answer: true, lock: { owner, since: stored!.since, expiresAt: now + ttlMs } } : { answer: false },
+    );
   }
 
   async releaseLock(name: string, owner: string): Promise<boolean> {
@@ -609,6 +562,44 @@ export class EtcdStore implements Store {
         fromCache = false;
       }
     });
+  }
+
+  /**
+   * What taking and renewing a lock share: read it, let decide() say what to write (or what to
+   * answer without writing), write that on a fresh lease if the key is unchanged since the read,
+   * and otherwise decide again on what the failed transaction read.
+   */
+  private async writeLock<T>(
+    name: string,
+    action: string,
+    ttlMs: number,
+    ours: (stored: StoredLock) => T,
+    decide: (stored: StoredLock | undefined, now: number) => { answer: T; lock?: Omit<StoredLock, "write"> },
+  ): Promise<T> {
+    const purpose = { action: `${action} of lock ${quoted(name)}`, write: true };
+    const write = newWriteId();
+    const deadline = this.conn.deadline();
+    const key = this.keys.lock(name);
+    let lease: string | undefined;
+    let seen = await this.conn.read(purpose, deadline, [{ key }]);
+    for (;;) {
+      const kv = seen.results[0]!.kvs[0];
+      const stored = kv && storedLock(kv);
+      // A try whose answer was lost went through after all: the lock is as it wrote it, on its lease.
+      if (stored?.write === write) return ours(stored);
+      this.conn.dropLease(lease);
+      const { answer, lock } = decide(stored, Date.now());
+      if (!lock) return answer;
+      // A fresh lease each time: a renewal may ask for a longer time to live than the lease had.
+      lease = await this.conn.grantLease(purpose, deadline, ttlMs);
+      const res = await this.conn.write(purpose, deadline, [unchanged(key, kv)], [putOp(key, JSON.stringify({ ...lock, write } satisfies StoredLock), lease)], [{ key }]);
+      if (res.succeeded) {
+        // The key now rides on the new lease; the one it had (ours or a dead owner's) is spent.
+        this.conn.dropLease(kv?.lease);
+        return answer;
+      }
+      seen = res;
+    }
   }
 
   /** The read that checks a fence, in the same transaction as the rest. */

@@ -11,6 +11,7 @@ import { Etcd3 } from "etcd3";
 import { isTurquoiseError } from "../../src/errors.js";
 import type { WatchEvent } from "../../src/state/contract.js";
 import { EtcdStore, type EtcdStoreOptions } from "../../src/state/etcd.js";
+import { killAfterAcks } from "../support/crash-writer.js";
 import { gateTo, startEtcdCluster, type TestEtcd } from "../support/etcd.js";
 import { runStoreContract } from "./contract.test-suite.js";
 
@@ -171,37 +172,17 @@ describe("EtcdStore on a three-member cluster", () => {
   it("keeps every acknowledged write, and a consistent change log, when the writing process is killed", { timeout: 60_000 }, async () => {
     const { endpoints } = await cluster();
     const prefix = freshPrefix();
-    const moduleUrl = new URL("../../src/state/etcd.js", import.meta.url).href;
-    // The child prints a count only after put() has returned, so each number is a promise kept.
-    const script = `
-      const { EtcdStore } = await import(process.env.TQ_MODULE);
-      const store = new EtcdStore({ endpoints: JSON.parse(process.env.TQ_ENDPOINTS), prefix: process.env.TQ_PREFIX, timeoutMs: 5000 });
-      for (let i = 1; ; i++) {
-        await store.put("k/" + String(i).padStart(8, "0"), "value " + i);
-        process.stdout.write(i + "\\n");
-      }
-    `;
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-      env: { ...process.env, TQ_MODULE: moduleUrl, TQ_ENDPOINTS: JSON.stringify(endpoints), TQ_PREFIX: prefix },
-      stdio: ["ignore", "pipe", "pipe"],
+    const acked = await killAfterAcks({
+      module: new URL("../../src/state/etcd.js", import.meta.url),
+      open: "new M.EtcdStore({ endpoints: JSON.parse(process.env.TQ_ENDPOINTS), prefix: process.env.TQ_PREFIX, timeoutMs: 5000 })",
+      env: { TQ_ENDPOINTS: JSON.stringify(endpoints), TQ_PREFIX: prefix },
+      target: 200,
     });
-    let acked = 0;
-    let pending = "";
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.stdout.on("data", (chunk: Buffer) => {
-      pending += chunk.toString();
-      const lines = pending.split("\n");
-      pending = lines.pop() ?? "";
-      for (const line of lines) acked = Math.max(acked, Number(line));
-      if (acked >= 200) child.kill("SIGKILL");
-    });
-    const exit = await new Promise<NodeJS.Signals | null>((resolve) => child.on("close", (_code, signal) => resolve(signal)));
-    assert.equal(exit, "SIGKILL", `the child ended without being killed: ${stderr}`);
 
     const store = await storeOn({ prefix });
     const keys = await store.list("k/");
     assert.ok(keys.length >= acked, `${keys.length} keys in etcd, ${acked} acknowledged`);
+    for (let i = 1; i <= acked; i++) assert.deepEqual([keys[i - 1]?.key, keys[i - 1]?.value], [`k/${String(i).padStart(8, "0")}`, `value ${i}`]);
     const revision = await store.revision();
     // Each revision is one whole write: the key, the counter and its log entry, never a part.
     assert.equal(revision, keys.length);
