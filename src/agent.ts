@@ -139,7 +139,7 @@ export class Agent {
   private static async build(spec: Spec, log: AgentLog, api: BoundApi, metrics: AgentMetrics | undefined, onProxy: (p: OpenedProxy) => void): Promise<Agent> {
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
-    const store = openStore({ driver: spec.state.driver, path: spec.state.path });
+    const store = await openStore({ ...spec.state, warn: (message) => log(`${new Date().toISOString()} - state.warning: ${message}`) });
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
     const agentId = `${os.hostname()}:${process.pid}`;

@@ -82,7 +82,7 @@ examples:
     if (!everything) return ctx.json ? printJson(ctx, { stopped: "nothing" }) : ctx.out("no agent is running");
     // No agent: clean up what a dead one left, from its records, then by its marks. Only what the
     // records or the marks prove to be ours is stopped; the rest is reported, and its record dropped.
-    const store = openStore({ driver: spec.state.driver, path: spec.state.path });
+    const store = await openStore(spec.state);
     let stoppedInstances = 0;
     const refused: Array<{ id: string; service: string; ref: string; reason: string }> = [];
     let swept: SweepResult;

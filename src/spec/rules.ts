@@ -219,10 +219,37 @@ export const metricsOpen: SpecRule = {
     const m = spec.metrics;
     if (!m || m.tokenFile !== undefined || isLoopback(m.host)) return [];
     return [ctx.at(["metrics", "listen"], `the metrics endpoint listens on ${m.host}, which is not loopback, and asks for no token: set metrics.token_file, or anyone who reaches it reads your services, releases and traffic`)];
+    },
+  };
+
+/** etcd's client speaks TLS to all members or to none, and client certificates need https. */
+export const etcdEndpoints: SpecRule = {
+  name: "etcd-endpoints",
+  severity: "error",
+  check(spec, ctx) {
+    const etcd = spec.state.etcd;
+    if (!etcd) return [];
+    const secure = etcd.endpoints.filter((e) => e.startsWith("https://")).length;
+    if (secure > 0 && secure < etcd.endpoints.length) {
+      return [ctx.at(["state", "etcd", "endpoints"], "mixes http:// and https:// endpoints: the etcd client talks TLS to every member or to none")];
+    }
+    if (etcd.tls && secure === 0) return [ctx.at(["state", "etcd", "tls"], "tls is set but the endpoints are http://: write them as https://")];
+    return [];
+  },
+};
+
+export const etcdUnused: SpecRule = {
+  name: "etcd-unused",
+  severity: "warning",
+  check(spec, ctx) {
+    if (!spec.state.etcd || spec.state.driver === "etcd") return [];
+    return [ctx.at(["state", "etcd"], `state.etcd is set, but state.driver is ${spec.state.driver}: the etcd cluster is not used`)];
   },
 };
 
 export const SPEC_RULES: readonly SpecRule[] = [
+  etcdEndpoints,
+  etcdUnused,
   trustedProxies,
   upstreamTimeouts,
   watchTargets,

@@ -49,7 +49,7 @@ function forged(pid: number, name: string, procStartTicks?: number): InstanceInf
 
 /** Writes instance records straight into the workspace's store, as anything with access to the file could. */
 async function forge(ws: Workspace, records: InstanceInfo[]): Promise<void> {
-  const store = openStore({ driver: "sqlite", path: path.join(ws.dir, ".turquoise", "state.db") });
+  const store = await openStore({ driver: "sqlite", path: path.join(ws.dir, ".turquoise", "state.db") });
   try {
     for (const r of records) await new Records(store).addInstance(r);
   } finally {
@@ -58,7 +58,7 @@ async function forge(ws: Workspace, records: InstanceInfo[]): Promise<void> {
 }
 
 async function recordedIds(ws: Workspace): Promise<string[]> {
-  const store = openStore({ driver: "sqlite", path: path.join(ws.dir, ".turquoise", "state.db") });
+  const store = await openStore({ driver: "sqlite", path: path.join(ws.dir, ".turquoise", "state.db") });
   try {
     return (await new Records(store).instances()).map((i) => i.id).sort();
   } finally {

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -10,6 +9,7 @@ import { isTurquoiseError } from "../../src/errors.js";
 import type { WatchEvent } from "../../src/state/contract.js";
 import { CHANGE_LOG_SIZE } from "../../src/state/memory.js";
 import { SqliteStore } from "../../src/state/sqlite.js";
+import { killAfterAcks } from "../support/crash-writer.js";
 import { runStoreContract } from "./contract.test-suite.js";
 
 async function tempDir(): Promise<{ dir: string; remove: () => Promise<void> }> {
@@ -165,38 +165,13 @@ describe("SqliteStore on disk", () => {
 
   it("keeps every acknowledged write when the writing process is killed with SIGKILL", { timeout: 30_000 }, async () => {
     const path = join(dir, "crash.db");
-    const moduleUrl = new URL("../../src/state/sqlite.js", import.meta.url).href;
-    // The child prints a count only after put() has returned, so each number is a promise kept.
-    const script = `
-      const { SqliteStore } = await import(process.env.TQ_MODULE);
-      const store = new SqliteStore(process.env.TQ_DB);
-      for (let i = 1; ; i++) {
-        await store.put("k/" + String(i).padStart(8, "0"), "value " + i);
-        process.stdout.write(i + "\\n");
-      }
-    `;
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-      env: { ...process.env, TQ_MODULE: moduleUrl, TQ_DB: path },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-
     const ackTarget = 500;
-    let acked = 0;
-    let pending = "";
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.stdout.on("data", (chunk: Buffer) => {
-      pending += chunk.toString();
-      const lines = pending.split("\n");
-      pending = lines.pop() ?? "";
-      for (const line of lines) acked = Math.max(acked, Number(line));
-      if (acked >= ackTarget) child.kill("SIGKILL");
+    const acked = await killAfterAcks({
+      module: new URL("../../src/state/sqlite.js", import.meta.url),
+      open: "new M.SqliteStore(process.env.TQ_DB)",
+      env: { TQ_DB: path },
+      target: ackTarget,
     });
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.on("close", (code, signal) => resolve({ code, signal })),
-    );
-
-    assert.equal(exit.signal, "SIGKILL", `child ended without being killed (code ${exit.code}): ${stderr}`);
     assert.ok(acked >= ackTarget, `child acknowledged only ${acked} writes`);
 
     const raw = new Database(path);
