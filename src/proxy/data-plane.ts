@@ -7,7 +7,7 @@ import type http from "node:http";
 import net from "node:net";
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
-import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, kExchange, onClientClose } from "./exchange.js";
+import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
 import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
@@ -172,8 +172,11 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const now = performance.now();
     const deadline = (held[kHeldUntil] ??= now + waitMs);
     if (now >= deadline || res.destroyed) {
-      if (started >= 0) count(pool.series, res.destroyed ? 0 : 503, started);
-      if (!res.destroyed) sendJson(res, 503, { error: "no healthy instance", service: pool.service });
+      const failure = (req as FailedRequest)[kFailedWith];
+      const status = res.destroyed ? 0 : failure !== undefined ? 502 : 503;
+      if (started >= 0) count(pool.series, status, started);
+      if (status === 502) sendJson(res, 502, { error: "upstream failed", service: pool.service, code: failure });
+      else if (status === 503) sendJson(res, 503, { error: "no healthy instance", service: pool.service });
       return;
     }
     this.requests--; // counted again when it is routed afresh
