@@ -70,3 +70,18 @@ export function isTurquoiseError(e: unknown): e is TurquoiseError {
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/**
+ * A certificate or key file the proxy cannot serve: unreadable, no PEM in it, a key that belongs
+ * to another certificate, a host the certificate does not name. The message names the file and
+ * never quotes what is in it.
+ */
+export class CertificateError extends Error {
+  readonly file: string;
+
+  constructor(file: string, message: string) {
+    super(`${file}: ${message}`);
+    this.name = "CertificateError";
+    this.file = file;
+  }
+}
