@@ -4,6 +4,7 @@
 import { execFileSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
@@ -20,7 +21,7 @@ export interface TestCa {
   dir: string;
   /** The CA certificate, PEM: what a test client trusts. */
   pem: string;
-  /** A leaf for hosts (DNS names, "*.example.test" too), valid for `days` (1) from now; `name` names its files. */
+  /** A leaf for hosts (DNS names, "*.example.test" too, IP addresses), valid for `days` (1) from now; `name` names its files. */
   issue(name: string, hosts: string[], opts?: { days?: number }): Promise<TestCertificate>;
   close(): Promise<void>;
 }
@@ -42,7 +43,7 @@ export async function createTestCa(): Promise<TestCa> {
     issue: async (name, hosts, opts = {}) => {
       const certFile = path.join(dir, `${name}.pem`);
       const keyFile = path.join(dir, `${name}.key`);
-      const san = hosts.map((h) => `DNS:${h}`).join(",");
+      const san = hosts.map((h) => (net.isIP(h) ? `IP:${h}` : `DNS:${h}`)).join(",");
       openssl(
         ["req", "-x509", "-CA", "ca.pem", "-CAkey", "ca.key", ...EC, "-keyout", keyFile, "-out", certFile, "-days", String(opts.days ?? 1), "-subj", `/CN=${hosts[0]}`, "-addext", `subjectAltName=${san}`, "-addext", "basicConstraints=CA:FALSE"],
         dir,

@@ -1,0 +1,178 @@
+// Certificates over ACME, end to end against Debian's pebble on loopback: pebble's VA fetches the
+// HTTP-01 token from the proxy's plain listener, the host's first handshake waits for its
+// certificate, a forced renewal swaps it under keep-alive load without a failed request, and a
+// restarted proxy serves what it has with the CA gone. The ACME manager itself against CAs that
+// refuse or hang: it backs off, capped, and never blocks.
+
+import assert from "node:assert/strict";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import https from "node:https";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, describe, it } from "node:test";
+import { AcmeManager } from "../../src/proxy/acme.js";
+import { type RunningProxy, spawnProxy, stopProxy } from "../../src/proxy/builtin.js";
+import { acmeBackoffMs, acmeCertFile, acmeDir, renewAt } from "../../src/proxy/tls-settings.js";
+import { pidAlive } from "../../src/util/proc.js";
+import { waitFor } from "../e2e/helpers.js";
+import { startPebble, type TestPebble } from "../support/pebble.js";
+import { request, route, type TestUpstream, startUpstream, tableWith } from "./helpers.js";
+import { handshakeOutcome, httpsRequest } from "./tls-client.js";
+
+const HOST = "books.turquoise.test";
+
+describe("certificates over ACME", { timeout: 240_000 }, () => {
+  const dirs: string[] = [];
+  const running: RunningProxy[] = [];
+  const pebbles: TestPebble[] = [];
+  const upstreams: TestUpstream[] = [];
+  const tempDir = async (): Promise<string> => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "turquoise-acme-"));
+    dirs.push(dir);
+    return dir;
+  };
+  after(async () => {
+    for (const p of running) {
+      for (const w of (await p.proxy.health().catch(() => undefined))?.workers ?? []) if (pidAlive(w.pid)) process.kill(w.pid, "SIGKILL");
+      if (pidAlive(p.pid)) process.kill(p.pid, "SIGKILL");
+    }
+    await Promise.all(pebbles.map((p) => p.stop()));
+    await Promise.all(upstreams.map((u) => u.close()));
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it("gets a certificate from pebble at a host's first handshake, renews it on demand under load with 0 failed requests, and serves it after a restart with the CA gone", async () => {
+    const upstream = await startUpstream("app");
+    upstreams.push(upstream);
+    const stateDir = await tempDir();
+    const spawn = async (): Promise<RunningProxy> => {
+      const p = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, tlsListen: { host: "127.0.0.1", port: 0 }, workers: 2 });
+      running.push(p);
+      return p;
+    };
+    let p = await spawn();
+    const pebble = await startPebble(p.listenPort);
+    pebbles.push(pebble);
+    const acme = { directoryUrl: pebble.directoryUrl, email: "ops@turquoise.test", caFile: pebble.caFile };
+    // A handshake may wait for its certificate up to client_header: room for pebble on a busy machine.
+    const table = tableWith(1, { timeouts: { clientHeaderMs: 60_000 }, tls: { certificates: [], acme, redirectHttp: true } }, route("books", "books:1", [upstream.upstream], { host: HOST }));
+    await p.proxy.apply(table);
+    const root = await pebble.issuingRoot();
+    const tlsPort = p.tlsListen!.port;
+
+    // First use: the handshake waits while the supervisor orders, pebble validates, the workers load.
+    const first = await httpsRequest({ port: tlsPort, host: HOST, ca: root, timeoutMs: 90_000 });
+    assert.equal(first.status, 200);
+    assert.equal(JSON.parse(first.text).headers["x-forwarded-proto"], "https");
+
+    const certFile = acmeCertFile(stateDir, pebble.directoryUrl, HOST);
+    assert.equal((await stat(certFile)).mode & 0o777, 0o600);
+    assert.equal((await stat(path.join(acmeDir(stateDir, pebble.directoryUrl), "account.key"))).mode & 0o777, 0o600);
+    const status = await p.proxy.tls();
+    const host = status.acme.find((h) => h.host === HOST)!;
+    assert.equal(host.state, "valid");
+    assert.equal(host.fingerprint, first.fingerprint);
+    const lifetime = Date.parse(host.notAfter!) - Date.parse(status.certificates[0]!.notBefore!);
+    assert.ok(Math.abs(Date.parse(host.renewAt!) - (Date.parse(host.notAfter!) - lifetime / 3)) < 1_000, "renewal at 2/3 of the lifetime");
+
+    // The plain listener: redirected to https, except the challenge path, which the proxy answers itself.
+    const plain = `http://127.0.0.1:${p.listenPort}`;
+    assert.equal((await request(`${plain}/shelf`, { headers: { host: HOST } })).headers.location, `https://${HOST}:${tlsPort}/shelf`);
+    const hits = upstream.hits;
+    assert.equal((await request(`${plain}/.well-known/acme-challenge/unknown-token`, { headers: { host: HOST } })).status, 404);
+    assert.equal(upstream.hits, hits, "an ACME host's challenge path never reaches the app");
+
+    // A name nobody configured gets no order: no certificate for whoever sends an SNI.
+    assert.match(await handshakeOutcome({ port: tlsPort, host: "evil.turquoise.test", ca: root }), /alert handshake failure/);
+    assert.deepEqual((await p.proxy.tls()).acme.map((h) => h.host), [HOST]);
+
+    // Forced renewal under keep-alive and new-connection load.
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 3 });
+    const counts = { ok: 0, failed: 0, errors: [] as string[] };
+    let stop = false;
+    const loop = (keepAlive: boolean) => async (): Promise<void> => {
+      const deadline = Date.now() + 120_000;
+      while (!stop && Date.now() < deadline) {
+        try {
+          const r = await httpsRequest({ port: tlsPort, host: HOST, ca: root, agent: keepAlive ? agent : false });
+          if (r.status === 200) counts.ok++;
+          else counts.failed++;
+        } catch (e) {
+          counts.failed++;
+          counts.errors.push((e as Error).message);
+        }
+      }
+    };
+    const loops = [loop(true), loop(true), loop(true), loop(false)].map((f) => f());
+    await waitFor("load", () => counts.ok >= 100);
+    const renewed = await p.proxy.renewCertificate(HOST);
+    assert.notEqual(renewed.fingerprint, first.fingerprint);
+    const okAtRenewal = counts.ok;
+    let fresh = 0;
+    await waitFor("new connections on the new certificate", async () => {
+      const r = await httpsRequest({ port: tlsPort, host: HOST, ca: root });
+      fresh = r.fingerprint === renewed.fingerprint ? fresh + 1 : 0;
+      return fresh >= 6;
+    });
+    await waitFor("load after the renewal", () => counts.ok >= okAtRenewal + 100);
+    stop = true;
+    await Promise.all(loops);
+    agent.destroy();
+    assert.deepEqual({ failed: counts.failed, errors: counts.errors.slice(0, 3) }, { failed: 0, errors: [] });
+
+    // The CA goes away and the proxy restarts: the certificate on disk serves at once, no order needed.
+    await pebble.stop();
+    pebbles.splice(pebbles.indexOf(pebble), 1);
+    await stopProxy(stateDir);
+    p = await spawn();
+    const again = await httpsRequest({ port: p.tlsListen!.port, host: HOST, ca: root, timeoutMs: 30_000 });
+    assert.equal(again.fingerprint, renewed.fingerprint);
+    const after = (await p.proxy.tls()).acme[0]!;
+    assert.equal(after.state, "valid");
+    assert.equal(after.failures, 0, "nothing was ordered");
+  });
+
+  it("backs off after failed orders (doubling, capped) against a CA that refuses, and gives up on one that hangs, without blocking", async () => {
+    const stateDir = await tempDir();
+    const logs: string[] = [];
+    const installed: string[] = [];
+    const hooks = { publish: async () => undefined, withdraw: async () => undefined, installed: async (h: string) => void installed.push(h), log: (m: string) => logs.push(m) };
+    // Refused: nothing listens on the port.
+    const refused = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, "127.0.0.1", () => {
+        const port = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(port));
+      });
+    });
+    const manager = new AcmeManager(stateDir, hooks, { backoffMs: 300, maxBackoffMs: 1_200 });
+    manager.configure({ directoryUrl: `http://127.0.0.1:${refused}/dir` }, new Set(["a.turquoise.test"]));
+    await waitFor("three failed orders", () => manager.status()[0]!.failures >= 3, 120_000);
+    const s = manager.status()[0]!;
+    assert.equal(s.state, "waiting");
+    assert.match(s.lastError!, new RegExp(`no answer from the ACME directory http://127.0.0.1:${refused}/dir`));
+    // A handshake's request during the backoff orders nothing new.
+    manager.request("a.turquoise.test");
+    assert.notEqual(manager.status()[0]!.state, "issuing");
+    manager.stop();
+    assert.deepEqual(installed, []);
+    assert.ok(logs.some((l) => /a\.turquoise\.test: order failed \(1 in a row\).*next attempt in 0 s, the host has no certificate meanwhile/.test(l)), logs.join("\n"));
+    assert.deepEqual([1, 2, 3, 4, 5, 30].map((n) => acmeBackoffMs(n, 300, 1_200)), [300, 600, 1_200, 1_200, 1_200, 1_200]);
+    assert.deepEqual([1, 2, 9, 10].map((n) => acmeBackoffMs(n)), [60_000, 120_000, 256 * 60_000, 6 * 3_600_000]);
+    assert.equal(renewAt(0, 90), 60);
+
+    // Hung: a CA that accepts and never answers. The order is cut at its timeout and counted as failed.
+    const held = new Set<net.Socket>();
+    const hung = net.createServer((socket) => held.add(socket)).listen(0, "127.0.0.1");
+    await new Promise((r) => hung.once("listening", r));
+    const slow = new AcmeManager(stateDir, hooks, { backoffMs: 60_000, orderTimeoutMs: 1_000 });
+    const started = Date.now();
+    slow.configure({ directoryUrl: `http://127.0.0.1:${(hung.address() as net.AddressInfo).port}/dir` }, new Set(["b.turquoise.test"]));
+    await waitFor("the hung order given up", () => slow.status()[0]!.failures === 1, 20_000);
+    assert.ok(Date.now() - started < 15_000, "cut at its timeout, not the library's 30 s per request times its retries");
+    assert.match(slow.status()[0]!.lastError!, /no certificate within 1000 ms/);
+    slow.stop();
+    hung.close();
+    for (const socket of held) socket.destroy();
+  });
+});
