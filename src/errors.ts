@@ -78,10 +78,13 @@ export function errorMessage(e: unknown): string {
  */
 export class CertificateError extends Error {
   readonly file: string;
+  /** Which half is wrong: the certificate chain, or its private key (they may share one file). */
+  readonly part: "certificate" | "key";
 
-  constructor(file: string, message: string) {
+  constructor(file: string, message: string, part: "certificate" | "key" = "certificate") {
     super(`${file}: ${message}`);
     this.name = "CertificateError";
     this.file = file;
+    this.part = part;
   }
 }

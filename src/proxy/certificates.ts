@@ -74,16 +74,16 @@ export function certificateInfo(leaf: X509Certificate): CertificateInfo {
 export function buildCertificate(certPem: string, keyPem: string, files: { certFile: string; keyFile: string }, hosts: readonly string[]): LoadedCertificate {
   const { leaf, chain } = parseLeaf(certPem, files.certFile);
   const keyBlock = splitPem(keyPem).keys[0];
-  if (keyBlock === undefined) throw new CertificateError(files.keyFile, "holds no PEM private key (-----BEGIN PRIVATE KEY-----)");
-  if (keyBlock.includes("ENCRYPTED")) throw new CertificateError(files.keyFile, "holds an encrypted private key: the proxy takes keys without a passphrase");
+  if (keyBlock === undefined) throw new CertificateError(files.keyFile, "holds no PEM private key (-----BEGIN PRIVATE KEY-----)", "key");
+  if (keyBlock.includes("ENCRYPTED")) throw new CertificateError(files.keyFile, "holds an encrypted private key: the proxy takes keys without a passphrase", "key");
   let key: KeyObject;
   try {
     key = createPrivateKey(keyBlock);
   } catch (e) {
-    throw new CertificateError(files.keyFile, `its private key cannot be parsed: ${errorMessage(e)}`);
+    throw new CertificateError(files.keyFile, `its private key cannot be parsed: ${errorMessage(e)}`, "key");
   }
   if (!leaf.checkPrivateKey(key)) {
-    throw new CertificateError(files.keyFile, `its private key does not belong to the certificate in ${files.certFile} (a key and a certificate from different pairs, or a renewal half-written)`);
+    throw new CertificateError(files.keyFile, `its private key does not belong to the certificate in ${files.certFile} (a key and a certificate from different pairs, or a renewal half-written)`, "key");
   }
   const info = certificateInfo(leaf);
   for (const host of hosts) {
@@ -104,33 +104,33 @@ export function buildCertificate(certPem: string, keyPem: string, files: { certF
 
 /** Reads and checks a certificate and its key (see buildCertificate). */
 export async function readCertificate(certFile: string, keyFile: string, hosts: readonly string[]): Promise<LoadedCertificate> {
-  const certPem = await readPem(certFile);
-  const keyPem = keyFile === certFile ? certPem : await readPem(keyFile);
+  const certPem = await readPem(certFile, "certificate");
+  const keyPem = keyFile === certFile ? certPem : await readPem(keyFile, "key");
   return buildCertificate(certPem, keyPem, { certFile, keyFile }, hosts);
 }
 
 /** The same, synchronously: for the spec's rules, which run before anything starts. */
 export function readCertificateSync(certFile: string, keyFile: string, hosts: readonly string[]): LoadedCertificate {
-  const read = (file: string): string => {
+  const read = (file: string, part: CertificateError["part"]): string => {
     let text: string;
     try {
       checkSize(file, statSync(file));
       text = readFileSync(file, "utf8");
     } catch (e) {
-      throw unreadable(file, e);
+      throw unreadable(file, e, part);
     }
     return text;
   };
-  const certPem = read(certFile);
-  return buildCertificate(certPem, keyFile === certFile ? certPem : read(keyFile), { certFile, keyFile }, hosts);
+  const certPem = read(certFile, "certificate");
+  return buildCertificate(certPem, keyFile === certFile ? certPem : read(keyFile, "key"), { certFile, keyFile }, hosts);
 }
 
-async function readPem(file: string): Promise<string> {
+async function readPem(file: string, part: CertificateError["part"]): Promise<string> {
   try {
     checkSize(file, await stat(file));
     return await readFile(file, "utf8");
   } catch (e) {
-    throw unreadable(file, e);
+    throw unreadable(file, e, part);
   }
 }
 
@@ -140,7 +140,7 @@ function checkSize(file: string, st: { isFile(): boolean; size: number }): void 
   if (st.size > MAX_PEM_BYTES) throw new CertificateError(file, `is ${st.size} bytes: more than ${MAX_PEM_BYTES} is no certificate`);
 }
 
-function unreadable(file: string, e: unknown): CertificateError {
-  if (e instanceof CertificateError) return e;
-  return new CertificateError(file, `cannot be read: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}`);
+function unreadable(file: string, e: unknown, part: CertificateError["part"]): CertificateError {
+  if (e instanceof CertificateError) return new CertificateError(file, e.message.slice(file.length + 2), part);
+  return new CertificateError(file, `cannot be read: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}`, part);
 }

@@ -59,6 +59,13 @@ interface RawProxy {
   timeouts?: RawRouteTimeouts & { client_header?: string; client_idle?: string };
   limits?: { max_connections?: number; max_upstream_connections?: number; upstream_queue?: string; max_header_size?: string | number; max_body_size?: string | number };
   trusted_proxies?: string[];
+  tls?: {
+    listen: string;
+    certificates?: Array<{ hosts: string[]; cert_file: string; key_file: string }>;
+    acme?: { directory_url?: string; email?: string; hosts?: string[]; ca_file?: string };
+    redirect_http?: boolean;
+    hsts?: string;
+  };
 }
 
 interface RawSpec {
@@ -375,7 +382,8 @@ function normalize(raw: RawSpec, file: string): Spec {
         ...(raw.proxy?.nginx?.template !== undefined ? { template: resolve(dir, raw.proxy.nginx.template) } : {}),
         ...(raw.proxy?.nginx?.container !== undefined ? { container: raw.proxy.nginx.container } : {}),
       },
-      settings: normalizeProxySettings(raw.proxy),
+      settings: normalizeProxySettings(raw.proxy, dir),
+      ...(raw.proxy?.tls ? { tls: parseListen(raw.proxy.tls.listen) } : {}),
     },
     state: {
       driver: raw.state?.driver ?? S.DEFAULT_STATE_DRIVER,
@@ -402,9 +410,10 @@ function parseListen(address: string): { host: string; port: number } {
   return { host: address.slice(0, colon).replace(/^\[(.*)\]$/, "$1"), port: Number(address.slice(colon + 1)) };
 }
 
-function normalizeProxySettings(raw: RawProxy | undefined): ProxySettings {
+function normalizeProxySettings(raw: RawProxy | undefined, dir: string): ProxySettings {
   const t = raw?.timeouts;
   const l = raw?.limits;
+  const tls = raw?.tls;
   return tableSettings({
     timeouts: {
       ...DEFAULT_PROXY_TIMEOUTS,
@@ -421,6 +430,25 @@ function normalizeProxySettings(raw: RawProxy | undefined): ProxySettings {
       ...(l?.max_body_size !== undefined ? { maxBodyBytes: parseSize(l.max_body_size) } : {}),
     },
     trustedProxies: [...(raw?.trusted_proxies ?? [])],
+    ...(tls
+      ? {
+          tls: {
+            certificates: (tls.certificates ?? []).map((c) => ({ hosts: c.hosts.map((h) => h.toLowerCase()), certFile: resolve(dir, c.cert_file), keyFile: resolve(dir, c.key_file) })),
+            ...(tls.acme
+              ? {
+                  acme: {
+                    directoryUrl: tls.acme.directory_url ?? S.DEFAULT_ACME_DIRECTORY,
+                    ...(tls.acme.email !== undefined ? { email: tls.acme.email } : {}),
+                    ...(tls.acme.hosts !== undefined ? { hosts: tls.acme.hosts.map((h) => h.toLowerCase()) } : {}),
+                    ...(tls.acme.ca_file !== undefined ? { caFile: resolve(dir, tls.acme.ca_file) } : {}),
+                  },
+                }
+              : {}),
+            redirectHttp: tls.redirect_http ?? S.DEFAULT_REDIRECT_HTTP,
+            ...(tls.hsts !== undefined ? { hsts: tls.hsts } : {}),
+          },
+        }
+      : {}),
   });
 }
 
