@@ -13,6 +13,7 @@ import { intParam, parseJson, readBody, send, sendError } from "./http.js";
 import { listEvents, streamEvents } from "./events.js";
 import { releaseOptions, runFlow } from "./flows.js";
 import { status } from "./status.js";
+import { handleHook } from "./hooks.js";
 import type { MigrationRequest } from "../deploy/orchestrator.js";
 
 type Handler = (ctx: { agent: ApiHost; scope: Scope; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
@@ -113,6 +114,18 @@ export function createApi(agent: ApiHost): http.RequestListener {
       return send(res, 400, { error: { code: "USAGE", message: "the request path is not a valid URL" } });
     }
     if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt });
+    // A CI delivery proves itself by its signature or token: hooks.ts checks both.
+    const hook = /^\/v1\/hooks\/([^/]+)$/.exec(url.pathname);
+    if (hook) {
+      if (req.method !== "POST") return send(res, 405, { error: { code: "USAGE", message: "webhooks are POST /v1/hooks/<service>" } }, { allow: "POST" });
+      let service: string;
+      try {
+        service = decodeURIComponent(hook[1]!);
+      } catch {
+        return send(res, 400, { error: { code: "USAGE", message: "the request path has a malformed %-escape" } });
+      }
+      return void handleHook(agent, service, req, res);
+    }
     const scope = authenticate(req.headers.authorization, { adminToken: agent.token, registryToken: agent.registryToken, deployTokens: agent.deployTokens });
     if (!scope) {
       return send(res, 401, { error: { code: "UNAUTHORIZED", message: "missing, wrong or revoked API token: send Authorization: Bearer <token from the state dir's token file, or a deploy token>" } });

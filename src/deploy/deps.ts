@@ -39,7 +39,8 @@ export function passFailpoint(d: Pick<OrchestratorDeps, "failpoint">, point: str
 }
 
 export function serviceNamed(spec: Spec, name: string): ServiceSpec {
-  const svc = spec.services[name];
+  // Own keys only: "__proto__" or "constructor" is no service.
+  const svc = Object.hasOwn(spec.services, name) ? spec.services[name] : undefined;
   if (!svc) throw new TurquoiseError("NOT_FOUND", `no service named "${name}" in ${spec.file}; known: ${Object.keys(spec.services).join(", ") || "none"}`);
   return svc;
 }

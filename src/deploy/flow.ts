@@ -33,6 +33,8 @@ export interface DeployRequest extends PlanRequest {
   /** Aborted when the client has gone: a deploy still queued for the lock is dropped. */
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
+  /** Called once the flow has its history entry: the id a caller can point to before the flow ends. */
+  onStarted?: (historyId: number) => void;
 }
 
 export interface DeployOutcome {
@@ -105,6 +107,7 @@ export class DeployFlow {
         startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
       });
       failpoint("history");
+      req.onStarted?.(history.id);
       const journal: Journal = {
         historyId: history.id, service: svc.name, kind, release: req.release, via: plan.via, actor: req.actor, owner,
         previousRelease: live?.release ?? null, steps: ["lock:done", "plan:done"], startedAt: lockStarted,

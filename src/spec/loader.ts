@@ -42,6 +42,7 @@ interface RawService {
   bake?: string;
   database?: { driver: "postgres" | "sqlite"; url: string; migrations: string; env?: string; lock_timeout?: string; retries?: number };
   hooks?: { after_flip?: Array<{ signal?: { service: string; signal: string }; command?: string[]; timeout?: string }> };
+  webhook?: { secret_env?: string; release?: string; branches?: string[] };
 }
 
 interface RawRouteTimeouts {
@@ -504,6 +505,15 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
         return h.signal ? { signal: { service: h.signal.service, signal: h.signal.signal as NodeJS.Signals }, timeoutMs } : { command: [...h.command!], timeoutMs };
       }),
     },
+    ...(raw.webhook
+      ? {
+          webhook: {
+            ...(raw.webhook.secret_env ? { secretEnv: raw.webhook.secret_env } : {}),
+            ...(raw.webhook.release ? { release: raw.webhook.release } : {}),
+            ...(raw.webhook.branches ? { branches: [...raw.webhook.branches] } : {}),
+          },
+        }
+      : {}),
     ...(raw.database
       ? {
           database: {

@@ -325,6 +325,21 @@ export const SPEC_JSON_SCHEMA = {
             after_flip: { type: "array", items: { $ref: "#/definitions/hook" }, description: "Run once traffic is on the new release and verified: e.g. HUP an nginx container that reads the registry." },
           },
         },
+        webhook: {
+          type: "object",
+          additionalProperties: false,
+          description: "POST /v1/hooks/<service> deploys this service from CI: GitHub's X-Hub-Signature-256 with the secret below, or a deploy token as Authorization: Bearer. `turquoise webhook <service>` prints the URL and a curl line.",
+          properties: {
+            secret_env: { type: "string", pattern: ENV_NAME_PATTERN, description: "Environment variable of the agent that holds the HMAC secret GitHub signs deliveries with. Never logged." },
+            release: {
+              type: "string",
+              minLength: 1,
+              pattern: "^[A-Za-z0-9._{}-]+$",
+              description: "The release to deploy, as a template over the payload: {tag} (a pushed tag, or a GitHub release's tag), {branch}, {sha}, {sha7} (of a push), {release} (a \"release\" field, for other CIs). Default: {tag} for GitHub deliveries, {release} otherwise.",
+            },
+            branches: { type: "array", items: { type: "string", minLength: 1 }, description: "Only pushes to these branches deploy; others are answered 200 and ignored. Default: every branch." },
+          },
+        },
         database: {
           type: "object",
           additionalProperties: false,

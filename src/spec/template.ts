@@ -172,6 +172,13 @@ services:
     #     - signal: { service: nginx, signal: SIGHUP }
     #     - command: ["./notify.sh"]
     #       timeout: 10s
+    # Deploys from CI (optional): POST /v1/hooks/<service>, signed as GitHub signs deliveries
+    # with the secret in the agent's variable secret_env, or with a deploy token.
+    # "turquoise webhook <service>" prints the URL and curl lines.
+    # webhook:
+    #   secret_env: BOOKS_WEBHOOK_SECRET
+    #   release: "{tag}"          # or "{branch}-{sha7}", or "{release}" from the body
+    #   branches: [main]
     # The database blue and green share (optional). With it, each release declares the schema
     # versions it runs on in <release dir>/turquoise.json, e.g. {"schema": {"min": 1, "max": 2}},
     # and deploys plan migrations: expand before the flip, contract after, or a turquoise path.

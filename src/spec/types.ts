@@ -68,6 +68,17 @@ export interface ServiceSpec {
   bakeMs: number;
   database?: DatabaseSpec;
   hooks: { afterFlip: HookSpec[] };
+  webhook?: WebhookSpec;
+}
+
+/** POST /v1/hooks/<service>: how a CI delivery is checked and which release it deploys. */
+export interface WebhookSpec {
+  /** The agent's environment variable holding GitHub's HMAC secret. */
+  secretEnv?: string;
+  /** A template over the payload ({tag}, {branch}, {sha}, {sha7}, {release}); default by sender. */
+  release?: string;
+  /** Only pushes to these branches deploy. */
+  branches?: string[];
 }
 
 export interface WatchSpec {

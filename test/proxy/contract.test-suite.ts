@@ -240,9 +240,15 @@ export function runProxyContract(opts: ProxyContractOptions): void {
               }
             }
           };
+          // Between two applies, enough checked requests (not a time, which a busy machine stretches).
+          const checkedRequests = async (n: number): Promise<void> => {
+            const until = counts.checked + n;
+            const deadline = Date.now() + 10_000;
+            while (counts.checked < until && Date.now() < deadline) await sleep(10);
+          };
           const flipper = async (): Promise<void> => {
             for (let i = 0; i < 6; i++) {
-              await sleep(60);
+              await checkedRequests(4);
               const next = i % 2 === 0 ? "green" : "blue";
               expected = undefined;
               epoch++;
@@ -250,7 +256,7 @@ export function runProxyContract(opts: ProxyContractOptions): void {
               expected = next;
               epoch++;
             }
-            await sleep(60);
+            await checkedRequests(4);
             stop = true;
           };
           try {
