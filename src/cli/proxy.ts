@@ -5,6 +5,7 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import { connectProxy, type RunningProxy, resolveWorkers, upgradeProxy } from "../proxy/builtin.js";
 import type { Spec } from "../spec/types.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
+import { FILE_CONTENT_RULES, SPEC_RULES } from "../spec/rules.js";
 import { parseDuration } from "../util/duration.js";
 import { printJson, type Command } from "./command.js";
 
@@ -15,11 +16,11 @@ export const proxyCommand: Command = {
   summary: "upgrade the built-in proxy in place (no connection refused or reset); its TLS certificates",
   help: `${USAGE}
 
-upgrade: starts new proxy workers from the Turquoise code installed now (as many as proxy.workers says),
-waits until they serve with the current route table, then retires the old workers: they stop
-accepting, answer what their keep-alive connections still send with Connection: close, and
-exit once their in-flight requests are done. The proxy's supervisor, its listening socket and
-its control API stay as they are. Works with or without a running agent.
+upgrade: starts new proxy workers from the Turquoise code installed now (as many as
+proxy.workers says), waits until they serve with the current route table, then retires the old
+workers: they stop accepting, answer what their keep-alive connections still send with
+Connection: close, and exit once their in-flight requests are done. The proxy's supervisor, its
+listening sockets and its control API stay as they are. Works with or without a running agent.
 
 tls: lists the certificates the proxy serves (hosts, validity, the last load error of a file
 that failed to load) and its ACME hosts (state, renewal date, failures, next attempt).
@@ -41,7 +42,8 @@ examples:
     const [sub, ...rest] = ctx.positionals;
     const arity = { upgrade: 0, tls: 0, renew: 1 }[sub ?? ""];
     if (arity === undefined || rest.length !== arity) throw new TurquoiseError("USAGE", USAGE);
-    const { spec } = loadSpecOrThrow(ctx.specFile);
+    // tls and renew read what the running proxy serves: a broken certificate file is what they are for.
+    const { spec } = loadSpecOrThrow(ctx.specFile, sub === "upgrade" ? {} : { rules: SPEC_RULES.filter((r) => !FILE_CONTENT_RULES.includes(r)) });
     if (spec.proxy.driver !== "builtin") throw new TurquoiseError("USAGE", `proxy ${sub} is for the built-in proxy; ${spec.file} uses proxy.driver: ${spec.proxy.driver}`);
     if (sub === "tls") {
       const status = await (await running(spec)).proxy.tls();

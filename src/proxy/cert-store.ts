@@ -62,7 +62,7 @@ export interface CertStoreOptions {
 
 export class CertStore {
   /** Handshake figures, for the stats. */
-  readonly counts: TlsCounts = { handshakes: 0, failed: 0, timedOut: 0, noCertificate: 0 };
+  readonly counts: TlsCounts = { handshakes: 0, resumed: 0, failed: 0, timedOut: 0, noCertificate: 0 };
   private readonly opts: CertStoreOptions;
   private sources = new Map<string, Source>();
   private exact = new Map<string, Source>();
@@ -129,11 +129,6 @@ export class CertStore {
     this.counts.noCertificate++;
     cb(null, undefined);
   };
-
-  /** A handshake that arrived without SNI: there is no name to pick a certificate by. */
-  noServername(): void {
-    this.counts.noCertificate++;
-  }
 
   status(): CertificateStatus[] {
     return [...this.sources.values()].map((s) => ({

@@ -182,7 +182,9 @@ export interface ProxyStats {
 export interface TlsCounts {
   /** Handshakes completed: a client connection that then speaks HTTP. */
   handshakes: number;
-  /** Handshakes that failed: garbage instead of a ClientHello, an old protocol, no shared cipher, a renegotiation. */
+  /** Of those, the ones that resumed an earlier session (a ticket): no certificate signature. */
+  resumed: number;
+  /** Handshakes that failed, for any reason: garbage instead of a ClientHello, an old protocol, no certificate, a timeout. */
   failed: number;
   /** Handshakes not done within clientHeaderMs: the connection is closed. */
   timedOut: number;

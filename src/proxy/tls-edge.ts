@@ -57,6 +57,7 @@ export class TlsEdge {
     });
     this.server.on("secureConnection", (socket: tls.TLSSocket) => {
       counts.handshakes++;
+      if (socket.isSessionReused()) counts.resumed++;
       this.handshaking.delete((socket as unknown as { _parent?: net.Socket })._parent ?? socket);
       host.server.emit("connection", socket);
     });

@@ -11,7 +11,7 @@ import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
 import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS, tableSettings } from "../proxy/settings.js";
 import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
 import { parseSize, SIZE_PATTERN } from "../util/size.js";
-import { runRules, type PathSegment, type RuleContext } from "./rules.js";
+import { runRules, type PathSegment, type RuleContext, type SpecRule } from "./rules.js";
 import * as S from "./schema.js";
 import type { HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
 
@@ -93,7 +93,12 @@ export function formatProblem(p: SpecProblem): string {
   return `${where}: ${p.path ? `${p.path}: ` : ""}${p.message}`;
 }
 
-export function loadSpec(file: string): LoadResult {
+/** Which rules run after the schema: all of them, unless a command that only reads asks for fewer. */
+export interface LoadOptions {
+  rules?: readonly SpecRule[];
+}
+
+export function loadSpec(file: string, opts: LoadOptions = {}): LoadResult {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
@@ -102,11 +107,11 @@ export function loadSpec(file: string): LoadResult {
     const message = missing ? `spec file ${file} not found: run \`turquoise init\` to write a starter spec` : `cannot read spec file ${file}: ${errorMessage(err)}`;
     return { errors: [{ file, path: "", message }], warnings: [] };
   }
-  return loadSpecText(text, file);
+  return loadSpecText(text, file, opts);
 }
 
-export function loadSpecOrThrow(file: string): { spec: Spec; warnings: SpecProblem[] } {
-  const result = loadSpec(file);
+export function loadSpecOrThrow(file: string, opts: LoadOptions = {}): { spec: Spec; warnings: SpecProblem[] } {
+  const result = loadSpec(file, opts);
   if (result.spec && result.errors.length === 0) return { spec: result.spec, warnings: result.warnings };
   const count = result.errors.length === 1 ? "1 error" : `${result.errors.length} errors`;
   const message = [`invalid spec ${file} (${count}):`, ...result.errors.map(formatProblem)].join("\n");
@@ -115,7 +120,7 @@ export function loadSpecOrThrow(file: string): { spec: Spec; warnings: SpecProbl
   });
 }
 
-export function loadSpecText(text: string, file: string): LoadResult {
+export function loadSpecText(text: string, file: string, opts: LoadOptions = {}): LoadResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const atOffset = (offset: number) => {
@@ -151,7 +156,7 @@ export function loadSpecText(text: string, file: string): LoadResult {
   const ctx: RuleContext = {
     at: (path, message) => problemAt(path, message, "key"),
   };
-  const ruled = runRules(spec, ctx);
+  const ruled = runRules(spec, ctx, opts.rules);
   const warnings = byPosition([...yamlWarnings, ...ruled.warnings]);
   if (ruled.errors.length > 0) return { errors: byPosition(ruled.errors), warnings };
   return { spec, errors: [], warnings };

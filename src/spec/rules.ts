@@ -292,7 +292,7 @@ export const acmeWithoutHosts: SpecRule = {
     if (!tls?.acme) return [];
     const routes = services(spec).map((svc) => ({ service: svc.name, pathPrefix: svc.route.pathPrefix, poolId: svc.name, upstreams: [], ...(svc.route.host ? { host: svc.route.host } : {}) }));
     if (new TlsPolicy(tls, routes).acmeHosts.size !== 0) return [];
-    return [ctx.at(["proxy", "tls", "acme"], "no host gets a certificate over ACME: no service's route has a host name with a dot that certificates does not serve; set acme.hosts, or a route host")];
+    return [ctx.at(["proxy", "tls", "acme"], "no host gets a certificate over ACME: every service's route host is served by a certificates entry, or is no DNS name with a dot; set acme.hosts, or a route host")];
   },
 };
 
@@ -316,6 +316,13 @@ export const SPEC_RULES: readonly SpecRule[] = [
   healthIntervalOverDeployTimeout,
   cwdWithoutRelease,
 ];
+
+/**
+ * The rules that read files the spec names, whose content changes under a running proxy (a
+ * renewal gone wrong): commands that only ask the running proxy about them run without these,
+ * so that a broken certificate file does not keep an operator from seeing what the proxy serves.
+ */
+export const FILE_CONTENT_RULES: readonly SpecRule[] = [tlsCertificateFiles, tlsCertificateExpiry, acmeCaFile];
 
 export function runRules(spec: Spec, ctx: RuleContext, rules: readonly SpecRule[] = SPEC_RULES): { errors: SpecProblem[]; warnings: SpecProblem[] } {
   const errors: SpecProblem[] = [];

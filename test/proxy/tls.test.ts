@@ -9,13 +9,19 @@ import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
 import { after, before, describe, it } from "node:test";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { type RunningProxy, spawnProxy } from "../../src/proxy/builtin.js";
 import type { TlsSettings } from "../../src/proxy/contract.js";
 import { pidAlive } from "../../src/util/proc.js";
 import { waitFor } from "../e2e/helpers.js";
-import { createTestCa, type TestCa, type TestCertificate } from "../support/certs.js";
+import { createTestCa, type TestCa, type TestCertificate } from "../../bench/lib/certs.js";
 import { json, RawClient, request, route, type TestSettings, type TestUpstream, sleep, startUpstream, tableWith } from "./helpers.js";
 import { clientHello, handshakeOutcome, httpsRequest } from "./tls-client.js";
+
+const execFileP = promisify(execFile);
+const TURQUOISE_JS = fileURLToPath(new URL("../../../bin/turquoise.js", import.meta.url));
 
 interface Served {
   p: RunningProxy;
@@ -211,6 +217,24 @@ describe("TLS at the built-in proxy", { timeout: 180_000 }, () => {
     assert.equal((await httpsRequest({ port: s.port, host: "a.test", ca: ca.pem })).fingerprint, certA.fingerprint);
     const log = await readFile(path.join(s.stateDir, "proxy.log"), "utf8");
     assert.match(log, /cannot load the certificate for a\.test: .*the one loaded before keeps serving/);
+    // The operator's view: `turquoise proxy tls` runs although the spec names the broken file.
+    const spec = path.join(s.stateDir, "turquoise.yml");
+    await writeFile(
+      spec,
+      [
+        "version: 1",
+        `state_dir: ${JSON.stringify(s.stateDir)}`,
+        "proxy:",
+        `  listen: "127.0.0.1:${s.p.listenPort}"`,
+        `  tls: { listen: "127.0.0.1:${s.port}", certificates: [{ hosts: [a.test], cert_file: ${JSON.stringify(certFile)}, key_file: ${JSON.stringify(keyFile)} }] }`,
+        "services:",
+        "  a: { command: [node, s.js], cwd: 'r/{release}', route: { host: a.test }, health: { tcp: true } }",
+        "",
+      ].join("\n"),
+    );
+    const cli = await execFileP(process.execPath, [TURQUOISE_JS, "proxy", "tls", "-f", spec]);
+    assert.match(cli.stdout, /a\.test {2}file {2}valid until \S+ {2}LOAD FAILED: .*does not belong to the certificate/);
+    await assert.rejects(execFileP(process.execPath, [TURQUOISE_JS, "validate", "-f", spec]), /proxy\.tls\.certificates\[0\]\.key_file: .*does not belong to the certificate/);
     // Its key arrives: the pair loads, the error clears.
     await writeFile(keyFile, other.keyPem);
     await waitFor("the new pair served", async () => (await httpsRequest({ port: s.port, host: "a.test", ca: ca.pem })).fingerprint === other.fingerprint);

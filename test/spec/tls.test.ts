@@ -7,7 +7,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { loadSpecText } from "../../src/spec/loader.js";
 import type { SpecProblem } from "../../src/spec/types.js";
-import { createTestCa, type TestCa } from "../support/certs.js";
+import { createTestCa, type TestCa } from "../../bench/lib/certs.js";
 
 function only(problems: SpecProblem[]): SpecProblem {
   assert.equal(problems.length, 1, JSON.stringify(problems, null, 2));

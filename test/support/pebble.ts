@@ -10,7 +10,7 @@ import https from "node:https";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../../src/util/net.js";
-import { createTestCa, type TestCa } from "./certs.js";
+import { createTestCa, type TestCa } from "../../bench/lib/certs.js";
 
 const ENSURE_PEBBLE = fileURLToPath(new URL("../../../scripts/ensure-pebble.sh", import.meta.url));
 
