@@ -6,7 +6,6 @@
 
 import assert from "node:assert/strict";
 import { mkdtemp, rm, stat } from "node:fs/promises";
-import https from "node:https";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -18,7 +17,7 @@ import { pidAlive } from "../../src/util/proc.js";
 import { waitFor } from "../e2e/helpers.js";
 import { startPebble, type TestPebble } from "../support/pebble.js";
 import { request, route, type TestUpstream, startUpstream, tableWith } from "./helpers.js";
-import { handshakeOutcome, httpsRequest } from "./tls-client.js";
+import { handshakeOutcome, httpsRequest, servedEverywhere, startHttpsLoad } from "./tls-client.js";
 
 const HOST = "books.turquoise.test";
 
@@ -88,38 +87,16 @@ describe("certificates over ACME", { timeout: 240_000 }, () => {
     assert.deepEqual((await p.proxy.tls()).acme.map((h) => h.host), [HOST]);
 
     // Forced renewal under keep-alive and new-connection load.
-    const agent = new https.Agent({ keepAlive: true, maxSockets: 3 });
-    const counts = { ok: 0, failed: 0, errors: [] as string[] };
-    let stop = false;
-    const loop = (keepAlive: boolean) => async (): Promise<void> => {
-      const deadline = Date.now() + 120_000;
-      while (!stop && Date.now() < deadline) {
-        try {
-          const r = await httpsRequest({ port: tlsPort, host: HOST, ca: root, agent: keepAlive ? agent : false });
-          if (r.status === 200) counts.ok++;
-          else counts.failed++;
-        } catch (e) {
-          counts.failed++;
-          counts.errors.push((e as Error).message);
-        }
-      }
-    };
-    const loops = [loop(true), loop(true), loop(true), loop(false)].map((f) => f());
+    const load = startHttpsLoad({ port: tlsPort, host: HOST, ca: root, keepAlive: 3, fresh: 1 });
+    const counts = load.counts;
     await waitFor("load", () => counts.ok >= 100);
     const renewed = await p.proxy.renewCertificate(HOST);
     assert.notEqual(renewed.fingerprint, first.fingerprint);
     const okAtRenewal = counts.ok;
-    let fresh = 0;
-    await waitFor("new connections on the new certificate", async () => {
-      const r = await httpsRequest({ port: tlsPort, host: HOST, ca: root });
-      fresh = r.fingerprint === renewed.fingerprint ? fresh + 1 : 0;
-      return fresh >= 6;
-    });
+    await servedEverywhere({ port: tlsPort, host: HOST, ca: root }, renewed.fingerprint!);
     await waitFor("load after the renewal", () => counts.ok >= okAtRenewal + 100);
-    stop = true;
-    await Promise.all(loops);
-    agent.destroy();
-    assert.deepEqual({ failed: counts.failed, errors: counts.errors.slice(0, 3) }, { failed: 0, errors: [] });
+    await load.stop();
+    assert.deepEqual({ failed: counts.failed, errors: counts.errors }, { failed: 0, errors: [] });
 
     // The CA goes away and the proxy restarts: the certificate on disk serves at once, no order needed.
     await pebble.stop();

@@ -104,3 +104,68 @@ export function clientHello(serverName: string): Buffer {
   }
   return Buffer.concat(records);
 }
+
+export interface HttpsLoadCounts {
+  ok: number;
+  failed: number;
+  /** Answers on a connection an earlier request opened. */
+  reused: number;
+  /** The first few failures, as their messages (or "status N"). */
+  errors: string[];
+  /** Answers by X-Release header, when the app sets one. */
+  releases: Record<string, number>;
+}
+
+/**
+ * HTTPS GETs in loops until stop() (or 2 min): `keepAlive` loops share one keep-alive agent,
+ * `fresh` loops open a connection (and a handshake) per request.
+ */
+export function startHttpsLoad(opts: { port: number; host: string; ca: string | string[]; path?: string; keepAlive: number; fresh?: number }): { counts: HttpsLoadCounts; stop(): Promise<HttpsLoadCounts> } {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: opts.keepAlive });
+  const counts: HttpsLoadCounts = { ok: 0, failed: 0, reused: 0, errors: [], releases: {} };
+  let stopped = false;
+  const deadline = Date.now() + 120_000;
+  const fail = (why: string): void => {
+    counts.failed++;
+    if (counts.errors.length < 5) counts.errors.push(why);
+  };
+  const loop = async (keepAlive: boolean): Promise<void> => {
+    while (!stopped && Date.now() < deadline) {
+      try {
+        const r = await httpsRequest({ port: opts.port, host: opts.host, ca: opts.ca, path: opts.path ?? "/", agent: keepAlive ? agent : false });
+        if (r.status !== 200) fail(`status ${r.status}`);
+        else counts.ok++;
+        if (r.reused) counts.reused++;
+        const release = r.headers["x-release"];
+        if (typeof release === "string") counts.releases[release] = (counts.releases[release] ?? 0) + 1;
+      } catch (e) {
+        fail((e as Error).message);
+      }
+    }
+  };
+  const loops = [...Array.from({ length: opts.keepAlive }, () => loop(true)), ...Array.from({ length: opts.fresh ?? 0 }, () => loop(false))];
+  return {
+    counts,
+    stop: async () => {
+      stopped = true;
+      await Promise.all(loops);
+      agent.destroy();
+      return counts;
+    },
+  };
+}
+
+/**
+ * Resolves once 6 new connections in a row were served the certificate with this fingerprint:
+ * with several workers a new connection goes to whichever accepts, so one is not enough.
+ */
+export async function servedEverywhere(opts: Pick<HttpsOptions, "port" | "host" | "ca">, fingerprint: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let inARow = 0;
+  let last = "";
+  while (inARow < 6) {
+    last = (await httpsRequest(opts)).fingerprint;
+    inARow = last === fingerprint ? inARow + 1 : 0;
+    if (Date.now() > deadline) throw new Error(`new connections still get ${last}, not ${fingerprint}, after ${timeoutMs} ms`);
+  }
+}

@@ -4,7 +4,6 @@
 
 import assert from "node:assert/strict";
 import { copyFile, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
-import https from "node:https";
 import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
@@ -18,7 +17,7 @@ import { pidAlive } from "../../src/util/proc.js";
 import { waitFor } from "../e2e/helpers.js";
 import { createTestCa, type TestCa, type TestCertificate } from "../../bench/lib/certs.js";
 import { json, RawClient, request, route, type TestSettings, type TestUpstream, sleep, startUpstream, tableWith } from "./helpers.js";
-import { clientHello, handshakeOutcome, httpsRequest } from "./tls-client.js";
+import { clientHello, handshakeOutcome, httpsRequest, servedEverywhere, startHttpsLoad } from "./tls-client.js";
 
 const execFileP = promisify(execFile);
 const TURQUOISE_JS = fileURLToPath(new URL("../../../bin/turquoise.js", import.meta.url));
@@ -155,24 +154,8 @@ describe("TLS at the built-in proxy", { timeout: 180_000 }, () => {
   it("swaps a certificate replaced on disk (by rename) while keep-alive clients keep requesting: 0 failed, no connection dropped", async () => {
     const s = await serve({ workers: 2 });
     const next = await ca.issue("a-next", ["a.test"]);
-    const agent = new https.Agent({ keepAlive: true, maxSockets: 4 });
-    const counts = { ok: 0, failed: 0, reused: 0, errors: [] as string[] };
-    let stop = false;
-    const loop = async (): Promise<void> => {
-      const deadline = Date.now() + 60_000;
-      while (!stop && Date.now() < deadline) {
-        try {
-          const r = await httpsRequest({ port: s.port, host: "a.test", ca: ca.pem, agent });
-          if (r.status === 200) counts.ok++;
-          else counts.failed++;
-          if (r.reused) counts.reused++;
-        } catch (e) {
-          counts.failed++;
-          counts.errors.push((e as Error).message);
-        }
-      }
-    };
-    const loops = Array.from({ length: 4 }, loop);
+    const load = startHttpsLoad({ port: s.port, host: "a.test", ca: ca.pem, keepAlive: 4 });
+    const counts = load.counts;
     await waitFor("keep-alive traffic", () => counts.ok >= 200);
     // As certbot and most tools do: new files beside the old, renamed over them one after the other.
     const { certFile, keyFile } = s.files.a!;
@@ -181,18 +164,10 @@ describe("TLS at the built-in proxy", { timeout: 180_000 }, () => {
     await rename(`${certFile}.new`, certFile);
     await rename(`${keyFile}.new`, keyFile);
     const okAtSwap = counts.ok;
-    // Both workers: a fresh connection goes to whichever accepts, so ask until several saw the new one.
-    let fresh = 0;
-    await waitFor("new connections served the new certificate", async () => {
-      const r = await httpsRequest({ port: s.port, host: "a.test", ca: ca.pem });
-      fresh = r.fingerprint === next.fingerprint ? fresh + 1 : 0;
-      return fresh >= 6;
-    });
+    await servedEverywhere({ port: s.port, host: "a.test", ca: ca.pem }, next.fingerprint);
     await waitFor("keep-alive traffic after the swap", () => counts.ok >= okAtSwap + 200);
-    stop = true;
-    await Promise.all(loops);
-    agent.destroy();
-    assert.deepEqual({ failed: counts.failed, errors: counts.errors.slice(0, 3) }, { failed: 0, errors: [] });
+    await load.stop();
+    assert.deepEqual({ failed: counts.failed, errors: counts.errors }, { failed: 0, errors: [] });
     assert.ok(counts.reused > counts.ok / 2, `requests reused their connections: ${JSON.stringify(counts)}`);
     const status = await s.p.proxy.tls();
     assert.equal(status.certificates[0]!.fingerprint, next.fingerprint);
