@@ -33,6 +33,8 @@ let initialized = false;
 let serving: Promise<void> | undefined;
 /** The supervisor handed over a TLS listening socket too. */
 let tlsListen = false;
+/** Certificates: ACME's live in the state dir; a handshake for an ACME host without one asks the supervisor. */
+const storeOptions = { stateDir, log, request: (host: string) => send({ type: "want-cert", host }) };
 
 function send(message: WorkerMessage): void {
   // After a disconnect there is nobody to tell; the disconnect handler winds the worker down.
@@ -85,7 +87,7 @@ function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
   if (message.tls) {
     // Before serving, so that a spare has the certificates loaded when it takes over.
     tlsListen = true;
-    const edge = plane.enableTls({ stateDir, log, request: (host) => send({ type: "want-cert", host }) });
+    const edge = plane.enableTls(storeOptions);
     for (const c of message.challenges) edge.challenges.set(c.token, { host: c.host, keyAuthorization: c.keyAuthorization });
   }
   for (const d of message.down) plane.router.markDown(d.id, d.reason, d.since);
@@ -102,7 +104,6 @@ function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
 /** Starts accepting on the inherited socket, once. */
 function serve(): void {
   if (retiring || !initialized || serving) return;
-  const storeOptions = { stateDir, log, request: (host: string) => send({ type: "want-cert", host }) };
   serving = Promise.all([data.listen({ fd: WORKER_LISTEN_FD }), tlsListen ? data.listenTls({ fd: WORKER_TLS_FD }, storeOptions) : undefined]).then(
     ([address, tlsAddress]) => {
       const withTls = tlsAddress ? ` and TLS on ${tlsAddress.address}:${tlsAddress.port}` : "";

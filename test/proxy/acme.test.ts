@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { mkdtemp, rm, stat } from "node:fs/promises";
+import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -57,6 +58,11 @@ describe("certificates over ACME", { timeout: 240_000 }, () => {
     // A handshake may wait for its certificate up to client_header: room for pebble on a busy machine.
     const table = tableWith(1, { timeouts: { clientHeaderMs: 60_000 }, tls: { certificates: [], acme, redirectHttp: true } }, route("books", "books:1", [upstream.upstream], { host: HOST }));
     await p.proxy.apply(table);
+    // A crash at a bad moment: both serving workers die while the order is under way. The spare
+    // and the new workers get the challenge from the supervisor, and the order goes through.
+    const killed = ((await p.proxy.health()).workers ?? []).filter((w) => w.state === "serving").map((w) => w.pid);
+    assert.equal(killed.length, 2);
+    for (const pid of killed) process.kill(pid, "SIGKILL");
     const root = await pebble.issuingRoot();
     const tlsPort = p.tlsListen!.port;
 
@@ -64,6 +70,8 @@ describe("certificates over ACME", { timeout: 240_000 }, () => {
     const first = await httpsRequest({ port: tlsPort, host: HOST, ca: root, timeoutMs: 90_000 });
     assert.equal(first.status, 200);
     assert.equal(JSON.parse(first.text).headers["x-forwarded-proto"], "https");
+    const serving = ((await p.proxy.health()).workers ?? []).filter((w) => w.state === "serving").map((w) => w.pid);
+    assert.equal(serving.filter((pid) => killed.includes(pid)).length, 0, "the certificate came through the workers that replaced the dead ones");
 
     const certFile = acmeCertFile(stateDir, pebble.directoryUrl, HOST);
     assert.equal((await stat(certFile)).mode & 0o777, 0o600);
@@ -137,6 +145,17 @@ describe("certificates over ACME", { timeout: 240_000 }, () => {
     assert.deepEqual([1, 2, 3, 4, 5, 30].map((n) => acmeBackoffMs(n, 300, 1_200)), [300, 600, 1_200, 1_200, 1_200, 1_200]);
     assert.deepEqual([1, 2, 9, 10].map((n) => acmeBackoffMs(n)), [60_000, 120_000, 256 * 60_000, 6 * 3_600_000]);
     assert.equal(renewAt(0, 90), 60);
+
+    // Garbage: a "CA" that answers every request with a page of HTML.
+    const junk = http.createServer((_req, res) => res.writeHead(200, { "content-type": "text/html" }).end("<html>" + "x".repeat(100_000) + "</html>"));
+    await new Promise<void>((r) => junk.listen(0, "127.0.0.1", r));
+    const confused = new AcmeManager(stateDir, hooks, { backoffMs: 60_000 });
+    confused.configure({ directoryUrl: `http://127.0.0.1:${(junk.address() as net.AddressInfo).port}/dir` }, new Set(["c.turquoise.test"]));
+    await waitFor("the garbage order failed", () => confused.status()[0]!.failures === 1, 20_000);
+    assert.ok(confused.status()[0]!.lastError!.length < 500, `a bounded message: ${confused.status()[0]!.lastError}`);
+    confused.stop();
+    junk.closeAllConnections();
+    junk.close();
 
     // Hung: a CA that accepts and never answers. The order is cut at its timeout and counted as failed.
     const held = new Set<net.Socket>();
