@@ -8,8 +8,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import https from "node:https";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
-import { resolveWorkers, spawnProxy, stopProxy } from "../src/proxy/builtin.js";
+import { spawnProxy, stopProxy } from "../src/proxy/builtin.js";
 import { freePort } from "../src/util/net.js";
 import { createTestCa, type TestCa } from "./lib/certs.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
@@ -19,7 +18,7 @@ import { childPids, clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
 import { median, ratio } from "./lib/stats.js";
 import { ensureCommand } from "./lib/tools.js";
 import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
-import { runWrk, type WrkOptions, type WrkResult } from "./lib/wrk.js";
+import { runWrk, type WrkResult, wrkBenchArgs } from "./lib/wrk.js";
 
 const WARMUP_S = 2;
 /** The name wrk sends as SNI and Host: /etc/hosts resolves it to 127.0.0.1, and both servers hold its certificate. */
@@ -45,25 +44,7 @@ interface Measured extends WrkResult {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      json: { type: "boolean", default: false },
-      duration: { type: "string", default: "8" },
-      rounds: { type: "string", default: "3" },
-      connections: { type: "string", default: "64" },
-      threads: { type: "string", default: "2" },
-      workers: { type: "string", default: "1" },
-    },
-  });
-  const workersArg = values.workers!;
-  if (workersArg !== "auto" && !/^[1-9]\d*$/.test(workersArg)) throw new Error(`--workers must be auto or a positive integer, got "${workersArg}"`);
-  const workers = resolveWorkers(workersArg === "auto" ? "auto" : Number(workersArg));
-  const json = values.json!;
-  const rounds = Number(values.rounds);
-  const wrk: WrkOptions = { threads: Number(values.threads), connections: Number(values.connections), durationS: Number(values.duration) };
-  const say = (line: string): void => {
-    (json ? process.stderr : process.stdout).write(line + "\n");
-  };
+  const { json, rounds, wrk, workers, say } = wrkBenchArgs(8);
 
   ensureCommand("wrk");
   ensureCommand("nginx");
