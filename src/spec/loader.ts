@@ -73,6 +73,7 @@ interface RawSpec {
   version: 1;
   agent?: { listen?: string };
   proxy?: RawProxy;
+  consul?: { listen: string; datacenter?: string; max_blocking?: number };
   state?: { driver?: "sqlite" | "memory"; path?: string };
   state_dir?: string;
   services: Record<string, RawService>;
@@ -238,6 +239,7 @@ const PATTERN_HINTS: Record<string, (value: string) => string> = {
   [S.LISTEN_PATTERN]: (v) => `invalid address "${v}": write host:port with a port from 1 to 65535, like "127.0.0.1:4700"`,
   [S.HOST_PATTERN]: (v) => `invalid host "${v}": write a host name like books.localhost, without scheme, port or path`,
   [S.URL_PATH_PATTERN]: (v) => `must start with "/", got "${v}"`,
+  [S.DATACENTER_PATTERN]: (v) => `invalid datacenter "${v}": use letters, digits, dashes and underscores, at most 64 characters`,
   [S.PROXY_WORKERS_AUTO_PATTERN]: (v) => `must be a number of workers or "auto" (one per core), got "${v}"`,
 };
 
@@ -391,6 +393,9 @@ function normalize(raw: RawSpec, file: string): Spec {
       settings: normalizeProxySettings(raw.proxy, dir),
       ...(raw.proxy?.tls ? { tls: parseListen(raw.proxy.tls.listen) } : {}),
     },
+    ...(raw.consul
+      ? { consul: { ...parseListen(raw.consul.listen), datacenter: raw.consul.datacenter ?? S.DEFAULT_CONSUL_DATACENTER, maxBlocking: raw.consul.max_blocking ?? S.DEFAULT_CONSUL_MAX_BLOCKING } }
+      : {}),
     state: {
       driver: raw.state?.driver ?? S.DEFAULT_STATE_DRIVER,
       path: raw.state?.path === undefined ? resolve(stateDir, S.DEFAULT_STATE_FILE) : resolve(dir, raw.state.path),

@@ -74,6 +74,23 @@ export const sameListen: SpecRule = {
   },
 };
 
+/** Whether two listen addresses take the same port on some interface. */
+function clash(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  return a.port === b.port && (a.host === b.host || isWildcard(a.host) || isWildcard(b.host));
+}
+
+export const consulListen: SpecRule = {
+  name: "consul-listen",
+  severity: "error",
+  check(spec, ctx) {
+    const consul = spec.consul;
+    if (!consul) return [];
+    return (["agent", "proxy"] as const)
+      .filter((other) => clash(consul, spec[other]))
+      .map((other) => ctx.at(["consul", "listen"], `the Consul API and the ${other} both listen on port ${consul.port}: give the Consul API a port of its own`));
+  },
+};
+
 export const agentOnLoopback: SpecRule = {
   name: "agent-on-loopback",
   severity: "warning",
@@ -259,9 +276,9 @@ export const tlsListen: SpecRule = {
   check(spec, ctx) {
     const t = spec.proxy.tls;
     if (!t) return [];
-    const clash = (other: { host: string; port: number }): boolean => other.port === t.port && (other.host === t.host || isWildcard(other.host) || isWildcard(t.host));
-    if (clash(spec.proxy)) return [ctx.at(["proxy", "tls", "listen"], `the TLS listener and proxy.listen both take port ${t.port}: give TLS its own (443 in production)`)];
-    if (clash(spec.agent)) return [ctx.at(["proxy", "tls", "listen"], `the TLS listener and the agent both listen on port ${t.port}: give them different ports`)];
+    if (clash(t, spec.proxy)) return [ctx.at(["proxy", "tls", "listen"], `the TLS listener and proxy.listen both take port ${t.port}: give TLS its own (443 in production)`)];
+    if (clash(t, spec.agent)) return [ctx.at(["proxy", "tls", "listen"], `the TLS listener and the agent both listen on port ${t.port}: give them different ports`)];
+    if (spec.consul && clash(t, spec.consul)) return [ctx.at(["proxy", "tls", "listen"], `the TLS listener and the Consul API both listen on port ${t.port}: give them different ports`)];
     return [];
   },
 };
@@ -311,6 +328,7 @@ export const SPEC_RULES: readonly SpecRule[] = [
   runtimeNeeds,
   duplicateRoute,
   sameListen,
+  consulListen,
   agentOnLoopback,
   healthTimeoutOverInterval,
   healthIntervalOverDeployTimeout,

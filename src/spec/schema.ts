@@ -27,6 +27,12 @@ export const DEFAULT_REDIRECT_HTTP = true;
 /** More proxy workers than this is a typo, not a machine. */
 export const MAX_PROXY_WORKERS = 256;
 export const PROXY_WORKERS_AUTO_PATTERN = "^auto$";
+export const DEFAULT_CONSUL_DATACENTER = "dc1";
+/** Consul's own rule for datacenter names: letters, digits, dashes and underscores. */
+export const DATACENTER_PATTERN = "^[A-Za-z0-9_-]{1,64}$";
+/** Blocking queries the Consul API holds at once; each is an open socket and a timer. */
+export const DEFAULT_CONSUL_MAX_BLOCKING = 512;
+export const MAX_CONSUL_MAX_BLOCKING = 16_384;
 export const DEFAULT_STATE_DRIVER = "sqlite";
 export const DEFAULT_STATE_DIR = ".turquoise";
 export const DEFAULT_STATE_FILE = "state.db";
@@ -194,6 +200,23 @@ export const SPEC_JSON_SCHEMA = {
             redirect_http: { type: "boolean", default: DEFAULT_REDIRECT_HTTP, description: "Answer plain-HTTP requests for a host served over TLS with a 308 to its https:// URL (ACME challenges excepted). Hosts without a certificate stay on plain HTTP." },
             hsts: { type: "string", pattern: HSTS_PATTERN, description: 'The Strict-Transport-Security header of every answer over TLS: "max-age=31536000; includeSubDomains". None by default: browsers remember it.' },
           },
+        },
+      },
+    },
+    consul: {
+      type: "object",
+      additionalProperties: false,
+      required: ["listen"],
+      description: "The read side of Consul's HTTP API for the registry (catalog, health, user KV, blocking queries), for Prometheus' consul_sd_configs, consul-template and other Consul clients, with the registry token as X-Consul-Token (docs/registry.md). Off unless set.",
+      properties: {
+        listen: { type: "string", pattern: LISTEN_PATTERN, description: "host:port of the Consul API, e.g. 127.0.0.1:8500 (Consul's own port). An address of its own: the agent's API keeps its shapes." },
+        datacenter: { type: "string", pattern: DATACENTER_PATTERN, default: DEFAULT_CONSUL_DATACENTER, description: `The datacenter /v1/agent/self reports; a query whose ?dc= names another is refused. Default ${DEFAULT_CONSUL_DATACENTER}.` },
+        max_blocking: {
+          type: "integer",
+          minimum: 1,
+          maximum: MAX_CONSUL_MAX_BLOCKING,
+          default: DEFAULT_CONSUL_MAX_BLOCKING,
+          description: `Blocking queries (?index=) held open at once; one more gets 429 and Retry-After, so hung or runaway clients cannot take the agent's sockets. Default ${DEFAULT_CONSUL_MAX_BLOCKING}.`,
         },
       },
     },

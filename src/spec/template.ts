@@ -78,6 +78,14 @@ proxy:
   #   redirect_http: true                         # 308 to https for hosts with a certificate
   #   # hsts: "max-age=31536000"                  # Strict-Transport-Security over TLS
 
+# The read side of Consul's HTTP API (optional), on an address of its own: Prometheus'
+# consul_sd_configs, consul-template and other Consul clients read the catalog, health checks
+# and user KV here, with the registry token as X-Consul-Token (see docs/registry.md).
+# consul:
+#   listen: "127.0.0.1:8500"
+#   datacenter: dc1      # what /v1/agent/self reports; ?dc= must name it
+#   max_blocking: 512    # blocking queries held at once; one more gets 429
+
 # Where Turquoise records live slots, releases, locks and history.
 # driver: sqlite keeps it in a file; memory forgets it when the agent stops.
 state:

@@ -109,6 +109,8 @@ export interface Spec {
     tls?: { host: string; port: number };
     settings: ProxySettings;
   };
+  /** Consul's HTTP API, read side, on an address of its own: absent unless consul.listen is set. */
+  consul?: { host: string; port: number; datacenter: string; maxBlocking: number };
   state: { driver: "sqlite" | "memory"; path: string };
   /** Where pid files, logs, the token and the proxy's saved table live. */
   stateDir: string;
