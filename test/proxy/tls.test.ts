@@ -14,6 +14,7 @@ import { promisify } from "node:util";
 import { type RunningProxy, spawnProxy } from "../../src/proxy/builtin.js";
 import type { TlsSettings } from "../../src/proxy/contract.js";
 import { pidAlive } from "../../src/util/proc.js";
+import { WebSocket, WebSocketServer } from "ws";
 import { waitFor } from "../e2e/helpers.js";
 import { createTestCa, type TestCa, type TestCertificate } from "../../bench/lib/certs.js";
 import { json, RawClient, request, route, type TestSettings, type TestUpstream, sleep, startUpstream, tableWith } from "./helpers.js";
@@ -118,6 +119,32 @@ describe("TLS at the built-in proxy", { timeout: 180_000 }, () => {
       [["a.test"], true, certA.fingerprint],
       [["b.test", "www.b.test"], true, certB.fingerprint],
     ]);
+  });
+
+  it("tunnels a WebSocket over TLS (wss), and holds the TLS listener to max_connections", async () => {
+    const s = await serve({ settings: { limits: { maxConnections: 2 } } });
+    const wss = new WebSocketServer({ server: upstream.server });
+    wss.on("connection", (socket) => socket.on("message", (data) => socket.send(`echo:${String(data)}`)));
+    // SNI and Host say a.test while the connection goes to 127.0.0.1 (ws passes its options on to tls.connect).
+    const tlsOptions: Record<string, unknown> = { servername: "a.test", ca: ca.pem, headers: { host: "a.test" } };
+    const ws = new WebSocket(`wss://127.0.0.1:${s.port}/chat`, tlsOptions);
+    try {
+      const echoed = await new Promise<string>((resolve, reject) => {
+        ws.once("open", () => ws.send("over tls"));
+        ws.once("message", (data) => resolve(String(data)));
+        ws.once("error", reject);
+      });
+      assert.equal(echoed, "echo:over tls");
+      // The tunnel is one connection; a second completes its handshake; a third is closed at accept.
+      const second = tls.connect({ host: "127.0.0.1", port: s.port, servername: "a.test", ca: ca.pem });
+      await new Promise<void>((resolve, reject) => second.once("secureConnect", resolve).once("error", reject));
+      assert.match(await handshakeOutcome({ port: s.port, host: "a.test", ca: ca.pem }), /socket hang up|ECONNRESET|disconnected/);
+      second.destroy();
+      assert.ok((await s.p.proxy.stats()).rejected!.connections >= 1);
+    } finally {
+      ws.terminate();
+      wss.close();
+    }
   });
 
   it("refuses a name it has no certificate for, a hello without a name, and TLS 1.1, each with an alert, and serves on", async () => {
