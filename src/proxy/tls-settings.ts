@@ -23,6 +23,14 @@ export function isCertificateHost(host: string): boolean {
   return host.length <= 253 && CERT_HOST.test(host) && net.isIP(host) === 0;
 }
 
+/**
+ * A name a public CA can issue for over HTTP-01: a DNS name with a dot, not an IP address, not
+ * under .localhost (RFC 6761: it never leaves the machine).
+ */
+export function isAcmeHost(host: string): boolean {
+  return DNS_NAME.test(host) && net.isIP(host) === 0 && host !== "localhost" && !host.endsWith(".localhost");
+}
+
 /** What is wrong with a table's TLS settings, or undefined. */
 export function validateTlsSettings(value: unknown, at: string): string | undefined {
   if (value === undefined) return undefined;
@@ -47,7 +55,7 @@ export function validateTlsSettings(value: unknown, at: string): string | undefi
     if (a.caFile !== undefined && !isAbsolutePath(a.caFile)) return `${at}.acme.caFile must be an absolute path`;
     if (a.hosts !== undefined) {
       if (!Array.isArray(a.hosts)) return `${at}.acme.hosts must be an array`;
-      for (const h of a.hosts) if (typeof h !== "string" || !DNS_NAME.test(h)) return `${at}.acme.hosts: ${JSON.stringify(h)} is not a lower-case DNS name with a dot (ACME issues no wildcard over HTTP-01)`;
+      for (const h of a.hosts) if (typeof h !== "string" || !isAcmeHost(h)) return `${at}.acme.hosts: ${JSON.stringify(h)} is not a lower-case DNS name with a dot, outside .localhost (ACME issues no wildcard over HTTP-01)`;
     }
   }
   return undefined;
@@ -86,13 +94,13 @@ export class TlsPolicy {
   }
 }
 
-/** acme.hosts when given; else every route host that is a DNS name and no certificate file covers. */
+/** acme.hosts when given; else every route host a CA could issue for that no certificate file covers. */
 function acmeHostsOf(acme: AcmeSettings, routes: readonly Route[], fromFile: (host: string) => boolean): string[] {
   if (acme.hosts) return [...acme.hosts];
   const hosts = new Set<string>();
   for (const r of routes) {
     const h = r.host?.toLowerCase();
-    if (h !== undefined && DNS_NAME.test(h) && !fromFile(h)) hosts.add(h);
+    if (h !== undefined && isAcmeHost(h) && !fromFile(h)) hosts.add(h);
   }
   return [...hosts];
 }

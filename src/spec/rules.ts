@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { CertificateError, errorMessage } from "../errors.js";
 import { readCertificateSync, splitPem } from "../proxy/certificates.js";
 import { isCidr } from "../proxy/settings.js";
-import { TlsPolicy } from "../proxy/tls-settings.js";
+import { isAcmeHost, isCertificateHost, TlsPolicy } from "../proxy/tls-settings.js";
 import type { ServiceSpec, Spec, SpecProblem } from "./types.js";
 
 /** A step into the YAML: a mapping key or a list index. */
@@ -261,6 +261,25 @@ export const tlsHostTwice: SpecRule = {
   },
 };
 
+// The schema takes any host name; SNI and ACME take fewer.
+export const tlsHosts: SpecRule = {
+  name: "tls-hosts",
+  severity: "error",
+  check(spec, ctx) {
+    const tls = spec.proxy.settings.tls;
+    const problems: SpecProblem[] = [];
+    (tls?.certificates ?? []).forEach((c, i) =>
+      c.hosts.forEach((h, j) => {
+        if (!isCertificateHost(h)) problems.push(ctx.at(["proxy", "tls", "certificates", i, "hosts", j], `${h}: a client sends no SNI for an IP address, so no certificate can be picked for it; use a host name`));
+      }),
+    );
+    (tls?.acme?.hosts ?? []).forEach((h, j) => {
+      if (!isAcmeHost(h)) problems.push(ctx.at(["proxy", "tls", "acme", "hosts", j], `${h}: a CA issues over HTTP-01 only for a public DNS name (with a dot, no IP address, nothing under .localhost)`));
+    });
+    return problems;
+  },
+};
+
 export const tlsBuiltinOnly: SpecRule = {
   name: "tls-builtin-only",
   severity: "error",
@@ -317,6 +336,7 @@ export const SPEC_RULES: readonly SpecRule[] = [
   tlsCertificateFiles,
   tlsCertificateExpiry,
   tlsHostTwice,
+  tlsHosts,
   tlsBuiltinOnly,
   tlsListen,
   acmeCaFile,
