@@ -130,6 +130,11 @@ export class CertStore {
     cb(null, undefined);
   };
 
+  /** Whether a handshake for host would get a certificate now (an ACME one not issued yet: no). */
+  serves(host: string): boolean {
+    return this.lookup(host)?.loaded !== undefined;
+  }
+
   status(): CertificateStatus[] {
     return [...this.sources.values()].map((s) => ({
       hosts: [...s.hosts],

@@ -76,8 +76,8 @@ export interface TlsSettings {
   certificates: TlsCertificateFiles[];
   acme?: AcmeSettings;
   /**
-   * A plain-HTTP request for a host served over TLS is answered 308 with its https:// URL (ACME
-   * challenges excepted). Hosts without a certificate stay on plain HTTP.
+   * A plain-HTTP request for a host with a certificate loaded is answered 308 with its https://
+   * URL (ACME challenges excepted). Hosts without one (an ACME host until it is issued) stay on plain HTTP.
    */
   redirectHttp: boolean;
   /** The Strict-Transport-Security value of every answer over TLS ("max-age=31536000"); none when absent. */

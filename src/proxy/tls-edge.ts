@@ -155,7 +155,8 @@ export class TlsEdge {
   /** The https:// URL for a TLS host's request, or undefined when it stays on plain HTTP. */
   private redirectTo(host: string, url: string): string | undefined {
     const policy = this.table?.tls;
-    if (!policy?.settings.redirectHttp || this.httpsPort === 0 || !policy.covers(host)) return undefined;
+    // Only where a handshake would succeed now: not to an ACME host still without its certificate.
+    if (!policy?.settings.redirectHttp || this.httpsPort === 0 || !this.store.serves(host)) return undefined;
     const port = this.httpsPort === 443 ? "" : `:${this.httpsPort}`;
     return `https://${host}${port}${pathOf(url)}`;
   }

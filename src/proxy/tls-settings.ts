@@ -87,11 +87,6 @@ export class TlsPolicy {
     const dot = host.indexOf(".");
     return dot !== -1 && this.wildcardParents.has(host.slice(dot + 1));
   }
-
-  /** Whether the proxy serves host over TLS: from a file, or (once issued) from ACME. */
-  covers(host: string): boolean {
-    return this.fromFile(host) || this.acmeHosts.has(host);
-  }
 }
 
 /** acme.hosts when given; else every route host a CA could issue for that no certificate file covers. */

@@ -197,7 +197,7 @@ export const SPEC_JSON_SCHEMA = {
                 ca_file: { type: "string", minLength: 1, description: "A CA (PEM) trusted for the directory's HTTPS besides the system's: a test CA such as pebble's. Relative to the spec file." },
               },
             },
-            redirect_http: { type: "boolean", default: DEFAULT_REDIRECT_HTTP, description: "Answer plain-HTTP requests for a host served over TLS with a 308 to its https:// URL (ACME challenges excepted). Hosts without a certificate stay on plain HTTP." },
+            redirect_http: { type: "boolean", default: DEFAULT_REDIRECT_HTTP, description: "Answer plain-HTTP requests for a host with a certificate with a 308 to its https:// URL (ACME challenges excepted). Hosts without one (an ACME host until it is issued too) stay on plain HTTP." },
             hsts: { type: "string", pattern: HSTS_PATTERN, description: 'The Strict-Transport-Security header of every answer over TLS: "max-age=31536000; includeSubDomains". None by default: browsers remember it.' },
           },
         },

@@ -17,7 +17,7 @@ import { pidAlive } from "../../src/util/proc.js";
 import { WebSocket, WebSocketServer } from "ws";
 import { waitFor } from "../e2e/helpers.js";
 import { createTestCa, type TestCa, type TestCertificate } from "../../bench/lib/certs.js";
-import { json, RawClient, request, route, type TestSettings, type TestUpstream, sleep, startUpstream, tableWith } from "./helpers.js";
+import { json, RawClient, refusedPort, request, route, type TestSettings, type TestUpstream, sleep, startUpstream, tableWith } from "./helpers.js";
 import { clientHello, handshakeOutcome, httpsRequest, servedEverywhere, startHttpsLoad } from "./tls-client.js";
 
 const execFileP = promisify(execFile);
@@ -158,7 +158,8 @@ describe("TLS at the built-in proxy", { timeout: 180_000 }, () => {
   });
 
   it("redirects a TLS host's plain requests to https (308, path and query kept), and leaves other hosts on plain HTTP", async () => {
-    const s = await serve({ tls: { redirectHttp: true } });
+    // shop.test is an ACME host whose CA refuses: it has no certificate, so it is not redirected.
+    const s = await serve({ tls: { redirectHttp: true, acme: { directoryUrl: `http://127.0.0.1:${await refusedPort()}/dir`, hosts: ["shop.test"] } } });
     const r = await request(`${s.plain}/books?page=2`, { method: "POST", headers: { host: "a.test:8080", "content-length": "3" }, body: "abc" });
     assert.equal(r.status, 308);
     assert.equal(r.headers.location, `https://a.test:${s.port}/books?page=2`);
@@ -170,6 +171,11 @@ describe("TLS at the built-in proxy", { timeout: 180_000 }, () => {
     // No ACME here: a challenge path is the app's own, routed like any other.
     const challenge = await request(`${s.plain}/.well-known/acme-challenge/abc`, { headers: { host: "plain.test" } });
     assert.equal(json<{ url: string }>(challenge).url, "/.well-known/acme-challenge/abc");
+    const shop = await request(`${s.plain}/cart`, { headers: { host: "shop.test" } });
+    assert.deepEqual([shop.status, json<{ error: string }>(shop).error], [404, "no route"], "no certificate yet: no redirect");
+    // An ACME host's challenge path is the proxy's own, whatever the token.
+    const token = await request(`${s.plain}/.well-known/acme-challenge/not-one-of-ours`, { headers: { host: "shop.test" } });
+    assert.deepEqual([token.status, token.text], [404, "no such ACME challenge\n"]);
     // A WebSocket upgrade on the plain listener is redirected too, on a raw connection.
     const ws = await RawClient.connect(s.p.listenPort);
     ws.write("GET /live HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
