@@ -3,6 +3,7 @@
 // a command on stdin, or an HTTP request body. Handlers time out; every run is logged with its
 // exit status. One run at a time per watch; a change during a run triggers one more run after it.
 import type { Registry } from "../api/registry.js";
+import { formatDuration } from "../util/duration.js";
 import type { WatchSpec } from "../spec/types.js";
 import { runCommand } from "../util/command.js";
 
@@ -33,6 +34,8 @@ export class WatchRunner {
     private readonly view: WatchView,
     private readonly cwd: string,
     private readonly log: WatchLog,
+    /** Each handler run, and whether it succeeded (metrics). */
+    private readonly onRun: (watch: string, ok: boolean) => void = () => {},
   ) {}
 
   start(): void {
@@ -72,6 +75,7 @@ export class WatchRunner {
       // The end of the output, where errors are.
       const output = r.output.length > LOGGED_OUTPUT_CHARS ? `…${r.output.slice(-LOGGED_OUTPUT_CHARS)}` : r.output;
       this.log("watch.handler", `watch ${w.name}: ${w.handler.args[0]} ${status} in ${Date.now() - started}ms`, { watch: w.name, index, ok: r.ok, status, output, durationMs: Date.now() - started });
+      this.onRun(w.name, r.ok);
       return;
     }
     const { url, method, headers } = w.handler.http;
@@ -83,10 +87,11 @@ export class WatchRunner {
       ok = res.ok;
       status = `HTTP ${res.status}`;
     } catch (e) {
-      status = (e as Error).name === "TimeoutError" ? `timed out after ${w.timeoutMs}ms` : `failed: ${(e as Error).message}`;
+      status = (e as Error).name === "TimeoutError" ? `timed out after ${formatDuration(w.timeoutMs)}` : `failed: ${(e as Error).message}`;
     }
     // Webhook URLs often carry their secret in the query: log the origin and path only.
     const shown = safeUrl(url);
     this.log("watch.handler", `watch ${w.name}: ${method} ${shown} ${status} in ${Date.now() - started}ms`, { watch: w.name, index, ok, status, durationMs: Date.now() - started });
+    this.onRun(w.name, ok);
   }
 }

@@ -7,11 +7,11 @@ import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { TurquoiseError, errorMessage } from "../errors.js";
+import { EXIT_CODES, TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
 import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
-import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
 import type { AcmeHostStatus } from "./acme.js";
 import type { HealthInfo, TlsStatus, UpgradeOptions, UpgradeResult } from "./control.js";
@@ -64,6 +64,10 @@ export class BuiltinProxy implements Proxy {
 
   stats(): Promise<ProxyStats> {
     return this.call("GET", "/stats") as Promise<ProxyStats>;
+  }
+
+  metrics(): Promise<ProxyMetrics> {
+    return this.call("GET", "/metrics") as Promise<ProxyMetrics>;
   }
 
   async setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {
@@ -215,11 +219,17 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
   child.unref();
 
   const failure = async (why: string): Promise<TurquoiseError> => {
+    // Its port taken is the user's to fix, in the spec: said as such, without the log around it.
+    if (exitCode === EXIT_CODES.CONFLICT) {
+      return new TurquoiseError("CONFLICT", `the proxy cannot listen on ${listen}: address in use`, { data: { addressInUse: true } });
+    }
     const tail = await readTail(logFile, logStart);
     return new TurquoiseError("INTERNAL", `the proxy did not start: ${why}${tail ? `\n--- ${logFile} ---\n${tail}` : ""}`);
   };
   let exited: string | undefined;
+  let exitCode: number | null = null;
   const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+    exitCode = code;
     exited = signal ? `it was killed by ${signal}` : `it exited with code ${code}`;
   };
   child.once("exit", onExit);

@@ -116,6 +116,10 @@ async function shutdown(supervisor: Supervisor, control: http.Server, infoFile: 
 main().catch((e: unknown) => {
   const usage = e instanceof UsageError;
   process.stderr.write(`turquoise-proxy: ${errorMessage(e)}\n`);
-  if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") process.stderr.write("turquoise-proxy: the listen address is already in use\n");
+  // Its own exit code, so that whoever started it can say which setting to change.
+  if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") {
+    process.stderr.write("turquoise-proxy: the listen address is already in use\n");
+    process.exit(EXIT_CODES.CONFLICT);
+  }
   process.exit(usage ? EXIT_CODES.USAGE : EXIT_CODES.INTERNAL);
 });

@@ -2,6 +2,7 @@
 // points at. Pools outlive tables: a pool keeps its id, counters and in-flight requests across
 // updates, so an old pool can be drained after the table that named it is gone.
 
+import { RequestSeries, SeriesSet } from "./counters.js";
 import { TrustedPeers } from "./peers.js";
 import { TlsPolicy } from "./tls-settings.js";
 import { routeMaxBodyBytes, routeTimeouts, tableSettings, validateRouteSettings, validateSettings } from "./settings.js";
@@ -16,6 +17,8 @@ export class Pool {
   readonly id: string;
   service: string;
   upstreams: readonly Upstream[];
+  /** Where its requests are counted: its service's and slot's series, shared with the other pools of both. */
+  series: RequestSeries;
   /** False once a newer table stopped naming this pool; it lives on until drained. */
   live = true;
   inFlight = 0;
@@ -29,10 +32,12 @@ export class Pool {
   private cursor = 0;
   private idleWaiters: (() => void)[] = [];
 
-  constructor(route: Route) {
+  /** A pool outside any router counts on a series of its own. */
+  constructor(route: Route, series: RequestSeries = new RequestSeries(route.service, route.slot ?? "")) {
     this.id = route.poolId;
     this.service = route.service;
     this.upstreams = route.upstreams;
+    this.series = series;
   }
 
   /**
@@ -125,6 +130,8 @@ export class CompiledTable {
   readonly trusted: TrustedPeers;
   /** Which hosts are served over TLS and from where; undefined without TLS settings. */
   readonly tls: TlsPolicy | undefined;
+  /** Whether requests are counted by series (RouteTable.metrics). */
+  readonly metrics: boolean;
   private readonly byHost = new Map<string, Entry[]>();
   private readonly anyHost: Entry[] = [];
 
@@ -134,6 +141,7 @@ export class CompiledTable {
     this.settings = settings;
     this.trusted = settings.trustedProxies.length === 0 ? TrustedPeers.NONE : new TrustedPeers(settings.trustedProxies);
     this.tls = settings.tls ? new TlsPolicy(settings.tls, source.routes) : undefined;
+    this.metrics = source.metrics === true;
     for (const route of source.routes) {
       const match: Match = { route, pool: pools.get(route.poolId)!, settings, timeouts: routeTimeouts(route, settings), maxBodyBytes: routeMaxBodyBytes(route, settings) };
       const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match };
@@ -257,6 +265,8 @@ export class UpstreamEventLog {
 export class Router {
   current: CompiledTable;
   readonly pools = new Map<string, Pool>();
+  /** The request counters of every service and slot a table named, for the life of this router. */
+  readonly series = new SeriesSet();
   /**
    * Upstream ids out of rotation, whoever took them out: the set the data path checks. Kept
    * across tables because ids are stable per instance; forgotten once the table drops the id.
@@ -281,12 +291,14 @@ export class Router {
     for (const route of table.routes) {
       named.add(route.poolId);
       const existing = this.pools.get(route.poolId);
+      const series = this.series.get(route.service, route.slot);
       if (existing) {
         existing.service = route.service;
         existing.upstreams = route.upstreams;
+        existing.series = series;
         existing.live = true;
       } else {
-        this.pools.set(route.poolId, new Pool(route));
+        this.pools.set(route.poolId, new Pool(route, series));
       }
     }
     let retired = 0;
@@ -382,6 +394,7 @@ export function validateTable(value: unknown): string | undefined {
   const t = value as Record<string, unknown>;
   if (typeof t.version !== "number" || !Number.isFinite(t.version)) return "version must be a number";
   if (!Array.isArray(t.routes)) return "routes must be an array";
+  if (t.metrics !== undefined && typeof t.metrics !== "boolean") return "metrics must be a boolean";
   const poolServices = new Map<string, string>();
   for (let i = 0; i < t.routes.length; i++) {
     const r = t.routes[i] as Record<string, unknown> | null;
@@ -391,6 +404,7 @@ export function validateTable(value: unknown): string | undefined {
     if (r.host !== undefined && typeof r.host !== "string") return `${at}.host must be a string`;
     if (typeof r.pathPrefix !== "string" || !r.pathPrefix.startsWith("/")) return `${at}.pathPrefix must start with "/"`;
     if (typeof r.poolId !== "string" || r.poolId === "") return `${at}.poolId must be a non-empty string`;
+    if (r.slot !== undefined && r.slot !== "blue" && r.slot !== "green") return `${at}.slot must be "blue" or "green"`;
     if (!Array.isArray(r.upstreams)) return `${at}.upstreams must be an array`;
     for (let j = 0; j < r.upstreams.length; j++) {
       const u = r.upstreams[j] as Record<string, unknown> | null;

@@ -2,7 +2,7 @@
 // The listening sockets are not among them: a worker inherits them as file descriptors.
 
 import type { CertificateStatus } from "./cert-store.js";
-import type { DrainResult, ProxyStats, RouteTable, UpstreamDown, UpstreamDownReason } from "./contract.js";
+import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, UpstreamDown, UpstreamDownReason } from "./contract.js";
 
 /**
  * Bumped whenever a message changes meaning. A worker of another version (an upgrade to code
@@ -36,6 +36,7 @@ export type SupervisorMessage =
   | { type: "mark"; opId: number; id: string; healthy: boolean; reason: UpstreamDownReason; at: number }
   | { type: "drain"; opId: number; poolId: string; timeoutMs: number }
   | { type: "stats"; opId: number }
+  | { type: "metrics"; opId: number }
   /** Answer this challenge from now on; without keyAuthorization: stop answering it. */
   | { type: "challenge"; opId: number; token: string; host: string; keyAuthorization?: string }
   /** Read the certificate files again now: ACME wrote one. */
@@ -45,7 +46,7 @@ export type SupervisorMessage =
   /** Stop accepting, finish in-flight requests, exit. No reply: its exit is the answer. */
   | { type: "retire"; graceMs: number; idleGraceMs: number };
 
-export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "mark" | "drain" | "stats" | "challenge" | "certs" | "tls" }>;
+export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "mark" | "drain" | "stats" | "metrics" | "challenge" | "certs" | "tls" }>;
 
 /** What each op answers. */
 export interface WorkerResults {
@@ -53,6 +54,7 @@ export interface WorkerResults {
   mark: { changed: boolean };
   drain: DrainResult;
   stats: ProxyStats;
+  metrics: ProxyMetrics;
   challenge: { answering: boolean };
   certs: { reloaded: true };
   tls: CertificateStatus[];
@@ -73,5 +75,7 @@ export type WorkerMessage =
   | { type: "down"; id: string; reason: UpstreamDownReason; at: number; opSeen: number }
   /** The worker got SIGTERM: replace it, then retire it. */
   | { type: "leaving" }
+  /** A retiring worker's counters as it exits, so that the proxy's totals keep what it counted since the last look. */
+  | { type: "final"; metrics: ProxyMetrics }
   /** A handshake named an ACME host that has no certificate yet: get one. */
   | { type: "want-cert"; host: string };

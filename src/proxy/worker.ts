@@ -68,6 +68,8 @@ async function run(op: WorkerOp): Promise<WorkerResults[WorkerOp["type"]]> {
       return plane.drain(op.poolId, op.timeoutMs);
     case "stats":
       return plane.stats();
+    case "metrics":
+      return plane.metrics();
     case "challenge": {
       const challenges = plane.edge?.challenges;
       if (op.keyAuthorization === undefined) challenges?.delete(op.token);
@@ -123,9 +125,12 @@ function retire(graceMs: number, idleGraceMs: number, why: string): void {
   retiring = true;
   log(`${why}: stopped accepting; finishing in-flight requests (up to ${graceMs} ms)`);
   void data.close({ graceMs, idleGraceMs }).then(
-    () => {
+    async () => {
       log("stopped");
-      process.exit(0);
+      // Its counters go with it otherwise; exits once the message is out (or cannot be sent).
+      const metrics = await plane.metrics();
+      if (!process.connected) process.exit(0);
+      process.send!({ type: "final", metrics } satisfies WorkerMessage, () => process.exit(0));
     },
     (e: unknown) => {
       log(`shutdown failed: ${errorMessage(e)}`);

@@ -7,6 +7,7 @@ import { CertificateError, errorMessage } from "../errors.js";
 import { readCertificateSync, splitPem } from "../proxy/certificates.js";
 import { isCidr } from "../proxy/settings.js";
 import { isAcmeHost, isCertificateHost, TlsPolicy } from "../proxy/tls-settings.js";
+import { formatDuration } from "../util/duration.js";
 import type { ServiceSpec, Spec, SpecProblem } from "./types.js";
 
 /** A step into the YAML: a mapping key or a list index. */
@@ -79,16 +80,20 @@ function clash(a: { host: string; port: number }, b: { host: string; port: numbe
   return a.port === b.port && (a.host === b.host || isWildcard(a.host) || isWildcard(b.host));
 }
 
+type Listen = { host: string; port: number };
+
+/** A listener of its own (`key`.listen) that shares a port with one of `others`, each named. */
+function sharedPort(ctx: RuleContext, key: string, what: string, own: Listen | undefined, others: Array<[string, Listen | undefined]>): SpecProblem[] {
+  if (!own) return [];
+  return others
+    .filter(([, other]) => other && clash(own, other))
+    .map(([name]) => ctx.at([key, "listen"], `the ${what} and the ${name} both listen on port ${own.port}: give the ${what} a port of its own`));
+}
+
 export const consulListen: SpecRule = {
   name: "consul-listen",
   severity: "error",
-  check(spec, ctx) {
-    const consul = spec.consul;
-    if (!consul) return [];
-    return (["agent", "proxy"] as const)
-      .filter((other) => clash(consul, spec[other]))
-      .map((other) => ctx.at(["consul", "listen"], `the Consul API and the ${other} both listen on port ${consul.port}: give the Consul API a port of its own`));
-  },
+  check: (spec, ctx) => sharedPort(ctx, "consul", "Consul API", spec.consul, [["agent", spec.agent], ["proxy", spec.proxy]]),
 };
 
 export const agentOnLoopback: SpecRule = {
@@ -107,7 +112,7 @@ export const healthTimeoutOverInterval: SpecRule = {
     return services(spec)
       .filter((svc) => svc.health.timeoutMs > svc.health.intervalMs)
       .map((svc) =>
-        ctx.at(["services", svc.name, "health", "timeout"], `health timeout (${svc.health.timeoutMs}ms) is longer than the interval (${svc.health.intervalMs}ms): a slow check would still be running when the next one starts`),
+        ctx.at(["services", svc.name, "health", "timeout"], `health timeout (${formatDuration(svc.health.timeoutMs)}) is longer than the interval (${formatDuration(svc.health.intervalMs)}): a slow check would still be running when the next one starts`),
       );
   },
 };
@@ -119,7 +124,7 @@ export const healthIntervalOverDeployTimeout: SpecRule = {
     return services(spec)
       .filter((svc) => svc.health.intervalMs > svc.deployTimeoutMs)
       .map((svc) =>
-        ctx.at(["services", svc.name, "health", "interval"], `health interval (${svc.health.intervalMs}ms) is longer than deploy_timeout (${svc.deployTimeoutMs}ms): once live, a failing instance would go unnoticed for longer than a whole deploy may take (deploys themselves probe new instances every 25ms)`),
+        ctx.at(["services", svc.name, "health", "interval"], `health interval (${formatDuration(svc.health.intervalMs)}) is longer than deploy_timeout (${formatDuration(svc.deployTimeoutMs)}): once live, a failing instance would go unnoticed for longer than a whole deploy may take (deploys themselves probe new instances every 25ms)`),
       );
   },
 };
@@ -295,10 +300,10 @@ export const tlsListen: SpecRule = {
   check(spec, ctx) {
     const t = spec.proxy.tls;
     if (!t) return [];
-    if (clash(t, spec.proxy)) return [ctx.at(["proxy", "tls", "listen"], `the TLS listener and proxy.listen both take port ${t.port}: give TLS its own (443 in production)`)];
-    if (clash(t, spec.agent)) return [ctx.at(["proxy", "tls", "listen"], `the TLS listener and the agent both listen on port ${t.port}: give them different ports`)];
-    if (spec.consul && clash(t, spec.consul)) return [ctx.at(["proxy", "tls", "listen"], `the TLS listener and the Consul API both listen on port ${t.port}: give them different ports`)];
-    return [];
+    const others: Array<[string, Listen | undefined]> = [["plain listener (proxy.listen)", spec.proxy], ["agent", spec.agent], ["Consul API", spec.consul], ["metrics endpoint", spec.metrics]];
+    return others
+      .filter(([, other]) => other && clash(t, other))
+      .map(([name]) => ctx.at(["proxy", "tls", "listen"], `the TLS listener and the ${name} both listen on port ${t.port}: give TLS a port of its own (443 in production)`));
   },
 };
 
@@ -319,6 +324,39 @@ export const acmeCaFile: SpecRule = {
   },
 };
 
+export const metricsListen: SpecRule = {
+  name: "metrics-listen",
+  severity: "error",
+  check: (spec, ctx) => sharedPort(ctx, "metrics", "metrics endpoint", spec.metrics, [["agent", spec.agent], ["proxy", spec.proxy], ["Consul API", spec.consul]]),
+};
+
+// Metrics name every service and release: open to a network, they need a token.
+export const metricsOpen: SpecRule = {
+  name: "metrics-open",
+  severity: "warning",
+  check(spec, ctx) {
+    const m = spec.metrics;
+    if (!m || m.tokenFile !== undefined || isLoopback(m.host)) return [];
+    return [ctx.at(["metrics", "listen"], `the metrics endpoint listens on ${m.host}, which is not loopback, and asks for no token: set metrics.token_file, or anyone who reaches it reads your services, releases and traffic`)];
+    },
+  };
+
+/** etcd's client speaks TLS to all members or to none, and client certificates need https. */
+export const etcdEndpoints: SpecRule = {
+  name: "etcd-endpoints",
+  severity: "error",
+  check(spec, ctx) {
+    const etcd = spec.state.etcd;
+    if (!etcd) return [];
+    const secure = etcd.endpoints.filter((e) => e.startsWith("https://")).length;
+    if (secure > 0 && secure < etcd.endpoints.length) {
+      return [ctx.at(["state", "etcd", "endpoints"], "mixes http:// and https:// endpoints: the etcd client talks TLS to every member or to none")];
+    }
+    if (etcd.tls && secure === 0) return [ctx.at(["state", "etcd", "tls"], "tls is set but the endpoints are http://: write them as https://")];
+    return [];
+  },
+};
+
 // ACME with nothing to get a certificate for is a spec that forgot its route hosts.
 export const acmeWithoutHosts: SpecRule = {
   name: "acme-without-hosts",
@@ -332,6 +370,15 @@ export const acmeWithoutHosts: SpecRule = {
   },
 };
 
+export const etcdUnused: SpecRule = {
+  name: "etcd-unused",
+  severity: "warning",
+  check(spec, ctx) {
+    if (!spec.state.etcd || spec.state.driver === "etcd") return [];
+    return [ctx.at(["state", "etcd"], `state.etcd is set, but state.driver is ${spec.state.driver}: the etcd cluster is not used`)];
+  },
+};
+
 export const SPEC_RULES: readonly SpecRule[] = [
   tlsCertificateFiles,
   tlsCertificateExpiry,
@@ -341,6 +388,8 @@ export const SPEC_RULES: readonly SpecRule[] = [
   tlsListen,
   acmeCaFile,
   acmeWithoutHosts,
+  etcdEndpoints,
+  etcdUnused,
   trustedProxies,
   upstreamTimeouts,
   watchTargets,
@@ -353,6 +402,8 @@ export const SPEC_RULES: readonly SpecRule[] = [
   healthTimeoutOverInterval,
   healthIntervalOverDeployTimeout,
   cwdWithoutRelease,
+  metricsListen,
+  metricsOpen,
 ];
 
 /**

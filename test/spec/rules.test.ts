@@ -100,7 +100,7 @@ describe("rule: health-timeout-over-interval", () => {
     assert.deepEqual(errors, []);
     const w = only(warnings);
     assert.deepEqual([w.line, w.path], [7, "services.books.health.timeout"]);
-    assert.match(w.message, /timeout \(5000ms\) is longer than the interval \(2000ms\)/);
+    assert.match(w.message, /timeout \(5s\) is longer than the interval \(2s\)/);
   });
 });
 
@@ -121,7 +121,7 @@ describe("rule: health-interval-over-deploy-timeout", () => {
     assert.ok(spec, "a warning does not reject the spec");
     const e = only(errors);
     assert.deepEqual([e.line, e.column, e.path], [9, 7, "services.books.health.interval"]);
-    assert.match(e.message, /interval \(60000ms\) is longer than deploy_timeout \(30000ms\)/);
+    assert.match(e.message, /interval \(1m\) is longer than deploy_timeout \(30s\)/);
   });
 
   it("points at the health key when the interval is the default", () => {
@@ -140,6 +140,36 @@ describe("rule: cwd-without-release", () => {
   });
 });
 
+describe("rule: etcd-endpoints", () => {
+  const etcd = (...lines: string[]) => load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: etcd", "  etcd:", ...lines);
+
+  it("is an error when http:// and https:// endpoints are mixed", () => {
+    const e = only(etcd("    endpoints: ['https://10.0.0.1:2379', 'http://10.0.0.2:2379']", "    tls: { ca: ca.pem }").errors);
+    assert.deepEqual([e.line, e.path], [11, "state.etcd.endpoints"]);
+    assert.match(e.message, /mixes http:\/\/ and https:\/\//);
+  });
+
+  it("is an error when tls is set for http:// endpoints", () => {
+    const e = only(etcd("    endpoints: ['http://10.0.0.1:2379']", "    tls: { ca: ca.pem }").errors);
+    assert.deepEqual([e.line, e.path], [12, "state.etcd.tls"]);
+  });
+
+  it("accepts https:// everywhere, with or without a CA of its own", () => {
+    assert.deepEqual(etcd("    endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379']").errors, []);
+    assert.deepEqual(etcd("    endpoints: ['https://10.0.0.1:2379']", "    tls: { ca: ca.pem, cert: c.pem, key: k.pem }").errors, []);
+  });
+});
+
+describe("rule: etcd-unused", () => {
+  it("warns when an etcd block sits beside another driver", () => {
+    const { warnings, errors } = load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: sqlite", "  etcd: { endpoints: ['http://10.0.0.1:2379'] }");
+    assert.deepEqual(errors, []);
+    const w = only(warnings);
+    assert.deepEqual([w.line, w.path], [10, "state.etcd"]);
+    assert.match(w.message, /state\.driver is sqlite/);
+  });
+});
+
 describe("runRules", () => {
   it("sorts each rule's problems by the rule's severity", () => {
     const { spec } = load("version: 1", "services:", ...service("books", "{ path: / }"));
@@ -155,5 +185,42 @@ describe("runRules", () => {
   it("has uniquely named rules", () => {
     const names = SPEC_RULES.map((r) => r.name);
     assert.equal(new Set(names).size, names.length);
+  });
+});
+
+describe("rule: metrics-listen", () => {
+  it("is an error when the metrics endpoint takes the agent's or the proxy's port", () => {
+    for (const [listen, other] of [["127.0.0.1:4700", "agent"], ["0.0.0.0:8080", "proxy"]] as const) {
+      const { errors } = load("version: 1", "services:", ...service("books", "{ path: / }"), "metrics:", `  listen: '${listen}'`);
+      const e = only(errors);
+      assert.deepEqual([e.line, e.path], [9, "metrics.listen"]);
+      assert.match(e.message, new RegExp(`the metrics endpoint and the ${other} both listen on port`));
+    }
+  });
+
+  it("is an error when it takes the Consul API's port", () => {
+    const { errors } = load("version: 1", "consul: { listen: '127.0.0.1:8500' }", "services:", ...service("books", "{ path: / }"), "metrics: { listen: '127.0.0.1:8500' }");
+    assert.match(only(errors).message, /the metrics endpoint and the Consul API both listen on port 8500/);
+  });
+
+  it("allows a port of its own", () => {
+    const { errors, warnings } = load("version: 1", "consul: { listen: '127.0.0.1:8500' }", "services:", ...service("books", "{ path: / }"), "metrics: { listen: '127.0.0.1:4701' }");
+    assert.deepEqual([errors, warnings], [[], []]);
+  });
+});
+
+describe("rule: metrics-open", () => {
+  it("warns when the metrics endpoint is reachable beyond loopback without a token", () => {
+    const { spec, warnings } = load("version: 1", "services:", ...service("books", "{ path: / }"), "metrics:", "  listen: '0.0.0.0:4701'");
+    assert.ok(spec);
+    const w = only(warnings);
+    assert.deepEqual([w.line, w.path], [9, "metrics.listen"]);
+    assert.match(w.message, /not loopback, and asks for no token: set metrics\.token_file/);
+  });
+
+  it("is quiet with a token, or on loopback", () => {
+    for (const lines of [["  listen: '0.0.0.0:4701'", "  token_file: metrics-token"], ["  listen: 'localhost:4701'"]]) {
+      assert.deepEqual(load("version: 1", "services:", ...service("books", "{ path: / }"), "metrics:", ...lines).warnings, []);
+    }
   });
 });
