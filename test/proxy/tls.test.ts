@@ -93,6 +93,9 @@ describe("TLS at the built-in proxy", { timeout: 180_000 }, () => {
     assert.ok(p.tlsListen, "the proxy reports its TLS listener");
     // The first load of the files runs beside the apply: wait until a handshake gets a certificate.
     await waitFor("the certificates loaded", async () => (await handshakeOutcome({ port: p.tlsListen!.port, host: "a.test", ca: ca.pem })) === "ok");
+    // The spare too (it starts once the proxy serves): a test that breaks a file must not race its first load.
+    await waitFor("the spare standing by", async () => ((await p.proxy.health()).workers ?? []).some((w) => w.state === "standby"));
+    await waitFor("every worker's certificates loaded", async () => (await p.proxy.tls()).certificates.every((c) => c.loaded || c.source === "acme"));
     return { p, stateDir, port: p.tlsListen!.port, plain: `http://127.0.0.1:${p.listenPort}`, files };
   };
 
