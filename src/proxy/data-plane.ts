@@ -11,6 +11,8 @@ import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeRespons
 import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
+import type { CertStoreOptions } from "./cert-store.js";
+import { TlsEdge } from "./tls-edge.js";
 import { noRouteBody } from "./no-route.js";
 import { Tunnel, type TunnelHost } from "./tunnel.js";
 import { UpstreamConnections } from "./upstream.js";
@@ -62,6 +64,8 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   /** Epoch ms: when its counters started. */
   readonly startedAt = Date.now();
   private server: http.Server | undefined;
+  /** The TLS listener's side, when this data plane has one. */
+  edge: TlsEdge | undefined;
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
 
@@ -76,6 +80,14 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     server.on("drop", this.onDrop);
     server.on("timeout", this.onIdle);
     this.configure();
+  }
+
+  /** Serves TLS as well: connections whose handshake the edge completed reach the same HTTP server. */
+  enableTls(storeOptions: CertStoreOptions): TlsEdge {
+    if (!this.server) throw new Error("enableTls needs an attached HTTP server");
+    this.edge = new TlsEdge({ server: this.server, onDrop: this.onDrop }, storeOptions);
+    this.edge.configure(this.router.current);
+    return this.edge;
   }
 
   /** Applies a table (false when it is older than the current one) and its client-side settings. */
@@ -103,6 +115,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     server.keepAliveTimeout = timeouts.clientIdleMs;
     server.maxConnections = limits.maxConnections;
     server.maxHeaderSize = limits.maxHeaderBytes;
+    this.edge?.configure(this.router.current);
   }
 
   readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -124,6 +137,11 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
     const host = head.host;
+    if (this.edge !== undefined && this.edge.intercept(req, res, host, url)) {
+      // Answered by the edge itself (a redirect, an ACME challenge): no route's request.
+      if (started >= 0) count(this.router.series.unrouted, res.statusCode, started);
+      return;
+    }
     const table = this.router.current;
     const match = table.lookup(host, url);
     if (!match) {
@@ -223,6 +241,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
     const host = head.host;
+    if (this.edge !== undefined && this.edge.interceptUpgrade(req, client, host, url)) return;
     const table = this.router.current;
     const match = table.lookup(host, url);
     if (!match) {
@@ -363,6 +382,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
       timeouts: { ...this.timeouts },
       rejected: { ...this.rejected },
       tunnels: { ...this.tunnels },
+      ...(this.edge ? { tls: { ...this.edge.store.counts } } : {}),
     };
   }
 
@@ -516,16 +536,17 @@ function join(a: string | undefined, b: string): string {
 function forwardingFields(head: RequestHead, socket: net.Socket, trusted: TrustedPeers): string {
   const remote = clientAddress(socket);
   const host = head.host;
-  const element = forwardedElement(remote, host);
+  const proto = (socket as { encrypted?: boolean }).encrypted === true ? "https" : "http";
+  const element = forwardedElement(remote, host, proto);
   if (trusted.empty || !isTrusted(socket as PeerSocket, trusted)) {
     const xfh = host === undefined ? "" : `X-Forwarded-Host: ${host}\r\n`;
-    return `X-Forwarded-For: ${remote}\r\nX-Forwarded-Proto: http\r\n${xfh}X-Real-IP: ${remote}\r\nForwarded: ${element}\r\n`;
+    return `X-Forwarded-For: ${remote}\r\nX-Forwarded-Proto: ${proto}\r\n${xfh}X-Real-IP: ${remote}\r\nForwarded: ${element}\r\n`;
   }
   const xff = head.xForwardedFor === undefined ? remote : `${head.xForwardedFor}, ${remote}`;
   const forwardedHost = head.xForwardedHost ?? host;
   const xfh = forwardedHost === undefined ? "" : `X-Forwarded-Host: ${forwardedHost}\r\n`;
   const forwarded = head.forwarded === undefined ? element : `${head.forwarded}, ${element}`;
-  return `X-Forwarded-For: ${xff}\r\nX-Forwarded-Proto: ${head.xForwardedProto ?? "http"}\r\n${xfh}X-Real-IP: ${head.xRealIp ?? remote}\r\nForwarded: ${forwarded}\r\n`;
+  return `X-Forwarded-For: ${xff}\r\nX-Forwarded-Proto: ${head.xForwardedProto ?? proto}\r\n${xfh}X-Real-IP: ${head.xRealIp ?? remote}\r\nForwarded: ${forwarded}\r\n`;
 }
 
 /** Asked once per connection and table: a keep-alive connection's peer does not change. */
