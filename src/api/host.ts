@@ -15,6 +15,8 @@ import type { Registry } from "./registry.js";
 export interface ApiHost {
   readonly spec: Pick<Spec, "services" | "proxy">;
   readonly startedAt: number;
+  /** Which project this agent serves (agentIdFor its state dir): the liveness probe shows it, so a CLI knows its own agent. */
+  readonly identity: string;
   /** Where the API listens, as instances are told it. */
   readonly apiUrl: string;
   readonly token: string;

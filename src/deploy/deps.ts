@@ -8,6 +8,7 @@ import { crashPoint } from "../util/failpoint.js";
 import type { AgentMetrics } from "../metrics/agent.js";
 import { ServiceDatabase } from "./database.js";
 import type { Fleet } from "./fleet.js";
+import type { MigrationMetricsHook } from "./migration-progress.js";
 import type { RecordEvent, Records } from "./records.js";
 
 /** Records an agent event: a log line, a row in the Store's event log, a push to the event stream. */
@@ -32,6 +33,8 @@ export interface OrchestratorDeps {
    * a driver mid-flow. By default, the TURQUOISE_CRASH_AFTER failpoints (util/failpoint.ts).
    */
   failpoint?: (point: string) => void;
+  /** Where backfill progress goes besides the client and the event log: the metrics hook (migration-progress.ts). */
+  migrationMetrics?: MigrationMetricsHook;
 }
 
 /** Passes a failpoint of a flow: the deps' own hook, else the TURQUOISE_CRASH_AFTER one. */

@@ -9,6 +9,9 @@ import { openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import type { SlotRecord } from "./records.js";
 import { formatRange } from "../plan/range.js";
 import { releaseInfo } from "./release.js";
+import { formatDuration } from "../util/duration.js";
+import { formatLintWarning, lintSteps, type LintWarning } from "../migrate/lint.js";
+import type { MigrationStep } from "../migrate/contract.js";
 
 export const NO_DATABASE = "no database configured for this service: nothing to migrate";
 
@@ -29,6 +32,8 @@ export interface ComputedPlan {
   via: string | null;
   live: SlotRecord | null;
   schemas: Record<string, SchemaRange>;
+  /** Statements in the planned steps known to lock a big table for long (migrate/lint.ts). */
+  warnings?: LintWarning[];
 }
 
 export class Planning {
@@ -80,8 +85,9 @@ export class Planning {
       throw new TurquoiseError("PLAN_REFUSED", `${kind} of ${svc.name} ${req.release} refused:\n${plan.reasons.map((r) => `  - ${r}`).join("\n")}`, { data: { reasons: plan.reasons, need: plan.need ?? null } });
     }
     const actions = plan.actions;
-    const lines = [`database schema at ${status.current}; ${Object.entries(schemas).map(([r, s]) => `${r} runs on ${formatRange(s)}`).join(", ")}`, ...describePlan(plan)];
-    return { actions, lines, via: via?.name ?? null, live, schemas };
+    const warnings = await lintPlannedSteps(steps, actions, svc.database!.driver);
+    const lines = [`database schema at ${status.current}; ${Object.entries(schemas).map(([r, s]) => `${r} runs on ${formatRange(s)}`).join(", ")}`, ...describePlan(plan), ...warnings.map(formatLintWarning)];
+    return { actions, lines, via: via?.name ?? null, live, schemas, warnings };
   }
 
   /** The release's declared schema range (or the override), as the planner needs it. */
@@ -94,10 +100,10 @@ export class Planning {
   private describeSimple(svc: ServiceSpec, live: SlotRecord | null, release: string): string[] {
     const n = svc.replicas;
     const lines = [
-      `start ${n} instance${n > 1 ? "s" : ""} of ${release} in the idle slot (or reuse it if warm), wait until healthy (deploy_timeout ${svc.deployTimeoutMs}ms), smoke checks: ${svc.smoke.length ? svc.smoke.map((s) => s.name).join(", ") : "none defined"}`,
+      `start ${n} instance${n > 1 ? "s" : ""} of ${release} in the idle slot (or reuse it if warm), wait until healthy (deploy_timeout ${formatDuration(svc.deployTimeoutMs)}), smoke checks: ${svc.smoke.length ? svc.smoke.map((s) => s.name).join(", ") : "none defined"}`,
       `expand migrations: none (${NO_DATABASE})`,
       `flip ${svc.route.host ?? "*"}${svc.route.pathPrefix} to ${release}, verify through the public route, flip back on failure`,
-      live ? `drain ${live.release} (${live.slot}) up to ${svc.drainTimeoutMs}ms, then ${svc.keepPreviousMs > 0 ? `keep it warm for ${svc.keepPreviousMs}ms` : "stop it"}` : "nothing live to drain",
+      live ? `drain ${live.release} (${live.slot}) up to ${formatDuration(svc.drainTimeoutMs)}, then ${svc.keepPreviousMs > 0 ? `keep it warm for ${formatDuration(svc.keepPreviousMs)}` : "stop it"}` : "nothing live to drain",
       `contract migrations: none (${NO_DATABASE})`,
     ];
     return lines.map((l, n) => `${n + 1}. ${l}`);
@@ -111,4 +117,17 @@ export class Planning {
     }
     return undefined;
   }
+}
+
+/** The lint of every file the plan's migrations would run, each step once. */
+async function lintPlannedSteps(steps: MigrationStep[], actions: PlanAction[], driver: "sqlite" | "postgres"): Promise<LintWarning[]> {
+  const out: LintWarning[] = [];
+  for (const a of actions) {
+    if (a.do !== "migrate") continue;
+    const lo = Math.min(a.from, a.to);
+    const hi = Math.max(a.from, a.to);
+    const run = steps.filter((s) => s.version > lo && s.version <= hi);
+    out.push(...(await lintSteps(a.direction === "down" ? run.reverse() : run, a.direction, driver)));
+  }
+  return out;
 }

@@ -74,6 +74,8 @@ export class AgentMetrics {
   private readonly lockWaitDuration: Histogram<"service">;
   private readonly healRestarts: Counter<"service" | "outcome">;
   private readonly migrations: Counter<"service" | "direction">;
+  private readonly backfillRows: Gauge<"service">;
+  private readonly backfillRowsEstimated: Gauge<"service">;
   private readonly watchRuns: Counter<"watch">;
   private readonly watchFailures: Counter<"watch">;
   private source: MetricsSource | undefined;
@@ -95,6 +97,8 @@ export class AgentMetrics {
     this.lockWaitDuration = new Histogram({ name: "turquoise_deploy_lock_wait_seconds", help: "How long queued deploys waited for the deploy lock.", labelNames: ["service"], buckets: LOCK_WAIT_BUCKETS_S, registers });
     this.healRestarts = new Counter({ name: "turquoise_heal_restarts_total", help: "Instances the healer started to replace dead or critical ones, by whether they turned healthy.", labelNames: ["service", "outcome"], registers });
     this.migrations = new Counter({ name: "turquoise_migrations_applied_total", help: "Migration steps applied, by direction.", labelNames: ["service", "direction"], registers });
+    this.backfillRows = new Gauge({ name: "turquoise_migration_backfill_rows", help: "Rows the running (or last) batched backfill of a service has done.", labelNames: ["service"], registers });
+    this.backfillRowsEstimated = new Gauge({ name: "turquoise_migration_backfill_rows_estimated", help: "Rows the running (or last) batched backfill of a service expects to do.", labelNames: ["service"], registers });
     this.watchRuns = new Counter({ name: "turquoise_watch_handler_runs_total", help: "Watch handler runs.", labelNames: ["watch"], registers });
     this.watchFailures = new Counter({ name: "turquoise_watch_handler_failures_total", help: "Watch handler runs that failed (exit status not 0, HTTP status not 2xx, timed out).", labelNames: ["watch"], registers });
 
@@ -156,6 +160,13 @@ export class AgentMetrics {
 
   migrationApplied(service: string, direction: "up" | "down"): void {
     this.migrations.inc({ service: this.service.of(service), direction });
+  }
+
+  /** Every batch of a batched backfill: where it stands, for a progress panel beside the deploy's. */
+  backfill(service: string, p: { rowsDone: number; rowsEstimated: number }): void {
+    const s = this.service.of(service);
+    this.backfillRows.set({ service: s }, p.rowsDone);
+    this.backfillRowsEstimated.set({ service: s }, p.rowsEstimated);
   }
 
   watchRan(watch: string, ok: boolean): void {

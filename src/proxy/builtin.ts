@@ -7,19 +7,21 @@ import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { TurquoiseError, errorMessage } from "../errors.js";
+import { EXIT_CODES, TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
 import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
-import type { HealthInfo, UpgradeOptions, UpgradeResult } from "./control.js";
+import type { AcmeHostStatus } from "./acme.js";
+import type { HealthInfo, TlsStatus, UpgradeOptions, UpgradeResult } from "./control.js";
 import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
 import { DEFAULT_UPGRADE_DRAIN_MS, WORKER_READY_TIMEOUT_MS } from "./supervisor.js";
 
 export { resolveWorkers } from "./supervisor.js";
 
-export type { HealthInfo as ProxyHealth, UpgradeOptions, UpgradeResult, WorkerInfo } from "./control.js";
+export type { HealthInfo as ProxyHealth, TlsStatus, UpgradeOptions, UpgradeResult, WorkerInfo } from "./control.js";
+export type { AcmeHostStatus } from "./acme.js";
 
 export const PROXY_LOG_FILE = "proxy.log";
 export const DEFAULT_CONTROL_TIMEOUT_MS = 10_000;
@@ -97,6 +99,19 @@ export class BuiltinProxy implements Proxy {
     return this.call("POST", "/upgrade", opts, waitMs) as Promise<UpgradeResult>;
   }
 
+  /** Not in the Proxy contract: the TLS listener, the certificates the workers serve, the ACME hosts. */
+  tls(): Promise<TlsStatus> {
+    return this.call("GET", "/tls") as Promise<TlsStatus>;
+  }
+
+  /**
+   * Not in the Proxy contract: orders a new ACME certificate for host now; resolves once every
+   * worker serves it. The order may take a while: the CA validates, polls are spaced out.
+   */
+  renewCertificate(host: string, timeoutMs = 5 * 60_000): Promise<AcmeHostStatus> {
+    return this.call("POST", "/tls/renew", { host }, timeoutMs) as Promise<AcmeHostStatus>;
+  }
+
   /** Not in the Proxy contract: the table the proxy serves right now. */
   table(): Promise<RouteTable> {
     return this.call("GET", "/table") as Promise<RouteTable>;
@@ -145,6 +160,8 @@ export interface RunningProxy {
   pid: number;
   proxy: BuiltinProxy;
   listenPort: number;
+  /** The TLS listener's address, when the proxy has one. */
+  tlsListen?: { host: string; port: number };
   /** How many workers it keeps serving (1 for a proxy from before workers). */
   workers: number;
 }
@@ -153,6 +170,8 @@ export interface SpawnProxyOptions {
   stateDir: string;
   listenHost: string;
   listenPort: number;
+  /** A TLS listener too (port 0: any free one). */
+  tlsListen?: { host: string; port: number };
   /** Worker processes sharing the socket; "auto": one per core. 1 by default. */
   workers?: number | "auto";
   nodePath?: string;
@@ -177,10 +196,19 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
   const logFile = path.join(stateDir, PROXY_LOG_FILE);
   const log = await open(logFile, "a", 0o600);
   const logStart = (await log.stat()).size;
-  const listen = opts.listenHost.includes(":") ? `[${opts.listenHost}]:${opts.listenPort}` : `${opts.listenHost}:${opts.listenPort}`;
+  const hostPort = (host: string, port: number): string => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`);
+  const listen = hostPort(opts.listenHost, opts.listenPort);
   let child;
   try {
-    const args = [MAIN_JS, "--state-dir", stateDir, "--listen", listen, ...(opts.workers === undefined ? [] : ["--workers", String(opts.workers)])];
+    const args = [
+      MAIN_JS,
+      "--state-dir",
+      stateDir,
+      "--listen",
+      listen,
+      ...(opts.tlsListen ? ["--tls-listen", hostPort(opts.tlsListen.host, opts.tlsListen.port)] : []),
+      ...(opts.workers === undefined ? [] : ["--workers", String(opts.workers)]),
+    ];
     child = spawn(opts.nodePath ?? process.execPath, args, {
       detached: true,
       stdio: ["ignore", log.fd, log.fd],
@@ -191,11 +219,17 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
   child.unref();
 
   const failure = async (why: string): Promise<TurquoiseError> => {
+    // Its port taken is the user's to fix, in the spec: said as such, without the log around it.
+    if (exitCode === EXIT_CODES.CONFLICT) {
+      return new TurquoiseError("CONFLICT", `the proxy cannot listen on ${listen}: address in use`, { data: { addressInUse: true } });
+    }
     const tail = await readTail(logFile, logStart);
     return new TurquoiseError("INTERNAL", `the proxy did not start: ${why}${tail ? `\n--- ${logFile} ---\n${tail}` : ""}`);
   };
   let exited: string | undefined;
+  let exitCode: number | null = null;
   const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+    exitCode = code;
     exited = signal ? `it was killed by ${signal}` : `it exited with code ${code}`;
   };
   child.once("exit", onExit);
@@ -206,7 +240,7 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
       const info = await readInfo(stateDir);
       if (info && info.pid === child.pid) {
         const proxy = new BuiltinProxy({ controlUrl: controlUrl(info), token: readToken(stateDir) });
-        return { pid: info.pid, proxy, listenPort: info.listen.port, workers: (await proxy.health()).workerCount ?? 1 };
+        return { pid: info.pid, proxy, listenPort: info.listen.port, ...(info.tls ? { tlsListen: info.tls } : {}), workers: (await proxy.health()).workerCount ?? 1 };
       }
       if (exited) throw await failure(exited);
       if (Date.now() > deadline) {
@@ -239,7 +273,7 @@ export async function connectProxy(stateDir: string): Promise<RunningProxy | und
   }
   // The pid check guards against an unrelated process that reused the pid.
   if (health.pid !== info.pid) return undefined;
-  return { pid: info.pid, proxy, listenPort: info.listen.port, workers: health.workerCount ?? 1 };
+  return { pid: info.pid, proxy, listenPort: info.listen.port, ...(info.tls ? { tlsListen: info.tls } : {}), workers: health.workerCount ?? 1 };
 }
 
 /** Upgrades the proxy running for stateDir in place (see BuiltinProxy.upgrade). */

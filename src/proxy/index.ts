@@ -1,5 +1,6 @@
 // The one place that picks the Proxy driver, the built-in proxy process or nginx, for the agent and
 // for `turquoise down` alike, so callers depend on the contract and not on a driver.
+import { TurquoiseError } from "../errors.js";
 import { DockerApi } from "../runtime/docker-api.js";
 import { connectProxy, resolveWorkers, spawnProxy, stopProxy } from "./builtin.js";
 import type { Proxy } from "./contract.js";
@@ -12,6 +13,8 @@ export interface ProxyOptions {
   host: string;
   /** 0 picks a free port. */
   port: number;
+  /** The built-in proxy's TLS listener, when it terminates TLS. */
+  tls?: { host: string; port: number };
   nginx: { binary: string; template?: string; container?: string };
   /** The built-in proxy's workers: a count, or one per core. */
   workers: number | "auto";
@@ -24,6 +27,8 @@ export interface OpenedProxy {
   proxy: Proxy;
   pid: number;
   listenPort: number;
+  /** It was running already (it kept serving while no agent ran): not this agent's to stop if its start fails. */
+  adopted: boolean;
 }
 
 /**
@@ -36,11 +41,19 @@ export async function openProxy(opts: ProxyOptions, log: (line: string) => void)
     const adopted = await nginx.adopt();
     if (!adopted) await nginx.start();
     log(`${adopted ? "adopted running" : "started"} nginx on ${opts.host}:${nginx.listenPort}`);
-    return { proxy: nginx, pid: 0, listenPort: nginx.listenPort };
+    return { proxy: nginx, pid: 0, listenPort: nginx.listenPort, adopted };
   }
   let adopted = await connectProxy(opts.stateDir);
   if (adopted && opts.port !== 0 && adopted.listenPort !== opts.port) {
     log(`the running proxy listens on port ${adopted.listenPort} but ${opts.specFile} says ${opts.port}: restarting it`);
+    await stopProxy(opts.stateDir);
+    adopted = undefined;
+  }
+  // Its sockets are bound once, by its supervisor: another TLS listener takes a new process.
+  const tlsNow = adopted?.tlsListen ? `${adopted.tlsListen.host}:${adopted.tlsListen.port}` : "none";
+  const tlsWanted = opts.tls ? `${opts.tls.host}:${opts.tls.port}` : "none";
+  if (adopted && tlsNow !== tlsWanted && !(opts.tls?.port === 0 && adopted.tlsListen)) {
+    log(`the running proxy's TLS listener is ${tlsNow} but ${opts.specFile} says ${tlsWanted}: restarting it`);
     await stopProxy(opts.stateDir);
     adopted = undefined;
   }
@@ -53,16 +66,20 @@ export async function openProxy(opts: ProxyOptions, log: (line: string) => void)
       (e: unknown) => log(`${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
     );
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, workers: opts.workers }));
-  log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}`);
-  return proxied;
+  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, ...(opts.tls ? { tlsListen: opts.tls } : {}), workers: opts.workers }).catch((e: unknown) => {
+    throw e instanceof TurquoiseError && e.code === "CONFLICT" && e.data.addressInUse ? new TurquoiseError("CONFLICT", `${e.message} (set proxy.listen${opts.tls ? " or proxy.tls.listen" : ""} in ${opts.specFile})`, { data: e.data }) : e;
+  }));
+  const withTls = proxied.tlsListen ? ` and TLS on ${proxied.tlsListen.host}:${proxied.tlsListen.port}` : "";
+  log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}${withTls}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}${withTls}`);
+  return { ...proxied, adopted: adopted !== undefined };
 }
 
-/** Stops the data plane for this state dir, whichever driver runs it; in-flight requests finish first. */
-export async function stopDataPlane(opts: ProxyOptions): Promise<void> {
-  if (opts.driver === "nginx") await nginxFor(opts).stop();
-  else await stopProxy(opts.stateDir);
+/** Stops the data plane for this state dir, whichever driver runs it; in-flight requests finish first. False: nothing ran. */
+export async function stopDataPlane(opts: ProxyOptions): Promise<boolean> {
+  if (opts.driver === "nginx") return nginxFor(opts).stop();
+  return stopProxy(opts.stateDir);
 }
+
 
 /** One way to reach nginx for starting, adopting and stopping alike: a container's nginx is signalled through the Docker API. */
 function nginxFor(opts: ProxyOptions): NginxProxy {

@@ -11,9 +11,9 @@ import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
 import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS, tableSettings } from "../proxy/settings.js";
 import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
 import { parseSize, SIZE_PATTERN } from "../util/size.js";
-import { runRules, type PathSegment, type RuleContext } from "./rules.js";
+import { runRules, type PathSegment, type RuleContext, type SpecRule } from "./rules.js";
 import * as S from "./schema.js";
-import type { HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
+import type { EtcdSpec, HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
 
 // The YAML as the schema guarantees it, before defaults.
 interface RawSmoke {
@@ -60,6 +60,13 @@ interface RawProxy {
   timeouts?: RawRouteTimeouts & { client_header?: string; client_idle?: string };
   limits?: { max_connections?: number; max_upstream_connections?: number; upstream_queue?: string; max_header_size?: string | number; max_body_size?: string | number };
   trusted_proxies?: string[];
+  tls?: {
+    listen: string;
+    certificates?: Array<{ hosts: string[]; cert_file: string; key_file: string }>;
+    acme?: { directory_url?: string; email?: string; hosts?: string[]; ca_file?: string };
+    redirect_http?: boolean;
+    hsts?: string;
+  };
 }
 
 interface RawSpec {
@@ -67,7 +74,11 @@ interface RawSpec {
   agent?: { listen?: string };
   proxy?: RawProxy;
   consul?: { listen: string; datacenter?: string; max_blocking?: number };
-  state?: { driver?: "sqlite" | "memory"; path?: string };
+  state?: {
+    driver?: "sqlite" | "memory" | "etcd";
+    path?: string;
+    etcd?: { endpoints: string[]; prefix?: string; timeout?: string; username?: string; password_env?: string; tls?: { ca: string; cert?: string; key?: string } };
+  };
   state_dir?: string;
   services: Record<string, RawService>;
   watches?: Array<{ name?: string; type: WatchSpec["type"]; service?: string; state?: WatchSpec["state"]; key?: string; prefix?: string; args?: string[]; http?: { url: string; method?: "POST" | "PUT"; headers?: Record<string, string> }; timeout?: string }>;
@@ -88,7 +99,12 @@ export function formatProblem(p: SpecProblem): string {
   return `${where}: ${p.path ? `${p.path}: ` : ""}${p.message}`;
 }
 
-export function loadSpec(file: string): LoadResult {
+/** Which rules run after the schema: all of them, unless a command that only reads asks for fewer. */
+export interface LoadOptions {
+  rules?: readonly SpecRule[];
+}
+
+export function loadSpec(file: string, opts: LoadOptions = {}): LoadResult {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
@@ -97,11 +113,11 @@ export function loadSpec(file: string): LoadResult {
     const message = missing ? `spec file ${file} not found: run \`turquoise init\` to write a starter spec` : `cannot read spec file ${file}: ${errorMessage(err)}`;
     return { errors: [{ file, path: "", message }], warnings: [] };
   }
-  return loadSpecText(text, file);
+  return loadSpecText(text, file, opts);
 }
 
-export function loadSpecOrThrow(file: string): { spec: Spec; warnings: SpecProblem[] } {
-  const result = loadSpec(file);
+export function loadSpecOrThrow(file: string, opts: LoadOptions = {}): { spec: Spec; warnings: SpecProblem[] } {
+  const result = loadSpec(file, opts);
   if (result.spec && result.errors.length === 0) return { spec: result.spec, warnings: result.warnings };
   const count = result.errors.length === 1 ? "1 error" : `${result.errors.length} errors`;
   const message = [`invalid spec ${file} (${count}):`, ...result.errors.map(formatProblem)].join("\n");
@@ -110,7 +126,7 @@ export function loadSpecOrThrow(file: string): { spec: Spec; warnings: SpecProbl
   });
 }
 
-export function loadSpecText(text: string, file: string): LoadResult {
+export function loadSpecText(text: string, file: string, opts: LoadOptions = {}): LoadResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const atOffset = (offset: number) => {
@@ -146,7 +162,7 @@ export function loadSpecText(text: string, file: string): LoadResult {
   const ctx: RuleContext = {
     at: (path, message) => problemAt(path, message, "key"),
   };
-  const ruled = runRules(spec, ctx);
+  const ruled = runRules(spec, ctx, opts.rules);
   const warnings = byPosition([...yamlWarnings, ...ruled.warnings]);
   if (ruled.errors.length > 0) return { errors: byPosition(ruled.errors), warnings };
   return { spec, errors: [], warnings };
@@ -230,6 +246,8 @@ const PATTERN_HINTS: Record<string, (value: string) => string> = {
   [S.URL_PATH_PATTERN]: (v) => `must start with "/", got "${v}"`,
   [S.DATACENTER_PATTERN]: (v) => `invalid datacenter "${v}": use letters, digits, dashes and underscores, at most 64 characters`,
   [S.PROXY_WORKERS_AUTO_PATTERN]: (v) => `must be a number of workers or "auto" (one per core), got "${v}"`,
+  [S.ETCD_ENDPOINT_PATTERN]: (v) => `invalid etcd endpoint "${v}": write a member's client URL, like "http://10.0.0.1:2379", without a path or credentials`,
+  [S.ETCD_PREFIX_PATTERN]: (v) => `invalid etcd prefix "${v}": write slash-separated names that start and end with "/", like "/turquoise/books/"`,
 };
 
 const TYPE_NAMES: Record<string, string> = { object: "mapping", array: "list" };
@@ -319,6 +337,8 @@ function explainOne(e: ErrorObject, path: PathSegment[]): Explained | undefined 
     }
     case "required":
       return key(path, `missing required key "${String(params.missingProperty)}"`);
+    case "dependencies":
+      return key([...path, String(params.property)], `${String(params.property)} needs ${String(params.missingProperty)} beside it`);
     case "propertyNames":
       return undefined;
     case "type": {
@@ -379,7 +399,8 @@ function normalize(raw: RawSpec, file: string): Spec {
         ...(raw.proxy?.nginx?.template !== undefined ? { template: resolve(dir, raw.proxy.nginx.template) } : {}),
         ...(raw.proxy?.nginx?.container !== undefined ? { container: raw.proxy.nginx.container } : {}),
       },
-      settings: normalizeProxySettings(raw.proxy),
+      settings: normalizeProxySettings(raw.proxy, dir),
+      ...(raw.proxy?.tls ? { tls: parseListen(raw.proxy.tls.listen) } : {}),
     },
     ...(raw.consul
       ? { consul: { ...parseListen(raw.consul.listen), datacenter: raw.consul.datacenter ?? S.DEFAULT_CONSUL_DATACENTER, maxBlocking: raw.consul.max_blocking ?? S.DEFAULT_CONSUL_MAX_BLOCKING } }
@@ -387,6 +408,7 @@ function normalize(raw: RawSpec, file: string): Spec {
     state: {
       driver: raw.state?.driver ?? S.DEFAULT_STATE_DRIVER,
       path: raw.state?.path === undefined ? resolve(stateDir, S.DEFAULT_STATE_FILE) : resolve(dir, raw.state.path),
+      ...(raw.state?.etcd ? { etcd: normalizeEtcd(raw.state.etcd, dir) } : {}),
     },
     stateDir,
     services,
@@ -406,15 +428,28 @@ function normalize(raw: RawSpec, file: string): Spec {
   };
 }
 
+function normalizeEtcd(raw: NonNullable<NonNullable<RawSpec["state"]>["etcd"]>, dir: string): EtcdSpec {
+  const tls = raw.tls;
+  return {
+    endpoints: [...raw.endpoints],
+    prefix: raw.prefix ?? S.DEFAULT_ETCD_PREFIX,
+    timeoutMs: ms(raw.timeout, S.DEFAULT_ETCD_TIMEOUT),
+    ...(raw.username !== undefined ? { username: raw.username } : {}),
+    ...(raw.password_env !== undefined ? { passwordEnv: raw.password_env } : {}),
+    ...(tls ? { tls: { ca: resolve(dir, tls.ca), ...(tls.cert ? { cert: resolve(dir, tls.cert) } : {}), ...(tls.key ? { key: resolve(dir, tls.key) } : {}) } } : {}),
+  };
+}
+
 // The schema has checked the form and the port range; this only splits it.
 function parseListen(address: string): { host: string; port: number } {
   const colon = address.lastIndexOf(":");
   return { host: address.slice(0, colon).replace(/^\[(.*)\]$/, "$1"), port: Number(address.slice(colon + 1)) };
 }
 
-function normalizeProxySettings(raw: RawProxy | undefined): ProxySettings {
+function normalizeProxySettings(raw: RawProxy | undefined, dir: string): ProxySettings {
   const t = raw?.timeouts;
   const l = raw?.limits;
+  const tls = raw?.tls;
   return tableSettings({
     timeouts: {
       ...DEFAULT_PROXY_TIMEOUTS,
@@ -431,6 +466,25 @@ function normalizeProxySettings(raw: RawProxy | undefined): ProxySettings {
       ...(l?.max_body_size !== undefined ? { maxBodyBytes: parseSize(l.max_body_size) } : {}),
     },
     trustedProxies: [...(raw?.trusted_proxies ?? [])],
+    ...(tls
+      ? {
+          tls: {
+            certificates: (tls.certificates ?? []).map((c) => ({ hosts: c.hosts.map((h) => h.toLowerCase()), certFile: resolve(dir, c.cert_file), keyFile: resolve(dir, c.key_file) })),
+            ...(tls.acme
+              ? {
+                  acme: {
+                    directoryUrl: tls.acme.directory_url ?? S.DEFAULT_ACME_DIRECTORY,
+                    ...(tls.acme.email !== undefined ? { email: tls.acme.email } : {}),
+                    ...(tls.acme.hosts !== undefined ? { hosts: tls.acme.hosts.map((h) => h.toLowerCase()) } : {}),
+                    ...(tls.acme.ca_file !== undefined ? { caFile: resolve(dir, tls.acme.ca_file) } : {}),
+                  },
+                }
+              : {}),
+            redirectHttp: tls.redirect_http ?? S.DEFAULT_REDIRECT_HTTP,
+            ...(tls.hsts !== undefined ? { hsts: tls.hsts } : {}),
+          },
+        }
+      : {}),
   });
 }
 

@@ -92,6 +92,24 @@ export interface WatchSpec {
   timeoutMs: number;
 }
 
+/** The etcd cluster of state.driver: etcd. The password is named, not given: it is read from the agent's environment when the store opens. */
+export interface EtcdSpec {
+  endpoints: string[];
+  prefix: string;
+  timeoutMs: number;
+  username?: string;
+  passwordEnv?: string;
+  /** Absolute paths of PEM files. */
+  tls?: { ca: string; cert?: string; key?: string };
+}
+
+export interface StateSpec {
+  driver: "sqlite" | "memory" | "etcd";
+  /** The SQLite file (driver: sqlite). */
+  path: string;
+  etcd?: EtcdSpec;
+}
+
 export interface Spec {
   /** Absolute path of the file the spec was read from. */
   file: string;
@@ -105,11 +123,13 @@ export interface Spec {
     /** The built-in proxy's worker processes; "auto": one per core of the proxy's machine. */
     workers: number | "auto";
     nginx: { binary: string; template?: string; container?: string };
+    /** The built-in proxy's TLS listener; what it serves is in settings.tls. */
+    tls?: { host: string; port: number };
     settings: ProxySettings;
   };
   /** Consul's HTTP API, read side, on an address of its own: absent unless consul.listen is set. */
   consul?: { host: string; port: number; datacenter: string; maxBlocking: number };
-  state: { driver: "sqlite" | "memory"; path: string };
+  state: StateSpec;
   /** Where pid files, logs, the token and the proxy's saved table live. */
   stateDir: string;
   services: Record<string, ServiceSpec>;
