@@ -7,6 +7,7 @@ import { dirname, resolve } from "node:path";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from "yaml";
 import { TurquoiseError, errorMessage } from "../errors.js";
+import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, type LogFormat, type LogLevel } from "../log/settings.js";
 import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
 import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS, tableSettings } from "../proxy/settings.js";
 import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
@@ -69,6 +70,7 @@ interface RawSpec {
   state_dir?: string;
   services: Record<string, RawService>;
   watches?: Array<{ name?: string; type: WatchSpec["type"]; service?: string; state?: WatchSpec["state"]; key?: string; prefix?: string; args?: string[]; http?: { url: string; method?: "POST" | "PUT"; headers?: Record<string, string> }; timeout?: string }>;
+  log?: { level?: LogLevel; format?: LogFormat };
 }
 
 /** Whether a problem points at a mapping key (unknown or misnamed keys) or at its value (wrong values). */
@@ -393,6 +395,7 @@ function normalize(raw: RawSpec, file: string): Spec {
       handler: w.args ? { args: [...w.args] } : { http: { url: w.http!.url, method: w.http!.method ?? "POST", headers: { ...w.http!.headers } } },
       timeoutMs: ms(w.timeout, S.DEFAULT_WATCH_TIMEOUT),
     })),
+    log: { level: raw.log?.level ?? DEFAULT_LOG_LEVEL, format: raw.log?.format ?? DEFAULT_LOG_FORMAT },
   };
 }
 

@@ -1,5 +1,6 @@
 // The normalized spec: what the loader returns after schema validation and rules. Durations are
 // milliseconds here (the YAML has strings such as "500ms").
+import type { LogSettings } from "../log/settings.js";
 import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
 
 export interface HealthSpec {
@@ -101,6 +102,8 @@ export interface Spec {
   stateDir: string;
   services: Record<string, ServiceSpec>;
   watches: WatchSpec[];
+  /** The agent's and the proxy's logs, before TURQUOISE_LOG_LEVEL / TURQUOISE_LOG_FORMAT override them. */
+  log: LogSettings;
 }
 
 export interface SpecProblem {
