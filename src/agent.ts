@@ -28,6 +28,9 @@ import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
 import { endRunningCommands } from "./util/command.js";
+import { createLogger, type Logger } from "./log/logger.js";
+import { logSettings } from "./log/settings.js";
+import { specSecrets } from "./deploy/secrets.js";
 import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
 
@@ -39,8 +42,6 @@ export interface AgentInfo {
   proxy: { host: string; port: number; pid: number };
   startedAt: number;
 }
-
-export type AgentLog = (line: string) => void;
 
 const PROXY_WATCH_MS = 250;
 // Short, so a closing agent is never held up for long by the pending poll; events still arrive at once.
@@ -81,7 +82,7 @@ export class Agent {
     readonly registryToken: string,
     readonly supervisor: Supervisor,
     readonly deployTokens: DeployTokens,
-    private readonly log: AgentLog,
+    readonly log: Logger,
   ) {
     this.event = eventLog(store, registry, log);
     // A watch on the agent's own records would hand them to a handler: it does not run.
@@ -93,11 +94,15 @@ export class Agent {
   /** Records an agent event: its log, the Store's event log, the event stream. */
   readonly event: EventLog;
 
-  static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
+  /** log: where the agent's lines go; by default stderr, as the spec's log section and the environment say. */
+  static async start(spec: Spec, log: Logger = createLogger({ component: "agent", settings: logSettings(spec.log) })): Promise<Agent> {
+    // Before anything can log them: the spec's and the environment's secrets.
+    log.scrubber.add(specSecrets(spec));
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
     await refuseSecondAgent(spec);
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
+    log.scrubber.add([token, registryToken]);
     const store = openStore({ driver: spec.state.driver, path: spec.state.path });
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
@@ -114,7 +119,7 @@ export class Agent {
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
     const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
     const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
-    const proxied = await openProxy(proxyOptions(spec), log);
+    const proxied = await openProxy({ ...proxyOptions(spec), log: logSettings(spec.log) }, log.child("proxy"));
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
@@ -192,7 +197,7 @@ export class Agent {
       restarting = true;
       try {
         const old = this.proxy.pid;
-        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers }));
+        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers, log: logSettings(this.spec.log) }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
         await this.orchestrator.applyRoutes();
         await this.monitor.pushMarks();
@@ -211,7 +216,7 @@ export class Agent {
   /** Adopts what an earlier agent left, finishes or undoes its flows, stops orphans, restores the live slots. */
   private async reconcile(): Promise<void> {
     const { alive, dead, refused } = await this.fleet.adopt();
-    if (alive.length || dead.length) this.log(`adopted ${alive.length} running instance(s); ${dead.length} recorded instance(s) were gone`);
+    if (alive.length || dead.length) this.log.info("agent.adopted", `adopted ${alive.length} running instance(s); ${dead.length} recorded instance(s) were gone`, { data: { alive: alive.length, gone: dead.length } });
     for (const { instance, reason } of refused) {
       this.event(instance.service, "instance.refused", `not adopting ${instance.id} (ref ${instance.ref}), nor signalling it: ${reason}; its record is dropped`, { instance: { ...instance }, reason });
     }
@@ -232,7 +237,7 @@ export class Agent {
       const appeared = swept.stopped.some((i) => i.id === intent.id);
       this.event(intent.service, "instance.abandoned", `${intent.id} (${intent.release}, ${intent.slot}) was recorded as starting by an agent that died before recording it as started: ${appeared ? "it was running and was stopped" : "it never started"}; its record is dropped`, { instance: intent.id });
     }
-    for (const note of await this.orchestrator.recover()) this.log(`recovered: ${note}`);
+    for (const note of await this.orchestrator.recover()) this.log.child("deploy").info("agent.recovered", `recovered: ${note}`);
 
     for (const svc of Object.values(this.spec.services)) {
       const color = await this.records.color(svc.name);
@@ -250,7 +255,7 @@ export class Agent {
         const wanted = rec && (slot === color || rec.state === "warm");
         const orphans = wanted ? running.filter((i) => i.release !== rec.release) : running;
         if (orphans.length) {
-          this.log(`stopping ${orphans.length} orphan instance(s) of ${svc.name} in ${slot}`);
+          this.log.info("agent.orphans", `stopping ${orphans.length} orphan instance(s) of ${svc.name} in ${slot}`, { service: svc.name, data: { slot, count: orphans.length } });
           await this.fleet.stop(orphans, svc.stopTimeoutMs);
         }
         const emptyWarm = rec?.state === "warm" && slot !== color && running.length === 0;
@@ -271,7 +276,7 @@ export class Agent {
     if (!color || !rec) return;
     const missing = svc.replicas - this.fleet.list(service, color).length;
     if (missing <= 0) return;
-    this.log(`starting ${missing} instance(s) of ${service} ${rec.release} in ${color} to restore the live slot`);
+    this.log.info("agent.restoring", `starting ${missing} instance(s) of ${service} ${rec.release} in ${color} to restore the live slot`, { service, data: { release: rec.release, slot: color, count: missing } });
     const started = await this.fleet.startSlot({ ...svc, replicas: missing }, color, rec.release, this.apiUrl, this.orchestrator.instanceEnvFor(svc));
     const r = await waitHealthy(started.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, { deadline: Date.now() + svc.deployTimeoutMs, isAlive: (id) => this.fleet.isAlive(id) });
     if (r.ok) this.fleet.markReady(started);
@@ -293,7 +298,7 @@ export class Agent {
     this.server = server;
     await this.writeAgentInfo();
     fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
-    this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
+    this.log.info("agent.listening", `agent (pid ${process.pid}) API on ${this.apiUrl}`, { data: { api: this.apiUrl } });
   }
 
   private async writeAgentInfo(): Promise<void> {
@@ -334,11 +339,15 @@ export class Agent {
   }
 }
 
-/** Every agent event: a log line, a row in the Store's event log, and a push to the event stream. */
-function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
+/**
+ * Every agent event: a log line, a row in the Store's event log, and a push to the event stream.
+ * The recorded event is scrubbed as the log line is: no secret reaches /v1/events either.
+ */
+function eventLog(store: Store, registry: Registry, log: Logger): EventLog {
   return (service, type, message, data = {}) => {
-    log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
-    void store.appendEvent({ service, type, message, data }).then((e) => registry.publish(e), () => undefined);
+    log.event(service, type, message, data);
+    const scrubbed = { service, type, message: log.scrubber.text(message), data: log.scrubber.fields(data) as Record<string, unknown> };
+    void store.appendEvent(scrubbed).then((e) => registry.publish(e), () => undefined);
   };
 }
 

@@ -4,6 +4,8 @@ import { DockerApi } from "../runtime/docker-api.js";
 import { connectProxy, resolveWorkers, spawnProxy, stopProxy } from "./builtin.js";
 import type { Proxy } from "./contract.js";
 import { NginxProxy } from "./nginx.js";
+import type { Logger } from "../log/logger.js";
+import type { LogSettings } from "../log/settings.js";
 
 /** The spec's proxy block, and the state dir the proxy keeps its files in. */
 export interface ProxyOptions {
@@ -17,6 +19,8 @@ export interface ProxyOptions {
   workers: number | "auto";
   /** The spec file, named in what the factory logs. */
   specFile: string;
+  /** The log settings a proxy process it starts gets; its own defaults when absent. */
+  log?: LogSettings;
 }
 
 /** The data plane the agent drives. pid: the built-in proxy's process, which the agent watches; 0 for nginx. */
@@ -30,17 +34,17 @@ export interface OpenedProxy {
  * The data plane for this state dir: adopted when it already runs (it kept serving while no
  * agent ran), else started.
  */
-export async function openProxy(opts: ProxyOptions, log: (line: string) => void): Promise<OpenedProxy> {
+export async function openProxy(opts: ProxyOptions, log: Logger): Promise<OpenedProxy> {
   if (opts.driver === "nginx") {
     const nginx = nginxFor(opts);
     const adopted = await nginx.adopt();
     if (!adopted) await nginx.start();
-    log(`${adopted ? "adopted running" : "started"} nginx on ${opts.host}:${nginx.listenPort}`);
+    log.info(adopted ? "proxy.adopted" : "proxy.started", `${adopted ? "adopted running" : "started"} nginx on ${opts.host}:${nginx.listenPort}`);
     return { proxy: nginx, pid: 0, listenPort: nginx.listenPort };
   }
   let adopted = await connectProxy(opts.stateDir);
   if (adopted && opts.port !== 0 && adopted.listenPort !== opts.port) {
-    log(`the running proxy listens on port ${adopted.listenPort} but ${opts.specFile} says ${opts.port}: restarting it`);
+    log.warn("proxy.replacing", `the running proxy listens on port ${adopted.listenPort} but ${opts.specFile} says ${opts.port}: restarting it`);
     await stopProxy(opts.stateDir);
     adopted = undefined;
   }
@@ -49,12 +53,12 @@ export async function openProxy(opts: ProxyOptions, log: (line: string) => void)
     // No restart for that: an in-place upgrade refuses no connection.
     const said = `the running proxy has ${adopted.workers} worker(s) but ${opts.specFile} says ${opts.workers}`;
     await adopted.proxy.upgrade({ workers }).then(
-      () => log(`${said}: upgraded it in place to ${workers}`),
-      (e: unknown) => log(`${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
+      () => log.info("proxy.upgraded", `${said}: upgraded it in place to ${workers}`),
+      (e: unknown) => log.error("proxy.upgrade-failed", `${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
     );
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, workers: opts.workers }));
-  log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}`);
+  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, workers: opts.workers, ...(opts.log ? { log: opts.log } : {}) }));
+  log.info(adopted ? "proxy.adopted" : "proxy.started", adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}`, { data: { pid: proxied.pid } });
   return proxied;
 }
 

@@ -4,6 +4,8 @@
 // Importing this file starts a worker.
 
 import { errorMessage } from "../errors.js";
+import { createLogger } from "../log/logger.js";
+import { logSettings } from "../log/settings.js";
 import { DataPlane } from "./data-plane.js";
 import { DataServer } from "./data-server.js";
 import { WORKER_LISTEN_FD, WORKER_PROTOCOL, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
@@ -11,9 +13,8 @@ import { WORKER_LISTEN_FD, WORKER_PROTOCOL, type SupervisorMessage, type WorkerM
 /** Without its supervisor a worker stops accepting at once (so a new proxy can bind) and finishes what it has. */
 const ORPHAN_GRACE_MS = 5_000;
 
-function log(message: string): void {
-  process.stdout.write(`${new Date().toISOString()} turquoise-proxy-worker[${process.pid}]: ${message}\n`);
-}
+// Its stdout is the supervisor's, proxy.log, and its environment too: the supervisor has checked the log settings in it.
+const log = createLogger({ component: "proxy", destination: 1, settings: logSettings() });
 
 const plane = new DataPlane();
 const data = new DataServer(plane);
@@ -70,7 +71,7 @@ function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
   initialized = true;
   if (message.serve) serve();
   else {
-    log(`standing by as a spare, table version ${plane.router.current.version}`);
+    log.info("worker.standby", `standing by as a spare, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version } });
     send({ type: "ready", tableVersion: plane.router.current.version, serving: false });
   }
 }
@@ -80,12 +81,12 @@ function serve(): void {
   if (retiring || !initialized || serving) return;
   serving = data.listen({ fd: WORKER_LISTEN_FD }).then(
     (address) => {
-      log(`serving on ${address.address}:${address.port}, table version ${plane.router.current.version}`);
+      log.info("worker.serving", `serving on ${address.address}:${address.port}, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version } });
       send({ type: "ready", tableVersion: plane.router.current.version, serving: true });
     },
     (e: unknown) => {
       // A worker that cannot serve is of no use: the supervisor sees it exit and says why.
-      log(`cannot serve: ${errorMessage(e)}`);
+      log.error("worker.failed", `cannot serve: ${errorMessage(e)}`);
       process.exit(1);
     },
   );
@@ -94,14 +95,14 @@ function serve(): void {
 function retire(graceMs: number, idleGraceMs: number, why: string): void {
   if (retiring) return;
   retiring = true;
-  log(`${why}: stopped accepting; finishing in-flight requests (up to ${graceMs} ms)`);
+  log.info("worker.retiring", `${why}: stopped accepting; finishing in-flight requests (up to ${graceMs} ms)`, { data: { graceMs } });
   void data.close({ graceMs, idleGraceMs }).then(
     () => {
-      log("stopped");
+      log.info("worker.stopped", "stopped");
       process.exit(0);
     },
     (e: unknown) => {
-      log(`shutdown failed: ${errorMessage(e)}`);
+      log.error("worker.stop-failed", `shutdown failed: ${errorMessage(e)}`);
       process.exit(1);
     },
   );
@@ -130,7 +131,7 @@ function onMessage(message: SupervisorMessage): void {
 }
 
 if (!process.send) {
-  process.stderr.write("turquoise-proxy-worker: started without a supervisor; run dist/src/proxy/main.js instead\n");
+  log.error("worker.failed", "started without a supervisor; run dist/src/proxy/main.js instead");
   process.exit(2);
 }
 events.subscribe(reportPassiveMarks);

@@ -1,0 +1,43 @@
+// The secrets a spec and the agent's environment hold, for the scrubber (log/scrub.ts) to keep out
+// of logs, events and history: the values of secret-named variables, database URLs and their
+// passwords, the headers of watches and smoke checks, credentials in a watch's URL.
+import { secretsOf } from "../migrate/redact.js";
+import type { Spec } from "../spec/types.js";
+import { isSecretName } from "../log/scrub.js";
+import { resolveDatabaseUrl } from "./database.js";
+
+/** A URL's password and its query (webhooks carry their secret there); the rest of it stays readable. */
+function urlSecrets(value: string): string[] {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return [];
+  const found = secretsOf(value).filter((s) => s !== value);
+  try {
+    const u = new URL(value);
+    if (u.search.length > 1) found.push(u.search.slice(1), ...u.searchParams.values());
+  } catch {
+    // secretsOf has read what it could of an unparseable URL
+  }
+  return found;
+}
+
+function envSecrets(env: Record<string, string | undefined>): string[] {
+  return Object.entries(env).flatMap(([name, value]) => (!value ? [] : isSecretName(name) ? [value, ...urlSecrets(value)] : urlSecrets(value)));
+}
+
+export function specSecrets(spec: Spec, env: NodeJS.ProcessEnv = process.env): string[] {
+  const found = envSecrets(env);
+  for (const svc of Object.values(spec.services)) {
+    found.push(...envSecrets(svc.env));
+    for (const check of svc.smoke) if ("http" in check) found.push(...Object.values(check.http.headers));
+    if (svc.database) {
+      try {
+        found.push(...urlSecrets(resolveDatabaseUrl(svc.database, spec.dir, env)));
+      } catch {
+        // Its variable is unset: the deploy says so, and there is no value to hide.
+      }
+    }
+  }
+  for (const w of spec.watches) {
+    if ("http" in w.handler) found.push(...Object.values(w.handler.http.headers), ...urlSecrets(w.handler.http.url));
+  }
+  return found;
+}
