@@ -19,8 +19,13 @@ function urlSecrets(value: string): string[] {
   return found;
 }
 
+/** A URL's secrets in any variable; the whole value of a secret-named one that is not a URL (a URL keeps its host readable). */
 function envSecrets(env: Record<string, string | undefined>): string[] {
-  return Object.entries(env).flatMap(([name, value]) => (!value ? [] : isSecretName(name) ? [value, ...urlSecrets(value)] : urlSecrets(value)));
+  return Object.entries(env).flatMap(([name, value]) => {
+    if (!value) return [];
+    const inUrl = urlSecrets(value);
+    return isSecretName(name) && !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? [value] : inUrl;
+  });
 }
 
 export function specSecrets(spec: Spec, env: NodeJS.ProcessEnv = process.env): string[] {
