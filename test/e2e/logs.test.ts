@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { BIN, REPO_ROOT, type Workspace } from "../../src/demo/workspace.js";
 import { EXIT_CODES } from "../../src/errors.js";
 import type { LogRecord } from "../support/logs.js";
-import { RELEASE_KINDS, agentEvents, api, tokenOf, waitFor, workspaceWith } from "./helpers.js";
+import { RELEASE_KINDS, agentEvents, api, logRecords, tokenOf, waitFor, workspaceWith } from "./helpers.js";
 
 const run = promisify(execFile);
 const LEVELS = ["debug", "info", "warn", "error"];
@@ -21,16 +21,6 @@ const COMPONENTS = ["agent", "api", "deploy", "heal", "health", "migrate", "prox
 
 function stateFile(ws: Workspace, name: string): string {
   return path.join(ws.dir, ".turquoise", name);
-}
-
-function records(ws: Workspace, file: string): LogRecord[] {
-  return fs.readFileSync(stateFile(ws, file), "utf8").split("\n").filter((line) => line !== "").map((line, i) => {
-    try {
-      return JSON.parse(line) as LogRecord;
-    } catch {
-      throw new Error(`${file} line ${i + 1} is not JSON: ${line}`);
-    }
-  });
 }
 
 /** Where each secret of the hostile workspace lives. */
@@ -108,7 +98,7 @@ describe("logs of a deploy that spreads secrets about", () => {
 
   it("writes agent.log and proxy.log as JSON lines with time, level, component, service, event and message", () => {
     for (const file of ["agent.log", "proxy.log"]) {
-      const lines = records(ws, file);
+      const lines = logRecords(ws, file);
       assert.ok(lines.length >= 2, `${file}: ${lines.length} lines`);
       for (const r of lines) {
         assert.match(r.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, JSON.stringify(r));
@@ -120,14 +110,14 @@ describe("logs of a deploy that spreads secrets about", () => {
         assert.equal(typeof r.pid, "number");
       }
     }
-    assert.ok(records(ws, "proxy.log").every((r) => r.component === "proxy"));
-    const agent = records(ws, "agent.log");
+    assert.ok(logRecords(ws, "proxy.log").every((r) => r.component === "proxy"));
+    const agent = logRecords(ws, "agent.log");
     assert.ok(agent.some((r) => r.event === "agent.listening" && r.level === "info"));
     assert.ok(agent.some((r) => r.event === "proxy.started" && r.component === "proxy"));
   });
 
   it("logs every recorded event under its own name, service and message", async () => {
-    const logged = records(ws, "agent.log");
+    const logged = logRecords(ws, "agent.log");
     const events = await agentEvents(ws);
     assert.ok(events.some((e) => e.type === "deploy.failed"));
     for (const e of events) {
@@ -139,7 +129,7 @@ describe("logs of a deploy that spreads secrets about", () => {
   });
 
   it("logs every API request at debug level, without its headers or query values", () => {
-    const requests = records(ws, "agent.log").filter((r) => r.event === "api.request");
+    const requests = logRecords(ws, "agent.log").filter((r) => r.event === "api.request");
     assert.ok(requests.some((r) => r.message.startsWith("POST /v1/services/books/deploy 200")), requests.map((r) => r.message).join("\n"));
     assert.ok(requests.every((r) => r.level === "debug" && r.component === "api"));
     assert.ok(!JSON.stringify(requests).includes(tokenOf(ws)));
@@ -213,12 +203,12 @@ describe("log levels and formats", () => {
     await ws.cli(["up", "--detach"], { env: { TURQUOISE_LOG_LEVEL: "warn" } });
     await ws.cli(["deploy", "books", "--release", "v1"]);
     await ws.cli(["down"]);
-    const quiet = { agent: records(ws, "agent.log").length, proxy: records(ws, "proxy.log").length };
+    const quiet = { agent: logRecords(ws, "agent.log").length, proxy: logRecords(ws, "proxy.log").length };
     assert.deepEqual(quiet, { agent: 0, proxy: 0 }, "nothing at warn or above happened");
     await ws.cli(["up", "--detach"]);
     await ws.cli(["down"]);
-    assert.ok(records(ws, "agent.log").some((r) => r.event === "agent.listening" && r.level === "info"));
-    assert.ok(records(ws, "proxy.log").some((r) => r.event === "proxy.listening" && r.level === "info"));
+    assert.ok(logRecords(ws, "agent.log").some((r) => r.event === "agent.listening" && r.level === "info"));
+    assert.ok(logRecords(ws, "proxy.log").some((r) => r.event === "proxy.listening" && r.level === "info"));
   });
 
   it("up in the foreground writes readable lines on a terminal, and JSON lines into a pipe", async () => {
