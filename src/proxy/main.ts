@@ -18,10 +18,10 @@ import { readToken } from "../auth/token.js";
 
 // Nothing is exported: importing this file starts a proxy.
 
-// stdout is proxy.log (spawnProxy); the agent passes its log settings on through the environment.
+// The log goes to stderr, which is proxy.log (spawnProxy); the agent passes its log settings on through the environment.
 let log: Logger | undefined;
 function logger(): Logger {
-  log ??= createLogger({ component: "proxy", destination: 1, settings: logSettings() });
+  log ??= createLogger({ component: "proxy", settings: logSettings() });
   return log;
 }
 
@@ -65,6 +65,7 @@ async function main(): Promise<void> {
   }
 
   const log = logger();
+  log.scrubber.add([token]);
   const supervisor = await Supervisor.start({ stateDir, listenHost: listen.host, listenPort: listen.port, workers, spares, log });
   let control: http.Server;
   try {
@@ -126,7 +127,7 @@ main().catch((e: unknown) => {
     out = logger();
   } catch {
     // The log settings themselves are bad: said with the defaults.
-    out = createLogger({ component: "proxy", destination: 1 });
+    out = createLogger({ component: "proxy" });
   }
   out.error("proxy.failed", `${errorMessage(e)}${inUse ? ": the listen address is already in use" : ""}`);
   process.exit(usage ? EXIT_CODES.USAGE : EXIT_CODES.INTERNAL);

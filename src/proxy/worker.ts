@@ -13,8 +13,8 @@ import { WORKER_LISTEN_FD, WORKER_PROTOCOL, type SupervisorMessage, type WorkerM
 /** Without its supervisor a worker stops accepting at once (so a new proxy can bind) and finishes what it has. */
 const ORPHAN_GRACE_MS = 5_000;
 
-// Its stdout is the supervisor's, proxy.log, and its environment too: the supervisor has checked the log settings in it.
-const log = createLogger({ component: "proxy", destination: 1, settings: logSettings() });
+// Its stderr is the supervisor's, proxy.log, and its environment too: the supervisor has checked the log settings in it.
+const log = createLogger({ component: "proxy", settings: logSettings() });
 
 const plane = new DataPlane();
 const data = new DataServer(plane);
