@@ -21,7 +21,8 @@ const BAKE = "5s";
 /** Load keeps running this long after the deploy returned, to count failures after the revert. */
 const AFTER_MS = 2_000;
 
-interface Sample { at: number; ok: boolean; release: string | undefined }
+/** failure: the status code, or the client error's code, of a failed request. */
+interface Sample { at: number; ok: boolean; release: string | undefined; failure?: string }
 
 /** Keep-alive GETs with a timestamp per answer, so failures can be placed in the bake window or after it. */
 class TimedLoad {
@@ -48,11 +49,12 @@ class TimedLoad {
       const s = await new Promise<Sample>((resolve) => {
         const req = http.get(`${this.baseUrl}/api/v1/books`, { agent: this.agent, timeout: 5_000 }, (res) => {
           res.resume();
-          res.on("end", () => resolve({ at: Date.now(), ok: (res.statusCode ?? 0) < 500, release: res.headers["x-release"] as string | undefined }));
-          res.on("error", () => resolve({ at: Date.now(), ok: false, release: undefined }));
+          const ok = (res.statusCode ?? 0) < 500;
+          res.on("end", () => resolve({ at: Date.now(), ok, release: res.headers["x-release"] as string | undefined, ...(ok ? {} : { failure: String(res.statusCode) }) }));
+          res.on("error", (e: NodeJS.ErrnoException) => resolve({ at: Date.now(), ok: false, release: undefined, failure: e.code ?? e.message }));
         });
         req.on("timeout", () => req.destroy(new Error("timeout")));
-        req.on("error", () => resolve({ at: Date.now(), ok: false, release: undefined }));
+        req.on("error", (e: NodeJS.ErrnoException) => resolve({ at: Date.now(), ok: false, release: undefined, failure: e.code ?? e.message }));
       });
       this.samples.push(s);
     }
@@ -66,6 +68,8 @@ interface Round {
   bakeFailedPct: number;
   afterRequests: number;
   afterFailed: number;
+  /** What the failed requests of the window got: a status code or a client error, with counts. */
+  failures: Record<string, number>;
   firstFailureToRevertMs: number | null;
   bakeMs: number;
   exitCode: number;
@@ -106,6 +110,7 @@ async function main(): Promise<void> {
         bakeRequests: inWindow.length, bakeFailed: inWindow.filter((s) => !s.ok).length,
         bakeFailedPct: inWindow.length ? (100 * inWindow.filter((s) => !s.ok).length) / inWindow.length : 0,
         afterRequests: after.length, afterFailed: after.filter((s) => !s.ok).length,
+        failures: inWindow.filter((s) => !s.ok).reduce<Record<string, number>>((acc, s) => ({ ...acc, [s.failure!]: (acc[s.failure!] ?? 0) + 1 }), {}),
         firstFailureToRevertMs: firstFailure ? revertedAt - firstFailure.at : null,
         bakeMs: revertedAt - windowStart,
       });
@@ -126,8 +131,9 @@ async function main(): Promise<void> {
   };
   if (args.json) return void console.log(JSON.stringify(summary, null, 2));
   console.log(`\nload: ${CONCURRENCY} keep-alive GET clients; ${ROUNDS} deploys of a release that crashes on its ${CRASH_AFTER}th request, bake ${BAKE}\n`);
-  console.log(formatTable(["round", "outcome", "exit", "requests in window", "failed in window", "failed after revert", "first failure → revert", "flip → revert"], rounds.map((r, i) => [
-    String(i + 1), r.outcome, String(r.exitCode), formatNumber(r.bakeRequests), `${r.bakeFailed} (${r.bakeFailedPct.toFixed(2)} %)`, `${r.afterFailed} of ${formatNumber(r.afterRequests)}`,
+  console.log(formatTable(["round", "outcome", "exit", "requests in window", "failed in window", "what they got", "failed after revert", "first failure → revert", "flip → revert"], rounds.map((r, i) => [
+    String(i + 1), r.outcome, String(r.exitCode), formatNumber(r.bakeRequests), `${r.bakeFailed} (${r.bakeFailedPct.toFixed(2)} %)`,
+    Object.entries(r.failures).map(([k, n]) => `${n}× ${k}`).join(", ") || "-", `${r.afterFailed} of ${formatNumber(r.afterRequests)}`,
     r.firstFailureToRevertMs === null ? "no request failed" : `${r.firstFailureToRevertMs.toFixed(0)} ms`, `${r.bakeMs.toFixed(0)} ms`,
   ])));
   console.log(`\nmedians: failed in the bake window ${summary.medianBakeFailedPct.toFixed(2)} % (target < 1 %), failed after the revert ${summary.medianAfterFailed} (target 0), first failure → revert ${summary.medianFirstFailureToRevertMs === null ? "n/a" : `${summary.medianFirstFailureToRevertMs.toFixed(0)} ms`}, flip → revert ${summary.medianFlipToRevertMs.toFixed(0)} ms`);

@@ -3,7 +3,7 @@
 // recorded as starting before the start, as started (pid and start time) after it. Whatever a crash
 // in between leaves running carries its id, and sweep() finds and stops it.
 import path from "node:path";
-import { TurquoiseError } from "../errors.js";
+import { TurquoiseError, errorMessage } from "../errors.js";
 import type { AdoptResult, InstanceInfo, ReleaseDescription, Runtime, Slot } from "../runtime/contract.js";
 import { newInstanceId } from "../runtime/identity.js";
 import { sweepMarked, type SweepResult } from "../runtime/sweep.js";
@@ -175,22 +175,32 @@ export class Fleet {
   }
 
   /** SIGTERM, then SIGKILL after stopTimeoutMs; returns how many had to be killed. */
+  /**
+   * Stops instances, each to the end, and forgets the ones that stopped. One whose runtime could not
+   * stop it keeps its record and its place in the fleet, so that a later stop finds it: the call
+   * then rejects, naming each failure, once every other instance was stopped.
+   */
   async stop(instances: InstanceInfo[], stopTimeoutMs: number): Promise<{ killed: number }> {
     let killed = 0;
+    const failed: string[] = [];
     await Promise.all(
       // One that is already being stopped (by a deploy, or by healing) is left to that stop.
       instances.filter((inst) => !this.stopping.has(inst.id)).map(async (inst) => {
         this.stopping.add(inst.id);
         try {
           if ((await this.runtime(inst).stop(inst, stopTimeoutMs)).killed) killed++;
+        } catch (e) {
+          failed.push(`${inst.id}: ${errorMessage(e)}`);
+          return;
         } finally {
-          this.running.delete(inst.id);
-          this.ready.delete(inst.id);
           this.stopping.delete(inst.id);
-          await this.records.removeInstance(inst);
         }
+        this.running.delete(inst.id);
+        this.ready.delete(inst.id);
+        await this.records.removeInstance(inst);
       }),
     );
+    if (failed.length) throw new TurquoiseError("STOP_INCOMPLETE", `could not stop ${failed.length} instance(s); they stay recorded: ${failed.join("; ")}`, { data: { failed } });
     return { killed };
   }
 

@@ -250,6 +250,8 @@ export class DeployFlow {
     const toSlot: Slot = fromSlot ? otherSlot(fromSlot) : "blue";
     const preview = await records.slot(svc.name, toSlot);
     if (!preview || preview.release !== release) throw new StepFailure("flip", `nothing of ${release} is running in ${toSlot} to flip to`);
+    // The instances traffic goes to, as the flip sends it: the bake judges each, even one that exits before the window opens.
+    const flippedTo = this.d.fleet.list(svc.name, toSlot).map((i) => i.id);
 
     try {
       await this.step(flow, "flip", async () => {
@@ -264,7 +266,14 @@ export class DeployFlow {
       });
     } catch (e) {
       await this.cleanUp(flow, e, async () => {
-        await this.restoreColor(flow, fromSlot, toSlot);
+        try {
+          await this.restoreColor(flow, fromSlot, toSlot);
+        } catch (restoring) {
+          if (isLockLost(restoring)) throw restoring;
+          // The proxy acknowledged neither table, so it still serves the last one it did: the old
+          // slot's. The records say so already; the next table applied carries it again.
+          this.d.event(svc.name, "route.error", `the proxy refused the table that restores ${live ? `${live.release} (${fromSlot})` : "no route"} after a failed flip: ${errorMessage(restoring)}; ${release} is stopped anyway`);
+        }
         await undoPreview(this.d, records, svc, toSlot);
       });
       throw e;
@@ -286,8 +295,7 @@ export class DeployFlow {
     else {
       try {
         await this.step(flow, "bake", async () => {
-          const instances = this.d.fleet.list(svc.name, toSlot);
-          const v = await bake({ proxy: this.d.proxy, poolId: preview.poolId, instanceIds: instances.map((i) => i.id), isAlive: (id) => this.d.fleet.isAlive(id), windowMs: svc.bakeMs, onExit: (l) => this.d.fleet.onUnexpectedExit((inst) => l(inst.id)) });
+          const v = await bake({ proxy: this.d.proxy, poolId: preview.poolId, instanceIds: flippedTo, isAlive: (id) => this.d.fleet.isAlive(id), windowMs: svc.bakeMs, onExit: (l) => this.d.fleet.onUnexpectedExit((inst) => l(inst.id)) });
           if (!v.ok) throw new StepFailure("bake", v.reason, `bake window of ${svc.bakeMs}ms: ${describeBake(v.figures)}`, { ...v.figures });
           return `passed: ${describeBake(v.figures)}`;
         });
@@ -315,7 +323,15 @@ export class DeployFlow {
       skipStep(flow, "retire", "nothing was live");
     } else {
       await this.step(flow, "drain", async () => {
-        const r = await this.d.proxy.drain(live.poolId, svc.drainTimeoutMs);
+        let r;
+        try {
+          r = await this.d.proxy.drain(live.poolId, svc.drainTimeoutMs);
+        } catch (e) {
+          // The new release is live: the old slot is retired all the same. Its instances get SIGTERM,
+          // and the app contract has them finish what they hold before they exit.
+          this.d.event(svc.name, "drain.error", `draining ${live.release} (${fromSlot}) failed: ${errorMessage(e)}; retiring it anyway`);
+          return `drain failed (${errorMessage(e)}); the old slot is retired anyway`;
+        }
         if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
         return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
       });
@@ -325,6 +341,7 @@ export class DeployFlow {
     if (svc.hooks.afterFlip.length) await this.step(flow, "hooks", async () => runHooks(this.d, svc, release));
   }
 
+  /** The records first, then the route: a proxy that refuses the table leaves the records right. */
   private async restoreColor(flow: Flow, fromSlot: Slot | null, toSlot: Slot): Promise<void> {
     const { svc, records } = flow;
     if (fromSlot) await records.setColor(svc.name, fromSlot);

@@ -2,7 +2,7 @@
 // turns a run of probes into an instance's status; waitHealthy is the deploy's fast readiness wait,
 // which gives up early once every instance has given its verdict (see waitHealthy).
 
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { HealthSpec } from "../spec/types.js";
 
@@ -33,52 +33,129 @@ const OUTPUT_BODY_CHARS = 200;
 /**
  * One probe. An HTTP check when health.http is set, otherwise a TCP connect. A failed check is a
  * result, never an exception. opts.signal cuts a probe short (its result is then critical).
+ * opts.connection: an instance's checks in steady state reuse one connection (see CheckConnection).
  */
 export async function runHealthCheck(
   target: { host: string; port: number },
   health: HealthSpec,
-  opts: { signal?: AbortSignal } = {},
+  opts: { signal?: AbortSignal; connection?: CheckConnection } = {},
 ): Promise<CheckResult> {
   const startedAt = performance.now();
   const { status, output, answered } =
     health.http !== undefined
-      ? await httpCheck(target, health.http, health.timeoutMs, opts.signal)
+      ? await httpCheck(target, health.http, health.timeoutMs, opts.signal, opts.connection)
       : await tcpCheck(target, health.timeoutMs, opts.signal);
   return { status, output, durationMs: Math.round((performance.now() - startedAt) * 100) / 100, ...(answered ? { answered } : {}) };
 }
 
+/** A kept connection is used for checks for at most this long, then a fresh one proves the instance still accepts them. */
+export const CHECK_CONNECTION_MAX_AGE_MS = 10_000;
+/** Nor after it sat idle this long: servers close idle keep-alive connections (Node's after 5 s). */
+export const CHECK_CONNECTION_MAX_IDLE_MS = 2_000;
+/** A passing answer with a longer body is not read to its end to keep its connection. */
+const KEEP_ALIVE_MAX_BODY_BYTES = 64 * 1024;
+
 /**
- * One GET on a fresh connection (a pooled one could hide an instance that no longer accepts
- * connections), read only as far as the verdict needs: the status line for a 2xx, the start of
- * the body otherwise. A small HTTP/1.1 reader of its own instead of http.get: at hundreds of
- * checks a second, ClientRequest, a throwaway Agent and a parser per check were about half of
- * the agent's CPU (bench:scale), as they were of the proxy's before it got its own client.
+ * One instance's health-check connection, kept between its checks. At hundreds of checks a second
+ * a fresh TCP connection per check was half of the agent's CPU (bench:scale). A kept connection
+ * could hide an instance that no longer accepts new ones, so it lives CHECK_CONNECTION_MAX_AGE_MS
+ * at most; the proxy, whose every request may open one, notices a refusal at once in between.
+ */
+export class CheckConnection {
+  private socket: Socket | undefined;
+  private openedAt = 0;
+  private idleSince = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** The kept socket when it is still young and fresh enough to use; it is the caller's until give() or close. */
+  take(): Socket | undefined {
+    const socket = this.socket;
+    this.socket = undefined;
+    if (!socket) return undefined;
+    const t = this.now();
+    if (socket.destroyed || t - this.openedAt >= CHECK_CONNECTION_MAX_AGE_MS || t - this.idleSince >= CHECK_CONNECTION_MAX_IDLE_MS) {
+      socket.destroy();
+      return undefined;
+    }
+    socket.removeAllListeners("data").removeAllListeners("error").removeAllListeners("close");
+    return socket;
+  }
+
+  opened(): void {
+    this.openedAt = this.now();
+  }
+
+  /** Keeps a socket whose exchange ended cleanly, for the next check. */
+  give(socket: Socket): void {
+    this.socket?.destroy();
+    socket.removeAllListeners("data").removeAllListeners("end").removeAllListeners("error").removeAllListeners("close").removeAllListeners("connect");
+    // Idle: whatever the server says or does now only ends the connection.
+    socket.on("error", () => socket.destroy());
+    socket.on("data", () => socket.destroy());
+    socket.on("close", () => { if (this.socket === socket) this.socket = undefined; });
+    this.idleSince = this.now();
+    this.socket = socket;
+  }
+
+  close(): void {
+    this.socket?.destroy();
+    this.socket = undefined;
+  }
+}
+
+/**
+ * One GET, read only as far as the verdict needs: the status line for a 2xx, the start of the body
+ * otherwise; with a connection to keep, a passing answer is read to its end so the next check can
+ * reuse it. A small HTTP/1.1 reader of its own instead of http.get: at hundreds of checks a second,
+ * ClientRequest, a throwaway Agent and a parser per check were about half of the agent's CPU
+ * (bench:scale), as they were of the proxy's before it got its own client.
  */
 function httpCheck(
   target: { host: string; port: number },
   rawPath: string,
   timeoutMs: number,
   signal: AbortSignal | undefined,
+  connection?: CheckConnection,
 ): Promise<{ status: CheckStatus; output: string; answered?: boolean }> {
   const path = rawPath.startsWith("/") ? rawPath : `/${rawPath}`;
   const authority = `${hostForUrl(target.host)}:${target.port}`;
   const url = `http://${authority}${path}`;
+  const startedAt = Date.now();
+  const kept = connection?.take();
   return new Promise((resolve) => {
     let settled = false;
     let answered = false;
+    let received = false;
     let pending: Buffer = EMPTY;
-    /** The final response's head, once read: only a non-passing answer gets that far. */
-    let head: { line: string; status: CheckStatus; framing: BodyFraming } | undefined;
-    const finish = (status: CheckStatus, output: string) => {
+    /** The final response's head, once read: only a non-passing answer, or one on a kept connection, gets that far. */
+    let head: { line: string; status: CheckStatus; framing: BodyFraming; close: boolean } | undefined;
+    const finish = (status: CheckStatus, output: string, reusable = false) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      if (reusable && connection) connection.give(socket);
+      else socket.destroy();
+      resolve(answered ? { status, output, answered } : { status, output });
+    };
+    /** A kept connection the server had closed meanwhile says nothing of the instance: ask again on a fresh one. */
+    const retryFresh = () => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       socket.destroy();
-      resolve(answered ? { status, output, answered } : { status, output });
+      resolve(httpCheck(target, rawPath, Math.max(1, timeoutMs - (Date.now() - startedAt)), signal, connection));
     };
     const finishWithBody = (ended: boolean) => {
       const { body, complete } = readBody(head!.framing, pending);
+      if (head!.status === "passing") {
+        // Only a connection kept for reuse reads a passing body, and only to find where it ends.
+        if (complete) finish(head!.status, head!.line, !head!.close && !ended && endsExactly(head!.framing, pending));
+        else if (ended || body.length > KEEP_ALIVE_MAX_BODY_BYTES) finish(head!.status, head!.line);
+        return;
+      }
       const text = body.toString("utf8");
       if (text.length >= OUTPUT_BODY_CHARS) finish(head!.status, `${head!.line}: ${text.slice(0, OUTPUT_BODY_CHARS)}`);
       else if (complete || ended) finish(head!.status, text ? `${head!.line}: ${text}` : head!.line);
@@ -99,8 +176,8 @@ function httpCheck(
         answered = true;
         const line = `HTTP ${code} ${m[2] ?? ""}`.trimEnd();
         const status: CheckStatus = code >= 200 && code < 300 ? "passing" : code === 429 ? "warning" : "critical";
-        // The verdict is in the status line; the rest of a passing answer is never read.
-        if (status === "passing") return finish(status, line);
+        // The verdict is in the status line; the rest of a passing answer is read only to keep its connection.
+        if (status === "passing" && !connection) return finish(status, line);
         const headEnd = pending.indexOf("\r\n\r\n");
         if (headEnd < 0) {
           if (pending.length > MAX_RESPONSE_HEAD_BYTES) return finish("critical", `GET ${url}: the response head is over ${MAX_RESPONSE_HEAD_BYTES} bytes`);
@@ -111,20 +188,27 @@ function httpCheck(
         pending = pending.subarray(headEnd + 4);
         // An interim answer (100 Continue, 103 Early Hints): the real one follows, as http.get reads it.
         if (code >= 100 && code < 200 && code !== 101) continue;
-        head = { line, status, framing: code === 101 || code === 204 || code === 304 ? { kind: "none" } : bodyFraming(fields) };
+        const framing: BodyFraming = code === 101 || code === 204 || code === 304 ? { kind: "none" } : bodyFraming(fields);
+        head = { line, status, framing, close: code === 101 || framing.kind === "close" || /^connection:[^\r\n]*close/im.test(fields) };
       }
       finishWithBody(ended);
     };
-    const socket = connect({ host: target.host, port: target.port });
-    socket.on("connect", () => socket.write(`GET ${path} HTTP/1.1\r\nHost: ${authority}\r\nConnection: close\r\n\r\n`, "latin1"));
+    const socket = kept ?? connect({ host: target.host, port: target.port });
+    const request = `GET ${path} HTTP/1.1\r\nHost: ${authority}\r\n${connection ? "" : "Connection: close\r\n"}\r\n`;
+    if (kept) socket.write(request, "latin1");
+    else socket.on("connect", () => {
+      connection?.opened();
+      socket.write(request, "latin1");
+    });
     socket.on("data", (chunk: Buffer) => {
+      received = true;
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
       read(false);
     });
-    socket.on("end", () => read(true));
+    socket.on("end", () => (kept && !received ? retryFresh() : read(true)));
     // After the head of a failing answer, a broken connection still reports that answer, with what came of its body.
-    socket.on("error", (e) => (head ? finishWithBody(true) : finish("critical", `GET ${url}: ${e.message}`)));
-    socket.on("close", () => (head ? finishWithBody(true) : finish("critical", `GET ${url}: the connection closed before a response`)));
+    socket.on("error", (e) => (kept && !received ? retryFresh() : head ? finishWithBody(true) : finish("critical", `GET ${url}: ${e.message}`)));
+    socket.on("close", () => (kept && !received ? retryFresh() : head ? finishWithBody(true) : finish("critical", `GET ${url}: the connection closed before a response`)));
     // A whole-request deadline: the socket timeout alone would let a slow trickle run forever.
     const timer = setTimeout(() => finish("critical", `GET ${url}: timed out after ${timeoutMs}ms`), timeoutMs);
     const onAbort = () => finish("critical", `GET ${url}: aborted`);
@@ -147,8 +231,8 @@ function bodyFraming(fields: string): BodyFraming {
   return length ? { kind: "length", length: Number(length[1]) } : { kind: "close" };
 }
 
-/** The body bytes received so far (de-chunked), and whether the body is complete. */
-function readBody(framing: BodyFraming, data: Buffer): { body: Buffer; complete: boolean } {
+/** The body bytes received so far (de-chunked), whether the body is complete, and for a whole chunked one, where its framing ends. */
+function readBody(framing: BodyFraming, data: Buffer): { body: Buffer; complete: boolean; end?: number } {
   switch (framing.kind) {
     case "none":
       return { body: EMPTY, complete: true };
@@ -163,13 +247,31 @@ function readBody(framing: BodyFraming, data: Buffer): { body: Buffer; complete:
         const sizeEnd = data.indexOf("\r\n", pos);
         if (sizeEnd < 0) return { body: Buffer.concat(parts), complete: false };
         const size = parseInt(data.toString("latin1", pos, sizeEnd), 16);
-        if (!Number.isFinite(size) || size === 0) return { body: Buffer.concat(parts), complete: true };
+        if (!Number.isFinite(size) || size === 0) {
+          // After the last chunk: optional trailer fields, then an empty line.
+          const trailerEnd = data.indexOf("\r\n\r\n", sizeEnd);
+          return { body: Buffer.concat(parts), complete: true, ...(size === 0 && trailerEnd >= 0 ? { end: trailerEnd + 4 } : {}) };
+        }
         const start = sizeEnd + 2;
         parts.push(data.subarray(start, Math.min(start + size, data.length)));
         if (start + size + 2 > data.length) return { body: Buffer.concat(parts), complete: false };
         pos = start + size + 2;
       }
     }
+  }
+}
+
+/** Whether data is one whole body and nothing after it: only then is the connection's next byte the next response's. */
+function endsExactly(framing: BodyFraming, data: Buffer): boolean {
+  switch (framing.kind) {
+    case "none":
+      return data.length === 0;
+    case "length":
+      return data.length === framing.length;
+    case "chunked":
+      return readBody(framing, data).end === data.length;
+    case "close":
+      return false;
   }
 }
 

@@ -154,9 +154,11 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   /**
    * No instance of the route is in rotation: the request waits, up to upstreamQueueMs, for a new
    * table or an instance back (the agent's revert or replacement lands within that), then is
-   * routed afresh. Nothing was sent anywhere yet, so routing it again is safe.
+   * routed afresh. Nothing was sent anywhere yet, or only a request without a body that an
+   * instance failed before answering (exchange.ts), so routing it again is safe. The wait is
+   * counted from the request's first hold, however often it is held.
    */
-  private holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, service: string, waitMs: number): void {
+  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, service: string, waitMs: number): void {
     const held = req as HeldRequest;
     const now = performance.now();
     const deadline = (held[kHeldUntil] ??= now + waitMs);

@@ -18,6 +18,8 @@ export interface ExchangeHost {
   readonly rejected: ProxyRejectionCounts;
   /** Passive detection: a connection to u failed before any response byte. */
   noteFailure(u: Upstream, err: NodeJS.ErrnoException): void;
+  /** Holds a request until its route has an instance in rotation again, then routes it afresh (503 after waitMs). */
+  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, service: string, waitMs: number): void;
 }
 
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
@@ -171,12 +173,22 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     if (beforeResponse && !this.responded) plane.noteFailure(this.upstream, err);
     if (this.done) return;
     plane.upstreamErrors++;
-    if (beforeResponse && !this.responded && this.attempts < 2 && this.retryable(err)) {
-      const next = this.pool.pick(plane.router.unhealthy, this.upstream);
+    if (beforeResponse && !this.responded && this.retryable(err)) {
+      const next = this.attempts < 2 ? this.pool.pick(plane.router.unhealthy, this.upstream) : undefined;
       if (next) {
         plane.retries++;
         this.upstream = next;
         this.send();
+        return;
+      }
+      // No instance of the pool left to try (a release whose instances crash together): a request
+      // without a body waits, as a request that finds none does, for the revert or a replacement.
+      if (this.bodyFraming === 0 && !this.res.headersSent) {
+        plane.retries++;
+        this.failed = true;
+        this.finish(false);
+        this.res.off("close", onClientClose);
+        plane.holdForHealthy(this.req, this.res, this.route.service, this.settings.limits.upstreamQueueMs);
         return;
       }
     }

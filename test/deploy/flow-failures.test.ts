@@ -48,12 +48,13 @@ describe("deploy failure paths (in-process)", () => {
   });
 
   it("instances whose health check answers 500 fail the deploy once they are critical, before deploy_timeout; v1 stays live", async () => {
-    const agent = await withV1();
+    // A long deploy_timeout, so that failing before it is far from waiting it out on a busy machine.
+    const agent = await withV1({ deployTimeout: "10s" });
     world.machine.inject({ release: "v2", answer: { path: "/health", status: 500 } });
     const t0 = Date.now();
     const e = await failsAt(deployV2(agent), "healthy");
     assert.match(e.message, /the check answered HTTP 500.*did not wait out deploy_timeout/s);
-    assert.ok(Date.now() - t0 < 650, `failed after ${Date.now() - t0}ms`);
+    assert.ok(Date.now() - t0 < 5_000, `failed after ${Date.now() - t0}ms`);
     await world.assertSettled("v1");
   });
 
@@ -68,12 +69,12 @@ describe("deploy failure paths (in-process)", () => {
   });
 
   it("an instance that exits before it is healthy fails the deploy at once, with its last output", async () => {
-    const agent = await withV1();
+    const agent = await withV1({ deployTimeout: "10s" });
     world.machine.inject({ release: "v2", times: 1, exitAfterMs: 0, exitCode: 3 });
     const t0 = Date.now();
     const e = await failsAt(deployV2(agent), "healthy");
     assert.match(e.message, /an instance exited before it was healthy/);
-    assert.ok(Date.now() - t0 < 600, "without waiting for deploy_timeout");
+    assert.ok(Date.now() - t0 < 5_000, "without waiting for deploy_timeout");
     await world.assertSettled("v1");
   });
 
@@ -113,7 +114,7 @@ describe("deploy failure paths (in-process)", () => {
     await world.assertSettled("v1");
   });
 
-  it("a proxy that refuses both the flip and the flip back still leaves one live slot and no v2 running", { todo: "deploy/flow.ts flip(): when restoreColor's route apply throws, undoPreview never runs: v2 keeps running in a preview slot with no journal and no lock" }, async () => {
+  it("a proxy that refuses both the flip and the flip back still leaves one live slot and no v2 running", async () => {
     const agent = await withV1();
     world.proxy.inject({ times: 2, failApply: "connection refused" });
     await assert.rejects(deployV2(agent));
@@ -151,20 +152,20 @@ describe("deploy failure paths (in-process)", () => {
     assert.equal(await lastOutcome(), "reverted");
   });
 
-  it("an instance of v2 that dies between the verify and the bake window's first look reverts the deploy too", { todo: "deploy/flow.ts hands bake() the instances fleet.list() gives when the window opens: one that exited just before is not among them, and the deploy succeeds one replica short" }, async () => {
+  it("an instance of v2 that dies between the verify and the bake window's first look reverts the deploy too", async () => {
     const agent = await withV1({ failpoint: crashInBake(0) });
     await failsAt(deployV2(agent), "bake");
     await world.assertSettled("v1");
   });
 
-  it("a drain that hangs past its time still retires v1 once v2 is live", { todo: "deploy/flow.ts flip(): a failed drain step ends the flow after the flip: v1 keeps running, its slot still recorded live beside v2's" }, async () => {
+  it("a drain that hangs past its time still retires v1 once v2 is live", async () => {
     const agent = await withV1();
     world.proxy.inject({ times: 1, hangDrain: 300 });
     await deployV2(agent).catch(() => undefined);
     await world.assertSettled("v2");
   });
 
-  it("a stop that fails at retire leaves v1 recorded, so that it can be stopped later", { todo: "deploy/fleet.ts stop() drops the instance's record even when runtime.stop failed, and deploy/warm.ts retire() leaves the old slot recorded live" }, async () => {
+  it("a stop that fails at retire leaves v1 recorded, so that it can be stopped later", async () => {
     const agent = await withV1();
     world.machine.inject({ release: "v1", times: 2, failStop: "engine unreachable" });
     await deployV2(agent).catch(() => undefined);

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from "node:http";
 import { createServer as createTcpServer, type AddressInfo, type Server } from "node:net";
 import { after, describe, test } from "node:test";
-import { CHECK_HISTORY_LENGTH, CheckState, runHealthCheck, waitHealthy, whyNotHealthy, type CheckResult } from "../../src/health/checks.js";
+import { CHECK_CONNECTION_MAX_AGE_MS, CHECK_CONNECTION_MAX_IDLE_MS, CHECK_HISTORY_LENGTH, CheckConnection, CheckState, runHealthCheck, waitHealthy, whyNotHealthy, type CheckResult } from "../../src/health/checks.js";
 import type { HealthSpec } from "../../src/spec/types.js";
 
 const servers: Server[] = [];
@@ -335,5 +335,121 @@ describe("waitHealthy", () => {
     if (result.ok) return;
     assert.equal(result.reason, "aborted");
     assert.match(result.failing[0]!.output, /HTTP 503/);
+  });
+});
+
+describe("CheckConnection: an instance's checks reuse one connection", () => {
+  /** A server that counts the connections it accepted; respond() decides each answer, raw. */
+  async function counting(respond: (socket: import("node:net").Socket, n: number) => void) {
+    let connections = 0;
+    let requests = 0;
+    const target = await listen(
+      createTcpServer((socket) => {
+        connections++;
+        socket.on("error", () => undefined);
+        let pending = "";
+        socket.on("data", (d) => {
+          pending += d.toString("latin1");
+          while (pending.includes("\r\n\r\n")) {
+            pending = pending.slice(pending.indexOf("\r\n\r\n") + 4);
+            respond(socket, ++requests);
+          }
+        });
+      }),
+    );
+    return { target, connections: () => connections, requests: () => requests };
+  }
+  const ok = (socket: import("node:net").Socket) => socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+
+  test("five passing checks in a row use one connection", async () => {
+    const s = await counting(ok);
+    const connection = new CheckConnection();
+    for (let i = 0; i < 5; i++) assert.equal((await runHealthCheck(s.target, spec(), { connection })).status, "passing");
+    assert.equal(s.requests(), 5);
+    assert.equal(s.connections(), 1);
+    connection.close();
+  });
+
+  test("a chunked passing answer keeps its connection too; one with trailing bytes does not", async () => {
+    const chunked = await counting((socket) => socket.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"));
+    const c1 = new CheckConnection();
+    for (let i = 0; i < 3; i++) assert.equal((await runHealthCheck(chunked.target, spec(), { connection: c1 })).status, "passing");
+    assert.equal(chunked.connections(), 1);
+    // Bytes after the body would be read as the next answer's: such a connection is never kept.
+    const junk = await counting((socket) => socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 500 Forged\r\n\r\n"));
+    const c2 = new CheckConnection();
+    for (let i = 0; i < 3; i++) assert.equal((await runHealthCheck(junk.target, spec(), { connection: c2 })).status, "passing");
+    assert.equal(junk.connections(), 3);
+    c1.close();
+    c2.close();
+  });
+
+  test("Connection: close, a body with no length, and a non-passing answer each end their connection", async () => {
+    const answers = [
+      "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy",
+      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ];
+    const s = await counting((socket, n) => socket.write(answers[(n - 1) % answers.length]!));
+    const connection = new CheckConnection();
+    const statuses = [];
+    for (let i = 0; i < 3; i++) statuses.push((await runHealthCheck(s.target, spec(), { connection })).status);
+    assert.deepEqual(statuses, ["passing", "critical", "passing"]);
+    assert.equal(s.connections(), 3);
+    connection.close();
+  });
+
+  test("a connection the server closed while idle costs no false critical: the check asks again on a fresh one", async () => {
+    const s = await counting((socket) => {
+      ok(socket);
+      // As a server whose keep-alive timeout ran out between two checks.
+      setImmediate(() => socket.end());
+    });
+    const connection = new CheckConnection();
+    for (let i = 0; i < 3; i++) {
+      const r = await runHealthCheck(s.target, spec(), { connection });
+      assert.equal(r.status, "passing", r.output);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(s.connections(), 3);
+    connection.close();
+  });
+
+  test("after CHECK_CONNECTION_MAX_AGE_MS a fresh connection is opened: an instance that no longer accepts new ones turns critical", async () => {
+    let now = 1_000_000;
+    const s = await counting(ok);
+    const connection = new CheckConnection(() => now);
+    assert.equal((await runHealthCheck(s.target, spec(), { connection })).status, "passing");
+    // The app stops accepting connections (its listening socket closed); the kept one still answers.
+    servers.at(-1)!.close();
+    for (let age = 0; age + CHECK_CONNECTION_MAX_IDLE_MS / 2 < CHECK_CONNECTION_MAX_AGE_MS; age += CHECK_CONNECTION_MAX_IDLE_MS / 2) {
+      now += CHECK_CONNECTION_MAX_IDLE_MS / 2;
+      assert.equal((await runHealthCheck(s.target, spec(), { connection })).status, "passing", "the kept connection answers until it is too old");
+    }
+    now += CHECK_CONNECTION_MAX_IDLE_MS / 2;
+    const r = await runHealthCheck(s.target, spec(), { connection });
+    assert.equal(r.status, "critical");
+    assert.match(r.output, /ECONNREFUSED/);
+    connection.close();
+  });
+
+  test("a passing answer with a huge body is judged at once and its connection dropped, not read to its end", async () => {
+    let sent = 0;
+    const s = await counting((socket) => {
+      socket.write("HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n");
+      const chunk = Buffer.alloc(64 * 1024, 97);
+      const pump = () => {
+        while (!socket.destroyed && sent < 50 * 1024 * 1024 && socket.write(chunk)) sent += chunk.length;
+        if (!socket.destroyed && sent < 50 * 1024 * 1024) socket.once("drain", pump);
+      };
+      pump();
+    });
+    const connection = new CheckConnection();
+    const r = await runHealthCheck(s.target, spec({ timeoutMs: 10_000 }), { connection });
+    assert.equal(r.status, "passing");
+    assert.ok(sent < 50 * 1024 * 1024, `the server got to send ${sent} bytes`);
+    assert.equal((await runHealthCheck(s.target, spec(), { connection })).status, "passing");
+    assert.equal(s.connections(), 2);
+    connection.close();
   });
 });

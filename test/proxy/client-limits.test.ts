@@ -60,7 +60,7 @@ describe("proxy client-side timeouts and limits", { timeout: 40_000 }, () => {
     assert.ok(sent < head.length, "cut before the head was complete");
     assert.deepEqual(statuses(c.received), [408], c.received);
     // clientHeaderMs, checked every CLIENT_CHECK_INTERVAL_MS.
-    assert.ok(c.closedAfterMs >= 280 && c.closedAfterMs < 1_500, `closed after ${c.closedAfterMs} ms`);
+    assert.ok(c.closedAfterMs >= 280 && c.closedAfterMs < 4_000, `closed after ${c.closedAfterMs} ms`);
     assert.equal(u.hits, 0);
     assert.equal((await stats()).timeouts.clientHeader, before.timeouts.clientHeader + 1);
     // A connection that sends nothing at all is cut the same way.
@@ -262,7 +262,7 @@ describe("proxy client-side settings at start", { timeout: 20_000 }, () => {
         const silent = await RawClient.connect(second.listenPort);
         assert.equal(await silent.waitClose(3_000), true);
         assert.deepEqual(statuses(silent.received), [408]);
-        assert.ok(silent.closedAfterMs < 1_500, `408 after ${silent.closedAfterMs} ms`);
+        assert.ok(silent.closedAfterMs < 4_000, `408 after ${silent.closedAfterMs} ms`);
       } finally {
         await second.close(100);
       }

@@ -64,6 +64,29 @@ describe("proxy: no healthy instance", { timeout: 30_000 }, () => {
     await p.proxy.setUpstreamHealth("a", true);
   });
 
+  it("a GET that every instance of its pool resets before answering waits for a new table, and is served by it", async () => {
+    // A release whose instances crash together on this request (bench:revert's case).
+    const crashing = await Promise.all(["c1", "c2"].map((id) => startUpstream(id, (req) => req.socket.destroy())));
+    try {
+      await apply(["svc", "svc:c", crashing.map((c) => c.upstream)]);
+      const pending = request(`${p.base}/x`);
+      while (crashing[0]!.hits + crashing[1]!.hits < 2) await sleep(10);
+      await sleep(50);
+      // The agent's revert.
+      await apply(["svc", "svc:b", [b.upstream]]);
+      const reply = await pending;
+      assert.equal(reply.status, 200, reply.text);
+      assert.equal(json<{ id: string }>(reply).id, "b");
+      // A POST with a body is never sent twice: the instance may have acted on it.
+      await apply(["svc", "svc:c", crashing.map((c) => c.upstream)]);
+      for (const c of crashing) await p.proxy.setUpstreamHealth(c.upstream.id, true);
+      const post = await request(`${p.base}/x`, { method: "POST", body: "order=1" });
+      assert.equal(post.status, 502, post.text);
+    } finally {
+      for (const c of crashing) await c.close();
+    }
+  });
+
   it("a client that leaves while it waits leaves nothing behind", async () => {
     await apply(["svc", "svc:a", [a.upstream]]);
     await p.proxy.setUpstreamHealth("a", false);

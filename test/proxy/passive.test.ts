@@ -110,7 +110,7 @@ describe("proxy passive detection", { timeout: 60_000 }, () => {
       assert.ok(attempts >= 1 && attempts <= 2 * CONCURRENCY, `attempts at the dead upstream after the kill: ${attempts}`);
 
       const { batch, ms } = await polled;
-      assert.ok(ms < 1_000, `the long-poll answered after ${Math.round(ms)} ms`);
+      assert.ok(ms < 5_000, `the long-poll answered after ${Math.round(ms)} ms`);
       const event = batch.events.find((e) => e.id === "kill-b");
       assert.ok(event, JSON.stringify(batch));
       assert.equal(event.type, "upstream.down");

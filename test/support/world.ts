@@ -59,6 +59,8 @@ export interface WorldOptions {
   replicas?: number;
   /** Extra YAML lines for the service, indented under it (smoke checks, keep_previous, database...). */
   serviceYaml?: string[];
+  /** The service's deploy_timeout; a test that proves a deploy fails before it makes it long. Default 700ms. */
+  deployTimeout?: string;
 }
 
 export class World {
@@ -88,7 +90,7 @@ export class World {
       `    replicas: ${opts.replicas ?? 2}`,
       "    route: { path: / }",
       "    health: { http: /health, interval: 50ms, timeout: 300ms, failures_before_critical: 2 }",
-      "    deploy_timeout: 700ms",
+      `    deploy_timeout: ${opts.deployTimeout ?? "700ms"}`,
       "    drain_timeout: 300ms",
       "    stop_timeout: 200ms",
       "    bake: 200ms",
