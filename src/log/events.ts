@@ -8,7 +8,7 @@ export type Component = "agent" | "api" | "deploy" | "heal" | "health" | "migrat
 /** By the type's first word; the exceptions below by the whole type. */
 const BY_PREFIX: Record<string, Component> = {
   deploy: "deploy", rollback: "deploy", flip: "deploy", drain: "deploy", lock: "deploy", warm: "deploy", history: "deploy",
-  recovered: "deploy", recovery: "deploy", resume: "deploy", signal: "deploy",
+  recovered: "deploy", recovery: "deploy", resume: "deploy", signal: "deploy", route: "deploy", retire: "deploy",
   heal: "heal",
   check: "health",
   migrate: "migrate",

@@ -159,7 +159,7 @@ describe("events.ts", () => {
   it("places every event type the agent records", () => {
     const table: Array<[string, string, string]> = [
       ["deploy.started", "deploy", "info"], ["rollback.succeeded", "deploy", "info"], ["deploy.failed", "deploy", "error"], ["deploy.reverted", "deploy", "warn"],
-      ["flip.reverted", "deploy", "warn"], ["drain.cut", "deploy", "warn"], ["lock.lost", "deploy", "warn"], ["lock.error", "deploy", "error"], ["recovered", "deploy", "info"],
+      ["flip.reverted", "deploy", "warn"], ["drain.cut", "deploy", "warn"], ["lock.lost", "deploy", "warn"], ["lock.error", "deploy", "error"], ["recovered", "deploy", "info"], ["route.error", "deploy", "error"], ["retire.error", "deploy", "error"], ["warm.error", "deploy", "error"],
       ["heal.scheduled", "heal", "info"], ["heal.failed", "heal", "error"], ["instance.replaced", "heal", "info"], ["instance.exited", "heal", "warn"], ["service.degraded", "heal", "warn"],
       ["check.changed", "health", "info"], ["migrate", "migrate", "info"], ["watch.handler", "watch", "info"], ["watch.error", "watch", "error"],
       ["proxy.restarted", "proxy", "info"], ["proxy.restart-failed", "proxy", "error"], ["stream.dropped", "api", "warn"],
