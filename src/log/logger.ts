@@ -35,7 +35,6 @@ export interface LoggerOptions {
   settings?: LogSettings;
   /** A file descriptor (2: stderr, the default) or a stream. */
   destination?: number | NodeJS.WritableStream;
-  scrubber?: Scrubber;
 }
 
 export function createLogger(opts: LoggerOptions): Logger {
@@ -43,7 +42,7 @@ export function createLogger(opts: LoggerOptions): Logger {
   const destination = opts.destination ?? 2;
   const isTTY = typeof destination === "number" ? tty.isatty(destination) : (destination as { isTTY?: boolean }).isTTY === true;
   const format = chooseFormat(settings.format, isTTY);
-  const scrubber = opts.scrubber ?? new Scrubber();
+  const scrubber = new Scrubber();
   // Synchronous writes: the line before a crash or an exit is the one that says why.
   const stream: pino.DestinationStream =
     format === "pretty"
@@ -59,7 +58,7 @@ export function createLogger(opts: LoggerOptions): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: {
         level: (label) => ({ level: label }),
-        // Whatever reaches pino, through this module or not, is scrubbed here and in logMethod.
+        // The scrubbing is pino's own: the fields here, the message in logMethod.
         log: (obj) => scrubber.fields(obj) as Record<string, unknown>,
         bindings: (bindings) => scrubber.fields(bindings) as Record<string, unknown>,
       },
