@@ -6,17 +6,15 @@
 // --runtime docker runs the releases as containers (images built locally by src/demo/images.ts)
 // on PostgreSQL with host networking, so the containers reach it on 127.0.0.1; without
 // BENCH_DATABASE_URL it makes a fresh database on the server scripts/ensure-postgres.sh sets up.
-import { execFileSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import http from "node:http";
 import { parseArgs } from "node:util";
-import pg from "pg";
 import { BOOKS_IMAGE_REPO, ensureBooksImages } from "../src/demo/images.js";
 import { LoadProcess } from "../src/demo/load-process.js";
-import { createWorkspace, REPO_ROOT } from "../src/demo/workspace.js";
+import { createWorkspace } from "../src/demo/workspace.js";
 import { DockerApi } from "../src/runtime/docker-api.js";
 import type { HistoryEntry } from "../src/state/contract.js";
 import { flowRunner } from "./lib/flows.js";
+import { freshDatabase } from "./lib/postgres.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { formatNumber, formatTable } from "./lib/report.js";
 
@@ -94,29 +92,6 @@ async function main(): Promise<void> {
     await ws.destroy();
     await fresh?.drop();
   }
-}
-
-/** An empty database on the local PostgreSQL that scripts/ensure-postgres.sh sets up (and installs when missing). */
-async function freshDatabase(): Promise<{ name: string; url: string; drop: () => Promise<void> }> {
-  const out = execFileSync("bash", [`${REPO_ROOT}/scripts/ensure-postgres.sh`], { encoding: "utf8", timeout: 300_000, stdio: ["ignore", "pipe", "inherit"] });
-  const line = out.trim().split("\n").pop() ?? "";
-  const admin = line.slice(line.indexOf("=") + 1);
-  if (!admin.startsWith("postgres")) throw new Error(`scripts/ensure-postgres.sh printed no URL: ${line}`);
-  const name = `turquoise_bench_${randomBytes(6).toString("hex")}`;
-  const adminQuery = async (sql: string) => {
-    const c = new pg.Client({ connectionString: admin });
-    c.on("error", () => undefined);
-    await c.connect();
-    try {
-      await c.query(sql);
-    } finally {
-      await c.end().catch(() => undefined);
-    }
-  };
-  await adminQuery(`CREATE DATABASE ${name}`);
-  const url = new URL(admin);
-  url.pathname = `/${name}`;
-  return { name, url: url.toString(), drop: () => adminQuery(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
 }
 
 function flowSummary(h: HistoryEntry) {

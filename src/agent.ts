@@ -7,6 +7,7 @@ import path from "node:path";
 import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
+import { startConsulServer, type ConsulServer } from "./consul/server.js";
 import { ensureToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
 import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
@@ -63,6 +64,7 @@ class SupervisedProxy implements Proxy {
 
 export class Agent {
   private server?: http.Server;
+  private consul?: ConsulServer;
   private closing?: Promise<void>;
   private resolveClosed!: () => void;
   /** Resolves once close() has finished, whoever called it (a signal, or the API's shutdown). */
@@ -296,9 +298,18 @@ export class Agent {
       server.listen(this.spec.agent.port, this.spec.agent.host, () => resolve());
     });
     this.server = server;
+    if (this.spec.consul) {
+      try {
+        this.consul = await startConsulServer(this, this.spec.consul, this.spec.file);
+      } catch (e) {
+        server.close();
+        throw e;
+      }
+    }
     await this.writeAgentInfo();
     fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
     this.log.info("agent.listening", `agent (pid ${process.pid}) API on ${this.apiUrl}`, { data: { api: this.apiUrl } });
+    if (this.consul) this.log.child("api").info("consul.listening", `Consul API (read side) on ${this.consul.url}`, { data: { url: this.consul.url } });
   }
 
   private async writeAgentInfo(): Promise<void> {
@@ -319,6 +330,7 @@ export class Agent {
       await watchesStopped;
       this.registry.close();
       await this.orchestrator.stopTimers();
+      await this.consul?.close();
       if (this.server) {
         this.server.closeAllConnections();
         await new Promise<void>((r) => this.server!.close(() => r()));

@@ -17,7 +17,12 @@ export class BodyTooLarge extends TurquoiseError {
 }
 
 /** The whole body as text: refused at once when its Content-Length is over the limit, and the moment it grows past it otherwise. */
-export function readBody(req: http.IncomingMessage): Promise<string> {
+export async function readBody(req: http.IncomingMessage): Promise<string> {
+  return (await readRawBody(req)).toString("utf8");
+}
+
+/** The whole body as bytes, as a signature covers them; the same limit as readBody. */
+export function readRawBody(req: http.IncomingMessage): Promise<Buffer> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) return Promise.reject(new BodyTooLarge(`${declared} bytes declared`));
   return new Promise((resolve, reject) => {
@@ -33,7 +38,7 @@ export function readBody(req: http.IncomingMessage): Promise<string> {
       reject(new BodyTooLarge(`over ${MAX_BODY_BYTES} bytes sent`));
     };
     req.on("data", onData);
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("end", () => resolve(Buffer.concat(chunks)));
     req.on("error", reject);
   });
 }

@@ -9,10 +9,11 @@ import { DEFAULT_BLOCKING_WAIT_MS } from "./registry.js";
 import { catalog, catalogService, checks } from "./catalog.js";
 import { checkUserKey, checkUserPrefix, userDelete, userGet, userList, userPut } from "./kv.js";
 import { authenticate, describeScope, type Scope } from "../auth/scopes.js";
-import { intParam, parseJson, readBody, send, sendError } from "./http.js";
+import { intParam, parseJson, readBody, send, sendError, errorBody } from "./http.js";
 import { listEvents, streamEvents } from "./events.js";
 import { releaseOptions, runFlow } from "./flows.js";
 import { status } from "./status.js";
+import { handleHook } from "./hooks.js";
 import type { MigrationRequest } from "../deploy/orchestrator.js";
 
 type Handler = (ctx: { agent: ApiHost; scope: Scope; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
@@ -44,11 +45,23 @@ export function createApi(agent: ApiHost): http.RequestListener {
       const kind = body.kind === "rollback" ? "rollback" : "deploy";
       const opts = releaseOptions(body, kind === "deploy");
       const plan = await agent.orchestrator.plan(kind, { service: params[0]!, release: opts.release ?? "", ...opts });
-      return { kind, via: plan.via, live: plan.live?.release ?? null, actions: plan.actions, lines: plan.lines };
+      return { kind, via: plan.via, live: plan.live?.release ?? null, actions: plan.actions, lines: plan.lines, warnings: plan.warnings ?? [] };
     }],
-    ["POST", /^\/v1\/services\/([^/]+)\/migrate$/, async ({ agent, req, params }) => {
+    ["POST", /^\/v1\/services\/([^/]+)\/migrate$/, async ({ agent, req, res, params }) => {
       const body = parseJson(await readBody(req));
-      return agent.orchestrator.migrations(params[0]!, migrationRequest(body));
+      const request = migrationRequest(body);
+      if (body.stream !== true) return agent.orchestrator.migrations(params[0]!, request);
+      // Streamed (NDJSON, as deploys are): backfill progress while it runs, then one result line.
+      res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+      const line = (o: unknown) => { if (!res.destroyed) res.write(JSON.stringify(o) + "\n"); };
+      try {
+        const out = await agent.orchestrator.migrations(params[0]!, { ...request, onProgress: ({ type: _, ...p }) => line({ type: "progress", ...p }) });
+        line({ type: "result", ok: true, ...out });
+      } catch (e) {
+        line({ type: "result", ok: false, error: errorBody(e) });
+      }
+      res.end();
+      return undefined;
     }],
     ["POST", /^\/v1\/services\/([^/]+)\/signal$/, async ({ agent, req, params }) => {
       const body = parseJson(await readBody(req));
@@ -124,6 +137,18 @@ export function createApi(agent: ApiHost): http.RequestListener {
       return send(res, 400, { error: { code: "USAGE", message: "the request path is not a valid URL" } });
     }
     if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt });
+    // A CI delivery proves itself by its signature or token: hooks.ts checks both.
+    const hook = /^\/v1\/hooks\/([^/]+)$/.exec(url.pathname);
+    if (hook) {
+      if (req.method !== "POST") return send(res, 405, { error: { code: "USAGE", message: "webhooks are POST /v1/hooks/<service>" } }, { allow: "POST" });
+      let service: string;
+      try {
+        service = decodeURIComponent(hook[1]!);
+      } catch {
+        return send(res, 400, { error: { code: "USAGE", message: "the request path has a malformed %-escape" } });
+      }
+      return void handleHook(agent, service, req, res);
+    }
     const scope = authenticate(req.headers.authorization, { adminToken: agent.token, registryToken: agent.registryToken, deployTokens: agent.deployTokens });
     if (!scope) {
       return send(res, 401, { error: { code: "UNAUTHORIZED", message: "missing, wrong or revoked API token: send Authorization: Bearer <token from the state dir's token file, or a deploy token>" } });

@@ -17,10 +17,11 @@ import { signalCommand } from "./signal.js";
 import { rollbackCommand } from "./rollback.js";
 import { statusCommand } from "./status.js";
 import { tokenCommand } from "./token.js";
+import { webhookCommand } from "./webhook.js";
 import { upCommand } from "./up.js";
 import { schemaCommand, validateCommand } from "./validate.js";
 
-export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, tokenCommand, signalCommand, proxyCommand, demoCommand, schemaCommand];
+export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, tokenCommand, webhookCommand, signalCommand, proxyCommand, demoCommand, schemaCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,6 +1,9 @@
-import { TurquoiseError } from "../errors.js";
-import { actor, connect } from "./client.js";
-import { printJson, type Command } from "./command.js";
+// turquoise migrate: the schema's status, or moving it (with a live bar while a backfill runs).
+import { TurquoiseError, type ErrorCode } from "../errors.js";
+import type { BackfillProgress } from "../migrate/contract.js";
+import { actor, connect, type AgentClient } from "./client.js";
+import { printJson, type Command, type Context } from "./command.js";
+import { ProgressLine } from "./progress-bar.js";
 
 interface MigrateResult {
   current: number;
@@ -14,6 +17,29 @@ interface MigrateResult {
   steps?: Array<{ version: number; name: string; direction: string }>;
   result?: string;
   log?: string[];
+}
+
+/** Runs a migration with its backfills' progress drawn live (on a terminal), and returns the result. */
+async function streamed(ctx: Context, client: AgentClient, path: string, body: Record<string, unknown>): Promise<MigrateResult> {
+  const bar = new ProgressLine(ctx.isTTY && !ctx.json);
+  let result: { ok: boolean; error?: { code: ErrorCode; message: string } } & Partial<MigrateResult> = { ok: false };
+  let got = false;
+  try {
+    await client.stream(path, { ...body, stream: true }, (ev) => {
+      if (ev.type === "progress") bar.update(ev as unknown as BackfillProgress);
+      else if (ev.type === "result") {
+        got = true;
+        result = ev as unknown as typeof result;
+      }
+    });
+  } finally {
+    bar.clear();
+  }
+  if (!got) throw new TurquoiseError("INTERNAL", "the agent closed the migration stream without a result; see `turquoise migrate <service> status`");
+  if (!result.ok) throw new TurquoiseError(result.error?.code ?? "INTERNAL", result.error?.message ?? "the migration failed");
+  // The same JSON as the unstreamed answer: the stream's own fields stay out of it.
+  const { type: _type, ok: _ok, ...answer } = result as typeof result & { type?: string };
+  return answer as MigrateResult;
 }
 
 export const migrateCommand: Command = {
@@ -45,9 +71,9 @@ examples:
     if (action === "to" && toText === undefined) throw new TurquoiseError("USAGE", "usage: turquoise migrate <service> to <version>");
     if (toText !== undefined && !/^\d+$/.test(toText)) throw new TurquoiseError("USAGE", `the target version must be an integer ≥ 0, got "${toText}"`);
     const { client } = connect(ctx.specFile);
-    const r = await client.request<MigrateResult>("POST", `/v1/services/${encodeURIComponent(service)}/migrate`, {
-      action, dry_run: ctx.values["dry-run"] === true, actor: actor(), ...(toText !== undefined ? { to: Number(toText) } : {}),
-    });
+    const path = `/v1/services/${encodeURIComponent(service)}/migrate`;
+    const body = { action, dry_run: ctx.values["dry-run"] === true, actor: actor(), ...(toText !== undefined ? { to: Number(toText) } : {}) };
+    const r = action === "status" || body.dry_run ? await client.request<MigrateResult>("POST", path, body) : await streamed(ctx, client, path, body);
     if (ctx.json) return printJson(ctx, r);
     if (action === "status") {
       ctx.out(`${service}: schema at ${r.current} (latest step ${r.latest})${r.live ? `; live ${r.live.release} runs on ${r.live.schema.min}..${r.live.schema.max}` : ""}`);

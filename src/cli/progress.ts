@@ -4,6 +4,8 @@ import type { HistoryEntry } from "../state/contract.js";
 import { formatMs } from "../util/duration.js";
 import { connect, actor } from "./client.js";
 import { printJson, type Context } from "./command.js";
+import { ProgressLine } from "./progress-bar.js";
+import type { BackfillProgress } from "../migrate/contract.js";
 
 const MARK: Record<string, string> = { done: "✓", failed: "✗", skipped: "–" };
 
@@ -13,11 +15,14 @@ export async function runFlow(ctx: Context, kind: "deploy" | "rollback", service
   const events: Record<string, unknown>[] = [];
   let result: { ok: boolean; history?: HistoryEntry; error?: { code: ErrorCode; message: string } & Record<string, unknown> } | undefined;
   let pending = "";
+  const bar = new ProgressLine(ctx.isTTY && !ctx.json);
 
   await client.stream(`/v1/services/${encodeURIComponent(service)}/${kind}`, { ...body, actor: actor() }, (ev) => {
     events.push(ev);
     if (ev.type === "result") result = ev as typeof result;
     if (ctx.json) return;
+    if (ev.type === "progress") return bar.update(ev as unknown as BackfillProgress);
+    bar.clear();
     if (ev.type === "plan") {
       ctx.out(`${kind} ${ev.service} ${ev.release} (live: ${ev.from ?? "nothing"})`);
       for (const s of ev.steps as string[]) ctx.out(`  ${s}`);

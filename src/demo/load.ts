@@ -15,6 +15,8 @@ export interface LoadOptions {
   maxRequests?: number;
   maxDurationMs?: number;
   timeoutMs?: number;
+  /** Keep every request's start (epoch ms) and latency, so a bench can take percentiles over any window. */
+  timeline?: boolean;
 }
 
 export interface LoadReport {
@@ -30,6 +32,8 @@ export interface LoadReport {
   maxMs: number;
   durationMs: number;
   requestsPerSecond: number;
+  /** With opts.timeline: [start epoch ms, latency ms, 1 ok / 0 failed] for each request. */
+  timeline?: Array<[number, number, number]>;
 }
 
 export const DEFAULT_LOAD_LIMITS = { maxRequests: 2_000_000, maxDurationMs: 10 * 60_000 };
@@ -37,6 +41,7 @@ export const DEFAULT_LOAD_LIMITS = { maxRequests: 2_000_000, maxDurationMs: 10 *
 export class LoadGenerator {
   private readonly agent: http.Agent;
   private readonly latencies: number[] = [];
+  private readonly timeline: Array<[number, number, number]> = [];
   private readonly failures: Record<string, number> = {};
   private readonly byRelease: Record<string, number> = {};
   private readonly acked: string[] = [];
@@ -48,7 +53,7 @@ export class LoadGenerator {
   private readonly o: Required<Omit<LoadOptions, "host">> & { host?: string };
 
   constructor(opts: LoadOptions) {
-    this.o = { path: "/api/v1/books", concurrency: 8, postEvery: 5, timeoutMs: 5_000, ...DEFAULT_LOAD_LIMITS, ...opts };
+    this.o = { path: "/api/v1/books", concurrency: 8, postEvery: 5, timeoutMs: 5_000, timeline: false, ...DEFAULT_LOAD_LIMITS, ...opts };
     this.agent = new http.Agent({ keepAlive: true, maxSockets: this.o.concurrency });
   }
 
@@ -80,6 +85,7 @@ export class LoadGenerator {
       total: this.total, ok: this.ok, failed: this.total - this.ok, failures: { ...this.failures }, byRelease: { ...this.byRelease },
       acknowledgedWrites: [...this.acked], p50Ms: round(pct(0.5)), p99Ms: round(pct(0.99)), maxMs: round(sorted[sorted.length - 1] ?? 0),
       durationMs: Math.round(durationMs), requestsPerSecond: Math.round((this.total / durationMs) * 1000),
+      ...(this.o.timeline ? { timeline: [...this.timeline] } : {}),
     };
   }
 
@@ -93,6 +99,7 @@ export class LoadGenerator {
       this.total++;
       const r = await this.request(post ? "POST" : "GET", post ? JSON.stringify({ title, author: "load" }) : undefined);
       this.latencies.push(performance.now() - t0);
+      if (this.o.timeline) this.timeline.push([Math.round(performance.timeOrigin + t0), round(performance.now() - t0), r.ok ? 1 : 0]);
       if (r.ok) {
         this.ok++;
         this.byRelease[r.release] = (this.byRelease[r.release] ?? 0) + 1;

@@ -2,11 +2,12 @@
 // environment (never printed), the migration steps on disk, and a migrator to run them.
 import path from "node:path";
 import { TurquoiseError } from "../errors.js";
-import type { MigrationEvent, MigrationStatus, MigrationStep, Migrator } from "../migrate/contract.js";
+import type { BackfillProgress, MigrationEvent, MigrationStatus, MigrationStep, Migrator } from "../migrate/contract.js";
 import { readMigrations } from "../migrate/files.js";
 import { openMigrator } from "../migrate/index.js";
 import type { StepInfo } from "../plan/planner.js";
 import type { DatabaseSpec } from "../spec/types.js";
+import { describeProgress } from "./migration-progress.js";
 
 /** Replaces ${VAR} with the agent's environment; names the missing variable, never the value. */
 export function resolveDatabaseUrl(db: DatabaseSpec, specDir: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -53,7 +54,8 @@ export class ServiceDatabase {
   }
 
   /** Runs the steps between the current version and `to`, up or down. */
-  async migrate(direction: "up" | "down", to: number, onLine: (s: string) => void): Promise<string> {
+  /** onProgress hears every backfill batch (migration-progress.ts paces it for each listener). */
+  async migrate(direction: "up" | "down", to: number, onLine: (s: string) => void, onProgress?: (p: BackfillProgress) => void): Promise<string> {
     const steps = await readMigrations(this.spec.migrationsDir);
     const m = this.migrator();
     try {
@@ -61,6 +63,11 @@ export class ServiceDatabase {
         if (e.type === "waiting-for-lock") onLine("waiting for the migration lock");
         else if (e.type === "step-retry") onLine(`step ${e.version}: ${e.reason}; retry ${e.attempt} in ${e.delayMs}ms`);
         else if (e.type === "step-done") onLine(`${e.direction} ${String(e.version).padStart(4, "0")}_${e.name} in ${e.durationMs}ms`);
+        else if (e.type === "index-cleanup") onLine(`step ${e.version}: dropped the invalid index ${e.index} that an earlier, failed build left, before building it again`);
+        else if (e.type === "backfill-progress") {
+          if (e.done || (e.batches === 0 && e.resumedFrom > 0)) onLine(describeProgress(e));
+          onProgress?.(e);
+        }
       };
       const run = direction === "up" ? await m.up(steps, { to, onEvent }) : await m.down(steps, { to, onEvent });
       return `schema ${run.from} → ${run.to}: ${run.steps.map((s) => `${s.direction} ${String(s.version).padStart(4, "0")}_${s.name}`).join(", ") || "nothing to run"}`;

@@ -7,6 +7,7 @@ import type { Store } from "../state/contract.js";
 import { crashPoint } from "../util/failpoint.js";
 import { ServiceDatabase } from "./database.js";
 import type { Fleet } from "./fleet.js";
+import type { MigrationMetricsHook } from "./migration-progress.js";
 import type { RecordEvent, Records } from "./records.js";
 
 /** Records an agent event: a log line, a row in the Store's event log, a push to the event stream. */
@@ -29,6 +30,8 @@ export interface OrchestratorDeps {
    * a driver mid-flow. By default, the TURQUOISE_CRASH_AFTER failpoints (util/failpoint.ts).
    */
   failpoint?: (point: string) => void;
+  /** Where backfill progress goes besides the client and the event log: the metrics hook (migration-progress.ts). */
+  migrationMetrics?: MigrationMetricsHook;
 }
 
 /** Passes a failpoint of a flow: the deps' own hook, else the TURQUOISE_CRASH_AFTER one. */
@@ -39,7 +42,8 @@ export function passFailpoint(d: Pick<OrchestratorDeps, "failpoint">, point: str
 }
 
 export function serviceNamed(spec: Spec, name: string): ServiceSpec {
-  const svc = spec.services[name];
+  // Own keys only: "__proto__" or "constructor" is no service.
+  const svc = Object.hasOwn(spec.services, name) ? spec.services[name] : undefined;
   if (!svc) throw new TurquoiseError("NOT_FOUND", `no service named "${name}" in ${spec.file}; known: ${Object.keys(spec.services).join(", ") || "none"}`);
   return svc;
 }

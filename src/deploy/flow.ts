@@ -6,6 +6,7 @@
 // an agent that restarts can finish, undo or resume the flow (recovery.ts). Every write of the
 // flow is fenced by its lock (lock.ts); a flow that lost its lock stops at the next step boundary
 // and hands its journal over to recovery.
+import { progressRelay } from "./migration-progress.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { Scrubber } from "../log/scrub.js";
 import type { PlanAction } from "../plan/planner.js";
@@ -35,6 +36,8 @@ export interface DeployRequest extends PlanRequest {
   /** Aborted when the client has gone: a deploy still queued for the lock is dropped. */
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
+  /** Called once the flow has its history entry: the id a caller can point to before the flow ends. */
+  onStarted?: (historyId: number) => void;
 }
 
 export interface DeployOutcome {
@@ -107,6 +110,7 @@ export class DeployFlow {
         startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
       });
       failpoint("history");
+      req.onStarted?.(history.id);
       const journal: Journal = {
         historyId: history.id, service: svc.name, kind, release: req.release, via: plan.via, actor: req.actor, owner,
         previousRelease: live?.release ?? null, steps: ["lock:done", "plan:done"], startedAt: lockStarted,
@@ -356,7 +360,8 @@ export class DeployFlow {
     const name = action.phase === "expand" ? "migrate-expand" : action.phase === "contract" ? "migrate-contract" : "migrate";
     const db = flow.db!;
     try {
-      await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line })));
+      const progress = progressRelay(flow.svc.name, { live: ({ type: _, ...p }) => flow.emit({ type: "progress", ...p }), event: this.d.event, ...(this.d.migrationMetrics ? { metrics: this.d.migrationMetrics } : {}) });
+      await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line }), progress));
     } catch (e) {
       if (e instanceof StepFailure || isLockLost(e)) throw e;
       // Before any flip the new slot is still a preview: stop it. After one, the live release runs on every version along this path.

@@ -5,12 +5,16 @@ import { openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import { DeployLock } from "./lock.js";
 import type { Planning } from "./planning.js";
 import { formatRange } from "../plan/range.js";
+import type { BackfillProgress } from "../migrate/contract.js";
+import { progressRelay } from "./migration-progress.js";
 
 export interface MigrationRequest {
   action: "status" | "up" | "down" | "to";
   to?: number;
   dryRun?: boolean;
   actor: string;
+  /** Hears every backfill batch: the API streams it to the CLI's progress bar. */
+  onProgress?: (p: BackfillProgress) => void;
 }
 
 export async function runMigrations(d: OrchestratorDeps, planning: Planning, service: string, req: MigrationRequest): Promise<Record<string, unknown>> {
@@ -53,7 +57,8 @@ export async function runMigrations(d: OrchestratorDeps, planning: Planning, ser
   const lock = await DeployLock.take(d.store, d.event, svc.name, owner);
   try {
     const lines: string[] = [];
-    const result = await db.migrate(direction, to, (l) => lines.push(l));
+    const progress = progressRelay(svc.name, { ...(req.onProgress ? { live: req.onProgress } : {}), event: d.event, ...(d.migrationMetrics ? { metrics: d.migrationMetrics } : {}) });
+    const result = await db.migrate(direction, to, (l) => lines.push(l), progress);
     d.event(svc.name, "migrate", `${req.actor}: ${result}`, { from: status.current, to });
     return { ...summary, dryRun: false, from: status.current, to, result, log: lines };
   } finally {

@@ -9,6 +9,8 @@ import { openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import type { SlotRecord } from "./records.js";
 import { formatRange } from "../plan/range.js";
 import { releaseInfo } from "./release.js";
+import { formatLintWarning, lintSteps, type LintWarning } from "../migrate/lint.js";
+import type { MigrationStep } from "../migrate/contract.js";
 
 export const NO_DATABASE = "no database configured for this service: nothing to migrate";
 
@@ -29,6 +31,8 @@ export interface ComputedPlan {
   via: string | null;
   live: SlotRecord | null;
   schemas: Record<string, SchemaRange>;
+  /** Statements in the planned steps known to lock a big table for long (migrate/lint.ts). */
+  warnings?: LintWarning[];
 }
 
 export class Planning {
@@ -80,8 +84,9 @@ export class Planning {
       throw new TurquoiseError("PLAN_REFUSED", `${kind} of ${svc.name} ${req.release} refused:\n${plan.reasons.map((r) => `  - ${r}`).join("\n")}`, { data: { reasons: plan.reasons, need: plan.need ?? null } });
     }
     const actions = plan.actions;
-    const lines = [`database schema at ${status.current}; ${Object.entries(schemas).map(([r, s]) => `${r} runs on ${formatRange(s)}`).join(", ")}`, ...describePlan(plan)];
-    return { actions, lines, via: via?.name ?? null, live, schemas };
+    const warnings = await lintPlannedSteps(steps, actions, svc.database!.driver);
+    const lines = [`database schema at ${status.current}; ${Object.entries(schemas).map(([r, s]) => `${r} runs on ${formatRange(s)}`).join(", ")}`, ...describePlan(plan), ...warnings.map(formatLintWarning)];
+    return { actions, lines, via: via?.name ?? null, live, schemas, warnings };
   }
 
   /** The release's declared schema range (or the override), as the planner needs it. */
@@ -111,4 +116,17 @@ export class Planning {
     }
     return undefined;
   }
+}
+
+/** The lint of every file the plan's migrations would run, each step once. */
+async function lintPlannedSteps(steps: MigrationStep[], actions: PlanAction[], driver: "sqlite" | "postgres"): Promise<LintWarning[]> {
+  const out: LintWarning[] = [];
+  for (const a of actions) {
+    if (a.do !== "migrate") continue;
+    const lo = Math.min(a.from, a.to);
+    const hi = Math.max(a.from, a.to);
+    const run = steps.filter((s) => s.version > lo && s.version <= hi);
+    out.push(...(await lintSteps(a.direction === "down" ? run.reverse() : run, a.direction, driver)));
+  }
+  return out;
 }

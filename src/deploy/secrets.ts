@@ -33,6 +33,7 @@ export function specSecrets(spec: Spec, env: NodeJS.ProcessEnv = process.env): s
   for (const svc of Object.values(spec.services)) {
     found.push(...envSecrets(svc.env));
     for (const check of svc.smoke) if ("http" in check) found.push(...Object.values(check.http.headers));
+    if (svc.webhook?.secretEnv) found.push(env[svc.webhook.secretEnv] ?? "");
     if (svc.database) {
       try {
         found.push(...urlSecrets(resolveDatabaseUrl(svc.database, spec.dir, env)));

@@ -3,6 +3,7 @@
 // Each step starts at a boundary where the flow makes sure it still holds its deploy lock.
 import { errorMessage } from "../errors.js";
 import type { Scrubber } from "../log/scrub.js";
+import type { BackfillProgress } from "../migrate/contract.js";
 import type { SchemaRange } from "../plan/planner.js";
 import type { ServiceSpec } from "../spec/types.js";
 import type { StepTiming } from "../state/contract.js";
@@ -15,7 +16,9 @@ export type StepStatus = "started" | "done" | "failed" | "skipped";
 export type Progress =
   | { type: "plan"; service: string; kind: "deploy" | "rollback"; release: string; via: string | null; from: string | null; steps: string[] }
   | { type: "step"; name: string; status: StepStatus; durationMs?: number; detail?: string }
-  | { type: "info"; message: string };
+  | { type: "info"; message: string }
+  /** A running backfill, a few times a second: for a live progress bar. */
+  | ({ type: "progress" } & Omit<BackfillProgress, "type">);
 
 /** A step that failed for a reason an operator can act on; output holds what the step saw (logs, a check's answer). */
 export class StepFailure extends Error {

@@ -9,6 +9,8 @@ export type Component = "agent" | "api" | "deploy" | "heal" | "health" | "migrat
 const BY_PREFIX: Record<string, Component> = {
   deploy: "deploy", rollback: "deploy", flip: "deploy", drain: "deploy", lock: "deploy", warm: "deploy", history: "deploy",
   recovered: "deploy", recovery: "deploy", resume: "deploy", signal: "deploy", route: "deploy", retire: "deploy",
+  // A webhook's deploy that failed after its delivery was answered.
+  hook: "deploy",
   heal: "heal",
   check: "health",
   migrate: "migrate",

@@ -1,6 +1,10 @@
 // The Migrator contract: versioned schema steps on a shared database. Implementations: sqlite and
 // postgres. One shared suite (test/migrate/contract.test-suite.ts) runs against both, for real.
 
+import type { BackfillSpec } from "./backfill.js";
+
+export type { BackfillSpec };
+
 /**
  * expand: safe while the old release runs (adds things). contract: only once no running release
  * needs the old schema (removes or rewrites things).
@@ -29,6 +33,11 @@ export interface MigrationStep {
    * module step has none of its own: its down(db) is in the file the up checksum covers.
    */
   downChecksum?: string;
+  /**
+   * Set when the up or down file declares `-- turquoise: backfill ...`: that direction runs its
+   * statement in keyset-ordered batches, each its own transaction, resumable after a crash.
+   */
+  backfill?: { up?: BackfillSpec; down?: BackfillSpec };
 }
 
 export interface AppliedMigration {
@@ -63,7 +72,29 @@ export type MigrationEvent =
   | { type: "waiting-for-lock" }
   | { type: "step-started"; version: number; name: string; direction: "up" | "down" }
   | { type: "step-retry"; version: number; attempt: number; reason: string; delayMs: number }
-  | { type: "step-done"; version: number; name: string; direction: "up" | "down"; durationMs: number };
+  | { type: "step-done"; version: number; name: string; direction: "up" | "down"; durationMs: number }
+  | { type: "index-cleanup"; version: number; index: string }
+  | BackfillProgress;
+
+/** A backfill's progress: once when it starts (or resumes), after every batch, and once when done. */
+export interface BackfillProgress {
+  type: "backfill-progress";
+  version: number;
+  name: string;
+  direction: "up" | "down";
+  table: string;
+  rowsDone: number;
+  /** The database's statistics (or a count): an estimate, never below rowsDone. */
+  rowsEstimated: number;
+  batches: number;
+  /** Rows a second over this run so far. */
+  rowsPerSec: number;
+  /** Time left at that rate; null before the first batch. */
+  etaMs: number | null;
+  /** Rows an earlier, interrupted run had already committed. */
+  resumedFrom: number;
+  done: boolean;
+}
 
 export interface MigrateOptions {
   /** Target version: up to it (default: the last step) or down to it (required for down). */

@@ -6,8 +6,10 @@ import { readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { TurquoiseError, errorMessage, type ErrorDetail } from "../errors.js";
+import { parseBackfillOptions, splitBackfillSql, type BackfillSql } from "./backfill.js";
 import type {
   AppliedMigration,
+  BackfillSpec,
   MigrateOptions,
   MigrationEvent,
   MigrationPhase,
@@ -39,7 +41,7 @@ export const RETRY_BASE_DELAY_MS = 100;
 const NAME_RE = /^(\d+)_([A-Za-z0-9][A-Za-z0-9_-]*)\.(up\.sql|down\.sql|mjs|js|ts|mts)$/;
 const CANDIDATE_RE = /\.(sql|mjs|js|cjs|ts|mts|cts)$/;
 const DIRECTIVE_RE = /^--\s*turquoise\s*:(.*)$/i;
-const DIRECTIVES = ["expand", "contract", "no-transaction", "irreversible"] as const;
+const DIRECTIVES = ["expand", "contract", "no-transaction", "irreversible", "backfill"] as const;
 const NAME_HINT = "expected NNNN_name.up.sql, NNNN_name.down.sql, or a module NNNN_name.mjs, .js, .ts or .mts (NNNN: a version above 0)";
 
 interface Parsed {
@@ -148,14 +150,8 @@ async function readSqlStep(up: Parsed, down: Parsed | undefined): Promise<Migrat
   const bytes = await readFile(up.path);
   const opts = parseDirectives(up.file, up.path, bytes.toString("utf8"));
   const downBytes = down ? await readFile(down.path) : undefined;
-  if (down && downBytes) {
-    const found = leadingDirectives(downBytes.toString("utf8"));
-    if (found.length > 0) {
-      throw new TurquoiseError("SPEC_INVALID", "directive in a down file", {
-        details: [{ file: down.path, line: found[0]!.line, message: `${down.file}: step options belong in ${up.file}; they apply to both directions` }],
-      });
-    }
-  }
+  const downOpts = down && downBytes ? parseDirectives(down.file, down.path, downBytes.toString("utf8"), up.file) : undefined;
+  const backfill = { ...(opts.backfill ? { up: opts.backfill } : {}), ...(downOpts?.backfill ? { down: downOpts.backfill } : {}) };
   return {
     version: up.version,
     name: up.name,
@@ -166,6 +162,7 @@ async function readSqlStep(up: Parsed, down: Parsed | undefined): Promise<Migrat
     ...(down ? { downFile: down.path } : {}),
     checksum: sha256(bytes),
     ...(downBytes ? { downChecksum: sha256(downBytes) } : {}),
+    ...(opts.backfill || downOpts?.backfill ? { backfill } : {}),
   };
 }
 
@@ -173,6 +170,7 @@ interface StepOptions {
   phase: MigrationPhase;
   transactional: boolean;
   irreversible: boolean;
+  backfill?: BackfillSpec;
 }
 
 function leadingDirectives(text: string): Array<{ line: number; words: string[] }> {
@@ -188,27 +186,56 @@ function leadingDirectives(text: string): Array<{ line: number; words: string[] 
   return found;
 }
 
-function parseDirectives(file: string, path: string, text: string): StepOptions {
+/**
+ * A down file may declare only its own backfill; every other option belongs in the up file, since
+ * it applies to both directions.
+ */
+function parseDirectives(file: string, path: string, text: string, upFileOfDown?: string): StepOptions {
   const opts: StepOptions = { phase: "expand", transactional: true, irreversible: false };
   const phases = new Set<string>();
   const problems: ErrorDetail[] = [];
+  let backfillLine: number | undefined;
+  const backfillOptions = new Map<string, string>();
   for (const { line, words } of leadingDirectives(text)) {
     if (words.length === 0) problems.push({ file: path, line, message: `${file}: empty turquoise directive; known: ${DIRECTIVES.join(", ")}` });
     for (const word of words) {
       const w = word.toLowerCase();
-      if (w === "expand" || w === "contract") {
+      const eq = word.indexOf("=");
+      if (upFileOfDown !== undefined && w !== "backfill" && eq < 0) {
+        problems.push({ file: path, line, message: `${file}: step options belong in ${upFileOfDown}; they apply to both directions (a down file may declare only its own backfill)` });
+      } else if (eq > 0) {
+        const name = w.slice(0, eq);
+        if (backfillOptions.has(name)) problems.push({ file: path, line, message: `${file}: backfill option ${name} given twice (line ${line})` });
+        backfillOptions.set(name, word.slice(eq + 1));
+      } else if (w === "expand" || w === "contract") {
         phases.add(w);
         opts.phase = w;
       } else if (w === "no-transaction") {
         opts.transactional = false;
       } else if (w === "irreversible") {
         opts.irreversible = true;
+      } else if (w === "backfill") {
+        backfillLine = line;
       } else {
         problems.push({ file: path, line, message: `${file}: unknown directive "${word}" on line ${line}; known: ${DIRECTIVES.join(", ")}` });
       }
     }
   }
   if (phases.size > 1) problems.push({ file: path, message: `${file}: declares both expand and contract; a step has one phase` });
+  if (backfillLine === undefined && backfillOptions.size > 0) {
+    problems.push({ file: path, message: `${file}: ${[...backfillOptions.keys()].map((k) => `${k}=`).join(", ")} without "backfill": options like these only go with a backfill directive` });
+  }
+  if (backfillLine !== undefined) {
+    const parsed = parseBackfillOptions(backfillOptions);
+    for (const message of parsed.problems) problems.push({ file: path, line: backfillLine, message: `${file}: ${message}` });
+    if (!opts.transactional) problems.push({ file: path, line: backfillLine, message: `${file}: a backfill runs each batch in a transaction of its own; drop no-transaction` });
+    try {
+      splitBackfillSql(stripBom(text));
+    } catch (e) {
+      problems.push({ file: path, line: backfillLine, message: `${file}: ${errorMessage(e)}` });
+    }
+    if (parsed.spec) opts.backfill = parsed.spec;
+  }
   if (problems.length > 0) throw new TurquoiseError("SPEC_INVALID", problems[0]!.message, { details: problems });
   return opts;
 }
@@ -283,6 +310,16 @@ export async function readStepSql(step: MigrationStep, direction: "up" | "down")
     throw new TurquoiseError("CONFLICT", `${basename(step.downFile)} changed after it was read (checksum ${short(step.downChecksum)}, now ${short(now)}); read the migrations again`);
   }
   return stripBom(bytes.toString("utf8"));
+}
+
+/** A backfill step's file, read now and split into its setup and its batched statement. */
+export async function readBackfillSql(step: MigrationStep, direction: "up" | "down"): Promise<{ text: string; sql: BackfillSql }> {
+  const text = await readStepSql(step, direction);
+  try {
+    return { text, sql: splitBackfillSql(text) };
+  } catch (e) {
+    throw stepFailed(step, direction, errorMessage(e));
+  }
 }
 
 async function assertUnchanged(step: MigrationStep): Promise<Buffer> {
@@ -492,125 +529,6 @@ export function stepFailed(
 export function withProgress(e: unknown, from: number, reached: number, done: Array<{ version: number }>): unknown {
   if (e instanceof TurquoiseError) Object.assign(e.data, { from, reached, completed: done.map((s) => s.version) });
   return e;
-}
-
-/** 1-based line of a 0-based offset in text. */
-export function lineAt(text: string, offset: number): number {
-  let line = 1;
-  for (let i = 0; i < offset && i < text.length; i++) if (text.charCodeAt(i) === 10) line++;
-  return line;
-}
-
-// ---- SQL text ------------------------------------------------------------------------------------
-
-export interface SqlStatement {
-  sql: string;
-  /** Offset of the statement's first character in the text it was split from. */
-  offset: number;
-}
-
-/**
- * Splits SQL at top-level semicolons. Knows quotes, "identifiers", -- and nested block comments, and
- * postgres $tag$ quoting, which is enough for a no-transaction step: postgres runs several
- * statements sent at once as one implicit transaction, which is exactly what such a step must avoid.
- */
-export function splitSqlStatements(text: string): SqlStatement[] {
-  const out: SqlStatement[] = [];
-  let start = 0;
-  const push = (end: number): void => {
-    const raw = text.slice(start, end);
-    const lead = raw.length - raw.trimStart().length;
-    if (!isOnlyComments(raw)) out.push({ sql: raw.trim(), offset: start + lead });
-  };
-  scanSql(text, true, (i, ch) => {
-    if (ch === ";") {
-      push(i);
-      start = i + 1;
-    }
-  });
-  push(text.length);
-  return out;
-}
-
-function isOnlyComments(sql: string): boolean {
-  let code = false;
-  scanSql(sql, true, (_i, ch) => {
-    if (!/\s|;/.test(ch)) code = true;
-  });
-  return !code;
-}
-
-/**
- * Rewrites $1, $2, ... into sqlite's anonymous ? and orders the values to match, so a module step
- * can write one query for both drivers.
- */
-export function toSqliteParams(sql: string, params: unknown[]): { sql: string; params: unknown[] } {
-  let out = "";
-  let last = 0;
-  const ordered: unknown[] = [];
-  scanSql(sql, false, (i, ch) => {
-    if (ch !== "$" || !/[0-9]/.test(sql[i + 1] ?? "")) return;
-    let j = i + 1;
-    while (/[0-9]/.test(sql[j] ?? "")) j++;
-    const n = Number(sql.slice(i + 1, j));
-    if (n < 1 || n > params.length) throw new Error(`$${n} has no value: ${params.length} given`);
-    out += `${sql.slice(last, i)}?`;
-    ordered.push(params[n - 1]);
-    last = j;
-  });
-  return { sql: out + sql.slice(last), params: ordered };
-}
-
-/** Calls visit(index, char) for every character that is code (not in a string or comment). */
-function scanSql(text: string, dollarQuotes: boolean, visit: (i: number, ch: string) => void): void {
-  let i = 0;
-  const n = text.length;
-  while (i < n) {
-    const ch = text[i]!;
-    const next = text[i + 1];
-    if (ch === "-" && next === "-") {
-      const end = text.indexOf("\n", i);
-      i = end === -1 ? n : end + 1;
-    } else if (ch === "/" && next === "*") {
-      let depth = 1;
-      i += 2;
-      while (i < n && depth > 0) {
-        if (text[i] === "/" && text[i + 1] === "*") {
-          depth++;
-          i += 2;
-        } else if (text[i] === "*" && text[i + 1] === "/") {
-          depth--;
-          i += 2;
-        } else i++;
-      }
-    } else if (ch === "'" || ch === '"' || ch === "`") {
-      // E'...' strings take backslash escapes; elsewhere a doubled quote is the escape.
-      const backslash = ch === "'" && /[eE]/.test(text[i - 1] ?? "") && !/[A-Za-z0-9_]/.test(text[i - 2] ?? "");
-      i++;
-      while (i < n) {
-        if (backslash && text[i] === "\\") i += 2;
-        else if (text[i] === ch) {
-          if (text[i + 1] === ch) i += 2;
-          else {
-            i++;
-            break;
-          }
-        } else i++;
-      }
-    } else if (dollarQuotes && ch === "$" && !/[A-Za-z0-9_]/.test(text[i - 1] ?? "")) {
-      const m = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(text.slice(i, i + 64));
-      if (m) {
-        const close = text.indexOf(m[0], i + m[0].length);
-        i = close === -1 ? n : close + m[0].length;
-      } else {
-        visit(i, ch);
-        i++;
-      }
-    } else {
-      visit(i, ch);
-      i++;
-    }
-  }
 }
 
 /**

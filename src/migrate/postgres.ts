@@ -9,7 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { StepMigrator } from "./base.js";
-import type { AppliedMigration, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep } from "./contract.js";
+import type { AppliedMigration, BackfillSpec, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep } from "./contract.js";
 import {
   DEFAULT_LOCK_RETRIES,
   DEFAULT_LOCK_TIMEOUT_MS,
@@ -17,15 +17,16 @@ import {
   computeStatus,
   emitter,
   isModuleStep,
-  lineAt,
   loadModule,
   orderSteps,
+  readBackfillSql,
   readStepSql,
-  splitSqlStatements,
   stepFailed,
   type MigrationDb,
 } from "./files.js";
 import { describeDatabase, scrubSecrets } from "./redact.js";
+import { lineAt, splitSqlStatements, withoutLeadingComments } from "./sql-text.js";
+import { PROGRESS_TABLE, runBackfill, type BackfillDriver, type Query } from "./backfill.js";
 
 export interface PostgresMigratorOptions {
   /** postgres://user:password@host:port/dbname (postgresql:// too). */
@@ -54,6 +55,17 @@ const TABLE_SQL = `CREATE TABLE IF NOT EXISTS turquoise_migrations (
 )`;
 /** Tables made before down checksums lack the column; a run adds it, a status read does without. */
 const DOWN_COLUMN_SQL = "ALTER TABLE turquoise_migrations ADD COLUMN IF NOT EXISTS down_checksum TEXT";
+const PROGRESS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS ${PROGRESS_TABLE} (
+  version INTEGER NOT NULL,
+  direction TEXT NOT NULL,
+  checksum TEXT NOT NULL,
+  last_key TEXT,
+  rows_done BIGINT NOT NULL,
+  batches INTEGER NOT NULL,
+  started_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  PRIMARY KEY (version, direction)
+)`;
 const HAS_DOWN_COLUMN_SQL = "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'turquoise_migrations' AND column_name = 'down_checksum' AND table_schema = ANY (current_schemas(false))) AS ok";
 
 type Emit = ReturnType<typeof emitter>;
@@ -153,6 +165,8 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
   }
 
   protected async runStep(client: pg.Client, step: MigrationStep, direction: "up" | "down", emit: Emit): Promise<void> {
+    const backfill = step.backfill?.[direction];
+    if (backfill) return this.runBackfillStep(client, step, direction, backfill, emit);
     const sql = isModuleStep(step) ? undefined : await readStepSql(step, direction);
     const mod = isModuleStep(step) ? await loadModule(step) : undefined;
     const db = pgDb(client);
@@ -161,42 +175,63 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
       else if (direction === "up") await mod!.up(db);
       else await mod!.down!(db);
     };
-    const record = async (): Promise<void> => {
-      if (direction === "up") {
-        await client.query("INSERT INTO turquoise_migrations (version, name, checksum, phase, down_checksum) VALUES ($1, $2, $3, $4, $5)", [
-          step.version,
-          step.name,
-          step.checksum,
-          step.phase,
-          step.downChecksum ?? null,
-        ]);
-      } else {
-        await client.query("DELETE FROM turquoise_migrations WHERE version = $1", [step.version]);
-      }
-    };
+    const record = () => recordStep(pgQuery(client), step, direction);
 
     if (!step.transactional) {
       await this.runOutsideTransaction(client, step, direction, sql, body, record, emit);
       return;
     }
+    await this.transaction(client, step, emit, async () => {
+      await body();
+      await record();
+    }, (e, attempts) => this.failed(step, direction, e, attempts, sql, 0));
+  }
 
+  /** One transaction under the step's lock_timeout, tried again with back-off when it times out. */
+  private async transaction<T>(client: pg.Client, step: MigrationStep, emit: Emit, fn: () => Promise<T>, failed: (e: unknown, attempts: number) => TurquoiseError): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         await client.query("BEGIN");
         await client.query(`SET LOCAL lock_timeout = '${this.lockTimeoutMs}ms'`);
-        await body();
-        await record();
+        const out = await fn();
         await client.query("COMMIT");
-        return;
+        return out;
       } catch (e) {
         await client.query("ROLLBACK").catch(() => undefined);
         if (isLockTimeout(e) && attempt <= this.retries) {
           await this.backOff(step, attempt, e, emit);
           continue;
         }
-        throw this.failed(step, direction, e, attempt, sql, 0);
+        throw e instanceof TurquoiseError ? e : failed(e, attempt);
       }
     }
+  }
+
+  /** A backfill step: its setup once, then batches of short transactions; see migrate/backfill.ts. */
+  private async runBackfillStep(client: pg.Client, step: MigrationStep, direction: "up" | "down", spec: BackfillSpec, emit: Emit): Promise<void> {
+    const { text, sql } = await readBackfillSql(step, direction);
+    const q = pgQuery(client);
+    let inBatches = false;
+    const driver: BackfillDriver = {
+      param: (n) => `$${n}`,
+      transaction: (fn) => this.transaction(client, step, emit, () => fn(q), (e, attempts) =>
+        inBatches ? this.failed(step, direction, e, attempts, undefined, 0, sql.line) : this.failed(step, direction, e, attempts, text, text.indexOf(sql.setup))),
+      query: q,
+      upperBoundSql: (b, first) => `SELECT (max(k))::text AS hi FROM (SELECT ${b.key} AS k FROM ${b.table} WHERE ${first ? `${b.key} IS NOT NULL` : `${b.key} > $1`} ORDER BY ${b.key} LIMIT ${b.batchSize}) s`,
+      estimateRows: async (table) => {
+        const r = await client.query<{ n: number | null }>("SELECT reltuples::float8 AS n FROM pg_class WHERE oid = to_regclass($1)", [table]);
+        const n = r.rows[0]?.n ?? -1;
+        // -1: never analyzed (a new table); counting once is the honest fallback.
+        if (n >= 0) return Math.round(n);
+        return Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`)).rows[0]?.n ?? 0);
+      },
+      progressTableSql: PROGRESS_TABLE_SQL,
+      nowMs: "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    };
+    await runBackfill(driver, step, direction, spec, sql, (e) => {
+      if (e.type === "backfill-progress") inBatches = true;
+      emit(e);
+    }, (tx) => recordStep(tx, step, direction));
   }
 
   /**
@@ -222,8 +257,12 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
         }
       } else {
         for (const statement of splitSqlStatements(sql)) {
+          const index = concurrentIndexName(statement.sql);
           for (let attempt = 1; ; attempt++) {
             try {
+              // A build that died (a crash, a cancel, a lock timeout) leaves an invalid index behind
+              // that every write still maintains, and that IF NOT EXISTS would take for done.
+              if (index) await this.dropInvalidIndex(client, step, index, emit);
               await client.query(statement.sql);
               break;
             } catch (e) {
@@ -231,6 +270,7 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
                 await this.backOff(step, attempt, e, emit);
                 continue;
               }
+              if (index) await this.dropInvalidIndex(client, step, index, emit).catch(() => undefined);
               throw this.failed(step, direction, e, attempt, sql, statement.offset);
             }
           }
@@ -246,6 +286,14 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
     }
   }
 
+  /** Drops the index when a failed CREATE INDEX CONCURRENTLY left it invalid; a valid one is left alone. */
+  private async dropInvalidIndex(client: pg.Client, step: MigrationStep, index: string, emit: Emit): Promise<void> {
+    const r = await client.query("SELECT 1 FROM pg_index WHERE indexrelid = to_regclass($1) AND NOT indisvalid", [index]);
+    if (!r.rowCount) return;
+    emit({ type: "index-cleanup", version: step.version, index });
+    await client.query(`DROP INDEX CONCURRENTLY IF EXISTS ${index}`);
+  }
+
   private async backOff(step: MigrationStep, attempt: number, e: unknown, emit: Emit): Promise<void> {
     const delayMs = backoffMs(attempt);
     emit({ type: "step-retry", version: step.version, attempt, reason: this.scrubText(errorMessage(e)), delayMs });
@@ -253,14 +301,14 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
   }
 
   /** The step's error: its file, the database's own words, and the line when postgres gives one. */
-  private failed(step: MigrationStep, direction: "up" | "down", e: unknown, attempts: number, sql: string | undefined, offset: number): TurquoiseError {
+  private failed(step: MigrationStep, direction: "up" | "down", e: unknown, attempts: number, sql: string | undefined, offset: number, knownLine?: number): TurquoiseError {
     const err = e as { code?: unknown; position?: unknown; detail?: unknown; hint?: unknown };
     let reason = this.scrubText(errorMessage(e));
     if (isLockTimeout(e)) {
       reason += ` (gave up after ${attempts} ${attempts === 1 ? "attempt" : "attempts"} with a ${this.lockTimeoutMs} ms lock_timeout: another session holds a lock this step needs)`;
     }
     const position = typeof err.position === "string" ? Number(err.position) : NaN;
-    const line = sql !== undefined && Number.isFinite(position) ? lineAt(sql, offset + position - 1) : undefined;
+    const line = sql !== undefined && Number.isFinite(position) ? lineAt(sql, offset + position - 1) : knownLine;
     const data: Record<string, unknown> = {};
     if (typeof err.code === "string") data.sqlState = err.code;
     if (typeof err.detail === "string") data.detail = this.scrubText(err.detail);
@@ -334,6 +382,28 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
   }
 }
 
+function pgQuery(client: pg.Client): Query {
+  return async (sql, params) => {
+    const r = await client.query(sql, params);
+    return { rows: r.rows as Record<string, unknown>[], rowCount: r.rowCount ?? 0 };
+  };
+}
+
+/** The bookkeeping row: written by the transaction that finishes the step, or removed by the one that reverts it. */
+async function recordStep(q: Query, step: MigrationStep, direction: "up" | "down"): Promise<void> {
+  if (direction === "up") {
+    await q("INSERT INTO turquoise_migrations (version, name, checksum, phase, down_checksum) VALUES ($1, $2, $3, $4, $5)", [
+      step.version,
+      step.name,
+      step.checksum,
+      step.phase,
+      step.downChecksum ?? null,
+    ]);
+  } else {
+    await q("DELETE FROM turquoise_migrations WHERE version = $1", [step.version]);
+  }
+}
+
 function pgDb(client: pg.Client): MigrationDb {
   return {
     async query(sql, params) {
@@ -343,6 +413,14 @@ function pgDb(client: pg.Client): MigrationDb {
       return { rows: (last?.rows ?? []) as Record<string, unknown>[] };
     },
   };
+}
+
+const IDENT = String.raw`(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)`;
+const CONCURRENT_INDEX_RE = new RegExp(String.raw`^CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(${IDENT}(?:\.${IDENT})?)\s+ON\s`, "i");
+
+/** The index a CREATE INDEX CONCURRENTLY statement names, as written; undefined for anything else (or an unnamed index). */
+export function concurrentIndexName(statement: string): string | undefined {
+  return CONCURRENT_INDEX_RE.exec(withoutLeadingComments(statement))?.[1];
 }
 
 function isLockTimeout(e: unknown): boolean {

@@ -14,7 +14,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { StepMigrator } from "./base.js";
-import type { AppliedMigration, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep } from "./contract.js";
+import type { AppliedMigration, BackfillSpec, MigrateOptions, MigrationPhase, MigrationRun, MigrationStatus, MigrationStep } from "./contract.js";
 import {
   DEFAULT_LOCK_RETRIES,
   DEFAULT_LOCK_TIMEOUT_MS,
@@ -24,11 +24,13 @@ import {
   isModuleStep,
   loadModule,
   orderSteps,
+  readBackfillSql,
   readStepSql,
   stepFailed,
-  toSqliteParams,
   type MigrationDb,
 } from "./files.js";
+import { toSqliteParams } from "./sql-text.js";
+import { PROGRESS_TABLE, runBackfill, type BackfillDriver, type Query } from "./backfill.js";
 
 export interface SqliteMigratorOptions {
   /** sqlite:///abs/path.db, sqlite:relative/path.db, or a plain path. */
@@ -53,6 +55,17 @@ const TABLE_SQL = `CREATE TABLE IF NOT EXISTS turquoise_migrations (
   down_checksum TEXT
 )`;
 /** Tables made before down checksums lack the column; a run adds it, a status read does without. */
+const PROGRESS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS ${PROGRESS_TABLE} (
+  version INTEGER NOT NULL,
+  direction TEXT NOT NULL,
+  checksum TEXT NOT NULL,
+  last_key TEXT,
+  rows_done INTEGER NOT NULL,
+  batches INTEGER NOT NULL,
+  started_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (version, direction)
+)`;
 const DOWN_COLUMN_SQL = "ALTER TABLE turquoise_migrations ADD COLUMN down_checksum TEXT";
 
 /** The database file a sqlite URL names. */
@@ -201,6 +214,8 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
   }
 
   protected async runStep(db: Database.Database, step: MigrationStep, direction: "up" | "down", emit: ReturnType<typeof emitter>): Promise<void> {
+    const backfill = step.backfill?.[direction];
+    if (backfill) return this.runBackfillStep(db, step, direction, backfill, emit);
     const sql = isModuleStep(step) ? undefined : await readStepSql(step, direction);
     const mod = isModuleStep(step) ? await loadModule(step) : undefined;
     const body = async (): Promise<void> => {
@@ -208,20 +223,7 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
       else if (direction === "up") await mod!.up(sqliteDb(db));
       else await mod!.down!(sqliteDb(db));
     };
-    const record = (): void => {
-      if (direction === "up") {
-        db.prepare("INSERT INTO turquoise_migrations (version, name, checksum, phase, applied_at, down_checksum) VALUES (?, ?, ?, ?, ?, ?)").run(
-          step.version,
-          step.name,
-          step.checksum,
-          step.phase,
-          Date.now(),
-          step.downChecksum ?? null,
-        );
-      } else {
-        db.prepare("DELETE FROM turquoise_migrations WHERE version = ?").run(step.version);
-      }
-    };
+    const record = (): void => recordStep(db, step, direction);
 
     if (!step.transactional) {
       // Outside a transaction statements take their locks one at a time; here sqlite's own
@@ -242,6 +244,14 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
       return;
     }
 
+    await this.transaction(db, step, direction, emit, async () => {
+      await body();
+      record();
+    });
+  }
+
+  /** BEGIN EXCLUSIVE, waited for without freezing the process, tried again with back-off; then fn, then COMMIT. */
+  private async transaction<T>(db: Database.Database, step: MigrationStep, direction: "up" | "down", emit: ReturnType<typeof emitter>, fn: () => Promise<T>, line?: number): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       if (await this.tryBeginExclusive(db, this.lockTimeoutMs)) break;
       if (attempt > this.retries) {
@@ -256,13 +266,51 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
       await sleep(delayMs);
     }
     try {
-      await body();
-      record();
+      const out = await fn();
       db.exec("COMMIT");
+      return out;
     } catch (e) {
       if (db.inTransaction) safely(() => db.exec("ROLLBACK"));
-      throw stepFailed(step, direction, errorMessage(e), { data: sqliteData(e) });
+      if (e instanceof TurquoiseError) throw e;
+      throw stepFailed(step, direction, errorMessage(e), { data: sqliteData(e), ...(line === undefined ? {} : { line }) });
     }
+  }
+
+  /** A backfill step: its setup once, then batches of short transactions; see migrate/backfill.ts. */
+  private async runBackfillStep(db: Database.Database, step: MigrationStep, direction: "up" | "down", spec: BackfillSpec, emit: ReturnType<typeof emitter>): Promise<void> {
+    const { sql } = await readBackfillSql(step, direction);
+    const q: Query = async (statement, params = []) => {
+      let stmt: Database.Statement;
+      try {
+        stmt = db.prepare(statement);
+      } catch (e) {
+        // The setup may be several statements (a trigger, say): run it as a script, the way a .sql file runs.
+        if (params.length === 0 && e instanceof RangeError && /more than one statement/.test(e.message)) {
+          db.exec(statement);
+          return { rows: [], rowCount: 0 };
+        }
+        throw e;
+      }
+      if (stmt.reader) return { rows: stmt.all(...params) as Record<string, unknown>[], rowCount: 0 };
+      return { rows: [], rowCount: stmt.run(...params).changes };
+    };
+    let inBatches = false;
+    const driver: BackfillDriver = {
+      param: () => "?",
+      transaction: (fn) => this.transaction(db, step, direction, emit, () => fn(q), inBatches ? sql.line : undefined),
+      query: async (statement, params) => this.whenNotBusy(() => {
+        const stmt = db.prepare(statement);
+        return { rows: stmt.all(...(params ?? [])) as Record<string, unknown>[], rowCount: 0 };
+      }),
+      upperBoundSql: (b, first) => `SELECT max(k) AS hi FROM (SELECT ${b.key} AS k FROM ${b.table} WHERE ${first ? `${b.key} IS NOT NULL` : `${b.key} > ?`} ORDER BY ${b.key} LIMIT ${b.batchSize})`,
+      estimateRows: (table) => this.whenNotBusy(() => Number((db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n)),
+      progressTableSql: PROGRESS_TABLE_SQL,
+      nowMs: "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    };
+    await runBackfill(driver, step, direction, spec, sql, (e) => {
+      if (e.type === "backfill-progress") inBatches = true;
+      emit(e);
+    }, async () => recordStep(db, step, direction));
   }
 
   protected async readApplied(db: Database.Database): Promise<AppliedMigration[]> {
@@ -346,6 +394,22 @@ function sqliteDb(db: Database.Database): MigrationDb {
       return { rows: stmt.reader ? (stmt.all(values) as Record<string, unknown>[]) : (stmt.run(values), []) };
     },
   };
+}
+
+/** The bookkeeping row: written by the transaction that finishes the step, or removed by the one that reverts it. */
+function recordStep(db: Database.Database, step: MigrationStep, direction: "up" | "down"): void {
+  if (direction === "up") {
+    db.prepare("INSERT INTO turquoise_migrations (version, name, checksum, phase, applied_at, down_checksum) VALUES (?, ?, ?, ?, ?, ?)").run(
+      step.version,
+      step.name,
+      step.checksum,
+      step.phase,
+      Date.now(),
+      step.downChecksum ?? null,
+    );
+  } else {
+    db.prepare("DELETE FROM turquoise_migrations WHERE version = ?").run(step.version);
+  }
 }
 
 function hasTable(db: Database.Database): boolean {

@@ -43,6 +43,7 @@ interface RawService {
   bake?: string;
   database?: { driver: "postgres" | "sqlite"; url: string; migrations: string; env?: string; lock_timeout?: string; retries?: number };
   hooks?: { after_flip?: Array<{ signal?: { service: string; signal: string }; command?: string[]; timeout?: string }> };
+  webhook?: { secret_env?: string; release?: string; branches?: string[] };
 }
 
 interface RawRouteTimeouts {
@@ -66,6 +67,7 @@ interface RawSpec {
   version: 1;
   agent?: { listen?: string };
   proxy?: RawProxy;
+  consul?: { listen: string; datacenter?: string; max_blocking?: number };
   state?: { driver?: "sqlite" | "memory"; path?: string };
   state_dir?: string;
   services: Record<string, RawService>;
@@ -227,6 +229,7 @@ const PATTERN_HINTS: Record<string, (value: string) => string> = {
   [S.LISTEN_PATTERN]: (v) => `invalid address "${v}": write host:port with a port from 1 to 65535, like "127.0.0.1:4700"`,
   [S.HOST_PATTERN]: (v) => `invalid host "${v}": write a host name like books.localhost, without scheme, port or path`,
   [S.URL_PATH_PATTERN]: (v) => `must start with "/", got "${v}"`,
+  [S.DATACENTER_PATTERN]: (v) => `invalid datacenter "${v}": use letters, digits, dashes and underscores, at most 64 characters`,
   [S.PROXY_WORKERS_AUTO_PATTERN]: (v) => `must be a number of workers or "auto" (one per core), got "${v}"`,
 };
 
@@ -379,6 +382,9 @@ function normalize(raw: RawSpec, file: string): Spec {
       },
       settings: normalizeProxySettings(raw.proxy),
     },
+    ...(raw.consul
+      ? { consul: { ...parseListen(raw.consul.listen), datacenter: raw.consul.datacenter ?? S.DEFAULT_CONSUL_DATACENTER, maxBlocking: raw.consul.max_blocking ?? S.DEFAULT_CONSUL_MAX_BLOCKING } }
+      : {}),
     state: {
       driver: raw.state?.driver ?? S.DEFAULT_STATE_DRIVER,
       path: raw.state?.path === undefined ? resolve(stateDir, S.DEFAULT_STATE_FILE) : resolve(dir, raw.state.path),
@@ -479,6 +485,15 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
         return h.signal ? { signal: { service: h.signal.service, signal: h.signal.signal as NodeJS.Signals }, timeoutMs } : { command: [...h.command!], timeoutMs };
       }),
     },
+    ...(raw.webhook
+      ? {
+          webhook: {
+            ...(raw.webhook.secret_env ? { secretEnv: raw.webhook.secret_env } : {}),
+            ...(raw.webhook.release ? { release: raw.webhook.release } : {}),
+            ...(raw.webhook.branches ? { branches: [...raw.webhook.branches] } : {}),
+          },
+        }
+      : {}),
     ...(raw.database
       ? {
           database: {

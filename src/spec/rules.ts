@@ -70,6 +70,23 @@ export const sameListen: SpecRule = {
   },
 };
 
+/** Whether two listen addresses take the same port on some interface. */
+function clash(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  return a.port === b.port && (a.host === b.host || isWildcard(a.host) || isWildcard(b.host));
+}
+
+export const consulListen: SpecRule = {
+  name: "consul-listen",
+  severity: "error",
+  check(spec, ctx) {
+    const consul = spec.consul;
+    if (!consul) return [];
+    return (["agent", "proxy"] as const)
+      .filter((other) => clash(consul, spec[other]))
+      .map((other) => ctx.at(["consul", "listen"], `the Consul API and the ${other} both listen on port ${consul.port}: give the Consul API a port of its own`));
+  },
+};
+
 export const agentOnLoopback: SpecRule = {
   name: "agent-on-loopback",
   severity: "warning",
@@ -191,6 +208,7 @@ export const SPEC_RULES: readonly SpecRule[] = [
   runtimeNeeds,
   duplicateRoute,
   sameListen,
+  consulListen,
   agentOnLoopback,
   healthTimeoutOverInterval,
   healthIntervalOverDeployTimeout,

@@ -21,6 +21,12 @@ export const DEFAULT_PROXY_WORKERS = 1;
 /** More proxy workers than this is a typo, not a machine. */
 export const MAX_PROXY_WORKERS = 256;
 export const PROXY_WORKERS_AUTO_PATTERN = "^auto$";
+export const DEFAULT_CONSUL_DATACENTER = "dc1";
+/** Consul's own rule for datacenter names: letters, digits, dashes and underscores. */
+export const DATACENTER_PATTERN = "^[A-Za-z0-9_-]{1,64}$";
+/** Blocking queries the Consul API holds at once; each is an open socket and a timer. */
+export const DEFAULT_CONSUL_MAX_BLOCKING = 512;
+export const MAX_CONSUL_MAX_BLOCKING = 16_384;
 export const DEFAULT_STATE_DRIVER = "sqlite";
 export const DEFAULT_STATE_DIR = ".turquoise";
 export const DEFAULT_STATE_FILE = "state.db";
@@ -146,6 +152,23 @@ export const SPEC_JSON_SCHEMA = {
           type: "array",
           description: "Peers (addresses or CIDR blocks) whose X-Forwarded-For, X-Real-IP and Forwarded headers are kept, as nginx's set_real_ip_from. Everyone else's are replaced.",
           items: { type: "string", pattern: "^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$" },
+        },
+      },
+    },
+    consul: {
+      type: "object",
+      additionalProperties: false,
+      required: ["listen"],
+      description: "The read side of Consul's HTTP API for the registry (catalog, health, user KV, blocking queries), for Prometheus' consul_sd_configs, consul-template and other Consul clients, with the registry token as X-Consul-Token (docs/registry.md). Off unless set.",
+      properties: {
+        listen: { type: "string", pattern: LISTEN_PATTERN, description: "host:port of the Consul API, e.g. 127.0.0.1:8500 (Consul's own port). An address of its own: the agent's API keeps its shapes." },
+        datacenter: { type: "string", pattern: DATACENTER_PATTERN, default: DEFAULT_CONSUL_DATACENTER, description: `The datacenter /v1/agent/self reports; a query whose ?dc= names another is refused. Default ${DEFAULT_CONSUL_DATACENTER}.` },
+        max_blocking: {
+          type: "integer",
+          minimum: 1,
+          maximum: MAX_CONSUL_MAX_BLOCKING,
+          default: DEFAULT_CONSUL_MAX_BLOCKING,
+          description: `Blocking queries (?index=) held open at once; one more gets 429 and Retry-After, so hung or runaway clients cannot take the agent's sockets. Default ${DEFAULT_CONSUL_MAX_BLOCKING}.`,
         },
       },
     },
@@ -284,6 +307,21 @@ export const SPEC_JSON_SCHEMA = {
           description: "Actions run at points of a deploy. A failing hook fails the deploy at that point.",
           properties: {
             after_flip: { type: "array", items: { $ref: "#/definitions/hook" }, description: "Run once traffic is on the new release and verified: e.g. HUP an nginx container that reads the registry." },
+          },
+        },
+        webhook: {
+          type: "object",
+          additionalProperties: false,
+          description: "POST /v1/hooks/<service> deploys this service from CI: GitHub's X-Hub-Signature-256 with the secret below, or a deploy token as Authorization: Bearer. `turquoise webhook <service>` prints the URL and a curl line.",
+          properties: {
+            secret_env: { type: "string", pattern: ENV_NAME_PATTERN, description: "Environment variable of the agent that holds the HMAC secret GitHub signs deliveries with. Never logged." },
+            release: {
+              type: "string",
+              minLength: 1,
+              pattern: "^[A-Za-z0-9._{}-]+$",
+              description: "The release to deploy, as a template over the payload: {tag} (a pushed tag, or a GitHub release's tag), {branch}, {sha}, {sha7} (of a push), {release} (a \"release\" field, for other CIs). Default: {tag} for GitHub deliveries, {release} otherwise.",
+            },
+            branches: { type: "array", items: { type: "string", minLength: 1 }, description: "Only pushes to these branches deploy; others are answered 200 and ignored. Default: every branch." },
           },
         },
         database: {

@@ -60,6 +60,14 @@ proxy:
   # Peers whose X-Forwarded-For / X-Real-IP / Forwarded are kept (another proxy, a load balancer).
   # trusted_proxies: ["127.0.0.1"]
 
+# The read side of Consul's HTTP API (optional), on an address of its own: Prometheus'
+# consul_sd_configs, consul-template and other Consul clients read the catalog, health checks
+# and user KV here, with the registry token as X-Consul-Token (see docs/registry.md).
+# consul:
+#   listen: "127.0.0.1:8500"
+#   datacenter: dc1      # what /v1/agent/self reports; ?dc= must name it
+#   max_blocking: 512    # blocking queries held at once; one more gets 429
+
 # Where Turquoise records live slots, releases, locks and history.
 # driver: sqlite keeps it in a file; memory forgets it when the agent stops.
 state:
@@ -154,6 +162,13 @@ services:
     #     - signal: { service: nginx, signal: SIGHUP }
     #     - command: ["./notify.sh"]
     #       timeout: 10s
+    # Deploys from CI (optional): POST /v1/hooks/<service>, signed as GitHub signs deliveries
+    # with the secret in the agent's variable secret_env, or with a deploy token.
+    # "turquoise webhook <service>" prints the URL and curl lines.
+    # webhook:
+    #   secret_env: BOOKS_WEBHOOK_SECRET
+    #   release: "{tag}"          # or "{branch}-{sha7}", or "{release}" from the body
+    #   branches: [main]
     # The database blue and green share (optional). With it, each release declares the schema
     # versions it runs on in <release dir>/turquoise.json, e.g. {"schema": {"min": 1, "max": 2}},
     # and deploys plan migrations: expand before the flip, contract after, or a turquoise path.

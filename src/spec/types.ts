@@ -69,6 +69,17 @@ export interface ServiceSpec {
   bakeMs: number;
   database?: DatabaseSpec;
   hooks: { afterFlip: HookSpec[] };
+  webhook?: WebhookSpec;
+}
+
+/** POST /v1/hooks/<service>: how a CI delivery is checked and which release it deploys. */
+export interface WebhookSpec {
+  /** The agent's environment variable holding GitHub's HMAC secret. */
+  secretEnv?: string;
+  /** A template over the payload ({tag}, {branch}, {sha}, {sha7}, {release}); default by sender. */
+  release?: string;
+  /** Only pushes to these branches deploy. */
+  branches?: string[];
 }
 
 export interface WatchSpec {
@@ -97,6 +108,8 @@ export interface Spec {
     nginx: { binary: string; template?: string; container?: string };
     settings: ProxySettings;
   };
+  /** Consul's HTTP API, read side, on an address of its own: absent unless consul.listen is set. */
+  consul?: { host: string; port: number; datacenter: string; maxBlocking: number };
   state: { driver: "sqlite" | "memory"; path: string };
   /** Where pid files, logs, the token and the proxy's saved table live. */
   stateDir: string;

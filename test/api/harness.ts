@@ -23,6 +23,8 @@ export interface Harness {
   sockets: Set<Socket>;
   /** Deploys the stub orchestrator ran, by service. */
   deploys: string[];
+  /** Who each of those deploys was started by, as history would record it. */
+  actors: string[];
   /** Makes the next deploys wait until this resolves: a running deploy, for --wait tests. */
   holdDeploys(until: Promise<void>): void;
   call(method: string, path: string, opts?: { token?: string; body?: string }): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }>;
@@ -30,6 +32,11 @@ export interface Harness {
 }
 
 export const SERVICES = ["books", "api", "shop"];
+/** books takes GitHub deliveries signed with $TQ_TEST_BOOKS_SECRET for pushed tags, or a "release" field with a token. */
+export const WEBHOOKS: Record<string, { secretEnv?: string; release?: string; branches?: string[] }> = {
+  books: { secretEnv: "TQ_TEST_BOOKS_SECRET" },
+  shop: { secretEnv: "TQ_TEST_SHOP_SECRET", release: "main-{sha7}", branches: ["main"] },
+};
 
 export async function startHarness(): Promise<Harness> {
   const store = new MemoryStore();
@@ -39,17 +46,25 @@ export async function startHarness(): Promise<Harness> {
   const adminToken = crypto.randomBytes(32).toString("hex");
   const registryToken = crypto.randomBytes(32).toString("hex");
   const deploys: string[] = [];
+  const actors: string[] = [];
   let hold: Promise<void> = Promise.resolve();
   const service = (name: string) => {
     if (!SERVICES.includes(name)) throw new TurquoiseError("NOT_FOUND", `no service named "${name}"`);
-    return { name, route: { pathPrefix: "/" } };
+    return { name, route: { pathPrefix: "/" }, ...(WEBHOOKS[name] ? { webhook: WEBHOOKS[name] } : {}) };
   };
   const flow = async (req: Omit<DeployRequest, "release"> & { release?: string }) => {
     service(req.service);
+    // As the planner refuses a release it cannot find, before any history entry.
+    if (req.release === "missing") throw new TurquoiseError("NOT_FOUND", `release "missing" of ${req.service} not found`);
     await hold;
     deploys.push(req.service);
+    const id = deploys.length;
+    actors.push(req.actor);
+    req.onStarted?.(id);
     req.onProgress?.({ type: "info", message: `deploying ${req.service}` } satisfies Progress);
-    return { history: { id: deploys.length, service: req.service, release: req.release ?? "previous", actor: req.actor } };
+    // A release named "broken" fails its deploy after it started, as a failing health check does.
+    if (req.release === "broken") throw new TurquoiseError("DEPLOY_FAILED", `deploy of ${req.service} broken failed at healthy`, { data: { step: "healthy", history: { id } } });
+    return { history: { id, service: req.service, release: req.release ?? "previous", actor: req.actor, outcome: "succeeded" } };
   };
   const agent = {
     startedAt: Date.now(), token: adminToken, registryToken, deployTokens, store, records, registry, apiUrl: "http://127.0.0.1:0",
@@ -66,7 +81,7 @@ export async function startHarness(): Promise<Harness> {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as AddressInfo).port;
   return {
-    agent, store, registry, adminToken, registryToken, port, deploys, sockets,
+    agent, store, registry, adminToken, registryToken, port, deploys, actors, sockets,
     holdDeploys: (until) => void (hold = until),
     call: (method, path, opts = {}) => new Promise((resolve, reject) => {
       const req = http.request({ host: "127.0.0.1", port, path, method, agent: false, headers: { authorization: `Bearer ${opts.token ?? adminToken}` } }, (res) => {

@@ -3,7 +3,8 @@ import { readFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import type { AppliedMigration } from "../../src/migrate/contract.js";
-import { computeStatus, downChecksumsToRecord, planDown, planUp, readMigrations, splitSqlStatements, toSqliteParams } from "../../src/migrate/files.js";
+import { computeStatus, downChecksumsToRecord, planDown, planUp, readMigrations } from "../../src/migrate/files.js";
+import { splitSqlStatements, toSqliteParams } from "../../src/migrate/sql-text.js";
 import { BASIC, migrationsDir, rejectsWith, sha256File } from "./contract.test-suite.js";
 
 /** Reads a directory made of just these files and returns the error it must raise. */

@@ -1,0 +1,224 @@
+// POST /v1/hooks/<service>: deploys from CI. GitHub signs its deliveries (X-Hub-Signature-256,
+// HMAC-SHA256 over the raw body with a per-service secret); other CIs send a deploy token. The
+// payload names the release through the service's `webhook.release` template, and a delivery id
+// seen before is answered, never run twice.
+import { createHmac, timingSafeEqual } from "node:crypto";
+import type http from "node:http";
+import { authenticate } from "../auth/scopes.js";
+import { RELEASE_NAME } from "../deploy/release.js";
+import { TurquoiseError, errorMessage } from "../errors.js";
+import type { ServiceSpec, WebhookSpec } from "../spec/types.js";
+import { internalKey } from "../state/namespace.js";
+import type { ApiHost } from "./host.js";
+import { errorBody, readRawBody, send, sendError } from "./http.js";
+
+/** How many delivery ids a service remembers: replays older than that many deliveries run again. */
+export const REMEMBERED_DELIVERIES = 500;
+/** A delivery id is the sender's: GitHub's is a UUID; anything longer or odder is refused. */
+const DELIVERY_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export const hookKeys = {
+  delivery: (svc: string, id: string) => internalKey(`hooks/${svc}/${id}`),
+  deliveries: (svc: string) => internalKey(`hooks/${svc}/`),
+};
+
+/** GitHub's X-Hub-Signature-256 for body under secret. */
+export function githubSignature(secret: string, body: Buffer | string): string {
+  return `sha256=${createHmac("sha256", secret).update(body).digest("hex")}`;
+}
+
+/** Constant-time comparison of a received signature with the expected one. */
+export function signatureMatches(secret: string, body: Buffer, received: string | undefined): boolean {
+  if (!received) return false;
+  const expected = Buffer.from(githubSignature(secret, body));
+  const got = Buffer.from(received);
+  // timingSafeEqual needs equal lengths; comparing with itself keeps the time the same either way.
+  return got.length === expected.length ? timingSafeEqual(got, expected) : !timingSafeEqual(expected, expected);
+}
+
+/** The variables a payload offers the release template. */
+export function payloadVariables(payload: Record<string, unknown>): Record<string, string> {
+  const vars: Record<string, string> = {};
+  const ref = typeof payload.ref === "string" ? payload.ref : undefined;
+  if (ref?.startsWith("refs/tags/")) vars.tag = ref.slice("refs/tags/".length);
+  if (ref?.startsWith("refs/heads/")) vars.branch = ref.slice("refs/heads/".length);
+  const release = payload.release;
+  // A GitHub "release" event carries an object; other CIs a release name.
+  if (release && typeof release === "object" && typeof (release as Record<string, unknown>).tag_name === "string") vars.tag = (release as { tag_name: string }).tag_name;
+  else if (typeof release === "string") vars.release = release;
+  const headCommit = payload.head_commit as { id?: unknown } | null | undefined;
+  const sha = typeof payload.after === "string" && /^[0-9a-f]{40}$/.test(payload.after) ? payload.after : typeof headCommit?.id === "string" ? headCommit.id : undefined;
+  if (sha && /^[0-9a-f]{7,64}$/.test(sha)) {
+    vars.sha = sha;
+    vars.sha7 = sha.slice(0, 7);
+  }
+  return vars;
+}
+
+export type ReleaseFromPayload = { release: string } | { ignored: string } | { error: string };
+
+/** Which release a delivery deploys, by the service's rule; or why it deploys nothing. */
+export function releaseFromPayload(hook: WebhookSpec, payload: Record<string, unknown>, fromGitHub: boolean): ReleaseFromPayload {
+  const vars = payloadVariables(payload);
+  if (hook.branches && vars.branch !== undefined && !hook.branches.includes(vars.branch)) {
+    return { ignored: `a push to ${vars.branch}, and webhook.branches lists only ${hook.branches.join(", ")}` };
+  }
+  const template = hook.release ?? (fromGitHub ? "{tag}" : "{release}");
+  const missing: string[] = [];
+  const release = template.replace(/\{([a-z0-9]+)\}/g, (_, name: string) => {
+    const v = vars[name];
+    if (v === undefined) missing.push(name);
+    return v ?? "";
+  });
+  if (missing.length) {
+    const offered = Object.keys(vars).length ? `it offers ${Object.keys(vars).map((k) => `{${k}}`).join(", ")}` : "it offers none of {tag}, {branch}, {sha}, {sha7}, {release}";
+    return { error: `the payload maps to no release: webhook.release "${template}" needs ${missing.map((m) => `{${m}}`).join(", ")}, and ${offered}` };
+  }
+  if (!RELEASE_NAME.test(release)) return { error: `the payload maps to "${release.slice(0, 80)}", which is not a release name (letters, digits, '.', '_' or '-')` };
+  return { release };
+}
+
+interface Delivery {
+  at: number;
+  release: string;
+  historyId: number | null;
+}
+
+/**
+ * Handles a delivery before the API's token check: a GitHub delivery carries no token, only its
+ * signature. Answers: 401 bad or missing signature/token, 403 a token for another service, 404
+ * unknown service, 413 a body over 1 MiB, 422 a payload that maps to no release or a deploy that
+ * failed; 200 a ping, an ignored push, a replayed delivery or a deploy that succeeded; 202 a
+ * GitHub delivery whose deploy started (GitHub gives up on an answer after 10 s).
+ */
+export async function handleHook(agent: ApiHost, service: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  try {
+    // Before any check of the caller: a 404 says no more than that (no list of services, no file).
+    const svc = Object.hasOwn(agent.spec.services, service) ? agent.spec.services[service]! : undefined;
+    if (!svc) return refuse(res, 404, "NOT_FOUND", `no service named "${service.slice(0, 80)}"`);
+    const body = await readRawBody(req);
+    const signature = header(req, "x-hub-signature-256");
+    const fromGitHub = header(req, "x-github-event") !== undefined || signature !== undefined;
+    let who: string;
+    if (signature !== undefined) {
+      const secret = hookSecret(svc);
+      if (!signatureMatches(secret, body, signature)) return refuse(res, 401, "UNAUTHORIZED", "X-Hub-Signature-256 does not match the body: check the webhook's secret, and that the body reaches the agent unaltered");
+      who = "GitHub";
+    } else {
+      const scope = authenticate(req.headers.authorization, { adminToken: agent.token, registryToken: agent.registryToken, deployTokens: agent.deployTokens });
+      if (!scope) return refuse(res, 401, "UNAUTHORIZED", "send X-Hub-Signature-256 (GitHub) or Authorization: Bearer <a deploy token for this service>");
+      if (scope.kind === "registry" || (scope.kind === "deploy" && !scope.services.includes(service))) {
+        return refuse(res, 403, "FORBIDDEN", `this token may not deploy ${service}`);
+      }
+      who = scope.kind === "deploy" ? `deploy token ${scope.id}${scope.name ? ` ${scope.name}` : ""}` : "admin token";
+    }
+
+    const payload = parsePayload(body);
+    const event = header(req, "x-github-event");
+    if (event === "ping") return send(res, 200, { ok: true, ping: true, service });
+    if (event !== undefined && event !== "push" && event !== "release") return send(res, 200, { ok: true, ignored: `GitHub event "${event.slice(0, 40)}" deploys nothing: send push or release events` });
+    if (event === "release" && payload.action !== "published") return send(res, 200, { ok: true, ignored: `a release ${String(payload.action).slice(0, 40)}, not published` });
+    const target = releaseFromPayload(svc.webhook ?? {}, payload, fromGitHub);
+    if ("ignored" in target) return send(res, 200, { ok: true, ignored: target.ignored });
+    if ("error" in target) return refuse(res, 422, "USAGE", target.error);
+
+    const deliveryId = header(req, "x-github-delivery") ?? header(req, "idempotency-key");
+    if (deliveryId !== undefined && !DELIVERY_ID.test(deliveryId)) return refuse(res, 400, "USAGE", "the delivery id (X-GitHub-Delivery or Idempotency-Key) must be 1-128 letters, digits, '.', '_', ':' or '-'");
+    if (deliveryId !== undefined) {
+      // Claimed before the deploy, atomically: two copies of one delivery run it once.
+      const key = hookKeys.delivery(service, deliveryId);
+      const claim: Delivery = { at: Date.now(), release: target.release, historyId: null };
+      const won = await agent.store.put(key, JSON.stringify(claim), { prevRevision: 0 });
+      if (!won.ok) {
+        const earlier = deliveryRecord((await agent.store.get(key))?.value);
+        return send(res, 200, { ok: true, duplicate: true, delivery: deliveryId, release: earlier?.release ?? null, history: earlier?.historyId ?? null });
+      }
+      void forgetOldDeliveries(agent, service);
+    }
+
+    const actor = `webhook (${who}${sender(payload)}${deliveryId ? `, delivery ${deliveryId}` : ""})`;
+    let startedId: number | undefined;
+    let started!: (id: number) => void;
+    const whenStarted = new Promise<number>((resolve) => (started = resolve));
+    const deploy = agent.orchestrator.deploy({
+      service, release: target.release, actor, wait: true,
+      onStarted: (id) => {
+        startedId = id;
+        started(id);
+        if (deliveryId !== undefined) void agent.store.put(hookKeys.delivery(service, deliveryId), JSON.stringify({ at: Date.now(), release: target.release, historyId: id } satisfies Delivery)).catch(() => undefined);
+      },
+    });
+    if (fromGitHub) {
+      // Answer once the deploy has its history entry; one that fails before (no such release) is answered with why.
+      const first = await Promise.race([whenStarted.then((id) => ({ id })), deploy.then(() => ({ id: startedId! }), (e: unknown) => ({ error: e }))]);
+      deploy.catch((e: unknown) => agent.event(service, "hook.failed", `webhook deploy of ${service} ${target.release} failed: ${errorMessage(e)}`));
+      if ("error" in first) return deployFailed(res, first.error, target.release, deliveryId);
+      return send(res, 202, { ok: true, accepted: true, service, release: target.release, delivery: deliveryId ?? null, history: first.id });
+    }
+    try {
+      const out = await deploy;
+      send(res, 200, { ok: true, service, release: target.release, delivery: deliveryId ?? null, history: out.history.id, outcome: out.history.outcome });
+    } catch (e) {
+      deployFailed(res, e, target.release, deliveryId);
+    }
+  } catch (e) {
+    if (!res.headersSent) sendError(res, e);
+  }
+}
+
+/** A delivery record as the agent wrote it, or undefined: a record is checked whenever it is read. */
+function deliveryRecord(text: string | undefined): Delivery | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const v = JSON.parse(text) as Partial<Delivery>;
+    if (typeof v.release === "string" && RELEASE_NAME.test(v.release) && (v.historyId === null || Number.isInteger(v.historyId))) {
+      return { at: Number(v.at) || 0, release: v.release, historyId: v.historyId ?? null };
+    }
+  } catch { /* not one of ours */ }
+  return undefined;
+}
+
+function deployFailed(res: http.ServerResponse, e: unknown, release: string, deliveryId: string | undefined): void {
+  const history = e instanceof TurquoiseError ? ((e.data.history as { id?: number } | null | undefined)?.id ?? null) : null;
+  send(res, 422, { ok: false, release, delivery: deliveryId ?? null, history, error: errorBody(e) });
+}
+
+function refuse(res: http.ServerResponse, status: number, code: string, message: string): void {
+  send(res, status, { error: { code, message } });
+}
+
+function header(req: http.IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return typeof v === "string" ? v : undefined;
+}
+
+function hookSecret(svc: ServiceSpec): string {
+  const env = svc.webhook?.secretEnv;
+  if (!env) throw new TurquoiseError("UNAUTHORIZED", `${svc.name} takes no signed deliveries: set webhook.secret_env in turquoise.yml`);
+  const secret = process.env[env];
+  if (!secret) throw new TurquoiseError("UNAUTHORIZED", `${svc.name}'s webhook secret is not set: the agent's environment has no ${env}`);
+  return secret;
+}
+
+function parsePayload(body: Buffer): Record<string, unknown> {
+  if (body.length === 0) return {};
+  try {
+    const v = JSON.parse(body.toString("utf8")) as unknown;
+    if (v && typeof v === "object" && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch { /* below */ }
+  throw new TurquoiseError("USAGE", "the payload must be a JSON object (GitHub: content type application/json)");
+}
+
+/** ", by <login>" from a GitHub payload, as history shows who triggered a deploy. */
+function sender(payload: Record<string, unknown>): string {
+  const login = (payload.sender as { login?: unknown } | undefined)?.login;
+  return typeof login === "string" && /^[A-Za-z0-9-]{1,39}$/.test(login) ? `, by ${login}` : "";
+}
+
+/** Keeps the newest REMEMBERED_DELIVERIES ids of a service. */
+async function forgetOldDeliveries(agent: ApiHost, service: string): Promise<void> {
+  const all = await agent.store.list(hookKeys.deliveries(service));
+  if (all.length <= REMEMBERED_DELIVERIES) return;
+  const oldest = all.sort((a, b) => a.modRevision - b.modRevision).slice(0, all.length - REMEMBERED_DELIVERIES);
+  for (const kv of oldest) await agent.store.delete(kv.key, { prevRevision: kv.modRevision });
+}
