@@ -6,9 +6,11 @@ import type { Spec } from "../spec/types.js";
 import { isSecretName } from "../log/scrub.js";
 import { resolveDatabaseUrl } from "./database.js";
 
+const URL_START = /^[a-z][a-z0-9+.-]*:\/\//i;
+
 /** A URL's password and its query (webhooks carry their secret there); the rest of it stays readable. */
 function urlSecrets(value: string): string[] {
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return [];
+  if (!URL_START.test(value)) return [];
   const found = secretsOf(value).filter((s) => s !== value);
   try {
     const u = new URL(value);
@@ -19,19 +21,27 @@ function urlSecrets(value: string): string[] {
   return found;
 }
 
-/** A URL's secrets in any variable; the whole value of a secret-named one that is not a URL (a URL keeps its host readable). */
-function envSecrets(env: Record<string, string | undefined>): string[] {
-  return Object.entries(env).flatMap(([name, value]) => {
-    if (!value) return [];
-    const inUrl = urlSecrets(value);
-    return isSecretName(name) && !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? [value] : inUrl;
-  });
+/**
+ * The spec's own env: a URL's password and query in any variable, the whole value of a
+ * secret-named one that is not a URL (a URL keeps its host readable).
+ */
+function specEnvSecrets(env: Record<string, string>): string[] {
+  return Object.entries(env).flatMap(([name, value]) => (isSecretName(name) && !URL_START.test(value) ? [value] : urlSecrets(value)));
+}
+
+/**
+ * The agent's environment: only what its names mark as secret. Any other variable can hold a URL
+ * whose password is an ordinary word (a test database's "turquoise"), which would be blanked
+ * wherever the word appears; the spec's database URLs are read from here by name below.
+ */
+function agentEnvSecrets(env: NodeJS.ProcessEnv): string[] {
+  return Object.entries(env).flatMap(([name, value]) => (!value || !isSecretName(name) ? [] : URL_START.test(value) ? urlSecrets(value) : [value]));
 }
 
 export function specSecrets(spec: Spec, env: NodeJS.ProcessEnv = process.env): string[] {
-  const found = envSecrets(env);
+  const found = agentEnvSecrets(env);
   for (const svc of Object.values(spec.services)) {
-    found.push(...envSecrets(svc.env));
+    found.push(...specEnvSecrets(svc.env));
     for (const check of svc.smoke) if ("http" in check) found.push(...Object.values(check.http.headers));
     if (svc.webhook?.secretEnv) found.push(env[svc.webhook.secretEnv] ?? "");
     if (svc.database) {

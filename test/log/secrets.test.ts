@@ -27,11 +27,15 @@ describe("specSecrets", () => {
   it("finds the secrets of env, smoke and watch headers, URLs, the database and the webhook, and of the agent's environment", () => {
     const { spec, errors } = loadSpecText(SPEC, "/srv/turquoise.yml");
     assert.deepEqual(errors, []);
-    const env = { BOOKS_DB: "postgres://books:db-pass-1@db:5432/books", BOOKS_HOOK_SECRET: "hook-secret-1", GITHUB_TOKEN: "ghp_agent_1", HOME: "/root", PATH: "/usr/bin" };
+    const env = {
+      BOOKS_DB: "postgres://books:db-pass-1@db:5432/books", BOOKS_HOOK_SECRET: "hook-secret-1", GITHUB_TOKEN: "ghp_agent_1", HOME: "/root", PATH: "/usr/bin",
+      // Not the spec's, not named as a secret: its password, an ordinary word, must not blank that word everywhere.
+      TEST_PG_URL: "postgres://turquoise:turquoise@127.0.0.1:5432/t",
+    };
     const found = new Set(specSecrets(spec!, env));
     for (const s of ["tok-123456", "cache-pass", "smoke-key-1", "hook-secret-1", "db-pass-1", "sig=query-sig-1&v=2", "query-sig-1", "Bearer watch-bearer-1", "ghp_agent_1"]) assert.ok(found.has(s), s);
     // A URL keeps its host readable: only its password goes; ordinary values stay.
-    for (const s of ["hello-world", "redis://:cache-pass@127.0.0.1:6379/0", "http://127.0.0.1:9000/x", "/root", "/usr/bin", "postgres://books:db-pass-1@db:5432/books"]) assert.ok(!found.has(s), s);
+    for (const s of ["hello-world", "redis://:cache-pass@127.0.0.1:6379/0", "http://127.0.0.1:9000/x", "/root", "/usr/bin", "postgres://books:db-pass-1@db:5432/books", "turquoise"]) assert.ok(!found.has(s), s);
   });
 
   it("skips a database variable that is not set: the deploy says so, and there is nothing to hide", () => {
