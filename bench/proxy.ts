@@ -1,22 +1,65 @@
-// How much does Turquoise's proxy cost? wrk against the same upstream three ways in one run:
-// direct, through the built-in proxy (its own process), and through nginx as the yardstick, with
-// as many nginx worker processes as the built-in proxy has workers.
+// How much does Turquoise's proxy cost? wrk against the same upstream in one run: direct, through
+// the built-in proxy (its own process) with metrics off and with metrics on, and through nginx as
+// the yardstick, with as many nginx worker processes as the built-in proxy has workers.
+// Metrics off and on run back to back in each round, in alternating order, and are compared pair
+// by pair; while "on" runs, the bench scrapes that proxy every second as the agent's /metrics does.
 // Usage: node dist/bench/proxy.js [--json] [--duration 10] [--rounds 3] [--connections 64] [--threads 2] [--workers 1|N|auto]
 
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { resolveWorkers, spawnProxy, stopProxy } from "../src/proxy/builtin.js";
+import { AgentMetrics } from "../src/metrics/agent.js";
+import { type RunningProxy, resolveWorkers, spawnProxy, stopProxy } from "../src/proxy/builtin.js";
+import type { ProxyMetrics, RouteTable } from "../src/proxy/contract.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
 import { formatNumber, formatTable } from "./lib/report.js";
+import { clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
 import { median, ratio } from "./lib/stats.js";
 import { ensureCommand } from "./lib/tools.js";
 import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
 import { runWrk, type WrkOptions, type WrkResult } from "./lib/wrk.js";
 
 const WARMUP_S = 2;
+/** Far more often than Prometheus' default of 15 s: the collection's own cost shows, if it has one. */
+const SCRAPE_EVERY_MS = 1_000;
+
+/** The bench's route table for one upstream; `metrics` as the agent sets it when turquoise.yml has a metrics section. */
+function benchTable(target: { host: string; port: number }, metrics: boolean): RouteTable {
+  return { version: 1, metrics, routes: [{ service: "bench", slot: "blue", pathPrefix: "/", poolId: "bench:blue:1", upstreams: [{ id: "bench-1", ...target }] }] };
+}
+
+/** CPU ticks of a proxy's supervisor and workers, summed: the proxy's whole cost, on the machine's clock rather than its load. */
+async function proxyTicks(p: RunningProxy): Promise<number> {
+  const pids = [p.pid, ...((await p.proxy.health()).workers ?? []).map((w) => w.pid)];
+  return [...ticksOf(pids).values()].reduce((a, b) => a + b, 0);
+}
+
+function requestsCounted(m: ProxyMetrics): number {
+  return m.requests.reduce((n, s) => n + s.statuses.reduce((a, b) => a + b, 0), 0);
+}
+
+/**
+ * Scrapes a proxy as the agent does for each GET /metrics (the proxy's figures over its control
+ * API, summed over its workers, then the whole text format) until stopped.
+ */
+function startScraper(p: RunningProxy): { stop(): Promise<{ scrapes: number }> } {
+  const metrics = new AgentMetrics({ services: ["bench"], watches: [], version: "bench" });
+  metrics.attach({ liveReleases: async () => [], degraded: async () => [], instances: () => [], proxyMetrics: () => p.proxy.metrics() });
+  let scrapes = 0;
+  let busy: Promise<unknown> = Promise.resolve();
+  const timer = setInterval(() => {
+    busy = metrics.render().then(() => scrapes++);
+  }, SCRAPE_EVERY_MS);
+  return {
+    async stop() {
+      clearInterval(timer);
+      await busy;
+      return { scrapes };
+    },
+  };
+}
 
 interface TargetResult {
   name: string;
@@ -53,46 +96,65 @@ async function main(): Promise<void> {
   const machine = machineInfo();
   say(formatMachine(machine));
   say(`load    wrk ${wrk.threads} threads, ${wrk.connections} keep-alive connections, ${wrk.durationS} s × ${rounds} rounds (medians), GET ~100-byte JSON`);
-  say(`proxies turquoise with ${workers} worker(s), nginx with worker_processes ${workersArg === "auto" ? `auto (${workers})` : workers}\n`);
+  say(`proxies turquoise with ${workers} worker(s), metrics off and on (scraped every ${SCRAPE_EVERY_MS / 1000} s), nginx with worker_processes ${workersArg === "auto" ? `auto (${workers})` : workers}\n`);
 
   const stateDir = await mkdtemp(path.join(os.tmpdir(), "turquoise-bench-proxy-"));
+  const metricsStateDir = await mkdtemp(path.join(os.tmpdir(), "turquoise-bench-proxy-metrics-"));
   let upstream: RunningUpstream | undefined;
   let nginx: RunningNginx | undefined;
-  let proxySpawned = false;
+  const spawnedDirs: string[] = [];
   const cleanup = async (): Promise<void> => {
     await nginx?.stop().catch(() => {});
-    if (proxySpawned) await stopProxy(stateDir).catch(() => {});
+    for (const dir of spawnedDirs) await stopProxy(dir).catch(() => {});
     await upstream?.stop().catch(() => {});
     await rm(stateDir, { recursive: true, force: true });
+    await rm(metricsStateDir, { recursive: true, force: true });
   };
   process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
 
   try {
     upstream = await startUpstreamProcess();
     const target = { host: "127.0.0.1", port: upstream.port };
+    // Two proxy processes alike but for the table's metrics flag, so that neither run warms the other's process.
+    spawnedDirs.push(stateDir);
     const spawned = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers });
-    proxySpawned = true;
-    await spawned.proxy.apply({
-      version: 1,
-      routes: [{ service: "bench", pathPrefix: "/", poolId: "bench:blue:1", upstreams: [{ id: "bench-1", ...target }] }],
-    });
+    await spawned.proxy.apply(benchTable(target, false));
+    spawnedDirs.push(metricsStateDir);
+    const withMetrics = await spawnProxy({ stateDir: metricsStateDir, listenHost: "127.0.0.1", listenPort: 0, workers });
+    await withMetrics.proxy.apply(benchTable(target, true));
     nginx = await startNginx(nginxProxyConf([target], { workerProcesses: workersArg === "auto" ? "auto" : workers }));
 
-    const targets = [
-      { name: "direct", url: `http://127.0.0.1:${upstream.port}/` },
-      { name: "turquoise", url: `http://127.0.0.1:${spawned.listenPort}/` },
-      { name: "nginx", url: `http://127.0.0.1:${nginx.port}/` },
-    ];
+    const direct = { name: "direct", url: `http://127.0.0.1:${upstream.port}/` };
+    const off = { name: "turquoise", url: `http://127.0.0.1:${spawned.listenPort}/` };
+    const on = { name: "turquoise+metrics", url: `http://127.0.0.1:${withMetrics.listenPort}/` };
+    const yardstick = { name: "nginx", url: `http://127.0.0.1:${nginx.port}/` };
+    const targets = [direct, off, on, yardstick];
     for (const t of targets) await runWrk(t.url, { ...wrk, durationS: WARMUP_S });
-    // Rounds interleave the targets so that drift on the machine hits all three alike.
+    // Rounds interleave the targets so that drift on the machine hits all of them alike; metrics
+    // off and on run back to back, in turns first, so that each pair shares the machine's state.
     const results = new Map<string, WrkResult[]>(targets.map((t) => [t.name, []]));
+    const proxyOf = new Map([[off, spawned], [on, withMetrics]]);
+    /** The proxies' CPU time per request served, µs, by run: less at the mercy of a busy machine than throughput. */
+    const cpuUs = new Map<string, number[]>([[off.name, []], [on.name, []]]);
+    const hz = clockTicksPerSecond();
+    let scrapes = 0;
+    const counted = { before: requestsCounted(await withMetrics.proxy.metrics()), byWrk: 0 };
     for (let r = 1; r <= rounds; r++) {
-      for (const t of targets) {
+      for (const t of [direct, ...(r % 2 === 1 ? [off, on] : [on, off]), yardstick]) {
+        const scraper = t === on ? startScraper(withMetrics) : undefined;
+        const proxy = proxyOf.get(t);
+        const ticks = proxy ? await proxyTicks(proxy) : 0;
         const res = await runWrk(t.url, wrk);
+        if (proxy) cpuUs.get(t.name)!.push((((await proxyTicks(proxy)) - ticks) / hz / res.requests) * 1e6);
+        if (scraper) {
+          scrapes += (await scraper.stop()).scrapes;
+          counted.byWrk += res.requests;
+        }
         results.get(t.name)!.push(res);
-        say(`round ${r}/${rounds}  ${t.name.padEnd(9)}  ${formatNumber(res.rps).padStart(8)} req/s  p99 ${res.p99.toFixed(2)} ms${res.errors ? `  ${res.errors} errors` : ""}`);
+        say(`round ${r}/${rounds}  ${t.name.padEnd(17)}  ${formatNumber(res.rps).padStart(8)} req/s  p99 ${res.p99.toFixed(2)} ms${res.errors ? `  ${res.errors} errors` : ""}`);
       }
     }
+    const countedByProxy = requestsCounted(await withMetrics.proxy.metrics()) - counted.before;
     const summary: TargetResult[] = targets.map((t) => {
       const runs = results.get(t.name)!;
       return {
@@ -110,9 +172,23 @@ async function main(): Promise<void> {
       nginxToDirect: ratio(by("nginx").rps, by("direct").rps),
       proxyToNginx: ratio(by("turquoise").rps, by("nginx").rps),
     };
+    // Each round's on/off pair, then their median: drift between rounds cancels out within a pair.
+    const offRuns = results.get("turquoise")!;
+    const pairRatios = results.get("turquoise+metrics")!.map((on, i) => on.rps / offRuns[i]!.rps);
+    const metricsCost = {
+      pairRatios: pairRatios.map((x) => Math.round(x * 1000) / 1000),
+      medianPairRatio: Math.round(median(pairRatios) * 1000) / 1000,
+      /** The proxies' CPU per request (supervisor and workers), medians of the runs, µs. */
+      cpuUsPerRequest: { off: Math.round(median(cpuUs.get(off.name)!) * 10) / 10, on: Math.round(median(cpuUs.get(on.name)!) * 10) / 10 },
+      ratioOfMedians: Math.round((by("turquoise+metrics").rps / by("turquoise").rps) * 1000) / 1000,
+      scrapes,
+      /** What the proxy counted during the "on" runs, against what wrk says it completed (wrk leaves out requests still in flight at its end). */
+      countedByProxy,
+      completedByWrk: counted.byWrk,
+    };
 
     if (json) {
-      process.stdout.write(JSON.stringify({ machine, load: { ...wrk, rounds }, workers, results: summary, ratios }, null, 2) + "\n");
+      process.stdout.write(JSON.stringify({ machine, load: { ...wrk, rounds }, workers, results: summary, ratios, metricsCost }, null, 2) + "\n");
     } else {
       say("");
       say(formatTable(
@@ -123,6 +199,10 @@ async function main(): Promise<void> {
       say(`turquoise/direct  ${ratios.proxyToDirect.toFixed(2)}`);
       say(`nginx/direct      ${ratios.nginxToDirect.toFixed(2)}`);
       say(`turquoise/nginx   ${ratios.proxyToNginx.toFixed(2)}`);
+      say("");
+      say(`metrics on/off    ${metricsCost.medianPairRatio.toFixed(3)}  (median of the ${rounds} pairs: ${metricsCost.pairRatios.map((x) => x.toFixed(3)).join(", ")}; ratio of medians ${metricsCost.ratioOfMedians.toFixed(3)})`);
+      say(`                  ${scrapes} scrapes meanwhile; the proxy counted ${formatNumber(countedByProxy)} requests, wrk completed ${formatNumber(counted.byWrk)}`);
+      say(`proxy CPU/request off ${metricsCost.cpuUsPerRequest.off.toFixed(1)} µs, on ${metricsCost.cpuUsPerRequest.on.toFixed(1)} µs (medians; supervisor and workers)`);
     }
   } finally {
     await cleanup();

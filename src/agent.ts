@@ -8,7 +8,7 @@ import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
 import { startConsulServer, type ConsulServer } from "./consul/server.js";
-import { ensureToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
+import { ensureToken, readUserToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
 import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
 import { WatchRunner } from "./heal/watches.js";
@@ -34,6 +34,9 @@ import { logSettings } from "./log/settings.js";
 import { specSecrets } from "./deploy/secrets.js";
 import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
+import { AgentMetrics, type HealthState, type MetricsSource } from "./metrics/agent.js";
+import { startMetricsServer } from "./metrics/server.js";
+import { VERSION } from "./version.js";
 
 export const AGENT_FILE = "agent.json";
 
@@ -64,6 +67,7 @@ class SupervisedProxy implements Proxy {
 
 export class Agent {
   private server?: http.Server;
+  private metricsServer?: http.Server;
   private consul?: ConsulServer;
   private closing?: Promise<void>;
   private resolveClosed!: () => void;
@@ -85,11 +89,13 @@ export class Agent {
     readonly supervisor: Supervisor,
     readonly deployTokens: DeployTokens,
     readonly log: Logger,
+    /** Present when turquoise.yml has metrics.listen. */
+    readonly metrics: AgentMetrics | undefined,
   ) {
     this.event = eventLog(store, registry, log);
     // A watch on the agent's own records would hand them to a handler: it does not run.
     const allowed = spec.watches.filter((w) => !watchRefusal(w));
-    this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data));
+    this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data), (watch, ok) => metrics?.watchRan(watch, ok));
   }
 
   readonly watches: WatchRunner;
@@ -102,6 +108,12 @@ export class Agent {
     log.scrubber.add(specSecrets(spec));
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
     await refuseSecondAgent(spec);
+    // Before anything starts: a token file that is missing or unusable is the spec's problem to fix.
+    const metricsToken = spec.metrics?.tokenFile ? readUserToken(spec.metrics.tokenFile, "metrics.token_file") : undefined;
+    if (metricsToken) log.scrubber.add([metricsToken]);
+    const metrics = spec.metrics ? new AgentMetrics({ services: Object.keys(spec.services), watches: spec.watches.map((w) => w.name), version: VERSION }) : undefined;
+    // Bound first: a port in use fails the start before a proxy or an instance runs.
+    const metricsServer = metrics ? await listenMetrics(spec, metrics, metricsToken, log) : undefined;
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     log.scrubber.add([token, registryToken]);
@@ -125,9 +137,9 @@ export class Agent {
 
     const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
-    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event });
+    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
     let agent!: Agent;
-    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why) });
+    const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why), ...(metrics ? { metrics } : {}) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
       if (!fleet.isReady(inst.id)) return false;
       const rec = await records.slot(inst.service, inst.slot);
@@ -142,7 +154,9 @@ export class Agent {
     });
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
-    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log);
+    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics);
+    agent.metricsServer = metricsServer;
+    metrics?.attach(agent.metricsSource());
 
     fleet.onUnexpectedExit((inst, code, signal) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
@@ -312,6 +326,28 @@ export class Agent {
     if (this.consul) this.log.child("api").info("consul.listening", `Consul API (read side) on ${this.consul.url}`, { data: { url: this.consul.url } });
   }
 
+  /** What the metrics read at each scrape: never stale, nothing kept apart. */
+  private metricsSource(): MetricsSource {
+    return {
+      liveReleases: async () => {
+        const out = [];
+        for (const name of Object.keys(this.spec.services)) {
+          const slot = await this.records.color(name);
+          const rec = slot ? await this.records.slot(name, slot) : undefined;
+          if (slot && rec) out.push({ service: name, slot, release: rec.release });
+        }
+        return out;
+      },
+      degraded: async () => {
+        const out = [];
+        for (const name of Object.keys(this.spec.services)) if (await this.records.degraded(name)) out.push(name);
+        return out;
+      },
+      instances: () => this.fleet.list().map((i) => ({ service: i.service, state: (this.monitor.state(i.id)?.status ?? "unknown") as HealthState })),
+      proxyMetrics: async () => (this.proxy.current.metrics ? this.proxy.current.metrics() : undefined),
+    };
+  }
+
   private async writeAgentInfo(): Promise<void> {
     const addr = this.server?.address() as { port: number } | undefined;
     const info: AgentInfo = { pid: process.pid, api: { host: this.spec.agent.host, port: addr?.port ?? this.spec.agent.port }, proxy: { host: this.spec.proxy.host, port: this.proxy.listenPort, pid: this.proxy.pid }, startedAt: this.startedAt };
@@ -331,9 +367,10 @@ export class Agent {
       this.registry.close();
       await this.orchestrator.stopTimers();
       await this.consul?.close();
-      if (this.server) {
-        this.server.closeAllConnections();
-        await new Promise<void>((r) => this.server!.close(() => r()));
+      for (const server of [this.server, this.metricsServer]) {
+        if (!server) continue;
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
       }
       fs.rmSync(path.join(this.spec.stateDir, "agent.pid"), { force: true });
       if (opts.everything) {
@@ -361,6 +398,22 @@ function eventLog(store: Store, registry: Registry, log: Logger): EventLog {
     const scrubbed = { service, type, message: log.scrubber.text(message), data: log.scrubber.fields(data) as Record<string, unknown> };
     void store.appendEvent(scrubbed).then((e) => registry.publish(e), () => undefined);
   };
+}
+
+/** The /metrics listener of metrics.listen, with its token; a port in use is the spec's to change. */
+async function listenMetrics(spec: Spec, metrics: AgentMetrics, token: string | undefined, agentLog: Logger): Promise<http.Server> {
+  const where = spec.metrics!;
+  const log = agentLog.child("metrics");
+  let server: http.Server;
+  try {
+    server = await startMetricsServer({ host: where.host, port: where.port, token, render: () => metrics.render(), contentType: metrics.contentType, log: (line) => log.error("metrics.scrape-failed", line) });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EADDRINUSE") throw e;
+    throw new TurquoiseError("CONFLICT", `the metrics endpoint cannot listen on ${where.host}:${where.port}: address in use (set metrics.listen in ${spec.file})`);
+  }
+  const url = `http://${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}/metrics`;
+  log.info("metrics.listening", `metrics on ${url}${token ? " (bearer token from metrics.token_file)" : ""}`, { data: { url } });
+  return server;
 }
 
 /** The runtimes the spec's services run on, as the runtime factory takes them. */

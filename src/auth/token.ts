@@ -67,13 +67,35 @@ export function readToken(stateDir: string, name = TOKEN_FILE): string {
   return text.trim();
 }
 
-/** Constant-time check of an Authorization header against a token; an empty token never matches. */
+/**
+ * Constant-time check of an Authorization header against a token; an empty token never matches.
+ * Digests of equal length are compared, so the time says nothing of the token's length either.
+ */
 export function tokenMatches(expected: string, header: string | undefined): boolean {
   if (expected.length === 0) return false;
   const given = header?.startsWith("Bearer ") ? header.slice(7).trim() : "";
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && crypto.timingSafeEqual(a, b);
+  const digest = (text: string) => crypto.createHash("sha256").update(text).digest();
+  return crypto.timingSafeEqual(digest(given), digest(expected));
+}
+
+/** A token chosen by the user (metrics.token_file): shorter than this is guessable. */
+export const MIN_USER_TOKEN_LENGTH = 16;
+
+/**
+ * The token in a file the user wrote, for `key` of the spec: one word of at least
+ * MIN_USER_TOKEN_LENGTH characters. The error names the file and the key, never the text.
+ */
+export function readUserToken(file: string, key: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new TurquoiseError("SPEC_INVALID", `${key}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? "error"}): write the token there, e.g. openssl rand -hex 32 > ${file}`);
+  }
+  const token = text.trim();
+  const problem = token === "" ? "it is empty" : /\s/.test(token) ? "it holds more than one word" : token.length < MIN_USER_TOKEN_LENGTH ? `it holds ${token.length} character${token.length === 1 ? "" : "s"}, fewer than ${MIN_USER_TOKEN_LENGTH}` : undefined;
+  if (problem) throw new TurquoiseError("SPEC_INVALID", `${key}: ${file} is not a usable token (${problem}): e.g. openssl rand -hex 32 > ${file}`);
+  return token;
 }
 
 /** Temporary file, fsync, rename: a crash leaves the old file or the new one, never a torn one. */

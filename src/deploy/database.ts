@@ -53,17 +53,21 @@ export class ServiceDatabase {
     }
   }
 
-  /** Runs the steps between the current version and `to`, up or down. */
-  /** onProgress hears every backfill batch (migration-progress.ts paces it for each listener). */
-  async migrate(direction: "up" | "down", to: number, onLine: (s: string) => void, onProgress?: (p: BackfillProgress) => void): Promise<string> {
+  /**
+   * Runs the steps between the current version and `to`, up or down; onApplied after each step
+   * that went through. onProgress hears every backfill batch (migration-progress.ts paces it for each listener).
+   */
+  async migrate(direction: "up" | "down", to: number, onLine: (s: string) => void, onProgress?: (p: BackfillProgress) => void, onApplied: () => void = () => {}): Promise<string> {
     const steps = await readMigrations(this.spec.migrationsDir);
     const m = this.migrator();
     try {
       const onEvent = (e: MigrationEvent) => {
         if (e.type === "waiting-for-lock") onLine("waiting for the migration lock");
         else if (e.type === "step-retry") onLine(`step ${e.version}: ${e.reason}; retry ${e.attempt} in ${e.delayMs}ms`);
-        else if (e.type === "step-done") onLine(`${e.direction} ${String(e.version).padStart(4, "0")}_${e.name} in ${e.durationMs}ms`);
-        else if (e.type === "index-cleanup") onLine(`step ${e.version}: dropped the invalid index ${e.index} that an earlier, failed build left, before building it again`);
+        else if (e.type === "step-done") {
+          onLine(`${e.direction} ${String(e.version).padStart(4, "0")}_${e.name} in ${e.durationMs}ms`);
+          onApplied();
+        } else if (e.type === "index-cleanup") onLine(`step ${e.version}: dropped the invalid index ${e.index} that an earlier, failed build left, before building it again`);
         else if (e.type === "backfill-progress") {
           if (e.done || (e.batches === 0 && e.resumedFrom > 0)) onLine(describeProgress(e));
           onProgress?.(e);

@@ -5,6 +5,7 @@ import type { Proxy } from "../proxy/contract.js";
 import type { ServiceSpec, Spec } from "../spec/types.js";
 import type { Store } from "../state/contract.js";
 import { crashPoint } from "../util/failpoint.js";
+import type { AgentMetrics } from "../metrics/agent.js";
 import { ServiceDatabase } from "./database.js";
 import type { Fleet } from "./fleet.js";
 import type { MigrationMetricsHook } from "./migration-progress.js";
@@ -22,6 +23,8 @@ export interface OrchestratorDeps {
   apiUrl: string;
   agentId: string;
   event: EventLog;
+  /** Where flows, lock waits and migrations are counted; absent without metrics.listen. */
+  metrics?: Pick<AgentMetrics, "flowFinished" | "lockWaited" | "migrationApplied">;
   /**
    * Called at each point of a flow where an agent may die: "lock" once the lock is taken, "history"
    * once its history entry is written, right after each journal write with the entry written

@@ -26,6 +26,7 @@ import { smokeInstances } from "./smoke.js";
 import { runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
 import { verifyPublicRoute } from "./verify.js";
 import type { WarmSlots } from "./warm.js";
+import type { FlowOutcome } from "../metrics/agent.js";
 
 export interface DeployRequest extends PlanRequest {
   actor: string;
@@ -70,10 +71,20 @@ export class DeployFlow {
 
     // 1. take the service's deploy lock
     const lockStarted = Date.now();
+    // Until the flow gets further: it changed nothing.
+    let outcome: FlowOutcome = "refused";
+    const finished = () => this.d.metrics?.flowFinished(kind, svc.name, outcome, Date.now() - lockStarted, steps);
     emit({ type: "step", name: "lock", status: "started" });
-    const lock = await DeployLock.take(this.d.store, this.d.event, svc.name, owner, {
-      wait: !!req.wait, onWait: (message) => emit({ type: "info", message }), ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}),
-    });
+    let lock: DeployLock;
+    try {
+      lock = await DeployLock.take(this.d.store, this.d.event, svc.name, owner, {
+        wait: !!req.wait, onWait: (message) => emit({ type: "info", message }), ...(req.waitTimeoutMs !== undefined ? { deadline: lockStarted + req.waitTimeoutMs } : {}), ...(req.signal ? { signal: req.signal } : {}),
+        onWaited: (result, waitedMs) => this.d.metrics?.lockWaited(svc.name, result, waitedMs),
+      });
+    } catch (e) {
+      finished();
+      throw e;
+    }
     // Every write of this flow goes through these: once the lock is lost, none of them lands.
     const records = new Records(lock.fencedStore(), this.d.event);
     const store = records.store;
@@ -150,19 +161,27 @@ export class DeployFlow {
       failpoint("cleared");
       emit({ type: "step", name: "record", status: "done", durationMs: Date.now() - recordStarted });
       this.d.event(svc.name, `${kind}.succeeded`, `${kind} of ${svc.name} ${req.release} succeeded`, { release: req.release, historyId: history.id });
+      outcome = "succeeded";
       return { history };
     } catch (e) {
-      if (isLockLost(e)) throw this.stopped(kind, req, owner, flow, history, e);
+      if (isLockLost(e)) {
+        outcome = "stopped";
+        throw this.stopped(kind, req, owner, flow, history, e);
+      }
       if (history) {
         const flippedBack = e instanceof StepFailure && e.step === "verify";
         const reverted = e instanceof StepFailure && e.step === "bake";
+        outcome = reverted ? "reverted" : flippedBack ? "rolled-back" : "failed";
         const error = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
         try {
           history = await store.updateHistory(history.id, { outcome: reverted ? "reverted" : flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
           await records.clearJournal(svc.name);
           failpoint("cleared");
         } catch (recording) {
-          if (isLockLost(recording)) throw this.stopped(kind, req, owner, flow, history, recording);
+          if (isLockLost(recording)) {
+            outcome = "stopped";
+            throw this.stopped(kind, req, owner, flow, history, recording);
+          }
           throw recording;
         }
         if (reverted) this.d.event(svc.name, `${kind}.reverted`, `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window (${e.message}); ${await this.liveDescription(svc)} is live`, { release: req.release, historyId: history.id, ...(e.figures ?? {}) });
@@ -183,6 +202,7 @@ export class DeployFlow {
       throw e;
     } finally {
       await lock.release();
+      finished();
     }
   }
 
@@ -361,7 +381,8 @@ export class DeployFlow {
     const db = flow.db!;
     try {
       const progress = progressRelay(flow.svc.name, { live: ({ type: _, ...p }) => flow.emit({ type: "progress", ...p }), event: this.d.event, ...(this.d.migrationMetrics ? { metrics: this.d.migrationMetrics } : {}) });
-      await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line }), progress));
+      const applied = () => this.d.metrics?.migrationApplied(flow.svc.name, action.direction);
+      await this.step(flow, name, async () => db.migrate(action.direction, action.to, (line) => flow.emit({ type: "info", message: line }), progress, applied));
     } catch (e) {
       if (e instanceof StepFailure || isLockLost(e)) throw e;
       // Before any flip the new slot is still a preview: stop it. After one, the live release runs on every version along this path.

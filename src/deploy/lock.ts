@@ -20,6 +20,8 @@ export interface TakeOptions {
   deadline?: number;
   /** ...or when this aborts (its client went away). */
   signal?: AbortSignal;
+  /** A flow that had to queue: whether it got the lock or gave up, and after how long (metrics). */
+  onWaited?: (result: "acquired" | "gave-up", waitedMs: number) => void;
   ttlMs?: number;
 }
 
@@ -48,9 +50,13 @@ export class DeployLock {
   static async take(store: Store, event: EventLog, service: string, owner: string, opts: TakeOptions = {}): Promise<DeployLock> {
     const ttlMs = opts.ttlMs ?? LOCK_TTL_MS;
     let told = false;
+    const started = Date.now();
     for (;;) {
       const r = await store.acquireLock(keys.lock(service), owner, ttlMs);
-      if (r.ok) return new DeployLock(store, event, service, owner, ttlMs);
+      if (r.ok) {
+        if (told) opts.onWaited?.("acquired", Date.now() - started);
+        return new DeployLock(store, event, service, owner, ttlMs);
+      }
       const since = new Date(r.holder.since).toISOString();
       if (!opts.wait) {
         throw new TurquoiseError("LOCKED", `a deploy of ${service} is already running: lock held by ${r.holder.owner} since ${since} (${Math.round((Date.now() - r.holder.since) / 1000)}s ago); use --wait to queue behind it`, { data: { holder: r.holder } });
@@ -59,6 +65,7 @@ export class DeployLock {
       const why = opts.signal?.aborted ? "its client went away" : opts.deadline !== undefined && Date.now() >= opts.deadline ? "its --wait-timeout ran out" : undefined;
       if (why) {
         event(service, "deploy.dropped", `a queued ${owner} was dropped: ${why} while ${r.holder.owner} held the lock`, { owner, holder: r.holder.owner });
+        opts.onWaited?.("gave-up", Date.now() - started);
         throw new TurquoiseError("LOCKED", `gave up waiting for the deploy lock of ${service} (${why}): held by ${r.holder.owner} since ${since}`, { data: { holder: r.holder } });
       }
       if (!told) opts.onWait?.(`waiting for the deploy lock, held by ${r.holder.owner} since ${since}`);

@@ -58,7 +58,7 @@ export async function runMigrations(d: OrchestratorDeps, planning: Planning, ser
   try {
     const lines: string[] = [];
     const progress = progressRelay(svc.name, { ...(req.onProgress ? { live: req.onProgress } : {}), event: d.event, ...(d.migrationMetrics ? { metrics: d.migrationMetrics } : {}) });
-    const result = await db.migrate(direction, to, (l) => lines.push(l), progress);
+    const result = await db.migrate(direction, to, (l) => lines.push(l), progress, () => d.metrics?.migrationApplied(svc.name, direction));
     d.event(svc.name, "migrate", `${req.actor}: ${result}`, { from: status.current, to });
     return { ...summary, dryRun: false, from: status.current, to, result, log: lines };
   } finally {

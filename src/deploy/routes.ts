@@ -42,11 +42,16 @@ export class RouteTables {
         ...(svc.route.timeouts !== undefined ? { timeouts: svc.route.timeouts } : {}),
         ...(svc.route.maxBodyBytes !== undefined ? { maxBodyBytes: svc.route.maxBodyBytes } : {}),
         poolId: rec.poolId,
+        slot,
         // Only instances that passed their checks: a replacement still starting gets no traffic.
         upstreams: this.d.fleet.list(svc.name, slot).filter((i) => this.d.fleet.isReady(i.id)).map((i) => ({ id: i.id, host: i.host, port: i.port })),
       });
     }
-    const table: RouteTable = { version: await this.d.records.nextTableVersion(), routes, settings: this.d.spec.proxy.settings };
+    const table: RouteTable = {
+      version: await this.d.records.nextTableVersion(), routes, settings: this.d.spec.proxy.settings,
+      // Requests by service, slot and status are counted only for a /metrics that shows them.
+      ...(this.d.spec.metrics ? { metrics: true } : {}),
+    };
     await this.d.proxy.apply(table);
     return table;
   }

@@ -12,6 +12,7 @@ import type { RouteTables } from "../deploy/routes.js";
 import type { InstanceInfo, Slot } from "../runtime/contract.js";
 import type { Spec } from "../spec/types.js";
 import type { Store } from "../state/contract.js";
+import type { AgentMetrics } from "../metrics/agent.js";
 
 /** A crash loop: this many replacements in a row that never turned healthy. */
 export const HEAL_MAX_FAILURES = 5;
@@ -38,6 +39,8 @@ export interface SupervisorDeps {
    * runs on the current schema (no migration, no turquoise path); otherwise says why not.
    */
   fallBack?: (service: string, why: string) => Promise<FallBackResult>;
+  /** Where replacements are counted; absent without metrics.listen. */
+  metrics?: Pick<AgentMetrics, "healed">;
 }
 
 export type FallBackResult = { ok: true; release: string } | { ok: false; reason: string };
@@ -150,6 +153,7 @@ export class Supervisor {
       } catch (e) {
         // Could not even start (a runtime error): a failure like any other, with the same backoff.
         this.failures.set(pool, (this.failures.get(pool) ?? 0) + 1);
+        this.d.metrics?.healed(service, "failed", stillMissing);
         this.d.event(service, "heal.failed", `replacement ${rec.release} in ${slot} could not start: ${e instanceof Error ? e.message : e}`);
         this.schedule(service, slot, this.backoff(service, slot));
         return;
@@ -161,11 +165,13 @@ export class Supervisor {
       if (!r.ok) {
         await this.d.fleet.stop(fresh.filter((i) => this.d.fleet.isAlive(i.id)), svc.stopTimeoutMs);
         this.failures.set(pool, (this.failures.get(pool) ?? 0) + 1);
+        this.d.metrics?.healed(service, "failed", fresh.length);
         this.d.event(service, "heal.failed", `replacement ${rec.release} in ${slot} did not turn healthy (${r.reason}): ${r.failing.map((f) => f.output).join("; ").slice(0, 300)}`);
         this.schedule(service, slot, this.backoff(service, slot));
         return;
       }
       this.failures.delete(pool);
+      this.d.metrics?.healed(service, "replaced", fresh.length);
       this.d.fleet.markReady(fresh);
       if ((await this.d.records.color(service)) === slot) await this.d.routes.apply();
       this.d.event(service, "instance.replaced", `${fresh.map((i) => i.id).join(", ")} (${rec.release}) healthy in ${slot} after ${Date.now() - started}ms`, { slot, release: rec.release, healthyMs: Date.now() - started });

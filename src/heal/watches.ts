@@ -33,6 +33,8 @@ export class WatchRunner {
     private readonly view: WatchView,
     private readonly cwd: string,
     private readonly log: WatchLog,
+    /** Each handler run, and whether it succeeded (metrics). */
+    private readonly onRun: (watch: string, ok: boolean) => void = () => {},
   ) {}
 
   start(): void {
@@ -72,6 +74,7 @@ export class WatchRunner {
       // The end of the output, where errors are.
       const output = r.output.length > LOGGED_OUTPUT_CHARS ? `…${r.output.slice(-LOGGED_OUTPUT_CHARS)}` : r.output;
       this.log("watch.handler", `watch ${w.name}: ${w.handler.args[0]} ${status} in ${Date.now() - started}ms`, { watch: w.name, index, ok: r.ok, status, output, durationMs: Date.now() - started });
+      this.onRun(w.name, r.ok);
       return;
     }
     const { url, method, headers } = w.handler.http;
@@ -88,5 +91,6 @@ export class WatchRunner {
     // Webhook URLs often carry their secret in the query: log the origin and path only.
     const shown = safeUrl(url);
     this.log("watch.handler", `watch ${w.name}: ${method} ${shown} ${status} in ${Date.now() - started}ms`, { watch: w.name, index, ok, status, durationMs: Date.now() - started });
+    this.onRun(w.name, ok);
   }
 }

@@ -3,7 +3,7 @@
 // finds what `turquoise` and /v1/events call deploy.failed.
 import type { LogLevel } from "./settings.js";
 
-export type Component = "agent" | "api" | "deploy" | "heal" | "health" | "migrate" | "proxy" | "watch";
+export type Component = "agent" | "api" | "deploy" | "heal" | "health" | "metrics" | "migrate" | "proxy" | "watch";
 
 /** By the type's first word; the exceptions below by the whole type. */
 const BY_PREFIX: Record<string, Component> = {

@@ -13,7 +13,7 @@ import { readTail } from "../util/fs.js";
 import { readableTail } from "../log/pretty.js";
 import { LOG_FORMAT_ENV, LOG_LEVEL_ENV, type LogSettings } from "../log/settings.js";
 import { pidAlive } from "../util/proc.js";
-import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
 import type { HealthInfo, UpgradeOptions, UpgradeResult } from "./control.js";
 import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
@@ -64,6 +64,10 @@ export class BuiltinProxy implements Proxy {
 
   stats(): Promise<ProxyStats> {
     return this.call("GET", "/stats") as Promise<ProxyStats>;
+  }
+
+  metrics(): Promise<ProxyMetrics> {
+    return this.call("GET", "/metrics") as Promise<ProxyMetrics>;
   }
 
   async setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {

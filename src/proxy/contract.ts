@@ -17,6 +17,8 @@ export interface Route {
   pathPrefix: string;
   /** Identifies the pool, e.g. "books:green:v2". A new pool id means a new pool. */
   poolId: string;
+  /** The slot the pool's instances run in: the label its requests are counted under (ProxyMetrics). */
+  slot?: "blue" | "green";
   upstreams: Upstream[];
   /** This route's own upstream timeouts, over the table's settings. */
   timeouts?: Partial<RouteTimeouts>;
@@ -71,6 +73,11 @@ export interface RouteTable {
   routes: Route[];
   /** Timeouts, limits and trusted peers for the whole proxy; the defaults when absent. */
   settings?: ProxySettings;
+  /**
+   * Count every request by service, slot and status class, with its duration (ProxyMetrics.requests).
+   * The agent sets it when turquoise.yml has metrics.listen; without it the proxy skips that work.
+   */
+  metrics?: boolean;
 }
 
 export interface DrainResult {
@@ -169,6 +176,48 @@ export interface ProxyRejectionCounts {
   upstreamQueue: number;
 }
 
+/**
+ * The proxy's figures for Prometheus (docs/metrics.md), summed over its workers. Counters run from
+ * the start of the proxy process (startedAt) and never go back within it, workers replaced or not;
+ * gauges are the state now.
+ */
+export interface ProxyMetrics {
+  /** Epoch ms: when the proxy process started, and so its counters. */
+  startedAt: number;
+  /** Upper bounds, in seconds, of the buckets of every series' durations; the +Inf bucket is implied. */
+  durationBuckets: number[];
+  /** One series per service and slot the route table named (and "" for requests no route took). */
+  requests: RequestSeriesCounts[];
+  /** Requests (and tunnels) in flight now, by service and slot. */
+  inFlight: Array<{ service: string; slot: string; requests: number }>;
+  /** Open now: client connections, connections to upstreams, switched tunnels. */
+  open: { clientConnections: number; upstreamConnections: number; tunnels: number };
+  /** Upstreams the proxy took out of rotation itself (passive detection), by why. */
+  ejections: { refused: number; reset: number };
+  timeouts: ProxyTimeoutCounts;
+  rejected: ProxyRejectionCounts;
+  /** Tunnels opened (an upstream answered 101). */
+  tunnelsOpened: number;
+  /** A supervised proxy's worker processes: by state now, and those that died unasked and were replaced. */
+  workers?: { states: Record<string, number>; restarts: number };
+}
+
+export interface RequestSeriesCounts {
+  /** "" for requests answered before any route took them (no route, a bad Host). */
+  service: string;
+  /** "" when the route names no slot. */
+  slot: string;
+  /** Requests by the class of the status they were answered with, indexed as STATUS_CLASSES (counters.ts): none, 1xx to 5xx. */
+  statuses: number[];
+  /** How many took at most each of durationBuckets (not cumulative), the +Inf bucket last. */
+  durations: number[];
+  /** Seconds, all requests together. */
+  durationSum: number;
+  /** Failed upstream attempts (retried ones too), timeouts included. */
+  upstreamErrors: number;
+  retries: number;
+}
+
 export interface TunnelCounts {
   /** Tunnels open now (an upstream answered 101). */
   open: number;
@@ -231,4 +280,6 @@ export interface Proxy {
    * agent here; only setUpstreamHealth(id, true) brings it back.
    */
   events?(after: number, waitMs: number): Promise<UpstreamEventBatch>;
+  /** Optional: the figures behind the agent's /metrics. nginx has none (docs/metrics.md says what to use there). */
+  metrics?(): Promise<ProxyMetrics>;
 }

@@ -1,13 +1,13 @@
 // The proxy's control API on loopback, behind the agent's bearer token: the route table (persisted,
-// then swapped), drains, upstream health marks, stats, the upstream event long-poll and in-place
-// upgrades. It drives a ControlBackend: one data plane in this process, or a supervisor's workers.
+// then swapped), drains, upstream health marks, stats, the metrics behind the agent's /metrics,
+// the upstream event long-poll and in-place upgrades. It drives a ControlBackend: one data plane in this process, or a supervisor's workers.
 
 import http from "node:http";
 import type net from "node:net";
 import path from "node:path";
 import { tokenMatches } from "../auth/token.js";
 import { writeFileAtomic } from "../util/fs.js";
-import type { DrainResult, ProxyStats, RouteTable } from "./contract.js";
+import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable } from "./contract.js";
 import type { DataPlane } from "./data-plane.js";
 import { noop, sendJson } from "./http.js";
 import { type UpstreamEventLog, validateTable } from "./table.js";
@@ -69,6 +69,8 @@ export interface ControlBackend {
   apply(table: RouteTable): Promise<void>;
   drain(poolId: string, timeoutMs: number): Promise<DrainResult>;
   stats(): Promise<ProxyStats>;
+  /** The figures the agent's /metrics renders (JSON here: the agent writes the text format). */
+  metrics(): Promise<ProxyMetrics>;
   setUpstreamHealth(id: string, healthy: boolean): Promise<void>;
   /** The upstream.down/up events behind GET /events. */
   readonly events: UpstreamEventLog;
@@ -103,6 +105,10 @@ export class PlaneBackend implements ControlBackend {
 
   async stats(): Promise<ProxyStats> {
     return this.plane.stats();
+  }
+
+  metrics(): Promise<ProxyMetrics> {
+    return this.plane.metrics();
   }
 
   async setUpstreamHealth(id: string, healthy: boolean): Promise<void> {
@@ -168,6 +174,9 @@ export class ControlPlane {
       case "GET /stats":
         req.resume();
         return sendJson(res, 200, await this.backend.stats());
+      case "GET /metrics":
+        req.resume();
+        return sendJson(res, 200, await this.backend.metrics());
       case "GET /table":
         req.resume();
         return sendJson(res, 200, this.backend.table());

@@ -5,7 +5,8 @@
 
 import type http from "node:http";
 import net from "node:net";
-import type { DrainResult, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
+import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
+import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, kExchange, onClientClose } from "./exchange.js";
 import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
@@ -35,6 +36,14 @@ type HeldRequest = http.IncomingMessage & { [kHeldUntil]?: number };
 /** Node's in-flight response on a client socket: a parse error must not be written into it. */
 type ClientSocket = net.Socket & { _httpMessage?: http.ServerResponse | null };
 
+export function zeroTimeouts(): ProxyTimeoutCounts {
+  return { clientHeader: 0, clientIdle: 0, tunnelIdle: 0, tunnelHandshake: 0, upstreamConnect: 0, upstreamResponse: 0, upstreamIdle: 0 };
+}
+
+export function zeroRejections(): ProxyRejectionCounts {
+  return { connections: 0, headerTooLarge: 0, bodyTooLarge: 0, badRequest: 0, upstreamQueue: 0 };
+}
+
 export class DataPlane implements ExchangeHost, TunnelHost {
   readonly router = new Router();
   readonly upstreams = new UpstreamConnections();
@@ -42,25 +51,15 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   upstreamErrors = 0;
   retries = 0;
   /** Waits cut short, by kind. */
-  readonly timeouts: ProxyTimeoutCounts = {
-    clientHeader: 0,
-    clientIdle: 0,
-    tunnelIdle: 0,
-    tunnelHandshake: 0,
-    upstreamConnect: 0,
-    upstreamResponse: 0,
-    upstreamIdle: 0,
-  };
+  readonly timeouts: ProxyTimeoutCounts = zeroTimeouts();
   /** Connections and requests refused, by reason. */
-  readonly rejected: ProxyRejectionCounts = {
-    connections: 0,
-    headerTooLarge: 0,
-    bodyTooLarge: 0,
-    badRequest: 0,
-    upstreamQueue: 0,
-  };
+  readonly rejected: ProxyRejectionCounts = zeroRejections();
   /** Upgraded connections: open now, and ever opened (after a 101). */
   readonly tunnels = { open: 0, total: 0 };
+  /** Upstreams this data plane took out of rotation itself, by why (marks passed on from elsewhere are not counted). */
+  readonly ejections = { refused: 0, reset: 0 };
+  /** Epoch ms: when its counters started. */
+  readonly startedAt = Date.now();
   private server: http.Server | undefined;
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
@@ -106,11 +105,18 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   }
 
   readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    // Only a table with metrics on pays for the clock (and the counting at the end).
+    this.route(req, res, this.router.current.metrics ? performance.now() : -1);
+  };
+
+  /** `started`: performance.now() at its arrival when counted by series, else -1. */
+  private route(req: http.IncomingMessage, res: http.ServerResponse, started: number): void {
     this.requests++;
     const head = scratch;
     head.scan(req.rawHeaders);
     if (head.hosts !== 1 && (head.hosts > 1 || req.httpVersionMinor === 1)) {
       this.rejected.badRequest++;
+      if (started >= 0) count(this.router.series.unrouted, 400, started);
       sendJson(res, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" }, true);
       return;
     }
@@ -120,6 +126,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const table = this.router.current;
     const match = table.lookup(host, url);
     if (!match) {
+      if (started >= 0) count(this.router.series.unrouted, 404, started);
       sendJson(res, 404, { error: "no route", host: host ?? null, path: url });
       return;
     }
@@ -127,12 +134,13 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const bodyFraming = head.chunked ? 2 : contentLength !== undefined && contentLength !== "0" ? 1 : 0;
     if (bodyFraming === 1 && Number(contentLength) > match.maxBodyBytes) {
       this.rejected.bodyTooLarge++;
+      if (started >= 0) count(match.pool.series, 413, started);
       sendJson(res, 413, { error: "request body too large", limit: match.maxBodyBytes }, true);
       return;
     }
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) {
-      this.holdForHealthy(req, res, match.route.service, match.settings.limits.upstreamQueueMs);
+      this.holdForHealthy(req, res, match.pool, match.settings.limits.upstreamQueueMs, started);
       return;
     }
     // Node asks (checkContinue) only for HTTP/1.1; an HTTP/1.0 client expects nothing.
@@ -144,12 +152,12 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     if (contentLength !== undefined && bodyFraming !== 2) text += `Content-Length: ${contentLength}\r\n`;
     text += forwardingFields(head, req.socket, table.trusted);
 
-    const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming);
+    const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming, started);
     match.pool.enter(ex);
     ex.res[kExchange] = ex;
     res.on("close", onClientClose);
     ex.send();
-  };
+  }
 
   /**
    * No instance of the route is in rotation: the request waits, up to upstreamQueueMs, for a new
@@ -158,12 +166,13 @@ export class DataPlane implements ExchangeHost, TunnelHost {
    * instance failed before answering (exchange.ts), so routing it again is safe. The wait is
    * counted from the request's first hold, however often it is held.
    */
-  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, service: string, waitMs: number): void {
+  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, pool: Pool, waitMs: number, started: number): void {
     const held = req as HeldRequest;
     const now = performance.now();
     const deadline = (held[kHeldUntil] ??= now + waitMs);
     if (now >= deadline || res.destroyed) {
-      if (!res.destroyed) sendJson(res, 503, { error: "no healthy instance", service });
+      if (started >= 0) count(pool.series, res.destroyed ? 0 : 503, started);
+      if (!res.destroyed) sendJson(res, 503, { error: "no healthy instance", service: pool.service });
       return;
     }
     this.requests--; // counted again when it is routed afresh
@@ -171,31 +180,40 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const cancel = (): void => {
       clearTimeout(timer);
       cancelWait();
-      res.off("close", cancel);
+      res.off("close", gone);
+    };
+    // The client left while it waited: it was never answered.
+    const gone = (): void => {
+      cancel();
+      if (started >= 0) count(pool.series, 0, started);
     };
     const wake = (): void => {
+      if (res.destroyed) return gone();
       cancel();
-      if (!res.destroyed) this.onRequest(req, res);
+      this.route(req, res, started);
     };
     const cancelWait = this.router.onNextChange(wake);
     const timer = setTimeout(wake, deadline - now);
-    res.once("close", cancel);
+    res.once("close", gone);
   }
 
   readonly onUpgrade = (req: http.IncomingMessage, client: net.Socket, bodyHead: Buffer): void => {
     this.requests++;
+    const started = this.router.current.metrics ? performance.now() : -1;
     client.setNoDelay(true);
     client.on("error", noop);
     const head = scratch;
     head.scan(req.rawHeaders);
     if (head.hosts !== 1 && (head.hosts > 1 || req.httpVersionMinor === 1)) {
       this.rejected.badRequest++;
+      if (started >= 0) count(this.router.series.unrouted, 400, started);
       return rejectUpgrade(client, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" });
     }
     // Node hands over an upgrade at the end of its head: a body would reach the upstream as the
     // first bytes of the new protocol, unchecked.
     if (head.chunked || (head.contentLength !== undefined && head.contentLength !== "0")) {
       this.rejected.badRequest++;
+      if (started >= 0) count(this.router.series.unrouted, 400, started);
       return rejectUpgrade(client, 400, { error: "an upgrade request has no body" });
     }
     if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
@@ -203,14 +221,20 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const host = head.host;
     const table = this.router.current;
     const match = table.lookup(host, url);
-    if (!match) return rejectUpgrade(client, 404, { error: "no route", host: host ?? null, path: url });
+    if (!match) {
+      if (started >= 0) count(this.router.series.unrouted, 404, started);
+      return rejectUpgrade(client, 404, { error: "no route", host: host ?? null, path: url });
+    }
     const upstream = match.pool.pick(this.router.unhealthy);
-    if (!upstream) return rejectUpgrade(client, 503, { error: "no healthy instance", service: match.route.service });
+    if (!upstream) {
+      if (started >= 0) count(match.pool.series, 503, started);
+      return rejectUpgrade(client, 503, { error: "no healthy instance", service: match.route.service });
+    }
     let preamble = `${req.method} ${url} HTTP/1.1\r\n`;
     const fields = head.fields;
     for (let i = 0; i < fields.length; i += 2) preamble += `${fields[i]}: ${fields[i + 1]}\r\n`;
     preamble += `Connection: Upgrade\r\nUpgrade: ${head.upgrade ?? ""}\r\n${forwardingFields(head, client, table.trusted)}\r\n`;
-    const tunnel = new Tunnel(this, match, client, bodyHead, preamble, upstream);
+    const tunnel = new Tunnel(this, match, client, bodyHead, preamble, upstream, started);
     match.pool.enter(tunnel);
     tunnel.connect();
   };
@@ -294,6 +318,36 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     for (const pool of this.router.pools.values()) for (const item of [...pool.active]) item.cut();
   }
 
+  upstreamFailed(pool: Pool): void {
+    this.upstreamErrors++;
+    pool.series.upstreamErrors++;
+  }
+
+  retried(pool: Pool): void {
+    this.retries++;
+    pool.series.retries++;
+  }
+
+  /** The figures behind Prometheus' proxy metrics; a supervisor sums its workers' (and sets startedAt its own). */
+  async metrics(): Promise<ProxyMetrics> {
+    // Every series a table named, 0 included: a graph line should not come and go with the traffic.
+    const inFlight = new Map<RequestSeries, number>(this.router.series.routed().map((s) => [s, 0]));
+    for (const pool of this.router.pools.values()) inFlight.set(pool.series, (inFlight.get(pool.series) ?? 0) + pool.inFlight);
+    const server = this.server;
+    const clientConnections = server ? await new Promise<number>((resolve) => server.getConnections((err, n) => resolve(err ? 0 : n))) : 0;
+    return {
+      startedAt: this.startedAt,
+      durationBuckets: [...DURATION_BUCKETS_S],
+      requests: this.router.series.snapshot(),
+      inFlight: [...inFlight].map(([s, requests]) => ({ service: s.service, slot: s.slot, requests })),
+      open: { clientConnections, upstreamConnections: this.upstreams.openCount, tunnels: this.tunnels.open },
+      ejections: { ...this.ejections },
+      timeouts: { ...this.timeouts },
+      rejected: { ...this.rejected },
+      tunnelsOpened: this.tunnels.total,
+    };
+  }
+
   stats(): ProxyStats {
     return {
       tableVersion: this.router.current.version,
@@ -316,7 +370,9 @@ export class DataPlane implements ExchangeHost, TunnelHost {
    */
   noteFailure(u: Upstream, err: NodeJS.ErrnoException): void {
     const code = err.code;
-    if (code === "ECONNREFUSED") this.router.markDown(u.id, "refused");
+    if (code === "ECONNREFUSED") {
+      if (this.router.markDown(u.id, "refused")) this.ejections.refused++;
+    }
     else if (code === "ECONNRESET" || code === "EPIPE") this.probe(u);
   }
 
@@ -343,7 +399,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
       clearTimeout(timer);
       if (this.probes.get(u.id) === end) this.probes.delete(u.id);
       if (ended) return;
-      if (connected || error?.code === "ECONNREFUSED" || error?.code === "ECONNRESET") this.router.markDown(u.id, "reset");
+      if ((connected || error?.code === "ECONNREFUSED" || error?.code === "ECONNRESET") && this.router.markDown(u.id, "reset")) this.ejections.reset++;
     });
     // Flowing, so that the upstream's FIN is seen even though nothing is read.
     socket.resume();
@@ -434,6 +490,11 @@ class RequestHead {
         break;
     }
   }
+}
+
+/** Counts a request the data plane answered itself; `started` as route() takes it, ≥ 0. */
+function count(series: RequestSeries, status: number, started: number): void {
+  series.record(status, performance.now() - started);
 }
 
 /** Every scan runs synchronously to its end, so one instance serves every request. */

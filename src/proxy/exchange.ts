@@ -12,14 +12,19 @@ import type { ConnWaiter, QueueTicket, ResponseSink, UpstreamConn, UpstreamConne
 export interface ExchangeHost {
   readonly router: Router;
   readonly upstreams: UpstreamConnections;
-  upstreamErrors: number;
-  retries: number;
+  /** A failed upstream attempt of a request of `pool` (retried or not), timeouts included: counted proxy-wide and in its series. */
+  upstreamFailed(pool: Pool): void;
+  /** A request of `pool` sent again to another upstream. */
+  retried(pool: Pool): void;
   readonly timeouts: ProxyTimeoutCounts;
   readonly rejected: ProxyRejectionCounts;
   /** Passive detection: a connection to u failed before any response byte. */
   noteFailure(u: Upstream, err: NodeJS.ErrnoException): void;
-  /** Holds a request until its route has an instance in rotation again, then routes it afresh (503 after waitMs). */
-  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, service: string, waitMs: number): void;
+  /**
+   * Holds a request until its pool's route has an instance in rotation again, then routes it afresh
+   * (503 after waitMs); `started` as the exchange had it, so that it is counted once, when answered.
+   */
+  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, pool: Pool, waitMs: number, started: number): void;
 }
 
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
@@ -61,8 +66,10 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   paused: net.Socket | undefined = undefined;
   failed = false;
   done = false;
+  /** performance.now() at the request's arrival while it is to be counted by series (RouteTable.metrics), else -1. */
+  started: number;
 
-  constructor(plane: ExchangeHost, req: ExchangeRequest, res: ExchangeResponse, match: Match, upstream: Upstream, head: string, hasHost: boolean, bodyFraming: 0 | 1 | 2) {
+  constructor(plane: ExchangeHost, req: ExchangeRequest, res: ExchangeResponse, match: Match, upstream: Upstream, head: string, hasHost: boolean, bodyFraming: 0 | 1 | 2, started = -1) {
     this.plane = plane;
     this.req = req;
     this.res = res;
@@ -76,6 +83,7 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     this.hasHost = hasHost;
     this.bodyFraming = bodyFraming;
     this.maxBodyBytes = match.maxBodyBytes;
+    this.started = started;
   }
 
   send(): void {
@@ -172,11 +180,11 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     // Before the retry below picks: a refused upstream must not be picked again, by anyone.
     if (beforeResponse && !this.responded) plane.noteFailure(this.upstream, err);
     if (this.done) return;
-    plane.upstreamErrors++;
+    plane.upstreamFailed(this.pool);
     if (beforeResponse && !this.responded && this.retryable(err)) {
       const next = this.attempts < 2 ? this.pool.pick(plane.router.unhealthy, this.upstream) : undefined;
       if (next) {
-        plane.retries++;
+        plane.retried(this.pool);
         this.upstream = next;
         this.send();
         return;
@@ -184,11 +192,14 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
       // No instance of the pool left to try (a release whose instances crash together): a request
       // without a body waits, as a request that finds none does, for the revert or a replacement.
       if (this.bodyFraming === 0 && !this.res.headersSent) {
-        plane.retries++;
+        plane.retried(this.pool);
         this.failed = true;
+        // The request goes on, held: it is counted when it is answered, not here.
+        const started = this.started;
+        this.started = -1;
         this.finish(false);
         this.res.off("close", onClientClose);
-        plane.holdForHealthy(this.req, this.res, this.route.service, this.settings.limits.upstreamQueueMs);
+        plane.holdForHealthy(this.req, this.res, this.pool, this.settings.limits.upstreamQueueMs, started);
         return;
       }
     }
@@ -209,12 +220,12 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     else if (phase === "response") plane.timeouts.upstreamResponse++;
     else plane.timeouts.upstreamIdle++;
     if (this.done) return;
-    plane.upstreamErrors++;
+    plane.upstreamFailed(this.pool);
     if (phase === "connect" && this.attempts < 2) {
       const next = this.pool.pick(plane.router.unhealthy, this.upstream);
       // Not the same one again: it just had the whole connect time.
       if (next && next !== this.upstream) {
-        plane.retries++;
+        plane.retried(this.pool);
         this.upstream = next;
         this.send();
         return;
@@ -266,6 +277,8 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   finish(ok: boolean): void {
     if (this.done) return;
     this.done = true;
+    // Counted by the status the client got, whatever became of the body; 0: nothing was answered.
+    if (this.started >= 0) this.pool.series.record(this.res.headersSent ? this.res.statusCode : 0, performance.now() - this.started);
     if (this.queued) {
       this.plane.upstreams.cancel(this.queued);
       this.queued = undefined;

@@ -6,7 +6,7 @@
 import type net from "node:net";
 import { TurquoiseError } from "../errors.js";
 import { BUILTIN_CAPABILITIES } from "./builtin.js";
-import type { DrainResult, Proxy, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import type { DrainResult, Proxy, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { MAX_EVENTS_WAIT_MS, PlaneBackend } from "./control.js";
 import { DataPlane } from "./data-plane.js";
 import { DataServer } from "./data-server.js";
@@ -99,6 +99,10 @@ export class MemoryProxy implements Proxy {
 
   stats(): Promise<ProxyStats> {
     return this.backend.stats();
+  }
+
+  metrics(): Promise<ProxyMetrics> {
+    return this.backend.metrics();
   }
 
   setUpstreamHealth(upstreamId: string, healthy: boolean): Promise<void> {

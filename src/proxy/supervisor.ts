@@ -10,12 +10,12 @@ import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { errorMessage } from "../errors.js";
 import type { Logger } from "../log/logger.js";
-import type { DrainResult, ProxyStats, RouteTable } from "./contract.js";
+import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable } from "./contract.js";
 import { type ControlBackend, type HealthInfo, HttpError, type UpgradeOptions, type UpgradeResult, type WorkerInfo } from "./control.js";
 import { DataPlane } from "./data-plane.js";
 import { bindListenSocket, type ListenSocket } from "./listen-socket.js";
 import { loadTable } from "./server.js";
-import { sumStats } from "./sum-stats.js";
+import { addMetricCounters, sumStats, withMetricGauges, zeroMetrics } from "./sum-stats.js";
 import { Router, type UpstreamEventLog } from "./table.js";
 import { WORKER_PROTOCOL, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
 
@@ -142,6 +142,16 @@ export class Supervisor implements ControlBackend {
   private running = false;
   private upgrading = false;
   private zero: ProxyStats | undefined;
+  private readonly startedAt = Date.now();
+  /**
+   * Each worker's counters as last seen (an answer, or its final report as it retired), kept until
+   * its process is gone for good and they move to `retired`: a proxy's counters never go back
+   * when a worker is replaced. A worker killed outright loses only what it counted since the last look.
+   */
+  private readonly lastMetrics = new Map<Worker, ProxyMetrics>();
+  private retired: ProxyMetrics = zeroMetrics(this.startedAt);
+  /** Workers that died unasked (and were replaced). */
+  private restarts = 0;
 
   private constructor(opts: SupervisorOptions, socket: ListenSocket) {
     this.opts = opts;
@@ -218,6 +228,25 @@ export class Supervisor implements ControlBackend {
   async stats(): Promise<ProxyStats> {
     const parts = await this.fanOut({ type: "stats", opId: this.nextOp() });
     return sumStats(this.zeroStats(), parts, { tableVersion: this.router.current.version, down: this.router.downList() });
+  }
+
+  /** Counters: the workers gone plus each worker's latest; gauges: the workers that answered now. */
+  async metrics(): Promise<ProxyMetrics> {
+    const op = { type: "metrics", opId: this.nextOp() } as const;
+    const members = [...this.workers].filter((w) => w.member && !w.exited);
+    const answers = await Promise.all(
+      members.map(async (w) => {
+        const m = await this.call(w, op, this.opTimeoutMs);
+        if (m === GONE) return undefined;
+        // An answer comes before the worker's exit, so before its counters move to `retired`.
+        this.lastMetrics.set(w, m as ProxyMetrics);
+        return m as ProxyMetrics;
+      }),
+    );
+    const counted = addMetricCounters(this.retired, [...this.lastMetrics.values()]);
+    const states: Record<WorkerInfo["state"], number> = { starting: 0, standby: 0, serving: 0, retiring: 0 };
+    for (const w of this.workers) states[w.state]++;
+    return { ...withMetricGauges(counted, answers.filter((a) => a !== undefined)), startedAt: this.startedAt, workers: { states, restarts: this.restarts } };
   }
 
   async setUpstreamHealth(id: string, healthy: boolean): Promise<void> {
@@ -299,6 +328,12 @@ export class Supervisor implements ControlBackend {
       if (w.pid === 0) this.onExit(w, `it could not be started: ${errorMessage(e)}`);
     });
     child.once("exit", (code, signal) => this.onExit(w, signal ? `killed by ${signal}` : `exited with code ${code}`));
+    // After its exit and the last of its messages (its final report among them): its counters are history now.
+    child.once("close", () => {
+      const last = this.lastMetrics.get(w);
+      this.lastMetrics.delete(w);
+      if (last) this.retired = addMetricCounters(this.retired, [last]);
+    });
     return w;
   }
 
@@ -361,6 +396,9 @@ export class Supervisor implements ControlBackend {
         return this.onPassiveDown(w, m);
       case "leaving":
         return this.replace(w);
+      case "final":
+        this.lastMetrics.set(w, m.metrics);
+        return;
     }
   }
 
@@ -384,6 +422,7 @@ export class Supervisor implements ControlBackend {
     w.rejectInitialized(why);
     w.resolveGone();
     if (!this.running || w.state === "retiring") return;
+    this.restarts++;
     const uptimeMs = Date.now() - w.startedAt;
     this.quickDeaths = uptimeMs < CRASH_LOOP_UPTIME_MS ? this.quickDeaths + 1 : 0;
     this.opts.log.warn("worker.exited", `${w.role === "spare" ? "spare" : "worker"} ${w.pid} ${how} after ${uptimeMs} ms`, { data: { worker: w.pid, role: w.role, uptimeMs } });

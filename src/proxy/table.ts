@@ -2,6 +2,7 @@
 // points at. Pools outlive tables: a pool keeps its id, counters and in-flight requests across
 // updates, so an old pool can be drained after the table that named it is gone.
 
+import { RequestSeries, SeriesSet } from "./counters.js";
 import { TrustedPeers } from "./peers.js";
 import { routeMaxBodyBytes, routeTimeouts, tableSettings, validateRouteSettings, validateSettings } from "./settings.js";
 import type { PoolStats, ProxySettings, Route, RouteTable, RouteTimeouts, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
@@ -15,6 +16,8 @@ export class Pool {
   readonly id: string;
   service: string;
   upstreams: readonly Upstream[];
+  /** Where its requests are counted: its service's and slot's series, shared with the other pools of both. */
+  series: RequestSeries;
   /** False once a newer table stopped naming this pool; it lives on until drained. */
   live = true;
   inFlight = 0;
@@ -28,10 +31,12 @@ export class Pool {
   private cursor = 0;
   private idleWaiters: (() => void)[] = [];
 
-  constructor(route: Route) {
+  /** A pool outside any router counts on a series of its own. */
+  constructor(route: Route, series: RequestSeries = new RequestSeries(route.service, route.slot ?? "")) {
     this.id = route.poolId;
     this.service = route.service;
     this.upstreams = route.upstreams;
+    this.series = series;
   }
 
   /**
@@ -122,6 +127,8 @@ export class CompiledTable {
   /** The table's settings with the defaults filled in: swapped with the routes, never apart. */
   readonly settings: ProxySettings;
   readonly trusted: TrustedPeers;
+  /** Whether requests are counted by series (RouteTable.metrics). */
+  readonly metrics: boolean;
   private readonly byHost = new Map<string, Entry[]>();
   private readonly anyHost: Entry[] = [];
 
@@ -130,6 +137,7 @@ export class CompiledTable {
     const settings = tableSettings(source.settings);
     this.settings = settings;
     this.trusted = settings.trustedProxies.length === 0 ? TrustedPeers.NONE : new TrustedPeers(settings.trustedProxies);
+    this.metrics = source.metrics === true;
     for (const route of source.routes) {
       const match: Match = { route, pool: pools.get(route.poolId)!, settings, timeouts: routeTimeouts(route, settings), maxBodyBytes: routeMaxBodyBytes(route, settings) };
       const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match };
@@ -253,6 +261,8 @@ export class UpstreamEventLog {
 export class Router {
   current: CompiledTable;
   readonly pools = new Map<string, Pool>();
+  /** The request counters of every service and slot a table named, for the life of this router. */
+  readonly series = new SeriesSet();
   /**
    * Upstream ids out of rotation, whoever took them out: the set the data path checks. Kept
    * across tables because ids are stable per instance; forgotten once the table drops the id.
@@ -277,12 +287,14 @@ export class Router {
     for (const route of table.routes) {
       named.add(route.poolId);
       const existing = this.pools.get(route.poolId);
+      const series = this.series.get(route.service, route.slot);
       if (existing) {
         existing.service = route.service;
         existing.upstreams = route.upstreams;
+        existing.series = series;
         existing.live = true;
       } else {
-        this.pools.set(route.poolId, new Pool(route));
+        this.pools.set(route.poolId, new Pool(route, series));
       }
     }
     let retired = 0;
@@ -378,6 +390,7 @@ export function validateTable(value: unknown): string | undefined {
   const t = value as Record<string, unknown>;
   if (typeof t.version !== "number" || !Number.isFinite(t.version)) return "version must be a number";
   if (!Array.isArray(t.routes)) return "routes must be an array";
+  if (t.metrics !== undefined && typeof t.metrics !== "boolean") return "metrics must be a boolean";
   const poolServices = new Map<string, string>();
   for (let i = 0; i < t.routes.length; i++) {
     const r = t.routes[i] as Record<string, unknown> | null;
@@ -387,6 +400,7 @@ export function validateTable(value: unknown): string | undefined {
     if (r.host !== undefined && typeof r.host !== "string") return `${at}.host must be a string`;
     if (typeof r.pathPrefix !== "string" || !r.pathPrefix.startsWith("/")) return `${at}.pathPrefix must start with "/"`;
     if (typeof r.poolId !== "string" || r.poolId === "") return `${at}.poolId must be a non-empty string`;
+    if (r.slot !== undefined && r.slot !== "blue" && r.slot !== "green") return `${at}.slot must be "blue" or "green"`;
     if (!Array.isArray(r.upstreams)) return `${at}.upstreams must be an array`;
     for (let j = 0; j < r.upstreams.length; j++) {
       const u = r.upstreams[j] as Record<string, unknown> | null;

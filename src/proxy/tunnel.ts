@@ -73,8 +73,10 @@ export class Tunnel implements Cuttable {
   private chunk = Chunk.Size;
   /** A chunk-size or trailer line not yet ended by its LF. */
   private line = "";
+  /** performance.now() at the request's arrival, until it is counted by series (RouteTable.metrics); -1 once counted, or never to be. */
+  private started: number;
 
-  constructor(plane: TunnelHost, match: Match, client: net.Socket, head: Buffer, preamble: string, upstream: Upstream) {
+  constructor(plane: TunnelHost, match: Match, client: net.Socket, head: Buffer, preamble: string, upstream: Upstream, started = -1) {
     this.plane = plane;
     this.pool = match.pool;
     this.client = client;
@@ -84,6 +86,7 @@ export class Tunnel implements Cuttable {
     this.connectMs = match.timeouts.upstreamConnectMs;
     this.responseMs = match.timeouts.upstreamResponseMs;
     this.idleMs = match.timeouts.tunnelIdleMs;
+    this.started = started;
     client.on("close", () => this.close(this.state === State.Open));
     client.on("timeout", () => this.onClientTimeout());
   }
@@ -122,7 +125,7 @@ export class Tunnel implements Cuttable {
     if (this.state === State.Connecting && this.attempts < 2) {
       const next = this.pool.pick(this.plane.router.unhealthy, this.upstream);
       if (next && next !== this.upstream) {
-        this.plane.retries++;
+        this.plane.retried(this.pool);
         this.upstream = next;
         this.connect();
         return;
@@ -165,6 +168,7 @@ export class Tunnel implements Cuttable {
     const up = this.upSocket!;
     const client = this.client;
     this.state = State.Open;
+    this.counted(101);
     this.plane.tunnels.open++;
     this.plane.tunnels.total++;
     let text = `HTTP/1.1 101 ${head.reason}\r\n`;
@@ -187,6 +191,7 @@ export class Tunnel implements Cuttable {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.state = State.Refused;
+    this.counted(head.status);
     let text = `HTTP/1.1 ${head.status} ${head.reason}\r\n`;
     for (let i = 0; i < head.fields.length; i += 2) text += `${head.fields[i]}: ${head.fields[i + 1]}\r\n`;
     if (head.status === 204 || head.status === 304 || this.preamble.startsWith("HEAD ")) {
@@ -275,7 +280,7 @@ export class Tunnel implements Cuttable {
   }
 
   private badAnswer(why: string): void {
-    this.plane.upstreamErrors++;
+    this.plane.upstreamFailed(this.pool);
     if (this.state === State.Handshake) {
       this.upSocket?.destroy();
       this.upSocket = undefined;
@@ -287,18 +292,19 @@ export class Tunnel implements Cuttable {
 
   /** Answers the client (nothing went to it yet) and closes both connections. */
   private answer(status: number, body: object): void {
+    this.counted(status);
     this.close(false, false);
     endRaw(this.client, rawJsonResponse(status, body));
   }
 
   private onUpstreamError(up: net.Socket, err: NodeJS.ErrnoException): void {
     if (this.upSocket !== up || this.state === State.Closed) return;
-    this.plane.upstreamErrors++;
+    this.plane.upstreamFailed(this.pool);
     if (this.state === State.Connecting) {
       this.plane.noteFailure(this.upstream, err);
       const next = err.code === "ECONNREFUSED" && this.attempts < 2 ? this.pool.pick(this.plane.router.unhealthy, this.upstream) : undefined;
       if (next) {
-        this.plane.retries++;
+        this.plane.retried(this.pool);
         this.upstream = next;
         this.connect();
         return;
@@ -344,6 +350,8 @@ export class Tunnel implements Cuttable {
   /** `destroyClient` false: the caller ends the client's connection itself, after a last answer. */
   close(ok: boolean, destroyClient = true): void {
     if (this.state === State.Closed) return;
+    // Closed before any answer: the client left, or a drain cut it.
+    this.counted(0);
     if (this.state === State.Open) this.plane.tunnels.open--;
     this.state = State.Closed;
     clearTimeout(this.timer);
@@ -355,6 +363,13 @@ export class Tunnel implements Cuttable {
 
   cut(): void {
     this.close(false);
+  }
+
+  /** Counts the upgrade request once, by its answer (101 included), timed to that answer rather than the tunnel's life. */
+  private counted(status: number): void {
+    if (this.started < 0) return;
+    this.pool.series.record(status, performance.now() - this.started);
+    this.started = -1;
   }
 }
 

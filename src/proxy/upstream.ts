@@ -312,6 +312,11 @@ export class UpstreamConnections {
     }
   }
 
+  /** Sockets to upstreams open now, busy or idle. */
+  get openCount(): number {
+    return this.open.size;
+  }
+
   destroy(): void {
     clearInterval(this.sweeper);
     for (const addr of this.addresses.values()) for (const conn of addr.idle) conn.socket.destroy();

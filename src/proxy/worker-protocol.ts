@@ -1,13 +1,13 @@
 // The messages between the proxy's supervisor and its workers, over the IPC channel of fork().
 // The listening socket is not among them: a worker inherits it as a file descriptor.
 
-import type { DrainResult, ProxyStats, RouteTable, UpstreamDown, UpstreamDownReason } from "./contract.js";
+import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, UpstreamDown, UpstreamDownReason } from "./contract.js";
 
 /**
  * Bumped whenever a message changes meaning. A worker of another version (an upgrade to code
  * whose protocol moved on) is refused: the supervisor itself must be restarted then.
  */
-export const WORKER_PROTOCOL = 1;
+export const WORKER_PROTOCOL = 2;
 
 /** The file descriptor number at which a worker finds the listening socket. */
 export const WORKER_LISTEN_FD = 3;
@@ -26,10 +26,11 @@ export type SupervisorMessage =
   | { type: "mark"; opId: number; id: string; healthy: boolean; reason: UpstreamDownReason; at: number }
   | { type: "drain"; opId: number; poolId: string; timeoutMs: number }
   | { type: "stats"; opId: number }
+  | { type: "metrics"; opId: number }
   /** Stop accepting, finish in-flight requests, exit. No reply: its exit is the answer. */
   | { type: "retire"; graceMs: number; idleGraceMs: number };
 
-export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "mark" | "drain" | "stats" }>;
+export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "mark" | "drain" | "stats" | "metrics" }>;
 
 /** What each op answers. */
 export interface WorkerResults {
@@ -37,6 +38,7 @@ export interface WorkerResults {
   mark: { changed: boolean };
   drain: DrainResult;
   stats: ProxyStats;
+  metrics: ProxyMetrics;
 }
 
 /** Worker → supervisor. */
@@ -53,4 +55,6 @@ export type WorkerMessage =
    */
   | { type: "down"; id: string; reason: UpstreamDownReason; at: number; opSeen: number }
   /** The worker got SIGTERM: replace it, then retire it. */
-  | { type: "leaving" };
+  | { type: "leaving" }
+  /** A retiring worker's counters as it exits, so that the proxy's totals keep what it counted since the last look. */
+  | { type: "final"; metrics: ProxyMetrics };

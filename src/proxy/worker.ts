@@ -60,6 +60,8 @@ async function run(op: WorkerOp): Promise<WorkerResults[WorkerOp["type"]]> {
       return plane.drain(op.poolId, op.timeoutMs);
     case "stats":
       return plane.stats();
+    case "metrics":
+      return plane.metrics();
   }
 }
 
@@ -97,9 +99,12 @@ function retire(graceMs: number, idleGraceMs: number, why: string): void {
   retiring = true;
   log.info("worker.retiring", `${why}: stopped accepting; finishing in-flight requests (up to ${graceMs} ms)`, { data: { graceMs } });
   void data.close({ graceMs, idleGraceMs }).then(
-    () => {
+    async () => {
       log.info("worker.stopped", "stopped");
-      process.exit(0);
+      // Its counters go with it otherwise; exits once the message is out (or cannot be sent).
+      const metrics = await plane.metrics();
+      if (!process.connected) process.exit(0);
+      process.send!({ type: "final", metrics } satisfies WorkerMessage, () => process.exit(0));
     },
     (e: unknown) => {
       log.error("worker.stop-failed", `shutdown failed: ${errorMessage(e)}`);

@@ -72,6 +72,7 @@ interface RawSpec {
   state_dir?: string;
   services: Record<string, RawService>;
   watches?: Array<{ name?: string; type: WatchSpec["type"]; service?: string; state?: WatchSpec["state"]; key?: string; prefix?: string; args?: string[]; http?: { url: string; method?: "POST" | "PUT"; headers?: Record<string, string> }; timeout?: string }>;
+  metrics?: { listen: string; token_file?: string };
   log?: { level?: LogLevel; format?: LogFormat };
 }
 
@@ -401,6 +402,9 @@ function normalize(raw: RawSpec, file: string): Spec {
       handler: w.args ? { args: [...w.args] } : { http: { url: w.http!.url, method: w.http!.method ?? "POST", headers: { ...w.http!.headers } } },
       timeoutMs: ms(w.timeout, S.DEFAULT_WATCH_TIMEOUT),
     })),
+    ...(raw.metrics
+      ? { metrics: { ...parseListen(raw.metrics.listen), ...(raw.metrics.token_file !== undefined ? { tokenFile: resolve(dir, raw.metrics.token_file) } : {}) } }
+      : {}),
     log: { level: raw.log?.level ?? DEFAULT_LOG_LEVEL, format: raw.log?.format ?? DEFAULT_LOG_FORMAT },
   };
 }

@@ -75,16 +75,20 @@ function clash(a: { host: string; port: number }, b: { host: string; port: numbe
   return a.port === b.port && (a.host === b.host || isWildcard(a.host) || isWildcard(b.host));
 }
 
+type Listen = { host: string; port: number };
+
+/** A listener of its own (`key`.listen) that shares a port with one of `others`, each named. */
+function sharedPort(ctx: RuleContext, key: string, what: string, own: Listen | undefined, others: Array<[string, Listen | undefined]>): SpecProblem[] {
+  if (!own) return [];
+  return others
+    .filter(([, other]) => other && clash(own, other))
+    .map(([name]) => ctx.at([key, "listen"], `the ${what} and the ${name} both listen on port ${own.port}: give the ${what} a port of its own`));
+}
+
 export const consulListen: SpecRule = {
   name: "consul-listen",
   severity: "error",
-  check(spec, ctx) {
-    const consul = spec.consul;
-    if (!consul) return [];
-    return (["agent", "proxy"] as const)
-      .filter((other) => clash(consul, spec[other]))
-      .map((other) => ctx.at(["consul", "listen"], `the Consul API and the ${other} both listen on port ${consul.port}: give the Consul API a port of its own`));
-  },
+  check: (spec, ctx) => sharedPort(ctx, "consul", "Consul API", spec.consul, [["agent", spec.agent], ["proxy", spec.proxy]]),
 };
 
 export const agentOnLoopback: SpecRule = {
@@ -200,6 +204,23 @@ export const upstreamTimeouts: SpecRule = {
   },
 };
 
+export const metricsListen: SpecRule = {
+  name: "metrics-listen",
+  severity: "error",
+  check: (spec, ctx) => sharedPort(ctx, "metrics", "metrics endpoint", spec.metrics, [["agent", spec.agent], ["proxy", spec.proxy], ["Consul API", spec.consul]]),
+};
+
+// Metrics name every service and release: open to a network, they need a token.
+export const metricsOpen: SpecRule = {
+  name: "metrics-open",
+  severity: "warning",
+  check(spec, ctx) {
+    const m = spec.metrics;
+    if (!m || m.tokenFile !== undefined || isLoopback(m.host)) return [];
+    return [ctx.at(["metrics", "listen"], `the metrics endpoint listens on ${m.host}, which is not loopback, and asks for no token: set metrics.token_file, or anyone who reaches it reads your services, releases and traffic`)];
+  },
+};
+
 export const SPEC_RULES: readonly SpecRule[] = [
   trustedProxies,
   upstreamTimeouts,
@@ -213,6 +234,8 @@ export const SPEC_RULES: readonly SpecRule[] = [
   healthTimeoutOverInterval,
   healthIntervalOverDeployTimeout,
   cwdWithoutRelease,
+  metricsListen,
+  metricsOpen,
 ];
 
 export function runRules(spec: Spec, ctx: RuleContext, rules: readonly SpecRule[] = SPEC_RULES): { errors: SpecProblem[]; warnings: SpecProblem[] } {

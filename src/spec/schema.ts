@@ -51,6 +51,8 @@ export const DEFAULT_HOOK_TIMEOUT = "10s";
 export const DEFAULT_WATCH_TIMEOUT = "10s";
 export const DEFAULT_MIGRATION_LOCK_TIMEOUT = "2s";
 export const DEFAULT_MIGRATION_RETRIES = 5;
+/** Next to the agent's own port; metrics are off unless turquoise.yml has a metrics section. */
+export const EXAMPLE_METRICS_LISTEN = "127.0.0.1:4701";
 
 function duration(description: string, fallback: string) {
   return { type: "string", pattern: DURATION_PATTERN, default: fallback, description: `${description} A number and a unit: "500ms", "10s", "5m", "1h".` };
@@ -191,6 +193,20 @@ export const SPEC_JSON_SCHEMA = {
       type: "array",
       description: "Consul-style watches: when what a watch looks at changes, its handler runs with the JSON on stdin (args) or in a POST (http).",
       items: { $ref: "#/definitions/watch" },
+    },
+    metrics: {
+      type: "object",
+      additionalProperties: false,
+      required: ["listen"],
+      description: "Prometheus metrics of the agent and the built-in proxy at http://<listen>/metrics (see docs/metrics.md). Without this section there is no metrics endpoint, and the proxy does not count requests by service.",
+      properties: {
+        listen: { type: "string", pattern: LISTEN_PATTERN, description: `host:port of the metrics endpoint, its own listener apart from the agent API, e.g. "${EXAMPLE_METRICS_LISTEN}".` },
+        token_file: {
+          type: "string",
+          minLength: 1,
+          description: "A file (relative to the spec file) holding the bearer token a scraper must send (Prometheus: authorization.credentials_file). Without it /metrics is open to whoever reaches the listener.",
+        },
+      },
     },
     services: {
       type: "object",

@@ -2,7 +2,7 @@
 // file doubles as the reference; a test keeps it valid.
 
 import { TurquoiseError } from "../errors.js";
-import { SERVICE_NAME_PATTERN } from "./schema.js";
+import { EXAMPLE_METRICS_LISTEN, SERVICE_NAME_PATTERN } from "./schema.js";
 
 export interface StarterOptions {
   service?: string;
@@ -91,6 +91,13 @@ state_dir: .turquoise
 #   - type: key
 #     key: config/${service}/banner
 #     http: { url: "http://127.0.0.1:9000/hook", method: POST, headers: {} }
+
+# Prometheus metrics of the agent and the proxy at http://<listen>/metrics (optional; see
+# docs/metrics.md). token_file: a file with the bearer token scrapers must send; without it the
+# endpoint is open to whoever reaches it, so keep it on loopback then.
+# metrics:
+#   listen: "${EXAMPLE_METRICS_LISTEN}"
+#   token_file: metrics-token
 
 services:
   # The service name: lowercase letters, digits and dashes.

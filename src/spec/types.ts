@@ -115,8 +115,17 @@ export interface Spec {
   stateDir: string;
   services: Record<string, ServiceSpec>;
   watches: WatchSpec[];
+  /** The Prometheus endpoint; absent: no metrics (and the proxy does not count requests by series). */
+  metrics?: MetricsSpec;
   /** The agent's and the proxy's logs, before TURQUOISE_LOG_LEVEL / TURQUOISE_LOG_FORMAT override them. */
   log: LogSettings;
+}
+
+export interface MetricsSpec {
+  host: string;
+  port: number;
+  /** Absolute path of the file with the bearer token scrapers must send; absent: no token asked. */
+  tokenFile?: string;
 }
 
 export interface SpecProblem {

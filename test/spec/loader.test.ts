@@ -439,3 +439,22 @@ describe("loadSpec and loadSpecOrThrow", () => {
     });
   });
 });
+
+describe("loadSpecText: metrics", () => {
+  it("has none unless the section is there; reads listen and resolves token_file against the spec's directory", () => {
+    assert.equal(load(...BOOKS).spec!.metrics, undefined);
+    const { spec, errors } = load(...BOOKS, "metrics:", "  listen: '[::1]:9464'", "  token_file: secrets/metrics-token");
+    assert.deepEqual(errors, []);
+    assert.deepEqual(spec!.metrics, { host: "::1", port: 9464, tokenFile: "/srv/app/secrets/metrics-token" });
+  });
+
+  it("needs a listen address, names an unknown key, and refuses a bad address at its line", () => {
+    assert.match(only(load(...BOOKS, "metrics: { token_file: t }").errors).message, /missing required key "listen"/);
+    const unknown = only(load(...BOOKS, "metrics:", "  listen: 127.0.0.1:9464", "  tokenfile: t").errors);
+    assert.deepEqual([unknown.line, unknown.path], [10, "metrics.tokenfile"]);
+    assert.match(unknown.message, /did you mean "token_file"/);
+    const bad = only(load(...BOOKS, "metrics:", "  listen: ':9464'").errors);
+    assert.deepEqual([bad.line, bad.path], [9, "metrics.listen"]);
+    assert.match(bad.message, /invalid address ":9464"/);
+  });
+});

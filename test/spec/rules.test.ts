@@ -157,3 +157,40 @@ describe("runRules", () => {
     assert.equal(new Set(names).size, names.length);
   });
 });
+
+describe("rule: metrics-listen", () => {
+  it("is an error when the metrics endpoint takes the agent's or the proxy's port", () => {
+    for (const [listen, other] of [["127.0.0.1:4700", "agent"], ["0.0.0.0:8080", "proxy"]] as const) {
+      const { errors } = load("version: 1", "services:", ...service("books", "{ path: / }"), "metrics:", `  listen: '${listen}'`);
+      const e = only(errors);
+      assert.deepEqual([e.line, e.path], [9, "metrics.listen"]);
+      assert.match(e.message, new RegExp(`the metrics endpoint and the ${other} both listen on port`));
+    }
+  });
+
+  it("is an error when it takes the Consul API's port", () => {
+    const { errors } = load("version: 1", "consul: { listen: '127.0.0.1:8500' }", "services:", ...service("books", "{ path: / }"), "metrics: { listen: '127.0.0.1:8500' }");
+    assert.match(only(errors).message, /the metrics endpoint and the Consul API both listen on port 8500/);
+  });
+
+  it("allows a port of its own", () => {
+    const { errors, warnings } = load("version: 1", "consul: { listen: '127.0.0.1:8500' }", "services:", ...service("books", "{ path: / }"), "metrics: { listen: '127.0.0.1:4701' }");
+    assert.deepEqual([errors, warnings], [[], []]);
+  });
+});
+
+describe("rule: metrics-open", () => {
+  it("warns when the metrics endpoint is reachable beyond loopback without a token", () => {
+    const { spec, warnings } = load("version: 1", "services:", ...service("books", "{ path: / }"), "metrics:", "  listen: '0.0.0.0:4701'");
+    assert.ok(spec);
+    const w = only(warnings);
+    assert.deepEqual([w.line, w.path], [9, "metrics.listen"]);
+    assert.match(w.message, /not loopback, and asks for no token: set metrics\.token_file/);
+  });
+
+  it("is quiet with a token, or on loopback", () => {
+    for (const lines of [["  listen: '0.0.0.0:4701'", "  token_file: metrics-token"], ["  listen: 'localhost:4701'"]]) {
+      assert.deepEqual(load("version: 1", "services:", ...service("books", "{ path: / }"), "metrics:", ...lines).warnings, []);
+    }
+  });
+});

@@ -13,6 +13,7 @@ import { Fleet } from "../../src/deploy/fleet.js";
 import { HealthMonitor } from "../../src/heal/monitor.js";
 import { Supervisor } from "../../src/heal/supervisor.js";
 import { Orchestrator } from "../../src/deploy/orchestrator.js";
+import { AgentMetrics } from "../../src/metrics/agent.js";
 import { keys, Records } from "../../src/deploy/records.js";
 import type { SchemaRange } from "../../src/plan/planner.js";
 import type { Proxy } from "../../src/proxy/contract.js";
@@ -61,6 +62,8 @@ export interface WorldOptions {
   serviceYaml?: string[];
   /** The service's deploy_timeout; a test that proves a deploy fails before it makes it long. Default 700ms. */
   deployTimeout?: string;
+  /** A metrics section in the spec: the route tables then ask the proxy to count by series. */
+  metrics?: boolean;
 }
 
 export class World {
@@ -68,6 +71,8 @@ export class World {
   /** Where every agent of this world runs its instances; faults are injected here. */
   readonly machine = new MemoryMachine({ apps: { app: releaseApp } });
   readonly events: WorldEvent[] = [];
+  /** What the agents of this world count, as a real agent with metrics.listen does. */
+  readonly metrics = new AgentMetrics({ services: [SERVICE], watches: [], version: "test", processMetrics: false });
   private readonly agents: TestAgent[] = [];
 
   private constructor(
@@ -95,6 +100,8 @@ export class World {
       "    stop_timeout: 200ms",
       "    bake: 200ms",
       ...(opts.serviceYaml ?? []).map((l) => `    ${l}`),
+      // Never listened on here: the world's agents only count, into world.metrics.
+      ...(opts.metrics ? ['metrics: { listen: "127.0.0.1:9" }'] : []),
     ].join("\n");
     const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
     assert.deepEqual(errors, [], "the test spec is valid");
@@ -220,6 +227,7 @@ export class TestAgent {
       apiUrl: "http://127.0.0.1:1",
       agentId: deadAgentId(),
       event,
+      metrics: world.metrics,
       failpoint: (point) => this.failpoint?.(point, this),
     });
   }
@@ -271,6 +279,7 @@ export class TestAgent {
     const supervisor = new Supervisor({
       spec, store: this.store, records: this.records, fleet: this.fleet, routes: this.orchestrator.routes, apiUrl: () => "http://127.0.0.1:1", agentId: deadAgentId(), event,
       fallBack: (service, why) => this.orchestrator.rollbackIfSafe(service, why),
+      metrics: this.world.metrics,
     });
     const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, async (inst) => {
       if (!this.fleet.isReady(inst.id)) return false;
