@@ -117,8 +117,9 @@ describe("logs of a deploy that spreads secrets about", () => {
   });
 
   it("logs every recorded event under its own name, service and message", async () => {
-    const logged = logRecords(ws, "agent.log");
+    // Events first: each is logged before it is recorded, so the log read after holds them all.
     const events = await agentEvents(ws);
+    const logged = logRecords(ws, "agent.log");
     assert.ok(events.some((e) => e.type === "deploy.failed"));
     for (const e of events) {
       const line = logged.find((r) => r.event === e.type && r.service === e.service && r.message === e.message);
