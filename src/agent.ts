@@ -7,7 +7,7 @@ import path from "node:path";
 import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
 import { Registry } from "./api/registry.js";
-import { startConsulServer, type ConsulServer } from "./consul/server.js";
+import { bindConsulServer, type BoundConsulServer } from "./consul/server.js";
 import { ensureToken, readUserToken, REGISTRY_TOKEN_FILE } from "./auth/token.js";
 import { DeployTokens } from "./auth/deploy-tokens.js";
 import { Supervisor } from "./heal/supervisor.js";
@@ -21,10 +21,12 @@ import { moveLegacyKeys } from "./deploy/legacy-keys.js";
 import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy } from "./proxy/builtin.js";
-import { openProxy, stopDataPlane, type ProxyOptions } from "./proxy/index.js";
+import { openProxy, stopDataPlane, type OpenedProxy, type ProxyOptions } from "./proxy/index.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable } from "./proxy/contract.js";
+import { agentIdFor } from "./runtime/identity.js";
 import { openRuntimes } from "./runtime/index.js";
 import { SLOTS } from "./runtime/contract.js";
+import { writeAgentSpec } from "./spec/agent-copy.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
@@ -68,7 +70,7 @@ class SupervisedProxy implements Proxy {
 export class Agent {
   private server?: http.Server;
   private metricsServer?: http.Server;
-  private consul?: ConsulServer;
+  private consul?: BoundConsulServer;
   private closing?: Promise<void>;
   private resolveClosed!: () => void;
   /** Resolves once close() has finished, whoever called it (a signal, or the API's shutdown). */
@@ -112,12 +114,38 @@ export class Agent {
     const metricsToken = spec.metrics?.tokenFile ? readUserToken(spec.metrics.tokenFile, "metrics.token_file") : undefined;
     if (metricsToken) log.scrubber.add([metricsToken]);
     const metrics = spec.metrics ? new AgentMetrics({ services: Object.keys(spec.services), watches: spec.watches.map((w) => w.name), version: VERSION }) : undefined;
-    // Bound first: a port in use fails the start before a proxy or an instance runs.
-    const metricsServer = metrics ? await listenMetrics(spec, metrics, metricsToken, log) : undefined;
+    // Every port this agent serves is bound before anything else: one in use fails the start
+    // before a proxy or an instance runs that would outlive it.
+    const api = await bindApi(spec);
+    let metricsServer: http.Server | undefined;
+    let consul: BoundConsulServer | undefined;
+    let opened: OpenedProxy | undefined;
+    try {
+      if (metrics) metricsServer = await listenMetrics(spec, metrics, metricsToken, log);
+      if (spec.consul) consul = await bindConsulServer(spec.consul, spec.file);
+      const agent = await Agent.build(spec, log, api, metrics, (p) => (opened = p));
+      agent.metricsServer = metricsServer;
+      agent.consul = consul;
+      await agent.serve(api.server);
+      return agent;
+    } catch (e) {
+      await api.close();
+      await consul?.close();
+      if (metricsServer) {
+        metricsServer.closeAllConnections();
+        await new Promise<void>((r) => metricsServer!.close(() => r()));
+      }
+      // A proxy this start spawned goes with it; an adopted one was serving before and keeps serving.
+      if (opened && !opened.adopted) await stopDataPlane(proxyOptions(spec)).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private static async build(spec: Spec, log: Logger, api: BoundApi, metrics: AgentMetrics | undefined, onProxy: (p: OpenedProxy) => void): Promise<Agent> {
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     log.scrubber.add([token, registryToken]);
-    const store = openStore({ driver: spec.state.driver, path: spec.state.path });
+    const store = await openStore({ ...spec.state, warn: (message) => log.warn("state.warning", message) });
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
     const agentId = `${os.hostname()}:${process.pid}`;
@@ -134,8 +162,9 @@ export class Agent {
     const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
     const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
     const proxied = await openProxy({ ...proxyOptions(spec), log: logSettings(spec.log) }, log.child("proxy"));
+    onProxy(proxied);
 
-    const apiUrl = `http://${spec.agent.host}:${spec.agent.port}`;
+    const apiUrl = `http://${spec.agent.host}:${api.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
     const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
     let agent!: Agent;
@@ -155,7 +184,7 @@ export class Agent {
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
     agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics);
-    agent.metricsServer = metricsServer;
+    agent.server = api.server;
     metrics?.attach(agent.metricsSource());
 
     fleet.onUnexpectedExit((inst, code, signal) => {
@@ -166,7 +195,14 @@ export class Agent {
     });
 
     await agent.reconcile();
-    await agent.listen();
+    return agent;
+  }
+
+  /** What follows reconcile: the API answers, the watches and the health monitor run. */
+  private async serve(server: http.Server): Promise<void> {
+    const agent = this;
+    const { spec, monitor } = this;
+    await agent.listen(server);
     agent.watches.start();
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
@@ -174,7 +210,10 @@ export class Agent {
       agent.watchProxy();
       void agent.followProxyEvents();
     }
-    return agent;
+  }
+
+  get identity(): string {
+    return agentIdFor(this.spec.stateDir);
   }
 
   get apiUrl(): string {
@@ -303,24 +342,13 @@ export class Agent {
     }
   }
 
-  private async listen(): Promise<void> {
-    const server = http.createServer(createApi(this));
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", (e: NodeJS.ErrnoException) =>
-        reject(e.code === "EADDRINUSE" ? new TurquoiseError("CONFLICT", `the agent cannot listen on ${this.spec.agent.host}:${this.spec.agent.port}: address in use (set agent.listen in ${this.spec.file})`) : e),
-      );
-      server.listen(this.spec.agent.port, this.spec.agent.host, () => resolve());
-    });
-    this.server = server;
-    if (this.spec.consul) {
-      try {
-        this.consul = await startConsulServer(this, this.spec.consul, this.spec.file);
-      } catch (e) {
-        server.close();
-        throw e;
-      }
-    }
+  /** The API and the Consul API, bound since the start, now answer; agent.json and agent.pid say so. */
+  private async listen(server: http.Server): Promise<void> {
+    server.removeAllListeners("request");
+    server.on("request", createApi(this));
+    this.consul?.serve(this);
     await this.writeAgentInfo();
+    await writeAgentSpec(this.spec);
     fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
     this.log.info("agent.listening", `agent (pid ${process.pid}) API on ${this.apiUrl}`, { data: { api: this.apiUrl } });
     if (this.consul) this.log.child("api").info("consul.listening", `Consul API (read side) on ${this.consul.url}`, { data: { url: this.consul.url } });
@@ -386,6 +414,35 @@ export class Agent {
     })();
     return this.closing;
   }
+}
+
+/** The API's socket, bound before the agent starts anything; it answers 503 until the agent is ready. */
+interface BoundApi {
+  server: http.Server;
+  port: number;
+  close(): Promise<void>;
+}
+
+async function bindApi(spec: Spec): Promise<BoundApi> {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
+    res.end(JSON.stringify({ error: { code: "AGENT_UNREACHABLE", message: "the agent is starting: try again in a moment" } }));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (e: NodeJS.ErrnoException) =>
+      reject(e.code === "EADDRINUSE" ? new TurquoiseError("CONFLICT", `the agent cannot listen on ${spec.agent.host}:${spec.agent.port}: address in use (set agent.listen in ${spec.file})`) : e),
+    );
+    server.listen(spec.agent.port, spec.agent.host, () => resolve());
+  });
+  const addr = server.address();
+  return {
+    server,
+    port: addr && typeof addr === "object" ? addr.port : spec.agent.port,
+    close: () => new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    }),
+  };
 }
 
 /**

@@ -22,6 +22,8 @@ export const EXIT_CODES = {
   STOP_INCOMPLETE: 14,
   /** A flow lost its deploy lock (it ran out, or another took it): it stopped, and recovery takes over. */
   LOCK_LOST: 15,
+  /** The state store (etcd) did not answer within its timeout, or refused the agent's credentials: nothing was decided. */
+  STATE_UNAVAILABLE: 16,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;

@@ -5,7 +5,7 @@ import type { ApiHost } from "./host.js";
 import type { Scope } from "../auth/scopes.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { SchemaRange } from "../plan/planner.js";
-import { RELEASE_NAME } from "../deploy/release.js";
+import { checkReleaseName } from "../deploy/release.js";
 import { parseSchemaRange } from "../plan/range.js";
 import { errorBody, parseJson, readBody } from "./http.js";
 import { formatDuration, parseDuration } from "../util/duration.js";
@@ -35,8 +35,7 @@ export function releaseOptions(body: Record<string, unknown>, needRelease: boole
   const name = (field: string): string | undefined => {
     const v = body[field];
     if (v === undefined || v === null) return undefined;
-    if (typeof v !== "string" || !RELEASE_NAME.test(v)) throw new TurquoiseError("USAGE", `body.${field} must be a release name: letters, digits, '.', '_' or '-'`);
-    return v;
+    return checkReleaseName(v, `body.${field}`);
   };
   const range = (field: string): SchemaRange | undefined => (typeof body[field] === "string" ? parseSchemaRange(body[field] as string) : undefined);
   const release = name("release");

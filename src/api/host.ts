@@ -16,6 +16,8 @@ import type { Logger } from "../log/logger.js";
 export interface ApiHost {
   readonly spec: Pick<Spec, "services" | "proxy">;
   readonly startedAt: number;
+  /** Which project this agent serves (agentIdFor its state dir): the liveness probe shows it, so a CLI knows its own agent. */
+  readonly identity: string;
   /** Where the API listens, as instances are told it. */
   readonly apiUrl: string;
   readonly token: string;

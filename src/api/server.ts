@@ -136,7 +136,7 @@ export function createApi(agent: ApiHost): http.RequestListener {
     } catch {
       return send(res, 400, { error: { code: "USAGE", message: "the request path is not a valid URL" } });
     }
-    if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt });
+    if (req.method === "GET" && url.pathname === "/v1/health") return send(res, 200, { ok: true, pid: process.pid, uptimeMs: Date.now() - agent.startedAt, agent: agent.identity });
     // A CI delivery proves itself by its signature or token: hooks.ts checks both.
     const hook = /^\/v1\/hooks\/([^/]+)$/.exec(url.pathname);
     if (hook) {

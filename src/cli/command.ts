@@ -12,6 +12,8 @@ export interface Context {
   out: (text: string) => void;
   err: (text: string) => void;
   isTTY: boolean;
+  /** Aborted once stdout's reader is gone (`turquoise demo | head`): out() then writes nothing. */
+  stdoutGone: AbortSignal;
 }
 
 export interface Command {
@@ -20,6 +22,8 @@ export interface Command {
   /** Full --help text after the summary: usage, options, examples. */
   help: string;
   options?: Options;
+  /** false: the command reads no spec, so -f/--file is neither listed nor accepted. */
+  usesSpec?: false;
   run(ctx: Context): Promise<void>;
 }
 
@@ -33,6 +37,18 @@ export const GLOBAL_HELP = `global options:
   -f, --file <path>   the spec (default: ./turquoise.yml, or $TURQUOISE_FILE)
       --json          machine-readable output on stdout
   -h, --help          this help`;
+
+/** The global options a command takes: -f only when it reads a spec. */
+export function globalOptions(cmd: Pick<Command, "usesSpec">): Options {
+  if (cmd.usesSpec !== false) return GLOBAL_OPTIONS;
+  const { file: _file, ...rest } = GLOBAL_OPTIONS;
+  return rest;
+}
+
+/** The global options' help, as globalOptions(cmd) takes them. */
+export function globalHelp(cmd: Pick<Command, "usesSpec">): string {
+  return cmd.usesSpec !== false ? GLOBAL_HELP : GLOBAL_HELP.split("\n").filter((l) => !l.includes("--file")).join("\n");
+}
 
 export function printJson(ctx: Context, value: unknown): void {
   ctx.out(JSON.stringify(value, null, 2));

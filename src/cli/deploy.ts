@@ -1,5 +1,6 @@
 // turquoise deploy: one release through the deploy flow, its progress streamed step by step.
 import { TurquoiseError, errorMessage } from "../errors.js";
+import { checkReleaseName } from "../deploy/release.js";
 import { parseDuration } from "../util/duration.js";
 import type { Command, Context } from "./command.js";
 import { runFlow } from "./progress.js";
@@ -32,6 +33,7 @@ examples:
     const service = ctx.positionals[0];
     const release = ctx.values.release;
     if (!service || typeof release !== "string") throw new TurquoiseError("USAGE", "usage: turquoise deploy <service> --release <release>");
+    checkReleaseName(release, "--release");
     await runFlow(ctx, "deploy", service, { release, ...waitFlags(ctx), ...releaseFlags(ctx) });
   },
 };
@@ -51,7 +53,7 @@ export function waitFlags(ctx: Context): { wait: boolean; wait_timeout?: string 
 /** --via, --schema and --via-schema, as the API spells them. */
 export function releaseFlags(ctx: Context): Record<string, string> {
   const out: Record<string, string> = {};
-  if (typeof ctx.values.via === "string") out.via = ctx.values.via;
+  if (typeof ctx.values.via === "string") out.via = checkReleaseName(ctx.values.via, "--via");
   if (typeof ctx.values.schema === "string") out.schema = ctx.values.schema;
   if (typeof ctx.values["via-schema"] === "string") out.via_schema = ctx.values["via-schema"];
   return out;

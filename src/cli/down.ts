@@ -12,7 +12,8 @@ import type { InstanceInfo, Runtime } from "../runtime/contract.js";
 import { openRuntimes } from "../runtime/index.js";
 import { sweepMarked, type SweepResult } from "../runtime/sweep.js";
 import type { Spec } from "../spec/types.js";
-import { loadSpecOrThrow } from "../spec/loader.js";
+import { agentCopyWarning, loadSpecOrAgentCopy } from "../spec/agent-copy.js";
+import { count } from "../util/words.js";
 import { openStore } from "../state/index.js";
 import { AgentClient } from "./client.js";
 import { printJson, type Command, type Context } from "./command.js";
@@ -36,6 +37,9 @@ recorded or not; any other record is reported and dropped, and nothing is signal
 Then down looks again for instances with this agent's marks. If any is still running, it names
 them and exits ${EXIT_CODES.STOP_INCOMPLETE} (STOP_INCOMPLETE).
 
+When turquoise.yml is invalid or gone, down works from the spec the agent last started with
+(<state_dir>/agent-spec.json), and says so.
+
 options:
       --agent-only   stop only the agent; the proxy and instances keep serving
 
@@ -44,7 +48,11 @@ examples:
   turquoise down --agent-only`,
   options: { "agent-only": { type: "boolean" } },
   async run(ctx) {
-    const { spec } = loadSpecOrThrow(ctx.specFile);
+    // A half-edited turquoise.yml must not keep a running stack from stopping: the agent's copy stands in.
+    const found = loadSpecOrAgentCopy(ctx.specFile);
+    const warning = agentCopyWarning(found);
+    if (warning) ctx.err(warning);
+    const spec = found.spec;
     const everything = ctx.values["agent-only"] !== true;
     const info = readAgentInfo(spec.stateDir);
     if (info && pidAlive(info.pid)) {
@@ -74,7 +82,7 @@ examples:
     if (!everything) return ctx.json ? printJson(ctx, { stopped: "nothing" }) : ctx.out("no agent is running");
     // No agent: clean up what a dead one left, from its records, then by its marks. Only what the
     // records or the marks prove to be ours is stopped; the rest is reported, and its record dropped.
-    const store = openStore({ driver: spec.state.driver, path: spec.state.path });
+    const store = await openStore(spec.state);
     let stoppedInstances = 0;
     const refused: Array<{ id: string; service: string; ref: string; reason: string }> = [];
     let swept: SweepResult;
@@ -102,11 +110,14 @@ examples:
     } finally {
       await store.close();
     }
-    await stopDataPlane(proxyOptions(spec));
+    const proxyStopped = await stopDataPlane(proxyOptions(spec));
     for (const r of refused) ctx.err(`not stopped: instance record ${r.id} (ref ${r.ref}): ${r.reason}; the record was dropped`);
     verified(ctx, swept);
-    if (ctx.json) return printJson(ctx, { stopped: "leftovers", instances: stoppedInstances, refused });
-    ctx.out(`no agent was running; stopped the proxy and ${stoppedInstances} leftover instance(s)`);
+    const nothing = !proxyStopped && stoppedInstances === 0 && refused.length === 0;
+    if (ctx.json) return printJson(ctx, nothing ? { stopped: "nothing" } : { stopped: "leftovers", proxy: proxyStopped, instances: stoppedInstances, refused });
+    if (nothing) return ctx.out("nothing was running: no agent, no proxy and no instance of this project");
+    const what = [...(proxyStopped ? ["the proxy"] : []), ...(stoppedInstances ? [count(stoppedInstances, "leftover instance")] : [])];
+    ctx.out(`no agent was running; stopped ${what.join(" and ") || "nothing"}`);
   },
 };
 

@@ -1,4 +1,5 @@
 import { TurquoiseError } from "../errors.js";
+import { formatTime } from "../util/time.js";
 import type { HistoryEntry } from "../state/contract.js";
 import { formatMs } from "../util/duration.js";
 import { connect } from "./client.js";
@@ -22,13 +23,13 @@ examples:
     if (!service) throw new TurquoiseError("USAGE", "usage: turquoise history <service>");
     const limit = Number(ctx.values.limit ?? 20);
     if (!Number.isInteger(limit) || limit < 1) throw new TurquoiseError("USAGE", `--limit must be a positive integer, got "${ctx.values.limit}"`);
-    const { client } = connect(ctx.specFile);
+    const { client } = connect(ctx.specFile, { agentCopy: true, warn: ctx.err });
     const { history } = await client.get<{ history: HistoryEntry[] }>(`/v1/services/${encodeURIComponent(service)}/history?limit=${limit}`);
     if (ctx.json) return printJson(ctx, history);
     if (history.length === 0) return ctx.out(`no deploys of ${service} yet`);
     for (const h of history) {
       const took = h.finishedAt ? formatMs(h.finishedAt - h.startedAt) : "running";
-      ctx.out(`#${h.id} ${new Date(h.startedAt).toISOString()} ${h.kind.padEnd(8)} ${(h.previousRelease ?? "-")} → ${h.release}  ${h.outcome}  ${took}  by ${h.actor}`);
+      ctx.out(`#${h.id} ${formatTime(h.startedAt)} ${h.kind.padEnd(8)} ${h.previousRelease ?? "-"} → ${h.via ? `${h.via} → ` : ""}${h.release}  ${h.outcome}  ${took}  by ${h.actor}`);
       if (h.error) ctx.out(`    ${h.error.split("\n").join("\n    ")}`);
       if (ctx.values.steps) for (const s of h.steps) ctx.out(`    ${!s.ok ? "✗" : s.detail?.startsWith("skipped:") ? "–" : "✓"} ${s.name.padEnd(17)} ${formatMs(s.durationMs).padStart(7)}  ${s.detail?.split("\n")[0] ?? ""}`);
     }

@@ -21,7 +21,7 @@ examples:
     const tail = Number(ctx.values.tail ?? 50);
     if (!Number.isInteger(tail) || tail < 1) throw new TurquoiseError("USAGE", `--tail must be a positive integer, got "${ctx.values.tail}"`);
     const q = new URLSearchParams({ tail: String(tail), ...(typeof ctx.values.instance === "string" ? { instance: ctx.values.instance } : {}) });
-    const { client } = connect(ctx.specFile);
+    const { client } = connect(ctx.specFile, { agentCopy: true, warn: ctx.err });
     const { logs } = await client.get<{ logs: Array<{ instance: string; slot: string; release: string; text: string }> }>(`/v1/services/${encodeURIComponent(service)}/logs?${q}`);
     if (ctx.json) return printJson(ctx, logs);
     if (logs.length === 0) return ctx.out(`no running instances of ${service}`);

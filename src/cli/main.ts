@@ -2,7 +2,7 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { EXIT_CODES, TurquoiseError, errorMessage } from "../errors.js";
-import { GLOBAL_HELP, GLOBAL_OPTIONS, type Command, type Context } from "./command.js";
+import { GLOBAL_HELP, globalHelp, globalOptions, type Command, type Context } from "./command.js";
 import { demoCommand } from "./demo.js";
 import { deployCommand } from "./deploy.js";
 import { downCommand } from "./down.js";
@@ -45,12 +45,16 @@ examples:
 }
 
 export async function main(argv: string[]): Promise<void> {
-  // `turquoise status | head` closes the pipe early: that is the reader's choice, not an error.
+  // `turquoise demo | head` closes the pipe early: the reader's choice, not an error. The command
+  // is told (it may stop early) and runs its cleanup; exiting here would skip every finally.
+  const stdoutGone = new AbortController();
   process.stdout.on("error", (e: NodeJS.ErrnoException) => {
-    if (e.code === "EPIPE") process.exit(process.exitCode ?? 0);
-    throw e;
+    if (e.code !== "EPIPE") throw e;
+    stdoutGone.abort();
   });
-  const out = (s: string) => process.stdout.write(s + "\n");
+  const out = (s: string) => {
+    if (!stdoutGone.signal.aborted) process.stdout.write(s + "\n");
+  };
   const err = (s: string) => process.stderr.write(s + "\n");
   const name = argv[0];
   let json = argv.includes("--json");
@@ -67,19 +71,19 @@ export async function main(argv: string[]): Promise<void> {
     if (!cmd) throw new TurquoiseError("USAGE", `unknown command "${name}"; run \`turquoise --help\` for the list`);
     let parsed;
     try {
-      parsed = parseArgs({ args: argv.slice(1), options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
+      parsed = parseArgs({ args: argv.slice(1), options: { ...globalOptions(cmd), ...cmd.options }, allowPositionals: true, strict: true });
     } catch (e) {
       throw new TurquoiseError("USAGE", `${errorMessage(e)}\nrun \`turquoise ${cmd.name} --help\``);
     }
     const values = parsed.values as Record<string, string | boolean | undefined>;
     if (values.help) {
-      out(`turquoise ${cmd.name}: ${cmd.summary}\n\n${cmd.help}\n\n${GLOBAL_HELP}`);
+      out(`turquoise ${cmd.name}: ${cmd.summary}\n\n${cmd.help}\n\n${globalHelp(cmd)}`);
       return;
     }
     json = values.json === true;
     const ctx: Context = {
       specFile: path.resolve(typeof values.file === "string" ? values.file : process.env.TURQUOISE_FILE ?? "turquoise.yml"),
-      json, values, positionals: parsed.positionals, out, err, isTTY: process.stdout.isTTY === true && !json,
+      json, values, positionals: parsed.positionals, out, err, isTTY: process.stdout.isTTY === true && !json, stdoutGone: stdoutGone.signal,
     };
     await cmd.run(ctx);
     process.exitCode = 0;

@@ -1,6 +1,7 @@
 // turquoise migrate: the schema's status, or moving it (with a live bar while a backfill runs).
 import { TurquoiseError, type ErrorCode } from "../errors.js";
 import type { BackfillProgress } from "../migrate/contract.js";
+import { formatTime } from "../util/time.js";
 import { actor, connect, type AgentClient } from "./client.js";
 import { printJson, type Command, type Context } from "./command.js";
 import { ProgressLine } from "./progress-bar.js";
@@ -77,7 +78,7 @@ examples:
     if (ctx.json) return printJson(ctx, r);
     if (action === "status") {
       ctx.out(`${service}: schema at ${r.current} (latest step ${r.latest})${r.live ? `; live ${r.live.release} runs on ${r.live.schema.min}..${r.live.schema.max}` : ""}`);
-      for (const a of r.applied) ctx.out(`  applied  ${String(a.version).padStart(4, "0")}_${a.name}  ${a.phase}  ${new Date(a.appliedAt).toISOString()}`);
+      for (const a of r.applied) ctx.out(`  applied  ${String(a.version).padStart(4, "0")}_${a.name}  ${a.phase}  ${formatTime(a.appliedAt)}`);
       for (const p of r.pending) ctx.out(`  pending  ${String(p.version).padStart(4, "0")}_${p.name}  ${p.phase}${p.transactional ? "" : ", no transaction"}${p.hasDown ? "" : ", no down"}`);
       return;
     }

@@ -1,4 +1,5 @@
 import { TurquoiseError } from "../errors.js";
+import { checkReleaseName } from "../deploy/release.js";
 import { connect } from "./client.js";
 import { printJson, type Command } from "./command.js";
 import { releaseFlags } from "./deploy.js";
@@ -25,6 +26,7 @@ examples:
     const service = ctx.positionals[0];
     const rollback = ctx.values.rollback === true;
     if (!service || (!rollback && typeof ctx.values.release !== "string")) throw new TurquoiseError("USAGE", "usage: turquoise plan <service> --release <release> [--via <release>] | --rollback");
+    if (typeof ctx.values.release === "string") checkReleaseName(ctx.values.release, "--release");
     const { client } = connect(ctx.specFile);
     const body = { kind: rollback ? "rollback" : "deploy", ...(typeof ctx.values.release === "string" ? { release: ctx.values.release } : {}), ...releaseFlags(ctx) };
     const plan = await client.request<{ kind: string; via: string | null; live: string | null; lines: string[]; actions: unknown[] }>("POST", `/v1/services/${encodeURIComponent(service)}/plan`, body);

@@ -3,7 +3,7 @@
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { resolveWorkers, upgradeProxy } from "../proxy/builtin.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
-import { parseDuration } from "../util/duration.js";
+import { formatMs, parseDuration } from "../util/duration.js";
 import { printJson, type Command } from "./command.js";
 
 const USAGE = "usage: turquoise proxy upgrade [--drain-timeout DURATION]";
@@ -40,7 +40,7 @@ examples:
     }
     const r = await upgradeProxy(spec.stateDir, { workers: resolveWorkers(spec.proxy.workers), ...(drainTimeoutMs === undefined ? {} : { drainTimeoutMs }) });
     if (ctx.json) return printJson(ctx, r);
-    ctx.out(`proxy upgraded: generation ${r.generation}, worker(s) ${r.started.join(", ")} serving after ${r.readyMs} ms`);
-    ctx.out(`${r.retired.length} old worker(s) (${r.retired.join(", ") || "none"}) drained and gone after ${r.durationMs} ms`);
+    ctx.out(`proxy upgraded: generation ${r.generation}, worker(s) ${r.started.join(", ")} serving after ${formatMs(r.readyMs)}`);
+    ctx.out(`${r.retired.length} old worker(s) (${r.retired.join(", ") || "none"}) drained and gone after ${formatMs(r.durationMs)}`);
   },
 };

@@ -1,4 +1,6 @@
+import { TurquoiseError } from "../errors.js";
 import { formatMs } from "../util/duration.js";
+import { formatTime } from "../util/time.js";
 import { connect } from "./client.js";
 import { printJson, type Command } from "./command.js";
 
@@ -18,35 +20,50 @@ interface StatusBody {
 export const statusCommand: Command = {
   name: "status",
   summary: "services, live slot, release, instances and their health",
-  help: `usage: turquoise status [--json]
+  help: `usage: turquoise status [<service>...] [--json]
+
+Every service, or only those named (an unknown name is an error that lists the known ones).
+When turquoise.yml is invalid, status still finds the agent through the spec it started with.
 
 examples:
   turquoise status
+  turquoise status books
   turquoise status --json | jq '.services[] | {name, release}'`,
   async run(ctx) {
-    const { client } = connect(ctx.specFile);
+    const { spec, client } = connect(ctx.specFile, { agentCopy: true, warn: ctx.err });
     const s = await client.get<StatusBody>("/v1/status");
+    const wanted = ctx.positionals;
+    const unknown = wanted.filter((name) => !s.services.some((svc) => svc.name === name));
+    if (unknown.length) {
+      const known = s.services.map((svc) => svc.name).join(", ") || "none";
+      throw new TurquoiseError("NOT_FOUND", `no service named ${unknown.map((n) => JSON.stringify(n)).join(", ")} in ${spec.file}; known: ${known}`);
+    }
+    if (wanted.length) {
+      s.services = s.services.filter((svc) => wanted.includes(svc.name));
+      // The records set aside that belong to other services are theirs to show.
+      if (s.quarantined) s.quarantined = s.quarantined.filter((q) => q.service === null || wanted.includes(q.service));
+    }
     if (ctx.json) return printJson(ctx, s);
     ctx.out(`agent pid ${s.agent.pid} at ${s.agent.api}; proxy pid ${s.proxy.pid} on ${s.proxy.address}`);
     const q = s.quarantined ?? [];
     if (q.length) {
       ctx.out(`SET ASIDE: ${q.length} invalid record(s); nothing acts on them, and the next successful deploy of their service clears them:`);
-      for (const e of q) ctx.out(`  ${e.key}${e.service ? ` (${e.service})` : ""} at ${new Date(e.at).toISOString()}: ${e.reason}`);
+      for (const e of q) ctx.out(`  ${e.key}${e.service ? ` (${e.service})` : ""} at ${formatTime(e.at)}: ${e.reason}`);
     }
     for (const svc of s.services) {
       ctx.out(`\n${svc.name}  ${svc.route.host ?? "*"}${svc.route.pathPrefix}`);
       ctx.out(`  live: ${svc.color ? `${svc.release} on ${svc.color}` : "nothing deployed yet"}${svc.previous ? `   previous: ${svc.previous.release}${svc.previous.via ? ` (via ${svc.previous.via})` : ""}` : ""}`);
       for (const [slot, rec] of Object.entries(svc.slots)) {
         if (!rec) continue;
-        const extra = rec.state === "warm" && rec.warmUntil ? ` (until ${new Date(rec.warmUntil).toLocaleTimeString()})` : "";
+        const extra = rec.state === "warm" && rec.warmUntil ? ` (until ${formatTime(rec.warmUntil)})` : "";
         ctx.out(`  ${slot.padEnd(5)}  ${rec.state}${extra}  ${rec.release}`);
       }
       for (const i of svc.instances) {
         const last = i.health.history[i.health.history.length - 1]?.output ?? "";
         ctx.out(`    ${i.id.padEnd(28)} ${i.slot.padEnd(5)} ${i.release.padEnd(10)} ${i.address.padEnd(21)} ${i.health.status.padEnd(8)} up ${formatMs(Date.now() - i.startedAt)}  ${last}`);
       }
-      if (svc.degraded) ctx.out(`  DEGRADED since ${new Date(svc.degraded.since).toISOString()}: ${svc.degraded.reason}; the next deploy resets it`);
-      if (svc.lock) ctx.out(`  deploy lock held by ${svc.lock.owner} since ${new Date(svc.lock.since).toISOString()}`);
+      if (svc.degraded) ctx.out(`  DEGRADED since ${formatTime(svc.degraded.since)}: ${svc.degraded.reason}; the next deploy resets it`);
+      if (svc.lock) ctx.out(`  deploy lock held by ${svc.lock.owner} since ${formatTime(svc.lock.since)}`);
     }
   },
 };

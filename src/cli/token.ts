@@ -1,5 +1,6 @@
 // turquoise token: deploy tokens for CI and webhooks, made, listed and revoked through the agent.
 import { TurquoiseError } from "../errors.js";
+import { formatTime } from "../util/time.js";
 import type { DeployTokenInfo } from "../auth/deploy-tokens.js";
 import { connect } from "./client.js";
 import { printJson, type Command } from "./command.js";
@@ -45,7 +46,7 @@ examples:
       const { tokens } = await client.get<{ tokens: DeployTokenInfo[] }>("/v1/tokens");
       if (ctx.json) return printJson(ctx, tokens);
       if (tokens.length === 0) return ctx.out("no deploy tokens");
-      for (const t of tokens) ctx.out(`${t.id}  deploy ${t.services.join(",").padEnd(20)} ${new Date(t.createdAt).toISOString()}  ${t.name ?? ""}`);
+      for (const t of tokens) ctx.out(`${t.id}  deploy ${t.services.join(",").padEnd(20)} ${formatTime(t.createdAt)}  ${t.name ?? ""}`);
       return;
     }
     if (op === "revoke" && id) {

@@ -6,6 +6,7 @@ import { createLogger } from "../log/logger.js";
 import { readableLine } from "../log/pretty.js";
 import { logSettings } from "../log/settings.js";
 import { Agent, readAgentInfo } from "../agent.js";
+import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
 import { ensureToken } from "../auth/token.js";
 import { loadSpecOrThrow } from "../spec/loader.js";
@@ -70,6 +71,8 @@ async function detach(ctx: Context, spec: Spec): Promise<void> {
   const token = ensureToken(spec.stateDir);
   const logFile = path.join(spec.stateDir, "agent.log");
   const fd = fs.openSync(logFile, "a");
+  // The log is appended to across starts: what this start wrote begins here.
+  const logStart = fs.fstatSync(fd).size;
   const child = spawn(process.execPath, [BIN_PATH, "up", "-f", spec.file], { detached: true, stdio: ["ignore", fd, fd], cwd: spec.dir });
   fs.closeSync(fd);
   child.unref();
@@ -80,7 +83,7 @@ async function detach(ctx: Context, spec: Spec): Promise<void> {
   while (Date.now() < deadline) {
     if (exited !== null) {
       // The detached agent's own exit code says what went wrong (12: Docker unreachable, 9: port in use, ...): pass it on.
-      throw new TurquoiseError(codeForExit(exited), `the agent exited with code ${exited} while starting:\n${tail(logFile)}`);
+      throw new TurquoiseError(codeForExit(exited), `the agent exited with code ${exited} while starting:\n${await tail(logFile, logStart)}`);
     }
     const info = readAgentInfo(spec.stateDir);
     if (info && info.pid === child.pid) {
@@ -96,13 +99,11 @@ async function detach(ctx: Context, spec: Spec): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new TurquoiseError("INTERNAL", `the agent did not answer within ${DETACH_WAIT_MS / 1000}s; see ${logFile}:\n${tail(logFile)}`);
+  throw new TurquoiseError("INTERNAL", `the agent did not answer within ${DETACH_WAIT_MS / 1000}s; see ${logFile}:\n${await tail(logFile, logStart)}`);
 }
 
-export function tail(file: string, lines = 20): string {
-  try {
-    return fs.readFileSync(file, "utf8").trimEnd().split("\n").slice(-lines).map(readableLine).join("\n");
-  } catch {
-    return "(no log)";
-  }
+/** The last lines of file from byte `from` on: this start's lines, not an earlier one's, readable rather than JSON. */
+async function tail(file: string, from: number, lines = 20): Promise<string> {
+  const text = await readTail(file, from, 16_384);
+  return text ? text.split("\n").slice(-lines).map(readableLine).join("\n") : "(nothing in the log)";
 }

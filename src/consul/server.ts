@@ -263,10 +263,22 @@ export interface ConsulServer {
   close(): Promise<void>;
 }
 
-/** Starts the Consul API on settings.host:port; a taken port is a CONFLICT that names consul.listen. */
-export async function startConsulServer(host: ApiHost, settings: ConsulSettings, specFile: string): Promise<ConsulServer> {
+/** The Consul API's socket, bound before the agent starts anything; serve() hands it the agent. */
+export interface BoundConsulServer extends ConsulServer {
+  serve(host: ApiHost): void;
+}
+
+/**
+ * Binds settings.host:port, answering 503 until serve(): a taken port is a CONFLICT that names
+ * consul.listen, raised before the agent has started a proxy or an instance that would outlive it.
+ */
+export async function bindConsulServer(settings: ConsulSettings, specFile: string): Promise<BoundConsulServer> {
   let bound = `${settings.host.includes(":") ? `[${settings.host}]` : settings.host}:${settings.port}`;
-  const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, createConsulApi(host, settings, () => bound));
+  let handler: http.RequestListener = (_req, res) => {
+    res.writeHead(503, { "content-type": "text/plain; charset=utf-8", "retry-after": "1" });
+    res.end("the agent is starting: try again in a moment\n");
+  };
+  const server = http.createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => handler(req, res));
   // Every socket costs a file descriptor: hung clients beyond this are closed at accept.
   server.maxConnections = settings.maxBlocking + SPARE_CONNECTIONS;
   await new Promise<void>((resolve, reject) => {
@@ -279,6 +291,9 @@ export async function startConsulServer(host: ApiHost, settings: ConsulSettings,
   bound = `${addr.address.includes(":") ? `[${addr.address}]` : addr.address}:${addr.port}`;
   return {
     url: `http://${bound}`,
+    serve(host) {
+      handler = createConsulApi(host, settings, () => bound);
+    },
     async close() {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));

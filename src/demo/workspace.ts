@@ -33,6 +33,8 @@ export interface WorkspaceOptions {
   runtime?: { kind: "docker"; image: string; network?: "bridge" | "host" };
   /** The proxy driver: Turquoise's own (default) or nginx. */
   proxyDriver?: "builtin" | "nginx";
+  /** A top-level state block, as YAML lines ("state:\n  driver: etcd\n..."); SQLite in the state dir without it. */
+  stateYaml?: string;
 }
 
 /** BOOKS_FILE inside a container: a host path does not exist there. */
@@ -61,7 +63,7 @@ export async function createWorkspace(opts: WorkspaceOptions = {}): Promise<Work
   fs.writeFileSync(specFile, `version: 1
 agent: { listen: "127.0.0.1:${agentPort}" }
 proxy: { listen: "127.0.0.1:${proxyPort}"${opts.proxyDriver === "nginx" ? ", driver: nginx" : ""} }
-services:
+${opts.stateYaml ?? ""}services:
   books:
 ${runsAs(opts.runtime, releases, booksFile)}    replicas: ${opts.replicas ?? 2}
     route: { path: / }

@@ -2,6 +2,7 @@
 // slot still runs. It is judged from the proxy's own per-pool counters and the runtime's view of
 // the new instances, so no metrics system is needed (Nomad's auto_revert, Argo's analysis).
 import type { Proxy } from "../proxy/contract.js";
+import { formatMs } from "../util/duration.js";
 
 /** How often the window looks at the counters: a crash is seen within this, plus the exit's own delay. */
 export const BAKE_POLL_MS = 50;
@@ -33,7 +34,7 @@ export function judgeBake(f: BakeFigures): { ok: true } | { ok: false; reason: s
 }
 
 export function describeBake(f: BakeFigures): string {
-  return `${f.requests} request(s), ${f.failed} failed, ${f.exited.length} exit(s) in ${f.elapsedMs}ms`;
+  return `${f.requests} request(s), ${f.failed} failed, ${f.exited.length} exit(s) in ${formatMs(f.elapsedMs)}`;
 }
 
 export interface BakeOptions {

@@ -8,6 +8,7 @@ import { openMigrator } from "../migrate/index.js";
 import type { StepInfo } from "../plan/planner.js";
 import type { DatabaseSpec } from "../spec/types.js";
 import { describeProgress } from "./migration-progress.js";
+import { formatMs } from "../util/duration.js";
 
 /** Replaces ${VAR} with the agent's environment; names the missing variable, never the value. */
 export function resolveDatabaseUrl(db: DatabaseSpec, specDir: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -63,9 +64,9 @@ export class ServiceDatabase {
     try {
       const onEvent = (e: MigrationEvent) => {
         if (e.type === "waiting-for-lock") onLine("waiting for the migration lock");
-        else if (e.type === "step-retry") onLine(`step ${e.version}: ${e.reason}; retry ${e.attempt} in ${e.delayMs}ms`);
+        else if (e.type === "step-retry") onLine(`step ${e.version}: ${e.reason}; retry ${e.attempt} in ${formatMs(e.delayMs)}`);
         else if (e.type === "step-done") {
-          onLine(`${e.direction} ${String(e.version).padStart(4, "0")}_${e.name} in ${e.durationMs}ms`);
+          onLine(`${e.direction} ${String(e.version).padStart(4, "0")}_${e.name} in ${formatMs(e.durationMs)}`);
           onApplied();
         } else if (e.type === "index-cleanup") onLine(`step ${e.version}: dropped the invalid index ${e.index} that an earlier, failed build left, before building it again`);
         else if (e.type === "backfill-progress") {

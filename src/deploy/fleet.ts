@@ -260,6 +260,16 @@ export class Fleet {
   }
 
   /**
+   * Where a running instance listens when that is not where its check goes (another port than its
+   * PORT, another address); undefined while it listens nowhere yet, or where it should.
+   */
+  async listeningElsewhere(inst: InstanceInfo): Promise<string | undefined> {
+    if (!this.running.has(inst.id)) return undefined;
+    const sockets = await this.runtime(inst).listening?.(inst).catch(() => undefined);
+    return sockets && sockets.length > 0 ? describeListening(sockets, inst) : undefined;
+  }
+
+  /**
    * Re-attaches to instances recorded by an earlier agent; forgets the dead ones. A record that
    * does not prove its instance is ours (refused) is forgotten too, never signalled: the caller
    * reports it.

@@ -6,6 +6,7 @@
 // an agent that restarts can finish, undo or resume the flow (recovery.ts). Every write of the
 // flow is fenced by its lock (lock.ts); a flow that lost its lock stops at the next step boundary
 // and hands its journal over to recovery.
+import { formatDuration } from "../util/duration.js";
 import { progressRelay } from "./migration-progress.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { Scrubber } from "../log/scrub.js";
@@ -117,7 +118,7 @@ export class DeployFlow {
       emit({ type: "step", name: "plan", status: "done", durationMs: Date.now() - planStarted, detail: planDetail });
 
       history = await store.addHistory({
-        service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, actor: req.actor,
+        service: svc.name, kind, release: req.release, previousRelease: live?.release ?? null, via: plan.via, actor: req.actor,
         startedAt: lockStarted, finishedAt: null, outcome: "running", plan: plan.lines, steps, error: null,
       });
       failpoint("history");
@@ -247,7 +248,7 @@ export class DeployFlow {
     const slot: Slot = color ? otherSlot(color) : "blue";
     const idle = await records.slot(svc.name, slot);
     if (idle?.state === "warm" && idle.release === release && fleet.list(svc.name, slot).length > 0) {
-      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fleet.list(svc.name, slot), "warm instances"));
+      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fleet.list(svc.name, slot), "warm"));
       await records.setSlot(svc.name, { ...idle, state: "preview" });
       return;
     }
@@ -258,7 +259,7 @@ export class DeployFlow {
       const poolId = `${svc.name}/${slot}/${release}/${Date.now().toString(36)}`;
       await records.setSlot(svc.name, { slot, release, poolId, state: "preview", startedAt: Date.now(), ...(schema ? { schema } : {}) });
       const fresh = await this.step(flow, "start", async () => fleet.startSlot(svc, slot, release, this.d.apiUrl, instanceEnvFor(spec, svc)));
-      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fresh, "new instances"));
+      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fresh, "new"));
       await this.step(flow, "smoke", async () => smokeInstances(svc, fresh, fleet.releaseDir(svc, release)));
     } catch (e) {
       await this.cleanUp(flow, e, () => undoPreview(this.d, records, svc, slot));
@@ -320,7 +321,7 @@ export class DeployFlow {
       try {
         await this.step(flow, "bake", async () => {
           const v = await bake({ proxy: this.d.proxy, poolId: preview.poolId, instanceIds: flippedTo, isAlive: (id) => this.d.fleet.isAlive(id), windowMs: svc.bakeMs, onExit: (l) => this.d.fleet.onUnexpectedExit((inst) => l(inst.id)) });
-          if (!v.ok) throw new StepFailure("bake", v.reason, `bake window of ${svc.bakeMs}ms: ${describeBake(v.figures)}`, { ...v.figures });
+          if (!v.ok) throw new StepFailure("bake", v.reason, `bake window of ${formatDuration(svc.bakeMs)}: ${describeBake(v.figures)}`, { ...v.figures });
           return `passed: ${describeBake(v.figures)}`;
         });
       } catch (e) {
@@ -356,7 +357,7 @@ export class DeployFlow {
           this.d.event(svc.name, "drain.error", `draining ${live.release} (${fromSlot}) failed: ${errorMessage(e)}; retiring it anyway`);
           return `drain failed (${errorMessage(e)}); the old slot is retired anyway`;
         }
-        if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${svc.drainTimeoutMs}ms`, { ...r });
+        if (r.cut > 0) this.d.event(svc.name, "drain.cut", `drain of ${live.release} cut ${r.cut} request(s) after ${formatDuration(svc.drainTimeoutMs)}`, { ...r });
         return `${r.completed} in-flight request(s) finished${r.cut ? `, ${r.cut} cut after drain_timeout` : ""}`;
       });
       await this.step(flow, "retire", async () => this.warm.retire(records, svc, fromSlot, live, schemaChangesLater ? "the schema changes next" : undefined));
@@ -403,7 +404,7 @@ export class DeployFlow {
     const color = await records.color(svc.name);
     const instances = color ? fleet.list(svc.name, color) : [];
     await this.step(flow, "recheck", async () => {
-      const healthy = await waitUntilHealthy(spec, fleet, svc, instances, `${release} instances`);
+      const healthy = await waitUntilHealthy(spec, fleet, svc, instances, release);
       const smoke = await smokeInstances(svc, instances, fleet.releaseDir(svc, release));
       return `${healthy}; ${typeof smoke === "string" ? smoke : "no smoke checks"}`;
     });

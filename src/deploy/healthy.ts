@@ -6,27 +6,32 @@ import type { InstanceInfo } from "../runtime/contract.js";
 import type { ServiceSpec, Spec } from "../spec/types.js";
 import type { Fleet } from "./fleet.js";
 import { StepFailure } from "./step.js";
+import { formatDuration, formatMs } from "../util/duration.js";
+import { count } from "../util/words.js";
 
 const LOG_TAIL_LINES = 20;
 
+/** what: the instances' kind in the step's detail ("new", "warm", a release's name). */
 export async function waitUntilHealthy(spec: Spec, fleet: Fleet, svc: ServiceSpec, instances: InstanceInfo[], what: string): Promise<string> {
   const started = Date.now();
+  const byId = new Map(instances.map((i) => [i.id, i]));
   const r = await waitHealthy(instances.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, {
     deadline: started + svc.deployTimeoutMs,
     isAlive: (id) => fleet.isAlive(id),
+    // An app that ignores its PORT fails the deploy as soon as that is clear, not at deploy_timeout.
+    listeningElsewhere: async (id) => fleet.listeningElsewhere(byId.get(id)!),
   });
   if (r.ok) {
     await runtimeHealthy(fleet, svc, instances, started + svc.deployTimeoutMs);
     fleet.markReady(instances);
-    return `${instances.length} ${what} passing after ${Date.now() - started}ms`;
+    return `${count(instances.length, `${what} instance`)} passing after ${formatMs(Date.now() - started)}`;
   }
-  const byId = new Map(instances.map((i) => [i.id, i]));
   const lines: string[] = [];
   for (const f of r.failing) {
     const inst = byId.get(f.id);
     const log = inst ? (await fleet.logs(inst, LOG_TAIL_LINES).catch(() => "")).trim() : "";
     // How it exited, or where it listens instead of its PORT: what the check alone cannot say.
-    const diagnosis = inst ? await fleet.diagnose(inst).catch(() => undefined) : undefined;
+    const diagnosis = f.listening ?? (inst ? await fleet.diagnose(inst).catch(() => undefined) : undefined);
     lines.push(`${f.id}: ${f.status}: ${f.output}${diagnosis ? ` (${diagnosis})` : ""}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);
   }
   throw new StepFailure("healthy", whyNotHealthy(r, svc.health, svc.deployTimeoutMs), lines.join("\n"));
@@ -39,7 +44,7 @@ async function runtimeHealthy(fleet: Fleet, svc: ServiceSpec, instances: Instanc
     const bad = states.findIndex((s) => s.running && s.health === "unhealthy");
     if (bad >= 0) throw new StepFailure("healthy", `${instances[bad]!.id}: the image's HEALTHCHECK reports unhealthy`);
     if (!states.some((s) => s.running && s.health === "starting")) return;
-    if (Date.now() > deadline) throw new StepFailure("healthy", `the image's HEALTHCHECK was still starting at deploy_timeout (${svc.deployTimeoutMs}ms)`);
+    if (Date.now() > deadline) throw new StepFailure("healthy", `the image's HEALTHCHECK was still starting at deploy_timeout (${formatDuration(svc.deployTimeoutMs)})`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -4,6 +4,7 @@
 // it): renewal notices, the flow's step boundaries check, and every write of the flow carries the
 // lock as a fence, so a flow that lost its lock cannot overwrite what its successor wrote.
 import { TurquoiseError, errorMessage } from "../errors.js";
+import { formatTime } from "../util/time.js";
 import type { Fence, HistoryEntry, HistoryWriteOptions, KeyValue, LockInfo, LockResult, NewEvent, NewHistoryEntry, PutOptions, Store, WatchEvent, WriteResult, EventRecord } from "../state/contract.js";
 import type { EventLog } from "./deps.js";
 import { keys } from "./records.js";
@@ -57,7 +58,7 @@ export class DeployLock {
         if (told) opts.onWaited?.("acquired", Date.now() - started);
         return new DeployLock(store, event, service, owner, ttlMs);
       }
-      const since = new Date(r.holder.since).toISOString();
+      const since = formatTime(r.holder.since);
       if (!opts.wait) {
         throw new TurquoiseError("LOCKED", `a deploy of ${service} is already running: lock held by ${r.holder.owner} since ${since} (${Math.round((Date.now() - r.holder.since) / 1000)}s ago); use --wait to queue behind it`, { data: { holder: r.holder } });
       }
@@ -142,7 +143,7 @@ export class DeployLock {
 }
 
 function lossReason(holder: LockInfo | undefined): string {
-  return holder ? `${holder.owner} holds it since ${new Date(holder.since).toISOString()}` : "it expired before it was renewed";
+  return holder ? `${holder.owner} holds it since ${formatTime(holder.since)}` : "it expired before it was renewed";
 }
 
 /** A Store whose writes carry a lock's fence; reads pass through. */

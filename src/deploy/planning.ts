@@ -9,6 +9,7 @@ import { openDatabase, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import type { SlotRecord } from "./records.js";
 import { formatRange } from "../plan/range.js";
 import { releaseInfo } from "./release.js";
+import { formatDuration } from "../util/duration.js";
 import { formatLintWarning, lintSteps, type LintWarning } from "../migrate/lint.js";
 import type { MigrationStep } from "../migrate/contract.js";
 
@@ -99,10 +100,10 @@ export class Planning {
   private describeSimple(svc: ServiceSpec, live: SlotRecord | null, release: string): string[] {
     const n = svc.replicas;
     const lines = [
-      `start ${n} instance${n > 1 ? "s" : ""} of ${release} in the idle slot (or reuse it if warm), wait until healthy (deploy_timeout ${svc.deployTimeoutMs}ms), smoke checks: ${svc.smoke.length ? svc.smoke.map((s) => s.name).join(", ") : "none defined"}`,
+      `start ${n} instance${n > 1 ? "s" : ""} of ${release} in the idle slot (or reuse it if warm), wait until healthy (deploy_timeout ${formatDuration(svc.deployTimeoutMs)}), smoke checks: ${svc.smoke.length ? svc.smoke.map((s) => s.name).join(", ") : "none defined"}`,
       `expand migrations: none (${NO_DATABASE})`,
       `flip ${svc.route.host ?? "*"}${svc.route.pathPrefix} to ${release}, verify through the public route, flip back on failure`,
-      live ? `drain ${live.release} (${live.slot}) up to ${svc.drainTimeoutMs}ms, then ${svc.keepPreviousMs > 0 ? `keep it warm for ${svc.keepPreviousMs}ms` : "stop it"}` : "nothing live to drain",
+      live ? `drain ${live.release} (${live.slot}) up to ${formatDuration(svc.drainTimeoutMs)}, then ${svc.keepPreviousMs > 0 ? `keep it warm for ${formatDuration(svc.keepPreviousMs)}` : "stop it"}` : "nothing live to drain",
       `contract migrations: none (${NO_DATABASE})`,
     ];
     return lines.map((l, n) => `${n + 1}. ${l}`);

@@ -7,6 +7,12 @@ import type { ReleaseInfo, SchemaRange } from "../plan/planner.js";
 /** What a release name may hold: it becomes part of paths, image tags and pool ids. */
 export const RELEASE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+/** A release name, or a usage error that names where the bad one came from (`--release`, `body.via`). */
+export function checkReleaseName(value: unknown, from: string): string {
+  if (typeof value === "string" && RELEASE_NAME.test(value)) return value;
+  throw new TurquoiseError("USAGE", `${from} ${JSON.stringify(value)} is not a release name: write 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit (a release names a directory under cwd's {release}, or an image tag; never a path)`);
+}
+
 /**
  * The release as the planner sees it. A service with a database refuses a release that declares
  * nothing: running it on an unknown schema is exactly what Turquoise exists to prevent.

@@ -40,6 +40,8 @@ function agentEnvSecrets(env: NodeJS.ProcessEnv): string[] {
 
 export function specSecrets(spec: Spec, env: NodeJS.ProcessEnv = process.env): string[] {
   const found = agentEnvSecrets(env);
+  const etcdPassword = spec.state.etcd?.passwordEnv;
+  if (etcdPassword) found.push(env[etcdPassword] ?? "");
   for (const svc of Object.values(spec.services)) {
     found.push(...specEnvSecrets(svc.env));
     for (const check of svc.smoke) if ("http" in check) found.push(...Object.values(check.http.headers));

@@ -3,6 +3,7 @@ import http from "node:http";
 import type { InstanceInfo } from "../runtime/contract.js";
 import type { ServiceSpec, SmokeSpec } from "../spec/types.js";
 import { runCommand } from "../util/command.js";
+import { formatDuration } from "../util/duration.js";
 import { StepFailure } from "./step.js";
 
 export interface SmokeResult {
@@ -45,7 +46,7 @@ function runHttpSmoke(check: Extract<SmokeSpec, { http: unknown }>, target: { ho
         resolve({ name: check.name, ok: problems.length === 0, output: problems.length ? `${problems.join("; ")} (${seen})` : seen });
       });
     });
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${check.timeoutMs}ms`)));
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${formatDuration(check.timeoutMs)}`)));
     req.on("error", (e) => resolve({ name: check.name, ok: false, output: `${method} ${path} failed: ${e.message}` }));
     req.end();
   });

@@ -1,6 +1,7 @@
 // Step 8 of the flow: one request through the proxy's public address, on the new route, must not
 // fail. It is the first request a client would send.
 import http from "node:http";
+import { formatDuration } from "../util/duration.js";
 import type { ServiceSpec, Spec } from "../spec/types.js";
 import { StepFailure } from "./step.js";
 
@@ -14,7 +15,7 @@ export async function verifyPublicRoute(spec: Spec, svc: ServiceSpec): Promise<s
       res.resume();
       res.on("end", () => resolve(res.statusCode ?? 0));
     });
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${svc.health.timeoutMs}ms`)));
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${formatDuration(svc.health.timeoutMs)}`)));
     req.on("error", reject);
   }).catch((e: Error) => {
     throw new StepFailure("verify", `request through the public route failed: ${e.message}`);

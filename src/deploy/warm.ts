@@ -2,6 +2,7 @@
 // a rollback to it is instant, and stopped by a timer when keep_previous runs out.
 import { errorMessage } from "../errors.js";
 import type { Slot } from "../runtime/contract.js";
+import { formatTime } from "../util/time.js";
 import type { ServiceSpec } from "../spec/types.js";
 import type { OrchestratorDeps } from "./deps.js";
 import { DeployLock } from "./lock.js";
@@ -24,7 +25,7 @@ export class WarmSlots {
       const warmUntil = Date.now() + svc.keepPreviousMs;
       await records.setSlot(svc.name, { ...rec, state: "warm", warmUntil });
       this.scheduleExpiry(svc, slot, warmUntil);
-      return `${rec.release} kept warm in ${slot} until ${new Date(warmUntil).toISOString()}`;
+      return `${rec.release} kept warm in ${slot} until ${formatTime(warmUntil)}`;
     }
     const instances = this.d.fleet.list(svc.name, slot);
     let killed: number;

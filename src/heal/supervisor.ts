@@ -61,10 +61,17 @@ export class Supervisor {
 
   constructor(private readonly d: SupervisorDeps) {}
 
-  /** An instance exited, or went critical and was stopped: replace it. */
+  /**
+   * An instance exited, or went critical and was stopped: replace it, when it served a live or warm
+   * slot. One of a deploy's new slot is the deploy's to judge (it fails, and says so); healing
+   * would not replace it, so it does not say it will.
+   */
   lost(inst: InstanceInfo, why: string): void {
-    this.d.event(inst.service, "heal.scheduled", `${inst.id} (${inst.release}, ${inst.slot}) ${why}: replacing it`);
-    this.schedule(inst.service, inst.slot, this.backoff(inst.service, inst.slot));
+    void this.d.records.slot(inst.service, inst.slot).then((rec) => {
+      if (this.stopped || !rec || rec.release !== inst.release || (rec.state !== "live" && rec.state !== "warm")) return;
+      this.d.event(inst.service, "heal.scheduled", `${inst.id} (${inst.release}, ${inst.slot}) ${why}: replacing it`);
+      this.schedule(inst.service, inst.slot, this.backoff(inst.service, inst.slot));
+    }, (e: unknown) => this.d.event(inst.service, "heal.error", `${inst.id} ${why}, and its slot's record could not be read: ${e instanceof Error ? e.message : e}`));
   }
 
   stop(): void {

@@ -3,6 +3,7 @@
 // a command on stdin, or an HTTP request body. Handlers time out; every run is logged with its
 // exit status. One run at a time per watch; a change during a run triggers one more run after it.
 import type { Registry } from "../api/registry.js";
+import { formatDuration } from "../util/duration.js";
 import type { WatchSpec } from "../spec/types.js";
 import { runCommand } from "../util/command.js";
 
@@ -86,7 +87,7 @@ export class WatchRunner {
       ok = res.ok;
       status = `HTTP ${res.status}`;
     } catch (e) {
-      status = (e as Error).name === "TimeoutError" ? `timed out after ${w.timeoutMs}ms` : `failed: ${(e as Error).message}`;
+      status = (e as Error).name === "TimeoutError" ? `timed out after ${formatDuration(w.timeoutMs)}` : `failed: ${(e as Error).message}`;
     }
     // Webhook URLs often carry their secret in the query: log the origin and path only.
     const shown = safeUrl(url);

@@ -5,6 +5,7 @@
 import { connect, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { HealthSpec } from "../spec/types.js";
+import { formatDuration } from "../util/duration.js";
 
 export type CheckStatus = "passing" | "warning" | "critical";
 
@@ -210,7 +211,7 @@ function httpCheck(
     socket.on("error", (e) => (kept && !received ? retryFresh() : head ? finishWithBody(true) : finish("critical", `GET ${url}: ${e.message}`)));
     socket.on("close", () => (kept && !received ? retryFresh() : head ? finishWithBody(true) : finish("critical", `GET ${url}: the connection closed before a response`)));
     // A whole-request deadline: the socket timeout alone would let a slow trickle run forever.
-    const timer = setTimeout(() => finish("critical", `GET ${url}: timed out after ${timeoutMs}ms`), timeoutMs);
+    const timer = setTimeout(() => finish("critical", `GET ${url}: timed out after ${formatDuration(timeoutMs)}`), timeoutMs);
     const onAbort = () => finish("critical", `GET ${url}: aborted`);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
@@ -294,7 +295,7 @@ function tcpCheck(
     const socket = connect({ host: target.host, port: target.port });
     socket.on("connect", () => finish("passing", `TCP connect ${address}: Success`));
     socket.on("error", (e) => finish("critical", `TCP connect ${address}: ${e.message}`));
-    const timer = setTimeout(() => finish("critical", `TCP connect ${address}: timed out after ${timeoutMs}ms`), timeoutMs);
+    const timer = setTimeout(() => finish("critical", `TCP connect ${address}: timed out after ${formatDuration(timeoutMs)}`), timeoutMs);
     const onAbort = () => finish("critical", `TCP connect ${address}: aborted`);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
@@ -365,7 +366,13 @@ export interface HealthTarget {
 
 export type WaitHealthyResult =
   | { ok: true; readyAtMs: Record<string, number> }
-  | { ok: false; failing: { id: string; status: CheckStatus; output: string }[]; reason: "timeout" | "exited" | "unhealthy" | "aborted" };
+  | { ok: false; failing: { id: string; status: CheckStatus; output: string; listening?: string }[]; reason: "timeout" | "exited" | "unhealthy" | "misdirected" | "aborted" };
+
+/**
+ * Where an instance that does not answer its check listens instead, when it listens somewhere (an
+ * app that ignores its PORT): undefined while it listens nowhere (still starting) or where it should.
+ */
+export type ListeningElsewhere = (id: string) => Promise<string | undefined>;
 
 /**
  * Probes every target until each has passed successBeforePassing consecutive checks. Stops early
@@ -373,14 +380,16 @@ export type WaitHealthyResult =
  * ("exited"), or every target not yet passing has answered its check with a critical status (an
  * HTTP 500, say) for failuresBeforeCritical × intervalMs without a break ("unhealthy"): the app is
  * up and says it is not well, which waiting out the deadline will not change. A target that does
- * not answer (refused: not listening yet; timed out) is still starting, and is waited for.
+ * not answer (refused: not listening yet; timed out) is still starting, and is waited for, unless
+ * listeningElsewhere finds it listening on another address after the same time ("misdirected"):
+ * an app that ignores its PORT will not start answering there either.
  * readyAtMs: per target, ms from the start of the wait until it turned passing. failing: the
  * targets that had not turned passing, with their last output.
  */
 export async function waitHealthy(
   targets: HealthTarget[],
   health: HealthSpec,
-  opts: { deadline: number; probeIntervalMs?: number; signal?: AbortSignal; isAlive?: (id: string) => boolean },
+  opts: { deadline: number; probeIntervalMs?: number; signal?: AbortSignal; isAlive?: (id: string) => boolean; listeningElsewhere?: ListeningElsewhere },
 ): Promise<WaitHealthyResult> {
   const startedAt = Date.now();
   const probeIntervalMs = opts.probeIntervalMs ?? DEFAULT_DEPLOY_PROBE_INTERVAL_MS;
@@ -390,7 +399,7 @@ export async function waitHealthy(
   // Ends every probe loop, and any probe in flight, as soon as the outcome is known.
   const done = new AbortController();
 
-  let outcome: "ready" | "timeout" | "exited" | "unhealthy" | "aborted" | undefined;
+  let outcome: "ready" | "timeout" | "exited" | "unhealthy" | "misdirected" | "aborted" | undefined;
   let settle!: () => void;
   const settled = new Promise<void>((resolve) => (settle = resolve));
   const finish = (o: NonNullable<typeof outcome>) => {
@@ -410,9 +419,27 @@ export async function waitHealthy(
   /** Per target: since when every result has been a critical answer (none while it is not answering). */
   const criticalSince = new Map<string, number>();
   const condemned = new Set<string>();
+  /** Per target: since when it has not answered, and when the runtime was last asked where it listens. */
+  const silentSince = new Map<string, number>();
+  const askedAt = new Map<string, number>();
+  /** Targets found listening elsewhere, with where. */
+  const elsewhere = new Map<string, string>();
   const judge = () => {
     const pending = targets.filter((t) => !(t.id in readyAtMs));
-    if (pending.length > 0 && pending.every((t) => condemned.has(t.id))) finish("unhealthy");
+    if (pending.length > 0 && pending.every((t) => condemned.has(t.id))) finish(pending.some((t) => elsewhere.has(t.id)) ? "misdirected" : "unhealthy");
+  };
+  const lookElsewhere = async (id: string) => {
+    const now = Date.now();
+    const since = silentSince.get(id) ?? now;
+    silentSince.set(id, since);
+    // Asked once the check would have condemned an answering instance, then once an interval: it reads /proc or asks Docker.
+    if (!opts.listeningElsewhere || now - since < verdictAfterMs || now - (askedAt.get(id) ?? 0) < health.intervalMs) return;
+    askedAt.set(id, now);
+    const where = await opts.listeningElsewhere(id).catch(() => undefined);
+    if (where === undefined || done.signal.aborted) return;
+    elsewhere.set(id, where);
+    condemned.add(id);
+    judge();
   };
 
   const probeUntilPassing = async (target: HealthTarget) => {
@@ -431,12 +458,17 @@ export async function waitHealthy(
         return;
       }
       if (result.status === "critical" && result.answered) {
+        silentSince.delete(target.id);
         const since = criticalSince.get(target.id) ?? Date.now();
         criticalSince.set(target.id, since);
         if (Date.now() - since >= verdictAfterMs && state.status === "critical") condemned.add(target.id);
         judge();
+      } else if (!result.answered) {
+        criticalSince.delete(target.id);
+        if (!elsewhere.has(target.id)) await lookElsewhere(target.id);
       } else {
         criticalSince.delete(target.id);
+        silentSince.delete(target.id);
         condemned.delete(target.id);
       }
       await sleep(probeIntervalMs, undefined, { signal: done.signal }).catch(() => {});
@@ -467,7 +499,8 @@ export async function waitHealthy(
     .map((t) => {
       const state = states.get(t.id)!;
       if (exited.has(t.id)) return { id: t.id, status: "critical" as const, output: "the instance exited" };
-      return { id: t.id, status: state.status, output: state.lastResult?.output ?? "no check had finished yet" };
+      const where = elsewhere.get(t.id);
+      return { id: t.id, status: state.status, output: state.lastResult?.output ?? "no check had finished yet", ...(where ? { listening: where } : {}) };
     });
   return { ok: false, failing, reason: outcome! };
 }
@@ -478,10 +511,14 @@ export function whyNotHealthy(r: Extract<WaitHealthyResult, { ok: false }>, heal
     case "exited":
       return "an instance exited before it was healthy";
     case "timeout":
-      return `not healthy within deploy_timeout (${deployTimeoutMs}ms)`;
+      return `not healthy within deploy_timeout (${formatDuration(deployTimeoutMs)})`;
     case "unhealthy": {
       const answers = [...new Set(r.failing.map((f) => f.output))];
-      return `unhealthy: the check answered ${answers.join("; ")} for ${health.failuresBeforeCritical} × ${health.intervalMs}ms (failures_before_critical × interval), so the deploy did not wait out deploy_timeout (${deployTimeoutMs}ms)`;
+      return `unhealthy: the check answered ${answers.join("; ")} for ${health.failuresBeforeCritical} × ${formatDuration(health.intervalMs)} (failures_before_critical × interval), so the deploy did not wait out deploy_timeout (${formatDuration(deployTimeoutMs)})`;
+    }
+    case "misdirected": {
+      const f = r.failing.find((x) => x.listening)!;
+      return `not listening where its check goes: ${f.id} is ${f.listening}. An app must listen on the port Turquoise gives it in $PORT (and on $HOST), so the deploy did not wait out deploy_timeout (${formatDuration(deployTimeoutMs)})`;
     }
     case "aborted":
       return "aborted";

@@ -7,7 +7,7 @@ import { mkdir, open, readFile, rm, stat } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { TurquoiseError, errorMessage } from "../errors.js";
+import { EXIT_CODES, TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
 import { readTail } from "../util/fs.js";
 import { readableTail } from "../log/pretty.js";
@@ -196,11 +196,17 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
   child.unref();
 
   const failure = async (why: string): Promise<TurquoiseError> => {
+    // Its port taken is the user's to fix, in the spec: said as such, without the log around it.
+    if (exitCode === EXIT_CODES.CONFLICT) {
+      return new TurquoiseError("CONFLICT", `the proxy cannot listen on ${listen}: address in use`, { data: { addressInUse: true } });
+    }
     const tail = readableTail(await readTail(logFile, logStart));
     return new TurquoiseError("INTERNAL", `the proxy did not start: ${why}${tail ? `\n--- ${logFile} ---\n${tail}` : ""}`);
   };
   let exited: string | undefined;
+  let exitCode: number | null = null;
   const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
+    exitCode = code;
     exited = signal ? `it was killed by ${signal}` : `it exited with code ${code}`;
   };
   child.once("exit", onExit);

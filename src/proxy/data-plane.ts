@@ -11,6 +11,7 @@ import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeRespons
 import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
+import { noRouteBody } from "./no-route.js";
 import { Tunnel, type TunnelHost } from "./tunnel.js";
 import { UpstreamConnections } from "./upstream.js";
 
@@ -127,7 +128,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const match = table.lookup(host, url);
     if (!match) {
       if (started >= 0) count(this.router.series.unrouted, 404, started);
-      sendJson(res, 404, { error: "no route", host: host ?? null, path: url });
+      sendJson(res, 404, noRouteBody(table.source.routes, host, url, req.socket, head));
       return;
     }
     const contentLength = head.contentLength;
@@ -223,7 +224,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const match = table.lookup(host, url);
     if (!match) {
       if (started >= 0) count(this.router.series.unrouted, 404, started);
-      return rejectUpgrade(client, 404, { error: "no route", host: host ?? null, path: url });
+      return rejectUpgrade(client, 404, noRouteBody(table.source.routes, host, url, client, head));
     }
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) {

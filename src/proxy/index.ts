@@ -1,5 +1,6 @@
 // The one place that picks the Proxy driver, the built-in proxy process or nginx, for the agent and
 // for `turquoise down` alike, so callers depend on the contract and not on a driver.
+import { TurquoiseError } from "../errors.js";
 import { DockerApi } from "../runtime/docker-api.js";
 import { connectProxy, resolveWorkers, spawnProxy, stopProxy } from "./builtin.js";
 import type { Proxy } from "./contract.js";
@@ -28,6 +29,8 @@ export interface OpenedProxy {
   proxy: Proxy;
   pid: number;
   listenPort: number;
+  /** It was running already (it kept serving while no agent ran): not this agent's to stop if its start fails. */
+  adopted: boolean;
 }
 
 /**
@@ -40,7 +43,7 @@ export async function openProxy(opts: ProxyOptions, log: Logger): Promise<Opened
     const adopted = await nginx.adopt();
     if (!adopted) await nginx.start();
     log.info(adopted ? "proxy.adopted" : "proxy.started", `${adopted ? "adopted running" : "started"} nginx on ${opts.host}:${nginx.listenPort}`);
-    return { proxy: nginx, pid: 0, listenPort: nginx.listenPort };
+    return { proxy: nginx, pid: 0, listenPort: nginx.listenPort, adopted };
   }
   let adopted = await connectProxy(opts.stateDir);
   if (adopted && opts.port !== 0 && adopted.listenPort !== opts.port) {
@@ -57,16 +60,19 @@ export async function openProxy(opts: ProxyOptions, log: Logger): Promise<Opened
       (e: unknown) => log.error("proxy.upgrade-failed", `${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
     );
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, workers: opts.workers, ...(opts.log ? { log: opts.log } : {}) }));
+  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, workers: opts.workers, ...(opts.log ? { log: opts.log } : {}) }).catch((e: unknown) => {
+    throw e instanceof TurquoiseError && e.code === "CONFLICT" && e.data.addressInUse ? new TurquoiseError("CONFLICT", `${e.message} (set proxy.listen in ${opts.specFile})`, { data: e.data }) : e;
+  }));
   log.info(adopted ? "proxy.adopted" : "proxy.started", adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}`, { data: { pid: proxied.pid } });
-  return proxied;
+  return { ...proxied, adopted: adopted !== undefined };
 }
 
-/** Stops the data plane for this state dir, whichever driver runs it; in-flight requests finish first. */
-export async function stopDataPlane(opts: ProxyOptions): Promise<void> {
-  if (opts.driver === "nginx") await nginxFor(opts).stop();
-  else await stopProxy(opts.stateDir);
+/** Stops the data plane for this state dir, whichever driver runs it; in-flight requests finish first. False: nothing ran. */
+export async function stopDataPlane(opts: ProxyOptions): Promise<boolean> {
+  if (opts.driver === "nginx") return nginxFor(opts).stop();
+  return stopProxy(opts.stateDir);
 }
+
 
 /** One way to reach nginx for starting, adopting and stopping alike: a container's nginx is signalled through the Docker API. */
 function nginxFor(opts: ProxyOptions): NginxProxy {

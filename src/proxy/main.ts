@@ -130,5 +130,7 @@ main().catch((e: unknown) => {
     out = createLogger({ component: "proxy" });
   }
   out.error("proxy.failed", `${errorMessage(e)}${inUse ? ": the listen address is already in use" : ""}`);
+  // Its own exit code, so that whoever started it can say which setting to change.
+  if (inUse) process.exit(EXIT_CODES.CONFLICT);
   process.exit(usage ? EXIT_CODES.USAGE : EXIT_CODES.INTERNAL);
 });

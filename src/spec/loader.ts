@@ -14,7 +14,7 @@ import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
 import { parseSize, SIZE_PATTERN } from "../util/size.js";
 import { runRules, type PathSegment, type RuleContext } from "./rules.js";
 import * as S from "./schema.js";
-import type { HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
+import type { EtcdSpec, HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
 
 // The YAML as the schema guarantees it, before defaults.
 interface RawSmoke {
@@ -68,7 +68,11 @@ interface RawSpec {
   agent?: { listen?: string };
   proxy?: RawProxy;
   consul?: { listen: string; datacenter?: string; max_blocking?: number };
-  state?: { driver?: "sqlite" | "memory"; path?: string };
+  state?: {
+    driver?: "sqlite" | "memory" | "etcd";
+    path?: string;
+    etcd?: { endpoints: string[]; prefix?: string; timeout?: string; username?: string; password_env?: string; tls?: { ca: string; cert?: string; key?: string } };
+  };
   state_dir?: string;
   services: Record<string, RawService>;
   watches?: Array<{ name?: string; type: WatchSpec["type"]; service?: string; state?: WatchSpec["state"]; key?: string; prefix?: string; args?: string[]; http?: { url: string; method?: "POST" | "PUT"; headers?: Record<string, string> }; timeout?: string }>;
@@ -232,6 +236,8 @@ const PATTERN_HINTS: Record<string, (value: string) => string> = {
   [S.URL_PATH_PATTERN]: (v) => `must start with "/", got "${v}"`,
   [S.DATACENTER_PATTERN]: (v) => `invalid datacenter "${v}": use letters, digits, dashes and underscores, at most 64 characters`,
   [S.PROXY_WORKERS_AUTO_PATTERN]: (v) => `must be a number of workers or "auto" (one per core), got "${v}"`,
+  [S.ETCD_ENDPOINT_PATTERN]: (v) => `invalid etcd endpoint "${v}": write a member's client URL, like "http://10.0.0.1:2379", without a path or credentials`,
+  [S.ETCD_PREFIX_PATTERN]: (v) => `invalid etcd prefix "${v}": write slash-separated names that start and end with "/", like "/turquoise/books/"`,
 };
 
 const TYPE_NAMES: Record<string, string> = { object: "mapping", array: "list" };
@@ -321,6 +327,8 @@ function explainOne(e: ErrorObject, path: PathSegment[]): Explained | undefined 
     }
     case "required":
       return key(path, `missing required key "${String(params.missingProperty)}"`);
+    case "dependencies":
+      return key([...path, String(params.property)], `${String(params.property)} needs ${String(params.missingProperty)} beside it`);
     case "propertyNames":
       return undefined;
     case "type": {
@@ -389,6 +397,7 @@ function normalize(raw: RawSpec, file: string): Spec {
     state: {
       driver: raw.state?.driver ?? S.DEFAULT_STATE_DRIVER,
       path: raw.state?.path === undefined ? resolve(stateDir, S.DEFAULT_STATE_FILE) : resolve(dir, raw.state.path),
+      ...(raw.state?.etcd ? { etcd: normalizeEtcd(raw.state.etcd, dir) } : {}),
     },
     stateDir,
     services,
@@ -406,6 +415,18 @@ function normalize(raw: RawSpec, file: string): Spec {
       ? { metrics: { ...parseListen(raw.metrics.listen), ...(raw.metrics.token_file !== undefined ? { tokenFile: resolve(dir, raw.metrics.token_file) } : {}) } }
       : {}),
     log: { level: raw.log?.level ?? DEFAULT_LOG_LEVEL, format: raw.log?.format ?? DEFAULT_LOG_FORMAT },
+  };
+}
+
+function normalizeEtcd(raw: NonNullable<NonNullable<RawSpec["state"]>["etcd"]>, dir: string): EtcdSpec {
+  const tls = raw.tls;
+  return {
+    endpoints: [...raw.endpoints],
+    prefix: raw.prefix ?? S.DEFAULT_ETCD_PREFIX,
+    timeoutMs: ms(raw.timeout, S.DEFAULT_ETCD_TIMEOUT),
+    ...(raw.username !== undefined ? { username: raw.username } : {}),
+    ...(raw.password_env !== undefined ? { passwordEnv: raw.password_env } : {}),
+    ...(tls ? { tls: { ca: resolve(dir, tls.ca), ...(tls.cert ? { cert: resolve(dir, tls.cert) } : {}), ...(tls.key ? { key: resolve(dir, tls.key) } : {}) } } : {}),
   };
 }
 

@@ -3,6 +3,7 @@
 
 import { constants as osConstants } from "node:os";
 import { isCidr } from "../proxy/settings.js";
+import { formatDuration } from "../util/duration.js";
 import type { ServiceSpec, Spec, SpecProblem } from "./types.js";
 
 /** A step into the YAML: a mapping key or a list index. */
@@ -107,7 +108,7 @@ export const healthTimeoutOverInterval: SpecRule = {
     return services(spec)
       .filter((svc) => svc.health.timeoutMs > svc.health.intervalMs)
       .map((svc) =>
-        ctx.at(["services", svc.name, "health", "timeout"], `health timeout (${svc.health.timeoutMs}ms) is longer than the interval (${svc.health.intervalMs}ms): a slow check would still be running when the next one starts`),
+        ctx.at(["services", svc.name, "health", "timeout"], `health timeout (${formatDuration(svc.health.timeoutMs)}) is longer than the interval (${formatDuration(svc.health.intervalMs)}): a slow check would still be running when the next one starts`),
       );
   },
 };
@@ -119,7 +120,7 @@ export const healthIntervalOverDeployTimeout: SpecRule = {
     return services(spec)
       .filter((svc) => svc.health.intervalMs > svc.deployTimeoutMs)
       .map((svc) =>
-        ctx.at(["services", svc.name, "health", "interval"], `health interval (${svc.health.intervalMs}ms) is longer than deploy_timeout (${svc.deployTimeoutMs}ms): once live, a failing instance would go unnoticed for longer than a whole deploy may take (deploys themselves probe new instances every 25ms)`),
+        ctx.at(["services", svc.name, "health", "interval"], `health interval (${formatDuration(svc.health.intervalMs)}) is longer than deploy_timeout (${formatDuration(svc.deployTimeoutMs)}): once live, a failing instance would go unnoticed for longer than a whole deploy may take (deploys themselves probe new instances every 25ms)`),
       );
   },
 };
@@ -218,10 +219,37 @@ export const metricsOpen: SpecRule = {
     const m = spec.metrics;
     if (!m || m.tokenFile !== undefined || isLoopback(m.host)) return [];
     return [ctx.at(["metrics", "listen"], `the metrics endpoint listens on ${m.host}, which is not loopback, and asks for no token: set metrics.token_file, or anyone who reaches it reads your services, releases and traffic`)];
+    },
+  };
+
+/** etcd's client speaks TLS to all members or to none, and client certificates need https. */
+export const etcdEndpoints: SpecRule = {
+  name: "etcd-endpoints",
+  severity: "error",
+  check(spec, ctx) {
+    const etcd = spec.state.etcd;
+    if (!etcd) return [];
+    const secure = etcd.endpoints.filter((e) => e.startsWith("https://")).length;
+    if (secure > 0 && secure < etcd.endpoints.length) {
+      return [ctx.at(["state", "etcd", "endpoints"], "mixes http:// and https:// endpoints: the etcd client talks TLS to every member or to none")];
+    }
+    if (etcd.tls && secure === 0) return [ctx.at(["state", "etcd", "tls"], "tls is set but the endpoints are http://: write them as https://")];
+    return [];
+  },
+};
+
+export const etcdUnused: SpecRule = {
+  name: "etcd-unused",
+  severity: "warning",
+  check(spec, ctx) {
+    if (!spec.state.etcd || spec.state.driver === "etcd") return [];
+    return [ctx.at(["state", "etcd"], `state.etcd is set, but state.driver is ${spec.state.driver}: the etcd cluster is not used`)];
   },
 };
 
 export const SPEC_RULES: readonly SpecRule[] = [
+  etcdEndpoints,
+  etcdUnused,
   trustedProxies,
   upstreamTimeouts,
   watchTargets,

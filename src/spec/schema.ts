@@ -30,6 +30,12 @@ export const MAX_CONSUL_MAX_BLOCKING = 16_384;
 export const DEFAULT_STATE_DRIVER = "sqlite";
 export const DEFAULT_STATE_DIR = ".turquoise";
 export const DEFAULT_STATE_FILE = "state.db";
+export const DEFAULT_ETCD_PREFIX = "/turquoise/";
+export const DEFAULT_ETCD_TIMEOUT = "5s";
+/** A member's client URL: scheme, host and port, nothing else (credentials go in username and password_env). */
+export const ETCD_ENDPOINT_PATTERN = "^https?://[A-Za-z0-9.-]+:[0-9]{1,5}$|^https?://\\[[0-9A-Fa-f:.]+\\]:[0-9]{1,5}$";
+/** "/turquoise/books/": slash-separated names, starting and ending with a slash. */
+export const ETCD_PREFIX_PATTERN = "^/([A-Za-z0-9._-]+/)+$";
 export const DEFAULT_RUNTIME = "process";
 export const DEFAULT_REPLICAS = 1;
 export const DEFAULT_ROUTE_PATH = "/";
@@ -178,9 +184,52 @@ export const SPEC_JSON_SCHEMA = {
       type: "object",
       additionalProperties: false,
       description: "Where Turquoise keeps its state: live slots, releases, locks, history.",
+      if: { properties: { driver: { const: "etcd" } }, required: ["driver"] },
+      then: { required: ["etcd"] },
       properties: {
-        driver: { enum: ["sqlite", "memory"], default: DEFAULT_STATE_DRIVER, description: "sqlite keeps state in a file across restarts; memory forgets it when the agent stops (tests, demos)." },
-        path: { type: "string", minLength: 1, description: `SQLite file, relative to the spec file's directory. Default <state_dir>/${DEFAULT_STATE_FILE}.` },
+        driver: {
+          enum: ["sqlite", "memory", "etcd"],
+          default: DEFAULT_STATE_DRIVER,
+          description: "sqlite keeps state in a file across restarts; memory forgets it when the agent stops (tests, demos); etcd keeps it in an etcd cluster that several agents share (see docs/state.md).",
+        },
+        path: { type: "string", minLength: 1, description: `driver: sqlite. SQLite file, relative to the spec file's directory. Default <state_dir>/${DEFAULT_STATE_FILE}.` },
+        etcd: {
+          type: "object",
+          additionalProperties: false,
+          required: ["endpoints"],
+          description: "driver: etcd. The cluster, and where in it this project's state lives.",
+          dependencies: { username: ["password_env"], password_env: ["username"] },
+          properties: {
+            endpoints: {
+              type: "array",
+              minItems: 1,
+              uniqueItems: true,
+              items: { type: "string", pattern: ETCD_ENDPOINT_PATTERN },
+              description: 'Client URLs of the cluster\'s members, all of them: ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"]. A member that is down or hangs is skipped. https:// for all of them with TLS.',
+            },
+            prefix: {
+              type: "string",
+              pattern: ETCD_PREFIX_PATTERN,
+              default: DEFAULT_ETCD_PREFIX,
+              description: `Every key Turquoise writes lives under this prefix. Give each project that shares a cluster its own: "/turquoise/books/". Default ${DEFAULT_ETCD_PREFIX}.`,
+            },
+            timeout: duration("How long one state read or write may take, retries on other members included, before it fails with STATE_UNAVAILABLE (exit 16).", DEFAULT_ETCD_TIMEOUT),
+            username: { type: "string", minLength: 1, description: "etcd user, when the cluster has authentication enabled. Its role needs readwrite on the prefix." },
+            password_env: { type: "string", pattern: ENV_NAME_PATTERN, description: "Environment variable of the agent that holds the etcd user's password: ETCD_PASSWORD. The password itself never goes in this file, and is never logged." },
+            tls: {
+              type: "object",
+              additionalProperties: false,
+              required: ["ca"],
+              dependencies: { cert: ["key"], key: ["cert"] },
+              description: "TLS to the members (https:// endpoints), relative to the spec file's directory.",
+              properties: {
+                ca: { type: "string", minLength: 1, description: "PEM file of the CA that signed the members' certificates." },
+                cert: { type: "string", minLength: 1, description: "PEM client certificate, when the members require one (--client-cert-auth)." },
+                key: { type: "string", minLength: 1, description: "PEM private key of the client certificate." },
+              },
+            },
+          },
+        },
       },
     },
     state_dir: {

@@ -69,10 +69,18 @@ proxy:
 #   max_blocking: 512    # blocking queries held at once; one more gets 429
 
 # Where Turquoise records live slots, releases, locks and history.
-# driver: sqlite keeps it in a file; memory forgets it when the agent stops.
+# driver: sqlite keeps it in a file; memory forgets it when the agent stops; etcd keeps it in an
+# etcd cluster that several agents share (docs/state.md).
 state:
   driver: sqlite
   path: .turquoise/state.db
+  # etcd:                              # for driver: etcd
+  #   endpoints: ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"]
+  #   prefix: /turquoise/web/          # one per project sharing the cluster
+  #   timeout: 5s                      # a state call fails with STATE_UNAVAILABLE after this
+  #   username: turquoise              # when the cluster has auth enabled...
+  #   password_env: ETCD_PASSWORD      # ...the agent reads the password from this variable
+  #   tls: { ca: certs/ca.pem, cert: certs/client.pem, key: certs/client-key.pem }  # https:// endpoints
 
 # Pid files, logs, the API token and the proxy's saved route table.
 state_dir: .turquoise
@@ -122,9 +130,11 @@ services:
     #   network: bridge               # publish on 127.0.0.1 (default), or host
     # Instances per slot.
     replicas: 1
-    # Which requests the proxy sends here: a host, a path prefix, or both.
+    # Which requests the proxy sends here: a path prefix, a host, or both. With path / alone,
+    # every request the proxy gets comes here (curl http://127.0.0.1:8080/). Add a host to
+    # serve several services on one port by name; then only requests for that Host match:
+    #   host: ${q(`${service}.example.com`)}     # curl -H 'Host: ${service}.example.com' http://127.0.0.1:8080/
     route:
-      host: ${q(`${service}.localhost`)}
       path: /
       # timeouts: { upstream_response: 30s }   # over proxy.timeouts
       # max_body_size: 10MiB                   # over proxy.limits.max_body_size

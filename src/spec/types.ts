@@ -93,6 +93,24 @@ export interface WatchSpec {
   timeoutMs: number;
 }
 
+/** The etcd cluster of state.driver: etcd. The password is named, not given: it is read from the agent's environment when the store opens. */
+export interface EtcdSpec {
+  endpoints: string[];
+  prefix: string;
+  timeoutMs: number;
+  username?: string;
+  passwordEnv?: string;
+  /** Absolute paths of PEM files. */
+  tls?: { ca: string; cert?: string; key?: string };
+}
+
+export interface StateSpec {
+  driver: "sqlite" | "memory" | "etcd";
+  /** The SQLite file (driver: sqlite). */
+  path: string;
+  etcd?: EtcdSpec;
+}
+
 export interface Spec {
   /** Absolute path of the file the spec was read from. */
   file: string;
@@ -110,7 +128,7 @@ export interface Spec {
   };
   /** Consul's HTTP API, read side, on an address of its own: absent unless consul.listen is set. */
   consul?: { host: string; port: number; datacenter: string; maxBlocking: number };
-  state: { driver: "sqlite" | "memory"; path: string };
+  state: StateSpec;
   /** Where pid files, logs, the token and the proxy's saved table live. */
   stateDir: string;
   services: Record<string, ServiceSpec>;

@@ -73,6 +73,8 @@ export interface HistoryEntry {
   kind: "deploy" | "rollback";
   release: string;
   previousRelease: string | null;
+  /** The turquoise release the flow went through on its way to release, or null for a direct flip. */
+  via: string | null;
   actor: string;
   startedAt: number;
   finishedAt: number | null;

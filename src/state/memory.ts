@@ -97,11 +97,12 @@ export class WatchHub {
 }
 
 /** What the sqlite store would hand back after serialising a value to JSON and reading it again. */
-function roundTrip<T>(value: T): T {
+export function roundTrip<T>(value: T): T {
   return JSON.parse(JSON.stringify(value)) as T;
 }
 
-function withoutUndefined<T extends object>(patch: T): Partial<T> {
+/** A patch without its undefined fields: those leave the patched record's values as they are. */
+export function withoutUndefined<T extends object>(patch: T): Partial<T> {
   return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 

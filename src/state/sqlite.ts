@@ -26,7 +26,7 @@ import { CHANGE_LOG_SIZE, WatchHub, casAllows, fenceHolds, fenceLost } from "./m
 /** How long a write waits for a reader's lock (another process inspecting the file) before failing. */
 export const BUSY_TIMEOUT_MS = 5_000;
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS meta (
@@ -62,6 +62,7 @@ const SCHEMA = `
     kind TEXT NOT NULL,
     release TEXT NOT NULL,
     previous_release TEXT,
+    via TEXT,
     actor TEXT NOT NULL,
     started_at INTEGER NOT NULL,
     finished_at INTEGER,
@@ -116,6 +117,7 @@ interface HistoryRow {
   kind: HistoryEntry["kind"];
   release: string;
   previous_release: string | null;
+  via: string | null;
   actor: string;
   started_at: number;
   finished_at: number | null;
@@ -163,6 +165,7 @@ function toHistoryEntry(row: HistoryRow): HistoryEntry {
     kind: row.kind,
     release: row.release,
     previousRelease: row.previous_release,
+    via: row.via ?? null,
     actor: row.actor,
     startedAt: row.started_at,
     finishedAt: row.finished_at,
@@ -179,6 +182,7 @@ function historyParams(entry: NewHistoryEntry): Omit<HistoryRow, "id"> {
     kind: entry.kind,
     release: entry.release,
     previous_release: entry.previousRelease,
+    via: entry.via ?? null,
     actor: entry.actor,
     started_at: entry.startedAt,
     finished_at: entry.finishedAt,
@@ -229,13 +233,13 @@ function prepareStatements(db: Database.Database) {
       "DELETE FROM locks WHERE name = ? AND owner = ? RETURNING expires_at",
     ),
     addHistory: db.prepare<Omit<HistoryRow, "id">, HistoryRow>(
-      "INSERT INTO history (service, kind, release, previous_release, actor, started_at, finished_at, outcome, plan, steps, error) " +
-        "VALUES (@service, @kind, @release, @previous_release, @actor, @started_at, @finished_at, @outcome, @plan, @steps, @error) " +
+      "INSERT INTO history (service, kind, release, previous_release, via, actor, started_at, finished_at, outcome, plan, steps, error) " +
+        "VALUES (@service, @kind, @release, @previous_release, @via, @actor, @started_at, @finished_at, @outcome, @plan, @steps, @error) " +
         "RETURNING *",
     ),
     getHistory: db.prepare<[number], HistoryRow>("SELECT * FROM history WHERE id = ?"),
     updateHistory: db.prepare<HistoryRow, HistoryRow>(
-      "UPDATE history SET service = @service, kind = @kind, release = @release, previous_release = @previous_release, " +
+      "UPDATE history SET service = @service, kind = @kind, release = @release, previous_release = @previous_release, via = @via, " +
         "actor = @actor, started_at = @started_at, finished_at = @finished_at, outcome = @outcome, plan = @plan, " +
         "steps = @steps, error = @error WHERE id = @id RETURNING *",
     ),
@@ -429,6 +433,9 @@ export class SqliteStore implements Store {
     }
     this.db.transaction(() => {
       this.db.exec(SCHEMA);
+      // Schema 1 had no history.via: its entries read as direct flips.
+      const columns = this.db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('history')").all();
+      if (!columns.some((c) => c.name === "via")) this.db.exec("ALTER TABLE history ADD COLUMN via TEXT");
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     }).immediate();
   }

@@ -1,6 +1,7 @@
 // Runs an argv (never a shell string) in a process group of its own, with a timeout that ends the
 // whole group, and keeps the tail of its output. Hooks, smoke checks and watch handlers use it.
 import { spawn, type ChildProcess } from "node:child_process";
+import { formatDuration } from "./duration.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { identify, readProcStat, signalIfOurs, type ProcessIdentity } from "./proc.js";
 
@@ -98,7 +99,7 @@ export function runCommand(argv: string[], opts: CommandOptions): Promise<Comman
       })());
     };
     running.add(endGroup);
-    const timer = setTimeout(() => void endGroup(`timed out after ${opts.timeoutMs}ms`), opts.timeoutMs);
+    const timer = setTimeout(() => void endGroup(`timed out after ${formatDuration(opts.timeoutMs)}`), opts.timeoutMs);
 
     void (async () => {
       const exit = await Promise.race([exited, stuckAfterKill]);

@@ -67,7 +67,7 @@ export async function startHarness(): Promise<Harness> {
     return { history: { id, service: req.service, release: req.release ?? "previous", actor: req.actor, outcome: "succeeded" } };
   };
   const agent = {
-    startedAt: Date.now(), token: adminToken, registryToken, deployTokens, store, records, registry, apiUrl: "http://127.0.0.1:0",
+    startedAt: Date.now(), identity: "api-harness", token: adminToken, registryToken, deployTokens, store, records, registry, apiUrl: "http://127.0.0.1:0",
     spec: { services: Object.fromEntries(SERVICES.map((s) => [s, service(s)])), proxy: { host: "127.0.0.1" } },
     orchestrator: { service, deploy: flow, rollback: flow },
     fleet: { list: () => [] },

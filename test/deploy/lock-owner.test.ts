@@ -38,7 +38,7 @@ describe("lock owners", () => {
 
   it("closes history entries left running without a journal, unless a lock is held", async () => {
     const store = new MemoryStore();
-    const entry = { kind: "deploy" as const, release: "v2", previousRelease: "v1", actor: "ci", startedAt: 1, finishedAt: null, outcome: "running" as const, plan: [], steps: [], error: null };
+    const entry = { kind: "deploy" as const, release: "v2", previousRelease: "v1", via: null, actor: "ci", startedAt: 1, finishedAt: null, outcome: "running" as const, plan: [], steps: [], error: null };
     const orphan = await store.addHistory({ ...entry, service: "books" });
     const busy = await store.addHistory({ ...entry, service: "shop" });
     await store.acquireLock(keys.lock("shop"), "agent box:100 (x)", 30_000);

@@ -66,7 +66,7 @@ describe("deploy lock", () => {
     const lock = await DeployLock.take(store, event, "books", "flow-a");
     const fenced = lock.fencedStore();
     const entry = await fenced.addHistory({
-      service: "books", kind: "deploy", release: "v2", previousRelease: null, actor: "t", startedAt: 1, finishedAt: null, outcome: "running", plan: [], steps: [], error: null,
+      service: "books", kind: "deploy", release: "v2", previousRelease: null, via: null, actor: "t", startedAt: 1, finishedAt: null, outcome: "running", plan: [], steps: [], error: null,
     });
     await store.releaseLock(keys.lock("books"), "flow-a");
     await store.acquireLock(keys.lock("books"), "thief", 10_000);

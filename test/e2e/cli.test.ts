@@ -3,31 +3,25 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { describe, it } from "node:test";
-import { BIN } from "../../src/demo/workspace.js";
+import { describe, it, type TestContext } from "node:test";
 import { EXIT_CODES } from "../../src/errors.js";
+import { cliIn } from "./helpers.js";
 
-const run = promisify(execFile);
+const cli = (args: string[], cwd: string) => cliIn(cwd, args);
 
-async function cli(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const made: string[] = [];
 
-function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-cli-"));
+/** A temp dir removed when test t ends, whatever its outcome. */
+function tempDir(t: TestContext): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-cli-"));
+  made.push(dir);
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 describe("cli", () => {
-  it("--help lists every command; each command has help with examples", async () => {
-    const dir = tempDir();
+  it("--help lists every command; each command has help with examples", async (t) => {
+    const dir = tempDir(t);
     const top = await cli(["--help"], dir);
     assert.equal(top.code, 0);
     for (const cmd of ["init", "up", "down", "deploy", "rollback", "status", "history", "logs", "kv", "token", "demo", "validate", "schema"]) {
@@ -38,8 +32,8 @@ describe("cli", () => {
     }
   });
 
-  it("usage errors exit 2 and say what is wrong", async () => {
-    const dir = tempDir();
+  it("usage errors exit 2 and say what is wrong", async (t) => {
+    const dir = tempDir(t);
     const unknown = await cli(["deplo"], dir);
     assert.equal(unknown.code, EXIT_CODES.USAGE);
     assert.match(unknown.stderr, /unknown command "deplo"/);
@@ -50,8 +44,8 @@ describe("cli", () => {
     assert.equal(missing.code, EXIT_CODES.USAGE);
   });
 
-  it("a bad spec: up exits 3 naming file, line and key, and starts nothing", async () => {
-    const dir = tempDir();
+  it("a bad spec: up exits 3 naming file, line and key, and starts nothing", async (t) => {
+    const dir = tempDir(t);
     const file = path.join(dir, "turquoise.yml");
     fs.writeFileSync(file, `version: 1
 services:
@@ -78,8 +72,8 @@ services:
     assert.ok(body.errors.some((e) => e.line === 7));
   });
 
-  it("init writes a valid commented spec and a 0600 token; refuses to overwrite", async () => {
-    const dir = tempDir();
+  it("init writes a valid commented spec and a 0600 token; refuses to overwrite", async (t) => {
+    const dir = tempDir(t);
     const r = await cli(["init", "--service", "books"], dir);
     assert.equal(r.code, 0, r.stderr);
     const text = fs.readFileSync(path.join(dir, "turquoise.yml"), "utf8");
@@ -91,19 +85,24 @@ services:
     assert.equal(again.code, EXIT_CODES.CONFLICT);
   });
 
-  it("commands that need the agent say how to start it", async () => {
-    const dir = tempDir();
+  it("commands that need the agent say how to start it", async (t) => {
+    const dir = tempDir(t);
     await cli(["init"], dir);
     const r = await cli(["status"], dir);
     assert.equal(r.code, EXIT_CODES.AGENT_UNREACHABLE);
     assert.match(r.stderr, /turquoise up --detach/);
   });
 
-  it("schema prints the JSON Schema, matching the committed copy for editors", async () => {
-    const r = await cli(["schema"], tempDir());
+  it("schema prints the JSON Schema, matching the committed copy for editors", async (t) => {
+    const r = await cli(["schema"], tempDir(t));
     const schema = JSON.parse(r.stdout) as { properties: Record<string, unknown> };
     assert.ok(schema.properties.services);
     const committed = fs.readFileSync(new URL("../../../schema/turquoise.schema.json", import.meta.url), "utf8");
     assert.deepEqual(JSON.parse(committed), schema, "run `node bin/turquoise.js schema > schema/turquoise.schema.json`");
+  });
+
+  it("leaves no turquoise-cli-* directory in the temp folder", () => {
+    assert.ok(made.length > 0);
+    assert.deepEqual(made.filter((dir) => fs.existsSync(dir)), []);
   });
 });

@@ -176,20 +176,24 @@ describe("health verdicts", () => {
     assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
     assert.ok(tookMs < 15_000, `took ${tookMs}ms: it waited for deploy_timeout (30s)`);
     const out = JSON.parse(r.stdout) as { error: { message: string; output: string } };
-    assert.match(out.error.message, /failed at healthy: unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 1000ms/);
+    assert.match(out.error.message, /failed at healthy: unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 1s/);
     assert.match(out.error.output, /books-green-\w+: critical: HTTP 500 Internal Server Error: database unreachable/);
     assert.equal(await releaseServing(w), "v1");
     assert.deepEqual(instancePids(w), before, "only the live instances run");
   });
 
-  it("an app listening on another port than $PORT: the error says where it listens", async () => {
-    const w = await workspaceWith({ wrong: RELEASE_KINDS.wrongPort() }, { replicas: 1, deployTimeout: "3s" });
+  it("an app that ignores $PORT fails its deploy in seconds, not at deploy_timeout, saying where it listens and where it should", async () => {
+    // deploy_timeout is 10× the bound: a deploy that waits it out cannot pass for a fast one.
+    const w = await workspaceWith({ wrong: RELEASE_KINDS.wrongPort() }, { replicas: 1, deployTimeout: "2m" });
     spaces.push(w);
     await w.cli(["up", "--detach"]);
+    const t0 = Date.now();
     const r = await w.cli(["deploy", "books", "--release", "wrong", "--json"], { allowFail: true });
+    const tookMs = Date.now() - t0;
     assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
+    assert.ok(tookMs < 12_000, `took ${tookMs}ms: it waited for deploy_timeout (2m)`);
     const out = JSON.parse(r.stdout) as { error: { message: string; output: string } };
-    assert.match(out.error.message, /not healthy within deploy_timeout \(3000ms\)/);
+    assert.match(out.error.message, /failed at healthy: not listening where its check goes: books-(blue|green)-\w+ is listening on 127\.0\.0\.1:\d+, not on \$PORT=\d+\. An app must listen on the port Turquoise gives it in \$PORT/);
     const m = /ECONNREFUSED 127\.0\.0\.1:(\d+) \(listening on 127\.0\.0\.1:(\d+), not on \$PORT=(\d+)\)/.exec(out.error.output);
     assert.ok(m, out.error.output);
     assert.equal(m[1], m[3], "the port it was given is the one checked");

@@ -3,10 +3,13 @@ import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { BOOKS_DIR, REPO_ROOT, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { BIN, BOOKS_DIR, REPO_ROOT, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
 import { AGENT_ENV, agentIdFor } from "../../src/runtime/identity.js";
 import type { LogRecord } from "../support/logs.js";
 
+const run = promisify(execFile);
 const APP = JSON.stringify(path.join(BOOKS_DIR, "lib", "app.mjs"));
 /** test/fixtures/crash-after-app.mjs, from the source tree (fixtures are not compiled). */
 export const CRASH_AFTER_APP = path.join(REPO_ROOT, "test", "fixtures", "crash-after-app.mjs");
@@ -67,33 +70,45 @@ export async function status(ws: Workspace): Promise<StatusJson["services"][numb
   return (JSON.parse(stdout) as StatusJson).services[0]!;
 }
 
-/** Pids of every process on the machine that runs with this workspace's BOOKS_FILE: orphans included. */
-export function instancePids(ws: Workspace): number[] {
-  const needle = `BOOKS_FILE=${ws.booksFile}`;
+/** Pids of every live process on the machine whose /proc/<pid>/<file>, split at NULs, holds `needle`; zombies left out. */
+function pidsWith(file: "environ" | "cmdline", needle: string): number[] {
   const pids: number[] = [];
   for (const entry of fs.readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      if (fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(needle)) pids.push(Number(entry));
-    } catch { /* gone or not ours */ }
-  }
-  return pids.sort((a, b) => a - b);
-}
-
-/** Pids of every process on the machine carrying this workspace's agent mark (TURQUOISE_AGENT): recorded or not. */
-export function markedPids(ws: Workspace): number[] {
-  const needle = `${AGENT_ENV}=${agentIdFor(path.join(ws.dir, ".turquoise"))}`;
-  const pids: number[] = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (!fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0").includes(needle)) continue;
+      if (!fs.readFileSync(`/proc/${entry}/${file}`, "utf8").split("\0").includes(needle)) continue;
       // A zombie is dead already; only its parent has not reaped it yet.
       if (fs.readFileSync(`/proc/${entry}/stat`, "utf8").split(") ")[1]!.startsWith("Z")) continue;
       pids.push(Number(entry));
     } catch { /* gone or not ours */ }
   }
   return pids.sort((a, b) => a - b);
+}
+
+/** Pids of every process on the machine that runs with this workspace's BOOKS_FILE: orphans included. */
+export function instancePids(ws: Workspace): number[] {
+  return pidsWith("environ", `BOOKS_FILE=${ws.booksFile}`);
+}
+
+/** Pids of every process on the machine carrying this workspace's agent mark (TURQUOISE_AGENT): recorded or not. */
+export function markedPids(ws: Pick<Workspace, "dir">): number[] {
+  return pidsWith("environ", `${AGENT_ENV}=${agentIdFor(path.join(ws.dir, ".turquoise"))}`);
+}
+
+/** Pids of the processes whose command line names this workspace's state dir: the built-in proxy's supervisor and workers. */
+export function proxyPids(ws: Pick<Workspace, "dir">): number[] {
+  return pidsWith("cmdline", path.join(ws.dir, ".turquoise"));
+}
+
+/** Runs bin/turquoise.js in cwd, as a user would from there (no -f): its exit code and output, never a rejection. */
+export async function cliIn(cwd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { cwd });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
 }
 
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {

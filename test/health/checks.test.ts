@@ -291,7 +291,7 @@ describe("waitHealthy", () => {
       ["b", "critical", "HTTP 500 Internal Server Error: database unreachable"],
     ]);
     assert.ok(tookMs >= 290 && tookMs < 2_000, `took ${tookMs}ms`);
-    assert.match(whyNotHealthy(result, health, 10_000), /^unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 150ms .*deploy_timeout \(10000ms\)/);
+    assert.match(whyNotHealthy(result, health, 10_000), /^unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 150ms .*deploy_timeout \(10s\)/);
   });
 
   test("one instance passing does not save another that answers 500: the wait fails fast", async () => {
@@ -310,6 +310,38 @@ describe("waitHealthy", () => {
     assert.equal(result.ok, false);
     if (!result.ok) assert.equal(result.reason, "timeout");
     assert.ok(Date.now() - startedAt >= 490);
+  });
+
+  test("an instance found listening elsewhere (an app that ignores PORT) fails the wait after failures_before_critical × interval, saying where", async () => {
+    const refusing = await closedPort();
+    const health = spec({ intervalMs: 150, failuresBeforeCritical: 2 });
+    const asked: string[] = [];
+    const startedAt = Date.now();
+    // The deadline is 10× the bound below: a wait that runs it out cannot pass for a verdict.
+    const result = await waitHealthy([{ id: "wrong", ...refusing }], health, {
+      deadline: Date.now() + 60_000,
+      listeningElsewhere: async (id) => { asked.push(id); return `listening on 127.0.0.1:3000, not on $PORT=${refusing.port}`; },
+    });
+    const tookMs = Date.now() - startedAt;
+    assert.equal(result.ok, false);
+    if (result.ok) return;
+    assert.equal(result.reason, "misdirected");
+    assert.equal(result.failing[0]!.listening, `listening on 127.0.0.1:3000, not on $PORT=${refusing.port}`);
+    assert.ok(tookMs >= 290 && tookMs < 6_000, `took ${tookMs}ms`);
+    assert.deepEqual(asked, ["wrong"], "asked once the window passed, not at every probe");
+    assert.match(whyNotHealthy(result, health, 60_000), /^not listening where its check goes: wrong is listening on 127\.0\.0\.1:3000, not on \$PORT=\d+\. An app must listen on the port Turquoise gives it in \$PORT .*deploy_timeout \(1m\)/);
+  });
+
+  test("an instance that listens nowhere yet is still starting: the runtime is asked, and the wait goes on", async () => {
+    const refusing = await closedPort();
+    let asked = 0;
+    const result = await waitHealthy([{ id: "slow", ...refusing }], spec({ intervalMs: 50, failuresBeforeCritical: 1 }), {
+      deadline: Date.now() + 600,
+      listeningElsewhere: async () => { asked++; return undefined; },
+    });
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.equal(result.reason, "timeout");
+    assert.ok(asked >= 2 && asked <= 13, `asked ${asked} times: once an interval`);
   });
 
   test("an app that answers 503 while it warms up, for less than the window, passes", async () => {

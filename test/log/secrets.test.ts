@@ -6,6 +6,7 @@ import { specSecrets } from "../../src/deploy/secrets.js";
 import { loadSpecText } from "../../src/spec/loader.js";
 
 const SPEC = `version: 1
+state: { driver: etcd, etcd: { endpoints: ["http://127.0.0.1:2379"], username: root, password_env: ETCD_PW } }
 services:
   books:
     command: [node, server.js]
@@ -24,16 +25,16 @@ watches:
 `;
 
 describe("specSecrets", () => {
-  it("finds the secrets of env, smoke and watch headers, URLs, the database and the webhook, and of the agent's environment", () => {
+  it("finds the secrets of env, smoke and watch headers, URLs, the database, the webhook and etcd, and of the agent's environment", () => {
     const { spec, errors } = loadSpecText(SPEC, "/srv/turquoise.yml");
     assert.deepEqual(errors, []);
     const env = {
-      BOOKS_DB: "postgres://books:db-pass-1@db:5432/books", BOOKS_HOOK_SECRET: "hook-secret-1", GITHUB_TOKEN: "ghp_agent_1", HOME: "/root", PATH: "/usr/bin",
+      BOOKS_DB: "postgres://books:db-pass-1@db:5432/books", BOOKS_HOOK_SECRET: "hook-secret-1", ETCD_PW: "etcd-pass-1", GITHUB_TOKEN: "ghp_agent_1", HOME: "/root", PATH: "/usr/bin",
       // Not the spec's, not named as a secret: its password, an ordinary word, must not blank that word everywhere.
       TEST_PG_URL: "postgres://turquoise:turquoise@127.0.0.1:5432/t",
     };
     const found = new Set(specSecrets(spec!, env));
-    for (const s of ["tok-123456", "cache-pass", "smoke-key-1", "hook-secret-1", "db-pass-1", "sig=query-sig-1&v=2", "query-sig-1", "Bearer watch-bearer-1", "ghp_agent_1"]) assert.ok(found.has(s), s);
+    for (const s of ["tok-123456", "cache-pass", "smoke-key-1", "hook-secret-1", "db-pass-1", "sig=query-sig-1&v=2", "query-sig-1", "Bearer watch-bearer-1", "ghp_agent_1", "etcd-pass-1"]) assert.ok(found.has(s), s);
     // A URL keeps its host readable: only its password goes; ordinary values stay.
     for (const s of ["hello-world", "redis://:cache-pass@127.0.0.1:6379/0", "http://127.0.0.1:9000/x", "/root", "/usr/bin", "postgres://books:db-pass-1@db:5432/books", "turquoise"]) assert.ok(!found.has(s), s);
   });

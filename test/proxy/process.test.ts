@@ -10,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
+import { isTurquoiseError } from "../../src/errors.js";
 import { connectProxy, spawnProxy, stopProxy } from "../../src/proxy/builtin.js";
 import { PROXY_INFO_FILE } from "../../src/proxy/server.js";
 import { pidAlive } from "../../src/util/proc.js";
@@ -153,17 +154,18 @@ console.log(JSON.stringify({ pid: p.pid, listenPort: p.listenPort, spawner: proc
     assert.match(await readFile(path.join(stateDir, "proxy.log"), "utf8"), /SIGTERM[\s\S]*stopped/);
   });
 
-  it("fails to start with a clear error when the port is taken, quoting its log", async () => {
+  it("fails to start with a CONFLICT naming the address when the port is taken; its log keeps the detail", async () => {
     const stateDir = await tempDir();
     const blocker = http.createServer();
     await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
     try {
       const port = (blocker.address() as AddressInfo).port;
       await assert.rejects(spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: port }), (e: Error) => {
-        assert.match(e.message, /the proxy did not start: it exited with code/);
-        assert.match(e.message, /EADDRINUSE/);
+        assert.ok(isTurquoiseError(e) && e.code === "CONFLICT", String(e));
+        assert.equal(e.message, `the proxy cannot listen on 127.0.0.1:${port}: address in use`);
         return true;
       });
+      assert.match(await readFile(path.join(stateDir, "proxy.log"), "utf8"), /EADDRINUSE/);
     } finally {
       blocker.close();
     }

@@ -331,7 +331,7 @@ describe("loadSpecText: problems with line numbers", () => {
       [
         [1, "version", "must be 1, got 2"],
         [2, "proxy.listen", 'invalid address "127.0.0.1:99999": write host:port with a port from 1 to 65535, like "127.0.0.1:4700"'],
-        [3, "state.driver", 'must be one of "sqlite", "memory", got "postgres"'],
+        [3, "state.driver", 'must be one of "sqlite", "memory", "etcd", got "postgres"'],
         [10, "services.books.replicas", "must be at least 1, got 0"],
       ],
     );
@@ -456,5 +456,61 @@ describe("loadSpecText: metrics", () => {
     const bad = only(load(...BOOKS, "metrics:", "  listen: ':9464'").errors);
     assert.deepEqual([bad.line, bad.path], [9, "metrics.listen"]);
     assert.match(bad.message, /invalid address ":9464"/);
+  });
+});
+
+describe("loadSpecText: state on etcd", () => {
+  it("normalizes the etcd block: defaults, durations in ms, TLS files from the spec's directory", () => {
+    const { spec, errors } = load(
+      ...BOOKS,
+      "state:",
+      "  driver: etcd",
+      "  etcd:",
+      '    endpoints: ["https://10.0.0.1:2379", "https://[fd00::2]:2379"]',
+      "    username: turquoise",
+      "    password_env: ETCD_PASSWORD",
+      "    timeout: 2s",
+      "    tls: { ca: certs/ca.pem, cert: certs/client.pem, key: certs/client-key.pem }",
+    );
+    assert.deepEqual(errors, []);
+    assert.deepEqual(spec!.state.etcd, {
+      endpoints: ["https://10.0.0.1:2379", "https://[fd00::2]:2379"],
+      prefix: "/turquoise/",
+      timeoutMs: 2_000,
+      username: "turquoise",
+      passwordEnv: "ETCD_PASSWORD",
+      tls: { ca: "/srv/app/certs/ca.pem", cert: "/srv/app/certs/client.pem", key: "/srv/app/certs/client-key.pem" },
+    });
+    assert.equal(spec!.state.driver, "etcd");
+  });
+
+  it("needs the etcd block with driver: etcd, and says what is wrong in it", () => {
+    assert.deepEqual(
+      load(...BOOKS, "state: { driver: etcd }").errors.map((e) => [e.line, e.path, e.message]),
+      [[8, "state", 'missing required key "etcd"']],
+    );
+    const { errors } = load(
+      ...BOOKS,
+      "state:",
+      "  driver: etcd",
+      "  etcd:",
+      '    endpoints: ["10.0.0.1:2379", "http://user:pw@10.0.0.2:2379"]',
+      "    prefix: turquoise",
+      "    username: turquoise",
+    );
+    assert.deepEqual(
+      errors.map((e) => [e.line, e.path, e.message]),
+      [
+        [11, "state.etcd.endpoints[0]", 'invalid etcd endpoint "10.0.0.1:2379": write a member\'s client URL, like "http://10.0.0.1:2379", without a path or credentials'],
+        [11, "state.etcd.endpoints[1]", 'invalid etcd endpoint "http://user:pw@10.0.0.2:2379": write a member\'s client URL, like "http://10.0.0.1:2379", without a path or credentials'],
+        [12, "state.etcd.prefix", 'invalid etcd prefix "turquoise": write slash-separated names that start and end with "/", like "/turquoise/books/"'],
+        [13, "state.etcd.username", "username needs password_env beside it"],
+      ],
+    );
+  });
+
+  it("takes no password in the file itself", () => {
+    const e = only(load(...BOOKS, "state:", "  driver: etcd", "  etcd: { endpoints: ['http://127.0.0.1:2379'], password: hunter2 }").errors);
+    assert.match(e.message, /unknown key "password" in state\.etcd/);
   });
 });

@@ -100,7 +100,7 @@ describe("rule: health-timeout-over-interval", () => {
     assert.deepEqual(errors, []);
     const w = only(warnings);
     assert.deepEqual([w.line, w.path], [7, "services.books.health.timeout"]);
-    assert.match(w.message, /timeout \(5000ms\) is longer than the interval \(2000ms\)/);
+    assert.match(w.message, /timeout \(5s\) is longer than the interval \(2s\)/);
   });
 });
 
@@ -121,7 +121,7 @@ describe("rule: health-interval-over-deploy-timeout", () => {
     assert.ok(spec, "a warning does not reject the spec");
     const e = only(errors);
     assert.deepEqual([e.line, e.column, e.path], [9, 7, "services.books.health.interval"]);
-    assert.match(e.message, /interval \(60000ms\) is longer than deploy_timeout \(30000ms\)/);
+    assert.match(e.message, /interval \(1m\) is longer than deploy_timeout \(30s\)/);
   });
 
   it("points at the health key when the interval is the default", () => {
@@ -137,6 +137,36 @@ describe("rule: cwd-without-release", () => {
     const w = only(warnings);
     assert.deepEqual([w.line, w.column, w.path], [5, 5, "services.books.cwd"]);
     assert.match(w.message, /same directory/);
+  });
+});
+
+describe("rule: etcd-endpoints", () => {
+  const etcd = (...lines: string[]) => load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: etcd", "  etcd:", ...lines);
+
+  it("is an error when http:// and https:// endpoints are mixed", () => {
+    const e = only(etcd("    endpoints: ['https://10.0.0.1:2379', 'http://10.0.0.2:2379']", "    tls: { ca: ca.pem }").errors);
+    assert.deepEqual([e.line, e.path], [11, "state.etcd.endpoints"]);
+    assert.match(e.message, /mixes http:\/\/ and https:\/\//);
+  });
+
+  it("is an error when tls is set for http:// endpoints", () => {
+    const e = only(etcd("    endpoints: ['http://10.0.0.1:2379']", "    tls: { ca: ca.pem }").errors);
+    assert.deepEqual([e.line, e.path], [12, "state.etcd.tls"]);
+  });
+
+  it("accepts https:// everywhere, with or without a CA of its own", () => {
+    assert.deepEqual(etcd("    endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379']").errors, []);
+    assert.deepEqual(etcd("    endpoints: ['https://10.0.0.1:2379']", "    tls: { ca: ca.pem, cert: c.pem, key: k.pem }").errors, []);
+  });
+});
+
+describe("rule: etcd-unused", () => {
+  it("warns when an etcd block sits beside another driver", () => {
+    const { warnings, errors } = load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: sqlite", "  etcd: { endpoints: ['http://10.0.0.1:2379'] }");
+    assert.deepEqual(errors, []);
+    const w = only(warnings);
+    assert.deepEqual([w.line, w.path], [10, "state.etcd"]);
+    assert.match(w.message, /state\.driver is sqlite/);
   });
 });
 

@@ -1,5 +1,8 @@
+import fs from "node:fs";
+import path from "node:path";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { REPO_ROOT } from "../../src/demo/workspace.js";
 import { TurquoiseError } from "../../src/errors.js";
 import { loadSpecText } from "../../src/spec/loader.js";
 import { SPEC_JSON_SCHEMA } from "../../src/spec/schema.js";
@@ -34,7 +37,20 @@ describe("starter spec", () => {
     const books = spec!.services.books!;
     assert.equal(books.cwd, "/srv/app/examples/books service/{release}");
     assert.deepEqual(books.command, ["node", "--enable-source-maps", "server.js"]);
-    assert.equal(books.route.host, "books.localhost");
+    // Routed by path, so that curl http://127.0.0.1:8080/ reaches it; a host is one commented line away.
+    assert.equal(books.route.host, undefined);
+    assert.equal(books.route.pathPrefix, "/");
+    assert.match(text, /^ *# +host: "books\.example\.com"/m);
+  });
+
+  it("routes as the README's minimal spec does", () => {
+    const readme = fs.readFileSync(path.join(REPO_ROOT, "README.md"), "utf8");
+    const minimal = /A minimal spec:\n\n```yaml\n([\s\S]*?)```/.exec(readme);
+    assert.ok(minimal, "README has its minimal spec");
+    const fromReadme = loadSpecText(minimal[1]!.replace("${DATABASE_URL}", "sqlite:books.db"), "/srv/app/turquoise.yml");
+    assert.deepEqual(fromReadme.errors, []);
+    const fromInit = loadSpecText(starterSpec({ service: "books" }), "/srv/app/turquoise.yml");
+    assert.deepEqual(fromInit.spec!.services.books!.route, fromReadme.spec!.services.books!.route);
   });
 
   it("refuses a service name the spec would reject", () => {

@@ -27,6 +27,7 @@ function historyEntry(overrides: Partial<NewHistoryEntry> = {}): NewHistoryEntry
     kind: "deploy",
     release: "v2",
     previousRelease: "v1",
+    via: null,
     actor: "alice",
     startedAt: 1_700_000_000_000,
     finishedAt: null,

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -10,6 +9,7 @@ import { isTurquoiseError } from "../../src/errors.js";
 import type { WatchEvent } from "../../src/state/contract.js";
 import { CHANGE_LOG_SIZE } from "../../src/state/memory.js";
 import { SqliteStore } from "../../src/state/sqlite.js";
+import { killAfterAcks } from "../support/crash-writer.js";
 import { runStoreContract } from "./contract.test-suite.js";
 
 async function tempDir(): Promise<{ dir: string; remove: () => Promise<void> }> {
@@ -53,6 +53,7 @@ describe("SqliteStore on disk", () => {
       kind: "deploy",
       release: "v2",
       previousRelease: "v1",
+      via: "v1-turquoise",
       actor: "alice",
       startedAt: 1_700_000_000_000,
       finishedAt: 1_700_000_005_000,
@@ -115,6 +116,35 @@ describe("SqliteStore on disk", () => {
     assert.throws(() => new SqliteStore(path), (e) => isTurquoiseError(e) && /schema 99/.test(e.message));
   });
 
+  it("opens a schema-1 state file (history without via): old entries read as direct flips, new ones keep their via", async () => {
+    const path = join(dir, "schema1.db");
+    const raw = new Database(path);
+    raw.exec(`CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, kind TEXT NOT NULL, release TEXT NOT NULL,
+      previous_release TEXT, actor TEXT NOT NULL, started_at INTEGER NOT NULL, finished_at INTEGER, outcome TEXT NOT NULL, plan TEXT NOT NULL,
+      steps TEXT NOT NULL, error TEXT)`);
+    raw.prepare("INSERT INTO history (service, kind, release, previous_release, actor, started_at, finished_at, outcome, plan, steps, error) VALUES ('web', 'deploy', 'v2', 'v1', 'alice', 1, 2, 'succeeded', '[]', '[]', NULL)").run();
+    raw.pragma("user_version = 1");
+    raw.close();
+    const store = new SqliteStore(path);
+    try {
+      const [old] = await store.listHistory("web");
+      assert.equal(old!.release, "v2");
+      assert.equal(old!.via, null);
+      const { id: _id, ...entry } = old!;
+      const added = await store.addHistory({ ...entry, release: "v3", via: "v2-turquoise" });
+      assert.equal((await store.listHistory("web", 1))[0]!.via, "v2-turquoise");
+      assert.equal(added.via, "v2-turquoise");
+    } finally {
+      await store.close();
+    }
+    const reopened = new Database(path, { readonly: true });
+    try {
+      assert.equal(reopened.pragma("user_version", { simple: true }), 2);
+    } finally {
+      reopened.close();
+    }
+  });
+
   it("remembers only the last CHANGE_LOG_SIZE changes for replay", async () => {
     const path = join(dir, "trim.db");
     const store = new SqliteStore(path);
@@ -135,38 +165,13 @@ describe("SqliteStore on disk", () => {
 
   it("keeps every acknowledged write when the writing process is killed with SIGKILL", { timeout: 30_000 }, async () => {
     const path = join(dir, "crash.db");
-    const moduleUrl = new URL("../../src/state/sqlite.js", import.meta.url).href;
-    // The child prints a count only after put() has returned, so each number is a promise kept.
-    const script = `
-      const { SqliteStore } = await import(process.env.TQ_MODULE);
-      const store = new SqliteStore(process.env.TQ_DB);
-      for (let i = 1; ; i++) {
-        await store.put("k/" + String(i).padStart(8, "0"), "value " + i);
-        process.stdout.write(i + "\\n");
-      }
-    `;
-    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
-      env: { ...process.env, TQ_MODULE: moduleUrl, TQ_DB: path },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-
     const ackTarget = 500;
-    let acked = 0;
-    let pending = "";
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.stdout.on("data", (chunk: Buffer) => {
-      pending += chunk.toString();
-      const lines = pending.split("\n");
-      pending = lines.pop() ?? "";
-      for (const line of lines) acked = Math.max(acked, Number(line));
-      if (acked >= ackTarget) child.kill("SIGKILL");
+    const acked = await killAfterAcks({
+      module: new URL("../../src/state/sqlite.js", import.meta.url),
+      open: "new M.SqliteStore(process.env.TQ_DB)",
+      env: { TQ_DB: path },
+      target: ackTarget,
     });
-    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.on("close", (code, signal) => resolve({ code, signal })),
-    );
-
-    assert.equal(exit.signal, "SIGKILL", `child ended without being killed (code ${exit.code}): ${stderr}`);
     assert.ok(acked >= ackTarget, `child acknowledged only ${acked} writes`);
 
     const raw = new Database(path);
