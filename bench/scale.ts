@@ -390,16 +390,22 @@ async function sampleSteadyState(agentPid: number, proxyPid: number, refAgentPid
 }
 
 /**
- * The agent's events in a time window, by type, from its log ("<ISO time> <service> <type>: ..."):
+ * The agent's events in a time window, by type, from its log (JSON lines with time and event):
  * in a steady state no check should change and no instance should be replaced.
  */
 function eventsBetween(logFile: string, from: number, to: number): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const line of fs.readFileSync(logFile, "utf8").split("\n")) {
-    const m = /^(\d{4}-\d\d-\d\dT\S+Z) \S+ ([\w.-]+): /.exec(line);
-    if (!m) continue;
-    const at = Date.parse(m[1]!);
-    if (at >= from && at <= to) counts[m[2]!] = (counts[m[2]!] ?? 0) + 1;
+    // JSON lines (docs/logs.md); Node's own lines (the inspector's) are not.
+    let entry: { time?: string; event?: string };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      continue;
+    }
+    if (!entry.time || !entry.event) continue;
+    const at = Date.parse(entry.time);
+    if (at >= from && at <= to) counts[entry.event] = (counts[entry.event] ?? 0) + 1;
   }
   return counts;
 }

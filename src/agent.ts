@@ -31,6 +31,9 @@ import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
 import { endRunningCommands } from "./util/command.js";
+import { createLogger, type Logger } from "./log/logger.js";
+import { logSettings } from "./log/settings.js";
+import { specSecrets } from "./deploy/secrets.js";
 import { writeFileAtomic } from "./util/fs.js";
 import { pidAlive } from "./util/proc.js";
 import { AgentMetrics, type HealthState, type MetricsSource } from "./metrics/agent.js";
@@ -45,8 +48,6 @@ export interface AgentInfo {
   proxy: { host: string; port: number; pid: number };
   startedAt: number;
 }
-
-export type AgentLog = (line: string) => void;
 
 const PROXY_WATCH_MS = 250;
 // Short, so a closing agent is never held up for long by the pending poll; events still arrive at once.
@@ -89,7 +90,7 @@ export class Agent {
     readonly registryToken: string,
     readonly supervisor: Supervisor,
     readonly deployTokens: DeployTokens,
-    private readonly log: AgentLog,
+    readonly log: Logger,
     /** Present when turquoise.yml has metrics.listen. */
     readonly metrics: AgentMetrics | undefined,
   ) {
@@ -103,11 +104,15 @@ export class Agent {
   /** Records an agent event: its log, the Store's event log, the event stream. */
   readonly event: EventLog;
 
-  static async start(spec: Spec, log: AgentLog = (l) => console.log(l)): Promise<Agent> {
+  /** log: where the agent's lines go; by default stderr, as the spec's log section and the environment say. */
+  static async start(spec: Spec, log: Logger = createLogger({ component: "agent", settings: logSettings(spec.log) })): Promise<Agent> {
+    // Before anything can log them: the spec's and the environment's secrets.
+    log.scrubber.add(specSecrets(spec));
     fs.mkdirSync(spec.stateDir, { recursive: true, mode: 0o700 });
     await refuseSecondAgent(spec);
     // Before anything starts: a token file that is missing or unusable is the spec's problem to fix.
     const metricsToken = spec.metrics?.tokenFile ? readUserToken(spec.metrics.tokenFile, "metrics.token_file") : undefined;
+    if (metricsToken) log.scrubber.add([metricsToken]);
     const metrics = spec.metrics ? new AgentMetrics({ services: Object.keys(spec.services), watches: spec.watches.map((w) => w.name), version: VERSION }) : undefined;
     // Every port this agent serves is bound before anything else: one in use fails the start
     // before a proxy or an instance runs that would outlive it.
@@ -136,10 +141,11 @@ export class Agent {
     }
   }
 
-  private static async build(spec: Spec, log: AgentLog, api: BoundApi, metrics: AgentMetrics | undefined, onProxy: (p: OpenedProxy) => void): Promise<Agent> {
+  private static async build(spec: Spec, log: Logger, api: BoundApi, metrics: AgentMetrics | undefined, onProxy: (p: OpenedProxy) => void): Promise<Agent> {
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
-    const store = await openStore({ ...spec.state, warn: (message) => log(`${new Date().toISOString()} - state.warning: ${message}`) });
+    log.scrubber.add([token, registryToken]);
+    const store = await openStore({ ...spec.state, warn: (message) => log.warn("state.warning", message) });
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
     const agentId = `${os.hostname()}:${process.pid}`;
@@ -155,7 +161,7 @@ export class Agent {
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
     const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
     const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
-    const proxied = await openProxy(proxyOptions(spec), log);
+    const proxied = await openProxy({ ...proxyOptions(spec), log: logSettings(spec.log) }, log.child("proxy"));
     onProxy(proxied);
 
     const apiUrl = `http://${spec.agent.host}:${api.port}`;
@@ -246,7 +252,7 @@ export class Agent {
       restarting = true;
       try {
         const old = this.proxy.pid;
-        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers }));
+        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers, log: logSettings(this.spec.log) }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
         await this.orchestrator.applyRoutes();
         await this.monitor.pushMarks();
@@ -265,7 +271,7 @@ export class Agent {
   /** Adopts what an earlier agent left, finishes or undoes its flows, stops orphans, restores the live slots. */
   private async reconcile(): Promise<void> {
     const { alive, dead, refused } = await this.fleet.adopt();
-    if (alive.length || dead.length) this.log(`adopted ${alive.length} running instance(s); ${dead.length} recorded instance(s) were gone`);
+    if (alive.length || dead.length) this.log.info("agent.adopted", `adopted ${alive.length} running instance(s); ${dead.length} recorded instance(s) were gone`, { data: { alive: alive.length, gone: dead.length } });
     for (const { instance, reason } of refused) {
       this.event(instance.service, "instance.refused", `not adopting ${instance.id} (ref ${instance.ref}), nor signalling it: ${reason}; its record is dropped`, { instance: { ...instance }, reason });
     }
@@ -286,7 +292,7 @@ export class Agent {
       const appeared = swept.stopped.some((i) => i.id === intent.id);
       this.event(intent.service, "instance.abandoned", `${intent.id} (${intent.release}, ${intent.slot}) was recorded as starting by an agent that died before recording it as started: ${appeared ? "it was running and was stopped" : "it never started"}; its record is dropped`, { instance: intent.id });
     }
-    for (const note of await this.orchestrator.recover()) this.log(`recovered: ${note}`);
+    for (const note of await this.orchestrator.recover()) this.log.child("deploy").info("agent.recovered", `recovered: ${note}`);
 
     for (const svc of Object.values(this.spec.services)) {
       const color = await this.records.color(svc.name);
@@ -304,7 +310,7 @@ export class Agent {
         const wanted = rec && (slot === color || rec.state === "warm");
         const orphans = wanted ? running.filter((i) => i.release !== rec.release) : running;
         if (orphans.length) {
-          this.log(`stopping ${orphans.length} orphan instance(s) of ${svc.name} in ${slot}`);
+          this.log.info("agent.orphans", `stopping ${orphans.length} orphan instance(s) of ${svc.name} in ${slot}`, { service: svc.name, data: { slot, count: orphans.length } });
           await this.fleet.stop(orphans, svc.stopTimeoutMs);
         }
         const emptyWarm = rec?.state === "warm" && slot !== color && running.length === 0;
@@ -325,7 +331,7 @@ export class Agent {
     if (!color || !rec) return;
     const missing = svc.replicas - this.fleet.list(service, color).length;
     if (missing <= 0) return;
-    this.log(`starting ${missing} instance(s) of ${service} ${rec.release} in ${color} to restore the live slot`);
+    this.log.info("agent.restoring", `starting ${missing} instance(s) of ${service} ${rec.release} in ${color} to restore the live slot`, { service, data: { release: rec.release, slot: color, count: missing } });
     const started = await this.fleet.startSlot({ ...svc, replicas: missing }, color, rec.release, this.apiUrl, this.orchestrator.instanceEnvFor(svc));
     const r = await waitHealthy(started.map((i) => ({ id: i.id, host: i.host, port: i.port })), svc.health, { deadline: Date.now() + svc.deployTimeoutMs, isAlive: (id) => this.fleet.isAlive(id) });
     if (r.ok) this.fleet.markReady(started);
@@ -344,8 +350,8 @@ export class Agent {
     await this.writeAgentInfo();
     await writeAgentSpec(this.spec);
     fs.writeFileSync(path.join(this.spec.stateDir, "agent.pid"), `${process.pid}\n`);
-    this.log(`agent (pid ${process.pid}) API on ${this.apiUrl}`);
-    if (this.consul) this.log(`Consul API (read side) on ${this.consul.url}`);
+    this.log.info("agent.listening", `agent (pid ${process.pid}) API on ${this.apiUrl}`, { data: { api: this.apiUrl } });
+    if (this.consul) this.log.child("api").info("consul.listening", `Consul API (read side) on ${this.consul.url}`, { data: { url: this.consul.url } });
   }
 
   /** What the metrics read at each scrape: never stale, nothing kept apart. */
@@ -439,25 +445,31 @@ async function bindApi(spec: Spec): Promise<BoundApi> {
   };
 }
 
-/** Every agent event: a log line, a row in the Store's event log, and a push to the event stream. */
-function eventLog(store: Store, registry: Registry, log: AgentLog): EventLog {
+/**
+ * Every agent event: a log line, a row in the Store's event log, and a push to the event stream.
+ * The recorded event is scrubbed as the log line is: no secret reaches /v1/events either.
+ */
+function eventLog(store: Store, registry: Registry, log: Logger): EventLog {
   return (service, type, message, data = {}) => {
-    log(`${new Date().toISOString()} ${service ?? "-"} ${type}: ${message}`);
-    void store.appendEvent({ service, type, message, data }).then((e) => registry.publish(e), () => undefined);
+    log.event(service, type, message, data);
+    const scrubbed = { service, type, message: log.scrubber.text(message), data: log.scrubber.fields(data) as Record<string, unknown> };
+    void store.appendEvent(scrubbed).then((e) => registry.publish(e), () => undefined);
   };
 }
 
 /** The /metrics listener of metrics.listen, with its token; a port in use is the spec's to change. */
-async function listenMetrics(spec: Spec, metrics: AgentMetrics, token: string | undefined, log: AgentLog): Promise<http.Server> {
+async function listenMetrics(spec: Spec, metrics: AgentMetrics, token: string | undefined, agentLog: Logger): Promise<http.Server> {
   const where = spec.metrics!;
+  const log = agentLog.child("metrics");
   let server: http.Server;
   try {
-    server = await startMetricsServer({ host: where.host, port: where.port, token, render: () => metrics.render(), contentType: metrics.contentType, log });
+    server = await startMetricsServer({ host: where.host, port: where.port, token, render: () => metrics.render(), contentType: metrics.contentType, log: (line) => log.error("metrics.scrape-failed", line) });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EADDRINUSE") throw e;
     throw new TurquoiseError("CONFLICT", `the metrics endpoint cannot listen on ${where.host}:${where.port}: address in use (set metrics.listen in ${spec.file})`);
   }
-  log(`metrics on http://${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}/metrics${token ? " (bearer token from metrics.token_file)" : ""}`);
+  const url = `http://${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port}/metrics`;
+  log.info("metrics.listening", `metrics on ${url}${token ? " (bearer token from metrics.token_file)" : ""}`, { data: { url } });
   return server;
 }
 

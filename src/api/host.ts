@@ -11,6 +11,7 @@ import type { ProxyStats } from "../proxy/contract.js";
 import type { Spec } from "../spec/types.js";
 import type { Store } from "../state/contract.js";
 import type { Registry } from "./registry.js";
+import type { Logger } from "../log/logger.js";
 
 export interface ApiHost {
   readonly spec: Pick<Spec, "services" | "proxy">;
@@ -31,6 +32,8 @@ export interface ApiHost {
   readonly orchestrator: Pick<Orchestrator, "service" | "deploy" | "rollback" | "plan" | "migrations" | "signalService">;
   /** Records an agent event: its log, the Store's event log, the event stream. */
   readonly event: EventLog;
+  /** The agent's log: every request goes to it at debug level. */
+  readonly log?: Logger;
   /** Stops the agent; with everything, also its instances and the proxy (`turquoise down`). */
   close(opts?: { everything?: boolean }): Promise<void>;
 }

@@ -118,7 +118,18 @@ export function createApi(agent: ApiHost): http.RequestListener {
     }],
   ];
 
+  const log = agent.log?.child("api");
   return (req, res) => {
+    // Method, path without the query, status, scope and time: never a header, a body or a query value.
+    if (log?.isEnabled("debug")) {
+      const started = performance.now();
+      res.once("close", () => {
+        const path = (req.url ?? "/").split("?")[0]!;
+        log.debug("api.request", `${req.method} ${path} ${res.statusCode} in ${Math.round(performance.now() - started)}ms`, {
+          data: { method: req.method, path, status: res.statusCode, durationMs: Math.round(performance.now() - started), remote: req.socket.remoteAddress ?? null },
+        });
+      });
+    }
     let url: URL;
     try {
       url = new URL(req.url ?? "/", "http://agent");

@@ -1,7 +1,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { TurquoiseError, codeForExit } from "../errors.js";
+import { TurquoiseError, codeForExit, errorMessage } from "../errors.js";
+import { createLogger } from "../log/logger.js";
+import { readableLine } from "../log/pretty.js";
+import { logSettings } from "../log/settings.js";
 import { Agent, readAgentInfo } from "../agent.js";
 import { readTail } from "../util/fs.js";
 import { pidAlive } from "../util/proc.js";
@@ -33,11 +36,26 @@ examples:
   options: { detach: { type: "boolean", short: "d" } },
   async run(ctx) {
     const { spec, warnings } = loadSpecOrThrow(ctx.specFile);
-    for (const w of warnings) ctx.err(`warning: ${w.file}:${w.line ?? "?"}: ${w.path}: ${w.message}`);
-    if (ctx.values.detach) return detach(ctx, spec);
-    const agent = await Agent.start(spec, (line) => ctx.err(line));
+    // Checked before anything starts: a bad TURQUOISE_LOG_LEVEL is a usage error, detached or not.
+    const settings = logSettings(spec.log);
+    if (ctx.values.detach) {
+      for (const w of warnings) ctx.err(`warning: ${w.file}:${w.line ?? "?"}: ${w.path}: ${w.message}`);
+      return detach(ctx, spec);
+    }
+    // In the foreground everything goes to the agent's log: stderr, JSON lines unless it is a terminal.
+    const log = createLogger({ component: "agent", settings });
+    for (const w of warnings) log.warn("spec.warning", `${w.file}:${w.line ?? "?"}: ${w.path}: ${w.message}`);
+    let agent: Agent;
+    try {
+      agent = await Agent.start(spec, log);
+    } catch (e) {
+      const te = e instanceof TurquoiseError ? e : new TurquoiseError("INTERNAL", errorMessage(e), { cause: e });
+      log.error("agent.failed", te.message, { data: { code: te.code } });
+      // Said once, in the log: the CLI's own "error:" line would repeat it (--json still gets its object).
+      throw ctx.json ? te : new TurquoiseError(te.code, te.message, { details: te.details, data: { ...te.data, reported: true }, cause: e });
+    }
     const stop = () => {
-      ctx.err("stopping the agent; the proxy and instances keep serving (`turquoise down` stops them)");
+      log.info("agent.stopping", "stopping the agent; the proxy and instances keep serving (`turquoise down` stops them)");
       void agent.close();
     };
     process.once("SIGINT", stop);
@@ -84,8 +102,8 @@ async function detach(ctx: Context, spec: Spec): Promise<void> {
   throw new TurquoiseError("INTERNAL", `the agent did not answer within ${DETACH_WAIT_MS / 1000}s; see ${logFile}:\n${await tail(logFile, logStart)}`);
 }
 
-/** The last lines of file from byte `from` on: this start's lines, not an earlier one's. */
+/** The last lines of file from byte `from` on: this start's lines, not an earlier one's, readable rather than JSON. */
 async function tail(file: string, from: number, lines = 20): Promise<string> {
   const text = await readTail(file, from, 16_384);
-  return text ? text.split("\n").slice(-lines).join("\n") : "(nothing in the log)";
+  return text ? text.split("\n").slice(-lines).map(readableLine).join("\n") : "(nothing in the log)";
 }

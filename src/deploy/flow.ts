@@ -9,6 +9,7 @@
 import { formatDuration } from "../util/duration.js";
 import { progressRelay } from "./migration-progress.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
+import { Scrubber } from "../log/scrub.js";
 import type { PlanAction } from "../plan/planner.js";
 import { otherSlot, type Slot } from "../runtime/contract.js";
 import type { ServiceSpec } from "../spec/types.js";
@@ -20,6 +21,7 @@ import { runHooks } from "./hooks.js";
 import { DeployLock, isLockLost } from "./lock.js";
 import { NO_DATABASE, type ComputedPlan, type Planning, type PlanRequest } from "./planning.js";
 import { Records, type Journal } from "./records.js";
+import { specSecrets } from "./secrets.js";
 import type { RouteTables } from "./routes.js";
 import { smokeInstances } from "./smoke.js";
 import { runStep, skipStep, StepFailure, type Flow, type Progress } from "./step.js";
@@ -134,6 +136,7 @@ export class DeployFlow {
         svc, kind, lock, records, failpoint, journal, steps, emit, schemas: plan.schemas, flipped: false,
         ...(db ? { db } : {}),
         schemaChangesLater: (i) => plan.actions.slice(i + 1).some((a) => a.do === "migrate"),
+        scrubber: new Scrubber(specSecrets(this.d.spec)),
       };
       // 3 to 11, as the plan orders them: a turquoise path starts and flips twice, migrating between.
       for (const [i, action] of plan.actions.entries()) {

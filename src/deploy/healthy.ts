@@ -1,11 +1,9 @@
 // Step 4 of the flow: every new instance passes Turquoise's health checks, and the runtime's own
 // verdict (a Docker HEALTHCHECK) where it has one, within deploy_timeout. A failure carries the
-// failing instances' last output, secrets scrubbed.
+// failing instances' last output (runStep scrubs the secrets out of it).
 import { waitHealthy, whyNotHealthy } from "../health/checks.js";
-import { scrubSecrets } from "../migrate/redact.js";
 import type { InstanceInfo } from "../runtime/contract.js";
 import type { ServiceSpec, Spec } from "../spec/types.js";
-import { openDatabase } from "./deps.js";
 import type { Fleet } from "./fleet.js";
 import { StepFailure } from "./step.js";
 import { formatDuration, formatMs } from "../util/duration.js";
@@ -31,10 +29,7 @@ export async function waitUntilHealthy(spec: Spec, fleet: Fleet, svc: ServiceSpe
   const lines: string[] = [];
   for (const f of r.failing) {
     const inst = byId.get(f.id);
-    const raw = inst ? (await fleet.logs(inst, LOG_TAIL_LINES).catch(() => "")).trim() : "";
-    // Apps print their database URL at start more often than one would like; history must not keep it.
-    const db = openDatabase(spec, svc);
-    const log = db ? scrubSecrets(raw, db.url) : raw;
+    const log = inst ? (await fleet.logs(inst, LOG_TAIL_LINES).catch(() => "")).trim() : "";
     // How it exited, or where it listens instead of its PORT: what the check alone cannot say.
     const diagnosis = f.listening ?? (inst ? await fleet.diagnose(inst).catch(() => undefined) : undefined);
     lines.push(`${f.id}: ${f.status}: ${f.output}${diagnosis ? ` (${diagnosis})` : ""}${log ? `\n  last output:\n  ${log.split("\n").join("\n  ")}` : ""}`);

@@ -2,6 +2,7 @@
 // journals it before and after it runs, so that an agent that restarts knows where a flow stood.
 // Each step starts at a boundary where the flow makes sure it still holds its deploy lock.
 import { errorMessage } from "../errors.js";
+import type { Scrubber } from "../log/scrub.js";
 import type { BackfillProgress } from "../migrate/contract.js";
 import type { SchemaRange } from "../plan/planner.js";
 import type { ServiceSpec } from "../spec/types.js";
@@ -45,6 +46,8 @@ export interface Flow {
   flipped: boolean;
   /** Whether the schema changes after a flip in this flow: then an old slot must not stay warm. */
   schemaChangesLater: (index: number) => boolean;
+  /** The spec's secrets: what a step saw (an app's output, a check's answer) is scrubbed before it is shown or recorded. */
+  scrubber: Scrubber;
 }
 
 /**
@@ -69,8 +72,10 @@ export async function runStep<T>(flow: Flow, name: string, fn: () => Promise<T>)
     steps.push({ name, startedAt, durationMs, ok: true, ...(detail ? { detail } : {}) });
     emit({ type: "step", name, status: "done", durationMs, ...(detail ? { detail } : {}) });
     return out;
-  } catch (e) {
+  } catch (caught) {
     const durationMs = Date.now() - startedAt;
+    // From here on it goes to the history, the events and the caller: apps print their secrets more often than one would like.
+    const e = caught instanceof StepFailure ? new StepFailure(caught.step, flow.scrubber.text(caught.message), caught.output === undefined ? undefined : flow.scrubber.text(caught.output), caught.figures) : caught;
     const detail = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
     steps.push({ name, startedAt, durationMs, ok: false, detail });
     emit({ type: "step", name, status: "failed", durationMs, detail });

@@ -10,6 +10,8 @@ import { fileURLToPath } from "node:url";
 import { EXIT_CODES, TurquoiseError, errorMessage } from "../errors.js";
 // Not kill(pid, 0): a proxy orphaned under a PID 1 that never reaps would look alive forever.
 import { readTail } from "../util/fs.js";
+import { readableTail } from "../log/pretty.js";
+import { LOG_FORMAT_ENV, LOG_LEVEL_ENV, type LogSettings } from "../log/settings.js";
 import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
@@ -176,6 +178,8 @@ export interface SpawnProxyOptions {
   workers?: number | "auto";
   nodePath?: string;
   timeoutMs?: number;
+  /** The proxy's log level and format (through its environment); its own defaults when absent. */
+  log?: LogSettings;
 }
 
 /**
@@ -212,6 +216,7 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
     child = spawn(opts.nodePath ?? process.execPath, args, {
       detached: true,
       stdio: ["ignore", log.fd, log.fd],
+      ...(opts.log ? { env: { ...process.env, [LOG_LEVEL_ENV]: opts.log.level, [LOG_FORMAT_ENV]: opts.log.format } } : {}),
     });
   } finally {
     await log.close();
@@ -223,7 +228,7 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
     if (exitCode === EXIT_CODES.CONFLICT) {
       return new TurquoiseError("CONFLICT", `the proxy cannot listen on ${listen}: address in use`, { data: { addressInUse: true } });
     }
-    const tail = await readTail(logFile, logStart);
+    const tail = readableTail(await readTail(logFile, logStart));
     return new TurquoiseError("INTERNAL", `the proxy did not start: ${why}${tail ? `\n--- ${logFile} ---\n${tail}` : ""}`);
   };
   let exited: string | undefined;

@@ -5,6 +5,8 @@ import { DockerApi } from "../runtime/docker-api.js";
 import { connectProxy, resolveWorkers, spawnProxy, stopProxy } from "./builtin.js";
 import type { Proxy } from "./contract.js";
 import { NginxProxy } from "./nginx.js";
+import type { Logger } from "../log/logger.js";
+import type { LogSettings } from "../log/settings.js";
 
 /** The spec's proxy block, and the state dir the proxy keeps its files in. */
 export interface ProxyOptions {
@@ -20,6 +22,8 @@ export interface ProxyOptions {
   workers: number | "auto";
   /** The spec file, named in what the factory logs. */
   specFile: string;
+  /** The log settings a proxy process it starts gets; its own defaults when absent. */
+  log?: LogSettings;
 }
 
 /** The data plane the agent drives. pid: the built-in proxy's process, which the agent watches; 0 for nginx. */
@@ -35,17 +39,17 @@ export interface OpenedProxy {
  * The data plane for this state dir: adopted when it already runs (it kept serving while no
  * agent ran), else started.
  */
-export async function openProxy(opts: ProxyOptions, log: (line: string) => void): Promise<OpenedProxy> {
+export async function openProxy(opts: ProxyOptions, log: Logger): Promise<OpenedProxy> {
   if (opts.driver === "nginx") {
     const nginx = nginxFor(opts);
     const adopted = await nginx.adopt();
     if (!adopted) await nginx.start();
-    log(`${adopted ? "adopted running" : "started"} nginx on ${opts.host}:${nginx.listenPort}`);
+    log.info(adopted ? "proxy.adopted" : "proxy.started", `${adopted ? "adopted running" : "started"} nginx on ${opts.host}:${nginx.listenPort}`);
     return { proxy: nginx, pid: 0, listenPort: nginx.listenPort, adopted };
   }
   let adopted = await connectProxy(opts.stateDir);
   if (adopted && opts.port !== 0 && adopted.listenPort !== opts.port) {
-    log(`the running proxy listens on port ${adopted.listenPort} but ${opts.specFile} says ${opts.port}: restarting it`);
+    log.warn("proxy.replacing", `the running proxy listens on port ${adopted.listenPort} but ${opts.specFile} says ${opts.port}: restarting it`);
     await stopProxy(opts.stateDir);
     adopted = undefined;
   }
@@ -53,7 +57,7 @@ export async function openProxy(opts: ProxyOptions, log: (line: string) => void)
   const tlsNow = adopted?.tlsListen ? `${adopted.tlsListen.host}:${adopted.tlsListen.port}` : "none";
   const tlsWanted = opts.tls ? `${opts.tls.host}:${opts.tls.port}` : "none";
   if (adopted && tlsNow !== tlsWanted && !(opts.tls?.port === 0 && adopted.tlsListen)) {
-    log(`the running proxy's TLS listener is ${tlsNow} but ${opts.specFile} says ${tlsWanted}: restarting it`);
+    log.info("proxy.restarting", `the running proxy's TLS listener is ${tlsNow} but ${opts.specFile} says ${tlsWanted}: restarting it`);
     await stopProxy(opts.stateDir);
     adopted = undefined;
   }
@@ -62,15 +66,15 @@ export async function openProxy(opts: ProxyOptions, log: (line: string) => void)
     // No restart for that: an in-place upgrade refuses no connection.
     const said = `the running proxy has ${adopted.workers} worker(s) but ${opts.specFile} says ${opts.workers}`;
     await adopted.proxy.upgrade({ workers }).then(
-      () => log(`${said}: upgraded it in place to ${workers}`),
-      (e: unknown) => log(`${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
+      () => log.info("proxy.upgraded", `${said}: upgraded it in place to ${workers}`),
+      (e: unknown) => log.error("proxy.upgrade-failed", `${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
     );
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, ...(opts.tls ? { tlsListen: opts.tls } : {}), workers: opts.workers }).catch((e: unknown) => {
+  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, ...(opts.tls ? { tlsListen: opts.tls } : {}), workers: opts.workers, ...(opts.log ? { log: opts.log } : {}) }).catch((e: unknown) => {
     throw e instanceof TurquoiseError && e.code === "CONFLICT" && e.data.addressInUse ? new TurquoiseError("CONFLICT", `${e.message} (set proxy.listen${opts.tls ? " or proxy.tls.listen" : ""} in ${opts.specFile})`, { data: e.data }) : e;
   }));
   const withTls = proxied.tlsListen ? ` and TLS on ${proxied.tlsListen.host}:${proxied.tlsListen.port}` : "";
-  log(adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}${withTls}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}${withTls}`);
+  log.info(adopted ? "proxy.adopted" : "proxy.started", adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}${withTls}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}${withTls}`, { data: { pid: proxied.pid } });
   return { ...proxied, adopted: adopted !== undefined };
 }
 

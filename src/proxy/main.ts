@@ -7,7 +7,9 @@ import http from "node:http";
 import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { EXIT_CODES, errorMessage } from "../errors.js";
+import { EXIT_CODES, TurquoiseError, errorMessage } from "../errors.js";
+import { createLogger, type Logger } from "../log/logger.js";
+import { logSettings } from "../log/settings.js";
 import { controlPort, MAX_WORKERS, startControlServer } from "./control.js";
 import { DEFAULT_SHUTDOWN_GRACE_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
 import { DEFAULT_SPARES, DEFAULT_WORKERS, resolveWorkers, Supervisor } from "./supervisor.js";
@@ -16,8 +18,11 @@ import { readToken } from "../auth/token.js";
 
 // Nothing is exported: importing this file starts a proxy.
 
-function log(message: string): void {
-  process.stdout.write(`${new Date().toISOString()} turquoise-proxy[${process.pid}]: ${message}\n`);
+// The log goes to stderr, which is proxy.log (spawnProxy); the agent passes its log settings on through the environment.
+let log: Logger | undefined;
+function logger(): Logger {
+  log ??= createLogger({ component: "proxy", settings: logSettings() });
+  return log;
 }
 
 class UsageError extends Error {}
@@ -60,6 +65,8 @@ async function main(): Promise<void> {
     throw new UsageError(errorMessage(e));
   }
 
+  const log = logger();
+  log.scrubber.add([token]);
   const supervisor = await Supervisor.start({ stateDir, listenHost: listen.host, listenPort: listen.port, ...(tlsListen ? { tlsListen } : {}), workers, spares, log });
   let control: http.Server;
   try {
@@ -78,20 +85,22 @@ async function main(): Promise<void> {
   const infoFile = path.join(stateDir, PROXY_INFO_FILE);
   await writeFileAtomic(infoFile, JSON.stringify(info, null, 2) + "\n");
   const withTls = info.tls ? ` and TLS on ${info.tls.host}:${info.tls.port}` : "";
-  log(`listening on ${info.listen.host}:${info.listen.port}${withTls} with ${workers} worker(s) and ${spares} spare(s), control on ${info.control.host}:${info.control.port}, table version ${supervisor.table().version}`);
+  log.info("proxy.listening", `listening on ${info.listen.host}:${info.listen.port}${withTls} with ${workers} worker(s) and ${spares} spare(s), control on ${info.control.host}:${info.control.port}, table version ${supervisor.table().version}`, {
+    data: { listen: `${info.listen.host}:${info.listen.port}`, workers, spares, tableVersion: supervisor.table().version },
+  });
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) return;
     stopping = true;
-    log(`${signal}: finishing in-flight requests (up to ${DEFAULT_SHUTDOWN_GRACE_MS} ms)`);
+    log.info("proxy.stopping", `${signal}: finishing in-flight requests (up to ${DEFAULT_SHUTDOWN_GRACE_MS} ms)`, { data: { signal } });
     void shutdown(supervisor, control, infoFile).then(
       () => {
-        log("stopped");
+        log.info("proxy.stopped", "stopped");
         process.exit(EXIT_CODES.OK);
       },
       (e: unknown) => {
-        log(`shutdown failed: ${errorMessage(e)}`);
+        log.error("proxy.stop-failed", `shutdown failed: ${errorMessage(e)}`);
         process.exit(EXIT_CODES.INTERNAL);
       },
     );
@@ -114,12 +123,17 @@ async function shutdown(supervisor: Supervisor, control: http.Server, infoFile: 
 }
 
 main().catch((e: unknown) => {
-  const usage = e instanceof UsageError;
-  process.stderr.write(`turquoise-proxy: ${errorMessage(e)}\n`);
-  // Its own exit code, so that whoever started it can say which setting to change.
-  if ((e as NodeJS.ErrnoException).code === "EADDRINUSE") {
-    process.stderr.write("turquoise-proxy: the listen address is already in use\n");
-    process.exit(EXIT_CODES.CONFLICT);
+  const usage = e instanceof UsageError || (e instanceof TurquoiseError && e.code === "USAGE");
+  const inUse = (e as NodeJS.ErrnoException).code === "EADDRINUSE";
+  let out: Logger;
+  try {
+    out = logger();
+  } catch {
+    // The log settings themselves are bad: said with the defaults.
+    out = createLogger({ component: "proxy" });
   }
+  out.error("proxy.failed", `${errorMessage(e)}${inUse ? ": the listen address is already in use" : ""}`);
+  // Its own exit code, so that whoever started it can say which setting to change.
+  if (inUse) process.exit(EXIT_CODES.CONFLICT);
   process.exit(usage ? EXIT_CODES.USAGE : EXIT_CODES.INTERNAL);
 });

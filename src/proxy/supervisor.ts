@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { errorMessage } from "../errors.js";
 import { AcmeManager, type AcmeHostStatus, type AcmeOptions } from "./acme.js";
 import type { CertificateStatus } from "./cert-store.js";
+import type { Logger } from "../log/logger.js";
 import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable } from "./contract.js";
 import { type ControlBackend, type HealthInfo, HttpError, type TlsStatus, type UpgradeOptions, type UpgradeResult, type WorkerInfo } from "./control.js";
 import { DataPlane } from "./data-plane.js";
@@ -68,7 +69,7 @@ export interface SupervisorOptions {
   spares?: number;
   /** WORKER_OP_TIMEOUT_MS when absent (tests shorten it). */
   opTimeoutMs?: number;
-  log: (message: string) => void;
+  log: Logger;
   /** The worker's script, read from disk at every fork: an upgrade runs the code installed now. */
   workerScript?: string;
 }
@@ -265,7 +266,7 @@ export class Supervisor implements ControlBackend {
     const policy = this.router.current.tls;
     const settings = policy?.settings.acme;
     if (settings && !this.tlsSocket) {
-      this.opts.log("tls: the table asks for ACME certificates, but this proxy has no TLS listener (--tls-listen): none are ordered");
+      this.opts.log.warn("tls.no-listener", "the table asks for ACME certificates, but this proxy has no TLS listener (--tls-listen): none are ordered");
       return;
     }
     if (!settings && !this.acme) return;
@@ -281,7 +282,7 @@ export class Supervisor implements ControlBackend {
       installed: async () => {
         await this.fanOut({ type: "certs", opId: this.nextOp() });
       },
-      log: this.opts.log,
+      log: (message) => this.opts.log.info("tls.acme", message),
     }, this.opts.acme);
     this.acme.configure(settings, policy?.acmeHosts ?? new Set());
   }
@@ -352,7 +353,7 @@ export class Supervisor implements ControlBackend {
       const drainMs = opts.drainTimeoutMs ?? DEFAULT_UPGRADE_DRAIN_MS;
       const old = [...this.workers].filter((w) => w.state !== "retiring");
       const generation = ++this.generation;
-      this.opts.log(`upgrade: starting ${count} worker(s) of generation ${generation} from ${this.workerScript}`);
+      this.opts.log.info("proxy.upgrade-started", `upgrade: starting ${count} worker(s) of generation ${generation} from ${this.workerScript}`, { data: { generation, workers: count } });
       const fresh = Array.from({ length: count }, () => this.spawn(generation, "serve"));
       // The new spares are the new code's too; nobody waits for them.
       const spares = Array.from({ length: this.spareCount }, () => this.launch("spare"));
@@ -360,12 +361,12 @@ export class Supervisor implements ControlBackend {
         await Promise.all(fresh.map((w) => this.whenReady(w)));
       } catch (e) {
         for (const w of [...fresh, ...spares]) this.retire(w, drainMs, RETIRE_IDLE_GRACE_MS);
-        this.opts.log(`upgrade failed, the old workers keep serving: ${errorMessage(e)}`);
+        this.opts.log.error("proxy.upgrade-failed", `upgrade failed, the old workers keep serving: ${errorMessage(e)}`, { data: { generation } });
         throw new HttpError(500, `upgrade failed, the old workers keep serving: ${errorMessage(e)}`);
       }
       const readyMs = Math.round(performance.now() - started);
       this.target = count;
-      this.opts.log(`upgrade: generation ${generation} serves (pids ${fresh.map((w) => w.pid).join(", ")}); retiring ${old.map((w) => w.pid).join(", ") || "none"}`);
+      this.opts.log.info("proxy.upgraded", `upgrade: generation ${generation} serves (pids ${fresh.map((w) => w.pid).join(", ")}); retiring ${old.map((w) => w.pid).join(", ") || "none"}`, { data: { generation, started: fresh.map((w) => w.pid), retiring: old.map((w) => w.pid) } });
       for (const w of old) this.retire(w, drainMs, RETIRE_IDLE_GRACE_MS);
       await Promise.all(old.map((w) => w.gone));
       const retired = old.filter((w) => w.role === "serve").map((w) => w.pid);
@@ -433,7 +434,7 @@ export class Supervisor implements ControlBackend {
       await Promise.race([w.role === "spare" ? w.initialized : w.ready, timeout]);
     } catch (e) {
       if (!w.exited) {
-        this.opts.log(`${errorMessage(e)}: killing it`);
+        this.opts.log.error("worker.not-ready", `${errorMessage(e)}: killing it`, { data: { worker: w.pid } });
         w.child.kill("SIGKILL");
       }
       throw e;
@@ -495,7 +496,7 @@ export class Supervisor implements ControlBackend {
     if ((this.upOps.get(m.id) ?? 0) > m.opSeen) return;
     if (!this.router.markDown(m.id, m.reason, m.at)) return;
     this.fanOut({ type: "mark", opId: this.nextOp(), id: m.id, healthy: false, reason: m.reason, at: m.at }, this.opTimeoutMs, from).catch((e: unknown) =>
-      this.opts.log(`passing on ${m.id} down: ${errorMessage(e)}`),
+      this.opts.log.error("upstream.mark-failed", `passing on ${m.id} down: ${errorMessage(e)}`, { data: { upstream: m.id } }),
     );
   }
 
@@ -513,7 +514,7 @@ export class Supervisor implements ControlBackend {
     this.restarts++;
     const uptimeMs = Date.now() - w.startedAt;
     this.quickDeaths = uptimeMs < CRASH_LOOP_UPTIME_MS ? this.quickDeaths + 1 : 0;
-    this.opts.log(`${w.role === "spare" ? "spare" : "worker"} ${w.pid} ${how} after ${uptimeMs} ms`);
+    this.opts.log.warn("worker.exited", `${w.role === "spare" ? "spare" : "worker"} ${w.pid} ${how} after ${uptimeMs} ms`, { data: { worker: w.pid, role: w.role, uptimeMs } });
     this.topUp();
   }
 
@@ -539,14 +540,14 @@ export class Supervisor implements ControlBackend {
     };
     const delayMs = this.quickDeaths <= 1 ? 0 : Math.min(RESTART_BACKOFF_MS * 2 ** (this.quickDeaths - 2), MAX_RESTART_BACKOFF_MS);
     if (delayMs === 0) return start();
-    this.opts.log(`workers keep dying at start: the next one in ${delayMs} ms`);
+    this.opts.log.warn("worker.crash-loop", `workers keep dying at start: the next one in ${delayMs} ms`, { data: { delayMs } });
     this.restartTimer = setTimeout(start, delayMs);
   }
 
   /** A spare starts serving: at once if it stands by, else as soon as its init is applied. */
   private promote(w: Worker): void {
     w.role = "serve";
-    this.opts.log(`spare ${w.pid} takes over`);
+    this.opts.log.info("worker.promoted", `spare ${w.pid} takes over`, { data: { worker: w.pid } });
     if (w.member) this.send(w, { type: "serve" });
     this.whenReady(w).catch(() => undefined);
   }
@@ -554,14 +555,14 @@ export class Supervisor implements ControlBackend {
   /** A worker that asked to go (SIGTERM): retired once its replacement serves, or failed to. */
   private replace(w: Worker): void {
     if (!this.running || w.state === "retiring") return;
-    this.opts.log(`${w.role === "spare" ? "spare" : "worker"} ${w.pid} got SIGTERM: replacing it`);
+    this.opts.log.info("worker.replacing", `${w.role === "spare" ? "spare" : "worker"} ${w.pid} got SIGTERM: replacing it`, { data: { worker: w.pid, role: w.role } });
     // A spare serves nobody: it goes at once, and topUp starts another.
     if (w.role === "spare") return this.retire(w, 0, 0);
     const spare = this.spares()[0];
     if (spare) this.promote(spare);
     const next = spare ?? this.launch("serve");
     void this.whenReady(next)
-      .catch((e: unknown) => this.opts.log(`the replacement of worker ${w.pid} did not start: ${errorMessage(e)}`))
+      .catch((e: unknown) => this.opts.log.error("worker.replace-failed", `the replacement of worker ${w.pid} did not start: ${errorMessage(e)}`, { data: { worker: w.pid } }))
       .then(() => this.retire(w, DEFAULT_UPGRADE_DRAIN_MS, RETIRE_IDLE_GRACE_MS));
   }
 
@@ -607,7 +608,7 @@ export class Supervisor implements ControlBackend {
   private call(w: Worker, op: WorkerOp, timeoutMs: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.opts.log(`worker ${w.pid} did not answer ${op.type} within ${timeoutMs} ms: killing it`);
+        this.opts.log.error("worker.stuck", `worker ${w.pid} did not answer ${op.type} within ${timeoutMs} ms: killing it`, { data: { worker: w.pid, op: op.type, timeoutMs } });
         w.child.kill("SIGKILL");
       }, timeoutMs);
       w.pending.set(op.opId, {
@@ -628,7 +629,7 @@ export class Supervisor implements ControlBackend {
   private send(w: Worker, message: SupervisorMessage): void {
     if (w.exited || !w.child.connected) return;
     w.child.send(message, (err: Error | null) => {
-      if (err && !w.exited) this.opts.log(`worker ${w.pid}: cannot send ${message.type}: ${err.message}`);
+      if (err && !w.exited) this.opts.log.warn("worker.send-failed", `worker ${w.pid}: cannot send ${message.type}: ${err.message}`, { data: { worker: w.pid, message: message.type } });
     });
   }
 

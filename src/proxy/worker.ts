@@ -5,6 +5,8 @@
 
 import { parseArgs } from "node:util";
 import { errorMessage } from "../errors.js";
+import { createLogger } from "../log/logger.js";
+import { logSettings } from "../log/settings.js";
 import { DataPlane } from "./data-plane.js";
 import { DataServer } from "./data-server.js";
 import { WORKER_LISTEN_FD, WORKER_PROTOCOL, WORKER_TLS_FD, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
@@ -12,9 +14,8 @@ import { WORKER_LISTEN_FD, WORKER_PROTOCOL, WORKER_TLS_FD, type SupervisorMessag
 /** Without its supervisor a worker stops accepting at once (so a new proxy can bind) and finishes what it has. */
 const ORPHAN_GRACE_MS = 5_000;
 
-function log(message: string): void {
-  process.stdout.write(`${new Date().toISOString()} turquoise-proxy-worker[${process.pid}]: ${message}\n`);
-}
+// Its stderr is the supervisor's, proxy.log, and its environment too: the supervisor has checked the log settings in it.
+const log = createLogger({ component: "proxy", settings: logSettings() });
 
 // The supervisor passes its state dir, where ACME keeps the certificates it gets.
 const { values: args } = parseArgs({ options: { "state-dir": { type: "string" } }, strict: false });
@@ -34,7 +35,7 @@ let serving: Promise<void> | undefined;
 /** The supervisor handed over a TLS listening socket too. */
 let tlsListen = false;
 /** Certificates: ACME's live in the state dir; a handshake for an ACME host without one asks the supervisor. */
-const storeOptions = { stateDir, log, request: (host: string) => send({ type: "want-cert", host }) };
+const storeOptions = { stateDir, log: (message: string) => log.info("tls.certificates", message), request: (host: string) => send({ type: "want-cert", host }) };
 
 function send(message: WorkerMessage): void {
   // After a disconnect there is nobody to tell; the disconnect handler winds the worker down.
@@ -98,7 +99,7 @@ function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
   initialized = true;
   if (message.serve) serve();
   else {
-    log(`standing by as a spare, table version ${plane.router.current.version}`);
+    log.info("worker.standby", `standing by as a spare, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version } });
     send({ type: "ready", tableVersion: plane.router.current.version, serving: false });
   }
 }
@@ -109,12 +110,12 @@ function serve(): void {
   serving = Promise.all([data.listen({ fd: WORKER_LISTEN_FD }), tlsListen ? data.listenTls({ fd: WORKER_TLS_FD }, storeOptions) : undefined]).then(
     ([address, tlsAddress]) => {
       const withTls = tlsAddress ? ` and TLS on ${tlsAddress.address}:${tlsAddress.port}` : "";
-      log(`serving on ${address.address}:${address.port}${withTls}, table version ${plane.router.current.version}`);
+      log.info("worker.serving", `serving on ${address.address}:${address.port}${withTls}, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version } });
       send({ type: "ready", tableVersion: plane.router.current.version, serving: true });
     },
     (e: unknown) => {
       // A worker that cannot serve is of no use: the supervisor sees it exit and says why.
-      log(`cannot serve: ${errorMessage(e)}`);
+      log.error("worker.failed", `cannot serve: ${errorMessage(e)}`);
       process.exit(1);
     },
   );
@@ -123,17 +124,17 @@ function serve(): void {
 function retire(graceMs: number, idleGraceMs: number, why: string): void {
   if (retiring) return;
   retiring = true;
-  log(`${why}: stopped accepting; finishing in-flight requests (up to ${graceMs} ms)`);
+  log.info("worker.retiring", `${why}: stopped accepting; finishing in-flight requests (up to ${graceMs} ms)`, { data: { graceMs } });
   void data.close({ graceMs, idleGraceMs }).then(
     async () => {
-      log("stopped");
+      log.info("worker.stopped", "stopped");
       // Its counters go with it otherwise; exits once the message is out (or cannot be sent).
       const metrics = await plane.metrics();
       if (!process.connected) process.exit(0);
       process.send!({ type: "final", metrics } satisfies WorkerMessage, () => process.exit(0));
     },
     (e: unknown) => {
-      log(`shutdown failed: ${errorMessage(e)}`);
+      log.error("worker.stop-failed", `shutdown failed: ${errorMessage(e)}`);
       process.exit(1);
     },
   );
@@ -162,7 +163,7 @@ function onMessage(message: SupervisorMessage): void {
 }
 
 if (!process.send) {
-  process.stderr.write("turquoise-proxy-worker: started without a supervisor; run dist/src/proxy/main.js instead\n");
+  log.error("worker.failed", "started without a supervisor; run dist/src/proxy/main.js instead");
   process.exit(2);
 }
 events.subscribe(reportPassiveMarks);

@@ -7,6 +7,7 @@ import { dirname, resolve } from "node:path";
 import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from "yaml";
 import { TurquoiseError, errorMessage } from "../errors.js";
+import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, type LogFormat, type LogLevel } from "../log/settings.js";
 import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
 import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS, tableSettings } from "../proxy/settings.js";
 import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
@@ -83,6 +84,7 @@ interface RawSpec {
   services: Record<string, RawService>;
   watches?: Array<{ name?: string; type: WatchSpec["type"]; service?: string; state?: WatchSpec["state"]; key?: string; prefix?: string; args?: string[]; http?: { url: string; method?: "POST" | "PUT"; headers?: Record<string, string> }; timeout?: string }>;
   metrics?: { listen: string; token_file?: string };
+  log?: { level?: LogLevel; format?: LogFormat };
 }
 
 /** Whether a problem points at a mapping key (unknown or misnamed keys) or at its value (wrong values). */
@@ -425,6 +427,7 @@ function normalize(raw: RawSpec, file: string): Spec {
     ...(raw.metrics
       ? { metrics: { ...parseListen(raw.metrics.listen), ...(raw.metrics.token_file !== undefined ? { tokenFile: resolve(dir, raw.metrics.token_file) } : {}) } }
       : {}),
+    log: { level: raw.log?.level ?? DEFAULT_LOG_LEVEL, format: raw.log?.format ?? DEFAULT_LOG_FORMAT },
   };
 }
 

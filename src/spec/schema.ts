@@ -5,6 +5,7 @@ import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS } from "../proxy/settings.
 import { HSTS_PATTERN } from "../proxy/tls-settings.js";
 import { DURATION_PATTERN, formatDuration } from "../util/duration.js";
 import { formatSize, SIZE_PATTERN } from "../util/size.js";
+import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS } from "../log/settings.js";
 
 export const SERVICE_NAME_PATTERN = "^[a-z][a-z0-9-]{0,62}$";
 // Ports 1-65535 spelled out as a regex, so that editors flag a bad port as they do any other bad value.
@@ -311,6 +312,15 @@ export const SPEC_JSON_SCHEMA = {
       description: "The services to deploy, by name.",
       propertyNames: { pattern: SERVICE_NAME_PATTERN },
       additionalProperties: { $ref: "#/definitions/service" },
+    },
+    log: {
+      type: "object",
+      additionalProperties: false,
+      description: "The agent's and the proxy's logs (agent.log, proxy.log, the foreground `up`): JSON lines with time, level, component, service, event and message; secrets redacted. See docs/logs.md.",
+      properties: {
+        level: { enum: [...LOG_LEVELS], default: DEFAULT_LOG_LEVEL, description: `The least severe level written: debug adds every API request. $TURQUOISE_LOG_LEVEL overrides it. Default ${DEFAULT_LOG_LEVEL}.` },
+        format: { enum: [...LOG_FORMATS], default: DEFAULT_LOG_FORMAT, description: `json: one JSON object a line. pretty: one readable line each. auto: pretty on a terminal, JSON to a file or a pipe. $TURQUOISE_LOG_FORMAT overrides it. Default ${DEFAULT_LOG_FORMAT}.` },
+      },
     },
   },
   definitions: {

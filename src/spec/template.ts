@@ -214,6 +214,15 @@ services:
     #   env: DATABASE_URL                 # the variable that carries the URL into instances
     #   lock_timeout: 2s                  # PostgreSQL: a step waits this long for a lock, then retries
     #   retries: 5
+
+# The agent's and the proxy's logs (.turquoise/agent.log, proxy.log, and \`turquoise up\` in the
+# foreground): JSON lines with time, level, component, service, event and message, secrets
+# redacted. $TURQUOISE_LOG_LEVEL and $TURQUOISE_LOG_FORMAT override these for one run.
+log:
+  # debug, info, warn or error: the least severe level written (debug adds every API request).
+  level: info
+  # json, pretty, or auto: pretty on a terminal, JSON lines to a file or a pipe.
+  format: auto
 `;
 }
 

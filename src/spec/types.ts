@@ -1,5 +1,6 @@
 // The normalized spec: what the loader returns after schema validation and rules. Durations are
 // milliseconds here (the YAML has strings such as "500ms").
+import type { LogSettings } from "../log/settings.js";
 import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
 
 export interface HealthSpec {
@@ -136,6 +137,8 @@ export interface Spec {
   watches: WatchSpec[];
   /** The Prometheus endpoint; absent: no metrics (and the proxy does not count requests by series). */
   metrics?: MetricsSpec;
+  /** The agent's and the proxy's logs, before TURQUOISE_LOG_LEVEL / TURQUOISE_LOG_FORMAT override them. */
+  log: LogSettings;
 }
 
 export interface MetricsSpec {

@@ -7,6 +7,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { BIN, BOOKS_DIR, REPO_ROOT, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
 import { AGENT_ENV, agentIdFor } from "../../src/runtime/identity.js";
+import type { LogRecord } from "../support/logs.js";
 
 const run = promisify(execFile);
 const APP = JSON.stringify(path.join(BOOKS_DIR, "lib", "app.mjs"));
@@ -166,4 +167,15 @@ export async function agentEvents(ws: Workspace, type?: string): Promise<AgentEv
 /** Stops the agent only, and waits until it is gone: the proxy and instances keep running. */
 export async function stopAgent(ws: Workspace): Promise<void> {
   await ws.cli(["down", "--agent-only"]);
+}
+
+/** The lines of a log in the workspace's state dir (agent.log, proxy.log), parsed: each must be JSON. */
+export function logRecords(ws: Workspace, file = "agent.log"): LogRecord[] {
+  return fs.readFileSync(path.join(ws.dir, ".turquoise", file), "utf8").split("\n").filter((line) => line !== "").map((line, i) => {
+    try {
+      return JSON.parse(line) as LogRecord;
+    } catch {
+      throw new Error(`${file} line ${i + 1} is not JSON: ${line}`);
+    }
+  });
 }

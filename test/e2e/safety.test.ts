@@ -10,7 +10,7 @@ import { Records } from "../../src/deploy/records.js";
 import type { InstanceInfo } from "../../src/runtime/contract.js";
 import { openStore } from "../../src/state/index.js";
 import { readProcStat } from "../../src/util/proc.js";
-import { RELEASE_KINDS, instancePids, readAgentPid, status, waitFor, workspaceWith } from "./helpers.js";
+import { RELEASE_KINDS, instancePids, logRecords, readAgentPid, status, waitFor, workspaceWith } from "./helpers.js";
 
 const bystanders: ChildProcess[] = [];
 after(() => {
@@ -86,9 +86,9 @@ describe("the agent signals only what it started", () => {
     await new Promise((r) => setTimeout(r, 300));
     assert.ok(isRunning(noStart), "the process named by a record without a start time was signalled");
     assert.ok(isRunning(wrongStart), "the process named by a record with another start time was signalled");
-    const log = fs.readFileSync(path.join(ws.dir, ".turquoise", "agent.log"), "utf8");
-    assert.match(log, new RegExp(`instance.refused: not adopting books-green-nostart \\(ref ${noStart}\\), nor signalling it: no start time is recorded`));
-    assert.match(log, new RegExp(`instance.refused: not adopting books-green-wrongstart \\(ref ${wrongStart}\\), nor signalling it: pid ${wrongStart} started at tick \\d+`));
+    const refused = logRecords(ws).filter((r) => r.event === "instance.refused").map((r) => r.message).join("\n");
+    assert.match(refused, new RegExp(`^not adopting books-green-nostart \\(ref ${noStart}\\), nor signalling it: no start time is recorded`, "m"));
+    assert.match(refused, new RegExp(`^not adopting books-green-wrongstart \\(ref ${wrongStart}\\), nor signalling it: pid ${wrongStart} started at tick \\d+`, "m"));
     await ws.cli(["down", "--agent-only"]);
     assert.deepEqual(await recordedIds(ws), s.instances.map((i) => i.id), "the forged records are dropped");
   });

@@ -14,6 +14,7 @@ import { Supervisor } from "../../src/proxy/supervisor.js";
 import { pidAlive } from "../../src/util/proc.js";
 import { ensureToken } from "../../src/auth/token.js";
 import { starterSpec } from "../../src/spec/template.js";
+import { captureLog } from "../support/logs.js";
 import { type Reply, type TestUpstream, json, refusedPort, request, route, sleep, startUpstream, table } from "./helpers.js";
 
 const WORKER_JS = fileURLToPath(new URL("../../src/proxy/worker.js", import.meta.url));
@@ -239,8 +240,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     // The worker script is read from disk at every fork, as an upgrade needs: this one changes.
     const script = path.join(stateDir, "worker.mjs");
     await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
-    const lines: string[] = [];
-    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, log: (l) => lines.push(l), workerScript: script });
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, log: captureLog("proxy").logger, workerScript: script });
     try {
       const base = `http://127.0.0.1:${s.listenPort}`;
       assert.equal(json(await request(`${base}/`)).id, "stays");
@@ -280,15 +280,17 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     const stateDir = await tempDir();
     ensureToken(stateDir);
     const u = await upstream("stuck");
-    const lines: string[] = [];
-    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, opTimeoutMs: 300, log: (l) => lines.push(l) });
+    const log = captureLog("proxy");
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, opTimeoutMs: 300, log: log.logger });
     try {
       await waitFor("the spare", () => s.health().workers!.some((w) => w.state === "standby") || undefined);
       const stuck = s.health().workers!.find((w) => w.state === "serving")!;
       // Its event loop stands still, as a stuck one would.
       process.kill(stuck.pid, "SIGSTOP");
       await s.apply(table(2, route("s", "s:1", [u.upstream])));
-      assert.ok(lines.some((l) => l.includes(`worker ${stuck.pid} did not answer apply within 300 ms: killing it`)), lines.join("\n"));
+      const stuckLine = log.records().find((r) => r.event === "worker.stuck");
+      assert.equal(stuckLine?.message, `worker ${stuck.pid} did not answer apply within 300 ms: killing it`, log.lines.join("\n"));
+      assert.equal(stuckLine.level, "error");
       await waitFor("the stuck worker gone", () => !pidAlive(stuck.pid) || undefined);
       assert.equal(json(await request(`http://127.0.0.1:${s.listenPort}/`)).id, "stuck", "the spare serves the table the stuck worker never got");
     } finally {
@@ -303,16 +305,16 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
     const script = path.join(stateDir, "worker.mjs");
     await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
-    const lines: string[] = [];
-    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, workerScript: script, log: (l) => lines.push(l) });
+    const log = captureLog("proxy");
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, workerScript: script, log: log.logger });
     try {
       await waitFor("the spare", () => s.health().workers!.some((w) => w.state === "standby") || undefined);
       await writeFile(script, `process.exit(1);\n`);
       const victim = s.health().workers!.find((w) => w.state === "serving")!;
       process.kill(victim.pid, "SIGKILL");
-      await waitFor("a longer backoff", () => lines.includes("workers keep dying at start: the next one in 400 ms") || undefined, 30_000);
-      const backoffs = lines.filter((l) => l.startsWith("workers keep dying")).map((l) => Number(/in (\d+) ms/.exec(l)![1]));
-      assert.deepEqual(backoffs.slice(-3), [100, 200, 400], lines.join("\n"));
+      await waitFor("a longer backoff", () => log.messages().includes("workers keep dying at start: the next one in 400 ms") || undefined, 30_000);
+      const backoffs = log.records().filter((r) => r.event === "worker.crash-loop").map((r) => r.data!.delayMs);
+      assert.deepEqual(backoffs.slice(-3), [100, 200, 400], log.lines.join("\n"));
       assert.equal(json(await request(`http://127.0.0.1:${s.listenPort}/`)).id, "steady", "the promoted spare serves meanwhile");
     } finally {
       await s.stop(1_000);
@@ -323,6 +325,6 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     const { p } = await spawn(1);
     const stateDir = await tempDir();
     ensureToken(stateDir);
-    await assert.rejects(Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: p.listenPort, workers: 1, log: () => undefined }), /listen EADDRINUSE/);
+    await assert.rejects(Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: p.listenPort, workers: 1, log: captureLog("proxy").logger }), /listen EADDRINUSE/);
   });
 });
