@@ -8,9 +8,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs } from "node:util";
 import { AgentMetrics } from "../src/metrics/agent.js";
-import { type RunningProxy, resolveWorkers, spawnProxy, stopProxy } from "../src/proxy/builtin.js";
+import { type RunningProxy, spawnProxy, stopProxy } from "../src/proxy/builtin.js";
 import type { ProxyMetrics, RouteTable } from "../src/proxy/contract.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
@@ -19,7 +18,7 @@ import { clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
 import { median, ratio } from "./lib/stats.js";
 import { ensureCommand } from "./lib/tools.js";
 import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
-import { runWrk, type WrkOptions, type WrkResult } from "./lib/wrk.js";
+import { runWrk, type WrkResult, wrkBenchArgs } from "./lib/wrk.js";
 
 const WARMUP_S = 2;
 /** Far more often than Prometheus' default of 15 s: the collection's own cost shows, if it has one. */
@@ -71,25 +70,7 @@ interface TargetResult {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      json: { type: "boolean", default: false },
-      duration: { type: "string", default: "10" },
-      rounds: { type: "string", default: "3" },
-      connections: { type: "string", default: "64" },
-      threads: { type: "string", default: "2" },
-      workers: { type: "string", default: "1" },
-    },
-  });
-  const workersArg = values.workers!;
-  if (workersArg !== "auto" && !/^[1-9]\d*$/.test(workersArg)) throw new Error(`--workers must be auto or a positive integer, got "${workersArg}"`);
-  const workers = resolveWorkers(workersArg === "auto" ? "auto" : Number(workersArg));
-  const json = values.json!;
-  const rounds = Number(values.rounds);
-  const wrk: WrkOptions = { threads: Number(values.threads), connections: Number(values.connections), durationS: Number(values.duration) };
-  const say = (line: string): void => {
-    (json ? process.stderr : process.stdout).write(line + "\n");
-  };
+  const { json, rounds, wrk, workersArg, workers, say } = wrkBenchArgs(10);
 
   ensureCommand("wrk");
   ensureCommand("nginx");

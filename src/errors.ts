@@ -72,3 +72,21 @@ export function isTurquoiseError(e: unknown): e is TurquoiseError {
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/**
+ * A certificate or key file the proxy cannot serve: unreadable, no PEM in it, a key that belongs
+ * to another certificate, a host the certificate does not name. The message names the file and
+ * never quotes what is in it.
+ */
+export class CertificateError extends Error {
+  readonly file: string;
+  /** Which half is wrong: the certificate chain, or its private key (they may share one file). */
+  readonly part: "certificate" | "key";
+
+  constructor(file: string, message: string, part: "certificate" | "key" = "certificate") {
+    super(`${file}: ${message}`);
+    this.name = "CertificateError";
+    this.file = file;
+    this.part = part;
+  }
+}

@@ -56,11 +56,32 @@ export interface NginxProxyConfOptions {
   keepaliveTimeoutS?: number;
   /** worker_processes: "auto" (one per core) unless a comparison needs nginx's count to match another proxy's. */
   workerProcesses?: number | "auto";
+  /** A second server terminating TLS on 127.0.0.1:port with this certificate, to the same upstreams. */
+  tls?: { port: number; serverName: string; certFile: string; keyFile: string };
 }
 
 /** A minimal reverse proxy: keep-alive to the upstreams, no access log, loopback only. */
 export function nginxProxyConf(upstreams: readonly { host: string; port: number }[], opts: NginxProxyConfOptions = {}): NginxConf {
   const keepalive = opts.keepaliveTimeoutS === undefined ? "" : `\n    keepalive_timeout ${opts.keepaliveTimeoutS}s;`;
+  const location = `
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }`;
+  const tls = opts.tls
+    ? `
+  server {
+    listen 127.0.0.1:${opts.tls.port} ssl;${keepalive}
+    server_name ${opts.tls.serverName};
+    ssl_certificate ${opts.tls.certFile};
+    ssl_certificate_key ${opts.tls.keyFile};
+    ssl_protocols TLSv1.2 TLSv1.3;${location}
+  }`
+    : "";
   return (listenPort, prefix) => `
 worker_processes ${opts.workerProcesses ?? "auto"};
 pid ${prefix}/nginx.pid;
@@ -78,16 +99,8 @@ ${upstreams.map((u) => `    server ${u.host}:${u.port};`).join("\n")}
     keepalive 256;
   }
   server {
-    listen 127.0.0.1:${listenPort};${keepalive}
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-    }
-  }
+    listen 127.0.0.1:${listenPort};${keepalive}${location}
+  }${tls}
 }
 `;
 }

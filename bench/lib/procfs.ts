@@ -87,3 +87,19 @@ export function ticksOf(pids: readonly number[]): Map<number, number> {
   }
   return m;
 }
+
+/** The pids whose parent is `pid` (an nginx master's workers, a proxy supervisor's). */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      // Field 4, after the command in parentheses.
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(name));
+    } catch {
+      // Gone between readdir and read.
+    }
+  }
+  return out;
+}

@@ -1,6 +1,8 @@
 // Runs wrk (HTTP/1.1 keep-alive load) and parses its report.
 
 import { spawn } from "node:child_process";
+import { parseArgs } from "node:util";
+import { resolveWorkers } from "../../src/proxy/builtin.js";
 
 export interface WrkOptions {
   connections: number;
@@ -73,4 +75,40 @@ export function parseWrkOutput(text: string): WrkResult {
   if (non2xx) errors += Number(non2xx[1]);
   const max = /^\s+Latency\s+\S+\s+\S+\s+(\S+)/m.exec(text);
   return { rps: parseFloat(rps[1]!), p50: latencyMs(p50[1]!), p99: latencyMs(p99[1]!), requests: Number(requests[1]), errors, socketErrors, maxMs: max ? latencyMs(max[1]!) : NaN };
+}
+
+export interface WrkBenchArgs {
+  json: boolean;
+  rounds: number;
+  wrk: WrkOptions;
+  /** --workers as given ("auto" or a count), and as a count for this machine. */
+  workersArg: string;
+  workers: number;
+  /** Prints a progress or report line: to stderr under --json, which keeps stdout for the JSON. */
+  say(line: string): void;
+}
+
+/** The options every wrk comparison takes: [--json] [--duration S] [--rounds N] [--connections N] [--threads N] [--workers 1|N|auto]. */
+export function wrkBenchArgs(defaultDurationS: number): WrkBenchArgs {
+  const { values } = parseArgs({
+    options: {
+      json: { type: "boolean", default: false },
+      duration: { type: "string", default: String(defaultDurationS) },
+      rounds: { type: "string", default: "3" },
+      connections: { type: "string", default: "64" },
+      threads: { type: "string", default: "2" },
+      workers: { type: "string", default: "1" },
+    },
+  });
+  const workersArg = values.workers!;
+  if (workersArg !== "auto" && !/^[1-9]\d*$/.test(workersArg)) throw new Error(`--workers must be auto or a positive integer, got "${workersArg}"`);
+  const json = values.json!;
+  return {
+    json,
+    rounds: Number(values.rounds),
+    wrk: { threads: Number(values.threads), connections: Number(values.connections), durationS: Number(values.duration) },
+    workersArg,
+    workers: resolveWorkers(workersArg === "auto" ? "auto" : Number(workersArg)),
+    say: (line) => void (json ? process.stderr : process.stdout).write(line + "\n"),
+  };
 }

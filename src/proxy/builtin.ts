@@ -15,13 +15,15 @@ import { LOG_FORMAT_ENV, LOG_LEVEL_ENV, type LogSettings } from "../log/settings
 import { pidAlive } from "../util/proc.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
-import type { HealthInfo, UpgradeOptions, UpgradeResult } from "./control.js";
+import type { AcmeHostStatus } from "./acme.js";
+import type { HealthInfo, TlsStatus, UpgradeOptions, UpgradeResult } from "./control.js";
 import { MAX_EVENTS_WAIT_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
 import { DEFAULT_UPGRADE_DRAIN_MS, WORKER_READY_TIMEOUT_MS } from "./supervisor.js";
 
 export { resolveWorkers } from "./supervisor.js";
 
-export type { HealthInfo as ProxyHealth, UpgradeOptions, UpgradeResult, WorkerInfo } from "./control.js";
+export type { HealthInfo as ProxyHealth, TlsStatus, UpgradeOptions, UpgradeResult, WorkerInfo } from "./control.js";
+export type { AcmeHostStatus } from "./acme.js";
 
 export const PROXY_LOG_FILE = "proxy.log";
 export const DEFAULT_CONTROL_TIMEOUT_MS = 10_000;
@@ -99,6 +101,19 @@ export class BuiltinProxy implements Proxy {
     return this.call("POST", "/upgrade", opts, waitMs) as Promise<UpgradeResult>;
   }
 
+  /** Not in the Proxy contract: the TLS listener, the certificates the workers serve, the ACME hosts. */
+  tls(): Promise<TlsStatus> {
+    return this.call("GET", "/tls") as Promise<TlsStatus>;
+  }
+
+  /**
+   * Not in the Proxy contract: orders a new ACME certificate for host now; resolves once every
+   * worker serves it. The order may take a while: the CA validates, polls are spaced out.
+   */
+  renewCertificate(host: string, timeoutMs = 5 * 60_000): Promise<AcmeHostStatus> {
+    return this.call("POST", "/tls/renew", { host }, timeoutMs) as Promise<AcmeHostStatus>;
+  }
+
   /** Not in the Proxy contract: the table the proxy serves right now. */
   table(): Promise<RouteTable> {
     return this.call("GET", "/table") as Promise<RouteTable>;
@@ -147,6 +162,8 @@ export interface RunningProxy {
   pid: number;
   proxy: BuiltinProxy;
   listenPort: number;
+  /** The TLS listener's address, when the proxy has one. */
+  tlsListen?: { host: string; port: number };
   /** How many workers it keeps serving (1 for a proxy from before workers). */
   workers: number;
 }
@@ -155,6 +172,8 @@ export interface SpawnProxyOptions {
   stateDir: string;
   listenHost: string;
   listenPort: number;
+  /** A TLS listener too (port 0: any free one). */
+  tlsListen?: { host: string; port: number };
   /** Worker processes sharing the socket; "auto": one per core. 1 by default. */
   workers?: number | "auto";
   nodePath?: string;
@@ -181,10 +200,19 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
   const logFile = path.join(stateDir, PROXY_LOG_FILE);
   const log = await open(logFile, "a", 0o600);
   const logStart = (await log.stat()).size;
-  const listen = opts.listenHost.includes(":") ? `[${opts.listenHost}]:${opts.listenPort}` : `${opts.listenHost}:${opts.listenPort}`;
+  const hostPort = (host: string, port: number): string => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`);
+  const listen = hostPort(opts.listenHost, opts.listenPort);
   let child;
   try {
-    const args = [MAIN_JS, "--state-dir", stateDir, "--listen", listen, ...(opts.workers === undefined ? [] : ["--workers", String(opts.workers)])];
+    const args = [
+      MAIN_JS,
+      "--state-dir",
+      stateDir,
+      "--listen",
+      listen,
+      ...(opts.tlsListen ? ["--tls-listen", hostPort(opts.tlsListen.host, opts.tlsListen.port)] : []),
+      ...(opts.workers === undefined ? [] : ["--workers", String(opts.workers)]),
+    ];
     child = spawn(opts.nodePath ?? process.execPath, args, {
       detached: true,
       stdio: ["ignore", log.fd, log.fd],
@@ -217,7 +245,7 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
       const info = await readInfo(stateDir);
       if (info && info.pid === child.pid) {
         const proxy = new BuiltinProxy({ controlUrl: controlUrl(info), token: readToken(stateDir) });
-        return { pid: info.pid, proxy, listenPort: info.listen.port, workers: (await proxy.health()).workerCount ?? 1 };
+        return { pid: info.pid, proxy, listenPort: info.listen.port, ...(info.tls ? { tlsListen: info.tls } : {}), workers: (await proxy.health()).workerCount ?? 1 };
       }
       if (exited) throw await failure(exited);
       if (Date.now() > deadline) {
@@ -250,7 +278,7 @@ export async function connectProxy(stateDir: string): Promise<RunningProxy | und
   }
   // The pid check guards against an unrelated process that reused the pid.
   if (health.pid !== info.pid) return undefined;
-  return { pid: info.pid, proxy, listenPort: info.listen.port, workers: health.workerCount ?? 1 };
+  return { pid: info.pid, proxy, listenPort: info.listen.port, ...(info.tls ? { tlsListen: info.tls } : {}), workers: health.workerCount ?? 1 };
 }
 
 /** Upgrades the proxy running for stateDir in place (see BuiltinProxy.upgrade). */

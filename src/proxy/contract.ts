@@ -65,6 +65,44 @@ export interface ProxySettings {
    * headers are believed, as nginx's set_real_ip_from. Everyone else's are replaced.
    */
   trustedProxies: string[];
+  /** TLS at the built-in proxy's TLS listener; absent: plain HTTP only. */
+  tls?: TlsSettings;
+}
+
+/**
+ * What the built-in proxy does with TLS (its listener itself is a process option, bound by the
+ * supervisor). A host is served over TLS when a certificate file names it, or when ACME covers it.
+ */
+export interface TlsSettings {
+  /** Certificates from PEM files, each for the hosts it lists; reloaded when the files change. */
+  certificates: TlsCertificateFiles[];
+  acme?: AcmeSettings;
+  /**
+   * A plain-HTTP request for a host with a certificate loaded is answered 308 with its https://
+   * URL (ACME challenges excepted). Hosts without one (an ACME host until it is issued) stay on plain HTTP.
+   */
+  redirectHttp: boolean;
+  /** The Strict-Transport-Security value of every answer over TLS ("max-age=31536000"); none when absent. */
+  hsts?: string;
+}
+
+export interface TlsCertificateFiles {
+  /** Exact host names, or "*.example.com" for any one label below example.com. */
+  hosts: string[];
+  /** Absolute paths: the certificate chain (leaf first) and its private key, PEM. */
+  certFile: string;
+  keyFile: string;
+}
+
+export interface AcmeSettings {
+  /** The ACME directory (RFC 8555), https://. */
+  directoryUrl: string;
+  /** The account's contact. */
+  email?: string;
+  /** The hosts to get certificates for; absent: every route host that no certificate file lists. */
+  hosts?: string[];
+  /** A CA (PEM, absolute path) trusted for the directory's own HTTPS besides the system's: a test CA. */
+  caFile?: string;
 }
 
 export interface RouteTable {
@@ -144,6 +182,21 @@ export interface ProxyStats {
   rejected?: ProxyRejectionCounts;
   /** Upgraded (WebSocket) connections. */
   tunnels?: TunnelCounts;
+  /** TLS handshakes at the TLS listener; absent from proxies that do not count them. */
+  tls?: TlsCounts;
+}
+
+export interface TlsCounts {
+  /** Handshakes completed: a client connection that then speaks HTTP. */
+  handshakes: number;
+  /** Of those, the ones that resumed an earlier session (a ticket): no certificate signature. */
+  resumed: number;
+  /** Handshakes that failed, for any reason: garbage instead of a ClientHello, an old protocol, no certificate, a timeout. */
+  failed: number;
+  /** Handshakes not done within clientHeaderMs: the connection is closed. */
+  timedOut: number;
+  /** Handshakes for a name the proxy has no certificate for (or none at all): refused with an alert. */
+  noCertificate: number;
 }
 
 export interface ProxyTimeoutCounts {

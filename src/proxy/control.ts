@@ -1,12 +1,15 @@
 // The proxy's control API on loopback, behind the agent's bearer token: the route table (persisted,
 // then swapped), drains, upstream health marks, stats, the metrics behind the agent's /metrics,
-// the upstream event long-poll and in-place upgrades. It drives a ControlBackend: one data plane in this process, or a supervisor's workers.
+// the upstream event long-poll, in-place upgrades, and the TLS certificates (their state, an ACME
+// renewal on demand). It drives a ControlBackend: one data plane in this process, or a supervisor's workers.
 
 import http from "node:http";
 import type net from "node:net";
 import path from "node:path";
 import { tokenMatches } from "../auth/token.js";
 import { writeFileAtomic } from "../util/fs.js";
+import type { AcmeHostStatus } from "./acme.js";
+import type { CertificateStatus } from "./cert-store.js";
 import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable } from "./contract.js";
 import type { DataPlane } from "./data-plane.js";
 import { noop, sendJson } from "./http.js";
@@ -38,6 +41,13 @@ export interface HealthInfo {
   /** A supervised proxy's workers, and how many it keeps serving. */
   workers?: WorkerInfo[];
   workerCount?: number;
+}
+
+/** GET /tls: the TLS listener, the certificates the workers serve, and the ACME hosts. */
+export interface TlsStatus {
+  listen?: { host: string; port: number };
+  certificates: CertificateStatus[];
+  acme: AcmeHostStatus[];
 }
 
 export interface UpgradeOptions {
@@ -77,6 +87,9 @@ export interface ControlBackend {
   health(): HealthInfo;
   /** Only a supervisor upgrades in place. */
   upgrade?(opts: UpgradeOptions): Promise<UpgradeResult>;
+  /** Only a supervisor terminates TLS. */
+  tls?(): Promise<TlsStatus>;
+  renewCertificate?(host: string): Promise<AcmeHostStatus>;
 }
 
 /** The control API over one data plane in this process. */
@@ -219,6 +232,16 @@ export class ControlPlane {
           opts.drainTimeoutMs = body.drainTimeoutMs;
         }
         return sendJson(res, 200, await this.backend.upgrade(opts));
+      }
+      case "GET /tls":
+        req.resume();
+        if (!this.backend.tls) throw new HttpError(404, "this proxy runs without a supervisor: it terminates no TLS");
+        return sendJson(res, 200, await this.backend.tls());
+      case "POST /tls/renew": {
+        const body = (await readJson(req)) as { host?: unknown } | null;
+        if (typeof body?.host !== "string" || body.host === "" || body.host.length > 253) throw new HttpError(400, "body must be {host: string}");
+        if (!this.backend.renewCertificate) throw new HttpError(404, "this proxy runs without a supervisor: it gets no certificates");
+        return sendJson(res, 200, await this.backend.renewCertificate(body.host.toLowerCase()));
       }
       default:
         req.resume();

@@ -7,10 +7,12 @@ import type http from "node:http";
 import net from "node:net";
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
-import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, kExchange, onClientClose } from "./exchange.js";
+import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
 import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
+import type { CertStoreOptions } from "./cert-store.js";
+import { TlsEdge } from "./tls-edge.js";
 import { noRouteBody } from "./no-route.js";
 import { Tunnel, type TunnelHost } from "./tunnel.js";
 import { UpstreamConnections } from "./upstream.js";
@@ -62,6 +64,8 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   /** Epoch ms: when its counters started. */
   readonly startedAt = Date.now();
   private server: http.Server | undefined;
+  /** The TLS listener's side, when this data plane has one. */
+  edge: TlsEdge | undefined;
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
 
@@ -76,6 +80,14 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     server.on("drop", this.onDrop);
     server.on("timeout", this.onIdle);
     this.configure();
+  }
+
+  /** Serves TLS as well: connections whose handshake the edge completed reach the same HTTP server. */
+  enableTls(storeOptions: CertStoreOptions): TlsEdge {
+    if (!this.server) throw new Error("enableTls needs an attached HTTP server");
+    this.edge = new TlsEdge({ server: this.server, onDrop: this.onDrop }, storeOptions);
+    this.edge.configure(this.router.current);
+    return this.edge;
   }
 
   /** Applies a table (false when it is older than the current one) and its client-side settings. */
@@ -103,6 +115,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     server.keepAliveTimeout = timeouts.clientIdleMs;
     server.maxConnections = limits.maxConnections;
     server.maxHeaderSize = limits.maxHeaderBytes;
+    this.edge?.configure(this.router.current);
   }
 
   readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -124,6 +137,11 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
     const host = head.host;
+    if (this.edge !== undefined && this.edge.intercept(req, res, host, url)) {
+      // Answered by the edge itself (a redirect, an ACME challenge): no route's request.
+      if (started >= 0) count(this.router.series.unrouted, res.statusCode, started);
+      return;
+    }
     const table = this.router.current;
     const match = table.lookup(host, url);
     if (!match) {
@@ -172,8 +190,11 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const now = performance.now();
     const deadline = (held[kHeldUntil] ??= now + waitMs);
     if (now >= deadline || res.destroyed) {
-      if (started >= 0) count(pool.series, res.destroyed ? 0 : 503, started);
-      if (!res.destroyed) sendJson(res, 503, { error: "no healthy instance", service: pool.service });
+      const failure = (req as FailedRequest)[kFailedWith];
+      const status = res.destroyed ? 0 : failure !== undefined ? 502 : 503;
+      if (started >= 0) count(pool.series, status, started);
+      if (status === 502) sendJson(res, 502, { error: "upstream failed", service: pool.service, code: failure });
+      else if (status === 503) sendJson(res, 503, { error: "no healthy instance", service: pool.service });
       return;
     }
     this.requests--; // counted again when it is routed afresh
@@ -220,6 +241,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
     const host = head.host;
+    if (this.edge !== undefined && this.edge.interceptUpgrade(req, client, host, url)) return;
     const table = this.router.current;
     const match = table.lookup(host, url);
     if (!match) {
@@ -360,6 +382,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
       timeouts: { ...this.timeouts },
       rejected: { ...this.rejected },
       tunnels: { ...this.tunnels },
+      ...(this.edge ? { tls: { ...this.edge.store.counts } } : {}),
     };
   }
 
@@ -513,16 +536,17 @@ function join(a: string | undefined, b: string): string {
 function forwardingFields(head: RequestHead, socket: net.Socket, trusted: TrustedPeers): string {
   const remote = clientAddress(socket);
   const host = head.host;
-  const element = forwardedElement(remote, host);
+  const proto = (socket as { encrypted?: boolean }).encrypted === true ? "https" : "http";
+  const element = forwardedElement(remote, host, proto);
   if (trusted.empty || !isTrusted(socket as PeerSocket, trusted)) {
     const xfh = host === undefined ? "" : `X-Forwarded-Host: ${host}\r\n`;
-    return `X-Forwarded-For: ${remote}\r\nX-Forwarded-Proto: http\r\n${xfh}X-Real-IP: ${remote}\r\nForwarded: ${element}\r\n`;
+    return `X-Forwarded-For: ${remote}\r\nX-Forwarded-Proto: ${proto}\r\n${xfh}X-Real-IP: ${remote}\r\nForwarded: ${element}\r\n`;
   }
   const xff = head.xForwardedFor === undefined ? remote : `${head.xForwardedFor}, ${remote}`;
   const forwardedHost = head.xForwardedHost ?? host;
   const xfh = forwardedHost === undefined ? "" : `X-Forwarded-Host: ${forwardedHost}\r\n`;
   const forwarded = head.forwarded === undefined ? element : `${head.forwarded}, ${element}`;
-  return `X-Forwarded-For: ${xff}\r\nX-Forwarded-Proto: ${head.xForwardedProto ?? "http"}\r\n${xfh}X-Real-IP: ${head.xRealIp ?? remote}\r\nForwarded: ${forwarded}\r\n`;
+  return `X-Forwarded-For: ${xff}\r\nX-Forwarded-Proto: ${head.xForwardedProto ?? proto}\r\n${xfh}X-Real-IP: ${head.xRealIp ?? remote}\r\nForwarded: ${forwarded}\r\n`;
 }
 
 /** Asked once per connection and table: a keep-alive connection's peer does not change. */

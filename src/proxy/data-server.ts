@@ -1,9 +1,11 @@
 // The data plane's client-facing http.Server: listening on an address (the in-process proxy) or on
-// a listening socket inherited as a file descriptor (a supervised worker), and closed gracefully:
-// stop accepting, send keep-alive clients elsewhere, let in-flight requests finish, cut the rest.
+// a listening socket inherited as a file descriptor (a supervised worker), with a TLS listener
+// beside it when the proxy terminates TLS, and closed gracefully: stop accepting, send keep-alive
+// clients elsewhere, let in-flight requests finish, cut the rest.
 
 import http from "node:http";
 import net from "node:net";
+import type { CertStoreOptions } from "./cert-store.js";
 import { CLIENT_CHECK_INTERVAL_MS, type DataPlane } from "./data-plane.js";
 
 /**
@@ -40,15 +42,16 @@ export class DataServer {
   }
 
   /** `{ host, port }`, or `{ fd }` for a listening socket this process inherited. */
-  listen(where: { host: string; port: number } | { fd: number }): Promise<net.AddressInfo> {
-    const server = this.server;
-    return new Promise((resolve, reject) => {
-      server.once("error", reject);
-      server.listen({ ...where, backlog: LISTEN_BACKLOG }, () => {
-        server.off("error", reject);
-        resolve(server.address() as net.AddressInfo);
-      });
-    });
+  listen(where: ListenAt): Promise<net.AddressInfo> {
+    return listenOn(this.server, where);
+  }
+
+  /** Terminates TLS on a second listener, with the certificates the table names; its connections join this server's. */
+  async listenTls(where: ListenAt, storeOptions: CertStoreOptions): Promise<net.AddressInfo> {
+    const edge = this.plane.edge ?? this.plane.enableTls(storeOptions);
+    const address = await listenOn(edge.server, where);
+    edge.httpsPort = address.port;
+    return address;
   }
 
   /** Stops accepting, then lets in-flight requests finish for up to graceMs and cuts the rest. */
@@ -58,6 +61,7 @@ export class DataServer {
 
   private async shutdown({ graceMs, idleGraceMs }: DataServerCloseOptions): Promise<void> {
     const server = this.server;
+    const edge = this.plane.edge;
     // From now on every response says Connection: close, so that a keep-alive client sends its
     // next request on a new connection, which whoever holds the socket next accepts.
     const lastOnThisConnection = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -68,23 +72,39 @@ export class DataServer {
     // net.Server's close, not http.Server's: that one also closes every idle keep-alive connection
     // at once, racing the request a client may be sending on it right now.
     const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()));
+    const tlsClosed = edge === undefined ? Promise.resolve() : new Promise<void>((resolve) => edge.stopAccepting(resolve));
     const started = Date.now();
     for (;;) {
       const elapsedMs = Date.now() - started;
       const idleDue = elapsedMs >= idleGraceMs;
       if (idleDue) server.closeIdleConnections();
       if (elapsedMs >= graceMs) break;
-      if (this.plane.inFlight() === 0 && (idleDue || (await connectionCount(server)) === 0)) break;
+      if (this.plane.inFlight() === 0 && (idleDue || (await connectionCount(server)) + (edge ? await edge.connectionCount() : 0) === 0)) break;
       await sleep(CLOSE_POLL_MS);
     }
     this.plane.cutAll();
+    // TLS connections are the HTTP server's too once their handshake is done: closed with its own.
     server.closeAllConnections();
+    edge?.cutAll();
     // http.Server's own close now, for what it adds: it stops the client-timeout checks.
     server.close();
     await closed;
+    await tlsClosed;
     this.plane.upstreams.destroy();
     this.plane.stopProbes();
   }
+}
+
+export type ListenAt = { host: string; port: number } | { fd: number };
+
+function listenOn(server: net.Server, where: ListenAt): Promise<net.AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ ...where, backlog: LISTEN_BACKLOG }, () => {
+      server.off("error", reject);
+      resolve(server.address() as net.AddressInfo);
+    });
+  });
 }
 
 function connectionCount(server: net.Server): Promise<number> {

@@ -30,6 +30,9 @@ export interface ExchangeHost {
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
 
 export const kExchange = Symbol("exchange");
+/** On a request every instance failed before answering, held for a revert: what the last one did. */
+export const kFailedWith = Symbol("failedWith");
+export type FailedRequest = http.IncomingMessage & { [kFailedWith]?: string };
 export type ExchangeResponse = http.ServerResponse & { [kExchange]: Exchange };
 export type ExchangeRequest = http.IncomingMessage & { [kExchange]: Exchange };
 
@@ -199,6 +202,8 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
         this.started = -1;
         this.finish(false);
         this.res.off("close", onClientClose);
+        // If nothing comes back in time, the answer is the failure it met, not "no healthy instance".
+        (this.req as FailedRequest)[kFailedWith] = err.code ?? err.message;
         plane.holdForHealthy(this.req, this.res, this.pool, this.settings.limits.upstreamQueueMs, started);
         return;
       }

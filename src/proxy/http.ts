@@ -53,10 +53,10 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
  * One RFC 7239 Forwarded element for a client the proxy saw: IPv6 nodes bracketed and quoted,
  * a host with a port (":" is no token character) quoted.
  */
-export function forwardedElement(remote: string, host: string | undefined): string {
+export function forwardedElement(remote: string, host: string | undefined, proto: "http" | "https" = "http"): string {
   const node = remote === "" ? "unknown" : remote.includes(":") ? `"[${remote}]"` : remote;
-  if (host === undefined) return `for=${node};proto=http`;
-  return `for=${node};proto=http;host=${TOKEN.test(host) ? host : `"${host.replace(/["\\]/g, "\\$&")}"`}`;
+  if (host === undefined) return `for=${node};proto=${proto}`;
+  return `for=${node};proto=${proto};host=${TOKEN.test(host) ? host : `"${host.replace(/["\\]/g, "\\$&")}"`}`;
 }
 
 export function noop(): void {}

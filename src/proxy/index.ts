@@ -15,6 +15,8 @@ export interface ProxyOptions {
   host: string;
   /** 0 picks a free port. */
   port: number;
+  /** The built-in proxy's TLS listener, when it terminates TLS. */
+  tls?: { host: string; port: number };
   nginx: { binary: string; template?: string; container?: string };
   /** The built-in proxy's workers: a count, or one per core. */
   workers: number | "auto";
@@ -51,6 +53,14 @@ export async function openProxy(opts: ProxyOptions, log: Logger): Promise<Opened
     await stopProxy(opts.stateDir);
     adopted = undefined;
   }
+  // Its sockets are bound once, by its supervisor: another TLS listener takes a new process.
+  const tlsNow = adopted?.tlsListen ? `${adopted.tlsListen.host}:${adopted.tlsListen.port}` : "none";
+  const tlsWanted = opts.tls ? `${opts.tls.host}:${opts.tls.port}` : "none";
+  if (adopted && tlsNow !== tlsWanted && !(opts.tls?.port === 0 && adopted.tlsListen)) {
+    log.info("proxy.restarting", `the running proxy's TLS listener is ${tlsNow} but ${opts.specFile} says ${tlsWanted}: restarting it`);
+    await stopProxy(opts.stateDir);
+    adopted = undefined;
+  }
   const workers = resolveWorkers(opts.workers);
   if (adopted && adopted.workers !== workers) {
     // No restart for that: an in-place upgrade refuses no connection.
@@ -60,10 +70,11 @@ export async function openProxy(opts: ProxyOptions, log: Logger): Promise<Opened
       (e: unknown) => log.error("proxy.upgrade-failed", `${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
     );
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, workers: opts.workers, ...(opts.log ? { log: opts.log } : {}) }).catch((e: unknown) => {
-    throw e instanceof TurquoiseError && e.code === "CONFLICT" && e.data.addressInUse ? new TurquoiseError("CONFLICT", `${e.message} (set proxy.listen in ${opts.specFile})`, { data: e.data }) : e;
+  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, ...(opts.tls ? { tlsListen: opts.tls } : {}), workers: opts.workers, ...(opts.log ? { log: opts.log } : {}) }).catch((e: unknown) => {
+    throw e instanceof TurquoiseError && e.code === "CONFLICT" && e.data.addressInUse ? new TurquoiseError("CONFLICT", `${e.message} (set proxy.listen${opts.tls ? " or proxy.tls.listen" : ""} in ${opts.specFile})`, { data: e.data }) : e;
   }));
-  log.info(adopted ? "proxy.adopted" : "proxy.started", adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}`, { data: { pid: proxied.pid } });
+  const withTls = proxied.tlsListen ? ` and TLS on ${proxied.tlsListen.host}:${proxied.tlsListen.port}` : "";
+  log.info(adopted ? "proxy.adopted" : "proxy.started", adopted ? `adopted running proxy (pid ${proxied.pid}) on ${opts.host}:${proxied.listenPort}${withTls}` : `proxy (pid ${proxied.pid}) listening on ${opts.host}:${proxied.listenPort}${withTls}`, { data: { pid: proxied.pid } });
   return { ...proxied, adopted: adopted !== undefined };
 }
 

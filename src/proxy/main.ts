@@ -1,4 +1,4 @@
-// The proxy process: node dist/src/proxy/main.js --state-dir DIR --listen HOST:PORT [--workers N|auto] [--spares N]
+// The proxy process: node dist/src/proxy/main.js --state-dir DIR --listen HOST:PORT [--tls-listen HOST:PORT] [--workers N|auto] [--spares N]
 // It runs apart from the agent so that traffic keeps flowing when the agent stops or dies. This
 // process is the supervisor (supervisor.ts): it holds the listening socket and the control API,
 // and the data plane runs in its workers (worker.ts).
@@ -28,11 +28,11 @@ function logger(): Logger {
 class UsageError extends Error {}
 
 /** "127.0.0.1:8080", "[::1]:8080" or ":8080" (all interfaces). */
-function parseListen(text: string): { host: string; port: number } {
+function parseListen(text: string, flag = "--listen"): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
-  if (!m) throw new UsageError(`--listen must be HOST:PORT, got "${text}"`);
+  if (!m) throw new UsageError(`${flag} must be HOST:PORT, got "${text}"`);
   const port = Number(m[3]);
-  if (port > 65535) throw new UsageError(`--listen port must be 0-65535, got ${port}`);
+  if (port > 65535) throw new UsageError(`${flag} port must be 0-65535, got ${port}`);
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
 
@@ -47,12 +47,13 @@ function parseWorkers(text: string | undefined): number {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { "state-dir": { type: "string" }, listen: { type: "string" }, workers: { type: "string" }, spares: { type: "string" } },
+    options: { "state-dir": { type: "string" }, listen: { type: "string" }, "tls-listen": { type: "string" }, workers: { type: "string" }, spares: { type: "string" } },
     strict: true,
   });
   const stateDir = values["state-dir"];
   if (!stateDir) throw new UsageError("--state-dir DIR is required");
   const listen = parseListen(values.listen ?? "127.0.0.1:8080");
+  const tlsListen = values["tls-listen"] === undefined ? undefined : parseListen(values["tls-listen"], "--tls-listen");
   const workers = parseWorkers(values.workers);
   const spares = values.spares === undefined ? DEFAULT_SPARES : Number(values.spares);
   if (!(Number.isInteger(spares) && spares >= 0 && spares <= MAX_WORKERS)) throw new UsageError(`--spares must be an integer from 0 to ${MAX_WORKERS}, got "${values.spares}"`);
@@ -66,7 +67,7 @@ async function main(): Promise<void> {
 
   const log = logger();
   log.scrubber.add([token]);
-  const supervisor = await Supervisor.start({ stateDir, listenHost: listen.host, listenPort: listen.port, workers, spares, log });
+  const supervisor = await Supervisor.start({ stateDir, listenHost: listen.host, listenPort: listen.port, ...(tlsListen ? { tlsListen } : {}), workers, spares, log });
   let control: http.Server;
   try {
     control = await startControlServer(supervisor, stateDir, token);
@@ -77,12 +78,14 @@ async function main(): Promise<void> {
   const info: ProxyInfo = {
     pid: process.pid,
     listen: { host: listen.host, port: supervisor.listenPort },
+    ...(supervisor.tlsListen ? { tls: { host: tlsListen!.host, port: supervisor.tlsListen.port } } : {}),
     control: { host: "127.0.0.1", port: controlPort(control) },
     startedAt: new Date().toISOString(),
   };
   const infoFile = path.join(stateDir, PROXY_INFO_FILE);
   await writeFileAtomic(infoFile, JSON.stringify(info, null, 2) + "\n");
-  log.info("proxy.listening", `listening on ${info.listen.host}:${info.listen.port} with ${workers} worker(s) and ${spares} spare(s), control on ${info.control.host}:${info.control.port}, table version ${supervisor.table().version}`, {
+  const withTls = info.tls ? ` and TLS on ${info.tls.host}:${info.tls.port}` : "";
+  log.info("proxy.listening", `listening on ${info.listen.host}:${info.listen.port}${withTls} with ${workers} worker(s) and ${spares} spare(s), control on ${info.control.host}:${info.control.port}, table version ${supervisor.table().version}`, {
     data: { listen: `${info.listen.host}:${info.listen.port}`, workers, spares, tableVersion: supervisor.table().version },
   });
 

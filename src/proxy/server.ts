@@ -24,6 +24,8 @@ export interface ProxyInfo {
   /** The supervisor's: the process to watch and to signal. */
   pid: number;
   listen: { host: string; port: number };
+  /** The TLS listener, when the proxy has one. */
+  tls?: { host: string; port: number };
   control: { host: string; port: number };
   startedAt: string;
 }

@@ -3,6 +3,7 @@
 
 import net from "node:net";
 import type { ProxyLimits, ProxySettings, ProxyTimeouts, Route, RouteTimeouts } from "./contract.js";
+import { validateTlsSettings } from "./tls-settings.js";
 
 export const DEFAULT_PROXY_TIMEOUTS: Readonly<ProxyTimeouts> = Object.freeze({
   clientHeaderMs: 10_000,
@@ -31,6 +32,7 @@ export function tableSettings(settings: Partial<ProxySettings> | undefined): Pro
     timeouts: { ...DEFAULT_PROXY_TIMEOUTS, ...settings?.timeouts },
     limits: { ...DEFAULT_PROXY_LIMITS, ...settings?.limits },
     trustedProxies: [...(settings?.trustedProxies ?? [])],
+    ...(settings?.tls ? { tls: settings.tls } : {}),
   };
 }
 
@@ -70,7 +72,7 @@ export function validateSettings(value: unknown, at = "settings"): string | unde
       if (typeof cidr !== "string" || !isCidr(cidr)) return `${at}.trustedProxies[${i}] must be an IP address or CIDR block, got ${JSON.stringify(cidr)}`;
     }
   }
-  return undefined;
+  return validateTlsSettings(s.tls, `${at}.tls`);
 }
 
 /** What is wrong with a route's own timeouts and body limit, or undefined. */

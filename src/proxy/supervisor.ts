@@ -1,5 +1,6 @@
-// The proxy process's supervisor: it holds the listening socket, answers the control API, and
-// runs the data plane in worker processes (worker.ts) that share the socket. A dead worker is
+// The proxy process's supervisor: it holds the listening sockets (plain, and TLS when asked),
+// answers the control API, gets ACME certificates (acme.ts), and runs the data plane in worker
+// processes (worker.ts) that share the sockets. A dead worker is
 // replaced at once while new connections wait in the socket's accept queue; an in-place upgrade
 // starts workers from the code on disk and retires the old ones once the new ones serve. Every
 // control call reaches every worker; the route table, the marks and the upstream events are kept
@@ -9,15 +10,17 @@ import { type ChildProcess, fork } from "node:child_process";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { errorMessage } from "../errors.js";
+import { AcmeManager, type AcmeHostStatus, type AcmeOptions } from "./acme.js";
+import type { CertificateStatus } from "./cert-store.js";
 import type { Logger } from "../log/logger.js";
 import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable } from "./contract.js";
-import { type ControlBackend, type HealthInfo, HttpError, type UpgradeOptions, type UpgradeResult, type WorkerInfo } from "./control.js";
+import { type ControlBackend, type HealthInfo, HttpError, type TlsStatus, type UpgradeOptions, type UpgradeResult, type WorkerInfo } from "./control.js";
 import { DataPlane } from "./data-plane.js";
 import { bindListenSocket, type ListenSocket } from "./listen-socket.js";
 import { loadTable } from "./server.js";
 import { addMetricCounters, sumStats, withMetricGauges, zeroMetrics } from "./sum-stats.js";
 import { Router, type UpstreamEventLog } from "./table.js";
-import { WORKER_PROTOCOL, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
+import { type AcmeChallenge, WORKER_PROTOCOL, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
 
 export const DEFAULT_WORKERS = 1;
 /** How long a worker may take from fork to serving. */
@@ -57,6 +60,10 @@ export interface SupervisorOptions {
   stateDir: string;
   listenHost: string;
   listenPort: number;
+  /** A TLS listener beside the plain one: its workers terminate TLS with the table's certificates. */
+  tlsListen?: { host: string; port: number };
+  /** Tests shorten ACME's backoff. */
+  acme?: AcmeOptions;
   workers: number;
   /** Spare workers kept in standby; DEFAULT_SPARES when absent. */
   spares?: number;
@@ -126,6 +133,11 @@ export class Supervisor implements ControlBackend {
   /** The table, the marks and the event log the workers serve: no traffic runs through it. */
   private readonly router = new Router();
   private readonly socket: ListenSocket;
+  private readonly tlsSocket: ListenSocket | undefined;
+  /** Gets and renews the ACME certificates, once a table asks for them. */
+  private acme: AcmeManager | undefined;
+  /** The ACME challenges under validation: a worker that starts meanwhile answers them too. */
+  private readonly challenges = new Map<string, AcmeChallenge>();
   private readonly opts: SupervisorOptions;
   private readonly workerScript: string;
   private readonly workers = new Set<Worker>();
@@ -153,9 +165,10 @@ export class Supervisor implements ControlBackend {
   /** Workers that died unasked (and were replaced). */
   private restarts = 0;
 
-  private constructor(opts: SupervisorOptions, socket: ListenSocket) {
+  private constructor(opts: SupervisorOptions, socket: ListenSocket, tlsSocket: ListenSocket | undefined) {
     this.opts = opts;
     this.socket = socket;
+    this.tlsSocket = tlsSocket;
     this.target = opts.workers;
     this.spareCount = opts.spares ?? DEFAULT_SPARES;
     this.opTimeoutMs = opts.opTimeoutMs ?? WORKER_OP_TIMEOUT_MS;
@@ -167,7 +180,14 @@ export class Supervisor implements ControlBackend {
     if (!(Number.isInteger(opts.workers) && opts.workers >= 1)) throw new Error(`workers must be an integer ≥ 1, got ${opts.workers}`);
     const restored = await loadTable(opts.stateDir);
     const socket = await bindListenSocket(opts.listenHost, opts.listenPort);
-    const s = new Supervisor(opts, socket);
+    let tlsSocket: ListenSocket | undefined;
+    try {
+      tlsSocket = opts.tlsListen ? await bindListenSocket(opts.tlsListen.host, opts.tlsListen.port) : undefined;
+    } catch (e) {
+      socket.close();
+      throw e;
+    }
+    const s = new Supervisor(opts, socket, tlsSocket);
     if (restored) s.router.apply(restored);
     const first = Array.from({ length: opts.workers }, () => s.spawn(0, "serve"));
     try {
@@ -175,9 +195,11 @@ export class Supervisor implements ControlBackend {
     } catch (e) {
       for (const w of first) if (!w.exited) w.child.kill("SIGKILL");
       socket.close();
+      tlsSocket?.close();
       throw e;
     }
     s.running = true;
+    s.configureAcme();
     // The spares start once the proxy serves: they only matter from the first death on.
     s.topUp();
     return s;
@@ -189,6 +211,11 @@ export class Supervisor implements ControlBackend {
 
   get listenPort(): number {
     return this.socket.port;
+  }
+
+  /** The TLS listener's address, when the proxy has one. */
+  get tlsListen(): { host: string; port: number } | undefined {
+    return this.tlsSocket ? { host: this.tlsSocket.host, port: this.tlsSocket.port } : undefined;
   }
 
   get events(): UpstreamEventLog {
@@ -209,6 +236,55 @@ export class Supervisor implements ControlBackend {
     this.router.apply(table);
     for (const id of this.upOps.keys()) if (!table.routes.some((r) => r.upstreams.some((u) => u.id === id))) this.upOps.delete(id);
     await this.fanOut({ type: "apply", opId: this.nextOp(), table });
+    this.configureAcme();
+  }
+
+  /** The certificates as the workers serve them, and the ACME hosts' state. */
+  async tls(): Promise<TlsStatus> {
+    const parts = await this.fanOut({ type: "tls", opId: this.nextOp() });
+    // The workers load the same files; one that failed where another did not has the error shown.
+    const certificates: CertificateStatus[] = parts[0]?.map((c) => ({ ...c })) ?? [];
+    for (const part of parts.slice(1)) {
+      part.forEach((c, i) => {
+        const mine = certificates[i];
+        if (mine && c.error !== undefined && mine.error === undefined) certificates[i] = { ...mine, error: c.error, loaded: mine.loaded && c.loaded };
+      });
+    }
+    return { ...(this.tlsListen ? { listen: this.tlsListen } : {}), certificates, acme: this.acme?.status() ?? [] };
+  }
+
+  /** Orders a new ACME certificate for host now; resolves once every worker serves it. */
+  renewCertificate(host: string): Promise<AcmeHostStatus> {
+    if (!this.acme) throw new HttpError(404, "this proxy gets no certificates over ACME (no proxy.tls.acme, or no TLS listener)");
+    return this.acme.renew(host).catch((e: unknown) => {
+      throw new HttpError(/not one of/.test(errorMessage(e)) ? 404 : 502, errorMessage(e));
+    });
+  }
+
+  /** ACME runs when the table asks for it and the proxy has a TLS listener to serve what it gets. */
+  private configureAcme(): void {
+    const policy = this.router.current.tls;
+    const settings = policy?.settings.acme;
+    if (settings && !this.tlsSocket) {
+      this.opts.log.warn("tls.no-listener", "the table asks for ACME certificates, but this proxy has no TLS listener (--tls-listen): none are ordered");
+      return;
+    }
+    if (!settings && !this.acme) return;
+    this.acme ??= new AcmeManager(this.opts.stateDir, {
+      publish: async (c) => {
+        this.challenges.set(c.token, c);
+        await this.fanOut({ type: "challenge", opId: this.nextOp(), ...c });
+      },
+      withdraw: async (c) => {
+        this.challenges.delete(c.token);
+        await this.fanOut({ type: "challenge", opId: this.nextOp(), token: c.token, host: c.host });
+      },
+      installed: async () => {
+        await this.fanOut({ type: "certs", opId: this.nextOp() });
+      },
+      log: (message) => this.opts.log.info("tls.acme", message),
+    }, this.opts.acme);
+    this.acme.configure(settings, policy?.acmeHosts ?? new Set());
   }
 
   async drain(poolId: string, timeoutMs: number): Promise<DrainResult> {
@@ -308,7 +384,9 @@ export class Supervisor implements ControlBackend {
   async stop(graceMs: number): Promise<void> {
     this.running = false;
     clearTimeout(this.restartTimer);
+    this.acme?.stop();
     this.socket.close();
+    this.tlsSocket?.close();
     const all = [...this.workers];
     for (const w of all) this.retire(w, graceMs, 0);
     await Promise.all(all.map((w) => w.gone));
@@ -318,8 +396,9 @@ export class Supervisor implements ControlBackend {
   // Workers
 
   private spawn(generation: number, role: "serve" | "spare"): Worker {
-    // fd 3: the listening socket (WORKER_LISTEN_FD); fd 4: the IPC channel.
-    const child = fork(this.workerScript, ["--state-dir", this.opts.stateDir], { stdio: ["ignore", "inherit", "inherit", this.socket.fd, "ipc"] });
+    // fd 3: the listening socket (WORKER_LISTEN_FD); fd 4: the TLS one (WORKER_TLS_FD), if any; fd 5: the IPC channel.
+    const stdio = ["ignore", "inherit", "inherit", this.socket.fd, this.tlsSocket?.fd ?? "ignore", "ipc"] as const;
+    const child = fork(this.workerScript, ["--state-dir", this.opts.stateDir], { stdio: [...stdio] });
     const w = new Worker(child, generation, role);
     this.workers.add(w);
     child.on("message", (m: WorkerMessage) => this.onMessage(w, m));
@@ -374,7 +453,15 @@ export class Supervisor implements ControlBackend {
         }
         // The state as of now; every op from now on follows it on the same channel.
         w.member = true;
-        return this.send(w, { type: "init", opId: this.opSeq, table: this.router.current.source, down: this.router.downList(), serve: w.role === "serve" });
+        return this.send(w, {
+          type: "init",
+          opId: this.opSeq,
+          table: this.router.current.source,
+          down: this.router.downList(),
+          serve: w.role === "serve",
+          tls: this.tlsSocket !== undefined,
+          challenges: [...this.challenges.values()],
+        });
       case "ready":
         w.resolveInitialized();
         if (!m.serving) {
@@ -396,6 +483,8 @@ export class Supervisor implements ControlBackend {
         return this.onPassiveDown(w, m);
       case "leaving":
         return this.replace(w);
+      case "want-cert":
+        return this.acme?.request(m.host);
       case "final":
         this.lastMetrics.set(w, m.metrics);
         return;

@@ -4,6 +4,7 @@
 
 import { RequestSeries, SeriesSet } from "./counters.js";
 import { TrustedPeers } from "./peers.js";
+import { TlsPolicy } from "./tls-settings.js";
 import { routeMaxBodyBytes, routeTimeouts, tableSettings, validateRouteSettings, validateSettings } from "./settings.js";
 import type { PoolStats, ProxySettings, Route, RouteTable, RouteTimeouts, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
 
@@ -127,6 +128,8 @@ export class CompiledTable {
   /** The table's settings with the defaults filled in: swapped with the routes, never apart. */
   readonly settings: ProxySettings;
   readonly trusted: TrustedPeers;
+  /** Which hosts are served over TLS and from where; undefined without TLS settings. */
+  readonly tls: TlsPolicy | undefined;
   /** Whether requests are counted by series (RouteTable.metrics). */
   readonly metrics: boolean;
   private readonly byHost = new Map<string, Entry[]>();
@@ -137,6 +140,7 @@ export class CompiledTable {
     const settings = tableSettings(source.settings);
     this.settings = settings;
     this.trusted = settings.trustedProxies.length === 0 ? TrustedPeers.NONE : new TrustedPeers(settings.trustedProxies);
+    this.tls = settings.tls ? new TlsPolicy(settings.tls, source.routes) : undefined;
     this.metrics = source.metrics === true;
     for (const route of source.routes) {
       const match: Match = { route, pool: pools.get(route.poolId)!, settings, timeouts: routeTimeouts(route, settings), maxBodyBytes: routeMaxBodyBytes(route, settings) };

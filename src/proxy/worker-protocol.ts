@@ -1,6 +1,7 @@
 // The messages between the proxy's supervisor and its workers, over the IPC channel of fork().
-// The listening socket is not among them: a worker inherits it as a file descriptor.
+// The listening sockets are not among them: a worker inherits them as file descriptors.
 
+import type { CertificateStatus } from "./cert-store.js";
 import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, UpstreamDown, UpstreamDownReason } from "./contract.js";
 
 /**
@@ -11,6 +12,15 @@ export const WORKER_PROTOCOL = 2;
 
 /** The file descriptor number at which a worker finds the listening socket. */
 export const WORKER_LISTEN_FD = 3;
+/** Where a worker finds the TLS listening socket, when init says there is one. */
+export const WORKER_TLS_FD = 4;
+
+/** An ACME HTTP-01 challenge every worker answers while the CA validates it. */
+export interface AcmeChallenge {
+  token: string;
+  host: string;
+  keyAuthorization: string;
+}
 
 /** Supervisor → worker. Ops with an `opId` get a reply; ids grow, so a worker can say which it has seen. */
 export type SupervisorMessage =
@@ -18,7 +28,7 @@ export type SupervisorMessage =
    * The state to serve: sent once, in answer to hello. The worker listens only after applying it,
    * and only when `serve` says so; a spare keeps up with every op and waits for "serve".
    */
-  | { type: "init"; opId: number; table: RouteTable; down: UpstreamDown[]; serve: boolean }
+  | { type: "init"; opId: number; table: RouteTable; down: UpstreamDown[]; serve: boolean; tls: boolean; challenges: AcmeChallenge[] }
   /** A spare takes a dead worker's place: start accepting. */
   | { type: "serve" }
   | { type: "apply"; opId: number; table: RouteTable }
@@ -27,10 +37,16 @@ export type SupervisorMessage =
   | { type: "drain"; opId: number; poolId: string; timeoutMs: number }
   | { type: "stats"; opId: number }
   | { type: "metrics"; opId: number }
+  /** Answer this challenge from now on; without keyAuthorization: stop answering it. */
+  | { type: "challenge"; opId: number; token: string; host: string; keyAuthorization?: string }
+  /** Read the certificate files again now: ACME wrote one. */
+  | { type: "certs"; opId: number }
+  /** The certificates as this worker serves them. */
+  | { type: "tls"; opId: number }
   /** Stop accepting, finish in-flight requests, exit. No reply: its exit is the answer. */
   | { type: "retire"; graceMs: number; idleGraceMs: number };
 
-export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "mark" | "drain" | "stats" | "metrics" }>;
+export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "mark" | "drain" | "stats" | "metrics" | "challenge" | "certs" | "tls" }>;
 
 /** What each op answers. */
 export interface WorkerResults {
@@ -39,6 +55,9 @@ export interface WorkerResults {
   drain: DrainResult;
   stats: ProxyStats;
   metrics: ProxyMetrics;
+  challenge: { answering: boolean };
+  certs: { reloaded: true };
+  tls: CertificateStatus[];
 }
 
 /** Worker → supervisor. */
@@ -57,4 +76,6 @@ export type WorkerMessage =
   /** The worker got SIGTERM: replace it, then retire it. */
   | { type: "leaving" }
   /** A retiring worker's counters as it exits, so that the proxy's totals keep what it counted since the last look. */
-  | { type: "final"; metrics: ProxyMetrics };
+  | { type: "final"; metrics: ProxyMetrics }
+  /** A handshake named an ACME host that has no certificate yet: get one. */
+  | { type: "want-cert"; host: string };

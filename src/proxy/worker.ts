@@ -1,20 +1,25 @@
 // A proxy worker: one process of the data plane, forked by the supervisor (supervisor.ts). It
-// serves clients on the listening socket it inherits, with the table and marks the supervisor
-// gives it over IPC, answers the supervisor's ops, and reports the upstreams it takes out itself.
-// Importing this file starts a worker.
+// serves clients on the listening sockets it inherits (plain, and TLS when the proxy has a TLS
+// listener), with the table and marks the supervisor gives it over IPC, answers the supervisor's
+// ops, and reports the upstreams it takes out itself. Importing this file starts a worker.
 
+import { parseArgs } from "node:util";
 import { errorMessage } from "../errors.js";
 import { createLogger } from "../log/logger.js";
 import { logSettings } from "../log/settings.js";
 import { DataPlane } from "./data-plane.js";
 import { DataServer } from "./data-server.js";
-import { WORKER_LISTEN_FD, WORKER_PROTOCOL, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
+import { WORKER_LISTEN_FD, WORKER_PROTOCOL, WORKER_TLS_FD, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
 
 /** Without its supervisor a worker stops accepting at once (so a new proxy can bind) and finishes what it has. */
 const ORPHAN_GRACE_MS = 5_000;
 
 // Its stderr is the supervisor's, proxy.log, and its environment too: the supervisor has checked the log settings in it.
 const log = createLogger({ component: "proxy", settings: logSettings() });
+
+// The supervisor passes its state dir, where ACME keeps the certificates it gets.
+const { values: args } = parseArgs({ options: { "state-dir": { type: "string" } }, strict: false });
+const stateDir = typeof args["state-dir"] === "string" ? args["state-dir"] : ".";
 
 const plane = new DataPlane();
 const data = new DataServer(plane);
@@ -27,6 +32,10 @@ let retiring = false;
 let initialized = false;
 /** Set once this worker is to accept connections: at init, or when a spare is told to serve. */
 let serving: Promise<void> | undefined;
+/** The supervisor handed over a TLS listening socket too. */
+let tlsListen = false;
+/** Certificates: ACME's live in the state dir; a handshake for an ACME host without one asks the supervisor. */
+const storeOptions = { stateDir, log: (message: string) => log.info("tls.certificates", message), request: (host: string) => send({ type: "want-cert", host }) };
 
 function send(message: WorkerMessage): void {
   // After a disconnect there is nobody to tell; the disconnect handler winds the worker down.
@@ -62,11 +71,28 @@ async function run(op: WorkerOp): Promise<WorkerResults[WorkerOp["type"]]> {
       return plane.stats();
     case "metrics":
       return plane.metrics();
+    case "challenge": {
+      const challenges = plane.edge?.challenges;
+      if (op.keyAuthorization === undefined) challenges?.delete(op.token);
+      else challenges?.set(op.token, { host: op.host, keyAuthorization: op.keyAuthorization });
+      return { answering: challenges?.has(op.token) ?? false };
+    }
+    case "certs":
+      await plane.edge?.store.reloadAll();
+      return { reloaded: true };
+    case "tls":
+      return plane.edge?.store.status() ?? [];
   }
 }
 
 function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
   plane.apply(message.table);
+  if (message.tls) {
+    // Before serving, so that a spare has the certificates loaded when it takes over.
+    tlsListen = true;
+    const edge = plane.enableTls(storeOptions);
+    for (const c of message.challenges) edge.challenges.set(c.token, { host: c.host, keyAuthorization: c.keyAuthorization });
+  }
   for (const d of message.down) plane.router.markDown(d.id, d.reason, d.since);
   reportedSeq = events.seq;
   lastOp = message.opId;
@@ -81,9 +107,10 @@ function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
 /** Starts accepting on the inherited socket, once. */
 function serve(): void {
   if (retiring || !initialized || serving) return;
-  serving = data.listen({ fd: WORKER_LISTEN_FD }).then(
-    (address) => {
-      log.info("worker.serving", `serving on ${address.address}:${address.port}, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version } });
+  serving = Promise.all([data.listen({ fd: WORKER_LISTEN_FD }), tlsListen ? data.listenTls({ fd: WORKER_TLS_FD }, storeOptions) : undefined]).then(
+    ([address, tlsAddress]) => {
+      const withTls = tlsAddress ? ` and TLS on ${tlsAddress.address}:${tlsAddress.port}` : "";
+      log.info("worker.serving", `serving on ${address.address}:${address.port}${withTls}, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version } });
       send({ type: "ready", tableVersion: plane.router.current.version, serving: true });
     },
     (e: unknown) => {

@@ -12,7 +12,7 @@ import type { ProxySettings, RouteTimeouts } from "../proxy/contract.js";
 import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS, tableSettings } from "../proxy/settings.js";
 import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
 import { parseSize, SIZE_PATTERN } from "../util/size.js";
-import { runRules, type PathSegment, type RuleContext } from "./rules.js";
+import { runRules, type PathSegment, type RuleContext, type SpecRule } from "./rules.js";
 import * as S from "./schema.js";
 import type { EtcdSpec, HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
 
@@ -61,6 +61,13 @@ interface RawProxy {
   timeouts?: RawRouteTimeouts & { client_header?: string; client_idle?: string };
   limits?: { max_connections?: number; max_upstream_connections?: number; upstream_queue?: string; max_header_size?: string | number; max_body_size?: string | number };
   trusted_proxies?: string[];
+  tls?: {
+    listen: string;
+    certificates?: Array<{ hosts: string[]; cert_file: string; key_file: string }>;
+    acme?: { directory_url?: string; email?: string; hosts?: string[]; ca_file?: string };
+    redirect_http?: boolean;
+    hsts?: string;
+  };
 }
 
 interface RawSpec {
@@ -94,7 +101,12 @@ export function formatProblem(p: SpecProblem): string {
   return `${where}: ${p.path ? `${p.path}: ` : ""}${p.message}`;
 }
 
-export function loadSpec(file: string): LoadResult {
+/** Which rules run after the schema: all of them, unless a command that only reads asks for fewer. */
+export interface LoadOptions {
+  rules?: readonly SpecRule[];
+}
+
+export function loadSpec(file: string, opts: LoadOptions = {}): LoadResult {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
@@ -103,11 +115,11 @@ export function loadSpec(file: string): LoadResult {
     const message = missing ? `spec file ${file} not found: run \`turquoise init\` to write a starter spec` : `cannot read spec file ${file}: ${errorMessage(err)}`;
     return { errors: [{ file, path: "", message }], warnings: [] };
   }
-  return loadSpecText(text, file);
+  return loadSpecText(text, file, opts);
 }
 
-export function loadSpecOrThrow(file: string): { spec: Spec; warnings: SpecProblem[] } {
-  const result = loadSpec(file);
+export function loadSpecOrThrow(file: string, opts: LoadOptions = {}): { spec: Spec; warnings: SpecProblem[] } {
+  const result = loadSpec(file, opts);
   if (result.spec && result.errors.length === 0) return { spec: result.spec, warnings: result.warnings };
   const count = result.errors.length === 1 ? "1 error" : `${result.errors.length} errors`;
   const message = [`invalid spec ${file} (${count}):`, ...result.errors.map(formatProblem)].join("\n");
@@ -116,7 +128,7 @@ export function loadSpecOrThrow(file: string): { spec: Spec; warnings: SpecProbl
   });
 }
 
-export function loadSpecText(text: string, file: string): LoadResult {
+export function loadSpecText(text: string, file: string, opts: LoadOptions = {}): LoadResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const atOffset = (offset: number) => {
@@ -152,7 +164,7 @@ export function loadSpecText(text: string, file: string): LoadResult {
   const ctx: RuleContext = {
     at: (path, message) => problemAt(path, message, "key"),
   };
-  const ruled = runRules(spec, ctx);
+  const ruled = runRules(spec, ctx, opts.rules);
   const warnings = byPosition([...yamlWarnings, ...ruled.warnings]);
   if (ruled.errors.length > 0) return { errors: byPosition(ruled.errors), warnings };
   return { spec, errors: [], warnings };
@@ -389,7 +401,8 @@ function normalize(raw: RawSpec, file: string): Spec {
         ...(raw.proxy?.nginx?.template !== undefined ? { template: resolve(dir, raw.proxy.nginx.template) } : {}),
         ...(raw.proxy?.nginx?.container !== undefined ? { container: raw.proxy.nginx.container } : {}),
       },
-      settings: normalizeProxySettings(raw.proxy),
+      settings: normalizeProxySettings(raw.proxy, dir),
+      ...(raw.proxy?.tls ? { tls: parseListen(raw.proxy.tls.listen) } : {}),
     },
     ...(raw.consul
       ? { consul: { ...parseListen(raw.consul.listen), datacenter: raw.consul.datacenter ?? S.DEFAULT_CONSUL_DATACENTER, maxBlocking: raw.consul.max_blocking ?? S.DEFAULT_CONSUL_MAX_BLOCKING } }
@@ -436,9 +449,10 @@ function parseListen(address: string): { host: string; port: number } {
   return { host: address.slice(0, colon).replace(/^\[(.*)\]$/, "$1"), port: Number(address.slice(colon + 1)) };
 }
 
-function normalizeProxySettings(raw: RawProxy | undefined): ProxySettings {
+function normalizeProxySettings(raw: RawProxy | undefined, dir: string): ProxySettings {
   const t = raw?.timeouts;
   const l = raw?.limits;
+  const tls = raw?.tls;
   return tableSettings({
     timeouts: {
       ...DEFAULT_PROXY_TIMEOUTS,
@@ -455,6 +469,25 @@ function normalizeProxySettings(raw: RawProxy | undefined): ProxySettings {
       ...(l?.max_body_size !== undefined ? { maxBodyBytes: parseSize(l.max_body_size) } : {}),
     },
     trustedProxies: [...(raw?.trusted_proxies ?? [])],
+    ...(tls
+      ? {
+          tls: {
+            certificates: (tls.certificates ?? []).map((c) => ({ hosts: c.hosts.map((h) => h.toLowerCase()), certFile: resolve(dir, c.cert_file), keyFile: resolve(dir, c.key_file) })),
+            ...(tls.acme
+              ? {
+                  acme: {
+                    directoryUrl: tls.acme.directory_url ?? S.DEFAULT_ACME_DIRECTORY,
+                    ...(tls.acme.email !== undefined ? { email: tls.acme.email } : {}),
+                    ...(tls.acme.hosts !== undefined ? { hosts: tls.acme.hosts.map((h) => h.toLowerCase()) } : {}),
+                    ...(tls.acme.ca_file !== undefined ? { caFile: resolve(dir, tls.acme.ca_file) } : {}),
+                  },
+                }
+              : {}),
+            redirectHttp: tls.redirect_http ?? S.DEFAULT_REDIRECT_HTTP,
+            ...(tls.hsts !== undefined ? { hsts: tls.hsts } : {}),
+          },
+        }
+      : {}),
   });
 }
 

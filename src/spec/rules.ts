@@ -2,7 +2,11 @@
 // severity and its own test; the loader runs them all after the schema has passed.
 
 import { constants as osConstants } from "node:os";
+import { readFileSync } from "node:fs";
+import { CertificateError, errorMessage } from "../errors.js";
+import { readCertificateSync, splitPem } from "../proxy/certificates.js";
 import { isCidr } from "../proxy/settings.js";
+import { isAcmeHost, isCertificateHost, TlsPolicy } from "../proxy/tls-settings.js";
 import { formatDuration } from "../util/duration.js";
 import type { ServiceSpec, Spec, SpecProblem } from "./types.js";
 
@@ -205,6 +209,121 @@ export const upstreamTimeouts: SpecRule = {
   },
 };
 
+/** A certificate this close to its end gets a warning at every validate and start. */
+export const CERT_EXPIRY_WARNING_MS = 14 * 86_400_000;
+
+// Every way a certificate file can fail to serve, said before the proxy meets it.
+export const tlsCertificateFiles: SpecRule = {
+  name: "tls-certificate-files",
+  severity: "error",
+  check(spec, ctx) {
+    return (spec.proxy.settings.tls?.certificates ?? []).flatMap((c, i) => {
+      try {
+        readCertificateSync(c.certFile, c.keyFile, c.hosts);
+        return [];
+      } catch (e) {
+        const key = e instanceof CertificateError && e.part === "key" ? "key_file" : "cert_file";
+        return [ctx.at(["proxy", "tls", "certificates", i, key], errorMessage(e))];
+      }
+    });
+  },
+};
+
+export const tlsCertificateExpiry: SpecRule = {
+  name: "tls-certificate-expiry",
+  severity: "warning",
+  check(spec, ctx) {
+    return (spec.proxy.settings.tls?.certificates ?? []).flatMap((c, i) => {
+      let notAfter: number;
+      try {
+        notAfter = readCertificateSync(c.certFile, c.keyFile, c.hosts).notAfter;
+      } catch {
+        return []; // tls-certificate-files says why
+      }
+      const left = notAfter - Date.now();
+      if (left > CERT_EXPIRY_WARNING_MS) return [];
+      const when = new Date(notAfter).toISOString();
+      const what = left <= 0 ? `expired on ${when}: clients refuse it` : `expires on ${when}`;
+      return [ctx.at(["proxy", "tls", "certificates", i, "cert_file"], `the certificate for ${c.hosts.join(", ")} ${what}; replace the file (the proxy reloads it) or let acme get one`)];
+    });
+  },
+};
+
+export const tlsHostTwice: SpecRule = {
+  name: "tls-host-twice",
+  severity: "error",
+  check(spec, ctx) {
+    const first = new Map<string, number>();
+    const problems: SpecProblem[] = [];
+    (spec.proxy.settings.tls?.certificates ?? []).forEach((c, i) => {
+      c.hosts.forEach((h, j) => {
+        const owner = first.get(h);
+        if (owner === undefined) first.set(h, i);
+        else problems.push(ctx.at(["proxy", "tls", "certificates", i, "hosts", j], `${h} is served by certificates[${owner}] already: a host has one certificate`));
+      });
+    });
+    return problems;
+  },
+};
+
+// The schema takes any host name; SNI and ACME take fewer.
+export const tlsHosts: SpecRule = {
+  name: "tls-hosts",
+  severity: "error",
+  check(spec, ctx) {
+    const tls = spec.proxy.settings.tls;
+    const problems: SpecProblem[] = [];
+    (tls?.certificates ?? []).forEach((c, i) =>
+      c.hosts.forEach((h, j) => {
+        if (!isCertificateHost(h)) problems.push(ctx.at(["proxy", "tls", "certificates", i, "hosts", j], `${h}: a client sends no SNI for an IP address, so no certificate can be picked for it; use a host name`));
+      }),
+    );
+    (tls?.acme?.hosts ?? []).forEach((h, j) => {
+      if (!isAcmeHost(h)) problems.push(ctx.at(["proxy", "tls", "acme", "hosts", j], `${h}: a CA issues over HTTP-01 only for a public DNS name (with a dot, no IP address, nothing under .localhost)`));
+    });
+    return problems;
+  },
+};
+
+export const tlsBuiltinOnly: SpecRule = {
+  name: "tls-builtin-only",
+  severity: "error",
+  check(spec, ctx) {
+    if (!spec.proxy.tls || spec.proxy.driver === "builtin") return [];
+    return [ctx.at(["proxy", "tls"], `proxy.tls is the built-in proxy's; with driver: ${spec.proxy.driver}, terminate TLS in your nginx template (docs/nginx.md)`)];
+  },
+};
+
+export const tlsListen: SpecRule = {
+  name: "tls-listen",
+  severity: "error",
+  check(spec, ctx) {
+    const t = spec.proxy.tls;
+    if (!t) return [];
+    const others: Array<[string, Listen | undefined]> = [["plain listener (proxy.listen)", spec.proxy], ["agent", spec.agent], ["Consul API", spec.consul], ["metrics endpoint", spec.metrics]];
+    return others
+      .filter(([, other]) => other && clash(t, other))
+      .map(([name]) => ctx.at(["proxy", "tls", "listen"], `the TLS listener and the ${name} both listen on port ${t.port}: give TLS a port of its own (443 in production)`));
+  },
+};
+
+export const acmeCaFile: SpecRule = {
+  name: "acme-ca-file",
+  severity: "error",
+  check(spec, ctx) {
+    const file = spec.proxy.settings.tls?.acme?.caFile;
+    if (file === undefined) return [];
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      return [ctx.at(["proxy", "tls", "acme", "ca_file"], `${file}: cannot be read: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}`)];
+    }
+    if (splitPem(text).certificates.length === 0) return [ctx.at(["proxy", "tls", "acme", "ca_file"], `${file}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)`)];
+    return [];
+  },
+};
+
 export const metricsListen: SpecRule = {
   name: "metrics-listen",
   severity: "error",
@@ -238,6 +357,19 @@ export const etcdEndpoints: SpecRule = {
   },
 };
 
+// ACME with nothing to get a certificate for is a spec that forgot its route hosts.
+export const acmeWithoutHosts: SpecRule = {
+  name: "acme-without-hosts",
+  severity: "warning",
+  check(spec, ctx) {
+    const tls = spec.proxy.settings.tls;
+    if (!tls?.acme) return [];
+    const routes = services(spec).map((svc) => ({ service: svc.name, pathPrefix: svc.route.pathPrefix, poolId: svc.name, upstreams: [], ...(svc.route.host ? { host: svc.route.host } : {}) }));
+    if (new TlsPolicy(tls, routes).acmeHosts.size !== 0) return [];
+    return [ctx.at(["proxy", "tls", "acme"], "no host gets a certificate over ACME: every service's route host is served by a certificates entry, or is no DNS name with a dot; set acme.hosts, or a route host")];
+  },
+};
+
 export const etcdUnused: SpecRule = {
   name: "etcd-unused",
   severity: "warning",
@@ -248,6 +380,14 @@ export const etcdUnused: SpecRule = {
 };
 
 export const SPEC_RULES: readonly SpecRule[] = [
+  tlsCertificateFiles,
+  tlsCertificateExpiry,
+  tlsHostTwice,
+  tlsHosts,
+  tlsBuiltinOnly,
+  tlsListen,
+  acmeCaFile,
+  acmeWithoutHosts,
   etcdEndpoints,
   etcdUnused,
   trustedProxies,
@@ -265,6 +405,13 @@ export const SPEC_RULES: readonly SpecRule[] = [
   metricsListen,
   metricsOpen,
 ];
+
+/**
+ * The rules that read files the spec names, whose content changes under a running proxy (a
+ * renewal gone wrong): commands that only ask the running proxy about them run without these,
+ * so that a broken certificate file does not keep an operator from seeing what the proxy serves.
+ */
+export const FILE_CONTENT_RULES: readonly SpecRule[] = [tlsCertificateFiles, tlsCertificateExpiry, acmeCaFile];
 
 export function runRules(spec: Spec, ctx: RuleContext, rules: readonly SpecRule[] = SPEC_RULES): { errors: SpecProblem[]; warnings: SpecProblem[] } {
   const errors: SpecProblem[] = [];

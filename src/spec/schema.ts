@@ -2,6 +2,7 @@
 // (the YAML language server) show its descriptions as hover help, so every property has one.
 
 import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS } from "../proxy/settings.js";
+import { HSTS_PATTERN } from "../proxy/tls-settings.js";
 import { DURATION_PATTERN, formatDuration } from "../util/duration.js";
 import { formatSize, SIZE_PATTERN } from "../util/size.js";
 import { DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS } from "../log/settings.js";
@@ -11,6 +12,8 @@ export const SERVICE_NAME_PATTERN = "^[a-z][a-z0-9-]{0,62}$";
 const PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})";
 export const LISTEN_PATTERN = `^(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+):${PORT}$`;
 export const HOST_PATTERN = "^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$";
+/** A certificate's host: a name, or "*." and a name (one label below it). */
+export const CERT_HOST_PATTERN = "^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$";
 export const URL_PATH_PATTERN = "^/";
 export const ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$";
 
@@ -18,6 +21,10 @@ export const ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$";
 export const DEFAULT_AGENT_LISTEN = "127.0.0.1:4700";
 export const DEFAULT_PROXY_LISTEN = "127.0.0.1:8080";
 export const DEFAULT_PROXY_WORKERS = 1;
+/** Where Let's Encrypt's production directory is: the ACME default. */
+export const DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+/** kamal-proxy's default too: a host with a certificate is reached over https. */
+export const DEFAULT_REDIRECT_HTTP = true;
 /** More proxy workers than this is a typo, not a machine. */
 export const MAX_PROXY_WORKERS = 256;
 export const PROXY_WORKERS_AUTO_PATTERN = "^auto$";
@@ -160,6 +167,48 @@ export const SPEC_JSON_SCHEMA = {
           type: "array",
           description: "Peers (addresses or CIDR blocks) whose X-Forwarded-For, X-Real-IP and Forwarded headers are kept, as nginx's set_real_ip_from. Everyone else's are replaced.",
           items: { type: "string", pattern: "^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$" },
+        },
+        tls: {
+          type: "object",
+          additionalProperties: false,
+          required: ["listen"],
+          description:
+            "builtin: terminate TLS (1.2 and 1.3) on a second listener, with certificates from files or from an ACME CA, picked by SNI. A handshake for a host without a certificate is refused with a handshake_failure alert: there is no default certificate.",
+          properties: {
+            listen: { type: "string", pattern: LISTEN_PATTERN, description: 'host:port of the TLS listener: "0.0.0.0:443". Changing it restarts the proxy.' },
+            certificates: {
+              type: "array",
+              description: "Certificates from PEM files, reloaded when the files change (a broken file keeps the previous certificate serving).",
+              items: {
+                type: "object",
+                additionalProperties: false,
+                required: ["hosts", "cert_file", "key_file"],
+                properties: {
+                  hosts: { type: "array", minItems: 1, uniqueItems: true, items: { type: "string", pattern: CERT_HOST_PATTERN }, description: 'The hosts this certificate serves: names it holds, or "*.example.com" for any one label below example.com.' },
+                  cert_file: { type: "string", minLength: 1, description: "The certificate chain, PEM, leaf first; relative to the spec file." },
+                  key_file: { type: "string", minLength: 1, description: "Its private key, PEM, without a passphrase; relative to the spec file. May be the same file as cert_file." },
+                },
+              },
+            },
+            acme: {
+              type: "object",
+              additionalProperties: false,
+              description: "Get certificates over ACME (HTTP-01, answered by the proxy on proxy.listen, which the CA must reach on port 80). Setting this accepts the CA's terms of service.",
+              properties: {
+                directory_url: { type: "string", pattern: "^https?://", default: DEFAULT_ACME_DIRECTORY, description: `The CA's ACME directory. Default Let's Encrypt: ${DEFAULT_ACME_DIRECTORY}.` },
+                email: { type: "string", pattern: "^[^\\s@]+@[^\\s@]+$", description: "The account's contact, for the CA's expiry and policy notices." },
+                hosts: {
+                  type: "array",
+                  uniqueItems: true,
+                  items: { type: "string", pattern: HOST_PATTERN },
+                  description: "The hosts to get certificates for. Default: every service's route host that no certificates entry serves.",
+                },
+                ca_file: { type: "string", minLength: 1, description: "A CA (PEM) trusted for the directory's HTTPS besides the system's: a test CA such as pebble's. Relative to the spec file." },
+              },
+            },
+            redirect_http: { type: "boolean", default: DEFAULT_REDIRECT_HTTP, description: "Answer plain-HTTP requests for a host with a certificate with a 308 to its https:// URL (ACME challenges excepted). Hosts without one (an ACME host until it is issued too) stay on plain HTTP." },
+            hsts: { type: "string", pattern: HSTS_PATTERN, description: 'The Strict-Transport-Security header of every answer over TLS: "max-age=31536000; includeSubDomains". None by default: browsers remember it.' },
+          },
         },
       },
     },

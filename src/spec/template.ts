@@ -59,6 +59,24 @@ proxy:
   #   max_body_size: 100MiB            # 413 beyond; a route may set its own
   # Peers whose X-Forwarded-For / X-Real-IP / Forwarded are kept (another proxy, a load balancer).
   # trusted_proxies: ["127.0.0.1"]
+  # builtin: terminate TLS (1.2+) on a second listener; certificates are picked by SNI. A host
+  # without one gets a handshake_failure alert (there is no default certificate).
+  # tls:
+  #   listen: "0.0.0.0:443"
+  #   # From files, reloaded when they change (a broken file keeps the previous one serving):
+  #   certificates:
+  #     - hosts: [${service}.example.com]          # or "*.example.com"
+  #       cert_file: certs/${service}.pem           # chain, leaf first
+  #       key_file: certs/${service}.key            # no passphrase
+  #   # Or over ACME (HTTP-01 on proxy.listen, which the CA must reach on port 80): every route
+  #   # host no file serves, or acme.hosts. Setting it accepts the CA's terms of service.
+  #   acme:
+  #     directory_url: https://acme-v02.api.letsencrypt.org/directory
+  #     email: ops@example.com
+  #     # hosts: [${service}.example.com]
+  #     # ca_file: pebble-ca.pem                   # a test CA for the directory's own HTTPS
+  #   redirect_http: true                         # 308 to https for hosts with a certificate
+  #   # hsts: "max-age=31536000"                  # Strict-Transport-Security over TLS
 
 # The read side of Consul's HTTP API (optional), on an address of its own: Prometheus'
 # consul_sd_configs, consul-template and other Consul clients read the catalog, health checks

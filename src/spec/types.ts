@@ -124,6 +124,8 @@ export interface Spec {
     /** The built-in proxy's worker processes; "auto": one per core of the proxy's machine. */
     workers: number | "auto";
     nginx: { binary: string; template?: string; container?: string };
+    /** The built-in proxy's TLS listener; what it serves is in settings.tls. */
+    tls?: { host: string; port: number };
     settings: ProxySettings;
   };
   /** Consul's HTTP API, read side, on an address of its own: absent unless consul.listen is set. */

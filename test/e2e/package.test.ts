@@ -53,10 +53,19 @@ describe("the npm package", { timeout: INSTALL_TIMEOUT_MS + 120_000 }, () => {
     // dist/ is built by `npm test` already: --ignore-scripts keeps prepack from rebuilding it under the running tests.
     const packed = await run("npm", ["pack", "--ignore-scripts", "--json", "--pack-destination", root], { cwd: REPO, maxBuffer: 16 * 1024 * 1024 });
     tarball = path.join(root, (JSON.parse(packed.stdout) as Array<{ filename: string }>)[0]!.filename);
-    // Where this machine's npm finds Node's headers to build better-sqlite3 (the clean HOME has no .npmrc).
-    const nodedir = (await run("npm", ["config", "get", "nodedir"])).stdout.trim();
+    // What this machine's npm is configured with that a clean HOME and prefix would lose (their
+    // .npmrc files are not read): where Node's headers are, to build better-sqlite3, and how the
+    // registry is reached (its CA, a proxy).
+    const machine: NodeJS.ProcessEnv = {};
+    for (const key of ["nodedir", "cafile", "registry", "https-proxy", "proxy", "noproxy"]) {
+      const value = (await run("npm", ["config", "get", key])).stdout.trim();
+      if (value !== "" && value !== "undefined" && value !== "null") machine[`npm_config_${key.replace(/-/g, "_")}`] = value;
+    }
+    for (const name of ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"]) {
+      if (process.env[name]) machine[name] = process.env[name];
+    }
     env = {
-      ...(nodedir !== "" && nodedir !== "undefined" && nodedir !== "null" ? { npm_config_nodedir: nodedir } : {}),
+      ...machine,
       PATH: `${path.join(prefix, "bin")}:${process.env.PATH}`,
       HOME: home,
       // The machine's npm cache, so that the install reads what is already downloaded; the prefix and HOME stay clean.

@@ -7,7 +7,7 @@ import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { BuiltinProxy } from "../../src/proxy/builtin.js";
-import type { ProxyLimits, ProxyTimeouts, Route, RouteTable, Upstream } from "../../src/proxy/contract.js";
+import type { ProxyLimits, ProxyTimeouts, Route, RouteTable, TlsSettings, Upstream } from "../../src/proxy/contract.js";
 import { type ProxyServer, startProxyServer } from "../../src/proxy/server.js";
 import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS } from "../../src/proxy/settings.js";
 
@@ -106,6 +106,7 @@ export interface TestSettings {
   timeouts?: Partial<ProxyTimeouts>;
   limits?: Partial<ProxyLimits>;
   trustedProxies?: string[];
+  tls?: TlsSettings;
 }
 
 /** A table with settings: the defaults, with what `settings` sets over them. */
@@ -117,6 +118,7 @@ export function tableWith(version: number, settings: TestSettings, ...routes: Ro
       timeouts: { ...DEFAULT_PROXY_TIMEOUTS, ...settings.timeouts },
       limits: { ...DEFAULT_PROXY_LIMITS, ...settings.limits },
       trustedProxies: settings.trustedProxies ?? [],
+      ...(settings.tls ? { tls: settings.tls } : {}),
     },
   };
 }

@@ -4,7 +4,7 @@
 import http from "node:http";
 import net from "node:net";
 import { DROPPED_RESPONSE_HEADERS } from "../../src/proxy/http.js";
-import { type TestProxy, route, startTestProxy, table } from "./helpers.js";
+import { type TestProxy, route, startTestProxy, tableWith } from "./helpers.js";
 
 /** What the upstream answers to the first request of a case. */
 export interface Script {
@@ -265,7 +265,9 @@ export class ParserRig {
     const port = (rig.upstream.address() as net.AddressInfo).port;
     rig.proxy = await startTestProxy();
     rig.proxyPort = Number(new URL(rig.proxy.base).port);
-    await rig.proxy.proxy.apply(table(1, route("fuzz", "fuzz:1", [{ id: "raw", host: "127.0.0.1", port }])));
+    // (Almost) no wait for a revert: a case whose upstream fails before answering is answered 502 at once,
+    // as the oracle's client sees the failure at once.
+    await rig.proxy.proxy.apply(tableWith(1, { limits: { upstreamQueueMs: 1 } }, route("fuzz", "fuzz:1", [{ id: "raw", host: "127.0.0.1", port }])));
     return rig;
   }
 

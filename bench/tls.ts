@@ -1,0 +1,188 @@
+// What does TLS cost at Turquoise's proxy, against nginx terminating TLS with the same certificate?
+// wrk in the same run, rounds interleaved, medians: keep-alive HTTPS (the ratio the issue targets),
+// new connections over HTTPS (one handshake per request: handshakes per second), and plain HTTP
+// keep-alive beside them as the reference for what TLS adds.
+// Usage: node dist/bench/tls.js [--json] [--duration 8] [--rounds 3] [--connections 64] [--threads 2] [--workers 1|N|auto]
+
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import https from "node:https";
+import os from "node:os";
+import path from "node:path";
+import { spawnProxy, stopProxy } from "../src/proxy/builtin.js";
+import { freePort } from "../src/util/net.js";
+import { createTestCa, type TestCa } from "./lib/certs.js";
+import { formatMachine, machineInfo } from "./lib/machine.js";
+import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
+import { formatNumber, formatTable } from "./lib/report.js";
+import { childPids, clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
+import { median, ratio } from "./lib/stats.js";
+import { ensureCommand } from "./lib/tools.js";
+import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
+import { runWrk, type WrkResult, wrkBenchArgs } from "./lib/wrk.js";
+
+const WARMUP_S = 2;
+/** The name wrk sends as SNI and Host: /etc/hosts resolves it to 127.0.0.1, and both servers hold its certificate. */
+const HOST = "localhost";
+
+type Load = "https keep-alive" | "https new connection" | "http keep-alive";
+const LOADS: Load[] = ["https keep-alive", "https new connection", "http keep-alive"];
+
+interface Cell {
+  server: "turquoise" | "nginx";
+  load: Load;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  /** CPU time of every process of the server (master or supervisor, and its children) per request, µs. */
+  cpuUsPerRequest: number;
+  rounds: Measured[];
+}
+
+interface Measured extends WrkResult {
+  cpuUsPerRequest: number;
+}
+
+async function main(): Promise<void> {
+  const { json, rounds, wrk, workers, say } = wrkBenchArgs(8);
+
+  ensureCommand("wrk");
+  ensureCommand("nginx");
+  ensureCommand("openssl");
+  const machine = machineInfo();
+  const loadBefore = os.loadavg();
+  say(formatMachine(machine));
+  say(`loadavg ${loadBefore.map((l) => l.toFixed(2)).join(" ")} (1, 5, 15 min) before the run`);
+  say(`load    wrk ${wrk.threads} threads, ${wrk.connections} connections, ${wrk.durationS} s × ${rounds} rounds (medians), GET ~100-byte JSON`);
+  say(`tls     one P-256 ECDSA certificate for both; TLS 1.3 as both negotiate it with wrk`);
+  say(`proxies turquoise with ${workers} worker(s), nginx with worker_processes ${workers}\n`);
+
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), "turquoise-bench-tls-"));
+  let ca: TestCa | undefined;
+  let upstream: RunningUpstream | undefined;
+  let nginx: RunningNginx | undefined;
+  let proxySpawned = false;
+  const cleanup = async (): Promise<void> => {
+    await nginx?.stop().catch(() => {});
+    if (proxySpawned) await stopProxy(stateDir).catch(() => {});
+    await upstream?.stop().catch(() => {});
+    await ca?.close().catch(() => {});
+    await rm(stateDir, { recursive: true, force: true });
+  };
+  process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
+
+  try {
+    ca = await createTestCa();
+    const cert = await ca.issue("bench", [HOST]);
+    upstream = await startUpstreamProcess();
+    const target = { host: "127.0.0.1", port: upstream.port };
+    const spawned = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, tlsListen: { host: "127.0.0.1", port: 0 }, workers });
+    proxySpawned = true;
+    await spawned.proxy.apply({
+      version: 1,
+      routes: [{ service: "bench", host: HOST, pathPrefix: "/", poolId: "bench:blue:1", upstreams: [{ id: "bench-1", ...target }] }],
+      settings: {
+        timeouts: { clientHeaderMs: 10_000, clientIdleMs: 60_000, upstreamConnectMs: 5_000, upstreamResponseMs: 30_000, upstreamIdleMs: 60_000, tunnelIdleMs: 600_000 },
+        limits: { maxConnections: 8_192, maxUpstreamConnections: 512, upstreamQueueMs: 1_000, maxHeaderBytes: 16_384, maxBodyBytes: 104_857_600 },
+        trustedProxies: [],
+        tls: { certificates: [{ hosts: [HOST], certFile: cert.certFile, keyFile: cert.keyFile }], redirectHttp: false },
+      },
+    });
+    const tlsPort = spawned.tlsListen!.port;
+    // The first handshake proves the certificate loaded before anything is measured.
+    await waitForHttps(`https://${HOST}:${tlsPort}/`, ca.pem);
+    const nginxTlsPort = await freePort();
+    nginx = await startNginx(nginxProxyConf([target], { workerProcesses: workers, tls: { port: nginxTlsPort, serverName: HOST, certFile: cert.certFile, keyFile: cert.keyFile } }));
+
+    const urls = {
+      turquoise: { https: `https://${HOST}:${tlsPort}/`, http: `http://${HOST}:${spawned.listenPort}/` },
+      nginx: { https: `https://${HOST}:${nginxTlsPort}/`, http: `http://${HOST}:${nginx.port}/` },
+    };
+    const closeScript = path.join(stateDir, "close.lua");
+    // wrk opens a new connection after every "Connection: close" answer: one handshake per request.
+    await writeFile(closeScript, 'wrk.headers["Connection"] = "close"\n');
+    const hz = clockTicksPerSecond();
+    const mains = { turquoise: spawned.pid, nginx: nginx.pid };
+    const run = async (server: "turquoise" | "nginx", load: Load, durationS: number): Promise<Measured> => {
+      const url = load === "http keep-alive" ? urls[server].http : urls[server].https;
+      const pids = [mains[server], ...childPids(mains[server])];
+      const before = ticksOf(pids);
+      const res = await runWrk(url, { ...wrk, durationS, ...(load === "https new connection" ? { script: closeScript } : {}) });
+      const after = ticksOf(pids);
+      let ticks = 0;
+      for (const [pid, t] of after) ticks += t - (before.get(pid) ?? t);
+      return { ...res, cpuUsPerRequest: res.requests > 0 ? ((ticks / hz) * 1e6) / res.requests : NaN };
+    };
+    for (const server of ["turquoise", "nginx"] as const) for (const load of LOADS) await run(server, load, WARMUP_S);
+    const results = new Map<string, Measured[]>();
+    for (let r = 1; r <= rounds; r++) {
+      for (const load of LOADS) {
+        // Alternating who goes first, so that drift within a round hits both alike.
+        const order = r % 2 === 1 ? (["turquoise", "nginx"] as const) : (["nginx", "turquoise"] as const);
+        for (const server of order) {
+          const res = await run(server, load, wrk.durationS);
+          const key = `${server}|${load}`;
+          results.set(key, [...(results.get(key) ?? []), res]);
+          say(`round ${r}/${rounds}  ${load.padEnd(20)}  ${server.padEnd(9)}  ${formatNumber(res.rps).padStart(8)} req/s  p99 ${res.p99.toFixed(2)} ms  ${res.cpuUsPerRequest.toFixed(0)} µs CPU/req${res.errors ? `  ${res.errors} errors` : ""}`);
+        }
+      }
+    }
+    const cells: Cell[] = [];
+    for (const load of LOADS) {
+      for (const server of ["turquoise", "nginx"] as const) {
+        const runs = results.get(`${server}|${load}`)!;
+        cells.push({
+          server,
+          load,
+          rps: Math.round(median(runs.map((x) => x.rps))),
+          p50Ms: median(runs.map((x) => x.p50)),
+          p99Ms: median(runs.map((x) => x.p99)),
+          errors: runs.reduce((sum, x) => sum + x.errors, 0),
+          cpuUsPerRequest: median(runs.map((x) => x.cpuUsPerRequest)),
+          rounds: runs,
+        });
+      }
+    }
+    const cell = (server: Cell["server"], load: Load): Cell => cells.find((c) => c.server === server && c.load === load)!;
+    const ratios = Object.fromEntries(LOADS.map((load) => [load, ratio(cell("turquoise", load).rps, cell("nginx", load).rps)])) as Record<Load, number>;
+    const stats = await spawned.proxy.stats();
+    const loadAfter = os.loadavg();
+
+    if (json) {
+      process.stdout.write(JSON.stringify({ machine, loadavg: { before: loadBefore, after: loadAfter }, load: { ...wrk, rounds }, workers, results: cells, ratios, proxyTls: stats.tls }, null, 2) + "\n");
+    } else {
+      say("");
+      say(formatTable(
+        ["load", "server", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"],
+        cells.map((c) => [c.load, c.server, formatNumber(c.rps), c.p50Ms.toFixed(2), c.p99Ms.toFixed(2), c.cpuUsPerRequest.toFixed(0), String(c.errors)]),
+      ));
+      say("");
+      for (const load of LOADS) say(`turquoise/nginx  ${load.padEnd(20)}  ${ratios[load].toFixed(2)}${load === "https keep-alive" ? "   (target ≥ 0.8)" : ""}`);
+      say(`handshakes/s     turquoise ${formatNumber(cell("turquoise", "https new connection").rps)}, nginx ${formatNumber(cell("nginx", "https new connection").rps)}`);
+      say(`proxy counted    ${stats.tls?.handshakes ?? 0} handshakes, ${stats.tls?.resumed ?? 0} of them resumed, ${stats.tls?.failed ?? 0} failed`);
+      say(`loadavg          ${loadAfter.map((l) => l.toFixed(2)).join(" ")} after the run`);
+    }
+  } finally {
+    await cleanup();
+  }
+}
+
+async function waitForHttps(url: string, ca: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      https.get(url, { ca, agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      }).on("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${url} did not answer over TLS within 10 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench:tls failed: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 1;
+});
