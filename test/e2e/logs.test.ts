@@ -215,7 +215,7 @@ describe("log levels and formats", () => {
   it("up in the foreground writes readable lines on a terminal, and JSON lines into a pipe", async () => {
     // script(1) gives the command a pseudo-terminal, as a person's shell would.
     const tty = foreground("script", ["-qfec", `${quote(process.execPath)} ${quote(BIN)} up -f ${quote(ws.specFile)}`, "/dev/null"]);
-    const onTty = await runUntil(tty, "agent.listening", () => ws.cli(["down", "--agent-only"]));
+    const onTty = await runUntil(tty, (o) => o.all.includes("agent.listening"), () => ws.cli(["down", "--agent-only"]));
     const shown = onTty.all.replace(/\x1b\[[0-9;]*m/g, "");
     assert.match(shown, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: proxy - proxy\.(started|adopted): /m, shown);
     assert.match(shown, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: agent - agent\.listening: agent \(pid \d+\) API on http:\/\/127\.0\.0\.1:\d+\r?$/m, shown);
@@ -223,7 +223,7 @@ describe("log levels and formats", () => {
 
     // --json prints its object once up has started and handles SIGINT: only then is Ctrl-C a clean stop.
     const piped = foreground(process.execPath, [BIN, "up", "--json", "-f", ws.specFile]);
-    const onPipe = await runUntil(piped, '"api"', async () => void piped.kill("SIGINT"));
+    const onPipe = await runUntil(piped, (o) => o.stdout.includes('"api"'), async () => void piped.kill("SIGINT"));
     const lines = onPipe.stderr.trimEnd().split("\n").map((l) => JSON.parse(l) as LogRecord);
     assert.ok(lines.some((r) => r.event === "agent.listening"));
     assert.ok(lines.some((r) => r.event === "agent.stopping"));
@@ -271,10 +271,10 @@ function foreground(cmd: string, args: string[]): Foreground & ChildProcess {
   return Object.assign(child, { child, output, exited });
 }
 
-/** Waits until the command wrote `ready`, stops it with stop(), and returns everything it wrote. */
-async function runUntil(fg: Foreground, ready: string, stop: () => Promise<unknown>): Promise<Output> {
+/** Waits until what the command wrote is ready(), stops it with stop(), and returns everything it wrote. */
+async function runUntil(fg: Foreground, ready: (o: Output) => boolean, stop: () => Promise<unknown>): Promise<Output> {
   try {
-    await waitFor(`"${ready}" from the agent`, () => fg.output.all.includes(ready) || undefined, 30_000);
+    await waitFor("the agent to start", () => ready(fg.output) || undefined, 30_000);
     await stop();
     await Promise.race([fg.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`still running:\n${fg.output.all}`)), 30_000))]);
     return fg.output;
