@@ -21,7 +21,7 @@ import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
 import { runWrk, type WrkResult, wrkBenchArgs } from "./lib/wrk.js";
 
 const WARMUP_S = 2;
-/** Far more often than Prometheus' default of 15 s: the collection's own cost shows, if it has one. */
+/** Far more often than the usual 15 s scrape interval: the collection's own cost shows, if it has one. */
 const SCRAPE_EVERY_MS = 1_000;
 
 /** The bench's route table for one upstream; `metrics` as the agent sets it when turquoise.yml has a metrics section. */
