@@ -215,15 +215,16 @@ describe("log levels and formats", () => {
   it("up in the foreground writes readable lines on a terminal, and JSON lines into a pipe", async () => {
     // script(1) gives the command a pseudo-terminal, as a person's shell would.
     const tty = foreground("script", ["-qfec", `${quote(process.execPath)} ${quote(BIN)} up -f ${quote(ws.specFile)}`, "/dev/null"]);
-    const onTty = await untilListening(tty, () => ws.cli(["down", "--agent-only"]));
-    const shown = onTty.replace(/\x1b\[[0-9;]*m/g, "");
+    const onTty = await runUntil(tty, (o) => o.all.includes("agent.listening"), () => ws.cli(["down", "--agent-only"]));
+    const shown = onTty.all.replace(/\x1b\[[0-9;]*m/g, "");
     assert.match(shown, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: proxy - proxy\.(started|adopted): /m, shown);
     assert.match(shown, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: agent - agent\.listening: agent \(pid \d+\) API on http:\/\/127\.0\.0\.1:\d+\r?$/m, shown);
     assert.doesNotMatch(shown, /"level"/);
 
-    const piped = foreground(process.execPath, [BIN, "up", "-f", ws.specFile]);
-    const onPipe = await untilListening(piped, async () => void piped.kill("SIGINT"));
-    const lines = onPipe.trimEnd().split("\n").map((l) => JSON.parse(l) as LogRecord);
+    // --json prints its object once up has started and handles SIGINT: only then is Ctrl-C a clean stop.
+    const piped = foreground(process.execPath, [BIN, "up", "--json", "-f", ws.specFile]);
+    const onPipe = await runUntil(piped, (o) => o.stdout.includes('"api"'), async () => void piped.kill("SIGINT"));
+    const lines = onPipe.stderr.trimEnd().split("\n").map((l) => JSON.parse(l) as LogRecord);
     assert.ok(lines.some((r) => r.event === "agent.listening"));
     assert.ok(lines.some((r) => r.event === "agent.stopping"));
     await ws.cli(["down"]);
@@ -248,29 +249,35 @@ function quote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+interface Output {
+  stdout: string;
+  stderr: string;
+  all: string;
+}
+
 interface Foreground {
   child: ChildProcess;
-  output: () => string;
+  output: Output;
   exited: Promise<void>;
 }
 
 function foreground(cmd: string, args: string[]): Foreground & ChildProcess {
   // stdin stays open: script(1) ends its session when its input ends.
   const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
-  let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
+  const output: Output = { stdout: "", stderr: "", all: "" };
+  child.stdout!.on("data", (d: Buffer) => ((output.stdout += d.toString()), (output.all += d.toString())));
+  child.stderr!.on("data", (d: Buffer) => ((output.stderr += d.toString()), (output.all += d.toString())));
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  return Object.assign(child, { child, output: () => out, exited });
+  return Object.assign(child, { child, output, exited });
 }
 
-/** Waits for the agent's listening line, stops it with stop(), and returns everything it wrote. */
-async function untilListening(fg: Foreground, stop: () => Promise<unknown>): Promise<string> {
+/** Waits until what the command wrote is ready(), stops it with stop(), and returns everything it wrote. */
+async function runUntil(fg: Foreground, ready: (o: Output) => boolean, stop: () => Promise<unknown>): Promise<Output> {
   try {
-    await waitFor("the agent to listen", () => fg.output().includes("agent.listening") || undefined, 30_000);
+    await waitFor("the agent to start", () => ready(fg.output) || undefined, 30_000);
     await stop();
-    await Promise.race([fg.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`still running:\n${fg.output()}`)), 30_000))]);
-    return fg.output();
+    await Promise.race([fg.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`still running:\n${fg.output.all}`)), 30_000))]);
+    return fg.output;
   } finally {
     fg.child.kill("SIGKILL");
   }
