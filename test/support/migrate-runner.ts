@@ -4,11 +4,14 @@ import { readMigrations } from "../../src/migrate/files.js";
 import { openMigrator } from "../../src/migrate/index.js";
 
 const [driver, url, baseDir, dir] = process.argv.slice(2);
-if (driver !== "sqlite" && driver !== "postgres") throw new Error(`driver must be sqlite or postgres, got ${driver}`);
-const migrator = openMigrator({ driver, url: url!, baseDir: baseDir! });
-try {
-  await migrator.up(await readMigrations(dir!), { onEvent: (e) => process.stdout.write(`${JSON.stringify(e)}\n`) });
-  process.stdout.write(`${JSON.stringify({ type: "finished" })}\n`);
-} finally {
-  await migrator.close();
+// `node --test dist/test/` also loads every file under test/ as a test: without arguments, this one does nothing.
+if (driver !== undefined) {
+  if (driver !== "sqlite" && driver !== "postgres") throw new Error(`driver must be sqlite or postgres, got ${driver}`);
+  const migrator = openMigrator({ driver, url: url!, baseDir: baseDir! });
+  try {
+    await migrator.up(await readMigrations(dir!), { onEvent: (e) => process.stdout.write(`${JSON.stringify(e)}\n`) });
+    process.stdout.write(`${JSON.stringify({ type: "finished" })}\n`);
+  } finally {
+    await migrator.close();
+  }
 }
