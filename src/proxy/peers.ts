@@ -82,7 +82,7 @@ function maskOf(bits: number): number {
   return bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
 }
 
-/** "10.1.2.3" → 0x0a010203, or undefined when not a dotted-quad IPv4 address. */
+/** "198.18.1.2" → 0xc6120102, or undefined when not a dotted-quad IPv4 address. */
 export function parseIPv4(text: string): number | undefined {
   if (!net.isIPv4(text)) return undefined;
   const parts = text.split(".");

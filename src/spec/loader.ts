@@ -248,7 +248,7 @@ const PATTERN_HINTS: Record<string, (value: string) => string> = {
   [S.URL_PATH_PATTERN]: (v) => `must start with "/", got "${v}"`,
   [S.DATACENTER_PATTERN]: (v) => `invalid datacenter "${v}": use letters, digits, dashes and underscores, at most 64 characters`,
   [S.PROXY_WORKERS_AUTO_PATTERN]: (v) => `must be a number of workers or "auto" (one per core), got "${v}"`,
-  [S.ETCD_ENDPOINT_PATTERN]: (v) => `invalid etcd endpoint "${v}": write a member's client URL, like "http://10.0.0.1:2379", without a path or credentials`,
+  [S.ETCD_ENDPOINT_PATTERN]: (v) => `invalid etcd endpoint "${v}": write a member's client URL, like "http://etcd-1.example.internal:2379", without a path or credentials`,
   [S.ETCD_PREFIX_PATTERN]: (v) => `invalid etcd prefix "${v}": write slash-separated names that start and end with "/", like "/turquoise/books/"`,
 };
 

@@ -254,7 +254,7 @@ export const SPEC_JSON_SCHEMA = {
               minItems: 1,
               uniqueItems: true,
               items: { type: "string", pattern: ETCD_ENDPOINT_PATTERN },
-              description: 'Client URLs of the cluster\'s members, all of them: ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"]. A member that is down or hangs is skipped. https:// for all of them with TLS.',
+              description: 'Client URLs of the cluster\'s members, all of them: ["http://etcd-1.example.internal:2379", "http://etcd-2.example.internal:2379", "http://etcd-3.example.internal:2379"]. A member that is down or hangs is skipped. https:// for all of them with TLS.',
             },
             prefix: {
               type: "string",

@@ -93,7 +93,7 @@ state:
   driver: sqlite
   path: .turquoise/state.db
   # etcd:                              # for driver: etcd
-  #   endpoints: ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"]
+  #   endpoints: ["http://etcd-1.example.internal:2379", "http://etcd-2.example.internal:2379", "http://etcd-3.example.internal:2379"]
   #   prefix: /turquoise/web/          # one per project sharing the cluster
   #   timeout: 5s                      # a state call fails with STATE_UNAVAILABLE after this
   #   username: turquoise              # when the cluster has auth enabled...

@@ -501,8 +501,8 @@ describe("loadSpecText: state on etcd", () => {
     assert.deepEqual(
       errors.map((e) => [e.line, e.path, e.message]),
       [
-        [11, "state.etcd.endpoints[0]", 'invalid etcd endpoint "10.0.0.1:2379": write a member\'s client URL, like "http://10.0.0.1:2379", without a path or credentials'],
-        [11, "state.etcd.endpoints[1]", 'invalid etcd endpoint "http://user:pw@10.0.0.2:2379": write a member\'s client URL, like "http://10.0.0.1:2379", without a path or credentials'],
+        [11, "state.etcd.endpoints[0]", 'invalid etcd endpoint "10.0.0.1:2379": write a member\'s client URL, like "http://etcd-1.example.internal:2379", without a path or credentials'],
+        [11, "state.etcd.endpoints[1]", 'invalid etcd endpoint "http://user:pw@10.0.0.2:2379": write a member\'s client URL, like "http://etcd-1.example.internal:2379", without a path or credentials'],
         [12, "state.etcd.prefix", 'invalid etcd prefix "turquoise": write slash-separated names that start and end with "/", like "/turquoise/books/"'],
         [13, "state.etcd.username", "username needs password_env beside it"],
       ],
