@@ -15,6 +15,7 @@ import { WatchRunner } from "./heal/watches.js";
 import { watchRefusal, watchView } from "./api/catalog.js";
 import { Fleet, ORPHAN_STOP_TIMEOUT_MS } from "./deploy/fleet.js";
 import type { EventLog } from "./deploy/deps.js";
+import type { Progress } from "./deploy/step.js";
 import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
 import { moveLegacyKeys } from "./deploy/legacy-keys.js";
@@ -166,7 +167,10 @@ export class Agent {
 
     const apiUrl = `http://${spec.agent.host}:${api.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
-    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
+    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event,
+      // A flow's progress reaches the event stream scrubbed, as its events do.
+      progress: (service, kind, p) => registry.publishProgress({ service, kind, at: Date.now(), progress: log.scrubber.fields(p) as Progress }),
+      ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
     let agent!: Agent;
     const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why), ...(metrics ? { metrics } : {}) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {

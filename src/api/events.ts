@@ -1,14 +1,17 @@
 // The agent's events over the API: a page of recorded ones, and a server-sent stream of new ones.
-// The registry token sees only catalog and health changes, without their data.
+// The registry token sees only catalog and health changes, without their data. The stream also
+// carries, for the admin and read scopes, each running flow's steps and, when asked (?stats=1),
+// the proxy's counters every few seconds: what the dashboard draws, without a polling loop.
 import type http from "node:http";
 import type { ApiHost } from "./host.js";
 import { REGISTRY_EVENT_TYPES, type Scope } from "../auth/scopes.js";
 import type { EventRecord } from "../state/contract.js";
 import { intParam } from "./http.js";
+import { errorMessage } from "../errors.js";
 
 /** What a scope may see of an event, or undefined when it sees none of it. */
 export function visibleEvent(scope: Scope, e: EventRecord): EventRecord | undefined {
-  if (scope.kind === "admin") return e;
+  if (scope.kind === "admin" || scope.kind === "read") return e;
   if (scope.kind === "registry" && REGISTRY_EVENT_TYPES.has(e.type)) return { ...e, data: {} };
   return undefined;
 }
@@ -29,13 +32,16 @@ export const MAX_STREAM_BUFFER_BYTES = 1024 * 1024;
 /** How long a dropped client has to read its last lines before its connection is cut. */
 export const STREAM_DROP_GRACE_MS = 1_000;
 const STREAM_PING_MS = 15_000;
+/** How often a stream that asked for them (?stats=1) gets the proxy's counters: the dashboard's req/s and error rate. */
+export const STREAM_STATS_MS = 2_000;
 
 /**
  * Server-sent events: every event the scope may see, as it happens, until the client goes away.
  * A client that does not read falls behind; once MAX_STREAM_BUFFER_BYTES wait for it, it is
  * dropped (a last "dropped" message, then the connection is cut), so it cannot grow the agent's memory.
  */
-export async function streamEvents(agent: ApiHost, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse): Promise<undefined> {
+export async function streamEvents(agent: ApiHost, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse, query?: URLSearchParams): Promise<undefined> {
+  const insider = scope.kind === "admin" || scope.kind === "read";
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
   let dropped = false;
   const write = (text: string): void => {
@@ -46,7 +52,9 @@ export async function streamEvents(agent: ApiHost, scope: Scope, req: http.Incom
   const drop = (): void => {
     dropped = true;
     stop();
+    stopProgress();
     clearInterval(ping);
+    clearInterval(stats);
     const behind = res.writableLength;
     res.end(`event: dropped\ndata: ${JSON.stringify({ reason: `fell behind: ${behind} bytes unread, the limit is ${MAX_STREAM_BUFFER_BYTES}` })}\n\n`);
     setTimeout(() => res.destroy(), STREAM_DROP_GRACE_MS).unref();
@@ -56,11 +64,27 @@ export async function streamEvents(agent: ApiHost, scope: Scope, req: http.Incom
     const e = visibleEvent(scope, event);
     if (e) write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
   });
+  // A flow's steps are not stored events: they carry no id, so a reconnecting client resumes from the last stored one.
+  const stopProgress = insider ? agent.registry.onProgress((p) => write(`event: progress\ndata: ${JSON.stringify(p)}\n\n`)) : () => {};
   const ping = setInterval(() => write(": ping\n\n"), STREAM_PING_MS);
+  let statsBusy = false;
+  const sendStats = (): void => {
+    // One proxy call at a time per stream: a slow proxy skips a beat instead of piling calls up.
+    if (statsBusy) return;
+    statsBusy = true;
+    agent.proxy.stats().then(
+      (s) => write(`event: stats\ndata: ${JSON.stringify({ at: Date.now(), pools: s.pools, requests: s.requests, upstreamErrors: s.upstreamErrors, down: s.down ?? [] })}\n\n`),
+      (e: unknown) => write(`event: stats\ndata: ${JSON.stringify({ at: Date.now(), error: errorMessage(e) })}\n\n`),
+    ).finally(() => { statsBusy = false; });
+  };
+  const stats = insider && query?.get("stats") === "1" ? setInterval(sendStats, STREAM_STATS_MS) : undefined;
+  if (stats) setImmediate(sendStats);
   // Events are published from a later tick, so this line still comes first.
   write(`: turquoise events, index ${agent.registry.current}\n\n`);
   await new Promise<void>((resolve) => res.on("close", resolve));
   clearInterval(ping);
+  clearInterval(stats);
   stop();
+  stopProgress();
   return undefined;
 }

@@ -107,7 +107,7 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
     } else {
       const scope = authenticate(req.headers.authorization, { adminToken: agent.token, registryToken: agent.registryToken, deployTokens: agent.deployTokens });
       if (!scope) return refuse(res, 401, "UNAUTHORIZED", "send X-Hub-Signature-256 (GitHub) or Authorization: Bearer <a deploy token for this service>");
-      if (scope.kind === "registry" || (scope.kind === "deploy" && !scope.services.includes(service))) {
+      if (scope.kind === "registry" || scope.kind === "read" || (scope.kind === "deploy" && !scope.services.includes(service))) {
         return refuse(res, 403, "FORBIDDEN", `this token may not deploy ${service}`);
       }
       who = scope.kind === "deploy" ? `deploy token ${scope.id}${scope.name ? ` ${scope.name}` : ""}` : "admin token";

@@ -2,6 +2,15 @@
 // a health check turning) bumps one index; a blocking read (?index=N&wait=30s) returns as soon as
 // the index passes N, or when the wait runs out, with the index in X-Turquoise-Index.
 import type { EventRecord, Store } from "../state/contract.js";
+import type { Progress } from "../deploy/step.js";
+
+/** A step of a running flow, as its client sees it: streamed live, never stored (history keeps the timings). */
+export interface FlowProgress {
+  service: string;
+  kind: "deploy" | "rollback";
+  at: number;
+  progress: Progress;
+}
 
 export const MAX_BLOCKING_WAIT_MS = 10 * 60_000;
 export const DEFAULT_BLOCKING_WAIT_MS = 5 * 60_000;
@@ -10,6 +19,7 @@ export class Registry {
   private index = 1;
   private readonly waiters = new Set<() => void>();
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
+  private readonly progressListeners = new Set<(p: FlowProgress) => void>();
   private readonly stopWatch: () => void;
 
   constructor(store: Store, startIndex = 1) {
@@ -52,6 +62,15 @@ export class Registry {
 
   publish(e: EventRecord): void {
     for (const l of this.eventListeners) l(e);
+  }
+
+  onProgress(listener: (p: FlowProgress) => void): () => void {
+    this.progressListeners.add(listener);
+    return () => this.progressListeners.delete(listener);
+  }
+
+  publishProgress(p: FlowProgress): void {
+    for (const l of this.progressListeners) l(p);
   }
 
   close(): void {

@@ -1,5 +1,7 @@
 // The agent's HTTP API: its routes, and who may call each. Loopback only by default; every call
-// but /v1/health needs a token, and the token's scope (auth/scopes.ts) must cover the route.
+// but /v1/health needs a token, and the token's scope (auth/scopes.ts) must cover the route. The
+// dashboard (/ui) signs a token in once; its session cookie then stands for the token, and every
+// call but a GET also needs the session's CSRF token.
 import type http from "node:http";
 import { constants as osConstants } from "node:os";
 import { TurquoiseError, errorMessage } from "../errors.js";
@@ -15,29 +17,32 @@ import { releaseOptions, runFlow } from "./flows.js";
 import { status } from "./status.js";
 import { handleHook } from "./hooks.js";
 import type { MigrationRequest } from "../deploy/orchestrator.js";
+import { handleUi } from "../ui/routes.js";
+import { Sessions, type SessionOptions } from "../ui/sessions.js";
 
 type Handler = (ctx: { agent: ApiHost; scope: Scope; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
 
 /**
  * Who besides the admin token may call a route: registry, the registry token; deploy, a deploy
  * token ("service": only for a service it names, the route's first parameter; "filtered": the
- * handler shows it its services only). blocking: ?index=&wait= applies. guard: refuses a request
- * before it blocks or reads its body.
+ * handler shows it its services only); read, a read token (the dashboard's read-only view).
+ * blocking: ?index=&wait= applies. guard: refuses a request before it blocks or reads its body.
  */
 interface RouteOptions {
   registry?: boolean;
+  read?: boolean;
   deploy?: "service" | "filtered";
   blocking?: boolean;
   guard?: (params: string[], query: URLSearchParams) => void;
 }
 
-export function createApi(agent: ApiHost): http.RequestListener {
+export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = {}): http.RequestListener {
   const routes: Array<[string, RegExp, Handler, RouteOptions?]> = [
     ["GET", /^\/v1\/catalog\/services$/, async ({ agent }) => catalog(agent), { registry: true, blocking: true }],
     ["GET", /^\/v1\/catalog\/service\/([^/]+)$/, async ({ agent, params }) => catalogService(agent, params[0]!), { registry: true, blocking: true }],
     ["GET", /^\/v1\/health\/checks$/, async ({ agent, query }) => checks(agent, query.get("service") ?? undefined, query.get("state") ?? undefined), { registry: true, blocking: true }],
-    ["GET", /^\/v1\/events\/stream$/, async ({ agent, scope, req, res }) => streamEvents(agent, scope, req, res), { registry: true }],
-    ["GET", /^\/v1\/status$/, async ({ agent, scope }) => status(agent, scope.kind === "deploy" ? scope.services : undefined), { deploy: "filtered" }],
+    ["GET", /^\/v1\/events\/stream$/, async ({ agent, scope, req, res, query }) => streamEvents(agent, scope, req, res, query), { registry: true, read: true }],
+    ["GET", /^\/v1\/status$/, async ({ agent, scope }) => status(agent, scope.kind === "deploy" ? scope.services : undefined), { deploy: "filtered", read: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, async ({ agent, scope, req, res, params }) => runFlow("deploy", agent, scope, params[0]!, req, res), { deploy: "service" }],
     ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, async ({ agent, scope, req, res, params }) => runFlow("rollback", agent, scope, params[0]!, req, res), { deploy: "service" }],
     ["POST", /^\/v1\/services\/([^/]+)\/plan$/, async ({ agent, req, params }) => {
@@ -73,7 +78,9 @@ export function createApi(agent: ApiHost): http.RequestListener {
     ["GET", /^\/v1\/services\/([^/]+)\/history$/, async ({ agent, params, query }) => {
       agent.orchestrator.service(params[0]!);
       return { history: await agent.store.listHistory(params[0]!, intParam(query, "limit", 20, 1, 1_000)) };
-    }],
+    }, { read: true }],
+    // The schema version and pending migrations, read-only: what `turquoise migrate status` shows.
+    ["GET", /^\/v1\/services\/([^/]+)\/migrations$/, async ({ agent, params }) => agent.orchestrator.migrations(params[0]!, { action: "status", dryRun: false, actor: "api" }), { read: true }],
     ["GET", /^\/v1\/services\/([^/]+)\/logs$/, async ({ agent, params, query }) => {
       agent.orchestrator.service(params[0]!);
       const tailLines = intParam(query, "tail", 50, 1, 10_000);
@@ -99,17 +106,23 @@ export function createApi(agent: ApiHost): http.RequestListener {
       if (!r.ok) throw new TurquoiseError("CONFLICT", `compare-and-set failed on "${params[0]}"`);
       return r;
     }, { guard: (params) => checkUserKey(params[0]!) }],
-    ["GET", /^\/v1\/events$/, async ({ agent, scope, query }) => listEvents(agent, scope, query), { registry: true, blocking: true }],
+    ["GET", /^\/v1\/events$/, async ({ agent, scope, query }) => listEvents(agent, scope, query), { registry: true, read: true, blocking: true }],
     ["POST", /^\/v1\/tokens$/, async ({ agent, req }) => {
       const body = parseJson(await readBody(req));
-      const services = body.deploy;
-      if (!Array.isArray(services) || services.length === 0 || !services.every((s) => typeof s === "string")) throw new TurquoiseError("USAGE", "body.deploy must be a list of service names, e.g. [\"books\"]");
-      for (const s of services as string[]) agent.orchestrator.service(s);
       if (body.name !== undefined && typeof body.name !== "string") throw new TurquoiseError("USAGE", "body.name must be a string");
-      const { token, info } = await agent.deployTokens.create(services as string[], (body.name as string | undefined) ?? null);
+      const name = (body.name as string | undefined) ?? null;
+      if (body.read === true) {
+        if (body.deploy !== undefined) throw new TurquoiseError("USAGE", "a token is either read (body.read) or deploy (body.deploy), not both");
+        const { token, info } = await agent.deployTokens.create("read", name);
+        return { ...info, scope: "read", token };
+      }
+      const services = body.deploy;
+      if (!Array.isArray(services) || services.length === 0 || !services.every((s) => typeof s === "string")) throw new TurquoiseError("USAGE", "body.deploy must be a list of service names, e.g. [\"books\"], or body.read true for a read token");
+      for (const s of services as string[]) agent.orchestrator.service(s);
+      const { token, info } = await agent.deployTokens.create(services as string[], name);
       return { ...info, scope: "deploy", token };
     }],
-    ["GET", /^\/v1\/tokens$/, async ({ agent }) => ({ tokens: agent.deployTokens.list().map((t) => ({ ...t, scope: "deploy" })) })],
+    ["GET", /^\/v1\/tokens$/, async ({ agent }) => ({ tokens: agent.deployTokens.list().map((t) => ({ ...t, scope: t.scope ?? "deploy" })) })],
     ["DELETE", /^\/v1\/tokens\/([^/]+)$/, async ({ agent, params }) => ({ revoked: await agent.deployTokens.revoke(params[0]!) })],
     ["POST", /^\/v1\/shutdown$/, async ({ agent, req, res }) => {
       const body = parseJson(await readBody(req));
@@ -119,6 +132,8 @@ export function createApi(agent: ApiHost): http.RequestListener {
   ];
 
   const log = agent.log?.child("api");
+  const credentials = () => ({ adminToken: agent.token, registryToken: agent.registryToken, deployTokens: agent.deployTokens });
+  const sessions = new Sessions({ ...opts.sessions, stillGranted: (scope) => scope.kind === "admin" || agent.deployTokens.has(scope.id) });
   return (req, res) => {
     // Method, path without the query, status, scope and time: never a header, a body or a query value.
     if (log?.isEnabled("debug")) {
@@ -149,7 +164,16 @@ export function createApi(agent: ApiHost): http.RequestListener {
       }
       return void handleHook(agent, service, req, res);
     }
-    const scope = authenticate(req.headers.authorization, { adminToken: agent.token, registryToken: agent.registryToken, deployTokens: agent.deployTokens });
+    if (handleUi(req, res, url.pathname, { sessions, credentials })) return;
+    let scope = authenticate(req.headers.authorization, credentials());
+    // A signed-in dashboard: its cookie stands for the token, only when no Authorization header is sent.
+    const session = req.headers.authorization === undefined ? sessions.fromCookie(req.headers.cookie) : undefined;
+    if (session) {
+      if (req.method !== "GET" && req.method !== "HEAD" && !sessions.csrfMatches(session, req.headers["x-csrf-token"])) {
+        return send(res, 403, { error: { code: "FORBIDDEN", message: `${req.method} ${url.pathname} from a dashboard session needs its X-CSRF-Token header` } });
+      }
+      scope = session.scope;
+    }
     if (!scope) {
       return send(res, 401, { error: { code: "UNAUTHORIZED", message: "missing, wrong or revoked API token: send Authorization: Bearer <token from the state dir's token file, or a deploy token>" } });
     }
@@ -188,6 +212,8 @@ function permits(scope: Scope, opts: RouteOptions, params: string[]): boolean {
       return true;
     case "registry":
       return opts.registry === true;
+    case "read":
+      return opts.read === true;
     case "deploy":
       return opts.deploy === "filtered" || (opts.deploy === "service" && scope.services.includes(params[0]!));
   }

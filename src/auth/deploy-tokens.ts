@@ -1,5 +1,5 @@
-// Deploy tokens: made by `turquoise token create --deploy <services>`, shown once, kept only as a
-// sha256 in the agent's reserved namespace with their services. A revoked token is gone at once.
+// Deploy tokens (`turquoise token create --deploy <services>`) and read tokens (`--read`): shown
+// once, kept only as a sha256 in the agent's reserved namespace with their scope. A revoked token is gone at once.
 import crypto from "node:crypto";
 import { TurquoiseError } from "../errors.js";
 import type { Store } from "../state/contract.js";
@@ -9,6 +9,9 @@ import { TOKEN_LENGTH } from "./token.js";
 export interface DeployTokenRecord {
   id: string;
   name: string | null;
+  /** What the token may do: deploy its services (the default, and what older records mean), or read everything. */
+  scope?: "deploy" | "read";
+  /** The services a deploy token may deploy; empty for a read token. */
   services: string[];
   createdAt: number;
   /** sha256 of the token, hex: the token itself is never stored. */
@@ -33,7 +36,8 @@ export function deployTokenProblem(v: unknown, id: string): string | undefined {
   const o = v as Record<string, unknown>;
   if (o.id !== id || !ID.test(id)) return `its id ${JSON.stringify(o.id)} does not match its key`;
   if (o.name !== null && (typeof o.name !== "string" || o.name.length > MAX_TOKEN_NAME)) return "field name is not a short string or null";
-  if (!Array.isArray(o.services) || o.services.length === 0 || !o.services.every((s) => typeof s === "string" && SERVICE.test(s))) return "field services is not a list of service names";
+  if (o.scope !== undefined && o.scope !== "deploy" && o.scope !== "read") return "field scope is neither deploy nor read";
+  if (o.scope === "read" ? !Array.isArray(o.services) || o.services.length !== 0 : !Array.isArray(o.services) || o.services.length === 0 || !o.services.every((s) => typeof s === "string" && SERVICE.test(s))) return "field services is not a list of service names (empty for a read token)";
   if (typeof o.createdAt !== "number" || !Number.isFinite(o.createdAt)) return "field createdAt is not a time";
   if (typeof o.sha256 !== "string" || !HASH.test(o.sha256)) return "field sha256 is not a sha256";
   return undefined;
@@ -62,11 +66,15 @@ export class DeployTokens {
     this.records = next;
   }
 
-  async create(services: string[], name: string | null): Promise<{ token: string; info: DeployTokenInfo }> {
-    if (services.length === 0) throw new TurquoiseError("USAGE", "a deploy token needs at least one service");
+  /** A deploy token for `services`, or, with services "read", a read token. */
+  async create(services: string[] | "read", name: string | null): Promise<{ token: string; info: DeployTokenInfo }> {
+    if (services !== "read" && services.length === 0) throw new TurquoiseError("USAGE", "a deploy token needs at least one service");
     if (name !== null && name.length > MAX_TOKEN_NAME) throw new TurquoiseError("USAGE", `a token name holds at most ${MAX_TOKEN_NAME} characters`);
     const token = crypto.randomBytes(TOKEN_LENGTH / 2).toString("hex");
-    const rec: DeployTokenRecord = { id: crypto.randomBytes(8).toString("hex"), name, services: [...new Set(services)].sort(), createdAt: Date.now(), sha256: sha256(token).toString("hex") };
+    const rec: DeployTokenRecord = {
+      id: crypto.randomBytes(8).toString("hex"), name, ...(services === "read" ? { scope: "read" as const, services: [] } : { services: [...new Set(services)].sort() }),
+      createdAt: Date.now(), sha256: sha256(token).toString("hex"),
+    };
     const r = await this.store.put(PREFIX + rec.id, JSON.stringify(rec), { prevRevision: 0 });
     if (!r.ok) throw new TurquoiseError("CONFLICT", "a token with the same id exists; try again");
     this.records.set(rec.id, rec);
@@ -75,6 +83,11 @@ export class DeployTokens {
 
   list(): DeployTokenInfo[] {
     return [...this.records.values()].sort((a, b) => a.createdAt - b.createdAt).map(info);
+  }
+
+  /** Whether a token with this id is still there: a session made from a revoked one ends with it. */
+  has(id: string): boolean {
+    return this.records.has(id);
   }
 
   async revoke(id: string): Promise<DeployTokenInfo> {
@@ -98,5 +111,5 @@ export class DeployTokens {
 }
 
 function info(rec: DeployTokenRecord): DeployTokenInfo {
-  return { id: rec.id, name: rec.name, services: rec.services, createdAt: rec.createdAt };
+  return { id: rec.id, name: rec.name, ...(rec.scope === "read" ? { scope: "read" as const } : {}), services: rec.services, createdAt: rec.createdAt };
 }

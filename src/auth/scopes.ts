@@ -1,13 +1,15 @@
 // Who may call what: the admin token (every route), the registry token (catalog, health, user KV
-// and catalog events: what every instance is given), and deploy tokens (deploy, rollback and
-// status of the services they name; for CI and webhooks). Tokens are compared in constant time.
+// and catalog events: what every instance is given), deploy tokens (deploy, rollback and status of
+// the services they name; for CI and webhooks) and read tokens (status, history and events of every
+// service, changing nothing: the dashboard's read-only view). Tokens are compared in constant time.
 import { tokenMatches } from "./token.js";
 import type { DeployTokens } from "./deploy-tokens.js";
 
 export type Scope =
   | { kind: "admin" }
   | { kind: "registry" }
-  | { kind: "deploy"; id: string; name: string | null; services: string[] };
+  | { kind: "deploy"; id: string; name: string | null; services: string[] }
+  | { kind: "read"; id: string; name: string | null };
 
 export interface Credentials {
   adminToken: string;
@@ -23,6 +25,7 @@ export function authenticate(header: string | undefined, creds: Credentials): Sc
   const deploy = creds.deployTokens.match(header);
   if (admin) return { kind: "admin" };
   if (registry) return { kind: "registry" };
+  if (deploy?.scope === "read") return { kind: "read", id: deploy.id, name: deploy.name };
   if (deploy) return { kind: "deploy", id: deploy.id, name: deploy.name, services: [...deploy.services] };
   return undefined;
 }
@@ -36,6 +39,8 @@ export function describeScope(scope: Scope): string {
       return "the registry token reads the catalog, health checks, the user KV and catalog events only";
     case "deploy":
       return `deploy token ${scope.id}${scope.name ? ` (${scope.name})` : ""} may deploy, roll back and read the status of ${scope.services.join(", ")} only`;
+    case "read":
+      return `read token ${scope.id}${scope.name ? ` (${scope.name})` : ""} reads status, history and events only`;
   }
 }
 

@@ -10,6 +10,7 @@ import { ServiceDatabase } from "./database.js";
 import type { Fleet } from "./fleet.js";
 import type { MigrationMetricsHook } from "./migration-progress.js";
 import type { RecordEvent, Records } from "./records.js";
+import type { Progress } from "./step.js";
 
 /** Records an agent event: a log line, a row in the Store's event log, a push to the event stream. */
 export type EventLog = RecordEvent;
@@ -35,6 +36,8 @@ export interface OrchestratorDeps {
   failpoint?: (point: string) => void;
   /** Where backfill progress goes besides the client and the event log: the metrics hook (migration-progress.ts). */
   migrationMetrics?: MigrationMetricsHook;
+  /** Every flow's progress, whoever started it, as its client sees it: the event stream passes it to the dashboard. */
+  progress?: (service: string, kind: "deploy" | "rollback", p: Progress) => void;
 }
 
 /** Passes a failpoint of a flow: the deps' own hook, else the TURQUOISE_CRASH_AFTER one. */

@@ -65,7 +65,10 @@ export class DeployFlow {
 
   async run(kind: "deploy" | "rollback", req: DeployRequest): Promise<DeployOutcome> {
     const svc = serviceNamed(this.d.spec, req.service);
-    const emit = req.onProgress ?? (() => {});
+    const emit = (p: Progress): void => {
+      req.onProgress?.(p);
+      this.d.progress?.(svc.name, kind, p);
+    };
     const steps: StepTiming[] = [];
     // The nonce keeps two deploys by the same actor from sharing (and so re-taking) one lock.
     const owner = `${req.actor} (${kind} ${req.release}, agent ${this.d.agentId}, #${Math.random().toString(36).slice(2, 8)})`;

@@ -11,6 +11,7 @@ import { Records } from "../../src/deploy/records.js";
 import { TurquoiseError } from "../../src/errors.js";
 import type { DeployRequest, Progress } from "../../src/deploy/orchestrator.js";
 import { MemoryStore } from "../../src/state/memory.js";
+import type { SessionOptions } from "../../src/ui/sessions.js";
 
 export interface Harness {
   agent: ApiHost;
@@ -38,7 +39,7 @@ export const WEBHOOKS: Record<string, { secretEnv?: string; release?: string; br
   shop: { secretEnv: "TQ_TEST_SHOP_SECRET", release: "main-{sha7}", branches: ["main"] },
 };
 
-export async function startHarness(): Promise<Harness> {
+export async function startHarness(opts: { sessions?: SessionOptions } = {}): Promise<Harness> {
   const store = new MemoryStore();
   const registry = new Registry(store, 1);
   const records = new Records(store);
@@ -75,7 +76,7 @@ export async function startHarness(): Promise<Harness> {
     proxy: { pid: 0, listenPort: 0, stats: async () => ({}) },
     event: (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => void store.appendEvent({ service, type, message, data }),
   } as unknown as ApiHost;
-  const server = http.createServer(createApi(agent));
+  const server = http.createServer(createApi(agent, opts));
   const sockets = new Set<Socket>();
   server.on("connection", (s) => sockets.add(s));
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));

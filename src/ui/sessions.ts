@@ -1,0 +1,104 @@
+// Dashboard sessions: a signed-in token becomes a random session id in an HttpOnly, SameSite=Strict
+// cookie, kept server-side with its scope, its CSRF token and its expiry. The token itself is
+// never stored, echoed or put in the page; a session ends when it expires, on sign-out, or when
+// the read token it came from is revoked.
+import crypto from "node:crypto";
+import type { Scope } from "../auth/scopes.js";
+
+export const SESSION_COOKIE = "tq_session";
+/** A working shift: long enough not to sign out mid-incident, short enough that a forgotten tab does not stay signed in for days. */
+export const DEFAULT_SESSION_TTL_MS = 8 * 60 * 60_000;
+/** Live sessions kept at most: signing in again and again cannot grow the agent's memory; the oldest goes first. */
+export const MAX_SESSIONS = 1_000;
+/** The scopes that may sign in: the admin token, or a read token for a read-only view. */
+export type SessionScope = Extract<Scope, { kind: "admin" } | { kind: "read" }>;
+
+export interface Session {
+  id: string;
+  csrf: string;
+  scope: SessionScope;
+  createdAt: number;
+  expiresAt: number;
+}
+
+export interface SessionOptions {
+  ttlMs?: number;
+  /** The clock: tests move it past an expiry instead of waiting. */
+  now?: () => number;
+  /** Whether the token a session came from still grants it: a revoked read token ends its sessions. */
+  stillGranted?: (scope: SessionScope) => boolean;
+}
+
+const SESSION_ID = /^[A-Za-z0-9_-]{43}$/;
+
+export class Sessions {
+  private readonly byId = new Map<string, Session>();
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: SessionOptions = {}) {
+    this.ttlMs = opts.ttlMs ?? DEFAULT_SESSION_TTL_MS;
+    this.now = opts.now ?? Date.now;
+  }
+
+  create(scope: SessionScope): Session {
+    const now = this.now();
+    this.sweep(now);
+    while (this.byId.size >= MAX_SESSIONS) this.byId.delete(this.byId.keys().next().value!);
+    const session: Session = { id: randomId(), csrf: randomId(), scope, createdAt: now, expiresAt: now + this.ttlMs };
+    this.byId.set(session.id, session);
+    return session;
+  }
+
+  /** The live session a Cookie header names, or undefined for none, a forged, an expired or a revoked one. */
+  fromCookie(header: string | undefined): Session | undefined {
+    const id = cookieValue(header, SESSION_COOKIE);
+    if (!id || !SESSION_ID.test(id)) return undefined;
+    const s = this.byId.get(id);
+    if (!s) return undefined;
+    if (s.expiresAt <= this.now() || !(this.opts.stillGranted?.(s.scope) ?? true)) {
+      this.byId.delete(id);
+      return undefined;
+    }
+    return s;
+  }
+
+  end(session: Session): void {
+    this.byId.delete(session.id);
+  }
+
+  /** Constant-time check of the X-CSRF-Token header against the session's. */
+  csrfMatches(session: Session, header: string | string[] | undefined): boolean {
+    const given = typeof header === "string" ? header : "";
+    const digest = (text: string) => crypto.createHash("sha256").update(text).digest();
+    return given.length > 0 && crypto.timingSafeEqual(digest(given), digest(session.csrf));
+  }
+
+  /** The Set-Cookie value for a session; Secure when the page came over TLS. */
+  cookie(session: Session, secure: boolean): string {
+    const maxAge = Math.max(0, Math.floor((session.expiresAt - this.now()) / 1000));
+    return `${SESSION_COOKIE}=${session.id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${secure ? "; Secure" : ""}`;
+  }
+
+  private sweep(now: number): void {
+    for (const [id, s] of this.byId) if (s.expiresAt <= now) this.byId.delete(id);
+  }
+}
+
+/** The cookie that clears a session's. */
+export function clearedCookie(secure: boolean): string {
+  return `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0${secure ? "; Secure" : ""}`;
+}
+
+function randomId(): string {
+  return crypto.randomBytes(32).toString("base64url");
+}
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined;
+  for (const part of header.split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
