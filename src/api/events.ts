@@ -32,6 +32,8 @@ export const MAX_STREAM_BUFFER_BYTES = 1024 * 1024;
 /** How long a dropped client has to read its last lines before its connection is cut. */
 export const STREAM_DROP_GRACE_MS = 1_000;
 const STREAM_PING_MS = 15_000;
+/** At most one "changed" message per this long: a deploy writes many records in a burst, and the page reads status once per burst. */
+export const STREAM_CHANGED_MS = 250;
 /** How often a stream that asked for them (?stats=1) gets the proxy's counters: the dashboard's req/s and error rate. */
 export const STREAM_STATS_MS = 2_000;
 
@@ -53,6 +55,8 @@ export async function streamEvents(agent: ApiHost, scope: Scope, req: http.Incom
     dropped = true;
     stop();
     stopProgress();
+    stopChanged();
+    clearTimeout(changedTimer);
     clearInterval(ping);
     clearInterval(stats);
     const behind = res.writableLength;
@@ -66,6 +70,14 @@ export async function streamEvents(agent: ApiHost, scope: Scope, req: http.Incom
   });
   // A flow's steps are not stored events: they carry no id, so a reconnecting client resumes from the last stored one.
   const stopProgress = insider ? agent.registry.onProgress((p) => write(`event: progress\ndata: ${JSON.stringify(p)}\n\n`)) : () => {};
+  // Something a reader sees changed (a record, a health check): the dashboard reads status again.
+  let changedTimer: NodeJS.Timeout | undefined;
+  const stopChanged = insider ? agent.registry.onChange(() => {
+    changedTimer ??= setTimeout(() => {
+      changedTimer = undefined;
+      write(`event: changed\ndata: ${JSON.stringify({ index: agent.registry.current })}\n\n`);
+    }, STREAM_CHANGED_MS);
+  }) : () => {};
   const ping = setInterval(() => write(": ping\n\n"), STREAM_PING_MS);
   let statsBusy = false;
   const sendStats = (): void => {
@@ -84,7 +96,9 @@ export async function streamEvents(agent: ApiHost, scope: Scope, req: http.Incom
   await new Promise<void>((resolve) => res.on("close", resolve));
   clearInterval(ping);
   clearInterval(stats);
+  clearTimeout(changedTimer);
   stop();
   stopProgress();
+  stopChanged();
   return undefined;
 }

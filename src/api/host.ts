@@ -24,7 +24,7 @@ export interface ApiHost {
   readonly registryToken: string;
   readonly deployTokens: DeployTokens;
   readonly store: Store;
-  readonly registry: Pick<Registry, "current" | "waitFor" | "onEvent" | "onProgress">;
+  readonly registry: Pick<Registry, "current" | "waitFor" | "onEvent" | "onProgress" | "onChange">;
   readonly records: Pick<Records, "color" | "slot" | "previous" | "degraded" | "quarantined">;
   readonly fleet: Pick<Fleet, "list" | "logs">;
   readonly monitor: { state(id: string): CheckState | undefined };

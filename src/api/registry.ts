@@ -20,6 +20,7 @@ export class Registry {
   private readonly waiters = new Set<() => void>();
   private readonly eventListeners = new Set<(e: EventRecord) => void>();
   private readonly progressListeners = new Set<(p: FlowProgress) => void>();
+  private readonly changeListeners = new Set<(index: number) => void>();
   private readonly stopWatch: () => void;
 
   constructor(store: Store, startIndex = 1) {
@@ -37,6 +38,13 @@ export class Registry {
     const waiting = [...this.waiters];
     this.waiters.clear();
     for (const w of waiting) w();
+    for (const l of this.changeListeners) l(this.index);
+  }
+
+  /** Called with the new index at every change: the dashboard's stream says "changed" instead of the page polling. */
+  onChange(listener: (index: number) => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
   }
 
   /** Resolves with the index once it is above `after`, when waitMs runs out, or when the client goes away. */

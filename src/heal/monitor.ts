@@ -95,6 +95,7 @@ export class HealthMonitor {
     const timer = setTimeout(async () => {
       if (!this.fleet.isAlive(inst.id)) return void this.sync();
       let state = this.states.get(inst.id);
+      const first = !state;
       if (!state) {
         // Every instance the fleet runs passed its health checks to get there: it starts passing.
         state = new CheckState(svc.health, "passing");
@@ -121,6 +122,9 @@ export class HealthMonitor {
         await this.proxy.setUpstreamHealth(inst.id, inRotation).catch(() => undefined);
         this.on.changed?.();
         if (state.status === "critical") this.on.critical?.(inst);
+      } else if (first) {
+        // Until its first check an instance reads "unknown": readers (a blocking query, the dashboard) learn it was checked.
+        this.on.changed?.();
       }
       // One interval after this check was due, not after it ended: the period stays the interval.
       if (this.timers.has(inst.id)) this.schedule(inst, onTick(Math.max(0, dueAt + svc.health.intervalMs - Date.now())));
