@@ -28,7 +28,8 @@ export interface Harness {
   actors: string[];
   /** Makes the next deploys wait until this resolves: a running deploy, for --wait tests. */
   holdDeploys(until: Promise<void>): void;
-  call(method: string, path: string, opts?: { token?: string; body?: string }): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }>;
+  /** A request with the admin token, another token, or (token: null) none; headers are added as given (a dashboard's cookie). */
+  call(method: string, path: string, opts?: { token?: string | null; body?: string; headers?: Record<string, string> }): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }>;
   close(): Promise<void>;
 }
 
@@ -85,7 +86,8 @@ export async function startHarness(opts: { sessions?: SessionOptions } = {}): Pr
     agent, store, registry, adminToken, registryToken, port, deploys, actors, sockets,
     holdDeploys: (until) => void (hold = until),
     call: (method, path, opts = {}) => new Promise((resolve, reject) => {
-      const req = http.request({ host: "127.0.0.1", port, path, method, agent: false, headers: { authorization: `Bearer ${opts.token ?? adminToken}` } }, (res) => {
+      const auth: Record<string, string> = opts.token === null ? {} : { authorization: `Bearer ${opts.token ?? adminToken}` };
+      const req = http.request({ host: "127.0.0.1", port, path, method, agent: false, headers: { ...auth, ...opts.headers } }, (res) => {
         let body = "";
         res.setEncoding("utf8");
         res.on("data", (c: string) => (body += c));

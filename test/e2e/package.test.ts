@@ -83,13 +83,14 @@ describe("the npm package", { timeout: INSTALL_TIMEOUT_MS + 120_000 }, () => {
     fs.rmSync(root, { recursive: true, force: true });
   });
 
-  it("ships the compiled code, the JSON Schema and the docs, and nothing of the tests", async () => {
+  it("ships the compiled code, the dashboard's browser files, the JSON Schema and the docs, and nothing of the tests", async () => {
     const { stdout } = await run("tar", ["-tzf", tarball], { maxBuffer: 16 * 1024 * 1024 });
     const files = stdout.split("\n").filter(Boolean);
-    for (const f of ["package/bin/turquoise.js", "package/dist/src/cli/main.js", "package/dist/src/proxy/main.js", "package/schema/turquoise.schema.json", "package/docs/spec.md", "package/README.md"]) {
+    for (const f of ["package/bin/turquoise.js", "package/dist/src/cli/main.js", "package/dist/src/proxy/main.js", "package/schema/turquoise.schema.json", "package/docs/spec.md", "package/README.md", "package/src/ui/static/app.js", "package/src/ui/static/index.html", "package/src/ui/static/style.css"]) {
       assert.ok(files.includes(f), `${f} is in the package`);
     }
-    assert.deepEqual(files.filter((f) => /^package\/(test|dist\/test|bench|dist\/bench|src)\//.test(f)), []);
+    // Of the sources, only the dashboard's browser files, which run as written.
+    assert.deepEqual(files.filter((f) => /^package\/(test|dist\/test|bench|dist\/bench|src)\//.test(f) && !f.startsWith("package/src/ui/static/")), []);
   });
 
   it("installs a turquoise command that runs init, up, deploy and down in any directory", async () => {
@@ -115,6 +116,8 @@ describe("the npm package", { timeout: INSTALL_TIMEOUT_MS + 120_000 }, () => {
     assert.deepEqual(await get(proxyPort, "/"), { status: 200, body: "hello from v2" });
     const status = JSON.parse((await run(bin, ["status", "--json"], { cwd: app, env })).stdout) as { services: Array<{ name: string; release: string }> };
     assert.equal(status.services.find((s) => s.name === "web")?.release, "v2");
+    // The dashboard's files, Preact and htm among them, resolve from the installed package.
+    for (const p of ["/ui/", "/ui/app.js", "/ui/vendor/preact.mjs", "/ui/vendor/hooks.mjs", "/ui/vendor/htm.mjs"]) assert.equal((await get(agentPort, p)).status, 200, p);
 
     await run(bin, ["down"], { cwd: app, env, timeout: 60_000 });
     await assert.rejects(get(proxyPort, "/"), "nothing listens after down");

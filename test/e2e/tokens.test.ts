@@ -38,6 +38,26 @@ describe("deploy tokens", () => {
     assert.equal((await ws.cli(["token", "revoke", id], { allowFail: true })).code, EXIT_CODES.NOT_FOUND);
   });
 
+  it("a read token reads status, history and migrations, deploys nothing, and `token create --read` refuses --deploy beside it", async () => {
+    const created = await ws.cli(["token", "create", "--read", "--name", "on-call"]);
+    const token = created.stdout.trim();
+    assert.match(token, /^[0-9a-f]{64}$/);
+    const id = /read token ([0-9a-f]{16}) \(on-call\): shown once/.exec(created.stderr)?.[1];
+    assert.ok(id, created.stderr);
+    assert.equal((await api(ws, "/v1/status", { token })).status, 200);
+    assert.equal((await api(ws, "/v1/services/books/history", { token })).status, 200);
+    assert.equal((await api(ws, "/v1/services/books/migrations", { token })).status, 400, "books has no database: a clear 400, not a 403");
+    for (const [method, p] of [["POST", "/v1/services/books/deploy"], ["POST", "/v1/services/books/rollback"], ["GET", "/v1/services/books/logs"], ["GET", "/v1/tokens"]]) {
+      assert.equal((await api(ws, p!, { method, token, body: "{\"release\":\"v1\"}" })).status, 403, `${method} ${p}`);
+    }
+    const list = (await ws.cli(["token", "list"])).stdout;
+    assert.match(list, new RegExp(`^${id}  read   \\(every service\\) +\\S+  on-call$`, "m"));
+    const both = await ws.cli(["token", "create", "--read", "--deploy", "books"], { allowFail: true });
+    assert.equal(both.code, EXIT_CODES.USAGE);
+    assert.match(both.stderr, /--deploy <services> or --read, not both/);
+    assert.match((await ws.cli(["token", "revoke", id])).stdout, new RegExp(`^revoked read token ${id} \\(on-call\\)$`, "m"));
+  });
+
   it("tokens outlive an agent restart, and stay refused once revoked", async () => {
     const token = (await ws.cli(["token", "create", "--deploy", "books"])).stdout.trim();
     await ws.cli(["down", "--agent-only"]);

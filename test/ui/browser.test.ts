@@ -208,6 +208,31 @@ describe("the dashboard in chromium", { timeout: 300_000 }, () => {
     assert.ok(median < RENDER_LIMIT_MS, `${median} ms`);
   });
 
+  it("a read token gets the read-only view, with no deploy or rollback; sign-out returns to the sign-in form and ends the session", async () => {
+    const read = JSON.parse((await api(ws, "/v1/tokens", { method: "POST", body: JSON.stringify({ read: true, name: "on-call" }) })).body) as { token: string };
+    const ctx = await browser.newContext();
+    try {
+      const p = await ctx.newPage();
+      await p.goto(`${ui}#/services/books`);
+      await p.fill("#token", read.token);
+      await p.click("button.primary");
+      await p.waitForSelector("table.instances tr[data-instance]", { timeout: WAIT_MS });
+      assert.equal(await p.locator(".top .scope").innerText(), "read-only");
+      assert.equal(await p.locator("text=Review plan…").count(), 0);
+      assert.equal(await p.locator("text=Roll back…").count(), 0);
+      await p.waitForSelector("table.history tr.entry");
+      const [cookie] = (await ctx.cookies()).filter((c) => c.name === "tq_session");
+      await p.click("text=Sign out");
+      await p.waitForSelector("#token");
+      assert.equal((await ctx.cookies()).filter((c) => c.name === "tq_session").length, 0);
+      // The old cookie, sent again by hand, is no session any more.
+      const again = await ctx.request.get(`http://127.0.0.1:${ws.agentPort}/v1/status`, { headers: { cookie: `tq_session=${cookie!.value}` } });
+      assert.equal(again.status(), 401);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   it("reads narrow and dark: one column at 390 px, and a dark background when the system asks", async () => {
     const narrow = await browser.newContext({ viewport: { width: 390, height: 800 }, colorScheme: "dark", storageState: await context.storageState() });
     const p = await narrow.newPage();

@@ -2,7 +2,7 @@
 // cookie; state-changing calls need the CSRF token; read sessions change nothing; forged, expired,
 // signed-out and revoked sessions are refused; the pages carry a strict CSP.
 import assert from "node:assert/strict";
-import http from "node:http";
+import type http from "node:http";
 import { after, before, describe, it } from "node:test";
 import { startHarness, type Harness } from "../api/harness.js";
 import { MAX_SESSIONS } from "../../src/ui/sessions.js";
@@ -24,16 +24,7 @@ describe("dashboard sessions", () => {
     if (opts.cookie) headers.cookie = opts.cookie;
     if (opts.csrf) headers["x-csrf-token"] = opts.csrf;
     if (opts.body !== undefined) headers["content-type"] = opts.type ?? "application/json";
-    return new Promise((resolve, reject) => {
-      const req = http.request({ host: "127.0.0.1", port: h.port, path, method, agent: false, headers }, (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => (body += c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
-      });
-      req.on("error", reject);
-      req.end(opts.body);
-    });
+    return h.call(method, path, { token: null, headers, ...(opts.body !== undefined ? { body: opts.body } : {}) });
   }
 
   async function signIn(token: string): Promise<{ cookie: string; csrf: string; setCookie: string; scope: string }> {

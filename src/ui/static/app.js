@@ -299,6 +299,11 @@ function judge(svc, flow) {
   if (warning.length) return { tone: "warn", word: "warning", why: `${warning[0].id}: ${warning[0].health.status} ${lastOutput(warning[0])}` };
   return { tone: "ok", word: "healthy", why: "" };
 }
+/** The preview address, when the agent's status carries one (the proxy's preview of the idle slot). */
+function previewAddress(svc) {
+  const p = svc.preview;
+  return typeof p === "string" ? p : p?.url ?? p?.address ?? null;
+}
 function routeText(route) {
   return `${route.host ?? ""}${route.pathPrefix}`;
 }
@@ -332,7 +337,7 @@ function SignIn() {
     setToken("");
   };
   return html`<main class="signin">
-    <form class="card" onSubmit=${submit} autocomplete="off">
+    <form class="card" method="post" action="/ui/session" onSubmit=${submit} autocomplete="off">
       <h1><span class="logo" aria-hidden="true"></span> Turquoise</h1>
       <p>Sign in with the agent's admin token, or with a read token for a read-only view.</p>
       <label for="token">Token</label>
@@ -423,7 +428,8 @@ function ServicePage({ name }) {
     ${flow && html`<${FlowPanel} flow=${flow} svc=${svc} />`}
     ${!flow && svc.lock && html`<section class="banner info">A flow holds the deploy lock: ${svc.lock.owner}, since ${clock(svc.lock.since)}.</section>`}
     <section class="slots">${["blue", "green"].map((slot) => html`<${SlotCard} key=${slot} svc=${svc} slot=${slot} />`)}</section>
-    ${svc.canary && html`<section class="card"><h2>Canary</h2><pre>${JSON.stringify(svc.canary, null, 2)}</pre></section>`}
+    ${previewAddress(svc) && html`<section class="card"><h2>Preview</h2><p>The idle slot answers at <code>${previewAddress(svc)}</code> before any flip.</p></section>`}
+    ${svc.canary && html`<section class="card"><h2>Canary</h2><pre class="plan">${JSON.stringify(svc.canary, null, 2)}</pre></section>`}
     ${admin ? html`<${Actions} svc=${svc} busy=${!!svc.lock || flow?.outcome === "running"} />` : html`<p class="muted">Read-only view: deploys and rollbacks need the admin token.</p>`}
     <${Instances} svc=${svc} />
     <${Schema} m=${S.migrations[name]} />
