@@ -162,6 +162,12 @@ describe("the dashboard in chromium", { timeout: 300_000 }, () => {
     try {
       await page.waitForSelector(`tr[data-instance="${victim.id}"] >> text=critical`, { timeout: WAIT_MS });
       await page.waitForSelector(".title >> text=critical", { timeout: WAIT_MS });
+      // The overview on a bad day: what needs attention comes first, with why.
+      const overview = await context.newPage();
+      await overview.goto(ui);
+      await overview.waitForSelector(".attention >> text=books", { timeout: WAIT_MS });
+      if (SCREENSHOTS) await overview.screenshot({ path: path.join(REPO_ROOT, "docs", "dashboard-attention.png") });
+      await overview.close();
     } finally {
       try { process.kill(pid, "SIGCONT"); } catch { /* replaced and gone */ }
     }

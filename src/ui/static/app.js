@@ -402,7 +402,7 @@ function ServiceCard({ svc, j }) {
   return html`<a class=${`card service ${j.tone}`} href=${`#/services/${encodeURIComponent(svc.name)}`} data-service=${svc.name}>
     <div class="row"><h3>${svc.name}</h3><${Pill} tone=${j.tone}>${j.word}<//></div>
     <div class="muted route">${routeText(svc.route)}</div>
-    ${live ? html`<div class="live"><span class=${`slot ${svc.color}`}>${svc.color}</span> <strong class="release">${live.release}</strong> <span class="muted" title=${clock(live.startedAt)}>since ${ago(live.startedAt)}</span></div>` : html`<div class="muted">nothing live</div>`}
+    ${live ? html`<div class="liverow"><span class=${`slot ${svc.color}`}>${svc.color}</span> <strong class="release">${live.release}</strong> <span class="muted" title=${clock(live.startedAt)}>since ${ago(live.startedAt)}</span></div>` : html`<div class="muted">nothing live</div>`}
     ${other && html`<div class="muted small">${other.state} ${other.release}${other.warmUntil ? ` until ${clock(other.warmUntil)}` : ""}</div>`}
     <div class="figures">
       <span><b>${passing}/${inst.length}</b> passing</span>
