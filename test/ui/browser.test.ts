@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { REPO_ROOT, type Workspace } from "../../src/demo/workspace.js";
+import { REPO_ROOT, createWorkspace, type Workspace } from "../../src/demo/workspace.js";
 import { RELEASE_KINDS, api, get, tokenOf, waitFor, workspaceWith } from "../e2e/helpers.js";
 
 /** The issue's budgets: all of the dashboard's files, uncompressed; the overview with 20 services. */
@@ -24,6 +24,17 @@ const LOAD_MAX_REQUESTS = 4_000;
 const LOAD_MAX_MS = 240_000;
 const LOAD_GAP_MS = 40;
 
+/** Debian's chromium, installed by scripts/ensure-chromium.sh when missing. */
+function launch(): Promise<Browser> {
+  const executablePath = execFileSync("bash", [path.join(REPO_ROOT, "scripts", "ensure-chromium.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!;
+  return chromium.launch({ executablePath, args: ["--no-sandbox"] });
+}
+
+async function signIn(page: Page, token: string): Promise<void> {
+  await page.fill("#token", token);
+  await page.click("button.primary");
+}
+
 describe("the dashboard in chromium", { timeout: 300_000 }, () => {
   let ws: Workspace;
   let browser: Browser;
@@ -33,7 +44,6 @@ describe("the dashboard in chromium", { timeout: 300_000 }, () => {
   const load = { ok: 0, failed: 0, stop: false, done: Promise.resolve() };
 
   before(async () => {
-    const executablePath = execFileSync("bash", [path.join(REPO_ROOT, "scripts", "ensure-chromium.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!;
     ws = await workspaceWith(
       { v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.slowStart("v2", 1500) },
       { replicas: 2, healthInterval: "500ms", extraServiceYaml: "    bake: 0s\n" },
@@ -64,7 +74,7 @@ describe("the dashboard in chromium", { timeout: 300_000 }, () => {
         await new Promise((res) => setTimeout(res, LOAD_GAP_MS));
       }
     })();
-    browser = await chromium.launch({ executablePath, args: ["--no-sandbox"] });
+    browser = await launch();
     context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     page = await context.newPage();
   });
@@ -79,16 +89,14 @@ describe("the dashboard in chromium", { timeout: 300_000 }, () => {
 
   it("a wrong token is refused: an error, no cookie, still the sign-in form", async () => {
     await page.goto(ui);
-    await page.fill("#token", "0".repeat(64));
-    await page.click("button.primary");
+    await signIn(page, "0".repeat(64));
     await page.waitForSelector("text=wrong or revoked token");
     assert.equal((await cookies()).length, 0);
     assert.equal(await page.locator(".grid").count(), 0);
   });
 
   it("signs in with the admin token and shows the overview: 20 services, books live on v1 and healthy", async () => {
-    await page.fill("#token", tokenOf(ws));
-    await page.click("button.primary");
+    await signIn(page, tokenOf(ws));
     await page.waitForSelector(".card.service[data-service=books] >> text=healthy", { timeout: WAIT_MS });
     assert.equal(await page.locator(".card.service").count(), 20);
     const card = await page.locator(".card.service[data-service=books]").innerText();
@@ -220,8 +228,7 @@ describe("the dashboard in chromium", { timeout: 300_000 }, () => {
     try {
       const p = await ctx.newPage();
       await p.goto(`${ui}#/services/books`);
-      await p.fill("#token", read.token);
-      await p.click("button.primary");
+      await signIn(p, read.token);
       await p.waitForSelector("table.instances tr[data-instance]", { timeout: WAIT_MS });
       assert.equal(await p.locator(".top .scope").innerText(), "read-only");
       assert.equal(await p.locator("text=Review plan…").count(), 0);
@@ -249,5 +256,45 @@ describe("the dashboard in chromium", { timeout: 300_000 }, () => {
     assert.equal(layout.bg, "rgb(15, 20, 25)");
     if (SCREENSHOTS) await p.screenshot({ path: path.join(REPO_ROOT, "docs", "dashboard-service-dark-narrow.png"), fullPage: true });
     await narrow.close();
+  });
+});
+
+describe("a turquoise path in chromium", { timeout: 300_000 }, () => {
+  let ws: Workspace;
+  let browser: Browser;
+
+  before(async () => {
+    // The example's releases on a shared SQLite database: v2 runs on schema 1, v3 on 3, v2-turquoise on 1..3.
+    ws = await createWorkspace({ replicas: 1, database: { driver: "sqlite", url: "sqlite:books.db" }, extraServiceYaml: "    bake: 0s\n" });
+    await ws.cli(["up", "--detach"]);
+    await ws.cli(["deploy", "books", "--release", "v2"]);
+    browser = await launch();
+  });
+  after(async () => {
+    await browser?.close();
+    await ws?.destroy();
+  });
+
+  it("deploys v3 through v2-turquoise from the page: three stages drawn, each done in turn, then the schema at 3", async () => {
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 900 } })).newPage();
+    await page.goto(`http://127.0.0.1:${ws.agentPort}/ui/#/services/books`);
+    await signIn(page, tokenOf(ws));
+    await page.waitForSelector("text=Version 1", { timeout: WAIT_MS });
+    await page.fill("#release", "v3");
+    await page.fill("#via", "v2-turquoise");
+    await page.click("text=Review plan…");
+    assert.match(await (await page.waitForSelector(".dialog pre.plan")).innerText(), /^deploy plan for books \(live: v2\) via v2-turquoise/);
+    assert.match(await page.locator(".dialog .what").innerText(), /through the turquoise release v2-turquoise/);
+    await page.click("button.confirm");
+    const stages = page.locator(".flow .stages li");
+    await page.waitForSelector(".flow .stages li.active", { timeout: WAIT_MS });
+    assert.deepEqual((await stages.allInnerTexts()).map((t) => t.replace(/\s+/g, " ").replace(/ \((done|active|todo|failed)\)$/, "").trim()), ["1 v2 → v2-turquoise", "2 migrate the schema", "3 v2-turquoise → v3"]);
+    if (SCREENSHOTS) await page.screenshot({ path: path.join(REPO_ROOT, "docs", "dashboard-turquoise.png") });
+    await page.waitForSelector(".flow[data-outcome=succeeded]", { timeout: WAIT_MS });
+    assert.deepEqual(await stages.evaluateAll((els) => els.map((e) => e.className)), ["done", "done", "done"]);
+    const steps = await page.locator(".flow .steps [data-step]").evaluateAll((els) => els.map((e) => e.getAttribute("data-step")));
+    assert.ok(steps.indexOf("migrate") > steps.indexOf("flip") && steps.lastIndexOf("flip") > steps.indexOf("recheck"), steps.join(" "));
+    await page.waitForSelector("text=Version 3", { timeout: WAIT_MS });
+    await page.waitForSelector(".slotcard.live >> text=v3", { timeout: WAIT_MS });
   });
 });
