@@ -56,9 +56,9 @@ export async function streamEvents(agent: ApiHost, scope: Scope, req: http.Incom
     stop();
     stopProgress();
     stopChanged();
+    stopStats();
     clearTimeout(changedTimer);
     clearInterval(ping);
-    clearInterval(stats);
     const behind = res.writableLength;
     res.end(`event: dropped\ndata: ${JSON.stringify({ reason: `fell behind: ${behind} bytes unread, the limit is ${MAX_STREAM_BUFFER_BYTES}` })}\n\n`);
     setTimeout(() => res.destroy(), STREAM_DROP_GRACE_MS).unref();
@@ -79,26 +79,61 @@ export async function streamEvents(agent: ApiHost, scope: Scope, req: http.Incom
     }, STREAM_CHANGED_MS);
   }) : () => {};
   const ping = setInterval(() => write(": ping\n\n"), STREAM_PING_MS);
-  let statsBusy = false;
-  const sendStats = (): void => {
-    // One proxy call at a time per stream: a slow proxy skips a beat instead of piling calls up.
-    if (statsBusy) return;
-    statsBusy = true;
-    agent.proxy.stats().then(
-      (s) => write(`event: stats\ndata: ${JSON.stringify({ at: Date.now(), pools: s.pools, requests: s.requests, upstreamErrors: s.upstreamErrors, down: s.down ?? [] })}\n\n`),
-      (e: unknown) => write(`event: stats\ndata: ${JSON.stringify({ at: Date.now(), error: errorMessage(e) })}\n\n`),
-    ).finally(() => { statsBusy = false; });
-  };
-  const stats = insider && query?.get("stats") === "1" ? setInterval(sendStats, STREAM_STATS_MS) : undefined;
-  if (stats) setImmediate(sendStats);
+  const stopStats = insider && query?.get("stats") === "1" ? statsFeed(agent).subscribe((json) => write(`event: stats\ndata: ${json}\n\n`)) : () => {};
   // Events are published from a later tick, so this line still comes first.
   write(`: turquoise events, index ${agent.registry.current}\n\n`);
   await new Promise<void>((resolve) => res.on("close", resolve));
   clearInterval(ping);
-  clearInterval(stats);
+  stopStats();
   clearTimeout(changedTimer);
   stop();
   stopProgress();
   stopChanged();
   return undefined;
+}
+
+/**
+ * The proxy's counters for every stream that asked for them: one sampler per agent, running while
+ * anyone listens, so a thousand open dashboards cost the proxy one call every STREAM_STATS_MS, not a thousand.
+ */
+class StatsFeed {
+  private readonly listeners = new Set<(json: string) => void>();
+  private timer: NodeJS.Timeout | undefined;
+  private busy = false;
+
+  constructor(private readonly agent: Pick<ApiHost, "proxy">) {}
+
+  subscribe(listener: (json: string) => void): () => void {
+    this.listeners.add(listener);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.sample(), STREAM_STATS_MS);
+      setImmediate(() => this.sample());
+    }
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) {
+        clearInterval(this.timer);
+        this.timer = undefined;
+      }
+    };
+  }
+
+  private sample(): void {
+    // One call at a time: a slow proxy skips a beat instead of piling calls up.
+    if (this.busy || this.listeners.size === 0) return;
+    this.busy = true;
+    this.agent.proxy.stats().then(
+      (s) => JSON.stringify({ at: Date.now(), pools: s.pools, requests: s.requests, upstreamErrors: s.upstreamErrors, down: s.down ?? [] }),
+      (e: unknown) => JSON.stringify({ at: Date.now(), error: errorMessage(e) }),
+    ).then((json) => {
+      for (const l of this.listeners) l(json);
+    }).finally(() => { this.busy = false; });
+  }
+}
+
+const feeds = new WeakMap<object, StatsFeed>();
+function statsFeed(agent: ApiHost): StatsFeed {
+  let feed = feeds.get(agent);
+  if (!feed) feeds.set(agent, (feed = new StatsFeed(agent)));
+  return feed;
 }

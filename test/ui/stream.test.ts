@@ -70,6 +70,25 @@ describe("the dashboard's live feed on the event stream", () => {
     }
   });
 
+  it("50 dashboards asking for counters cost the proxy one call per interval, not one each", async () => {
+    let calls = 0;
+    const proxy = h.agent.proxy as { stats: () => Promise<unknown> };
+    const original = proxy.stats;
+    proxy.stats = async () => {
+      calls++;
+      return { tableVersion: 1, pools: [{ poolId: "books/blue/v1/x", inFlight: 0, served: calls, failed: 0 }], requests: calls, upstreamErrors: 0, retries: 0 };
+    };
+    const streams = await Promise.all(Array.from({ length: 50 }, () => openStream(h, h.adminToken, "?stats=1")));
+    try {
+      // Every stream gets two samples; sampling per stream would have called the proxy 100 times for them.
+      await until("two samples on every stream", () => streams.every((s) => s.text().split("event: stats").length - 1 >= 2));
+      assert.ok(calls <= 4, `${calls} proxy calls for 50 streams`);
+    } finally {
+      for (const s of streams) s.close();
+      proxy.stats = original;
+    }
+  });
+
   it("without ?stats=1 no counters are sent", async () => {
     const s = await openStream(h, h.adminToken);
     try {
