@@ -26,6 +26,8 @@ export async function status(agent: ApiHost, only?: string[]): Promise<unknown> 
     services.push({
       name: svc.name,
       route: svc.route,
+      // What the live slot should run: fewer live instances than this is a service short of capacity.
+      replicas: svc.replicas,
       color,
       release: live?.release ?? null,
       previous: (await agent.records.previous(svc.name)) ?? null,

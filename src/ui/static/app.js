@@ -297,6 +297,7 @@ function judge(svc, flow) {
   if (!svc.color) return { tone: "idle", word: "not deployed", why: "nothing deployed yet" };
   if (svc.color && live.length === 0) return { tone: "bad", word: "no instances", why: `nothing runs in the live slot ${svc.color}` };
   if (warning.length) return { tone: "warn", word: "warning", why: `${warning[0].id}: ${warning[0].health.status} ${lastOutput(warning[0])}` };
+  if (svc.replicas && live.length < svc.replicas) return { tone: "warn", word: "short", why: `${live.length} of ${svc.replicas} live instances run` };
   return { tone: "ok", word: "healthy", why: "" };
 }
 /** The preview address, when the agent's status carries one (the proxy's preview of the idle slot). */
@@ -405,7 +406,7 @@ function ServiceCard({ svc, j }) {
     ${live ? html`<div class="liverow"><span class=${`slot ${svc.color}`}>${svc.color}</span> <strong class="release">${live.release}</strong> <span class="muted" title=${clock(live.startedAt)}>since ${ago(live.startedAt)}</span></div>` : html`<div class="muted">nothing live</div>`}
     ${other && html`<div class="muted small">${other.state} ${other.release}${other.warmUntil ? ` until ${clock(other.warmUntil)}` : ""}</div>`}
     <div class="figures">
-      <span><b>${passing}/${inst.length}</b> passing</span>
+      <span><b>${passing}/${Math.max(inst.length, svc.color ? svc.replicas ?? 0 : 0)}</b> passing</span>
       <span><b>${rate(r?.rps)}</b> req/s</span>
       <span class=${r?.errorRate > 0 ? "bad-text" : ""}><b>${pct(r?.errorRate)}</b> errors</span>
     </div>
