@@ -9,7 +9,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { REPO_ROOT, createWorkspace, type Workspace } from "../../src/demo/workspace.js";
-import { RELEASE_KINDS, api, get, tokenOf, waitFor, workspaceWith } from "../e2e/helpers.js";
+import { RELEASE_KINDS, api, get, stopAgent, tokenOf, waitFor, workspaceWith } from "../e2e/helpers.js";
 
 /** The issue's budgets: all of the dashboard's files, uncompressed; the overview with 20 services. */
 const PAGE_WEIGHT_LIMIT_BYTES = 300 * 1024;
@@ -256,6 +256,17 @@ describe("the dashboard in chromium", { timeout: 300_000 }, () => {
     assert.equal(layout.bg, "rgb(15, 20, 25)");
     if (SCREENSHOTS) await p.screenshot({ path: path.join(REPO_ROOT, "docs", "dashboard-service-dark-narrow.png"), fullPage: true });
     await narrow.close();
+  });
+
+  it("when the agent restarts under an open page, the page says the session ended and asks to sign in again", async () => {
+    await page.goto(`${ui}#/services/books`);
+    await page.waitForSelector(".top >> text=live", { timeout: WAIT_MS });
+    await stopAgent(ws);
+    await ws.cli(["up", "--detach"]);
+    await page.waitForSelector("text=Your session ended", { timeout: WAIT_MS });
+    await page.waitForSelector("#token");
+    await signIn(page, tokenOf(ws));
+    await page.waitForSelector("table.instances tr[data-instance] >> text=passing", { timeout: WAIT_MS });
   });
 });
 

@@ -115,7 +115,11 @@ function openStream() {
   es.onerror = () => {
     set({ conn: "reconnecting" });
     // A closed stream is often an ended session: ask, and sign out if so.
-    if (es.readyState === EventSource.CLOSED) api("GET", "/ui/session").then(() => setTimeout(openStream, 2000), () => {});
+    if (es.readyState !== EventSource.CLOSED) return;
+    api("GET", "/ui/session").then(
+      () => setTimeout(openStream, 2000),
+      (e) => (e.status === 401 ? signedOut("Your session ended (it expired, the agent restarted, or its token was revoked): sign in again.") : setTimeout(openStream, 5000)),
+    );
   };
   es.addEventListener("progress", (m) => onProgress(JSON.parse(m.data)));
   es.addEventListener("stats", (m) => onStats(JSON.parse(m.data)));
