@@ -124,7 +124,7 @@ function openStream() {
   es.addEventListener("progress", (m) => onProgress(JSON.parse(m.data)));
   es.addEventListener("stats", (m) => onStats(JSON.parse(m.data)));
   es.addEventListener("changed", () => refreshStatus());
-  es.addEventListener("dropped", () => setTimeout(openStream, 1000));
+  es.addEventListener("dropped", () => setTimeout(() => { openStream(); refreshStatus(); }, 1000));
   es.onmessage = (m) => onEvent(JSON.parse(m.data));
   for (const type of STORED_TYPES) es.addEventListener(type, (m) => onEvent(JSON.parse(m.data)));
 }
@@ -297,7 +297,8 @@ function judge(svc, flow) {
   if (svc.degraded) return { tone: "bad", word: "degraded", why: svc.degraded.reason, since: svc.degraded.since };
   if (svc.color && live.length > 0 && critical.length === live.length) return { tone: "bad", word: "down", why: `every live instance is critical: ${lastOutput(critical[0])}` };
   if (critical.length) return { tone: "bad", word: "critical", why: `${critical.length} of ${live.length} live instance${live.length === 1 ? "" : "s"} critical: ${critical[0].id}: ${lastOutput(critical[0])}` };
-  if (svc.lock || flow?.outcome === "running") return { tone: "info", word: flow?.kind === "rollback" ? "rolling back" : "deploying", why: svc.lock ? `lock held by ${svc.lock.owner}` : "", since: svc.lock?.since };
+  // The lock, not the page's memory of a flow, says one runs: a stream that missed the end of a flow cannot leave "deploying" up.
+  if (svc.lock) return { tone: "info", word: flow?.kind === "rollback" ? "rolling back" : "deploying", why: `lock held by ${svc.lock.owner}`, since: svc.lock.since };
   if (!svc.color) return { tone: "idle", word: "not deployed", why: "nothing deployed yet" };
   if (svc.color && live.length === 0) return { tone: "bad", word: "no instances", why: `nothing runs in the live slot ${svc.color}` };
   if (warning.length) return { tone: "warn", word: "warning", why: `${warning[0].id}: ${warning[0].health.status} ${lastOutput(warning[0])}` };
@@ -435,7 +436,7 @@ function ServicePage({ name }) {
     <section class="slots">${["blue", "green"].map((slot) => html`<${SlotCard} key=${slot} svc=${svc} slot=${slot} />`)}</section>
     ${previewAddress(svc) && html`<section class="card"><h2>Preview</h2><p>The idle slot answers at <code>${previewAddress(svc)}</code> before any flip.</p></section>`}
     ${svc.canary && html`<section class="card"><h2>Canary</h2><pre class="plan">${JSON.stringify(svc.canary, null, 2)}</pre></section>`}
-    ${admin ? html`<${Actions} svc=${svc} busy=${!!svc.lock || flow?.outcome === "running"} />` : html`<p class="muted">Read-only view: deploys and rollbacks need the admin token.</p>`}
+    ${admin ? html`<${Actions} svc=${svc} busy=${!!svc.lock} />` : html`<p class="muted">Read-only view: deploys and rollbacks need the admin token.</p>`}
     <${Instances} svc=${svc} />
     <${Schema} m=${S.migrations[name]} />
     <${History} h=${S.history[name]} />
