@@ -574,7 +574,7 @@ function History({ h }) {
   const [open, setOpen] = useState(null);
   if (!h) return html`<section class="card"><h2>History</h2><p class="muted">Loading…</p></section>`;
   if (h.error) return html`<section class="card"><h2>History</h2><p class="error">${h.error}</p></section>`;
-  return html`<section class="card"><h2>History</h2>
+  return html`<section class="card"><div class="row"><h2>History</h2>${h.length > 0 && html`<span class="muted small">click a row for its steps</span>`}</div>
     ${h.length === 0 ? html`<p class="muted">No deploys yet.</p>` : html`<div class="table-wrap"><table class="history">
       <thead><tr><th>#</th><th>when</th><th>what</th><th>outcome</th><th>took</th><th>by</th></tr></thead>
       <tbody>${h.map((e) => {
