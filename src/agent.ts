@@ -179,6 +179,8 @@ export class Agent {
       return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
     }, {
       changed: () => registry.bump(),
+      // Not a registry change (the catalog's index stays, so blocking reads do not wake): only status readers care.
+      firstChecked: () => registry.notifyChange(),
       // Critical and out of rotation: stop it, and let the supervisor start a replacement.
       critical: (inst) => void fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000).then(
         () => supervisor.lost(inst, "went critical"),

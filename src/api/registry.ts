@@ -41,7 +41,12 @@ export class Registry {
     for (const l of this.changeListeners) l(this.index);
   }
 
-  /** Called with the new index at every change: the dashboard's stream says "changed" instead of the page polling. */
+  /** What status shows changed, but no registry reader sees (an instance's first check): change listeners only, the index stays. */
+  notifyChange(): void {
+    for (const l of this.changeListeners) l(this.index);
+  }
+
+  /** Called with the index at every change (and notifyChange): the dashboard's stream says "changed" instead of the page polling. */
   onChange(listener: (index: number) => void): () => void {
     this.changeListeners.add(listener);
     return () => this.changeListeners.delete(listener);

@@ -33,7 +33,7 @@ export class HealthMonitor {
     private readonly proxy: Proxy,
     private readonly event: (service: string, type: string, message: string) => void,
     private readonly watched: (inst: InstanceInfo) => Promise<boolean>,
-    private readonly on: { changed?: () => void; critical?: (inst: InstanceInfo) => void } = {},
+    private readonly on: { changed?: () => void; firstChecked?: () => void; critical?: (inst: InstanceInfo) => void } = {},
   ) {}
 
   /**
@@ -123,8 +123,8 @@ export class HealthMonitor {
         this.on.changed?.();
         if (state.status === "critical") this.on.critical?.(inst);
       } else if (first) {
-        // Until its first check an instance reads "unknown": readers (a blocking query, the dashboard) learn it was checked.
-        this.on.changed?.();
+        // Until its first check an instance reads "unknown" in status: the dashboard learns it was checked.
+        this.on.firstChecked?.();
       }
       // One interval after this check was due, not after it ended: the period stays the interval.
       if (this.timers.has(inst.id)) this.schedule(inst, onTick(Math.max(0, dueAt + svc.health.intervalMs - Date.now())));
