@@ -3,8 +3,8 @@
 // keeps the client-facing edge honest: the http.Server's timeouts and limits follow the table's
 // settings, the forwarding headers say what the proxy saw, and every refusal is counted.
 
-import type http from "node:http";
 import net from "node:net";
+import type { ClientRequest, ClientResponse, ClientServer } from "./client-server.js";
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
@@ -35,9 +35,9 @@ const kTrusted = Symbol("trusted");
 type PeerSocket = net.Socket & { [kTrustedBy]?: TrustedPeers; [kTrusted]?: boolean };
 /** When a request waiting for a healthy instance gives up (performance.now() ms). */
 const kHeldUntil = Symbol("heldUntil");
-type HeldRequest = http.IncomingMessage & { [kHeldUntil]?: number };
+type HeldRequest = ClientRequest & { [kHeldUntil]?: number };
 /** Node's in-flight response on a client socket: a parse error must not be written into it. */
-type ClientSocket = net.Socket & { _httpMessage?: http.ServerResponse | null };
+type ClientSocket = net.Socket & { _httpMessage?: ClientResponse | null };
 
 export function zeroTimeouts(): ProxyTimeoutCounts {
   return { clientHeader: 0, clientIdle: 0, tunnelIdle: 0, tunnelHandshake: 0, upstreamConnect: 0, upstreamResponse: 0, upstreamIdle: 0 };
@@ -63,14 +63,14 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   readonly ejections = { refused: 0, reset: 0 };
   /** Epoch ms: when its counters started. */
   readonly startedAt = Date.now();
-  private server: http.Server | undefined;
+  private server: ClientServer | undefined;
   /** The TLS listener's side, when this data plane has one. */
   edge: TlsEdge | undefined;
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
 
   /** Serves the data plane on `server` and configures it from the current table, now and on each apply. */
-  attach(server: http.Server): void {
+  attach(server: ClientServer): void {
     this.server = server;
     server.on("request", this.onRequest);
     // Answered here rather than by Node, so that a request refused at its head never gets a 100.
@@ -103,7 +103,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
    * maxHeaderSize when a connection opens (connections already open keep the limit they had).
    */
   private configure(): void {
-    const server = this.server as (http.Server & { maxHeaderSize?: number }) | undefined;
+    const server = this.server;
     if (!server) return;
     const { timeouts, limits } = this.router.current.settings;
     // From a connection's first byte (or its accept) to the end of a request head: 408 beyond.
@@ -118,13 +118,13 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     this.edge?.configure(this.router.current);
   }
 
-  readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+  readonly onRequest = (req: ClientRequest, res: ClientResponse): void => {
     // Only a table with metrics on pays for the clock (and the counting at the end).
     this.route(req, res, this.router.current.metrics ? performance.now() : -1);
   };
 
   /** `started`: performance.now() at its arrival when counted by series, else -1. */
-  private route(req: http.IncomingMessage, res: http.ServerResponse, started: number): void {
+  private route(req: ClientRequest, res: ClientResponse, started: number): void {
     this.requests++;
     const head = scratch;
     head.scan(req.rawHeaders);
@@ -185,7 +185,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
    * instance failed before answering (exchange.ts), so routing it again is safe. The wait is
    * counted from the request's first hold, however often it is held.
    */
-  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, pool: Pool, waitMs: number, started: number): void {
+  holdForHealthy(req: ClientRequest, res: ClientResponse, pool: Pool, waitMs: number, started: number): void {
     const held = req as HeldRequest;
     const now = performance.now();
     const deadline = (held[kHeldUntil] ??= now + waitMs);
@@ -219,7 +219,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     res.once("close", gone);
   }
 
-  readonly onUpgrade = (req: http.IncomingMessage, client: net.Socket, bodyHead: Buffer): void => {
+  readonly onUpgrade = (req: ClientRequest, client: net.Socket, bodyHead: Buffer): void => {
     this.requests++;
     const started = this.router.current.metrics ? performance.now() : -1;
     client.setNoDelay(true);

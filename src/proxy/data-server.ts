@@ -3,8 +3,8 @@
 // beside it when the proxy terminates TLS, and closed gracefully: stop accepting, send keep-alive
 // clients elsewhere, let in-flight requests finish, cut the rest.
 
-import http from "node:http";
 import net from "node:net";
+import { type ClientRequest, type ClientResponse, ClientServer } from "./client-server.js";
 import type { CertStoreOptions } from "./cert-store.js";
 import { CLIENT_CHECK_INTERVAL_MS, type DataPlane } from "./data-plane.js";
 
@@ -28,7 +28,7 @@ export interface DataServerCloseOptions {
 }
 
 export class DataServer {
-  readonly server: http.Server;
+  readonly server: ClientServer;
   private readonly plane: DataPlane;
   private closing: Promise<void> | undefined;
 
@@ -37,7 +37,7 @@ export class DataServer {
     // The timeouts and limits come from the table (plane.attach, then each apply). What Node reads
     // only here: how often it checks clientHeaderMs, and no 400 of its own for a missing Host
     // (the data plane answers it, and counts it).
-    this.server = http.createServer({ noDelay: true, connectionsCheckingInterval: CLIENT_CHECK_INTERVAL_MS, requireHostHeader: false });
+    this.server = new ClientServer({ checkIntervalMs: CLIENT_CHECK_INTERVAL_MS });
     plane.attach(this.server);
   }
 
@@ -64,7 +64,7 @@ export class DataServer {
     const edge = this.plane.edge;
     // From now on every response says Connection: close, so that a keep-alive client sends its
     // next request on a new connection, which whoever holds the socket next accepts.
-    const lastOnThisConnection = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const lastOnThisConnection = (_req: ClientRequest, res: ClientResponse): void => {
       res.shouldKeepAlive = false;
     };
     server.prependListener("request", lastOnThisConnection);
