@@ -75,7 +75,7 @@ export class ClientServer extends net.Server {
   date = new Date().toUTCString();
 
   constructor(opts: { checkIntervalMs: number }) {
-    // Half-open allowed: a client that sends its request and shuts its side still gets the answer.
+    // Half-open allowed, so that this server decides what a client's FIN means (onEnd), not net.
     super({ noDelay: true, allowHalfOpen: true });
     this.on("connection", (socket: net.Socket) => this.conns.add(new ClientConn(this, socket)));
     this.sweeper = setInterval(() => this.sweep(), opts.checkIntervalMs);
@@ -448,14 +448,12 @@ export class ClientConn {
         if (this.buf !== undefined) this.fail("HPE_INVALID_EOF_STATE", "the client closed mid-head");
         else this.close();
         return;
-      case State.Body:
-      case State.Dump:
-        // The body was cut short: the request cannot be forwarded whole.
-        this.socket.destroy();
+      case State.Gone:
         return;
       default:
-        // Answering: the answer still goes out, then the connection ends (answered()).
-        if (this.res?.finished === true) this.close();
+        // As Node's server does (its httpAllowHalfOpen is off): a client that shuts its side
+        // mid-request has left, and the request is abandoned, not forwarded or answered.
+        this.socket.destroy();
     }
   };
 
