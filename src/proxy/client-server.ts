@@ -370,6 +370,7 @@ export class ClientConn {
       return this.state === State.Head;
     }
     this.state = State.Answering;
+    req.ended = true;
     req.emit("end");
     if (this.res!.finished) this.next();
     return true;
@@ -492,6 +493,8 @@ export class ClientRequest extends EventEmitter {
   complete = false;
   /** No body bytes are handed out until someone listens for them (as a Readable), or after pause(). */
   paused = true;
+  /** "end" was emitted. */
+  ended = false;
   private headersObject: Record<string, string> | undefined;
 
   constructor(conn: ClientConn, head: RequestHead) {
@@ -537,6 +540,12 @@ export class ClientRequest extends EventEmitter {
   resume(): this {
     if (!this.paused) return this;
     this.paused = false;
+    // As a Readable: a request without a body ends as soon as it is read.
+    if (this.complete && !this.ended) {
+      this.ended = true;
+      this.emit("end");
+      return this;
+    }
     this.conn.resumed();
     return this;
   }
