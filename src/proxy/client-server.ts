@@ -65,8 +65,6 @@ function clientError(code: string, why: string): NodeJS.ErrnoException {
 export class ClientServer extends net.Server {
   headersTimeout = 60_000;
   keepAliveTimeout = 5_000;
-  /** Kept for the data plane's settings; a request body's pace is the upstream idle timeout's business. */
-  requestTimeout = 0;
   maxHeaderSize = DEFAULT_MAX_HEADER_BYTES;
   /** Every connection this server reads requests on. */
   readonly conns = new Set<ClientConn>();

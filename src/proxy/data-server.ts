@@ -1,4 +1,4 @@
-// The data plane's client-facing http.Server: listening on an address (the in-process proxy) or on
+// The data plane's client-facing server (client-server.ts): listening on an address (the in-process proxy) or on
 // a listening socket inherited as a file descriptor (a supervised worker), with a TLS listener
 // beside it when the proxy terminates TLS, and closed gracefully: stop accepting, send keep-alive
 // clients elsewhere, let in-flight requests finish, cut the rest.
@@ -34,9 +34,8 @@ export class DataServer {
 
   constructor(plane: DataPlane) {
     this.plane = plane;
-    // The timeouts and limits come from the table (plane.attach, then each apply). What Node reads
-    // only here: how often it checks clientHeaderMs, and no 400 of its own for a missing Host
-    // (the data plane answers it, and counts it).
+    // The timeouts and limits come from the table (plane.attach, then each apply); only how often
+    // they are checked is fixed here. A missing Host is the data plane's 400, and counted there.
     this.server = new ClientServer({ checkIntervalMs: CLIENT_CHECK_INTERVAL_MS });
     plane.attach(this.server);
   }
@@ -68,9 +67,8 @@ export class DataServer {
       res.shouldKeepAlive = false;
     };
     server.prependListener("request", lastOnThisConnection);
-    server.prependListener("checkContinue", lastOnThisConnection);
-    // net.Server's close, not http.Server's: that one also closes every idle keep-alive connection
-    // at once, racing the request a client may be sending on it right now.
+    // net.Server's close, not ClientServer's: that one also stops the sweep, which must go on
+    // ending idle and slow connections while in-flight requests finish.
     const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()));
     const tlsClosed = edge === undefined ? Promise.resolve() : new Promise<void>((resolve) => edge.stopAccepting(resolve));
     const started = Date.now();
@@ -86,7 +84,7 @@ export class DataServer {
     // TLS connections are the HTTP server's too once their handshake is done: closed with its own.
     server.closeAllConnections();
     edge?.cutAll();
-    // http.Server's own close now, for what it adds: it stops the client-timeout checks.
+    // The server's own close now, for what it adds: it stops the client-timeout sweep.
     server.close();
     await closed;
     await tlsClosed;

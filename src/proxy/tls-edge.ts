@@ -18,7 +18,7 @@ const TOKEN = /^[A-Za-z0-9_-]{1,256}$/;
 
 /** What a connection that completed its handshake is handed to, and what is counted. */
 export interface TlsEdgeHost {
-  /** The data plane's HTTP server: it serves the decrypted connection as any other. */
+  /** The data plane's client server: it serves the decrypted connection as any other. */
   readonly server: ClientServer;
   /** A connection refused at accept (maxConnections). */
   onDrop(): void;
@@ -105,7 +105,7 @@ export class TlsEdge {
     try {
       res.writeHead(308, ["Location", location, "Content-Type", "text/plain", "Content-Length", String(Buffer.byteLength(text))]);
     } catch {
-      // A request target Node's parser let through but a header may not carry: no redirect to it.
+      // A request target the parser let through but a header may not carry: no redirect to it.
       res.shouldKeepAlive = false;
       res.writeHead(400, ["Content-Type", "text/plain", "Content-Length", "12"]);
       res.end("bad request\n");
