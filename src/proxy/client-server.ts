@@ -595,20 +595,26 @@ export class ClientResponse extends EventEmitter {
     return this;
   }
 
-  /** As ServerResponse's, with the fields as a flat [name, value, ...] array; throws on a field that cannot be written. */
-  writeHead(status: number, reasonOrFields?: string | string[], maybeFields?: string[]): this {
+  /**
+   * As ServerResponse's, with the fields as a flat [name, value, ...] array; throws on a field that
+   * cannot be written. `checked`: the reason and fields were validated already (the upstream
+   * parser's FIELD_LINES), so they are not tested again.
+   */
+  writeHead(status: number, reasonOrFields?: string | string[], maybeFields?: string[], checked = false): this {
     if (this.headersSent) throw new Error("the answer's head was already written");
     const reason = typeof reasonOrFields === "string" ? reasonOrFields : http.STATUS_CODES[status] ?? "";
     const fields = typeof reasonOrFields === "string" ? maybeFields ?? [] : reasonOrFields ?? [];
-    if (!(status >= 100 && status <= 999) || INVALID_FIELD_CHAR.test(reason)) throw new Error(`invalid status ${status} ${reason}`);
+    if (!(status >= 100 && status <= 999) || (!checked && INVALID_FIELD_CHAR.test(reason))) throw new Error(`invalid status ${status} ${reason}`);
     let text = `HTTP/1.1 ${status} ${reason}\r\n`;
     let length = false;
     let date = false;
     for (let i = 0; i < fields.length; i += 2) {
       const name = fields[i]!;
       const value = fields[i + 1]!;
-      if (!TOKEN.test(name)) throw new Error(`invalid header name ${JSON.stringify(name)}`);
-      if (INVALID_FIELD_CHAR.test(value)) throw new Error(`invalid character in header ${name}`);
+      if (!checked) {
+        if (!TOKEN.test(name)) throw new Error(`invalid header name ${JSON.stringify(name)}`);
+        if (INVALID_FIELD_CHAR.test(value)) throw new Error(`invalid character in header ${name}`);
+      }
       if (name.length === 14 && name.toLowerCase() === "content-length") length = true;
       else if (name.length === 4 && name.toLowerCase() === "date") date = true;
       else if (name.length === 10 && name.toLowerCase() === "connection" && /(?:^|,)\s*close\s*(?:,|$)/i.test(value)) {

@@ -147,7 +147,8 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
       return false;
     }
     try {
-      res.writeHead(status, reason, headers);
+      // The upstream parser checked the status line and every field (FIELD_LINES) already.
+      res.writeHead(status, reason, headers, true);
     } catch (e) {
       this.conn?.abandon();
       this.onUpstreamFailure(Object.assign(new Error(`upstream sent an invalid header: ${errorText(e)}`), { code: "EPROTO" }), false);
