@@ -374,6 +374,11 @@ export class ClientConn {
     return true;
   }
 
+  /** Whether the request's body is still being read and more of it is left than would be dropped after the answer. */
+  unreadBodyTooLarge(): boolean {
+    return this.state === State.Body && (this.chunked || this.remaining > MAX_DUMP_BYTES);
+  }
+
   /** The answer went out whole (ClientResponse): on to the next request, or the body left to drop. */
   answered(res: ClientResponse): void {
     if (this.res !== res || this.state === State.Gone) return;
@@ -636,6 +641,8 @@ export class ClientResponse extends EventEmitter {
         this.shouldKeepAlive = false;
       }
     }
+    // A body left unread beyond what would be dropped: the connection ends after this answer, and says so.
+    if (this.shouldKeepAlive && this.conn.unreadBodyTooLarge()) this.shouldKeepAlive = false;
     if (!this.shouldKeepAlive) text += "Connection: close\r\n\r\n";
     else text += `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.conn.server.keepAliveTimeout / 1000)}\r\n\r\n`;
     this.statusCode = status;
