@@ -3,21 +3,18 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { RawClient, route, startTestProxy, startUpstream, statuses, table, type TestProxy, type TestUpstream } from "./helpers.js";
+import { type AppProxy, RawClient, startAppProxy, statuses, type TestUpstream } from "./helpers.js";
 
 describe("the proxy's client-facing server", { timeout: 60_000 }, () => {
-  let p: TestProxy;
+  let app: AppProxy;
   let u: TestUpstream;
   let port: number;
   before(async () => {
-    p = await startTestProxy();
-    u = await startUpstream("u");
-    await p.proxy.apply(table(1, route("app", "app:1", [u.upstream], { host: "app.test" })));
-    port = Number(new URL(p.base).port);
+    app = await startAppProxy({ host: "app.test" });
+    ({ u, port } = app);
   });
   after(async () => {
-    await p.close();
-    await u.close();
+    await app.close();
   });
 
   it("drops a small body the answer did not need, and serves the next request on the connection", async () => {

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { RawClient, route, startTestProxy, startUpstream, statuses, table, type TestProxy, type TestUpstream } from "./helpers.js";
+import { type AppProxy, RawClient, startAppProxy, statuses, type TestUpstream } from "./helpers.js";
 
 /** Each case ends with a request that would reach the upstream if the proxy read the bytes another way. */
 const SMUGGLED = "GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
@@ -44,18 +44,15 @@ const CASES: ([name: string, bytes: string, status: number] | [name: string, inB
 ];
 
 describe("request smuggling through the proxy's client side", { timeout: 60_000 }, () => {
-  let p: TestProxy;
+  let app: AppProxy;
   let u: TestUpstream;
   let port: number;
   before(async () => {
-    p = await startTestProxy();
-    u = await startUpstream("u");
-    await p.proxy.apply(table(1, route("app", "app:1", [u.upstream])));
-    port = Number(new URL(p.base).port);
+    app = await startAppProxy();
+    ({ u, port } = app);
   });
   after(async () => {
-    await p.close();
-    await u.close();
+    await app.close();
   });
 
   for (const c of CASES) {
