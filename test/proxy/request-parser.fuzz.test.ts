@@ -169,6 +169,27 @@ describe("the client-facing request parser against Node's (llhttp)", { timeout: 
     );
   });
 
+  it("a valid request with bytes changed anywhere: never read where Node refuses", async () => {
+    const mutation = fc.record({ at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }), kind: fc.constantFrom("insert", "replace", "delete") });
+    await fc.assert(
+      fc.asyncProperty(validRequest, fc.array(mutation, { minLength: 1, maxLength: 3 }), async (request, mutations) => {
+        let bytes = Buffer.from(request, "latin1");
+        for (const m of mutations) {
+          const at = m.at % (bytes.length + 1);
+          const one = Buffer.from([m.byte]);
+          if (m.kind === "insert") bytes = Buffer.concat([bytes.subarray(0, at), one, bytes.subarray(at)]);
+          else if (m.kind === "replace" && at < bytes.length) bytes = Buffer.concat([bytes.subarray(0, at), one, bytes.subarray(at + 1)]);
+          else if (at < bytes.length) bytes = Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + 1)]);
+        }
+        const { node, ours } = await rig.both(Buffer.concat([bytes, Buffer.from(SENTINEL, "latin1")]));
+        const n = node.hung || ours.hung ? Math.min(node.requests.length, ours.requests.length) : undefined;
+        const why = n === undefined ? differ(node, ours) : differ({ ...node, requests: node.requests.slice(0, n) }, { ...ours, requests: ours.requests.slice(0, n) });
+        assert.equal(why, undefined, `${why}\n  input ${JSON.stringify(bytes.toString("latin1"))}`);
+      }),
+      { numRuns: Math.ceil(RUNS / 4), ...LIMITS },
+    );
+  });
+
   it("refuses whatever Node refuses, and reads what both take alike", async () => {
     await fc.assert(
       fc.asyncProperty(hostileRequest, fc.boolean(), async (request, pipelined) => {
