@@ -3,9 +3,9 @@
 // no routing and no headers. What it costs per request is what net.Socket reads and writes cost.
 // As a script (`node pipe.js UPSTREAM_PORT`) it listens on 127.0.0.1 and prints "listening PORT".
 
-import { spawn } from "node:child_process";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
+import { startListeningScript } from "./upstream.js";
 
 export interface RunningPipe {
   port: number;
@@ -14,26 +14,9 @@ export interface RunningPipe {
 }
 
 /** Starts the pipe as its own process in front of 127.0.0.1:upstreamPort. */
-export function startPipeProcess(upstreamPort: number, timeoutMs = 10_000): Promise<RunningPipe> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), String(upstreamPort)], { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`the pipe did not start within ${timeoutMs} ms`));
-    }, timeoutMs);
-    let out = "";
-    child.stdout!.setEncoding("utf8").on("data", (s: string) => {
-      out += s;
-      const m = /listening (\d+)/.exec(out);
-      if (!m) return;
-      clearTimeout(timer);
-      resolve({ port: Number(m[1]), pid: child.pid!, stop: () => child.kill("SIGTERM") });
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`the pipe exited with ${code} before listening`));
-    });
-  });
+export async function startPipeProcess(upstreamPort: number, timeoutMs = 10_000): Promise<RunningPipe> {
+  const { port, child } = await startListeningScript(fileURLToPath(import.meta.url), [String(upstreamPort)], "the pipe", timeoutMs);
+  return { port, pid: child.pid!, stop: () => child.kill("SIGTERM") };
 }
 
 function serve(upstreamPort: number): void {
