@@ -155,11 +155,18 @@ export class Election implements Leadership {
     } catch (e) {
       problem = errorMessage(e);
     }
-    if (lock && lock.owner !== this.owner) {
+    if (problem) return new TurquoiseError("STATE_UNAVAILABLE", `no agent can lead while etcd does not answer, so the ${action} was refused and nothing changed: ${problem}`, { data: { leader: null } });
+    if (lock && leaderOf(lock).id === this.self.id) {
+      // The lock still names this agent's last term: it stepped down by its own clock first, as it must.
+      return new TurquoiseError("NOT_LEADER", `this agent (${this.self.id}) stopped leading: its lease ran out before etcd confirmed a renewal (etcd did not answer in time, or the process was paused); the ${action} was refused and nothing changed; an agent leads again once etcd lets one renew or take the lock`, { data: { leader: null } });
+    }
+    if (lock && lock.owner === this.owner) {
+      return new TurquoiseError("NOT_LEADER", `this agent (${this.self.id}) was just elected and is taking over (finishing or undoing the flows left half done): the ${action} was refused; try again in a moment`, { data: { leader: leaderOf(lock) } });
+    }
+    if (lock) {
       const leader = leaderOf(lock);
       return new TurquoiseError("NOT_LEADER", `this agent (${this.self.id}, ${this.self.api}) does not lead: send the ${action} to the leader, agent ${leader.id} at ${leader.api}`, { data: { leader } });
     }
-    if (problem) return new TurquoiseError("STATE_UNAVAILABLE", `no agent can lead while etcd does not answer, so the ${action} was refused and nothing changed: ${problem}`, { data: { leader: null } });
     return new TurquoiseError("NOT_LEADER", `no agent leads right now (an election is under way, within ${Math.ceil(this.opts.ttlMs / 1000)}s of the last leader's end): the ${action} was refused; try again in a moment`, { data: { leader: null } });
   }
 
