@@ -331,7 +331,7 @@ export class Agent {
       const appeared = swept.stopped.some((i) => i.id === intent.id);
       this.event(intent.service, "instance.abandoned", `${intent.id} (${intent.release}, ${intent.slot}) was recorded as starting by an agent that died before recording it as started: ${appeared ? "it was running and was stopped" : "it never started"}; its record is dropped`, { instance: intent.id });
     }
-    for (const note of await this.orchestrator.recover()) this.log.child("deploy").info("agent.recovered", `recovered: ${note}`);
+    for (const note of await this.orchestrator.recover(this.leadership.shared ? "takeover" : "restart")) this.log.child("deploy").info("agent.recovered", `recovered: ${note}`);
 
     for (const svc of Object.values(this.spec.services)) {
       const color = await this.records.color(svc.name);
