@@ -5,41 +5,28 @@
 // leader breaks every deploy lock of the term before it, and deploy locks are taken only by a
 // confirmed leader, so that fence holds only within the current leader's term.
 import { TurquoiseError } from "../errors.js";
-import type { EventRecord, Fence, HistoryEntry, HistoryWriteOptions, KeyValue, LockInfo, LockResult, NewEvent, NewHistoryEntry, PutOptions, Store, WatchEvent, WriteResult } from "./contract.js";
+import type { Fence, HistoryEntry, HistoryWriteOptions, LockResult, NewHistoryEntry, PutOptions, Store, WriteResult } from "./contract.js";
+import { DelegatingStore } from "./delegating.js";
 import type { Leadership } from "./leader.js";
 
 /** Told of every write the store refused because this agent does not lead (or its deploy lock was broken). */
 export type RefusedWrite = (action: string, reason: string) => void;
 
-export class LeaderStore implements Store {
+export class LeaderStore extends DelegatingStore {
   constructor(
-    private readonly inner: Store,
+    inner: Store,
     private readonly leadership: Leadership,
     private readonly refused: RefusedWrite,
-  ) {}
-
-  get(key: string): Promise<KeyValue | undefined> {
-    return this.inner.get(key);
+  ) {
+    super(inner);
   }
 
-  list(prefix: string): Promise<KeyValue[]> {
-    return this.inner.list(prefix);
-  }
-
-  put(key: string, value: string, opts?: PutOptions): Promise<WriteResult> {
+  override put(key: string, value: string, opts?: PutOptions): Promise<WriteResult> {
     return this.write(`put of ${key}`, opts, (o) => this.inner.put(key, value, o));
   }
 
-  delete(key: string, opts?: PutOptions): Promise<WriteResult> {
+  override delete(key: string, opts?: PutOptions): Promise<WriteResult> {
     return this.write(`delete of ${key}`, opts, (o) => this.inner.delete(key, o));
-  }
-
-  revision(): Promise<number> {
-    return this.inner.revision();
-  }
-
-  watch(prefix: string, onEvent: (e: WatchEvent) => void, opts?: { fromRevision?: number }): () => void {
-    return this.inner.watch(prefix, onEvent, opts);
   }
 
   /**
@@ -47,7 +34,7 @@ export class LeaderStore implements Store {
    * lock is taken: a new leader breaks every lock once it is elected, so a lock taken before that
    * read is broken by it, and one taken after it is refused here.
    */
-  async acquireLock(name: string, owner: string, ttlMs: number): Promise<LockResult> {
+  override async acquireLock(name: string, owner: string, ttlMs: number): Promise<LockResult> {
     await this.leaderFence(`taking of lock ${name}`);
     const r = await this.inner.acquireLock(name, owner, ttlMs);
     if (r.ok && !(await this.leadership.confirm())) {
@@ -59,7 +46,7 @@ export class LeaderStore implements Store {
   }
 
   /** An agent that no longer leads renews nothing: its flow learns that it lost its lock. */
-  async renewLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+  override async renewLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
     if (!this.leadership.isLeader) {
       this.refused(`renewal of lock ${name}`, "this agent no longer leads");
       return false;
@@ -67,15 +54,7 @@ export class LeaderStore implements Store {
     return this.inner.renewLock(name, owner, ttlMs);
   }
 
-  releaseLock(name: string, owner: string): Promise<boolean> {
-    return this.inner.releaseLock(name, owner);
-  }
-
-  getLock(name: string): Promise<LockInfo | undefined> {
-    return this.inner.getLock(name);
-  }
-
-  async addHistory(entry: NewHistoryEntry, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
+  override async addHistory(entry: NewHistoryEntry, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
     const action = `history entry of ${entry.service}`;
     const fence = opts?.fence ?? (await this.leaderFence(action));
     try {
@@ -85,7 +64,7 @@ export class LeaderStore implements Store {
     }
   }
 
-  async updateHistory(id: number, patch: Partial<NewHistoryEntry>, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
+  override async updateHistory(id: number, patch: Partial<NewHistoryEntry>, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
     const action = `update of history entry ${id}`;
     const fence = opts?.fence ?? (await this.leaderFence(action));
     try {
@@ -93,22 +72,6 @@ export class LeaderStore implements Store {
     } catch (e) {
       throw await this.historyRefused(e, action, opts?.fence);
     }
-  }
-
-  listHistory(service: string, limit?: number): Promise<HistoryEntry[]> {
-    return this.inner.listHistory(service, limit);
-  }
-
-  appendEvent(event: NewEvent): Promise<EventRecord> {
-    return this.inner.appendEvent(event);
-  }
-
-  listEvents(opts?: { afterId?: number; service?: string; limit?: number }): Promise<EventRecord[]> {
-    return this.inner.listEvents(opts);
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 
   /** The leader's fence, or NOT_LEADER (logged) when this agent does not lead. */

@@ -39,6 +39,13 @@ function candidate(inner: MemoryStore, n: number): Candidate {
   return c;
 }
 
+/** Agent host-9:9 holds the leader lock now, as after the holder's lease ran out and another took it. */
+async function anotherLeads(inner: MemoryStore): Promise<void> {
+  const lock = (await inner.getLock(LEADER_LOCK))!;
+  assert.equal(await inner.releaseLock(LEADER_LOCK, lock.owner), true);
+  assert.equal((await inner.acquireLock(LEADER_LOCK, "agent host-9:9 api http://127.0.0.1:7009 proxy 127.0.0.1:8009 term 9", 60_000)).ok, true);
+}
+
 async function rejectsWith(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
   await assert.rejects(p, (e: unknown) => e instanceof TurquoiseError && e.code === code && message.test(e.message));
 }
@@ -95,9 +102,7 @@ describe("leader election on the store's leader lock", () => {
     // A deploy lock taken while it led: its flow's writes carry that fence.
     assert.equal((await a.store.acquireLock("deploy/books", "flow-a", 30_000)).ok, true);
     // What a pause past the lease looks like to the store: the lock is someone else's.
-    const lock = (await inner.getLock(LEADER_LOCK))!;
-    assert.equal(await inner.releaseLock(LEADER_LOCK, lock.owner), true);
-    assert.equal((await inner.acquireLock(LEADER_LOCK, "agent host-9:9 api http://127.0.0.1:7009 proxy 127.0.0.1:8009 term x", 60_000)).ok, true);
+    await anotherLeads(inner);
     // ...and the new leader breaks the deploy locks of the term before.
     assert.equal(await inner.releaseLock("deploy/books", "flow-a"), true);
     try {
@@ -123,9 +128,7 @@ describe("leader election on the store's leader lock", () => {
     await a.elected;
     try {
       // The store names another leader, but this agent has not noticed yet.
-      const lock = (await inner.getLock(LEADER_LOCK))!;
-      await inner.releaseLock(LEADER_LOCK, lock.owner);
-      await inner.acquireLock(LEADER_LOCK, "agent host-9:9 api http://127.0.0.1:7009 proxy 127.0.0.1:8009 term y", 60_000);
+      await anotherLeads(inner);
       await rejectsWith(a.store.acquireLock("deploy/books", "flow-a", 30_000), "NOT_LEADER", /host-9:9/);
       assert.equal(await inner.getLock("deploy/books"), undefined);
     } finally {
