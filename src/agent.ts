@@ -202,7 +202,7 @@ export class Agent {
     }, {
       changed: () => registry.bump(),
       // Critical and out of rotation: stop it, and let the supervisor start a replacement. Only the leader acts.
-      critical: (inst) => void (agent.leads ? fleet.stop : async () => {})([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000).then(
+      critical: (inst) => void (agent.leads ? fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000) : Promise.resolve()).then(
         () => supervisor.lost(inst, "went critical"),
         (e) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${e instanceof Error ? e.message : e}`),
       ),
