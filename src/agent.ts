@@ -185,7 +185,7 @@ export class Agent {
     }
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
-    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
+    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec), state: spec.state });
     const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
     const proxied = await openProxy({ ...proxyOptions(spec), log: logSettings(spec.log) }, log.child("proxy"));
     onProxy(proxied);
@@ -462,8 +462,6 @@ export class Agent {
       this.registry.close();
       this.routeFollower?.stop();
       await this.orchestrator.stopTimers();
-      // A leader lets go of its lock on the way out: another agent takes over at once, not after the TTL.
-      await this.leadership.stop();
       await this.consul?.close();
       for (const server of [this.server, this.metricsServer]) {
         if (!server) continue;
@@ -474,11 +472,16 @@ export class Agent {
       if (opts.everything) {
         for (const svc of Object.values(this.spec.services)) await this.fleet.stop(this.fleet.list(svc.name), svc.stopTimeoutMs);
         // And what no record names (a start under way, an orphan): `down` checks again after the agent is gone.
-        const swept = await this.fleet.sweep({ stopTimeoutMs: (inst) => this.spec.services[inst.service]?.stopTimeoutMs ?? ORPHAN_STOP_TIMEOUT_MS });
+        // Agents sharing etcd share their instances' mark: one that does not lead leaves the leader's alone.
+        const swept = !this.leadership.shared || this.leads
+          ? await this.fleet.sweep({ stopTimeoutMs: (inst) => this.spec.services[inst.service]?.stopTimeoutMs ?? ORPHAN_STOP_TIMEOUT_MS })
+          : { failed: [] };
         for (const { instance, reason } of swept.failed) this.event(instance.service, "instance.stop-failed", `could not stop ${instance.id}: ${reason}`, { instance: { ...instance }, reason });
         await stopDataPlane(proxyOptions(this.spec));
       }
       fs.rmSync(path.join(this.spec.stateDir, AGENT_FILE), { force: true });
+      // A leader lets go of its lock on the way out: another agent takes over at once, not after the TTL.
+      await this.leadership.stop();
       await this.store.close();
       this.resolveClosed();
     })();
