@@ -8,6 +8,9 @@ import { readAgentInfo } from "../agent.js";
 import { pidAlive, processesMarked } from "../util/proc.js";
 import { createWorkspace, type Workspace, type WorkspaceOptions } from "./workspace.js";
 
+/** How long a SIGKILLed agent may take to be gone. */
+const KILL_WAIT_MS = 10_000;
+
 export interface AgentCluster {
   agents: Workspace[];
   /** Where every agent's instances find their releases. */
@@ -47,10 +50,17 @@ ${leaderTtl ? `    leader_ttl: ${leaderTtl}\n` : ""}`;
     releasesDir,
     async destroy() {
       // Every agent at once first: one stopped alone hands its lead to the next, which would restore the instances.
+      const killed: number[] = [];
       for (const a of agents) {
         const pid = agentPid(a);
-        if (pid) process.kill(pid, "SIGKILL");
+        if (pid) {
+          process.kill(pid, "SIGKILL");
+          killed.push(pid);
+        }
       }
+      // `down` asks a live agent to stop everything: it must find them gone, or its call fails and leaves the proxy.
+      const deadline = Date.now() + KILL_WAIT_MS;
+      while (killed.some(pidAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       for (const a of agents) await a.destroy();
       // What the agents adopted from each other is stopped by no `down`: the shared books file marks it.
       for (const p of processesMarked({ BOOKS_FILE: booksFile })) process.kill(p.pid, "SIGKILL");
