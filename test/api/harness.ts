@@ -12,6 +12,7 @@ import { TurquoiseError } from "../../src/errors.js";
 import type { DeployRequest, Progress } from "../../src/deploy/orchestrator.js";
 import { MemoryStore } from "../../src/state/memory.js";
 import type { SessionOptions } from "../../src/ui/sessions.js";
+import { SoleLeadership, type Leadership } from "../../src/state/leader.js";
 
 export interface Harness {
   agent: ApiHost;
@@ -40,8 +41,9 @@ export const WEBHOOKS: Record<string, { secretEnv?: string; release?: string; br
   shop: { secretEnv: "TQ_TEST_SHOP_SECRET", release: "main-{sha7}", branches: ["main"] },
 };
 
-export async function startHarness(opts: { sessions?: SessionOptions } = {}): Promise<Harness> {
-  const store = new MemoryStore();
+/** leadership: who leads among agents sharing the store; by default this one, alone, as on SQLite. sessions: the dashboard's (a clock for expiry tests). */
+export async function startHarness(opts: { store?: MemoryStore; leadership?: Leadership; leads?: boolean; sessions?: SessionOptions } = {}): Promise<Harness> {
+  const store = opts.store ?? new MemoryStore();
   const registry = new Registry(store, 1);
   const records = new Records(store);
   const deployTokens = new DeployTokens(store);
@@ -76,8 +78,10 @@ export async function startHarness(opts: { sessions?: SessionOptions } = {}): Pr
     monitor: { state: () => undefined },
     proxy: { pid: 0, listenPort: 0, stats: async () => ({}) },
     event: (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => void store.appendEvent({ service, type, message, data }),
+    leads: opts.leads ?? true,
+    leadership: opts.leadership ?? new SoleLeadership({ id: "api-harness:1", api: "http://127.0.0.1:0", proxy: "127.0.0.1:0", startedAt: Date.now() }),
   } as unknown as ApiHost;
-  const server = http.createServer(createApi(agent, opts));
+  const server = http.createServer(createApi(agent, opts.sessions ? { sessions: opts.sessions } : {}));
   const sockets = new Set<Socket>();
   server.on("connection", (s) => sockets.add(s));
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
