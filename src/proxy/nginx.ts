@@ -118,6 +118,9 @@ interface SavedState {
 
 type Tier = "router" | "edge";
 
+/** Why the nginx driver refuses a canary: the reason the planner gives too. */
+export const NGINX_NO_CANARY = "the nginx driver cannot run a canary: it keeps no per-slot error and latency counts for the agent to judge each step by; use proxy.driver: builtin, or deploy without --canary";
+
 export class NginxProxy implements Proxy {
   readonly name = "nginx";
   readonly capabilities: Readonly<ProxyCapabilities>;
@@ -289,6 +292,9 @@ export class NginxProxy implements Proxy {
     return this.serial(async () => {
       // An older table is ignored, as the built-in proxy does.
       if (table.version < this.current.version) return;
+      const inCanary = table.routes.find((r) => r.canary !== undefined);
+      // nginx counts nothing per slot that the agent could read, so a canary could not be judged.
+      if (inCanary) throw new Error(`${NGINX_NO_CANARY} (route of ${inCanary.service})`);
       const router = await this.render(table, this.unhealthy);
       const edge = this.edge ? this.renderEdge(table) : undefined;
       const edgeChanged = edge !== undefined && edge.configId !== this.configIds.edge;
