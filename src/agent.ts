@@ -307,7 +307,8 @@ export class Agent {
       for (const slot of SLOTS) {
         const rec = recs[slot];
         const running = this.fleet.list(svc.name, slot);
-        const wanted = rec && (slot === color || rec.state === "warm");
+        // A held release survives the agent: it waits for promote or abort, not for a flow.
+        const wanted = rec && (slot === color || rec.state === "warm" || rec.state === "held");
         const orphans = wanted ? running.filter((i) => i.release !== rec.release) : running;
         if (orphans.length) {
           this.log.info("agent.orphans", `stopping ${orphans.length} orphan instance(s) of ${svc.name} in ${slot}`, { service: svc.name, data: { slot, count: orphans.length } });

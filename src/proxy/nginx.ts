@@ -7,6 +7,7 @@
 // clients that are sending on them: with the edge in front, only the edge's own connections to
 // the router are closed that way, and nginx retries those itself. docs/nginx.md has the figures.
 
+import { NGINX_NO_CANARY } from "./split.js";
 import { execFile, spawn } from "node:child_process";
 import { statSync } from "node:fs";
 import { lookup } from "node:dns/promises";
@@ -117,9 +118,6 @@ interface SavedState {
 }
 
 type Tier = "router" | "edge";
-
-/** Why the nginx driver refuses a canary: the reason the planner gives too. */
-export const NGINX_NO_CANARY = "the nginx driver cannot run a canary: it keeps no per-slot error and latency counts for the agent to judge each step by; use proxy.driver: builtin, or deploy without --canary";
 
 export class NginxProxy implements Proxy {
   readonly name = "nginx";

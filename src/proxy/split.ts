@@ -5,6 +5,9 @@
 
 import { randomInt } from "node:crypto";
 
+/** Why the nginx driver refuses a canary: the reason the planner gives too. */
+export const NGINX_NO_CANARY = "the nginx driver cannot run a canary: it keeps no per-slot error and latency counts for the agent to judge each step by; use proxy.driver: builtin, or deploy without --canary";
+
 /** The cookie the proxy sets on a route in canary: the user's point, 8 hex digits. */
 export const CANARY_COOKIE = "turquoise_canary";
 /** How long a browser keeps its side: longer than any rollout. */
