@@ -20,7 +20,7 @@ export interface SlotWindow {
   requests: number;
   /** 5xx answers (the proxy's own 502/503/504 for failed upstreams included), and requests cut with no answer. */
   errors: number;
-  /** The upper bound of the duration bucket holding the 99th percentile; null without requests, Infinity beyond the last bucket. */
+  /** The 99th percentile, interpolated within its duration bucket; null without requests, Infinity beyond the last bucket. */
   p99Ms: number | null;
 }
 
@@ -47,22 +47,32 @@ export function slotWindow(before: ProxyMetrics | undefined, now: ProxyMetrics, 
   return { requests, errors: statuses[5]! + statuses[0]!, p99Ms: percentileMs(durations, 0.99) };
 }
 
-/** The upper bound (ms) of the bucket where the q-th quantile falls. */
+/**
+ * The q-th quantile (ms), interpolated within its bucket as Prometheus' histogram_quantile does:
+ * bucket bounds alone (5, 10, 25, 50 ms...) are 2 to 2.5 apart, so one request more in the next
+ * bucket would look like a doubled latency. Infinity past the last bucket; null without requests.
+ */
 export function percentileMs(durations: readonly number[], q: number): number | null {
   const total = durations.reduce((x, y) => x + y, 0);
   if (total === 0) return null;
-  const rank = Math.ceil(q * total);
+  const rank = q * total;
   let seen = 0;
   for (let i = 0; i < durations.length; i++) {
-    seen += durations[i]!;
-    if (seen >= rank) return i < DURATION_BUCKETS_S.length ? DURATION_BUCKETS_S[i]! * 1000 : Infinity;
+    const n = durations[i]!;
+    if (n > 0 && seen + n >= rank) {
+      if (i >= DURATION_BUCKETS_S.length) return Infinity;
+      const lo = i === 0 ? 0 : DURATION_BUCKETS_S[i - 1]! * 1000;
+      const hi = DURATION_BUCKETS_S[i]! * 1000;
+      return lo + ((hi - lo) * (rank - seen)) / n;
+    }
+    seen += n;
   }
   return Infinity;
 }
 
 const rate = (w: SlotWindow): number => (w.requests === 0 ? 0 : w.errors / w.requests);
 const pct = (r: number): string => `${(100 * r).toFixed(1)} %`;
-const ms = (v: number | null): string => (v === null ? "n/a" : v === Infinity ? `> ${formatMs(DURATION_BUCKETS_S.at(-1)! * 1000)}` : `≤ ${formatMs(v)}`);
+const ms = (v: number | null): string => (v === null ? "n/a" : v === Infinity ? `> ${formatMs(DURATION_BUCKETS_S.at(-1)! * 1000)}` : formatMs(Math.round(v)));
 
 /**
  * The rule, alone, so it can be tested by table. `final`: the window is over, so p99 and the

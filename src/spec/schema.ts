@@ -62,7 +62,7 @@ export const DEFAULT_BAKE = "3s";
 export const DEFAULT_CANARY_STEP_INTERVAL = "30s";
 /** Percentage points the new slot's error rate may exceed the live slot's by, over one step. */
 export const DEFAULT_CANARY_MAX_ERROR_RATE = 1;
-export const DEFAULT_CANARY_MAX_P99_RATIO = 2;
+export const DEFAULT_CANARY_MAX_P99_RATIO = 3;
 export const DEFAULT_CANARY_MIN_REQUESTS = 20;
 export const DEFAULT_DATABASE_ENV = "DATABASE_URL";
 export const DEFAULT_HOOK_TIMEOUT = "10s";

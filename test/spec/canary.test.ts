@@ -16,7 +16,7 @@ describe("spec: preview_host and canary", () => {
     assert.deepEqual(errors, []);
     const svc = spec!.services.books!;
     assert.equal(svc.route.previewHost, "green.books.localhost");
-    assert.deepEqual(svc.canary, { steps: [5, 25], stepIntervalMs: 10_000, maxErrorRate: 0.02, maxP99Ratio: 2, minRequests: 20 });
+    assert.deepEqual(svc.canary, { steps: [5, 25], stepIntervalMs: 10_000, maxErrorRate: 0.02, maxP99Ratio: 3, minRequests: 20 });
   });
 
   it("refuses a preview host that is a route host, its own or another service's", () => {
