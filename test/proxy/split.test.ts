@@ -11,8 +11,7 @@ import { type RunningProxy, spawnProxy } from "../../src/proxy/builtin.js";
 import type { Route } from "../../src/proxy/contract.js";
 import { CANARY_COOKIE, canaryCookie, chooseSide, fnv1a32, MAX_COOKIE_SCAN, readCanaryCookie, shareThreshold } from "../../src/proxy/split.js";
 import { validateTable } from "../../src/proxy/table.js";
-import { pidAlive } from "../../src/util/proc.js";
-import { request, route, startUpstream, type TestUpstream } from "./helpers.js";
+import { killProxies, request, route, startUpstream, type TestUpstream } from "./helpers.js";
 
 /** Which upstream answered: blue echoes the request as JSON, green answers its name. */
 const sideOf = (r: { text: string }): string => (r.text.startsWith("{") ? (JSON.parse(r.text) as { id: string }).id : r.text);
@@ -99,10 +98,7 @@ describe("canary split, a proxy process with two workers", { timeout: 120_000 },
   const running: RunningProxy[] = [];
   const dirs: string[] = [];
   after(async () => {
-    for (const p of running) {
-      for (const w of (await p.proxy.health().catch(() => undefined))?.workers ?? []) if (pidAlive(w.pid)) process.kill(w.pid, "SIGKILL");
-      if (pidAlive(p.pid)) process.kill(p.pid, "SIGKILL");
-    }
+    await killProxies(running);
     await Promise.all(upstreams.map((u) => u.close()));
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
   });
