@@ -46,7 +46,8 @@ export function createApi(agent: ApiHost): http.RequestListener {
       const body = parseJson(await readBody(req));
       const kind = body.kind === "rollback" ? "rollback" : "deploy";
       const opts = releaseOptions(body, kind === "deploy");
-      const plan = await agent.orchestrator.plan(kind, { service: params[0]!, release: opts.release ?? "", ...opts });
+      // canary: true asks whether the deploy could go out in canary steps (the planner says why not).
+      const plan = await agent.orchestrator.plan(kind, { service: params[0]!, release: opts.release ?? "", ...opts, ...(body.canary === true && kind === "deploy" ? { inCanary: true } : {}) });
       return { kind, via: plan.via, live: plan.live?.release ?? null, actions: plan.actions, lines: plan.lines, warnings: plan.warnings ?? [] };
     }],
     ["POST", /^\/v1\/services\/([^/]+)\/migrate$/, async ({ agent, req, res, params }) => {

@@ -203,3 +203,28 @@ describe("canary: progressive delivery judged by the proxy's counters", () => {
     assert.equal(token, 200);
   });
 });
+
+describe("canary on a service with a database", () => {
+  const spaces: Workspace[] = [];
+  after(async () => { for (const ws of spaces) await ws.destroy(); });
+
+  it("goes out in steps when both releases run on the current schema, and is refused, saying why, when the plan migrates first", async () => {
+    const ws = await createWorkspace({ replicas: 1, healthInterval: "300ms", database: { driver: "sqlite", url: "sqlite:books.db" } });
+    spaces.push(ws);
+    await ws.cli(["up", "--detach"]);
+    await ws.cli(["deploy", "books", "--release", "v1"]);
+    await ws.cli(["plan", "books", "--release", "v2", "--canary"]);
+    const ok = await ws.cli(["deploy", "books", "--release", "v2", "--canary", "50", "--step-interval", "1s"]);
+    assert.match(ok.stdout, /canary .*passed: 50 %/);
+    assert.equal(await releaseServing(ws), "v2");
+
+    const plan = await ws.cli(["plan", "books", "--release", "v3", "--via", "v2-turquoise", "--canary"], { allowFail: true });
+    assert.equal(plan.code, 10, plan.stderr);
+    assert.match(plan.stderr, /a canary needs both releases on the current schema, and this plan walks through a turquoise release \(v2-turquoise → v3\)/);
+    const deploy = await ws.cli(["deploy", "books", "--release", "v3", "--via", "v2-turquoise", "--canary", "50"], { allowFail: true });
+    assert.equal(deploy.code, 10, deploy.stderr);
+    assert.match(deploy.stderr, /deploy without --canary/);
+    assert.equal(await releaseServing(ws), "v2", "nothing changed");
+    assert.equal((await history(ws))[0]!.release, "v2", "a refused plan is not recorded");
+  });
+});
