@@ -454,8 +454,9 @@ export class DeployFlow {
     flow.steps.push({ name: "hold", startedAt: since, durationMs: 0, ok: true, detail });
     const held = await records.store.updateHistory(history.id, { outcome: "held", finishedAt: since, steps: flow.steps });
     await records.setSlot(svc.name, { ...rec, state: "held", heldBy: { historyId: history.id, since, actor } });
-    await records.clearJournal(svc.name);
+    // Where recovery must keep the hold: recorded, with its journal still there.
     flow.failpoint("held");
+    await records.clearJournal(svc.name);
     flow.emit({ type: "step", name: "hold", status: "done", durationMs: 0, detail });
     await this.routes.apply().catch((e) => this.d.event(svc.name, "route.error", `the proxy refused the table with the preview of ${rec.release}: ${errorMessage(e)}`));
     this.d.event(svc.name, "deploy.held", `deploy of ${svc.name} ${rec.release} held in ${slot} by ${actor}`, { release: rec.release, historyId: history.id, slot });
