@@ -29,7 +29,7 @@ function canaryView(agent: ApiHost, service: string, color: Slot | null, slots: 
   const c = agent.orchestrator.canaryOf(service);
   if (!c || c.slot === color) return null;
   const rec = slots[c.slot] as SlotView;
-  return { slot: c.slot, release: rec?.release ?? null, percent: c.percent };
+  return { slot: c.slot, release: rec?.release ?? null, percent: c.percent, steps: c.steps ?? null, stepStartedAt: c.stepStartedAt ?? null, stepIntervalMs: c.stepIntervalMs ?? null };
 }
 
 export async function status(agent: ApiHost, only?: string[]): Promise<unknown> {

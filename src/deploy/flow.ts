@@ -418,7 +418,7 @@ export class DeployFlow {
     try {
       for (const percent of canary.steps) {
         await this.step(flow, "canary", async () => {
-          await this.routes.setCanary(svc.name, { slot: toSlot, percent });
+          await this.routes.setCanary(svc.name, { slot: toSlot, percent, steps: canary.steps, stepStartedAt: Date.now(), stepIntervalMs: canary.stepIntervalMs });
           this.d.event(svc.name, "canary.step", `${release} (${toSlot}) takes ${percent} % of users of ${svc.name} for ${formatDuration(canary.stepIntervalMs)}`, { release, percent });
           const v = await watchCanaryStep({
             metrics, service: svc.name, liveSlot: fromSlot, canarySlot: toSlot, percent, windowMs: canary.stepIntervalMs, thresholds: canary, instanceIds, isAlive: (id) => this.d.fleet.isAlive(id),

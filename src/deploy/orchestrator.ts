@@ -13,7 +13,7 @@ import { runMigrations, type MigrationRequest } from "./migrations.js";
 import { Planning, type ComputedPlan, type PlanRequest } from "./planning.js";
 import { abortHeld, heldSlot, type AbortOutcome } from "./held.js";
 import { Recovery } from "./recovery.js";
-import { RouteTables } from "./routes.js";
+import { RouteTables, type CanaryShare } from "./routes.js";
 import { signalService } from "./signal.js";
 import { WarmSlots } from "./warm.js";
 
@@ -65,7 +65,7 @@ export class Orchestrator {
   }
 
   /** The share of users a deploy under way sends to the new slot of a service, for status. */
-  canaryOf(service: string): { slot: Slot; percent: number } | undefined {
+  canaryOf(service: string): CanaryShare | undefined {
     return this.routes.canaryOf(service);
   }
 

@@ -4,12 +4,22 @@ import type { Route, RouteTable, Upstream } from "../proxy/contract.js";
 import { otherSlot, type Slot } from "../runtime/contract.js";
 import type { OrchestratorDeps } from "./deps.js";
 
+/** A service's canary now: what the proxy is told (slot, percent) and what status shows of the rollout. */
+export interface CanaryShare {
+  slot: Slot;
+  percent: number;
+  /** Every step of the rollout, the flip's 100 implied; when this step began and how long it lasts. */
+  steps?: number[];
+  stepStartedAt?: number;
+  stepIntervalMs?: number;
+}
+
 export class RouteTables {
   private queue: Promise<unknown> = Promise.resolve();
   /** Colors of flips under way, between their route update and their Store write. */
   private readonly pendingColors = new Map<string, Slot>();
   /** Services in canary: their new slot and its share of users. */
-  private readonly canaries = new Map<string, { slot: Slot; percent: number }>();
+  private readonly canaries = new Map<string, CanaryShare>();
 
   constructor(private readonly d: Pick<OrchestratorDeps, "spec" | "records" | "fleet" | "proxy">) {}
 
@@ -35,7 +45,7 @@ export class RouteTables {
    * sends them all back to the live slot. Kept in memory only: an agent that restarts mid-canary
    * undoes the deploy (recovery.ts), so its first table must carry no canary.
    */
-  setCanary(service: string, canary: { slot: Slot; percent: number } | undefined): Promise<RouteTable> {
+  setCanary(service: string, canary: CanaryShare | undefined): Promise<RouteTable> {
     if (canary) this.canaries.set(service, canary);
     else this.canaries.delete(service);
     return this.apply();
@@ -47,7 +57,7 @@ export class RouteTables {
   }
 
   /** The share of users on the new slot of each service in canary now. */
-  canaryOf(service: string): { slot: Slot; percent: number } | undefined {
+  canaryOf(service: string): CanaryShare | undefined {
     return this.canaries.get(service);
   }
 

@@ -14,7 +14,7 @@ import { RELEASE_KINDS, agentEvents, api, get, readAgentPid, releaseServing, wai
 interface History { kind: string; release: string; outcome: string; error: string | null; actor: string; steps: Array<{ name: string; ok: boolean; detail?: string }> }
 interface ServiceStatus {
   preview: { slot: string; release: string; held: boolean; url: string | null; heldBy?: string } | null;
-  canary: { slot: string; release: string | null; percent: number } | null;
+  canary: { slot: string; release: string | null; percent: number; steps: number[]; stepStartedAt: number; stepIntervalMs: number } | null;
   instances: Array<{ release: string }>;
 }
 
@@ -184,7 +184,11 @@ describe("canary: progressive delivery judged by the proxy's counters", () => {
     await ws.cli(["up", "--detach"]);
     await ws.cli(["deploy", "books", "--release", "v1"]);
     const deploy = ws.cli(["deploy", "books", "--release", "v2", "--canary", "50", "--step-interval", "60s"], { allowFail: true });
-    await waitFor("the canary at 50 %", async () => ((await serviceStatus(ws)).canary?.percent === 50 ? true : undefined), 30_000);
+    const shown = await waitFor("the canary at 50 %", async () => {
+      const c = (await serviceStatus(ws)).canary;
+      return c?.percent === 50 ? c : undefined;
+    }, 30_000);
+    assert.deepEqual({ ...shown, stepStartedAt: typeof shown.stepStartedAt }, { slot: shown.slot, release: "v2", percent: 50, steps: [50], stepStartedAt: "number", stepIntervalMs: 60_000 });
     process.kill(readAgentPid(ws), "SIGKILL");
     await deploy;
     // The proxy keeps its last table: users are still split while no agent runs.
