@@ -212,13 +212,14 @@ describe("canary on a service with a database", () => {
   const spaces: Workspace[] = [];
   after(async () => { for (const ws of spaces) await ws.destroy(); });
 
-  it("goes out in steps when both releases run on the current schema, and is refused, saying why, when the plan migrates first", async () => {
-    const ws = await createWorkspace({ replicas: 1, healthInterval: "300ms", database: { driver: "sqlite", url: "sqlite:books.db" } });
+  it("goes out in steps when both releases run on the current schema; refused with --canary, and skipped saying why with the spec's, when the plan migrates first", async () => {
+    // The spec's canary is every deploy's default: one the plan cannot stage flips in one step.
+    const ws = await createWorkspace({ replicas: 1, healthInterval: "300ms", database: { driver: "sqlite", url: "sqlite:books.db" }, extraServiceYaml: "    canary: { steps: [50], step_interval: 1s }\n" });
     spaces.push(ws);
     await ws.cli(["up", "--detach"]);
     await ws.cli(["deploy", "books", "--release", "v1"]);
     await ws.cli(["plan", "books", "--release", "v2", "--canary"]);
-    const ok = await ws.cli(["deploy", "books", "--release", "v2", "--canary", "50", "--step-interval", "1s"]);
+    const ok = await ws.cli(["deploy", "books", "--release", "v2"]);
     assert.match(ok.stdout, /canary .*passed: 50 %/);
     assert.equal(await releaseServing(ws), "v2");
 
@@ -230,5 +231,11 @@ describe("canary on a service with a database", () => {
     assert.match(deploy.stderr, /deploy without --canary/);
     assert.equal(await releaseServing(ws), "v2", "nothing changed");
     assert.equal((await history(ws))[0]!.release, "v2", "a refused plan is not recorded");
+
+    // Without --canary, the spec's canary gives way to the turquoise path, and says why.
+    const path = await ws.cli(["deploy", "books", "--release", "v3", "--via", "v2-turquoise"]);
+    assert.match(path.stdout, /… no canary: a canary needs both releases on the current schema, and this plan walks through a turquoise release/);
+    assert.doesNotMatch(path.stdout, /canary .*passed/);
+    assert.equal(await releaseServing(ws), "v3");
   });
 });
