@@ -21,7 +21,7 @@ export class RouteTables {
   /** Services in canary: their new slot and its share of users. */
   private readonly canaries = new Map<string, CanaryShare>();
 
-  constructor(private readonly d: Pick<OrchestratorDeps, "spec" | "records" | "fleet" | "proxy">) {}
+  constructor(private readonly d: Pick<OrchestratorDeps, "spec" | "records" | "fleet" | "proxy" | "publishRoutes">) {}
 
   /**
    * Builds the route table from the Store's live colors (and flips under way) and applies it;
@@ -100,6 +100,8 @@ export class RouteTables {
       // Requests by service, slot and status are counted only for a /metrics that shows them.
       ...(this.d.spec.metrics ? { metrics: true } : {}),
     };
+    // Published before this agent's own proxy uses it: a table an ex-leader may no longer write reaches no proxy.
+    if (this.d.publishRoutes) await this.d.records.publishTable(table);
     await this.d.proxy.apply(table);
     return table;
   }
