@@ -248,3 +248,26 @@ export async function killProxies(running: readonly RunningProxy[]): Promise<voi
     if (pidAlive(p.pid)) process.kill(p.pid, "SIGKILL");
   }
 }
+
+/** A proxy with one route (`app.test`, or every host) to one echoing upstream, and the proxy's plain port. */
+export interface AppProxy {
+  p: TestProxy;
+  u: TestUpstream;
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startAppProxy(extra: Partial<Route> = {}): Promise<AppProxy> {
+  const p = await startTestProxy();
+  const u = await startUpstream("u");
+  await p.proxy.apply(table(1, route("app", "app:1", [u.upstream], extra)));
+  return {
+    p,
+    u,
+    port: Number(new URL(p.base).port),
+    close: async () => {
+      await p.close();
+      await u.close();
+    },
+  };
+}
