@@ -298,6 +298,8 @@ function judge(svc, flow) {
   if (svc.color && live.length > 0 && critical.length === live.length) return { tone: "bad", word: "down", why: `every live instance is critical: ${lastOutput(critical[0])}` };
   if (critical.length) return { tone: "bad", word: "critical", why: `${critical.length} of ${live.length} live instance${live.length === 1 ? "" : "s"} critical: ${critical[0].id}: ${lastOutput(critical[0])}` };
   // The lock, not the page's memory of a flow, says one runs: a stream that missed the end of a flow cannot leave "deploying" up.
+  if (svc.canary) return { tone: "info", word: `canary ${svc.canary.percent} %`, why: `${svc.canary.release ?? "the new release"} takes ${svc.canary.percent} % of users` };
+  if (svc.preview?.held) return { tone: "warn", word: "held", why: `${svc.preview.release} waits on the preview address for promote or abort` };
   if (svc.lock) return { tone: "info", word: flow?.kind === "rollback" ? "rolling back" : "deploying", why: `lock held by ${svc.lock.owner}`, since: svc.lock.since };
   if (!svc.color) return { tone: "idle", word: "not deployed", why: "nothing deployed yet" };
   if (svc.color && live.length === 0) return { tone: "bad", word: "no instances", why: `nothing runs in the live slot ${svc.color}` };
@@ -305,10 +307,22 @@ function judge(svc, flow) {
   if (svc.replicas && live.length < svc.replicas) return { tone: "warn", word: "short", why: `${live.length} of ${svc.replicas} live instances run` };
   return { tone: "ok", word: "healthy", why: "" };
 }
-/** The preview address, when the agent's status carries one (the proxy's preview of the idle slot). */
-function previewAddress(svc) {
-  const p = svc.preview;
-  return typeof p === "string" ? p : p?.url ?? p?.address ?? null;
+/** The new release on its preview address, during a deploy or held there, as status reports it. */
+function Preview({ p }) {
+  if (!p) return null;
+  return html`<section class=${`card ${p.held ? "banner-card warn" : ""}`}><h2>${p.held ? "Held for review" : "Preview"}</h2>
+    <p>${p.release} in <span class=${`slot ${p.slot}`}>${p.slot}</span>${p.url ? html` answers at <a href=${p.url}><code>${p.url}</code></a>` : ""}${p.held ? html`, held since ${clock(p.heldSince)} by ${p.heldBy ?? "?"}` : ""}.</p>
+    ${p.held && html`<p class="muted small">It takes no users until <code>turquoise promote</code> (or <code>turquoise abort</code>).</p>`}
+  </section>`;
+}
+
+/** A deploy going out in canary steps: the new slot's share of users now. */
+function Canary({ c }) {
+  if (!c) return null;
+  return html`<section class="card"><h2>Canary</h2>
+    <p>${c.release ?? "the new release"} in <span class=${`slot ${c.slot}`}>${c.slot}</span> takes <b>${c.percent} %</b> of users.</p>
+    <div class="share" role="img" aria-label=${`${c.percent} percent of users`}><i style=${{ width: `${Math.max(0, Math.min(100, c.percent))}%` }}></i></div>
+  </section>`;
 }
 function routeText(route) {
   return `${route.host ?? ""}${route.pathPrefix}`;
@@ -434,8 +448,8 @@ function ServicePage({ name }) {
     ${flow && html`<${FlowPanel} flow=${flow} svc=${svc} />`}
     ${!flow && svc.lock && html`<section class="banner info">A flow holds the deploy lock: ${svc.lock.owner}, since ${clock(svc.lock.since)}.</section>`}
     <section class="slots">${["blue", "green"].map((slot) => html`<${SlotCard} key=${slot} svc=${svc} slot=${slot} />`)}</section>
-    ${previewAddress(svc) && html`<section class="card"><h2>Preview</h2><p>The idle slot answers at <code>${previewAddress(svc)}</code> before any flip.</p></section>`}
-    ${svc.canary && html`<section class="card"><h2>Canary</h2><pre class="plan">${JSON.stringify(svc.canary, null, 2)}</pre></section>`}
+    <${Canary} c=${svc.canary} />
+    <${Preview} p=${svc.preview} />
     ${admin ? html`<${Actions} svc=${svc} busy=${!!svc.lock} />` : html`<p class="muted">Read-only view: deploys and rollbacks need the admin token.</p>`}
     <${Instances} svc=${svc} />
     <${Schema} m=${S.migrations[name]} />
@@ -447,7 +461,7 @@ function SlotCard({ svc, slot }) {
   const rec = svc.slots[slot];
   const r = slotRates(svc, slot);
   const state = svc.color === slot ? "live" : rec?.state ?? "idle";
-  const tone = state === "live" ? "ok" : state === "preview" ? "info" : state === "warm" ? "warn" : "idle";
+  const tone = state === "live" ? "ok" : state === "preview" ? "info" : state === "warm" || state === "held" ? "warn" : "idle";
   return html`<div class=${`card slotcard ${state}`} data-slot=${slot}>
     <div class="row"><h2><span class=${`slot ${slot}`}>${slot}</span></h2><${Pill} tone=${tone}>${state}<//></div>
     ${rec ? html`<div class="release big">${rec.release}</div>
