@@ -524,7 +524,7 @@ function runningState(s: ContainerState): InstanceState {
   return health && health !== "none" ? { running: true, health } : { running: true };
 }
 
-function exitOf(s: ContainerState): Exit {
+export function exitOf(s: Pick<ContainerState, "ExitCode" | "OOMKilled">): Exit {
   // Docker reports a main process killed by signal n as 128+n, as a shell does (137: SIGKILL).
   const signal = s.ExitCode > 128 ? signalName(s.ExitCode - 128) : null;
   return signal ? { exitCode: null, signal, oom: s.OOMKilled } : { exitCode: s.ExitCode, signal: null, oom: s.OOMKilled };
@@ -563,7 +563,7 @@ function startError(what: string, image: string, hostPort: number | undefined, e
   return new TurquoiseError(e.code, `${what} from image "${image}": ${msg}`, { data, cause: e });
 }
 
-function tailLines(text: string, lines: number): string {
+export function tailLines(text: string, lines: number): string {
   if (lines <= 0) return "";
   const endsWithNewline = text.endsWith("\n");
   const all = (endsWithNewline ? text.slice(0, -1) : text).split("\n");
