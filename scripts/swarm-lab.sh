@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A three-node Docker Swarm on one machine, for the swarm runtime's tests and benchmarks: three
 # network namespaces on a bridge, one dockerd in each, joined as one manager and two workers.
-# Usage: swarm-lab.sh up|down|status|ensure (ensure: up unless the lab already answers). Needs root. Addresses come from 198.18.0.0/15 only, and not
+# Usage: swarm-lab.sh up|down|status|ensure|crash NODE (ensure: up unless the lab already answers). Needs root. Addresses come from 198.18.0.0/15 only, and not
 # from the ranges the machine's own dockerd uses (198.18.0.0/24, 198.19.0.0/16: ensure-docker.sh).
 #
 #   bridge tqlab0 in the root namespace       198.18.100.1/24   (the agent, proxy and database listen here)
@@ -201,6 +201,16 @@ case "${1:-}" in
   up) need_root up; up ;;
   down) need_root down; down; log "down: no namespace, link, daemon, mount or data dir of the lab is left" ;;
   status) status ;;
+  crash)
+    # A node whose Docker and every container on it die at once, its network still up: what
+    # npm run bench:swarm does to a worker. `up` builds a whole cluster again afterwards.
+    need_root crash
+    case "${2:-}" in node1|node2|node3) ;; *) echo "usage: $0 crash node1|node2|node3" >&2; exit 2 ;; esac
+    pids=$(node_pids "$2")
+    # shellcheck disable=SC2086
+    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+    log "crashed $2: killed $(echo $pids | wc -w) processes"
+    ;;
   ensure)
     if ping_sock "$(node_sock "${NODES[0]}")" && [ "$(dk "${NODES[0]}" node ls --format '{{.Status}}' 2>/dev/null | grep -c '^Ready$')" -eq "${#NODES[@]}" ]; then
       log "already up"
@@ -208,5 +218,5 @@ case "${1:-}" in
       need_root ensure; up
     fi
     ;;
-  *) echo "usage: $0 up|down|status|ensure" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|ensure|crash NODE" >&2; exit 2 ;;
 esac

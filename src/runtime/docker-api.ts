@@ -74,6 +74,7 @@ export interface ContainerCreateBody {
     Init?: boolean;
     AutoRemove?: boolean;
     RestartPolicy?: { Name: "" | "no" | "always" | "unless-stopped" | "on-failure" };
+    Mounts?: Array<{ Type: "bind"; Source: string; Target: string; ReadOnly: boolean }>;
   };
 }
 

@@ -140,6 +140,7 @@ export class DockerRuntime implements Runtime {
         Init: false,
         // Turquoise replaces dead instances itself; a daemon-side restart would fight it.
         RestartPolicy: { Name: "no" },
+        ...(req.volumes?.length ? { Mounts: req.volumes.map((v) => ({ Type: "bind" as const, Source: v.source, Target: v.target, ReadOnly: v.readOnly })) } : {}),
       },
     };
 

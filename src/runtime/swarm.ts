@@ -44,15 +44,6 @@ export interface SwarmRuntimeOptions {
   startTimeoutMs?: number;
 }
 
-/** What the service asks of Swarm besides the image and env: from the spec's swarm keys. */
-export interface SwarmPlacement {
-  /** Swarm placement constraints: "node.role==worker", "node.labels.zone==a". */
-  constraints?: string[];
-  /** Limits: CPUs (1.5) and memory in bytes. */
-  cpus?: number;
-  memoryBytes?: number;
-}
-
 interface Exit {
   exitCode: number | null;
   signal: string | null;
@@ -104,7 +95,7 @@ export class SwarmRuntime implements Runtime {
     }
   }
 
-  async start(req: StartRequest & { swarm?: SwarmPlacement }): Promise<InstanceInfo> {
+  async start(req: StartRequest): Promise<InstanceInfo> {
     const what = `cannot start ${req.service} release ${req.release}`;
     const image = req.image;
     if (!image) throw new TurquoiseError("USAGE", `${what}: the swarm runtime needs an image for it`);
@@ -284,7 +275,7 @@ export class SwarmRuntime implements Runtime {
     this.poller = undefined;
   }
 
-  private serviceSpec(req: StartRequest & { swarm?: SwarmPlacement }, imageId: string): ServiceSpec {
+  private serviceSpec(req: StartRequest, imageId: string): ServiceSpec {
     const labels = {
       ...this.extraLabels,
       [LABELS.managed]: "true",
@@ -294,7 +285,7 @@ export class SwarmRuntime implements Runtime {
       [LABELS.instance]: req.id,
       [IMAGE_LABEL]: req.image ?? imageId,
     };
-    const placement = req.swarm ?? {};
+    const limits = req.resources ?? {};
     return {
       Name: `turquoise-${req.id}`,
       Labels: labels,
@@ -306,13 +297,14 @@ export class SwarmRuntime implements Runtime {
           Labels: labels,
           StopGracePeriod: (req.stopTimeoutMs ?? DEFAULT_STOP_GRACE_MS) * 1_000_000,
           Init: false,
+          ...(req.volumes?.length ? { Mounts: req.volumes.map((v) => ({ Type: "bind" as const, Source: v.source, Target: v.target, ReadOnly: v.readOnly })) } : {}),
         },
         // Turquoise replaces dead instances itself, on whichever node Swarm then picks; a Swarm
         // restart would bring one back at a new address behind the agent's back.
         RestartPolicy: { Condition: "none" },
-        ...(placement.constraints?.length ? { Placement: { Constraints: placement.constraints } } : {}),
-        ...(placement.cpus !== undefined || placement.memoryBytes !== undefined
-          ? { Resources: { Limits: { ...(placement.cpus !== undefined ? { NanoCPUs: Math.round(placement.cpus * 1e9) } : {}), ...(placement.memoryBytes !== undefined ? { MemoryBytes: placement.memoryBytes } : {}) } } }
+        ...(req.placement?.length ? { Placement: { Constraints: [...req.placement] } } : {}),
+        ...(limits.cpus !== undefined || limits.memoryBytes !== undefined
+          ? { Resources: { Limits: { ...(limits.cpus !== undefined ? { NanoCPUs: Math.round(limits.cpus * 1e9) } : {}), ...(limits.memoryBytes !== undefined ? { MemoryBytes: limits.memoryBytes } : {}) } } }
           : {}),
       },
       Mode: { Replicated: { Replicas: 1 } },

@@ -4,6 +4,11 @@
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import type { StartRequest } from "../../src/runtime/contract.js";
 import { LABELS } from "../../src/runtime/docker.js";
@@ -11,7 +16,7 @@ import { newInstanceId } from "../../src/runtime/identity.js";
 import { copyImageToNodes } from "../../src/runtime/swarm-images.js";
 import { SwarmRuntime, type SwarmRuntimeOptions } from "../../src/runtime/swarm.js";
 import { echoImageOptions, ensureTestImage, removeTestImage } from "../support/images.js";
-import { LAB_NODES, ensureSwarmLab, labAddr, labApi, labNodeSockets, labSocket } from "../support/swarm-lab.js";
+import { LAB_HOST_ADDR, LAB_NODES, ensureSwarmLab, labAddr, labApi, labNodeSockets, labSocket } from "../support/swarm-lab.js";
 import { runRuntimeContract } from "./contract.test-suite.js";
 import { waitFor, waitReachable } from "./helpers.js";
 
@@ -65,7 +70,7 @@ describe("SwarmRuntime", () => {
     runtimes.push(runtime);
     return runtime;
   };
-  const echo = (overrides: Partial<StartRequest> & { swarm?: { constraints?: string[]; cpus?: number; memoryBytes?: number } } = {}) => {
+  const echo = (overrides: Partial<StartRequest> = {}) => {
     const req = { service: "books", slot: "blue" as const, release: "v1", command: [], cwd: "/", env: {}, apiUrl: "http://198.18.100.1:7070", image: echoImage, ...overrides };
     return { id: newInstanceId(req.service, req.slot), ...req };
   };
@@ -85,7 +90,7 @@ describe("SwarmRuntime", () => {
 
   test("each instance is a labelled one-replica service publishing in host mode at its node's address", async () => {
     const runtime = agent();
-    const info = await runtime.start(echo({ stopTimeoutMs: 7_500, swarm: { constraints: ["node.role==worker"], cpus: 0.5, memoryBytes: 256 * 1024 * 1024 } }));
+    const info = await runtime.start(echo({ stopTimeoutMs: 7_500, placement: ["node.role==worker"], resources: { cpus: 0.5, memoryBytes: 256 * 1024 * 1024 } }));
     await waitReachable(info);
     assert.ok([labAddr("node2"), labAddr("node3")].includes(info.host), `placed on a worker, got ${info.host}`);
     const s = await manager.inspectService(info.ref);
@@ -98,6 +103,38 @@ describe("SwarmRuntime", () => {
     assert.deepEqual(s.Spec.TaskTemplate.Placement?.Constraints, ["node.role==worker"]);
     assert.deepEqual(s.Spec.TaskTemplate.Resources?.Limits, { NanoCPUs: 500_000_000, MemoryBytes: 256 * 1024 * 1024 });
     assert.deepEqual(s.Spec.EndpointSpec?.Ports?.map((p) => [p.TargetPort, p.PublishMode]), [[8080, "host"]]);
+  });
+
+  test("a task on a worker reaches the agent's address on the lab bridge (TURQUOISE_API) and reads a mounted volume", async () => {
+    // The agent's side: an HTTP server on the host's lab address, as agent.listen: 198.18.100.1:<port> gives.
+    const server = http.createServer((req, res) => res.end(`hello from the host, ${req.url}`));
+    await new Promise<void>((resolve) => server.listen(0, LAB_HOST_ADDR, resolve));
+    const dir = mkdtempSync(path.join(tmpdir(), "turquoise-swarm-volume-"));
+    writeFileSync(path.join(dir, "greeting.txt"), "from a volume");
+    try {
+      const runtime = agent();
+      const probe = [
+        "fetch(process.env.TURQUOISE_API + '/probe').then((r) => r.text()).then((t) => console.log('api said: ' + t), (e) => console.log('api failed: ' + e.cause?.code));",
+        "console.log('volume says: ' + require('fs').readFileSync('/data/greeting.txt', 'utf8'));",
+        "require('fs').writeFile('/data/x', '', (e) => console.log('write: ' + (e ? e.code : 'ok')));",
+        "setInterval(() => {}, 1000);",
+      ].join(" ");
+      const info = await runtime.start(echo({
+        command: ["node", "-e", probe],
+        apiUrl: `http://${LAB_HOST_ADDR}:${(server.address() as AddressInfo).port}`,
+        placement: ["node.role==worker"],
+        volumes: [{ source: dir, target: "/data", readOnly: true }],
+      }));
+      assert.ok([labAddr("node2"), labAddr("node3")].includes(info.host));
+      await waitFor("the task's output", async () => /api said: .*\n[\s\S]*write: /.test(await runtime.logs(info)) || /write: [\s\S]*api said/.test(await runtime.logs(info)), 20_000);
+      const logs = await runtime.logs(info);
+      assert.match(logs, /api said: hello from the host, \/probe/);
+      assert.match(logs, /volume says: from a volume/);
+      assert.match(logs, /write: EROFS/, "mounted read-only");
+    } finally {
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("describeRelease finds an image missing on one node, naming the node", async () => {
