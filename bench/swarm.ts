@@ -67,11 +67,11 @@ async function main(): Promise<void> {
       return (stats.down ?? []).some((d) => d.id === victim.id) || !table.routes.some((r) => r.upstreams.some((u) => u.id === victim.id));
     });
     const [swarmDownMs, replacementMs] = await Promise.all([
-      timeUntil(t0, async () => (await manager.listNodes()).find((n) => n.ID === victimNodeId)?.Status.State === "down"),
+      timeUntil(t0, async () => (await manager.listNodes()).find((n) => n.ID === victimNodeId)?.Status.State === "down").catch(() => NaN),
       timeUntil(t0, async () => {
         const now = await instances();
         return now.length === 2 && now.every((i) => !i.address.startsWith(`${victimAddr}:`) && i.health.status === "passing");
-      }),
+      }).catch(() => NaN),
     ]);
     const report = await load.stop();
     const summary = { machine, victimNode, proxyOutMs, swarmDownMs, replacementMs, requests: report.total, failedGets: report.failed, failures: report.failures };

@@ -56,6 +56,8 @@ interface Tracked {
   state: InstanceState;
   /** start() is still deciding; the poller leaves it alone. */
   settling: boolean;
+  /** stop() is scaling it down: its end is stop()'s to report. */
+  stopping?: boolean;
   finalizing?: Promise<Exit>;
   keptLogs?: string;
 }
@@ -145,6 +147,7 @@ export class SwarmRuntime implements Runtime {
       await this.finalize(t);
       return { killed: false };
     }
+    t.stopping = true;
     const task = t.task;
     const node = task?.NodeID ? this.nodeApi(task.NodeID) : undefined;
     const containerId = task?.Status.ContainerStatus?.ContainerID;
@@ -158,7 +161,7 @@ export class SwarmRuntime implements Runtime {
     });
     const kill = node && containerId ? setTimeout(() => void node.killContainer(containerId, "SIGKILL").catch(() => undefined), Math.max(0, stopTimeoutMs)) : undefined;
     try {
-      await this.waitTask(t.serviceId, (tk) => !tk || TERMINAL.has(tk.Status.State), stopTimeoutMs + DEFAULT_STOP_GRACE_MS + this.startTimeoutMs);
+      await this.waitStopped(t.serviceId, stopTimeoutMs + DEFAULT_STOP_GRACE_MS + this.startTimeoutMs);
     } finally {
       clearTimeout(kill);
     }
@@ -328,6 +331,24 @@ export class SwarmRuntime implements Runtime {
     return task;
   }
 
+  /**
+   * Until the service's task has ended, or its node is down: a node Swarm declared down never
+   * reports its task's end, and waiting for it would hold up the instance's replacement.
+   */
+  private async waitStopped(serviceId: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const task = await this.currentTask(serviceId);
+      if (!task || TERMINAL.has(task.Status.State)) return;
+      if (task.NodeID) {
+        this.nodes = new Map((await this.api.listNodes()).map((n) => [n.ID, n]));
+        if (this.nodes.get(task.NodeID)?.Status.State === "down") return;
+      }
+      if (Date.now() > deadline) throw new TurquoiseError("RUNTIME_UNAVAILABLE", `Swarm did not report the end of service ${serviceId}'s task within ${timeoutMs}ms`);
+      await sleep(Math.min(this.pollMs, 100));
+    }
+  }
+
   /** Polls the service's newest task until done says so; done gets undefined when the service has no task (or is gone). */
   private async waitTask(serviceId: string, done: (t: SwarmTask | undefined) => boolean, timeoutMs: number): Promise<SwarmTask | undefined> {
     const deadline = Date.now() + timeoutMs;
@@ -458,10 +479,11 @@ export class SwarmRuntime implements Runtime {
           continue;
         }
         const task = tasks.filter((tk) => tk.ServiceID === t.serviceId).sort((a, b) => Date.parse(b.CreatedAt) - Date.parse(a.CreatedAt))[0];
-        // A scaled-down service (stop() in progress) is stop()'s to finalize.
-        if (task && TERMINAL.has(task.Status.State) && task.DesiredState !== "shutdown") void this.finalize(t).catch(() => undefined);
-        else if (task && TERMINAL.has(task.Status.State) && task.Status.State !== "shutdown") void this.finalize(t).catch(() => undefined);
-        else if (task) t.task = task;
+        if (!task || t.stopping) continue;
+        // Over, or given up by Swarm: a task on a node declared down keeps its last state
+        // ("running") but is set to shut down, and with restart policy none nothing replaces it.
+        if (TERMINAL.has(task.Status.State) || task.DesiredState !== "running") void this.finalize(t).catch(() => undefined);
+        else t.task = task;
       }
     } catch {
       // The manager is unreachable for now; the next round asks again.
