@@ -169,10 +169,15 @@ export function createApi(agent: ApiHost): http.RequestListener {
       Promise.resolve()
         .then(() => opts.guard?.(params, url.searchParams))
         .then(() => blockUntilChanged(agent, url.searchParams, opts.blocking === true, req))
-        .then(() => handler({ agent, scope, req, res, params, query: url.searchParams }))
-        .then((body) => {
+        .then(async () => {
+          // The index as the answer starts to be read, not after: a change made while the handler
+          // awaits is then newer than the index the client waits past, so it is seen again, never missed.
+          const index = agent.registry.current;
+          return { index, body: await handler({ agent, scope, req, res, params, query: url.searchParams }) };
+        })
+        .then(({ index, body }) => {
           if (res.headersSent) return;
-          if (opts.blocking) res.setHeader("x-turquoise-index", String(agent.registry.current));
+          if (opts.blocking) res.setHeader("x-turquoise-index", String(index));
           send(res, 200, body);
         })
         .catch((e) => { if (!res.headersSent) sendError(res, e); else res.end(); });

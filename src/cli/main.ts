@@ -19,6 +19,7 @@ import { statusCommand } from "./status.js";
 import { tokenCommand } from "./token.js";
 import { webhookCommand } from "./webhook.js";
 import { upCommand } from "./up.js";
+import { VERSION } from "../version.js";
 import { schemaCommand, validateCommand } from "./validate.js";
 
 export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, tokenCommand, webhookCommand, signalCommand, proxyCommand, demoCommand, schemaCommand];
@@ -64,7 +65,7 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     if (name === "--version" || name === "version") {
-      out("turquoise 0.1.0");
+      out(`turquoise ${VERSION}`);
       return;
     }
     const cmd = COMMANDS.find((c) => c.name === name);

@@ -2,6 +2,7 @@
 import { TurquoiseError, type ErrorCode } from "../errors.js";
 import type { BackfillProgress } from "../migrate/contract.js";
 import { formatTime } from "../util/time.js";
+import { count } from "../util/words.js";
 import { actor, connect, type AgentClient } from "./client.js";
 import { printJson, type Command, type Context } from "./command.js";
 import { ProgressLine } from "./progress-bar.js";
@@ -12,6 +13,7 @@ interface MigrateResult {
   applied: Array<{ version: number; name: string; phase: string; appliedAt: number }>;
   pending: Array<{ version: number; name: string; phase: string; transactional: boolean; hasDown: boolean }>;
   live: { release: string; schema: { min: number; max: number } } | null;
+  backfills?: Array<{ version: number; name: string | null; direction: string; rowsDone: number; batches: number; updatedAt: number }>;
   dryRun?: boolean;
   from?: number;
   to?: number;
@@ -80,6 +82,9 @@ examples:
       ctx.out(`${service}: schema at ${r.current} (latest step ${r.latest})${r.live ? `; live ${r.live.release} runs on ${r.live.schema.min}..${r.live.schema.max}` : ""}`);
       for (const a of r.applied) ctx.out(`  applied  ${String(a.version).padStart(4, "0")}_${a.name}  ${a.phase}  ${formatTime(a.appliedAt)}`);
       for (const p of r.pending) ctx.out(`  pending  ${String(p.version).padStart(4, "0")}_${p.name}  ${p.phase}${p.transactional ? "" : ", no transaction"}${p.hasDown ? "" : ", no down"}`);
+      for (const b of r.backfills ?? []) {
+        ctx.out(`  unfinished backfill  ${String(b.version).padStart(4, "0")}_${b.name ?? "(file gone)"}  ${b.direction}: ${b.rowsDone.toLocaleString("en-US")} rows in ${count(b.batches, "batch", "batches")}, last ${formatTime(b.updatedAt)}; the next \`migrate ${b.direction}\` (or deploy) resumes it`);
+      }
       return;
     }
     if (r.dryRun) {

@@ -31,6 +31,7 @@ export async function runMigrations(d: OrchestratorDeps, planning: Planning, ser
     applied: status.applied,
     pending: status.pending.map((p) => ({ version: p.version, name: p.name, phase: p.phase, transactional: p.transactional, hasDown: p.downFile !== undefined })),
     live: liveInfo ? { release: liveInfo.name, schema: liveInfo.schema } : null,
+    backfills: (status.backfills ?? []).map((b) => ({ ...b, name: steps.find((s) => s.version === b.version)?.name ?? null })),
   };
   if (req.action === "status") return summary;
 

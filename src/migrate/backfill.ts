@@ -229,8 +229,7 @@ async function readProgress(driver: BackfillDriver, version: number, direction: 
   try {
     r = await driver.query(`SELECT last_key, rows_done, batches, checksum FROM ${PROGRESS_TABLE} WHERE version = ${driver.param(1)} AND direction = ${driver.param(2)}`, [version, direction]);
   } catch (e) {
-    // No backfill ever ran on this database: the table is made by the first one.
-    if (/no such table|does not exist/i.test(String((e as Error).message))) return undefined;
+    if (isNoProgressTable(e)) return undefined;
     throw e;
   }
   const row = r.rows[0];
@@ -250,4 +249,27 @@ export interface UnfinishedBackfill {
   rowsDone: number;
   batches: number;
   updatedAt: number;
+}
+
+/** The backfills an interrupted run left, oldest step first: the next run of the same direction resumes each. */
+export async function readUnfinishedBackfills(query: Query): Promise<UnfinishedBackfill[]> {
+  let r;
+  try {
+    r = await query(`SELECT version, direction, rows_done, batches, updated_at FROM ${PROGRESS_TABLE} ORDER BY version, direction`);
+  } catch (e) {
+    if (isNoProgressTable(e)) return [];
+    throw e;
+  }
+  return r.rows.map((row) => ({
+    version: Number(row.version),
+    direction: row.direction === "down" ? "down" : "up",
+    rowsDone: Number(row.rows_done),
+    batches: Number(row.batches),
+    updatedAt: Number(row.updated_at),
+  }));
+}
+
+/** No backfill ever ran on this database: the progress table is made by the first one. */
+function isNoProgressTable(e: unknown): boolean {
+  return /no such table|does not exist/i.test(String((e as Error).message));
 }

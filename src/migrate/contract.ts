@@ -1,9 +1,9 @@
 // The Migrator contract: versioned schema steps on a shared database. Implementations: sqlite and
 // postgres. One shared suite (test/migrate/contract.test-suite.ts) runs against both, for real.
 
-import type { BackfillSpec } from "./backfill.js";
+import type { BackfillSpec, UnfinishedBackfill } from "./backfill.js";
 
-export type { BackfillSpec };
+export type { BackfillSpec, UnfinishedBackfill };
 
 /**
  * expand: safe while the old release runs (adds things). contract: only once no running release
@@ -66,6 +66,8 @@ export interface MigrationStatus {
   pending: MigrationStep[];
   /** Applied steps whose up or down file changed (checksum) or disappeared. Any problem blocks up/down. */
   problems: MigrationProblem[];
+  /** Backfills an interrupted run left (status() reads them; a run resumes them). */
+  backfills?: UnfinishedBackfill[];
 }
 
 export type MigrationEvent =

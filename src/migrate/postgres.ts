@@ -26,7 +26,7 @@ import {
 } from "./files.js";
 import { describeDatabase, scrubSecrets } from "./redact.js";
 import { lineAt, splitSqlStatements, withoutLeadingComments } from "./sql-text.js";
-import { PROGRESS_TABLE, runBackfill, type BackfillDriver, type Query } from "./backfill.js";
+import { PROGRESS_TABLE, readUnfinishedBackfills, runBackfill, type BackfillDriver, type Query } from "./backfill.js";
 
 export interface PostgresMigratorOptions {
   /** postgres://user:password@host:port/dbname (postgresql:// too). */
@@ -96,7 +96,8 @@ export class PostgresMigrator extends StepMigrator<pg.Client> {
     const ordered = orderSteps(steps);
     const client = await this.connect();
     try {
-      return computeStatus(ordered, await this.readApplied(client));
+      const backfills = await readUnfinishedBackfills(pgQuery(client));
+      return { ...computeStatus(ordered, await this.readApplied(client)), backfills };
     } catch (e) {
       throw this.scrub(e);
     } finally {

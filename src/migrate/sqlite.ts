@@ -30,7 +30,7 @@ import {
   type MigrationDb,
 } from "./files.js";
 import { toSqliteParams } from "./sql-text.js";
-import { PROGRESS_TABLE, runBackfill, type BackfillDriver, type Query } from "./backfill.js";
+import { PROGRESS_TABLE, readUnfinishedBackfills, runBackfill, type BackfillDriver, type Query } from "./backfill.js";
 
 export interface SqliteMigratorOptions {
   /** sqlite:///abs/path.db, sqlite:relative/path.db, or a plain path. */
@@ -105,7 +105,8 @@ export class SqliteMigrator extends StepMigrator<Database.Database> {
     if (!existsSync(this.path)) return computeStatus(ordered, []);
     const db = this.connect(true);
     try {
-      return computeStatus(ordered, await this.readApplied(db));
+      const backfills = await readUnfinishedBackfills(async (sql) => this.whenNotBusy(() => ({ rows: db.prepare(sql).all() as Record<string, unknown>[], rowCount: 0 })));
+      return { ...computeStatus(ordered, await this.readApplied(db)), backfills };
     } finally {
       this.disconnect(db);
     }

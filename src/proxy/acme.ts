@@ -32,7 +32,8 @@ export interface AcmeHooks {
   withdraw(challenge: AcmeChallenge): Promise<void>;
   /** Every worker serves the certificate now on disk for host: resolves once they all do. */
   installed(host: string): Promise<void>;
-  log(message: string): void;
+  /** warn: something failed (an order, telling the workers); info: the rest. */
+  log(message: string, level?: "info" | "warn"): void;
 }
 
 export interface AcmeOptions {
@@ -112,7 +113,7 @@ export class AcmeManager {
     if (!s || s.issuing) return;
     // The workers may have missed the file (written while one started): they read it again.
     if (s.info && Date.now() < s.info.notAfter) {
-      void this.hooks.installed(host).catch((e: unknown) => this.hooks.log(`acme: ${host}: telling the workers: ${errorMessage(e)}`));
+      void this.hooks.installed(host).catch((e: unknown) => this.hooks.log(`acme: ${host}: telling the workers: ${errorMessage(e)}`, "warn"));
       return;
     }
     if (s.nextAttemptAt !== undefined && Date.now() < s.nextAttemptAt) return;
@@ -202,7 +203,7 @@ export class AcmeManager {
         const waitMs = acmeBackoffMs(s.failures, this.opts.backoffMs, this.opts.maxBackoffMs);
         s.nextAttemptAt = Date.now() + waitMs;
         const serving = s.info && Date.now() < s.info.notAfter ? "the current certificate keeps serving" : "the host has no certificate meanwhile";
-        this.hooks.log(`acme: ${s.host}: order failed (${s.failures} in a row): ${s.lastError}; next attempt in ${Math.round(waitMs / 1000)} s, ${serving}`);
+        this.hooks.log(`acme: ${s.host}: order failed (${s.failures} in a row): ${s.lastError}; next attempt in ${Math.round(waitMs / 1000)} s, ${serving}`, "warn");
         this.schedule(s, s.nextAttemptAt);
       }
     };

@@ -282,7 +282,7 @@ export class Supervisor implements ControlBackend {
       installed: async () => {
         await this.fanOut({ type: "certs", opId: this.nextOp() });
       },
-      log: (message) => this.opts.log.info("tls.acme", message),
+      log: (message, level = "info") => this.opts.log[level]("tls.acme", message),
     }, this.opts.acme);
     this.acme.configure(settings, policy?.acmeHosts ?? new Set());
   }

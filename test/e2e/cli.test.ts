@@ -32,6 +32,16 @@ describe("cli", () => {
     }
   });
 
+  it("--version prints the version of the package it runs from", async (t) => {
+    const dir = tempDir(t);
+    const pkg = JSON.parse(fs.readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as { version: string };
+    for (const arg of ["--version", "version"]) {
+      const r = await cli([arg], dir);
+      assert.equal(r.code, 0);
+      assert.equal(r.stdout.trim(), `turquoise ${pkg.version}`);
+    }
+  });
+
   it("usage errors exit 2 and say what is wrong", async (t) => {
     const dir = tempDir(t);
     const unknown = await cli(["deplo"], dir);

@@ -43,6 +43,7 @@ for (const driver of DRIVERS) {
 
     it("updates every row exactly once in batches, and records the step with its last batch", async () => {
       const { steps } = await prepared(1_000);
+      assert.deepEqual((await db.migrator().status(steps)).backfills, [], "no backfill ever ran: no progress table, nothing unfinished");
       const events: MigrationEvent[] = [];
       const run = await db.migrator().up(steps, { onEvent: (e) => events.push(e) });
       assert.equal(run.to, 2);
@@ -66,6 +67,9 @@ for (const driver of DRIVERS) {
       const left = await db.raw("SELECT last_key, rows_done, batches FROM turquoise_backfills");
       assert.deepEqual(left.map((r) => [JSON.parse(String(r.last_key)), Number(r.rows_done), Number(r.batches)]), [[driver === "postgres" ? "400" : 400, 400, 1]]);
       assert.equal(Number((await db.raw("SELECT max(version) AS v FROM turquoise_migrations"))[0]!.v), 1, "the step is not recorded until its last batch");
+      const status = await db.migrator().status(steps);
+      assert.deepEqual(status.backfills?.map((b) => [b.version, b.direction, b.rowsDone, b.batches]), [[2, "up", 400, 1]], "status shows the unfinished backfill");
+      assert.ok(Math.abs(status.backfills![0]!.updatedAt - Date.now()) < 3_600_000, `a time in ms: ${status.backfills![0]!.updatedAt}`);
 
       await db.raw("UPDATE items SET n = 10 WHERE id = 650");
       const events: MigrationEvent[] = [];
@@ -76,6 +80,7 @@ for (const driver of DRIVERS) {
       assert.deepEqual(counts.map((r) => [Number(r.touched), Number(r.n)]), [[1, 1000]], "every row exactly once across both runs");
       // The setup (ADD COLUMN) ran once: a second run of it would have failed.
       assert.equal(Number((await db.raw("SELECT max(version) AS v FROM turquoise_migrations"))[0]!.v), 2);
+      assert.deepEqual((await db.migrator().status(steps)).backfills, [], "nothing left once it finished");
     });
 
     it("refuses to resume from a file edited since the interrupted run, naming both checksums", async () => {
