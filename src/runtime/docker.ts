@@ -273,13 +273,7 @@ export class DockerRuntime implements Runtime {
       if (isDockerNotFound(e)) return { exists: false, reason: missingImage(req.image), schema: null };
       throw e;
     }
-    const declared = labels[LABELS.schema];
-    if (declared === undefined) return { exists: true, schema: null };
-    try {
-      return { exists: true, schema: parseSchemaRange(declared) };
-    } catch (e) {
-      throw new TurquoiseError("USAGE", `image "${req.image}" has an invalid label ${LABELS.schema}: ${errorMessage(e)}`, { data: { image: req.image, label: LABELS.schema } });
-    }
+    return { exists: true, schema: declaredSchema(req.image, labels) };
   }
 
   /** Every container carrying Turquoise's labels (and this runtime's extra ones), running or not: orphans included. */
@@ -467,6 +461,17 @@ export class DockerRuntime implements Runtime {
       const c = await this.api.inspectContainer(t.containerId).catch((e: unknown) => (isDockerNotFound(e) ? undefined : "unknown"));
       if (c !== "unknown" && !c?.State.Running) void this.finalize(t, true).catch(() => undefined);
     }
+  }
+}
+
+/** The schema range an image declares in its label turquoise.schema; null when it declares none. */
+export function declaredSchema(image: string, labels: Record<string, string>): ReleaseDescription["schema"] {
+  const declared = labels[LABELS.schema];
+  if (declared === undefined) return null;
+  try {
+    return parseSchemaRange(declared);
+  } catch (e) {
+    throw new TurquoiseError("USAGE", `image "${image}" has an invalid label ${LABELS.schema}: ${errorMessage(e)}`, { data: { image, label: LABELS.schema } });
   }
 }
 

@@ -4,11 +4,10 @@
 // state by polling the manager's task list, and replaces a dead instance itself, as with docker.
 
 import { setTimeout as sleep } from "node:timers/promises";
-import { parseSchemaRange } from "../plan/range.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { AdoptResult, ExitEvent, InstanceInfo, InstanceState, ReleaseDescription, Runtime, StartRequest } from "./contract.js";
 import { DockerApi, DockerApiError, isDockerNotFound, type ServiceSpec, type SwarmNode, type SwarmService, type SwarmTask } from "./docker-api.js";
-import { CONTAINER_PORT, LABELS, exitOf, tailLines } from "./docker.js";
+import { CONTAINER_PORT, LABELS, declaredSchema, exitOf, tailLines } from "./docker.js";
 import { instanceEnv } from "./env.js";
 
 /** How often the manager's task list is read while instances run: a task's death is seen within it. */
@@ -249,13 +248,7 @@ export class SwarmRuntime implements Runtime {
         throw e;
       }
     }
-    const declared = labels[LABELS.schema];
-    if (declared === undefined) return { exists: true, schema: null };
-    try {
-      return { exists: true, schema: parseSchemaRange(declared) };
-    } catch (e) {
-      throw new TurquoiseError("USAGE", `image "${req.image}" has an invalid label ${LABELS.schema}: ${errorMessage(e)}`, { data: { image: req.image, label: LABELS.schema } });
-    }
+    return { exists: true, schema: declaredSchema(req.image, labels) };
   }
 
   /** This agent's services by their labels, running or not. */
