@@ -27,7 +27,7 @@ before(async () => {
   ws = await createWorkspace({
     replicas: 2,
     keepPrevious: "0s",
-    drainTimeout: "2s",
+    drainTimeout: "1s",
     deployTimeout: "30s",
     healthInterval: "500ms",
     runtime: { kind: "swarm", image: `${BOOKS_REPO}:{release}`, manager: labSocket("node1"), nodes: labNodeSockets(), placement: ["node.role==worker"] },
