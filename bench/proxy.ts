@@ -3,6 +3,8 @@
 // the yardstick, with as many nginx worker processes as the built-in proxy has workers.
 // Metrics off and on run back to back in each round, in alternating order, and are compared pair
 // by pair; while "on" runs, the bench scrapes that proxy every second as the agent's /metrics does.
+// A Node pipe (bench/lib/pipe.ts: bytes copied between sockets, nothing parsed) shows the floor of
+// any proxy on Node's sockets; every proxy's CPU per request is measured from /proc.
 // Usage: node dist/bench/proxy.js [--json] [--duration 10] [--rounds 3] [--connections 64] [--threads 2] [--workers 1|N|auto]
 
 import { mkdtemp, rm } from "node:fs/promises";
@@ -14,7 +16,8 @@ import type { ProxyMetrics, RouteTable } from "../src/proxy/contract.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
 import { formatNumber, formatTable } from "./lib/report.js";
-import { clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
+import { childPids, clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
+import { type RunningPipe, startPipeProcess } from "./lib/pipe.js";
 import { median, ratio } from "./lib/stats.js";
 import { ensureCommand } from "./lib/tools.js";
 import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
@@ -67,6 +70,8 @@ interface TargetResult {
   p99Ms: number;
   errors: number;
   rounds: WrkResult[];
+  /** Median CPU per request of the proxy's processes, µs (not measured for direct). */
+  cpuUsPerRequest?: number;
 }
 
 async function main(): Promise<void> {
@@ -83,9 +88,11 @@ async function main(): Promise<void> {
   const metricsStateDir = await mkdtemp(path.join(os.tmpdir(), "turquoise-bench-proxy-metrics-"));
   let upstream: RunningUpstream | undefined;
   let nginx: RunningNginx | undefined;
+  let pipe: RunningPipe | undefined;
   const spawnedDirs: string[] = [];
   const cleanup = async (): Promise<void> => {
     await nginx?.stop().catch(() => {});
+    pipe?.stop();
     for (const dir of spawnedDirs) await stopProxy(dir).catch(() => {});
     await upstream?.stop().catch(() => {});
     await rm(stateDir, { recursive: true, force: true });
@@ -109,30 +116,40 @@ async function main(): Promise<void> {
     const off = { name: "turquoise", url: `http://127.0.0.1:${spawned.listenPort}/` };
     const on = { name: "turquoise+metrics", url: `http://127.0.0.1:${withMetrics.listenPort}/` };
     const yardstick = { name: "nginx", url: `http://127.0.0.1:${nginx.port}/` };
-    const targets = [direct, off, on, yardstick];
+    pipe = await startPipeProcess(upstream.port);
+    const floor = { name: "node pipe (floor)", url: `http://127.0.0.1:${pipe.port}/` };
+    const targets = [direct, off, on, yardstick, floor];
     for (const t of targets) await runWrk(t.url, { ...wrk, durationS: WARMUP_S });
     // Rounds interleave the targets so that drift on the machine hits all of them alike; metrics
     // off and on run back to back, in turns first, so that each pair shares the machine's state.
     const results = new Map<string, WrkResult[]>(targets.map((t) => [t.name, []]));
-    const proxyOf = new Map([[off, spawned], [on, withMetrics]]);
     /** The proxies' CPU time per request served, µs, by run: less at the mercy of a busy machine than throughput. */
-    const cpuUs = new Map<string, number[]>([[off.name, []], [on.name, []]]);
+    const cpuUs = new Map<string, number[]>([[off.name, []], [on.name, []], [yardstick.name, []], [floor.name, []]]);
+    const nginxPid = nginx.pid;
+    const pipePid = pipe.pid;
+    const ticksFor = new Map<{ name: string }, () => Promise<number>>([
+      [off, () => proxyTicks(spawned)],
+      [on, () => proxyTicks(withMetrics)],
+      [yardstick, async () => [...ticksOf([nginxPid, ...childPids(nginxPid)]).values()].reduce((a, b) => a + b, 0)],
+      [floor, async () => [...ticksOf([pipePid]).values()].reduce((a, b) => a + b, 0)],
+    ]);
     const hz = clockTicksPerSecond();
     let scrapes = 0;
     const counted = { before: requestsCounted(await withMetrics.proxy.metrics()), byWrk: 0 };
     for (let r = 1; r <= rounds; r++) {
-      for (const t of [direct, ...(r % 2 === 1 ? [off, on] : [on, off]), yardstick]) {
+      for (const t of [direct, ...(r % 2 === 1 ? [off, on, yardstick, floor] : [floor, yardstick, on, off])]) {
         const scraper = t === on ? startScraper(withMetrics) : undefined;
-        const proxy = proxyOf.get(t);
-        const ticks = proxy ? await proxyTicks(proxy) : 0;
+        const ticksNow = ticksFor.get(t);
+        const ticks = ticksNow ? await ticksNow() : 0;
         const res = await runWrk(t.url, wrk);
-        if (proxy) cpuUs.get(t.name)!.push((((await proxyTicks(proxy)) - ticks) / hz / res.requests) * 1e6);
+        if (ticksNow) cpuUs.get(t.name)!.push((((await ticksNow()) - ticks) / hz / res.requests) * 1e6);
         if (scraper) {
           scrapes += (await scraper.stop()).scrapes;
           counted.byWrk += res.requests;
         }
         results.get(t.name)!.push(res);
-        say(`round ${r}/${rounds}  ${t.name.padEnd(17)}  ${formatNumber(res.rps).padStart(8)} req/s  p99 ${res.p99.toFixed(2)} ms${res.errors ? `  ${res.errors} errors` : ""}`);
+        const cpu = cpuUs.get(t.name)?.at(-1);
+        say(`round ${r}/${rounds}  ${t.name.padEnd(17)}  ${formatNumber(res.rps).padStart(8)} req/s  p99 ${res.p99.toFixed(2)} ms${cpu === undefined ? "" : `  ${cpu.toFixed(1)} µs CPU/req`}${res.errors ? `  ${res.errors} errors` : ""}`);
       }
     }
     const countedByProxy = requestsCounted(await withMetrics.proxy.metrics()) - counted.before;
@@ -145,6 +162,7 @@ async function main(): Promise<void> {
         p99Ms: median(runs.map((x) => x.p99)),
         errors: runs.reduce((sum, x) => sum + x.errors, 0),
         rounds: runs,
+        ...(cpuUs.has(t.name) ? { cpuUsPerRequest: Math.round(median(cpuUs.get(t.name)!) * 10) / 10 } : {}),
       };
     });
     const by = (name: string): TargetResult => summary.find((s) => s.name === name)!;
@@ -152,6 +170,10 @@ async function main(): Promise<void> {
       proxyToDirect: ratio(by("turquoise").rps, by("direct").rps),
       nginxToDirect: ratio(by("nginx").rps, by("direct").rps),
       proxyToNginx: ratio(by("turquoise").rps, by("nginx").rps),
+      floorToNginx: ratio(by("node pipe (floor)").rps, by("nginx").rps),
+      /** nginx's CPU per request over ours: what the req/s ratio tends to when the CPU is the limit. */
+      cpuNginxToProxy: ratio(by("nginx").cpuUsPerRequest!, by("turquoise").cpuUsPerRequest!),
+      cpuNginxToFloor: ratio(by("nginx").cpuUsPerRequest!, by("node pipe (floor)").cpuUsPerRequest!),
     };
     // Each round's on/off pair, then their median: drift between rounds cancels out within a pair.
     const offRuns = results.get("turquoise")!;
@@ -173,13 +195,14 @@ async function main(): Promise<void> {
     } else {
       say("");
       say(formatTable(
-        ["target", "req/s", "p50 ms", "p99 ms", "errors"],
-        summary.map((s) => [s.name, formatNumber(s.rps), s.p50Ms.toFixed(2), s.p99Ms.toFixed(2), String(s.errors)]),
+        ["target", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"],
+        summary.map((s) => [s.name, formatNumber(s.rps), s.p50Ms.toFixed(2), s.p99Ms.toFixed(2), s.cpuUsPerRequest === undefined ? "" : s.cpuUsPerRequest.toFixed(1), String(s.errors)]),
       ));
       say("");
       say(`turquoise/direct  ${ratios.proxyToDirect.toFixed(2)}`);
       say(`nginx/direct      ${ratios.nginxToDirect.toFixed(2)}`);
-      say(`turquoise/nginx   ${ratios.proxyToNginx.toFixed(2)}`);
+      say(`turquoise/nginx   ${ratios.proxyToNginx.toFixed(2)}  (CPU per request, nginx's / ours: ${ratios.cpuNginxToProxy.toFixed(2)})`);
+      say(`floor/nginx       ${ratios.floorToNginx.toFixed(2)}  (CPU per request, nginx's / the pipe's: ${ratios.cpuNginxToFloor.toFixed(2)})`);
       say("");
       say(`metrics on/off    ${metricsCost.medianPairRatio.toFixed(3)}  (median of the ${rounds} pairs: ${metricsCost.pairRatios.map((x) => x.toFixed(3)).join(", ")}; ratio of medians ${metricsCost.ratioOfMedians.toFixed(3)})`);
       say(`                  ${scrapes} scrapes meanwhile; the proxy counted ${formatNumber(countedByProxy)} requests, wrk completed ${formatNumber(counted.byWrk)}`);

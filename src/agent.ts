@@ -2,7 +2,6 @@
 // put together. It adopts what an earlier agent left running and finishes or undoes its flows.
 import fs from "node:fs";
 import http from "node:http";
-import os from "node:os";
 import path from "node:path";
 import { TurquoiseError } from "./errors.js";
 import { createApi } from "./api/server.js";
@@ -30,6 +29,10 @@ import { writeAgentSpec } from "./spec/agent-copy.js";
 import type { Spec } from "./spec/types.js";
 import type { Store } from "./state/contract.js";
 import { openStore } from "./state/index.js";
+import { Election, SoleLeadership, agentId as thisAgentId, type AgentAddress, type Leadership } from "./state/leader.js";
+import { LeaderStore } from "./state/leader-store.js";
+import { RouteFollower } from "./deploy/route-follower.js";
+import { keys } from "./deploy/records.js";
 import { endRunningCommands } from "./util/command.js";
 import { createLogger, type Logger } from "./log/logger.js";
 import { logSettings } from "./log/settings.js";
@@ -93,14 +96,26 @@ export class Agent {
     readonly log: Logger,
     /** Present when turquoise.yml has metrics.listen. */
     readonly metrics: AgentMetrics | undefined,
+    /** Who leads among the agents sharing the store; the one agent of an embedded store always does. */
+    readonly leadership: Leadership,
+    /** Several agents: this agent's proxy follows the table the leader publishes. */
+    readonly routeFollower: RouteFollower | undefined,
   ) {
-    this.event = eventLog(store, registry, log);
+    this.event = eventLog(store, registry, log, () => this.leads);
     // A watch on the agent's own records would hand them to a handler: it does not run.
     const allowed = spec.watches.filter((w) => !watchRefusal(w));
     this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data), (watch, ok) => metrics?.watchRan(watch, ok));
   }
 
   readonly watches: WatchRunner;
+  /**
+   * This agent leads and has taken over (recovery done): it deploys, heals and runs watches. Always
+   * true for the one agent of an embedded store once it reconciled.
+   */
+  private leading = false;
+  get leads(): boolean {
+    return this.leading && this.leadership.isLeader;
+  }
   /** Records an agent event: its log, the Store's event log, the event stream. */
   readonly event: EventLog;
 
@@ -145,12 +160,23 @@ export class Agent {
     const token = ensureToken(spec.stateDir);
     const registryToken = ensureToken(spec.stateDir, REGISTRY_TOKEN_FILE);
     log.scrubber.add([token, registryToken]);
-    const store = await openStore({ ...spec.state, warn: (message) => log.warn("state.warning", message) });
+    const rawStore = await openStore({ ...spec.state, warn: (message) => log.warn("state.warning", message) });
+    const agentId = thisAgentId();
+    const self: AgentAddress = { id: agentId, api: `http://${spec.agent.host}:${api.port}`, proxy: "", startedAt: Date.now() };
+    const leaderLog = log.child("leader");
+    // etcd is the store several agents share: one leads, and every write of this one is fenced on its leadership.
+    const leadership: Leadership = spec.state.driver === "etcd"
+      ? new Election(rawStore, self, { ttlMs: spec.state.etcd!.leaderTtlMs, log: (level, type, message, data) => leaderLog[level](type, message, data ? { data } : undefined) })
+      : new SoleLeadership(self);
+    const store = leadership.shared
+      ? new LeaderStore(rawStore, leadership, (action, reason) => leaderLog.warn("write.refused", `refused the ${action}: ${reason}`, { data: { action, reason } }))
+      : rawStore;
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
-    const agentId = `${os.hostname()}:${process.pid}`;
-    const event = eventLog(store, registry, log);
-    const moved = await moveLegacyKeys(store);
+    let agent!: Agent;
+    const event = eventLog(store, registry, log, () => agent?.leads ?? !leadership.shared);
+    // Only an SQLite file can hold the layout from before the reserved prefix; an etcd store never did.
+    const moved = leadership.shared ? [] : await moveLegacyKeys(store);
     if (moved.length) event(null, "records.moved", `moved ${moved.length} record(s) of the old layout under the reserved prefix: ${moved.slice(0, 10).join(", ")}${moved.length > 10 ? ", ..." : ""}`, { count: moved.length });
     const records = new Records(store, event);
     for (const w of spec.watches) {
@@ -159,15 +185,15 @@ export class Agent {
     }
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
-    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec), ...(spec.swarm ? { swarm: spec.swarm } : {}) });
+    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec), state: spec.state, ...(spec.swarm ? { swarm: spec.swarm } : {}) });
     const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
     const proxied = await openProxy({ ...proxyOptions(spec), log: logSettings(spec.log) }, log.child("proxy"));
     onProxy(proxied);
+    self.proxy = `${spec.proxy.host}:${proxied.listenPort}`;
 
     const apiUrl = `http://${spec.agent.host}:${api.port}`;
     const supervised = new SupervisedProxy(proxied.proxy, proxied.pid, proxied.listenPort);
-    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
-    let agent!: Agent;
+    const orchestrator = new Orchestrator({ spec, store, records, fleet, proxy: supervised, apiUrl, agentId, event, publishRoutes: leadership.shared, ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
     const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why), ...(metrics ? { metrics } : {}) });
     const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
       if (!fleet.isReady(inst.id)) return false;
@@ -175,15 +201,18 @@ export class Agent {
       return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
     }, {
       changed: () => registry.bump(),
-      // Critical and out of rotation: stop it, and let the supervisor start a replacement.
-      critical: (inst) => void fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000).then(
+      // Critical and out of rotation: stop it, and let the supervisor start a replacement. Only the leader acts.
+      critical: (inst) => void (agent.leads ? fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000) : Promise.resolve()).then(
         () => supervisor.lost(inst, "went critical"),
         (e) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${e instanceof Error ? e.message : e}`),
       ),
     });
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
-    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics);
+    const routeFollower = leadership.shared
+      ? new RouteFollower({ store, apply: (t) => supervised.apply(t), following: () => !agent.leads, log: (level, type, message, data) => log.child("proxy")[level](type, message, data ? { data } : undefined) })
+      : undefined;
+    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics, leadership, routeFollower);
     agent.server = api.server;
     metrics?.attach(agent.metricsSource());
 
@@ -194,7 +223,11 @@ export class Agent {
       supervisor.lost(inst, "exited");
     });
 
-    await agent.reconcile();
+    // Several agents: reconciling is the leader's, once elected (takeOver).
+    if (!leadership.shared) {
+      await agent.reconcile();
+      agent.leading = true;
+    }
     return agent;
   }
 
@@ -202,8 +235,13 @@ export class Agent {
   private async serve(server: http.Server): Promise<void> {
     const agent = this;
     const { spec, monitor } = this;
+    if (this.leadership.shared) {
+      // The first campaign, and a takeover when it wins, come before the API answers: an agent alone on etcd serves as the leader at once.
+      await this.routeFollower!.start();
+      await this.leadership.start({ elected: () => this.takeOver(), deposed: (why) => this.stepDown(why) });
+    }
     await agent.listen(server);
-    agent.watches.start();
+    if (!this.leadership.shared) agent.watches.start();
     await monitor.sync();
     setInterval(() => void monitor.sync(), 1_000).unref();
     if (spec.proxy.driver === "builtin") {
@@ -254,7 +292,8 @@ export class Agent {
         const old = this.proxy.pid;
         const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers, log: logSettings(this.spec.log) }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
-        await this.orchestrator.applyRoutes();
+        if (this.leads || !this.routeFollower) await this.orchestrator.applyRoutes();
+        else this.routeFollower.reapply();
         await this.monitor.pushMarks();
         await this.writeAgentInfo();
         this.event(null, "proxy.restarted", `proxy (pid ${old}) died; started pid ${p.pid} with the route table restored`);
@@ -292,7 +331,7 @@ export class Agent {
       const appeared = swept.stopped.some((i) => i.id === intent.id);
       this.event(intent.service, "instance.abandoned", `${intent.id} (${intent.release}, ${intent.slot}) was recorded as starting by an agent that died before recording it as started: ${appeared ? "it was running and was stopped" : "it never started"}; its record is dropped`, { instance: intent.id });
     }
-    for (const note of await this.orchestrator.recover()) this.log.child("deploy").info("agent.recovered", `recovered: ${note}`);
+    for (const note of await this.orchestrator.recover(this.leadership.shared ? "takeover" : "restart")) this.log.child("deploy").info("agent.recovered", `recovered: ${note}`);
 
     for (const svc of Object.values(this.spec.services)) {
       const color = await this.records.color(svc.name);
@@ -321,6 +360,34 @@ export class Agent {
     }
     // Agent-owned deploy locks left by a dead agent are stale: recover() released journaled ones.
     await this.orchestrator.applyRoutes();
+  }
+
+  /**
+   * Elected: the deploy locks of the term before are broken (their flows' fenced writes now fail),
+   * then the agent reconciles as one that restarted does: adopts the instances, finishes or undoes
+   * the flows left half done through their journals, restores the live slots and the routes.
+   */
+  private async takeOver(): Promise<void> {
+    for (const name of Object.keys(this.spec.services)) {
+      const lock = await this.store.getLock(keys.lock(name));
+      if (lock && (await this.store.releaseLock(keys.lock(name), lock.owner))) {
+        this.log.child("leader").info("leader.lock-broken", `broke the deploy lock of ${name} held by ${lock.owner}: it belongs to the term before this leader's`, { service: name, data: { owner: lock.owner } });
+      }
+    }
+    await this.reconcile();
+    this.supervisor.resume();
+    this.watches.start();
+    this.leading = true;
+    this.event(null, "leader.elected", `agent ${this.leadership.self.id} (${this.apiUrl}) leads: it deploys, heals and runs watches`, { agent: this.leadership.self.id, api: this.apiUrl });
+  }
+
+  /** No longer leader: stop acting at once. Flows still running fail on their next (fenced) write; the proxy follows the new leader's table. */
+  private stepDown(why: string): void {
+    this.leading = false;
+    this.supervisor.stop();
+    void this.watches.stop();
+    this.log.child("leader").warn("leader.stepped-down", `this agent stopped deploying, healing and running watches: ${why}`, { data: { reason: why } });
+    this.routeFollower?.reapply();
   }
 
   /** Starts missing replicas of the live release (e.g. after `down` and `up`). */
@@ -393,6 +460,7 @@ export class Agent {
       await endRunningCommands();
       await watchesStopped;
       this.registry.close();
+      this.routeFollower?.stop();
       await this.orchestrator.stopTimers();
       await this.consul?.close();
       for (const server of [this.server, this.metricsServer]) {
@@ -404,11 +472,16 @@ export class Agent {
       if (opts.everything) {
         for (const svc of Object.values(this.spec.services)) await this.fleet.stop(this.fleet.list(svc.name), svc.stopTimeoutMs);
         // And what no record names (a start under way, an orphan): `down` checks again after the agent is gone.
-        const swept = await this.fleet.sweep({ stopTimeoutMs: (inst) => this.spec.services[inst.service]?.stopTimeoutMs ?? ORPHAN_STOP_TIMEOUT_MS });
+        // Agents sharing etcd share their instances' mark: one that does not lead leaves the leader's alone.
+        const swept = !this.leadership.shared || this.leads
+          ? await this.fleet.sweep({ stopTimeoutMs: (inst) => this.spec.services[inst.service]?.stopTimeoutMs ?? ORPHAN_STOP_TIMEOUT_MS })
+          : { failed: [] };
         for (const { instance, reason } of swept.failed) this.event(instance.service, "instance.stop-failed", `could not stop ${instance.id}: ${reason}`, { instance: { ...instance }, reason });
         await stopDataPlane(proxyOptions(this.spec));
       }
       fs.rmSync(path.join(this.spec.stateDir, AGENT_FILE), { force: true });
+      // A leader lets go of its lock on the way out: another agent takes over at once, not after the TTL.
+      await this.leadership.stop();
       await this.store.close();
       this.resolveClosed();
     })();
@@ -449,9 +522,11 @@ async function bindApi(spec: Spec): Promise<BoundApi> {
  * Every agent event: a log line, a row in the Store's event log, and a push to the event stream.
  * The recorded event is scrubbed as the log line is: no secret reaches /v1/events either.
  */
-function eventLog(store: Store, registry: Registry, log: Logger): EventLog {
+function eventLog(store: Store, registry: Registry, log: Logger, leads: () => boolean): EventLog {
   return (service, type, message, data = {}) => {
     log.event(service, type, message, data);
+    // Only the leader writes the shared event log: an agent that does not lead (or no longer does) writes nothing to the store.
+    if (!leads()) return;
     const scrubbed = { service, type, message: log.scrubber.text(message), data: log.scrubber.fields(data) as Record<string, unknown> };
     void store.appendEvent(scrubbed).then((e) => registry.publish(e), () => undefined);
   };

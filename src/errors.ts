@@ -24,6 +24,8 @@ export const EXIT_CODES = {
   LOCK_LOST: 15,
   /** The state store (etcd) did not answer within its timeout, or refused the agent's credentials: nothing was decided. */
   STATE_UNAVAILABLE: 16,
+  /** Several agents share the store and this one does not lead: the error names the leader's API. */
+  NOT_LEADER: 17,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;

@@ -17,14 +17,21 @@ export interface RunningUpstream {
 }
 
 /** Starts the upstream as a separate Node process on 127.0.0.1. */
-export function startUpstreamProcess(opts: { hang?: boolean; timeoutMs?: number } = {}): Promise<RunningUpstream> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
-  const args = [fileURLToPath(import.meta.url), "0", ...(opts.hang ? ["hang"] : [])];
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+export async function startUpstreamProcess(opts: { hang?: boolean; timeoutMs?: number } = {}): Promise<RunningUpstream> {
+  const { port, child } = await startListeningScript(fileURLToPath(import.meta.url), ["0", ...(opts.hang ? ["hang"] : [])], "the upstream", opts.timeoutMs);
+  return { port, pid: child.pid!, stop: () => stopChild(child) };
+}
+
+/**
+ * Runs a bench script as its own Node process and resolves once it prints "listening PORT"; `what`
+ * names it in the errors. Shared by the upstream and the pipe (bench/lib/pipe.ts).
+ */
+export function startListeningScript(script: string, args: string[], what: string, timeoutMs = 10_000): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`the upstream did not start within ${timeoutMs} ms`));
+      reject(new Error(`${what} did not start within ${timeoutMs} ms`));
     }, timeoutMs);
     let out = "";
     child.stdout!.setEncoding("utf8").on("data", (s: string) => {
@@ -32,11 +39,11 @@ export function startUpstreamProcess(opts: { hang?: boolean; timeoutMs?: number 
       const m = /listening (\d+)/.exec(out);
       if (!m) return;
       clearTimeout(timer);
-      resolve({ port: Number(m[1]), pid: child.pid!, stop: () => stopChild(child) });
+      resolve({ port: Number(m[1]), child });
     });
     child.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`the upstream exited with ${code} before listening`));
+      reject(new Error(`${what} exited with ${code} before listening`));
     });
   });
 }

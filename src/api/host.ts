@@ -12,6 +12,7 @@ import type { Spec } from "../spec/types.js";
 import type { Store } from "../state/contract.js";
 import type { Registry } from "./registry.js";
 import type { Logger } from "../log/logger.js";
+import type { Leadership } from "../state/leader.js";
 
 export interface ApiHost {
   readonly spec: Pick<Spec, "services" | "proxy">;
@@ -25,7 +26,7 @@ export interface ApiHost {
   readonly deployTokens: DeployTokens;
   readonly store: Store;
   readonly registry: Pick<Registry, "current" | "waitFor" | "onEvent">;
-  readonly records: Pick<Records, "color" | "slot" | "previous" | "degraded" | "quarantined">;
+  readonly records: Pick<Records, "color" | "slot" | "previous" | "degraded" | "quarantined" | "instances">;
   readonly fleet: Pick<Fleet, "list" | "logs">;
   readonly monitor: { state(id: string): CheckState | undefined };
   readonly proxy: { readonly pid: number; readonly listenPort: number; stats(): Promise<ProxyStats> };
@@ -34,6 +35,9 @@ export interface ApiHost {
   readonly event: EventLog;
   /** The agent's log: every request goes to it at debug level. */
   readonly log?: Logger;
+  /** This agent leads (and took over): it takes writes. The one agent of an embedded store always does. */
+  readonly leads: boolean;
+  readonly leadership: Pick<Leadership, "shared" | "notLeader" | "view">;
   /** Stops the agent; with everything, also its instances and the proxy (`turquoise down`). */
   close(opts?: { everything?: boolean }): Promise<void>;
 }

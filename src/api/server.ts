@@ -28,6 +28,8 @@ interface RouteOptions {
   registry?: boolean;
   deploy?: "service" | "filtered";
   blocking?: boolean;
+  /** Changes something: only the leading agent takes it (several agents share the store). */
+  write?: boolean;
   guard?: (params: string[], query: URLSearchParams) => void;
 }
 
@@ -38,8 +40,8 @@ export function createApi(agent: ApiHost): http.RequestListener {
     ["GET", /^\/v1\/health\/checks$/, async ({ agent, query }) => checks(agent, query.get("service") ?? undefined, query.get("state") ?? undefined), { registry: true, blocking: true }],
     ["GET", /^\/v1\/events\/stream$/, async ({ agent, scope, req, res }) => streamEvents(agent, scope, req, res), { registry: true }],
     ["GET", /^\/v1\/status$/, async ({ agent, scope }) => status(agent, scope.kind === "deploy" ? scope.services : undefined), { deploy: "filtered" }],
-    ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, async ({ agent, scope, req, res, params }) => runFlow("deploy", agent, scope, params[0]!, req, res), { deploy: "service" }],
-    ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, async ({ agent, scope, req, res, params }) => runFlow("rollback", agent, scope, params[0]!, req, res), { deploy: "service" }],
+    ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, async ({ agent, scope, req, res, params }) => runFlow("deploy", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],
+    ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, async ({ agent, scope, req, res, params }) => runFlow("rollback", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/plan$/, async ({ agent, req, params }) => {
       const body = parseJson(await readBody(req));
       const kind = body.kind === "rollback" ? "rollback" : "deploy";
@@ -62,14 +64,14 @@ export function createApi(agent: ApiHost): http.RequestListener {
       }
       res.end();
       return undefined;
-    }],
+    }, { write: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/signal$/, async ({ agent, req, params }) => {
       const body = parseJson(await readBody(req));
       const signal = typeof body.signal === "string" ? (body.signal.startsWith("SIG") ? body.signal : `SIG${body.signal}`).toUpperCase() : "";
       if (!(signal in osConstants.signals)) throw new TurquoiseError("USAGE", `unknown signal ${JSON.stringify(body.signal)}: use a name such as SIGHUP or HUP`);
       const sent = await agent.orchestrator.signalService(params[0]!, signal as NodeJS.Signals, body.all === true);
       return { signal, sent };
-    }],
+    }, { write: true }],
     ["GET", /^\/v1\/services\/([^/]+)\/history$/, async ({ agent, params, query }) => {
       agent.orchestrator.service(params[0]!);
       return { history: await agent.store.listHistory(params[0]!, intParam(query, "limit", 20, 1, 1_000)) };
@@ -93,12 +95,12 @@ export function createApi(agent: ApiHost): http.RequestListener {
       const r = await userPut(agent.store, params[0]!, value, casOption(query));
       if (!r.ok) throw new TurquoiseError("CONFLICT", `compare-and-set failed on "${params[0]}": its revision is ${r.current?.modRevision ?? "none (absent)"}`);
       return r;
-    }, { guard: (params) => checkUserKey(params[0]!) }],
+    }, { write: true, guard: (params) => checkUserKey(params[0]!) }],
     ["DELETE", /^\/v1\/kv\/(.+)$/, async ({ agent, params, query }) => {
       const r = await userDelete(agent.store, params[0]!, casOption(query));
       if (!r.ok) throw new TurquoiseError("CONFLICT", `compare-and-set failed on "${params[0]}"`);
       return r;
-    }, { guard: (params) => checkUserKey(params[0]!) }],
+    }, { write: true, guard: (params) => checkUserKey(params[0]!) }],
     ["GET", /^\/v1\/events$/, async ({ agent, scope, query }) => listEvents(agent, scope, query), { registry: true, blocking: true }],
     ["POST", /^\/v1\/tokens$/, async ({ agent, req }) => {
       const body = parseJson(await readBody(req));
@@ -108,9 +110,9 @@ export function createApi(agent: ApiHost): http.RequestListener {
       if (body.name !== undefined && typeof body.name !== "string") throw new TurquoiseError("USAGE", "body.name must be a string");
       const { token, info } = await agent.deployTokens.create(services as string[], (body.name as string | undefined) ?? null);
       return { ...info, scope: "deploy", token };
-    }],
+    }, { write: true }],
     ["GET", /^\/v1\/tokens$/, async ({ agent }) => ({ tokens: agent.deployTokens.list().map((t) => ({ ...t, scope: "deploy" })) })],
-    ["DELETE", /^\/v1\/tokens\/([^/]+)$/, async ({ agent, params }) => ({ revoked: await agent.deployTokens.revoke(params[0]!) })],
+    ["DELETE", /^\/v1\/tokens\/([^/]+)$/, async ({ agent, params }) => ({ revoked: await agent.deployTokens.revoke(params[0]!) }), { write: true }],
     ["POST", /^\/v1\/shutdown$/, async ({ agent, req, res }) => {
       const body = parseJson(await readBody(req));
       res.on("finish", () => setImmediate(() => void agent.close({ everything: body.everything === true })));
@@ -168,6 +170,10 @@ export function createApi(agent: ApiHost): http.RequestListener {
       }
       Promise.resolve()
         .then(() => opts.guard?.(params, url.searchParams))
+        .then(async () => {
+          // Refused, not forwarded: each agent has its own tokens, and a deploy's stream is best held by the agent that runs it.
+          if (opts.write && !agent.leads) throw await agent.leadership.notLeader(`${req.method} ${url.pathname}`);
+        })
         .then(() => blockUntilChanged(agent, url.searchParams, opts.blocking === true, req))
         .then(async () => {
           // The index as the answer starts to be read, not after: a change made while the handler

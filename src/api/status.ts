@@ -16,7 +16,9 @@ export async function status(agent: ApiHost, only?: string[]): Promise<unknown> 
     const slots: Record<string, unknown> = {};
     for (const slot of SLOTS) slots[slot] = (await agent.records.slot(svc.name, slot)) ?? null;
     const live = color ? (slots[color] as { release: string } | null) : null;
-    const instances = agent.fleet.list(svc.name).map((i) => {
+    // A follower checks no instance: it shows the leader's records, with their health unknown here.
+    const known = agent.leads ? agent.fleet.list(svc.name) : (await agent.records.instances()).filter((i) => i.service === svc.name);
+    const instances = known.map((i) => {
       const check = agent.monitor.state(i.id);
       return {
         id: i.id, slot: i.slot, release: i.release, address: `${i.host}:${i.port}`, ref: i.ref, startedAt: i.startedAt,
@@ -41,7 +43,9 @@ export async function status(agent: ApiHost, only?: string[]): Promise<unknown> 
   const proxy = { pid: agent.proxy.pid, address: `${agent.spec.proxy.host}:${agent.proxy.listenPort}` };
   return {
     quarantined,
-    agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt },
+    agent: { pid: process.pid, api: agent.apiUrl, startedAt: agent.startedAt, leader: agent.leads },
+    // Several agents on one store: who leads, and who else is there.
+    ...(agent.leadership.shared ? { cluster: await agent.leadership.view() } : {}),
     // The proxy's counters cover every service: not for a token scoped to some of them.
     proxy: only ? proxy : { ...proxy, stats: await agent.proxy.stats().catch((e) => ({ error: errorMessage(e) })) },
     services,

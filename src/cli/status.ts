@@ -6,7 +6,13 @@ import { printJson, type Command } from "./command.js";
 
 interface StatusBody {
   quarantined?: Array<{ key: string; service: string | null; reason: string; at: number }>;
-  agent: { pid: number; api: string };
+  agent: { pid: number; api: string; leader?: boolean };
+  cluster?: {
+    self: string;
+    leader: { id: string; api: string; proxy: string; since: number } | null;
+    agents: Array<{ id: string; api: string; proxy: string; seenAt: number; role: string }>;
+    problem: string | null;
+  };
   proxy: { pid: number; address: string };
   services: Array<{
     name: string; route: { host?: string; pathPrefix: string }; color: string | null; release: string | null; previous: { release: string; via: string | null } | null;
@@ -24,11 +30,15 @@ export const statusCommand: Command = {
 
 Every service, or only those named (an unknown name is an error that lists the known ones).
 When turquoise.yml is invalid, status still finds the agent through the spec it started with.
+With state.driver: etcd, several agents may share the state: status names the leader (the one
+agent that deploys, heals and runs watches) and every other agent, with its API and proxy; any
+agent answers it. --json has them under .cluster.
 
 examples:
   turquoise status
   turquoise status books
-  turquoise status --json | jq '.services[] | {name, release}'`,
+  turquoise status --json | jq '.services[] | {name, release}'
+  turquoise status --json | jq '.cluster.leader.api'`,
   async run(ctx) {
     const { spec, client } = connect(ctx.specFile, { agentCopy: true, warn: ctx.err });
     const s = await client.get<StatusBody>("/v1/status");
@@ -45,6 +55,7 @@ examples:
     }
     if (ctx.json) return printJson(ctx, s);
     ctx.out(`agent pid ${s.agent.pid} at ${s.agent.api}; proxy pid ${s.proxy.pid} on ${s.proxy.address}`);
+    if (s.cluster) printCluster(ctx.out, s.cluster);
     const q = s.quarantined ?? [];
     if (q.length) {
       ctx.out(`SET ASIDE: ${q.length} invalid record(s); nothing acts on them, and the next successful deploy of their service clears them:`);
@@ -67,3 +78,15 @@ examples:
     }
   },
 };
+
+/** The leader and the other agents sharing the store. */
+function printCluster(out: (line: string) => void, c: NonNullable<StatusBody["cluster"]>): void {
+  const mark = (id: string) => (id === c.self ? " (this agent)" : "");
+  out(c.leader
+    ? `leader: agent ${c.leader.id}${mark(c.leader.id)} at ${c.leader.api}, proxy ${c.leader.proxy}, since ${formatTime(c.leader.since)}`
+    : `leader: none${c.problem ? `: ${c.problem}` : " (an election is under way)"}; nothing can be deployed until one is elected, and every proxy serves its last table`);
+  for (const a of c.agents) {
+    if (a.role === "leader") continue;
+    out(`  ${a.role.padEnd(8)} agent ${a.id}${mark(a.id)} at ${a.api}, proxy ${a.proxy}, seen ${formatMs(Math.max(0, Date.now() - a.seenAt))} ago`);
+  }
+}

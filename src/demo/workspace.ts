@@ -35,6 +35,8 @@ export interface WorkspaceOptions {
   proxyDriver?: "builtin" | "nginx";
   /** A top-level state block, as YAML lines ("state:\n  driver: etcd\n..."); SQLite in the state dir without it. */
   stateYaml?: string;
+  /** The books file the instances share; by default one in the workspace's dir. Several agents of one project share one. */
+  booksFile?: string;
 }
 
 /** Run the service on a Swarm: the manager's socket, the nodes' sockets by address, placement constraints. */
@@ -66,7 +68,7 @@ const run = promisify(execFile);
 export async function createWorkspace(opts: WorkspaceOptions = {}): Promise<Workspace> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-"));
   const [agentPort, proxyPort] = [await freePort(), await freePort()];
-  const booksFile = path.join(dir, "books.jsonl");
+  const booksFile = opts.booksFile ?? path.join(dir, "books.jsonl");
   const releases = opts.releasesDir ?? path.join(BOOKS_DIR, "releases");
   const specFile = path.join(dir, "turquoise.yml");
   fs.writeFileSync(specFile, `version: 1

@@ -23,6 +23,8 @@ export interface OrchestratorDeps {
   apiUrl: string;
   agentId: string;
   event: EventLog;
+  /** Several agents share the store: every route table goes into it, where each agent's proxy follows it. */
+  publishRoutes?: boolean;
   /** Where flows, lock waits and migrations are counted; absent without metrics.listen. */
   metrics?: Pick<AgentMetrics, "flowFinished" | "lockWaited" | "migrationApplied">;
   /**

@@ -70,7 +70,8 @@ export class Fleet {
         if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
         this.ready.delete(instance.id);
         if (!this.running.delete(instance.id)) return;
-        void this.records.removeInstance(instance);
+        // A refusal (this agent no longer leads, etcd is down) is logged by the store; the leader's adoption drops the record.
+        this.records.removeInstance(instance).catch(() => undefined);
         if (this.stopping.has(instance.id)) return;
         for (const l of this.exitListeners) l(instance, exitCode, signal);
       });

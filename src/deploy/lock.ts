@@ -5,7 +5,8 @@
 // lock as a fence, so a flow that lost its lock cannot overwrite what its successor wrote.
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { formatTime } from "../util/time.js";
-import type { Fence, HistoryEntry, HistoryWriteOptions, KeyValue, LockInfo, LockResult, NewEvent, NewHistoryEntry, PutOptions, Store, WatchEvent, WriteResult, EventRecord } from "../state/contract.js";
+import type { Fence, HistoryEntry, HistoryWriteOptions, LockInfo, NewHistoryEntry, PutOptions, Store, WriteResult } from "../state/contract.js";
+import { DelegatingStore } from "../state/delegating.js";
 import type { EventLog } from "./deps.js";
 import { keys } from "./records.js";
 
@@ -147,71 +148,29 @@ function lossReason(holder: LockInfo | undefined): string {
 }
 
 /** A Store whose writes carry a lock's fence; reads pass through. */
-class FencedStore implements Store {
-  constructor(private readonly inner: Store, private readonly lock: DeployLock) {}
-
-  get(key: string): Promise<KeyValue | undefined> {
-    return this.inner.get(key);
+class FencedStore extends DelegatingStore {
+  constructor(inner: Store, private readonly lock: DeployLock) {
+    super(inner);
   }
 
-  list(prefix: string): Promise<KeyValue[]> {
-    return this.inner.list(prefix);
-  }
-
-  async put(key: string, value: string, opts?: PutOptions): Promise<WriteResult> {
+  override async put(key: string, value: string, opts?: PutOptions): Promise<WriteResult> {
     return this.checked(await this.inner.put(key, value, { ...opts, fence: this.lock.fence }));
   }
 
-  async delete(key: string, opts?: PutOptions): Promise<WriteResult> {
+  override async delete(key: string, opts?: PutOptions): Promise<WriteResult> {
     return this.checked(await this.inner.delete(key, { ...opts, fence: this.lock.fence }));
   }
 
-  revision(): Promise<number> {
-    return this.inner.revision();
-  }
-
-  watch(prefix: string, onEvent: (e: WatchEvent) => void, opts?: { fromRevision?: number }): () => void {
-    return this.inner.watch(prefix, onEvent, opts);
-  }
-
-  acquireLock(name: string, owner: string, ttlMs: number): Promise<LockResult> {
-    return this.inner.acquireLock(name, owner, ttlMs);
-  }
-
-  renewLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
-    return this.inner.renewLock(name, owner, ttlMs);
-  }
-
-  releaseLock(name: string, owner: string): Promise<boolean> {
-    return this.inner.releaseLock(name, owner);
-  }
-
-  getLock(name: string): Promise<LockInfo | undefined> {
-    return this.inner.getLock(name);
-  }
-
-  addHistory(entry: NewHistoryEntry, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
+  override addHistory(entry: NewHistoryEntry, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
     return this.inner.addHistory(entry, { ...opts, fence: this.lock.fence }).catch((e) => this.rethrown(e));
   }
 
-  updateHistory(id: number, patch: Partial<NewHistoryEntry>, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
+  override updateHistory(id: number, patch: Partial<NewHistoryEntry>, opts?: HistoryWriteOptions): Promise<HistoryEntry> {
     return this.inner.updateHistory(id, patch, { ...opts, fence: this.lock.fence }).catch((e) => this.rethrown(e));
   }
 
-  listHistory(service: string, limit?: number): Promise<HistoryEntry[]> {
-    return this.inner.listHistory(service, limit);
-  }
-
-  appendEvent(event: NewEvent): Promise<EventRecord> {
-    return this.inner.appendEvent(event);
-  }
-
-  listEvents(opts?: { afterId?: number; service?: string; limit?: number }): Promise<EventRecord[]> {
-    return this.inner.listEvents(opts);
-  }
-
   /** The agent's Store outlives every flow: a flow never closes it. */
-  async close(): Promise<void> {}
+  override async close(): Promise<void> {}
 
   private async checked(r: WriteResult): Promise<WriteResult> {
     if (!r.ok && r.fenced) throw await this.lock.refused();

@@ -109,9 +109,9 @@ export class Orchestrator {
     this.warm.scheduleExpiry(svc, slot, warmUntil);
   }
 
-  /** Finishes or undoes the flows an agent that died left behind; see recovery.ts. */
-  recover(): Promise<string[]> {
-    return this.recovery.recover();
+  /** Finishes or undoes the flows an agent that died (or a leader that was replaced) left behind; see recovery.ts. */
+  recover(by: "restart" | "takeover" = "restart"): Promise<string[]> {
+    return this.recovery.recover(by);
   }
 
   async stopTimers(): Promise<void> {

@@ -7,6 +7,7 @@ import type { KeyValue, Store } from "../state/contract.js";
 import { INTERNAL_PREFIX, internalKey } from "../state/namespace.js";
 import type { SchemaRange } from "../plan/planner.js";
 import { SLOTS, type InstanceInfo, type Slot } from "../runtime/contract.js";
+import type { RouteTable } from "../proxy/contract.js";
 import {
   colorProblem, degradedProblem, instanceProblem, journalProblem, parseObject,
   previousProblem, slotProblem, tableVersionProblem, type Problem,
@@ -93,6 +94,8 @@ export const keys = {
   journal: (svc: string) => internalKey(`journal/${svc}`),
   journals: () => internalKey("journal/"),
   tableVersion: () => internalKey("proxy/table-version"),
+  /** The route table the leader last applied: every agent's proxy follows it (several agents). */
+  routeTable: () => internalKey("proxy/table"),
   quarantine: (key: string) => internalKey(`quarantine/${key.startsWith(INTERNAL_PREFIX) ? key.slice(INTERNAL_PREFIX.length) : key}`),
   quarantined: () => internalKey("quarantine/"),
   /** Present once keys of the old layout (before the reserved prefix) were moved in. */
@@ -231,6 +234,11 @@ export class Records {
     const next = Math.max(cur + 1, Date.now());
     await this.store.put(keys.tableVersion(), String(next));
     return next;
+  }
+
+  /** Publishes the route table for every agent's proxy to follow (route-follower.ts). */
+  async publishTable(table: RouteTable): Promise<void> {
+    await this.store.put(keys.routeTable(), JSON.stringify(table));
   }
 
   /** Records set aside, oldest first. */

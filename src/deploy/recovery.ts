@@ -3,7 +3,7 @@
 // never went live is stopped (undo); an old slot still marked live behind a finished flip is
 // retired (finish); a turquoise path stopped at its turquoise release is resumed. Nothing is left
 // with two live slots, orphans or a held lock.
-import { errorMessage } from "../errors.js";
+import { errorMessage, isTurquoiseError } from "../errors.js";
 import { SLOTS } from "../runtime/contract.js";
 import type { OrchestratorDeps } from "./deps.js";
 import { undoPreview, type DeployOutcome, type DeployRequest, type Handover } from "./flow.js";
@@ -26,6 +26,8 @@ interface Cause {
 }
 
 const AGENT_RESTARTED: Cause = { during: (s) => `agent restarted during ${s}`, finished: "the flow was finished on restart", resume: true };
+/** Several agents: the leader that ran the flow died, hung or lost etcd, and another took over. */
+const LEADER_CHANGED: Cause = { during: (s) => `the leader changed during ${s}`, finished: "the flow was finished by the new leader", resume: true };
 const LOCK_LOST: Cause = { during: (s) => `the flow lost its deploy lock during ${s}`, finished: "the flow was finished by recovery", resume: true };
 /** Recovered by the next flow that took the lock: that flow goes on from what is live, so nothing resumes. */
 const LOCK_LOST_SUCCEEDED: Cause = { ...LOCK_LOST, resume: false };
@@ -42,12 +44,13 @@ export class Recovery implements Handover {
   ) {}
 
   /** Called when the agent starts, after it adopted the running instances: every journal left behind is finished or undone. */
-  async recover(): Promise<string[]> {
+  async recover(by: "restart" | "takeover" = "restart"): Promise<string[]> {
+    const cause = by === "takeover" ? LEADER_CHANGED : AGENT_RESTARTED;
     const notes: string[] = [];
     const services = Object.keys(this.d.spec.services);
     // Locks taken before their flow was journaled: their dead owner is the only trace.
     for (const s of await releaseDeadOwners(this.d.store, services, this.d.event)) notes.push(`released the deploy lock of ${s}: its agent is gone`);
-    for (const j of await this.d.records.journals()) notes.push(await this.recoverJournal(j, this.d.records, AGENT_RESTARTED));
+    for (const j of await this.d.records.journals()) notes.push(await this.recoverJournal(j, this.d.records, cause));
     // Resumed paths hold their lock again, so their entries are left alone.
     const closed = await closeOrphanHistory(this.d.store, services, await this.d.records.journals(), this.d.event);
     if (closed) notes.push(`${closed} history entr${closed === 1 ? "y" : "ies"} left running by a dead agent marked aborted`);
@@ -59,7 +62,11 @@ export class Recovery implements Handover {
   }
 
   lockLost(service: string, owner: string): void {
-    this.track(this.takeOver(service, owner).catch((e) => this.d.event(service, "recovery.failed", `recovering the flow of ${owner}, which lost its deploy lock, failed: ${errorMessage(e)}`)));
+    this.track(this.takeOver(service, owner).catch((e) =>
+      // An agent that no longer leads leaves the flow to the leader, whose takeover recovers it.
+      isTurquoiseError(e) && e.code === "NOT_LEADER"
+        ? this.d.event(service, "recovery.left-to-leader", `the flow of ${owner} lost its deploy lock; this agent no longer leads, so the leader recovers it`)
+        : this.d.event(service, "recovery.failed", `recovering the flow of ${owner}, which lost its deploy lock, failed: ${errorMessage(e)}`)));
   }
 
   /** Recoveries and resumed paths still running; the agent waits for them when it closes. */

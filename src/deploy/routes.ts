@@ -9,7 +9,7 @@ export class RouteTables {
   /** Colors of flips under way, between their route update and their Store write. */
   private readonly pendingColors = new Map<string, Slot>();
 
-  constructor(private readonly d: Pick<OrchestratorDeps, "spec" | "records" | "fleet" | "proxy">) {}
+  constructor(private readonly d: Pick<OrchestratorDeps, "spec" | "records" | "fleet" | "proxy" | "publishRoutes">) {}
 
   /**
    * Builds the route table from the Store's live colors (and flips under way) and applies it;
@@ -52,6 +52,8 @@ export class RouteTables {
       // Requests by service, slot and status are counted only for a /metrics that shows them.
       ...(this.d.spec.metrics ? { metrics: true } : {}),
     };
+    // Published before this agent's own proxy uses it: a table an ex-leader may no longer write reaches no proxy.
+    if (this.d.publishRoutes) await this.d.records.publishTable(table);
     await this.d.proxy.apply(table);
     return table;
   }

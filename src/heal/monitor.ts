@@ -43,7 +43,12 @@ export class HealthMonitor {
   async sync(): Promise<void> {
     if (this.stopped) return;
     const running = new Map<string, InstanceInfo>();
-    for (const i of this.fleet.list()) if (await this.watched(i)) running.set(i.id, i);
+    try {
+      for (const i of this.fleet.list()) if (await this.watched(i)) running.set(i.id, i);
+    } catch {
+      // The store does not answer (etcd lost its quorum): go on checking what is checked, and look again at the next sync.
+      return;
+    }
     for (const [id, timer] of this.timers) {
       if (!running.has(id)) {
         clearTimeout(timer);

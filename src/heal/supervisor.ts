@@ -74,6 +74,11 @@ export class Supervisor {
     }, (e: unknown) => this.d.event(inst.service, "heal.error", `${inst.id} ${why}, and its slot's record could not be read: ${e instanceof Error ? e.message : e}`));
   }
 
+  /** Heals again after stop(): an agent that leads again. */
+  resume(): void {
+    this.stopped = false;
+  }
+
   stop(): void {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);

@@ -38,7 +38,10 @@ export class WatchRunner {
     private readonly onRun: (watch: string, ok: boolean) => void = () => {},
   ) {}
 
+  /** Starts every watch; again after stop() too (an agent that leads again after it stepped down). */
   start(): void {
+    this.stopped = false;
+    this.loops.length = 0;
     for (const w of this.watches) this.loops.push(this.loop(w));
   }
 

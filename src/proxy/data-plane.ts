@@ -1,10 +1,10 @@
 // The data plane: routes each client request or upgrade to a pool, drains pools, counts, and
 // takes an upstream out of rotation at its first refused (or confirmed reset) connection. It also
-// keeps the client-facing edge honest: the http.Server's timeouts and limits follow the table's
+// keeps the client-facing edge honest: the client server's timeouts and limits follow the table's
 // settings, the forwarding headers say what the proxy saw, and every refusal is counted.
 
-import type http from "node:http";
 import net from "node:net";
+import type { ClientRequest, ClientResponse, ClientServer } from "./client-server.js";
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
@@ -23,10 +23,7 @@ import { UpstreamConnections } from "./upstream.js";
  */
 export const PROBE_WATCH_MS = 100;
 const PROBE_CONNECT_TIMEOUT_MS = 1_000;
-/**
- * How often Node looks for client connections past clientHeaderMs (its connectionsCheckingInterval,
- * 30 s by default, fixed once the server listens): the precision of that timeout.
- */
+/** How often the client server sweeps its connections for clientHeaderMs and clientIdleMs: their precision. */
 export const CLIENT_CHECK_INTERVAL_MS = 250;
 
 /** Whether a client connection's peer is trusted, remembered per connection for one table's peers. */
@@ -35,9 +32,9 @@ const kTrusted = Symbol("trusted");
 type PeerSocket = net.Socket & { [kTrustedBy]?: TrustedPeers; [kTrusted]?: boolean };
 /** When a request waiting for a healthy instance gives up (performance.now() ms). */
 const kHeldUntil = Symbol("heldUntil");
-type HeldRequest = http.IncomingMessage & { [kHeldUntil]?: number };
-/** Node's in-flight response on a client socket: a parse error must not be written into it. */
-type ClientSocket = net.Socket & { _httpMessage?: http.ServerResponse | null };
+type HeldRequest = ClientRequest & { [kHeldUntil]?: number };
+/** The in-flight response on a client socket (ClientConn sets it): a parse error must not be written into it. */
+type ClientSocket = net.Socket & { _httpMessage?: ClientResponse | null };
 
 export function zeroTimeouts(): ProxyTimeoutCounts {
   return { clientHeader: 0, clientIdle: 0, tunnelIdle: 0, tunnelHandshake: 0, upstreamConnect: 0, upstreamResponse: 0, upstreamIdle: 0 };
@@ -63,18 +60,17 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   readonly ejections = { refused: 0, reset: 0 };
   /** Epoch ms: when its counters started. */
   readonly startedAt = Date.now();
-  private server: http.Server | undefined;
+  private server: ClientServer | undefined;
   /** The TLS listener's side, when this data plane has one. */
   edge: TlsEdge | undefined;
   /** Probes in flight by upstream id, each with the function that ends it without a verdict. */
   private readonly probes = new Map<string, () => void>();
 
   /** Serves the data plane on `server` and configures it from the current table, now and on each apply. */
-  attach(server: http.Server): void {
+  attach(server: ClientServer): void {
     this.server = server;
+    // Expect: 100-continue is answered in route(), so that a request refused at its head never gets a 100.
     server.on("request", this.onRequest);
-    // Answered here rather than by Node, so that a request refused at its head never gets a 100.
-    server.on("checkContinue", this.onRequest);
     server.on("upgrade", this.onUpgrade);
     server.on("clientError", this.onClientError);
     server.on("drop", this.onDrop);
@@ -98,33 +94,31 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   }
 
   /**
-   * The table's client-side settings, as http.Server properties that Node reads as it goes: the
-   * timeouts at its next check and at each response's end, maxConnections at each accept,
-   * maxHeaderSize when a connection opens (connections already open keep the limit they had).
+   * The table's client-side settings, as ClientServer properties read as it goes: the timeouts at
+   * its next sweep, maxConnections at each accept, maxHeaderSize when a connection opens
+   * (connections already open keep the limit they had).
    */
   private configure(): void {
-    const server = this.server as (http.Server & { maxHeaderSize?: number }) | undefined;
+    const server = this.server;
     if (!server) return;
     const { timeouts, limits } = this.router.current.settings;
     // From a connection's first byte (or its accept) to the end of a request head: 408 beyond.
     server.headersTimeout = timeouts.clientHeaderMs;
-    // Node's requestTimeout bounds receiving a whole request, body included (never the
-    // response): a long upload is legitimate, and a stalled one is the upstream idle timeout's.
-    server.requestTimeout = 0;
-    // Node closes an idle keep-alive connection 1 s after this (and advertises this, in seconds).
+    // Receiving a whole body is not bounded: a long upload is legitimate, and a stalled one is the
+    // upstream idle timeout's. An idle keep-alive connection is closed 1 s after this (advertised in seconds).
     server.keepAliveTimeout = timeouts.clientIdleMs;
     server.maxConnections = limits.maxConnections;
     server.maxHeaderSize = limits.maxHeaderBytes;
     this.edge?.configure(this.router.current);
   }
 
-  readonly onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+  readonly onRequest = (req: ClientRequest, res: ClientResponse): void => {
     // Only a table with metrics on pays for the clock (and the counting at the end).
     this.route(req, res, this.router.current.metrics ? performance.now() : -1);
   };
 
   /** `started`: performance.now() at its arrival when counted by series, else -1. */
-  private route(req: http.IncomingMessage, res: http.ServerResponse, started: number): void {
+  private route(req: ClientRequest, res: ClientResponse, started: number): void {
     this.requests++;
     const head = scratch;
     head.scan(req.rawHeaders);
@@ -162,12 +156,12 @@ export class DataPlane implements ExchangeHost, TunnelHost {
       this.holdForHealthy(req, res, match.pool, match.settings.limits.upstreamQueueMs, started);
       return;
     }
-    // Node asks (checkContinue) only for HTTP/1.1; an HTTP/1.0 client expects nothing.
+    // Only an HTTP/1.1 client waits for a 100; an HTTP/1.0 one expects nothing.
     if (head.expectContinue && req.httpVersionMinor === 1) res.writeContinue();
     let text = `${req.method} ${url} HTTP/1.1\r\n`;
     const fields = head.fields;
     for (let i = 0; i < fields.length; i += 2) text += `${fields[i]}: ${fields[i + 1]}\r\n`;
-    // A chunked body goes out re-chunked (Node's parser de-chunked it), without a length.
+    // A chunked body goes out re-chunked (the client server de-chunked it), without a length.
     if (contentLength !== undefined && bodyFraming !== 2) text += `Content-Length: ${contentLength}\r\n`;
     text += forwardingFields(head, req.socket, table.trusted);
 
@@ -185,7 +179,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
    * instance failed before answering (exchange.ts), so routing it again is safe. The wait is
    * counted from the request's first hold, however often it is held.
    */
-  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, pool: Pool, waitMs: number, started: number): void {
+  holdForHealthy(req: ClientRequest, res: ClientResponse, pool: Pool, waitMs: number, started: number): void {
     const held = req as HeldRequest;
     const now = performance.now();
     const deadline = (held[kHeldUntil] ??= now + waitMs);
@@ -219,7 +213,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     res.once("close", gone);
   }
 
-  readonly onUpgrade = (req: http.IncomingMessage, client: net.Socket, bodyHead: Buffer): void => {
+  readonly onUpgrade = (req: ClientRequest, client: net.Socket, bodyHead: Buffer): void => {
     this.requests++;
     const started = this.router.current.metrics ? performance.now() : -1;
     client.setNoDelay(true);
@@ -231,7 +225,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
       if (started >= 0) count(this.router.series.unrouted, 400, started);
       return rejectUpgrade(client, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" });
     }
-    // Node hands over an upgrade at the end of its head: a body would reach the upstream as the
+    // An upgrade is handed over at the end of its head: a body would reach the upstream as the
     // first bytes of the new protocol, unchecked.
     if (head.chunked || (head.contentLength !== undefined && head.contentLength !== "0")) {
       this.rejected.badRequest++;
@@ -262,11 +256,11 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     tunnel.connect();
   };
 
-  /** Node's parser refused a request head, or a client connection failed before its head was read. */
+  /** The client server refused a request (its head, or its chunked body's framing), or a head did not come in time. */
   readonly onClientError = (err: NodeJS.ErrnoException, socket: net.Socket): void => {
     const answer = this.clientErrorAnswer(err.code);
     const inFlight = (socket as ClientSocket)._httpMessage;
-    // As Node does: no answer into a response that has begun.
+    // No answer into a response that has begun.
     if (answer !== undefined && socket.writable && !inFlight?.headersSent) socket.write(answer);
     socket.destroy();
   };
@@ -293,7 +287,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     }
   }
 
-  /** Node refused a connection at accept: maxConnections were open. */
+  /** A connection refused at accept (net's own maxConnections): that many were open. */
   private readonly onDrop = (): void => {
     this.rejected.connections++;
   };
@@ -444,7 +438,7 @@ class RequestHead {
   hosts = 0;
   /** Content-Length, kept apart: the proxy writes it itself, or not at all. */
   contentLength: string | undefined = undefined;
-  /** A Transfer-Encoding was sent (Node's parser accepts only a chunked one). */
+  /** A Transfer-Encoding was sent (the parser accepts only a single chunked). */
   chunked = false;
   expectContinue = false;
   connection: string | undefined = undefined;
@@ -494,7 +488,7 @@ class RequestHead {
         this.upgrade = join(this.upgrade, value);
         break;
       case "expect":
-        // Node passes on only 100-continue (checkContinue); it answers other expectations 417 itself.
+        // The client server passes on only 100-continue; it answers other expectations 417 itself.
         this.expectContinue = true;
         break;
       case "x-forwarded-for":

@@ -1,10 +1,10 @@
-// The data plane's client-facing http.Server: listening on an address (the in-process proxy) or on
+// The data plane's client-facing server (client-server.ts): listening on an address (the in-process proxy) or on
 // a listening socket inherited as a file descriptor (a supervised worker), with a TLS listener
 // beside it when the proxy terminates TLS, and closed gracefully: stop accepting, send keep-alive
 // clients elsewhere, let in-flight requests finish, cut the rest.
 
-import http from "node:http";
 import net from "node:net";
+import { type ClientRequest, type ClientResponse, ClientServer } from "./client-server.js";
 import type { CertStoreOptions } from "./cert-store.js";
 import { CLIENT_CHECK_INTERVAL_MS, type DataPlane } from "./data-plane.js";
 
@@ -28,16 +28,15 @@ export interface DataServerCloseOptions {
 }
 
 export class DataServer {
-  readonly server: http.Server;
+  readonly server: ClientServer;
   private readonly plane: DataPlane;
   private closing: Promise<void> | undefined;
 
   constructor(plane: DataPlane) {
     this.plane = plane;
-    // The timeouts and limits come from the table (plane.attach, then each apply). What Node reads
-    // only here: how often it checks clientHeaderMs, and no 400 of its own for a missing Host
-    // (the data plane answers it, and counts it).
-    this.server = http.createServer({ noDelay: true, connectionsCheckingInterval: CLIENT_CHECK_INTERVAL_MS, requireHostHeader: false });
+    // The timeouts and limits come from the table (plane.attach, then each apply); only how often
+    // they are checked is fixed here. A missing Host is the data plane's 400, and counted there.
+    this.server = new ClientServer({ checkIntervalMs: CLIENT_CHECK_INTERVAL_MS });
     plane.attach(this.server);
   }
 
@@ -64,13 +63,12 @@ export class DataServer {
     const edge = this.plane.edge;
     // From now on every response says Connection: close, so that a keep-alive client sends its
     // next request on a new connection, which whoever holds the socket next accepts.
-    const lastOnThisConnection = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const lastOnThisConnection = (_req: ClientRequest, res: ClientResponse): void => {
       res.shouldKeepAlive = false;
     };
     server.prependListener("request", lastOnThisConnection);
-    server.prependListener("checkContinue", lastOnThisConnection);
-    // net.Server's close, not http.Server's: that one also closes every idle keep-alive connection
-    // at once, racing the request a client may be sending on it right now.
+    // net.Server's close, not ClientServer's: that one also stops the sweep, which must go on
+    // ending idle and slow connections while in-flight requests finish.
     const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()));
     const tlsClosed = edge === undefined ? Promise.resolve() : new Promise<void>((resolve) => edge.stopAccepting(resolve));
     const started = Date.now();
@@ -86,7 +84,7 @@ export class DataServer {
     // TLS connections are the HTTP server's too once their handshake is done: closed with its own.
     server.closeAllConnections();
     edge?.cutAll();
-    // http.Server's own close now, for what it adds: it stops the client-timeout checks.
+    // The server's own close now, for what it adds: it stops the client-timeout sweep.
     server.close();
     await closed;
     await tlsClosed;

@@ -1,8 +1,8 @@
 // One proxied request: a client request on its way through one pool to an upstream, with at
 // most two attempts, and the response relayed back with backpressure in both directions.
 
-import type http from "node:http";
 import type net from "node:net";
+import type { ClientRequest, ClientResponse } from "./client-server.js";
 import type { ProxySettings, ProxyRejectionCounts, Route, RouteTimeouts, ProxyTimeoutCounts, Upstream } from "./contract.js";
 import { errorText, sendJson } from "./http.js";
 import type { Cuttable, Match, Pool, Router } from "./table.js";
@@ -24,7 +24,7 @@ export interface ExchangeHost {
    * Holds a request until its pool's route has an instance in rotation again, then routes it afresh
    * (503 after waitMs); `started` as the exchange had it, so that it is counted once, when answered.
    */
-  holdForHealthy(req: http.IncomingMessage, res: http.ServerResponse, pool: Pool, waitMs: number, started: number): void;
+  holdForHealthy(req: ClientRequest, res: ClientResponse, pool: Pool, waitMs: number, started: number): void;
 }
 
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]);
@@ -32,9 +32,9 @@ const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
 export const kExchange = Symbol("exchange");
 /** On a request every instance failed before answering, held for a revert: what the last one did. */
 export const kFailedWith = Symbol("failedWith");
-export type FailedRequest = http.IncomingMessage & { [kFailedWith]?: string };
-export type ExchangeResponse = http.ServerResponse & { [kExchange]: Exchange };
-export type ExchangeRequest = http.IncomingMessage & { [kExchange]: Exchange };
+export type FailedRequest = ClientRequest & { [kFailedWith]?: string };
+export type ExchangeResponse = ClientResponse & { [kExchange]: Exchange };
+export type ExchangeRequest = ClientRequest & { [kExchange]: Exchange };
 
 /** One client request on its way through one pool: at most two upstream attempts. */
 export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
@@ -147,7 +147,8 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
       return false;
     }
     try {
-      res.writeHead(status, reason, headers);
+      // The upstream parser checked the status line and every field (FIELD_LINES) already.
+      res.writeHead(status, reason, headers, true);
     } catch (e) {
       this.conn?.abandon();
       this.onUpstreamFailure(Object.assign(new Error(`upstream sent an invalid header: ${errorText(e)}`), { code: "EPROTO" }), false);
@@ -337,7 +338,7 @@ export function onClientClose(this: ExchangeResponse): void {
 }
 
 /** sendJson with extra header fields (Retry-After, Connection: close). */
-function sendJsonWith(res: http.ServerResponse, status: number, extra: string[], body: object): void {
+function sendJsonWith(res: ClientResponse, status: number, extra: string[], body: object): void {
   const text = JSON.stringify(body);
   res.writeHead(status, ["Content-Type", "application/json", "Content-Length", String(Buffer.byteLength(text)), ...extra]);
   res.end(text);

@@ -3,6 +3,8 @@
 
 import http from "node:http";
 import type net from "node:net";
+// A Forwarded parameter value made of tchar (RFC 9110 §5.6.2) needs no quotes.
+import { TOKEN } from "./http-syntax.js";
 
 
 // RFC 9110 §7.6.1 connection-specific fields, plus Expect (the proxy answers 100-continue itself)
@@ -46,8 +48,6 @@ export function dropConnectionTokens(headers: string[], connection: string): voi
   headers.length = w;
 }
 
-// RFC 9110 §5.6.2 tchar: a Forwarded parameter value made of these needs no quotes.
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /**
  * One RFC 7239 Forwarded element for a client the proxy saw: IPv6 nodes bracketed and quoted,
@@ -67,8 +67,15 @@ export function clientAddress(socket: net.Socket): string {
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }
 
+/** What sendJson writes to: Node's ServerResponse (the control API) or the data plane's ClientResponse. */
+export interface JsonResponse {
+  shouldKeepAlive: boolean;
+  writeHead(status: number, fields: string[]): unknown;
+  end(text: string): unknown;
+}
+
 /** `close`: the client's connection is closed after the answer (a request that cannot be trusted, or a body left unread). */
-export function sendJson(res: http.ServerResponse, status: number, body: object, close = false): void {
+export function sendJson(res: JsonResponse, status: number, body: object, close = false): void {
   const text = JSON.stringify(body);
   if (close) res.shouldKeepAlive = false;
   res.writeHead(status, ["Content-Type", "application/json", "Content-Length", String(Buffer.byteLength(text))]);

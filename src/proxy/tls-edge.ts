@@ -4,9 +4,9 @@
 // itself before any routing: ACME HTTP-01 challenges, and the redirect of TLS hosts to https.
 
 import { constants } from "node:crypto";
-import type http from "node:http";
 import type net from "node:net";
 import tls from "node:tls";
+import type { ClientRequest, ClientResponse, ClientServer } from "./client-server.js";
 import { TLS_MIN_VERSION } from "./certificates.js";
 import { CertStore, type CertStoreOptions } from "./cert-store.js";
 import { endRaw } from "./http.js";
@@ -18,8 +18,8 @@ const TOKEN = /^[A-Za-z0-9_-]{1,256}$/;
 
 /** What a connection that completed its handshake is handed to, and what is counted. */
 export interface TlsEdgeHost {
-  /** The data plane's HTTP server: it serves the decrypted connection as any other. */
-  readonly server: http.Server;
+  /** The data plane's client server: it serves the decrypted connection as any other. */
+  readonly server: ClientServer;
   /** A connection refused at accept (maxConnections). */
   onDrop(): void;
 }
@@ -84,7 +84,7 @@ export class TlsEdge {
    * only adds HSTS. On the plain listener it answers ACME challenges for ACME hosts, and redirects
    * a TLS host's requests to https.
    */
-  intercept(req: http.IncomingMessage, res: http.ServerResponse, rawHost: string | undefined, url: string): boolean {
+  intercept(req: ClientRequest, res: ClientResponse, rawHost: string | undefined, url: string): boolean {
     const policy = this.table?.tls;
     if (policy === undefined) return false;
     if ((req.socket as tls.TLSSocket).encrypted === true) {
@@ -105,7 +105,7 @@ export class TlsEdge {
     try {
       res.writeHead(308, ["Location", location, "Content-Type", "text/plain", "Content-Length", String(Buffer.byteLength(text))]);
     } catch {
-      // A request target Node's parser let through but a header may not carry: no redirect to it.
+      // A request target the parser let through but a header may not carry: no redirect to it.
       res.shouldKeepAlive = false;
       res.writeHead(400, ["Content-Type", "text/plain", "Content-Length", "12"]);
       res.end("bad request\n");
@@ -116,7 +116,7 @@ export class TlsEdge {
   }
 
   /** The same for an upgrade (a WebSocket) on the plain listener: a redirect, raw; false: route it. */
-  interceptUpgrade(req: http.IncomingMessage, client: net.Socket, rawHost: string | undefined, url: string): boolean {
+  interceptUpgrade(req: ClientRequest, client: net.Socket, rawHost: string | undefined, url: string): boolean {
     if (this.table?.tls === undefined || rawHost === undefined || (req.socket as tls.TLSSocket).encrypted === true) return false;
     const location = this.redirectTo(normalizeHost(rawHost), url);
     if (location === undefined) return false;
@@ -140,7 +140,7 @@ export class TlsEdge {
     return new Promise((resolve) => this.server.getConnections((err, n) => resolve(err ? 0 : n)));
   }
 
-  private answerChallenge(res: http.ServerResponse, host: string, token: string): void {
+  private answerChallenge(res: ClientResponse, host: string, token: string): void {
     const challenge = TOKEN.test(token) ? this.challenges.get(token) : undefined;
     if (challenge === undefined || challenge.host !== host) {
       const text = "no such ACME challenge\n";

@@ -9,6 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS, dropConnectionTokens } from "./http.js";
+import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, trimOws } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -89,38 +90,8 @@ const MAX_IDLE_PER_ADDRESS = 256;
  */
 const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize;
 const SMALL_BODY_BYTES = 16 * 1024;
-/**
- * The one transfer coding the proxy accepts, alone in its field. Trailing HTAB is not OWS here:
- * Node's parser does not read `chunked<HTAB>` as chunked, so neither may the proxy.
- */
-const CHUNKED_ONLY = /^[ \t]*chunked *$/i;
 /** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
 const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
-/**
- * Node's limit on the extensions of one chunk. Node counts names and values, the proxy every byte
- * after the size, so extensions within a few bytes per extension of it are refused here alone.
- */
-const MAX_CHUNK_EXTENSION_BYTES = 16 * 1024;
-/**
- * Deliberately stricter than Node, which reads any number of leading zeros in a chunk size: the
- * proxy holds a line in memory, so it stops 1 KiB past what the extensions may take.
- */
-const MAX_CHUNK_LINE_BYTES = MAX_CHUNK_EXTENSION_BYTES + 1024;
-/**
- * A chunk-size line as Node reads it (RFC 9112 §7.1.1): hex digits, then extensions with no
- * whitespace around ';' or '=', each value a token or a quoted string. Node also takes an empty
- * name (';=v', ';;x'), but not a ';' that ends the line.
- */
-const CHUNK_SIZE_LINE =
-  /^([0-9A-Fa-f]+)(?:;(?! |$)[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?:=[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?:"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*")?)?)*$/;
-/**
- * A line break not followed by a well-formed field line (RFC 9110 §5.1, §5.5): a token, a colon,
- * then HTAB, SP, VCHAR and obs-text up to the next CR LF. One scan of the whole head is about
- * half the cost of testing line by line.
- */
-const FIELD_LINES = /\r\n(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n|$))/g;
-/** What a field value (or reason phrase) may hold besides HTAB, SP, VCHAR and obs-text (RFC 9110 §5.5). */
-const INVALID_FIELD_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 /** Connection tokens as Node reads them: a trailing HTAB makes another token. */
 const CLOSE_TOKEN = /(?:^|,)[ \t]*close *(?:,|$)/i;
 const KEEP_ALIVE_TOKEN = /(?:^|,)[ \t]*keep-alive *(?:,|$)/i;
@@ -751,21 +722,6 @@ function keepAliveHintMs(value: string): number {
 }
 
 /** s from `from` without leading and trailing SP and HTAB: String.trim() also strips NBSP, which is field content. */
-function trimOws(s: string, from: number): string {
-  let end = s.length;
-  while (from < end && (s.charCodeAt(from) === 32 || s.charCodeAt(from) === 9)) from++;
-  while (end > from && (s.charCodeAt(end - 1) === 32 || s.charCodeAt(end - 1) === 9)) end--;
-  return s.slice(from, end);
-}
-
-/** Whether buf, from start, holds an LF without a CR before it or a CR followed by something else. */
-function strayLineBreak(buf: Buffer, start: number): boolean {
-  // Leading CR and LF were skipped: an LF has a byte before it.
-  for (let i = buf.indexOf(10, start); i !== -1; i = buf.indexOf(10, i + 1)) if (buf[i - 1] !== 13) return true;
-  for (let i = buf.indexOf(13, start); i !== -1 && i + 1 < buf.length; i = buf.indexOf(13, i + 1)) if (buf[i + 1] !== 10) return true;
-  return false;
-}
-
 /** Whether the status line of an unfinished head is well-formed, once its CR LF has come. */
 function statusLineSoFar(buf: Buffer, start: number): boolean {
   const lf = buf.indexOf(10, start);

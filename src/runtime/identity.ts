@@ -19,6 +19,16 @@ export function agentIdFor(stateDir: string): string {
   return createHash("sha256").update(stateDir).digest("hex").slice(0, 12);
 }
 
+/**
+ * The mark this agent's instances carry: its state dir's id, or, for agents that share an etcd
+ * store, one id for all of them (the endpoints and prefix), so a leader that takes over finds by
+ * their marks the instances another agent started on this machine, recorded or not.
+ */
+export function markIdFor(stateDir: string, state?: { driver: string; etcd?: { endpoints: string[]; prefix: string } }): string {
+  if (state?.driver !== "etcd" || !state.etcd) return agentIdFor(stateDir);
+  return createHash("sha256").update(`etcd ${[...state.etcd.endpoints].sort().join(" ")} ${state.etcd.prefix}`).digest("hex").slice(0, 12);
+}
+
 /** A fresh instance id; the fleet picks it before the start so that it can be recorded first. */
 export function newInstanceId(service: string, slot: Slot): string {
   return `${service}-${slot}-${randomBytes(3).toString("hex")}`;

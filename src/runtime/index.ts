@@ -4,19 +4,19 @@ import path from "node:path";
 import { TurquoiseError } from "../errors.js";
 import type { Runtime } from "./contract.js";
 import { DockerRuntime } from "./docker.js";
-import { agentIdFor } from "./identity.js";
+import { markIdFor } from "./identity.js";
 import { ProcessRuntime } from "./process.js";
 import { SwarmRuntime } from "./swarm.js";
-import type { SwarmSpec } from "../spec/types.js";
+import type { StateSpec, SwarmSpec } from "../spec/types.js";
 
 /**
  * The process runtime always (it is the default), and each other driver named. The Docker
  * daemon is asked once here, so that an unreachable one is a clear error now, not at the first
  * deploy.
  */
-export async function openRuntimes(opts: { stateDir: string; drivers: Iterable<string>; swarm?: SwarmSpec }): Promise<Record<string, Runtime>> {
-  // One id per state dir: it tells this agent's instances from another's on the same machine or daemon.
-  const agentId = agentIdFor(opts.stateDir);
+export async function openRuntimes(opts: { stateDir: string; drivers: Iterable<string>; state?: StateSpec; swarm?: SwarmSpec }): Promise<Record<string, Runtime>> {
+  // One id per state dir (or per shared etcd store): it tells this project's instances from another's on the same machine or daemon.
+  const agentId = markIdFor(opts.stateDir, opts.state);
   const runtimes: Record<string, Runtime> = { process: new ProcessRuntime({ logDir: path.join(opts.stateDir, "logs"), agentId }) };
   for (const driver of new Set(opts.drivers)) {
     switch (driver) {

@@ -81,7 +81,7 @@ interface RawSpec {
   state?: {
     driver?: "sqlite" | "memory" | "etcd";
     path?: string;
-    etcd?: { endpoints: string[]; prefix?: string; timeout?: string; username?: string; password_env?: string; tls?: { ca: string; cert?: string; key?: string } };
+    etcd?: { endpoints: string[]; prefix?: string; timeout?: string; leader_ttl?: string; username?: string; password_env?: string; tls?: { ca: string; cert?: string; key?: string } };
   };
   state_dir?: string;
   services: Record<string, RawService>;
@@ -442,6 +442,7 @@ function normalizeEtcd(raw: NonNullable<NonNullable<RawSpec["state"]>["etcd"]>, 
     endpoints: [...raw.endpoints],
     prefix: raw.prefix ?? S.DEFAULT_ETCD_PREFIX,
     timeoutMs: ms(raw.timeout, S.DEFAULT_ETCD_TIMEOUT),
+    leaderTtlMs: ms(raw.leader_ttl, S.DEFAULT_LEADER_TTL),
     ...(raw.username !== undefined ? { username: raw.username } : {}),
     ...(raw.password_env !== undefined ? { passwordEnv: raw.password_env } : {}),
     ...(tls ? { tls: { ca: resolve(dir, tls.ca), ...(tls.cert ? { cert: resolve(dir, tls.cert) } : {}), ...(tls.key ? { key: resolve(dir, tls.key) } : {}) } } : {}),

@@ -360,6 +360,19 @@ export const etcdEndpoints: SpecRule = {
   },
 };
 
+/** etcd refuses leases shorter than its minimum (about 2 s); a long one leaves the cluster leaderless that long after a crash. */
+export const MIN_LEADER_TTL_MS = 2_000;
+export const MAX_LEADER_TTL_MS = 60_000;
+export const etcdLeaderTtl: SpecRule = {
+  name: "etcd-leader-ttl",
+  severity: "error",
+  check(spec, ctx) {
+    const ttl = spec.state.etcd?.leaderTtlMs;
+    if (ttl === undefined || (ttl >= MIN_LEADER_TTL_MS && ttl <= MAX_LEADER_TTL_MS)) return [];
+    return [ctx.at(["state", "etcd", "leader_ttl"], `leader_ttl must be between 2s (etcd's shortest lease) and 60s (the cluster has no leader that long after a crash), got ${ttl}ms`)];
+  },
+};
+
 // ACME with nothing to get a certificate for is a spec that forgot its route hosts.
 export const acmeWithoutHosts: SpecRule = {
   name: "acme-without-hosts",
@@ -392,6 +405,7 @@ export const SPEC_RULES: readonly SpecRule[] = [
   acmeCaFile,
   acmeWithoutHosts,
   etcdEndpoints,
+  etcdLeaderTtl,
   etcdUnused,
   trustedProxies,
   upstreamTimeouts,

@@ -39,6 +39,8 @@ export const DEFAULT_STATE_DIR = ".turquoise";
 export const DEFAULT_STATE_FILE = "state.db";
 export const DEFAULT_ETCD_PREFIX = "/turquoise/";
 export const DEFAULT_ETCD_TIMEOUT = "5s";
+/** The leader's lease: a dead leader is replaced this long after its last renewal (renewed every third of it). */
+export const DEFAULT_LEADER_TTL = "3s";
 /** A member's client URL: scheme, host and port, nothing else (credentials go in username and password_env). */
 export const ETCD_ENDPOINT_PATTERN = "^https?://[A-Za-z0-9.-]+:[0-9]{1,5}$|^https?://\\[[0-9A-Fa-f:.]+\\]:[0-9]{1,5}$";
 /** "/turquoise/books/": slash-separated names, starting and ending with a slash. */
@@ -263,6 +265,7 @@ export const SPEC_JSON_SCHEMA = {
               description: `Every key Turquoise writes lives under this prefix. Give each project that shares a cluster its own: "/turquoise/books/". Default ${DEFAULT_ETCD_PREFIX}.`,
             },
             timeout: duration("How long one state read or write may take, retries on other members included, before it fails with STATE_UNAVAILABLE (exit 16).", DEFAULT_ETCD_TIMEOUT),
+            leader_ttl: duration("Time to live of the leader's lease (several agents, one leader). The leader renews it every third of it; a leader that dies, hangs or loses etcd is replaced this long after its last renewal. Between 2s (etcd's shortest lease) and 60s.", DEFAULT_LEADER_TTL),
             username: { type: "string", minLength: 1, description: "etcd user, when the cluster has authentication enabled. Its role needs readwrite on the prefix." },
             password_env: { type: "string", pattern: ENV_NAME_PATTERN, description: "Environment variable of the agent that holds the etcd user's password: ETCD_PASSWORD. The password itself never goes in this file, and is never logged." },
             tls: {

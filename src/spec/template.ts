@@ -96,6 +96,7 @@ state:
   #   endpoints: ["http://etcd-1.example.internal:2379", "http://etcd-2.example.internal:2379", "http://etcd-3.example.internal:2379"]
   #   prefix: /turquoise/web/          # one per project sharing the cluster
   #   timeout: 5s                      # a state call fails with STATE_UNAVAILABLE after this
+  #   leader_ttl: 3s                   # a dead leader agent is replaced this long after its last renewal
   #   username: turquoise              # when the cluster has auth enabled...
   #   password_env: ETCD_PASSWORD      # ...the agent reads the password from this variable
   #   tls: { ca: certs/ca.pem, cert: certs/client.pem, key: certs/client-key.pem }  # https:// endpoints

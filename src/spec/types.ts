@@ -119,6 +119,8 @@ export interface EtcdSpec {
   endpoints: string[];
   prefix: string;
   timeoutMs: number;
+  /** The leader's lease: several agents share the store, one leads. */
+  leaderTtlMs: number;
   username?: string;
   passwordEnv?: string;
   /** Absolute paths of PEM files. */

@@ -11,6 +11,7 @@ import { Records } from "../../src/deploy/records.js";
 import { TurquoiseError } from "../../src/errors.js";
 import type { DeployRequest, Progress } from "../../src/deploy/orchestrator.js";
 import { MemoryStore } from "../../src/state/memory.js";
+import { SoleLeadership, type Leadership } from "../../src/state/leader.js";
 
 export interface Harness {
   agent: ApiHost;
@@ -38,8 +39,9 @@ export const WEBHOOKS: Record<string, { secretEnv?: string; release?: string; br
   shop: { secretEnv: "TQ_TEST_SHOP_SECRET", release: "main-{sha7}", branches: ["main"] },
 };
 
-export async function startHarness(): Promise<Harness> {
-  const store = new MemoryStore();
+/** leadership: who leads among agents sharing the store; by default this one, alone, as on SQLite. */
+export async function startHarness(opts: { store?: MemoryStore; leadership?: Leadership; leads?: boolean } = {}): Promise<Harness> {
+  const store = opts.store ?? new MemoryStore();
   const registry = new Registry(store, 1);
   const records = new Records(store);
   const deployTokens = new DeployTokens(store);
@@ -74,6 +76,8 @@ export async function startHarness(): Promise<Harness> {
     monitor: { state: () => undefined },
     proxy: { pid: 0, listenPort: 0, stats: async () => ({}) },
     event: (service: string | null, type: string, message: string, data: Record<string, unknown> = {}) => void store.appendEvent({ service, type, message, data }),
+    leads: opts.leads ?? true,
+    leadership: opts.leadership ?? new SoleLeadership({ id: "api-harness:1", api: "http://127.0.0.1:0", proxy: "127.0.0.1:0", startedAt: Date.now() }),
   } as unknown as ApiHost;
   const server = http.createServer(createApi(agent));
   const sockets = new Set<Socket>();

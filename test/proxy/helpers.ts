@@ -239,3 +239,26 @@ export class RawClient {
 export function statuses(received: string): number[] {
   return [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
 }
+
+/** A proxy with one route (`app.test`, or every host) to one echoing upstream, and the proxy's plain port. */
+export interface AppProxy {
+  p: TestProxy;
+  u: TestUpstream;
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startAppProxy(extra: Partial<Route> = {}): Promise<AppProxy> {
+  const p = await startTestProxy();
+  const u = await startUpstream("u");
+  await p.proxy.apply(table(1, route("app", "app:1", [u.upstream], extra)));
+  return {
+    p,
+    u,
+    port: Number(new URL(p.base).port),
+    close: async () => {
+      await p.close();
+      await u.close();
+    },
+  };
+}

@@ -477,6 +477,7 @@ describe("loadSpecText: state on etcd", () => {
       endpoints: ["https://10.0.0.1:2379", "https://[fd00::2]:2379"],
       prefix: "/turquoise/",
       timeoutMs: 2_000,
+      leaderTtlMs: 3_000,
       username: "turquoise",
       passwordEnv: "ETCD_PASSWORD",
       tls: { ca: "/srv/app/certs/ca.pem", cert: "/srv/app/certs/client.pem", key: "/srv/app/certs/client-key.pem" },

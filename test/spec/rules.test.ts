@@ -160,6 +160,29 @@ describe("rule: etcd-endpoints", () => {
   });
 });
 
+describe("rule: etcd-leader-ttl", () => {
+  const ttl = (value: string) => load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: etcd", "  etcd:", "    endpoints: ['http://etcd-1.example.internal:2379']", `    leader_ttl: ${value}`);
+
+  it("refuses a lease etcd would not grant, or one that leaves the cluster leaderless for minutes, naming the line", () => {
+    for (const value of ["500ms", "1s", "61s", "1h"]) {
+      const e = only(ttl(value).errors);
+      assert.deepEqual([e.line, e.path], [12, "state.etcd.leader_ttl"], value);
+      assert.match(e.message, /between 2s .* and 60s/);
+    }
+  });
+
+  it("takes 2s to 60s, and 3s when unset", () => {
+    for (const value of ["2s", "3s", "60s"]) assert.deepEqual(ttl(value).errors, [], value);
+    const { spec } = load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: etcd", "  etcd: { endpoints: ['http://etcd-1.example.internal:2379'] }");
+    assert.equal(spec!.state.etcd!.leaderTtlMs, 3_000);
+  });
+
+  it("refuses what is not a duration, naming the key", () => {
+    const e = ttl("soon").errors[0]!;
+    assert.equal(e.path, "state.etcd.leader_ttl");
+  });
+});
+
 describe("rule: etcd-unused", () => {
   it("warns when an etcd block sits beside another driver", () => {
     const { warnings, errors } = load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: sqlite", "  etcd: { endpoints: ['http://10.0.0.1:2379'] }");

@@ -27,7 +27,7 @@ describe("EtcdStore over TLS", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const etcd = (tls: { ca: string; cert?: string; key?: string }, timeoutMs = 5_000) => ({ endpoints: cluster.endpoints, prefix: "/turquoise/tls/", timeoutMs, tls });
+  const etcd = (tls: { ca: string; cert?: string; key?: string }, timeoutMs = 5_000) => ({ endpoints: cluster.endpoints, prefix: "/turquoise/tls/", timeoutMs, leaderTtlMs: 3_000, tls });
 
   it("reads, writes and watches with the CA and a client certificate from files", async () => {
     assert.match(cluster.endpoints[0]!, /^https:/);

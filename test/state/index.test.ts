@@ -42,7 +42,7 @@ describe("openStore", () => {
     );
   });
 
-  const etcd = { endpoints: ["http://127.0.0.1:2379"], prefix: "/turquoise/", timeoutMs: 5_000 };
+  const etcd = { endpoints: ["http://127.0.0.1:2379"], prefix: "/turquoise/", timeoutMs: 5_000, leaderTtlMs: 3_000 };
 
   it("opens the etcd driver without connecting: etcd is asked only when the store is used", async () => {
     const store = await openStore({ driver: "etcd", etcd });

@@ -1,0 +1,51 @@
+// HTTP/1.1 syntax both of the proxy's parsers share (RFC 9110, RFC 9112): the client-facing
+// request parser (request-head.ts, client-server.ts) and the upstream response parser (upstream.ts).
+
+/** RFC 9110 §5.6.2 token: a field name, a method, a transfer coding. */
+export const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/**
+ * The one transfer coding the proxy accepts, alone in its field. Trailing HTAB is not OWS here:
+ * Node's parser does not read `chunked<HTAB>` as chunked, so neither may the proxy.
+ */
+export const CHUNKED_ONLY = /^[ \t]*chunked *$/i;
+/**
+ * Node's limit on the extensions of one chunk. Node counts names and values, the proxy every byte
+ * after the size, so extensions within a few bytes per extension of it are refused here alone.
+ */
+export const MAX_CHUNK_EXTENSION_BYTES = 16 * 1024;
+/**
+ * Deliberately stricter than Node, which reads any number of leading zeros in a chunk size: the
+ * proxy holds a line in memory, so it stops 1 KiB past what the extensions may take.
+ */
+export const MAX_CHUNK_LINE_BYTES = MAX_CHUNK_EXTENSION_BYTES + 1024;
+/**
+ * A chunk-size line as Node reads it (RFC 9112 §7.1.1): hex digits, then extensions with no
+ * whitespace around ';' or '=', each value a token or a quoted string. Node also takes an empty
+ * name (';=v', ';;x'), but not a ';' that ends the line.
+ */
+export const CHUNK_SIZE_LINE =
+  /^([0-9A-Fa-f]+)(?:;(?! |$)[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?:=[!#$%&'*+\-.^_`|~0-9A-Za-z]*(?:"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*")?)?)*$/;
+/**
+ * A line break not followed by a well-formed field line (RFC 9110 §5.1, §5.5): a token, a colon,
+ * then HTAB, SP, VCHAR and obs-text up to the next CR LF. One scan of the whole head is about
+ * half the cost of testing line by line. It also refuses obs-fold (a line starting with SP or
+ * HTAB), a CR or LF alone, and NUL, VT and the other controls in a value.
+ */
+export const FIELD_LINES = /\r\n(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*(?:\r\n|$))/g;
+/** What a field value (or reason phrase) may hold besides HTAB, SP, VCHAR and obs-text (RFC 9110 §5.5). */
+export const INVALID_FIELD_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
+/** A field value without the SP and HTAB around it (RFC 9110 §5.5 OWS; not String.trim, which also eats NBSP). */
+export function trimOws(s: string, from: number): string {
+  let end = s.length;
+  while (from < end && (s.charCodeAt(from) === 32 || s.charCodeAt(from) === 9)) from++;
+  while (end > from && (s.charCodeAt(end - 1) === 32 || s.charCodeAt(end - 1) === 9)) end--;
+  return s.slice(from, end);
+}
+
+/** Whether buf, from start, holds an LF without a CR before it or a CR followed by something else. */
+export function strayLineBreak(buf: Buffer, start: number): boolean {
+  for (let i = buf.indexOf(10, start); i !== -1; i = buf.indexOf(10, i + 1)) if (i === 0 || buf[i - 1] !== 13) return true;
+  for (let i = buf.indexOf(13, start); i !== -1 && i + 1 < buf.length; i = buf.indexOf(13, i + 1)) if (buf[i + 1] !== 10) return true;
+  return false;
+}
