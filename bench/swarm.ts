@@ -17,6 +17,7 @@ import { connectProxy } from "../src/proxy/builtin.js";
 import { DockerApi } from "../src/runtime/docker-api.js";
 import { copyImageToNodes } from "../src/runtime/swarm-images.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
+import { sleep, timeUntil as waitUntil } from "./lib/wait.js";
 import { formatNumber, formatTable } from "./lib/report.js";
 
 const { values: args } = parseArgs({ options: { json: { type: "boolean" } } });
@@ -91,16 +92,8 @@ async function main(): Promise<void> {
   }
 }
 
-async function timeUntil(t0: number, done: () => Promise<boolean>): Promise<number> {
-  for (;;) {
-    if (await done().catch(() => false)) return performance.now() - t0;
-    if (performance.now() - t0 > MAX_WAIT_MS) throw new Error(`not reached within ${MAX_WAIT_MS}ms`);
-    await sleep(POLL_MS);
-  }
-}
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+
+const timeUntil = (t0: number, done: () => Promise<boolean>) => waitUntil(t0, done, { maxWaitMs: MAX_WAIT_MS, pollMs: POLL_MS });
 
 await main();
