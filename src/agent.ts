@@ -21,7 +21,7 @@ import { waitHealthy } from "./health/checks.js";
 import { HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy } from "./proxy/builtin.js";
 import { openProxy, stopDataPlane, type OpenedProxy, type ProxyOptions } from "./proxy/index.js";
-import type { DrainResult, Proxy, ProxyCapabilities, ProxyStats, RouteTable } from "./proxy/contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable } from "./proxy/contract.js";
 import { agentIdFor } from "./runtime/identity.js";
 import { openRuntimes } from "./runtime/index.js";
 import { SLOTS } from "./runtime/contract.js";
@@ -67,6 +67,8 @@ class SupervisedProxy implements Proxy {
   apply(table: RouteTable): Promise<void> { return this.current.apply(table); }
   drain(poolId: string, timeoutMs: number): Promise<DrainResult> { return this.current.drain(poolId, timeoutMs); }
   stats(): Promise<ProxyStats> { return this.current.stats(); }
+  /** The per-slot counters a canary is judged by; a proxy without them (nginx) refuses. */
+  metrics(): Promise<ProxyMetrics> { return this.current.metrics ? this.current.metrics() : Promise.reject(new Error(`the ${this.current.name} proxy keeps no per-slot counters`)); }
   setUpstreamHealth(id: string, healthy: boolean): Promise<void> { return this.current.setUpstreamHealth(id, healthy); }
 }
 
@@ -346,7 +348,8 @@ export class Agent {
       for (const slot of SLOTS) {
         const rec = recs[slot];
         const running = this.fleet.list(svc.name, slot);
-        const wanted = rec && (slot === color || rec.state === "warm");
+        // A held release survives the agent: it waits for promote or abort, not for a flow.
+        const wanted = rec && (slot === color || rec.state === "warm" || rec.state === "held");
         const orphans = wanted ? running.filter((i) => i.release !== rec.release) : running;
         if (orphans.length) {
           this.log.info("agent.orphans", `stopping ${orphans.length} orphan instance(s) of ${svc.name} in ${slot}`, { service: svc.name, data: { slot, count: orphans.length } });

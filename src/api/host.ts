@@ -30,7 +30,7 @@ export interface ApiHost {
   readonly fleet: Pick<Fleet, "list" | "logs">;
   readonly monitor: { state(id: string): CheckState | undefined };
   readonly proxy: { readonly pid: number; readonly listenPort: number; stats(): Promise<ProxyStats> };
-  readonly orchestrator: Pick<Orchestrator, "service" | "deploy" | "rollback" | "plan" | "migrations" | "signalService">;
+  readonly orchestrator: Pick<Orchestrator, "service" | "deploy" | "rollback" | "plan" | "migrations" | "signalService" | "promote" | "abort" | "canaryOf">;
   /** Records an agent event: its log, the Store's event log, the event stream. */
   readonly event: EventLog;
   /** The agent's log: every request goes to it at debug level. */

@@ -11,7 +11,7 @@ import { checkUserKey, checkUserPrefix, userDelete, userGet, userList, userPut }
 import { authenticate, describeScope, type Scope } from "../auth/scopes.js";
 import { intParam, parseJson, readBody, send, sendError, errorBody } from "./http.js";
 import { listEvents, streamEvents } from "./events.js";
-import { releaseOptions, runFlow } from "./flows.js";
+import { abortFlow, releaseOptions, runFlow } from "./flows.js";
 import { status } from "./status.js";
 import { handleHook } from "./hooks.js";
 import type { MigrationRequest } from "../deploy/orchestrator.js";
@@ -42,11 +42,14 @@ export function createApi(agent: ApiHost): http.RequestListener {
     ["GET", /^\/v1\/status$/, async ({ agent, scope }) => status(agent, scope.kind === "deploy" ? scope.services : undefined), { deploy: "filtered" }],
     ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, async ({ agent, scope, req, res, params }) => runFlow("deploy", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, async ({ agent, scope, req, res, params }) => runFlow("rollback", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],
+    ["POST", /^\/v1\/services\/([^/]+)\/promote$/, async ({ agent, scope, req, res, params }) => runFlow("promote", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],
+    ["POST", /^\/v1\/services\/([^/]+)\/abort$/, async ({ agent, scope, req, params }) => abortFlow(agent, scope, params[0]!, req), { deploy: "service", write: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/plan$/, async ({ agent, req, params }) => {
       const body = parseJson(await readBody(req));
       const kind = body.kind === "rollback" ? "rollback" : "deploy";
       const opts = releaseOptions(body, kind === "deploy");
-      const plan = await agent.orchestrator.plan(kind, { service: params[0]!, release: opts.release ?? "", ...opts });
+      // canary: true asks whether the deploy could go out in canary steps (the planner says why not).
+      const plan = await agent.orchestrator.plan(kind, { service: params[0]!, release: opts.release ?? "", ...opts, ...(body.canary === true && kind === "deploy" ? { inCanary: true } : {}) });
       return { kind, via: plan.via, live: plan.live?.release ?? null, actions: plan.actions, lines: plan.lines, warnings: plan.warnings ?? [] };
     }],
     ["POST", /^\/v1\/services\/([^/]+)\/migrate$/, async ({ agent, req, res, params }) => {

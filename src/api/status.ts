@@ -3,10 +3,34 @@
 import type { ApiHost } from "./host.js";
 import { errorMessage } from "../errors.js";
 import { keys } from "../deploy/records.js";
-import { SLOTS } from "../runtime/contract.js";
+import { otherSlot, SLOTS, type Slot } from "../runtime/contract.js";
+import type { ServiceSpec } from "../spec/types.js";
 
 /** How much of a set-aside value status shows: the reason says what was wrong with it. */
 const QUARANTINE_VALUE_SHOWN = 200;
+
+type SlotView = { release: string; state: string; heldBy?: { historyId: number; since: number; actor: string } } | null;
+
+/** The new release on the preview address (during a deploy, or held): what a dashboard shows beside the live one. */
+function previewOf(svc: ServiceSpec, color: Slot | null, slots: Record<string, unknown>): unknown {
+  const slot: Slot = color ? otherSlot(color) : "blue";
+  const rec = slots[slot] as SlotView;
+  if (!rec || (rec.state !== "preview" && rec.state !== "held")) return null;
+  return {
+    slot, release: rec.release, held: rec.state === "held",
+    host: svc.route.previewHost ?? null,
+    url: svc.route.previewHost ? `http://${svc.route.previewHost}${svc.route.pathPrefix === "/" ? "" : svc.route.pathPrefix}` : null,
+    ...(rec.heldBy ? { heldSince: rec.heldBy.since, heldBy: rec.heldBy.actor, historyId: rec.heldBy.historyId } : {}),
+  };
+}
+
+/** A deploy under way in canary steps: the new slot and its share of users now. */
+function canaryView(agent: ApiHost, service: string, color: Slot | null, slots: Record<string, unknown>): unknown {
+  const c = agent.orchestrator.canaryOf(service);
+  if (!c || c.slot === color) return null;
+  const rec = slots[c.slot] as SlotView;
+  return { slot: c.slot, release: rec?.release ?? null, percent: c.percent, steps: c.steps ?? null, stepStartedAt: c.stepStartedAt ?? null, stepIntervalMs: c.stepIntervalMs ?? null };
+}
 
 export async function status(agent: ApiHost, only?: string[]): Promise<unknown> {
   const services = [];
@@ -35,6 +59,8 @@ export async function status(agent: ApiHost, only?: string[]): Promise<unknown> 
       instances,
       lock: (await agent.store.getLock(keys.lock(svc.name))) ?? null,
       degraded: (await agent.records.degraded(svc.name)) ?? null,
+      preview: previewOf(svc, color, slots),
+      canary: canaryView(agent, svc.name, color, slots),
     });
   }
   const quarantined = (await agent.records.quarantined())

@@ -4,7 +4,9 @@ import { parseArgs } from "node:util";
 import { EXIT_CODES, TurquoiseError, errorMessage } from "../errors.js";
 import { GLOBAL_HELP, globalHelp, globalOptions, type Command, type Context } from "./command.js";
 import { demoCommand } from "./demo.js";
+import { abortCommand } from "./abort.js";
 import { deployCommand } from "./deploy.js";
+import { promoteCommand } from "./promote.js";
 import { downCommand } from "./down.js";
 import { historyCommand } from "./history.js";
 import { initCommand } from "./init.js";
@@ -22,7 +24,7 @@ import { upCommand } from "./up.js";
 import { VERSION } from "../version.js";
 import { schemaCommand, validateCommand } from "./validate.js";
 
-export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, tokenCommand, webhookCommand, signalCommand, proxyCommand, demoCommand, schemaCommand];
+export const COMMANDS: Command[] = [initCommand, validateCommand, upCommand, downCommand, deployCommand, promoteCommand, abortCommand, rollbackCommand, planCommand, migrateCommand, statusCommand, historyCommand, logsCommand, kvCommand, tokenCommand, webhookCommand, signalCommand, proxyCommand, demoCommand, schemaCommand];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

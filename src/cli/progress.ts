@@ -9,7 +9,7 @@ import type { BackfillProgress } from "../migrate/contract.js";
 
 const MARK: Record<string, string> = { done: "✓", failed: "✗", skipped: "–" };
 
-export async function runFlow(ctx: Context, kind: "deploy" | "rollback", service: string, body: Record<string, unknown>): Promise<void> {
+export async function runFlow(ctx: Context, kind: "deploy" | "rollback" | "promote", service: string, body: Record<string, unknown>): Promise<void> {
   const { client } = connect(ctx.specFile);
   const started = Date.now();
   const events: Record<string, unknown>[] = [];
@@ -52,6 +52,6 @@ export async function runFlow(ctx: Context, kind: "deploy" | "rollback", service
   }
   if (!ctx.json) {
     const h = result.history!;
-    ctx.out(`\n${kind} of ${service} ${h.release} succeeded in ${formatMs(Date.now() - started)}`);
+    ctx.out(`\n${kind} of ${service} ${h.release} ${h.outcome === "held" ? "held" : "succeeded"} in ${formatMs(Date.now() - started)}`);
   }
 }

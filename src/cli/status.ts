@@ -20,6 +20,8 @@ interface StatusBody {
     instances: Array<{ id: string; slot: string; release: string; address: string; ref: string; startedAt: number; health: { status: string; history: Array<{ output: string }> } }>;
     lock: { owner: string; since: number } | null;
     degraded: { since: number; reason: string } | null;
+    preview?: { slot: string; release: string; held: boolean; url: string | null; heldSince?: number; heldBy?: string } | null;
+    canary?: { slot: string; release: string | null; percent: number } | null;
   }>;
 }
 
@@ -37,6 +39,7 @@ agent answers it. --json has them under .cluster.
 examples:
   turquoise status
   turquoise status books
+  turquoise status --json | jq '.services[] | {name, preview, canary}'
   turquoise status --json | jq '.services[] | {name, release}'
   turquoise status --json | jq '.cluster.leader.api'`,
   async run(ctx) {
@@ -73,6 +76,12 @@ examples:
         const last = i.health.history[i.health.history.length - 1]?.output ?? "";
         ctx.out(`    ${i.id.padEnd(28)} ${i.slot.padEnd(5)} ${i.release.padEnd(10)} ${i.address.padEnd(21)} ${i.health.status.padEnd(8)} up ${formatMs(Date.now() - i.startedAt)}  ${last}`);
       }
+      if (svc.preview) {
+        const where = svc.preview.url ? ` on ${svc.preview.url}` : "";
+        if (svc.preview.held) ctx.out(`  HELD: ${svc.preview.release} in ${svc.preview.slot}${where} since ${formatTime(svc.preview.heldSince ?? 0)} (by ${svc.preview.heldBy ?? "?"}); turquoise promote ${svc.name} or turquoise abort ${svc.name}`);
+        else if (where) ctx.out(`  preview: ${svc.preview.release} in ${svc.preview.slot}${where}`);
+      }
+      if (svc.canary) ctx.out(`  CANARY: ${svc.canary.release ?? "?"} in ${svc.canary.slot} takes ${svc.canary.percent} % of users`);
       if (svc.degraded) ctx.out(`  DEGRADED since ${formatTime(svc.degraded.since)}: ${svc.degraded.reason}; the next deploy resets it`);
       if (svc.lock) ctx.out(`  deploy lock held by ${svc.lock.owner} since ${formatTime(svc.lock.since)}`);
     }

@@ -17,6 +17,22 @@ export interface LoadOptions {
   timeoutMs?: number;
   /** Keep every request's start (epoch ms) and latency, so a bench can take percentiles over any window. */
   timeline?: boolean;
+  /**
+   * Simulate this many users, as a canary sees them: each from its own loopback address
+   * (127.0.<n>.<n>, see userAddress) with its own keep-alive connection and cookie jar.
+   */
+  users?: number;
+}
+
+/** The loopback address of simulated user i: anywhere in 127.0.0.0/8 answers on Linux. */
+export function userAddress(i: number): string {
+  return `127.0.${1 + ((i >> 8) % 254)}.${1 + (i % 254)}`;
+}
+
+interface User {
+  agent: http.Agent;
+  /** The cookies the proxy set, as the Cookie field to send back. */
+  cookies: Map<string, string>;
 }
 
 export interface LoadReport {
@@ -50,11 +66,18 @@ export class LoadGenerator {
   private stopping = false;
   private startedAt = 0;
   private workers: Promise<void>[] = [];
-  private readonly o: Required<Omit<LoadOptions, "host">> & { host?: string };
+  private readonly o: Required<Omit<LoadOptions, "host" | "users">> & { host?: string; users?: number };
+  private readonly users: User[] = [];
 
   constructor(opts: LoadOptions) {
     this.o = { path: "/api/v1/books", concurrency: 8, postEvery: 5, timeoutMs: 5_000, timeline: false, ...DEFAULT_LOAD_LIMITS, ...opts };
     this.agent = new http.Agent({ keepAlive: true, maxSockets: this.o.concurrency });
+    for (let i = 0; i < (this.o.users ?? 0); i++) this.users.push({ agent: new http.Agent({ keepAlive: true, maxSockets: 1, localAddress: userAddress(i) }), cookies: new Map() });
+  }
+
+  private destroyAgents(): void {
+    this.agent.destroy();
+    for (const u of this.users) u.agent.destroy();
   }
 
   start(): this {
@@ -66,14 +89,14 @@ export class LoadGenerator {
   async stop(): Promise<LoadReport> {
     this.stopping = true;
     await Promise.all(this.workers);
-    this.agent.destroy();
+    this.destroyAgents();
     return this.report();
   }
 
   /** Resolves when a bound (request count or duration) ends the run. */
   async done(): Promise<LoadReport> {
     await Promise.all(this.workers);
-    this.agent.destroy();
+    this.destroyAgents();
     return this.report();
   }
 
@@ -97,7 +120,9 @@ export class LoadGenerator {
       const title = post ? `book-${w}-${n}-${Date.now().toString(36)}` : "";
       const t0 = performance.now();
       this.total++;
-      const r = await this.request(post ? "POST" : "GET", post ? JSON.stringify({ title, author: "load" }) : undefined);
+      // Worker w serves users w, w + concurrency, ... in turn.
+      const user = this.users.length ? this.users[(w + (n - 1) * this.o.concurrency) % this.users.length] : undefined;
+      const r = await this.request(post ? "POST" : "GET", post ? JSON.stringify({ title, author: "load" }) : undefined, user);
       this.latencies.push(performance.now() - t0);
       if (this.o.timeline) this.timeline.push([Math.round(performance.timeOrigin + t0), round(performance.now() - t0), r.ok ? 1 : 0]);
       if (r.ok) {
@@ -110,12 +135,14 @@ export class LoadGenerator {
     }
   }
 
-  private request(method: string, body?: string): Promise<{ ok: true; release: string } | { ok: false; reason: string }> {
+  private request(method: string, body?: string, user?: User): Promise<{ ok: true; release: string } | { ok: false; reason: string }> {
     return new Promise((resolve) => {
       const url = new URL(this.o.path, this.o.baseUrl);
       const headers: Record<string, string> = { ...(this.o.host ? { host: this.o.host } : {}) };
       if (body) Object.assign(headers, { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) });
-      const req = http.request(url, { method, agent: this.agent, headers, timeout: this.o.timeoutMs }, (res) => {
+      if (user?.cookies.size) headers.cookie = [...user.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
+      const req = http.request(url, { method, agent: user?.agent ?? this.agent, headers, timeout: this.o.timeoutMs }, (res) => {
+        if (user) for (const c of res.headers["set-cookie"] ?? []) keepCookie(user.cookies, c);
         res.resume();
         res.on("end", () => {
           const status = res.statusCode ?? 0;
@@ -137,4 +164,11 @@ function errCode(e: Error): string {
 
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
+}
+
+/** Keeps a Set-Cookie's name and value (attributes ignored: one host, one path). */
+function keepCookie(jar: Map<string, string>, setCookie: string): void {
+  const pair = setCookie.split(";", 1)[0]!;
+  const eq = pair.indexOf("=");
+  if (eq > 0) jar.set(pair.slice(0, eq).trim(), pair.slice(eq + 1).trim());
 }

@@ -31,6 +31,8 @@ export interface WorkspaceOptions {
    * own books file, inside the container.
    */
   runtime?: { kind: "docker"; image: string; network?: "bridge" | "host" } | SwarmWorkspaceRuntime;
+  /** route.preview_host of the service. */
+  previewHost?: string;
   /** The proxy driver: Turquoise's own (default) or nginx. */
   proxyDriver?: "builtin" | "nginx";
   /** A top-level state block, as YAML lines ("state:\n  driver: etcd\n..."); SQLite in the state dir without it. */
@@ -77,7 +79,7 @@ proxy: { listen: "127.0.0.1:${proxyPort}"${opts.proxyDriver === "nginx" ? ", dri
 ${opts.stateYaml ?? ""}${swarmBlock(opts.runtime)}services:
   books:
 ${runsAs(opts.runtime, releases, booksFile)}    replicas: ${opts.replicas ?? 2}
-    route: { path: / }
+    route: { path: /${opts.previewHost ? `, preview_host: ${opts.previewHost}` : ""} }
     health: { http: /health, interval: ${opts.healthInterval ?? "1s"}, timeout: 1s, success_before_passing: 1, failures_before_critical: 2 }
     deploy_timeout: ${opts.deployTimeout ?? "20s"}
     drain_timeout: ${opts.drainTimeout ?? "5s"}

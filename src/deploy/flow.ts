@@ -6,13 +6,16 @@
 // an agent that restarts can finish, undo or resume the flow (recovery.ts). Every write of the
 // flow is fenced by its lock (lock.ts); a flow that lost its lock stops at the next step boundary
 // and hands its journal over to recovery.
-import { formatDuration } from "../util/duration.js";
+import { formatDuration, parseDuration } from "../util/duration.js";
+import { NGINX_NO_CANARY } from "../proxy/split.js";
+import { DEFAULT_CANARY_MAX_ERROR_RATE, DEFAULT_CANARY_MAX_P99_RATIO, DEFAULT_CANARY_MIN_REQUESTS, DEFAULT_CANARY_STEP_INTERVAL } from "../spec/schema.js";
+import { describeCanary, watchCanaryStep } from "./canary.js";
 import { progressRelay } from "./migration-progress.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import { Scrubber } from "../log/scrub.js";
 import type { PlanAction } from "../plan/planner.js";
 import { otherSlot, type Slot } from "../runtime/contract.js";
-import type { ServiceSpec } from "../spec/types.js";
+import type { CanarySpec, ServiceSpec } from "../spec/types.js";
 import type { HistoryEntry, StepTiming } from "../state/contract.js";
 import { instanceEnvFor, openDatabase, passFailpoint, serviceNamed, type OrchestratorDeps } from "./deps.js";
 import { bake, describeBake } from "./bake.js";
@@ -40,6 +43,10 @@ export interface DeployRequest extends PlanRequest {
   onProgress?: (p: Progress) => void;
   /** Called once the flow has its history entry: the id a caller can point to before the flow ends. */
   onStarted?: (historyId: number) => void;
+  /** Stop after the smoke checks with the new release held on the preview address, for promote or abort. */
+  hold?: boolean;
+  /** Canary steps over the spec's (an empty list: flip in one step, whatever the spec says). */
+  canary?: { steps: number[]; stepIntervalMs?: number };
 }
 
 export interface DeployOutcome {
@@ -95,6 +102,7 @@ export class DeployFlow {
 
     let history: HistoryEntry | undefined;
     let flow: Flow | undefined;
+    let canaryOff = false;
     try {
       // Inside the try: an in-process test that ends the agent here still stops the lock's renewals.
       failpoint("lock");
@@ -105,8 +113,18 @@ export class DeployFlow {
       const planStarted = Date.now();
       emit({ type: "step", name: "plan", status: "started" });
       let plan: ComputedPlan;
+      const canary = kind === "deploy" && !req.hold ? canaryFor(svc, req) : undefined;
       try {
-        plan = await this.planning.compute(svc, kind, req);
+        try {
+          plan = await this.planning.compute(svc, kind, { ...req, ...(canary ? { inCanary: true } : {}) });
+        } catch (e) {
+          // The spec's canary is a default: a deploy it cannot apply to (a migration first) flips in one step.
+          if (!canary || req.canary || !(e instanceof TurquoiseError) || e.code !== "PLAN_REFUSED") throw e;
+          plan = await this.planning.compute(svc, kind, req);
+          emit({ type: "info", message: `no canary: ${e.message.replace(/^.*? refused: /, "")}` });
+          canaryOff = true;
+        }
+        if (req.hold && plan.via) throw new TurquoiseError("PLAN_REFUSED", `deploy --hold of ${svc.name} ${req.release} refused: the plan walks through the turquoise release ${plan.via}, which goes live before ${req.release} starts; deploy without --hold`);
       } catch (e) {
         emit({ type: "step", name: "plan", status: "failed", durationMs: Date.now() - planStarted, detail: errorMessage(e) });
         throw e;
@@ -137,9 +155,15 @@ export class DeployFlow {
         ...(db ? { db } : {}),
         schemaChangesLater: (i) => plan.actions.slice(i + 1).some((a) => a.do === "migrate"),
         scrubber: new Scrubber(specSecrets(this.d.spec)),
+        ...(canary && !canaryOff ? { canary } : {}),
       };
       // 3 to 11, as the plan orders them: a turquoise path starts and flips twice, migrating between.
       for (const [i, action] of plan.actions.entries()) {
+        if (req.hold && (action.do === "flip" || action.do === "migrate")) {
+          history = await this.hold(flow, history, req.actor);
+          outcome = "held";
+          return { history };
+        }
         if (!db && action.do === "flip") skipStep(flow, "migrate-expand", NO_DATABASE);
         if (action.do === "start") await this.startRelease(flow, action.release);
         else if (action.do === "flip") await this.flip(flow, action.to, flow.schemaChangesLater(i));
@@ -172,10 +196,11 @@ export class DeployFlow {
       if (history) {
         const flippedBack = e instanceof StepFailure && e.step === "verify";
         const reverted = e instanceof StepFailure && e.step === "bake";
-        outcome = reverted ? "reverted" : flippedBack ? "rolled-back" : "failed";
+        const aborted = e instanceof StepFailure && e.step === "canary";
+        outcome = reverted ? "reverted" : flippedBack ? "rolled-back" : aborted ? "aborted" : "failed";
         const error = e instanceof StepFailure && e.output ? `${e.message}\n${e.output}` : errorMessage(e);
         try {
-          history = await store.updateHistory(history.id, { outcome: reverted ? "reverted" : flippedBack ? "rolled-back" : "failed", finishedAt: Date.now(), steps, error });
+          history = await store.updateHistory(history.id, { outcome: reverted ? "reverted" : flippedBack ? "rolled-back" : aborted ? "aborted" : "failed", finishedAt: Date.now(), steps, error });
           await records.clearJournal(svc.name);
           failpoint("cleared");
         } catch (recording) {
@@ -185,11 +210,17 @@ export class DeployFlow {
           }
           throw recording;
         }
-        if (reverted) this.d.event(svc.name, `${kind}.reverted`, `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window (${e.message}); ${await this.liveDescription(svc)} is live`, { release: req.release, historyId: history.id, ...(e.figures ?? {}) });
+        if (aborted) this.d.event(svc.name, `${kind}.aborted`, `${kind} of ${svc.name} ${req.release} aborted by its canary: ${e.message}; ${await this.liveDescription(svc)} is live`, { release: req.release, historyId: history.id, ...(e.figures ?? {}) });
+        else if (reverted) this.d.event(svc.name, `${kind}.reverted`, `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window (${e.message}); ${await this.liveDescription(svc)} is live`, { release: req.release, historyId: history.id, ...(e.figures ?? {}) });
         else this.d.event(svc.name, `${kind}.failed`, `${kind} of ${svc.name} ${req.release} failed: ${e instanceof Error ? e.message : e}`, { release: req.release, historyId: history.id });
       }
       if (e instanceof StepFailure) {
         const where = await this.liveDescription(svc);
+        if (e.step === "canary") {
+          throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} aborted by its canary: ${e.message} (every user back on ${where}; ${req.release} stopped)`, {
+            data: { step: e.step, outcome: "aborted", figures: e.figures ?? null, output: e.output ?? null, history: history ?? null },
+          });
+        }
         if (e.step === "bake") {
           throw new TurquoiseError("DEPLOY_FAILED", `${kind} of ${svc.name} ${req.release} reverted: it failed its bake window: ${e.message} (traffic flipped back; ${where} is live)`, {
             data: { step: e.step, outcome: "reverted", figures: e.figures ?? null, output: e.output ?? null, history: history ?? null },
@@ -247,9 +278,12 @@ export class DeployFlow {
     const color = await records.color(svc.name);
     const slot: Slot = color ? otherSlot(color) : "blue";
     const idle = await records.slot(svc.name, slot);
-    if (idle?.state === "warm" && idle.release === release && fleet.list(svc.name, slot).length > 0) {
-      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fleet.list(svc.name, slot), "warm"));
-      await records.setSlot(svc.name, { ...idle, state: "preview" });
+    if ((idle?.state === "warm" || idle?.state === "held") && idle.release === release && fleet.list(svc.name, slot).length > 0) {
+      await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fleet.list(svc.name, slot), idle.state));
+      const { heldBy, ...rest } = idle;
+      await records.setSlot(svc.name, { ...rest, state: "preview" });
+      // The held deploy did its part (start, healthy, smoke): this flow takes it from here.
+      if (heldBy) await records.store.updateHistory(heldBy.historyId, { outcome: "succeeded", error: `promoted by ${flow.journal.actor} (deploy #${flow.journal.historyId})` });
       return;
     }
     try {
@@ -261,6 +295,8 @@ export class DeployFlow {
       const fresh = await this.step(flow, "start", async () => fleet.startSlot(svc, slot, release, this.d.apiUrl, instanceEnvFor(spec, svc)));
       await this.step(flow, "healthy", async () => waitUntilHealthy(spec, fleet, svc, fresh, "new"));
       await this.step(flow, "smoke", async () => smokeInstances(svc, fresh, fleet.releaseDir(svc, release)));
+      // From here the preview address reaches the new release, until its flip or its end.
+      if (svc.route.previewHost) await this.routes.apply();
     } catch (e) {
       await this.cleanUp(flow, e, () => undoPreview(this.d, records, svc, slot));
       throw e;
@@ -278,9 +314,14 @@ export class DeployFlow {
     // The instances traffic goes to, as the flip sends it: the bake judges each, even one that exits before the window opens.
     const flippedTo = this.d.fleet.list(svc.name, toSlot).map((i) => i.id);
 
+    if (flow.canary && (!live || !fromSlot)) skipStep(flow, "canary", "nothing live to compare with");
+    else if (flow.canary && live && fromSlot) await this.canarySteps(flow, flow.canary, fromSlot, toSlot, release, preview.poolId, flippedTo);
+
     try {
       await this.step(flow, "flip", async () => {
         await records.setSlot(svc.name, { ...preview, state: "live" });
+        // The flip takes every user: no canary share is left for the next tables.
+        this.routes.forgetCanary(svc.name);
         try {
           await this.routes.apply({ [svc.name]: toSlot });
           await records.setColor(svc.name, toSlot);
@@ -366,6 +407,62 @@ export class DeployFlow {
     if (svc.hooks.afterFlip.length) await this.step(flow, "hooks", async () => runHooks(this.d, svc, release));
   }
 
+  /**
+   * The canary: each step sends its share of users to the new slot and is judged over its window.
+   * A failing step sends everyone back to the live slot at once, then stops the new release.
+   */
+  private async canarySteps(flow: Flow, canary: CanarySpec, fromSlot: Slot, toSlot: Slot, release: string, poolId: string, instanceIds: string[]): Promise<void> {
+    const { svc, records } = flow;
+    const metrics = this.d.proxy.metrics?.bind(this.d.proxy);
+    if (!metrics) throw new StepFailure("canary", NGINX_NO_CANARY);
+    try {
+      for (const percent of canary.steps) {
+        await this.step(flow, "canary", async () => {
+          await this.routes.setCanary(svc.name, { slot: toSlot, percent, steps: canary.steps, stepStartedAt: Date.now(), stepIntervalMs: canary.stepIntervalMs });
+          this.d.event(svc.name, "canary.step", `${release} (${toSlot}) takes ${percent} % of users of ${svc.name} for ${formatDuration(canary.stepIntervalMs)}`, { release, percent });
+          const v = await watchCanaryStep({
+            metrics, service: svc.name, liveSlot: fromSlot, canarySlot: toSlot, percent, windowMs: canary.stepIntervalMs, thresholds: canary, instanceIds, isAlive: (id) => this.d.fleet.isAlive(id),
+          });
+          if (!v.ok) throw new StepFailure("canary", `at ${percent} %: ${v.reason}`, describeCanary(v.figures), { ...v.figures });
+          return `passed: ${describeCanary(v.figures)}`;
+        });
+      }
+    } catch (e) {
+      if (isLockLost(e)) throw e;
+      await this.step(flow, "revert", async () => {
+        // The route first: every millisecond here is a request on a release that just failed.
+        await this.routes.setCanary(svc.name, undefined);
+        await this.d.proxy.drain(poolId, svc.drainTimeoutMs).catch((err) => this.d.event(svc.name, "drain.error", `draining the aborted ${release} failed: ${errorMessage(err)}`));
+        await undoPreview(this.d, records, svc, toSlot);
+        return `every user back on ${fromSlot}; ${release} stopped`;
+      });
+      throw e;
+    }
+  }
+
+  /** deploy --hold: the new release stays on the preview address, its deploy recorded as held, the lock released. */
+  private async hold(flow: Flow, history: HistoryEntry, actor: string): Promise<HistoryEntry> {
+    const { svc, records } = flow;
+    await flow.lock.check();
+    const color = await records.color(svc.name);
+    const slot: Slot = color ? otherSlot(color) : "blue";
+    const rec = await records.slot(svc.name, slot);
+    if (!rec) throw new StepFailure("hold", `nothing of ${flow.journal.release} is running in ${slot} to hold`);
+    const since = Date.now();
+    const where = svc.route.previewHost ? `on http://${svc.route.previewHost}${svc.route.pathPrefix === "/" ? "" : svc.route.pathPrefix}` : "(no route.preview_host: reach it with turquoise status --json's instances)";
+    const detail = `${rec.release} held in ${slot} ${where}; turquoise promote ${svc.name} flips to it, turquoise abort ${svc.name} stops it`;
+    flow.steps.push({ name: "hold", startedAt: since, durationMs: 0, ok: true, detail });
+    const held = await records.store.updateHistory(history.id, { outcome: "held", finishedAt: since, steps: flow.steps });
+    await records.setSlot(svc.name, { ...rec, state: "held", heldBy: { historyId: history.id, since, actor } });
+    // Where recovery must keep the hold: recorded, with its journal still there.
+    flow.failpoint("held");
+    await records.clearJournal(svc.name);
+    flow.emit({ type: "step", name: "hold", status: "done", durationMs: 0, detail });
+    await this.routes.apply().catch((e) => this.d.event(svc.name, "route.error", `the proxy refused the table with the preview of ${rec.release}: ${errorMessage(e)}`));
+    this.d.event(svc.name, "deploy.held", `deploy of ${svc.name} ${rec.release} held in ${slot} by ${actor}`, { release: rec.release, historyId: history.id, slot });
+    return held;
+  }
+
   /** The records first, then the route: a proxy that refuses the table leaves the records right. */
   private async restoreColor(flow: Flow, fromSlot: Slot | null, toSlot: Slot): Promise<void> {
     const { svc, records } = flow;
@@ -409,6 +506,20 @@ export class DeployFlow {
       return `${healthy}; ${typeof smoke === "string" ? smoke : "no smoke checks"}`;
     });
   }
+}
+
+/** The canary a deploy runs: its own steps over the spec's, the spec's thresholds; none without steps below 100. */
+export function canaryFor(svc: ServiceSpec, req: Pick<DeployRequest, "canary">): CanarySpec | undefined {
+  const base = svc.canary;
+  const steps = (req.canary?.steps ?? base?.steps ?? []).filter((p) => p < 100);
+  if (steps.length === 0) return undefined;
+  return {
+    steps,
+    stepIntervalMs: req.canary?.stepIntervalMs ?? base?.stepIntervalMs ?? parseDuration(DEFAULT_CANARY_STEP_INTERVAL),
+    maxErrorRate: base?.maxErrorRate ?? DEFAULT_CANARY_MAX_ERROR_RATE / 100,
+    maxP99Ratio: base?.maxP99Ratio ?? DEFAULT_CANARY_MAX_P99_RATIO,
+    minRequests: base?.minRequests ?? DEFAULT_CANARY_MIN_REQUESTS,
+  };
 }
 
 /** Stops what a failed deploy started; the live slot is never touched. records: as the caller writes them. */

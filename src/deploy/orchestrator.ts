@@ -11,14 +11,16 @@ import { DeployFlow, type DeployOutcome, type DeployRequest } from "./flow.js";
 import { LOCK_TTL_MS } from "./lock.js";
 import { runMigrations, type MigrationRequest } from "./migrations.js";
 import { Planning, type ComputedPlan, type PlanRequest } from "./planning.js";
+import { abortHeld, heldSlot, type AbortOutcome } from "./held.js";
 import { Recovery } from "./recovery.js";
-import { RouteTables } from "./routes.js";
+import { RouteTables, type CanaryShare } from "./routes.js";
 import { signalService } from "./signal.js";
 import { WarmSlots } from "./warm.js";
 
 // What callers of the orchestrator pass and get back, named where they call it.
 export type { DeployOutcome, DeployRequest } from "./flow.js";
 export type { MigrationRequest } from "./migrations.js";
+export type { AbortOutcome } from "./held.js";
 export type { ComputedPlan, PlanRequest } from "./planning.js";
 export type { Progress } from "./step.js";
 
@@ -49,6 +51,22 @@ export class Orchestrator {
 
   async deploy(req: DeployRequest): Promise<DeployOutcome> {
     return this.flow.run("deploy", req);
+  }
+
+  /** `turquoise promote`: the held release goes through the rest of the deploy (canary steps, flip, drain). */
+  async promote(req: Omit<DeployRequest, "release" | "via" | "hold">): Promise<DeployOutcome> {
+    const held = await heldSlot(this.d.records, this.service(req.service));
+    return this.flow.run("deploy", { ...req, release: held.release });
+  }
+
+  /** `turquoise abort`: stops the held release; the live one never noticed it. */
+  abort(service: string, actor: string): Promise<AbortOutcome> {
+    return abortHeld(this.d, this.routes, this.service(service), actor);
+  }
+
+  /** The share of users a deploy under way sends to the new slot of a service, for status. */
+  canaryOf(service: string): CanaryShare | undefined {
+    return this.routes.canaryOf(service);
   }
 
   /** Back to the release live before the last deploy, through the same turquoise release, migrating down. */

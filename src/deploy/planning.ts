@@ -1,7 +1,8 @@
 // Step 2 of the flow, and `turquoise plan`: what is live, what the releases declare, where the
 // database stands, and the path the pure planner (plan/planner.ts) computes from those facts.
 import { TurquoiseError } from "../errors.js";
-import { describePlan, planPath, type PlanAction, type ReleaseInfo, type SchemaRange } from "../plan/planner.js";
+import { NGINX_NO_CANARY } from "../proxy/split.js";
+import { canaryRefusal, describePlan, planPath, type PlanAction, type ReleaseInfo, type SchemaRange } from "../plan/planner.js";
 import { SLOTS, type ReleaseDescription, type Slot } from "../runtime/contract.js";
 import type { ServiceSpec } from "../spec/types.js";
 import { stepInfos } from "./database.js";
@@ -24,6 +25,8 @@ export interface PlanRequest {
   /** Overrides the schema range the target (or via) release declares. */
   schema?: SchemaRange;
   viaSchema?: SchemaRange;
+  /** The deploy goes out in canary steps: refused unless both releases run on the current schema. */
+  inCanary?: boolean;
 }
 
 export interface ComputedPlan {
@@ -62,6 +65,7 @@ export class Planning {
       described.set(r, d);
       if (!d.exists && !(await this.warmWith(svc, r))) throw new TurquoiseError("NOT_FOUND", `${d.reason ?? `release "${r}" of ${svc.name} not found`} (${this.d.spec.file})`);
     }
+    if (req.inCanary && this.d.spec.proxy.driver !== "builtin") throw new TurquoiseError("PLAN_REFUSED", `${kind} of ${svc.name} ${req.release} refused: ${NGINX_NO_CANARY}`, { data: { reasons: [NGINX_NO_CANARY], need: null } });
     const db = openDatabase(this.d.spec, svc);
     if (!db) {
       if (req.via) throw new TurquoiseError("USAGE", `--via needs a database: ${svc.name} has no database block, so there is no schema to walk`);
@@ -85,6 +89,8 @@ export class Planning {
       throw new TurquoiseError("PLAN_REFUSED", `${kind} of ${svc.name} ${req.release} refused:\n${plan.reasons.map((r) => `  - ${r}`).join("\n")}`, { data: { reasons: plan.reasons, need: plan.need ?? null } });
     }
     const actions = plan.actions;
+    const refusal = req.inCanary ? canaryRefusal(actions, liveInfo, target, status.current) : undefined;
+    if (refusal) throw new TurquoiseError("PLAN_REFUSED", `${kind} of ${svc.name} ${req.release} refused: ${refusal}; deploy without --canary (or after the migration)`, { data: { reasons: [refusal], need: null } });
     const warnings = await lintPlannedSteps(steps, actions, svc.database!.driver);
     const lines = [`database schema at ${status.current}; ${Object.entries(schemas).map(([r, s]) => `${r} runs on ${formatRange(s)}`).join(", ")}`, ...describePlan(plan), ...warnings.map(formatLintWarning)];
     return { actions, lines, via: via?.name ?? null, live, schemas, warnings };

@@ -58,7 +58,8 @@ export function isSlot(value: unknown): value is Slot {
 
 export function slotProblem(o: Record<string, unknown>, expected: Slot): Problem {
   const p = fields(o, {
-    slot, release, poolId: str, state: oneOf("preview", "live", "warm"), startedAt: time, warmUntil: optional(time), schema: optional(schema),
+    slot, release, poolId: str, state: oneOf("preview", "held", "live", "warm"), startedAt: time, warmUntil: optional(time), schema: optional(schema),
+    heldBy: optional((v) => isObject(v) && int(v.historyId) && time(v.since) && str(v.actor)),
   });
   if (p) return p;
   return o.slot === expected ? undefined : `it names slot ${quote(o.slot)}, but is stored as ${expected}`;

@@ -13,7 +13,8 @@ import {
   previousProblem, slotProblem, tableVersionProblem, type Problem,
 } from "./record-guards.js";
 
-export type SlotState = "preview" | "live" | "warm";
+/** held: a preview that `deploy --hold` left waiting for `promote` or `abort`. */
+export type SlotState = "preview" | "held" | "live" | "warm";
 
 export interface SlotRecord {
   slot: Slot;
@@ -25,6 +26,8 @@ export interface SlotRecord {
   warmUntil?: number;
   /** The schema versions the release declared when it started (services with a database). */
   schema?: SchemaRange;
+  /** For a held slot: the history entry of the deploy that holds it, and since when. */
+  heldBy?: { historyId: number; since: number; actor: string };
 }
 
 /** What `rollback` goes back to: the release live before the last deploy, and the turquoise release it went through. */

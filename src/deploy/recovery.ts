@@ -100,12 +100,17 @@ export class Recovery implements Handover {
       note = `journal for unknown service ${j.service} dropped`;
     } else {
       const color = await records.color(j.service);
-      // The proxy may serve a slot whose flip never reached the Store: put it back on the stored color first.
-      await this.routes.apply().catch(() => undefined);
+      // The proxy may serve a slot whose flip never reached the Store, or a canary share: every
+      // user goes back to the stored color first.
+      this.routes.forgetCanary(j.service);
+      await this.routes.apply().catch((e) => this.d.event(j.service, "route.error", `recovery could not put every user back on the live slot yet: ${errorMessage(e)}`));
+      let held: string | undefined;
       for (const slot of SLOTS) {
         const rec = await records.slot(j.service, slot);
         if (!rec || slot === color) continue;
-        if (rec.state === "preview" || (rec.state === "live" && rec.release === j.release && rec.release !== j.previousRelease)) await undoPreview(this.d, records, svc, slot);
+        // deploy --hold had finished its part: the held release waits for promote or abort.
+        if (rec.state === "held" && rec.heldBy?.historyId === j.historyId) held = `${rec.release} (${slot})`;
+        else if (rec.state === "preview" || rec.state === "held" || (rec.state === "live" && rec.release === j.release && rec.release !== j.previousRelease)) await undoPreview(this.d, records, svc, slot);
         else if (rec.state === "live") {
           // The flip away from this slot happened: let its in-flight requests finish, then retire it.
           await this.d.proxy.drain(rec.poolId, svc.drainTimeoutMs).catch(() => undefined);
@@ -115,7 +120,10 @@ export class Recovery implements Handover {
       const liveRec = color ? await records.slot(j.service, color) : undefined;
       const nowLive = liveRec?.release ?? null;
       const during = cause.during(lastStep(j));
-      if (nowLive === j.release) {
+      if (held) {
+        await history.updateHistory(j.historyId, { outcome: "held", finishedAt: Date.now(), error: `${during}; ${held} stays held` });
+        note = `${j.kind} of ${j.service} ${j.release} was interrupted as it was held: ${held} stays held`;
+      } else if (nowLive === j.release) {
         if (j.previousRelease && j.previousRelease !== j.release) await records.setPrevious(j.service, { release: j.previousRelease, via: j.via });
         await history.updateHistory(j.historyId, { outcome: "succeeded", finishedAt: Date.now(), error: `${during}; ${cause.finished}` });
         note = `${j.kind} of ${j.service} ${j.release} was interrupted after its last flip: finished`;

@@ -1,13 +1,25 @@
 // The route table the proxy serves, built from the Store's live colors. Flips, healing, recovery
 // and a restarted proxy all go through here, one build at a time.
-import type { Route, RouteTable } from "../proxy/contract.js";
-import type { Slot } from "../runtime/contract.js";
+import type { Route, RouteTable, Upstream } from "../proxy/contract.js";
+import { otherSlot, type Slot } from "../runtime/contract.js";
 import type { OrchestratorDeps } from "./deps.js";
+
+/** A service's canary now: what the proxy is told (slot, percent) and what status shows of the rollout. */
+export interface CanaryShare {
+  slot: Slot;
+  percent: number;
+  /** Every step of the rollout, the flip's 100 implied; when this step began and how long it lasts. */
+  steps?: number[];
+  stepStartedAt?: number;
+  stepIntervalMs?: number;
+}
 
 export class RouteTables {
   private queue: Promise<unknown> = Promise.resolve();
   /** Colors of flips under way, between their route update and their Store write. */
   private readonly pendingColors = new Map<string, Slot>();
+  /** Services in canary: their new slot and its share of users. */
+  private readonly canaries = new Map<string, CanaryShare>();
 
   constructor(private readonly d: Pick<OrchestratorDeps, "spec" | "records" | "fleet" | "proxy" | "publishRoutes">) {}
 
@@ -28,24 +40,60 @@ export class RouteTables {
     this.pendingColors.delete(service);
   }
 
+  /**
+   * Sends `percent` of the service's users to its new slot from the next table on; undefined
+   * sends them all back to the live slot. Kept in memory only: an agent that restarts mid-canary
+   * undoes the deploy (recovery.ts), so its first table must carry no canary.
+   */
+  setCanary(service: string, canary: CanaryShare | undefined): Promise<RouteTable> {
+    if (canary) this.canaries.set(service, canary);
+    else this.canaries.delete(service);
+    return this.apply();
+  }
+
+  /** The flip took every user (or recovery undid the deploy): no share is left for later tables. */
+  forgetCanary(service: string): void {
+    this.canaries.delete(service);
+  }
+
+  /** The share of users on the new slot of each service in canary now. */
+  canaryOf(service: string): CanaryShare | undefined {
+    return this.canaries.get(service);
+  }
+
+  private upstreams(service: string, slot: Slot): Upstream[] {
+    // Only instances that passed their checks: a replacement still starting gets no traffic.
+    return this.d.fleet.list(service, slot).filter((i) => this.d.fleet.isReady(i.id)).map((i) => ({ id: i.id, host: i.host, port: i.port }));
+  }
+
   private async buildAndApply(): Promise<RouteTable> {
     const routes: Route[] = [];
     for (const svc of Object.values(this.d.spec.services)) {
       const slot = this.pendingColors.get(svc.name) ?? (await this.d.records.color(svc.name));
-      if (!slot) continue;
-      const rec = await this.d.records.slot(svc.name, slot);
-      if (!rec) continue;
-      routes.push({
+      const rec = slot ? await this.d.records.slot(svc.name, slot) : undefined;
+      const idleSlot = slot ? otherSlot(slot) : "blue";
+      const idle = await this.d.records.slot(svc.name, idleSlot);
+      const common = {
         service: svc.name,
-        ...(svc.route.host ? { host: svc.route.host } : {}),
         pathPrefix: svc.route.pathPrefix,
         ...(svc.route.timeouts !== undefined ? { timeouts: svc.route.timeouts } : {}),
         ...(svc.route.maxBodyBytes !== undefined ? { maxBodyBytes: svc.route.maxBodyBytes } : {}),
-        poolId: rec.poolId,
-        slot,
-        // Only instances that passed their checks: a replacement still starting gets no traffic.
-        upstreams: this.d.fleet.list(svc.name, slot).filter((i) => this.d.fleet.isReady(i.id)).map((i) => ({ id: i.id, host: i.host, port: i.port })),
-      });
+      };
+      if (slot && rec) {
+        const canary = this.canaries.get(svc.name);
+        routes.push({
+          ...common,
+          ...(svc.route.host ? { host: svc.route.host } : {}),
+          poolId: rec.poolId,
+          slot,
+          upstreams: this.upstreams(svc.name, slot),
+          ...(canary && idle && canary.slot === idleSlot ? { canary: { poolId: idle.poolId, slot: idleSlot, upstreams: this.upstreams(svc.name, idleSlot), percent: canary.percent } } : {}),
+        });
+      }
+      // The preview address: the new release, reachable before (or without) any public traffic.
+      if (svc.route.previewHost && idle && (idle.state === "preview" || idle.state === "held")) {
+        routes.push({ ...common, host: svc.route.previewHost, poolId: idle.poolId, slot: idleSlot, upstreams: this.upstreams(svc.name, idleSlot) });
+      }
     }
     const table: RouteTable = {
       version: await this.d.records.nextTableVersion(), routes, settings: this.d.spec.proxy.settings,

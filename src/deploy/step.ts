@@ -5,7 +5,7 @@ import { errorMessage } from "../errors.js";
 import type { Scrubber } from "../log/scrub.js";
 import type { BackfillProgress } from "../migrate/contract.js";
 import type { SchemaRange } from "../plan/planner.js";
-import type { ServiceSpec } from "../spec/types.js";
+import type { CanarySpec, ServiceSpec } from "../spec/types.js";
 import type { StepTiming } from "../state/contract.js";
 import type { ServiceDatabase } from "./database.js";
 import type { DeployLock } from "./lock.js";
@@ -48,6 +48,8 @@ export interface Flow {
   schemaChangesLater: (index: number) => boolean;
   /** The spec's secrets: what a step saw (an app's output, a check's answer) is scrubbed before it is shown or recorded. */
   scrubber: Scrubber;
+  /** The canary steps this deploy goes through before its flip. */
+  canary?: CanarySpec;
 }
 
 /**

@@ -8,7 +8,7 @@ export type Component = "agent" | "api" | "deploy" | "heal" | "health" | "metric
 /** By the type's first word; the exceptions below by the whole type. */
 const BY_PREFIX: Record<string, Component> = {
   deploy: "deploy", rollback: "deploy", flip: "deploy", drain: "deploy", lock: "deploy", warm: "deploy", history: "deploy",
-  recovered: "deploy", recovery: "deploy", resume: "deploy", signal: "deploy", route: "deploy", retire: "deploy",
+  recovered: "deploy", recovery: "deploy", canary: "deploy", preview: "deploy", resume: "deploy", signal: "deploy", route: "deploy", retire: "deploy",
   // A webhook's deploy that failed after its delivery was answered.
   hook: "deploy",
   heal: "heal",
@@ -28,7 +28,7 @@ const BY_TYPE: Record<string, Component> = {
 
 /** Something went wrong that needs no one at once, or was handled: a revert, a lost lock, a refusal. */
 const WARNINGS = new Set([
-  "deploy.reverted", "rollback.reverted", "deploy.stopped", "rollback.stopped", "deploy.dropped", "flip.reverted", "drain.cut",
+  "deploy.reverted", "rollback.reverted", "deploy.aborted", "deploy.stopped", "rollback.stopped", "deploy.dropped", "flip.reverted", "drain.cut",
   "lock.lost", "heal.rollback", "heal.rollback-refused", "service.degraded", "service.held", "service.rolled-back",
   "instance.exited", "instance.refused", "instance.orphan", "instance.abandoned", "record.invalid", "record.repaired",
   "watch.refused", "stream.dropped",

@@ -9,7 +9,7 @@ import type { StepTiming } from "../state/contract.js";
 import { registerProxyMetrics, type ProxyRead } from "./proxy.js";
 
 /** How a deploy or rollback ended: history's outcomes, plus stopped (its lock was lost) and refused (it changed nothing: lock held, plan refused). */
-export const FLOW_OUTCOMES = ["succeeded", "failed", "reverted", "rolled-back", "stopped", "refused"] as const;
+export const FLOW_OUTCOMES = ["succeeded", "failed", "reverted", "rolled-back", "aborted", "held", "stopped", "refused"] as const;
 export type FlowOutcome = (typeof FLOW_OUTCOMES)[number];
 /** An instance's health as the agent's checks see it; unknown: not checked by the monitor (yet), such as a deploy's new instances. */
 export const HEALTH_STATES = ["passing", "warning", "critical", "unknown"] as const;

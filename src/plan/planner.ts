@@ -372,3 +372,20 @@ function isVersion(n: number): boolean {
 function fmt(r: SchemaRange): string {
   return `${r.min}..${r.max}`;
 }
+
+/**
+ * Why a plan cannot go out in canary steps, or undefined when it can: both releases must run on
+ * the schema the database has now, since both take traffic at once for the whole canary.
+ */
+export function canaryRefusal(actions: readonly PlanAction[], live: ReleaseInfo | null, target: ReleaseInfo, current: number | null): string | undefined {
+  const starts = actions.filter((a) => a.do === "start");
+  if (starts.length > 1) return `a canary needs both releases on the current schema, and this plan walks through a turquoise release (${starts.map((a) => (a as { release: string }).release).join(" → ")})`;
+  const m = actions.find((a): a is Extract<PlanAction, { do: "migrate" }> => a.do === "migrate");
+  if (m && m.phase !== "contract") return `a canary needs both releases on the current schema, and this plan migrates ${m.direction} from version ${m.from} to ${m.to} before its flip`;
+  if (current !== null) {
+    for (const r of [live, target]) {
+      if (r && (current < r.schema.min || current > r.schema.max)) return `a canary needs both releases on the current schema ${current}, and ${r.name} runs on ${r.schema.min}..${r.schema.max}`;
+    }
+  }
+  return undefined;
+}

@@ -24,6 +24,17 @@ export interface Route {
   timeouts?: Partial<RouteTimeouts>;
   /** Largest request body this route accepts (413 beyond), over the table's settings. */
   maxBodyBytes?: number;
+  /** A share of this route's users goes to another pool: the new slot of a progressive deploy. */
+  canary?: CanaryRoute;
+}
+
+/** The new slot's side of a route in canary (split.ts says which user goes where). */
+export interface CanaryRoute {
+  poolId: string;
+  slot: "blue" | "green";
+  upstreams: Upstream[];
+  /** The share of users sent here, 0 to 100. */
+  percent: number;
 }
 
 /** Every wait the proxy bounds. A timed-out wait is counted in the stats. */
@@ -114,6 +125,7 @@ export interface RouteTable {
   /**
    * Count every request by service, slot and status class, with its duration (ProxyMetrics.requests).
    * The agent sets it when turquoise.yml has metrics.listen; without it the proxy skips that work.
+   * A table with a route in canary is counted all the same: the canary is judged from these counts.
    */
   metrics?: boolean;
 }

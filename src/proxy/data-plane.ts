@@ -13,6 +13,7 @@ import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
 import type { CertStoreOptions } from "./cert-store.js";
 import { TlsEdge } from "./tls-edge.js";
+import { splitMatch } from "./split-match.js";
 import { noRouteBody } from "./no-route.js";
 import { Tunnel, type TunnelHost } from "./tunnel.js";
 import { UpstreamConnections } from "./upstream.js";
@@ -137,12 +138,15 @@ export class DataPlane implements ExchangeHost, TunnelHost {
       return;
     }
     const table = this.router.current;
-    const match = table.lookup(host, url);
-    if (!match) {
+    const found = table.lookup(host, url);
+    if (!found) {
       if (started >= 0) count(this.router.series.unrouted, 404, started);
       sendJson(res, 404, noRouteBody(table.source.routes, host, url, req.socket, head));
       return;
     }
+    let match = found;
+    let setCookie: string | undefined;
+    if (found.canary !== undefined) ({ match, setCookie } = splitMatch(found, head.fields, req.socket));
     const contentLength = head.contentLength;
     const bodyFraming = head.chunked ? 2 : contentLength !== undefined && contentLength !== "0" ? 1 : 0;
     if (bodyFraming === 1 && Number(contentLength) > match.maxBodyBytes) {
@@ -166,6 +170,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     text += forwardingFields(head, req.socket, table.trusted);
 
     const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming, started);
+    if (setCookie !== undefined) ex.setCookie = setCookie;
     match.pool.enter(ex);
     ex.res[kExchange] = ex;
     res.on("close", onClientClose);
@@ -237,11 +242,13 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const host = head.host;
     if (this.edge !== undefined && this.edge.interceptUpgrade(req, client, host, url)) return;
     const table = this.router.current;
-    const match = table.lookup(host, url);
-    if (!match) {
+    const found = table.lookup(host, url);
+    if (!found) {
       if (started >= 0) count(this.router.series.unrouted, 404, started);
       return rejectUpgrade(client, 404, noRouteBody(table.source.routes, host, url, client, head));
     }
+    // An upgrade is split like a request, but its 101 carries no cookie: the next request sets it.
+    const match = found.canary !== undefined ? splitMatch(found, head.fields, client).match : found;
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) {
       if (started >= 0) count(match.pool.series, 503, started);

@@ -71,6 +71,8 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   done = false;
   /** performance.now() at the request's arrival while it is to be counted by series (RouteTable.metrics), else -1. */
   started: number;
+  /** A Set-Cookie field the proxy adds to the answer: the canary split's (split.ts). */
+  setCookie: string | undefined = undefined;
 
   constructor(plane: ExchangeHost, req: ExchangeRequest, res: ExchangeResponse, match: Match, upstream: Upstream, head: string, hasHost: boolean, bodyFraming: 0 | 1 | 2, started = -1) {
     this.plane = plane;
@@ -146,6 +148,7 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
       this.conn?.abandon();
       return false;
     }
+    if (this.setCookie !== undefined) headers.push("Set-Cookie", this.setCookie);
     try {
       // The upstream parser checked the status line and every field (FIELD_LINES) already.
       res.writeHead(status, reason, headers, true);

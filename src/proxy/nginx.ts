@@ -7,6 +7,7 @@
 // clients that are sending on them: with the edge in front, only the edge's own connections to
 // the router are closed that way, and nginx retries those itself. docs/nginx.md has the figures.
 
+import { NGINX_NO_CANARY } from "./split.js";
 import { execFile, spawn } from "node:child_process";
 import { statSync } from "node:fs";
 import { lookup } from "node:dns/promises";
@@ -289,6 +290,9 @@ export class NginxProxy implements Proxy {
     return this.serial(async () => {
       // An older table is ignored, as the built-in proxy does.
       if (table.version < this.current.version) return;
+      const inCanary = table.routes.find((r) => r.canary !== undefined);
+      // nginx counts nothing per slot that the agent could read, so a canary could not be judged.
+      if (inCanary) throw new Error(`${NGINX_NO_CANARY} (route of ${inCanary.service})`);
       const router = await this.render(table, this.unhealthy);
       const edge = this.edge ? this.renderEdge(table) : undefined;
       const edgeChanged = edge !== undefined && edge.configId !== this.configIds.edge;

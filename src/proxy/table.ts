@@ -5,6 +5,7 @@
 import { RequestSeries, SeriesSet } from "./counters.js";
 import { TrustedPeers } from "./peers.js";
 import { TlsPolicy } from "./tls-settings.js";
+import { shareThreshold } from "./split.js";
 import { routeMaxBodyBytes, routeTimeouts, tableSettings, validateRouteSettings, validateSettings } from "./settings.js";
 import type { PoolStats, ProxySettings, Route, RouteTable, RouteTimeouts, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
 
@@ -114,6 +115,8 @@ export interface Match {
   /** The route's effective timeouts and body limit, worked out once per table rather than per request. */
   timeouts: RouteTimeouts;
   maxBodyBytes: number;
+  /** For a route in canary: the new slot's match, and the point below which a user goes there (split.ts). */
+  canary?: { match: Match; threshold: number };
 }
 
 interface Entry {
@@ -141,9 +144,13 @@ export class CompiledTable {
     this.settings = settings;
     this.trusted = settings.trustedProxies.length === 0 ? TrustedPeers.NONE : new TrustedPeers(settings.trustedProxies);
     this.tls = settings.tls ? new TlsPolicy(settings.tls, source.routes) : undefined;
-    this.metrics = source.metrics === true;
+    this.metrics = source.metrics === true || source.routes.some((r) => r.canary !== undefined);
     for (const route of source.routes) {
       const match: Match = { route, pool: pools.get(route.poolId)!, settings, timeouts: routeTimeouts(route, settings), maxBodyBytes: routeMaxBodyBytes(route, settings) };
+      if (route.canary) {
+        const side = canaryRoute(route);
+        match.canary = { match: { ...match, route: side, pool: pools.get(side.poolId)! }, threshold: shareThreshold(route.canary.percent) };
+      }
       const entry: Entry = { prefix: normalizePrefix(route.pathPrefix), match };
       if (route.host === undefined || route.host === "") {
         this.anyHost.push(entry);
@@ -174,6 +181,13 @@ export class CompiledTable {
     }
     return firstMatch(this.anyHost, url);
   }
+}
+
+/** The new slot's side of a route in canary, as a route of its own: its pool is counted under its slot. */
+export function canaryRoute(route: Route): Route {
+  const c = route.canary!;
+  const { canary: _, ...rest } = route;
+  return { ...rest, poolId: c.poolId, slot: c.slot, upstreams: c.upstreams };
 }
 
 function firstMatch(list: Entry[], url: string): Match | undefined {
@@ -288,7 +302,8 @@ export class Router {
   apply(table: RouteTable): boolean {
     if (table.version < this.current.version) return false;
     const named = new Set<string>();
-    for (const route of table.routes) {
+    const sides = table.routes.flatMap((r) => (r.canary ? [r, canaryRoute(r)] : [r]));
+    for (const route of sides) {
       named.add(route.poolId);
       const existing = this.pools.get(route.poolId);
       const series = this.series.get(route.service, route.slot);
@@ -365,7 +380,10 @@ export class Router {
   /** An id the table no longer names belongs to a gone instance: keeping its mark would leak. */
   private forgetMarksNotIn(table: RouteTable): void {
     const named = new Set<string>();
-    for (const route of table.routes) for (const u of route.upstreams) named.add(u.id);
+    for (const route of table.routes) {
+      for (const u of route.upstreams) named.add(u.id);
+      for (const u of route.canary?.upstreams ?? []) named.add(u.id);
+    }
     for (const id of this.down.keys()) {
       if (named.has(id)) continue;
       this.down.delete(id);
@@ -405,21 +423,44 @@ export function validateTable(value: unknown): string | undefined {
     if (typeof r.pathPrefix !== "string" || !r.pathPrefix.startsWith("/")) return `${at}.pathPrefix must start with "/"`;
     if (typeof r.poolId !== "string" || r.poolId === "") return `${at}.poolId must be a non-empty string`;
     if (r.slot !== undefined && r.slot !== "blue" && r.slot !== "green") return `${at}.slot must be "blue" or "green"`;
-    if (!Array.isArray(r.upstreams)) return `${at}.upstreams must be an array`;
-    for (let j = 0; j < r.upstreams.length; j++) {
-      const u = r.upstreams[j] as Record<string, unknown> | null;
-      const uat = `${at}.upstreams[${j}]`;
-      if (typeof u !== "object" || u === null) return `${uat} must be an object`;
-      if (typeof u.id !== "string" || u.id === "") return `${uat}.id must be a non-empty string`;
-      if (typeof u.host !== "string" || u.host === "") return `${uat}.host must be a non-empty string`;
-      if (typeof u.port !== "number" || !Number.isInteger(u.port) || u.port < 1 || u.port > 65535) return `${uat}.port must be a port number`;
-    }
+    const ups = validateUpstreams(r.upstreams, `${at}.upstreams`);
+    if (ups) return ups;
     // Two routes may share a pool (same instances, two prefixes) but then must agree on its service.
-    const own = validateRouteSettings(r, at);
+    const own = validateRouteSettings(r, at) ?? validateCanary(r.canary, `${at}.canary`, r.poolId);
     if (own) return own;
+    if (r.canary !== undefined) {
+      const c = r.canary as { poolId: string };
+      const seenCanary = poolServices.get(c.poolId);
+      if (seenCanary !== undefined && seenCanary !== r.service) return `${at}.canary.poolId "${c.poolId}" is already used by service "${seenCanary}"`;
+      poolServices.set(c.poolId, r.service);
+    }
     const seen = poolServices.get(r.poolId);
     if (seen !== undefined && seen !== r.service) return `${at}.poolId "${r.poolId}" is already used by service "${seen}"`;
     poolServices.set(r.poolId, r.service);
   }
   return validateSettings(t.settings);
+}
+
+function validateUpstreams(list: unknown, at: string): string | undefined {
+  if (!Array.isArray(list)) return `${at} must be an array`;
+  for (let j = 0; j < list.length; j++) {
+    const u = list[j] as Record<string, unknown> | null;
+    const uat = `${at}[${j}]`;
+    if (typeof u !== "object" || u === null) return `${uat} must be an object`;
+    if (typeof u.id !== "string" || u.id === "") return `${uat}.id must be a non-empty string`;
+    if (typeof u.host !== "string" || u.host === "") return `${uat}.host must be a non-empty string`;
+    if (typeof u.port !== "number" || !Number.isInteger(u.port) || u.port < 1 || u.port > 65535) return `${uat}.port must be a port number`;
+  }
+  return undefined;
+}
+
+function validateCanary(value: unknown, at: string, mainPool: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "object" || value === null) return `${at} must be an object`;
+  const c = value as Record<string, unknown>;
+  if (typeof c.poolId !== "string" || c.poolId === "") return `${at}.poolId must be a non-empty string`;
+  if (c.poolId === mainPool) return `${at}.poolId must differ from the route's own pool`;
+  if (c.slot !== "blue" && c.slot !== "green") return `${at}.slot must be "blue" or "green"`;
+  if (typeof c.percent !== "number" || !Number.isFinite(c.percent) || c.percent < 0 || c.percent > 100) return `${at}.percent must be a number from 0 to 100`;
+  return validateUpstreams(c.upstreams, `${at}.upstreams`);
 }

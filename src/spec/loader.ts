@@ -36,7 +36,8 @@ interface RawService {
   env?: Record<string, string | number | boolean>;
   env_passthrough?: string[];
   replicas?: number;
-  route: { host?: string; path?: string; timeouts?: RawRouteTimeouts; max_body_size?: string | number };
+  route: { host?: string; path?: string; timeouts?: RawRouteTimeouts; max_body_size?: string | number; preview_host?: string };
+  canary?: { steps: number[]; step_interval?: string; max_error_rate?: number; max_p99_ratio?: number; min_requests?: number };
   health: { http?: string; tcp?: true; interval?: string; timeout?: string; success_before_passing?: number; failures_before_critical?: number };
   smoke?: RawSmoke[];
   deploy_timeout?: string;
@@ -551,6 +552,7 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
       pathPrefix: raw.route.path ?? S.DEFAULT_ROUTE_PATH,
       ...(raw.route.timeouts !== undefined ? { timeouts: normalizeRouteTimeouts(raw.route.timeouts) } : {}),
       ...(raw.route.max_body_size !== undefined ? { maxBodyBytes: parseSize(raw.route.max_body_size) } : {}),
+      ...(raw.route.preview_host !== undefined ? { previewHost: raw.route.preview_host.toLowerCase() } : {}),
     },
     health,
     smoke: (raw.smoke ?? []).map(normalizeSmoke),
@@ -559,6 +561,17 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
     stopTimeoutMs: ms(raw.stop_timeout, S.DEFAULT_STOP_TIMEOUT),
     keepPreviousMs: ms(raw.keep_previous, S.DEFAULT_KEEP_PREVIOUS),
     bakeMs: ms(raw.bake, S.DEFAULT_BAKE),
+    ...(raw.canary
+      ? {
+          canary: {
+            steps: raw.canary.steps.filter((p) => p < 100),
+            stepIntervalMs: ms(raw.canary.step_interval, S.DEFAULT_CANARY_STEP_INTERVAL),
+            maxErrorRate: (raw.canary.max_error_rate ?? S.DEFAULT_CANARY_MAX_ERROR_RATE) / 100,
+            maxP99Ratio: raw.canary.max_p99_ratio ?? S.DEFAULT_CANARY_MAX_P99_RATIO,
+            minRequests: raw.canary.min_requests ?? S.DEFAULT_CANARY_MIN_REQUESTS,
+          },
+        }
+      : {}),
     hooks: {
       afterFlip: (raw.hooks?.after_flip ?? []).map((h) => {
         const timeoutMs = ms(h.timeout, S.DEFAULT_HOOK_TIMEOUT);

@@ -63,6 +63,46 @@ export const duplicateRoute: SpecRule = {
   },
 };
 
+export const previewHost: SpecRule = {
+  name: "preview-host",
+  severity: "error",
+  check(spec, ctx) {
+    const hosts = new Map<string, string>();
+    for (const svc of services(spec)) if (svc.route.host) hosts.set(svc.route.host, svc.name);
+    const problems: SpecProblem[] = [];
+    for (const svc of services(spec)) {
+      const h = svc.route.previewHost;
+      if (h === undefined) continue;
+      const owner = hosts.get(h);
+      if (owner !== undefined) problems.push(ctx.at(["services", svc.name, "route", "preview_host"], `${h} is ${owner === svc.name ? "this service's own route host" : `the route host of "${owner}"`}: a preview host must reach nothing else`));
+      else hosts.set(h, svc.name);
+    }
+    return problems;
+  },
+};
+
+export const canarySteps: SpecRule = {
+  name: "canary-steps",
+  severity: "error",
+  check(spec, ctx) {
+    const problems: SpecProblem[] = [];
+    for (const svc of services(spec)) {
+      if (!svc.canary) continue;
+      const at = ["services", svc.name, "canary"];
+      const problem = canaryStepsProblem(svc.canary.steps);
+      if (problem) problems.push(ctx.at([...at, "steps"], problem));
+      if (spec.proxy.driver !== "builtin") problems.push(ctx.at(at, `a canary needs the built-in proxy's per-slot counters; proxy.driver is ${spec.proxy.driver}`));
+    }
+    return problems;
+  },
+};
+
+/** Steps below 100 must increase: a step that lowers the share would move users back and forth. */
+export function canaryStepsProblem(steps: readonly number[]): string | undefined {
+  for (let i = 1; i < steps.length; i++) if (steps[i]! <= steps[i - 1]!) return `steps must increase: ${steps[i - 1]} then ${steps[i]}`;
+  return undefined;
+}
+
 export const sameListen: SpecRule = {
   name: "same-listen",
   severity: "error",
@@ -413,6 +453,8 @@ export const SPEC_RULES: readonly SpecRule[] = [
   hookTargets,
   runtimeNeeds,
   duplicateRoute,
+  previewHost,
+  canarySteps,
   sameListen,
   consulListen,
   agentOnLoopback,

@@ -61,6 +61,11 @@ export const DEFAULT_STOP_TIMEOUT = "10s";
 export const DEFAULT_KEEP_PREVIOUS = "0s";
 /** Long enough to see a release crash under its first real traffic, short enough not to slow every deploy. */
 export const DEFAULT_BAKE = "3s";
+export const DEFAULT_CANARY_STEP_INTERVAL = "30s";
+/** Percentage points the new slot's error rate may exceed the live slot's by, over one step. */
+export const DEFAULT_CANARY_MAX_ERROR_RATE = 1;
+export const DEFAULT_CANARY_MAX_P99_RATIO = 3;
+export const DEFAULT_CANARY_MIN_REQUESTS = 20;
 export const DEFAULT_DATABASE_ENV = "DATABASE_URL";
 export const DEFAULT_HOOK_TIMEOUT = "10s";
 export const DEFAULT_WATCH_TIMEOUT = "10s";
@@ -419,6 +424,39 @@ export const SPEC_JSON_SCHEMA = {
               properties: ROUTE_TIMEOUTS,
             },
             max_body_size: size("Largest request body for this route: 413 beyond. Over proxy.limits.max_body_size.", DEFAULT_PROXY_LIMITS.maxBodyBytes),
+            preview_host: {
+              type: "string",
+              pattern: HOST_PATTERN,
+              description: "A host that reaches the new slot while the live one keeps the route: during a deploy from its smoke checks to its flip, and while `deploy --hold` keeps it waiting for `promote` or `abort`: green.books.localhost.",
+            },
+          },
+        },
+        canary: {
+          type: "object",
+          additionalProperties: false,
+          required: ["steps"],
+          description: "Progressive delivery: every deploy sends these shares of users to the new release, one step each interval, judged at each step against the live release by the proxy's own counters. A failing step sends everyone back at once and retires the new release. deploy --canary overrides the steps.",
+          properties: {
+            steps: {
+              type: "array",
+              minItems: 1,
+              maxItems: 20,
+              description: "Shares in percent, increasing: [5, 25, 50, 100]. 100 (the flip itself) is implied after the last step.",
+              items: { type: "integer", minimum: 1, maximum: 100 },
+            },
+            step_interval: duration("How long each step lasts: its window.", DEFAULT_CANARY_STEP_INTERVAL),
+            max_error_rate: {
+              type: "number", minimum: 0, maximum: 100, default: DEFAULT_CANARY_MAX_ERROR_RATE,
+              description: "Percentage points by which the new release's error rate (5xx answers, upstream failures included) may exceed the live release's over a step.",
+            },
+            max_p99_ratio: {
+              type: "number", minimum: 1, default: DEFAULT_CANARY_MAX_P99_RATIO,
+              description: "How many times the live release's p99 latency the new release's may reach over a step.",
+            },
+            min_requests: {
+              type: "integer", minimum: 1, default: DEFAULT_CANARY_MIN_REQUESTS,
+              description: "Requests the new release must answer in a step before its error rate and p99 are judged; below that a step passes only without a single error.",
+            },
           },
         },
         health: {

@@ -164,6 +164,7 @@ services:
       path: /
       # timeouts: { upstream_response: 30s }   # over proxy.timeouts
       # max_body_size: 10MiB                   # over proxy.limits.max_body_size
+      # preview_host: ${q(`green.${service}.localhost`)}   # the new release before it takes traffic (deploy --hold)
     # Checks every instance; it joins traffic when passing, leaves it when critical.
     health:
       # GET this path: 2xx is passing, 429 warning, anything else critical. Or write tcp: true.
@@ -198,6 +199,15 @@ services:
     # slot still running: an instance exit, or over 1% of at least 20 requests failing, flips
     # traffic back at once and the deploy ends "reverted". 0s disables it.
     bake: 3s
+    # Progressive delivery (optional): each deploy sends these shares of users to the new
+    # release in turn, each step judged against the live release from the proxy's own counts
+    # (error rate, p99); a failing step sends everyone back at once and ends the deploy "aborted".
+    # canary:
+    #   steps: [5, 25, 50, 100]
+    #   step_interval: 30s
+    #   max_error_rate: 1      # percentage points above the live release's
+    #   max_p99_ratio: 3       # times the live release's p99
+    #   min_requests: 20
     # Actions once traffic is on the new release (optional): a signal to a service's live
     # instances through its runtime (like "turquoise signal"), or a command.
     # hooks:

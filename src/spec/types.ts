@@ -26,6 +26,19 @@ export interface RouteSpec {
   /** Only the waits the spec sets for this route; the rest come from proxy.settings. */
   timeouts?: Partial<RouteTimeouts>;
   maxBodyBytes?: number;
+  /** A host that reaches the new slot (preview or held) while the live one keeps this route. */
+  previewHost?: string;
+}
+
+/** Progressive delivery (canary in turquoise.yml). */
+export interface CanarySpec {
+  /** Shares in percent below 100, increasing; the flip to 100 follows the last. */
+  steps: number[];
+  stepIntervalMs: number;
+  /** A fraction: 0.01 for one percentage point above the live release's error rate. */
+  maxErrorRate: number;
+  maxP99Ratio: number;
+  minRequests: number;
 }
 
 export type HookSpec =
@@ -88,6 +101,8 @@ export interface ServiceSpec {
   keepPreviousMs: number;
   /** The bake window after a flip; 0 disables it. */
   bakeMs: number;
+  /** Every deploy goes through these steps unless it names its own. */
+  canary?: CanarySpec;
   database?: DatabaseSpec;
   hooks: { afterFlip: HookSpec[] };
   webhook?: WebhookSpec;

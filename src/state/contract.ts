@@ -57,7 +57,7 @@ export interface LockInfo {
 export type LockResult = { ok: true; lock: LockInfo } | { ok: false; holder: LockInfo };
 
 /** "reverted": the release failed its bake window in real traffic and traffic went back to the old slot. */
-export type Outcome = "running" | "succeeded" | "failed" | "rolled-back" | "reverted" | "aborted";
+export type Outcome = "running" | "succeeded" | "failed" | "rolled-back" | "reverted" | "aborted" | "held";
 
 export interface StepTiming {
   name: string;

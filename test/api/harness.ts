@@ -71,7 +71,7 @@ export async function startHarness(opts: { store?: MemoryStore; leadership?: Lea
   const agent = {
     startedAt: Date.now(), identity: "api-harness", token: adminToken, registryToken, deployTokens, store, records, registry, apiUrl: "http://127.0.0.1:0",
     spec: { services: Object.fromEntries(SERVICES.map((s) => [s, service(s)])), proxy: { host: "127.0.0.1" } },
-    orchestrator: { service, deploy: flow, rollback: flow },
+    orchestrator: { service, deploy: flow, rollback: flow, promote: flow, canaryOf: () => undefined },
     fleet: { list: () => [] },
     monitor: { state: () => undefined },
     proxy: { pid: 0, listenPort: 0, stats: async () => ({}) },

@@ -67,7 +67,7 @@ describe("token scopes", () => {
     assert.equal(st.proxy.stats, undefined);
 
     const refused: Array<[string, string]> = [
-      ["POST", "/v1/services/shop/deploy"], ["POST", "/v1/services/shop/rollback"], ["POST", "/v1/services/books/plan"], ["POST", "/v1/services/books/signal"],
+      ["POST", "/v1/services/shop/deploy"], ["POST", "/v1/services/shop/rollback"], ["POST", "/v1/services/shop/promote"], ["POST", "/v1/services/shop/abort"], ["POST", "/v1/services/books/plan"], ["POST", "/v1/services/books/signal"],
       ["POST", "/v1/services/books/migrate"], ["GET", "/v1/services/books/history"], ["GET", "/v1/services/books/logs"], ["GET", "/v1/catalog/services"],
       ["GET", "/v1/kv/config/banner"], ["PUT", "/v1/kv/config/banner"], ["GET", "/v1/events"], ["GET", "/v1/events/stream"], ["GET", "/v1/tokens"],
       ["POST", "/v1/tokens"], ["DELETE", `/v1/tokens/${id}`], ["POST", "/v1/shutdown"],

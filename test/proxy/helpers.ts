@@ -6,7 +6,8 @@ import http from "node:http";
 import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { BuiltinProxy } from "../../src/proxy/builtin.js";
+import { BuiltinProxy, type RunningProxy } from "../../src/proxy/builtin.js";
+import { pidAlive } from "../../src/util/proc.js";
 import type { ProxyLimits, ProxyTimeouts, Route, RouteTable, TlsSettings, Upstream } from "../../src/proxy/contract.js";
 import { type ProxyServer, startProxyServer } from "../../src/proxy/server.js";
 import { DEFAULT_PROXY_LIMITS, DEFAULT_PROXY_TIMEOUTS } from "../../src/proxy/settings.js";
@@ -238,6 +239,14 @@ export class RawClient {
 /** The status codes of every response in a raw byte stream, in order. */
 export function statuses(received: string): number[] {
   return [...received.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+}
+
+/** SIGKILLs proxy processes a test spawned, their workers first: nothing outlives the test file. */
+export async function killProxies(running: readonly RunningProxy[]): Promise<void> {
+  for (const p of running) {
+    for (const w of (await p.proxy.health().catch(() => undefined))?.workers ?? []) if (pidAlive(w.pid)) process.kill(w.pid, "SIGKILL");
+    if (pidAlive(p.pid)) process.kill(p.pid, "SIGKILL");
+  }
 }
 
 /** A proxy with one route (`app.test`, or every host) to one echoing upstream, and the proxy's plain port. */

@@ -15,7 +15,7 @@ import { pidAlive } from "../../src/util/proc.js";
 import { ensureToken } from "../../src/auth/token.js";
 import { starterSpec } from "../../src/spec/template.js";
 import { captureLog } from "../support/logs.js";
-import { type Reply, type TestUpstream, json, refusedPort, request, route, sleep, startUpstream, table } from "./helpers.js";
+import { type Reply, type TestUpstream, json, killProxies, refusedPort, request, route, sleep, startUpstream, table } from "./helpers.js";
 
 const WORKER_JS = fileURLToPath(new URL("../../src/proxy/worker.js", import.meta.url));
 const TURQUOISE_JS = fileURLToPath(new URL("../../../bin/turquoise.js", import.meta.url));
@@ -62,10 +62,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     return { p, stateDir, base: `http://127.0.0.1:${p.listenPort}` };
   };
   after(async () => {
-    for (const p of running) {
-      for (const w of (await p.proxy.health().catch(() => undefined))?.workers ?? []) if (pidAlive(w.pid)) process.kill(w.pid, "SIGKILL");
-      if (pidAlive(p.pid)) process.kill(p.pid, "SIGKILL");
-    }
+    await killProxies(running);
     await Promise.all(upstreams.map((u) => u.close()));
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
   });

@@ -213,6 +213,8 @@ describe("TLS at the built-in proxy", { timeout: 180_000 }, () => {
   it("keeps the old certificate serving when a broken one is written, reports why, and takes the next good one", async () => {
     const s = await serve();
     const { certFile, keyFile } = s.files.a!;
+    // Loading is asynchronous: break the file only once the good one serves, or it is never loaded at all.
+    await waitFor("the first certificate loaded", async () => (await s.p.proxy.tls()).certificates[0]?.fingerprint === certA.fingerprint);
     await writeFile(certFile, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n");
     const status = await waitFor("the failure reported", async () => {
       const t = await s.p.proxy.tls();
