@@ -11,6 +11,7 @@ import { LoadProcess } from "../src/demo/load-process.js";
 import { createWorkspace, type Workspace } from "../src/demo/workspace.js";
 import { connectProxy } from "../src/proxy/builtin.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
+import { sleep, timeUntil as waitUntil } from "./lib/wait.js";
 import { formatNumber, formatTable } from "./lib/report.js";
 import { median } from "./lib/stats.js";
 
@@ -86,13 +87,6 @@ async function routed(proxy: unknown, id: string): Promise<boolean> {
   return table.routes.some((r) => r.upstreams.some((u) => u.id === id));
 }
 
-async function timeUntil(t0: number, done: () => Promise<boolean>): Promise<number> {
-  for (;;) {
-    if (await done().catch(() => false)) return performance.now() - t0;
-    if (performance.now() - t0 > MAX_WAIT_MS) throw new Error(`not reached within ${MAX_WAIT_MS}ms`);
-    await sleep(POLL_MS);
-  }
-}
 
 function status(ws: Workspace): Promise<number> {
   return new Promise((resolve) => {
@@ -100,8 +94,7 @@ function status(ws: Workspace): Promise<number> {
   });
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+
+const timeUntil = (t0: number, done: () => Promise<boolean>) => waitUntil(t0, done, { maxWaitMs: MAX_WAIT_MS, pollMs: POLL_MS });
 
 await main();

@@ -36,9 +36,15 @@ if ! command -v dockerd >/dev/null 2>&1; then
   bash "$(dirname "$0")/apt-install.sh" docker.io
 fi
 
-# The daemon may be starting already (a parallel run, or a start that has not finished). /proc,
-# not pgrep: procps is not on every fresh machine.
-if ! grep -qsx dockerd /proc/[0-9]*/comm; then
+# The daemon may be starting already (a parallel run, or a start that has not finished): it has
+# written its pid file. Not "any process named dockerd": the Swarm lab's daemons (swarm-lab.sh)
+# are dockerds too, on other sockets.
+pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+  # A containerd pid file left by a daemon that died: dockerd trusts any live pid in it (a thread of
+  # another program, once pids wrap) and waits for a containerd that is not there.
+  cpid=$(cat /var/run/docker/containerd/containerd.pid 2>/dev/null || true)
+  if [ -n "$cpid" ] && [ "$(cat "/proc/$cpid/comm" 2>/dev/null)" != containerd ]; then rm -f /var/run/docker/containerd/containerd.pid; fi
   log "starting dockerd (log: ${LOG})"
   # Its own session: it must outlive this script and whatever test process ran it.
   # Docker's own networks come from 198.18.0.0/15 (reserved for network tests), never its private defaults.

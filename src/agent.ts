@@ -188,7 +188,7 @@ export class Agent {
     }
 
     // Every instance learns where the registry is (TURQUOISE_API) and gets its read-only token.
-    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec), state: spec.state });
+    const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec), state: spec.state, ...(spec.swarm ? { swarm: spec.swarm } : {}) });
     const fleet = new Fleet(runtimes, records, spec.dir, { TURQUOISE_TOKEN: registryToken });
     const proxied = await openProxy({ ...proxyOptions(spec), log: logSettings(spec.log) }, log.child("proxy"));
     onProxy(proxied);

@@ -66,7 +66,7 @@ examples:
       fs.rmSync(path.join(spec.stateDir, "agent.pid"), { force: true });
       if (!everything) return ctx.json ? printJson(ctx, { stopped: "agent", agentPid: info.pid }) : ctx.out(`stopped the agent (agent pid ${info.pid})`);
       // The agent stopped what it knew of; anything it missed (a start under way) is found by its marks.
-      const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec) });
+      const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: runtimeDrivers(spec), state: spec.state, ...(spec.swarm ? { swarm: spec.swarm } : {}) });
       let swept: SweepResult;
       try {
         swept = await sweep(spec, runtimes);
@@ -89,7 +89,7 @@ examples:
     try {
       const records = new Records(store);
       const recorded = await records.instances();
-      const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: [...runtimeDrivers(spec), ...recorded.map((i) => i.runtime ?? "process")] });
+      const runtimes = await openRuntimes({ stateDir: spec.stateDir, drivers: [...runtimeDrivers(spec), ...recorded.map((i) => i.runtime ?? "process")], state: spec.state, ...(spec.swarm ? { swarm: spec.swarm } : {}) });
       try {
         for (const [name, runtime] of Object.entries(runtimes)) {
           const adopted = await runtime.adopt(recorded.filter((i) => (i.runtime ?? "process") === name));

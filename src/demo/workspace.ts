@@ -30,7 +30,7 @@ export interface WorkspaceOptions {
    * with {release} (src/demo/images.ts builds them). Without a database each container keeps its
    * own books file, inside the container.
    */
-  runtime?: { kind: "docker"; image: string; network?: "bridge" | "host" };
+  runtime?: { kind: "docker"; image: string; network?: "bridge" | "host" } | SwarmWorkspaceRuntime;
   /** route.preview_host of the service. */
   previewHost?: string;
   /** The proxy driver: Turquoise's own (default) or nginx. */
@@ -39,6 +39,15 @@ export interface WorkspaceOptions {
   stateYaml?: string;
   /** The books file the instances share; by default one in the workspace's dir. Several agents of one project share one. */
   booksFile?: string;
+}
+
+/** Run the service on a Swarm: the manager's socket, the nodes' sockets by address, placement constraints. */
+export interface SwarmWorkspaceRuntime {
+  kind: "swarm";
+  image: string;
+  manager: string;
+  nodes?: Record<string, string>;
+  placement?: string[];
 }
 
 /** BOOKS_FILE inside a container: a host path does not exist there. */
@@ -67,7 +76,7 @@ export async function createWorkspace(opts: WorkspaceOptions = {}): Promise<Work
   fs.writeFileSync(specFile, `version: 1
 agent: { listen: "127.0.0.1:${agentPort}" }
 proxy: { listen: "127.0.0.1:${proxyPort}"${opts.proxyDriver === "nginx" ? ", driver: nginx" : ""} }
-${opts.stateYaml ?? ""}services:
+${opts.stateYaml ?? ""}${swarmBlock(opts.runtime)}services:
   books:
 ${runsAs(opts.runtime, releases, booksFile)}    replicas: ${opts.replicas ?? 2}
     route: { path: /${opts.previewHost ? `, preview_host: ${opts.previewHost}` : ""} }
@@ -105,8 +114,20 @@ ${opts.database ? `    database:
   };
 }
 
+/** The top-level swarm block, for runtime swarm. */
+function swarmBlock(runtime: WorkspaceOptions["runtime"]): string {
+  if (runtime?.kind !== "swarm") return "";
+  return `swarm:\n  manager: ${JSON.stringify(runtime.manager)}\n  nodes: ${JSON.stringify(runtime.nodes ?? {})}\n`;
+}
+
 /** The lines that say how instances run: a command in a release directory, or a container image. */
 function runsAs(runtime: WorkspaceOptions["runtime"], releases: string, booksFile: string): string {
+  if (runtime?.kind === "swarm") {
+    return `    runtime: swarm
+    image: ${JSON.stringify(runtime.image)}
+    env: { BOOKS_FILE: ${JSON.stringify(BOOKS_FILE_IN_CONTAINER)} }
+${runtime.placement ? `    placement: ${JSON.stringify(runtime.placement)}\n` : ""}`;
+  }
   if (runtime?.kind === "docker") {
     return `    runtime: docker
     image: ${JSON.stringify(runtime.image)}

@@ -138,6 +138,7 @@ export class Fleet {
       service: svc.name, slot, release, command: svc.command, cwd: this.releaseDir(svc, release), env: { ...this.commonEnv, ...svc.env, ...extraEnv }, apiUrl,
       envPassthrough: svc.envPassthrough,
       stopTimeoutMs: svc.stopTimeoutMs, ...(image ? { image } : {}), ...(svc.network ? { network: svc.network } : {}),
+      ...(svc.volumes ? { volumes: svc.volumes } : {}), ...(svc.placement ? { placement: svc.placement } : {}), ...(svc.resources ? { resources: svc.resources } : {}),
     };
     const started = await Promise.allSettled(
       Array.from({ length: svc.replicas }, async () => {

@@ -290,6 +290,11 @@ export class DeployFlow {
       return;
     }
     try {
+      // A release held in this slot is replaced by this one: its deploy ends aborted, not held for ever.
+      if (idle?.state === "held" && idle.heldBy) {
+        await records.store.updateHistory(idle.heldBy.historyId, { outcome: "aborted", error: `replaced while held by deploy #${flow.journal.historyId} of ${release} (${flow.journal.actor})` });
+        this.d.event(svc.name, "deploy.aborted", `held ${idle.release} (${slot}) of ${svc.name} replaced by ${release}`, { release: idle.release, slot, historyId: idle.heldBy.historyId });
+      }
       const stale = fleet.list(svc.name, slot);
       if (stale.length) await fleet.stop(stale, svc.stopTimeoutMs);
       const schema = flow.schemas[release];

@@ -99,7 +99,7 @@ export class Planning {
   /** The release's declared schema range (or the override), as the planner needs it. */
   async releaseInfo(svc: ServiceSpec, release: string, override?: SchemaRange, known?: ReleaseDescription): Promise<ReleaseInfo> {
     const declared = override ? null : (known ?? (await this.d.fleet.describeRelease(svc, release))).schema;
-    const where = svc.runtime === "docker" ? `the image's label turquoise.schema (e.g. LABEL turquoise.schema=1..2)` : `${this.d.fleet.releaseDir(svc, release)}/turquoise.json as {"schema": {"min": N, "max": M}}`;
+    const where = svc.runtime !== "process" ? `the image's label turquoise.schema (e.g. LABEL turquoise.schema=1..2)` : `${this.d.fleet.releaseDir(svc, release)}/turquoise.json as {"schema": {"min": N, "max": M}}`;
     return releaseInfo(svc.name, release, declared, where, override);
   }
 

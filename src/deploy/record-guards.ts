@@ -84,7 +84,7 @@ export function journalProblem(o: Record<string, unknown>, service: string): Pro
 }
 
 /** Runtimes an instance record (or intent) may name; memory is the in-process twin that tests run the agent's parts on. */
-const RECORDED_RUNTIMES = ["process", "docker", "memory"];
+const RECORDED_RUNTIMES = ["process", "docker", "swarm", "memory"];
 
 export function instanceProblem(o: Record<string, unknown>, service: string, id: string): Problem {
   if (o.state === "starting") return intentProblem(o, service, id);

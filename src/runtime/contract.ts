@@ -34,6 +34,12 @@ export interface StartRequest {
   network?: "bridge" | "host";
   /** The service's stop_timeout, for runtimes that record it at create time. */
   stopTimeoutMs?: number;
+  /** Docker and swarm: host paths bind-mounted into the container (swarm: paths on the task's node). */
+  volumes?: Array<{ source: string; target: string; readOnly: boolean }>;
+  /** Swarm: placement constraints ("node.role==worker"). */
+  placement?: string[];
+  /** Swarm: the task's limits. */
+  resources?: { cpus?: number; memoryBytes?: number };
 }
 
 /** What a runtime knows of a release before starting it. */

@@ -74,6 +74,7 @@ export interface ContainerCreateBody {
     Init?: boolean;
     AutoRemove?: boolean;
     RestartPolicy?: { Name: "" | "no" | "always" | "unless-stopped" | "on-failure" };
+    Mounts?: Array<{ Type: "bind"; Source: string; Target: string; ReadOnly: boolean }>;
   };
 }
 
@@ -97,6 +98,68 @@ export interface DockerEvent {
   Actor: { ID: string; Attributes: Record<string, string> };
   time: number;
   timeNano: number;
+}
+
+export interface DockerInfo {
+  Name: string;
+  Swarm: { NodeID: string; NodeAddr: string; LocalNodeState: string; ControlAvailable: boolean };
+}
+
+/** The parts of a Swarm service spec that Turquoise sets (Engine API ServiceSpec). */
+export interface ServiceSpec {
+  Name: string;
+  Labels: Record<string, string>;
+  TaskTemplate: {
+    ContainerSpec: {
+      Image: string;
+      Args?: string[];
+      Command?: string[];
+      Env: string[];
+      Labels: Record<string, string>;
+      /** Nanoseconds. */
+      StopGracePeriod?: number;
+      Init?: boolean;
+      Mounts?: Array<{ Type: "bind" | "volume"; Source: string; Target: string; ReadOnly?: boolean }>;
+      Healthcheck?: { Test: string[]; Interval?: number; Timeout?: number; Retries?: number; StartPeriod?: number };
+    };
+    RestartPolicy: { Condition: "none" | "on-failure" | "any"; Delay?: number; MaxAttempts?: number };
+    Placement?: { Constraints?: string[] };
+    Resources?: { Limits?: { NanoCPUs?: number; MemoryBytes?: number }; Reservations?: { NanoCPUs?: number; MemoryBytes?: number } };
+    ForceUpdate?: number;
+  };
+  Mode: { Replicated: { Replicas: number } };
+  EndpointSpec?: { Mode?: "vip" | "dnsrr"; Ports?: Array<{ Protocol: "tcp"; TargetPort: number; PublishedPort?: number; PublishMode: "host" | "ingress" }> };
+}
+
+export interface SwarmService {
+  ID: string;
+  Version: { Index: number };
+  Spec: ServiceSpec;
+}
+
+export interface SwarmTask {
+  ID: string;
+  ServiceID: string;
+  NodeID?: string;
+  Slot?: number;
+  DesiredState: string;
+  CreatedAt: string;
+  Status: {
+    Timestamp: string;
+    /** new, pending, assigned, accepted, preparing, starting, running, complete, shutdown, failed, rejected, orphaned, remove. */
+    State: string;
+    Message?: string;
+    Err?: string;
+    ContainerStatus?: { ContainerID?: string; PID?: number; ExitCode?: number };
+    PortStatus?: { Ports?: Array<{ Protocol: string; TargetPort: number; PublishedPort: number; PublishMode: string }> };
+  };
+}
+
+export interface SwarmNode {
+  ID: string;
+  Description: { Hostname: string };
+  Status: { State: string; Addr: string };
+  Spec: { Role: string; Availability: string; Labels?: Record<string, string> };
 }
 
 type Query = Record<string, string | number | boolean | string[] | undefined>;
@@ -295,6 +358,66 @@ export class DockerApi {
     await this.request("DELETE", `/images/${enc(name)}`, { query: { force: opts.force ?? false } });
   }
 
+  /** The image as a tar stream (docker save), to load into another daemon: images reach Swarm nodes without a registry. */
+  async exportImage(name: string): Promise<Readable> {
+    return this.stream("GET", `/images/${enc(name)}/get`);
+  }
+
+  /** Loads a tar stream from exportImage (docker load). */
+  async loadImage(tar: Readable): Promise<void> {
+    const body = await this.request("POST", "/images/load", { query: { quiet: true }, body: tar, contentType: "application/x-tar", timeoutMs: 5 * 60_000 });
+    for (const line of body.toString("utf8").split("\n")) {
+      if (!line.trim()) continue;
+      const msg = JSON.parse(line) as { error?: string };
+      if (msg.error) throw new DockerApiError(500, msg.error, "POST /images/load");
+    }
+  }
+
+  /** Swarm state of this daemon: whether it is a manager, and its node id. */
+  async info(): Promise<DockerInfo> {
+    return this.json("GET", "/info");
+  }
+
+  async createService(spec: ServiceSpec): Promise<{ ID: string }> {
+    return this.json("POST", "/services/create", { body: spec });
+  }
+
+  async inspectService(idOrName: string): Promise<SwarmService> {
+    return this.json("GET", `/services/${enc(idOrName)}`);
+  }
+
+  /** version: the service's Version.Index, as Swarm's optimistic concurrency asks. */
+  async updateService(id: string, version: number, spec: ServiceSpec): Promise<void> {
+    await this.request("POST", `/services/${enc(id)}/update`, { query: { version }, body: spec });
+  }
+
+  async removeService(id: string): Promise<void> {
+    await this.request("DELETE", `/services/${enc(id)}`);
+  }
+
+  async listServices(opts: { labels?: string[] } = {}): Promise<SwarmService[]> {
+    return this.json("GET", "/services", { query: { filters: labelFilters(opts.labels) } });
+  }
+
+  async listTasks(filters: { service?: string[]; label?: string[]; "desired-state"?: string[] } = {}): Promise<SwarmTask[]> {
+    const f = Object.fromEntries(Object.entries(filters).filter(([, v]) => v && v.length > 0));
+    return this.json("GET", "/tasks", { query: { filters: Object.keys(f).length > 0 ? JSON.stringify(f) : undefined } });
+  }
+
+  async listNodes(): Promise<SwarmNode[]> {
+    return this.json("GET", "/nodes");
+  }
+
+  /** A service's output, all its tasks interleaved, as the manager collects it from the nodes. */
+  async serviceLogs(id: string, opts: { tail?: number } = {}): Promise<string> {
+    const body = await this.request("GET", `/services/${enc(id)}/logs`, {
+      query: { stdout: true, stderr: true, tail: opts.tail === undefined ? "all" : Math.max(0, opts.tail) },
+    });
+    return demuxDockerStream(body)
+      .map((f) => f.data.toString("utf8"))
+      .join("");
+  }
+
   private async json<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     return JSON.parse((await this.request(method, path, opts)).toString("utf8")) as T;
   }
@@ -333,6 +456,22 @@ export class DockerApi {
       } else {
         req.end(payload);
       }
+    });
+  }
+
+  /** A response body as a stream, for what is too big to hold (an image). */
+  private async stream(method: string, path: string): Promise<Readable> {
+    const fullPath = `/v${await this.apiVersion()}${path}`;
+    return new Promise((resolve, reject) => {
+      const req = http.request({ ...this.target(), method, path: fullPath, agent: false }, (res) => {
+        if ((res.statusCode ?? 0) >= 400) {
+          readAll(res).then((body) => reject(this.apiError(res.statusCode!, body, `${method} ${path}`)), reject);
+          return;
+        }
+        resolve(res);
+      });
+      req.on("error", (e) => reject(e instanceof TurquoiseError ? e : this.unreachable(e)));
+      req.end();
     });
   }
 

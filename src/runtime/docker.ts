@@ -140,6 +140,7 @@ export class DockerRuntime implements Runtime {
         Init: false,
         // Turquoise replaces dead instances itself; a daemon-side restart would fight it.
         RestartPolicy: { Name: "no" },
+        ...(req.volumes?.length ? { Mounts: req.volumes.map((v) => ({ Type: "bind" as const, Source: v.source, Target: v.target, ReadOnly: v.readOnly })) } : {}),
       },
     };
 
@@ -272,13 +273,7 @@ export class DockerRuntime implements Runtime {
       if (isDockerNotFound(e)) return { exists: false, reason: missingImage(req.image), schema: null };
       throw e;
     }
-    const declared = labels[LABELS.schema];
-    if (declared === undefined) return { exists: true, schema: null };
-    try {
-      return { exists: true, schema: parseSchemaRange(declared) };
-    } catch (e) {
-      throw new TurquoiseError("USAGE", `image "${req.image}" has an invalid label ${LABELS.schema}: ${errorMessage(e)}`, { data: { image: req.image, label: LABELS.schema } });
-    }
+    return { exists: true, schema: declaredSchema(req.image, labels) };
   }
 
   /** Every container carrying Turquoise's labels (and this runtime's extra ones), running or not: orphans included. */
@@ -469,6 +464,17 @@ export class DockerRuntime implements Runtime {
   }
 }
 
+/** The schema range an image declares in its label turquoise.schema; null when it declares none. */
+export function declaredSchema(image: string, labels: Record<string, string>): ReleaseDescription["schema"] {
+  const declared = labels[LABELS.schema];
+  if (declared === undefined) return null;
+  try {
+    return parseSchemaRange(declared);
+  } catch (e) {
+    throw new TurquoiseError("USAGE", `image "${image}" has an invalid label ${LABELS.schema}: ${errorMessage(e)}`, { data: { image, label: LABELS.schema } });
+  }
+}
+
 /** Containers with Turquoise's labels (all of the given "key=value" filters), running or not. */
 export async function listManaged(api: DockerApi, labels: string[] = [`${LABELS.managed}=true`]): Promise<ManagedContainer[]> {
   const found: ManagedContainer[] = [];
@@ -524,7 +530,7 @@ function runningState(s: ContainerState): InstanceState {
   return health && health !== "none" ? { running: true, health } : { running: true };
 }
 
-function exitOf(s: ContainerState): Exit {
+export function exitOf(s: Pick<ContainerState, "ExitCode" | "OOMKilled">): Exit {
   // Docker reports a main process killed by signal n as 128+n, as a shell does (137: SIGKILL).
   const signal = s.ExitCode > 128 ? signalName(s.ExitCode - 128) : null;
   return signal ? { exitCode: null, signal, oom: s.OOMKilled } : { exitCode: s.ExitCode, signal: null, oom: s.OOMKilled };
@@ -563,7 +569,7 @@ function startError(what: string, image: string, hostPort: number | undefined, e
   return new TurquoiseError(e.code, `${what} from image "${image}": ${msg}`, { data, cause: e });
 }
 
-function tailLines(text: string, lines: number): string {
+export function tailLines(text: string, lines: number): string {
   if (lines <= 0) return "";
   const endsWithNewline = text.endsWith("\n");
   const all = (endsWithNewline ? text.slice(0, -1) : text).split("\n");

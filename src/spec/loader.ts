@@ -14,7 +14,7 @@ import { DURATION_PATTERN, parseDuration } from "../util/duration.js";
 import { parseSize, SIZE_PATTERN } from "../util/size.js";
 import { runRules, type PathSegment, type RuleContext, type SpecRule } from "./rules.js";
 import * as S from "./schema.js";
-import type { EtcdSpec, HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, WatchSpec } from "./types.js";
+import type { EtcdSpec, HealthSpec, LoadResult, ServiceSpec, SmokeSpec, Spec, SpecProblem, VolumeSpec, WatchSpec } from "./types.js";
 
 // The YAML as the schema guarantees it, before defaults.
 interface RawSmoke {
@@ -25,7 +25,10 @@ interface RawSmoke {
 }
 
 interface RawService {
-  runtime?: "process" | "docker";
+  runtime?: "process" | "docker" | "swarm";
+  volumes?: string[];
+  placement?: string[];
+  resources?: { cpus?: number; memory?: string | number };
   command?: string[];
   cwd?: string;
   image?: string;
@@ -86,6 +89,7 @@ interface RawSpec {
   watches?: Array<{ name?: string; type: WatchSpec["type"]; service?: string; state?: WatchSpec["state"]; key?: string; prefix?: string; args?: string[]; http?: { url: string; method?: "POST" | "PUT"; headers?: Record<string, string> }; timeout?: string }>;
   metrics?: { listen: string; token_file?: string };
   log?: { level?: LogLevel; format?: LogFormat };
+  swarm?: { manager: string; nodes?: Record<string, string> };
 }
 
 /** Whether a problem points at a mapping key (unknown or misnamed keys) or at its value (wrong values). */
@@ -429,6 +433,7 @@ function normalize(raw: RawSpec, file: string): Spec {
       ? { metrics: { ...parseListen(raw.metrics.listen), ...(raw.metrics.token_file !== undefined ? { tokenFile: resolve(dir, raw.metrics.token_file) } : {}) } }
       : {}),
     log: { level: raw.log?.level ?? DEFAULT_LOG_LEVEL, format: raw.log?.format ?? DEFAULT_LOG_FORMAT },
+    ...(raw.swarm !== undefined ? { swarm: { manager: socketPath(raw.swarm.manager, dir), nodes: Object.fromEntries(Object.entries(raw.swarm.nodes ?? {}).map(([addr, sock]) => [addr, socketPath(sock, dir)])) } } : {}),
   };
 }
 
@@ -507,6 +512,17 @@ function ms(value: string | undefined, fallback: string): number {
   return parseDuration(value ?? fallback);
 }
 
+/** "source:target" or "source:target:ro"; a relative source is the spec file's directory's (the schema checked the shape). */
+export function parseVolume(text: string, dir: string): VolumeSpec {
+  const [source, target, mode] = text.split(":") as [string, string, string | undefined];
+  return { source: resolve(dir, source), target, readOnly: mode === "ro" };
+}
+
+/** "unix:///run/docker.sock" or a path; relative paths are the spec file's directory's. */
+function socketPath(text: string, dir: string): string {
+  return resolve(dir, text.startsWith("unix://") ? text.slice("unix://".length) : text);
+}
+
 function normalizeService(name: string, raw: RawService, dir: string): ServiceSpec {
   const h = raw.health;
   const health: HealthSpec = {
@@ -523,6 +539,11 @@ function normalizeService(name: string, raw: RawService, dir: string): ServiceSp
     cwd: resolve(dir, raw.cwd ?? "."),
     ...(raw.image !== undefined ? { image: raw.image } : {}),
     ...(raw.network !== undefined ? { network: raw.network } : {}),
+    ...(raw.volumes !== undefined ? { volumes: raw.volumes.map((v) => parseVolume(v, dir)) } : {}),
+    ...(raw.placement !== undefined ? { placement: [...raw.placement] } : {}),
+    ...(raw.resources !== undefined
+      ? { resources: { ...(raw.resources.cpus !== undefined ? { cpus: raw.resources.cpus } : {}), ...(raw.resources.memory !== undefined ? { memoryBytes: parseSize(raw.resources.memory) } : {}) } }
+      : {}),
     env: Object.fromEntries(Object.entries(raw.env ?? {}).map(([k, v]) => [k, String(v)])),
     envPassthrough: [...(raw.env_passthrough ?? [])],
     replicas: raw.replicas ?? S.DEFAULT_REPLICAS,

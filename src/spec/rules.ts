@@ -187,7 +187,10 @@ export const runtimeNeeds: SpecRule = {
     const problems: SpecProblem[] = [];
     for (const svc of services(spec)) {
       if (svc.runtime === "process" && svc.image !== undefined) problems.push(ctx.at(["services", svc.name, "image"], "image is for runtime: docker; this service runs as a process"));
-      if (svc.runtime === "docker" && !svc.image!.includes("{release}")) problems.push(ctx.at(["services", svc.name, "image"], 'image must contain {release}, so each release runs its own image: "books:{release}"'));
+      if (svc.runtime !== "process" && !svc.image!.includes("{release}")) problems.push(ctx.at(["services", svc.name, "image"], 'image must contain {release}, so each release runs its own image: "books:{release}"'));
+      if (svc.runtime === "swarm" && spec.swarm === undefined) problems.push(ctx.at(["services", svc.name, "runtime"], "runtime: swarm needs the top-level swarm block: swarm: { manager: /var/run/docker.sock }"));
+      if (svc.runtime !== "swarm" && (svc.placement !== undefined || svc.resources !== undefined)) problems.push(ctx.at(["services", svc.name, svc.placement !== undefined ? "placement" : "resources"], `placement and resources are for runtime: swarm; this service runs on ${svc.runtime}`));
+      if (svc.runtime === "process" && svc.volumes !== undefined) problems.push(ctx.at(["services", svc.name, "volumes"], "volumes are for runtime: docker and swarm; a process sees the host's files already"));
     }
     return problems;
   },

@@ -321,6 +321,20 @@ export const SPEC_JSON_SCHEMA = {
       propertyNames: { pattern: SERVICE_NAME_PATTERN },
       additionalProperties: { $ref: "#/definitions/service" },
     },
+    swarm: {
+      type: "object",
+      additionalProperties: false,
+      required: ["manager"],
+      description: "runtime: swarm. The cluster: a manager's Docker socket, and each node's own socket where the agent can reach it (for signals and exact stop timeouts). See docs/swarm.md.",
+      properties: {
+        manager: { type: "string", minLength: 1, description: 'A Swarm manager\'s Docker socket: "/var/run/docker.sock" or "unix:///run/turquoise-lab/node1/docker.sock".' },
+        nodes: {
+          type: "object",
+          description: 'Node address, as Swarm reports it (docker node inspect: Status.Addr) → that node\'s Docker socket: {"198.18.100.12": "/run/turquoise-lab/node2/docker.sock"}.',
+          additionalProperties: { type: "string", minLength: 1 },
+        },
+      },
+    },
     log: {
       type: "object",
       additionalProperties: false,
@@ -338,11 +352,34 @@ export const SPEC_JSON_SCHEMA = {
       description: "One HTTP service, run as blue and green slots behind the proxy.",
       required: ["route", "health"],
       // What each runtime needs to start an instance.
-      if: { properties: { runtime: { const: "docker" } }, required: ["runtime"] },
+      if: { properties: { runtime: { enum: ["docker", "swarm"] } }, required: ["runtime"] },
       then: { required: ["image"] },
       else: { required: ["command", "cwd"] },
       properties: {
-        runtime: { enum: ["process", "docker"], default: DEFAULT_RUNTIME, description: "How instances run. process: local child processes (needs command and cwd). docker: containers through the Docker Engine API (needs image)." },
+        runtime: {
+          enum: ["process", "docker", "swarm"],
+          default: DEFAULT_RUNTIME,
+          description: "How instances run. process: local child processes (needs command and cwd). docker: containers through the Docker Engine API (needs image). swarm: one-replica Swarm services through a manager's Engine API (needs image and the top-level swarm block; see docs/swarm.md).",
+        },
+        volumes: {
+          type: "array",
+          items: { type: "string", pattern: "^[^:]+:/[^:]*(:(ro|rw))?$" },
+          description: 'runtime: docker and swarm. Host paths mounted into every container: "/srv/books:/data" or "/srv/books:/data:ro". With swarm the path is on the node that runs the task.',
+        },
+        placement: {
+          type: "array",
+          items: { type: "string", minLength: 1 },
+          description: 'runtime: swarm. Placement constraints of each task, as docker service create --constraint takes them: ["node.role==worker"].',
+        },
+        resources: {
+          type: "object",
+          additionalProperties: false,
+          description: "runtime: swarm. Limits of each task.",
+          properties: {
+            cpus: { type: "number", exclusiveMinimum: 0, description: "CPUs, e.g. 0.5." },
+            memory: { type: ["string", "integer"], pattern: SIZE_PATTERN, description: 'Memory, e.g. "256MiB".' },
+          },
+        },
         image: {
           type: "string",
           minLength: 1,

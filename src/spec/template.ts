@@ -147,6 +147,13 @@ services:
     #   runtime: docker
     #   image: "web:{release}"        # present locally; LABEL turquoise.schema=1..2 declares its schema
     #   network: bridge               # publish on 127.0.0.1 (default), or host
+    #   volumes: ["/srv/web:/data:ro"] # host paths mounted into each container
+    # runtime: swarm runs one-replica Swarm services through a manager (docs/swarm.md), with a
+    # top-level swarm: { manager: /var/run/docker.sock, nodes: { <node address>: <its socket> } } block:
+    #   runtime: swarm
+    #   image: "web:{release}"        # on every node (docker save | docker load)
+    #   placement: ["node.role==worker"]
+    #   resources: { cpus: 0.5, memory: 256MiB }
     # Instances per slot.
     replicas: 1
     # Which requests the proxy sends here: a path prefix, a host, or both. With path / alone,

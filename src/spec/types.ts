@@ -57,13 +57,34 @@ export interface DatabaseSpec {
   retries: number;
 }
 
+/** "/srv/books:/data:ro": a host directory or file, where it appears in the container, read-only or not. */
+export interface VolumeSpec {
+  source: string;
+  target: string;
+  readOnly: boolean;
+}
+
+/** runtime: swarm: the manager the agent drives, and the nodes' own daemons where the agent can reach them. */
+export interface SwarmSpec {
+  /** The manager's Docker socket (a path). */
+  manager: string;
+  /** Node address (as Swarm reports it) → that node's Docker socket: for signals and exact stop timeouts. */
+  nodes: Record<string, string>;
+}
+
 export interface ServiceSpec {
   name: string;
-  runtime: "process" | "docker";
-  /** Docker: the image of a release, e.g. "books:{release}". */
+  runtime: "process" | "docker" | "swarm";
+  /** Docker and swarm: the image of a release, e.g. "books:{release}". */
   image?: string;
   /** Docker: bridge (publish on 127.0.0.1) or host networking. */
   network?: "bridge" | "host";
+  /** Docker and swarm: host paths (swarm: on the node) mounted into every container. */
+  volumes?: VolumeSpec[];
+  /** Swarm: placement constraints, as docker service create --constraint takes them. */
+  placement?: string[];
+  /** Swarm: limits of each task. */
+  resources?: { cpus?: number; memoryBytes?: number };
   command: string[];
   /** May contain "{release}"; resolved against the spec file's directory. */
   cwd: string;
@@ -156,6 +177,8 @@ export interface Spec {
   metrics?: MetricsSpec;
   /** The agent's and the proxy's logs, before TURQUOISE_LOG_LEVEL / TURQUOISE_LOG_FORMAT override them. */
   log: LogSettings;
+  /** runtime: swarm: where the cluster is. */
+  swarm?: SwarmSpec;
 }
 
 export interface MetricsSpec {

@@ -122,6 +122,15 @@ describe("preview address: deploy --hold, promote, abort", () => {
     const both = await ws.cli(["deploy", "books", "-r", "v3", "--hold", "--canary", "5,50"], { allowFail: true });
     assert.equal(both.code, 2);
     assert.equal(await releaseServing(ws), "v2");
+
+    // A deploy of another release while one is held replaces it: the held deploy ends aborted, naming what replaced it.
+    await ws.cli(["deploy", "books", "--release", "v3", "--hold"]);
+    await ws.cli(["deploy", "books", "--release", "v1"]);
+    assert.equal(await releaseServing(ws), "v1");
+    const replaced = (await history(ws)).find((e) => e.release === "v3");
+    assert.equal(replaced?.outcome, "aborted", JSON.stringify(replaced));
+    assert.match(replaced?.error ?? "", /replaced while held by deploy #\d+ of v1/);
+    assert.equal((await serviceStatus(ws)).preview, null);
   });
 });
 

@@ -5,7 +5,10 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, afterEach, before, describe, test } from "node:test";
 import type { ExitEvent, InstanceInfo, StartRequest } from "../../src/runtime/contract.js";
@@ -285,6 +288,22 @@ describe("DockerRuntime", () => {
     const c = await api.inspectContainer(info.ref);
     assert.equal(c.HostConfig.NetworkMode, "host");
     assert.deepEqual((await runtime.list()).map((i) => i.port), [info.port]);
+  });
+
+  test("volumes are bind-mounted, read-only when asked", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "turquoise-docker-volume-"));
+    writeFileSync(path.join(dir, "greeting.txt"), "from a volume");
+    try {
+      const runtime = agent();
+      const probe = "console.log('volume says: ' + require('fs').readFileSync('/data/greeting.txt', 'utf8')); require('fs').writeFile('/data/x', '', (e) => console.log('write: ' + (e ? e.code : 'ok'))); setInterval(() => {}, 1000);";
+      const info = await runtime.start(echo({ command: ["node", "-e", probe], volumes: [{ source: dir, target: "/data", readOnly: true }] }));
+      await waitFor("the write attempt", async () => (await runtime.logs(info)).includes("write: "), 10_000);
+      const logs = await runtime.logs(info);
+      assert.match(logs, /volume says: from a volume/);
+      assert.match(logs, /write: EROFS/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("an image's HEALTHCHECK shows in inspect(): starting, then healthy", async () => {

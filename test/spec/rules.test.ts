@@ -247,3 +247,49 @@ describe("rule: metrics-open", () => {
     }
   });
 });
+
+describe("rule: runtime-needs, for swarm", () => {
+  const swarmService = (extra: string[] = []) => [
+    "  books:",
+    "    runtime: swarm",
+    '    image: "books:{release}"',
+    "    route: { path: / }",
+    "    health: { http: /health }",
+    ...extra,
+  ];
+
+  it("loads a swarm service with placement, resources and volumes, sockets and sources resolved", () => {
+    const { spec, errors } = load(
+      "version: 1",
+      "swarm: { manager: unix:///run/lab/node1/docker.sock, nodes: { 198.18.100.12: /run/lab/node2/docker.sock } }",
+      "services:",
+      ...swarmService(['    placement: ["node.role==worker"]', "    resources: { cpus: 0.5, memory: 256MiB }", '    volumes: ["data:/data:ro", "/srv/x:/x"]']),
+    );
+    assert.deepEqual(errors, []);
+    assert.deepEqual(spec!.swarm, { manager: "/run/lab/node1/docker.sock", nodes: { "198.18.100.12": "/run/lab/node2/docker.sock" } });
+    const books = spec!.services.books!;
+    assert.deepEqual(books.placement, ["node.role==worker"]);
+    assert.deepEqual(books.resources, { cpus: 0.5, memoryBytes: 256 * 1024 * 1024 });
+    assert.deepEqual(books.volumes, [{ source: "/srv/app/data", target: "/data", readOnly: true }, { source: "/srv/x", target: "/x", readOnly: false }]);
+  });
+
+  it("runtime swarm without the swarm block is an error at the runtime", () => {
+    const { spec, errors } = load("version: 1", "services:", ...swarmService());
+    assert.equal(spec, undefined);
+    const e = only(errors);
+    assert.equal(e.path, "services.books.runtime");
+    assert.match(e.message, /runtime: swarm needs the top-level swarm block/);
+  });
+
+  it("placement on another runtime, and volumes on a process, are errors naming the key", () => {
+    const docker = load("version: 1", "services:", "  books:", "    runtime: docker", '    image: "books:{release}"', "    route: { path: / }", "    health: { http: /health }", '    placement: ["node.role==worker"]');
+    assert.match(only(docker.errors).message, /placement and resources are for runtime: swarm; this service runs on docker/);
+    const proc = load("version: 1", "services:", ...service("books", "{ path: / }", ['    volumes: ["/a:/b"]']));
+    assert.match(only(proc.errors).message, /volumes are for runtime: docker and swarm/);
+  });
+
+  it("a volume that is not source:/target[:ro] is a schema error", () => {
+    const { errors } = load("version: 1", "swarm: { manager: /run/docker.sock }", "services:", ...swarmService(['    volumes: ["/a:relative"]']));
+    assert.ok(errors.some((e) => e.path === "services.books.volumes[0]" || /volumes/.test(e.path ?? "")), JSON.stringify(errors));
+  });
+});
