@@ -177,7 +177,8 @@ export class Agent {
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
     let agent!: Agent;
-    const event = eventLog(store, registry, log, () => agent?.leads ?? !leadership.shared);
+    // The one agent of an embedded store records every event, from its first (its start's repairs come before it leads).
+    const event = eventLog(store, registry, log, () => !leadership.shared || (agent?.leads ?? false));
     // Only an SQLite file can hold the layout from before the reserved prefix; an etcd store never did.
     const moved = leadership.shared ? [] : await moveLegacyKeys(store);
     if (moved.length) event(null, "records.moved", `moved ${moved.length} record(s) of the old layout under the reserved prefix: ${moved.slice(0, 10).join(", ")}${moved.length > 10 ? ", ..." : ""}`, { count: moved.length });
