@@ -104,7 +104,8 @@ export class Agent {
     /** Several agents: this agent's proxy follows the table the leader publishes. */
     readonly routeFollower: RouteFollower | undefined,
   ) {
-    this.event = eventLog(store, registry, log, () => this.leads);
+    // The one agent of an embedded store records every event, its start's reconcile included.
+    this.event = eventLog(store, registry, log, () => !leadership.shared || this.leads);
     // A watch on the agent's own records would hand them to a handler: it does not run.
     const allowed = spec.watches.filter((w) => !watchRefusal(w));
     this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data), (watch, ok) => metrics?.watchRan(watch, ok));
