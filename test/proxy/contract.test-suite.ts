@@ -70,6 +70,15 @@ const delayed: (id: string) => Handler = (id) => (req, res) => {
   }, delay).unref();
 };
 
+/** Resolves once upstream u has received its n-th request: a request is in flight there, however slow the machine. */
+async function arrived(u: TestUpstream, n: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (u.hits < n) {
+    if (Date.now() > deadline) throw new Error(`upstream ${u.id} got ${u.hits} request(s) in 10 s, expected ${n}`);
+    await sleep(10);
+  }
+}
+
 /** Resolves to the response, or to "cut" when the connection broke before a whole response. */
 function outcome(url: string, opts: Parameters<typeof request>[1] = {}): Promise<{ status: number; text: string } | "cut"> {
   return request(url, opts).then(
@@ -306,8 +315,9 @@ export function runProxyContract(opts: ProxyContractOptions): void {
       it("waits for the old pool's in-flight requests, which finish, and counts them completed", PER_TEST, async () => {
         const [slow, fresh] = await Promise.all([upstream("drain-slow", delayed("drain-slow")), upstream("drain-fresh")]);
         await apply([route("drain", "drain:old", [slow.upstream])]);
-        const inFlight = outcome(`${base}/?delay=800`);
-        await sleep(150);
+        // Long enough to still be in flight after a slow apply (an nginx reload on a loaded machine).
+        const inFlight = outcome(`${base}/?delay=2500`);
+        await arrived(slow, 1);
         await apply([route("drain", "drain:new", [fresh.upstream])]);
         assert.equal(await who("/"), "drain-fresh", "new requests go to the new pool at once");
         const result = await proxy.drain("drain:old", 5_000);
@@ -325,7 +335,7 @@ export function runProxyContract(opts: ProxyContractOptions): void {
         const [slower, fresh] = await Promise.all([upstream("cut-slow", delayed("cut-slow")), upstream("cut-fresh")]);
         await apply([route("cut", "cut:old", [slower.upstream])]);
         const inFlight = outcome(`${base}/?delay=10000`);
-        await sleep(150);
+        await arrived(slower, 1);
         await apply([route("cut", "cut:new", [fresh.upstream])]);
         const t0 = Date.now();
         const result = await proxy.drain("cut:old", 300);
@@ -629,8 +639,9 @@ export function runProxyContract(opts: ProxyContractOptions): void {
           const u = await upstream("capped", delayed("capped"));
           await apply([route("capped", "capped:1", [u.upstream])], { limits: { maxUpstreamConnections: 1, upstreamQueueMs: 1_500 } });
           const overCap = async (holdMs: number): Promise<{ status: number; retryAfter: string | undefined; elapsed: number }> => {
+            const before = u.hits;
             const holder = outcome(`${base}/?delay=${holdMs}`);
-            await sleep(150);
+            await arrived(u, before + 1);
             const t0 = Date.now();
             const r = await request(`${base}/?delay=0`);
             const elapsed = Date.now() - t0;
