@@ -3,13 +3,10 @@
 // healthy, and whether any GET failed. Then kill every instance: how long until the service
 // answers again. Each figure is printed beside the seed article's 10 s Consul check interval.
 import http from "node:http";
-import path from "node:path";
 import { parseArgs } from "node:util";
-import { readToken } from "../src/auth/token.js";
-import { AgentClient } from "../src/cli/client.js";
 import { LoadProcess } from "../src/demo/load-process.js";
 import { createWorkspace, type Workspace } from "../src/demo/workspace.js";
-import { connectProxy } from "../src/proxy/builtin.js";
+import { booksLive } from "./lib/books-live.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { sleep, timeUntil as waitUntil } from "./lib/wait.js";
 import { formatNumber, formatTable } from "./lib/report.js";
@@ -28,12 +25,7 @@ async function main(): Promise<void> {
   if (!args.json) console.log(formatMachine(machine));
   const ws = await createWorkspace({ replicas: 2, healthInterval: "1s" });
   try {
-    await ws.cli(["up", "--detach"]);
-    await ws.cli(["deploy", "books", "--release", "v1"]);
-    const stateDir = path.join(ws.dir, ".turquoise");
-    const client = new AgentClient(`http://127.0.0.1:${ws.agentPort}`, readToken(stateDir));
-    const instances = async () => (await client.get<{ services: Array<{ instances: Instance[] }> }>("/v1/status")).services[0]!.instances;
-    const proxy = (await connectProxy(stateDir))!.proxy;
+    const { instances, proxy } = await booksLive<Instance>(ws);
 
     const load = await LoadProcess.start({ baseUrl: ws.proxyUrl, concurrency: 8, postEvery: 0, maxDurationMs: 5 * 60_000 });
     const kills: Array<{ outOfRotationMs: number; replacementHealthyMs: number }> = [];

@@ -5,17 +5,14 @@
 // marks the node down, and the time until a replacement task serves on a node that is up. The lab
 // is rebuilt afterwards (swarm-lab.sh up), since a crashed node does not rejoin by itself.
 import { execFileSync } from "node:child_process";
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { readToken } from "../src/auth/token.js";
-import { AgentClient } from "../src/cli/client.js";
 import { ensureBooksImages } from "../src/demo/images.js";
 import { LoadProcess } from "../src/demo/load-process.js";
 import { createWorkspace } from "../src/demo/workspace.js";
-import { connectProxy } from "../src/proxy/builtin.js";
 import { DockerApi } from "../src/runtime/docker-api.js";
 import { copyImageToNodes } from "../src/runtime/swarm-images.js";
+import { booksLive } from "./lib/books-live.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { sleep, timeUntil as waitUntil } from "./lib/wait.js";
 import { formatNumber, formatTable } from "./lib/report.js";
@@ -46,12 +43,7 @@ async function main(): Promise<void> {
     runtime: { kind: "swarm", image: `${BOOKS_REPO}:{release}`, manager: sock("node1"), nodes: { [NODES.node2]: sock("node2"), [NODES.node3]: sock("node3") }, placement: ["node.role==worker"] },
   });
   try {
-    await ws.cli(["up", "--detach"]);
-    await ws.cli(["deploy", "books", "--release", "v1"]);
-    const stateDir = path.join(ws.dir, ".turquoise");
-    const client = new AgentClient(`http://127.0.0.1:${ws.agentPort}`, readToken(stateDir));
-    const instances = async () => (await client.get<{ services: Array<{ instances: Instance[] }> }>("/v1/status")).services[0]!.instances;
-    const proxy = (await connectProxy(stateDir))!.proxy;
+    const { instances, proxy } = await booksLive<Instance>(ws);
     const before = await instances();
     const victim = before[0]!;
     const victimAddr = victim.address.split(":")[0]!;

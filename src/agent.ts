@@ -103,9 +103,10 @@ export class Agent {
     readonly leadership: Leadership,
     /** Several agents: this agent's proxy follows the table the leader publishes. */
     readonly routeFollower: RouteFollower | undefined,
+    /** The agent's one event log, shared with the parts start() wires before the agent exists. */
+    event: EventLog,
   ) {
-    // The one agent of an embedded store records every event, its start's reconcile included.
-    this.event = eventLog(store, registry, log, () => !leadership.shared || this.leads);
+    this.event = event;
     // A watch on the agent's own records would hand them to a handler: it does not run.
     const allowed = spec.watches.filter((w) => !watchRefusal(w));
     this.watches = new WatchRunner(allowed, registry, (w) => watchView(this, w), spec.dir, (type, message, data) => this.event(null, type, message, data), (watch, ok) => metrics?.watchRan(watch, ok));
@@ -178,7 +179,7 @@ export class Agent {
     // Start from the store's revision, so an index handed out before a restart is rarely above ours.
     const registry = new Registry(store, await store.revision());
     let agent!: Agent;
-    // The one agent of an embedded store records every event, from its first (its start's repairs come before it leads).
+    // The one agent of an embedded store records every event, from its first (its start's repairs and reconcile come before it leads).
     const event = eventLog(store, registry, log, () => !leadership.shared || (agent?.leads ?? false));
     // Only an SQLite file can hold the layout from before the reserved prefix; an etcd store never did.
     const moved = leadership.shared ? [] : await moveLegacyKeys(store);
@@ -222,7 +223,7 @@ export class Agent {
     const routeFollower = leadership.shared
       ? new RouteFollower({ store, apply: (t) => supervised.apply(t), following: () => !agent.leads, log: (level, type, message, data) => log.child("proxy")[level](type, message, data ? { data } : undefined) })
       : undefined;
-    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics, leadership, routeFollower);
+    agent = new Agent(spec, token, store, records, fleet, supervised, orchestrator, monitor, registry, registryToken, supervisor, deployTokens, log, metrics, leadership, routeFollower, event);
     agent.server = api.server;
     metrics?.attach(agent.metricsSource());
 
