@@ -97,7 +97,7 @@ function isPositiveInteger(v: unknown, max: number): boolean {
   return typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= max;
 }
 
-/** "198.18.0.1", "198.18.0.0/15", "::1", "fd00::/8", "::ffff:198.18.0.0/111". */
+/** "198.18.0.1", "198.18.0.0/15", "::1", "2001:db8::/32", "::ffff:198.18.0.0/111". */
 export function isCidr(text: string): boolean {
   const [addr, bits, extra] = text.split("/");
   if (extra !== undefined || addr === undefined) return false;

@@ -52,7 +52,7 @@ describe("proxy upgrades", { timeout: 30_000 }, () => {
     const c = await RawClient.connect(port);
     c.write(`GET /api/echo HTTP/1.1\r\nHost: app.example\r\n${UPGRADE}\r\n`);
     assert.ok(await c.waitFor((r) => r.includes('"url":"/api/echo"')), c.received);
-    c.write("GET /internal/secret HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n");
+    c.write("GET /internal/secret HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 203.0.113.99\r\n\r\n");
     const closed = await c.waitClose(2_000);
     assert.deepEqual(u.seen, ["GET /api/echo"], "the second request never reaches the upstream");
     assert.equal(closed, true, "the proxy closes the connection after the answer");
@@ -143,7 +143,7 @@ describe("proxy upgrades", { timeout: 30_000 }, () => {
     });
     await apply(route("raw", "raw:1", [u.upstream]));
     const c = await RawClient.connect(port);
-    c.write(`GET /chat HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade, X-Secret\r\nUpgrade: echo\r\nX-Secret: hop\r\nContent-Length: 0\r\nX-Forwarded-For: 10.6.6.6\r\n\r\nearly;`);
+    c.write(`GET /chat HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade, X-Secret\r\nUpgrade: echo\r\nX-Secret: hop\r\nContent-Length: 0\r\nX-Forwarded-For: 203.0.113.66\r\n\r\nearly;`);
     assert.ok(await c.waitFor((r) => r.endsWith("hello:early;")), JSON.stringify(c.received));
     c.write("later");
     assert.ok(await c.waitFor((r) => r.endsWith("later")));

@@ -466,7 +466,7 @@ describe("loadSpecText: state on etcd", () => {
       "state:",
       "  driver: etcd",
       "  etcd:",
-      '    endpoints: ["https://10.0.0.1:2379", "https://[fd00::2]:2379"]',
+      '    endpoints: ["https://198.51.100.1:2379", "https://[2001:db8::2]:2379"]',
       "    username: turquoise",
       "    password_env: ETCD_PASSWORD",
       "    timeout: 2s",
@@ -474,7 +474,7 @@ describe("loadSpecText: state on etcd", () => {
     );
     assert.deepEqual(errors, []);
     assert.deepEqual(spec!.state.etcd, {
-      endpoints: ["https://10.0.0.1:2379", "https://[fd00::2]:2379"],
+      endpoints: ["https://198.51.100.1:2379", "https://[2001:db8::2]:2379"],
       prefix: "/turquoise/",
       timeoutMs: 2_000,
       leaderTtlMs: 3_000,
@@ -495,15 +495,15 @@ describe("loadSpecText: state on etcd", () => {
       "state:",
       "  driver: etcd",
       "  etcd:",
-      '    endpoints: ["10.0.0.1:2379", "http://user:pw@10.0.0.2:2379"]',
+      '    endpoints: ["198.51.100.1:2379", "http://user:pw@198.51.100.2:2379"]',
       "    prefix: turquoise",
       "    username: turquoise",
     );
     assert.deepEqual(
       errors.map((e) => [e.line, e.path, e.message]),
       [
-        [11, "state.etcd.endpoints[0]", 'invalid etcd endpoint "10.0.0.1:2379": write a member\'s client URL, like "http://etcd-1.example.internal:2379", without a path or credentials'],
-        [11, "state.etcd.endpoints[1]", 'invalid etcd endpoint "http://user:pw@10.0.0.2:2379": write a member\'s client URL, like "http://etcd-1.example.internal:2379", without a path or credentials'],
+        [11, "state.etcd.endpoints[0]", 'invalid etcd endpoint "198.51.100.1:2379": write a member\'s client URL, like "http://etcd-1.example.internal:2379", without a path or credentials'],
+        [11, "state.etcd.endpoints[1]", 'invalid etcd endpoint "http://user:pw@198.51.100.2:2379": write a member\'s client URL, like "http://etcd-1.example.internal:2379", without a path or credentials'],
         [12, "state.etcd.prefix", 'invalid etcd prefix "turquoise": write slash-separated names that start and end with "/", like "/turquoise/books/"'],
         [13, "state.etcd.username", "username needs password_env beside it"],
       ],

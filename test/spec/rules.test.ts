@@ -144,19 +144,19 @@ describe("rule: etcd-endpoints", () => {
   const etcd = (...lines: string[]) => load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: etcd", "  etcd:", ...lines);
 
   it("is an error when http:// and https:// endpoints are mixed", () => {
-    const e = only(etcd("    endpoints: ['https://10.0.0.1:2379', 'http://10.0.0.2:2379']", "    tls: { ca: ca.pem }").errors);
+    const e = only(etcd("    endpoints: ['https://198.51.100.1:2379', 'http://198.51.100.2:2379']", "    tls: { ca: ca.pem }").errors);
     assert.deepEqual([e.line, e.path], [11, "state.etcd.endpoints"]);
     assert.match(e.message, /mixes http:\/\/ and https:\/\//);
   });
 
   it("is an error when tls is set for http:// endpoints", () => {
-    const e = only(etcd("    endpoints: ['http://10.0.0.1:2379']", "    tls: { ca: ca.pem }").errors);
+    const e = only(etcd("    endpoints: ['http://198.51.100.1:2379']", "    tls: { ca: ca.pem }").errors);
     assert.deepEqual([e.line, e.path], [12, "state.etcd.tls"]);
   });
 
   it("accepts https:// everywhere, with or without a CA of its own", () => {
-    assert.deepEqual(etcd("    endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379']").errors, []);
-    assert.deepEqual(etcd("    endpoints: ['https://10.0.0.1:2379']", "    tls: { ca: ca.pem, cert: c.pem, key: k.pem }").errors, []);
+    assert.deepEqual(etcd("    endpoints: ['https://198.51.100.1:2379', 'https://198.51.100.2:2379']").errors, []);
+    assert.deepEqual(etcd("    endpoints: ['https://198.51.100.1:2379']", "    tls: { ca: ca.pem, cert: c.pem, key: k.pem }").errors, []);
   });
 });
 
@@ -185,7 +185,7 @@ describe("rule: etcd-leader-ttl", () => {
 
 describe("rule: etcd-unused", () => {
   it("warns when an etcd block sits beside another driver", () => {
-    const { warnings, errors } = load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: sqlite", "  etcd: { endpoints: ['http://10.0.0.1:2379'] }");
+    const { warnings, errors } = load("version: 1", "services:", ...service("books", "{ path: / }"), "state:", "  driver: sqlite", "  etcd: { endpoints: ['http://198.51.100.1:2379'] }");
     assert.deepEqual(errors, []);
     const w = only(warnings);
     assert.deepEqual([w.line, w.path], [10, "state.etcd"]);

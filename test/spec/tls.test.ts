@@ -97,8 +97,8 @@ describe("spec: proxy.tls", () => {
     const caFile = only(load("tls: { listen: '127.0.0.1:8443', acme: { directory_url: 'https://127.0.0.1:14000/dir', ca_file: nope.pem } }").errors);
     assert.deepEqual([caFile.path, /nope\.pem: cannot be read: ENOENT/.test(caFile.message)], ["proxy.tls.acme.ca_file", true]);
     assert.equal(only(load("tls: { listen: '127.0.0.1:8443', hsts: 'forever' }").errors).path, "proxy.tls.hsts");
-    const ip = load("tls: { listen: '127.0.0.1:8443', certificates: [{ hosts: [10.0.0.5], cert_file: books.pem, key_file: books.key }] }").errors;
-    assert.match(ip.find((e) => e.path === "proxy.tls.certificates[0].hosts[0]")!.message, /^10\.0\.0\.5: a client sends no SNI for an IP address/);
+    const ip = load("tls: { listen: '127.0.0.1:8443', certificates: [{ hosts: [198.51.100.5], cert_file: books.pem, key_file: books.key }] }").errors;
+    assert.match(ip.find((e) => e.path === "proxy.tls.certificates[0].hosts[0]")!.message, /^198\.51\.100\.5: a client sends no SNI for an IP address/);
     const acmeHosts = load("tls: { listen: '127.0.0.1:8443', acme: { hosts: [shop.example.com, web.localhost, localhost] } }").errors;
     assert.deepEqual(acmeHosts.map((e) => e.path), ["proxy.tls.acme.hosts[1]", "proxy.tls.acme.hosts[2]"]);
   });
