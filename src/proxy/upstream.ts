@@ -90,6 +90,12 @@ const MAX_IDLE_PER_ADDRESS = 256;
  */
 const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize;
 const SMALL_BODY_BYTES = 16 * 1024;
+/**
+ * The one buffer every upstream socket of this process reads into (net's `onread`): a read is
+ * handled before the next one lands, so bytes kept past it (a partial head, a body chunk on its way
+ * to a client's socket, whose write may complete later) are copied out with copyOut.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 /** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
 const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
 /** Connection tokens as Node reads them: a trailing HTAB makes another token. */
@@ -332,16 +338,13 @@ export class UpstreamConn {
     this.owner = owner;
     this.addr = addr;
     this.key = addr.key;
-    this.socket = net.connect({ host: addr.host, port: addr.port, noDelay: true });
+    // Reads land in the worker's one read buffer (no Buffer, no stream machinery per read): every
+    // byte kept past the callback is copied out first (readView).
+    this.socket = net.connect({ host: addr.host, port: addr.port, noDelay: true, onread: { buffer: READ_BUFFER, callback: this.onRead } });
     this.socket.on("connect", () => {
       this.connected = true;
       this.wait = Wait.None;
       this.ex?.onConnected();
-    });
-    this.socket.on("data", (chunk: Buffer) => {
-      // Only body reads move an idle wait along; a trickled head does not stretch the response wait.
-      if (this.wait === Wait.Idle) this.activity++;
-      this.onData(chunk);
     });
     this.socket.on("drain", () => this.ex?.onUpstreamDrain());
     this.socket.on("error", (err: NodeJS.ErrnoException) => (this.error = err));
@@ -361,6 +364,13 @@ export class UpstreamConn {
       this.startWait(Wait.Connect);
     }
   }
+
+  private readonly onRead = (n: number, buf: Buffer): boolean => {
+    // Only body reads move an idle wait along; a trickled head does not stretch the response wait.
+    if (this.wait === Wait.Idle) this.activity++;
+    this.onData(buf.subarray(0, n));
+    return true;
+  };
 
   /** Stops serving `ex` for good: the socket is closed since its stream is now undefined. */
   abandon(): void {
@@ -437,7 +447,7 @@ export class UpstreamConn {
             ex.onWholeBody(buf.toString("latin1", pos, pos + n));
             return this.complete(ex, pos + n < buf.length);
           }
-          ex.onBody(pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n));
+          ex.onBody(copyOut(buf, pos, pos + n));
           pos += n;
           if (this.remaining === 0) return this.complete(ex, pos < buf.length);
           break;
@@ -447,7 +457,7 @@ export class UpstreamConn {
           if (pos < 0) return;
           break;
         case Phase.UntilClose:
-          ex.onBody(pos === 0 ? buf : buf.subarray(pos));
+          ex.onBody(copyOut(buf, pos, buf.length));
           return;
         case Phase.Head:
           pos = this.parseHead(ex, buf, pos);
@@ -469,7 +479,7 @@ export class UpstreamConn {
       if (buf.length - start > MAX_RESPONSE_HEAD_BYTES) this.protocolError(ex, "response head too large");
       else if (strayLineBreak(buf, start)) this.protocolError(ex, "CR or LF alone in the head");
       else if (!statusLineSoFar(buf, start)) this.protocolError(ex, "malformed status line");
-      else this.pending = start === 0 ? buf : buf.subarray(start);
+      else this.pending = copyOut(buf, start, buf.length);
       return -1;
     }
     if (end + 4 - start > MAX_RESPONSE_HEAD_BYTES) {
@@ -617,7 +627,7 @@ export class UpstreamConn {
     while (pos < buf.length) {
       if (this.chunkPhase === ChunkPhase.Data) {
         const n = Math.min(this.remaining, buf.length - pos);
-        ex.onBody(buf.subarray(pos, pos + n));
+        ex.onBody(copyOut(buf, pos, pos + n));
         if (this.ex !== ex) return -1;
         pos += n;
         this.remaining -= n;
@@ -735,4 +745,9 @@ function exceedsUint64(digits: string, base: 10 | 16): boolean {
   const n = digits.length - i;
   if (base === 16) return n > 16;
   return n > 20 || (n === 20 && digits.slice(i) > "18446744073709551615");
+}
+
+/** Bytes of a read that outlive it: their own memory, since READ_BUFFER is overwritten by the next read. */
+function copyOut(buf: Buffer, start: number, end: number): Buffer {
+  return Buffer.from(buf.subarray(start, end));
 }
