@@ -9,6 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS, dropConnectionTokens } from "./http.js";
+import { owned, READ_BUFFER } from "./read-buffer.js";
 import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, trimOws } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
@@ -90,12 +91,7 @@ const MAX_IDLE_PER_ADDRESS = 256;
  */
 const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize;
 const SMALL_BODY_BYTES = 16 * 1024;
-/**
- * The one buffer every upstream socket of this process reads into (net's `onread`): a read is
- * handled before the next one lands, so bytes kept past it (a partial head, a body chunk on its way
- * to a client's socket, whose write may complete later) are copied out with copyOut.
- */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
 /** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
 const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
 /** Connection tokens as Node reads them: a trailing HTAB makes another token. */
@@ -338,8 +334,7 @@ export class UpstreamConn {
     this.owner = owner;
     this.addr = addr;
     this.key = addr.key;
-    // Reads land in the worker's one read buffer (no Buffer, no stream machinery per read): every
-    // byte kept past the callback is copied out first (readView).
+    // Reads land in the worker's one read buffer (read-buffer.ts): every byte kept past the callback is copied out first.
     this.socket = net.connect({ host: addr.host, port: addr.port, noDelay: true, onread: { buffer: READ_BUFFER, callback: this.onRead } });
     this.socket.on("connect", () => {
       this.connected = true;
@@ -747,7 +742,7 @@ function exceedsUint64(digits: string, base: 10 | 16): boolean {
   return n > 20 || (n === 20 && digits.slice(i) > "18446744073709551615");
 }
 
-/** Bytes of a read that outlive it: their own memory, since READ_BUFFER is overwritten by the next read. */
+/** Bytes of a read that outlive it, in memory of their own: READ_BUFFER is overwritten by the next read. */
 function copyOut(buf: Buffer, start: number, end: number): Buffer {
-  return Buffer.from(buf.subarray(start, end));
+  return owned(buf.subarray(start, end));
 }
