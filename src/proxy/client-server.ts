@@ -120,6 +120,12 @@ export class ClientConn {
   private trailerBytes = 0;
   private dumped = 0;
   private clientEnded = false;
+  /**
+   * The forwarding fields the data plane wrote for this connection's last request from an
+   * untrusted peer, and the Host they were for (null: none yet): the peer does not change.
+   */
+  forwardedHost: string | undefined | null = null;
+  forwarded = "";
   /** Upgraded: the socket's reads go to whoever took it, as "data" events. */
   private handedOver = false;
   // The sweeper's view: the data path bumps `step` when a wait starts; the sweeper times it from

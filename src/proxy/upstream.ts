@@ -100,6 +100,10 @@ const KEEP_ALIVE_TOKEN = /(?:^|,)[ \t]*keep-alive *(?:,|$)/i;
 /** Node's Content-Length syntax: digits after optional SP or HTAB, then nothing but SP. */
 const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
 
+/** By length: whether a response field's name may be hop-by-hop (DROPPED_RESPONSE_HEADERS) or Content-Length. */
+const SPECIAL_NAME_LENGTHS: boolean[] = [];
+for (const name of [...DROPPED_RESPONSE_HEADERS, "content-length"]) SPECIAL_NAME_LENGTHS[name.length] = true;
+
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
   Head,
@@ -518,6 +522,12 @@ export class UpstreamConn {
       const colon = line.indexOf(":");
       const name = line.slice(0, colon);
       const value = trimOws(line, colon + 1);
+      // Only names as long as a hop-by-hop one or Content-Length can be one: the others (Date,
+      // Content-Type...) are relayed without lowercasing or a set lookup.
+      if (!SPECIAL_NAME_LENGTHS[name.length]) {
+        headers.push(name, value);
+        continue;
+      }
       const lower = name.toLowerCase();
       if (DROPPED_RESPONSE_HEADERS.has(lower)) {
         if (lower === "transfer-encoding") {
