@@ -33,7 +33,7 @@ type Load = "https keep-alive" | "https new connection" | "http keep-alive";
 const LOADS: Load[] = ["https keep-alive", "https new connection", "http keep-alive"];
 type Server = "turquoise" | "nginx" | "node pipe";
 const SERVERS: Server[] = ["turquoise", "nginx", "node pipe"];
-/** The pipe parses nothing, so it has no new-connection load: it would measure the upstream's handshakes of TCP, not TLS. */
+/** The pipe runs the keep-alive loads only: the floor is wanted for the ratio the issue targets, and handshakes per second already meet theirs. */
 const runs = (server: Server, load: Load): boolean => server !== "node pipe" || load !== "https new connection";
 
 interface Cell {
@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   let ca: TestCa | undefined;
   let upstream: RunningUpstream | undefined;
   let nginx: RunningNginx | undefined;
-  let pipes: RunningPipe[] = [];
+  const pipes: RunningPipe[] = [];
   let proxySpawned = false;
   const cleanup = async (): Promise<void> => {
     for (const p of pipes) p.stop();
