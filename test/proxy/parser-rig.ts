@@ -6,6 +6,9 @@ import net from "node:net";
 import { DROPPED_RESPONSE_HEADERS } from "../../src/proxy/http.js";
 import { type TestProxy, route, startTestProxy, tableWith } from "./helpers.js";
 
+/** A field line as a strict client reads one: name, colon, OWS, value without OWS at either end, OWS. */
+const FIELD_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*((?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?)[\t ]*$/;
+
 /** What the upstream answers to the first request of a case. */
 export interface Script {
   method: "GET" | "HEAD";
@@ -194,9 +197,11 @@ class RawClient {
       status = Number(m[1]);
       const headers: string[] = [];
       for (const line of lines) {
-        const colon = line.indexOf(": ");
-        if (colon <= 0) return { kind: "broken", status, detail: `bad header line from the proxy: ${JSON.stringify(line)}` };
-        headers.push(line.slice(0, colon), line.slice(colon + 2));
+        // RFC 9112 §5.1: a token, a colon, the value between optional SP and HTAB, which a
+        // recipient drops: the proxy relays the upstream's field lines as they were written.
+        const m = FIELD_LINE.exec(line);
+        if (!m) return { kind: "broken", status, detail: `bad header line from the proxy: ${JSON.stringify(line)}` };
+        headers.push(m[1]!, m[2]!);
       }
       const get = (name: string): string[] => headers.filter((_, i) => i % 2 === 1 && headers[i - 1]!.toLowerCase() === name);
       let body: Buffer;
@@ -394,6 +399,29 @@ function endToEnd(raw: string[]): string[] {
   return out;
 }
 
+/**
+ * Fields the client got that only the upstream's hop could have sent: the proxy writes one
+ * Connection, at most one Keep-Alive, its own Transfer-Encoding and a Date, never any other
+ * hop-by-hop field nor one the upstream's Connection named (but Content-Length, which it keeps).
+ */
+function leakedHopByHop(upstream: string[], relayed: string[]): string[] {
+  const named = new Set<string>();
+  for (let i = 0; i < upstream.length; i += 2) {
+    if (upstream[i]!.toLowerCase() === "connection") for (const t of upstream[i + 1]!.split(",")) named.add(t.trim().toLowerCase());
+  }
+  const own = new Map([["connection", 1], ["keep-alive", 1], ["transfer-encoding", 1], ["date", 1], ["content-length", 1]]);
+  const seen = new Map<string, number>();
+  const leaked: string[] = [];
+  for (let i = 0; i < relayed.length; i += 2) {
+    const name = relayed[i]!.toLowerCase();
+    const n = (seen.get(name) ?? 0) + 1;
+    seen.set(name, n);
+    const limit = own.get(name);
+    if (limit !== undefined ? n > limit : DROPPED_RESPONSE_HEADERS.has(name) || named.has(name)) leaked.push(`${relayed[i]}: ${relayed[i + 1]}`);
+  }
+  return leaked;
+}
+
 function show(r: ClientResponse): string {
   if (r.kind === "broken") return `broken (${r.detail}${r.status === undefined ? "" : `, status ${r.status}`})`;
   return `${r.status} ${JSON.stringify(r.body.toString("latin1").slice(0, 200))}`;
@@ -428,6 +456,8 @@ function judge(node: NodeVerdict, out: ProxyOutcome, id: number, refused: readon
     const want = endToEnd(node.headers);
     const got = endToEnd(first.headers);
     if (want.join("\n") !== got.join("\n")) problems.push(`headers ${JSON.stringify(got)}, Node says ${JSON.stringify(want)}`);
+    const leaked = leakedHopByHop(node.headers, first.headers);
+    if (leaked.length > 0) problems.push(`hop-by-hop fields of the upstream's reached the client: ${JSON.stringify(leaked)}`);
   }
   return problems;
 }

@@ -89,7 +89,13 @@ const teValue = fc.oneof(
 );
 const teName = fc.constantFrom("Transfer-Encoding", "transfer-encoding");
 
-const connectionField = fc.constantFrom("Connection: close\r\n", "Connection: keep-alive\r\n", "Keep-Alive: timeout=5\r\n", "Connection: X-A\r\n").map((t) => part(t));
+// With the other hop-by-hop fields and Connection naming end-to-end ones: none may reach the client.
+const connectionField = fc
+  .constantFrom(
+    "Connection: close\r\n", "Connection: keep-alive\r\n", "Keep-Alive: timeout=5\r\n", "Connection: X-A\r\n", "Connection: x-b, Vary\r\n",
+    "Proxy-Connection: keep-alive\r\n", "TE: trailers\r\n", "Trailer: X-A\r\n", "Upgrade: h2c\r\n", "Proxy-Authenticate: Basic\r\n",
+  )
+  .map((t) => part(t));
 
 type Framing = "length" | "chunked" | "both" | "none";
 
