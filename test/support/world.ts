@@ -286,17 +286,15 @@ export class TestAgent {
       const rec = await this.records.slot(inst.service, inst.slot);
       return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
     }, {
-      critical: (inst) => void this.fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 1_000).then(
-        () => supervisor.lost(inst, "went critical"),
-        (e: unknown) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${String(e)}`),
-      ),
+      critical: (inst) => void supervisor.critical(inst),
     });
-    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal) => {
+    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal, restarting) => {
       void this.proxy.setUpstreamHealth(inst.id, false).catch(() => undefined);
       event(inst.service, "instance.exited", `${inst.id} exited unexpectedly: ${signal ?? `code ${code}`}`);
       void monitor.sync();
-      supervisor.lost(inst, "exited");
+      supervisor.lost(inst, "exited", restarting);
     }));
+    this.unsubscribes.push(this.fleet.onRestarted((inst) => supervisor.rejoin(inst)));
     this.healing = { monitor, supervisor };
     return this.healing;
   }
