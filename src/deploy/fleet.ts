@@ -76,8 +76,9 @@ export class Fleet {
         if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
         this.ready.delete(instance.id);
         if (restarting) {
-          // Still the slot's: its record stays, and its runtime reports its next run.
-          if (!this.running.has(instance.id) || this.stopping.has(instance.id)) return;
+          // Still the slot's: its record stays, and its runtime reports its next run. Heard once,
+          // though a runtime registered under two names reports it twice.
+          if (!this.running.has(instance.id) || this.stopping.has(instance.id) || this.between.has(instance.id)) return;
           this.between.add(instance.id);
           for (const l of this.exitListeners) l(instance, exitCode, signal, true);
           return;
@@ -90,7 +91,9 @@ export class Fleet {
         for (const l of this.exitListeners) l(instance, exitCode, signal, false);
       });
       runtime.slots?.onRestarted(({ instance }) => {
-        if (!this.running.has(instance.id) || this.stopping.has(instance.id)) return;
+        const known = this.running.get(instance.id);
+        if (!known || this.stopping.has(instance.id)) return;
+        if (known.host === instance.host && known.port === instance.port && known.startedAt === instance.startedAt && !this.between.has(instance.id)) return;
         const inst = { ...instance, runtime: runtime.name };
         this.between.delete(inst.id);
         this.ready.delete(inst.id);

@@ -52,6 +52,8 @@ export interface SupervisorDeps {
 export type FallBackResult = { ok: true; release: string } | { ok: false; reason: string };
 
 export class Supervisor {
+  /** Pools whose crash-loop verdict is being reached now. */
+  private readonly judging = new Set<string>();
   /** Pools whose crash-loop rollback is running now. */
   private readonly rollingBack = new Set<string>();
   /** Replacement attempts per service, for the degraded window. */
@@ -140,10 +142,21 @@ export class Supervisor {
   /**
    * Too many failed replacements in a row, or too many within the window: the live release is
    * rolled back (once per pool), else the service is marked degraded. undefined: neither.
+   * "pending": another verdict on the pool is under way (two instances that die together), and decides.
    */
-  private async crashLoop(service: string, slot: Slot, rec: SlotRecord, attempts: number, restartedByRuntime: boolean): Promise<"rolled-back" | "degraded" | undefined> {
+  private async crashLoop(service: string, slot: Slot, rec: SlotRecord, attempts: number, restartedByRuntime: boolean): Promise<"rolled-back" | "degraded" | "pending" | undefined> {
     const failedInARow = this.failures.get(rec.poolId) ?? 0;
     if (failedInARow < HEAL_MAX_FAILURES && attempts < HEAL_MAX_RESTARTS) return undefined;
+    if (this.judging.has(rec.poolId) || this.rollingBack.has(rec.poolId)) return "pending";
+    this.judging.add(rec.poolId);
+    try {
+      return await this.judge(service, slot, rec, failedInARow, attempts, restartedByRuntime);
+    } finally {
+      this.judging.delete(rec.poolId);
+    }
+  }
+
+  private async judge(service: string, slot: Slot, rec: SlotRecord, failedInARow: number, attempts: number, restartedByRuntime: boolean): Promise<"rolled-back" | "degraded"> {
     const what = restartedByRuntime ? "restarts" : "replacements";
     const reason = failedInARow >= HEAL_MAX_FAILURES
       ? `${failedInARow} ${what} in a row never turned healthy (a crash loop)`

@@ -5,14 +5,14 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { ensureBooksImages } from "../../src/demo/images.js";
+import { ensureBooksImages, ensureImage } from "../../src/demo/images.js";
 import { LoadGenerator } from "../../src/demo/load.js";
 import { createWorkspace, type Workspace } from "../../src/demo/workspace.js";
 import { LABELS } from "../../src/runtime/docker.js";
 import { agentIdFor } from "../../src/runtime/identity.js";
 import { copyImageToNodes } from "../../src/runtime/swarm-images.js";
 import { LAB_NODES, ensureSwarmLab, labAddr, labApi, labNodeSockets, labSocket } from "../support/swarm-lab.js";
-import { agentEvents, releaseServing, status, waitFor } from "./helpers.js";
+import { CRASH_AFTER_APP, agentEvents, releaseServing, status, waitFor } from "./helpers.js";
 
 const BOOKS_REPO = "turquoise-test-swarm-books";
 /** Deploy-and-rollback cycles under load. */
@@ -87,6 +87,32 @@ describe("runtime swarm on three nodes", () => {
     assert.ok(!types.includes("heal.scheduled") && !types.includes("instance.replaced"), `the healer started a replacement of its own: ${types.join(", ")}`);
     const services = await agentServices();
     assert.deepEqual(services.map((sv) => sv.Spec.Mode.Replicated.Replicas), [2], "still one service of two tasks");
+  });
+
+  it("a live release whose tasks keep crashing (Swarm restarting them) is rolled back to the previous release by the healer, once", async () => {
+    // Passes its checks, then dies 6 s after each start: Swarm restarts it, and each restart counts.
+    const crash = await ensureImage(BOOKS_REPO, {
+      api: manager, tag: "crashloop", files: { "/app/crash-after-app.mjs": CRASH_AFTER_APP }, cmd: ["node", "/app/crash-after-app.mjs"],
+      env: { CRASH_AT_START: "1", CRASH_START_MS: "6000" },
+    });
+    await copyImageToNodes(crash, manager, [labApi("node2"), labApi("node3")]);
+    const before = (await agentEvents(ws)).length;
+    await ws.cli(["deploy", "books", "--release", "crashloop"]);
+    const back = await waitFor("the healer's rollback", async () => (await agentEvents(ws, "service.rolled-back"))[0], 150_000);
+    assert.match(back.message, /rolled back from crash-looping crashloop to v1/);
+    const s = await status(ws) as Awaited<ReturnType<typeof status>> & { degraded?: unknown };
+    assert.equal(s.release, "v1");
+    assert.ok(!s.degraded, "not degraded");
+    assert.equal(await releaseServing(ws), "v1");
+    const since = (await agentEvents(ws)).slice(before).map((e) => e.type);
+    assert.ok(since.includes("heal.following"), since.join(", "));
+    assert.ok(!since.includes("heal.scheduled") && !since.includes("instance.replaced"), `the healer started replacements beside Swarm: ${since.join(", ")}`);
+    // The crash-looping slot's service is gone; the live slot is one service of two tasks.
+    const services = await waitFor("the crash-looping slot's service removed", async () => {
+      const list = await agentServices();
+      return list.length === 1 ? list : undefined;
+    }, 60_000);
+    assert.deepEqual(services.map((sv) => [sv.Spec.Labels[LABELS.release], sv.Spec.Mode.Replicated.Replicas]), [["v1", 2]]);
   });
 });
 
