@@ -192,7 +192,9 @@ export class Supervisor {
     // This run only: one that ends (or is replaced by the next) before it passes is a failed restart.
     const sameRun = () => this.d.fleet.isAlive(inst.id) && this.d.fleet.list(inst.service, inst.slot).find((i) => i.id === inst.id)?.startedAt === inst.startedAt;
     const r = await waitHealthy([{ id: inst.id, host: inst.host, port: inst.port }], svc.health, { deadline: started + svc.deployTimeoutMs, isAlive: sameRun });
-    if (this.stopped || this.rollingBack.has(pool)) return;
+    // Meanwhile a rollback (or a deploy) may have retired the pool: its verdicts are over.
+    const now = await this.d.records.slot(inst.service, inst.slot);
+    if (this.stopped || this.rollingBack.has(pool) || now?.poolId !== pool || (now.state !== "live" && now.state !== "warm")) return;
     if (!r.ok) {
       this.failures.set(pool, (this.failures.get(pool) ?? 0) + 1);
       this.d.metrics?.healed(inst.service, "failed", 1);

@@ -118,7 +118,8 @@ describe("self-healing (in-process)", () => {
     });
 
     it("restarts that never turn healthy are a crash loop: the live release goes back to the previous one, once", async () => {
-      world = await World.create({ replicas: 2, restarts: true });
+      // A deploy_timeout with room for a loaded machine: the deploys here must succeed.
+      world = await World.create({ replicas: 2, restarts: true, deployTimeout: "1500ms" });
       const agent = world.agent();
       agent.heal();
       await agent.orchestrator.deploy({ service: SERVICE, release: "v1", actor: "test" });
