@@ -429,6 +429,10 @@ export class SwarmRuntime implements Runtime {
       }
       // Until every task of these slots is over (or on a node Swarm declared down), or never got a container.
       await this.waitTasks(service.ID, (list) => (observe(list), list.every((tk) => !wanted.has(tk.Slot ?? 0) || TERMINAL.has(tk.Status.State) || (tk.DesiredState !== "running" && !tk.Status.ContainerStatus?.ContainerID))), deadline, true);
+    } catch (e) {
+      // Not stopped after all (the manager did not answer, or too late): the poller follows them again.
+      for (const t of ts) t.busy = false;
+      throw e;
     } finally {
       for (const timer of killTimers) clearTimeout(timer);
     }
