@@ -5,7 +5,7 @@ import type http from "node:http";
 import type { TLSSocket } from "node:tls";
 import { authenticate, type Credentials } from "../auth/scopes.js";
 import { errorMessage } from "../errors.js";
-import { readBody } from "../util/http-body.js";
+import { BodyTooLarge, readBody } from "../util/http-body.js";
 import { loadAssets, type Asset } from "./assets.js";
 import { clearedCookie, type Session, type Sessions } from "./sessions.js";
 
@@ -87,7 +87,9 @@ async function session(req: http.IncomingMessage, res: http.ServerResponse, deps
     const text = await readBody(req);
     if (text.length > MAX_SIGN_IN_BYTES) return reply(res, 413, { error: { code: "USAGE", message: `a sign-in body holds at most ${MAX_SIGN_IN_BYTES} bytes` } }, { connection: "close" });
     token = (JSON.parse(text) as { token?: unknown } | null)?.token;
-  } catch {
+  } catch (e) {
+    // A chunked body declares no length: it is refused when it grows past the API's limit, and that is still a 413.
+    if (e instanceof BodyTooLarge) return reply(res, 413, { error: { code: "USAGE", message: `a sign-in body holds at most ${MAX_SIGN_IN_BYTES} bytes` } }, { connection: "close" });
     return reply(res, 400, { error: { code: "USAGE", message: "sign in with a JSON body {\"token\": \"...\"}" } }, { connection: "close" });
   }
   if (typeof token !== "string" || token.trim() === "") return reply(res, 400, { error: { code: "USAGE", message: "body.token must be the admin token or a read token" } });

@@ -2,7 +2,7 @@
 // cookie; state-changing calls need the CSRF token; read sessions change nothing; forged, expired,
 // signed-out and revoked sessions are refused; the pages carry a strict CSP.
 import assert from "node:assert/strict";
-import type http from "node:http";
+import http from "node:http";
 import { after, before, describe, it } from "node:test";
 import { startHarness, type Harness } from "../api/harness.js";
 import { MAX_SESSIONS } from "../../src/ui/sessions.js";
@@ -51,6 +51,34 @@ describe("dashboard sessions", () => {
     for (const p of ["/ui/../token", "/ui/%2e%2e/token", "/ui/..%2ftoken"]) assert.ok([401, 404].includes((await call("GET", p)).status), p);
     assert.equal((await call("GET", "/ui/nothing.js")).status, 404);
     assert.equal((await call("POST", "/ui/app.js", { body: "{}" })).status, 405);
+  });
+
+  it("a sign-in body sent chunked (no Content-Length) and over the API's 1 MiB limit is a 413, not a 400, and signs nothing in", async () => {
+    const r = await new Promise<{ status: number; body: string; cookie: unknown }>((resolve, reject) => {
+      let answer: { status: number; body: string; cookie: unknown } | undefined;
+      const req = http.request({ host: "127.0.0.1", port: h.port, path: "/ui/session", method: "POST", agent: false, headers: { "content-type": "application/json" } }, (res) => {
+        answer = { status: res.statusCode ?? 0, body: "", cookie: res.headers["set-cookie"] };
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (answer!.body += c));
+        res.on("end", () => resolve(answer!));
+        res.on("error", () => resolve(answer!));
+      });
+      // The agent answers and closes while the rest is still being sent: a reset after the answer is expected.
+      req.on("error", (e) => (answer ? resolve(answer) : reject(e)));
+      // 40 × 64 KiB of spaces: JSON would parse it as whitespace around a token, were it read whole.
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < 40 && !answer) {
+          sent++;
+          if (!req.write(chunk)) return void req.once("drain", pump);
+        }
+        if (!answer) req.end(JSON.stringify({ token: h.adminToken }));
+      };
+      pump();
+    });
+    assert.equal(r.status, 413, r.body);
+    assert.equal(r.cookie, undefined);
   });
 
   it("the admin token signs in: an HttpOnly, SameSite=Strict cookie that is not the token, and the CSRF token in the answer only", async () => {
