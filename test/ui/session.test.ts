@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { after, before, describe, it } from "node:test";
 import { startHarness, type Harness } from "../api/harness.js";
-import { MAX_SESSIONS } from "../../src/ui/sessions.js";
+import { MAX_SESSIONS, MAX_SESSIONS_PER_TOKEN, Sessions } from "../../src/ui/sessions.js";
 
 interface Answer { status: number; body: string; headers: http.IncomingHttpHeaders }
 
@@ -180,9 +180,30 @@ describe("dashboard sessions", () => {
     assert.equal((await call("GET", "/v1/status", { cookie: t.cookie })).status, 401);
   });
 
-  it(`signing in again and again keeps at most ${MAX_SESSIONS} sessions: the oldest ends`, async () => {
+  it(`signing in again and again keeps at most ${MAX_SESSIONS_PER_TOKEN} sessions of one token: its oldest ends`, async () => {
     const first = await signIn(h.adminToken);
-    for (let i = 0; i < MAX_SESSIONS; i++) await signIn(h.adminToken);
+    const second = await signIn(h.adminToken);
+    for (let i = 0; i < MAX_SESSIONS_PER_TOKEN - 1; i++) await signIn(h.adminToken);
     assert.equal((await call("GET", "/v1/status", { cookie: first.cookie })).status, 401);
+    assert.equal((await call("GET", "/v1/status", { cookie: second.cookie })).status, 200);
+  });
+
+  it(`a read token's holder signing in ${MAX_SESSIONS} times ends only its own sessions, never the admin's`, async () => {
+    const admin = await signIn(h.adminToken);
+    const read = JSON.parse((await h.call("POST", "/v1/tokens", { body: JSON.stringify({ read: true, name: "flood" }) })).body) as { token: string };
+    const firstRead = await signIn(read.token);
+    for (let i = 0; i < MAX_SESSIONS; i++) await signIn(read.token);
+    assert.equal((await call("GET", "/v1/status", { cookie: admin.cookie })).status, 200, "the admin's session outlived a read token's flood");
+    assert.equal((await call("GET", "/v1/status", { cookie: firstRead.cookie })).status, 401);
+  });
+
+  it(`past ${MAX_SESSIONS} sessions over many tokens, the token holding the most gives up its oldest`, () => {
+    const sessions = new Sessions();
+    const admin = sessions.create({ kind: "admin" });
+    for (let t = 0; t * MAX_SESSIONS_PER_TOKEN < MAX_SESSIONS + 10; t++) {
+      for (let i = 0; i < MAX_SESSIONS_PER_TOKEN - (t % 3); i++) sessions.create({ kind: "read", id: `t${t}`, name: null });
+    }
+    assert.equal(sessions.size, MAX_SESSIONS, "the overall cap holds");
+    assert.ok(sessions.fromCookie(`tq_session=${admin.id}`), "one admin session is never the busiest token's");
   });
 });
