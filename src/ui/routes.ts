@@ -7,7 +7,7 @@ import { authenticate, type Credentials } from "../auth/scopes.js";
 import { errorMessage } from "../errors.js";
 import { BodyTooLarge, readBody } from "../util/http-body.js";
 import { loadAssets, type Asset } from "./assets.js";
-import { clearedCookie, type Session, type Sessions } from "./sessions.js";
+import { clearedCookie, fromOwnOrigin, type Session, type Sessions } from "./sessions.js";
 
 export const UI_HEADERS: Readonly<Record<string, string>> = {
   "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -71,6 +71,7 @@ async function session(req: http.IncomingMessage, res: http.ServerResponse, deps
     if (!current) return reply(res, 401, { error: { code: "UNAUTHORIZED", message: "not signed in" } });
     return reply(res, 200, describe(current));
   }
+  if (!fromOwnOrigin(req.headers)) return reply(res, 403, { error: { code: "FORBIDDEN", message: `a request from ${String(req.headers.origin).slice(0, 100)} is not from the dashboard's own origin` } });
   if (req.method === "DELETE") {
     if (!current) return reply(res, 200, { signedOut: true }, { "set-cookie": clearedCookie(secure) });
     if (!deps.sessions.csrfMatches(current, req.headers["x-csrf-token"])) return reply(res, 403, { error: { code: "FORBIDDEN", message: "sign-out needs the session's X-CSRF-Token header" } });

@@ -110,6 +110,22 @@ function tokenOf(scope: SessionScope): string {
   return scope.kind === "read" ? `read ${scope.id}` : "admin";
 }
 
+/**
+ * Whether a browser's request comes from the dashboard's own origin: no Origin header (not a
+ * browser, or a same-origin GET), or one equal to the address it was sent to. A page on another
+ * port of the same host is same-site, so SameSite=Strict still sends it the cookie: this refuses it.
+ */
+export function fromOwnOrigin(headers: { origin?: string | undefined; host?: string | undefined }): boolean {
+  const origin = headers.origin;
+  if (origin === undefined) return true;
+  // Host and port only, not the scheme: behind a proxy that ends TLS the page is https and the agent hears http.
+  try {
+    return headers.host !== undefined && /^https?:$/.test(new URL(origin).protocol) && new URL(origin).host === headers.host.toLowerCase();
+  } catch {
+    return false; // "null" (a sandboxed frame, a file), or garbage
+  }
+}
+
 /** The cookie that clears a session's. */
 export function clearedCookie(secure: boolean): string {
   return `${SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0${secure ? "; Secure" : ""}`;

@@ -81,6 +81,26 @@ describe("dashboard sessions", () => {
     assert.equal(r.cookie, undefined);
   });
 
+  it("a page on another port of the same host (same-site, so it gets the cookie) is refused by its Origin, even holding the CSRF token", async () => {
+    const foreign = { origin: "http://127.0.0.1:3000" };
+    const refused = await call("POST", "/ui/session", { body: JSON.stringify({ token: h.adminToken }), headers: foreign });
+    assert.equal(refused.status, 403, refused.body);
+    assert.equal(refused.headers["set-cookie"], undefined);
+    const s = await signIn(h.adminToken);
+    const before = h.deploys.length;
+    const deploy = await call("POST", "/v1/services/books/deploy", { cookie: s.cookie, csrf: s.csrf, body: JSON.stringify({ release: "v2" }), headers: foreign });
+    assert.equal(deploy.status, 403, deploy.body);
+    assert.match(deploy.body, /from http:\/\/127\.0\.0\.1:3000, not the dashboard's own origin/);
+    assert.equal((await call("PUT", "/v1/kv/flag", { cookie: s.cookie, csrf: s.csrf, body: "on", headers: foreign })).status, 403);
+    assert.equal((await call("DELETE", "/ui/session", { cookie: s.cookie, csrf: s.csrf, headers: foreign })).status, 403);
+    assert.equal((await call("GET", "/v1/status", { cookie: s.cookie, headers: { origin: "null" } })).status, 403);
+    assert.equal(h.deploys.length, before, "nothing deployed");
+    // The dashboard's own origin, as Chromium sends it on a POST, is let through.
+    const own = { origin: `http://127.0.0.1:${h.port}` };
+    assert.equal((await call("PUT", "/v1/kv/flag", { cookie: s.cookie, csrf: s.csrf, body: "on", headers: own })).status, 200);
+    assert.equal((await call("DELETE", "/ui/session", { cookie: s.cookie, csrf: s.csrf, headers: own })).status, 200);
+  });
+
   it("the admin token signs in: an HttpOnly, SameSite=Strict cookie that is not the token, and the CSRF token in the answer only", async () => {
     const s = await signIn(h.adminToken);
     assert.equal(s.scope, "admin");
