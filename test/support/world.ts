@@ -64,6 +64,8 @@ export interface WorldOptions {
   deployTimeout?: string;
   /** A metrics section in the spec: the route tables then ask the proxy to count by series. */
   metrics?: boolean;
+  /** More services beside books, each routed at /<name>, with books' settings. */
+  services?: string[];
 }
 
 export class World {
@@ -100,6 +102,11 @@ export class World {
       "    stop_timeout: 200ms",
       "    bake: 200ms",
       ...(opts.serviceYaml ?? []).map((l) => `    ${l}`),
+      ...(opts.services ?? []).flatMap((name) => [
+        `  ${name}:`, "    command: [app]", "    cwd: releases/{release}", `    replicas: ${opts.replicas ?? 2}`, `    route: { path: /${name} }`,
+        "    health: { http: /health, interval: 50ms, timeout: 300ms, failures_before_critical: 2 }",
+        `    deploy_timeout: ${opts.deployTimeout ?? "700ms"}`, "    drain_timeout: 300ms", "    stop_timeout: 200ms", "    bake: 200ms",
+      ]),
       // Never listened on here: the world's agents only count, into world.metrics.
       ...(opts.metrics ? ['metrics: { listen: "127.0.0.1:9" }'] : []),
     ].join("\n");
