@@ -19,7 +19,7 @@ import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
 import { moveLegacyKeys } from "./deploy/legacy-keys.js";
 import { waitHealthy } from "./health/checks.js";
-import { HealthMonitor } from "./heal/monitor.js";
+import { checkedInstances, HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy } from "./proxy/builtin.js";
 import { openProxy, stopDataPlane, type OpenedProxy, type ProxyOptions } from "./proxy/index.js";
 import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta } from "./proxy/contract.js";
@@ -206,11 +206,7 @@ export class Agent {
       progress: (service, kind, p) => registry.publishProgress({ service, kind, at: Date.now(), progress: log.scrubber.fields(p) as Progress }),
       ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
     const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why), ...(metrics ? { metrics } : {}) });
-    const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
-      if (!fleet.isReady(inst.id)) return false;
-      const rec = await records.slot(inst.service, inst.slot);
-      return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
-    }, {
+    const monitor = new HealthMonitor(spec, fleet, supervised, event, (instances) => checkedInstances(instances, fleet, records), {
       changed: () => registry.bump(),
       // Not a registry change (the catalog's index stays, so blocking reads do not wake): only status readers care.
       firstChecked: () => registry.notifyChange(),

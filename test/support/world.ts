@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { Fleet } from "../../src/deploy/fleet.js";
-import { HealthMonitor } from "../../src/heal/monitor.js";
+import { checkedInstances, HealthMonitor } from "../../src/heal/monitor.js";
 import { Supervisor } from "../../src/heal/supervisor.js";
 import { Orchestrator } from "../../src/deploy/orchestrator.js";
 import { AgentMetrics } from "../../src/metrics/agent.js";
@@ -288,11 +288,7 @@ export class TestAgent {
       fallBack: (service, why) => this.orchestrator.rollbackIfSafe(service, why),
       metrics: this.world.metrics,
     });
-    const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, async (inst) => {
-      if (!this.fleet.isReady(inst.id)) return false;
-      const rec = await this.records.slot(inst.service, inst.slot);
-      return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
-    }, {
+    const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, (instances) => checkedInstances(instances, this.fleet, this.records), {
       critical: (inst) => void this.fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 1_000).then(
         () => supervisor.lost(inst, "went critical"),
         (e: unknown) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${String(e)}`),
