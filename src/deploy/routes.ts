@@ -121,7 +121,7 @@ export class RouteTables {
     const settings = this.d.spec.proxy.settings;
     const metrics = this.d.spec.metrics ? true : undefined;
     try {
-      if (last && sameJson(last.settings, settings) && last.metrics === metrics) {
+      if (last && sameJson(last.settings, settings) && last.metrics === metrics && (await this.publishedIs(last))) {
         const delta = await this.changes(last, only);
         const merged = mergeDelta(last, delta);
         // Published before this agent's own proxy uses it: a table an ex-leader may no longer write reaches no proxy.
@@ -141,6 +141,15 @@ export class RouteTables {
       this.acked = undefined;
       throw e;
     }
+  }
+
+  /**
+   * With several agents the table published last must be the one this agent's delta builds on:
+   * the other agents' proxies apply what is published, so a table merged onto an older one (another
+   * leader published since) must never be published, even for the moment before a 409.
+   */
+  private async publishedIs(last: RouteTable): Promise<boolean> {
+    return !this.d.publishRoutes || (await this.d.records.publishedVersion()) === last.version;
   }
 
   /** Every service's routes, in the spec's order. */

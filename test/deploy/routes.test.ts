@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Route, RouteTable, RouteTableDelta } from "../../src/proxy/contract.js";
+import { keys } from "../../src/deploy/records.js";
 import { SERVICE, type TestAgent, World } from "../support/world.js";
 
 describe("route tables sent to the proxy", { timeout: 60_000 }, () => {
@@ -11,12 +12,6 @@ describe("route tables sent to the proxy", { timeout: 60_000 }, () => {
   let agent: TestAgent;
   const sent: Array<{ kind: "whole"; table: RouteTable } | { kind: "delta"; delta: RouteTableDelta; answer?: string }> = [];
   const deploy = (service: string, release: string) => agent.orchestrator.deploy({ service, release, actor: "test" });
-  /** The table a whole rebuild makes now, for comparison, sent to nobody. */
-  const routesByService = (t: RouteTable): Record<string, Route[]> => {
-    const out: Record<string, Route[]> = {};
-    for (const r of t.routes) (out[r.service] ??= []).push(r);
-    return out;
-  };
 
   before(async () => {
     world = await World.create({ services: ["films", "music"] });
@@ -60,7 +55,7 @@ describe("route tables sent to the proxy", { timeout: 60_000 }, () => {
     const fresh = world.agent();
     const rebuilt = await fresh.orchestrator.routes.apply();
     const served = world.proxy.table();
-    assert.deepEqual(routesByService(served), routesByService(rebuilt));
+    assert.deepEqual(routesOf(served), routesOf(rebuilt));
     assert.equal(sent.at(-1)?.kind, "whole", "a new agent knows nothing of the proxy's table: it sends it whole");
   });
 
@@ -90,3 +85,41 @@ describe("route tables sent to the proxy", { timeout: 60_000 }, () => {
     assert.deepEqual(sent.slice(next).map((s) => (s.kind === "delta" ? `delta ${s.delta.services.length}` : "whole")), ["delta 0"], "nothing changed: only the version moves");
   });
 });
+
+describe("route tables published for other agents' proxies", { timeout: 60_000 }, () => {
+  it("a delta is sent only on top of the table published last: once another leader published, the next table is rebuilt and goes whole, and only whole tables are published", async () => {
+    const world = await World.create({ services: ["films"], publishRoutes: true });
+    try {
+      const kinds: string[] = [];
+      const apply = world.proxy.apply.bind(world.proxy);
+      const applyDelta = world.proxy.applyDelta.bind(world.proxy);
+      world.proxy.apply = async (table) => (kinds.push("whole"), apply(table));
+      world.proxy.applyDelta = async (delta) => (kinds.push("delta"), applyDelta(delta));
+      const agent = world.agent();
+      await agent.start();
+      await agent.orchestrator.deploy({ service: SERVICE, release: "v1", actor: "test" });
+      await agent.orchestrator.deploy({ service: "films", release: "v1", actor: "test" });
+      const published = async (): Promise<RouteTable> => JSON.parse((await world.store.get(keys.routeTable()))!.value) as RouteTable;
+      assert.deepEqual(routesOf(await published()), routesOf(world.proxy.table()), "what is published is what the proxy serves");
+      assert.ok(kinds.includes("delta"), "deltas while this agent's table is the one published");
+
+      // Another leader's table, published since: this agent's next flip must not merge onto its own older one.
+      const other = { ...(await published()), version: (await published()).version + 1, routes: (await published()).routes.filter((r) => r.service !== "films") };
+      await agent.records.publishTable(other);
+      kinds.length = 0;
+      await agent.orchestrator.deploy({ service: SERVICE, release: "v2", actor: "test" });
+      assert.equal(kinds[0], "whole", `the first table after another leader's is whole: ${kinds.join(", ")}`);
+      assert.deepEqual(routesOf(await published()), routesOf(world.proxy.table()));
+      assert.ok((await published()).routes.some((r) => r.service === "films"), "rebuilt from the Store, not from the other leader's table");
+    } finally {
+      await world.close();
+    }
+  });
+});
+
+/** Each service's routes, whatever their order in the table. */
+function routesOf(t: RouteTable): Record<string, Route[]> {
+  const out: Record<string, Route[]> = {};
+  for (const r of t.routes) (out[r.service] ??= []).push(r);
+  return out;
+}

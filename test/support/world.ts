@@ -66,6 +66,8 @@ export interface WorldOptions {
   metrics?: boolean;
   /** More services beside books, each routed at /<name>, with books' settings. */
   services?: string[];
+  /** The agents publish their route tables in the store, as the leader of several agents does. */
+  publishRoutes?: boolean;
 }
 
 export class World {
@@ -81,6 +83,8 @@ export class World {
     readonly dir: string,
     readonly spec: Spec,
     readonly proxy: MemoryProxy,
+    /** Whether its agents publish their route tables (WorldOptions.publishRoutes). */
+    readonly publishRoutes = false,
   ) {}
 
   static async create(opts: WorldOptions = {}): Promise<World> {
@@ -112,7 +116,7 @@ export class World {
     ].join("\n");
     const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
     assert.deepEqual(errors, [], "the test spec is valid");
-    const world = new World(dir, spec!, proxy);
+    const world = new World(dir, spec!, proxy, opts.publishRoutes ?? false);
     for (const r of ["v1", "v2", "v3"]) await world.release(r);
     return world;
   }
@@ -236,6 +240,7 @@ export class TestAgent {
       event,
       metrics: world.metrics,
       failpoint: (point) => this.failpoint?.(point, this),
+      publishRoutes: world.publishRoutes,
     });
   }
 
