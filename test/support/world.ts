@@ -68,6 +68,8 @@ export interface WorldOptions {
   services?: string[];
   /** The agents publish their route tables in the store, as the leader of several agents does. */
   publishRoutes?: boolean;
+  /** The agents' runtime restarts instances itself, as swarm does (the memory twin's restarts, after 100 ms). */
+  restarts?: boolean;
 }
 
 export class World {
@@ -83,6 +85,7 @@ export class World {
     readonly dir: string,
     readonly spec: Spec,
     readonly proxy: MemoryProxy,
+    readonly restarts: boolean,
     /** Whether its agents publish their route tables (WorldOptions.publishRoutes). */
     readonly publishRoutes = false,
   ) {}
@@ -116,7 +119,7 @@ export class World {
     ].join("\n");
     const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
     assert.deepEqual(errors, [], "the test spec is valid");
-    const world = new World(dir, spec!, proxy, opts.publishRoutes ?? false);
+    const world = new World(dir, spec!, proxy, opts.restarts ?? false, opts.publishRoutes ?? false);
     for (const r of ["v1", "v2", "v3"]) await world.release(r);
     return world;
   }
@@ -189,7 +192,10 @@ export class World {
   }
 
   async close(): Promise<void> {
-    for (const agent of this.agents) agent.die("the test ended");
+    for (const agent of this.agents) {
+      agent.die("the test ended");
+      agent.own.close();
+    }
     const janitor = new MemoryRuntime({ machine: this.machine, agentId: this.agentId });
     for (const instance of this.machine.running()) await janitor.stop(instance, 100);
     await this.proxy.close(100);
@@ -205,6 +211,8 @@ export class TestAgent {
   readonly orchestrator: Orchestrator;
   /** This agent's own runtime over the world's machine: a restarted agent has nothing tracked. */
   readonly runtime: Runtime;
+  /** The same, without the handle that dies with the agent. */
+  readonly own: MemoryRuntime;
   readonly proxy: Proxy;
   private deadAt: string | undefined;
   private readonly unsubscribes: Array<() => void> = [];
@@ -219,7 +227,8 @@ export class TestAgent {
   constructor(world: World) {
     this.world = world;
     const store = (this.store = this.severable(world.store));
-    this.runtime = this.severableRuntime(new MemoryRuntime({ machine: world.machine, agentId: world.agentId }));
+    this.own = new MemoryRuntime({ machine: world.machine, agentId: world.agentId, ...(world.restarts ? { restarts: { delayMs: 100 } } : {}) });
+    this.runtime = this.severableRuntime(this.own);
     this.proxy = this.severable(world.proxy as Proxy);
     const event = (service: string | null, type: string, message: string) => {
       if (!this.deadAt) world.events.push({ service, type, message });
@@ -294,17 +303,15 @@ export class TestAgent {
       metrics: this.world.metrics,
     });
     const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, (instances) => checkedInstances(instances, this.fleet, this.records), {
-      critical: (inst) => void this.fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 1_000).then(
-        () => supervisor.lost(inst, "went critical"),
-        (e: unknown) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${String(e)}`),
-      ),
+      critical: (inst) => void supervisor.critical(inst),
     });
-    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal) => {
+    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal, restarting) => {
       void this.proxy.setUpstreamHealth(inst.id, false).catch(() => undefined);
       event(inst.service, "instance.exited", `${inst.id} exited unexpectedly: ${signal ?? `code ${code}`}`);
       void monitor.sync();
-      supervisor.lost(inst, "exited");
+      supervisor.lost(inst, "exited", restarting);
     }));
+    this.unsubscribes.push(this.fleet.onRestarted((inst) => supervisor.rejoin(inst)));
     this.healing = { monitor, supervisor };
     return this.healing;
   }
