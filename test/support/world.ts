@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { Fleet } from "../../src/deploy/fleet.js";
-import { HealthMonitor } from "../../src/heal/monitor.js";
+import { checkedInstances, HealthMonitor } from "../../src/heal/monitor.js";
 import { Supervisor } from "../../src/heal/supervisor.js";
 import { Orchestrator } from "../../src/deploy/orchestrator.js";
 import { AgentMetrics } from "../../src/metrics/agent.js";
@@ -64,6 +64,10 @@ export interface WorldOptions {
   deployTimeout?: string;
   /** A metrics section in the spec: the route tables then ask the proxy to count by series. */
   metrics?: boolean;
+  /** More services beside books, each routed at /<name>, with books' settings. */
+  services?: string[];
+  /** The agents publish their route tables in the store, as the leader of several agents does. */
+  publishRoutes?: boolean;
   /** The agents' runtime restarts instances itself, as swarm does (the memory twin's restarts, after 100 ms). */
   restarts?: boolean;
 }
@@ -82,6 +86,8 @@ export class World {
     readonly spec: Spec,
     readonly proxy: MemoryProxy,
     readonly restarts: boolean,
+    /** Whether its agents publish their route tables (WorldOptions.publishRoutes). */
+    readonly publishRoutes = false,
   ) {}
 
   static async create(opts: WorldOptions = {}): Promise<World> {
@@ -103,12 +109,17 @@ export class World {
       "    stop_timeout: 200ms",
       "    bake: 200ms",
       ...(opts.serviceYaml ?? []).map((l) => `    ${l}`),
+      ...(opts.services ?? []).flatMap((name) => [
+        `  ${name}:`, "    command: [app]", "    cwd: releases/{release}", `    replicas: ${opts.replicas ?? 2}`, `    route: { path: /${name} }`,
+        "    health: { http: /health, interval: 50ms, timeout: 300ms, failures_before_critical: 2 }",
+        `    deploy_timeout: ${opts.deployTimeout ?? "700ms"}`, "    drain_timeout: 300ms", "    stop_timeout: 200ms", "    bake: 200ms",
+      ]),
       // Never listened on here: the world's agents only count, into world.metrics.
       ...(opts.metrics ? ['metrics: { listen: "127.0.0.1:9" }'] : []),
     ].join("\n");
     const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
     assert.deepEqual(errors, [], "the test spec is valid");
-    const world = new World(dir, spec!, proxy, opts.restarts ?? false);
+    const world = new World(dir, spec!, proxy, opts.restarts ?? false, opts.publishRoutes ?? false);
     for (const r of ["v1", "v2", "v3"]) await world.release(r);
     return world;
   }
@@ -238,6 +249,7 @@ export class TestAgent {
       event,
       metrics: world.metrics,
       failpoint: (point) => this.failpoint?.(point, this),
+      publishRoutes: world.publishRoutes,
     });
   }
 
@@ -290,11 +302,7 @@ export class TestAgent {
       fallBack: (service, why) => this.orchestrator.rollbackIfSafe(service, why),
       metrics: this.world.metrics,
     });
-    const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, async (inst) => {
-      if (!this.fleet.isReady(inst.id)) return false;
-      const rec = await this.records.slot(inst.service, inst.slot);
-      return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
-    }, {
+    const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, (instances) => checkedInstances(instances, this.fleet, this.records), {
       critical: (inst) => void supervisor.critical(inst),
     });
     this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal, restarting) => {
