@@ -13,7 +13,7 @@ import { readToken } from "../src/auth/token.js";
 import { AgentClient } from "../src/cli/client.js";
 import { BIN } from "../src/demo/workspace.js";
 import { connectProxy } from "../src/proxy/builtin.js";
-import type { RouteTable } from "../src/proxy/contract.js";
+import type { RouteTable, RouteTableDelta } from "../src/proxy/contract.js";
 import type { HistoryEntry } from "../src/state/contract.js";
 import { inspectorUrlFromLog, profileFor, summarizeProfile, type ProfileLine } from "./lib/cpu-profile.js";
 import { flowRunner, stepMs } from "./lib/flows.js";
@@ -74,7 +74,7 @@ interface StatusBody {
 
 interface FlipRow { release: string; flipMs: number; totalMs: number; startMs: number; healthyMs: number; verifyMs: number; drainMs: number; retireMs: number }
 
-interface Timings { puts: number[]; tableBytes: number; statusApi: number[]; statusBytes: number; statusCli: number[]; flips: FlipRow[] }
+interface Timings { puts: number[]; tableBytes: number; patches: number[]; deltaBytes: number; statusApi: number[]; statusBytes: number; statusCli: number[]; flips: FlipRow[] }
 
 async function main(): Promise<void> {
   const say = (s: string): void => void (args.json ? process.stderr : process.stdout).write(`${s}\n`);
@@ -195,6 +195,11 @@ async function main(): Promise<void> {
         oneBeside: { medianMs: round(median(refBeside.puts), 2), p95Ms: round(percentile(refBeside.puts, 95), 2), bytes: refBeside.tableBytes },
         oneAlone: { medianMs: round(median(alone.puts), 2), p95Ms: round(percentile(alone.puts, 95), 2), bytes: alone.tableBytes },
       },
+      deltaApply: {
+        atScale: { medianMs: round(median(atScale.patches), 2), p95Ms: round(percentile(atScale.patches, 95), 2), bytes: atScale.deltaBytes },
+        oneBeside: { medianMs: round(median(refBeside.patches), 2), p95Ms: round(percentile(refBeside.patches, 95), 2), bytes: refBeside.deltaBytes },
+        oneAlone: { medianMs: round(median(alone.patches), 2), p95Ms: round(percentile(alone.patches, 95), 2), bytes: alone.deltaBytes },
+      },
       status: {
         atScale: latency(atScale),
         oneBeside: latency(refBeside),
@@ -243,6 +248,8 @@ async function main(): Promise<void> {
     console.log(formatTable(["figure", n, "1 service, beside", "1 service, alone"], [
       [`route table PUT /table, median / p95 (${TABLE_PUTS} each)`, ms2(t.atScale), ms2(t.oneBeside), ms2(t.oneAlone)],
       ["route table size", bytes(t.atScale), bytes(t.oneBeside), bytes(t.oneAlone)],
+      [`one service's routes as a delta, PATCH /table, median / p95 (${TABLE_PUTS} each)`, ms2(summary.deltaApply.atScale), ms2(summary.deltaApply.oneBeside), ms2(summary.deltaApply.oneAlone)],
+      ["delta size", bytes(summary.deltaApply.atScale), bytes(summary.deltaApply.oneBeside), bytes(summary.deltaApply.oneAlone)],
       [`GET /v1/status, median / p95 (${STATUS_API_CALLS} each)`, lat(s.atScale, "api"), lat(s.oneBeside, "api"), lat(s.oneAlone, "api")],
       [`turquoise status --json, median / p95 (${STATUS_CLI_CALLS} each)`, lat(s.atScale, "cli"), lat(s.oneBeside, "cli"), lat(s.oneAlone, "cli")],
       ["status body size", `${formatNumber(s.atScale.bytes)} B`, `${formatNumber(s.oneBeside.bytes)} B`, `${formatNumber(s.oneAlone.bytes)} B`],
@@ -426,7 +433,7 @@ function checkPeriods(s: StatusBody): { perSecond: number; periodMedianMs: numbe
 
 /** Table applies, status calls and flips, round by round across the workspaces so that they share the machine's moments. */
 async function measure(wss: ScaleWorkspace[], say: (s: string) => void, retried: string[]): Promise<Map<ScaleWorkspace, Timings>> {
-  const out = new Map<ScaleWorkspace, Timings>(wss.map((w) => [w, { puts: [], tableBytes: 0, statusApi: [], statusBytes: 0, statusCli: [], flips: [] }]));
+  const out = new Map<ScaleWorkspace, Timings>(wss.map((w) => [w, { puts: [], tableBytes: 0, patches: [], deltaBytes: 0, statusApi: [], statusBytes: 0, statusCli: [], flips: [] }]));
   const proxies = new Map(await Promise.all(wss.map(async (w) => [w, (await connectProxy(w.stateDir))!.proxy] as const)));
 
   // The proxy's apply of the table it serves, sent again as the agent sends it on a flip: the same
@@ -439,6 +446,23 @@ async function measure(wss: ScaleWorkspace[], say: (s: string) => void, retried:
       await proxy.apply(table);
       out.get(w)!.puts.push(performance.now() - t0);
       out.get(w)!.tableBytes = Buffer.byteLength(JSON.stringify(table));
+    }
+  }
+
+  // What a flip sends since deltas: one service's routes on top of the table the proxy serves (the
+  // same routes, so routing does not change). It moves the version, so the agent's next flip finds
+  // the proxy elsewhere and sends its table whole, once: the flips' median does not see it.
+  for (let r = 0; r < TABLE_PUTS; r++) {
+    for (const w of wss) {
+      const proxy = proxies.get(w)!;
+      const table: RouteTable = await proxy.table();
+      const service = w.services[0]!;
+      const delta: RouteTableDelta = { base: table.version, version: table.version + 1, services: [service], routes: table.routes.filter((x) => x.service === service) };
+      const t0 = performance.now();
+      const answer = await proxy.applyDelta(delta);
+      out.get(w)!.patches.push(performance.now() - t0);
+      if (answer !== "applied") throw new Error(`the proxy of ${w.dir} refused a delta on its own table: ${answer}`);
+      out.get(w)!.deltaBytes = Buffer.byteLength(JSON.stringify(delta));
     }
   }
 

@@ -19,10 +19,10 @@ import { Orchestrator } from "./deploy/orchestrator.js";
 import { Records } from "./deploy/records.js";
 import { moveLegacyKeys } from "./deploy/legacy-keys.js";
 import { waitHealthy } from "./health/checks.js";
-import { HealthMonitor } from "./heal/monitor.js";
+import { checkedInstances, HealthMonitor } from "./heal/monitor.js";
 import { connectProxy, spawnProxy } from "./proxy/builtin.js";
 import { openProxy, stopDataPlane, type OpenedProxy, type ProxyOptions } from "./proxy/index.js";
-import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable } from "./proxy/contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta } from "./proxy/contract.js";
 import { agentIdFor } from "./runtime/identity.js";
 import { openRuntimes } from "./runtime/index.js";
 import { SLOTS } from "./runtime/contract.js";
@@ -66,6 +66,8 @@ class SupervisedProxy implements Proxy {
   get name(): string { return this.current.name; }
   get capabilities(): ProxyCapabilities { return this.current.capabilities; }
   apply(table: RouteTable): Promise<void> { return this.current.apply(table); }
+  /** A proxy that takes whole tables only (nginx) is told to send the whole table. */
+  applyDelta(delta: RouteTableDelta): Promise<"applied" | "stale"> { return this.current.applyDelta ? this.current.applyDelta(delta) : Promise.resolve("stale"); }
   drain(poolId: string, timeoutMs: number): Promise<DrainResult> { return this.current.drain(poolId, timeoutMs); }
   stats(): Promise<ProxyStats> { return this.current.stats(); }
   /** The per-slot counters a canary is judged by; a proxy without them (nginx) refuses. */
@@ -204,19 +206,14 @@ export class Agent {
       progress: (service, kind, p) => registry.publishProgress({ service, kind, at: Date.now(), progress: log.scrubber.fields(p) as Progress }),
       ...(metrics ? { metrics, migrationMetrics: (svc, p) => metrics.backfill(svc, p) } : {}) });
     const supervisor = new Supervisor({ spec, store, records, fleet, routes: orchestrator.routes, apiUrl: () => agent.apiUrl, agentId, event, fallBack: (service, why) => orchestrator.rollbackIfSafe(service, why), ...(metrics ? { metrics } : {}) });
-    const monitor = new HealthMonitor(spec, fleet, supervised, event, async (inst) => {
-      if (!fleet.isReady(inst.id)) return false;
-      const rec = await records.slot(inst.service, inst.slot);
-      return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
-    }, {
+    const monitor = new HealthMonitor(spec, fleet, supervised, event, (instances) => checkedInstances(instances, fleet, records), {
       changed: () => registry.bump(),
       // Not a registry change (the catalog's index stays, so blocking reads do not wake): only status readers care.
       firstChecked: () => registry.notifyChange(),
-      // Critical and out of rotation: stop it, and let the supervisor start a replacement. Only the leader acts.
-      critical: (inst) => void (agent.leads ? fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000) : Promise.resolve()).then(
-        () => supervisor.lost(inst, "went critical"),
-        (e) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${e instanceof Error ? e.message : e}`),
-      ),
+      // Critical and out of rotation: the supervisor stops and replaces it (or has its runtime restart it). Only the leader acts.
+      critical: (inst) => {
+        if (agent.leads) void supervisor.critical(inst);
+      },
     });
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
@@ -227,12 +224,13 @@ export class Agent {
     agent.server = api.server;
     metrics?.attach(agent.metricsSource());
 
-    fleet.onUnexpectedExit((inst, code, signal) => {
+    fleet.onUnexpectedExit((inst, code, signal, restarting) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
-      event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}`);
+      event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}${restarting ? `; the ${inst.runtime ?? "process"} runtime restarts it` : ""}`);
       void monitor.sync();
-      supervisor.lost(inst, "exited");
+      supervisor.lost(inst, "exited", restarting);
     });
+    fleet.onRestarted((inst) => supervisor.rejoin(inst));
 
     // Several agents: reconciling is the leader's, once elected (takeOver).
     if (!leadership.shared) {
@@ -303,6 +301,8 @@ export class Agent {
         const old = this.proxy.pid;
         const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers, log: logSettings(this.spec.log) }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
+        // It restored its saved table; the whole current one goes all the same.
+        this.orchestrator.routes.forgetApplied();
         if (this.leads || !this.routeFollower) await this.orchestrator.applyRoutes();
         else this.routeFollower.reapply();
         await this.monitor.pushMarks();
@@ -397,6 +397,8 @@ export class Agent {
   private stepDown(why: string): void {
     this.leading = false;
     this.supervisor.stop();
+    // The proxy follows the new leader's tables from now on: a later term of this agent starts with a whole one.
+    this.orchestrator.routes.forgetApplied();
     void this.watches.stop();
     this.log.child("leader").warn("leader.stepped-down", `this agent stopped deploying, healing and running watches: ${why}`, { data: { reason: why } });
     this.routeFollower?.reapply();

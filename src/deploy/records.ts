@@ -244,6 +244,18 @@ export class Records {
     await this.store.put(keys.routeTable(), JSON.stringify(table));
   }
 
+  /** The version of the route table published last; undefined when there is none or it does not read as one. */
+  async publishedVersion(): Promise<number | undefined> {
+    const kv = await this.store.get(keys.routeTable());
+    if (!kv) return undefined;
+    try {
+      const version = (JSON.parse(kv.value) as { version?: unknown } | null)?.version;
+      return typeof version === "number" ? version : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Records set aside, oldest first. */
   async quarantined(): Promise<QuarantineEntry[]> {
     const base = keys.quarantined();

@@ -13,7 +13,7 @@ import { readTail } from "../util/fs.js";
 import { readableTail } from "../log/pretty.js";
 import { LOG_FORMAT_ENV, LOG_LEVEL_ENV, type LogSettings } from "../log/settings.js";
 import { pidAlive } from "../util/proc.js";
-import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import type { DrainResult, Proxy, ProxyCapabilities, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta, UpstreamEventBatch } from "./contract.js";
 import { ensureToken, readToken } from "../auth/token.js";
 import type { AcmeHostStatus } from "./acme.js";
 import type { HealthInfo, TlsStatus, UpgradeOptions, UpgradeResult } from "./control.js";
@@ -57,6 +57,17 @@ export class BuiltinProxy implements Proxy {
 
   async apply(table: RouteTable): Promise<void> {
     await this.call("PUT", "/table", table);
+  }
+
+  /** 409: the proxy serves another version than the delta's base, and kept it. */
+  async applyDelta(delta: RouteTableDelta): Promise<"applied" | "stale"> {
+    try {
+      await this.call("PATCH", "/table", delta);
+      return "applied";
+    } catch (e) {
+      if (e instanceof TurquoiseError && e.data.status === 409) return "stale";
+      throw e;
+    }
   }
 
   drain(poolId: string, timeoutMs: number): Promise<DrainResult> {

@@ -130,6 +130,23 @@ export interface RouteTable {
   metrics?: boolean;
 }
 
+/**
+ * Some services' routes replaced on top of the table the proxy has (mergeDelta, table.ts): a flip
+ * sends one service's routes instead of every service's. It names the version it was built on;
+ * a proxy at any other version refuses it, so a lost or late delta can never be applied to a
+ * table it was not made for: the sender then sends the whole table.
+ */
+export interface RouteTableDelta {
+  /** The version of the table this delta applies to. */
+  base: number;
+  /** The version of the table it makes: above base. */
+  version: number;
+  /** The services whose routes are replaced: every route of theirs goes, and `routes` take their place. None: only the version moves. */
+  services: string[];
+  /** The new routes of those services (none: they lose their routes). */
+  routes: Route[];
+}
+
 export interface DrainResult {
   poolId: string;
   /** Requests that finished during the drain. */
@@ -334,6 +351,12 @@ export interface Proxy {
   readonly capabilities: ProxyCapabilities;
   /** Resolves only once new requests use the table. */
   apply(table: RouteTable): Promise<void>;
+  /**
+   * Optional: applies a delta on top of the table at version delta.base; resolves once new
+   * requests use the result. "stale" (and nothing changed) when the proxy's table is at another
+   * version: send the whole table then. A proxy without it (nginx) takes whole tables only.
+   */
+  applyDelta?(delta: RouteTableDelta): Promise<"applied" | "stale">;
   /** Waits until no request is in flight on the pool, up to timeoutMs, then cuts what remains. */
   drain(poolId: string, timeoutMs: number): Promise<DrainResult>;
   stats(): Promise<ProxyStats>;

@@ -10,10 +10,10 @@ import { tokenMatches } from "../auth/token.js";
 import { writeFileAtomic } from "../util/fs.js";
 import type { AcmeHostStatus } from "./acme.js";
 import type { CertificateStatus } from "./cert-store.js";
-import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable } from "./contract.js";
+import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta } from "./contract.js";
 import type { DataPlane } from "./data-plane.js";
 import { noop, sendJson } from "./http.js";
-import { type UpstreamEventLog, validateTable } from "./table.js";
+import { mergeDelta, type UpstreamEventLog, validateDelta, validateTable } from "./table.js";
 
 export const TABLE_FILE = "proxy-table.json";
 const MAX_CONTROL_BODY_BYTES = 16 * 1024 * 1024;
@@ -77,6 +77,11 @@ export interface ControlBackend {
    * once new requests use it (every worker's, for a supervisor).
    */
   apply(table: RouteTable): Promise<void>;
+  /**
+   * Optional: swaps in `merged`, the table `delta` makes of the current one (already valid and
+   * saved). A supervisor sends its workers the delta alone; without it, apply(merged) runs.
+   */
+  applyDelta?(delta: RouteTableDelta, merged: RouteTable): Promise<void>;
   drain(poolId: string, timeoutMs: number): Promise<DrainResult>;
   stats(): Promise<ProxyStats>;
   /** The figures the agent's /metrics renders (JSON here: the agent writes the text format). */
@@ -200,6 +205,13 @@ export class ControlPlane {
         const result = await this.applyTable(table as RouteTable);
         return sendJson(res, 200, result);
       }
+      case "PATCH /table": {
+        const delta = await readJson(req);
+        const problem = validateDelta(delta);
+        if (problem) throw new HttpError(400, `invalid route table delta: ${problem}`);
+        const result = await this.applyDelta(delta as RouteTableDelta);
+        return sendJson(res, result.applied ? 200 : 409, result.applied ? result : { error: `the delta is for table version ${(delta as RouteTableDelta).base}, this proxy serves version ${result.version}: send the whole table`, version: result.version });
+      }
       case "POST /drain": {
         const body = (await readJson(req)) as { poolId?: unknown; timeoutMs?: unknown };
         if (typeof body?.poolId !== "string") throw new HttpError(400, "poolId must be a string");
@@ -275,6 +287,28 @@ export class ControlPlane {
       await writeFileAtomic(path.join(this.stateDir, TABLE_FILE), JSON.stringify(table));
       await this.backend.apply(table);
       return { applied: true, version: table.version };
+    };
+    const next = this.applying.then(run, run);
+    this.applying = next.catch(noop);
+    return next;
+  }
+
+  /**
+   * A delta applies only to the exact version it names: any other (a delta lost before this one,
+   * two sent out of order, a proxy restored from an older file) is refused, and nothing changes.
+   * Persisted and swapped like a whole table, in the same queue.
+   */
+  private applyDelta(delta: RouteTableDelta): Promise<{ applied: boolean; version: number }> {
+    const run = async (): Promise<{ applied: boolean; version: number }> => {
+      const current = this.backend.table();
+      if (current.version !== delta.base) return { applied: false, version: current.version };
+      const merged = mergeDelta(current, delta);
+      const problem = validateTable(merged);
+      if (problem) throw new HttpError(400, `invalid route table delta: the table it makes is invalid: ${problem}`);
+      await writeFileAtomic(path.join(this.stateDir, TABLE_FILE), JSON.stringify(merged));
+      if (this.backend.applyDelta) await this.backend.applyDelta(delta, merged);
+      else await this.backend.apply(merged);
+      return { applied: true, version: merged.version };
     };
     const next = this.applying.then(run, run);
     this.applying = next.catch(noop);

@@ -6,11 +6,11 @@
 import type net from "node:net";
 import { TurquoiseError } from "../errors.js";
 import { BUILTIN_CAPABILITIES } from "./builtin.js";
-import type { DrainResult, Proxy, ProxyMetrics, ProxyStats, RouteTable, UpstreamEventBatch } from "./contract.js";
+import type { DrainResult, Proxy, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta, UpstreamEventBatch } from "./contract.js";
 import { MAX_EVENTS_WAIT_MS, PlaneBackend } from "./control.js";
 import { DataPlane } from "./data-plane.js";
 import { DataServer } from "./data-server.js";
-import { validateTable } from "./table.js";
+import { mergeDelta, validateDelta, validateTable } from "./table.js";
 
 export const MEMORY_PROXY = "memory";
 const DEFAULT_CLOSE_GRACE_MS = 1_000;
@@ -88,6 +88,21 @@ export class MemoryProxy implements Proxy {
     if (problem) throw new TurquoiseError("INTERNAL", `invalid route table: ${problem}`);
     // An older table is ignored, as the control API ignores it.
     if (table.version >= this.backend.table().version) await this.backend.apply(table);
+  }
+
+  /** As the control API's PATCH /table: only on top of the version the delta names. failApply fails it too. */
+  async applyDelta(delta: RouteTableDelta): Promise<"applied" | "stale"> {
+    const fault = this.take("failApply");
+    if (fault?.failApply !== undefined) throw new TurquoiseError("INTERNAL", `proxy apply failed: ${fault.failApply} (injected)`);
+    const shape = validateDelta(delta);
+    if (shape) throw new TurquoiseError("INTERNAL", `invalid route table delta: ${shape}`);
+    const current = this.backend.table();
+    if (current.version !== delta.base) return "stale";
+    const merged = mergeDelta(current, delta);
+    const problem = validateTable(merged);
+    if (problem) throw new TurquoiseError("INTERNAL", `invalid route table delta: the table it makes is invalid: ${problem}`);
+    await this.backend.apply(merged);
+    return "applied";
   }
 
   async drain(poolId: string, timeoutMs: number): Promise<DrainResult> {

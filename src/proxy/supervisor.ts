@@ -13,7 +13,7 @@ import { errorMessage } from "../errors.js";
 import { AcmeManager, type AcmeHostStatus, type AcmeOptions } from "./acme.js";
 import type { CertificateStatus } from "./cert-store.js";
 import type { Logger } from "../log/logger.js";
-import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable } from "./contract.js";
+import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta } from "./contract.js";
 import { type ControlBackend, type HealthInfo, HttpError, type TlsStatus, type UpgradeOptions, type UpgradeResult, type WorkerInfo } from "./control.js";
 import { DataPlane } from "./data-plane.js";
 import { bindListenSocket, type ListenSocket } from "./listen-socket.js";
@@ -232,11 +232,31 @@ export class Supervisor implements ControlBackend {
   }
 
   async apply(table: RouteTable): Promise<void> {
-    // First here, so that a worker starting from now on gets it with its init.
-    this.router.apply(table);
-    for (const id of this.upOps.keys()) if (!table.routes.some((r) => r.upstreams.some((u) => u.id === id))) this.upOps.delete(id);
+    this.took(table);
     await this.fanOut({ type: "apply", opId: this.nextOp(), table });
     this.configureAcme();
+  }
+
+  /**
+   * The workers get the delta alone: with a hundred services a whole table is tens of KB that each
+   * worker would parse and check again for a flip that changed one route. A worker that is not at
+   * the delta's base (none should be: every op reaches it in order) gets the whole table.
+   */
+  async applyDelta(delta: RouteTableDelta, merged: RouteTable): Promise<void> {
+    this.took(merged);
+    const op = { type: "apply-delta" as const, opId: this.nextOp(), delta };
+    const members = [...this.workers].filter((w) => w.member && !w.exited);
+    await Promise.all(members.map(async (w) => {
+      const answer = (await this.call(w, op, this.opTimeoutMs)) as WorkerResults["apply-delta"] | typeof GONE;
+      if (answer !== GONE && answer.stale) await this.call(w, { type: "apply", opId: this.nextOp(), table: this.router.current.source }, this.opTimeoutMs);
+    }));
+    this.configureAcme();
+  }
+
+  /** First here, so that a worker starting from now on gets the table with its init. */
+  private took(table: RouteTable): void {
+    this.router.apply(table);
+    for (const id of this.upOps.keys()) if (!table.routes.some((r) => r.upstreams.some((u) => u.id === id))) this.upOps.delete(id);
   }
 
   /** The certificates as the workers serve them, and the ACME hosts' state. */

@@ -7,7 +7,7 @@ import { TrustedPeers } from "./peers.js";
 import { TlsPolicy } from "./tls-settings.js";
 import { shareThreshold } from "./split.js";
 import { routeMaxBodyBytes, routeTimeouts, tableSettings, validateRouteSettings, validateSettings } from "./settings.js";
-import type { PoolStats, ProxySettings, Route, RouteTable, RouteTimeouts, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
+import type { PoolStats, ProxySettings, Route, RouteTable, RouteTableDelta, RouteTimeouts, Upstream, UpstreamDown, UpstreamDownReason, UpstreamEvent, UpstreamEventBatch } from "./contract.js";
 
 /** Anything in flight on a pool that a drain may have to cut. */
 export interface Cuttable {
@@ -407,6 +407,45 @@ export class Router {
 }
 
 /** Checks a RouteTable received from outside; returns the problem, or undefined when valid. */
+/**
+ * The table a delta makes of `base`: the named services' routes replaced by the delta's, in the
+ * place of the first route they had (at the end for a service that had none), every other route
+ * as it was. The agent and the proxy compute it alike, so both know the same table by its version.
+ */
+export function mergeDelta(base: RouteTable, delta: RouteTableDelta): RouteTable {
+  const replaced = new Set(delta.services);
+  const routes: Route[] = [];
+  let placed = false;
+  for (const r of base.routes) {
+    if (!replaced.has(r.service)) routes.push(r);
+    else if (!placed) {
+      routes.push(...delta.routes);
+      placed = true;
+    }
+  }
+  if (!placed) routes.push(...delta.routes);
+  return { ...base, version: delta.version, routes };
+}
+
+/** The shape of a delta (its routes are judged within the table it makes, by validateTable). */
+export function validateDelta(value: unknown): string | undefined {
+  if (typeof value !== "object" || value === null) return "delta must be an object";
+  const d = value as Record<string, unknown>;
+  if (typeof d.base !== "number" || !Number.isFinite(d.base)) return "base must be a number";
+  if (typeof d.version !== "number" || !Number.isFinite(d.version)) return "version must be a number";
+  if (d.version <= d.base) return `version (${d.version}) must be above base (${d.base})`;
+  // None: only the version moves (nothing changed, and the sender learns that the proxy is where it thought).
+  if (!Array.isArray(d.services) || !d.services.every((s) => typeof s === "string" && s !== "")) return "services must be an array of service names";
+  if (!Array.isArray(d.routes)) return "routes must be an array";
+  const named = new Set(d.services as string[]);
+  for (let i = 0; i < d.routes.length; i++) {
+    const service = (d.routes[i] as { service?: unknown } | null)?.service;
+    // A route of a service the delta does not name would sit beside that service's own routes.
+    if (typeof service === "string" && !named.has(service)) return `routes[${i}].service "${service}" is not one of the delta's services`;
+  }
+  return undefined;
+}
+
 export function validateTable(value: unknown): string | undefined {
   if (typeof value !== "object" || value === null) return "table must be an object";
   const t = value as Record<string, unknown>;

@@ -2,7 +2,7 @@
 // The listening sockets are not among them: a worker inherits them as file descriptors.
 
 import type { CertificateStatus } from "./cert-store.js";
-import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, UpstreamDown, UpstreamDownReason } from "./contract.js";
+import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta, UpstreamDown, UpstreamDownReason } from "./contract.js";
 
 /**
  * Bumped whenever a message changes meaning. A worker of another version (an upgrade to code
@@ -32,6 +32,12 @@ export type SupervisorMessage =
   /** A spare takes a dead worker's place: start accepting. */
   | { type: "serve" }
   | { type: "apply"; opId: number; table: RouteTable }
+  /**
+   * Some services' routes on top of the table at delta.base. A worker at another version answers
+   * stale and changes nothing; the supervisor then sends it the whole table. (A supervisor of an
+   * earlier version never sends it, so the protocol number stays.)
+   */
+  | { type: "apply-delta"; opId: number; delta: RouteTableDelta }
   /** healthy: true clears any mark; false marks it down with reason (and since, for a mark another worker made). */
   | { type: "mark"; opId: number; id: string; healthy: boolean; reason: UpstreamDownReason; at: number }
   | { type: "drain"; opId: number; poolId: string; timeoutMs: number }
@@ -46,11 +52,12 @@ export type SupervisorMessage =
   /** Stop accepting, finish in-flight requests, exit. No reply: its exit is the answer. */
   | { type: "retire"; graceMs: number; idleGraceMs: number };
 
-export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "mark" | "drain" | "stats" | "metrics" | "challenge" | "certs" | "tls" }>;
+export type WorkerOp = Extract<SupervisorMessage, { type: "apply" | "apply-delta" | "mark" | "drain" | "stats" | "metrics" | "challenge" | "certs" | "tls" }>;
 
 /** What each op answers. */
 export interface WorkerResults {
   apply: { applied: boolean; version: number };
+  "apply-delta": { applied: boolean; stale: boolean; version: number };
   mark: { changed: boolean };
   drain: DrainResult;
   stats: ProxyStats;

@@ -9,6 +9,7 @@ import { createLogger } from "../log/logger.js";
 import { logSettings } from "../log/settings.js";
 import { DataPlane } from "./data-plane.js";
 import { DataServer } from "./data-server.js";
+import { mergeDelta } from "./table.js";
 import { WORKER_LISTEN_FD, WORKER_PROTOCOL, WORKER_TLS_FD, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
 
 /** Without its supervisor a worker stops accepting at once (so a new proxy can bind) and finishes what it has. */
@@ -63,6 +64,11 @@ async function run(op: WorkerOp): Promise<WorkerResults[WorkerOp["type"]]> {
   switch (op.type) {
     case "apply":
       return { applied: plane.apply(op.table), version: plane.router.current.version };
+    case "apply-delta": {
+      const current = plane.router.current.source;
+      if (current.version !== op.delta.base) return { applied: false, stale: true, version: current.version };
+      return { applied: plane.apply(mergeDelta(current, op.delta)), stale: false, version: plane.router.current.version };
+    }
     case "mark":
       return { changed: applyRemoteMark(op) };
     case "drain":

@@ -290,6 +290,49 @@ export function runProxyContract(opts: ProxyContractOptions): void {
       });
     });
 
+    describe("route table deltas", () => {
+      it("a delta applies only on top of the version it names: a lost, late or replayed one is refused as stale and changes nothing; one whose table is invalid is refused whole", PER_TEST, async (t) => {
+        const applyDelta = proxy.applyDelta?.bind(proxy);
+        if (!applyDelta) {
+          // The agent sends such a proxy whole tables (RouteTables): nothing else to check here.
+          t.diagnostic(`${opts.name} takes whole tables only`);
+          assert.equal(proxy.applyDelta, undefined);
+          return;
+        }
+        const [a, b, f, g] = await Promise.all([upstream("d-a"), upstream("d-b"), upstream("d-f"), upstream("d-g")]);
+        await apply([route("books", "books:a", [a.upstream]), route("films", "films:f", [f.upstream], { pathPrefix: "/films" })]);
+        const v = version;
+        assert.equal(await applyDelta({ base: v, version: v + 1, services: ["books"], routes: [route("books", "books:b", [b.upstream])] }), "applied");
+        assert.equal(await who("/"), "d-b");
+        assert.equal(await who("/films"), "d-f", "a service the delta does not name keeps its route");
+        assert.equal((await proxy.stats()).tableVersion, v + 1);
+
+        // Lost: the proxy never saw v + 2, so a delta built on it must not land on v + 1.
+        assert.equal(await applyDelta({ base: v + 2, version: v + 3, services: ["books"], routes: [route("books", "books:a", [a.upstream])] }), "stale");
+        // Out of order: the second of two deltas arrives first.
+        const first = { base: v + 1, version: v + 4, services: ["books"], routes: [route("books", "books:a2", [a.upstream])] };
+        const second = { base: v + 4, version: v + 5, services: ["films"], routes: [route("films", "films:g", [g.upstream], { pathPrefix: "/films" })] };
+        assert.equal(await applyDelta(second), "stale");
+        assert.equal(await who("/"), "d-b");
+        assert.equal((await proxy.stats()).tableVersion, v + 1);
+        assert.equal(await applyDelta(first), "applied");
+        assert.equal(await applyDelta(second), "applied");
+        assert.equal(await applyDelta(first), "stale", "a replayed delta");
+        assert.equal(await who("/"), "d-a");
+        assert.equal(await who("/films"), "d-g");
+
+        // The table it would make gives films' pool to books: refused whole, nothing changes.
+        await assert.rejects(applyDelta({ base: v + 5, version: v + 6, services: ["books"], routes: [route("books", "films:g", [b.upstream])] }), /already used by service/);
+        assert.equal(await who("/"), "d-a");
+        assert.equal((await proxy.stats()).tableVersion, v + 5);
+        // The whole-table path goes on from there.
+        version = v + 5;
+        await apply([route("books", "books:b2", [b.upstream])]);
+        assert.equal(await who("/"), "d-b");
+        assert.equal(a.hits + b.hits > 0 && g.hits > 0, true);
+      });
+    });
+
     describe("upstream health", () => {
       it("setUpstreamHealth takes an upstream out of rotation and back; with none left the route answers 503", PER_TEST, async () => {
         const [one, two] = await Promise.all([upstream("h-one"), upstream("h-two")]);

@@ -199,7 +199,7 @@ describe("proxy control plane", { timeout: 20_000 }, () => {
   });
 
   it("refuses every call without the right token with 401 JSON", async () => {
-    for (const [method, urlPath] of [["GET", "/health"], ["GET", "/stats"], ["PUT", "/table"], ["POST", "/drain"], ["POST", "/upstreams/health"]] as const) {
+    for (const [method, urlPath] of [["GET", "/health"], ["GET", "/stats"], ["PUT", "/table"], ["PATCH", "/table"], ["POST", "/drain"], ["POST", "/upstreams/health"]] as const) {
       const body = method === "GET" ? undefined : "{}";
       const none = await request(`${p.controlUrl}${urlPath}`, { method, body });
       assert.equal(none.status, 401, `${method} ${urlPath}`);
@@ -240,6 +240,42 @@ describe("proxy control plane", { timeout: 20_000 }, () => {
 
   it("answers /health", async () => {
     assert.deepEqual(await p.proxy.health(), { ok: true, pid: process.pid, tableVersion: 3 });
+  });
+
+  it("PATCH /table: a delta at the served version is saved as the whole table it makes before it is acknowledged; another base gets 409 with the served version", async () => {
+    const patch = (body: string) => request(`${p.controlUrl}/table`, { method: "PATCH", headers: { authorization: `Bearer ${p.token}` }, body });
+    const delta = { base: 3, version: 5, services: ["t"], routes: [route("t", "t:5", [{ id: "j", host: "127.0.0.1", port: 9 }])] };
+    assert.equal((await patch(JSON.stringify(delta))).status, 200);
+    const saved = JSON.parse(await readFile(path.join(p.stateDir, TABLE_FILE), "utf8")) as RouteTable;
+    assert.equal(saved.version, 5);
+    assert.deepEqual(saved.routes.map((r) => r.poolId), ["s:3", "t:5"]);
+    assert.deepEqual(await p.proxy.table(), saved);
+    const stale = await patch(JSON.stringify({ ...delta, base: 4, version: 6 }));
+    assert.equal(stale.status, 409);
+    assert.equal(json<{ version: number }>(stale).version, 5);
+    assert.match(json<{ error: string }>(stale).error, /for table version 4, this proxy serves version 5: send the whole table/);
+    assert.equal(await p.proxy.applyDelta({ ...delta, base: 4, version: 6 }), "stale");
+    // Back to version 3's routes for the tests below, by a whole table.
+    await p.proxy.apply(table(6, route("s", "s:3", [{ id: "i", host: "127.0.0.1", port: 9 }])));
+  });
+
+  it("PATCH /table: garbage, a wrong shape, a table it would make invalid and a body over the limit are refused with what is wrong; the table stays", async () => {
+    const patch = (body: string | Buffer) => request(`${p.controlUrl}/table`, { method: "PATCH", headers: { authorization: `Bearer ${p.token}` }, body });
+    const cases: Array<[string | Buffer, number, RegExp]> = [
+      ["{not json", 400, /body is not valid JSON/],
+      ["[]", 400, /invalid route table delta: base must be a number/],
+      [JSON.stringify({ base: 6, version: 6, services: [], routes: [] }), 400, /version \(6\) must be above base \(6\)/],
+      [JSON.stringify({ base: 6, version: 7, services: ["u"], routes: [{ service: "u", pathPrefix: "/", poolId: "s:3", upstreams: [] }] }), 400, /the table it makes is invalid: .*poolId "s:3" is already used/],
+      [JSON.stringify({ base: 6, version: 7, services: ["u"], routes: [{ service: "u", pathPrefix: "/", poolId: "u", upstreams: [{ id: "x", host: "h", port: 0 }] }] }), 400, /routes\[1\]\.upstreams\[0\]\.port/],
+      [Buffer.alloc(17 * 1024 * 1024, 0x20), 413, /body too large/],
+    ];
+    for (const [body, status, message] of cases) {
+      const r = await patch(body);
+      assert.equal(r.status, status, `${String(body).slice(0, 60)}: ${r.text}`);
+      assert.match(json<{ error: string }>(r).error, message);
+    }
+    assert.equal((await p.proxy.stats()).tableVersion, 6);
+    assert.equal(JSON.parse(await readFile(path.join(p.stateDir, TABLE_FILE), "utf8")).version, 6);
   });
 });
 

@@ -197,6 +197,41 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     assert.deepEqual(((await p.proxy.stats()).down ?? []).map((d) => d.id), ["gone"]);
   });
 
+  it("a delta reaches every worker and the spare; a worker started after it, and a restarted supervisor, serve the whole table it made", async () => {
+    const [a, b, f] = await Promise.all([upstream("delta-a"), upstream("delta-b"), upstream("delta-f")]);
+    const { p, stateDir, base } = await spawn(2);
+    const workers = await serving(p.proxy);
+    assert.equal(workers.length, 2);
+    await p.proxy.apply(table(1, route("books", "books:a", [a.upstream]), route("films", "films:f", [f.upstream], { pathPrefix: "/films" })));
+    assert.equal(await p.proxy.applyDelta({ base: 1, version: 2, services: ["books"], routes: [route("books", "books:b", [b.upstream])] }), "applied");
+    const freshIds = async (urlPath: string, n: number): Promise<Set<string>> =>
+      new Set(await Promise.all(Array.from({ length: n }, async () => json(await request(`${base}${urlPath}`)).id as string)));
+    // Each worker alone (the other stopped), so that each is proven to have it.
+    for (const w of workers) {
+      const others = workers.filter((o) => o !== w);
+      for (const o of others) process.kill(o.pid, "SIGSTOP");
+      try {
+        assert.deepEqual(await freshIds("/", 8), new Set(["delta-b"]), `worker ${w.pid}`);
+        assert.deepEqual(await freshIds("/films", 4), new Set(["delta-f"]), `worker ${w.pid}`);
+      } finally {
+        for (const o of others) process.kill(o.pid, "SIGCONT");
+      }
+    }
+    // Both serving workers die: the spare takes over with what it was sent, then new workers start from the supervisor's table.
+    for (const w of workers) process.kill(w.pid, "SIGKILL");
+    await waitFor("two new serving workers", async () => ((await serving(p.proxy)).filter((w) => !workers.some((o) => o.pid === w.pid)).length === 2 ? true : undefined), 30_000);
+    assert.deepEqual(await freshIds("/", 8), new Set(["delta-b"]));
+    assert.deepEqual(await freshIds("/films", 4), new Set(["delta-f"]));
+    assert.equal((await p.proxy.stats()).tableVersion, 2);
+    // The supervisor itself restarts on the file the delta's table was saved to.
+    await stopProxy(stateDir, 5_000);
+    const again = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1 });
+    running.push(again);
+    assert.equal((await again.proxy.stats()).tableVersion, 2);
+    assert.equal(json(await request(`http://127.0.0.1:${again.listenPort}/`)).id, "delta-b");
+    assert.equal(await again.proxy.applyDelta({ base: 1, version: 3, services: ["books"], routes: [] }), "stale");
+  });
+
   it("a worker sent SIGTERM alone is replaced before it goes: no request fails", async () => {
     const u = await upstream("term");
     const { p, base } = await spawn(1);

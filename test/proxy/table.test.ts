@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { RouteTable } from "../../src/proxy/contract.js";
-import { CompiledTable, MAX_RETIRED_POOLS, Pool, Router, normalizeHost, prefixMatches, validateTable } from "../../src/proxy/table.js";
+import { CompiledTable, MAX_RETIRED_POOLS, Pool, Router, mergeDelta, normalizeHost, prefixMatches, validateDelta, validateTable } from "../../src/proxy/table.js";
 
 const up = (id: string, port = 1000) => ({ id, host: "127.0.0.1", port });
 
@@ -180,5 +180,53 @@ describe("validateTable", () => {
       validateTable({ version: 1, routes: [{ service: "s", pathPrefix: "/", poolId: "p", upstreams: [{ id: "a", host: "h", port: 70000 }] }] })!,
       /routes\[0\]\.upstreams\[0\]\.port/,
     );
+  });
+});
+
+describe("route table deltas", () => {
+  const base: RouteTable = {
+    version: 7,
+    routes: [
+      { service: "a", pathPrefix: "/a", poolId: "a:1", upstreams: [up("a1")] },
+      { service: "b", pathPrefix: "/", poolId: "b:1", upstreams: [up("b1")] },
+      { service: "b", host: "preview.b.test", pathPrefix: "/", poolId: "b:2", upstreams: [up("b2")] },
+      { service: "c", pathPrefix: "/c", poolId: "c:1", upstreams: [up("c1")] },
+    ],
+    metrics: true,
+  };
+
+  it("replaces the named services' routes where they stood, keeps every other route and setting, takes the delta's version", () => {
+    const merged = mergeDelta(base, { base: 7, version: 9, services: ["b"], routes: [{ service: "b", pathPrefix: "/", poolId: "b:2", upstreams: [up("b2")] }] });
+    assert.deepEqual(merged.routes.map((r) => r.poolId), ["a:1", "b:2", "c:1"]);
+    assert.equal(merged.version, 9);
+    assert.equal(merged.metrics, true);
+    assert.equal(base.routes.length, 4, "the base table is left as it was");
+  });
+
+  it("drops a service named with no routes, appends a service the base did not route, and only moves the version when it names none", () => {
+    assert.deepEqual(mergeDelta(base, { base: 7, version: 8, services: ["a"], routes: [] }).routes.map((r) => r.poolId), ["b:1", "b:2", "c:1"]);
+    assert.deepEqual(mergeDelta(base, { base: 7, version: 8, services: ["d"], routes: [{ service: "d", pathPrefix: "/d", poolId: "d:1", upstreams: [] }] }).routes.map((r) => r.poolId), ["a:1", "b:1", "b:2", "c:1", "d:1"]);
+    assert.deepEqual(mergeDelta(base, { base: 7, version: 8, services: [], routes: [] }).routes, base.routes);
+  });
+
+  it("refuses deltas of the wrong shape with a message naming the field", () => {
+    const cases: Array<[unknown, RegExp]> = [
+      [null, /delta must be an object/],
+      ["{}", /delta must be an object/],
+      [{ version: 2, services: [], routes: [] }, /base must be a number/],
+      [{ base: 1, version: "2", services: [], routes: [] }, /version must be a number/],
+      [{ base: 3, version: 3, services: [], routes: [] }, /version \(3\) must be above base \(3\)/],
+      [{ base: 1, version: 2, services: "a", routes: [] }, /services must be an array/],
+      [{ base: 1, version: 2, services: [""], routes: [] }, /services must be an array/],
+      [{ base: 1, version: 2, services: ["a"], routes: {} }, /routes must be an array/],
+      [{ base: 1, version: 2, services: ["a"], routes: [{ service: "b", pathPrefix: "/", poolId: "p", upstreams: [] }] }, /routes\[0\]\.service "b" is not one of the delta's services/],
+    ];
+    for (const [value, message] of cases) assert.match(validateDelta(value) ?? "accepted", message, JSON.stringify(value));
+    assert.equal(validateDelta({ base: 1, version: 2, services: ["a"], routes: [{ service: "a", pathPrefix: "/", poolId: "p", upstreams: [] }] }), undefined);
+  });
+
+  it("leaves what a delta's routes are worth to validateTable of the table it makes: a pool another service owns is refused", () => {
+    const merged = mergeDelta(base, { base: 7, version: 8, services: ["a"], routes: [{ service: "a", pathPrefix: "/a", poolId: "c:1", upstreams: [] }] });
+    assert.match(validateTable(merged) ?? "", /poolId "c:1" is already used by service "a"/);
   });
 });

@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { Fleet } from "../../src/deploy/fleet.js";
-import { HealthMonitor } from "../../src/heal/monitor.js";
+import { checkedInstances, HealthMonitor } from "../../src/heal/monitor.js";
 import { Supervisor } from "../../src/heal/supervisor.js";
 import { Orchestrator } from "../../src/deploy/orchestrator.js";
 import { AgentMetrics } from "../../src/metrics/agent.js";
@@ -64,6 +64,12 @@ export interface WorldOptions {
   deployTimeout?: string;
   /** A metrics section in the spec: the route tables then ask the proxy to count by series. */
   metrics?: boolean;
+  /** More services beside books, each routed at /<name>, with books' settings. */
+  services?: string[];
+  /** The agents publish their route tables in the store, as the leader of several agents does. */
+  publishRoutes?: boolean;
+  /** The agents' runtime restarts instances itself, as swarm does (the memory twin's restarts, after 100 ms). */
+  restarts?: boolean;
 }
 
 export class World {
@@ -79,6 +85,9 @@ export class World {
     readonly dir: string,
     readonly spec: Spec,
     readonly proxy: MemoryProxy,
+    readonly restarts: boolean,
+    /** Whether its agents publish their route tables (WorldOptions.publishRoutes). */
+    readonly publishRoutes = false,
   ) {}
 
   static async create(opts: WorldOptions = {}): Promise<World> {
@@ -100,12 +109,17 @@ export class World {
       "    stop_timeout: 200ms",
       "    bake: 200ms",
       ...(opts.serviceYaml ?? []).map((l) => `    ${l}`),
+      ...(opts.services ?? []).flatMap((name) => [
+        `  ${name}:`, "    command: [app]", "    cwd: releases/{release}", `    replicas: ${opts.replicas ?? 2}`, `    route: { path: /${name} }`,
+        "    health: { http: /health, interval: 50ms, timeout: 300ms, failures_before_critical: 2 }",
+        `    deploy_timeout: ${opts.deployTimeout ?? "700ms"}`, "    drain_timeout: 300ms", "    stop_timeout: 200ms", "    bake: 200ms",
+      ]),
       // Never listened on here: the world's agents only count, into world.metrics.
       ...(opts.metrics ? ['metrics: { listen: "127.0.0.1:9" }'] : []),
     ].join("\n");
     const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
     assert.deepEqual(errors, [], "the test spec is valid");
-    const world = new World(dir, spec!, proxy);
+    const world = new World(dir, spec!, proxy, opts.restarts ?? false, opts.publishRoutes ?? false);
     for (const r of ["v1", "v2", "v3"]) await world.release(r);
     return world;
   }
@@ -178,7 +192,10 @@ export class World {
   }
 
   async close(): Promise<void> {
-    for (const agent of this.agents) agent.die("the test ended");
+    for (const agent of this.agents) {
+      agent.die("the test ended");
+      agent.own.close();
+    }
     const janitor = new MemoryRuntime({ machine: this.machine, agentId: this.agentId });
     for (const instance of this.machine.running()) await janitor.stop(instance, 100);
     await this.proxy.close(100);
@@ -194,6 +211,8 @@ export class TestAgent {
   readonly orchestrator: Orchestrator;
   /** This agent's own runtime over the world's machine: a restarted agent has nothing tracked. */
   readonly runtime: Runtime;
+  /** The same, without the handle that dies with the agent. */
+  readonly own: MemoryRuntime;
   readonly proxy: Proxy;
   private deadAt: string | undefined;
   private readonly unsubscribes: Array<() => void> = [];
@@ -208,7 +227,8 @@ export class TestAgent {
   constructor(world: World) {
     this.world = world;
     const store = (this.store = this.severable(world.store));
-    this.runtime = this.severableRuntime(new MemoryRuntime({ machine: world.machine, agentId: world.agentId }));
+    this.own = new MemoryRuntime({ machine: world.machine, agentId: world.agentId, ...(world.restarts ? { restarts: { delayMs: 100 } } : {}) });
+    this.runtime = this.severableRuntime(this.own);
     this.proxy = this.severable(world.proxy as Proxy);
     const event = (service: string | null, type: string, message: string) => {
       if (!this.deadAt) world.events.push({ service, type, message });
@@ -229,6 +249,7 @@ export class TestAgent {
       event,
       metrics: world.metrics,
       failpoint: (point) => this.failpoint?.(point, this),
+      publishRoutes: world.publishRoutes,
     });
   }
 
@@ -281,22 +302,16 @@ export class TestAgent {
       fallBack: (service, why) => this.orchestrator.rollbackIfSafe(service, why),
       metrics: this.world.metrics,
     });
-    const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, async (inst) => {
-      if (!this.fleet.isReady(inst.id)) return false;
-      const rec = await this.records.slot(inst.service, inst.slot);
-      return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
-    }, {
-      critical: (inst) => void this.fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 1_000).then(
-        () => supervisor.lost(inst, "went critical"),
-        (e: unknown) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${String(e)}`),
-      ),
+    const monitor = new HealthMonitor(spec, this.fleet, this.proxy, event, (instances) => checkedInstances(instances, this.fleet, this.records), {
+      critical: (inst) => void supervisor.critical(inst),
     });
-    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal) => {
+    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal, restarting) => {
       void this.proxy.setUpstreamHealth(inst.id, false).catch(() => undefined);
       event(inst.service, "instance.exited", `${inst.id} exited unexpectedly: ${signal ?? `code ${code}`}`);
       void monitor.sync();
-      supervisor.lost(inst, "exited");
+      supervisor.lost(inst, "exited", restarting);
     }));
+    this.unsubscribes.push(this.fleet.onRestarted((inst) => supervisor.rejoin(inst)));
     this.healing = { monitor, supervisor };
     return this.healing;
   }
