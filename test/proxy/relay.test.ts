@@ -1,0 +1,183 @@
+// The upstream's response head as the client gets it: end-to-end fields in order, hop-by-hop ones and those Connection names left out wherever they stand, the proxy's own fields added once.
+
+import assert from "node:assert/strict";
+import net from "node:net";
+import { after, before, describe, it } from "node:test";
+import { type TestProxy, route, startTestProxy, tableWith } from "./helpers.js";
+
+/** An upstream that answers every request on a connection with the next of `heads` (and its body), keeping the connection. */
+async function startCannedUpstream(answers: string[]): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let next = 0;
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => undefined);
+    let buf = "";
+    socket.on("data", (d: Buffer) => {
+      buf += d.toString("latin1");
+      for (let end = buf.indexOf("\r\n\r\n"); end !== -1; end = buf.indexOf("\r\n\r\n")) {
+        buf = buf.slice(end + 4);
+        socket.write(answers[next++ % answers.length]!, "latin1");
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Sends `count` GETs on one connection and returns each answer's head lines (status line first) and body. */
+async function exchange(base: string, count: number, method = "GET"): Promise<{ lines: string[]; body: string }[]> {
+  const url = new URL(base);
+  const socket = net.connect(Number(url.port), url.hostname);
+  socket.setEncoding("latin1");
+  let buf = "";
+  let wake: (() => void) | undefined;
+  socket.on("data", (d: string) => {
+    buf += d;
+    wake?.();
+  });
+  socket.on("close", () => wake?.());
+  const more = (): Promise<void> => new Promise((resolve) => (wake = resolve));
+  const out: { lines: string[]; body: string }[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      socket.write(`${method} /r${i} HTTP/1.1\r\nHost: relay.test\r\n\r\n`);
+      let end: number;
+      while ((end = buf.indexOf("\r\n\r\n")) === -1) {
+        if (socket.destroyed) throw new Error(`closed before answer ${i}: ${JSON.stringify(buf)}`);
+        await more();
+      }
+      const lines = buf.slice(0, end).split("\r\n");
+      buf = buf.slice(end + 4);
+      if (method !== "HEAD" && lines.includes("Transfer-Encoding: chunked")) {
+        // Chunks until the last one; the bodies here hold no CR LF of their own.
+        let body = "";
+        for (;;) {
+          let eol: number;
+          while ((eol = buf.indexOf("\r\n")) === -1 || buf.length < eol + 2 + parseInt(buf.slice(0, eol), 16) + 2) {
+            if (socket.destroyed) throw new Error(`closed mid-chunk of answer ${i}`);
+            await more();
+          }
+          const size = parseInt(buf.slice(0, eol), 16);
+          body += buf.slice(eol + 2, eol + 2 + size);
+          buf = buf.slice(eol + 2 + size + 2);
+          if (size === 0) break;
+        }
+        out.push({ lines, body });
+        continue;
+      }
+      const length = lines.find((l) => /^content-length:/i.test(l));
+      const n = method === "HEAD" || length === undefined ? 0 : Number(length.slice(15).trim());
+      while (buf.length < n) {
+        if (socket.destroyed) throw new Error(`closed mid-body of answer ${i}`);
+        await more();
+      }
+      out.push({ lines, body: buf.slice(0, n) });
+      buf = buf.slice(n);
+    }
+    return out;
+  } finally {
+    socket.destroy();
+  }
+}
+
+/** "Name:<OWS>value<OWS>" as "Name: value" (the status line as it is). */
+function withoutOws(line: string): string {
+  const m = /^([^:\s]+):[\t ]*(.*?)[\t ]*$/.exec(line);
+  return m ? `${m[1]}: ${m[2]}` : line;
+}
+
+const UPSTREAM_DATE = "Date: Tue, 01 Dec 2026 10:00:00 GMT";
+
+describe("response heads through the proxy", { timeout: 30_000 }, () => {
+  let p: TestProxy;
+  let version = 1;
+  const upstreams: { close(): Promise<void> }[] = [];
+
+  before(async () => {
+    p = await startTestProxy();
+  });
+  after(async () => {
+    for (const u of upstreams) await u.close();
+    await p.close();
+  });
+
+  async function through(answers: string[], count: number, method = "GET"): Promise<{ lines: string[]; body: string }[]> {
+    const u = await startCannedUpstream(answers);
+    upstreams.push(u);
+    version++;
+    await p.proxy.apply(tableWith(version, {}, route("relay", `relay:${version}`, [{ id: `u${version}`, host: "127.0.0.1", port: u.port }])));
+    return exchange(p.base, count, method);
+  }
+
+  it("relays end-to-end field lines as written and in order, leaving out every hop-by-hop one wherever it stands", async () => {
+    const head = [
+      "HTTP/1.1 200 OK",
+      "x-first: named by Connection, lower case",
+      "Proxy-Connection: keep-alive",
+      "X-Kept-1: a",
+      "Connection: X-First, content-length,X-Middle",
+      "X-Ows:\t v \t",
+      "TE: trailers",
+      "X-Middle: named by Connection",
+      "Content-Length:\t005  ",
+      "Trailer: X-T",
+      UPSTREAM_DATE,
+      "Upgrade: websocket",
+      "Proxy-Authenticate: Basic",
+      "x-KEPT-2: b",
+      "Keep-Alive: timeout=5",
+    ].join("\r\n");
+    const [r] = await through([`${head}\r\n\r\nhello`], 1);
+    const lines = r!.lines;
+    assert.equal(r!.body, "hello");
+    assert.match(lines.at(-1)!, /^Keep-Alive: timeout=\d+$/);
+    // The proxy's Connection and Keep-Alive replace the upstream's; Content-Length, which
+    // Connection may not remove, goes out without the OWS around it. Other values are compared
+    // without theirs: a recipient drops it (RFC 9110 §5.5), so relaying it as written is allowed.
+    assert.ok(lines.includes("Content-Length: 005"), JSON.stringify(lines));
+    assert.deepEqual(lines.slice(0, -1).map(withoutOws), ["HTTP/1.1 200 OK", "X-Kept-1: a", "X-Ows: v", "Content-Length: 005", UPSTREAM_DATE, "x-KEPT-2: b", "Connection: keep-alive"]);
+  });
+
+  it("keeps the connection in step over answers of every shape, the status line always HTTP/1.1", async () => {
+    const answers = [
+      `HTTP/1.0 200 Fine\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok`,
+      // No field at all: the proxy adds Date and its framing.
+      "HTTP/1.1 204 No Content\r\n\r\n",
+      // Every field hop-by-hop, chunked: re-chunked for the client.
+      "HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+      // Connection names the upstream's Date: the client gets the proxy's own, once.
+      `HTTP/1.1 200 OK\r\n${UPSTREAM_DATE}\r\nConnection: date\r\nContent-Length: 1\r\n\r\nx`,
+      // 1xx first: dropped, the final answer relayed.
+      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Final: yes\r\n\r\ny",
+    ];
+    const got = await through(answers, answers.length);
+    const status = got.map((r) => r.lines[0]);
+    assert.deepEqual(status, ["HTTP/1.1 200 Fine", "HTTP/1.1 204 No Content", "HTTP/1.1 200 ", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]);
+    const dates = got.map((r) => r.lines.filter((l) => /^date:/i.test(l)));
+    for (const d of dates) assert.equal(d.length, 1, JSON.stringify(got));
+    assert.notEqual(dates[3]![0], UPSTREAM_DATE);
+    assert.deepEqual(got.map((r) => r.body), ["ok", "", "abc", "x", "y"]);
+    // The chunked answer came back chunked, with no field of the upstream's.
+    assert.ok(got[2]!.lines.includes("Transfer-Encoding: chunked"));
+    assert.deepEqual(got[1]!.lines.filter((l) => !/^(date|connection|keep-alive):/i.test(l)), ["HTTP/1.1 204 No Content"]);
+    assert.ok(!got[4]!.lines.some((l) => /^link:/i.test(l)) && got[4]!.lines.includes("X-Final: yes"));
+  });
+
+  it("survives a hostile head: hundreds of fields named by Connection, all of them left out", async () => {
+    const names = Array.from({ length: 600 }, (_, i) => `X-H${i}`);
+    const head = `HTTP/1.1 200 OK\r\nConnection: ${names.join(",")}\r\n${names.map((n) => `${n}: v`).join("\r\n")}\r\nX-Kept: k\r\nContent-Length: 1\r\n\r\nz`;
+    // Under Node's 16 KiB head limit, so that the head is taken rather than refused.
+    assert.ok(head.length < 16_000);
+    const [r] = await through([head], 1);
+    assert.deepEqual(r!.lines.filter((l) => /^x-/i.test(l)), ["X-Kept: k"]);
+    assert.equal(r!.body, "z");
+  });
+});
