@@ -542,7 +542,9 @@ export class UpstreamConn {
             chunked = CHUNKED_ONLY.test(line.slice(colon + 1));
           }
         }
-        else if (lower === "connection") {
+        else if (lower === "connection" || lower === "proxy-connection") {
+          // Node (llhttp) reads Proxy-Connection's close and keep-alive as Connection's, so an
+          // HTTP/1.0 interim answer with "Proxy-Connection: keep-alive" leaves the connection open.
           const raw = line.slice(colon + 1);
           // What nearly every upstream sends, without the regular expressions or a token list.
           if (raw === " keep-alive") keepAliveToken = true;
@@ -550,7 +552,8 @@ export class UpstreamConn {
           else {
             if (CLOSE_TOKEN.test(raw)) closeToken = true;
             if (KEEP_ALIVE_TOKEN.test(raw)) keepAliveToken = true;
-            connection = connection === undefined ? value : `${connection}, ${value}`;
+            // Only Connection names fields for this hop (RFC 9110 §7.6.1).
+            if (lower === "connection") connection = connection === undefined ? value : `${connection}, ${value}`;
           }
         } else if (lower === "keep-alive" && !interim && value !== this.keepAliveHint) {
           this.keepAliveHint = value;

@@ -144,6 +144,9 @@ const CORPUS: Row[] = [
   { name: "an HTTP/1.0 100 Continue", pieces: [`HTTP/1.0 100 Continue\r\n\r\n${CL5}hello`], expect: "502" },
   { name: "a 103 with Connection: x, CLOSE", pieces: [`HTTP/1.1 103 Early Hints\r\nConnection: x, CLOSE\r\n\r\n${CL5}hello`], expect: "502" },
   { name: "an HTTP/1.0 100 Continue with Connection: keep-alive", pieces: [`HTTP/1.0 100 Continue\r\nConnection: keep-alive\r\n\r\n${CL5}hello`], expect: ok("hello") },
+  // Node reads Proxy-Connection as Connection for close and keep-alive. Found by the fuzzer once it sent Proxy-Connection.
+  { name: "an HTTP/1.0 100 Continue with Proxy-Connection: keep-alive", pieces: [`HTTP/1.0 100 Continue\r\nProxy-Connection: keep-alive\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n${CL5}hello`], expect: ok("hello") },
+  { name: "a 103 with Proxy-Connection: close", pieces: [`HTTP/1.1 103 Early Hints\r\nProxy-Connection: close\r\n\r\n${CL5}hello`], expect: "502" },
   { name: "a 103 with Connection: closed, which is not close", pieces: [`HTTP/1.1 103 Early Hints\r\nConnection: closed\r\n\r\n${CL5}hello`], expect: ok("hello") },
 
   // Found by the fuzzer: the proxy relayed them.
