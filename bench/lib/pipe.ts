@@ -1,9 +1,13 @@
-// The floor of any proxy written on Node's sockets, for bench:proxy: each client connection gets
-// its own keep-alive connection to the upstream and bytes are copied both ways, with no parsing,
-// no routing and no headers. What it costs per request is what net.Socket reads and writes cost.
-// As a script (`node pipe.js UPSTREAM_PORT`) it listens on 127.0.0.1 and prints "listening PORT".
+// The floor of any proxy written on Node's sockets, for bench:proxy and bench:tls: each client
+// connection gets its own keep-alive connection to the upstream and bytes are copied both ways,
+// with no parsing, no routing and no headers. What it costs per request is what net.Socket (or,
+// with a certificate, tls.TLSSocket) reads and writes cost.
+// As a script (`node pipe.js UPSTREAM_PORT [CERT_FILE KEY_FILE]`) it listens on 127.0.0.1 (over
+// TLS when given a certificate) and prints "listening PORT".
 
+import { readFileSync } from "node:fs";
 import net from "node:net";
+import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { startListeningScript } from "./upstream.js";
 
@@ -13,23 +17,29 @@ export interface RunningPipe {
   stop(): void;
 }
 
-/** Starts the pipe as its own process in front of 127.0.0.1:upstreamPort. */
-export async function startPipeProcess(upstreamPort: number, timeoutMs = 10_000): Promise<RunningPipe> {
-  const { port, child } = await startListeningScript(fileURLToPath(import.meta.url), [String(upstreamPort)], "the pipe", timeoutMs);
+/** Starts the pipe as its own process in front of 127.0.0.1:upstreamPort; with tls, it terminates TLS with that certificate. */
+export async function startPipeProcess(upstreamPort: number, opts: { tls?: { certFile: string; keyFile: string }; timeoutMs?: number } = {}): Promise<RunningPipe> {
+  const args = [String(upstreamPort), ...(opts.tls ? [opts.tls.certFile, opts.tls.keyFile] : [])];
+  const { port, child } = await startListeningScript(fileURLToPath(import.meta.url), args, "the pipe", opts.timeoutMs);
   return { port, pid: child.pid!, stop: () => child.kill("SIGTERM") };
 }
 
-function serve(upstreamPort: number): void {
-  const server = net.createServer({ noDelay: true }, (client) => {
-    const up = net.connect({ host: "127.0.0.1", port: upstreamPort, noDelay: true });
-    client.on("data", (d: Buffer) => up.write(d));
-    up.on("data", (d: Buffer) => client.write(d));
-    client.on("error", () => up.destroy());
-    up.on("error", () => client.destroy());
-    client.on("close", () => up.destroy());
-    up.on("close", () => client.destroy());
-  });
+function pipe(client: net.Socket, upstreamPort: number): void {
+  const up = net.connect({ host: "127.0.0.1", port: upstreamPort, noDelay: true });
+  client.on("data", (d: Buffer) => up.write(d));
+  up.on("data", (d: Buffer) => client.write(d));
+  client.on("error", () => up.destroy());
+  up.on("error", () => client.destroy());
+  client.on("close", () => up.destroy());
+  up.on("close", () => client.destroy());
+}
+
+function serve(upstreamPort: number, certFile: string | undefined, keyFile: string | undefined): void {
+  // The same TLS settings as the proxy's edge (tls-edge.ts), so that the floor is the same TLS.
+  const server = certFile !== undefined && keyFile !== undefined
+    ? tls.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile), minVersion: "TLSv1.2", ALPNProtocols: ["http/1.1"], noDelay: true }, (c) => pipe(c, upstreamPort))
+    : net.createServer({ noDelay: true }, (c) => pipe(c, upstreamPort));
   server.listen(0, "127.0.0.1", () => process.stdout.write(`listening ${(server.address() as net.AddressInfo).port}\n`));
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] !== undefined) serve(Number(process.argv[2]));
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] !== undefined) serve(Number(process.argv[2]), process.argv[3], process.argv[4]);

@@ -7,7 +7,8 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import type { SchemaRange } from "../plan/planner.js";
 import { checkReleaseName } from "../deploy/release.js";
 import { parseSchemaRange } from "../plan/range.js";
-import { errorBody, parseJson, readBody } from "./http.js";
+import { errorBody, parseJson } from "./http.js";
+import { readBody } from "../util/http-body.js";
 import { formatDuration, parseDuration } from "../util/duration.js";
 
 /** How long a queued deploy waits for the lock when the client names no limit. */

@@ -10,7 +10,8 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import type { ServiceSpec, WebhookSpec } from "../spec/types.js";
 import { internalKey } from "../state/namespace.js";
 import type { ApiHost } from "./host.js";
-import { errorBody, readRawBody, send, sendError } from "./http.js";
+import { errorBody, send, sendError } from "./http.js";
+import { readRawBody } from "../util/http-body.js";
 
 /** How many delivery ids a service remembers: replays older than that many deliveries run again. */
 export const REMEMBERED_DELIVERIES = 500;

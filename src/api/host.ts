@@ -1,6 +1,6 @@
 // What the HTTP API needs of the agent, and nothing more. The agent builds the API, so the API
 // names this narrow view instead of the Agent class: no import runs back up to agent.ts, and a
-// test stands the API up over a few real parts and stubs.
+// test stands the API up over a few real parts and small in-test fakes.
 import type { DeployTokens } from "../auth/deploy-tokens.js";
 import type { EventLog } from "../deploy/deps.js";
 import type { Fleet } from "../deploy/fleet.js";

@@ -1,47 +1,12 @@
-// The API's HTTP plumbing: request bodies, query parameters, JSON answers and error statuses.
+// The API's HTTP plumbing: query parameters, JSON answers and error statuses (bodies: util/http-body.ts).
 import type http from "node:http";
 import { TurquoiseError, errorMessage, type ErrorCode } from "../errors.js";
-
-export const MAX_BODY_BYTES = 1024 * 1024;
+import { BodyTooLarge } from "../util/http-body.js";
 
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   USAGE: 400, SPEC_INVALID: 400, NOT_FOUND: 404, LOCKED: 409, CONFLICT: 409, UNAUTHORIZED: 401, FORBIDDEN: 403, DEPLOY_FAILED: 422,
   PLAN_REFUSED: 422, MIGRATION_FAILED: 422, RUNTIME_UNAVAILABLE: 503, LOCK_LOST: 409, STATE_UNAVAILABLE: 503, NOT_LEADER: 421,
 };
-
-/** A request body over MAX_BODY_BYTES: answered 413, and the connection closes so the rest is never read. */
-export class BodyTooLarge extends TurquoiseError {
-  constructor(size: string) {
-    super("USAGE", `the request body (${size}) is over the API's limit of ${MAX_BODY_BYTES} bytes (1 MiB)`);
-  }
-}
-
-/** The whole body as text: refused at once when its Content-Length is over the limit, and the moment it grows past it otherwise. */
-export async function readBody(req: http.IncomingMessage): Promise<string> {
-  return (await readRawBody(req)).toString("utf8");
-}
-
-/** The whole body as bytes, as a signature covers them; the same limit as readBody. */
-export function readRawBody(req: http.IncomingMessage): Promise<Buffer> {
-  const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > MAX_BODY_BYTES) return Promise.reject(new BodyTooLarge(`${declared} bytes declared`));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (c: Buffer) => {
-      size += c.length;
-      if (size <= MAX_BODY_BYTES) return void chunks.push(c);
-      // Stop reading: nothing more is buffered, and the 413 closes the connection.
-      req.off("data", onData);
-      req.pause();
-      chunks.length = 0;
-      reject(new BodyTooLarge(`over ${MAX_BODY_BYTES} bytes sent`));
-    };
-    req.on("data", onData);
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
-  });
-}
 
 export function parseJson(text: string): Record<string, unknown> {
   if (!text.trim()) return {};

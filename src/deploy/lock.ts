@@ -7,8 +7,7 @@ import { TurquoiseError, errorMessage } from "../errors.js";
 import { formatTime } from "../util/time.js";
 import type { Fence, HistoryEntry, HistoryWriteOptions, LockInfo, NewHistoryEntry, PutOptions, Store, WriteResult } from "../state/contract.js";
 import { DelegatingStore } from "../state/delegating.js";
-import type { EventLog } from "./deps.js";
-import { keys } from "./records.js";
+import { keys, type RecordEvent as EventLog } from "./records.js";
 
 export const LOCK_TTL_MS = 30_000;
 const LOCK_POLL_MS = 250;

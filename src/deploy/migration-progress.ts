@@ -2,7 +2,7 @@
 // to the event log the dashboard reads (every few seconds: a 100-million-row backfill must not
 // write a hundred thousand events), and to metrics (every batch; a gauge set is cheap).
 import type { BackfillProgress } from "../migrate/contract.js";
-import type { EventLog } from "./deps.js";
+import type { RecordEvent as EventLog } from "./records.js";
 
 /** How often a live client hears about a backfill. */
 export const LIVE_PROGRESS_INTERVAL_MS = 250;

@@ -4,19 +4,10 @@
 
 import { setTimeout as sleep } from "node:timers/promises";
 import { TurquoiseError } from "../errors.js";
-import type { MigrationEvent, MigrationStep } from "./contract.js";
+import type { BackfillSpec, MigrationEvent, MigrationStep, UnfinishedBackfill } from "./contract.js";
 import { scanSql, splitSqlStatements } from "./sql-text.js";
 
 /** What a backfill directive declares: `-- turquoise: backfill table=books key=id batch=1000 pause=auto`. */
-export interface BackfillSpec {
-  table: string;
-  /** A column the table is ordered by (best the primary key, or one with an index); rows whose key is NULL are not visited. */
-  key: string;
-  batchSize: number;
-  /** A fixed pause between batches; null: as long as the last batch took (the database's load sets the pace). */
-  pauseMs: number | null;
-}
-
 export const DEFAULT_BATCH_SIZE = 1_000;
 export const MAX_BATCH_SIZE = 1_000_000;
 /** The adaptive pause never waits longer than this, whatever one slow batch took. */
@@ -243,14 +234,6 @@ async function readProgress(driver: BackfillDriver, version: number, direction: 
 }
 
 /** Backfills a database left unfinished: what `migrate status` shows. */
-export interface UnfinishedBackfill {
-  version: number;
-  direction: "up" | "down";
-  rowsDone: number;
-  batches: number;
-  updatedAt: number;
-}
-
 /** The backfills an interrupted run left, oldest step first: the next run of the same direction resumes each. */
 export async function readUnfinishedBackfills(query: Query): Promise<UnfinishedBackfill[]> {
   let r;

@@ -1,9 +1,24 @@
 // The Migrator contract: versioned schema steps on a shared database. Implementations: sqlite and
 // postgres. One shared suite (test/migrate/contract.test-suite.ts) runs against both, for real.
 
-import type { BackfillSpec, UnfinishedBackfill } from "./backfill.js";
+/** How a step's data change is run in batches (backfill.ts runs it). */
+export interface BackfillSpec {
+  table: string;
+  /** A column the table is ordered by (best the primary key, or one with an index); rows whose key is NULL are not visited. */
+  key: string;
+  batchSize: number;
+  /** A fixed pause between batches; null: as long as the last batch took (the database's load sets the pace). */
+  pauseMs: number | null;
+}
 
-export type { BackfillSpec, UnfinishedBackfill };
+/** A backfill an interrupted run left, as its progress table records it. */
+export interface UnfinishedBackfill {
+  version: number;
+  direction: "up" | "down";
+  rowsDone: number;
+  batches: number;
+  updatedAt: number;
+}
 
 /**
  * expand: safe while the old release runs (adds things). contract: only once no running release

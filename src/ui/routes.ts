@@ -5,7 +5,7 @@ import type http from "node:http";
 import type { TLSSocket } from "node:tls";
 import { authenticate, type Credentials } from "../auth/scopes.js";
 import { errorMessage } from "../errors.js";
-import { readBody } from "../api/http.js";
+import { readBody } from "../util/http-body.js";
 import { loadAssets, type Asset } from "./assets.js";
 import { clearedCookie, type Session, type Sessions } from "./sessions.js";
 

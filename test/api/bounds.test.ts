@@ -4,7 +4,7 @@ import net from "node:net";
 import { setImmediate as tick } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import { MAX_STREAM_BUFFER_BYTES } from "../../src/api/events.js";
-import { MAX_BODY_BYTES } from "../../src/api/http.js";
+import { MAX_BODY_BYTES } from "../../src/util/http-body.js";
 import { startHarness, type Harness } from "./harness.js";
 
 /** A raw connection: what we write is exactly what the agent gets; reads only when asked to. */

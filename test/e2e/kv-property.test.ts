@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
 import type { Workspace } from "../../src/demo/workspace.js";
-import { MAX_BODY_BYTES } from "../../src/api/http.js";
+import { MAX_BODY_BYTES } from "../../src/util/http-body.js";
 import { INTERNAL_PREFIX } from "../../src/state/namespace.js";
 import { pidAlive } from "../../src/util/proc.js";
 import { RELEASE_KINDS, api, instancePids, readAgentPid, releaseServing, waitFor, workspaceWith } from "./helpers.js";

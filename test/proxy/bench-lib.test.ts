@@ -1,9 +1,16 @@
-// The shared benchmark helpers: wrk's report parser and the statistics.
+// The shared benchmark helpers: wrk's report parser, the statistics, the Node pipe over TLS and the
+// negotiated-TLS check that bench:tls runs before it measures.
 
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import https from "node:https";
+import net from "node:net";
+import { after, before, describe, it } from "node:test";
+import { createTestCa, type TestCa } from "../../bench/lib/certs.js";
+import { type RunningPipe, startPipeProcess } from "../../bench/lib/pipe.js";
 import { formatTable } from "../../bench/lib/report.js";
 import { median, ratio } from "../../bench/lib/stats.js";
+import { assertSameTls, negotiatedTls } from "../../bench/lib/tls-probe.js";
+import { HELLO_BODY, type RunningUpstream, startUpstreamProcess } from "../../bench/lib/upstream.js";
 import { parseWrkOutput } from "../../bench/lib/wrk.js";
 
 const WRK_REPORT = `Running 10s test @ http://127.0.0.1:8080/
@@ -42,5 +49,83 @@ describe("bench helpers", () => {
 
   it("formats aligned tables", () => {
     assert.equal(formatTable(["name", "n"], [["a", "1"], ["bb", "22"]]), "name   n\n----  --\na      1\nbb    22");
+  });
+});
+
+describe("the Node pipe over TLS, and the negotiated-TLS check", () => {
+  let ca: TestCa;
+  let upstream: RunningUpstream;
+  let pipe: RunningPipe;
+
+  before(async () => {
+    ca = await createTestCa();
+    const cert = await ca.issue("pipe", ["localhost"]);
+    upstream = await startUpstreamProcess();
+    pipe = await startPipeProcess(upstream.port, { tls: cert });
+  });
+  after(async () => {
+    pipe?.stop();
+    await upstream?.stop();
+    await ca?.close();
+  });
+
+  const get = (agent: https.Agent): Promise<{ status: number; body: string }> =>
+    new Promise((resolve, reject) => {
+      https.get({ host: "127.0.0.1", port: pipe.port, servername: "localhost", path: "/", ca: ca.pem, agent, headers: { host: "localhost" } }, (res) => {
+        let body = "";
+        res.setEncoding("latin1").on("data", (c: string) => (body += c));
+        res.on("end", () => resolve({ status: res.statusCode!, body }));
+      }).on("error", reject);
+    });
+
+  it("terminates TLS with the certificate it was given and carries kept-alive requests to the upstream", async () => {
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let i = 0; i < 3; i++) assert.deepEqual(await get(agent), { status: 200, body: HELLO_BODY.toString("latin1") });
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it("survives a client that sends garbage instead of a ClientHello", async () => {
+    await new Promise<void>((resolve) => {
+      const s = net.connect({ host: "127.0.0.1", port: pipe.port }, () => s.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n" + "\x00".repeat(70_000)));
+      s.on("error", () => resolve());
+      s.on("close", () => resolve());
+      s.resume();
+    });
+    const agent = new https.Agent({ keepAlive: false });
+    assert.equal((await get(agent)).status, 200);
+  });
+
+  it("reports what a server negotiated, and refuses a comparison where two servers differ", async () => {
+    const n = await negotiatedTls(pipe.port, "localhost", ca.pem);
+    assert.equal(n.protocol, "TLSv1.3");
+    assert.match(n.cipher, /^TLS_(AES_(128|256)_GCM|CHACHA20_POLY1305)_SHA(256|384)$/);
+    assert.notEqual(n.group, "none");
+    assert.equal(n.alpn, "http/1.1");
+    assert.doesNotThrow(() => assertSameTls({ a: n, b: { ...n } }));
+    assert.throws(() => assertSameTls({ turquoise: n, nginx: { ...n, cipher: "TLS_AES_128_GCM_SHA256" } }), /nginx negotiated cipher TLS_AES_128_GCM_SHA256 where turquoise negotiated/);
+    assert.throws(() => assertSameTls({ turquoise: n, nginx: { ...n, group: "ECDH P-256" } }), /nginx negotiated group/);
+  });
+
+  it("fails a handshake with a server that does not speak TLS", async () => {
+    const plain = net.createServer((s) => s.end("HTTP/1.1 400 Bad Request\r\n\r\n"));
+    await new Promise<void>((r) => plain.listen(0, "127.0.0.1", () => r()));
+    try {
+      await assert.rejects(negotiatedTls((plain.address() as net.AddressInfo).port, "localhost", ca.pem), /wrong version number|packet length|ECONNRESET|socket disconnected/i);
+    } finally {
+      plain.close();
+    }
+  });
+
+  it("gives up on a server that accepts and never answers, after its timeout", async () => {
+    const hung = net.createServer(() => {});
+    await new Promise<void>((r) => hung.listen(0, "127.0.0.1", () => r()));
+    try {
+      await assert.rejects(negotiatedTls((hung.address() as net.AddressInfo).port, "localhost", ca.pem, 200), /no TLS handshake with 127\.0\.0\.1:\d+ within 200 ms/);
+    } finally {
+      hung.close();
+    }
   });
 });
