@@ -2,9 +2,11 @@
 // with 2 replicas on the two workers under keep-alive GET load through Turquoise's proxy; one worker
 // crashes (its dockerd, containerd and every container killed at once). Printed beside each other:
 // the time until the proxy stops sending to that node's task, the failed GETs, the time until Swarm
-// marks the node down, and the time until a replacement task serves on a node that is up. The lab
-// is rebuilt afterwards (swarm-lab.sh up), since a crashed node does not rejoin by itself.
+// marks the node down, and the time until Swarm's replacement task (the same instance, restarted in
+// its slot on a node that is up) passes its checks and serves. The lab is rebuilt afterwards
+// (swarm-lab.sh up), since a crashed node does not rejoin by itself.
 import { execFileSync } from "node:child_process";
+import { loadavg } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ensureBooksImages } from "../src/demo/images.js";
@@ -52,6 +54,7 @@ async function main(): Promise<void> {
 
     const load = await LoadProcess.start({ baseUrl: ws.proxyUrl, concurrency: 8, postEvery: 0, maxDurationMs: 5 * 60_000 });
     await sleep(1_000);
+    const loadBefore = loadavg()[0]!;
     const t0 = performance.now();
     execFileSync("bash", [LAB, "crash", victimNode], { stdio: "ignore" });
     const proxyOutMs = await timeUntil(t0, async () => {
@@ -67,15 +70,16 @@ async function main(): Promise<void> {
       }).catch(() => NaN),
     ]);
     const report = await load.stop();
-    const summary = { machine, victimNode, proxyOutMs, swarmDownMs, replacementMs, requests: report.total, failedGets: report.failed, failures: report.failures };
+    const summary = { machine, loadBefore, loadAfter: loadavg()[0], victimNode, proxyOutMs, swarmDownMs, replacementMs, requests: report.total, failedGets: report.failed, failures: report.failures };
     if (args.json) return void console.log(JSON.stringify(summary, null, 2));
     console.log(`\nload: 8 keep-alive GET clients; 2 replicas on node2 and node3; ${victimNode} crashed (dockerd, containerd, containers killed)\n`);
     console.log(formatTable(["figure", "ms", "vs Swarm marking the node down"], [
       ["proxy stops sending to the node's task", proxyOutMs.toFixed(1), `${formatNumber(swarmDownMs / Math.max(proxyOutMs, 0.1), 0)}× sooner`],
       ["Swarm marks the node down", swarmDownMs.toFixed(0), `(Swarm's default: ~${SWARM_NODE_DOWN_MS} ms)`],
-      ["a replacement task serves on a live node", replacementMs.toFixed(0), ""],
+      ["Swarm's replacement task rejoins the pool on a live node", replacementMs.toFixed(0), ""],
     ]));
     console.log(`\nGET requests: ${formatNumber(report.total)}, failed: ${report.failed}${report.failed ? ` ${JSON.stringify(report.failures)}` : ""} (target 0)`);
+    console.log(`load average (1 min): ${loadBefore.toFixed(1)} before the crash, ${loadavg()[0]!.toFixed(1)} at the end`);
     if (report.failed > 0 || proxyOutMs >= 1_000) process.exitCode = 1;
   } finally {
     await ws.destroy();

@@ -212,11 +212,10 @@ export class Agent {
       changed: () => registry.bump(),
       // Not a registry change (the catalog's index stays, so blocking reads do not wake): only status readers care.
       firstChecked: () => registry.notifyChange(),
-      // Critical and out of rotation: stop it, and let the supervisor start a replacement. Only the leader acts.
-      critical: (inst) => void (agent.leads ? fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 10_000) : Promise.resolve()).then(
-        () => supervisor.lost(inst, "went critical"),
-        (e) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${e instanceof Error ? e.message : e}`),
-      ),
+      // Critical and out of rotation: the supervisor stops and replaces it (or has its runtime restart it). Only the leader acts.
+      critical: (inst) => {
+        if (agent.leads) void supervisor.critical(inst);
+      },
     });
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
     await deployTokens.load();
@@ -227,12 +226,13 @@ export class Agent {
     agent.server = api.server;
     metrics?.attach(agent.metricsSource());
 
-    fleet.onUnexpectedExit((inst, code, signal) => {
+    fleet.onUnexpectedExit((inst, code, signal, restarting) => {
       void supervised.setUpstreamHealth(inst.id, false).catch(() => undefined);
-      event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}`);
+      event(inst.service, "instance.exited", `${inst.id} (${inst.release}, ${inst.slot}) exited unexpectedly: ${signal ?? `code ${code}`}${restarting ? `; the ${inst.runtime ?? "process"} runtime restarts it` : ""}`);
       void monitor.sync();
-      supervisor.lost(inst, "exited");
+      supervisor.lost(inst, "exited", restarting);
     });
+    fleet.onRestarted((inst) => supervisor.rejoin(inst));
 
     // Several agents: reconciling is the leader's, once elected (takeOver).
     if (!leadership.shared) {

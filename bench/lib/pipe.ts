@@ -1,7 +1,9 @@
 // The floor of any proxy written on Node's sockets, for bench:proxy and bench:tls: each client
 // connection gets its own keep-alive connection to the upstream and bytes are copied both ways,
-// with no parsing, no routing and no headers. What it costs per request is what net.Socket (or,
-// with a certificate, tls.TLSSocket) reads and writes cost.
+// with no parsing, no routing and no headers. It reads as the built-in proxy does, through net's
+// onread into one shared buffer (src/proxy/read-buffer.ts), each read copied out before it is
+// written on (a TLS client socket reads as a stream, as in the proxy): what it costs per request
+// is what net.Socket (or, with a certificate, tls.TLSSocket) reads and writes cost at the least.
 // As a script (`node pipe.js UPSTREAM_PORT [CERT_FILE KEY_FILE]`) it listens on 127.0.0.1 (over
 // TLS when given a certificate) and prints "listening PORT".
 
@@ -9,6 +11,7 @@ import { readFileSync } from "node:fs";
 import net from "node:net";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
+import { acceptedReadInto, READ_BUFFER } from "../../src/proxy/read-buffer.js";
 import { startListeningScript } from "./upstream.js";
 
 export interface RunningPipe {
@@ -25,9 +28,14 @@ export async function startPipeProcess(upstreamPort: number, opts: { tls?: { cer
 }
 
 function pipe(client: net.Socket, upstreamPort: number): void {
-  const up = net.connect({ host: "127.0.0.1", port: upstreamPort, noDelay: true });
-  client.on("data", (d: Buffer) => up.write(d));
-  up.on("data", (d: Buffer) => client.write(d));
+  // A write may complete after the next read lands in the shared buffer: each read is copied out.
+  const toClient = (n: number, view: Buffer): boolean => {
+    client.write(Buffer.from(view.subarray(0, n)));
+    return true;
+  };
+  const up = net.connect({ host: "127.0.0.1", port: upstreamPort, noDelay: true, onread: { buffer: READ_BUFFER, callback: toClient } });
+  const toUpstream = (view: Buffer): void => void up.write(Buffer.from(view));
+  if (!acceptedReadInto(client, toUpstream)) client.on("data", (d: Buffer) => up.write(d));
   client.on("error", () => up.destroy());
   up.on("error", () => client.destroy());
   client.on("close", () => up.destroy());

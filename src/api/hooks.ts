@@ -88,7 +88,7 @@ interface Delivery {
 /**
  * Handles a delivery before the API's token check: a GitHub delivery carries no token, only its
  * signature. Answers: 401 bad or missing signature/token, 403 a token for another service, 404
- * unknown service, 413 a body over 1 MiB, 422 a payload that maps to no release or a deploy that
+ * unknown service, 413 a body over 1 MiB, 421 this agent does not lead (several share the store), 422 a payload that maps to no release or a deploy that
  * failed; 200 a ping, an ignored push, a replayed delivery or a deploy that succeeded; 202 a
  * GitHub delivery whose deploy started (GitHub gives up on an answer after 10 s).
  */
@@ -113,6 +113,9 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
       }
       who = scope.kind === "deploy" ? `deploy token ${scope.id}${scope.name ? ` ${scope.name}` : ""}` : "admin token";
     }
+
+    // As every write route: only the leading agent deploys; the others name it, after the caller proved itself.
+    if (!agent.leads) throw await agent.leadership.notLeader(`POST /v1/hooks/${service}`);
 
     const payload = parsePayload(body);
     const event = header(req, "x-github-event");

@@ -36,8 +36,18 @@ export function sendError(res: http.ServerResponse, e: unknown): void {
   send(res, status, { error: errorBody(e) });
 }
 
+/**
+ * On every JSON answer: an error can echo what a caller put in a path (a KV key, a service name),
+ * so a browser opening one must never sniff it as a page, run anything in it or frame it.
+ */
+export const JSON_HEADERS: Readonly<Record<string, string>> = {
+  "content-type": "application/json",
+  "x-content-type-options": "nosniff",
+  "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+};
+
 export function send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const json = JSON.stringify(body);
-  res.writeHead(status, { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(json) });
+  res.writeHead(status, { ...headers, ...JSON_HEADERS, "content-length": Buffer.byteLength(json) });
   res.end(json);
 }

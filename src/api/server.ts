@@ -19,7 +19,7 @@ import { status } from "./status.js";
 import { handleHook } from "./hooks.js";
 import type { MigrationRequest } from "../deploy/orchestrator.js";
 import { handleUi } from "../ui/routes.js";
-import { Sessions, type SessionOptions } from "../ui/sessions.js";
+import { Sessions, fromOwnOrigin, type SessionOptions } from "../ui/sessions.js";
 
 type Handler = (ctx: { agent: ApiHost; scope: Scope; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
 
@@ -177,6 +177,9 @@ export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = 
     if (session) {
       if (req.method !== "GET" && req.method !== "HEAD" && !sessions.csrfMatches(session, req.headers["x-csrf-token"])) {
         return send(res, 403, { error: { code: "FORBIDDEN", message: `${req.method} ${url.pathname} from a dashboard session needs its X-CSRF-Token header` } });
+      }
+      if (!fromOwnOrigin(req.headers)) {
+        return send(res, 403, { error: { code: "FORBIDDEN", message: `${req.method} ${url.pathname} with a dashboard session from ${String(req.headers.origin).slice(0, 100)}, not the dashboard's own origin` } });
       }
       scope = session.scope;
     }

@@ -4,7 +4,7 @@ import crypto from "node:crypto";
 import { TurquoiseError } from "../errors.js";
 import type { Store } from "../state/contract.js";
 import { internalKey } from "../state/namespace.js";
-import { TOKEN_LENGTH } from "./token.js";
+import { TOKEN_LENGTH, bearerToken } from "./token.js";
 
 export interface DeployTokenRecord {
   id: string;
@@ -100,7 +100,7 @@ export class DeployTokens {
 
   /** The token an Authorization header carries, compared in constant time against every stored hash. */
   match(header: string | undefined): DeployTokenRecord | undefined {
-    const given = header?.startsWith("Bearer ") ? header.slice(7).trim() : "";
+    const given = bearerToken(header);
     const hash = sha256(given);
     let found: DeployTokenRecord | undefined;
     for (const rec of this.records.values()) {

@@ -67,13 +67,18 @@ export function readToken(stateDir: string, name = TOKEN_FILE): string {
   return text.trim();
 }
 
+/** The credentials of an Authorization header's Bearer scheme ("" when none): the scheme's name is case-insensitive (RFC 9110 11.1). */
+export function bearerToken(header: string | undefined): string {
+  return header !== undefined && /^bearer /i.test(header) ? header.slice(7).trim() : "";
+}
+
 /**
  * Constant-time check of an Authorization header against a token; an empty token never matches.
  * Digests of equal length are compared, so the time says nothing of the token's length either.
  */
 export function tokenMatches(expected: string, header: string | undefined): boolean {
   if (expected.length === 0) return false;
-  const given = header?.startsWith("Bearer ") ? header.slice(7).trim() : "";
+  const given = bearerToken(header);
   const digest = (text: string) => crypto.createHash("sha256").update(text).digest();
   return crypto.timingSafeEqual(digest(given), digest(expected));
 }

@@ -9,6 +9,7 @@ import type { ApiHost } from "../api/host.js";
 import { catalogService, type CatalogInstance } from "../api/catalog.js";
 import { checkUserKey, checkUserPrefix, userGet, userList } from "../api/kv.js";
 import { authenticate } from "../auth/scopes.js";
+import { bearerToken } from "../auth/token.js";
 import { TURQUOISE_VERSION } from "../util/version.js";
 import { BlockingSlots, blockingQuery } from "./blocking.js";
 import { catalogEntry, catalogServices, checkEntry, hasTags, healthEntry, kvEntry, kvKeys, type ConsulPlace } from "./shapes.js";
@@ -153,7 +154,7 @@ function refusal(req: http.IncomingMessage, query: URLSearchParams, host: ApiHos
     return { status: 400, message: "?token= is not accepted: a token in a URL ends up in access logs and histories; send it in the X-Consul-Token header" };
   }
   const header = req.headers["x-consul-token"];
-  const bearer = req.headers.authorization?.startsWith("Bearer ") ? req.headers.authorization.slice(7).trim() : undefined;
+  const bearer = bearerToken(req.headers.authorization) || undefined;
   const given = (typeof header === "string" ? header.trim() : undefined) || bearer;
   if (!given) return { status: 403, message: "Permission denied: send the registry token (<state_dir>/registry-token; $TURQUOISE_TOKEN in instances) in the X-Consul-Token header" };
   const scope = authenticate(`Bearer ${given}`, { adminToken: host.token, registryToken: host.registryToken, deployTokens: host.deployTokens });

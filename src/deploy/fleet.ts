@@ -38,7 +38,10 @@ export interface FleetSweep extends SweepResult {
 
 const REMEMBERED_EXITS = 1_000;
 
-export type ExitListener = (inst: InstanceInfo, exitCode: number | null, signal: string | null) => void;
+/** restarting: the runtime brings the instance back itself under the same id (swarm); it stays in the fleet, out of rotation. */
+export type ExitListener = (inst: InstanceInfo, exitCode: number | null, signal: string | null, restarting: boolean) => void;
+/** An instance the runtime restarted itself, at its new address; not ready until it passes its checks again. */
+export type RestartListener = (inst: InstanceInfo) => void;
 
 export class Fleet {
   private readonly running = new Map<string, InstanceInfo>();
@@ -46,6 +49,9 @@ export class Fleet {
   /** Instances that passed their first health checks (or were adopted running): the monitor watches only these. */
   private readonly ready = new Set<string>();
   private readonly exitListeners = new Set<ExitListener>();
+  private readonly restartListeners = new Set<RestartListener>();
+  /** Instances whose run ended and that their runtime restarts itself: not alive until it has. */
+  private readonly between = new Set<string>();
   /** How recent instances ended, for a failed deploy to say so; bounded. */
   /** Intents of starts under way in this agent: not abandoned, whatever a sweep meanwhile finds. */
   private readonly starting = new Set<string>();
@@ -65,15 +71,36 @@ export class Fleet {
     private readonly failpoint: (point: string) => void = crashPoint,
   ) {
     for (const runtime of Object.values(runtimes)) {
-      runtime.onExit(({ instance, exitCode, signal }) => {
+      runtime.onExit(({ instance, exitCode, signal, restarting }) => {
         this.exits.set(instance.id, { exitCode, signal });
         if (this.exits.size > REMEMBERED_EXITS) this.exits.delete(this.exits.keys().next().value!);
         this.ready.delete(instance.id);
+        if (restarting) {
+          // Still the slot's: its record stays, and its runtime reports its next run. Heard once,
+          // though a runtime registered under two names reports it twice.
+          if (!this.running.has(instance.id) || this.stopping.has(instance.id) || this.between.has(instance.id)) return;
+          this.between.add(instance.id);
+          for (const l of this.exitListeners) l(instance, exitCode, signal, true);
+          return;
+        }
+        this.between.delete(instance.id);
         if (!this.running.delete(instance.id)) return;
         // A refusal (this agent no longer leads, etcd is down) is logged by the store; the leader's adoption drops the record.
         this.records.removeInstance(instance).catch(() => undefined);
         if (this.stopping.has(instance.id)) return;
-        for (const l of this.exitListeners) l(instance, exitCode, signal);
+        for (const l of this.exitListeners) l(instance, exitCode, signal, false);
+      });
+      runtime.slots?.onRestarted(({ instance }) => {
+        const known = this.running.get(instance.id);
+        if (!known || this.stopping.has(instance.id)) return;
+        if (known.host === instance.host && known.port === instance.port && known.startedAt === instance.startedAt && !this.between.has(instance.id)) return;
+        const inst = { ...instance, runtime: runtime.name };
+        this.between.delete(inst.id);
+        this.ready.delete(inst.id);
+        this.running.set(inst.id, inst);
+        // Its new address, for a restarted agent; a refusal is logged by the store, as above.
+        this.records.addInstance(inst).catch(() => undefined);
+        for (const l of this.restartListeners) l(inst);
       });
     }
   }
@@ -92,12 +119,31 @@ export class Fleet {
     return () => this.exitListeners.delete(listener);
   }
 
+  /** Called when a runtime that restarts instances itself has brought one back (its new address in inst). */
+  onRestarted(listener: RestartListener): () => void {
+    this.restartListeners.add(listener);
+    return () => this.restartListeners.delete(listener);
+  }
+
+  /** Whether the instance's runtime restarts it itself (swarm): healing then follows, and starts no replacement. */
+  restartsItself(inst: InstanceInfo): boolean {
+    return !!this.runtime(inst).slots;
+  }
+
+  /** Ends a run so that the runtime restarts the instance (a critical one, on swarm). */
+  restart(inst: InstanceInfo, stopTimeoutMs: number): Promise<void> {
+    const slots = this.runtime(inst).slots;
+    if (!slots) throw new TurquoiseError("INTERNAL", `the ${this.runtime(inst).name} runtime does not restart instances itself`);
+    return slots.restart(inst, stopTimeoutMs);
+  }
+
   list(service?: string, slot?: Slot): InstanceInfo[] {
     return [...this.running.values()].filter((i) => (!service || i.service === service) && (!slot || i.slot === slot));
   }
 
+  /** Running now: false between two runs of an instance its runtime restarts. */
   isAlive(id: string): boolean {
-    return this.running.has(id);
+    return this.running.has(id) && !this.between.has(id);
   }
 
   markReady(instances: InstanceInfo[]): void {
@@ -140,9 +186,48 @@ export class Fleet {
       stopTimeoutMs: svc.stopTimeoutMs, ...(image ? { image } : {}), ...(svc.network ? { network: svc.network } : {}),
       ...(svc.volumes ? { volumes: svc.volumes } : {}), ...(svc.placement ? { placement: svc.placement } : {}), ...(svc.resources ? { resources: svc.resources } : {}),
     };
+    const intentOf = (): InstanceIntent => ({ id: newInstanceId(svc.name, slot), service: svc.name, slot, release, runtime: runtime.name, state: "starting", recordedAt: Date.now() });
+    /** Recorded as started: its record names what runs. */
+    const recordStarted = async (started: InstanceInfo): Promise<InstanceInfo> => {
+      const inst = { ...started, runtime: runtime.name };
+      this.failpoint(START_FAILPOINTS.started);
+      this.running.set(inst.id, inst);
+      await this.records.addInstance(inst);
+      this.failpoint(START_FAILPOINTS.marked);
+      // It exited while its record was being written: the exit's removal may have come first.
+      if (!this.running.has(inst.id)) await this.records.removeInstance(inst);
+      return inst;
+    };
+    const slots = runtime.slots;
+    if (slots) {
+      // The whole slot in one go (swarm: one service of svc.replicas tasks), every intent recorded first.
+      const intents: InstanceIntent[] = [];
+      try {
+        for (let i = 0; i < svc.replicas; i++) {
+          const intent = intentOf();
+          this.failpoint(START_FAILPOINTS.beforeIntent);
+          this.starting.add(intent.id);
+          intents.push(intent);
+          await this.records.addIntent(intent);
+          this.failpoint(START_FAILPOINTS.recorded);
+        }
+        let started: InstanceInfo[];
+        try {
+          started = await slots.start(intents.map((intent) => ({ ...req, id: intent.id })));
+        } catch (e) {
+          for (const intent of intents) await this.records.removeInstance(intent);
+          throw e;
+        }
+        const ok: InstanceInfo[] = [];
+        for (const inst of started) ok.push(await recordStarted(inst));
+        return ok;
+      } finally {
+        for (const intent of intents) this.starting.delete(intent.id);
+      }
+    }
     const started = await Promise.allSettled(
       Array.from({ length: svc.replicas }, async () => {
-        const intent: InstanceIntent = { id: newInstanceId(svc.name, slot), service: svc.name, slot, release, runtime: runtime.name, state: "starting", recordedAt: Date.now() };
+        const intent = intentOf();
         this.failpoint(START_FAILPOINTS.beforeIntent);
         this.starting.add(intent.id);
         try {
@@ -150,18 +235,12 @@ export class Fleet {
           this.failpoint(START_FAILPOINTS.recorded);
           let inst: InstanceInfo;
           try {
-            inst = { ...(await runtime.start({ ...req, id: intent.id })), runtime: runtime.name };
+            inst = await runtime.start({ ...req, id: intent.id });
           } catch (e) {
             await this.records.removeInstance(intent);
             throw e;
           }
-          this.failpoint(START_FAILPOINTS.started);
-          this.running.set(inst.id, inst);
-          await this.records.addInstance(inst);
-          this.failpoint(START_FAILPOINTS.marked);
-          // It exited while its record was being written: the exit's removal may have come first.
-          if (!this.running.has(inst.id)) await this.records.removeInstance(inst);
-          return inst;
+          return await recordStarted(inst);
         } finally {
           this.starting.delete(intent.id);
         }
@@ -185,23 +264,32 @@ export class Fleet {
   async stop(instances: InstanceInfo[], stopTimeoutMs: number): Promise<{ killed: number }> {
     let killed = 0;
     const failed: string[] = [];
-    await Promise.all(
-      // One that is already being stopped (by a deploy, or by healing) is left to that stop.
-      instances.filter((inst) => !this.stopping.has(inst.id)).map(async (inst) => {
-        this.stopping.add(inst.id);
-        try {
-          if ((await this.runtime(inst).stop(inst, stopTimeoutMs)).killed) killed++;
-        } catch (e) {
-          failed.push(`${inst.id}: ${errorMessage(e)}`);
-          return;
-        } finally {
-          this.stopping.delete(inst.id);
-        }
-        this.running.delete(inst.id);
-        this.ready.delete(inst.id);
-        await this.records.removeInstance(inst);
-      }),
-    );
+    // One that is already being stopped (by a deploy, or by healing) is left to that stop.
+    const mine = instances.filter((inst) => !this.stopping.has(inst.id));
+    for (const inst of mine) this.stopping.add(inst.id);
+    const stopped = async (inst: InstanceInfo, r: PromiseSettledResult<{ killed: boolean }>) => {
+      this.stopping.delete(inst.id);
+      if (r.status === "rejected") return void failed.push(`${inst.id}: ${errorMessage(r.reason)}`);
+      if (r.value.killed) killed++;
+      this.running.delete(inst.id);
+      this.ready.delete(inst.id);
+      this.between.delete(inst.id);
+      await this.records.removeInstance(inst);
+    };
+    // Runtimes with slots stop a slot's instances in one go (swarm: a slot left empty is removed); the others one by one.
+    const byRuntime = new Map<Runtime, InstanceInfo[]>();
+    for (const inst of mine) byRuntime.set(this.runtime(inst), [...(byRuntime.get(this.runtime(inst)) ?? []), inst]);
+    await Promise.all([...byRuntime].map(async ([runtime, list]) => {
+      if (runtime.slots) {
+        const results = await runtime.slots.stop(list, stopTimeoutMs).catch((e: unknown) => list.map((): PromiseSettledResult<{ killed: boolean }> => ({ status: "rejected", reason: e })));
+        for (const [i, inst] of list.entries()) await stopped(inst, results[i]!);
+        return;
+      }
+      await Promise.all(list.map(async (inst) => stopped(inst, await runtime.stop(inst, stopTimeoutMs).then(
+        (value): PromiseSettledResult<{ killed: boolean }> => ({ status: "fulfilled", value }),
+        (reason: unknown): PromiseSettledResult<{ killed: boolean }> => ({ status: "rejected", reason }),
+      ))));
+    }));
     if (failed.length) throw new TurquoiseError("STOP_INCOMPLETE", `could not stop ${failed.length} instance(s); they stay recorded: ${failed.join("; ")}`, { data: { failed } });
     return { killed };
   }

@@ -3,11 +3,15 @@
 // too many failed in a row, or too many within a window, the live release is rolled back to the
 // previous one when that is safe (once per pool), else the service is marked degraded and only
 // an empty slot is refilled, slowly. The slot's healthy replicas keep serving throughout.
+// A runtime that restarts instances itself (swarm) is followed, not fought: its restarts count as
+// the replacements would, a restarted instance rejoins its pool once it passes its checks, and
+// nothing else is started.
 import { waitHealthy } from "../health/checks.js";
 import { instanceEnvFor, type EventLog } from "../deploy/deps.js";
 import type { Fleet } from "../deploy/fleet.js";
 import { DeployLock } from "../deploy/lock.js";
-import type { Records } from "../deploy/records.js";
+import type { Records, SlotRecord } from "../deploy/records.js";
+import { errorMessage } from "../errors.js";
 import type { RouteTables } from "../deploy/routes.js";
 import type { InstanceInfo, Slot } from "../runtime/contract.js";
 import type { Spec } from "../spec/types.js";
@@ -22,6 +26,8 @@ export const HEAL_WINDOW_MS = 60_000;
 export const HEAL_BACKOFF_BASE_MS = 250;
 export const HEAL_BACKOFF_MAX_MS = 10_000;
 const HEAL_LOCK_TTL_MS = 60_000;
+/** A critical instance of a service the spec no longer names gets this long to stop. */
+const DEFAULT_CRITICAL_STOP_MS = 10_000;
 const HEAL_LOCK_RETRY_MS = 250;
 
 export interface SupervisorDeps {
@@ -46,6 +52,8 @@ export interface SupervisorDeps {
 export type FallBackResult = { ok: true; release: string } | { ok: false; reason: string };
 
 export class Supervisor {
+  /** Pools whose crash-loop verdict is being reached now. */
+  private readonly judging = new Set<string>();
   /** Pools whose crash-loop rollback is running now. */
   private readonly rollingBack = new Set<string>();
   /** Replacement attempts per service, for the degraded window. */
@@ -66,12 +74,41 @@ export class Supervisor {
    * slot. One of a deploy's new slot is the deploy's to judge (it fails, and says so); healing
    * would not replace it, so it does not say it will.
    */
-  lost(inst: InstanceInfo, why: string): void {
-    void this.d.records.slot(inst.service, inst.slot).then((rec) => {
+  lost(inst: InstanceInfo, why: string, restarting = false): void {
+    void this.d.records.slot(inst.service, inst.slot).then(async (rec) => {
       if (this.stopped || !rec || rec.release !== inst.release || (rec.state !== "live" && rec.state !== "warm")) return;
+      if (restarting) return this.followRestart(inst, rec, why);
       this.d.event(inst.service, "heal.scheduled", `${inst.id} (${inst.release}, ${inst.slot}) ${why}: replacing it`);
       this.schedule(inst.service, inst.slot, this.backoff(inst.service, inst.slot));
-    }, (e: unknown) => this.d.event(inst.service, "heal.error", `${inst.id} ${why}, and its slot's record could not be read: ${e instanceof Error ? e.message : e}`));
+    }, (e: unknown) => this.d.event(inst.service, "heal.error", `${inst.id} ${why}, and its slot's record could not be read: ${e instanceof Error ? e.message : e}`))
+      .catch((e: unknown) => this.d.event(inst.service, "heal.error", `${inst.id} ${why}, and following its restart failed: ${errorMessage(e)}`));
+  }
+
+  /**
+   * An instance went critical (the monitor took it out of rotation): stopped, then replaced. On a
+   * runtime that restarts instances itself, its run is ended instead and the runtime brings it back.
+   */
+  critical(inst: InstanceInfo): Promise<void> {
+    const stopTimeoutMs = this.d.spec.services[inst.service]?.stopTimeoutMs ?? DEFAULT_CRITICAL_STOP_MS;
+    if (this.d.fleet.restartsItself(inst)) {
+      return this.d.fleet.restart(inst, stopTimeoutMs).then(
+        () => this.d.event(inst.service, "heal.restarting", `${inst.id} went critical: its run was ended, and its runtime restarts it in its slot`),
+        (e: unknown) => this.d.event(inst.service, "heal.error", `${inst.id} went critical and stays out of rotation: ${errorMessage(e)}`),
+      );
+    }
+    return this.d.fleet.stop([inst], stopTimeoutMs).then(
+      () => this.lost(inst, "went critical"),
+      (e: unknown) => this.d.event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${errorMessage(e)}`),
+    );
+  }
+
+  /**
+   * An instance its runtime restarted (swarm: a new task in its slot, maybe on another node)
+   * rejoins its pool once it passes its checks; one that does not is a failed restart, and its run
+   * is ended again.
+   */
+  rejoin(inst: InstanceInfo): void {
+    void this.rejoined(inst).catch((e: unknown) => this.d.event(inst.service, "heal.error", `${inst.id} restarted, and following it failed: ${errorMessage(e)}`));
   }
 
   /** Heals again after stop(): an agent that leads again. */
@@ -100,6 +137,78 @@ export class Supervisor {
     }
     this.d.event(service, "heal.rollback-refused", `${service} stays on ${release}: no safe rollback (${r.reason})`, { release, reason: r.reason });
     return false;
+  }
+
+  /**
+   * Too many failed replacements in a row, or too many within the window: the live release is
+   * rolled back (once per pool), else the service is marked degraded. undefined: neither.
+   * "pending": another verdict on the pool is under way (two instances that die together), and decides.
+   */
+  private async crashLoop(service: string, slot: Slot, rec: SlotRecord, attempts: number, restartedByRuntime: boolean): Promise<"rolled-back" | "degraded" | "pending" | undefined> {
+    const failedInARow = this.failures.get(rec.poolId) ?? 0;
+    if (failedInARow < HEAL_MAX_FAILURES && attempts < HEAL_MAX_RESTARTS) return undefined;
+    if (this.judging.has(rec.poolId) || this.rollingBack.has(rec.poolId)) return "pending";
+    this.judging.add(rec.poolId);
+    try {
+      return await this.judge(service, slot, rec, failedInARow, attempts, restartedByRuntime);
+    } finally {
+      this.judging.delete(rec.poolId);
+    }
+  }
+
+  private async judge(service: string, slot: Slot, rec: SlotRecord, failedInARow: number, attempts: number, restartedByRuntime: boolean): Promise<"rolled-back" | "degraded"> {
+    const what = restartedByRuntime ? "restarts" : "replacements";
+    const reason = failedInARow >= HEAL_MAX_FAILURES
+      ? `${failedInARow} ${what} in a row never turned healthy (a crash loop)`
+      : `${attempts} ${what} within ${HEAL_WINDOW_MS / 1000}s`;
+    if (await this.fallBack(service, slot, rec.release, rec.poolId, reason)) return "rolled-back";
+    await this.d.records.setDegraded(service, { since: Date.now(), slot, release: rec.release, reason });
+    this.d.event(service, "service.degraded", restartedByRuntime
+      ? `${service} is degraded: ${reason}; its runtime keeps restarting its instances at its own pace until the next deploy`
+      : `${service} is degraded: ${reason}; no more automatic restarts until the next deploy, except to refill an empty slot every ${HEAL_BACKOFF_MAX_MS / 1000}s`);
+    return "degraded";
+  }
+
+  /** The runtime restarts the instance itself: its restart counts as a replacement would, for the crash-loop verdict. */
+  private async followRestart(inst: InstanceInfo, rec: SlotRecord, why: string): Promise<void> {
+    const pool = rec.poolId;
+    if (this.rollingBack.has(pool)) return;
+    this.poolKey.set(`${inst.service}/${inst.slot}`, pool);
+    const now = Date.now();
+    const recent = [...(this.attempts.get(pool) ?? []).filter((t) => now - t < HEAL_WINDOW_MS), now];
+    this.attempts.set(pool, recent);
+    this.d.event(inst.service, "heal.following", `${inst.id} (${inst.release}, ${inst.slot}) ${why}: its runtime restarts it in its slot; it rejoins the pool once it passes its checks`);
+    // Out of the table at once: its address is gone, and a mark on its id must not outlive it.
+    if ((await this.d.records.color(inst.service)) === inst.slot) await this.d.routes.apply();
+    if (!(await this.d.records.degraded(inst.service))) await this.crashLoop(inst.service, inst.slot, rec, recent.length, true);
+  }
+
+  private async rejoined(inst: InstanceInfo): Promise<void> {
+    const svc = this.d.spec.services[inst.service];
+    const rec = await this.d.records.slot(inst.service, inst.slot);
+    if (this.stopped || !svc || !rec || rec.release !== inst.release || (rec.state !== "live" && rec.state !== "warm")) return;
+    const pool = rec.poolId;
+    const started = Date.now();
+    // This run only: one that ends (or is replaced by the next) before it passes is a failed restart.
+    const sameRun = () => this.d.fleet.isAlive(inst.id) && this.d.fleet.list(inst.service, inst.slot).find((i) => i.id === inst.id)?.startedAt === inst.startedAt;
+    const r = await waitHealthy([{ id: inst.id, host: inst.host, port: inst.port }], svc.health, { deadline: started + svc.deployTimeoutMs, isAlive: sameRun });
+    // Meanwhile a rollback (or a deploy) may have retired the pool: its verdicts are over.
+    const now = await this.d.records.slot(inst.service, inst.slot);
+    if (this.stopped || this.rollingBack.has(pool) || now?.poolId !== pool || (now.state !== "live" && now.state !== "warm")) return;
+    if (!r.ok) {
+      this.failures.set(pool, (this.failures.get(pool) ?? 0) + 1);
+      this.d.metrics?.healed(inst.service, "failed", 1);
+      this.d.event(inst.service, "heal.failed", `${inst.id} restarted at ${inst.host}:${inst.port} but did not turn healthy (${r.reason}): ${r.failing.map((f) => f.output).join("; ").slice(0, 300)}`);
+      if (sameRun()) await this.d.fleet.restart(inst, svc.stopTimeoutMs).catch((e: unknown) => this.d.event(inst.service, "heal.error", `${inst.id} stays out of rotation: ${errorMessage(e)}`));
+      const now = Date.now();
+      if (!(await this.d.records.degraded(inst.service))) await this.crashLoop(inst.service, inst.slot, rec, (this.attempts.get(pool) ?? []).filter((t) => now - t < HEAL_WINDOW_MS).length, true);
+      return;
+    }
+    this.failures.delete(pool);
+    this.d.metrics?.healed(inst.service, "replaced", 1);
+    this.d.fleet.markReady([inst]);
+    if ((await this.d.records.color(inst.service)) === inst.slot) await this.d.routes.apply();
+    this.d.event(inst.service, "instance.rejoined", `${inst.id} (${inst.release}) restarted by its runtime at ${inst.host}:${inst.port}, healthy in ${inst.slot} after ${Date.now() - started}ms`, { slot: inst.slot, release: inst.release, address: `${inst.host}:${inst.port}` });
   }
 
   private backoff(service: string, slot: Slot): number {
@@ -136,15 +245,9 @@ export class Supervisor {
     if (this.rollingBack.has(pool)) return;
     this.poolKey.set(`${service}/${slot}`, pool);
     const recent = (this.attempts.get(pool) ?? []).filter((t) => now - t < HEAL_WINDOW_MS);
-    const failedInARow = this.failures.get(pool) ?? 0;
-    if (!degraded && (failedInARow >= HEAL_MAX_FAILURES || recent.length >= HEAL_MAX_RESTARTS)) {
-      const reason = failedInARow >= HEAL_MAX_FAILURES
-        ? `${failedInARow} replacements in a row never turned healthy (a crash loop)`
-        : `${recent.length} replacements within ${HEAL_WINDOW_MS / 1000}s`;
-      if (await this.fallBack(service, slot, rec.release, pool, reason)) return;
-      await this.d.records.setDegraded(service, { since: now, slot, release: rec.release, reason });
-      this.d.event(service, "service.degraded", `${service} is degraded: ${reason}; no more automatic restarts until the next deploy, except to refill an empty slot every ${HEAL_BACKOFF_MAX_MS / 1000}s`);
-      if (running === 0) this.schedule(service, slot, HEAL_BACKOFF_MAX_MS);
+    const verdict = degraded ? undefined : await this.crashLoop(service, slot, rec, recent.length, false);
+    if (verdict) {
+      if (verdict === "degraded" && running === 0) this.schedule(service, slot, HEAL_BACKOFF_MAX_MS);
       return;
     }
 

@@ -10,6 +10,7 @@ import { EventEmitter } from "node:events";
 import http from "node:http";
 import net from "node:net";
 import { CHUNK_SIZE_LINE, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
+import { acceptedReadInto, owned } from "./read-buffer.js";
 import { isFault, parseRequestHead, type RequestHead } from "./request-head.js";
 
 /** As Node's http.Server: the largest request head, and how long to wait for one. */
@@ -119,6 +120,14 @@ export class ClientConn {
   private trailerBytes = 0;
   private dumped = 0;
   private clientEnded = false;
+  /**
+   * The forwarding fields the data plane wrote for this connection's last request from an
+   * untrusted peer, and the Host they were for (null: none yet): the peer does not change.
+   */
+  forwardedHost: string | undefined | null = null;
+  forwarded = "";
+  /** Upgraded: the socket's reads go to whoever took it, as "data" events. */
+  private handedOver = false;
   // The sweeper's view: the data path bumps `step` when a wait starts; the sweeper times it from
   // the first sweep that sees it (a wait runs out between its limit and its limit plus a sweep).
   private wait = Wait.Head;
@@ -130,7 +139,8 @@ export class ClientConn {
     this.server = server;
     this.socket = socket;
     this.maxHeaderBytes = server.maxHeaderSize;
-    socket.on("data", this.onData);
+    // A plain socket reads into the worker's one buffer (read-buffer.ts); a TLS one reads as a stream.
+    if (!acceptedReadInto(socket, this.onRead)) socket.on("data", this.onData);
     socket.on("end", this.onEnd);
     socket.on("error", noop);
     socket.on("close", this.onClose);
@@ -170,6 +180,17 @@ export class ClientConn {
     if (this.state === State.Gone) return;
     this.buf = this.buf === undefined ? chunk : Buffer.concat([this.buf, chunk]);
     this.run();
+  };
+
+  /** onread mode: `view` is READ_BUFFER's, so what is left unread is copied out before the next read. */
+  private readonly onRead = (view: Buffer): void => {
+    if (this.handedOver) {
+      // The socket is an upgrade's now, and its reader (a tunnel) listens for "data" as on any stream.
+      this.socket.emit("data", Buffer.from(view));
+      return;
+    }
+    this.onData(view);
+    if (this.buf !== undefined) this.buf = owned(this.buf);
   };
 
   /** Moves through the bytes read as far as the current request lets. */
@@ -234,7 +255,7 @@ export class ClientConn {
       // From here the socket is the upgrade handler's, with what the client sent after the head.
       this.state = State.Gone;
       this.detach();
-      const rest = this.buf ?? Buffer.alloc(0);
+      const rest = this.buf === undefined ? Buffer.alloc(0) : owned(this.buf);
       this.buf = undefined;
       socket.pause();
       if (server.listenerCount("upgrade") > 0) server.emit("upgrade", req, socket, rest);
@@ -356,7 +377,8 @@ export class ClientConn {
       }
       return true;
     }
-    if (bytes.length > 0) this.req!.emit("data", bytes);
+    // Owned: the reader may keep the chunk (an upstream socket's queued write) past this read.
+    if (bytes.length > 0) this.req!.emit("data", owned(bytes));
     return this.state !== State.Gone;
   }
 
@@ -474,6 +496,7 @@ export class ClientConn {
   private detach(): void {
     this.server.conns.delete(this);
     this.wait = Wait.None;
+    this.handedOver = true;
     const socket = this.socket;
     socket.off("data", this.onData);
     socket.off("end", this.onEnd);

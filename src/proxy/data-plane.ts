@@ -4,7 +4,7 @@
 // settings, the forwarding headers say what the proxy saw, and every refusal is counted.
 
 import net from "node:net";
-import type { ClientRequest, ClientResponse, ClientServer } from "./client-server.js";
+import type { ClientConn, ClientRequest, ClientResponse, ClientServer } from "./client-server.js";
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
@@ -167,7 +167,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     for (let i = 0; i < fields.length; i += 2) text += `${fields[i]}: ${fields[i + 1]}\r\n`;
     // A chunked body goes out re-chunked (the client server de-chunked it), without a length.
     if (contentLength !== undefined && bodyFraming !== 2) text += `Content-Length: ${contentLength}\r\n`;
-    text += forwardingFields(head, req.socket, table.trusted);
+    text += forwardingFields(head, req.socket, table.trusted, req.conn);
 
     const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming, started);
     if (setCookie !== undefined) ex.setCookie = setCookie;
@@ -534,14 +534,23 @@ function join(a: string | undefined, b: string): string {
  * proxy saw (the client's own are dropped); from a trusted one (another proxy, a load balancer)
  * its X-Forwarded-For and Forwarded are kept and extended, and its other fields believed.
  */
-function forwardingFields(head: RequestHead, socket: net.Socket, trusted: TrustedPeers): string {
-  const remote = clientAddress(socket);
+function forwardingFields(head: RequestHead, socket: net.Socket, trusted: TrustedPeers, conn?: ClientConn): string {
   const host = head.host;
+  const untrusted = trusted.empty || !isTrusted(socket as PeerSocket, trusted);
+  // From an untrusted peer the fields depend on the peer, the scheme and Host alone: a keep-alive
+  // connection's requests reuse the text of its previous one when Host is the same.
+  if (untrusted && conn !== undefined && conn.forwardedHost === host) return conn.forwarded;
+  const remote = clientAddress(socket);
   const proto = (socket as { encrypted?: boolean }).encrypted === true ? "https" : "http";
   const element = forwardedElement(remote, host, proto);
-  if (trusted.empty || !isTrusted(socket as PeerSocket, trusted)) {
+  if (untrusted) {
     const xfh = host === undefined ? "" : `X-Forwarded-Host: ${host}\r\n`;
-    return `X-Forwarded-For: ${remote}\r\nX-Forwarded-Proto: ${proto}\r\n${xfh}X-Real-IP: ${remote}\r\nForwarded: ${element}\r\n`;
+    const text = `X-Forwarded-For: ${remote}\r\nX-Forwarded-Proto: ${proto}\r\n${xfh}X-Real-IP: ${remote}\r\nForwarded: ${element}\r\n`;
+    if (conn !== undefined) {
+      conn.forwardedHost = host;
+      conn.forwarded = text;
+    }
+    return text;
   }
   const xff = head.xForwardedFor === undefined ? remote : `${head.xForwardedFor}, ${remote}`;
   const forwardedHost = head.xForwardedHost ?? host;

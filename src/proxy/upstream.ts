@@ -9,6 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS, dropConnectionTokens } from "./http.js";
+import { owned, READ_BUFFER } from "./read-buffer.js";
 import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, trimOws } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
@@ -90,6 +91,7 @@ const MAX_IDLE_PER_ADDRESS = 256;
  */
 const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize;
 const SMALL_BODY_BYTES = 16 * 1024;
+
 /** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
 const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
 /** Connection tokens as Node reads them: a trailing HTAB makes another token. */
@@ -97,6 +99,10 @@ const CLOSE_TOKEN = /(?:^|,)[ \t]*close *(?:,|$)/i;
 const KEEP_ALIVE_TOKEN = /(?:^|,)[ \t]*keep-alive *(?:,|$)/i;
 /** Node's Content-Length syntax: digits after optional SP or HTAB, then nothing but SP. */
 const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
+
+/** By length: whether a response field's name may be hop-by-hop (DROPPED_RESPONSE_HEADERS) or Content-Length. */
+const SPECIAL_NAME_LENGTHS: boolean[] = [];
+for (const name of [...DROPPED_RESPONSE_HEADERS, "content-length"]) SPECIAL_NAME_LENGTHS[name.length] = true;
 
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
@@ -332,16 +338,12 @@ export class UpstreamConn {
     this.owner = owner;
     this.addr = addr;
     this.key = addr.key;
-    this.socket = net.connect({ host: addr.host, port: addr.port, noDelay: true });
+    // Reads land in the worker's one read buffer (read-buffer.ts): every byte kept past the callback is copied out first.
+    this.socket = net.connect({ host: addr.host, port: addr.port, noDelay: true, onread: { buffer: READ_BUFFER, callback: this.onRead } });
     this.socket.on("connect", () => {
       this.connected = true;
       this.wait = Wait.None;
       this.ex?.onConnected();
-    });
-    this.socket.on("data", (chunk: Buffer) => {
-      // Only body reads move an idle wait along; a trickled head does not stretch the response wait.
-      if (this.wait === Wait.Idle) this.activity++;
-      this.onData(chunk);
     });
     this.socket.on("drain", () => this.ex?.onUpstreamDrain());
     this.socket.on("error", (err: NodeJS.ErrnoException) => (this.error = err));
@@ -361,6 +363,13 @@ export class UpstreamConn {
       this.startWait(Wait.Connect);
     }
   }
+
+  private readonly onRead = (n: number, buf: Buffer): boolean => {
+    // Only body reads move an idle wait along; a trickled head does not stretch the response wait.
+    if (this.wait === Wait.Idle) this.activity++;
+    this.onData(buf.subarray(0, n));
+    return true;
+  };
 
   /** Stops serving `ex` for good: the socket is closed since its stream is now undefined. */
   abandon(): void {
@@ -437,7 +446,7 @@ export class UpstreamConn {
             ex.onWholeBody(buf.toString("latin1", pos, pos + n));
             return this.complete(ex, pos + n < buf.length);
           }
-          ex.onBody(pos === 0 && n === buf.length ? buf : buf.subarray(pos, pos + n));
+          ex.onBody(copyOut(buf, pos, pos + n));
           pos += n;
           if (this.remaining === 0) return this.complete(ex, pos < buf.length);
           break;
@@ -447,7 +456,7 @@ export class UpstreamConn {
           if (pos < 0) return;
           break;
         case Phase.UntilClose:
-          ex.onBody(pos === 0 ? buf : buf.subarray(pos));
+          ex.onBody(copyOut(buf, pos, buf.length));
           return;
         case Phase.Head:
           pos = this.parseHead(ex, buf, pos);
@@ -469,7 +478,7 @@ export class UpstreamConn {
       if (buf.length - start > MAX_RESPONSE_HEAD_BYTES) this.protocolError(ex, "response head too large");
       else if (strayLineBreak(buf, start)) this.protocolError(ex, "CR or LF alone in the head");
       else if (!statusLineSoFar(buf, start)) this.protocolError(ex, "malformed status line");
-      else this.pending = start === 0 ? buf : buf.subarray(start);
+      else this.pending = copyOut(buf, start, buf.length);
       return -1;
     }
     if (end + 4 - start > MAX_RESPONSE_HEAD_BYTES) {
@@ -513,6 +522,12 @@ export class UpstreamConn {
       const colon = line.indexOf(":");
       const name = line.slice(0, colon);
       const value = trimOws(line, colon + 1);
+      // Only names as long as a hop-by-hop one or Content-Length can be one: the others (Date,
+      // Content-Type...) are relayed without lowercasing or a set lookup.
+      if (!SPECIAL_NAME_LENGTHS[name.length]) {
+        headers.push(name, value);
+        continue;
+      }
       const lower = name.toLowerCase();
       if (DROPPED_RESPONSE_HEADERS.has(lower)) {
         if (lower === "transfer-encoding") {
@@ -617,7 +632,7 @@ export class UpstreamConn {
     while (pos < buf.length) {
       if (this.chunkPhase === ChunkPhase.Data) {
         const n = Math.min(this.remaining, buf.length - pos);
-        ex.onBody(buf.subarray(pos, pos + n));
+        ex.onBody(copyOut(buf, pos, pos + n));
         if (this.ex !== ex) return -1;
         pos += n;
         this.remaining -= n;
@@ -735,4 +750,9 @@ function exceedsUint64(digits: string, base: 10 | 16): boolean {
   const n = digits.length - i;
   if (base === 16) return n > 16;
   return n > 20 || (n === 20 && digits.slice(i) > "18446744073709551615");
+}
+
+/** Bytes of a read that outlive it, in memory of their own: READ_BUFFER is overwritten by the next read. */
+function copyOut(buf: Buffer, start: number, end: number): Buffer {
+  return owned(buf.subarray(start, end));
 }

@@ -1,6 +1,6 @@
 // The Runtime contract: how instances are started, stopped and observed. Implementations:
-// process (default), docker, swarm (later), and memory, the in-process twin for tests. One shared
-// suite runs against each.
+// process (default), docker, swarm, and memory, the in-process twin for tests. One shared suite
+// runs against each; swarm also has the slot-level capability (SlotRuntime).
 
 export type Slot = "blue" | "green";
 export const SLOTS: readonly Slot[] = ["blue", "green"];
@@ -80,6 +80,41 @@ export interface ExitEvent {
   instance: InstanceInfo;
   exitCode: number | null;
   signal: string | null;
+  /**
+   * The runtime restarts the instance itself, under the same id (swarm: Swarm replaces the task
+   * in its slot, maybe on another node): the instance is not gone, only out of service until a
+   * RestartEvent gives its new address. Absent: the instance is gone for good.
+   */
+  restarting?: boolean;
+}
+
+/** A new run of an instance the runtime restarted itself: same id, new address and start time. */
+export interface RestartEvent {
+  instance: InstanceInfo;
+}
+
+/**
+ * Optional capability of a runtime that runs a slot as one unit and restarts dead instances
+ * itself (swarm: one Swarm service per slot, its tasks the instances, Swarm's restart policy).
+ * The fleet starts and stops a slot's instances through it in one go, and healing follows the
+ * runtime's restarts instead of starting replacements of its own.
+ */
+export interface SlotRuntime {
+  /**
+   * Starts these instances, all of one service, slot and release (swarm: creates the slot's
+   * service with their number of replicas, or scales it up by them). All or none: on a failure,
+   * the ones that started are stopped before it rejects.
+   */
+  start(reqs: StartRequest[]): Promise<InstanceInfo[]>;
+  /**
+   * Stops these instances (SIGTERM, SIGKILL after stopTimeoutMs); a slot left with none is
+   * removed (swarm: its service). One result per instance, in order.
+   */
+  stop(instances: InstanceInfo[], stopTimeoutMs: number): Promise<Array<PromiseSettledResult<{ killed: boolean }>>>;
+  /** Ends the instance's current run (SIGTERM, SIGKILL after stopTimeoutMs) so that the runtime restarts it: a critical instance. */
+  restart(instance: InstanceInfo, stopTimeoutMs: number): Promise<void>;
+  /** Called for each new run of an instance after an exit with restarting: true. */
+  onRestarted(listener: (e: RestartEvent) => void): () => void;
 }
 
 /**
@@ -126,6 +161,8 @@ export interface Runtime {
    * port than the PORT it was given.
    */
   listening?(instance: InstanceInfo): Promise<Array<{ host: string; port: number }>>;
+  /** Optional: the slot-level capability (swarm); the per-instance methods above still work one by one. */
+  slots?: SlotRuntime;
   /** Optional: lets go of what the runtime holds open (docker: the daemon's event stream), so the process can exit. Instances keep running. */
   close?(): void;
 }

@@ -409,10 +409,17 @@ export class DockerApi {
   }
 
   /** A service's output, all its tasks interleaved, as the manager collects it from the nodes. */
-  async serviceLogs(id: string, opts: { tail?: number } = {}): Promise<string> {
-    const body = await this.request("GET", `/services/${enc(id)}/logs`, {
-      query: { stdout: true, stderr: true, tail: opts.tail === undefined ? "all" : Math.max(0, opts.tail) },
-    });
+  serviceLogs(id: string, opts: { tail?: number } = {}): Promise<string> {
+    return this.swarmLogs(`/services/${enc(id)}/logs`, opts.tail);
+  }
+
+  /** One task's output: the instances of a slot share one service, and each is one of its tasks. */
+  taskLogs(id: string, opts: { tail?: number } = {}): Promise<string> {
+    return this.swarmLogs(`/tasks/${enc(id)}/logs`, opts.tail);
+  }
+
+  private async swarmLogs(path: string, tail: number | undefined): Promise<string> {
+    const body = await this.request("GET", path, { query: { stdout: true, stderr: true, tail: tail === undefined ? "all" : Math.max(0, tail) } });
     return demuxDockerStream(body)
       .map((f) => f.data.toString("utf8"))
       .join("");

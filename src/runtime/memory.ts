@@ -11,7 +11,7 @@ import http from "node:http";
 import type net from "node:net";
 import { TurquoiseError } from "../errors.js";
 import { freePort } from "../util/net.js";
-import { SLOTS, type AdoptResult, type ExitEvent, type InstanceInfo, type InstanceState, type ReleaseDescription, type Runtime, type Slot, type StartRequest } from "./contract.js";
+import { SLOTS, type AdoptResult, type ExitEvent, type InstanceInfo, type InstanceState, type ReleaseDescription, type RestartEvent, type Runtime, type Slot, type SlotRuntime, type StartRequest } from "./contract.js";
 import { instanceEnv } from "./env.js";
 import { AGENT_ENV, INSTANCE_ENV } from "./identity.js";
 import { isDirectory, readDeclaredSchema } from "./manifest.js";
@@ -383,37 +383,102 @@ export class MemoryRuntime implements Runtime {
   /** Instances this runtime started or adopted, by id: its exit events are about these. */
   private readonly tracked = new Map<string, InstanceInfo>();
   private readonly listeners = new Set<(e: ExitEvent) => void>();
+  /** With restarts: the slot-level capability, as swarm has it (a twin of Swarm's restart policy). */
+  readonly slots?: SlotRuntime;
+  private readonly restartListeners = new Set<(e: RestartEvent) => void>();
+  /** With restarts: each live instance's start request, to run it again under its id. */
+  private readonly requests = new Map<string, StartRequest>();
+  /** With restarts: instances whose run ended and that run again soon, as last seen. */
+  private readonly betweenRuns = new Map<string, InstanceInfo>();
+  /** Instances being stopped on purpose: never restarted. */
+  private readonly stopping = new Set<string>();
 
-  /** machine: the one to share with other runtimes (a restarted agent's); a machine of its own with these apps otherwise. */
-  constructor(opts: { agentId: string; machine?: MemoryMachine; apps?: Record<string, MemoryApp> }) {
+  /**
+   * machine: the one to share with other runtimes (a restarted agent's); a machine of its own with these apps otherwise.
+   * restarts: the runtime restarts an instance that ends by itself, under its id, after delayMs, as Swarm does.
+   */
+  constructor(opts: { agentId: string; machine?: MemoryMachine; apps?: Record<string, MemoryApp>; restarts?: { delayMs: number } }) {
     this.agentId = opts.agentId;
     this.machine = opts.machine ?? new MemoryMachine({ apps: opts.apps ?? {} });
     this.machine.onExit((inst, exitCode, signal) => {
-      if (!this.tracked.delete(inst.info.id)) return;
-      const event: ExitEvent = { instance: { ...inst.info }, exitCode, signal };
-      for (const listener of [...this.listeners]) {
-        try {
-          listener(event);
-        } catch {
-          // One broken listener must not keep the others from hearing about the exit.
-        }
-      }
+      if (this.tracked.get(inst.info.id)?.ref !== inst.info.ref) return;
+      this.tracked.delete(inst.info.id);
+      const req = this.requests.get(inst.info.id);
+      const restarting = !!opts.restarts && !!req && !this.stopping.has(inst.info.id);
+      if (!restarting) this.requests.delete(inst.info.id);
+      else this.betweenRuns.set(inst.info.id, { ...inst.info });
+      this.stopping.delete(inst.info.id);
+      emit(this.listeners, { instance: { ...inst.info }, exitCode, signal, ...(restarting ? { restarting: true } : {}) });
+      if (restarting) setTimeout(() => void this.runAgain(req!), opts.restarts!.delayMs).unref();
     });
+    if (opts.restarts) {
+      this.slots = {
+        start: async (reqs) => {
+          const started = await Promise.allSettled(reqs.map((r) => this.start(r)));
+          const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+          if (!failed) return started.map((r) => (r as PromiseFulfilledResult<InstanceInfo>).value);
+          await Promise.all(started.flatMap((r) => (r.status === "fulfilled" ? [this.stop(r.value, 0)] : [])));
+          throw failed.reason;
+        },
+        stop: (instances, stopTimeoutMs) => Promise.allSettled(instances.map((i) => this.stop(i, stopTimeoutMs))),
+        restart: async (instance, stopTimeoutMs) => {
+          const who = this.machine.identify(this.tracked.get(instance.id) ?? instance);
+          if (who.verdict !== "ours" || !who.inst.state.running) throw new TurquoiseError("NOT_FOUND", `cannot restart ${instance.id}: it is not running`);
+          await this.machine.stop(who.inst, stopTimeoutMs);
+        },
+        onRestarted: (listener) => {
+          this.restartListeners.add(listener);
+          return () => this.restartListeners.delete(listener);
+        },
+      };
+    }
   }
 
   async start(req: StartRequest): Promise<InstanceInfo> {
     const inst = await this.machine.launch(req, this.agentId);
     this.tracked.set(inst.info.id, { ...inst.info });
+    if (this.slots) this.requests.set(req.id, req);
     return { ...inst.info };
   }
 
   async stop(instance: InstanceInfo, stopTimeoutMs: number): Promise<{ killed: boolean; refused?: string }> {
-    const who = this.machine.identify(instance);
+    // With restarts, an id names the instance across its runs: its current run is the one to stop.
+    const current = this.slots ? (this.tracked.get(instance.id) ?? instance) : instance;
+    const between = this.betweenRuns.delete(instance.id);
+    this.stopping.add(instance.id);
+    this.requests.delete(instance.id);
+    if (between) {
+      // Stopped between two runs: gone for good now, and said so once.
+      emit(this.listeners, { instance: { ...instance }, exitCode: null, signal: null });
+      return { killed: false };
+    }
+    const who = this.machine.identify(current);
     if (who.verdict === "refused") return { killed: false, refused: who.reason };
     if (who.verdict === "gone" || !who.inst.state.running) return { killed: false };
     // One this runtime has not seen yet (not adopted) is watched from here, so its exit is heard.
     this.tracked.set(instance.id, { ...who.inst.info });
     return { killed: await this.machine.stop(who.inst, stopTimeoutMs) };
+  }
+
+  /** No more restarts: what runs keeps running, what is between two runs stays down. */
+  close(): void {
+    this.requests.clear();
+    this.betweenRuns.clear();
+  }
+
+  /** The next run of an instance that ended by itself; one that cannot start is gone for good. */
+  private async runAgain(req: StartRequest): Promise<void> {
+    if (this.stopping.has(req.id) || !this.requests.has(req.id)) return;
+    try {
+      const info = await this.start(req);
+      this.betweenRuns.delete(req.id);
+      emit(this.restartListeners, { instance: info });
+    } catch {
+      this.requests.delete(req.id);
+      const last = this.betweenRuns.get(req.id);
+      this.betweenRuns.delete(req.id);
+      if (last) emit(this.listeners, { instance: last, exitCode: null, signal: null });
+    }
   }
 
   async signal(instance: InstanceInfo, signal: NodeJS.Signals): Promise<void> {
@@ -429,7 +494,7 @@ export class MemoryRuntime implements Runtime {
   }
 
   async list(service?: string): Promise<InstanceInfo[]> {
-    return [...this.tracked.values()].filter((i) => service === undefined || i.service === service).map((i) => ({ ...i }));
+    return [...this.tracked.values(), ...this.betweenRuns.values()].filter((i) => service === undefined || i.service === service).map((i) => ({ ...i }));
   }
 
   async logs(instance: InstanceInfo, opts: { tailLines?: number } = {}): Promise<string> {
@@ -489,6 +554,16 @@ export const releaseApp: MemoryApp = async (proc) => {
     server.closeIdleConnections();
   });
 };
+
+function emit<E>(listeners: Set<(e: E) => void>, event: E): void {
+  for (const listener of [...listeners]) {
+    try {
+      listener(event);
+    } catch {
+      // One broken listener must not keep the others from hearing about it.
+    }
+  }
+}
 
 function exitedWithin(inst: Instance, ms: number): Promise<boolean> {
   return new Promise((resolve) => {

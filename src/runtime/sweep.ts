@@ -29,18 +29,26 @@ export async function sweepMarked(
       for (const inst of (await runtime.discover?.()) ?? []) if (!opts.keep?.(inst)) found.push({ ...inst, runtime: name });
     }
     if (found.length === 0 || round === SWEEP_ROUNDS) break;
-    await Promise.all(found.map(async (inst) => {
-      try {
-        const r = await runtimes[inst.runtime!]!.stop(inst, opts.stopTimeoutMs(inst));
-        if (r.refused) failed.set(inst.id, { instance: inst, reason: r.refused });
-        else {
-          stopped.set(inst.id, inst);
-          failed.delete(inst.id);
-        }
-      } catch (e) {
-        failed.set(inst.id, { instance: inst, reason: errorMessage(e) });
+    const settle = (inst: InstanceInfo, r: PromiseSettledResult<{ killed: boolean; refused?: string }>) => {
+      if (r.status === "rejected") failed.set(inst.id, { instance: inst, reason: errorMessage(r.reason) });
+      else if (r.value.refused) failed.set(inst.id, { instance: inst, reason: r.value.refused });
+      else {
+        stopped.set(inst.id, inst);
+        failed.delete(inst.id);
       }
+    };
+    await Promise.all(found.map(async (inst) => {
+      const runtime = runtimes[inst.runtime!]!;
+      if (runtime.slots) return;
+      settle(inst, await runtime.stop(inst, opts.stopTimeoutMs(inst)).then((value) => ({ status: "fulfilled", value }) as const, (reason: unknown) => ({ status: "rejected", reason }) as const));
     }));
+    // A runtime with slots stops what it found of each slot in one go: swarm removes an emptied slot's service without a node socket.
+    for (const [name, runtime] of Object.entries(runtimes)) {
+      const mine = found.filter((i) => i.runtime === name);
+      if (!runtime.slots || mine.length === 0) continue;
+      const results = await runtime.slots.stop(mine, Math.max(...mine.map((i) => opts.stopTimeoutMs(i))));
+      for (const [i, inst] of mine.entries()) settle(inst, results[i]!);
+    }
   }
   // What is found but no longer runs (a container another runtime is still removing) is not left running.
   const stillRunning: InstanceInfo[] = [];

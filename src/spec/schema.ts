@@ -359,7 +359,7 @@ export const SPEC_JSON_SCHEMA = {
         runtime: {
           enum: ["process", "docker", "swarm"],
           default: DEFAULT_RUNTIME,
-          description: "How instances run. process: local child processes (needs command and cwd). docker: containers through the Docker Engine API (needs image). swarm: one-replica Swarm services through a manager's Engine API (needs image and the top-level swarm block; see docs/swarm.md).",
+          description: "How instances run. process: local child processes (needs command and cwd). docker: containers through the Docker Engine API (needs image). swarm: one Swarm service per slot, its tasks the instances, through a manager's Engine API (needs image and the top-level swarm block; see docs/swarm.md).",
         },
         volumes: {
           type: "array",

@@ -148,7 +148,7 @@ services:
     #   image: "web:{release}"        # present locally; LABEL turquoise.schema=1..2 declares its schema
     #   network: bridge               # publish on 127.0.0.1 (default), or host
     #   volumes: ["/srv/web:/data:ro"] # host paths mounted into each container
-    # runtime: swarm runs one-replica Swarm services through a manager (docs/swarm.md), with a
+    # runtime: swarm runs each slot as one Swarm service through a manager (docs/swarm.md), with a
     # top-level swarm: { manager: /var/run/docker.sock, nodes: { <node address>: <its socket> } } block:
     #   runtime: swarm
     #   image: "web:{release}"        # on every node (docker save | docker load)

@@ -5,9 +5,9 @@ import type http from "node:http";
 import type { TLSSocket } from "node:tls";
 import { authenticate, type Credentials } from "../auth/scopes.js";
 import { errorMessage } from "../errors.js";
-import { readBody } from "../util/http-body.js";
+import { BodyTooLarge, readBody } from "../util/http-body.js";
 import { loadAssets, type Asset } from "./assets.js";
-import { clearedCookie, type Session, type Sessions } from "./sessions.js";
+import { clearedCookie, fromOwnOrigin, type Session, type Sessions } from "./sessions.js";
 
 export const UI_HEADERS: Readonly<Record<string, string>> = {
   "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -71,6 +71,7 @@ async function session(req: http.IncomingMessage, res: http.ServerResponse, deps
     if (!current) return reply(res, 401, { error: { code: "UNAUTHORIZED", message: "not signed in" } });
     return reply(res, 200, describe(current));
   }
+  if (!fromOwnOrigin(req.headers)) return reply(res, 403, { error: { code: "FORBIDDEN", message: `a request from ${String(req.headers.origin).slice(0, 100)} is not from the dashboard's own origin` } });
   if (req.method === "DELETE") {
     if (!current) return reply(res, 200, { signedOut: true }, { "set-cookie": clearedCookie(secure) });
     if (!deps.sessions.csrfMatches(current, req.headers["x-csrf-token"])) return reply(res, 403, { error: { code: "FORBIDDEN", message: "sign-out needs the session's X-CSRF-Token header" } });
@@ -81,13 +82,15 @@ async function session(req: http.IncomingMessage, res: http.ServerResponse, deps
   // A form on another site can post text/plain or a form, never JSON without a CORS preflight we do not answer.
   if (!/^application\/json\b/.test(req.headers["content-type"] ?? "")) return reply(res, 415, { error: { code: "USAGE", message: "sign in with a JSON body {\"token\": \"...\"}" } });
   const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > MAX_SIGN_IN_BYTES) return reply(res, 413, { error: { code: "USAGE", message: `a sign-in body holds at most ${MAX_SIGN_IN_BYTES} bytes` } }, { connection: "close" });
+  if (Number.isFinite(declared) && declared > MAX_SIGN_IN_BYTES) return tooLarge(res);
   let token: unknown;
   try {
     const text = await readBody(req);
-    if (text.length > MAX_SIGN_IN_BYTES) return reply(res, 413, { error: { code: "USAGE", message: `a sign-in body holds at most ${MAX_SIGN_IN_BYTES} bytes` } }, { connection: "close" });
+    if (text.length > MAX_SIGN_IN_BYTES) return tooLarge(res);
     token = (JSON.parse(text) as { token?: unknown } | null)?.token;
-  } catch {
+  } catch (e) {
+    // A chunked body declares no length: it is refused when it grows past the API's limit, and that is still a 413.
+    if (e instanceof BodyTooLarge) return tooLarge(res);
     return reply(res, 400, { error: { code: "USAGE", message: "sign in with a JSON body {\"token\": \"...\"}" } }, { connection: "close" });
   }
   if (typeof token !== "string" || token.trim() === "") return reply(res, 400, { error: { code: "USAGE", message: "body.token must be the admin token or a read token" } });
@@ -99,6 +102,11 @@ async function session(req: http.IncomingMessage, res: http.ServerResponse, deps
   if (current) deps.sessions.end(current);
   const created = deps.sessions.create(scope);
   return reply(res, 200, describe(created), { "set-cookie": deps.sessions.cookie(created, secure) });
+}
+
+/** A sign-in body over MAX_SIGN_IN_BYTES, declared, sent or chunked: 413, and the connection closes so the rest is never read. */
+function tooLarge(res: http.ServerResponse): void {
+  reply(res, 413, { error: { code: "USAGE", message: `a sign-in body holds at most ${MAX_SIGN_IN_BYTES} bytes` } }, { connection: "close" });
 }
 
 function describe(s: Session): Record<string, unknown> {

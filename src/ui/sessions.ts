@@ -8,8 +8,10 @@ import type { Scope } from "../auth/scopes.js";
 export const SESSION_COOKIE = "tq_session";
 /** A working shift: long enough not to sign out mid-incident, short enough that a forgotten tab does not stay signed in for days. */
 export const DEFAULT_SESSION_TTL_MS = 8 * 60 * 60_000;
-/** Live sessions kept at most: signing in again and again cannot grow the agent's memory; the oldest goes first. */
+/** Live sessions kept at most: signing in again and again cannot grow the agent's memory. */
 export const MAX_SESSIONS = 1_000;
+/** Live sessions of one token at most (the admin token, or one read token): its own oldest goes first, so signing in with one token never ends another's sessions. */
+export const MAX_SESSIONS_PER_TOKEN = 100;
 /** The scopes that may sign in: the admin token, or a read token for a read-only view. */
 export type SessionScope = Extract<Scope, { kind: "admin" } | { kind: "read" }>;
 
@@ -41,10 +43,18 @@ export class Sessions {
     this.now = opts.now ?? Date.now;
   }
 
+  /** Live and not yet swept sessions: what the agent holds. */
+  get size(): number {
+    return this.byId.size;
+  }
+
   create(scope: SessionScope): Session {
     const now = this.now();
     this.sweep(now);
-    while (this.byId.size >= MAX_SESSIONS) this.byId.delete(this.byId.keys().next().value!);
+    const own = [...this.byId.values()].filter((x) => tokenOf(x.scope) === tokenOf(scope));
+    if (own.length >= MAX_SESSIONS_PER_TOKEN) this.byId.delete(own[0]!.id);
+    // Past the overall cap (many read tokens), the token holding the most sessions gives up its oldest.
+    while (this.byId.size >= MAX_SESSIONS) this.byId.delete(this.oldestOfBusiestToken()!.id);
     const session: Session = { id: randomId(), csrf: randomId(), scope, createdAt: now, expiresAt: now + this.ttlMs };
     this.byId.set(session.id, session);
     return session;
@@ -80,8 +90,39 @@ export class Sessions {
     return `${SESSION_COOKIE}=${session.id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${secure ? "; Secure" : ""}`;
   }
 
+  private oldestOfBusiestToken(): Session | undefined {
+    const byToken = new Map<string, Session[]>();
+    for (const x of this.byId.values()) {
+      const list = byToken.get(tokenOf(x.scope));
+      if (list) list.push(x);
+      else byToken.set(tokenOf(x.scope), [x]);
+    }
+    return [...byToken.values()].sort((a, b) => b.length - a.length)[0]?.[0];
+  }
+
   private sweep(now: number): void {
     for (const [id, s] of this.byId) if (s.expiresAt <= now) this.byId.delete(id);
+  }
+}
+
+/** Which token a session came from: the admin token, or one read token by its id. */
+function tokenOf(scope: SessionScope): string {
+  return scope.kind === "read" ? `read ${scope.id}` : "admin";
+}
+
+/**
+ * Whether a browser's request comes from the dashboard's own origin: no Origin header (not a
+ * browser, or a same-origin GET), or one equal to the address it was sent to. A page on another
+ * port of the same host is same-site, so SameSite=Strict still sends it the cookie: this refuses it.
+ */
+export function fromOwnOrigin(headers: { origin?: string | undefined; host?: string | undefined }): boolean {
+  const origin = headers.origin;
+  if (origin === undefined) return true;
+  // Host and port only, not the scheme: behind a proxy that ends TLS the page is https and the agent hears http.
+  try {
+    return headers.host !== undefined && /^https?:$/.test(new URL(origin).protocol) && new URL(origin).host === headers.host.toLowerCase();
+  } catch {
+    return false; // "null" (a sandboxed frame, a file), or garbage
   }
 }
 

@@ -44,6 +44,20 @@ describe("the API of a follower", () => {
     });
   }
 
+  // A webhook is routed outside the route table (it proves itself by signature): it must meet the same refusal.
+  it("refuses a webhook delivery with 421 NOT_LEADER naming the leader's API, before any deploy or delivery record", async () => {
+    const token = await h.call("POST", "/v1/hooks/books", { body: JSON.stringify({ release: "v2" }), headers: { "content-type": "application/json", "idempotency-key": "ci-run-1" } });
+    assert.equal(token.status, 421, token.body);
+    const e = (JSON.parse(token.body) as { error: { code: string; message: string; leader: { api: string } } }).error;
+    assert.equal(e.code, "NOT_LEADER");
+    assert.equal(e.leader.api, "http://127.0.0.1:7001");
+    assert.match(e.message, /send the POST \/v1\/hooks\/books to the leader/);
+    // Asked again once the CI retries at the leader, the delivery id must still be unclaimed here.
+    assert.equal((await h.call("POST", "/v1/hooks/books", { body: JSON.stringify({ release: "v2" }), headers: { "content-type": "application/json", "idempotency-key": "ci-run-1" } })).status, 421);
+    // A caller with no token learns nothing about the leader: it is refused as anywhere else.
+    assert.equal((await h.call("POST", "/v1/hooks/books", { token: null, body: JSON.stringify({ release: "v2" }) })).status, 401);
+  });
+
   it("changed nothing: no deploy ran, no key, no token, no history", async () => {
     assert.deepEqual(h.deploys, []);
     assert.deepEqual(await store.list(""), []);

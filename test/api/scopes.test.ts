@@ -23,6 +23,27 @@ describe("token scopes", () => {
     }
   });
 
+  it("the Bearer scheme's name is case-insensitive; the token is not, and another scheme is no token", async () => {
+    const status = async (authorization: string) => (await h.call("GET", "/v1/status", { token: null, headers: { authorization } })).status;
+    assert.equal(await status(`bearer ${h.adminToken}`), 200);
+    assert.equal(await status(`BEARER ${h.adminToken}`), 200);
+    const { token } = await createToken(["books"]);
+    assert.equal((await h.call("GET", "/v1/status", { token: null, headers: { authorization: `bEaReR ${token}` } })).status, 200, "deploy tokens too");
+    assert.equal(await status(`Bearer ${h.adminToken.toUpperCase()}`), 401);
+    assert.equal(await status(`Basic ${h.adminToken}`), 401);
+    assert.equal(await status(`Bearer${h.adminToken}`), 401);
+  });
+
+  it("an answer that echoes a caller's path (<script> in a KV key) is JSON no browser sniffs as a page, runs or frames", async () => {
+    for (const [method, path, token] of [["GET", "/v1/kv/%3Cscript%3Ealert(1)%3C%2Fscript%3E", undefined], ["GET", "/v1/services/%3Cimg%20src%3Dx%3E/history", undefined], ["GET", "/v1/status", null]] as const) {
+      const r = await h.call(method, path, token === null ? { token: null } : {});
+      assert.ok(r.status >= 400, `${path}: ${r.status}`);
+      assert.equal(r.headers["content-type"], "application/json", path);
+      assert.equal(r.headers["x-content-type-options"], "nosniff", path);
+      assert.match(String(r.headers["content-security-policy"]), /default-src 'none'.*frame-ancestors 'none'/, path);
+    }
+  });
+
   it("the registry token reads the catalog, health and user KV; everything else is 403", async () => {
     const t = h.registryToken;
     await h.call("PUT", "/v1/kv/config/banner", { body: "hi" });

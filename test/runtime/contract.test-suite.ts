@@ -107,7 +107,8 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
       let passing: InstanceInfo;
       try {
         plain = await runtime.start(echo());
-        passing = await runtime.start(echo({ envPassthrough: ["AWS_REGION", "TURQUOISE_TEST_UNSET"], env: { GREETING: "hi" } }));
+        // Another slot: a runtime with slots (swarm) runs one spec per slot, so other settings go elsewhere.
+        passing = await runtime.start(echo({ slot: "blue", envPassthrough: ["AWS_REGION", "TURQUOISE_TEST_UNSET"], env: { GREETING: "hi" } }));
       } finally {
         for (const name of Object.keys(agentOnly)) delete process.env[name];
       }
@@ -155,11 +156,13 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
       assert.equal(exitsOf(info)[0]!.signal, "SIGKILL");
     });
 
-    test("onExit fires once, with the exit code, for an instance that exits by itself", async () => {
+    test("onExit fires once, with the exit code, for an instance that exits by itself", async (t) => {
+      if (runtime.slots) return t.skip("this runtime restarts its instances itself: the next test says what it does instead");
       const info = await runtime.start(echo({ env: { EXIT_AT_ONCE: "1" } }));
       await waitFor("the exit event", async () => exitsOf(info).length > 0);
       assert.equal(exitsOf(info)[0]!.exitCode, 3);
       assert.equal(exitsOf(info)[0]!.instance.id, info.id);
+      assert.equal(exitsOf(info)[0]!.restarting, undefined);
       assert.deepEqual(await runtime.inspect(info), { running: false, exitCode: 3, signal: null });
       assert.match(await runtime.logs(info), /EXIT_AT_ONCE is set/);
       assert.deepEqual(await runtime.list(), []);
@@ -167,13 +170,41 @@ export function runRuntimeContract(name: string, makeRuntime: () => Promise<Runt
       assert.equal(exitsOf(info).length, 1);
     });
 
+    test("slots: an instance that exits by itself is restarted by the runtime under its id, and a stop ends it for good", async (t) => {
+      const slots = runtime.slots;
+      if (!slots) return t.skip("this runtime leaves replacing instances to the agent: the test above says what it does");
+      const restarts: InstanceInfo[] = [];
+      slots.onRestarted((e) => restarts.push(e.instance));
+      const info = await runtime.start(echo({ env: { EXIT_AT_ONCE: "1" } }));
+      await waitFor("the exit event", async () => exitsOf(info).length > 0, 20_000);
+      assert.equal(exitsOf(info)[0]!.exitCode, 3);
+      assert.equal(exitsOf(info)[0]!.restarting, true, "the exit says the runtime brings it back");
+      assert.match(await runtime.logs(info), /EXIT_AT_ONCE is set/);
+      await waitFor("its next run", async () => restarts.some((r) => r.id === info.id), 30_000);
+      const again = restarts.find((r) => r.id === info.id)!;
+      assert.deepEqual([again.service, again.slot, again.release], [info.service, info.slot, info.release]);
+      assert.ok(again.port > 0);
+      assert.deepEqual((await runtime.list()).map((i) => i.id), [info.id], "between runs it is still the slot's");
+      const startedAt = Date.now();
+      assert.deepEqual(await runtime.stop(info, 10_000), { killed: false });
+      assert.ok(Date.now() - startedAt < 8_000, "it did not wait out the 10 s stop timeout");
+      assert.deepEqual(await runtime.list(), []);
+      const final = exitsOf(info).filter((e) => !e.restarting);
+      assert.equal(final.length, 1, "one exit for good");
+      const restartsAtStop = restarts.length;
+      // Longer than the runtime's restart delay: a stopped instance is never brought back.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      assert.equal(restarts.length, restartsAtStop);
+      assert.equal(exitsOf(info).filter((e) => !e.restarting).length, 1);
+    });
+
     test("stopping an instance that already exited resolves at once", async () => {
       const info = await runtime.start(echo({ env: { EXIT_AT_ONCE: "1" } }));
-      await waitFor("the exit event", async () => exitsOf(info).length > 0);
+      await waitFor("the exit event", async () => exitsOf(info).length > 0, 20_000);
       const startedAt = Date.now();
       assert.deepEqual(await runtime.stop(info, 10_000), { killed: false });
       assert.ok(Date.now() - startedAt < 5_000, "it did not wait out the 10 s stop timeout");
-      assert.equal(exitsOf(info).length, 1);
+      assert.equal(exitsOf(info).filter((e) => !e.restarting).length, 1);
     });
 
     test("a missing working directory (or image) is a clear error naming it and the release", async () => {

@@ -50,6 +50,28 @@ runRuntimeContract("memory", async () => {
   };
 });
 
+// The twin of swarm's slot-level capability: instances that end by themselves run again under their id.
+runRuntimeContract("memory with restarts", async () => {
+  const machine = new MemoryMachine({ apps: { "echo-app": echoApp } });
+  const runtimes: MemoryRuntime[] = [];
+  const make = (agentId = AGENT_ID) => {
+    const runtime = new MemoryRuntime({ machine, agentId, restarts: { delayMs: 200 } });
+    runtimes.push(runtime);
+    return runtime;
+  };
+  const runtime = make();
+  return {
+    runtime,
+    agentId: AGENT_ID,
+    peer: make,
+    // Whatever a test left between runs must not come back after it.
+    cleanup: async () => {
+      for (const r of runtimes) await r.slots!.stop(await r.list(), 100);
+    },
+    echoApp: { command: ["echo-app"], cwd: dirname(ECHO_APP) },
+  };
+});
+
 describe("MemoryRuntime failure injection", () => {
   let runtime: MemoryRuntime;
   let machine: MemoryMachine;

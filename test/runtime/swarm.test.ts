@@ -10,15 +10,15 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
-import type { StartRequest } from "../../src/runtime/contract.js";
+import type { ExitEvent, InstanceInfo, StartRequest } from "../../src/runtime/contract.js";
 import { LABELS } from "../../src/runtime/docker.js";
 import { newInstanceId } from "../../src/runtime/identity.js";
 import { copyImageToNodes } from "../../src/runtime/swarm-images.js";
-import { SwarmRuntime, type SwarmRuntimeOptions } from "../../src/runtime/swarm.js";
+import { SwarmRuntime, TASK_LABEL_PREFIX, type SwarmRuntimeOptions } from "../../src/runtime/swarm.js";
 import { echoImageOptions, ensureTestImage, removeTestImage } from "../support/images.js";
 import { LAB_HOST_ADDR, LAB_NODES, ensureSwarmLab, labAddr, labApi, labNodeSockets, labSocket } from "../support/swarm-lab.js";
 import { runRuntimeContract } from "./contract.test-suite.js";
-import { waitFor, waitReachable } from "./helpers.js";
+import { getJson, waitFor, waitReachable } from "./helpers.js";
 
 const IMAGE_REPO = "turquoise-test-swarm-runtime";
 const RUN_LABEL = "turquoise.test-run";
@@ -88,21 +88,67 @@ describe("SwarmRuntime", () => {
     await newRuntime().ping();
   });
 
-  test("each instance is a labelled one-replica service publishing in host mode at its node's address", async () => {
+  test("a slot is one labelled Swarm service <service>-<slot>-<tag> with the slot's replicas, publishing in host mode at each node's address", async () => {
     const runtime = agent();
-    const info = await runtime.start(echo({ stopTimeoutMs: 7_500, placement: ["node.role==worker"], resources: { cpus: 0.5, memoryBytes: 256 * 1024 * 1024 } }));
-    await waitReachable(info);
-    assert.ok([labAddr("node2"), labAddr("node3")].includes(info.host), `placed on a worker, got ${info.host}`);
-    const s = await manager.inspectService(info.ref);
-    assert.equal(s.Spec.Name, `turquoise-${info.id}`);
-    assert.deepEqual(s.Spec.Mode, { Replicated: { Replicas: 1 } });
-    assert.equal(s.Spec.Labels[LABELS.instance], info.id);
+    const reqs = [1, 2].map(() => echo({ stopTimeoutMs: 7_500, placement: ["node.role==worker"], resources: { cpus: 0.5, memoryBytes: 256 * 1024 * 1024 } }));
+    const infos = await runtime.slots.start(reqs);
+    assert.deepEqual(infos.map((i) => i.id), reqs.map((r) => r.id), "each instance keeps the id it was recorded under");
+    for (const info of infos) {
+      const reply = await waitReachable(info);
+      assert.ok([labAddr("node2"), labAddr("node3")].includes(info.host), `placed on a worker, got ${info.host}`);
+      // Each task reads its own id from its slot's label (a Go template in Swarm's Env).
+      assert.equal(reply.env.TURQUOISE_INSTANCE, info.id);
+    }
+    assert.equal(new Set(infos.map((i) => i.ref)).size, 1, "one service for the slot");
+    const s = await manager.inspectService(infos[0]!.ref);
+    assert.match(s.Spec.Name, /^books-blue-[0-9a-f]{8}$/);
+    assert.equal(s.Spec.Name, runtime.serviceName("books", "blue"));
+    assert.deepEqual(s.Spec.Mode, { Replicated: { Replicas: 2 } });
+    assert.deepEqual(Object.entries(s.Spec.Labels).filter(([k]) => k.startsWith(TASK_LABEL_PREFIX)).map(([, v]) => v).sort(), infos.map((i) => i.id).sort());
     assert.equal(s.Spec.Labels[LABELS.agent], AGENT_ID);
-    assert.deepEqual(s.Spec.TaskTemplate.RestartPolicy.Condition, "none");
+    assert.equal(s.Spec.TaskTemplate.RestartPolicy.Condition, "any");
     assert.equal(s.Spec.TaskTemplate.ContainerSpec.StopGracePeriod, 7_500_000_000);
     assert.deepEqual(s.Spec.TaskTemplate.Placement?.Constraints, ["node.role==worker"]);
     assert.deepEqual(s.Spec.TaskTemplate.Resources?.Limits, { NanoCPUs: 500_000_000, MemoryBytes: 256 * 1024 * 1024 });
     assert.deepEqual(s.Spec.EndpointSpec?.Ports?.map((p) => [p.TargetPort, p.PublishMode]), [[8080, "host"]]);
+
+    // One more instance scales the slot's service up; another release cannot join the slot.
+    const third = await runtime.start(echo({ stopTimeoutMs: 7_500, placement: ["node.role==worker"], resources: { cpus: 0.5, memoryBytes: 256 * 1024 * 1024 } }));
+    assert.equal(third.ref, infos[0]!.ref);
+    assert.equal((await waitReachable(third)).env.TURQUOISE_INSTANCE, third.id);
+    assert.deepEqual((await manager.inspectService(third.ref)).Spec.Mode, { Replicated: { Replicas: 3 } });
+    await assert.rejects(runtime.start(echo({ release: "v9" })), /slot blue's Swarm service books-blue-[0-9a-f]{8} runs release v1 with other settings/);
+
+    // One chosen instance stops alone (its container on its node, then a scale-down); the others keep serving.
+    const [gone, ...kept] = [infos[0]!, infos[1]!, third];
+    await runtime.stop(gone, 2_000);
+    await assert.rejects(getJson(gone.host, gone.port), /ECONNREFUSED|ECONNRESET|socket hang up/);
+    for (const k of kept) assert.equal((await waitReachable(k)).env.TURQUOISE_INSTANCE, k.id);
+    const after = await manager.inspectService(third.ref);
+    assert.deepEqual(after.Spec.Mode, { Replicated: { Replicas: 2 } });
+    assert.deepEqual(Object.entries(after.Spec.Labels).filter(([k]) => k.startsWith(TASK_LABEL_PREFIX)).map(([, v]) => v).sort(), kept.map((i) => i.id).sort());
+    assert.deepEqual((await runtime.list()).map((i) => i.id).sort(), kept.map((i) => i.id).sort());
+
+    // The last ones retire the slot: its service is removed.
+    await runtime.slots.stop(kept, 2_000);
+    await assert.rejects(manager.inspectService(third.ref), /404|not found|No such service/i);
+  });
+
+  test("a task that dies is restarted by Swarm in its slot: the same instance at a new task, reported as an exit then a restart", async () => {
+    const runtime = agent();
+    const restarts: InstanceInfo[] = [];
+    const exits: ExitEvent[] = [];
+    runtime.slots.onRestarted((e) => restarts.push(e.instance));
+    runtime.onExit((e) => exits.push(e));
+    const [a, b] = await runtime.slots.start([echo(), echo()]);
+    await waitReachable(a!);
+    await runtime.slots.restart(a!, 2_000);
+    await waitFor("the exit of its run", async () => exits.some((e) => e.instance.id === a!.id), 20_000);
+    assert.equal(exits[0]!.restarting, true);
+    const back = await waitFor("its next run", async () => restarts.find((r) => r.id === a!.id), 30_000);
+    assert.equal((await waitReachable(back)).env.TURQUOISE_INSTANCE, a!.id, "the new task is the same instance");
+    assert.deepEqual((await runtime.list()).map((i) => i.id).sort(), [a!.id, b!.id].sort());
+    assert.ok(!exits.some((e) => e.instance.id === b!.id), "the other task never stopped");
   });
 
   test("a task on a worker reaches the agent's address on the lab bridge (TURQUOISE_API) and reads a mounted volume", async () => {
@@ -150,16 +196,19 @@ describe("SwarmRuntime", () => {
     assert.deepEqual(await runtime.describeRelease({ service: "books", release: "v3", cwd: "/", image: only }), { exists: true, schema: { min: 1, max: 3 } });
   });
 
-  test("a task whose node dies is reported as an exit once Swarm gives it up; without node sockets signal says why", async () => {
+  test("without node sockets: signal and stopping one chosen task are refused with why; a slot's service removed by hand is an exit for good", async () => {
     const runtime = agent({ nodeSockets: {} });
-    const info = await runtime.start(echo());
-    await waitReachable(info);
-    await assert.rejects(runtime.signal(info, "SIGUSR2"), /Swarm's API cannot signal a task, and the agent has no socket for its node/);
-    // Removing the service behind the agent's back ends its task, as a lost node does.
-    await manager.removeService(info.ref);
-    const exits: string[] = [];
-    runtime.onExit((e) => exits.push(e.instance.id));
-    await waitFor("the exit", async () => exits.includes(info.id), 20_000);
+    const [info, other] = await runtime.slots.start([echo(), echo()]);
+    await waitReachable(info!);
+    await assert.rejects(runtime.signal(info!, "SIGUSR2"), /Swarm's API cannot signal a task, and the agent has no socket for its node/);
+    await assert.rejects(runtime.stop(info!, 1_000), /cannot stop books-blue-\w+ alone: Swarm's API cannot stop a chosen task of a service, and the agent has no socket for its node/);
+    assert.equal((await waitReachable(info!)).env.TURQUOISE_INSTANCE, info!.id, "the refused stop touched nothing");
+    // Removing the service behind the agent's back ends its tasks for good.
+    const exits: ExitEvent[] = [];
+    runtime.onExit((e) => exits.push(e));
+    await manager.removeService(info!.ref);
+    await waitFor("the exits", async () => exits.filter((e) => !e.restarting).length === 2, 20_000);
+    assert.deepEqual(exits.map((e) => e.instance.id).sort(), [info!.id, other!.id].sort());
     assert.deepEqual(await runtime.list(), []);
   });
 });

@@ -64,6 +64,8 @@ export interface WorldOptions {
   deployTimeout?: string;
   /** A metrics section in the spec: the route tables then ask the proxy to count by series. */
   metrics?: boolean;
+  /** The agents' runtime restarts instances itself, as swarm does (the memory twin's restarts, after 100 ms). */
+  restarts?: boolean;
 }
 
 export class World {
@@ -79,6 +81,7 @@ export class World {
     readonly dir: string,
     readonly spec: Spec,
     readonly proxy: MemoryProxy,
+    readonly restarts: boolean,
   ) {}
 
   static async create(opts: WorldOptions = {}): Promise<World> {
@@ -105,7 +108,7 @@ export class World {
     ].join("\n");
     const { spec, errors } = loadSpecText(`${yaml}\n`, path.join(dir, "turquoise.yml"));
     assert.deepEqual(errors, [], "the test spec is valid");
-    const world = new World(dir, spec!, proxy);
+    const world = new World(dir, spec!, proxy, opts.restarts ?? false);
     for (const r of ["v1", "v2", "v3"]) await world.release(r);
     return world;
   }
@@ -178,7 +181,10 @@ export class World {
   }
 
   async close(): Promise<void> {
-    for (const agent of this.agents) agent.die("the test ended");
+    for (const agent of this.agents) {
+      agent.die("the test ended");
+      agent.own.close();
+    }
     const janitor = new MemoryRuntime({ machine: this.machine, agentId: this.agentId });
     for (const instance of this.machine.running()) await janitor.stop(instance, 100);
     await this.proxy.close(100);
@@ -194,6 +200,8 @@ export class TestAgent {
   readonly orchestrator: Orchestrator;
   /** This agent's own runtime over the world's machine: a restarted agent has nothing tracked. */
   readonly runtime: Runtime;
+  /** The same, without the handle that dies with the agent. */
+  readonly own: MemoryRuntime;
   readonly proxy: Proxy;
   private deadAt: string | undefined;
   private readonly unsubscribes: Array<() => void> = [];
@@ -208,7 +216,8 @@ export class TestAgent {
   constructor(world: World) {
     this.world = world;
     const store = (this.store = this.severable(world.store));
-    this.runtime = this.severableRuntime(new MemoryRuntime({ machine: world.machine, agentId: world.agentId }));
+    this.own = new MemoryRuntime({ machine: world.machine, agentId: world.agentId, ...(world.restarts ? { restarts: { delayMs: 100 } } : {}) });
+    this.runtime = this.severableRuntime(this.own);
     this.proxy = this.severable(world.proxy as Proxy);
     const event = (service: string | null, type: string, message: string) => {
       if (!this.deadAt) world.events.push({ service, type, message });
@@ -286,17 +295,15 @@ export class TestAgent {
       const rec = await this.records.slot(inst.service, inst.slot);
       return rec?.release === inst.release && (rec.state === "live" || rec.state === "warm");
     }, {
-      critical: (inst) => void this.fleet.stop([inst], spec.services[inst.service]?.stopTimeoutMs ?? 1_000).then(
-        () => supervisor.lost(inst, "went critical"),
-        (e: unknown) => event(inst.service, "heal.error", `stopping critical ${inst.id} failed: ${String(e)}`),
-      ),
+      critical: (inst) => void supervisor.critical(inst),
     });
-    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal) => {
+    this.unsubscribes.push(this.fleet.onUnexpectedExit((inst, code, signal, restarting) => {
       void this.proxy.setUpstreamHealth(inst.id, false).catch(() => undefined);
       event(inst.service, "instance.exited", `${inst.id} exited unexpectedly: ${signal ?? `code ${code}`}`);
       void monitor.sync();
-      supervisor.lost(inst, "exited");
+      supervisor.lost(inst, "exited", restarting);
     }));
+    this.unsubscribes.push(this.fleet.onRestarted((inst) => supervisor.rejoin(inst)));
     this.healing = { monitor, supervisor };
     return this.healing;
   }

@@ -2,10 +2,10 @@
 // cookie; state-changing calls need the CSRF token; read sessions change nothing; forged, expired,
 // signed-out and revoked sessions are refused; the pages carry a strict CSP.
 import assert from "node:assert/strict";
-import type http from "node:http";
+import http from "node:http";
 import { after, before, describe, it } from "node:test";
 import { startHarness, type Harness } from "../api/harness.js";
-import { MAX_SESSIONS } from "../../src/ui/sessions.js";
+import { MAX_SESSIONS, MAX_SESSIONS_PER_TOKEN, Sessions } from "../../src/ui/sessions.js";
 
 interface Answer { status: number; body: string; headers: http.IncomingHttpHeaders }
 
@@ -51,6 +51,54 @@ describe("dashboard sessions", () => {
     for (const p of ["/ui/../token", "/ui/%2e%2e/token", "/ui/..%2ftoken"]) assert.ok([401, 404].includes((await call("GET", p)).status), p);
     assert.equal((await call("GET", "/ui/nothing.js")).status, 404);
     assert.equal((await call("POST", "/ui/app.js", { body: "{}" })).status, 405);
+  });
+
+  it("a sign-in body sent chunked (no Content-Length) and over the API's 1 MiB limit is a 413, not a 400, and signs nothing in", async () => {
+    const r = await new Promise<{ status: number; body: string; cookie: unknown }>((resolve, reject) => {
+      let answer: { status: number; body: string; cookie: unknown } | undefined;
+      const req = http.request({ host: "127.0.0.1", port: h.port, path: "/ui/session", method: "POST", agent: false, headers: { "content-type": "application/json" } }, (res) => {
+        answer = { status: res.statusCode ?? 0, body: "", cookie: res.headers["set-cookie"] };
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (answer!.body += c));
+        res.on("end", () => resolve(answer!));
+        res.on("error", () => resolve(answer!));
+      });
+      // The agent answers and closes while the rest is still being sent: a reset after the answer is expected.
+      req.on("error", (e) => (answer ? resolve(answer) : reject(e)));
+      // 40 × 64 KiB of spaces: JSON would parse it as whitespace around a token, were it read whole.
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < 40 && !answer) {
+          sent++;
+          if (!req.write(chunk)) return void req.once("drain", pump);
+        }
+        if (!answer) req.end(JSON.stringify({ token: h.adminToken }));
+      };
+      pump();
+    });
+    assert.equal(r.status, 413, r.body);
+    assert.equal(r.cookie, undefined);
+  });
+
+  it("a page on another port of the same host (same-site, so it gets the cookie) is refused by its Origin, even holding the CSRF token", async () => {
+    const foreign = { origin: "http://127.0.0.1:3000" };
+    const refused = await call("POST", "/ui/session", { body: JSON.stringify({ token: h.adminToken }), headers: foreign });
+    assert.equal(refused.status, 403, refused.body);
+    assert.equal(refused.headers["set-cookie"], undefined);
+    const s = await signIn(h.adminToken);
+    const before = h.deploys.length;
+    const deploy = await call("POST", "/v1/services/books/deploy", { cookie: s.cookie, csrf: s.csrf, body: JSON.stringify({ release: "v2" }), headers: foreign });
+    assert.equal(deploy.status, 403, deploy.body);
+    assert.match(deploy.body, /from http:\/\/127\.0\.0\.1:3000, not the dashboard's own origin/);
+    assert.equal((await call("PUT", "/v1/kv/flag", { cookie: s.cookie, csrf: s.csrf, body: "on", headers: foreign })).status, 403);
+    assert.equal((await call("DELETE", "/ui/session", { cookie: s.cookie, csrf: s.csrf, headers: foreign })).status, 403);
+    assert.equal((await call("GET", "/v1/status", { cookie: s.cookie, headers: { origin: "null" } })).status, 403);
+    assert.equal(h.deploys.length, before, "nothing deployed");
+    // The dashboard's own origin, as Chromium sends it on a POST, is let through.
+    const own = { origin: `http://127.0.0.1:${h.port}` };
+    assert.equal((await call("PUT", "/v1/kv/flag", { cookie: s.cookie, csrf: s.csrf, body: "on", headers: own })).status, 200);
+    assert.equal((await call("DELETE", "/ui/session", { cookie: s.cookie, csrf: s.csrf, headers: own })).status, 200);
   });
 
   it("the admin token signs in: an HttpOnly, SameSite=Strict cookie that is not the token, and the CSRF token in the answer only", async () => {
@@ -152,9 +200,30 @@ describe("dashboard sessions", () => {
     assert.equal((await call("GET", "/v1/status", { cookie: t.cookie })).status, 401);
   });
 
-  it(`signing in again and again keeps at most ${MAX_SESSIONS} sessions: the oldest ends`, async () => {
+  it(`signing in again and again keeps at most ${MAX_SESSIONS_PER_TOKEN} sessions of one token: its oldest ends`, async () => {
     const first = await signIn(h.adminToken);
-    for (let i = 0; i < MAX_SESSIONS; i++) await signIn(h.adminToken);
+    const second = await signIn(h.adminToken);
+    for (let i = 0; i < MAX_SESSIONS_PER_TOKEN - 1; i++) await signIn(h.adminToken);
     assert.equal((await call("GET", "/v1/status", { cookie: first.cookie })).status, 401);
+    assert.equal((await call("GET", "/v1/status", { cookie: second.cookie })).status, 200);
+  });
+
+  it(`a read token's holder signing in ${MAX_SESSIONS} times ends only its own sessions, never the admin's`, async () => {
+    const admin = await signIn(h.adminToken);
+    const read = JSON.parse((await h.call("POST", "/v1/tokens", { body: JSON.stringify({ read: true, name: "flood" }) })).body) as { token: string };
+    const firstRead = await signIn(read.token);
+    for (let i = 0; i < MAX_SESSIONS; i++) await signIn(read.token);
+    assert.equal((await call("GET", "/v1/status", { cookie: admin.cookie })).status, 200, "the admin's session outlived a read token's flood");
+    assert.equal((await call("GET", "/v1/status", { cookie: firstRead.cookie })).status, 401);
+  });
+
+  it(`past ${MAX_SESSIONS} sessions over many tokens, the token holding the most gives up its oldest`, () => {
+    const sessions = new Sessions();
+    const admin = sessions.create({ kind: "admin" });
+    for (let t = 0; t * MAX_SESSIONS_PER_TOKEN < MAX_SESSIONS + 10; t++) {
+      for (let i = 0; i < MAX_SESSIONS_PER_TOKEN - (t % 3); i++) sessions.create({ kind: "read", id: `t${t}`, name: null });
+    }
+    assert.equal(sessions.size, MAX_SESSIONS, "the overall cap holds");
+    assert.ok(sessions.fromCookie(`tq_session=${admin.id}`), "one admin session is never the busiest token's");
   });
 });
