@@ -216,10 +216,16 @@ export class Election implements Leadership {
     if (was) await this.store.releaseLock(LEADER_LOCK, this.owner).catch(() => undefined);
   }
 
-  private schedule(): void {
+  /**
+   * A leader renews a third of its TTL after its last renewal began, not after it ended: on a loaded
+   * machine where a renewal takes a while, counting from its end left less than one renewal's time
+   * before the hold ran out (a 2 s TTL flapped whenever renewals took over 0.7 s).
+   */
+  private schedule(lastAsked = Date.now()): void {
     if (this.stopped) return;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.tick(), this.leading ? Math.max(100, Math.floor(this.opts.ttlMs / 3)) : CAMPAIGN_POLL_MS);
+    const delayMs = this.leading ? Math.max(0, lastAsked + Math.max(100, Math.floor(this.opts.ttlMs / 3)) - Date.now()) : CAMPAIGN_POLL_MS;
+    this.timer = setTimeout(() => void this.tick(), delayMs);
   }
 
   private async tick(): Promise<void> {
@@ -243,7 +249,7 @@ export class Election implements Leadership {
       if (this.problem === null) this.opts.log("warn", "leader.store-unavailable", `the leader election cannot reach etcd: ${errorMessage(e)}`);
       this.problem = errorMessage(e);
     }
-    this.schedule();
+    this.schedule(asked);
   }
 
   /** The store took the lock or its renewal asked for at `asked`: it holds until asked + TTL by this clock. */

@@ -15,6 +15,15 @@ function connect(port: number): Promise<net.Socket> {
   });
 }
 
+/** Polls until check holds; the bound only ends a wait for what never comes. */
+async function until(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 function readAll(s: net.Socket): Promise<string> {
   return new Promise((resolve) => {
     let text = "";
@@ -37,9 +46,10 @@ describe("API bounds", () => {
     client.pause(); // never reads: the kernel's buffers fill, then the agent's
     client.on("error", () => undefined);
     client.write(`GET /v1/events/stream HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer ${h.adminToken}\r\n\r\n`);
-    await new Promise((r) => setTimeout(r, 100));
-    const serverSide = [...h.sockets].find((s) => s.remotePort === client.localPort)!;
-    assert.ok(serverSide, "the agent's end of the stream");
+    // The stream's first line is written once it is subscribed: from then on, every event is for this client.
+    const agentEnd = () => [...h.sockets].find((s) => s.remotePort === client.localPort);
+    await until("the agent's end of the stream to be subscribed", () => (agentEnd()?.bytesWritten ?? 0) > 0);
+    const serverSide = agentEnd()!;
 
     // 64 KiB events, a few at a time so the kernel can take what it takes: ~24 MiB in all, far above
     // loopback's socket buffers plus the agent's limit.
@@ -63,18 +73,20 @@ describe("API bounds", () => {
 
   it("a stream client that reads keeps getting events", async () => {
     const client = await connect(h.port);
-    const text = readAll(client);
+    let got = "";
+    client.setEncoding("utf8");
+    client.on("data", (c: string) => (got += c));
+    const floods = () => (got.match(/event: test\.flood/g) ?? []).length;
     client.write(`GET /v1/events/stream HTTP/1.1\r\nHost: agent\r\nAuthorization: Bearer ${h.adminToken}\r\n\r\n`);
-    await new Promise((r) => setTimeout(r, 50));
+    await until("the stream's first line", () => got.includes(": turquoise events"));
     for (let i = 0; i < 200; i++) {
       h.registry.publish({ id: 10_000 + i, at: Date.now(), service: null, type: "test.flood", message: "y".repeat(16 * 1024), data: {} });
       await new Promise((r) => setTimeout(r, 1));
     }
-    await new Promise((r) => setTimeout(r, 200));
-    client.end();
+    // All of them, however slowly a loaded machine delivers them; a drop ends the wait too.
+    await until("the 200 events", () => floods() >= 200 || got.includes("event: dropped"));
     client.destroy();
-    const got = await text;
-    assert.equal((got.match(/event: test\.flood/g) ?? []).length, 200);
+    assert.equal(floods(), 200);
     assert.doesNotMatch(got, /event: dropped/);
   });
 

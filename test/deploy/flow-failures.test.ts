@@ -48,8 +48,8 @@ describe("deploy failure paths (in-process)", () => {
   });
 
   it("instances whose health check answers 500 fail the deploy once they are critical, before deploy_timeout; v1 stays live", async () => {
-    // A long deploy_timeout, so that failing before it is far from waiting it out on a busy machine.
-    const agent = await withV1({ deployTimeout: "10s" });
+    // A deploy_timeout over 10x the bound, so that failing before it is far from waiting it out on a busy machine.
+    const agent = await withV1({ deployTimeout: "60s" });
     world.machine.inject({ release: "v2", answer: { path: "/health", status: 500 } });
     const t0 = Date.now();
     const e = await failsAt(deployV2(agent), "healthy");
@@ -69,7 +69,7 @@ describe("deploy failure paths (in-process)", () => {
   });
 
   it("an instance that exits before it is healthy fails the deploy at once, with its last output", async () => {
-    const agent = await withV1({ deployTimeout: "10s" });
+    const agent = await withV1({ deployTimeout: "60s" });
     world.machine.inject({ release: "v2", times: 1, exitAfterMs: 0, exitCode: 3 });
     const t0 = Date.now();
     const e = await failsAt(deployV2(agent), "healthy");

@@ -226,7 +226,8 @@ services:
   });
 });
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+/** Polls until check holds; the bound only ends a wait for what never comes (20 s: a loaded machine). */
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`not within ${timeoutMs}ms`);

@@ -1,24 +1,31 @@
 // End to end: the deploy flow's failure modes leave the live release untouched.
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { EXIT_CODES } from "../../src/errors.js";
 import type { Workspace } from "../../src/demo/workspace.js";
 import { LoadGenerator } from "../../src/demo/load.js";
-import { RELEASE_KINDS, get, instancePids, releaseServing, status, waitFor, workspaceWith } from "./helpers.js";
+import { RELEASE_KINDS, cliRunning, get, instancePids, releaseServing, status, waitFor, workspaceWith } from "./helpers.js";
 
 describe("deploy flow", () => {
   let ws: Workspace;
+  let gate: string;
   before(async () => {
+    gate = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "turquoise-gate-")), "open");
+    // deploy_timeout is 10x the bound a fast failure is held to, and the time a gated deploy may hold its lock.
     ws = await workspaceWith({
       v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2"), sick: RELEASE_KINDS.unhealthy(),
-      crash: RELEASE_KINDS.exitsAtOnce(), slow: RELEASE_KINDS.slowStart("slow", 3000),
-    }, { replicas: 2, deployTimeout: "8s" });
+      crash: RELEASE_KINDS.exitsAtOnce(), gated: RELEASE_KINDS.gated("gated", gate),
+    }, { replicas: 2, deployTimeout: "60s" });
     await ws.cli(["up", "--detach"]);
     await ws.cli(["deploy", "books", "--release", "v1"]);
   });
-  after(async () => ws?.destroy());
+  after(async () => {
+    await ws?.destroy();
+    if (gate) fs.rmSync(path.dirname(gate), { recursive: true, force: true });
+  });
 
   it("serves the deployed release through the proxy", async () => {
     assert.equal(await releaseServing(ws), "v1");
@@ -45,7 +52,7 @@ describe("deploy flow", () => {
     const t0 = Date.now();
     const r = await ws.cli(["deploy", "books", "--release", "crash", "--json"], { allowFail: true });
     assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
-    assert.ok(Date.now() - t0 < 6_000, "fails when the instance exits, well before deploy_timeout (8s)");
+    assert.ok(Date.now() - t0 < 6_000, "fails when the instance exits, not at deploy_timeout (60s)");
     const out = JSON.parse(r.stdout) as { ok: boolean; error: { message: string; output: string } };
     assert.equal(out.ok, false);
     assert.match(out.error.message, /exited before it was healthy/);
@@ -100,20 +107,27 @@ describe("deploy flow", () => {
   });
 
   it("a second deploy while one runs fails at once, naming the holder; --wait queues", async () => {
+    // The first deploy holds the lock until the test opens its release's gate: no guess at how long a CLI takes to start.
     let firstDone = false;
-    const first = ws.cli(["deploy", "books", "--release", "slow"]).finally(() => (firstDone = true));
+    const first = ws.cli(["deploy", "books", "--release", "gated"]).finally(() => (firstDone = true));
     try {
-      await waitFor("the first deploy to hold the lock", async () => ((await status(ws)).lock ? true : undefined));
+      await waitFor("the first deploy to hold the lock", async () => ((await status(ws)).lock ? true : undefined), 30_000);
       const second = await ws.cli(["deploy", "books", "--release", "v2"], { allowFail: true });
-      assert.equal(second.code, EXIT_CODES.LOCKED);
+      assert.equal(second.code, EXIT_CODES.LOCKED, second.stdout + second.stderr);
       assert.equal(firstDone, false, "the second deploy failed while the first still ran: it did not wait");
-      assert.match(second.stderr, /already running: lock held by .*deploy slow.* since \d{4}-\d\d-\d\dT/);
-      const queued = ws.cli(["deploy", "books", "--release", "v2", "--wait"]);
+      assert.match(second.stderr, /already running: lock held by .*deploy gated.* since \d{4}-\d\d-\d\dT/);
+      const queued = cliRunning(ws, ["deploy", "books", "--release", "v2", "--wait"]);
+      await queued.printed(/waiting for the deploy lock, held by .*deploy gated/);
+      assert.equal(firstDone, false);
+      fs.writeFileSync(gate, "");
       await first;
-      const q = await queued;
-      assert.match(q.stdout, /waiting for the deploy lock/);
+      const q = await queued.done;
+      assert.equal(q.code, 0, q.stdout + q.stderr);
       assert.equal(await releaseServing(ws), "v2");
+      const h = JSON.parse((await ws.cli(["history", "books", "--json", "--limit", "2"])).stdout) as Array<{ release: string; outcome: string }>;
+      assert.deepEqual(h.map((e) => [e.release, e.outcome]), [["v2", "succeeded"], ["gated", "succeeded"]], "the queued deploy ran after the first, not instead of it");
     } finally {
+      fs.writeFileSync(gate, "");
       await first.catch(() => undefined);
     }
   });
@@ -164,8 +178,8 @@ describe("health verdicts", () => {
   after(async () => { for (const s of spaces) await s.destroy(); });
 
   it("a release whose health answers 500 fails after failures_before_critical × interval, not deploy_timeout, naming the status", async () => {
-    // deploy_timeout 30s, the default; the check: interval 1s, failures_before_critical 2.
-    const w = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), sick: RELEASE_KINDS.unhealthy() }, { replicas: 2, deployTimeout: "30s" });
+    // The check: interval 1s, failures_before_critical 2; deploy_timeout 3m, over 10x the bound, so waiting it out cannot pass.
+    const w = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), sick: RELEASE_KINDS.unhealthy() }, { replicas: 2, deployTimeout: "3m" });
     spaces.push(w);
     await w.cli(["up", "--detach"]);
     await w.cli(["deploy", "books", "--release", "v1"]);
@@ -174,7 +188,7 @@ describe("health verdicts", () => {
     const r = await w.cli(["deploy", "books", "--release", "sick", "--json"], { allowFail: true });
     const tookMs = Date.now() - t0;
     assert.equal(r.code, EXIT_CODES.DEPLOY_FAILED);
-    assert.ok(tookMs < 15_000, `took ${tookMs}ms: it waited for deploy_timeout (30s)`);
+    assert.ok(tookMs < 15_000, `took ${tookMs}ms: it waited for deploy_timeout (3m)`);
     const out = JSON.parse(r.stdout) as { error: { message: string; output: string } };
     assert.match(out.error.message, /failed at healthy: unhealthy: the check answered HTTP 500 Internal Server Error: database unreachable for 2 × 1s/);
     assert.match(out.error.output, /books-green-\w+: critical: HTTP 500 Internal Server Error: database unreachable/);

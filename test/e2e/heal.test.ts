@@ -87,11 +87,11 @@ describe("registry and watches", () => {
   - name: config
     type: keyprefix
     prefix: config/
-    args: ["sh", "-c", "cat > watch-config.json; echo $TURQUOISE_INDEX > watch-index.txt"]
+    args: ["sh", "-c", "cat > watch-config.tmp && echo $TURQUOISE_INDEX > watch-index.tmp && mv watch-index.tmp watch-index.txt && mv watch-config.tmp watch-config.json"]
   - name: books-instances
     type: service
     service: books
-    args: ["sh", "-c", "cat > watch-service.json"]
+    args: ["sh", "-c", "cat > watch-service.tmp && mv watch-service.tmp watch-service.json"]
   - name: stuck
     type: key
     key: hang/now
@@ -126,11 +126,12 @@ describe("registry and watches", () => {
   it("a blocking read returns on a change, and on timeout", async () => {
     const first = await api(ws, "/v1/kv?prefix=app/");
     const t0 = Date.now();
-    const blocked = api(ws, `/v1/kv?prefix=app/&index=${first.index}&wait=10s`);
+    // ?wait is over 10x the bound: a read that waits it out instead of returning on the change cannot pass.
+    const blocked = api(ws, `/v1/kv?prefix=app/&index=${first.index}&wait=90s`);
     await new Promise((r) => setTimeout(r, 200));
     await ws.cli(["kv", "put", "app/flag", "on"]);
     const changed = await blocked;
-    assert.ok(Date.now() - t0 < 5_000, "returned on the change, not at the wait's end");
+    assert.ok(Date.now() - t0 < 8_000, "returned on the change, not at the wait's end");
     assert.ok(changed.index > first.index);
     assert.deepEqual((JSON.parse(changed.body) as { items: Array<{ key: string }> }).items.map((k) => k.key), ["app/flag"]);
 
@@ -142,25 +143,36 @@ describe("registry and watches", () => {
 
     // An index from before an agent restart is above the current one: answered at once, as Consul does.
     const t2 = Date.now();
-    const ahead = await api(ws, `/v1/kv/app/flag?index=${now.index + 1000}&wait=10s`);
+    const ahead = await api(ws, `/v1/kv/app/flag?index=${now.index + 1000}&wait=90s`);
     assert.equal(ahead.status, 200);
-    assert.ok(Date.now() - t2 < 5_000, "did not wait out ?wait");
+    assert.ok(Date.now() - t2 < 8_000, "did not wait out ?wait");
   });
 
   it("a watch handler receives the view as JSON on stdin, with the index in its environment", async () => {
+    // The handlers write to a temp file and rename it, so a file read here is always one whole run's output.
     await ws.cli(["kv", "put", "config/banner", "hello"]);
-    const file = path.join(ws.dir, "watch-config.json");
-    const view = await waitFor("the handler's output", async () => {
-      if (!fs.existsSync(file)) return undefined;
-      const items = JSON.parse(fs.readFileSync(file, "utf8") || "[]") as Array<{ key: string; value: string }>;
+    const configFile = path.join(ws.dir, "watch-config.json");
+    const view = await waitFor("the config handler's view with the change", () => {
+      if (!fs.existsSync(configFile)) return undefined;
+      const items = JSON.parse(fs.readFileSync(configFile, "utf8")) as Array<{ key: string; value: string }>;
       return items.some((k) => k.key === "config/banner" && k.value === "hello") ? items : undefined;
-    });
-    assert.equal(view.length, 1);
-    assert.match(fs.readFileSync(path.join(ws.dir, "watch-index.txt"), "utf8"), /^\d+\n$/);
-    const service = JSON.parse(fs.readFileSync(path.join(ws.dir, "watch-service.json"), "utf8")) as Array<{ release: string; role: string }>;
-    assert.deepEqual(service.map((i) => [i.release, i.role]), [["v1", "live"]]);
-    const runs = await events(ws, "watch.handler");
-    assert.ok(runs.some((e) => e.data.watch === "config" && e.data.ok === true && e.data.status === "exit 0"));
+    }, 30_000);
+    assert.deepEqual(view.map((k) => [k.key, k.value]), [["config/banner", "hello"]]);
+    // The run renamed its index file before its view: the same run wrote both.
+    const index = fs.readFileSync(path.join(ws.dir, "watch-index.txt"), "utf8");
+    assert.match(index, /^\d+\n$/);
+    // Logged once that handler has exited, under the index it was given.
+    const run = await waitFor("the config handler's run in the events", async () =>
+      (await events(ws, "watch.handler")).find((e) => e.data.watch === "config" && e.data.index === Number(index)), 30_000);
+    assert.equal(run.data.ok, true, JSON.stringify(run.data));
+    assert.equal(run.data.status, "exit 0");
+    const file = path.join(ws.dir, "watch-service.json");
+    const service = await waitFor("the service handler's view of the live instance", () => {
+      if (!fs.existsSync(file)) return undefined;
+      const seen = (JSON.parse(fs.readFileSync(file, "utf8")) as Array<{ release: string; role: string }>).map((i) => [i.release, i.role]);
+      return seen.length > 0 ? seen : undefined;
+    }, 30_000);
+    assert.deepEqual(service, [["v1", "live"]]);
   });
 
   it("a handler that hangs is timed out, and the agent stays healthy", async () => {
@@ -190,7 +202,7 @@ describe("registry and watches", () => {
       req.on("error", reject);
       setTimeout(() => { req.destroy(); resolve(text); }, timeoutMs);
     });
-    const admin = follow("token", "event: signal", 10_000);
+    const admin = follow("token", "event: signal", 60_000);
     const registry = follow("registry-token", "event: never", 1_500);
     setTimeout(() => void ws.cli(["signal", "books", "HUP"]), 200);
     assert.match(await admin, /data: \{.*"type":"signal"/);

@@ -3,10 +3,11 @@ import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { promisify } from "node:util";
 import { BIN, BOOKS_DIR, REPO_ROOT, createWorkspace, type Workspace, type WorkspaceOptions } from "../../src/demo/workspace.js";
 import { AGENT_ENV, agentIdFor } from "../../src/runtime/identity.js";
+import { CRASH_AFTER_ENV } from "../../src/util/failpoint.js";
 import type { LogRecord } from "../support/logs.js";
 
 const run = promisify(execFile);
@@ -19,6 +20,8 @@ export const RELEASE_KINDS = {
   good: (name: string) => `import { serve } from ${APP};\nserve({ release: ${JSON.stringify(name)}, shape: (b) => b });\n`,
   slowStart: (name: string, ms = 1500) => `await new Promise((r) => setTimeout(r, ${ms}));\n${RELEASE_KINDS.good(name)}`,
   exitsAtOnce: () => `console.error("fatal: cannot read config file /etc/books.conf");\nprocess.exit(3);\n`,
+  /** Starts serving only once the file exists: a deploy that holds its lock until the test lets it go, however slow the machine. */
+  gated: (name: string, gate: string) => `import fs from "node:fs";\nwhile (!fs.existsSync(${JSON.stringify(gate)})) await new Promise((r) => setTimeout(r, 50));\n${RELEASE_KINDS.good(name)}`,
   /** Healthy, unless the file exists when it starts: then it dies at once (a crash loop on demand). */
   crashIfFlag: (name: string, flag: string) => `import fs from "node:fs";\nif (fs.existsSync(${JSON.stringify(flag)})) { console.error("crashing: flag file present"); process.exit(1); }\n${RELEASE_KINDS.good(name)}`,
   /** Healthy, but on a port of its own choosing instead of $PORT. */
@@ -111,7 +114,53 @@ export async function cliIn(cwd: string, args: string[]): Promise<{ code: number
   }
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
+/** A CLI run still going: `printed` resolves once its stdout matches (or rejects when it ends first); `done` is its end. */
+export interface RunningCli {
+  printed(pattern: RegExp): Promise<void>;
+  done: Promise<{ code: number; stdout: string; stderr: string }>;
+}
+
+/** Starts bin/turquoise.js on the workspace's spec and lets the test wait for what it prints: an event, not a guess at how long it takes. */
+export function cliRunning(ws: Pick<Workspace, "dir" | "specFile">, args: string[]): RunningCli {
+  const child = spawn(process.execPath, [BIN, ...args, "-f", ws.specFile], { cwd: ws.dir, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  const waiters = new Set<() => void>();
+  child.stdout.setEncoding("utf8").on("data", (c: string) => {
+    stdout += c;
+    for (const w of waiters) w();
+  });
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  const done = new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code) => {
+      for (const w of waiters) w();
+      resolve({ code: code ?? 1, stdout, stderr });
+    });
+  });
+  return {
+    done,
+    printed: (pattern) => new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (pattern.test(stdout)) {
+          waiters.delete(check);
+          resolve();
+        } else if (child.exitCode !== null || child.signalCode !== null) {
+          waiters.delete(check);
+          reject(new Error(`turquoise ${args.join(" ")} ended (exit ${child.exitCode}) without printing ${pattern}:\n${stdout}\n${stderr}`));
+        }
+      };
+      waiters.add(check);
+      check();
+    }),
+  };
+}
+
+/**
+ * Polls until fn gives a value. The bound only ends a wait for what never comes, so it is generous:
+ * on a loaded CI machine a proxy restart or an agent's start took over 10 s.
+ */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -162,6 +211,28 @@ export interface AgentEvent {
 export async function agentEvents(ws: Workspace, type?: string): Promise<AgentEvent[]> {
   const r = await api(ws, "/v1/events?limit=10000");
   return (JSON.parse(r.body) as { events: AgentEvent[] }).events.filter((e) => !type || e.type === type);
+}
+
+/**
+ * Runs a deploy with an agent that SIGKILLs itself at the failpoint (TURQUOISE_CRASH_AFTER), in place
+ * of the running one; resolves with the signal it died of, once the deploy has failed.
+ */
+export async function crashingDeploy(ws: Workspace, release: string, failpoint: string, extra: string[] = []): Promise<NodeJS.Signals | null> {
+  await ws.cli(["down", "--agent-only"]);
+  const agent = spawn(process.execPath, [BIN, "up", "-f", ws.specFile], { env: { ...process.env, [CRASH_AFTER_ENV]: failpoint }, stdio: "ignore" });
+  const exited = new Promise<NodeJS.Signals | null>((r) => agent.on("exit", (_code, signal) => r(signal)));
+  // Its start (adopting the proxy and the live instances) can take many seconds on a loaded machine:
+  // wait until it answers, or fail at once if it died first; the bound only ends a hang.
+  let answering = false;
+  const ready = waitFor("the crash-armed agent to answer", async () => (answering = (await ws.cli(["status", "--json"], { allowFail: true })).code === 0), 90_000);
+  ready.catch(() => undefined);
+  await Promise.race([ready, exited.then((signal) => {
+    if (!answering) throw new Error(`the crash-armed agent exited (${signal ?? "no signal"}) before it answered`);
+  })]);
+  await ready;
+  const r = await ws.cli(["deploy", "books", "--release", release, ...extra], { allowFail: true });
+  if (r.code === 0) throw new Error(`the deploy of ${release} succeeded, though its agent was armed to die at ${failpoint}`);
+  return exited;
 }
 
 /** Stops the agent only, and waits until it is gone: the proxy and instances keep running. */

@@ -12,6 +12,7 @@ import { agentPid, createAgentCluster, leaderAmong, statusOf, takenOver, type Ag
 import { LoadGenerator } from "../../src/demo/load.js";
 import type { Workspace } from "../../src/demo/workspace.js";
 import { EXIT_CODES } from "../../src/errors.js";
+import { connectProxy } from "../../src/proxy/builtin.js";
 import { startEtcdCluster, type TestEtcd } from "../support/etcd.js";
 import { RELEASE_KINDS, api, get, waitFor } from "./helpers.js";
 
@@ -31,6 +32,41 @@ function apiUrl(ws: Workspace): string {
 async function releaseOn(ws: Workspace): Promise<string> {
   const r = await get(`${ws.proxyUrl}/api/v1/books`);
   return r.headers["x-release"] as string;
+}
+
+/**
+ * Asserts that the agent's proxy answers with the release, in one request; when it does not, the
+ * message carries what explains it: the answer, what each proxy took out of rotation, and each
+ * agent's last log lines (a failure under load once left only "undefined !== 'v1'").
+ */
+async function assertServes(agents: Workspace[], a: Workspace, release: string): Promise<void> {
+  const r = await get(`${a.proxyUrl}/api/v1/books`);
+  if (r.headers["x-release"] === release) return;
+  const lines = [`agent ${agents.indexOf(a)}'s proxy answered HTTP ${r.status} ${r.body.slice(0, 300)} (x-release ${String(r.headers["x-release"])}), not ${release}`];
+  for (const [i, b] of agents.entries()) {
+    const proxy = await connectProxy(path.join(b.dir, ".turquoise")).catch(() => undefined);
+    lines.push(`proxy ${i}: ${JSON.stringify(await proxy?.proxy.stats().catch((e: unknown) => String(e)))}`);
+    lines.push(`agent ${i}:\n${logText(b).split("\n").slice(-15).join("\n")}`);
+  }
+  assert.fail(lines.join("\n"));
+}
+
+/**
+ * Deploys through whichever agent leads, once one has taken over. On a loaded machine a 2 s lease
+ * can still pass to another agent between finding the leader and its deploy (NOT_LEADER), or during
+ * it (the next leader breaks the old term's lock: LOCK_LOST): the deploy then goes to the leader of
+ * the moment, at most three times. Any other failure fails the test.
+ */
+async function deployThroughLeader(agents: Workspace[], askWith: Workspace, release: string): Promise<Workspace> {
+  const moved: string[] = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const leader = await takenOver(agents, askWith, 60_000);
+    const r = await leader.cli(["deploy", "books", "--release", release], { allowFail: true });
+    if (r.code === 0) return leader;
+    if (r.code !== EXIT_CODES.NOT_LEADER && r.code !== EXIT_CODES.LOCK_LOST) throw new Error(`the deploy of ${release} through the leader exited ${r.code}:\n${r.stdout}\n${r.stderr}`);
+    moved.push(r.stderr.trim());
+  }
+  throw new Error(`the lead moved during each of three deploys of ${release}:\n${moved.join("\n")}`);
 }
 
 function logText(ws: Workspace): string {
@@ -84,7 +120,7 @@ describe("several agents on one etcd", () => {
 
     await first.cli(["deploy", "books", "--release", "v1"]);
     // Every proxy follows the table the leader published, not only the leader's own.
-    for (const a of agents) await waitFor(`v1 on ${a.proxyUrl}`, async () => (await releaseOn(a).catch(() => "")) === "v1", 10_000);
+    for (const a of agents) await waitFor(`v1 on ${a.proxyUrl}`, async () => (await releaseOn(a).catch(() => "")) === "v1", 30_000);
   });
 
   it("kill -9 of the leader: another leads within its lease, a follower's proxy never fails a request, and the new leader deploys", { timeout: 90_000 }, async () => {
@@ -93,14 +129,14 @@ describe("several agents on one etcd", () => {
     const load = new LoadGenerator({ baseUrl: watcher.proxyUrl, path: "/api/v1/books", concurrency: 4, maxRequests: 200_000, maxDurationMs: 60_000 }).start();
     const killedAt = Date.now();
     process.kill(agentPid(old)!, "SIGKILL");
-    const next = await waitFor("a new leader", () => leaderAmong(agents, watcher).then((l) => (l && l !== old ? l : undefined)), NEW_LEADER_BOUND_MS);
+    await waitFor("a new leader", () => leaderAmong(agents, watcher).then((l) => (l && l !== old ? l : undefined)), NEW_LEADER_BOUND_MS);
     const tookMs = Date.now() - killedAt;
-    await takenOver(agents, watcher, 30_000);
+    const leading = await takenOver(agents, watcher, 30_000);
     // Adopted: the new leader knows the instances the dead one started.
-    const s = JSON.parse((await api(next, "/v1/status")).body) as { services: Array<{ instances: unknown[] }> };
+    const s = JSON.parse((await api(leading, "/v1/status")).body) as { services: Array<{ instances: unknown[] }> };
     assert.equal(s.services[0]!.instances.length, 2);
-    await next.cli(["deploy", "books", "--release", "v2"]);
-    for (const a of agents.filter((x) => x !== old)) await waitFor(`v2 on ${a.proxyUrl}`, async () => (await releaseOn(a).catch(() => "")) === "v2", 10_000);
+    await deployThroughLeader(agents, watcher, "v2");
+    for (const a of agents.filter((x) => x !== old)) await waitFor(`v2 on ${a.proxyUrl}`, async () => (await releaseOn(a).catch(() => "")) === "v2", 30_000);
     const report = await load.stop();
     assert.ok(report.ok > 100, `load ran: ${JSON.stringify(report)}`);
     assert.equal(report.failed, 0, JSON.stringify(report.failures));
@@ -126,7 +162,7 @@ describe("several agents on one etcd", () => {
         const [entry] = (JSON.parse((await api(next, "/v1/services/books/history?limit=1")).body) as { history: Array<{ release: string; outcome: string }> }).history;
         return entry?.release === "v3" && entry.outcome === "aborted";
       }, 30_000);
-      await (await takenOver(agents, other, 30_000)).cli(["deploy", "books", "--release", "v1"]);
+      await deployThroughLeader(agents, other, "v1");
     } finally {
       process.kill(pid, "SIGCONT");
     }
@@ -142,7 +178,7 @@ describe("several agents on one etcd", () => {
     assert.match(logText(paused), /write\.refused/, "each write it tried is refused and logged");
     assert.deepEqual(decided(await records()), before, "slots, colors, journals and instances are as the new leader left them");
     assert.deepEqual(await raw.getAll().prefix(`${PREFIX}history/`).strings(), historyBefore, "history too");
-    for (const a of agents) await waitFor(`v1 on ${a.proxyUrl}`, async () => (await releaseOn(a).catch(() => "")) === "v1", 10_000);
+    for (const a of agents) await waitFor(`v1 on ${a.proxyUrl}`, async () => (await releaseOn(a).catch(() => "")) === "v1", 30_000);
     assert.equal((await clusterOf(paused)).isLeader, false);
   });
 
@@ -156,14 +192,13 @@ describe("several agents on one etcd", () => {
       const r = await leader.cli(["deploy", "books", "--release", "v2"], { allowFail: true });
       assert.ok(r.code === EXIT_CODES.STATE_UNAVAILABLE || r.code === EXIT_CODES.NOT_LEADER, `${r.code}: ${r.stderr}\n${logText(leader).split("\n").slice(-25).join("\n")}`);
       assert.match(r.stderr, /etcd/);
-      for (const a of agents) assert.equal(await releaseOn(a), "v1");
+      for (const a of agents) await assertServes(agents, a, "v1");
     } finally {
       await etcd.start(1);
       await etcd.start(2);
     }
-    const next = await takenOver(agents, watcher, 60_000);
-    await next.cli(["deploy", "books", "--release", "v2"]);
-    for (const a of agents) await waitFor(`v2 on ${a.proxyUrl}`, async () => (await releaseOn(a).catch(() => "")) === "v2", 10_000);
+    await deployThroughLeader(agents, watcher, "v2");
+    for (const a of agents) await waitFor(`v2 on ${a.proxyUrl}`, async () => (await releaseOn(a).catch(() => "")) === "v2", 30_000);
     const report = await load.stop();
     assert.equal(report.failed, 0, JSON.stringify(report.failures));
   });

@@ -3,11 +3,10 @@
 // leaves a lock a restarted agent releases at once, and no history entry stays "running".
 import assert from "node:assert/strict";
 import net from "node:net";
-import { spawn } from "node:child_process";
 import { after, describe, it } from "node:test";
-import { BIN, createWorkspace, type Workspace } from "../../src/demo/workspace.js";
+import { createWorkspace, type Workspace } from "../../src/demo/workspace.js";
 import { freshDatabase } from "../support/postgres.js";
-import { RELEASE_KINDS, readAgentPid, status, waitFor, workspaceWith } from "./helpers.js";
+import { RELEASE_KINDS, crashingDeploy, readAgentPid, status, waitFor, workspaceWith } from "./helpers.js";
 
 interface History { outcome: string; error: string | null }
 
@@ -59,12 +58,7 @@ describe("locks that name a living owner", () => {
     cleanups.push(() => ws.destroy());
     await ws.cli(["up", "--detach"]);
     await ws.cli(["deploy", "books", "--release", "v1"]);
-    await ws.cli(["down", "--agent-only"]);
-    const agent = spawn(process.execPath, [BIN, "up", "-f", ws.specFile], { env: { ...process.env, TURQUOISE_CRASH_AFTER: "history" }, stdio: "ignore" });
-    const exited = new Promise((r) => agent.on("exit", r));
-    await waitFor("the crash-armed agent", async () => (await ws.cli(["status", "--json"], { allowFail: true })).code === 0);
-    assert.notEqual((await ws.cli(["deploy", "books", "--release", "v2"], { allowFail: true })).code, 0);
-    await exited;
+    assert.equal(await crashingDeploy(ws, "v2", "history"), "SIGKILL");
 
     await ws.cli(["up", "--detach"]);
     assert.equal((await status(ws)).lock, null, "the dead agent's lock is gone at once");

@@ -14,8 +14,11 @@ import { freePort } from "../../src/util/net.js";
 
 const run = promisify(execFile);
 const REPO = fileURLToPath(new URL("../../../", import.meta.url));
-/** npm install builds better-sqlite3 from source when no prebuilt binary is reachable. */
-const INSTALL_TIMEOUT_MS = 6 * 60_000;
+/**
+ * npm install builds better-sqlite3 from source when no prebuilt binary is reachable: about 2.5 min
+ * on CI, and over 6 min on a machine loaded by other test runs (the bound only ends a hang).
+ */
+const INSTALL_TIMEOUT_MS = 12 * 60_000;
 
 const APP = `import http from "node:http";
 const release = process.env.TURQUOISE_RELEASE;
@@ -74,7 +77,11 @@ describe("the npm package", { timeout: INSTALL_TIMEOUT_MS + 120_000 }, () => {
       npm_config_audit: "false",
       npm_config_fund: "false",
     };
-    await run("npm", ["install", "-g", "--prefix", prefix, tarball], { cwd: root, env, timeout: INSTALL_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 });
+    const started = Date.now();
+    await run("npm", ["install", "-g", "--prefix", prefix, tarball], { cwd: root, env, timeout: INSTALL_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 }).catch((e: { killed?: boolean; stderr?: string }) => {
+      // What npm said, and whether the bound ended it: "Command failed" alone explains nothing.
+      throw new Error(`npm install -g ${e.killed ? `was ended at its ${INSTALL_TIMEOUT_MS / 60_000} min bound` : `failed after ${Math.round((Date.now() - started) / 1000)} s`}:\n${(e.stderr ?? "").slice(-2_000)}`);
+    });
     bin = path.join(prefix, "bin", "turquoise");
   });
 

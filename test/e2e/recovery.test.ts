@@ -4,23 +4,11 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { after, describe, it } from "node:test";
-import { spawn } from "node:child_process";
 import type { Workspace } from "../../src/demo/workspace.js";
-import { BIN, createWorkspace } from "../../src/demo/workspace.js";
+import { createWorkspace } from "../../src/demo/workspace.js";
 import { EXIT_CODES } from "../../src/errors.js";
 import { LoadGenerator } from "../../src/demo/load.js";
-import { RELEASE_KINDS, get, instancePids, readAgentPid, releaseServing, status, waitFor, workspaceWith } from "./helpers.js";
-
-/** Runs a deploy with an agent that SIGKILLs itself right after the given step. */
-async function crashingDeploy(ws: Workspace, release: string, step: string, extra: string[] = []): Promise<void> {
-  await ws.cli(["down", "--agent-only"]);
-  const agent = spawn(process.execPath, [BIN, "up", "-f", ws.specFile], { env: { ...process.env, TURQUOISE_CRASH_AFTER: step }, stdio: "ignore" });
-  const exited = new Promise((r) => agent.on("exit", r));
-  await waitFor("the crash-armed agent", async () => (await ws.cli(["status", "--json"], { allowFail: true })).code === 0);
-  const r = await ws.cli(["deploy", "books", "--release", release, ...extra], { allowFail: true });
-  assert.notEqual(r.code, 0, "the deploy cannot succeed: its agent died");
-  await exited;
-}
+import { RELEASE_KINDS, crashingDeploy, get, instancePids, readAgentPid, releaseServing, status, waitFor, workspaceWith } from "./helpers.js";
 
 describe("crash recovery", () => {
   const spaces: Workspace[] = [];

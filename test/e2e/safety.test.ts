@@ -114,8 +114,11 @@ describe("the agent signals only what it started", () => {
   });
 });
 
-/** A sleep (12 s, as in the issue) that no other process runs, so that it can be found in /proc. */
-const uniqueSleep = () => `12.${String(Math.floor(Math.random() * 1e6)).padStart(6, "0")}`;
+/**
+ * A sleep that no other process runs, so that it can be found in /proc: 150 s (the issue's was 12 s),
+ * so that a deploy that waited for it is told apart by 10x from one that ended at the hook's timeout.
+ */
+const uniqueSleep = () => `150.${String(Math.floor(Math.random() * 1e6)).padStart(6, "0")}`;
 
 describe("commands end at their timeout, or with the agent", () => {
   const spaces: Workspace[] = [];
@@ -136,7 +139,7 @@ describe("commands end at their timeout, or with the agent", () => {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr + r.stdout, /failed at hooks/);
     assert.match(r.stderr + r.stdout, /timed out after 1s/);
-    assert.ok(tookMs < 8_000, `the deploy took ${tookMs}ms`);
+    assert.ok(tookMs < 15_000, `the deploy took ${tookMs}ms`);
     assert.deepEqual(sleepsRunning(seconds), [], "the hook's sleep outlived its timeout");
     assert.equal((await status(ws)).lock, null, "the deploy lock is released");
   });
@@ -145,12 +148,13 @@ describe("commands end at their timeout, or with the agent", () => {
     const seconds = uniqueSleep();
     const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1") }, { replicas: 1 });
     spaces.push(ws);
-    fs.appendFileSync(ws.specFile, `watches:\n  - name: slow\n    type: service\n    service: books\n    args: ["sh", "-c", "sleep ${seconds}"]\n    timeout: 60s\n`);
+    fs.appendFileSync(ws.specFile, `watches:\n  - name: slow\n    type: service\n    service: books\n    args: ["sh", "-c", "sleep ${seconds}"]\n    timeout: 120s\n`);
     await ws.cli(["up", "--detach"]);
     await waitFor("the watch handler to run", () => (sleepsRunning(seconds).length === 1 ? true : undefined));
     const started = Date.now();
     await ws.cli(["down", "--agent-only"]);
-    assert.ok(Date.now() - started < 5_000, `down took ${Date.now() - started}ms`);
+    // 10x under the handler's timeout: a down that waited for it cannot pass.
+    assert.ok(Date.now() - started < 12_000, `down took ${Date.now() - started}ms`);
     assert.deepEqual(sleepsRunning(seconds), [], "the handler outlived the agent");
   });
 });

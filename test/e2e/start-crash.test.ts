@@ -2,24 +2,13 @@
 // records and the instances' start. After a restart exactly the recorded live instances run,
 // `down` leaves nothing with the agent's mark, and the next deploy goes through at once.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { after, describe, it } from "node:test";
 import type { Workspace } from "../../src/demo/workspace.js";
-import { BIN } from "../../src/demo/workspace.js";
 import { START_FAILPOINTS } from "../../src/deploy/fleet.js";
-import { CRASH_AFTER_ENV } from "../../src/util/failpoint.js";
-import { RELEASE_KINDS, agentEvents, markedPids, status, waitFor, workspaceWith } from "./helpers.js";
+import { RELEASE_KINDS, agentEvents, crashingDeploy, markedPids, status, workspaceWith } from "./helpers.js";
 
-/** Runs a deploy with an agent that SIGKILLs itself at the failpoint. */
-async function crashingDeploy(ws: Workspace, release: string, failpoint: string): Promise<void> {
-  await ws.cli(["down", "--agent-only"]);
-  const agent = spawn(process.execPath, [BIN, "up", "-f", ws.specFile], { env: { ...process.env, [CRASH_AFTER_ENV]: failpoint }, stdio: "ignore" });
-  const exited = new Promise<NodeJS.Signals | null>((r) => agent.on("exit", (_code, signal) => r(signal)));
-  await waitFor("the crash-armed agent", async () => (await ws.cli(["status", "--json"], { allowFail: true })).code === 0);
-  const r = await ws.cli(["deploy", "books", "--release", release], { allowFail: true });
-  assert.notEqual(r.code, 0, "the deploy cannot succeed: its agent died");
-  assert.equal(await exited, "SIGKILL", `the agent did not die at ${failpoint}`);
-}
+/** These tests are about crashes around the start, not the bake window: each deploy is 3 s (its default bake) shorter. */
+const NO_BAKE = "    bake: 0s\n";
 
 const refs = (s: Awaited<ReturnType<typeof status>>) => s.instances.map((i) => Number(i.ref)).sort((a, b) => a - b);
 
@@ -40,11 +29,11 @@ describe("crash at instance start", () => {
 
   for (const [failpoint, between, live] of BOUNDARIES) {
     it(`killed where ${between} (${failpoint}): ${live} live, only recorded instances, down leaves nothing, the next deploy goes through`, async () => {
-      const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, { replicas: 2 });
+      const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, { replicas: 2, extraServiceYaml: NO_BAKE });
       spaces.push(ws);
       await ws.cli(["up", "--detach"]);
       await ws.cli(["deploy", "books", "--release", "v1"]);
-      await crashingDeploy(ws, "v2", failpoint);
+      assert.equal(await crashingDeploy(ws, "v2", failpoint), "SIGKILL", `the agent did not die at ${failpoint}`);
 
       await ws.cli(["up", "--detach"]);
       const s = await status(ws);
@@ -71,12 +60,12 @@ describe("crash at instance start", () => {
   }
 
   it("an instance started but not recorded as started is stopped by down with no agent", async () => {
-    const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, { replicas: 1 });
+    const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, { replicas: 1, extraServiceYaml: NO_BAKE });
     spaces.push(ws);
     await ws.cli(["up", "--detach"]);
     await ws.cli(["deploy", "books", "--release", "v1"]);
     const live = refs(await status(ws));
-    await crashingDeploy(ws, "v2", START_FAILPOINTS.started);
+    assert.equal(await crashingDeploy(ws, "v2", START_FAILPOINTS.started), "SIGKILL");
     const orphans = markedPids(ws).filter((p) => !live.includes(p));
     assert.equal(orphans.length, 1, "the crash left one unrecorded instance running");
 
@@ -95,11 +84,11 @@ describe("crash at instance start", () => {
   });
 
   it("a restarted agent stops the unrecorded instance and reports it", async () => {
-    const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, { replicas: 1 });
+    const ws = await workspaceWith({ v1: RELEASE_KINDS.good("v1"), v2: RELEASE_KINDS.good("v2") }, { replicas: 1, extraServiceYaml: NO_BAKE });
     spaces.push(ws);
     await ws.cli(["up", "--detach"]);
     await ws.cli(["deploy", "books", "--release", "v1"]);
-    await crashingDeploy(ws, "v2", START_FAILPOINTS.started);
+    assert.equal(await crashingDeploy(ws, "v2", START_FAILPOINTS.started), "SIGKILL");
     await ws.cli(["up", "--detach"]);
     const s = await status(ws);
     assert.deepEqual(markedPids(ws), refs(s));

@@ -55,7 +55,12 @@ describe("where the agent counts (in-process)", { timeout: 60_000 }, () => {
     world = await World.create({ replicas: 1 });
     const agent = world.agent();
     await world.store.acquireLock(keys.lock(SERVICE), "someone else", 30_000);
-    const queued = agent.orchestrator.deploy({ service: SERVICE, release: "v1", actor: "test", wait: true, waitTimeoutMs: 10_000 });
+    let waiting!: () => void;
+    const isWaiting = new Promise<void>((r) => (waiting = r));
+    const queued = agent.orchestrator.deploy({ service: SERVICE, release: "v1", actor: "test", wait: true, waitTimeoutMs: 60_000,
+      onProgress: (p) => { if (p.type === "info" && /waiting for the deploy lock/.test(p.message)) waiting(); } });
+    // Queued for sure (a loaded machine may take its time to get there), then 400 ms of waiting to count.
+    await isWaiting;
     await new Promise((r) => setTimeout(r, 400));
     await world.store.releaseLock(keys.lock(SERVICE), "someone else");
     await queued;

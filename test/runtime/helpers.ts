@@ -38,7 +38,8 @@ export async function getEnv(instance: { host: string; port: number }): Promise<
   return (await getJson(instance.host, instance.port, "/env")) as unknown as Record<string, string>;
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 5_000): Promise<T> {
+/** Polls until probe gives a value; the bound only ends a wait for what never comes, so a loaded machine gets 20 s. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {

@@ -152,6 +152,37 @@ describe("leader election on the store's leader lock", () => {
     }
   });
 
+  it("a leader whose every renewal takes 35% of its TTL keeps leading: the next renewal is due a third of the TTL after the last one began", async () => {
+    // Counted from a renewal's end, as before, the second renewal ends 2 × 35% + 33% = 103% of the
+    // TTL after the first began: past the hold, so it is deposed whatever the load (which only adds
+    // delay). Counted from its start, each renewal ends 70% in: a margin of 3 s on a 10 s TTL.
+    const ttlMs = 10_000;
+    const renewalMs = Math.floor(ttlMs * 0.35);
+    class SlowRenewals extends MemoryStore {
+      renewed = 0;
+      override async renewLock(name: string, owner: string, ttl: number): Promise<boolean> {
+        await new Promise((r) => setTimeout(r, renewalMs));
+        const ok = await super.renewLock(name, owner, ttl);
+        if (name === LEADER_LOCK) this.renewed++;
+        return ok;
+      }
+    }
+    const inner = new SlowRenewals();
+    const lines: string[] = [];
+    const deposed: string[] = [];
+    const election = new Election(inner, address(1), { ttlMs, log: (_level, type, message) => lines.push(`${type}: ${message}`) });
+    await election.start({ elected: async () => {}, deposed: (why) => void deposed.push(why) });
+    try {
+      assert.equal(election.isLeader, true);
+      // Waits on the renewals themselves, not on a guess of how long they take.
+      while (inner.renewed < 3 && deposed.length === 0) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(deposed, [], lines.join("\n"));
+      assert.equal(election.isLeader, true);
+    } finally {
+      await election.stop();
+    }
+  });
+
   it("an agent alone on an embedded store always leads and is never fenced", async () => {
     const sole = new SoleLeadership(address(1));
     assert.equal(sole.isLeader, true);

@@ -4,7 +4,7 @@
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
@@ -20,6 +20,8 @@ const ENSURE_ETCD = fileURLToPath(new URL("../../../scripts/ensure-etcd.sh", imp
 const HEARTBEAT_MS = 100;
 const ELECTION_MS = 1_000;
 const READY_TIMEOUT_MS = 30_000;
+/** Linux's usual tmpfs. */
+const SHM = "/dev/shm";
 
 export interface EtcdMember {
   name: string;
@@ -92,7 +94,9 @@ export async function startEtcdCluster(opts: { members?: number; certs?: TestCer
   const count = opts.members ?? 3;
   const certs = opts.certs;
   const scheme = certs ? "https" : "http";
-  const root = await mkdtemp(path.join(os.tmpdir(), "turquoise-etcd-"));
+  // In memory when the machine has a tmpfs: etcd fsyncs every raft write, and on a loaded CI disk that
+  // took long enough for leases to run out and leaders to flap. Still the real etcd, and a killed member keeps its data.
+  const root = await mkdtemp(path.join(existsSync(SHM) ? SHM : os.tmpdir(), "turquoise-etcd-"));
   const token = `turquoise-test-${randomBytes(6).toString("hex")}`;
   const members: EtcdMember[] = [];
   for (let i = 0; i < count; i++) {
