@@ -9,6 +9,7 @@
 import { EventEmitter } from "node:events";
 import http from "node:http";
 import net from "node:net";
+import { writeLatin1 } from "./direct-write.js";
 import { CHUNK_SIZE_LINE, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
 import { acceptedReadInto, owned } from "./read-buffer.js";
 import { isFault, parseRequestHead, type RequestHead } from "./request-head.js";
@@ -731,10 +732,10 @@ export class ClientResponse extends EventEmitter {
         socket.uncork();
       }
     } else if (body === undefined) {
-      if (head !== "") socket.write(head, "latin1", done);
+      if (head !== "") writeLatin1(socket, head, done);
       else process.nextTick(done);
     } else if (typeof body === "string" && (encoding === "latin1" || encoding === "ascii")) {
-      socket.write(head + body, "latin1", done);
+      writeLatin1(socket, head + body, done);
     } else if (head === "") {
       socket.write(body, encoding, done);
     } else {

@@ -4,6 +4,7 @@
 import type net from "node:net";
 import type { ClientRequest, ClientResponse } from "./client-server.js";
 import type { ProxySettings, ProxyRejectionCounts, Route, RouteTimeouts, ProxyTimeoutCounts, Upstream } from "./contract.js";
+import { writeLatin1 } from "./direct-write.js";
 import { errorText, sendJson } from "./http.js";
 import type { Cuttable, Match, Pool, Router } from "./table.js";
 import type { ConnWaiter, QueueTicket, ResponseSink, UpstreamConn, UpstreamConnections, UpstreamTimeoutPhase } from "./upstream.js";
@@ -118,7 +119,7 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     const u = this.upstream;
     const head = this.hasHost ? this.head : `${this.head}Host: ${u.host}:${u.port}\r\n`;
     if (this.bodyFraming === 0) {
-      socket.write(`${head}\r\n`, "latin1");
+      writeLatin1(socket, `${head}\r\n`);
       this.requestSent = true;
       this.conn!.awaitResponse();
       return;

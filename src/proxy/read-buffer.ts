@@ -45,7 +45,7 @@ type UserBufferHandle = { useUserBuffer?: (buf: Uint8Array) => void; reading?: b
  */
 export function acceptedReadInto(socket: net.Socket, onBytes: ReadCallback): boolean {
   const handle = (socket as unknown as { _handle?: UserBufferHandle | null })._handle;
-  if (onreadFields === undefined || (socket as { encrypted?: boolean }).encrypted === true || typeof handle?.useUserBuffer !== "function") return false;
+  if (onreadFields === undefined || typeof handle?.useUserBuffer !== "function") return false;
   const record = socket as unknown as Record<symbol, unknown>;
   record[onreadFields.buffer] = READ_BUFFER;
   record[onreadFields.callback] = (n: number): boolean => {

@@ -7,8 +7,10 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import net, { type AddressInfo } from "node:net";
+import tls from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { acceptedReadInto, acceptedReadIntoSupported, owned, READ_BUFFER } from "../../src/proxy/read-buffer.js";
+import { createTestCa } from "../../bench/lib/certs.js";
 import { RawClient, route, sleep, startTestProxy, statuses, table, type TestProxy } from "./helpers.js";
 
 const BIG = 8 * 1024 * 1024;
@@ -53,6 +55,45 @@ describe("the shared read buffer", { timeout: 60_000 }, () => {
     while (!ended) await sleep(10);
     accepted!.destroy();
     await new Promise((resolve) => server.close(resolve));
+  });
+
+  it("switches a TLS socket at its handshake too: the cleartext lands in READ_BUFFER, whole and in order, with the first request sent in the handshake's flight", async () => {
+    const ca = await createTestCa();
+    const cert = await ca.issue("rb", ["rb.test"]);
+    let switched: boolean | undefined;
+    let sameMemory = true;
+    const reads: Buffer[] = [];
+    let accepted: tls.TLSSocket | undefined;
+    let ended = false;
+    const server = tls.createServer({ cert: cert.certPem, key: cert.keyPem }, (socket) => {
+      accepted = socket;
+      switched = acceptedReadInto(socket, (view) => {
+        sameMemory &&= view.buffer === READ_BUFFER.buffer;
+        reads.push(owned(view));
+      });
+      socket.on("end", () => (ended = true));
+      socket.on("error", () => undefined);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const body = randomBytes(4 * 1024 * 1024);
+    const client = tls.connect({ port: (server.address() as AddressInfo).port, host: "127.0.0.1", servername: "rb.test", ca: ca.pem });
+    client.on("error", () => undefined);
+    // Written before the handshake ends: TLS 1.3 sends it with the client's Finished.
+    client.write("first|");
+    await new Promise((resolve) => client.once("secureConnect", resolve));
+    client.write(body);
+    client.end();
+    const deadline = Date.now() + 20_000;
+    while (!ended && Date.now() < deadline) await sleep(10);
+    assert.equal(switched, true, "the TLS socket switched to onread mode");
+    assert.equal(ended, true);
+    const got = Buffer.concat(reads);
+    assert.equal(got.subarray(0, 6).toString(), "first|");
+    assert.equal(sha256(got.subarray(6)), sha256(body));
+    assert.ok(sameMemory, "every read landed in READ_BUFFER");
+    accepted!.destroy();
+    await new Promise((resolve) => server.close(resolve));
+    await ca.close();
   });
 
   describe("through the proxy", () => {

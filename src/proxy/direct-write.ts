@@ -1,0 +1,107 @@
+// A whole small message written straight to a socket's handle, past net.Socket's Writable.
+//
+// Every socket.write() walks Writable's state machine (write, _write, writeOrBuffer, the socket's
+// _writeGeneric, a write request, afterWriteDispatched, onwrite) and ends in a process.nextTick
+// for its bookkeeping, even when the bytes went to the kernel at once and no callback waits. The
+// proxy writes two such messages a request (the upstream request head, the whole small answer),
+// on sockets whose Writable holds nothing: for those, this does what Node's own writeGeneric does
+// (a WriteWrap, the handle's writeLatin1String) and nothing else.
+//
+// The handle's write and its state live in Node's stream_wrap binding, which process.binding
+// still exposes (documentation-only deprecated, DEP0111). Where it is missing, or the socket has
+// anything queued, corked or in flight, the message goes through socket.write() as before, so
+// the order of bytes on a socket never changes: libuv writes every request of a handle in order.
+
+import type net from "node:net";
+import util from "node:util";
+
+interface WriteReq {
+  handle: StreamHandle;
+  oncomplete: (this: WriteReq, status: number) => void;
+  async: boolean;
+  bytes: number;
+  buffer: null;
+  socket: net.Socket;
+  done: (() => void) | undefined;
+}
+
+interface StreamHandle {
+  writeLatin1String(req: WriteReq, text: string): number;
+}
+
+interface StreamWrapBinding {
+  WriteWrap: new () => WriteReq;
+  streamBaseState: Int32Array;
+  kLastWriteWasAsync: number;
+}
+
+type DirectSocket = net.Socket & { _handle?: StreamHandle | null; [kInFlight]?: number };
+
+const kInFlight = Symbol("directWritesInFlight");
+
+const binding = loadBinding();
+
+function loadBinding(): StreamWrapBinding | undefined {
+  try {
+    const b = (process as unknown as { binding(name: string): Partial<StreamWrapBinding> }).binding("stream_wrap");
+    if (typeof b.WriteWrap === "function" && b.streamBaseState instanceof Int32Array && typeof b.kLastWriteWasAsync === "number") return b as StreamWrapBinding;
+  } catch {
+    // A Node.js without process.binding: socket.write() does it all.
+  }
+  return undefined;
+}
+
+/** True when this Node.js lets writeLatin1 skip the Writable (asserted by the tests on the Node.js they run on). */
+export const directWrites = binding !== undefined;
+
+/**
+ * Writes `text` (latin1: one byte a character) to `socket`; `done` runs on a later tick once the
+ * bytes are with the kernel, as socket.write's callback would (never on a failed write: the
+ * socket is destroyed with the error, as Node does).
+ */
+export function writeLatin1(socket: net.Socket, text: string, done?: () => void): void {
+  const s = socket as DirectSocket;
+  const handle = s._handle;
+  if (binding === undefined || !handle || s.writableLength !== 0 || s.writableCorked !== 0 || s.connecting || s.destroyed || s.writableEnded || (s[kInFlight] ?? 0) !== 0 || typeof handle.writeLatin1String !== "function") {
+    socket.write(text, "latin1", done);
+    return;
+  }
+  const req = new binding.WriteWrap();
+  req.handle = handle;
+  req.oncomplete = onComplete;
+  req.async = false;
+  req.bytes = 0;
+  req.buffer = null;
+  req.socket = socket;
+  req.done = done;
+  const err = handle.writeLatin1String(req, text);
+  if (err !== 0) {
+    socket.destroy(writeError(err));
+    return;
+  }
+  if (binding.streamBaseState[binding.kLastWriteWasAsync] !== 0) {
+    // Part of it waits in libuv for the socket to take it: later writes queue behind it (through
+    // the Writable, which keeps the order) until it completes.
+    req.async = true;
+    s[kInFlight] = (s[kInFlight] ?? 0) + 1;
+    return;
+  }
+  if (done !== undefined) process.nextTick(done);
+}
+
+/** libuv finished an asynchronous write: status < 0 is its error (ECANCELED when the socket closed first). */
+function onComplete(this: WriteReq, status: number): void {
+  const s = this.socket as DirectSocket;
+  s[kInFlight] = (s[kInFlight] ?? 1) - 1;
+  if (status < 0) {
+    if (!s.destroyed) s.destroy(writeError(status));
+    return;
+  }
+  this.done?.();
+}
+
+/** The error Node's own write would give: "write EPIPE", with errno, code and syscall. */
+function writeError(errno: number): NodeJS.ErrnoException {
+  const [code] = util.getSystemErrorMap().get(errno) ?? [`E${-errno}`];
+  return Object.assign(new Error(`write ${code}`), { errno, code, syscall: "write" });
+}

@@ -1,0 +1,142 @@
+// Whole messages written past the Writable (src/proxy/direct-write.ts): the direct path is really
+// taken on this Node, bytes keep their order against socket.write() when the kernel's buffer fills
+// and a write waits in libuv, the callback comes on a later tick and only once the bytes are out,
+// and a write to a dead socket destroys it with Node's own error instead of throwing.
+
+import assert from "node:assert/strict";
+import net, { type AddressInfo } from "node:net";
+import { after, before, describe, it } from "node:test";
+import { directWrites, writeLatin1 } from "../../src/proxy/direct-write.js";
+import { sleep } from "./helpers.js";
+
+interface Pair {
+  client: net.Socket;
+  /** The accepted side, paused: it reads only when the test says so. */
+  peer: net.Socket;
+  received(): Promise<Buffer>;
+}
+
+describe("writeLatin1", { timeout: 60_000 }, () => {
+  let server: net.Server;
+  let accepted: ((s: net.Socket) => void) | undefined;
+
+  before(async () => {
+    server = net.createServer((s) => {
+      s.pause();
+      accepted?.(s);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  });
+  after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  async function pair(): Promise<Pair> {
+    const peerP = new Promise<net.Socket>((resolve) => (accepted = resolve));
+    const client = net.connect((server.address() as AddressInfo).port, "127.0.0.1");
+    client.on("error", () => undefined);
+    await new Promise((resolve) => client.once("connect", resolve));
+    const peer = await peerP;
+    peer.on("error", () => undefined);
+    const chunks: Buffer[] = [];
+    peer.on("data", (c: Buffer) => chunks.push(c));
+    const ended = new Promise<void>((resolve) => peer.once("end", resolve));
+    return {
+      client,
+      peer,
+      received: async () => {
+        peer.resume();
+        await ended;
+        return Buffer.concat(chunks);
+      },
+    };
+  }
+
+  it("skips the Writable on this Node: socket.write is not called, the callback comes on a later tick", async () => {
+    assert.equal(directWrites, true, "this Node has process.binding('stream_wrap') with WriteWrap and streamBaseState");
+    const { client, received } = await pair();
+    let viaWritable = 0;
+    const write = client.write.bind(client);
+    client.write = ((...args: Parameters<net.Socket["write"]>) => {
+      viaWritable++;
+      return write(...args);
+    }) as net.Socket["write"];
+    let called = false;
+    writeLatin1(client, "GET / HTTP/1.1\r\n\r\n", () => (called = true));
+    assert.equal(called, false, "not called synchronously, as socket.write's callback is not");
+    await new Promise((resolve) => process.nextTick(resolve));
+    assert.equal(called, true);
+    assert.equal(viaWritable, 0, "the direct path was taken");
+    client.end();
+    assert.equal((await received()).toString("latin1"), "GET / HTTP/1.1\r\n\r\n");
+  });
+
+  it("keeps every byte of latin1 text, 0x00-0xff", async () => {
+    const { client, received } = await pair();
+    const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    writeLatin1(client, all.toString("latin1"));
+    client.end();
+    assert.deepEqual(await received(), all);
+  });
+
+  it("keeps the order against socket.write when a write waits for a peer that does not read, and calls back only once it is out", async () => {
+    const { client, received } = await pair();
+    // Enough to fill both sides' socket buffers on loopback: the direct write waits in libuv.
+    const big = "a".repeat(8 * 1024 * 1024);
+    let bigOut = false;
+    writeLatin1(client, big, () => (bigOut = true));
+    let viaWritable = 0;
+    const write = client.write.bind(client);
+    client.write = ((...args: Parameters<net.Socket["write"]>) => {
+      viaWritable++;
+      return write(...args);
+    }) as net.Socket["write"];
+    // While it waits: these must come after it, through the Writable.
+    writeLatin1(client, "b".repeat(1000));
+    client.write("c".repeat(1000));
+    writeLatin1(client, "d");
+    await sleep(100);
+    assert.equal(bigOut, false, "the peer read nothing: the big write is not out");
+    assert.equal(viaWritable, 3, "writes behind a waiting one go through the Writable");
+    client.end();
+    const got = await received();
+    assert.equal(got.length, big.length + 2001);
+    assert.equal(got.subarray(0, big.length).every((b) => b === 0x61), true);
+    assert.equal(got.subarray(big.length).toString("latin1"), `${"b".repeat(1000)}${"c".repeat(1000)}d`);
+    assert.equal(bigOut, true);
+  });
+
+  it("goes through the Writable on a corked socket, so that the corked bytes come first", async () => {
+    const { client, received } = await pair();
+    client.cork();
+    client.write("first,");
+    writeLatin1(client, "second");
+    client.uncork();
+    client.end();
+    assert.equal((await received()).toString(), "first,second");
+  });
+
+  it("destroys a socket whose peer is gone with the write's error instead of throwing", async () => {
+    const { client, peer } = await pair();
+    const errors: NodeJS.ErrnoException[] = [];
+    client.removeAllListeners("error");
+    client.on("error", (e: NodeJS.ErrnoException) => errors.push(e));
+    // Not reading (pause() alone leaves libuv reading): the reset is found by a write, not by a read.
+    (client as unknown as { _handle: { readStop(): number } })._handle.readStop();
+    peer.resetAndDestroy();
+    await sleep(100);
+    assert.equal(client.destroyed, false);
+    // The first write may still be taken by the kernel before the reset is seen: write until it fails.
+    for (let i = 0; i < 50 && !client.destroyed; i++) {
+      assert.doesNotThrow(() => writeLatin1(client, "x".repeat(64 * 1024)));
+      await sleep(10);
+    }
+    assert.equal(client.destroyed, true);
+    assert.ok(errors.length === 1 && /^E[A-Z]+$/.test(errors[0]!.code ?? ""), `one error with a code: ${errors.map((e) => e.message).join(", ")}`);
+    assert.equal(errors[0]!.syscall, "write");
+  });
+
+  it("on a destroyed socket does nothing that throws", async () => {
+    const { client } = await pair();
+    client.destroy();
+    assert.doesNotThrow(() => writeLatin1(client, "late"));
+  });
+});
