@@ -60,7 +60,12 @@ export interface NginxProxyConfOptions {
   tls?: { port: number; serverName: string; certFile: string; keyFile: string };
 }
 
-/** A minimal reverse proxy: keep-alive to the upstreams, no access log, loopback only. */
+/**
+ * A minimal reverse proxy: keep-alive to the upstreams, no access log, loopback only. It sends the
+ * upstream the same forwarding fields as Turquoise's proxy (Host as received, X-Forwarded-For,
+ * -Proto, -Host, X-Real-IP, Forwarded), so that both proxies do the same job and the upstream
+ * parses the same request from either.
+ */
 export function nginxProxyConf(upstreams: readonly { host: string; port: number }[], opts: NginxProxyConfOptions = {}): NginxConf {
   const keepalive = opts.keepaliveTimeoutS === undefined ? "" : `\n    keepalive_timeout ${opts.keepaliveTimeoutS}s;`;
   const location = `
@@ -68,9 +73,12 @@ export function nginxProxyConf(upstreams: readonly { host: string; port: number 
       proxy_pass http://app;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Host $host;
+      proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";
     }`;
   const tls = opts.tls
     ? `
