@@ -1,6 +1,7 @@
 // Webhook delivery records: a delivery id is claimed atomically before its deploy, and its record
 // follows the deploy to its outcome, so a replay is answered, never run twice, while a redelivery
 // of one that failed (GitHub's "Redeliver") runs again, once however many copies arrive.
+import { createHash } from "node:crypto";
 import { RELEASE_NAME } from "../deploy/release.js";
 import type { HistoryEntry, Store } from "../state/contract.js";
 import { internalKey } from "../state/namespace.js";
@@ -29,6 +30,14 @@ export interface Delivery {
   outcome: DeliveryOutcome;
   /** How many times the delivery was run: 1, and one more for each redelivery of a failed one. */
   attempt: number;
+}
+
+/**
+ * The id of a signed delivery that names none: GitHub's signature covers the body only, so the
+ * body is what a replay cannot change, and the same body is the same delivery.
+ */
+export function bodyDeliveryId(body: Buffer): string {
+  return `body-sha256:${createHash("sha256").update(body).digest("hex")}`;
 }
 
 /** A delivery record as the agent wrote it, or undefined: a record is checked whenever it is read. */

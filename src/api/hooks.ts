@@ -9,7 +9,7 @@ import { isLockLost } from "../deploy/lock.js";
 import { RELEASE_NAME } from "../deploy/release.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { ServiceSpec, WebhookSpec } from "../spec/types.js";
-import { claimDelivery, forgetOldDeliveries, type DeliveryClaim } from "./deliveries.js";
+import { bodyDeliveryId, claimDelivery, forgetOldDeliveries, type DeliveryClaim } from "./deliveries.js";
 import type { ApiHost } from "./host.js";
 import { errorBody, send, sendError } from "./http.js";
 import { readRawBody } from "../util/http-body.js";
@@ -115,8 +115,12 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
     if ("ignored" in target) return send(res, 200, { ok: true, ignored: target.ignored });
     if ("error" in target) return refuse(res, 422, "USAGE", target.error);
 
-    const deliveryId = header(req, "x-github-delivery") ?? header(req, "idempotency-key");
-    if (deliveryId !== undefined && !DELIVERY_ID.test(deliveryId)) return refuse(res, 400, "USAGE", "the delivery id (X-GitHub-Delivery or Idempotency-Key) must be 1-128 letters, digits, '.', '_', ':' or '-'");
+    const given = header(req, "x-github-delivery") ?? header(req, "idempotency-key");
+    if (given !== undefined && !DELIVERY_ID.test(given)) return refuse(res, 400, "USAGE", "the delivery id (X-GitHub-Delivery or Idempotency-Key) must be 1-128 letters, digits, '.', '_', ':' or '-'");
+    // A signature covers the body only: a signed delivery naming no id is known by its body, so a
+    // captured one cannot be sent again to deploy again. A token's holder may deploy at will
+    // anyway, so a call with a token and no id runs every time it is sent.
+    const deliveryId = given ?? (signature !== undefined ? bodyDeliveryId(body) : undefined);
     let claim: DeliveryClaim | undefined;
     if (deliveryId !== undefined) {
       // Claimed before the deploy, atomically: two copies of one delivery (or of a redelivery of a failed one) run it once.

@@ -1,8 +1,9 @@
 // Signed webhooks: GitHub's signature scheme (its published test vector), the payload → release
 // rule, and POST /v1/hooks/<service> against the API in-process: who may deploy, what is refused
-// and why, replays answered but not run twice, and redeliveries of failed ones run again, once.
+// and why, replays answered but not run twice (a signed one without a delivery id too), and
+// redeliveries of failed ones run again, once.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import http from "node:http";
 import { after, before, describe, it } from "node:test";
 import { claimDelivery, deliveryRecord, hookKeys } from "../../src/api/deliveries.js";
@@ -153,6 +154,44 @@ describe("POST /v1/hooks/<service>", () => {
     const answers = await Promise.all(Array.from({ length: 5 }, () => github(body, { delivery })));
     assert.equal(h.deploys.length, before + 1);
     assert.equal(answers.filter((a) => a.status === 202).length, 1, JSON.stringify(answers.map((a) => a.status)));
+  });
+
+  it("a signed delivery without a delivery id is known by its body: sent again it is a duplicate and deploys nothing", async () => {
+    const before = h.deploys.length;
+    const body = JSON.stringify({ ref: "refs/tags/v10" });
+    const id = `body-sha256:${createHash("sha256").update(body).digest("hex")}`;
+    const first = await github(body, { delivery: null });
+    assert.equal(first.status, 202, JSON.stringify(first.json));
+    assert.equal(first.json.delivery, id);
+    assert.equal(h.actors.at(-1), `webhook (GitHub, delivery ${id})`);
+    const replay = await github(body, { delivery: null });
+    assert.equal(replay.status, 200, JSON.stringify(replay.json));
+    assert.equal(replay.json.duplicate, true);
+    assert.equal(replay.json.delivery, id);
+    assert.equal(replay.json.history, first.json.history);
+    assert.equal(h.deploys.length, before + 1, "one deploy for the body and its replay");
+    // Another body is another delivery.
+    assert.equal((await github(JSON.stringify({ ref: "refs/tags/v11" }), { delivery: null })).status, 202);
+    assert.equal(h.deploys.length, before + 2);
+  });
+
+  it("five copies of a signed body without a delivery id sent at once run one deploy", async () => {
+    const before = h.deploys.length;
+    const body = JSON.stringify({ ref: "refs/tags/v12" });
+    const answers = await Promise.all(Array.from({ length: 5 }, () => github(body, { delivery: null })));
+    assert.equal(h.deploys.length, before + 1);
+    assert.equal(answers.filter((a) => a.status === 202).length, 1, JSON.stringify(answers.map((a) => a.status)));
+    assert.equal(answers.filter((a) => a.json.duplicate === true).length, 4);
+  });
+
+  it("a token call without a delivery id runs every time it is sent: its holder may deploy at will", async () => {
+    const before = h.deploys.length;
+    for (let i = 0; i < 2; i++) {
+      const r = await post("/v1/hooks/books", JSON.stringify({ release: "v13" }), { authorization: `Bearer ${h.adminToken}` });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      assert.equal(r.json.delivery, null);
+    }
+    assert.equal(h.deploys.length, before + 2);
   });
 
   it("GitHub's Redeliver of a delivery whose release was not found runs it again; once that succeeded, it is a duplicate", async () => {
