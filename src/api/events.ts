@@ -39,7 +39,7 @@ export const STREAM_STATS_MS = 2_000;
 
 /**
  * Event streams one token holds open at once (a dashboard session counts under the token it
- * signed in with): a browser holds at most 6 connections to one host, so 20 is several browsers'
+ * signed in with; not the registry token, which every instance shares: only MAX_STREAMS bounds it): a browser holds at most 6 connections to one host, so 20 is several browsers'
  * worth of dashboards, and one leaked or hostile token cannot take the agent's sockets.
  */
 export const MAX_STREAMS_PER_TOKEN = 20;
@@ -63,7 +63,8 @@ export class StreamSlots {
   /** A place for one more stream of this token, and how to give it back (once); or which cap refuses it. */
   take(token: string): { ok: true; give: () => void } | { ok: false; message: string; limit: number; open: number } {
     const own = this.open(token);
-    if (own >= this.perToken) return { ok: false, limit: this.perToken, open: own, message: `this token has ${own} event streams open, its limit is ${this.perToken}: close one, or retry later` };
+    // Every instance holds the one registry token: capped per token, the 21st instance would be refused.
+    if (own >= this.perToken && token !== "registry") return { ok: false, limit: this.perToken, open: own, message: `this token has ${own} event streams open, its limit is ${this.perToken}: close one, or retry later` };
     if (this.total >= this.max) return { ok: false, limit: this.max, open: this.total, message: `the agent has ${this.total} event streams open, its limit is ${this.max}: retry later` };
     this.byToken.set(token, own + 1);
     this.total++;

@@ -262,4 +262,11 @@ describe("StreamSlots", () => {
     assert.ok(slots.take("b").ok);
     assert.ok(!slots.take("c").ok);
   });
+
+  it("caps the registry token, which every instance shares, only by the total", () => {
+    const slots = new StreamSlots(2, 4);
+    for (let i = 0; i < 4; i++) assert.ok(slots.take("registry").ok, `instance ${i + 1}`);
+    const fifth = slots.take("registry");
+    assert.ok(!fifth.ok && fifth.limit === 4);
+  });
 });
