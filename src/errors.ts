@@ -26,6 +26,8 @@ export const EXIT_CODES = {
   STATE_UNAVAILABLE: 16,
   /** Several agents share the store and this one does not lead: the error names the leader's API. */
   NOT_LEADER: 17,
+  /** A cap on what the agent holds open at once, for one token or in all (event streams), is reached: retry after a while. */
+  LIMIT_REACHED: 18,
 } as const;
 
 export type ErrorCode = keyof typeof EXIT_CODES;

@@ -4,10 +4,10 @@
 // the proxy's counters every few seconds: what the dashboard draws, without a polling loop.
 import type http from "node:http";
 import type { ApiHost } from "./host.js";
-import { REGISTRY_EVENT_TYPES, type Scope } from "../auth/scopes.js";
+import { REGISTRY_EVENT_TYPES, tokenIdentity, type Scope } from "../auth/scopes.js";
 import type { EventRecord } from "../state/contract.js";
-import { intParam } from "./http.js";
-import { errorMessage } from "../errors.js";
+import { errorBody, intParam, send } from "./http.js";
+import { TurquoiseError, errorMessage } from "../errors.js";
 
 /** What a scope may see of an event, or undefined when it sees none of it. */
 export function visibleEvent(scope: Scope, e: EventRecord): EventRecord | undefined {
@@ -38,11 +38,72 @@ export const STREAM_CHANGED_MS = 250;
 export const STREAM_STATS_MS = 2_000;
 
 /**
+ * Event streams one token holds open at once (a dashboard session counts under the token it
+ * signed in with; not the registry token, which every instance shares: only MAX_STREAMS bounds it): a browser holds at most 6 connections to one host, so 20 is several browsers'
+ * worth of dashboards, and one leaked or hostile token cannot take the agent's sockets.
+ */
+export const MAX_STREAMS_PER_TOKEN = 20;
+/** Event streams the agent holds open in all: many read tokens cannot take its sockets either. */
+export const MAX_STREAMS = 200;
+/** What a refused stream is told: a place frees only when another stream closes, so sooner is no use. */
+export const STREAM_RETRY_AFTER_S = 5;
+
+/** The event streams open at once, per token and in all, up to their caps: past one, a stream is refused, not queued. */
+export class StreamSlots {
+  private readonly byToken = new Map<string, number>();
+  private total = 0;
+
+  constructor(readonly perToken = MAX_STREAMS_PER_TOKEN, readonly max = MAX_STREAMS) {}
+
+  /** Open streams, of one token or in all. */
+  open(token?: string): number {
+    return token === undefined ? this.total : (this.byToken.get(token) ?? 0);
+  }
+
+  /** A place for one more stream of this token, and how to give it back (once); or which cap refuses it. */
+  take(token: string): { ok: true; give: () => void } | { ok: false; message: string; limit: number; open: number } {
+    const own = this.open(token);
+    // Every instance holds the one registry token: capped per token, the 21st instance would be refused.
+    if (own >= this.perToken && token !== "registry") return { ok: false, limit: this.perToken, open: own, message: `this token has ${own} event streams open, its limit is ${this.perToken}: close one, or retry later` };
+    if (this.total >= this.max) return { ok: false, limit: this.max, open: this.total, message: `the agent has ${this.total} event streams open, its limit is ${this.max}: retry later` };
+    this.byToken.set(token, own + 1);
+    this.total++;
+    let given = false;
+    return {
+      ok: true,
+      give: () => {
+        if (given) return;
+        given = true;
+        this.total--;
+        const left = this.open(token) - 1;
+        if (left > 0) this.byToken.set(token, left);
+        else this.byToken.delete(token);
+      },
+    };
+  }
+}
+
+/**
  * Server-sent events: every event the scope may see, as it happens, until the client goes away.
  * A client that does not read falls behind; once MAX_STREAM_BUFFER_BYTES wait for it, it is
  * dropped (a last "dropped" message, then the connection is cut), so it cannot grow the agent's memory.
+ * A stream takes a place in slots while open: past a cap it is answered 429 with Retry-After.
  */
-export async function streamEvents(agent: ApiHost, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse, query?: URLSearchParams): Promise<undefined> {
+export async function streamEvents(agent: ApiHost, slots: StreamSlots, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse, query?: URLSearchParams): Promise<undefined> {
+  const slot = slots.take(tokenIdentity(scope));
+  if (!slot.ok) {
+    const refused = new TurquoiseError("LIMIT_REACHED", slot.message, { data: { limit: slot.limit, open: slot.open } });
+    send(res, 429, { error: errorBody(refused) }, { "retry-after": String(STREAM_RETRY_AFTER_S) });
+    return undefined;
+  }
+  try {
+    return await stream(agent, scope, req, res, query);
+  } finally {
+    slot.give();
+  }
+}
+
+async function stream(agent: ApiHost, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse, query?: URLSearchParams): Promise<undefined> {
   const insider = scope.kind === "admin" || scope.kind === "read";
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
   let dropped = false;
@@ -82,7 +143,8 @@ export async function streamEvents(agent: ApiHost, scope: Scope, req: http.Incom
   const stopStats = insider && query?.get("stats") === "1" ? statsFeed(agent).subscribe((json) => write(`event: stats\ndata: ${json}\n\n`)) : () => {};
   // Events are published from a later tick, so this line still comes first.
   write(`: turquoise events, index ${agent.registry.current}\n\n`);
-  await new Promise<void>((resolve) => res.on("close", resolve));
+  // A client gone before this line (its close already emitted) must not hold its place for ever.
+  if (!res.closed) await new Promise<void>((resolve) => res.once("close", resolve));
   clearInterval(ping);
   stopStats();
   clearTimeout(changedTimer);

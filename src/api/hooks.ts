@@ -1,27 +1,21 @@
 // POST /v1/hooks/<service>: deploys from CI. GitHub signs its deliveries (X-Hub-Signature-256,
 // HMAC-SHA256 over the raw body with a per-service secret); other CIs send a deploy token. The
-// payload names the release through the service's `webhook.release` template, and a delivery id
-// seen before is answered, never run twice.
+// payload names the release through the service's `webhook.release` template, and a delivery
+// seen before is answered, never run twice, unless its deploy failed (deliveries.ts).
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type http from "node:http";
 import { authenticate } from "../auth/scopes.js";
+import { isLockLost } from "../deploy/lock.js";
 import { RELEASE_NAME } from "../deploy/release.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { ServiceSpec, WebhookSpec } from "../spec/types.js";
-import { internalKey } from "../state/namespace.js";
+import { bodyDeliveryId, claimDelivery, forgetOldDeliveries, type DeliveryClaim } from "./deliveries.js";
 import type { ApiHost } from "./host.js";
 import { errorBody, send, sendError } from "./http.js";
 import { readRawBody } from "../util/http-body.js";
 
-/** How many delivery ids a service remembers: replays older than that many deliveries run again. */
-export const REMEMBERED_DELIVERIES = 500;
 /** A delivery id is the sender's: GitHub's is a UUID; anything longer or odder is refused. */
 const DELIVERY_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-export const hookKeys = {
-  delivery: (svc: string, id: string) => internalKey(`hooks/${svc}/${id}`),
-  deliveries: (svc: string) => internalKey(`hooks/${svc}/`),
-};
 
 /** GitHub's X-Hub-Signature-256 for body under secret. */
 export function githubSignature(secret: string, body: Buffer | string): string {
@@ -79,18 +73,13 @@ export function releaseFromPayload(hook: WebhookSpec, payload: Record<string, un
   return { release };
 }
 
-interface Delivery {
-  at: number;
-  release: string;
-  historyId: number | null;
-}
-
 /**
  * Handles a delivery before the API's token check: a GitHub delivery carries no token, only its
  * signature. Answers: 401 bad or missing signature/token, 403 a token for another service, 404
  * unknown service, 413 a body over 1 MiB, 421 this agent does not lead (several share the store), 422 a payload that maps to no release or a deploy that
  * failed; 200 a ping, an ignored push, a replayed delivery or a deploy that succeeded; 202 a
- * GitHub delivery whose deploy started (GitHub gives up on an answer after 10 s).
+ * GitHub delivery whose deploy started (GitHub gives up on an answer after 10 s). A replayed
+ * delivery whose deploy failed is not a replay: it runs again.
  */
 export async function handleHook(agent: ApiHost, service: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   try {
@@ -126,21 +115,29 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
     if ("ignored" in target) return send(res, 200, { ok: true, ignored: target.ignored });
     if ("error" in target) return refuse(res, 422, "USAGE", target.error);
 
-    const deliveryId = header(req, "x-github-delivery") ?? header(req, "idempotency-key");
-    if (deliveryId !== undefined && !DELIVERY_ID.test(deliveryId)) return refuse(res, 400, "USAGE", "the delivery id (X-GitHub-Delivery or Idempotency-Key) must be 1-128 letters, digits, '.', '_', ':' or '-'");
+    const given = header(req, "x-github-delivery") ?? header(req, "idempotency-key");
+    if (given !== undefined && !DELIVERY_ID.test(given)) return refuse(res, 400, "USAGE", "the delivery id (X-GitHub-Delivery or Idempotency-Key) must be 1-128 letters, digits, '.', '_', ':' or '-'");
+    // A signature covers the body only: a signed delivery naming no id is known by its body, so a
+    // captured one cannot be sent again to deploy again. A token's holder may deploy at will
+    // anyway, so a call with a token and no id runs every time it is sent.
+    const deliveryId = given ?? (signature !== undefined ? bodyDeliveryId(body) : undefined);
+    let claim: DeliveryClaim | undefined;
     if (deliveryId !== undefined) {
-      // Claimed before the deploy, atomically: two copies of one delivery run it once.
-      const key = hookKeys.delivery(service, deliveryId);
-      const claim: Delivery = { at: Date.now(), release: target.release, historyId: null };
-      const won = await agent.store.put(key, JSON.stringify(claim), { prevRevision: 0 });
-      if (!won.ok) {
-        const earlier = deliveryRecord((await agent.store.get(key))?.value);
-        return send(res, 200, { ok: true, duplicate: true, delivery: deliveryId, release: earlier?.release ?? null, history: earlier?.historyId ?? null });
+      // Claimed before the deploy, atomically: two copies of one delivery (or of a redelivery of a failed one) run it once.
+      const claimed = await claimDelivery(agent.store, service, deliveryId, target.release);
+      if (!claimed.won) {
+        const { earlier, outcome } = claimed;
+        return send(res, 200, { ok: true, duplicate: true, delivery: deliveryId, release: earlier?.release ?? null, history: earlier?.historyId ?? null, outcome });
       }
-      void forgetOldDeliveries(agent, service);
+      claim = claimed.claim;
+      void forgetOldDeliveries(agent.store, service).catch((e: unknown) => agent.event(service, "hook.unrecorded", `old delivery ids of ${service} were not forgotten: ${errorMessage(e)}`));
     }
 
-    const actor = `webhook (${who}${sender(payload)}${deliveryId ? `, delivery ${deliveryId}` : ""})`;
+    const attempt = claim?.attempt ?? null;
+    const actor = `webhook (${who}${sender(payload)}${deliveryId ? `, delivery ${deliveryId}` : ""}${attempt !== null && attempt > 1 ? `, attempt ${attempt}` : ""})`;
+    const record = async (patch: Parameters<DeliveryClaim["update"]>[0]): Promise<void> => {
+      await claim?.update(patch).catch((e: unknown) => agent.event(service, "hook.unrecorded", `delivery ${deliveryId} of ${service} was not recorded as ${patch.outcome ?? "started"}: ${errorMessage(e)}`, { delivery: deliveryId ?? null }));
+    };
     let startedId: number | undefined;
     let started!: (id: number) => void;
     const whenStarted = new Promise<number>((resolve) => (started = resolve));
@@ -149,37 +146,39 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
       onStarted: (id) => {
         startedId = id;
         started(id);
-        if (deliveryId !== undefined) void agent.store.put(hookKeys.delivery(service, deliveryId), JSON.stringify({ at: Date.now(), release: target.release, historyId: id } satisfies Delivery)).catch(() => undefined);
+        void record({ historyId: id });
       },
     });
+    // The delivery's record follows the deploy to its end, whether or not anyone still waits for the answer.
+    const recorded = deploy.then(
+      (out) => record({ historyId: out.history.id, outcome: "succeeded" }),
+      async (e: unknown) => {
+        // A flow that lost its lock is finished or undone by recovery: its history entry will say which.
+        if (!(isLockLost(e) && startedId !== undefined)) await record({ outcome: "failed" });
+        if (fromGitHub) agent.event(service, "hook.failed", `webhook deploy of ${service} ${target.release} failed: ${errorMessage(e)}`, { release: target.release, delivery: deliveryId ?? null });
+      },
+    );
     if (fromGitHub) {
       // Answer once the deploy has its history entry; one that fails before (no such release) is answered with why.
       const first = await Promise.race([whenStarted.then((id) => ({ id })), deploy.then(() => ({ id: startedId! }), (e: unknown) => ({ error: e }))]);
-      deploy.catch((e: unknown) => agent.event(service, "hook.failed", `webhook deploy of ${service} ${target.release} failed: ${errorMessage(e)}`));
-      if ("error" in first) return deployFailed(res, first.error, target.release, deliveryId);
-      return send(res, 202, { ok: true, accepted: true, service, release: target.release, delivery: deliveryId ?? null, history: first.id });
+      if ("error" in first) {
+        // Recorded as failed before the answer: a redelivery sent on reading it runs again.
+        await recorded;
+        return deployFailed(res, first.error, target.release, deliveryId);
+      }
+      return send(res, 202, { ok: true, accepted: true, service, release: target.release, delivery: deliveryId ?? null, attempt, history: first.id });
     }
     try {
       const out = await deploy;
-      send(res, 200, { ok: true, service, release: target.release, delivery: deliveryId ?? null, history: out.history.id, outcome: out.history.outcome });
+      await recorded;
+      send(res, 200, { ok: true, service, release: target.release, delivery: deliveryId ?? null, attempt, history: out.history.id, outcome: out.history.outcome });
     } catch (e) {
+      await recorded;
       deployFailed(res, e, target.release, deliveryId);
     }
   } catch (e) {
     if (!res.headersSent) sendError(res, e);
   }
-}
-
-/** A delivery record as the agent wrote it, or undefined: a record is checked whenever it is read. */
-function deliveryRecord(text: string | undefined): Delivery | undefined {
-  if (text === undefined) return undefined;
-  try {
-    const v = JSON.parse(text) as Partial<Delivery>;
-    if (typeof v.release === "string" && RELEASE_NAME.test(v.release) && (v.historyId === null || Number.isInteger(v.historyId))) {
-      return { at: Number(v.at) || 0, release: v.release, historyId: v.historyId ?? null };
-    }
-  } catch { /* not one of ours */ }
-  return undefined;
 }
 
 function deployFailed(res: http.ServerResponse, e: unknown, release: string, deliveryId: string | undefined): void {
@@ -217,12 +216,4 @@ function parsePayload(body: Buffer): Record<string, unknown> {
 function sender(payload: Record<string, unknown>): string {
   const login = (payload.sender as { login?: unknown } | undefined)?.login;
   return typeof login === "string" && /^[A-Za-z0-9-]{1,39}$/.test(login) ? `, by ${login}` : "";
-}
-
-/** Keeps the newest REMEMBERED_DELIVERIES ids of a service. */
-async function forgetOldDeliveries(agent: ApiHost, service: string): Promise<void> {
-  const all = await agent.store.list(hookKeys.deliveries(service));
-  if (all.length <= REMEMBERED_DELIVERIES) return;
-  const oldest = all.sort((a, b) => a.modRevision - b.modRevision).slice(0, all.length - REMEMBERED_DELIVERIES);
-  for (const kv of oldest) await agent.store.delete(kv.key, { prevRevision: kv.modRevision });
 }

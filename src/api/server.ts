@@ -13,7 +13,7 @@ import { checkUserKey, checkUserPrefix, userDelete, userGet, userList, userPut }
 import { authenticate, describeScope, type Scope } from "../auth/scopes.js";
 import { intParam, parseJson, send, sendError, errorBody } from "./http.js";
 import { readBody } from "../util/http-body.js";
-import { listEvents, streamEvents } from "./events.js";
+import { StreamSlots, listEvents, streamEvents } from "./events.js";
 import { abortFlow, releaseOptions, runFlow } from "./flows.js";
 import { status } from "./status.js";
 import { handleHook } from "./hooks.js";
@@ -40,11 +40,12 @@ interface RouteOptions {
 }
 
 export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = {}): http.RequestListener {
+  const streams = new StreamSlots();
   const routes: Array<[string, RegExp, Handler, RouteOptions?]> = [
     ["GET", /^\/v1\/catalog\/services$/, async ({ agent }) => catalog(agent), { registry: true, blocking: true }],
     ["GET", /^\/v1\/catalog\/service\/([^/]+)$/, async ({ agent, params }) => catalogService(agent, params[0]!), { registry: true, blocking: true }],
     ["GET", /^\/v1\/health\/checks$/, async ({ agent, query }) => checks(agent, query.get("service") ?? undefined, query.get("state") ?? undefined), { registry: true, blocking: true }],
-    ["GET", /^\/v1\/events\/stream$/, async ({ agent, scope, req, res, query }) => streamEvents(agent, scope, req, res, query), { registry: true, read: true }],
+    ["GET", /^\/v1\/events\/stream$/, async ({ agent, scope, req, res, query }) => streamEvents(agent, streams, scope, req, res, query), { registry: true, read: true }],
     ["GET", /^\/v1\/status$/, async ({ agent, scope }) => status(agent, scope.kind === "deploy" ? scope.services : undefined), { deploy: "filtered", read: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, async ({ agent, scope, req, res, params }) => runFlow("deploy", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, async ({ agent, scope, req, res, params }) => runFlow("rollback", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],

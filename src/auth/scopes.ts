@@ -30,6 +30,11 @@ export function authenticate(header: string | undefined, creds: Credentials): Sc
   return undefined;
 }
 
+/** Which token a scope stands for: the admin or registry token, or one read or deploy token by its id. A cap per token counts by it. */
+export function tokenIdentity(scope: Scope): string {
+  return scope.kind === "read" || scope.kind === "deploy" ? `${scope.kind} ${scope.id}` : scope.kind;
+}
+
 /** What a scope may do, in words for a 403. */
 export function describeScope(scope: Scope): string {
   switch (scope.kind) {

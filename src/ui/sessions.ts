@@ -3,7 +3,7 @@
 // never stored, echoed or put in the page; a session ends when it expires, on sign-out, or when
 // the read token it came from is revoked.
 import crypto from "node:crypto";
-import type { Scope } from "../auth/scopes.js";
+import { tokenIdentity, type Scope } from "../auth/scopes.js";
 
 export const SESSION_COOKIE = "tq_session";
 /** A working shift: long enough not to sign out mid-incident, short enough that a forgotten tab does not stay signed in for days. */
@@ -51,7 +51,7 @@ export class Sessions {
   create(scope: SessionScope): Session {
     const now = this.now();
     this.sweep(now);
-    const own = [...this.byId.values()].filter((x) => tokenOf(x.scope) === tokenOf(scope));
+    const own = [...this.byId.values()].filter((x) => tokenIdentity(x.scope) === tokenIdentity(scope));
     if (own.length >= MAX_SESSIONS_PER_TOKEN) this.byId.delete(own[0]!.id);
     // Past the overall cap (many read tokens), the token holding the most sessions gives up its oldest.
     while (this.byId.size >= MAX_SESSIONS) this.byId.delete(this.oldestOfBusiestToken()!.id);
@@ -93,9 +93,9 @@ export class Sessions {
   private oldestOfBusiestToken(): Session | undefined {
     const byToken = new Map<string, Session[]>();
     for (const x of this.byId.values()) {
-      const list = byToken.get(tokenOf(x.scope));
+      const list = byToken.get(tokenIdentity(x.scope));
       if (list) list.push(x);
-      else byToken.set(tokenOf(x.scope), [x]);
+      else byToken.set(tokenIdentity(x.scope), [x]);
     }
     return [...byToken.values()].sort((a, b) => b.length - a.length)[0]?.[0];
   }
@@ -103,11 +103,6 @@ export class Sessions {
   private sweep(now: number): void {
     for (const [id, s] of this.byId) if (s.expiresAt <= now) this.byId.delete(id);
   }
-}
-
-/** Which token a session came from: the admin token, or one read token by its id. */
-function tokenOf(scope: SessionScope): string {
-  return scope.kind === "read" ? `read ${scope.id}` : "admin";
 }
 
 /**

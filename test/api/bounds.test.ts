@@ -1,9 +1,12 @@
-// The API bounds what a client can make the agent hold: a stream client that never reads is dropped, a body over the limit is a 413 before it is buffered.
+// The API bounds what a client can make the agent hold: a stream client that never reads is dropped,
+// a token holds a bounded number of event streams and so does the agent, a body over the limit is
+// a 413 before it is buffered.
 import assert from "node:assert/strict";
+import http from "node:http";
 import net from "node:net";
 import { setImmediate as tick } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
-import { MAX_STREAM_BUFFER_BYTES } from "../../src/api/events.js";
+import { MAX_STREAMS, MAX_STREAMS_PER_TOKEN, MAX_STREAM_BUFFER_BYTES, STREAM_RETRY_AFTER_S, StreamSlots } from "../../src/api/events.js";
 import { MAX_BODY_BYTES } from "../../src/util/http-body.js";
 import { startHarness, type Harness } from "./harness.js";
 
@@ -121,5 +124,149 @@ describe("API bounds", () => {
     const r = await h.call("PUT", "/v1/kv/config/exact", { body: "z".repeat(MAX_BODY_BYTES) });
     assert.equal(r.status, 200);
     assert.equal((await h.store.get("config/exact"))?.value.length, MAX_BODY_BYTES);
+  });
+});
+
+interface OpenedStream {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  /** The whole body of a refusal; the first lines of an open stream. */
+  body: () => string;
+  /** The agent's end of the connection. */
+  serverSide: () => net.Socket | undefined;
+  close(): void;
+}
+
+/**
+ * GET /v1/events/stream with these headers: an open stream resolves once its first line came
+ * (the agent holds its place from then on), a refusal once its body is read.
+ */
+function openStream(h: Harness, headers: Record<string, string>): Promise<OpenedStream> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: "127.0.0.1", port: h.port, path: "/v1/events/stream", agent: false, headers }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      const localPort = req.socket?.localPort;
+      const opened: OpenedStream = {
+        status: res.statusCode ?? 0, headers: res.headers, body: () => body,
+        serverSide: () => [...h.sockets].find((s) => s.remotePort === localPort),
+        close: () => req.destroy(),
+      };
+      if (res.statusCode === 200) res.once("data", () => resolve(opened));
+      else res.on("end", () => resolve(opened));
+    });
+    req.on("error", (e) => { if ((e as NodeJS.ErrnoException).code !== "ECONNRESET") reject(e); });
+  });
+}
+
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** Closes a stream and waits until the agent has seen it close: its place is free from then on. */
+async function closed(s: OpenedStream): Promise<void> {
+  const serverSide = s.serverSide();
+  s.close();
+  await until("the agent to see the stream close", () => serverSide === undefined || serverSide.closed);
+}
+
+function assertRefused(s: OpenedStream, limit: number, message: RegExp): void {
+  assert.equal(s.status, 429, s.body());
+  assert.equal(s.headers["retry-after"], String(STREAM_RETRY_AFTER_S));
+  assert.match(String(s.headers["content-type"]), /application\/json/);
+  const { error } = JSON.parse(s.body()) as { error: { code: string; message: string; limit: number; open: number } };
+  assert.equal(error.code, "LIMIT_REACHED");
+  assert.equal(error.limit, limit);
+  assert.equal(error.open, limit);
+  assert.match(error.message, message);
+}
+
+describe("event stream caps", () => {
+  let h: Harness;
+  const open: OpenedStream[] = [];
+  const hold = async (headers: Record<string, string>, n: number): Promise<OpenedStream[]> => {
+    const streams = await Promise.all(Array.from({ length: n }, () => openStream(h, headers)));
+    open.push(...streams);
+    for (const s of streams) assert.equal(s.status, 200, s.body());
+    return streams;
+  };
+  const readToken = async (): Promise<string> => (JSON.parse((await h.call("POST", "/v1/tokens", { body: JSON.stringify({ read: true }) })).body) as { token: string }).token;
+
+  before(async () => {
+    h = await startHarness();
+  });
+  after(async () => {
+    for (const s of open) s.close();
+    await h.close();
+  });
+
+  it("one token holds at most MAX_STREAMS_PER_TOKEN streams: one more is 429 saying the limit, how many are open and when to retry; other tokens still get theirs", async () => {
+    const admin = await hold(bearer(h.adminToken), MAX_STREAMS_PER_TOKEN);
+    const refused = await openStream(h, bearer(h.adminToken));
+    assertRefused(refused, MAX_STREAMS_PER_TOKEN, new RegExp(`this token has ${MAX_STREAMS_PER_TOKEN} event streams open, its limit is ${MAX_STREAMS_PER_TOKEN}`));
+    await hold(bearer(h.registryToken), 1);
+
+    // A client that goes away frees its place at once: the next stream of that token opens.
+    await closed(admin[0]!);
+    const again = await hold(bearer(h.adminToken), 1);
+    assert.equal((await openStream(h, bearer(h.adminToken))).status, 429);
+
+    // So does a stream the agent cuts (as it cuts a client that fell behind).
+    const cut = again[0]!.serverSide()!;
+    cut.destroy();
+    await until("the cut stream's close", () => cut.closed);
+    await hold(bearer(h.adminToken), 1);
+    for (const s of open.splice(0)) await closed(s);
+  });
+
+  it("a dashboard session counts under the token it signed in with", async () => {
+    const token = await readToken();
+    const signIn = await h.call("POST", "/ui/session", { token: null, headers: { "content-type": "application/json" }, body: JSON.stringify({ token }) });
+    assert.equal(signIn.status, 200, signIn.body);
+    const cookie = { cookie: signIn.headers["set-cookie"]![0]!.split(";")[0]! };
+    await hold(cookie, MAX_STREAMS_PER_TOKEN / 2);
+    await hold(bearer(token), MAX_STREAMS_PER_TOKEN / 2);
+    assertRefused(await openStream(h, cookie), MAX_STREAMS_PER_TOKEN, /this token has/);
+    assertRefused(await openStream(h, bearer(token)), MAX_STREAMS_PER_TOKEN, /this token has/);
+    for (const s of open.splice(0)) await closed(s);
+  });
+
+  it("the agent holds at most MAX_STREAMS in all, however many tokens ask; a closed one frees a place", async () => {
+    const tokens = await Promise.all(Array.from({ length: Math.ceil(MAX_STREAMS / MAX_STREAMS_PER_TOKEN) }, readToken));
+    await Promise.all(tokens.map((t, i) => hold(bearer(t), Math.min(MAX_STREAMS_PER_TOKEN, MAX_STREAMS - i * MAX_STREAMS_PER_TOKEN))));
+    assert.equal(open.length, MAX_STREAMS);
+    // The admin token holds none, and is refused all the same.
+    assertRefused(await openStream(h, bearer(h.adminToken)), MAX_STREAMS, new RegExp(`the agent has ${MAX_STREAMS} event streams open, its limit is ${MAX_STREAMS}`));
+    await closed(open.pop()!);
+    await hold(bearer(h.adminToken), 1);
+    for (const s of open.splice(0)) await closed(s);
+  });
+});
+
+describe("StreamSlots", () => {
+  it("refuses past either cap, holds nothing for a refusal, and gives a place back once however often it is given", () => {
+    const slots = new StreamSlots(2, 3);
+    const a1 = slots.take("a");
+    const a2 = slots.take("a");
+    assert.ok(a1.ok && a2.ok);
+    const a3 = slots.take("a");
+    assert.ok(!a3.ok && a3.limit === 2 && a3.open === 2);
+    const b1 = slots.take("b");
+    assert.ok(b1.ok);
+    const b2 = slots.take("b");
+    assert.ok(!b2.ok && b2.limit === 3 && b2.open === 3);
+    assert.equal(slots.open(), 3);
+    a1.give();
+    a1.give();
+    assert.equal(slots.open("a"), 1);
+    assert.equal(slots.open(), 2);
+    assert.ok(slots.take("b").ok);
+    assert.ok(!slots.take("c").ok);
+  });
+
+  it("caps the registry token, which every instance shares, only by the total", () => {
+    const slots = new StreamSlots(2, 4);
+    for (let i = 0; i < 4; i++) assert.ok(slots.take("registry").ok, `instance ${i + 1}`);
+    const fifth = slots.take("registry");
+    assert.ok(!fifth.ok && fifth.limit === 4);
   });
 });

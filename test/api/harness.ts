@@ -27,6 +27,10 @@ export interface Harness {
   deploys: string[];
   /** Who each of those deploys was started by, as history would record it. */
   actors: string[];
+  /** Releases the stub refuses as not found, before any history entry ("missing" at first): a test adds one, then removes it as if it were pushed since. */
+  missing: Set<string>;
+  /** Releases whose deploy fails after it started, as a failing health check does ("broken" at first). */
+  broken: Set<string>;
   /** Makes the next deploys wait until this resolves: a running deploy, for --wait tests. */
   holdDeploys(until: Promise<void>): void;
   /** A request with the admin token, another token, or (token: null) none; headers are added as given (a dashboard's cookie). */
@@ -52,6 +56,8 @@ export async function startHarness(opts: { store?: MemoryStore; leadership?: Lea
   const deploys: string[] = [];
   const actors: string[] = [];
   let hold: Promise<void> = Promise.resolve();
+  const missing = new Set(["missing"]);
+  const broken = new Set(["broken"]);
   const service = (name: string) => {
     if (!SERVICES.includes(name)) throw new TurquoiseError("NOT_FOUND", `no service named "${name}"`);
     return { name, route: { pathPrefix: "/" }, ...(WEBHOOKS[name] ? { webhook: WEBHOOKS[name] } : {}) };
@@ -59,15 +65,15 @@ export async function startHarness(opts: { store?: MemoryStore; leadership?: Lea
   const flow = async (req: Omit<DeployRequest, "release"> & { release?: string }) => {
     service(req.service);
     // As the planner refuses a release it cannot find, before any history entry.
-    if (req.release === "missing") throw new TurquoiseError("NOT_FOUND", `release "missing" of ${req.service} not found`);
+    if (missing.has(req.release ?? "")) throw new TurquoiseError("NOT_FOUND", `release "${req.release}" of ${req.service} not found`);
     await hold;
     deploys.push(req.service);
     const id = deploys.length;
     actors.push(req.actor);
     req.onStarted?.(id);
     req.onProgress?.({ type: "info", message: `deploying ${req.service}` } satisfies Progress);
-    // A release named "broken" fails its deploy after it started, as a failing health check does.
-    if (req.release === "broken") throw new TurquoiseError("DEPLOY_FAILED", `deploy of ${req.service} broken failed at healthy`, { data: { step: "healthy", history: { id } } });
+    // A broken release fails its deploy after it started, as a failing health check does.
+    if (broken.has(req.release ?? "")) throw new TurquoiseError("DEPLOY_FAILED", `deploy of ${req.service} ${req.release} failed at healthy`, { data: { step: "healthy", history: { id } } });
     return { history: { id, service: req.service, release: req.release ?? "previous", actor: req.actor, outcome: "succeeded" } };
   };
   const agent = {
@@ -87,7 +93,7 @@ export async function startHarness(opts: { store?: MemoryStore; leadership?: Lea
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as AddressInfo).port;
   return {
-    agent, store, registry, adminToken, registryToken, port, deploys, actors, sockets,
+    agent, store, registry, adminToken, registryToken, port, deploys, actors, sockets, missing, broken,
     holdDeploys: (until) => void (hold = until),
     call: (method, path, opts = {}) => new Promise((resolve, reject) => {
       const auth: Record<string, string> = opts.token === null ? {} : { authorization: `Bearer ${opts.token ?? adminToken}` };

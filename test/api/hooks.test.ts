@@ -1,12 +1,25 @@
 // Signed webhooks: GitHub's signature scheme (its published test vector), the payload → release
 // rule, and POST /v1/hooks/<service> against the API in-process: who may deploy, what is refused
-// and why, replays answered but not run twice.
+// and why, replays answered but not run twice (a signed one without a delivery id too), and
+// redeliveries of failed ones run again, once.
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import http from "node:http";
 import { after, before, describe, it } from "node:test";
+import { claimDelivery, deliveryRecord, hookKeys } from "../../src/api/deliveries.js";
 import { githubSignature, releaseFromPayload, signatureMatches } from "../../src/api/hooks.js";
+import type { NewHistoryEntry } from "../../src/state/contract.js";
+import { MemoryStore } from "../../src/state/memory.js";
 import { startHarness, type Harness } from "./harness.js";
+
+/** Polls until check holds; the bound only ends a wait for what never comes. */
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 describe("GitHub's signature", () => {
   it("matches GitHub's published test vector", () => {
@@ -52,6 +65,27 @@ describe("the payload → release rule", () => {
   });
 });
 
+describe("a delivery's record", () => {
+  it("follows its run; a later claim of a failed run is never overwritten by the earlier run's late news", async () => {
+    const store = new MemoryStore();
+    const read = async () => deliveryRecord((await store.get(hookKeys.delivery("books", "d1")))?.value);
+    const first = await claimDelivery(store, "books", "d1", "v1");
+    assert.ok(first.won);
+    const copy = await claimDelivery(store, "books", "d1", "v1");
+    assert.ok(!copy.won && copy.outcome === "running");
+    await first.claim.update({ historyId: 7 });
+    await first.claim.update({ outcome: "failed" });
+    assert.deepEqual({ ...(await read()), at: 0 }, { at: 0, release: "v1", historyId: 7, outcome: "failed", attempt: 1 });
+    const redelivery = await claimDelivery(store, "books", "d1", "v1");
+    assert.ok(redelivery.won && redelivery.claim.attempt === 2);
+    // The first run's last write, arriving late, loses its compare-and-set.
+    await first.claim.update({ outcome: "succeeded" });
+    assert.equal((await read())?.outcome, "running");
+    assert.equal((await read())?.attempt, 2);
+    await store.close();
+  });
+});
+
 describe("POST /v1/hooks/<service>", () => {
   let h: Harness;
   const SECRET = "a secret only GitHub and the agent know";
@@ -75,12 +109,18 @@ describe("POST /v1/hooks/<service>", () => {
       req.on("error", reject);
       req.end(body);
     });
-  const github = (body: string, opts: { event?: string; delivery?: string; secret?: string } = {}) =>
+  /** A delivery signed as GitHub signs it; delivery: null sends no X-GitHub-Delivery. */
+  const github = (body: string, opts: { event?: string; delivery?: string | null; secret?: string } = {}) =>
     post("/v1/hooks/books", body, {
       "x-github-event": opts.event ?? "push",
-      "x-github-delivery": opts.delivery ?? randomUUID(),
+      ...(opts.delivery === null ? {} : { "x-github-delivery": opts.delivery ?? randomUUID() }),
       "x-hub-signature-256": githubSignature(opts.secret ?? SECRET, body),
     });
+  /** What the agent's record of a delivery says of its outcome. */
+  const recorded = async (service: string, delivery: string): Promise<string | undefined> => {
+    const kv = await h.store.get(hookKeys.delivery(service, delivery));
+    return kv && (JSON.parse(kv.value) as { outcome?: string }).outcome;
+  };
 
   it("a signed tag push deploys that tag: 202 with the deploy's id, and history names GitHub and the delivery", async () => {
     const before = h.deploys.length;
@@ -114,6 +154,158 @@ describe("POST /v1/hooks/<service>", () => {
     const answers = await Promise.all(Array.from({ length: 5 }, () => github(body, { delivery })));
     assert.equal(h.deploys.length, before + 1);
     assert.equal(answers.filter((a) => a.status === 202).length, 1, JSON.stringify(answers.map((a) => a.status)));
+  });
+
+  it("a signed delivery without a delivery id is known by its body: sent again it is a duplicate and deploys nothing", async () => {
+    const before = h.deploys.length;
+    const body = JSON.stringify({ ref: "refs/tags/v10" });
+    const id = `body-sha256:${createHash("sha256").update(body).digest("hex")}`;
+    const first = await github(body, { delivery: null });
+    assert.equal(first.status, 202, JSON.stringify(first.json));
+    assert.equal(first.json.delivery, id);
+    assert.equal(h.actors.at(-1), `webhook (GitHub, delivery ${id})`);
+    const replay = await github(body, { delivery: null });
+    assert.equal(replay.status, 200, JSON.stringify(replay.json));
+    assert.equal(replay.json.duplicate, true);
+    assert.equal(replay.json.delivery, id);
+    assert.equal(replay.json.history, first.json.history);
+    assert.equal(h.deploys.length, before + 1, "one deploy for the body and its replay");
+    // Another body is another delivery.
+    assert.equal((await github(JSON.stringify({ ref: "refs/tags/v11" }), { delivery: null })).status, 202);
+    assert.equal(h.deploys.length, before + 2);
+  });
+
+  it("five copies of a signed body without a delivery id sent at once run one deploy", async () => {
+    const before = h.deploys.length;
+    const body = JSON.stringify({ ref: "refs/tags/v12" });
+    const answers = await Promise.all(Array.from({ length: 5 }, () => github(body, { delivery: null })));
+    assert.equal(h.deploys.length, before + 1);
+    assert.equal(answers.filter((a) => a.status === 202).length, 1, JSON.stringify(answers.map((a) => a.status)));
+    assert.equal(answers.filter((a) => a.json.duplicate === true).length, 4);
+  });
+
+  it("a token call without a delivery id runs every time it is sent: its holder may deploy at will", async () => {
+    const before = h.deploys.length;
+    for (let i = 0; i < 2; i++) {
+      const r = await post("/v1/hooks/books", JSON.stringify({ release: "v13" }), { authorization: `Bearer ${h.adminToken}` });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      assert.equal(r.json.delivery, null);
+    }
+    assert.equal(h.deploys.length, before + 2);
+  });
+
+  it("GitHub's Redeliver of a delivery whose release was not found runs it again; once that succeeded, it is a duplicate", async () => {
+    const delivery = randomUUID();
+    const body = JSON.stringify({ ref: "refs/tags/v14" });
+    const before = h.deploys.length;
+    h.missing.add("v14");
+    const refused = await github(body, { delivery });
+    assert.equal(refused.status, 422, JSON.stringify(refused.json));
+    assert.equal(h.deploys.length, before);
+    // The release is pushed, then the delivery redelivered.
+    h.missing.delete("v14");
+    const again = await github(body, { delivery });
+    assert.equal(again.status, 202, JSON.stringify(again.json));
+    assert.equal(again.json.attempt, 2);
+    assert.equal(h.deploys.length, before + 1);
+    assert.equal(h.actors.at(-1), `webhook (GitHub, delivery ${delivery}, attempt 2)`);
+    await until("the deploy's success in the delivery's record", async () => (await recorded("books", delivery)) === "succeeded");
+    const replay = await github(body, { delivery });
+    assert.equal(replay.status, 200);
+    assert.equal(replay.json.duplicate, true);
+    assert.equal(replay.json.outcome, "succeeded");
+    assert.equal(replay.json.history, again.json.history);
+    assert.equal(h.deploys.length, before + 1);
+  });
+
+  it("a redelivery of a delivery whose deploy failed after it started runs again", async () => {
+    const delivery = randomUUID();
+    const body = JSON.stringify({ ref: "refs/tags/v15" });
+    const before = h.deploys.length;
+    h.broken.add("v15");
+    const first = await github(body, { delivery });
+    assert.equal(first.status, 202, JSON.stringify(first.json));
+    await until("the failure in the delivery's record", async () => (await recorded("books", delivery)) === "failed");
+    h.broken.delete("v15");
+    const again = await github(body, { delivery });
+    assert.equal(again.status, 202, JSON.stringify(again.json));
+    assert.notEqual(again.json.history, first.json.history);
+    assert.equal(h.deploys.length, before + 2);
+  });
+
+  it("a redelivery while the deploy runs is a duplicate", async () => {
+    const delivery = randomUUID();
+    const body = JSON.stringify({ ref: "refs/tags/v16" });
+    let release!: () => void;
+    h.holdDeploys(new Promise<void>((r) => (release = r)));
+    const before = h.deploys.length;
+    const first = github(body, { delivery });
+    try {
+      await until("the delivery's claim", async () => (await recorded("books", delivery)) === "running");
+      const during = await github(body, { delivery });
+      assert.equal(during.status, 200);
+      assert.equal(during.json.duplicate, true);
+      assert.equal(during.json.outcome, "running");
+    } finally {
+      release();
+      h.holdDeploys(Promise.resolve());
+    }
+    assert.equal((await first).status, 202);
+    assert.equal(h.deploys.length, before + 1);
+  });
+
+  it("five copies of a redelivery of a failed delivery sent at once run it once", async () => {
+    const delivery = randomUUID();
+    const body = JSON.stringify({ ref: "refs/tags/v17" });
+    h.missing.add("v17");
+    assert.equal((await github(body, { delivery })).status, 422);
+    h.missing.delete("v17");
+    const before = h.deploys.length;
+    // Every copy reads the failed record before any of them claims it again: only the claim's compare-and-set keeps them to one run.
+    const key = hookKeys.delivery("books", delivery);
+    const get = h.store.get.bind(h.store);
+    let waiting = 0;
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    setTimeout(() => open(), 5_000).unref();
+    h.store.get = async (k: string) => {
+      const kv = await get(k);
+      if (k === key && ++waiting === 5) open();
+      if (k === key) await gate;
+      return kv;
+    };
+    let answers: Array<{ status: number; json: Record<string, any> }>;
+    try {
+      answers = await Promise.all(Array.from({ length: 5 }, () => github(body, { delivery })));
+    } finally {
+      h.store.get = get;
+    }
+    assert.equal(answers.filter((a) => a.status === 202).length, 1, JSON.stringify(answers.map((a) => a.json)));
+    assert.equal(answers.filter((a) => a.json.duplicate === true).length, 4);
+    assert.equal(h.deploys.length, before + 1);
+  });
+
+  it("a record an agent left running (it died, or lost its lock) is settled by its history entry", async () => {
+    const entry = (outcome: NewHistoryEntry["outcome"]) => h.store.addHistory({
+      service: "api", kind: "deploy", release: "v1", previousRelease: null, via: null, actor: "test", startedAt: Date.now(), finishedAt: null, outcome, plan: [], steps: [], error: null,
+    });
+    const aborted = await entry("aborted");
+    const running = await entry("running");
+    const succeeded = await entry("succeeded");
+    const left = (historyId: number, extra: Record<string, unknown> = { outcome: "running", attempt: 1 }) => JSON.stringify({ at: Date.now(), release: "v1", historyId, ...extra });
+    await h.store.put(hookKeys.delivery("api", "job-aborted"), left(aborted.id));
+    await h.store.put(hookKeys.delivery("api", "job-running"), left(running.id));
+    await h.store.put(hookKeys.delivery("api", "job-succeeded"), left(succeeded.id));
+    // Written before records kept an outcome: its history entry decides all the same.
+    await h.store.put(hookKeys.delivery("api", "job-old"), left(aborted.id, {}));
+    const send = (key: string) => post("/v1/hooks/api", JSON.stringify({ release: "v1" }), { authorization: `Bearer ${h.adminToken}`, "idempotency-key": key });
+    const before = h.deploys.length;
+    const rerun = await send("job-aborted");
+    assert.equal(rerun.status, 200, JSON.stringify(rerun.json));
+    assert.equal(rerun.json.attempt, 2);
+    assert.deepEqual([(await send("job-running")).json.outcome, (await send("job-succeeded")).json.outcome], ["running", "succeeded"]);
+    assert.equal((await send("job-old")).json.attempt, 2);
+    assert.equal(h.deploys.length, before + 2);
   });
 
   it("refuses a bad signature, a body altered by one byte, and no credentials, with 401 and nothing deployed", async () => {
