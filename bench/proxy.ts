@@ -18,7 +18,7 @@ import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
 import { formatNumber, formatTable } from "./lib/report.js";
 import { childPids, clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
 import { type RunningPipe, startPipeProcess } from "./lib/pipe.js";
-import { median, ratio } from "./lib/stats.js";
+import { median, pairedRatio, ratio } from "./lib/stats.js";
 import { ensureCommand } from "./lib/tools.js";
 import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
 import { runWrk, type WrkResult, wrkBenchArgs } from "./lib/wrk.js";
@@ -166,10 +166,14 @@ async function main(): Promise<void> {
       };
     });
     const by = (name: string): TargetResult => summary.find((s) => s.name === name)!;
+    const proxyToNginx = pairedRatio(by("turquoise").rounds.map((x) => x.rps), by("nginx").rounds.map((x) => x.rps));
     const ratios = {
       proxyToDirect: ratio(by("turquoise").rps, by("direct").rps),
       nginxToDirect: ratio(by("nginx").rps, by("direct").rps),
-      proxyToNginx: ratio(by("turquoise").rps, by("nginx").rps),
+      /** Turquoise / nginx: the median of each round's ratio (the rounds' own, and the ratio of medians, beside it). */
+      proxyToNginx: proxyToNginx.median,
+      proxyToNginxRounds: proxyToNginx.rounds,
+      proxyToNginxOfMedians: proxyToNginx.ofMedians,
       floorToNginx: ratio(by("node pipe (floor)").rps, by("nginx").rps),
       /** nginx's CPU per request over ours: what the req/s ratio tends to when the CPU is the limit. */
       cpuNginxToProxy: ratio(by("nginx").cpuUsPerRequest!, by("turquoise").cpuUsPerRequest!),
@@ -201,7 +205,7 @@ async function main(): Promise<void> {
       say("");
       say(`turquoise/direct  ${ratios.proxyToDirect.toFixed(2)}`);
       say(`nginx/direct      ${ratios.nginxToDirect.toFixed(2)}`);
-      say(`turquoise/nginx   ${ratios.proxyToNginx.toFixed(2)}  (CPU per request, nginx's / ours: ${ratios.cpuNginxToProxy.toFixed(2)})`);
+      say(`turquoise/nginx   ${ratios.proxyToNginx.toFixed(2)}  (median of the rounds' ratios: ${ratios.proxyToNginxRounds.map((x) => x.toFixed(2)).join(", ")}; ratio of medians ${ratios.proxyToNginxOfMedians.toFixed(2)}; CPU per request, nginx's / ours: ${ratios.cpuNginxToProxy.toFixed(2)})`);
       say(`floor/nginx       ${ratios.floorToNginx.toFixed(2)}  (CPU per request, nginx's / the pipe's: ${ratios.cpuNginxToFloor.toFixed(2)})`);
       say("");
       say(`metrics on/off    ${metricsCost.medianPairRatio.toFixed(3)}  (median of the ${rounds} pairs: ${metricsCost.pairRatios.map((x) => x.toFixed(3)).join(", ")}; ratio of medians ${metricsCost.ratioOfMedians.toFixed(3)})`);

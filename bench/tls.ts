@@ -19,7 +19,7 @@ import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
 import { formatNumber, formatTable } from "./lib/report.js";
 import { childPids, clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
 import { type RunningPipe, startPipeProcess } from "./lib/pipe.js";
-import { median, ratio } from "./lib/stats.js";
+import { median, pairedRatio, ratio } from "./lib/stats.js";
 import { assertSameTls, formatNegotiated, type NegotiatedTls, negotiatedTls } from "./lib/tls-probe.js";
 import { ensureCommand } from "./lib/tools.js";
 import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
@@ -171,7 +171,9 @@ async function main(): Promise<void> {
       }
     }
     const cell = (server: Cell["server"], load: Load): Cell => cells.find((c) => c.server === server && c.load === load)!;
-    const ratios = Object.fromEntries(LOADS.map((load) => [load, ratio(cell("turquoise", load).rps, cell("nginx", load).rps)])) as Record<Load, number>;
+    // Turquoise / nginx by load: the median of each round's ratio (a round's pair ran back to back).
+    const paired = Object.fromEntries(LOADS.map((load) => [load, pairedRatio(cell("turquoise", load).rounds.map((x) => x.rps), cell("nginx", load).rounds.map((x) => x.rps))])) as Record<Load, ReturnType<typeof pairedRatio>>;
+    const ratios = Object.fromEntries(LOADS.map((load) => [load, paired[load].median])) as Record<Load, number>;
     // The floor: what a Node proxy that parses nothing reaches against nginx, with TLS and without.
     const floor = {
       httpsKeepAlive: ratio(cell("node pipe", "https keep-alive").rps, cell("nginx", "https keep-alive").rps),
@@ -184,7 +186,7 @@ async function main(): Promise<void> {
     const loadAfter = os.loadavg();
 
     if (json) {
-      process.stdout.write(JSON.stringify({ machine, loadavg: { before: loadBefore, after: loadAfter }, load: { ...wrk, rounds }, workers, negotiated, results: cells, ratios, floor, tlsAddsUs, proxyTls: stats.tls }, null, 2) + "\n");
+      process.stdout.write(JSON.stringify({ machine, loadavg: { before: loadBefore, after: loadAfter }, load: { ...wrk, rounds }, workers, negotiated, results: cells, ratios, pairedRatios: paired, floor, tlsAddsUs, proxyTls: stats.tls }, null, 2) + "\n");
     } else {
       say("");
       say(formatTable(
@@ -192,7 +194,7 @@ async function main(): Promise<void> {
         cells.map((c) => [c.load, c.server, formatNumber(c.rps), c.p50Ms.toFixed(2), c.p99Ms.toFixed(2), c.cpuUsPerRequest.toFixed(0), String(c.errors)]),
       ));
       say("");
-      for (const load of LOADS) say(`turquoise/nginx  ${load.padEnd(20)}  ${ratios[load].toFixed(2)}${load === "https keep-alive" ? "   (target ≥ 0.8)" : ""}`);
+      for (const load of LOADS) say(`turquoise/nginx  ${load.padEnd(20)}  ${ratios[load].toFixed(2)}${load === "https keep-alive" ? "   (target ≥ 0.8)" : ""}  (rounds ${paired[load].rounds.map((x) => x.toFixed(2)).join(", ")}; ratio of medians ${paired[load].ofMedians.toFixed(2)})`);
       say(`node pipe/nginx  https keep-alive      ${floor.httpsKeepAlive.toFixed(2)}   (the floor; CPU per request, nginx's / the pipe's: ${floor.cpuNginxToFloorHttps.toFixed(2)}); http keep-alive ${floor.httpKeepAlive.toFixed(2)}`);
       say(`TLS adds         ${SERVERS.map((s) => `${s} ${tlsAddsUs[s]} µs`).join(", ")} of CPU to a kept-alive request (https − http)`);
       say(`handshakes/s     turquoise ${formatNumber(cell("turquoise", "https new connection").rps)}, nginx ${formatNumber(cell("nginx", "https new connection").rps)}`);

@@ -13,6 +13,17 @@ export function ratio(a: number, b: number): number {
   return b === 0 ? NaN : Math.round((a / b) * 100) / 100;
 }
 
+/**
+ * Two targets measured round by round in the same run: each round's a / b, and their median (the
+ * headline ratio). Drift on a shared machine moves a whole round, so a round's pair shares it and
+ * the ratio of each target's median over the rounds does not; both are kept for the record.
+ */
+export function pairedRatio(a: readonly number[], b: readonly number[]): { median: number; rounds: number[]; ofMedians: number } {
+  if (a.length !== b.length) throw new Error(`paired rounds differ in number: ${a.length} and ${b.length}`);
+  const rounds = a.map((x, i) => ratio(x, b[i]!));
+  return { median: Math.round(median(a.map((x, i) => x / b[i]!)) * 100) / 100, rounds, ofMedians: ratio(median(a), median(b)) };
+}
+
 /** The nearest-rank percentile (p in 0..100) of the values; NaN for no values. */
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;

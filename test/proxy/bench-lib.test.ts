@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { createTestCa, type TestCa } from "../../bench/lib/certs.js";
 import { type RunningPipe, startPipeProcess } from "../../bench/lib/pipe.js";
 import { formatTable } from "../../bench/lib/report.js";
-import { median, ratio } from "../../bench/lib/stats.js";
+import { median, pairedRatio, ratio } from "../../bench/lib/stats.js";
 import { assertSameTls, negotiatedTls } from "../../bench/lib/tls-probe.js";
 import { HELLO_BODY, type RunningUpstream, startUpstreamProcess } from "../../bench/lib/upstream.js";
 import { parseWrkOutput } from "../../bench/lib/wrk.js";
@@ -45,6 +45,17 @@ describe("bench helpers", () => {
     assert.ok(Number.isNaN(median([])));
     assert.equal(ratio(1, 3), 0.33);
     assert.ok(Number.isNaN(ratio(1, 0)));
+  });
+
+  it("pairs rounds: the median of each round's ratio, which drift across rounds does not move as it moves the ratio of medians", () => {
+    // Round 3 ran with the machine busy: both targets slower, their ratio alike.
+    const ours = [22_000, 21_000, 11_000];
+    const theirs = [22_000, 20_000, 12_000];
+    const p = pairedRatio(ours, theirs);
+    assert.deepEqual(p.rounds, [1, 1.05, 0.92]);
+    assert.equal(p.median, 1);
+    assert.equal(p.ofMedians, 1.05);
+    assert.throws(() => pairedRatio([1, 2], [1]), /differ in number/);
   });
 
   it("formats aligned tables", () => {
