@@ -36,8 +36,7 @@ export const FIELD_LINES = /\r\n(?![!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80
 export const INVALID_FIELD_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
 
 /** A field value without the SP and HTAB around it (RFC 9110 §5.5 OWS; not String.trim, which also eats NBSP). */
-export function trimOws(s: string, from: number): string {
-  let end = s.length;
+export function trimOws(s: string, from: number, end = s.length): string {
   while (from < end && (s.charCodeAt(from) === 32 || s.charCodeAt(from) === 9)) from++;
   while (end > from && (s.charCodeAt(end - 1) === 32 || s.charCodeAt(end - 1) === 9)) end--;
   return s.slice(from, end);

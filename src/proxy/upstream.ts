@@ -91,6 +91,8 @@ const MAX_IDLE_PER_ADDRESS = 256;
  */
 const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize;
 const SMALL_BODY_BYTES = 16 * 1024;
+/** The end of a head, as bytes: Buffer.indexOf finds a Buffer without encoding a string first. */
+const CRLF_CRLF = Buffer.from("\r\n\r\n", "latin1");
 
 /** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
 const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
@@ -471,7 +473,7 @@ export class UpstreamConn {
     // Empty lines before a status line are skipped, as Node does (RFC 9112 §2.2's robustness).
     while (buf[start] === 13 /* CR */ || buf[start] === 10 /* LF */) start++;
     if (start === buf.length) return -1;
-    const end = buf.indexOf("\r\n\r\n", start, "latin1");
+    const end = buf.indexOf(CRLF_CRLF, start);
     if (end === -1) {
       // Node fails a head at its first bad byte; waiting for a CR LF CR LF that a bare-LF upstream
       // never sends would hold the exchange until the upstream closes.
@@ -486,8 +488,8 @@ export class UpstreamConn {
       return -1;
     }
     const text = buf.toString("latin1", start, end);
-    const lines = text.split("\r\n");
-    const statusLine = lines[0]!;
+    const statusEnd = text.indexOf("\r\n");
+    const statusLine = statusEnd === -1 ? text : text.slice(0, statusEnd);
     // Deliberately stricter than Node, which also takes HTTP/0.9, HTTP/2.0, RTSP and ICE status
     // lines and codes below 100: the proxy speaks HTTP/1.x, and Node's server cannot relay 0xx.
     if (!STATUS_LINE.test(statusLine) || statusLine.charCodeAt(9) === 48 /* 0 */) {
@@ -517,11 +519,15 @@ export class UpstreamConn {
     let closeToken = false;
     let keepAliveToken = false;
     let connection: string | undefined;
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const colon = line.indexOf(":");
-      const name = line.slice(0, colon);
-      const value = trimOws(line, colon + 1);
+    // Field lines by their bounds in text (FIELD_LINES passed: each has a colon), without a string or array of lines.
+    for (let at = statusEnd === -1 ? text.length : statusEnd + 2; at < text.length; ) {
+      let eol = text.indexOf("\r\n", at);
+      if (eol === -1) eol = text.length;
+      const lineStart = at;
+      at = eol + 2;
+      const colon = text.indexOf(":", lineStart);
+      const name = text.slice(lineStart, colon);
+      const value = trimOws(text, colon + 1, eol);
       // Only names as long as a hop-by-hop one or Content-Length can be one: the others (Date,
       // Content-Type...) are relayed without lowercasing or a set lookup.
       if (!SPECIAL_NAME_LENGTHS[name.length]) {
@@ -539,13 +545,13 @@ export class UpstreamConn {
           }
           if (value !== "") {
             transferEncodings++;
-            chunked = CHUNKED_ONLY.test(line.slice(colon + 1));
+            chunked = CHUNKED_ONLY.test(text.slice(colon + 1, eol));
           }
         }
         else if (lower === "connection" || lower === "proxy-connection") {
           // Node (llhttp) reads Proxy-Connection's close and keep-alive as Connection's, so an
           // HTTP/1.0 interim answer with "Proxy-Connection: keep-alive" leaves the connection open.
-          const raw = line.slice(colon + 1);
+          const raw = text.slice(colon + 1, eol);
           // What nearly every upstream sends, without the regular expressions or a token list.
           if (raw === " keep-alive") keepAliveToken = true;
           else if (raw === " close") closeToken = true;
@@ -563,7 +569,7 @@ export class UpstreamConn {
       }
       if (lower === "content-length") {
         // A repeat is refused even with the same value, as Node does: one reading for every hop.
-        const m = CONTENT_LENGTH.exec(line.slice(colon + 1));
+        const m = CONTENT_LENGTH.exec(text.slice(colon + 1, eol));
         if (contentLength !== -1 || !m || exceedsUint64(m[1]!, 10)) {
           this.protocolError(ex, "invalid Content-Length");
           return -1;
