@@ -10,7 +10,7 @@ import { EventEmitter } from "node:events";
 import http from "node:http";
 import net from "node:net";
 import { writeLatin1 } from "./direct-write.js";
-import { CHUNK_SIZE_LINE, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, equalsLower, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
 import { acceptedReadInto, owned } from "./read-buffer.js";
 import { isFault, parseRequestHead, type RequestHead } from "./request-head.js";
 
@@ -644,9 +644,9 @@ export class ClientResponse extends EventEmitter {
         if (!TOKEN.test(name)) throw new Error(`invalid header name ${JSON.stringify(name)}`);
         if (INVALID_FIELD_CHAR.test(value)) throw new Error(`invalid character in header ${name}`);
       }
-      if (name.length === 14 && name.toLowerCase() === "content-length") length = true;
-      else if (name.length === 4 && name.toLowerCase() === "date") date = true;
-      else if (name.length === 10 && name.toLowerCase() === "connection" && /(?:^|,)\s*close\s*(?:,|$)/i.test(value)) {
+      if (equalsLower(name, "content-length")) length = true;
+      else if (equalsLower(name, "date")) date = true;
+      else if (equalsLower(name, "connection") && /(?:^|,)\s*close\s*(?:,|$)/i.test(value)) {
         this.shouldKeepAlive = false;
         continue;
       }

@@ -42,6 +42,17 @@ export function trimOws(s: string, from: number, end = s.length): string {
   return s.slice(from, end);
 }
 
+/** Whether s equals `lower` (lowercase ASCII) but for ASCII case, without building a lowercase copy of s. */
+export function equalsLower(s: string, lower: string): boolean {
+  if (s.length !== lower.length) return false;
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c >= 65 && c <= 90) c += 32;
+    if (c !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
 /** Whether buf, from start, holds an LF without a CR before it or a CR followed by something else. */
 export function strayLineBreak(buf: Buffer, start: number): boolean {
   for (let i = buf.indexOf(10, start); i !== -1; i = buf.indexOf(10, i + 1)) if (i === 0 || buf[i - 1] !== 13) return true;

@@ -10,7 +10,7 @@ import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS, dropConnectionTokens } from "./http.js";
 import { owned, READ_BUFFER } from "./read-buffer.js";
-import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, trimOws } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, equalsLower, strayLineBreak, trimOws } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -102,9 +102,19 @@ const KEEP_ALIVE_TOKEN = /(?:^|,)[ \t]*keep-alive *(?:,|$)/i;
 /** Node's Content-Length syntax: digits after optional SP or HTAB, then nothing but SP. */
 const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
 
-/** By length: whether a response field's name may be hop-by-hop (DROPPED_RESPONSE_HEADERS) or Content-Length. */
-const SPECIAL_NAME_LENGTHS: boolean[] = [];
-for (const name of [...DROPPED_RESPONSE_HEADERS, "content-length"]) SPECIAL_NAME_LENGTHS[name.length] = true;
+/** By length: the response fields the parser acts on (DROPPED_RESPONSE_HEADERS and Content-Length), lowercase. */
+const SPECIAL_NAMES: (string[] | undefined)[] = [];
+for (const name of [...DROPPED_RESPONSE_HEADERS, "content-length"]) (SPECIAL_NAMES[name.length] ??= []).push(name);
+
+/**
+ * The lowercase special name that `name` is, or undefined: most names (Date, Content-Type...)
+ * are ruled out by their length alone, the rest compared without case and without a new string.
+ */
+function specialName(name: string): string | undefined {
+  const candidates = SPECIAL_NAMES[name.length];
+  if (candidates !== undefined) for (const c of candidates) if (equalsLower(name, c)) return c;
+  return undefined;
+}
 
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
@@ -528,14 +538,12 @@ export class UpstreamConn {
       const colon = text.indexOf(":", lineStart);
       const name = text.slice(lineStart, colon);
       const value = trimOws(text, colon + 1, eol);
-      // Only names as long as a hop-by-hop one or Content-Length can be one: the others (Date,
-      // Content-Type...) are relayed without lowercasing or a set lookup.
-      if (!SPECIAL_NAME_LENGTHS[name.length]) {
+      const lower = specialName(name);
+      if (lower === undefined) {
         headers.push(name, value);
         continue;
       }
-      const lower = name.toLowerCase();
-      if (DROPPED_RESPONSE_HEADERS.has(lower)) {
+      if (lower !== "content-length") {
         if (lower === "transfer-encoding") {
           // Node refuses a Transfer-Encoding after a Content-Length even when empty (before one, it
           // ignores an empty one): the check below sees only fields with a value.
@@ -567,16 +575,14 @@ export class UpstreamConn {
         }
         continue;
       }
-      if (lower === "content-length") {
-        // A repeat is refused even with the same value, as Node does: one reading for every hop.
-        const m = CONTENT_LENGTH.exec(text.slice(colon + 1, eol));
-        if (contentLength !== -1 || !m || exceedsUint64(m[1]!, 10)) {
-          this.protocolError(ex, "invalid Content-Length");
-          return -1;
-        }
-        // Past 2^53 the count is inexact, but no such body ever ends before the upstream closes.
-        contentLength = Number(m[1]);
+      // Content-Length. A repeat is refused even with the same value, as Node does: one reading for every hop.
+      const m = CONTENT_LENGTH.exec(text.slice(colon + 1, eol));
+      if (contentLength !== -1 || !m || exceedsUint64(m[1]!, 10)) {
+        this.protocolError(ex, "invalid Content-Length");
+        return -1;
       }
+      // Past 2^53 the count is inexact, but no such body ever ends before the upstream closes.
+      contentLength = Number(m[1]);
       headers.push(name, value);
     }
     // Both framings at once is how responses get smuggled: which one each hop believes decides where

@@ -39,6 +39,11 @@ const CORPUS: Row[] = [
   { name: "chunk extensions", pieces: [`${CHUNKED}5;foo=bar\r\nhello\r\n0;a="b c";d\r\n\r\n`], expect: ok("hello") },
   { name: "trailers are dropped", pieces: [`${CHUNKED}5\r\nhello\r\n0\r\nX-Checksum: 1\r\nY: 2\r\n\r\n`], expect: ok("hello") },
   { name: "body until close", pieces: ["HTTP/1.1 200 OK\r\n\r\nhello world"], expect: ok("hello world") },
+  // Framing field names in any case: the parser compares them without lowercasing (equalsLower).
+  { name: "Content-Length in mixed case", pieces: ["HTTP/1.1 200 OK\r\ncOnTeNt-LeNgTh: 5\r\n\r\nhello"], expect: ok("hello") },
+  { name: "Transfer-Encoding in capitals", pieces: ["HTTP/1.1 200 OK\r\nTRANSFER-ENCODING: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: ok("hello") },
+  { name: "Content-Length twice, cased apart", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCONTENT-LENGTH: 5\r\n\r\nhello"], expect: "502" },
+  { name: "Content-Length with a capitalised Transfer-Encoding", pieces: ["HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-ENCODING: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"], expect: "502" },
   { name: "HTTP/1.0 body until close", pieces: ["HTTP/1.0 200 OK\r\n\r\nhello"], expect: ok("hello") },
   { name: "no reason phrase", pieces: [`HTTP/1.1 200\r\nContent-Length: 5\r\n\r\nhello`], expect: ok("hello") },
   { name: "head and body in many pieces", pieces: ["HTTP/1.1 2", "00 OK\r\nContent-Le", "ngth: 5\r", "\n\r", "\nhe", "llo"], expect: ok("hello") },
