@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
 import { ConnectionLoad, type LoadCounts } from "../../bench/lib/connection-load.js";
 import { type BuiltinProxy, type RunningProxy, spawnProxy, stopProxy, type WorkerInfo } from "../../src/proxy/builtin.js";
-import { Supervisor } from "../../src/proxy/supervisor.js";
+import { Supervisor, WORKER_V8_FLAGS } from "../../src/proxy/supervisor.js";
 import { pidAlive } from "../../src/util/proc.js";
 import { ensureToken } from "../../src/auth/token.js";
 import { starterSpec } from "../../src/spec/template.js";
@@ -65,6 +65,19 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     await killProxies(running);
     await Promise.all(upstreams.map((u) => u.close()));
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  it("runs its workers with the worker V8 flags (no parallel scavenge), and only them", async () => {
+    const { p } = await spawn(2);
+    const workers = await serving(p.proxy);
+    assert.equal(workers.length, 2);
+    assert.deepEqual(WORKER_V8_FLAGS, ["--no-parallel-scavenge"]);
+    for (const w of workers) {
+      const argv = (await readFile(`/proc/${w.pid}/cmdline`, "utf8")).split("\0");
+      for (const flag of WORKER_V8_FLAGS) assert.ok(argv.includes(flag), `worker ${w.pid}: ${argv.join(" ")}`);
+    }
+    const supervisorArgv = (await readFile(`/proc/${p.pid}/cmdline`, "utf8")).split("\0");
+    assert.ok(!supervisorArgv.includes("--no-parallel-scavenge"), "the supervisor keeps V8's defaults");
   });
 
   it("kill -9 of the worker under a stream of new connections: none refused, the table survives, the control API answers", async () => {
