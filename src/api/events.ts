@@ -115,11 +115,6 @@ export class OpenStreams {
     for (const end of ends) end(reason);
     return ends.length;
   }
-
-  /** Streams a holder has open. */
-  count(holder: string): number {
-    return this.byHolder.get(holder)?.size ?? 0;
-  }
 }
 
 /** The holder an ended dashboard session's streams are found by in OpenStreams. */

@@ -202,6 +202,7 @@ export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = 
     if (!scope) {
       return send(res, 401, { error: { code: "UNAUTHORIZED", message: "missing, wrong or revoked API token: send Authorization: Bearer <token from the state dir's token file, or a deploy token>" } });
     }
+    const caller = scope;
     for (const [method, re, handler, opts = {}] of routes) {
       const m = re.exec(url.pathname);
       if (!m) continue;
@@ -224,7 +225,7 @@ export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = 
         .then(() => blockUntilChanged(agent, url.searchParams, opts.blocking === true, req))
         .then(() => {
           // A blocking read waits up to minutes: a token revoked or a session ended meanwhile gets no answer but this.
-          if (!stillGranted(scope!) || (session && !sessions.live(session))) throw new TurquoiseError("UNAUTHORIZED", "the token or dashboard session this request came with was revoked or ended while it waited");
+          if (!stillGranted(caller) || (session && !sessions.live(session))) throw new TurquoiseError("UNAUTHORIZED", "the token or dashboard session this request came with was revoked or ended while it waited");
         })
         .then(async () => {
           // The index as the answer starts to be read, not after: a change made while the handler
