@@ -282,3 +282,23 @@ describe("dashboard sessions", () => {
     assert.ok(sessions.fromCookie(`tq_session=${admin.id}`), "one admin session is never the busiest token's");
   });
 });
+
+describe("a dashboard session's event stream at the session's expiry", () => {
+  it("ends with a last 'revoked' message when the session expires, though no request comes to sweep it", async () => {
+    const TTL_MS = 500;
+    const h = await startHarness({ sessions: { ttlMs: TTL_MS } });
+    try {
+      const r = await h.call("POST", "/ui/session", { token: null, headers: { "content-type": "application/json" }, body: JSON.stringify({ token: h.adminToken }) });
+      assert.equal(r.status, 200, r.body);
+      const stream = await openStream(h, r.headers["set-cookie"]![0]!.split(";")[0]!);
+      try {
+        await until("the expired session's stream to end", () => stream.ended(), 10 * TTL_MS);
+        assert.match(stream.text(), /event: revoked\ndata: \{"reason":"the dashboard session expired"\}\n\n$/);
+      } finally {
+        stream.close();
+      }
+    } finally {
+      await h.close();
+    }
+  });
+});
