@@ -216,7 +216,7 @@ export class Agent {
       },
     });
     const deployTokens = new DeployTokens(store, (id, problem) => event(null, "record.invalid", `deploy token record ${id} is invalid (${problem}): it grants nothing`, { key: `tokens/${id}`, reason: problem }));
-    await deployTokens.load();
+    await deployTokens.start();
     const routeFollower = leadership.shared
       ? new RouteFollower({ store, apply: (t) => supervised.apply(t), following: () => !agent.leads, log: (level, type, message, data) => log.child("proxy")[level](type, message, data ? { data } : undefined) })
       : undefined;
@@ -475,6 +475,7 @@ export class Agent {
       await watchesStopped;
       this.registry.close();
       this.routeFollower?.stop();
+      this.deployTokens.stop();
       await this.orchestrator.stopTimers();
       await this.consul?.close();
       for (const server of [this.server, this.metricsServer]) {

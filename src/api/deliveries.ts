@@ -1,6 +1,7 @@
-// Webhook delivery records: a delivery id is claimed atomically before its deploy, and its record
-// follows the deploy to its outcome, so a replay is answered, never run twice, while a redelivery
-// of one that failed (GitHub's "Redeliver") runs again, once however many copies arrive.
+// Webhook delivery records: a delivery's key (a signed body's sha256, or a token caller's delivery
+// id) is claimed atomically before its deploy, and its record follows the deploy to its outcome, so
+// a replay is answered, never run twice, while a redelivery of one that failed (GitHub's
+// "Redeliver") runs again, once however many copies arrive.
 import { createHash } from "node:crypto";
 import { RELEASE_NAME } from "../deploy/release.js";
 import type { HistoryEntry, Store } from "../state/contract.js";
@@ -30,13 +31,15 @@ export interface Delivery {
   outcome: DeliveryOutcome;
   /** How many times the delivery was run: 1, and one more for each redelivery of a failed one. */
   attempt: number;
+  /** The delivery id its sender gave (X-GitHub-Delivery, Idempotency-Key) on the claim that stands, for operators; null for none. */
+  delivery: string | null;
 }
 
 /**
- * The id of a signed delivery that names none: GitHub's signature covers the body only, so the
- * body is what a replay cannot change, and the same body is the same delivery.
+ * The key of a signed delivery: GitHub's signature covers the body only, not X-GitHub-Delivery, so
+ * the body is what a replay cannot change, and the same body is the same delivery whatever id it names.
  */
-export function bodyDeliveryId(body: Buffer): string {
+export function bodyDeliveryKey(body: Buffer): string {
   return `body-sha256:${createHash("sha256").update(body).digest("hex")}`;
 }
 
@@ -48,7 +51,8 @@ export function deliveryRecord(text: string | undefined): Delivery | undefined {
     if (typeof v.release === "string" && RELEASE_NAME.test(v.release) && (v.historyId === null || Number.isInteger(v.historyId))) {
       // A record from before outcomes were kept reads as running: its history entry, if any, decides.
       const outcome = v.outcome === "succeeded" || v.outcome === "failed" ? v.outcome : "running";
-      return { at: Number(v.at) || 0, release: v.release, historyId: v.historyId ?? null, outcome, attempt: Number.isInteger(v.attempt) && v.attempt! > 0 ? v.attempt! : 1 };
+      const delivery = typeof v.delivery === "string" ? v.delivery : null;
+      return { at: Number(v.at) || 0, release: v.release, historyId: v.historyId ?? null, outcome, attempt: Number.isInteger(v.attempt) && v.attempt! > 0 ? v.attempt! : 1, delivery };
     }
   } catch { /* not one of ours */ }
   return undefined;
@@ -77,13 +81,14 @@ export type ClaimResult =
   | { won: false; earlier: Delivery | undefined; outcome: DeliveryOutcome | "unknown" | null };
 
 /**
- * Claims a delivery id for one run of its deploy, atomically: a new id by creating its record,
+ * Claims a delivery key for one run of its deploy, atomically: a new key by creating its record,
  * a failed one by replacing the record read (compare-and-set on its revision). Of any number of
  * copies sent at once, one wins; the others get the record that stands, to answer duplicate.
+ * delivery: the id the sender gave, kept in the record beside the key.
  */
-export async function claimDelivery(store: Store, service: string, id: string, release: string): Promise<ClaimResult> {
+export async function claimDelivery(store: Store, service: string, id: string, release: string, delivery: string | null = null): Promise<ClaimResult> {
   const key = hookKeys.delivery(service, id);
-  const fresh = (attempt: number): Delivery => ({ at: Date.now(), release, historyId: null, outcome: "running", attempt });
+  const fresh = (attempt: number): Delivery => ({ at: Date.now(), release, historyId: null, outcome: "running", attempt, delivery });
   const created = await store.put(key, JSON.stringify(fresh(1)), { prevRevision: 0 });
   if (created.ok) return { won: true, claim: new DeliveryClaim(store, key, created.revision, fresh(1)) };
   const kv = await store.get(key);

@@ -32,6 +32,8 @@ export const MAX_STREAM_BUFFER_BYTES = 1024 * 1024;
 /** How long a dropped client has to read its last lines before its connection is cut. */
 export const STREAM_DROP_GRACE_MS = 1_000;
 const STREAM_PING_MS = 15_000;
+/** setTimeout's longest delay: a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** At most one "changed" message per this long: a deploy writes many records in a burst, and the page reads status once per burst. */
 export const STREAM_CHANGED_MS = 250;
 /** How often a stream that asked for them (?stats=1) gets the proxy's counters: the dashboard's req/s and error rate. */
@@ -84,45 +86,91 @@ export class StreamSlots {
 }
 
 /**
+ * The open event streams by who holds them: a token (its tokenIdentity) and, for a dashboard's, its
+ * session too. A revoked token or an ended session ends its streams here at once: a stream checks
+ * its caller only when it opens, and would otherwise go on for as long as the client keeps it.
+ */
+export class OpenStreams {
+  private readonly byHolder = new Map<string, Set<(reason: string) => void>>();
+
+  /** Registers a stream under each of its holders; returns what unregisters it. */
+  add(holders: string[], end: (reason: string) => void): () => void {
+    for (const h of holders) {
+      let set = this.byHolder.get(h);
+      if (!set) this.byHolder.set(h, (set = new Set()));
+      set.add(end);
+    }
+    return () => {
+      for (const h of holders) {
+        const set = this.byHolder.get(h);
+        set?.delete(end);
+        if (set?.size === 0) this.byHolder.delete(h);
+      }
+    };
+  }
+
+  /** Ends every stream of a holder with a last "revoked" message saying why; how many there were. */
+  end(holder: string, reason: string): number {
+    const ends = [...(this.byHolder.get(holder) ?? [])];
+    for (const end of ends) end(reason);
+    return ends.length;
+  }
+}
+
+/** The holder an ended dashboard session's streams are found by in OpenStreams. */
+export function sessionHolder(sessionId: string): string {
+  return `session ${sessionId}`;
+}
+
+/** Where an agent keeps its event streams: their places under the caps, and who holds each. */
+export interface EventStreams {
+  slots: StreamSlots;
+  open: OpenStreams;
+}
+
+/**
  * Server-sent events: every event the scope may see, as it happens, until the client goes away.
  * A client that does not read falls behind; once MAX_STREAM_BUFFER_BYTES wait for it, it is
  * dropped (a last "dropped" message, then the connection is cut), so it cannot grow the agent's memory.
  * A stream takes a place in slots while open: past a cap it is answered 429 with Retry-After.
+ * It ends with a last "revoked" message when its token is revoked, or when the dashboard session
+ * it came with (session) is signed out or expires.
  */
-export async function streamEvents(agent: ApiHost, slots: StreamSlots, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse, query?: URLSearchParams): Promise<undefined> {
-  const slot = slots.take(tokenIdentity(scope));
+export async function streamEvents(agent: ApiHost, streams: EventStreams, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse, query?: URLSearchParams, session?: { id: string; expiresAt: number }): Promise<undefined> {
+  const token = tokenIdentity(scope);
+  const slot = streams.slots.take(token);
   if (!slot.ok) {
     const refused = new TurquoiseError("LIMIT_REACHED", slot.message, { data: { limit: slot.limit, open: slot.open } });
     send(res, 429, { error: errorBody(refused) }, { "retry-after": String(STREAM_RETRY_AFTER_S) });
     return undefined;
   }
   try {
-    return await stream(agent, scope, req, res, query);
+    return await stream(agent, streams.open, [token, ...(session === undefined ? [] : [sessionHolder(session.id)])], scope, req, res, query, session?.expiresAt);
   } finally {
     slot.give();
   }
 }
 
-async function stream(agent: ApiHost, scope: Scope, req: http.IncomingMessage, res: http.ServerResponse, query?: URLSearchParams): Promise<undefined> {
+async function stream(agent: ApiHost, open: OpenStreams, holders: string[], scope: Scope, req: http.IncomingMessage, res: http.ServerResponse, query?: URLSearchParams, expiresAt?: number): Promise<undefined> {
   const insider = scope.kind === "admin" || scope.kind === "read";
   res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store", connection: "keep-alive" });
-  let dropped = false;
+  let ended = false;
   const write = (text: string): void => {
-    if (dropped || res.destroyed) return;
+    if (ended || res.destroyed) return;
     res.write(text);
     if (res.writableLength > MAX_STREAM_BUFFER_BYTES) drop();
   };
-  const drop = (): void => {
-    dropped = true;
-    stop();
-    stopProgress();
-    stopChanged();
-    stopStats();
-    clearTimeout(changedTimer);
-    clearInterval(ping);
-    const behind = res.writableLength;
-    res.end(`event: dropped\ndata: ${JSON.stringify({ reason: `fell behind: ${behind} bytes unread, the limit is ${MAX_STREAM_BUFFER_BYTES}` })}\n\n`);
+  /** The agent ends the stream: a last message saying why, then the connection is cut if the client does not read it in time. */
+  const finish = (last: string): void => {
+    if (ended || res.destroyed) return;
+    ended = true;
+    unsubscribe();
+    res.end(last);
     setTimeout(() => res.destroy(), STREAM_DROP_GRACE_MS).unref();
+  };
+  const drop = (): void => {
+    const behind = res.writableLength;
+    finish(`event: dropped\ndata: ${JSON.stringify({ reason: `fell behind: ${behind} bytes unread, the limit is ${MAX_STREAM_BUFFER_BYTES}` })}\n\n`);
     agent.event(null, "stream.dropped", `an event stream client (${scope.kind} token, ${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}) was dropped: ${behind} bytes unread`, { unreadBytes: behind });
   };
   const stop = agent.registry.onEvent((event) => {
@@ -141,16 +189,27 @@ async function stream(agent: ApiHost, scope: Scope, req: http.IncomingMessage, r
   }) : () => {};
   const ping = setInterval(() => write(": ping\n\n"), STREAM_PING_MS);
   const stopStats = insider && query?.get("stats") === "1" ? statsFeed(agent).subscribe((json) => write(`event: stats\ndata: ${json}\n\n`)) : () => {};
+  // A revoked token or an ended session: the client is told why, so it does not reconnect in a loop.
+  const revoked = (reason: string): void => finish(`event: revoked\ndata: ${JSON.stringify({ reason })}\n\n`);
+  const unregister = open.add(holders, revoked);
+  // A session's stream lasts no longer than the session: nothing else would sweep it out at its expiry.
+  const expiry = expiresAt === undefined ? undefined : setTimeout(() => revoked("the dashboard session expired"), Math.min(Math.max(0, expiresAt - Date.now()), MAX_TIMER_MS));
+  expiry?.unref();
+  const unsubscribe = (): void => {
+    clearTimeout(expiry);
+    clearInterval(ping);
+    stopStats();
+    clearTimeout(changedTimer);
+    stop();
+    stopProgress();
+    stopChanged();
+    unregister();
+  };
   // Events are published from a later tick, so this line still comes first.
   write(`: turquoise events, index ${agent.registry.current}\n\n`);
   // A client gone before this line (its close already emitted) must not hold its place for ever.
   if (!res.closed) await new Promise<void>((resolve) => res.once("close", resolve));
-  clearInterval(ping);
-  stopStats();
-  clearTimeout(changedTimer);
-  stop();
-  stopProgress();
-  stopChanged();
+  unsubscribe();
   return undefined;
 }
 

@@ -1,7 +1,8 @@
 // POST /v1/hooks/<service>: deploys from CI. GitHub signs its deliveries (X-Hub-Signature-256,
 // HMAC-SHA256 over the raw body with a per-service secret); other CIs send a deploy token. The
 // payload names the release through the service's `webhook.release` template, and a delivery
-// seen before is answered, never run twice, unless its deploy failed (deliveries.ts).
+// seen before is answered, never run twice, unless its deploy failed (deliveries.ts). A signed
+// delivery is known by its body, which the signature covers, never by its unsigned delivery id.
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type http from "node:http";
 import { authenticate } from "../auth/scopes.js";
@@ -9,7 +10,7 @@ import { isLockLost } from "../deploy/lock.js";
 import { RELEASE_NAME } from "../deploy/release.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { ServiceSpec, WebhookSpec } from "../spec/types.js";
-import { bodyDeliveryId, claimDelivery, forgetOldDeliveries, type DeliveryClaim } from "./deliveries.js";
+import { bodyDeliveryKey, claimDelivery, forgetOldDeliveries, type DeliveryClaim } from "./deliveries.js";
 import type { ApiHost } from "./host.js";
 import { errorBody, send, sendError } from "./http.js";
 import { readRawBody } from "../util/http-body.js";
@@ -79,7 +80,8 @@ export function releaseFromPayload(hook: WebhookSpec, payload: Record<string, un
  * unknown service, 413 a body over 1 MiB, 421 this agent does not lead (several share the store), 422 a payload that maps to no release or a deploy that
  * failed; 200 a ping, an ignored push, a replayed delivery or a deploy that succeeded; 202 a
  * GitHub delivery whose deploy started (GitHub gives up on an answer after 10 s). A replayed
- * delivery whose deploy failed is not a replay: it runs again.
+ * delivery whose deploy failed is not a replay: it runs again. A signed body sent again under a
+ * new delivery id is a replay all the same.
  */
 export async function handleHook(agent: ApiHost, service: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   try {
@@ -117,26 +119,34 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
 
     const given = header(req, "x-github-delivery") ?? header(req, "idempotency-key");
     if (given !== undefined && !DELIVERY_ID.test(given)) return refuse(res, 400, "USAGE", "the delivery id (X-GitHub-Delivery or Idempotency-Key) must be 1-128 letters, digits, '.', '_', ':' or '-'");
-    // A signature covers the body only: a signed delivery naming no id is known by its body, so a
-    // captured one cannot be sent again to deploy again. A token's holder may deploy at will
-    // anyway, so a call with a token and no id runs every time it is sent.
-    const deliveryId = given ?? (signature !== undefined ? bodyDeliveryId(body) : undefined);
+    // A signature covers the body only, not X-GitHub-Delivery: a signed delivery is known by its
+    // body, so a captured one sent again under a new id cannot deploy again. GitHub's Redeliver
+    // sends the same id and the same body, so it finds the same record (and runs again only if that
+    // run failed); a new push is a new body. A token's holder may deploy at will anyway: its call is
+    // known by the id it gives, and with none it runs every time it is sent.
+    const key = signature !== undefined ? bodyDeliveryKey(body) : given;
+    const delivery = given ?? null;
     let claim: DeliveryClaim | undefined;
-    if (deliveryId !== undefined) {
+    if (key !== undefined) {
       // Claimed before the deploy, atomically: two copies of one delivery (or of a redelivery of a failed one) run it once.
-      const claimed = await claimDelivery(agent.store, service, deliveryId, target.release);
+      const claimed = await claimDelivery(agent.store, service, key, target.release, delivery);
       if (!claimed.won) {
         const { earlier, outcome } = claimed;
-        return send(res, 200, { ok: true, duplicate: true, delivery: deliveryId, release: earlier?.release ?? null, history: earlier?.historyId ?? null, outcome });
+        return send(res, 200, {
+          ok: true, duplicate: true, delivery, key, release: earlier?.release ?? null, history: earlier?.historyId ?? null, outcome,
+          // Which delivery id ran it: another id than this one's says the body was sent again under a new id.
+          ...(earlier ? { earlierDelivery: earlier.delivery } : {}),
+        });
       }
       claim = claimed.claim;
       void forgetOldDeliveries(agent.store, service).catch((e: unknown) => agent.event(service, "hook.unrecorded", `old delivery ids of ${service} were not forgotten: ${errorMessage(e)}`));
     }
 
     const attempt = claim?.attempt ?? null;
-    const actor = `webhook (${who}${sender(payload)}${deliveryId ? `, delivery ${deliveryId}` : ""}${attempt !== null && attempt > 1 ? `, attempt ${attempt}` : ""})`;
+    const named = delivery ?? key;
+    const actor = `webhook (${who}${sender(payload)}${named ? `, delivery ${named}` : ""}${attempt !== null && attempt > 1 ? `, attempt ${attempt}` : ""})`;
     const record = async (patch: Parameters<DeliveryClaim["update"]>[0]): Promise<void> => {
-      await claim?.update(patch).catch((e: unknown) => agent.event(service, "hook.unrecorded", `delivery ${deliveryId} of ${service} was not recorded as ${patch.outcome ?? "started"}: ${errorMessage(e)}`, { delivery: deliveryId ?? null }));
+      await claim?.update(patch).catch((e: unknown) => agent.event(service, "hook.unrecorded", `delivery ${named} of ${service} was not recorded as ${patch.outcome ?? "started"}: ${errorMessage(e)}`, { delivery, key: key ?? null }));
     };
     let startedId: number | undefined;
     let started!: (id: number) => void;
@@ -155,7 +165,7 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
       async (e: unknown) => {
         // A flow that lost its lock is finished or undone by recovery: its history entry will say which.
         if (!(isLockLost(e) && startedId !== undefined)) await record({ outcome: "failed" });
-        if (fromGitHub) agent.event(service, "hook.failed", `webhook deploy of ${service} ${target.release} failed: ${errorMessage(e)}`, { release: target.release, delivery: deliveryId ?? null });
+        if (fromGitHub) agent.event(service, "hook.failed", `webhook deploy of ${service} ${target.release} failed: ${errorMessage(e)}`, { release: target.release, delivery, key: key ?? null });
       },
     );
     if (fromGitHub) {
@@ -164,26 +174,26 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
       if ("error" in first) {
         // Recorded as failed before the answer: a redelivery sent on reading it runs again.
         await recorded;
-        return deployFailed(res, first.error, target.release, deliveryId);
+        return deployFailed(res, first.error, target.release, delivery, key);
       }
-      return send(res, 202, { ok: true, accepted: true, service, release: target.release, delivery: deliveryId ?? null, attempt, history: first.id });
+      return send(res, 202, { ok: true, accepted: true, service, release: target.release, delivery, key: key ?? null, attempt, history: first.id });
     }
     try {
       const out = await deploy;
       await recorded;
-      send(res, 200, { ok: true, service, release: target.release, delivery: deliveryId ?? null, attempt, history: out.history.id, outcome: out.history.outcome });
+      send(res, 200, { ok: true, service, release: target.release, delivery, key: key ?? null, attempt, history: out.history.id, outcome: out.history.outcome });
     } catch (e) {
       await recorded;
-      deployFailed(res, e, target.release, deliveryId);
+      deployFailed(res, e, target.release, delivery, key);
     }
   } catch (e) {
     if (!res.headersSent) sendError(res, e);
   }
 }
 
-function deployFailed(res: http.ServerResponse, e: unknown, release: string, deliveryId: string | undefined): void {
+function deployFailed(res: http.ServerResponse, e: unknown, release: string, delivery: string | null, key: string | undefined): void {
   const history = e instanceof TurquoiseError ? ((e.data.history as { id?: number } | null | undefined)?.id ?? null) : null;
-  send(res, 422, { ok: false, release, delivery: deliveryId ?? null, history, error: errorBody(e) });
+  send(res, 422, { ok: false, release, delivery, key: key ?? null, history, error: errorBody(e) });
 }
 
 function refuse(res: http.ServerResponse, status: number, code: string, message: string): void {

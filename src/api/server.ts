@@ -10,18 +10,19 @@ import { parseDuration } from "../util/duration.js";
 import { DEFAULT_BLOCKING_WAIT_MS } from "./registry.js";
 import { catalog, catalogService, checks } from "./catalog.js";
 import { checkUserKey, checkUserPrefix, userDelete, userGet, userList, userPut } from "./kv.js";
-import { authenticate, describeScope, type Scope } from "../auth/scopes.js";
+import { authenticate, describeScope, storedTokenScope, tokenIdentity, type Scope } from "../auth/scopes.js";
 import { intParam, parseJson, send, sendError, errorBody } from "./http.js";
 import { readBody } from "../util/http-body.js";
-import { StreamSlots, listEvents, streamEvents } from "./events.js";
+import { OpenStreams, StreamSlots, listEvents, sessionHolder, streamEvents, type EventStreams } from "./events.js";
 import { abortFlow, releaseOptions, runFlow } from "./flows.js";
 import { status } from "./status.js";
 import { handleHook } from "./hooks.js";
 import type { MigrationRequest } from "../deploy/orchestrator.js";
 import { handleUi } from "../ui/routes.js";
-import { Sessions, fromOwnOrigin, type SessionOptions } from "../ui/sessions.js";
+import { Sessions, fromOwnOrigin, type Session, type SessionOptions } from "../ui/sessions.js";
 
-type Handler = (ctx: { agent: ApiHost; scope: Scope; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
+/** session: the dashboard session the call came with, when it came with one instead of a token. */
+type Handler = (ctx: { agent: ApiHost; scope: Scope; session: Session | undefined; req: http.IncomingMessage; res: http.ServerResponse; params: string[]; query: URLSearchParams }) => Promise<unknown>;
 
 /**
  * Who besides the admin token may call a route: registry, the registry token; deploy, a deploy
@@ -40,12 +41,18 @@ interface RouteOptions {
 }
 
 export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = {}): http.RequestListener {
-  const streams = new StreamSlots();
+  const streams: EventStreams = { slots: new StreamSlots(), open: new OpenStreams() };
+  // What a revoked token or an ended session held open ends with it, on this agent whichever agent revoked it.
+  agent.deployTokens.onRevoked((t) => {
+    const scope = storedTokenScope(t);
+    const n = streams.open.end(tokenIdentity(scope), `${scope.kind} token ${t.id} was revoked`);
+    if (n > 0) agent.event(null, "stream.revoked", `${n} event stream${n === 1 ? "" : "s"} of ${scope.kind} token ${t.id}${t.name ? ` (${t.name})` : ""} ended: the token was revoked`, { token: t.id, streams: n });
+  });
   const routes: Array<[string, RegExp, Handler, RouteOptions?]> = [
     ["GET", /^\/v1\/catalog\/services$/, async ({ agent }) => catalog(agent), { registry: true, blocking: true }],
     ["GET", /^\/v1\/catalog\/service\/([^/]+)$/, async ({ agent, params }) => catalogService(agent, params[0]!), { registry: true, blocking: true }],
     ["GET", /^\/v1\/health\/checks$/, async ({ agent, query }) => checks(agent, query.get("service") ?? undefined, query.get("state") ?? undefined), { registry: true, blocking: true }],
-    ["GET", /^\/v1\/events\/stream$/, async ({ agent, scope, req, res, query }) => streamEvents(agent, streams, scope, req, res, query), { registry: true, read: true }],
+    ["GET", /^\/v1\/events\/stream$/, async ({ agent, scope, session, req, res, query }) => streamEvents(agent, streams, scope, req, res, query, session && { id: session.id, expiresAt: session.expiresAt }), { registry: true, read: true }],
     ["GET", /^\/v1\/status$/, async ({ agent, scope }) => status(agent, scope.kind === "deploy" ? scope.services : undefined), { deploy: "filtered", read: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/deploy$/, async ({ agent, scope, req, res, params }) => runFlow("deploy", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],
     ["POST", /^\/v1\/services\/([^/]+)\/rollback$/, async ({ agent, scope, req, res, params }) => runFlow("rollback", agent, scope, params[0]!, req, res), { deploy: "service", write: true }],
@@ -140,7 +147,15 @@ export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = 
 
   const log = agent.log?.child("api");
   const credentials = () => ({ adminToken: agent.token, registryToken: agent.registryToken, deployTokens: agent.deployTokens });
-  const sessions = new Sessions({ ...opts.sessions, stillGranted: (scope) => scope.kind === "admin" || agent.deployTokens.has(scope.id) });
+  const stillGranted = (scope: Scope): boolean => (scope.kind !== "read" && scope.kind !== "deploy") || agent.deployTokens.has(scope.id);
+  const sessions = new Sessions({
+    ...opts.sessions,
+    stillGranted,
+    onEnded: (s, why) => {
+      opts.sessions?.onEnded?.(s, why);
+      streams.open.end(sessionHolder(s.id), `the dashboard session ended: ${why}`);
+    },
+  });
   return (req, res) => {
     // Method, path without the query, status, scope and time: never a header, a body or a query value.
     if (log?.isEnabled("debug")) {
@@ -187,6 +202,7 @@ export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = 
     if (!scope) {
       return send(res, 401, { error: { code: "UNAUTHORIZED", message: "missing, wrong or revoked API token: send Authorization: Bearer <token from the state dir's token file, or a deploy token>" } });
     }
+    const caller = scope;
     for (const [method, re, handler, opts = {}] of routes) {
       const m = re.exec(url.pathname);
       if (!m) continue;
@@ -207,11 +223,15 @@ export function createApi(agent: ApiHost, opts: { sessions?: SessionOptions } = 
           if (opts.write && !agent.leads) throw await agent.leadership.notLeader(`${req.method} ${url.pathname}`);
         })
         .then(() => blockUntilChanged(agent, url.searchParams, opts.blocking === true, req))
+        .then(() => {
+          // A blocking read waits up to minutes: a token revoked or a session ended meanwhile gets no answer but this.
+          if (!stillGranted(caller) || (session && !sessions.live(session))) throw new TurquoiseError("UNAUTHORIZED", "the token or dashboard session this request came with was revoked or ended while it waited");
+        })
         .then(async () => {
           // The index as the answer starts to be read, not after: a change made while the handler
           // awaits is then newer than the index the client waits past, so it is seen again, never missed.
           const index = agent.registry.current;
-          return { index, body: await handler({ agent, scope, req, res, params, query: url.searchParams }) };
+          return { index, body: await handler({ agent, scope, session, req, res, params, query: url.searchParams }) };
         })
         .then(({ index, body }) => {
           if (res.headersSent) return;

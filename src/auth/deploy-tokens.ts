@@ -1,8 +1,9 @@
 // Deploy tokens (`turquoise token create --deploy <services>`) and read tokens (`--read`): shown
-// once, kept only as a sha256 in the agent's reserved namespace with their scope. A revoked token is gone at once.
+// once, kept only as a sha256 in the agent's reserved namespace with their scope. A revoked token is
+// gone at once, on every agent sharing the store: each follows the tokens' keys (follow()).
 import crypto from "node:crypto";
 import { TurquoiseError } from "../errors.js";
-import type { Store } from "../state/contract.js";
+import type { Store, WatchEvent } from "../state/contract.js";
 import { internalKey } from "../state/namespace.js";
 import { TOKEN_LENGTH, bearerToken } from "./token.js";
 
@@ -45,8 +46,33 @@ export function deployTokenProblem(v: unknown, id: string): string | undefined {
 
 export class DeployTokens {
   private records = new Map<string, DeployTokenRecord>();
+  private readonly revokedListeners = new Set<(revoked: DeployTokenInfo) => void>();
+  private unwatch: (() => void) | undefined;
 
   constructor(private readonly store: Store, private readonly onInvalid: (id: string, problem: string) => void = () => {}) {}
+
+  /**
+   * Loads the stored tokens, then follows them: one created or revoked by another agent sharing
+   * the store (the leader takes every token write) grants or ends here too. The watch replays what
+   * changed since the revision read before the list, so nothing written meanwhile is missed.
+   */
+  async start(): Promise<void> {
+    const revision = await this.store.revision();
+    await this.load();
+    this.unwatch?.();
+    this.unwatch = this.store.watch(PREFIX, (e) => this.changed(e), { fromRevision: revision });
+  }
+
+  stop(): void {
+    this.unwatch?.();
+    this.unwatch = undefined;
+  }
+
+  /** Called with each token revoked, here or by another agent: what it granted ends with it (open event streams). */
+  onRevoked(listener: (revoked: DeployTokenInfo) => void): () => void {
+    this.revokedListeners.add(listener);
+    return () => this.revokedListeners.delete(listener);
+  }
 
   /** Loads the stored tokens; a record that does not validate grants nothing. */
   async load(): Promise<void> {
@@ -93,9 +119,33 @@ export class DeployTokens {
   async revoke(id: string): Promise<DeployTokenInfo> {
     const rec = this.records.get(id);
     if (!rec) throw new TurquoiseError("NOT_FOUND", `no deploy token with id "${id.slice(0, 40)}"; \`turquoise token list\` shows them`);
-    this.records.delete(id);
+    this.forget(id);
     await this.store.delete(PREFIX + id);
     return info(rec);
+  }
+
+  private changed(e: WatchEvent): void {
+    const id = e.key.slice(PREFIX.length);
+    if (e.type === "delete") return this.forget(id);
+    let v: unknown;
+    try {
+      v = JSON.parse(e.value);
+    } catch {
+      v = undefined;
+    }
+    const problem = deployTokenProblem(v, id);
+    if (!problem) return void this.records.set(id, v as DeployTokenRecord);
+    // Rewritten into something that grants nothing: as good as revoked.
+    this.onInvalid(id, problem);
+    this.forget(id);
+  }
+
+  /** Drops a token and tells the listeners, once: a revoke here is also seen again by this agent's own watch. */
+  private forget(id: string): void {
+    const rec = this.records.get(id);
+    if (!rec) return;
+    this.records.delete(id);
+    for (const l of this.revokedListeners) l(info(rec));
   }
 
   /** The token an Authorization header carries, compared in constant time against every stored hash. */

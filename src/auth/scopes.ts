@@ -3,7 +3,7 @@
 // the services they name; for CI and webhooks) and read tokens (status, history and events of every
 // service, changing nothing: the dashboard's read-only view). Tokens are compared in constant time.
 import { tokenMatches } from "./token.js";
-import type { DeployTokens } from "./deploy-tokens.js";
+import type { DeployTokenInfo, DeployTokens } from "./deploy-tokens.js";
 
 export type Scope =
   | { kind: "admin" }
@@ -25,9 +25,12 @@ export function authenticate(header: string | undefined, creds: Credentials): Sc
   const deploy = creds.deployTokens.match(header);
   if (admin) return { kind: "admin" };
   if (registry) return { kind: "registry" };
-  if (deploy?.scope === "read") return { kind: "read", id: deploy.id, name: deploy.name };
-  if (deploy) return { kind: "deploy", id: deploy.id, name: deploy.name, services: [...deploy.services] };
-  return undefined;
+  return deploy ? storedTokenScope(deploy) : undefined;
+}
+
+/** The scope a stored read or deploy token grants. */
+export function storedTokenScope(t: Pick<DeployTokenInfo, "id" | "name" | "scope" | "services">): Extract<Scope, { kind: "read" | "deploy" }> {
+  return t.scope === "read" ? { kind: "read", id: t.id, name: t.name } : { kind: "deploy", id: t.id, name: t.name, services: [...t.services] };
 }
 
 /** Which token a scope stands for: the admin or registry token, or one read or deploy token by its id. A cap per token counts by it. */

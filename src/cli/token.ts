@@ -21,7 +21,7 @@ A deploy token may deploy, roll back and read the status of the services it name
 else. A read token reads the status, history and events of every service and changes nothing:
 sign in to the dashboard (/ui) with it for a read-only view. create prints the token once: the
 agent keeps only its sha256. Send it as Authorization: Bearer <token>. A revoked token is refused
-(401) at once, and the dashboard sessions made with it end.
+(401) at once, and the dashboard sessions and event streams opened with it end.
 
 options:
       --deploy <services>   the services the token may deploy, comma-separated

@@ -29,6 +29,8 @@ export interface SessionOptions {
   now?: () => number;
   /** Whether the token a session came from still grants it: a revoked read token ends its sessions. */
   stillGranted?: (scope: SessionScope) => boolean;
+  /** Called once as a session ends before its time (signed out, pushed out by a cap, its token revoked) or is swept expired: what it holds open ends with it. */
+  onEnded?: (session: Session, why: string) => void;
 }
 
 const SESSION_ID = /^[A-Za-z0-9_-]{43}$/;
@@ -52,9 +54,9 @@ export class Sessions {
     const now = this.now();
     this.sweep(now);
     const own = [...this.byId.values()].filter((x) => tokenIdentity(x.scope) === tokenIdentity(scope));
-    if (own.length >= MAX_SESSIONS_PER_TOKEN) this.byId.delete(own[0]!.id);
+    if (own.length >= MAX_SESSIONS_PER_TOKEN) this.drop(own[0]!, `its token signed in ${MAX_SESSIONS_PER_TOKEN} times since: its oldest session ends`);
     // Past the overall cap (many read tokens), the token holding the most sessions gives up its oldest.
-    while (this.byId.size >= MAX_SESSIONS) this.byId.delete(this.oldestOfBusiestToken()!.id);
+    while (this.byId.size >= MAX_SESSIONS) this.drop(this.oldestOfBusiestToken()!, `the agent holds ${MAX_SESSIONS} sessions: the oldest of the busiest token ends`);
     const session: Session = { id: randomId(), csrf: randomId(), scope, createdAt: now, expiresAt: now + this.ttlMs };
     this.byId.set(session.id, session);
     return session;
@@ -66,15 +68,24 @@ export class Sessions {
     if (!id || !SESSION_ID.test(id)) return undefined;
     const s = this.byId.get(id);
     if (!s) return undefined;
-    if (s.expiresAt <= this.now() || !(this.opts.stillGranted?.(s.scope) ?? true)) {
-      this.byId.delete(id);
-      return undefined;
-    }
+    if (s.expiresAt <= this.now()) return void this.drop(s, "the session expired");
+    if (!(this.opts.stillGranted?.(s.scope) ?? true)) return void this.drop(s, "the token it signed in with was revoked");
     return s;
   }
 
+  /** Whether a session is still one this holds, unexpired: a request that waited re-checks the one it came with. */
+  live(session: Session): boolean {
+    return this.byId.get(session.id) === session && session.expiresAt > this.now();
+  }
+
+  /** Signs a session out. */
   end(session: Session): void {
-    this.byId.delete(session.id);
+    this.drop(session, "signed out");
+  }
+
+  private drop(session: Session, why: string): void {
+    if (!this.byId.delete(session.id)) return;
+    this.opts.onEnded?.(session, why);
   }
 
   /** Constant-time check of the X-CSRF-Token header against the session's. */
@@ -101,7 +112,7 @@ export class Sessions {
   }
 
   private sweep(now: number): void {
-    for (const [id, s] of this.byId) if (s.expiresAt <= now) this.byId.delete(id);
+    for (const s of [...this.byId.values()]) if (s.expiresAt <= now) this.drop(s, "the session expired");
   }
 }
 

@@ -134,6 +134,8 @@ interface OpenedStream {
   body: () => string;
   /** The agent's end of the connection. */
   serverSide: () => net.Socket | undefined;
+  /** Whether the agent ended the response. */
+  ended: () => boolean;
   close(): void;
 }
 
@@ -145,11 +147,13 @@ function openStream(h: Harness, headers: Record<string, string>): Promise<Opened
   return new Promise((resolve, reject) => {
     const req = http.get({ host: "127.0.0.1", port: h.port, path: "/v1/events/stream", agent: false, headers }, (res) => {
       let body = "";
+      let ended = false;
       res.setEncoding("utf8");
       res.on("data", (c: string) => (body += c));
+      res.on("end", () => (ended = true));
       const localPort = req.socket?.localPort;
       const opened: OpenedStream = {
-        status: res.statusCode ?? 0, headers: res.headers, body: () => body,
+        status: res.statusCode ?? 0, headers: res.headers, body: () => body, ended: () => ended,
         serverSide: () => [...h.sockets].find((s) => s.remotePort === localPort),
         close: () => req.destroy(),
       };
@@ -239,6 +243,91 @@ describe("event stream caps", () => {
     await closed(open.pop()!);
     await hold(bearer(h.adminToken), 1);
     for (const s of open.splice(0)) await closed(s);
+  });
+});
+
+describe("a revoked token's event streams", () => {
+  let h: Harness;
+  const open: OpenedStream[] = [];
+  const hold = async (headers: Record<string, string>, n: number, on = h): Promise<OpenedStream[]> => {
+    const streams = await Promise.all(Array.from({ length: n }, () => openStream(on, headers)));
+    open.push(...streams);
+    for (const s of streams) assert.equal(s.status, 200, s.body());
+    return streams;
+  };
+  const readToken = async (on = h): Promise<{ id: string; token: string }> => JSON.parse((await on.call("POST", "/v1/tokens", { body: JSON.stringify({ read: true }) })).body) as { id: string; token: string };
+  /** The last message the agent sent on a stream it ended for a revocation. */
+  const revokedMessage = (s: OpenedStream): { reason: string } | undefined => {
+    const m = /event: revoked\ndata: (.*)\n\n$/.exec(s.body());
+    return m ? (JSON.parse(m[1]!) as { reason: string }) : undefined;
+  };
+
+  before(async () => {
+    h = await startHarness();
+  });
+  after(async () => {
+    for (const s of open) s.close();
+    await h.close();
+  });
+
+  it("end at once with a last 'revoked' message and free their places; other tokens' streams keep going", async () => {
+    const doomed = await readToken();
+    const other = await readToken();
+    const theirs = await hold(bearer(doomed.token), 3);
+    const others = [...await hold(bearer(other.token), 1), ...await hold(bearer(h.adminToken), 1)];
+    // Every other place taken: the agent's cap is full, so a place the revoked streams free is seen.
+    const fillers = await Promise.all(Array.from({ length: Math.ceil((MAX_STREAMS - 5) / MAX_STREAMS_PER_TOKEN) }, () => readToken()));
+    let left = MAX_STREAMS - 5;
+    for (const t of fillers) {
+      await hold(bearer(t.token), Math.min(MAX_STREAMS_PER_TOKEN, left));
+      left -= MAX_STREAMS_PER_TOKEN;
+    }
+    assert.equal((await openStream(h, bearer(h.adminToken))).status, 429);
+
+    const revoked = await h.call("DELETE", `/v1/tokens/${doomed.id}`);
+    assert.equal(revoked.status, 200, revoked.body);
+    // Within the drop grace at most, not at the client's leisure: the bound only ends a hang.
+    await until("the revoked token's streams to end", () => theirs.every((s) => s.ended()), 5_000);
+    for (const s of theirs) assert.match(revokedMessage(s)?.reason ?? s.body(), new RegExp(`read token ${doomed.id} was revoked`));
+    // Their three places are free: three more streams open where the cap refused one.
+    await hold(bearer(h.adminToken), 3);
+    assert.equal((await openStream(h, bearer(h.adminToken))).status, 429);
+
+    // The other token's and the admin's streams still carry events.
+    h.registry.publish({ id: 999_999, at: Date.now(), service: "books", type: "deploy.succeeded", message: "after the revocation", data: {} });
+    await until("the other streams to get the next event", () => others.every((s) => s.body().includes("after the revocation")));
+    for (const s of others) assert.equal(s.ended(), false);
+    for (const s of open.splice(0)) await closed(s);
+  });
+
+  it("a token revoked through another agent sharing the store ends its streams on this one too", async () => {
+    const peer = await startHarness({ store: h.store, leads: false });
+    try {
+      // Created through this agent, known to the peer through the store.
+      const t = await readToken();
+      const onPeer = await hold(bearer(t.token), 3, peer);
+      const keeps = await hold(bearer(peer.adminToken), 1, peer);
+      assert.equal((await h.call("DELETE", `/v1/tokens/${t.id}`)).status, 200);
+      await until("the peer's streams of the revoked token to end", () => onPeer.every((s) => s.ended()), 5_000);
+      for (const s of onPeer) assert.ok(revokedMessage(s), s.body());
+      // And the peer refuses the token from now on.
+      assert.equal((await peer.call("GET", "/v1/status", { token: t.token })).status, 401);
+      assert.equal(keeps[0]!.ended(), false);
+      for (const s of open.splice(0)) s.close();
+    } finally {
+      await peer.close();
+    }
+  });
+
+  it("a blocking read of a token revoked while it waits is answered 401, not with data", async () => {
+    const t = await readToken();
+    const index = (await h.call("GET", "/v1/events", { token: t.token })).headers["x-turquoise-index"];
+    const waiting = h.call("GET", `/v1/events?index=${index}&wait=5m`, { token: t.token });
+    await tick();
+    assert.equal((await h.call("DELETE", `/v1/tokens/${t.id}`)).status, 200);
+    const answer = await waiting;
+    assert.equal(answer.status, 401, answer.body);
+    assert.match(answer.body, /revoked or ended while it waited/);
   });
 });
 

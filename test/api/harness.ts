@@ -51,6 +51,8 @@ export async function startHarness(opts: { store?: MemoryStore; leadership?: Lea
   const registry = new Registry(store, 1);
   const records = new Records(store);
   const deployTokens = new DeployTokens(store);
+  // As the agent does: a token another agent on this store creates or revokes counts here too.
+  await deployTokens.start();
   const adminToken = crypto.randomBytes(32).toString("hex");
   const registryToken = crypto.randomBytes(32).toString("hex");
   const deploys: string[] = [];
@@ -108,6 +110,7 @@ export async function startHarness(opts: { store?: MemoryStore; leadership?: Lea
     }),
     close: async () => {
       registry.close();
+      deployTokens.stop();
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     },

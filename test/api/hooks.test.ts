@@ -75,7 +75,7 @@ describe("a delivery's record", () => {
     assert.ok(!copy.won && copy.outcome === "running");
     await first.claim.update({ historyId: 7 });
     await first.claim.update({ outcome: "failed" });
-    assert.deepEqual({ ...(await read()), at: 0 }, { at: 0, release: "v1", historyId: 7, outcome: "failed", attempt: 1 });
+    assert.deepEqual({ ...(await read()), at: 0 }, { at: 0, release: "v1", historyId: 7, outcome: "failed", attempt: 1, delivery: null });
     const redelivery = await claimDelivery(store, "books", "d1", "v1");
     assert.ok(redelivery.won && redelivery.claim.attempt === 2);
     // The first run's last write, arriving late, loses its compare-and-set.
@@ -116,9 +116,11 @@ describe("POST /v1/hooks/<service>", () => {
       ...(opts.delivery === null ? {} : { "x-github-delivery": opts.delivery ?? randomUUID() }),
       "x-hub-signature-256": githubSignature(opts.secret ?? SECRET, body),
     });
-  /** What the agent's record of a delivery says of its outcome. */
-  const recorded = async (service: string, delivery: string): Promise<string | undefined> => {
-    const kv = await h.store.get(hookKeys.delivery(service, delivery));
+  /** The key a signed body's delivery is recorded under, whatever delivery id it names. */
+  const bodyKey = (body: string) => `body-sha256:${createHash("sha256").update(body).digest("hex")}`;
+  /** What the agent's record of a signed body's delivery says of its outcome. */
+  const recorded = async (service: string, body: string): Promise<string | undefined> => {
+    const kv = await h.store.get(hookKeys.delivery(service, bodyKey(body)));
     return kv && (JSON.parse(kv.value) as { outcome?: string }).outcome;
   };
 
@@ -159,15 +161,16 @@ describe("POST /v1/hooks/<service>", () => {
   it("a signed delivery without a delivery id is known by its body: sent again it is a duplicate and deploys nothing", async () => {
     const before = h.deploys.length;
     const body = JSON.stringify({ ref: "refs/tags/v10" });
-    const id = `body-sha256:${createHash("sha256").update(body).digest("hex")}`;
+    const id = bodyKey(body);
     const first = await github(body, { delivery: null });
     assert.equal(first.status, 202, JSON.stringify(first.json));
-    assert.equal(first.json.delivery, id);
+    assert.equal(first.json.delivery, null);
+    assert.equal(first.json.key, id);
     assert.equal(h.actors.at(-1), `webhook (GitHub, delivery ${id})`);
     const replay = await github(body, { delivery: null });
     assert.equal(replay.status, 200, JSON.stringify(replay.json));
     assert.equal(replay.json.duplicate, true);
-    assert.equal(replay.json.delivery, id);
+    assert.equal(replay.json.key, id);
     assert.equal(replay.json.history, first.json.history);
     assert.equal(h.deploys.length, before + 1, "one deploy for the body and its replay");
     // Another body is another delivery.
@@ -182,6 +185,63 @@ describe("POST /v1/hooks/<service>", () => {
     assert.equal(h.deploys.length, before + 1);
     assert.equal(answers.filter((a) => a.status === 202).length, 1, JSON.stringify(answers.map((a) => a.status)));
     assert.equal(answers.filter((a) => a.json.duplicate === true).length, 4);
+  });
+
+  it("a captured signed body sent again under a new delivery id is a duplicate: one deploy in history, and the answer names both ids", async () => {
+    const body = JSON.stringify({ ref: "refs/tags/v20", sender: { login: "octocat" } });
+    const before = h.deploys.length;
+    const original = randomUUID();
+    const first = await github(body, { delivery: original });
+    assert.equal(first.status, 202, JSON.stringify(first.json));
+    assert.equal(first.json.delivery, original);
+    assert.equal(first.json.key, bodyKey(body));
+    await until("the deploy's success in the delivery's record", async () => (await recorded("books", body)) === "succeeded");
+    const replayed = randomUUID();
+    const replay = await github(body, { delivery: replayed });
+    assert.equal(replay.status, 200, JSON.stringify(replay.json));
+    assert.equal(replay.json.duplicate, true);
+    assert.equal(replay.json.delivery, replayed);
+    assert.equal(replay.json.earlierDelivery, original);
+    assert.equal(replay.json.history, first.json.history);
+    assert.equal(h.deploys.length, before + 1, "the replay deployed nothing");
+    // The record keeps the id GitHub sent with the run that stands, beside its body key.
+    assert.equal((await h.store.get(hookKeys.delivery("books", bodyKey(body))).then((kv) => JSON.parse(kv!.value) as { delivery: string })).delivery, original);
+    assert.equal(h.actors.filter((a) => a.includes(original) || a.includes(replayed)).length, 1);
+  });
+
+  it("five copies of one signed body under five delivery ids sent at once deploy once", async () => {
+    const body = JSON.stringify({ ref: "refs/tags/v21" });
+    const before = h.deploys.length;
+    const answers = await Promise.all(Array.from({ length: 5 }, () => github(body, { delivery: randomUUID() })));
+    assert.equal(h.deploys.length, before + 1);
+    assert.equal(answers.filter((a) => a.status === 202).length, 1, JSON.stringify(answers.map((a) => a.json)));
+    assert.equal(answers.filter((a) => a.json.duplicate === true).length, 4);
+  });
+
+  it("a replay under a new delivery id of a signed body whose deploy failed runs it again, as GitHub's Redeliver would", async () => {
+    // The body is what was signed: once its run failed, sending it again is a retry whichever id it names.
+    const body = JSON.stringify({ ref: "refs/tags/v22" });
+    const before = h.deploys.length;
+    h.missing.add("v22");
+    assert.equal((await github(body)).status, 422);
+    h.missing.delete("v22");
+    const again = await github(body);
+    assert.equal(again.status, 202, JSON.stringify(again.json));
+    assert.equal(again.json.attempt, 2);
+    assert.equal(h.deploys.length, before + 1);
+  });
+
+  it("token callers are still known by their delivery id: the same body under another Idempotency-Key deploys again", async () => {
+    const body = JSON.stringify({ release: "v23" });
+    const before = h.deploys.length;
+    const send = (key: string) => post("/v1/hooks/books", body, { authorization: `Bearer ${h.adminToken}`, "idempotency-key": key });
+    const first = await send("job-23-a");
+    assert.equal(first.status, 200, JSON.stringify(first.json));
+    assert.equal(first.json.delivery, "job-23-a");
+    assert.equal(first.json.key, "job-23-a");
+    assert.equal((await send("job-23-a")).json.duplicate, true);
+    assert.equal((await send("job-23-b")).status, 200);
+    assert.equal(h.deploys.length, before + 2);
   });
 
   it("a token call without a delivery id runs every time it is sent: its holder may deploy at will", async () => {
@@ -209,7 +269,7 @@ describe("POST /v1/hooks/<service>", () => {
     assert.equal(again.json.attempt, 2);
     assert.equal(h.deploys.length, before + 1);
     assert.equal(h.actors.at(-1), `webhook (GitHub, delivery ${delivery}, attempt 2)`);
-    await until("the deploy's success in the delivery's record", async () => (await recorded("books", delivery)) === "succeeded");
+    await until("the deploy's success in the delivery's record", async () => (await recorded("books", body)) === "succeeded");
     const replay = await github(body, { delivery });
     assert.equal(replay.status, 200);
     assert.equal(replay.json.duplicate, true);
@@ -225,7 +285,7 @@ describe("POST /v1/hooks/<service>", () => {
     h.broken.add("v15");
     const first = await github(body, { delivery });
     assert.equal(first.status, 202, JSON.stringify(first.json));
-    await until("the failure in the delivery's record", async () => (await recorded("books", delivery)) === "failed");
+    await until("the failure in the delivery's record", async () => (await recorded("books", body)) === "failed");
     h.broken.delete("v15");
     const again = await github(body, { delivery });
     assert.equal(again.status, 202, JSON.stringify(again.json));
@@ -241,7 +301,7 @@ describe("POST /v1/hooks/<service>", () => {
     const before = h.deploys.length;
     const first = github(body, { delivery });
     try {
-      await until("the delivery's claim", async () => (await recorded("books", delivery)) === "running");
+      await until("the delivery's claim", async () => (await recorded("books", body)) === "running");
       const during = await github(body, { delivery });
       assert.equal(during.status, 200);
       assert.equal(during.json.duplicate, true);
@@ -262,7 +322,7 @@ describe("POST /v1/hooks/<service>", () => {
     h.missing.delete("v17");
     const before = h.deploys.length;
     // Every copy reads the failed record before any of them claims it again: only the claim's compare-and-set keeps them to one run.
-    const key = hookKeys.delivery("books", delivery);
+    const key = hookKeys.delivery("books", bodyKey(body));
     const get = h.store.get.bind(h.store);
     let waiting = 0;
     let open!: () => void;

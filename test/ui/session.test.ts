@@ -9,6 +9,31 @@ import { MAX_SESSIONS, MAX_SESSIONS_PER_TOKEN, Sessions } from "../../src/ui/ses
 
 interface Answer { status: number; body: string; headers: http.IncomingHttpHeaders }
 
+/** An event stream opened with a dashboard's cookie: its text so far, and whether the agent ended it. */
+function openStream(h: Harness, cookie: string): Promise<{ text: () => string; ended: () => boolean; close: () => void }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: "127.0.0.1", port: h.port, path: "/v1/events/stream", agent: false, headers: { cookie } }, (res) => {
+      assert.equal(res.statusCode, 200);
+      let text = "";
+      let ended = false;
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (text += c));
+      res.on("end", () => (ended = true));
+      res.once("data", () => resolve({ text: () => text, ended: () => ended, close: () => req.destroy() }));
+    });
+    req.on("error", (e) => { if ((e as NodeJS.ErrnoException).code !== "ECONNRESET") reject(e); });
+  });
+}
+
+/** Polls until check holds; the bound only ends a wait for what never comes. */
+async function until(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 describe("dashboard sessions", () => {
   let h: Harness;
   let clock = Date.now();
@@ -200,6 +225,36 @@ describe("dashboard sessions", () => {
     assert.equal((await call("GET", "/v1/status", { cookie: t.cookie })).status, 401);
   });
 
+  it("signing out ends the session's open event streams with a last 'revoked' message; another session of the same token keeps its own", async () => {
+    const s = await signIn(h.adminToken);
+    const t = await signIn(h.adminToken);
+    const mine = await Promise.all([openStream(h, s.cookie), openStream(h, s.cookie)]);
+    const theirs = await openStream(h, t.cookie);
+    try {
+      assert.equal((await call("DELETE", "/ui/session", { cookie: s.cookie, csrf: s.csrf })).status, 200);
+      await until("the signed-out session's streams to end", () => mine.every((x) => x.ended()));
+      for (const x of mine) assert.match(x.text(), /event: revoked\ndata: \{"reason":"the dashboard session ended: signed out"\}\n\n$/);
+      h.registry.publish({ id: 999_998, at: Date.now(), service: "books", type: "deploy.succeeded", message: "after the sign-out", data: {} });
+      await until("the other session's stream to get the next event", () => theirs.text().includes("after the sign-out"));
+      assert.equal(theirs.ended(), false);
+    } finally {
+      for (const x of [...mine, theirs]) x.close();
+    }
+  });
+
+  it("revoking a read token ends the event streams of the sessions signed in with it", async () => {
+    const read = JSON.parse((await h.call("POST", "/v1/tokens", { body: JSON.stringify({ read: true }) })).body) as { id: string; token: string };
+    const s = await signIn(read.token);
+    const streams = await Promise.all([openStream(h, s.cookie), openStream(h, s.cookie), openStream(h, s.cookie)]);
+    try {
+      assert.equal((await h.call("DELETE", `/v1/tokens/${read.id}`)).status, 200);
+      await until("the sessions' streams to end", () => streams.every((x) => x.ended()));
+      for (const x of streams) assert.match(x.text(), new RegExp(`event: revoked\ndata: .*read token ${read.id} was revoked`));
+    } finally {
+      for (const x of streams) x.close();
+    }
+  });
+
   it(`signing in again and again keeps at most ${MAX_SESSIONS_PER_TOKEN} sessions of one token: its oldest ends`, async () => {
     const first = await signIn(h.adminToken);
     const second = await signIn(h.adminToken);
@@ -225,5 +280,25 @@ describe("dashboard sessions", () => {
     }
     assert.equal(sessions.size, MAX_SESSIONS, "the overall cap holds");
     assert.ok(sessions.fromCookie(`tq_session=${admin.id}`), "one admin session is never the busiest token's");
+  });
+});
+
+describe("a dashboard session's event stream at the session's expiry", () => {
+  it("ends with a last 'revoked' message when the session expires, though no request comes to sweep it", async () => {
+    const TTL_MS = 500;
+    const h = await startHarness({ sessions: { ttlMs: TTL_MS } });
+    try {
+      const r = await h.call("POST", "/ui/session", { token: null, headers: { "content-type": "application/json" }, body: JSON.stringify({ token: h.adminToken }) });
+      assert.equal(r.status, 200, r.body);
+      const stream = await openStream(h, r.headers["set-cookie"]![0]!.split(";")[0]!);
+      try {
+        await until("the expired session's stream to end", () => stream.ended(), 10 * TTL_MS);
+        assert.match(stream.text(), /event: revoked\ndata: \{"reason":"the dashboard session expired"\}\n\n$/);
+      } finally {
+        stream.close();
+      }
+    } finally {
+      await h.close();
+    }
   });
 });

@@ -125,6 +125,8 @@ function openStream() {
   es.addEventListener("stats", (m) => onStats(JSON.parse(m.data)));
   es.addEventListener("changed", () => refreshStatus());
   es.addEventListener("dropped", () => setTimeout(() => { openStream(); refreshStatus(); }, 1000));
+  // The agent ended the stream because this session or its token ended: say why, without a reconnect that would only be refused.
+  es.addEventListener("revoked", (m) => signedOut(`Your session ended (${String(JSON.parse(m.data).reason ?? "revoked").slice(0, 200)}): sign in again.`));
   es.onmessage = (m) => onEvent(JSON.parse(m.data));
   for (const type of STORED_TYPES) es.addEventListener(type, (m) => onEvent(JSON.parse(m.data)));
 }
