@@ -79,15 +79,8 @@ export class DeployTokens {
     const next = new Map<string, DeployTokenRecord>();
     for (const kv of await this.store.list(PREFIX)) {
       const id = kv.key.slice(PREFIX.length);
-      let v: unknown;
-      try {
-        v = JSON.parse(kv.value);
-      } catch {
-        v = undefined;
-      }
-      const problem = deployTokenProblem(v, id);
-      if (problem) this.onInvalid(id, problem);
-      else next.set(id, v as DeployTokenRecord);
+      const rec = this.parse(id, kv.value);
+      if (rec) next.set(id, rec);
     }
     this.records = next;
   }
@@ -127,17 +120,24 @@ export class DeployTokens {
   private changed(e: WatchEvent): void {
     const id = e.key.slice(PREFIX.length);
     if (e.type === "delete") return this.forget(id);
+    const rec = this.parse(id, e.value);
+    if (rec) this.records.set(id, rec);
+    // Rewritten into something that grants nothing: as good as revoked.
+    else this.forget(id);
+  }
+
+  /** A stored token record, or undefined (reported through onInvalid) when it does not validate. */
+  private parse(id: string, text: string): DeployTokenRecord | undefined {
     let v: unknown;
     try {
-      v = JSON.parse(e.value);
+      v = JSON.parse(text);
     } catch {
       v = undefined;
     }
     const problem = deployTokenProblem(v, id);
-    if (!problem) return void this.records.set(id, v as DeployTokenRecord);
-    // Rewritten into something that grants nothing: as good as revoked.
+    if (!problem) return v as DeployTokenRecord;
     this.onInvalid(id, problem);
-    this.forget(id);
+    return undefined;
   }
 
   /** Drops a token and tells the listeners, once: a revoke here is also seen again by this agent's own watch. */
