@@ -41,7 +41,8 @@ describe("internal records", () => {
     const before = await status(ws);
     const pids = instancePids(ws);
     // A live process the forged record points at: the old agent adopted it, then stopped it as an orphan.
-    const bystander = spawn("sleep", ["60"], { stdio: "ignore" });
+    // Long enough to outlive the test on a slow machine (it is killed below): its exit must mean a signal.
+    const bystander = spawn("sleep", ["600"], { stdio: "ignore" });
     try {
       const forged = { id: "evil", service: "books", slot: before.color, release: "v1", host: "127.0.0.1", port: 1, ref: String(bystander.pid), startedAt: Date.now(), runtime: "process" };
       await ws.cli(["kv", "put", "instances/books/evil", JSON.stringify(forged)]);
