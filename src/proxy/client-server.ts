@@ -140,7 +140,7 @@ export class ClientConn {
     this.server = server;
     this.socket = socket;
     this.maxHeaderBytes = server.maxHeaderSize;
-    // A plain socket reads into the worker's one buffer (read-buffer.ts); a TLS one reads as a stream.
+    // Plain and TLS sockets alike read into the worker's one buffer (read-buffer.ts), else as a stream.
     if (!acceptedReadInto(socket, this.onRead)) socket.on("data", this.onData);
     socket.on("end", this.onEnd);
     socket.on("error", noop);

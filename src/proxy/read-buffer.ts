@@ -40,7 +40,8 @@ type UserBufferHandle = { useUserBuffer?: (buf: Uint8Array) => void; reading?: b
 /**
  * Switches a socket a net.Server just accepted (in its "connection" event, before any read event
  * could run) to onread mode into READ_BUFFER. Returns false, changing nothing, where that cannot
- * be done: a TLS socket (its reads are the TLS layer's), or a Node whose socket internals differ.
+ * be done: a Node whose socket internals differ. A TLS socket switches too, at its handshake: its
+ * TLS layer then decrypts into the same buffer.
  * Pause and resume keep working (net stops and starts reading); "end" and "close" still come.
  */
 export function acceptedReadInto(socket: net.Socket, onBytes: ReadCallback): boolean {
