@@ -626,24 +626,21 @@ export class ClientResponse extends EventEmitter {
 
   /**
    * As ServerResponse's, with the fields as a flat [name, value, ...] array; throws on a field that
-   * cannot be written. `checked`: the reason and fields were validated already (the upstream
-   * parser's FIELD_LINES), so they are not tested again.
+   * cannot be written.
    */
-  writeHead(status: number, reasonOrFields?: string | string[], maybeFields?: string[], checked = false): this {
+  writeHead(status: number, reasonOrFields?: string | string[], maybeFields?: string[]): this {
     if (this.headersSent) throw new Error("the answer's head was already written");
     const reason = typeof reasonOrFields === "string" ? reasonOrFields : http.STATUS_CODES[status] ?? "";
     const fields = typeof reasonOrFields === "string" ? maybeFields ?? [] : reasonOrFields ?? [];
-    if (!(status >= 100 && status <= 999) || (!checked && INVALID_FIELD_CHAR.test(reason))) throw new Error(`invalid status ${status} ${reason}`);
+    if (!(status >= 100 && status <= 999) || INVALID_FIELD_CHAR.test(reason)) throw new Error(`invalid status ${status} ${reason}`);
     let text = `HTTP/1.1 ${status} ${reason}\r\n`;
     let length = false;
     let date = false;
     for (let i = 0; i < fields.length; i += 2) {
       const name = fields[i]!;
       const value = fields[i + 1]!;
-      if (!checked) {
-        if (!TOKEN.test(name)) throw new Error(`invalid header name ${JSON.stringify(name)}`);
-        if (INVALID_FIELD_CHAR.test(value)) throw new Error(`invalid character in header ${name}`);
-      }
+      if (!TOKEN.test(name)) throw new Error(`invalid header name ${JSON.stringify(name)}`);
+      if (INVALID_FIELD_CHAR.test(value)) throw new Error(`invalid character in header ${name}`);
       if (equalsLower(name, "content-length")) length = true;
       else if (equalsLower(name, "date")) date = true;
       else if (equalsLower(name, "connection") && /(?:^|,)\s*close\s*(?:,|$)/i.test(value)) {
@@ -652,6 +649,20 @@ export class ClientResponse extends EventEmitter {
       }
       text += `${name}: ${value}\r\n`;
     }
+    return this.endHead(text, status, length, date);
+  }
+
+  /**
+   * writeHead for a head relayed from an upstream, whose parser checked it: `fields` are its field
+   * lines as read (each with its CR LF), the hop-by-hop ones left out.
+   */
+  relayHead(status: number, reason: string, fields: string, hasLength: boolean, hasDate: boolean): this {
+    if (this.headersSent) throw new Error("the answer's head was already written");
+    return this.endHead(`HTTP/1.1 ${status} ${reason}\r\n${fields}`, status, hasLength, hasDate);
+  }
+
+  /** The fields every answer's head ends with (the proxy's own, Date, framing, Connection), after `text`. */
+  private endHead(text: string, status: number, length: boolean, date: boolean): this {
     const extra = this.extra;
     if (extra !== undefined) for (let i = 0; i < extra.length; i += 2) text += `${extra[i]}: ${extra[i + 1]}\r\n`;
     if (!date) text += `Date: ${this.conn.server.date}\r\n`;

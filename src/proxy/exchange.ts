@@ -5,7 +5,7 @@ import type net from "node:net";
 import type { ClientRequest, ClientResponse } from "./client-server.js";
 import type { ProxySettings, ProxyRejectionCounts, Route, RouteTimeouts, ProxyTimeoutCounts, Upstream } from "./contract.js";
 import { writeLatin1 } from "./direct-write.js";
-import { errorText, sendJson } from "./http.js";
+import { sendJson } from "./http.js";
 import type { Cuttable, Match, Pool, Router } from "./table.js";
 import type { ConnWaiter, QueueTicket, ResponseSink, UpstreamConn, UpstreamConnections, UpstreamTimeoutPhase } from "./upstream.js";
 
@@ -140,24 +140,16 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     }
   }
 
-  /** Returns false when the exchange is over (the client went away or the head was unusable). */
-  onResponseHead(status: number, reason: string, headers: string[]): boolean {
+  /** Returns false when the exchange is over (the client went away). */
+  onResponseHead(status: number, reason: string, fields: string, hasLength: boolean, hasDate: boolean): boolean {
     this.responded = true;
     if (status >= 500) this.pool.errors5xx++;
-    const res = this.res;
     if (this.done) {
       this.conn?.abandon();
       return false;
     }
-    if (this.setCookie !== undefined) headers.push("Set-Cookie", this.setCookie);
-    try {
-      // The upstream parser checked the status line and every field (FIELD_LINES) already.
-      res.writeHead(status, reason, headers, true);
-    } catch (e) {
-      this.conn?.abandon();
-      this.onUpstreamFailure(Object.assign(new Error(`upstream sent an invalid header: ${errorText(e)}`), { code: "EPROTO" }), false);
-      return false;
-    }
+    // The upstream parser checked the status line and every field (FIELD_LINES) already.
+    this.res.relayHead(status, reason, this.setCookie === undefined ? fields : `${fields}Set-Cookie: ${this.setCookie}\r\n`, hasLength, hasDate);
     this.conn?.awaitBody();
     return true;
   }

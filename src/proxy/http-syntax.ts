@@ -44,13 +44,38 @@ export function trimOws(s: string, from: number, end = s.length): string {
 
 /** Whether s equals `lower` (lowercase ASCII) but for ASCII case, without building a lowercase copy of s. */
 export function equalsLower(s: string, lower: string): boolean {
-  if (s.length !== lower.length) return false;
-  for (let i = 0; i < s.length; i++) {
-    let c = s.charCodeAt(i);
+  return equalsLowerAt(s, 0, s.length, lower);
+}
+
+/** Whether s[start, end) equals `lower` (lowercase ASCII) but for ASCII case, without a string of its own. */
+export function equalsLowerAt(s: string, start: number, end: number, lower: string): boolean {
+  if (end - start !== lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    let c = s.charCodeAt(start + i);
     if (c >= 65 && c <= 90) c += 32;
     if (c !== lower.charCodeAt(i)) return false;
   }
   return true;
+}
+
+/**
+ * The few field names a parser acts on, found in a head's text by their bounds: most names (Date,
+ * Content-Type, Accept...) are ruled out by their length alone, the rest compared without case
+ * and without a string per field.
+ */
+export class NameTable {
+  private readonly byLength: (string[] | undefined)[] = [];
+
+  constructor(lowercaseNames: Iterable<string>) {
+    for (const name of lowercaseNames) (this.byLength[name.length] ??= []).push(name);
+  }
+
+  /** The lowercase name that s[start, end) is, or undefined. */
+  find(s: string, start: number, end: number): string | undefined {
+    const candidates = this.byLength[end - start];
+    if (candidates !== undefined) for (const c of candidates) if (equalsLowerAt(s, start, end, c)) return c;
+    return undefined;
+  }
 }
 
 /** Whether buf, from start, holds an LF without a CR before it or a CR followed by something else. */

@@ -26,19 +26,25 @@ export const DROPPED_RESPONSE_HEADERS = new Set([
  */
 const PROTECTED_FROM_CONNECTION = new Set(["host", "content-length"]);
 
-/** Removes the fields a Connection header names (RFC 9110 §7.6.1), except the protected ones. */
-export function dropConnectionTokens(headers: string[], connection: string): void {
+/** The field names a Connection header names (RFC 9110 §7.6.1), lowercase, but the protected ones; undefined when none. */
+function namedByConnection(connection: string): Set<string> | undefined {
   // The usual values name no field: answered without splitting.
   if (connection.length <= 10) {
     const v = connection.toLowerCase();
-    if (v === "keep-alive" || v === "close" || v === "upgrade") return;
+    if (v === "keep-alive" || v === "close" || v === "upgrade") return undefined;
   }
   const named = new Set<string>();
   for (const token of connection.split(",")) {
     const t = token.trim().toLowerCase();
     if (t !== "" && t !== "close" && t !== "keep-alive" && !PROTECTED_FROM_CONNECTION.has(t)) named.add(t);
   }
-  if (named.size === 0) return;
+  return named.size === 0 ? undefined : named;
+}
+
+/** Removes the fields a Connection header names (RFC 9110 §7.6.1), except the protected ones. */
+export function dropConnectionTokens(headers: string[], connection: string): void {
+  const named = namedByConnection(connection);
+  if (named === undefined) return;
   let w = 0;
   for (let r = 0; r < headers.length; r += 2) {
     if (named.has(headers[r]!.toLowerCase())) continue;
@@ -46,6 +52,19 @@ export function dropConnectionTokens(headers: string[], connection: string): voi
     headers[w++] = headers[r + 1]!;
   }
   headers.length = w;
+}
+
+/** As dropConnectionTokens, on field lines as relayed: "name: value\r\n" each (a head's text between its first line and its end). */
+export function dropConnectionTokenLines(lines: string, connection: string): string {
+  const named = namedByConnection(connection);
+  if (named === undefined) return lines;
+  let kept = "";
+  for (let at = 0; at < lines.length; ) {
+    const eol = lines.indexOf("\r\n", at) + 2;
+    if (!named.has(lines.slice(at, lines.indexOf(":", at)).toLowerCase())) kept += lines.slice(at, eol);
+    at = eol;
+  }
+  return kept;
 }
 
 

@@ -8,9 +8,9 @@
 import http from "node:http";
 import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
-import { DROPPED_RESPONSE_HEADERS, dropConnectionTokens } from "./http.js";
+import { DROPPED_RESPONSE_HEADERS, dropConnectionTokenLines } from "./http.js";
 import { owned, READ_BUFFER } from "./read-buffer.js";
-import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, equalsLower, strayLineBreak, trimOws } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, NameTable, strayLineBreak, trimOws } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -25,8 +25,11 @@ export interface ResponseSink {
   paused: net.Socket | undefined;
   onConnected(): void;
   onUpstreamDrain(): void;
-  /** Returns false when the exchange is over (the client went away or the head was unusable). */
-  onResponseHead(status: number, reason: string, headers: string[]): boolean;
+  /**
+   * The response head, checked: `fields` its field lines as read, hop-by-hop ones left out, each
+   * with its CR LF. Returns false when the exchange is over (the client went away or the head was unusable).
+   */
+  onResponseHead(status: number, reason: string, fields: string, hasLength: boolean, hasDate: boolean): boolean;
   onBody(chunk: Buffer): void;
   onWholeBody(body: string): void;
   onResponseEnd(): void;
@@ -102,19 +105,8 @@ const KEEP_ALIVE_TOKEN = /(?:^|,)[ \t]*keep-alive *(?:,|$)/i;
 /** Node's Content-Length syntax: digits after optional SP or HTAB, then nothing but SP. */
 const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
 
-/** By length: the response fields the parser acts on (DROPPED_RESPONSE_HEADERS and Content-Length), lowercase. */
-const SPECIAL_NAMES: (string[] | undefined)[] = [];
-for (const name of [...DROPPED_RESPONSE_HEADERS, "content-length"]) (SPECIAL_NAMES[name.length] ??= []).push(name);
-
-/**
- * The lowercase special name that `name` is, or undefined: most names (Date, Content-Type...)
- * are ruled out by their length alone, the rest compared without case and without a new string.
- */
-function specialName(name: string): string | undefined {
-  const candidates = SPECIAL_NAMES[name.length];
-  if (candidates !== undefined) for (const c of candidates) if (equalsLower(name, c)) return c;
-  return undefined;
-}
+/** The response fields the parser acts on: the hop-by-hop ones it drops, Content-Length, and Date (kept, but then not added). */
+const SPECIAL_NAMES = new NameTable([...DROPPED_RESPONSE_HEADERS, "content-length", "date"]);
 
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
@@ -521,7 +513,9 @@ export class UpstreamConn {
       return -1;
     }
     const interim = status < 200;
-    const headers: string[] = [];
+    /** The field lines relayed to the client, as read: runs of lines between the dropped ones. */
+    let fields = "";
+    let hasDate = false;
     let contentLength = -1;
     let chunked = false;
     /** Transfer-Encoding fields with a value (Node ignores empty ones). */
@@ -529,62 +523,77 @@ export class UpstreamConn {
     let closeToken = false;
     let keepAliveToken = false;
     let connection: string | undefined;
-    // Field lines by their bounds in text (FIELD_LINES passed: each has a colon), without a string or array of lines.
-    for (let at = statusEnd === -1 ? text.length : statusEnd + 2; at < text.length; ) {
+    const first = statusEnd === -1 ? text.length : statusEnd + 2;
+    let run = first;
+    // Field lines by their bounds in text (FIELD_LINES passed: each has a colon), with no string per field.
+    for (let at = first; at < text.length; ) {
       let eol = text.indexOf("\r\n", at);
       if (eol === -1) eol = text.length;
       const lineStart = at;
       at = eol + 2;
       const colon = text.indexOf(":", lineStart);
-      const name = text.slice(lineStart, colon);
-      const value = trimOws(text, colon + 1, eol);
-      const lower = specialName(name);
-      if (lower === undefined) {
-        headers.push(name, value);
+      const lower = SPECIAL_NAMES.find(text, lineStart, colon);
+      if (lower === undefined) continue;
+      if (lower === "date") {
+        hasDate = true;
         continue;
       }
-      if (lower !== "content-length") {
-        if (lower === "transfer-encoding") {
-          // Node refuses a Transfer-Encoding after a Content-Length even when empty (before one, it
-          // ignores an empty one): the check below sees only fields with a value.
-          if (contentLength !== -1) {
-            this.protocolError(ex, "Content-Length with Transfer-Encoding");
-            return -1;
-          }
-          if (value !== "") {
-            transferEncodings++;
-            chunked = CHUNKED_ONLY.test(text.slice(colon + 1, eol));
+      if (lower === "content-length") {
+        // A repeat is refused even with the same value, as Node does: one reading for every hop.
+        const m = CONTENT_LENGTH.exec(text.slice(colon + 1, eol));
+        if (contentLength !== -1 || !m || exceedsUint64(m[1]!, 10)) {
+          this.protocolError(ex, "invalid Content-Length");
+          return -1;
+        }
+        // Past 2^53 the count is inexact, but no such body ever ends before the upstream closes.
+        contentLength = Number(m[1]);
+        // Relayed without the OWS around its value, whatever the upstream wrote: one reading for every hop.
+        if (eol - colon !== m[1]!.length + 2 || text.charCodeAt(colon + 1) !== 32) {
+          fields += `${text.slice(run, colon)}: ${m[1]}\r\n`;
+          run = at;
+        }
+        continue;
+      }
+      // A hop-by-hop field: the run of relayed lines ends before it.
+      if (lineStart > run) fields += text.slice(run, lineStart);
+      run = at;
+      if (lower === "transfer-encoding") {
+        // Node refuses a Transfer-Encoding after a Content-Length even when empty (before one, it
+        // ignores an empty one): the check below sees only fields with a value.
+        if (contentLength !== -1) {
+          this.protocolError(ex, "Content-Length with Transfer-Encoding");
+          return -1;
+        }
+        if (trimOws(text, colon + 1, eol) !== "") {
+          transferEncodings++;
+          chunked = CHUNKED_ONLY.test(text.slice(colon + 1, eol));
+        }
+      } else if (lower === "connection" || lower === "proxy-connection") {
+        // Node (llhttp) reads Proxy-Connection's close and keep-alive as Connection's, so an
+        // HTTP/1.0 interim answer with "Proxy-Connection: keep-alive" leaves the connection open.
+        const raw = text.slice(colon + 1, eol);
+        // What nearly every upstream sends, without the regular expressions or a token list.
+        if (raw === " keep-alive") keepAliveToken = true;
+        else if (raw === " close") closeToken = true;
+        else {
+          if (CLOSE_TOKEN.test(raw)) closeToken = true;
+          if (KEEP_ALIVE_TOKEN.test(raw)) keepAliveToken = true;
+          // Only Connection names fields for this hop (RFC 9110 §7.6.1).
+          if (lower === "connection") {
+            const value = trimOws(raw, 0);
+            connection = connection === undefined ? value : `${connection}, ${value}`;
           }
         }
-        else if (lower === "connection" || lower === "proxy-connection") {
-          // Node (llhttp) reads Proxy-Connection's close and keep-alive as Connection's, so an
-          // HTTP/1.0 interim answer with "Proxy-Connection: keep-alive" leaves the connection open.
-          const raw = text.slice(colon + 1, eol);
-          // What nearly every upstream sends, without the regular expressions or a token list.
-          if (raw === " keep-alive") keepAliveToken = true;
-          else if (raw === " close") closeToken = true;
-          else {
-            if (CLOSE_TOKEN.test(raw)) closeToken = true;
-            if (KEEP_ALIVE_TOKEN.test(raw)) keepAliveToken = true;
-            // Only Connection names fields for this hop (RFC 9110 §7.6.1).
-            if (lower === "connection") connection = connection === undefined ? value : `${connection}, ${value}`;
-          }
-        } else if (lower === "keep-alive" && !interim && value !== this.keepAliveHint) {
+      } else if (lower === "keep-alive" && !interim) {
+        const value = trimOws(text, colon + 1, eol);
+        if (value !== this.keepAliveHint) {
           this.keepAliveHint = value;
           this.idleLimitMs = keepAliveHintMs(value);
         }
-        continue;
       }
-      // Content-Length. A repeat is refused even with the same value, as Node does: one reading for every hop.
-      const m = CONTENT_LENGTH.exec(text.slice(colon + 1, eol));
-      if (contentLength !== -1 || !m || exceedsUint64(m[1]!, 10)) {
-        this.protocolError(ex, "invalid Content-Length");
-        return -1;
-      }
-      // Past 2^53 the count is inexact, but no such body ever ends before the upstream closes.
-      contentLength = Number(m[1]);
-      headers.push(name, value);
     }
+    // The last run, with the CR LF that the head's text leaves off its last line.
+    if (run < text.length) fields = run === first ? `${text.slice(first)}\r\n` : `${fields}${text.slice(run)}\r\n`;
     // Both framings at once is how responses get smuggled: which one each hop believes decides where
     // the next response starts. RFC 9112 §6.3 lets a proxy refuse it, as Node's parser does.
     if (transferEncodings > 0 && contentLength !== -1) {
@@ -612,7 +621,11 @@ export class UpstreamConn {
       return -1;
     }
     // RFC 9110 §7.6.1: the fields Connection names are for this hop only, as on the request path.
-    if (connection !== undefined) dropConnectionTokens(headers, connection);
+    if (connection !== undefined) {
+      fields = dropConnectionTokenLines(fields, connection);
+      // Connection may name Date: then the client gets the proxy's.
+      if (hasDate) hasDate = /(?:^|\n)date:/i.test(fields);
+    }
     const bodyless = ex.method === "HEAD" || status === 204 || status === 304;
     // A bodyless answer whose head announces a body (a HEAD's Content-Length, mostly) leaves the
     // socket unused after it: should the upstream send that body anyway, the next exchange on the
@@ -622,7 +635,7 @@ export class UpstreamConn {
     // Node's parser takes control characters in a reason phrase, which Node's server refuses to
     // write: such a phrase gives way to the standard one (RFC 9112 §4: clients ignore it anyway).
     if (INVALID_FIELD_CHAR.test(reason)) reason = http.STATUS_CODES[status] ?? "";
-    if (!ex.onResponseHead(status, reason, headers)) return -1;
+    if (!ex.onResponseHead(status, reason, fields, contentLength !== -1, hasDate)) return -1;
     if (bodyless || (contentLength === 0 && !chunked)) {
       this.complete(ex, end + 4 < buf.length);
       return -1;
