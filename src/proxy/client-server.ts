@@ -12,7 +12,7 @@ import net from "node:net";
 import { writeLatin1 } from "./direct-write.js";
 import { CHUNK_SIZE_LINE, equalsLower, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
 import { acceptedReadInto, owned } from "./read-buffer.js";
-import { isFault, parseRequestHead, type RequestHead } from "./request-head.js";
+import { isFault, parseRequestHead, rawHeadersOf, type RequestHead } from "./request-head.js";
 
 /** As Node's http.Server: the largest request head, and how long to wait for one. */
 export const DEFAULT_MAX_HEADER_BYTES = http.maxHeaderSize;
@@ -515,14 +515,16 @@ export class ClientRequest extends EventEmitter {
   readonly method: string;
   readonly url: string;
   readonly httpVersionMinor: 0 | 1;
-  readonly rawHeaders: string[];
+  /** The head as parsed: what the data plane routes and forwards by. */
+  readonly head: RequestHead;
   /** The body was read whole (or there is none). */
   complete = false;
   /** No body bytes are handed out until someone listens for them (as a Readable), or after pause(). */
   paused = true;
   /** "end" was emitted. */
   ended = false;
-  private headersObject: Record<string, string> | undefined;
+  private headersObject: Record<string, string> | undefined = undefined;
+  private rawHeadersList: string[] | undefined = undefined;
 
   constructor(conn: ClientConn, head: RequestHead) {
     super();
@@ -531,7 +533,12 @@ export class ClientRequest extends EventEmitter {
     this.method = head.method;
     this.url = head.url;
     this.httpVersionMinor = head.versionMinor;
-    this.rawHeaders = head.rawHeaders;
+    this.head = head;
+  }
+
+  /** The fields' names and values in turn, as Node's: built when first asked for (the data plane reads `head`). */
+  get rawHeaders(): string[] {
+    return (this.rawHeadersList ??= rawHeadersOf(this.head.text));
   }
 
   get httpVersion(): string {

@@ -8,7 +8,8 @@ import type { ClientConn, ClientRequest, ClientResponse, ClientServer } from "./
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
-import { clientAddress, DROPPED_REQUEST_HEADERS, dropConnectionTokens, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
+import { clientAddress, dropConnectionTokenLines, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
+import type { RequestHead } from "./request-head.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
 import type { CertStoreOptions } from "./cert-store.js";
@@ -121,15 +122,13 @@ export class DataPlane implements ExchangeHost, TunnelHost {
   /** `started`: performance.now() at its arrival when counted by series, else -1. */
   private route(req: ClientRequest, res: ClientResponse, started: number): void {
     this.requests++;
-    const head = scratch;
-    head.scan(req.rawHeaders);
+    const head = req.head;
     if (head.hosts !== 1 && (head.hosts > 1 || req.httpVersionMinor === 1)) {
       this.rejected.badRequest++;
       if (started >= 0) count(this.router.series.unrouted, 400, started);
       sendJson(res, 400, { error: head.hosts > 1 ? "more than one Host header" : "no Host header" }, true);
       return;
     }
-    if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
     const host = head.host;
     if (this.edge !== undefined && this.edge.intercept(req, res, host, url)) {
@@ -146,10 +145,9 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     }
     let match = found;
     let setCookie: string | undefined;
-    if (found.canary !== undefined) ({ match, setCookie } = splitMatch(found, head.fields, req.socket));
-    const contentLength = head.contentLength;
-    const bodyFraming = head.chunked ? 2 : contentLength !== undefined && contentLength !== "0" ? 1 : 0;
-    if (bodyFraming === 1 && Number(contentLength) > match.maxBodyBytes) {
+    if (found.canary !== undefined) ({ match, setCookie } = splitMatch(found, req.rawHeaders, req.socket));
+    const bodyFraming = head.chunked ? 2 : head.contentLength > 0 ? 1 : 0;
+    if (bodyFraming === 1 && head.contentLength > match.maxBodyBytes) {
       this.rejected.bodyTooLarge++;
       if (started >= 0) count(match.pool.series, 413, started);
       sendJson(res, 413, { error: "request body too large", limit: match.maxBodyBytes }, true);
@@ -161,13 +159,11 @@ export class DataPlane implements ExchangeHost, TunnelHost {
       return;
     }
     // Only an HTTP/1.1 client waits for a 100; an HTTP/1.0 one expects nothing.
-    if (head.expectContinue && req.httpVersionMinor === 1) res.writeContinue();
-    let text = `${req.method} ${url} HTTP/1.1\r\n`;
-    const fields = head.fields;
-    for (let i = 0; i < fields.length; i += 2) text += `${fields[i]}: ${fields[i + 1]}\r\n`;
-    // A chunked body goes out re-chunked (the client server de-chunked it), without a length.
-    if (contentLength !== undefined && bodyFraming !== 2) text += `Content-Length: ${contentLength}\r\n`;
-    text += forwardingFields(head, req.socket, table.trusted, req.conn);
+    if (head.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
+    // The client's end-to-end field lines as it wrote them; a chunked body goes out re-chunked (the
+    // client server de-chunked it), without a length.
+    const length = head.contentLengthText === undefined || bodyFraming === 2 ? "" : `Content-Length: ${head.contentLengthText}\r\n`;
+    const text = `${req.method} ${url} HTTP/1.1\r\n${forwardedLines(head)}${length}${forwardingFields(head, req.socket, table.trusted, req.conn)}`;
 
     const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming, started);
     if (setCookie !== undefined) ex.setCookie = setCookie;
@@ -223,8 +219,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     const started = this.router.current.metrics ? performance.now() : -1;
     client.setNoDelay(true);
     client.on("error", noop);
-    const head = scratch;
-    head.scan(req.rawHeaders);
+    const head = req.head;
     if (head.hosts !== 1 && (head.hosts > 1 || req.httpVersionMinor === 1)) {
       this.rejected.badRequest++;
       if (started >= 0) count(this.router.series.unrouted, 400, started);
@@ -232,12 +227,11 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     }
     // An upgrade is handed over at the end of its head: a body would reach the upstream as the
     // first bytes of the new protocol, unchecked.
-    if (head.chunked || (head.contentLength !== undefined && head.contentLength !== "0")) {
+    if (head.chunked || head.contentLength > 0) {
       this.rejected.badRequest++;
       if (started >= 0) count(this.router.series.unrouted, 400, started);
       return rejectUpgrade(client, 400, { error: "an upgrade request has no body" });
     }
-    if (head.connection !== undefined) dropConnectionTokens(head.fields, head.connection);
     const url = req.url ?? "/";
     const host = head.host;
     if (this.edge !== undefined && this.edge.interceptUpgrade(req, client, host, url)) return;
@@ -248,16 +242,13 @@ export class DataPlane implements ExchangeHost, TunnelHost {
       return rejectUpgrade(client, 404, noRouteBody(table.source.routes, host, url, client, head));
     }
     // An upgrade is split like a request, but its 101 carries no cookie: the next request sets it.
-    const match = found.canary !== undefined ? splitMatch(found, head.fields, client).match : found;
+    const match = found.canary !== undefined ? splitMatch(found, req.rawHeaders, client).match : found;
     const upstream = match.pool.pick(this.router.unhealthy);
     if (!upstream) {
       if (started >= 0) count(match.pool.series, 503, started);
       return rejectUpgrade(client, 503, { error: "no healthy instance", service: match.route.service });
     }
-    let preamble = `${req.method} ${url} HTTP/1.1\r\n`;
-    const fields = head.fields;
-    for (let i = 0; i < fields.length; i += 2) preamble += `${fields[i]}: ${fields[i + 1]}\r\n`;
-    preamble += `Connection: Upgrade\r\nUpgrade: ${head.upgrade ?? ""}\r\n${forwardingFields(head, client, table.trusted)}\r\n`;
+    const preamble = `${req.method} ${url} HTTP/1.1\r\n${forwardedLines(head)}Connection: Upgrade\r\nUpgrade: ${head.upgradeProtocols ?? ""}\r\n${forwardingFields(head, client, table.trusted)}\r\n`;
     const tunnel = new Tunnel(this, match, client, bodyHead, preamble, upstream, started);
     match.pool.enter(tunnel);
     tunnel.connect();
@@ -437,96 +428,14 @@ export class DataPlane implements ExchangeHost, TunnelHost {
 }
 
 
-/** What one pass over a request's raw header fields found. */
-class RequestHead {
-  /** The fields to forward, names and values in turn: hop-by-hop and forwarding fields left out. */
-  readonly fields: string[] = [];
-  host: string | undefined = undefined;
-  hosts = 0;
-  /** Content-Length, kept apart: the proxy writes it itself, or not at all. */
-  contentLength: string | undefined = undefined;
-  /** A Transfer-Encoding was sent (the parser accepts only a single chunked). */
-  chunked = false;
-  expectContinue = false;
-  connection: string | undefined = undefined;
-  upgrade: string | undefined = undefined;
-  xForwardedFor: string | undefined = undefined;
-  xForwardedProto: string | undefined = undefined;
-  xForwardedHost: string | undefined = undefined;
-  xRealIp: string | undefined = undefined;
-  forwarded: string | undefined = undefined;
-
-  scan(raw: string[]): void {
-    const fields = this.fields;
-    fields.length = 0;
-    this.host = this.contentLength = this.connection = this.upgrade = undefined;
-    this.xForwardedFor = this.xForwardedProto = this.xForwardedHost = this.xRealIp = this.forwarded = undefined;
-    this.hosts = 0;
-    this.chunked = this.expectContinue = false;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!;
-      const value = raw[i + 1]!;
-      const lower = name.toLowerCase();
-      if (DROPPED_REQUEST_HEADERS.has(lower)) {
-        this.keep(lower, value);
-        continue;
-      }
-      if (lower === "host") {
-        this.host = value;
-        this.hosts++;
-      } else if (lower === "content-length") {
-        this.contentLength = value;
-        continue;
-      }
-      fields.push(name, value);
-    }
-  }
-
-  /** A dropped field that still matters: framing, Connection's tokens, a trusted peer's forwarding fields. */
-  private keep(lower: string, value: string): void {
-    switch (lower) {
-      case "transfer-encoding":
-        this.chunked = true;
-        break;
-      case "connection":
-        this.connection = join(this.connection, value);
-        break;
-      case "upgrade":
-        this.upgrade = join(this.upgrade, value);
-        break;
-      case "expect":
-        // The client server passes on only 100-continue; it answers other expectations 417 itself.
-        this.expectContinue = true;
-        break;
-      case "x-forwarded-for":
-        this.xForwardedFor = join(this.xForwardedFor, value);
-        break;
-      case "x-forwarded-proto":
-        this.xForwardedProto = join(this.xForwardedProto, value);
-        break;
-      case "x-forwarded-host":
-        this.xForwardedHost = join(this.xForwardedHost, value);
-        break;
-      case "x-real-ip":
-        this.xRealIp = join(this.xRealIp, value);
-        break;
-      case "forwarded":
-        this.forwarded = join(this.forwarded, value);
-        break;
-    }
-  }
-}
-
 /** Counts a request the data plane answered itself; `started` as route() takes it, ≥ 0. */
 function count(series: RequestSeries, status: number, started: number): void {
   series.record(status, performance.now() - started);
 }
 
-/** Every scan runs synchronously to its end, so one instance serves every request. */
-const scratch = new RequestHead();
-
-function join(a: string | undefined, b: string): string {
-  return a === undefined ? b : `${a}, ${b}`;
+/** The client's field lines to forward, without those its Connection field names (RFC 9110 §7.6.1). */
+function forwardedLines(head: RequestHead): string {
+  return head.connection === undefined ? head.forward : dropConnectionTokenLines(head.forward, head.connection);
 }
 
 /**

@@ -41,20 +41,7 @@ function namedByConnection(connection: string): Set<string> | undefined {
   return named.size === 0 ? undefined : named;
 }
 
-/** Removes the fields a Connection header names (RFC 9110 §7.6.1), except the protected ones. */
-export function dropConnectionTokens(headers: string[], connection: string): void {
-  const named = namedByConnection(connection);
-  if (named === undefined) return;
-  let w = 0;
-  for (let r = 0; r < headers.length; r += 2) {
-    if (named.has(headers[r]!.toLowerCase())) continue;
-    headers[w++] = headers[r]!;
-    headers[w++] = headers[r + 1]!;
-  }
-  headers.length = w;
-}
-
-/** As dropConnectionTokens, on field lines as relayed: "name: value\r\n" each (a head's text between its first line and its end). */
+/** Removes the field lines a Connection header names (RFC 9110 §7.6.1), except the protected ones: `lines` are "name: value\r\n" each. */
 export function dropConnectionTokenLines(lines: string, connection: string): string {
   const named = namedByConnection(connection);
   if (named === undefined) return lines;

@@ -5,24 +5,40 @@
 // what the proxy forwards can only mean what it read.
 
 import http from "node:http";
-import { CHUNKED_ONLY, FIELD_LINES, trimOws } from "./http-syntax.js";
+import { DROPPED_REQUEST_HEADERS } from "./http.js";
+import { CHUNKED_ONLY, FIELD_LINES, NameTable, trimOws } from "./http-syntax.js";
 
-/** A request head the proxy accepts. */
+/** A request head the proxy accepts, read in one pass: what the client server and the data plane act on. */
 export interface RequestHead {
+  /** The head's text, from the request line to its last field line (without the CR LF that ends it). */
+  text: string;
   method: string;
   /** The request target as sent: origin-form ("/p?q"), absolute-form, or "*" for OPTIONS. */
   url: string;
   versionMinor: 0 | 1;
-  /** Field names and values in turn, as sent (values without the OWS around them). */
-  rawHeaders: string[];
+  /** The field lines to forward as read, each with its CR LF: every one but the hop-by-hop, forwarding and Content-Length ones. */
+  forward: string;
+  /** The last Host value, and how many Host fields there were. */
+  host: string | undefined;
+  hosts: number;
   /** -1: none. */
   contentLength: number;
+  /** Content-Length's digits as sent, for the upstream. */
+  contentLengthText: string | undefined;
   chunked: boolean;
   keepAlive: boolean;
   /** Connection: upgrade with an Upgrade field: the connection is handed over after the head. */
   upgrade: boolean;
   /** The Expect field's value, when sent. */
   expect: string | undefined;
+  /** These fields' values (several joined with ", "), when sent. */
+  connection: string | undefined;
+  upgradeProtocols: string | undefined;
+  xForwardedFor: string | undefined;
+  xForwardedProto: string | undefined;
+  xForwardedHost: string | undefined;
+  xRealIp: string | undefined;
+  forwarded: string | undefined;
 }
 
 /** Why a head was refused: llhttp's code for the same fault where it has one, so that logs and answers read alike. */
@@ -30,6 +46,9 @@ export interface RequestHeadFault {
   code: string;
   why: string;
 }
+
+/** The fields the parser acts on: the dropped ones, Host and Content-Length. */
+const SPECIAL_NAMES = new NameTable([...DROPPED_REQUEST_HEADERS, "host", "content-length"]);
 
 /** Methods Node's parser knows: anything else is refused as llhttp refuses it. */
 const METHODS = new Set(http.METHODS);
@@ -67,72 +86,106 @@ export function parseRequestHead(text: string): RequestHead | RequestHeadFault {
   FIELD_LINES.lastIndex = eol;
   if (eol < text.length && FIELD_LINES.test(text)) return fault("HPE_INVALID_HEADER_TOKEN", "malformed header field");
   const versionMinor = m[3] === "1" ? 1 : 0;
-  const rawHeaders: string[] = [];
-  let contentLength = -1;
+  const head: RequestHead = {
+    text, method, url, versionMinor, forward: "", host: undefined, hosts: 0, contentLength: -1, contentLengthText: undefined, chunked: false,
+    keepAlive: false, upgrade: false, expect: undefined, connection: undefined, upgradeProtocols: undefined,
+    xForwardedFor: undefined, xForwardedProto: undefined, xForwardedHost: undefined, xRealIp: undefined, forwarded: undefined,
+  };
   let transferEncoding: string | undefined;
-  let connection = "";
-  let upgradeField = false;
-  let expect: string | undefined;
-  let host: string | undefined;
-  let start = eol + 2;
-  while (start < text.length) {
-    let end = text.indexOf("\r\n", start);
+  let forward = "";
+  const first = eol + 2;
+  let run = first;
+  // Field lines by their bounds: a string only for the values acted on, and the lines forwarded in runs between the dropped ones.
+  for (let at = first; at < text.length; ) {
+    let end = text.indexOf("\r\n", at);
     if (end === -1) end = text.length;
+    const start = at;
+    at = end + 2;
     const colon = text.indexOf(":", start);
-    const name = text.slice(start, colon);
-    const value = trimOws(text.slice(colon + 1, end), 0);
-    rawHeaders.push(name, value);
-    // Only the names that matter here are lowercased: their lengths tell them apart cheaply.
-    switch (name.length) {
-      case 4:
-        if (name.toLowerCase() === "host") host = value;
+    const name = SPECIAL_NAMES.find(text, start, colon);
+    if (name === undefined) continue;
+    const value = trimOws(text, colon + 1, end);
+    if (name === "host") {
+      head.host = value;
+      head.hosts++;
+      continue;
+    }
+    if (start > run) forward += text.slice(run, start);
+    run = at;
+    switch (name) {
+      case "content-length":
+        if (head.contentLength !== -1) return fault("HPE_UNEXPECTED_CONTENT_LENGTH", "more than one Content-Length");
+        if (!CONTENT_LENGTH.test(value)) return fault("HPE_INVALID_CONTENT_LENGTH", "invalid Content-Length");
+        head.contentLength = Number(value);
+        head.contentLengthText = value;
         break;
-      case 6:
-        if (name.toLowerCase() === "expect") expect = expect === undefined ? value : `${expect}, ${value}`;
+      case "transfer-encoding":
+        if (transferEncoding !== undefined) return fault("HPE_INVALID_TRANSFER_ENCODING", "more than one Transfer-Encoding");
+        transferEncoding = text.slice(colon + 1, end);
         break;
-      case 7:
-        if (name.toLowerCase() === "upgrade") upgradeField = true;
+      case "connection":
+        head.connection = join(head.connection, value);
         break;
-      case 10:
-        if (name.toLowerCase() === "connection") connection += `,${value}`;
+      case "upgrade":
+        head.upgradeProtocols = join(head.upgradeProtocols, value);
         break;
-      case 14:
-        if (name.toLowerCase() === "content-length") {
-          if (contentLength !== -1) return fault("HPE_UNEXPECTED_CONTENT_LENGTH", "more than one Content-Length");
-          if (!CONTENT_LENGTH.test(value)) return fault("HPE_INVALID_CONTENT_LENGTH", "invalid Content-Length");
-          contentLength = Number(value);
-        }
+      case "expect":
+        head.expect = join(head.expect, value);
         break;
-      case 17:
-        if (name.toLowerCase() === "transfer-encoding") {
-          if (transferEncoding !== undefined) return fault("HPE_INVALID_TRANSFER_ENCODING", "more than one Transfer-Encoding");
-          transferEncoding = text.slice(colon + 1, end);
-        }
+      case "x-forwarded-for":
+        head.xForwardedFor = join(head.xForwardedFor, value);
+        break;
+      case "x-forwarded-proto":
+        head.xForwardedProto = join(head.xForwardedProto, value);
+        break;
+      case "x-forwarded-host":
+        head.xForwardedHost = join(head.xForwardedHost, value);
+        break;
+      case "x-real-ip":
+        head.xRealIp = join(head.xRealIp, value);
+        break;
+      case "forwarded":
+        head.forwarded = join(head.forwarded, value);
         break;
     }
-    start = end + 2;
   }
+  // The last run, with the CR LF that the head's text leaves off its last line.
+  if (run < text.length) forward = run === first ? `${text.slice(first)}\r\n` : `${forward}${text.slice(run)}\r\n`;
+  head.forward = forward;
   if (transferEncoding !== undefined) {
-    if (contentLength !== -1) return fault("HPE_UNEXPECTED_CONTENT_LENGTH", "Content-Length with Transfer-Encoding");
+    if (head.contentLength !== -1) return fault("HPE_UNEXPECTED_CONTENT_LENGTH", "Content-Length with Transfer-Encoding");
     if (versionMinor === 0) return fault("HPE_INVALID_TRANSFER_ENCODING", "Transfer-Encoding in an HTTP/1.0 request");
     if (!CHUNKED_ONLY.test(transferEncoding)) return fault("HPE_INVALID_TRANSFER_ENCODING", "a transfer coding other than chunked alone");
+    head.chunked = true;
   }
   if (url.charCodeAt(0) !== 47 && url !== "*") {
     const authority = ABSOLUTE_FORM.exec(url)![1]!;
-    if (host === undefined || authority.toLowerCase() !== host.toLowerCase()) return fault("HPE_INVALID_URL", "the request target names another host than Host");
+    if (head.host === undefined || authority.toLowerCase() !== head.host.toLowerCase()) return fault("HPE_INVALID_URL", "the request target names another host than Host");
   }
-  const close = connection !== "" && CLOSE_TOKEN.test(connection);
-  return {
-    method,
-    url,
-    versionMinor,
-    rawHeaders,
-    contentLength,
-    chunked: transferEncoding !== undefined,
-    keepAlive: !close && (versionMinor === 1 || (connection !== "" && KEEP_ALIVE_TOKEN.test(connection))),
-    upgrade: upgradeField && connection !== "" && UPGRADE_TOKEN.test(connection),
-    expect,
-  };
+  const connection = head.connection;
+  const close = connection !== undefined && CLOSE_TOKEN.test(connection);
+  head.keepAlive = !close && (versionMinor === 1 || (connection !== undefined && KEEP_ALIVE_TOKEN.test(connection)));
+  head.upgrade = head.upgradeProtocols !== undefined && connection !== undefined && UPGRADE_TOKEN.test(connection);
+  return head;
+}
+
+function join(a: string | undefined, b: string): string {
+  return a === undefined ? b : `${a}, ${b}`;
+}
+
+/** A head's field lines as names and values in turn (values without the OWS around them), as Node's rawHeaders. */
+export function rawHeadersOf(text: string): string[] {
+  const raw: string[] = [];
+  let at = text.indexOf("\r\n");
+  if (at === -1) return raw;
+  for (at += 2; at < text.length; ) {
+    let end = text.indexOf("\r\n", at);
+    if (end === -1) end = text.length;
+    const colon = text.indexOf(":", at);
+    raw.push(text.slice(at, colon), trimOws(text, colon + 1, end));
+    at = end + 2;
+  }
+  return raw;
 }
 
 export function isFault(head: RequestHead | RequestHeadFault): head is RequestHeadFault {
