@@ -6,11 +6,10 @@
 // response objects: Node's server (llhttp, IncomingMessage, ServerResponse) cost the proxy about
 // as much CPU per request as everything else it does (docs/benchmarks.md, bench:proxy).
 
-import { EventEmitter } from "node:events";
 import http from "node:http";
 import net from "node:net";
 import { writeLatin1 } from "./direct-write.js";
-import { CHUNK_SIZE_LINE, equalsLower, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, equalsLower, FIELD_LINES, headEnd, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
 import { acceptedReadInto, owned } from "./read-buffer.js";
 import { isFault, parseRequestHead, rawHeadersOf, type RequestHead } from "./request-head.js";
 
@@ -22,7 +21,6 @@ const MAX_DUMP_BYTES = 64 * 1024;
 const READ_AHEAD_BYTES = 64 * 1024;
 /** Node closes an idle keep-alive connection this long after the timeout it advertises, so that a request sent at the last moment is not met by a close. */
 const IDLE_GRACE_MS = 1_000;
-const CRLF2 = Buffer.from("\r\n\r\n", "latin1");
 
 const enum State {
   /** Reading (or waiting for) a request head. */
@@ -230,7 +228,7 @@ export class ClientConn {
       if (buf === undefined) return false;
     }
     if (this.wait !== Wait.Head) this.startWait(Wait.Head);
-    const end = buf.indexOf(CRLF2);
+    const end = headEnd(buf);
     if (end === -1 || end + 4 > this.maxHeaderBytes) {
       if (buf.length > this.maxHeaderBytes) this.fail("HPE_HEADER_OVERFLOW", "request head too large");
       // A line break alone can never start a valid head: refused now, not when the limit is reached.
@@ -508,8 +506,75 @@ export class ClientConn {
 
 type SocketWithMessage = net.Socket & { _httpMessage?: ClientResponse | null };
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Listener = (...args: any[]) => void;
+
+/**
+ * The part of EventEmitter that requests and answers need (on, once, off, emit; listeners called
+ * with the object as `this`), with no storage until the first listener: most requests are never
+ * listened to, and an EventEmitter's construction cost as much as the rest of both objects.
+ */
+export class Events {
+  /** Event, listener, once: in turn, in the order they were added. */
+  private listeners: (string | Listener | boolean)[] | undefined = undefined;
+
+  on(event: string, listener: Listener): this {
+    (this.listeners ??= []).push(event, listener, false);
+    return this;
+  }
+
+  once(event: string, listener: Listener): this {
+    (this.listeners ??= []).push(event, listener, true);
+    return this;
+  }
+
+  /** Removes the listener added last for the event, as EventEmitter does. */
+  off(event: string, listener: Listener): this {
+    const l = this.listeners;
+    if (l !== undefined) {
+      for (let i = l.length - 3; i >= 0; i -= 3) {
+        if (l[i] === event && l[i + 1] === listener) {
+          l.splice(i, 3);
+          break;
+        }
+      }
+    }
+    return this;
+  }
+
+  removeListener(event: string, listener: Listener): this {
+    return this.off(event, listener);
+  }
+
+  listenerCount(event: string): number {
+    let n = 0;
+    const l = this.listeners;
+    if (l !== undefined) for (let i = 0; i < l.length; i += 3) if (l[i] === event) n++;
+    return n;
+  }
+
+  /** Calls the event's listeners as they were when it was emitted, once-listeners removed first. */
+  emit(event: string, ...args: unknown[]): boolean {
+    const l = this.listeners;
+    if (l === undefined) return false;
+    let called: Listener[] | undefined;
+    for (let i = 0; i < l.length; ) {
+      if (l[i] !== event) {
+        i += 3;
+        continue;
+      }
+      (called ??= []).push(l[i + 1] as Listener);
+      if (l[i + 2] === true) l.splice(i, 3);
+      else i += 3;
+    }
+    if (called === undefined) return false;
+    for (const fn of called) fn.apply(this, args);
+    return true;
+  }
+}
+
 /** A client's request: its head, and its body as "data" and "end" events once someone listens. */
-export class ClientRequest extends EventEmitter {
+export class ClientRequest extends Events {
   readonly conn: ClientConn;
   readonly socket: net.Socket;
   readonly method: string;
@@ -559,7 +624,7 @@ export class ClientRequest extends EventEmitter {
     return this.headersObject;
   }
 
-  override on(event: string | symbol, listener: (...args: any[]) => void): this {
+  override on(event: string, listener: Listener): this {
     super.on(event, listener);
     // As a Readable: listening for data starts the flow, on the next tick.
     if (event === "data" && this.paused) process.nextTick(() => this.resume());
@@ -593,7 +658,7 @@ export class ClientRequest extends EventEmitter {
  * The answer to one request: a head written with its first body bytes, a small answer in one
  * write. What the data plane uses of ServerResponse, with the same names.
  */
-export class ClientResponse extends EventEmitter {
+export class ClientResponse extends Events {
   readonly conn: ClientConn;
   readonly req: ClientRequest;
   statusCode = 200;

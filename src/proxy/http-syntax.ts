@@ -78,6 +78,29 @@ export class NameTable {
   }
 }
 
+/**
+ * Where the first CR LF CR LF in buf at or after `from` starts, or -1: buf.indexOf of the same
+ * four bytes, in JavaScript. Buffer.indexOf crosses into C++ on every call, which cost more than
+ * the search over a head of a few hundred bytes; this looks at one byte in four where there is no
+ * line break (Horspool's shift table for the pattern CR LF CR LF).
+ */
+export function headEnd(buf: Uint8Array, from = 0): number {
+  const last = buf.length - 3;
+  let i = from;
+  while (i < last) {
+    const c = buf[i + 3]!;
+    if (c === 10) {
+      if (buf[i + 2] === 13 && buf[i + 1] === 10 && buf[i] === 13) return i;
+      i += 2;
+    } else if (c === 13) {
+      i += 1;
+    } else {
+      i += 4;
+    }
+  }
+  return -1;
+}
+
 /** Whether buf, from start, holds an LF without a CR before it or a CR followed by something else. */
 export function strayLineBreak(buf: Buffer, start: number): boolean {
   for (let i = buf.indexOf(10, start); i !== -1; i = buf.indexOf(10, i + 1)) if (i === 0 || buf[i - 1] !== 13) return true;

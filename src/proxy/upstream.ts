@@ -10,7 +10,7 @@ import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS, dropConnectionTokenLines } from "./http.js";
 import { owned, READ_BUFFER } from "./read-buffer.js";
-import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, NameTable, strayLineBreak, trimOws } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, headEnd, NameTable, strayLineBreak, trimOws } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -94,8 +94,6 @@ const MAX_IDLE_PER_ADDRESS = 256;
  */
 const MAX_RESPONSE_HEAD_BYTES = http.maxHeaderSize;
 const SMALL_BODY_BYTES = 16 * 1024;
-/** The end of a head, as bytes: Buffer.indexOf finds a Buffer without encoding a string first. */
-const CRLF_CRLF = Buffer.from("\r\n\r\n", "latin1");
 
 /** RFC 9112 §4: version, SP, three digits, then the end or SP and a reason phrase without CR or LF. */
 const STATUS_LINE = /^HTTP\/1\.[01] \d{3}(?: [^\r\n]*)?$/;
@@ -145,6 +143,8 @@ const enum Wait {
  */
 export class UpstreamConnections {
   private readonly addresses = new Map<string, Address>();
+  /** Each upstream's "host:port", made once per route table rather than once per request. */
+  private readonly keys = new WeakMap<Upstream, string>();
   /** Every socket not yet closed, busy or idle: what the sweeper walks. Changes only on open and close, not per request. */
   private readonly open = new Set<UpstreamConn>();
   private readonly sweeper: NodeJS.Timeout;
@@ -160,7 +160,8 @@ export class UpstreamConnections {
    * waits before it; otherwise queues it for up to queueMs and returns its ticket.
    */
   acquire(u: Upstream, waiter: ConnWaiter, cap: number, queueMs: number): QueueTicket | undefined {
-    const key = `${u.host}:${u.port}`;
+    let key = this.keys.get(u);
+    if (key === undefined) this.keys.set(u, (key = `${u.host}:${u.port}`));
     let addr = this.addresses.get(key);
     if (!addr) this.addresses.set(key, (addr = { key, host: u.host, port: u.port, idle: [], busy: 0, cap, queue: [], waiting: 0 }));
     addr.cap = cap;
@@ -475,7 +476,7 @@ export class UpstreamConn {
     // Empty lines before a status line are skipped, as Node does (RFC 9112 §2.2's robustness).
     while (buf[start] === 13 /* CR */ || buf[start] === 10 /* LF */) start++;
     if (start === buf.length) return -1;
-    const end = buf.indexOf(CRLF_CRLF, start);
+    const end = headEnd(buf, start);
     if (end === -1) {
       // Node fails a head at its first bad byte; waiting for a CR LF CR LF that a bare-LF upstream
       // never sends would hold the exchange until the upstream closes.
@@ -506,7 +507,8 @@ export class UpstreamConn {
       this.protocolError(ex, "malformed header field");
       return -1;
     }
-    const status = Number(statusLine.slice(9, 12));
+    // Three digits (STATUS_LINE): read from their codes, without a string to convert.
+    const status = statusLine.charCodeAt(9) * 100 + statusLine.charCodeAt(10) * 10 + statusLine.charCodeAt(11) - 5328;
     const http10 = statusLine.charCodeAt(7) === 48; /* 0 */
     if (status === 101) {
       this.protocolError(ex, "unexpected 101 Switching Protocols");
