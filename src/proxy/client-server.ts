@@ -71,6 +71,11 @@ export class ClientServer extends net.Server {
   private readonly sweeper: NodeJS.Timeout;
   /** The Date field of every answer, refreshed by the sweeper. */
   date = new Date().toUTCString();
+  // keepAliveTail's two texts, and the date and timeout they were made for.
+  private tailDate = "";
+  private tailTimeoutMs = -1;
+  private tailWithDate = "";
+  private tailWithoutDate = "";
 
   constructor(opts: { checkIntervalMs: number }) {
     // Half-open allowed, so that this server decides what a client's FIN means (onEnd), not net.
@@ -85,6 +90,20 @@ export class ClientServer extends net.Server {
     this.date = new Date().toUTCString();
     const now = performance.now();
     for (const conn of this.conns) conn.check(now);
+  }
+
+  /**
+   * How a kept-alive answer's head ends (Connection, Keep-Alive, the blank line), with the Date
+   * field first when the answer has none: made once per date and timeout rather than per answer.
+   */
+  keepAliveTail(withDate: boolean): string {
+    if (this.tailDate !== this.date || this.tailTimeoutMs !== this.keepAliveTimeout) {
+      this.tailDate = this.date;
+      this.tailTimeoutMs = this.keepAliveTimeout;
+      this.tailWithoutDate = flat(`Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.keepAliveTimeout / 1000)}\r\n\r\n`);
+      this.tailWithDate = flat(`Date: ${this.date}\r\n${this.tailWithoutDate}`);
+    }
+    return withDate ? this.tailWithDate : this.tailWithoutDate;
   }
 
   /** Closes the connections that wait for a request, none begun. */
@@ -506,7 +525,6 @@ export class ClientConn {
 
 type SocketWithMessage = net.Socket & { _httpMessage?: ClientResponse | null };
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Listener = (...args: any[]) => void;
 
 /**
@@ -737,7 +755,6 @@ export class ClientResponse extends Events {
   private endHead(text: string, status: number, length: boolean, date: boolean): this {
     const extra = this.extra;
     if (extra !== undefined) for (let i = 0; i < extra.length; i += 2) text += `${extra[i]}: ${extra[i + 1]}\r\n`;
-    if (!date) text += `Date: ${this.conn.server.date}\r\n`;
     this.noBody = this.req.method === "HEAD" || status === 204 || status === 304 || status < 200;
     if (!length && !this.noBody) {
       // HTTP/1.0 has no chunked coding: the end of the connection ends the body.
@@ -750,8 +767,9 @@ export class ClientResponse extends Events {
     }
     // A body left unread beyond what would be dropped: the connection ends after this answer, and says so.
     if (this.shouldKeepAlive && this.conn.unreadBodyTooLarge()) this.shouldKeepAlive = false;
-    if (!this.shouldKeepAlive) text += "Connection: close\r\n\r\n";
-    else text += `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(this.conn.server.keepAliveTimeout / 1000)}\r\n\r\n`;
+    const server = this.conn.server;
+    if (this.shouldKeepAlive) text += server.keepAliveTail(!date);
+    else text += date ? "Connection: close\r\n\r\n" : `Date: ${server.date}\r\nConnection: close\r\n\r\n`;
     this.statusCode = status;
     this.head = text;
     this.headersSent = true;
@@ -799,6 +817,7 @@ export class ClientResponse extends Events {
     const head = this.head ?? "";
     this.head = undefined;
     const body = this.noBody || chunk === undefined || chunk.length === 0 ? undefined : chunk;
+    // A closure only where socket.write takes the callback; writeLatin1 passes the answer along.
     const done = (err?: Error | null): void => {
       if (!err) this.onFlushed();
     };
@@ -815,10 +834,10 @@ export class ClientResponse extends Events {
         socket.uncork();
       }
     } else if (body === undefined) {
-      if (head !== "") writeLatin1(socket, head, done);
-      else process.nextTick(done);
+      if (head !== "") writeLatin1(socket, head, flushed, this);
+      else process.nextTick(flushed, this);
     } else if (typeof body === "string" && (encoding === "latin1" || encoding === "ascii")) {
-      writeLatin1(socket, head + body, done);
+      writeLatin1(socket, head + body, flushed, this);
     } else if (head === "") {
       socket.write(body, encoding, done);
     } else {
@@ -830,7 +849,8 @@ export class ClientResponse extends Events {
     return this;
   }
 
-  private onFlushed(): void {
+  /** The whole answer is with the kernel. */
+  onFlushed(): void {
     if (this.destroyed) return;
     this.writableFinished = true;
     // Closed before the connection moves on: the exchange leaves its pool before the next request enters one.
@@ -849,6 +869,15 @@ export class ClientResponse extends Events {
     this.destroyed = true;
     this.conn.socket.destroy();
   }
+}
+
+/** s as one flat string: a string made by concatenation is a tree that every write walks again. */
+function flat(s: string): string {
+  return Buffer.from(s, "latin1").toString("latin1");
+}
+
+function flushed(res: ClientResponse): void {
+  res.onFlushed();
 }
 
 function noop(): void {}
