@@ -21,7 +21,7 @@ interface WriteReq {
   async: boolean;
   bytes: number;
   buffer: null;
-  socket: net.Socket;
+  socket: net.Socket | undefined;
   done: ((arg: unknown) => void) | undefined;
   arg: unknown;
 }
@@ -67,12 +67,9 @@ export function writeLatin1<T>(socket: net.Socket, text: string, done?: (arg: T)
     socket.write(text, "latin1", done === undefined ? undefined : (err) => void (err ? undefined : done(arg as T)));
     return;
   }
-  const req = new binding.WriteWrap();
+  const req = spare ?? newWriteReq(binding);
+  spare = undefined;
   req.handle = handle;
-  req.oncomplete = onComplete;
-  req.async = false;
-  req.bytes = 0;
-  req.buffer = null;
   req.socket = socket;
   req.done = done as ((arg: unknown) => void) | undefined;
   req.arg = arg;
@@ -83,12 +80,31 @@ export function writeLatin1<T>(socket: net.Socket, text: string, done?: (arg: T)
   }
   if (binding.streamBaseState[binding.kLastWriteWasAsync] !== 0) {
     // Part of it waits in libuv for the socket to take it: later writes queue behind it (through
-    // the Writable, which keeps the order) until it completes.
+    // the Writable, which keeps the order) until it completes. The request is libuv's until then.
     req.async = true;
     s[kInFlight] = (s[kInFlight] ?? 0) + 1;
     return;
   }
+  // Written whole at once: Node's C++ side never took hold of the request object, so the next write may use it.
+  req.socket = req.done = req.arg = undefined;
+  spare = req;
   if (done !== undefined) process.nextTick(done, arg);
+}
+
+/**
+ * A write request that no write holds. StreamBase attaches its C++ write to the request object
+ * only when the write waits in libuv; one written whole at once leaves it untouched, so one object
+ * serves every such write instead of a WriteWrap constructed (a call into C++) per write.
+ */
+let spare: WriteReq | undefined;
+
+function newWriteReq(b: StreamWrapBinding): WriteReq {
+  const req = new b.WriteWrap();
+  req.oncomplete = onComplete;
+  req.async = false;
+  req.bytes = 0;
+  req.buffer = null;
+  return req;
 }
 
 /** libuv finished an asynchronous write: status < 0 is its error (ECANCELED when the socket closed first). */

@@ -105,6 +105,32 @@ describe("writeLatin1", { timeout: 60_000 }, () => {
     assert.equal(bigOut, true);
   });
 
+  it("calls each write's callback once with its own argument, before and after a write that waited, all bytes in order", async () => {
+    const { client, peer, received } = await pair();
+    const viaWritable = countWrites(client);
+    const seen: number[] = [];
+    const note = (i: number): void => void seen.push(i);
+    for (let i = 0; i < 1000; i++) writeLatin1(client, `${i},`, note, i);
+    // One that waits in libuv (the peer reads nothing yet), its callback only once it is out.
+    const big = "x".repeat(8 * 1024 * 1024);
+    let bigOut = false;
+    writeLatin1(client, big, () => (bigOut = true));
+    await sleep(50);
+    assert.deepEqual(seen, Array.from({ length: 1000 }, (_, i) => i), "every whole write called back once, in order, with its argument");
+    assert.equal(bigOut, false);
+    peer.resume();
+    while (!bigOut) await sleep(5);
+    const before = viaWritable();
+    for (let i = 1000; i < 1100; i++) writeLatin1(client, `${i},`, note, i);
+    await new Promise((resolve) => process.nextTick(resolve));
+    assert.equal(viaWritable(), before, "once the waiting write is out, writes go direct again");
+    assert.deepEqual(seen.slice(1000), Array.from({ length: 100 }, (_, i) => 1000 + i));
+    client.end();
+    const got = (await received()).toString("latin1");
+    const small = (from: number, to: number): string => Array.from({ length: to - from }, (_, i) => `${from + i},`).join("");
+    assert.equal(got, `${small(0, 1000)}${big}${small(1000, 1100)}`);
+  });
+
   it("goes through the Writable on a corked socket, so that the corked bytes come first", async () => {
     const { client, received } = await pair();
     client.cork();
