@@ -79,6 +79,16 @@ export class NameTable {
 }
 
 /**
+ * The field lines a head relays, once its walk is over: `kept`, the runs taken so far, then the
+ * last run (from `run` to the end of `text`) with the CR LF the head's text leaves off its last
+ * line. `first` is where the field lines start; when nothing was left out, the text is taken whole.
+ */
+export function withLastRun(text: string, first: number, run: number, kept: string): string {
+  if (run >= text.length) return kept;
+  return run === first ? `${text.slice(first)}\r\n` : `${kept}${text.slice(run)}\r\n`;
+}
+
+/**
  * Where the first CR LF CR LF in buf at or after `from` starts, or -1: buf.indexOf of the same
  * four bytes, in JavaScript. Buffer.indexOf crosses into C++ on every call, which cost more than
  * the search over a head of a few hundred bytes; this looks at one byte in four where there is no

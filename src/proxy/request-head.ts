@@ -6,7 +6,7 @@
 
 import http from "node:http";
 import { DROPPED_REQUEST_HEADERS } from "./http.js";
-import { CHUNKED_ONLY, FIELD_LINES, NameTable, trimOws } from "./http-syntax.js";
+import { CHUNKED_ONLY, FIELD_LINES, NameTable, trimOws, withLastRun } from "./http-syntax.js";
 
 /** A request head the proxy accepts, read in one pass: what the client server and the data plane act on. */
 export interface RequestHead {
@@ -47,6 +47,17 @@ export interface RequestHeadFault {
   why: string;
 }
 
+/** Dropped fields whose values the data plane uses (Connection's tokens, a trusted peer's forwarding fields), and where they go. */
+const JOINED_FIELDS = {
+  connection: "connection",
+  upgrade: "upgradeProtocols",
+  expect: "expect",
+  "x-forwarded-for": "xForwardedFor",
+  "x-forwarded-proto": "xForwardedProto",
+  "x-forwarded-host": "xForwardedHost",
+  "x-real-ip": "xRealIp",
+  forwarded: "forwarded",
+} as const satisfies Record<string, keyof RequestHead>;
 /** The fields the parser acts on: the dropped ones, Host and Content-Length. */
 const SPECIAL_NAMES = new NameTable([...DROPPED_REQUEST_HEADERS, "host", "content-length"]);
 
@@ -123,35 +134,15 @@ export function parseRequestHead(text: string): RequestHead | RequestHeadFault {
         if (transferEncoding !== undefined) return fault("HPE_INVALID_TRANSFER_ENCODING", "more than one Transfer-Encoding");
         transferEncoding = text.slice(colon + 1, end);
         break;
-      case "connection":
-        head.connection = join(head.connection, value);
-        break;
-      case "upgrade":
-        head.upgradeProtocols = join(head.upgradeProtocols, value);
-        break;
-      case "expect":
-        head.expect = join(head.expect, value);
-        break;
-      case "x-forwarded-for":
-        head.xForwardedFor = join(head.xForwardedFor, value);
-        break;
-      case "x-forwarded-proto":
-        head.xForwardedProto = join(head.xForwardedProto, value);
-        break;
-      case "x-forwarded-host":
-        head.xForwardedHost = join(head.xForwardedHost, value);
-        break;
-      case "x-real-ip":
-        head.xRealIp = join(head.xRealIp, value);
-        break;
-      case "forwarded":
-        head.forwarded = join(head.forwarded, value);
-        break;
+      default:
+        // The other dropped fields that matter: their values, several joined.
+        if (name in JOINED_FIELDS) {
+          const key = JOINED_FIELDS[name as keyof typeof JOINED_FIELDS];
+          head[key] = join(head[key], value);
+        }
     }
   }
-  // The last run, with the CR LF that the head's text leaves off its last line.
-  if (run < text.length) forward = run === first ? `${text.slice(first)}\r\n` : `${forward}${text.slice(run)}\r\n`;
-  head.forward = forward;
+  head.forward = withLastRun(text, first, run, forward);
   if (transferEncoding !== undefined) {
     if (head.contentLength !== -1) return fault("HPE_UNEXPECTED_CONTENT_LENGTH", "Content-Length with Transfer-Encoding");
     if (versionMinor === 0) return fault("HPE_INVALID_TRANSFER_ENCODING", "Transfer-Encoding in an HTTP/1.0 request");

@@ -10,7 +10,7 @@ import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS, dropConnectionTokenLines } from "./http.js";
 import { owned, READ_BUFFER } from "./read-buffer.js";
-import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, headEnd, NameTable, strayLineBreak, trimOws } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, headEnd, NameTable, strayLineBreak, trimOws, withLastRun } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -594,8 +594,7 @@ export class UpstreamConn {
         }
       }
     }
-    // The last run, with the CR LF that the head's text leaves off its last line.
-    if (run < text.length) fields = run === first ? `${text.slice(first)}\r\n` : `${fields}${text.slice(run)}\r\n`;
+    fields = withLastRun(text, first, run, fields);
     // Both framings at once is how responses get smuggled: which one each hop believes decides where
     // the next response starts. RFC 9112 §6.3 lets a proxy refuse it, as Node's parser does.
     if (transferEncodings > 0 && contentLength !== -1) {
