@@ -106,6 +106,27 @@ const CONTENT_LENGTH = /^[ \t]*(\d+) *$/;
 /** The response fields the parser acts on: the hop-by-hop ones it drops, Content-Length, and Date (kept, but then not added). */
 const SPECIAL_NAMES = new NameTable([...DROPPED_RESPONSE_HEADERS, "content-length", "date"]);
 
+/** A final response head as read, with what it says for every request it may answer. */
+interface FinalHead {
+  /** The head's bytes, from its status line to its blank line. */
+  bytes: Buffer;
+  status: number;
+  /** The reason phrase to relay (the standard one when the upstream's cannot be written). */
+  reason: string;
+  /** The field lines to relay, as read, the hop-by-hop ones left out. */
+  fields: string;
+  hasDate: boolean;
+  /** -1: none. */
+  contentLength: number;
+  chunked: boolean;
+  /** The upstream closes the connection after this response. */
+  connectionClose: boolean;
+}
+
+/** readHead's answer for a 1xx head, which is dropped. */
+const INTERIM = Symbol("interim");
+const EMPTY = Buffer.alloc(0);
+
 const enum Phase {
   /** Waiting for (more of) the status line and header fields. */
   Head,
@@ -327,6 +348,8 @@ export class UpstreamConn {
   private quietSince = 0;
   /** The last Keep-Alive header seen, so that the same hint is not parsed on every response. */
   private keepAliveHint = "";
+  /** The last final head this connection read. */
+  private lastHead: FinalHead | undefined = undefined;
   private error: NodeJS.ErrnoException | undefined = undefined;
 
   // Parser state, reset for each response.
@@ -490,14 +513,54 @@ export class UpstreamConn {
       this.protocolError(ex, "response head too large");
       return -1;
     }
-    const text = buf.toString("latin1", start, end);
+    // An upstream repeats its heads (all but Date, which changes once a second): a head the same,
+    // byte for byte, as the last final one on this connection reads as that one did.
+    let head = this.lastHead;
+    if (head === undefined || head.bytes.length !== end + 4 - start || head.bytes.compare(buf, start, end + 4) !== 0) {
+      const read = this.readHead(ex, buf.toString("latin1", start, end));
+      if (read === undefined) return -1;
+      if (read === INTERIM) return end + 4;
+      read.bytes = copyOut(buf, start, end + 4);
+      this.lastHead = head = read;
+    }
+    const { status, contentLength, chunked } = head;
+    const bodyless = ex.method === "HEAD" || status === 204 || status === 304;
+    // A bodyless answer whose head announces a body (a HEAD's Content-Length, mostly) leaves the
+    // socket unused after it: should the upstream send that body anyway, the next exchange on the
+    // socket would read it as its answer. A HEAD costs a new connection; no desync can.
+    this.keepAlive = !head.connectionClose && !(bodyless && (contentLength > 0 || chunked));
+    if (!ex.onResponseHead(status, head.reason, head.fields, contentLength !== -1, head.hasDate)) return -1;
+    if (bodyless || (contentLength === 0 && !chunked)) {
+      this.complete(ex, end + 4 < buf.length);
+      return -1;
+    }
+    if (chunked) {
+      this.phase = Phase.Chunked;
+      this.chunkPhase = ChunkPhase.Size;
+      this.line = "";
+      this.trailerBytes = 0;
+    } else if (contentLength > 0) {
+      this.phase = Phase.Length;
+      this.remaining = contentLength;
+    } else {
+      this.phase = Phase.UntilClose;
+      this.keepAlive = false;
+    }
+    return end + 4;
+  }
+
+  /**
+   * Reads a whole head's text (status line and field lines, without the blank line) for what does
+   * not depend on the request: INTERIM for a 1xx to drop, undefined when refused (and reported).
+   */
+  private readHead(ex: ResponseSink, text: string): FinalHead | typeof INTERIM | undefined {
     const statusEnd = text.indexOf("\r\n");
     const statusLine = statusEnd === -1 ? text : text.slice(0, statusEnd);
     // Deliberately stricter than Node, which also takes HTTP/0.9, HTTP/2.0, RTSP and ICE status
     // lines and codes below 100: the proxy speaks HTTP/1.x, and Node's server cannot relay 0xx.
     if (!STATUS_LINE.test(statusLine) || statusLine.charCodeAt(9) === 48 /* 0 */) {
       this.protocolError(ex, "malformed status line");
-      return -1;
+      return undefined;
     }
     // Checked here, not only by Node's server on relay: hop-by-hop fields are never relayed, and a
     // bare LF inside one (a line Node splits in two) must not pass. obs-fold fails as no token,
@@ -505,14 +568,14 @@ export class UpstreamConn {
     FIELD_LINES.lastIndex = statusLine.length;
     if (FIELD_LINES.test(text)) {
       this.protocolError(ex, "malformed header field");
-      return -1;
+      return undefined;
     }
     // Three digits (STATUS_LINE): read from their codes, without a string to convert.
     const status = statusLine.charCodeAt(9) * 100 + statusLine.charCodeAt(10) * 10 + statusLine.charCodeAt(11) - 5328;
     const http10 = statusLine.charCodeAt(7) === 48; /* 0 */
     if (status === 101) {
       this.protocolError(ex, "unexpected 101 Switching Protocols");
-      return -1;
+      return undefined;
     }
     const interim = status < 200;
     /** The field lines relayed to the client, as read: runs of lines between the dropped ones. */
@@ -545,7 +608,7 @@ export class UpstreamConn {
         const m = CONTENT_LENGTH.exec(text.slice(colon + 1, eol));
         if (contentLength !== -1 || !m || exceedsUint64(m[1]!, 10)) {
           this.protocolError(ex, "invalid Content-Length");
-          return -1;
+          return undefined;
         }
         // Past 2^53 the count is inexact, but no such body ever ends before the upstream closes.
         contentLength = Number(m[1]);
@@ -564,7 +627,7 @@ export class UpstreamConn {
         // ignores an empty one): the check below sees only fields with a value.
         if (contentLength !== -1) {
           this.protocolError(ex, "Content-Length with Transfer-Encoding");
-          return -1;
+          return undefined;
         }
         if (trimOws(text, colon + 1, eol) !== "") {
           transferEncodings++;
@@ -599,7 +662,7 @@ export class UpstreamConn {
     // the next response starts. RFC 9112 §6.3 lets a proxy refuse it, as Node's parser does.
     if (transferEncodings > 0 && contentLength !== -1) {
       this.protocolError(ex, "Content-Length with Transfer-Encoding");
-      return -1;
+      return undefined;
     }
     // As Node decides whether a connection outlives its response (llhttp_should_keep_alive).
     const connectionClose = http10 ? !keepAliveToken : closeToken;
@@ -609,9 +672,9 @@ export class UpstreamConn {
     if (interim) {
       if (connectionClose) {
         this.protocolError(ex, "interim answer closing the connection");
-        return -1;
+        return undefined;
       }
-      return end + 4;
+      return INTERIM;
     }
     // Deliberately stricter than Node, which takes any list: the proxy drops Transfer-Encoding and
     // re-chunks what it relays, so it can only undo chunked. Any other coding (gzip, identity), a
@@ -619,7 +682,7 @@ export class UpstreamConn {
     // another hop reads it as chunked. nginx refuses these too.
     if (transferEncodings > 1 || (transferEncodings === 1 && !chunked)) {
       this.protocolError(ex, "Transfer-Encoding other than chunked");
-      return -1;
+      return undefined;
     }
     // RFC 9110 §7.6.1: the fields Connection names are for this hop only, as on the request path.
     if (connection !== undefined) {
@@ -627,33 +690,11 @@ export class UpstreamConn {
       // Connection may name Date: then the client gets the proxy's.
       if (hasDate) hasDate = /(?:^|\n)date:/i.test(fields);
     }
-    const bodyless = ex.method === "HEAD" || status === 204 || status === 304;
-    // A bodyless answer whose head announces a body (a HEAD's Content-Length, mostly) leaves the
-    // socket unused after it: should the upstream send that body anyway, the next exchange on the
-    // socket would read it as its answer. A HEAD costs a new connection; no desync can.
-    this.keepAlive = !connectionClose && !(bodyless && (contentLength > 0 || chunked));
     let reason = statusLine.slice(13);
     // Node's parser takes control characters in a reason phrase, which Node's server refuses to
     // write: such a phrase gives way to the standard one (RFC 9112 §4: clients ignore it anyway).
     if (INVALID_FIELD_CHAR.test(reason)) reason = http.STATUS_CODES[status] ?? "";
-    if (!ex.onResponseHead(status, reason, fields, contentLength !== -1, hasDate)) return -1;
-    if (bodyless || (contentLength === 0 && !chunked)) {
-      this.complete(ex, end + 4 < buf.length);
-      return -1;
-    }
-    if (chunked) {
-      this.phase = Phase.Chunked;
-      this.chunkPhase = ChunkPhase.Size;
-      this.line = "";
-      this.trailerBytes = 0;
-    } else if (contentLength > 0) {
-      this.phase = Phase.Length;
-      this.remaining = contentLength;
-    } else {
-      this.phase = Phase.UntilClose;
-      this.keepAlive = false;
-    }
-    return end + 4;
+    return { bytes: EMPTY, status, reason, fields, hasDate, contentLength, chunked, connectionClose };
   }
 
   /** Decodes chunked framing from buf[pos..]; returns the next position, or -1 when done with buf. */
