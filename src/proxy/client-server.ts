@@ -138,6 +138,8 @@ export class ClientConn {
   private trailerBytes = 0;
   private dumped = 0;
   private clientEnded = false;
+  /** The last request head read on this connection: the next one's field lines are likely the same. */
+  private lastHead: RequestHead | undefined = undefined;
   /**
    * The forwarding fields the data plane wrote for this connection's last request from an
    * untrusted peer, and the Host they were for (null: none yet): the peer does not change.
@@ -254,11 +256,12 @@ export class ClientConn {
       else if (end === -1 && strayLineBreak(buf, 0)) this.fail("HPE_LF_EXPECTED", "CR or LF alone in the request head");
       return false;
     }
-    const head = parseRequestHead(buf.toString("latin1", 0, end));
+    const head = parseRequestHead(buf.toString("latin1", 0, end), this.lastHead);
     if (isFault(head)) {
       this.fail(head.code, head.why);
       return false;
     }
+    this.lastHead = head;
     this.buf = end + 4 === buf.length ? undefined : buf.subarray(end + 4);
     this.wait = Wait.None;
     this.start(head);

@@ -77,8 +77,13 @@ function fault(code: string, why: string): RequestHeadFault {
   return { code, why };
 }
 
-/** Parses a head's text (latin1, from the request line to the last field line, without the blank line). */
-export function parseRequestHead(text: string): RequestHead | RequestHeadFault {
+/**
+ * Parses a head's text (latin1, from the request line to the last field line, without the blank
+ * line). `last` is the previous head on the same connection: a client repeats its field lines from
+ * one request to the next, and the same lines, after a request line of the same version with an
+ * origin-form target, read as they did.
+ */
+export function parseRequestHead(text: string, last?: RequestHead): RequestHead | RequestHeadFault {
   let eol = text.indexOf("\r\n");
   if (eol === -1) eol = text.length;
   const m = REQUEST_LINE.exec(text.slice(0, eol));
@@ -92,11 +97,12 @@ export function parseRequestHead(text: string): RequestHead | RequestHeadFault {
   // CONNECT (authority-form) opens a tunnel to anywhere: not a reverse proxy's business.
   if (method === "CONNECT") return fault("HPE_INVALID_METHOD", "CONNECT is not served");
   if (url.charCodeAt(0) !== 47 /* / */ && !(url === "*" && method === "OPTIONS") && !ABSOLUTE_FORM.test(url)) return fault("HPE_INVALID_URL", "malformed request target");
+  const versionMinor = m[3] === "1" ? 1 : 0;
+  if (last !== undefined && last.versionMinor === versionMinor && url.charCodeAt(0) === 47 /* / */ && sameFieldLines(text, eol, last)) return { ...last, text, method, url };
   // Every line break must start a well-formed field line: this refuses obs-fold, CR or LF alone,
   // a space before the colon, an empty name, and controls (NUL, VT, DEL...) in a value.
   FIELD_LINES.lastIndex = eol;
   if (eol < text.length && FIELD_LINES.test(text)) return fault("HPE_INVALID_HEADER_TOKEN", "malformed header field");
-  const versionMinor = m[3] === "1" ? 1 : 0;
   const head: RequestHead = {
     text, method, url, versionMinor, forward: "", host: undefined, hosts: 0, contentLength: -1, contentLengthText: undefined, chunked: false,
     keepAlive: false, upgrade: false, expect: undefined, connection: undefined, upgradeProtocols: undefined,
@@ -158,6 +164,13 @@ export function parseRequestHead(text: string): RequestHead | RequestHeadFault {
   head.keepAlive = !close && (versionMinor === 1 || (connection !== undefined && KEEP_ALIVE_TOKEN.test(connection)));
   head.upgrade = head.upgradeProtocols !== undefined && connection !== undefined && UPGRADE_TOKEN.test(connection);
   return head;
+}
+
+/** Whether text's field lines, from `eol` (its request line's end), are last's. */
+function sameFieldLines(text: string, eol: number, last: RequestHead): boolean {
+  // The request line is method SP target SP "HTTP/1.x" (REQUEST_LINE): its length tells where last's field lines start.
+  const lastEol = last.method.length + last.url.length + 10;
+  return text.length - eol === last.text.length - lastEol && text.endsWith(last.text.slice(lastEol));
 }
 
 function join(a: string | undefined, b: string): string {

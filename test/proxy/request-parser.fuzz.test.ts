@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
+import { parseRequestHead, type RequestHead } from "../../src/proxy/request-head.js";
 import { differ, type RequestRig, startRequestRig } from "./request-rig.js";
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 400);
@@ -208,3 +209,27 @@ describe("the client-facing request parser against Node's (llhttp)", { timeout: 
     );
   });
 });
+
+describe("a request head read after another on its connection", () => {
+  it("reads as it does alone, whatever came before", () => {
+    // A few request lines and field sections per case, picked in turn, so that heads repeat, share
+    // their field lines under another request line, or differ from the last by a piece.
+    const fieldSection = fc.array(fc.oneof(hostilePiece, fc.constantFrom("Host: h.test\r\n", "X-A: 1\r\n", "X-A: 2\r\n", "Connection: keep-alive\r\n")), { maxLength: 4 });
+    const line = fc.oneof(requestLine, fc.constantFrom("GET /a HTTP/1.1", "GET /b HTTP/1.1", "POST /a HTTP/1.0", "GET http://h.test/ HTTP/1.1"));
+    fc.assert(
+      fc.property(fc.array(line, { minLength: 1, maxLength: 3 }), fc.array(fieldSection, { minLength: 1, maxLength: 3 }), fc.array(fc.tuple(fc.nat(), fc.nat()), { minLength: 2, maxLength: 8 }), (lines, sections, picks) => {
+        let last: RequestHead | undefined;
+        for (const [l, f] of picks) {
+          const fields = sections[f % sections.length]!.join("");
+          const text = fields === "" ? lines[l % lines.length]! : `${lines[l % lines.length]}\r\n${fields.slice(0, -2)}`;
+          const alone = parseRequestHead(text);
+          const after = parseRequestHead(text, last);
+          assert.deepEqual(after, alone, JSON.stringify({ text, last: last?.text }));
+          if ((alone as { code?: string }).code === undefined) last = alone as RequestHead;
+        }
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+});
+
