@@ -146,6 +146,12 @@ export class ClientConn {
    */
   forwardedHost: string | undefined | null = null;
   forwarded = "";
+  /**
+   * The text the data plane last sent upstream for this connection (request line and fields, no
+   * blank line), with the head and forwarding fields it was made of: a client that repeats itself
+   * gets the same text again, flat from its second use on.
+   */
+  sent: SentHead | undefined = undefined;
   /** Upgraded: the socket's reads go to whoever took it, as "data" events. */
   private handedOver = false;
   // The sweeper's view: the data path bumps `step` when a wait starts; the sweeper times it from
@@ -874,8 +880,16 @@ export class ClientResponse extends Events {
   }
 }
 
+/** What ClientConn.sent holds. */
+export interface SentHead {
+  head: RequestHead;
+  forwarding: string;
+  text: string;
+  flat: boolean;
+}
+
 /** s as one flat string: a string made by concatenation is a tree that every write walks again. */
-function flat(s: string): string {
+export function flat(s: string): string {
   return Buffer.from(s, "latin1").toString("latin1");
 }
 

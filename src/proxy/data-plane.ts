@@ -4,7 +4,7 @@
 // settings, the forwarding headers say what the proxy saw, and every refusal is counted.
 
 import net from "node:net";
-import type { ClientConn, ClientRequest, ClientResponse, ClientServer } from "./client-server.js";
+import { type ClientConn, type ClientRequest, type ClientResponse, type ClientServer, flat } from "./client-server.js";
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
@@ -160,10 +160,7 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     }
     // Only an HTTP/1.1 client waits for a 100; an HTTP/1.0 one expects nothing.
     if (head.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
-    // The client's end-to-end field lines as it wrote them; a chunked body goes out re-chunked (the
-    // client server de-chunked it), without a length.
-    const length = head.contentLengthText === undefined || bodyFraming === 2 ? "" : `Content-Length: ${head.contentLengthText}\r\n`;
-    const text = `${req.method} ${url} HTTP/1.1\r\n${forwardedLines(head)}${length}${forwardingFields(head, req.socket, table.trusted, req.conn)}`;
+    const text = upstreamHead(req, head, forwardingFields(head, req.socket, table.trusted, req.conn));
 
     const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming, started);
     if (setCookie !== undefined) ex.setCookie = setCookie;
@@ -434,6 +431,28 @@ function count(series: RequestSeries, status: number, started: number): void {
 }
 
 /** The client's field lines to forward, without those its Connection field names (RFC 9110 §7.6.1). */
+/**
+ * The request line and fields sent upstream, without the blank line: the client's end-to-end field
+ * lines as it wrote them, and a chunked body goes out re-chunked (the client server de-chunked
+ * it), without a length. The same head and forwarding fields as the connection's last request give
+ * the same text, made once.
+ */
+function upstreamHead(req: ClientRequest, head: RequestHead, forwarding: string): string {
+  const conn = req.conn;
+  const sent = conn.sent;
+  if (sent !== undefined && sent.head === head && sent.forwarding === forwarding) {
+    if (!sent.flat) {
+      sent.text = flat(sent.text);
+      sent.flat = true;
+    }
+    return sent.text;
+  }
+  const length = head.contentLengthText === undefined || head.chunked ? "" : `Content-Length: ${head.contentLengthText}\r\n`;
+  const text = `${head.method} ${head.url} HTTP/1.1\r\n${forwardedLines(head)}${length}${forwarding}`;
+  conn.sent = { head, forwarding, text, flat: false };
+  return text;
+}
+
 function forwardedLines(head: RequestHead): string {
   return head.connection === undefined ? head.forward : dropConnectionTokenLines(head.forward, head.connection);
 }

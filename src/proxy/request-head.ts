@@ -8,8 +8,14 @@ import http from "node:http";
 import { DROPPED_REQUEST_HEADERS } from "./http.js";
 import { CHUNKED_ONLY, FIELD_LINES, NameTable, trimOws, withLastRun } from "./http-syntax.js";
 
-/** A request head the proxy accepts, read in one pass: what the client server and the data plane act on. */
-export interface RequestHead {
+/**
+ * A request head the proxy accepts, read in one pass: what the client server and the data plane
+ * act on. Read-only: a connection's next request may share it (parseRequestHead).
+ */
+export type RequestHead = Readonly<ParsedHead>;
+
+/** RequestHead while the parser fills it in. */
+interface ParsedHead {
   /** The head's text, from the request line to its last field line (without the CR LF that ends it). */
   text: string;
   method: string;
@@ -57,7 +63,7 @@ const JOINED_FIELDS = {
   "x-forwarded-host": "xForwardedHost",
   "x-real-ip": "xRealIp",
   forwarded: "forwarded",
-} as const satisfies Record<string, keyof RequestHead>;
+} as const satisfies Record<string, keyof ParsedHead>;
 /** The fields the parser acts on: the dropped ones, Host and Content-Length. */
 const SPECIAL_NAMES = new NameTable([...DROPPED_REQUEST_HEADERS, "host", "content-length"]);
 
@@ -81,9 +87,11 @@ function fault(code: string, why: string): RequestHeadFault {
  * Parses a head's text (latin1, from the request line to the last field line, without the blank
  * line). `last` is the previous head on the same connection: a client repeats its field lines from
  * one request to the next, and the same lines, after a request line of the same version with an
- * origin-form target, read as they did.
+ * origin-form target, read as they did. The RequestHead returned is never to be changed.
  */
 export function parseRequestHead(text: string, last?: RequestHead): RequestHead | RequestHeadFault {
+  // The very same head again (a poll, a probe): the same reading, shared, as nothing changes a head once read.
+  if (last !== undefined && text === last.text) return last;
   let eol = text.indexOf("\r\n");
   if (eol === -1) eol = text.length;
   const m = REQUEST_LINE.exec(text.slice(0, eol));
@@ -98,12 +106,12 @@ export function parseRequestHead(text: string, last?: RequestHead): RequestHead 
   if (method === "CONNECT") return fault("HPE_INVALID_METHOD", "CONNECT is not served");
   if (url.charCodeAt(0) !== 47 /* / */ && !(url === "*" && method === "OPTIONS") && !ABSOLUTE_FORM.test(url)) return fault("HPE_INVALID_URL", "malformed request target");
   const versionMinor = m[3] === "1" ? 1 : 0;
-  if (last !== undefined && last.versionMinor === versionMinor && url.charCodeAt(0) === 47 /* / */ && sameFieldLines(text, eol, last)) return { ...last, text, method, url };
+  if (last !== undefined && last.versionMinor === versionMinor && url.charCodeAt(0) === 47 /* / */ && sameFieldLines(text, eol, last)) return withRequestLine(last, text, method, url);
   // Every line break must start a well-formed field line: this refuses obs-fold, CR or LF alone,
   // a space before the colon, an empty name, and controls (NUL, VT, DEL...) in a value.
   FIELD_LINES.lastIndex = eol;
   if (eol < text.length && FIELD_LINES.test(text)) return fault("HPE_INVALID_HEADER_TOKEN", "malformed header field");
-  const head: RequestHead = {
+  const head: ParsedHead = {
     text, method, url, versionMinor, forward: "", host: undefined, hosts: 0, contentLength: -1, contentLengthText: undefined, chunked: false,
     keepAlive: false, upgrade: false, expect: undefined, connection: undefined, upgradeProtocols: undefined,
     xForwardedFor: undefined, xForwardedProto: undefined, xForwardedHost: undefined, xRealIp: undefined, forwarded: undefined,
@@ -171,6 +179,16 @@ function sameFieldLines(text: string, eol: number, last: RequestHead): boolean {
   // The request line is method SP target SP "HTTP/1.x" (REQUEST_LINE): its length tells where last's field lines start.
   const lastEol = last.method.length + last.url.length + 10;
   return text.length - eol === last.text.length - lastEol && text.endsWith(last.text.slice(lastEol));
+}
+
+/** last's reading with another request line: every field listed, so that the copy has the shape of a parsed head (a spread is several times slower). */
+function withRequestLine(last: RequestHead, text: string, method: string, url: string): RequestHead {
+  return {
+    text, method, url, versionMinor: last.versionMinor, forward: last.forward, host: last.host, hosts: last.hosts, contentLength: last.contentLength,
+    contentLengthText: last.contentLengthText, chunked: last.chunked, keepAlive: last.keepAlive, upgrade: last.upgrade, expect: last.expect,
+    connection: last.connection, upgradeProtocols: last.upgradeProtocols, xForwardedFor: last.xForwardedFor, xForwardedProto: last.xForwardedProto,
+    xForwardedHost: last.xForwardedHost, xRealIp: last.xRealIp, forwarded: last.forwarded,
+  };
 }
 
 function join(a: string | undefined, b: string): string {

@@ -130,6 +130,34 @@ describe("proxy request headers", { timeout: 30_000 }, () => {
     }
   });
 
+  it("sends each request of a keep-alive connection on as sent, whether it repeats the last one, its fields alone or nothing", async () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const steps = [
+        { path: "/a", x: "1" },
+        { path: "/a", x: "1" },
+        { path: "/b", x: "1" },
+        { path: "/a", x: "2" },
+        { path: "/a", x: "1", body: "posted" },
+        { path: "/a", x: "1" },
+        { path: "/a", x: "1", forged: true },
+      ];
+      for (const [i, step] of steps.entries()) {
+        const headers = { host: "app.example", "x-step": step.x, ...(step.forged ? FORGED : {}) };
+        const r = await request(`${p.base}${step.path}`, { method: step.body === undefined ? "GET" : "POST", headers, body: step.body, agent });
+        const seen = json<Echo>(r);
+        assert.equal(seen.url, step.path, `request ${i}`);
+        assert.equal(seen.headers["x-step"], step.x, `request ${i}`);
+        assert.equal(seen.body, step.body ?? "", `request ${i}`);
+        assert.equal(seen.headers["content-length"], step.body === undefined ? undefined : String(step.body.length), `request ${i}`);
+        assert.equal(seen.headers["x-forwarded-for"], "127.0.0.1", `request ${i}`);
+        assert.equal(seen.headers.forwarded, "for=127.0.0.1;proto=http;host=app.example", `request ${i}`);
+      }
+    } finally {
+      agent.destroy();
+    }
+  });
+
   it("does not let Connection strip Host, Content-Length or the fields the proxy adds", async () => {
     const connection = "keep-alive, Host, Content-Length, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Real-IP, Forwarded, X-Secret";
     const r = await request(`${p.base}/conn`, {
