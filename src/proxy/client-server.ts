@@ -9,7 +9,7 @@
 import http from "node:http";
 import net from "node:net";
 import { writeLatin1 } from "./direct-write.js";
-import { CHUNK_SIZE_LINE, equalsLower, FIELD_LINES, headEnd, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, equalsLower, FIELD_LINES, flat, headEnd, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
 import { acceptedReadInto, owned } from "./read-buffer.js";
 import { isFault, parseRequestHead, rawHeadersOf, type RequestHead } from "./request-head.js";
 
@@ -752,12 +752,12 @@ export class ClientResponse extends Events {
   }
 
   /**
-   * writeHead for a head relayed from an upstream, whose parser checked it: `fields` are its field
-   * lines as read (each with its CR LF), the hop-by-hop ones left out.
+   * writeHead for a head relayed from an upstream, whose parser checked it: `head` is the status
+   * line and the field lines as read (each with its CR LF), the hop-by-hop ones left out.
    */
-  relayHead(status: number, reason: string, fields: string, hasLength: boolean, hasDate: boolean): this {
+  relayHead(status: number, head: string, hasLength: boolean, hasDate: boolean): this {
     if (this.headersSent) throw new Error("the answer's head was already written");
-    return this.endHead(`HTTP/1.1 ${status} ${reason}\r\n${fields}`, status, hasLength, hasDate);
+    return this.endHead(head, status, hasLength, hasDate);
   }
 
   /** The fields every answer's head ends with (the proxy's own, Date, framing, Connection), after `text`. */
@@ -888,10 +888,6 @@ export interface SentHead {
   flat: boolean;
 }
 
-/** s as one flat string: a string made by concatenation is a tree that every write walks again. */
-export function flat(s: string): string {
-  return Buffer.from(s, "latin1").toString("latin1");
-}
 
 function flushed(res: ClientResponse): void {
   res.onFlushed();

@@ -4,11 +4,12 @@
 // settings, the forwarding headers say what the proxy saw, and every refusal is counted.
 
 import net from "node:net";
-import { type ClientConn, type ClientRequest, type ClientResponse, type ClientServer, flat } from "./client-server.js";
+import type { ClientConn, ClientRequest, ClientResponse, ClientServer } from "./client-server.js";
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
 import { clientAddress, dropConnectionTokenLines, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
+import { flat } from "./http-syntax.js";
 import type { RequestHead } from "./request-head.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";

@@ -141,7 +141,7 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   }
 
   /** Returns false when the exchange is over (the client went away). */
-  onResponseHead(status: number, reason: string, fields: string, hasLength: boolean, hasDate: boolean): boolean {
+  onResponseHead(status: number, head: string, hasLength: boolean, hasDate: boolean): boolean {
     this.responded = true;
     if (status >= 500) this.pool.errors5xx++;
     if (this.done) {
@@ -149,7 +149,7 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
       return false;
     }
     // The upstream parser checked the status line and every field (FIELD_LINES) already.
-    this.res.relayHead(status, reason, this.setCookie === undefined ? fields : `${fields}Set-Cookie: ${this.setCookie}\r\n`, hasLength, hasDate);
+    this.res.relayHead(status, this.setCookie === undefined ? head : `${head}Set-Cookie: ${this.setCookie}\r\n`, hasLength, hasDate);
     this.conn?.awaitBody();
     return true;
   }

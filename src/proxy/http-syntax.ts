@@ -117,3 +117,8 @@ export function strayLineBreak(buf: Buffer, start: number): boolean {
   for (let i = buf.indexOf(13, start); i !== -1 && i + 1 < buf.length; i = buf.indexOf(13, i + 1)) if (buf[i + 1] !== 10) return true;
   return false;
 }
+
+/** s as one flat string: a string made by concatenation is a tree that every write walks again. */
+export function flat(s: string): string {
+  return Buffer.from(s, "latin1").toString("latin1");
+}

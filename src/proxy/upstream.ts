@@ -10,7 +10,7 @@ import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS, dropConnectionTokenLines } from "./http.js";
 import { owned, READ_BUFFER } from "./read-buffer.js";
-import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, headEnd, NameTable, strayLineBreak, trimOws, withLastRun } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, flat, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, headEnd, NameTable, strayLineBreak, trimOws, withLastRun } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -26,10 +26,11 @@ export interface ResponseSink {
   onConnected(): void;
   onUpstreamDrain(): void;
   /**
-   * The response head, checked: `fields` its field lines as read, hop-by-hop ones left out, each
-   * with its CR LF. Returns false when the exchange is over (the client went away or the head was unusable).
+   * The response head, checked: `head` its status line (HTTP/1.1) and its field lines as read,
+   * hop-by-hop ones left out, each with its CR LF. Returns false when the exchange is over (the
+   * client went away or the head was unusable).
    */
-  onResponseHead(status: number, reason: string, fields: string, hasLength: boolean, hasDate: boolean): boolean;
+  onResponseHead(status: number, head: string, hasLength: boolean, hasDate: boolean): boolean;
   onBody(chunk: Buffer): void;
   onWholeBody(body: string): void;
   onResponseEnd(): void;
@@ -111,10 +112,13 @@ interface FinalHead {
   /** The head's bytes, from its status line to its blank line. */
   bytes: Buffer;
   status: number;
-  /** The reason phrase to relay (the standard one when the upstream's cannot be written). */
-  reason: string;
-  /** The field lines to relay, as read, the hop-by-hop ones left out. */
-  fields: string;
+  /**
+   * What the client gets of it: the status line (HTTP/1.1, the standard reason phrase when the
+   * upstream's cannot be written) and the field lines as read, the hop-by-hop ones left out.
+   */
+  relayed: string;
+  /** `relayed` was made flat, as it is once the head repeats. */
+  flat: boolean;
   hasDate: boolean;
   /** -1: none. */
   contentLength: number;
@@ -522,6 +526,10 @@ export class UpstreamConn {
       if (read === INTERIM) return end + 4;
       read.bytes = copyOut(buf, start, end + 4);
       this.lastHead = head = read;
+    } else if (!head.flat) {
+      // Made of pieces of the head's text: a tree that every write of the answer would walk again.
+      head.relayed = flat(head.relayed);
+      head.flat = true;
     }
     const { status, contentLength, chunked } = head;
     const bodyless = ex.method === "HEAD" || status === 204 || status === 304;
@@ -529,7 +537,7 @@ export class UpstreamConn {
     // socket unused after it: should the upstream send that body anyway, the next exchange on the
     // socket would read it as its answer. A HEAD costs a new connection; no desync can.
     this.keepAlive = !head.connectionClose && !(bodyless && (contentLength > 0 || chunked));
-    if (!ex.onResponseHead(status, head.reason, head.fields, contentLength !== -1, head.hasDate)) return -1;
+    if (!ex.onResponseHead(status, head.relayed, contentLength !== -1, head.hasDate)) return -1;
     if (bodyless || (contentLength === 0 && !chunked)) {
       this.complete(ex, end + 4 < buf.length);
       return -1;
@@ -694,7 +702,7 @@ export class UpstreamConn {
     // Node's parser takes control characters in a reason phrase, which Node's server refuses to
     // write: such a phrase gives way to the standard one (RFC 9112 §4: clients ignore it anyway).
     if (INVALID_FIELD_CHAR.test(reason)) reason = http.STATUS_CODES[status] ?? "";
-    return { bytes: EMPTY, status, reason, fields, hasDate, contentLength, chunked, connectionClose };
+    return { bytes: EMPTY, status, relayed: `HTTP/1.1 ${status} ${reason}\r\n${fields}`, flat: false, hasDate, contentLength, chunked, connectionClose };
   }
 
   /** Decodes chunked framing from buf[pos..]; returns the next position, or -1 when done with buf. */
