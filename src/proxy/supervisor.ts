@@ -24,14 +24,16 @@ import { type AcmeChallenge, WORKER_PROTOCOL, type SupervisorMessage, type Worke
 
 export const DEFAULT_WORKERS = 1;
 /**
- * V8 flags of every worker. A worker's young generation holds little more than the requests in
- * flight, so a scavenge has little to copy; V8's parallel scavenge still wakes its helper threads
- * for each one, and on a machine whose cores are busy (the proxy beside its apps) they spent more
- * time starting, stealing and waiting than scavenging: 12.6 % of a worker's user time under
- * bench:proxy, against 0.9 % scavenging on the main thread alone (docs/benchmarks.md). Major GCs
- * keep their concurrent marking.
+ * V8 flags of every worker: one thread, as an nginx worker is, with the cores shared out by
+ * running one worker per core. V8's background work (parallel scavenges, concurrent marking and
+ * sweeping, optimizing compiles) otherwise wakes helper threads that compete with the workers and
+ * the apps beside them. A worker's heap holds little more than the requests in flight, so that
+ * work is small; parallel scavenges alone spent 12.6 % of a worker's user time starting, stealing
+ * and waiting against 0.9 % scavenging on the main thread (first `--no-parallel-scavenge`), and
+ * the whole of it off cost 2-4 % less CPU and gave 4-9 % more requests a second in 28 A/B pairs
+ * (docs/benchmarks.md, bench:proxy).
  */
-export const WORKER_V8_FLAGS = ["--no-parallel-scavenge"];
+export const WORKER_V8_FLAGS = ["--single-threaded"];
 
 /** How long a worker may take from fork to serving. */
 export const WORKER_READY_TIMEOUT_MS = 10_000;

@@ -67,17 +67,17 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
   });
 
-  it("runs its workers with the worker V8 flags (no parallel scavenge), and only them", async () => {
+  it("runs its workers with the worker V8 flags (single-threaded), and only them", async () => {
     const { p } = await spawn(2);
     const workers = await serving(p.proxy);
     assert.equal(workers.length, 2);
-    assert.deepEqual(WORKER_V8_FLAGS, ["--no-parallel-scavenge"]);
+    assert.deepEqual(WORKER_V8_FLAGS, ["--single-threaded"]);
     for (const w of workers) {
       const argv = (await readFile(`/proc/${w.pid}/cmdline`, "utf8")).split("\0");
       for (const flag of WORKER_V8_FLAGS) assert.ok(argv.includes(flag), `worker ${w.pid}: ${argv.join(" ")}`);
     }
     const supervisorArgv = (await readFile(`/proc/${p.pid}/cmdline`, "utf8")).split("\0");
-    assert.ok(!supervisorArgv.includes("--no-parallel-scavenge"), "the supervisor keeps V8's defaults");
+    assert.ok(!supervisorArgv.includes("--single-threaded"), "the supervisor keeps V8's defaults");
   });
 
   it("kill -9 of the worker under a stream of new connections: none refused, the table survives, the control API answers", async () => {
