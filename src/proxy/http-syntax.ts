@@ -122,3 +122,13 @@ export function strayLineBreak(buf: Buffer, start: number): boolean {
 export function flat(s: string): string {
   return Buffer.from(s, "latin1").toString("latin1");
 }
+
+/**
+ * Whether buf[start..start + bytes.length) holds bytes: a loop here beats Buffer's compare on a
+ * head's few hundred bytes, whose argument checks and call into C++ cost more than the comparing.
+ */
+export function sameBytesAt(buf: Uint8Array, start: number, bytes: Uint8Array): boolean {
+  if (start < 0 || start + bytes.length > buf.length) return false;
+  for (let i = bytes.length - 1; i >= 0; i--) if (buf[start + i] !== bytes[i]) return false;
+  return true;
+}

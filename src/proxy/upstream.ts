@@ -10,7 +10,7 @@ import net from "node:net";
 import type { RouteTimeouts, Upstream } from "./contract.js";
 import { DROPPED_RESPONSE_HEADERS, dropConnectionTokenLines } from "./http.js";
 import { owned, READ_BUFFER } from "./read-buffer.js";
-import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, flat, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, headEnd, NameTable, strayLineBreak, trimOws, withLastRun } from "./http-syntax.js";
+import { CHUNK_SIZE_LINE, CHUNKED_ONLY, FIELD_LINES, flat, INVALID_FIELD_CHAR, sameBytesAt, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, headEnd, NameTable, strayLineBreak, trimOws, withLastRun } from "./http-syntax.js";
 
 /** What an upstream connection feeds with the response it parses: one proxied exchange. */
 export interface ResponseSink {
@@ -520,7 +520,7 @@ export class UpstreamConn {
     // An upstream repeats its heads (all but Date, which changes once a second): a head the same,
     // byte for byte, as the last final one on this connection reads as that one did.
     let head = this.lastHead;
-    if (head === undefined || head.bytes.length !== end + 4 - start || head.bytes.compare(buf, start, end + 4) !== 0) {
+    if (head === undefined || head.bytes.length !== end + 4 - start || !sameBytesAt(buf, start, head.bytes)) {
       const read = this.readHead(ex, buf.toString("latin1", start, end));
       if (read === undefined) return -1;
       if (read === INTERIM) return end + 4;

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { Events } from "../../src/proxy/client-server.js";
-import { headEnd, NameTable } from "../../src/proxy/http-syntax.js";
+import { headEnd, NameTable, sameBytesAt } from "../../src/proxy/http-syntax.js";
 
 const CRLF_CRLF = Buffer.from("\r\n\r\n", "latin1");
 
@@ -29,6 +29,20 @@ describe("headEnd", () => {
     for (const text of ["", "\r", "\r\n", "\r\n\r", "GET / HTTP/1.1\r\nHost: h\r\n", "x\n\r\n\r\n".slice(0, 4)]) {
       assert.equal(headEnd(Buffer.from(text, "latin1")), -1, JSON.stringify(text));
     }
+  });
+});
+
+describe("sameBytesAt", () => {
+  it("agrees with Buffer.compare at any start, out of bounds included", () => {
+    // Few distinct bytes, so that equal runs are common and a difference can sit anywhere.
+    const bytes = fc.uint8Array({ maxLength: 24 }).map((a) => Buffer.from(a.map((b) => b % 3)));
+    fc.assert(
+      fc.property(bytes, bytes, fc.integer({ min: -2, max: 30 }), (buf, want, start) => {
+        const expected = start >= 0 && start + want.length <= buf.length && want.compare(buf, start, start + want.length) === 0;
+        assert.equal(sameBytesAt(buf, start, want), expected);
+      }),
+      { numRuns: 5_000 },
+    );
   });
 });
 
