@@ -30,8 +30,8 @@ export const DEFAULT_WORKERS = 1;
  * the apps beside them. A worker's heap holds little more than the requests in flight, so that
  * work is small; parallel scavenges alone spent 12.6 % of a worker's user time starting, stealing
  * and waiting against 0.9 % scavenging on the main thread (first `--no-parallel-scavenge`), and
- * the whole of it off cost 2-4 % less CPU and gave 4-9 % more requests a second in 28 A/B pairs
- * (docs/benchmarks.md, bench:proxy).
+ * the whole of it off cost 1-8 % less CPU and gave 4-10 % more requests a second in five A/B runs
+ * of 8-10 pairs (docs/benchmarks.md, bench:proxy, session 22).
  */
 export const WORKER_V8_FLAGS = ["--single-threaded"];
 
