@@ -7,6 +7,11 @@ set -euo pipefail
 
 LOG=/var/log/turquoise-apt.log
 
+# One install at a time: test files run in parallel and each may install what it needs, and a
+# second apt-get fails at once on dpkg's lock. Waits for ours, then for any other apt's lock.
+exec 9>/var/lock/turquoise-apt.lock
+flock -w 900 9 || { echo "apt-install: another install held /var/lock/turquoise-apt.lock for 15 minutes" >&2; exit 1; }
+
 # invoke-rc.d asks policy-rc.d before starting a service: 101 means "do not start". Only a policy
 # this script wrote is removed afterwards.
 policy=/usr/sbin/policy-rc.d
@@ -24,7 +29,7 @@ echo "apt-install: $* (log: ${LOG})" >&2
   echo "== $(date -u +%FT%TZ) apt-get install $*"
   # The package lists are fetched once per machine, or again when an install cannot find a package.
   if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e '^lock$' -e '^partial$' || true)" ]; then apt-get update -q; fi
-  apt-get install -y -q --no-install-recommends "$@" || { apt-get update -q && apt-get install -y -q --no-install-recommends "$@"; }
+  apt-get install -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends "$@" || { apt-get update -q && apt-get install -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends "$@"; }
 } >>"$LOG" 2>&1 || {
   echo "apt-install: installing $* failed; the end of ${LOG}:" >&2
   tail -n 30 "$LOG" >&2
