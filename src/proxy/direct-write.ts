@@ -96,7 +96,8 @@ export function writeLatin1<T>(socket: net.Socket, text: string, done?: (arg: T)
  * The callbacks of writes that went out whole at once, in the order of their writes, run together
  * once the callback that wrote them returns: one promise reaction for them all costs less than a
  * process.nextTick each (its tick object, its async hooks, its pass over promise rejections).
- * A callback that throws ends the process, as it would from a tick.
+ * A callback that throws is an uncaught exception, as it would be from a tick, and the callbacks
+ * after it still run.
  */
 let callbacks: unknown[] = [];
 const RESOLVED = Promise.resolve();
@@ -109,7 +110,22 @@ function later<T>(done: (arg: T) => void, arg: T): void {
 function runCallbacks(): void {
   const batch = callbacks;
   callbacks = [];
-  for (let i = 0; i < batch.length; i += 2) (batch[i] as (arg: unknown) => void)(batch[i + 1]);
+  for (let i = 0; i < batch.length; i += 2) {
+    try {
+      (batch[i] as (arg: unknown) => void)(batch[i + 1]);
+    } catch (err) {
+      // As from a tick: the error is uncaught, and the callbacks after this one still run, first.
+      const rest = batch.slice(i + 2);
+      if (callbacks.length === 0 && rest.length !== 0) void RESOLVED.then(runCallbacks);
+      callbacks = rest.concat(callbacks);
+      process.nextTick(rethrow, err);
+      return;
+    }
+  }
+}
+
+function rethrow(err: unknown): never {
+  throw err;
 }
 
 /**

@@ -524,7 +524,8 @@ export class UpstreamConn {
       const read = this.readHead(ex, buf.toString("latin1", start, end));
       if (read === undefined) return -1;
       if (read === INTERIM) return end + 4;
-      read.bytes = copyOut(buf, start, end + 4);
+      // A copy of its own: buf may be a head joined with the body read after it (Buffer.concat).
+      read.bytes = Buffer.from(buf.subarray(start, end + 4));
       this.lastHead = head = read;
     } else if (!head.flat) {
       // Made of pieces of the head's text: a tree that every write of the answer would walk again.

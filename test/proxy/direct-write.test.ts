@@ -4,6 +4,7 @@
 // and a write to a dead socket destroys it with Node's own error instead of throwing.
 
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import net, { type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { directWrites, writeLatin1 } from "../../src/proxy/direct-write.js";
@@ -165,5 +166,27 @@ describe("writeLatin1", { timeout: 60_000 }, () => {
     const { client } = await pair();
     client.destroy();
     assert.doesNotThrow(() => writeLatin1(client, "late"));
+  });
+
+  it("a callback that throws is an uncaught exception, and the callbacks of the writes after it still run, in order", () => {
+    // In a process of its own: the test runner would take the uncaught exception as this test's failure.
+    const module = new URL("../../src/proxy/direct-write.js", import.meta.url).href;
+    const script = `
+      import net from "node:net";
+      import { writeLatin1 } from ${JSON.stringify(module)};
+      const seen = [];
+      process.on("uncaughtException", (e) => seen.push("uncaught " + e.message));
+      const server = net.createServer((s) => s.resume()).listen(0, "127.0.0.1", () => {
+        const c = net.connect(server.address().port, "127.0.0.1", () => {
+          writeLatin1(c, "a", (x) => seen.push(x), "first");
+          writeLatin1(c, "b", () => { throw new Error("boom"); });
+          writeLatin1(c, "c", (x) => seen.push(x), "third");
+          writeLatin1(c, "d", (x) => seen.push(x), "fourth");
+          setTimeout(() => { console.log(JSON.stringify(seen)); process.exit(0); }, 100);
+        });
+      });`;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 20_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), ["first", "third", "fourth", "uncaught boom"]);
   });
 });

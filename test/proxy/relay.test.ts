@@ -6,7 +6,10 @@ import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
 import { type TestProxy, route, startTestProxy, tableWith } from "./helpers.js";
 
-/** An upstream that answers every request on a connection with the next of `heads` (and its body), keeping the connection. */
+/**
+ * An upstream that answers every request on a connection with the next of `answers` (head and
+ * body), keeping the connection; a HEAD gets the answer's first head alone, as a server sends it.
+ */
 async function startCannedUpstream(answers: string[]): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   let next = 0;
@@ -18,8 +21,10 @@ async function startCannedUpstream(answers: string[]): Promise<{ port: number; c
     socket.on("data", (d: Buffer) => {
       buf += d.toString("latin1");
       for (let end = buf.indexOf("\r\n\r\n"); end !== -1; end = buf.indexOf("\r\n\r\n")) {
+        const head = buf.startsWith("HEAD ");
         buf = buf.slice(end + 4);
-        socket.write(answers[next++ % answers.length]!, "latin1");
+        const answer = answers[next++ % answers.length]!;
+        socket.write(head ? answer.slice(0, answer.indexOf("\r\n\r\n") + 4) : answer, "latin1");
       }
     });
   });
@@ -196,6 +201,8 @@ describe("response heads through the proxy", { timeout: 30_000 }, () => {
       { answer: `HTTP/1.1 200 OK\r\n${fields}\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok`, status: "HTTP/1.1 200 OK", kept: [...fields.split("\r\n"), "Content-Length: 2"], body: "ok" },
       { answer: `HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: X-Tag\r\nX-Tag: t\r\nContent-Length: 5\r\n\r\nhello`, status: "HTTP/1.1 200 OK", kept: ["Content-Type: text/plain", "Content-Length: 5"], body: "hello" },
       { answer: `HTTP/1.1 204 No Content\r\n${fields}\r\n\r\n`, status: "HTTP/1.1 204 No Content", kept: fields.split("\r\n"), body: "" },
+      // Kept after a HEAD as after a GET: a HEAD's reading reused for a GET, or the reverse, shows.
+      { answer: `HTTP/1.1 200 OK\r\n${fields}\r\nContent-Length: 0\r\n\r\n`, status: "HTTP/1.1 200 OK", kept: [...fields.split("\r\n"), "Content-Length: 0"], body: "" },
     ];
     const proxyFields = /^(date|connection|keep-alive|transfer-encoding):/i;
     await fc.assert(
