@@ -4,7 +4,7 @@
 import type net from "node:net";
 import type { ClientRequest, ClientResponse } from "./client-server.js";
 import type { ProxySettings, ProxyRejectionCounts, Route, RouteTimeouts, ProxyTimeoutCounts, Upstream } from "./contract.js";
-import { writeLatin1 } from "./direct-write.js";
+import { writeBytes, writeLatin1 } from "./direct-write.js";
 import { sendJson } from "./http.js";
 import type { Cuttable, Match, Pool, Router } from "./table.js";
 import type { ConnWaiter, QueueTicket, ResponseSink, UpstreamConn, UpstreamConnections, UpstreamTimeoutPhase } from "./upstream.js";
@@ -50,6 +50,8 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   readonly timeouts: RouteTimeouts;
   /** Request line and header fields, without the blank line that ends them. */
   readonly head: string;
+  /** The same and its blank line, as bytes, when the data plane has them (a repeated head). */
+  headBytes: Buffer | undefined = undefined;
   readonly hasHost: boolean;
   /** 0: no body; 1: Content-Length; 2: chunked (re-chunked as read). */
   readonly bodyFraming: 0 | 1 | 2;
@@ -74,6 +76,7 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
   started: number;
   /** A Set-Cookie field the proxy adds to the answer: the canary split's (split.ts). */
   setCookie: string | undefined = undefined;
+  poolIndex = -1;
 
   constructor(plane: ExchangeHost, req: ExchangeRequest, res: ExchangeResponse, match: Match, upstream: Upstream, head: string, hasHost: boolean, bodyFraming: 0 | 1 | 2, started = -1) {
     this.plane = plane;
@@ -119,7 +122,10 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     const u = this.upstream;
     const head = this.hasHost ? this.head : `${this.head}Host: ${u.host}:${u.port}\r\n`;
     if (this.bodyFraming === 0) {
-      writeLatin1(socket, `${head}\r\n`);
+      const bytes = this.headBytes;
+      // Without the client's Host the head names the upstream: only the text is right then.
+      if (bytes !== undefined && this.hasHost) writeBytes(socket, bytes);
+      else writeLatin1(socket, `${head}\r\n`);
       this.requestSent = true;
       this.conn!.awaitResponse();
       return;
@@ -163,10 +169,10 @@ export class Exchange implements Cuttable, ResponseSink, ConnWaiter {
     }
   }
 
-  onWholeBody(body: string): void {
+  onWholeBody(buf: Buffer, start: number, end: number): void {
     this.bodyWritten = true;
     this.ended = true;
-    this.res.end(body, "latin1");
+    this.res.endBytes(buf, start, end);
   }
 
   onResponseEnd(): void {

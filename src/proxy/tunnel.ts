@@ -64,6 +64,7 @@ export class Tunnel implements Cuttable {
   upSocket: net.Socket | undefined;
   attempts = 0;
   state = State.Connecting;
+  poolIndex = -1;
   private timer: NodeJS.Timeout | undefined;
   /** The upstream's answer head so far, while in Handshake. */
   private pending: Buffer | undefined;

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import fc from "fast-check";
 import type { RouteTable } from "../../src/proxy/contract.js";
 import { CompiledTable, MAX_RETIRED_POOLS, Pool, Router, mergeDelta, normalizeHost, prefixMatches, validateDelta, validateTable } from "../../src/proxy/table.js";
 
@@ -88,8 +89,8 @@ describe("pools", () => {
 
   it("counts in-flight, served and failed, and wakes drain waiters when idle", async () => {
     const pool = new Pool({ service: "s", pathPrefix: "/", poolId: "p", upstreams: [up("a")] });
-    const r1 = { cut() {} };
-    const r2 = { cut() {} };
+    const r1 = { cut() {}, poolIndex: -1 };
+    const r2 = { cut() {}, poolIndex: -1 };
     pool.enter(r1);
     pool.enter(r2);
     assert.equal(pool.inFlight, 2);
@@ -101,6 +102,39 @@ describe("pools", () => {
     assert.deepEqual(pool.stats(), { poolId: "p", inFlight: 0, served: 1, failed: 1, errors5xx: 0 });
     pool.enter(r1);
     assert.equal(await pool.whenIdle(20), false);
+  });
+
+  it("keeps exactly what entered and did not leave in its active list, whatever the order", () => {
+    // Enter and leave in any order, leaving twice and leaving what never entered included: the
+    // list must hold what a Set would, each item at its poolIndex, and the counts must agree.
+    const step = fc.record({ enter: fc.boolean(), item: fc.nat(7), ok: fc.boolean() });
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 60 }), (steps) => {
+        const pool = new Pool({ service: "s", pathPrefix: "/", poolId: "p", upstreams: [up("a")] });
+        const items = Array.from({ length: 8 }, () => ({ cut() {}, poolIndex: -1 }));
+        const model = new Set<object>();
+        let served = 0;
+        let failed = 0;
+        for (const { enter, item, ok } of steps) {
+          const it = items[item]!;
+          if (enter) {
+            if (model.has(it)) continue; // an item is in flight once at a time, as an exchange is
+            pool.enter(it);
+            model.add(it);
+          } else {
+            pool.leave(it, ok);
+            if (model.delete(it)) ok ? served++ : failed++;
+          }
+          assert.equal(pool.active.length, model.size);
+          assert.equal(pool.inFlight, model.size);
+          pool.active.forEach((a, i) => assert.equal(a.poolIndex, i));
+          for (const x of items) assert.equal(pool.active.includes(x), model.has(x));
+        }
+        assert.equal(pool.served, served);
+        assert.equal(pool.failed, failed);
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
@@ -127,7 +161,7 @@ describe("router", () => {
       ],
     });
     const blue = router.pools.get("s:blue")!;
-    const busy = { cut() {} };
+    const busy = { cut() {}, poolIndex: -1 };
     blue.enter(busy);
     router.apply({ version: 2, routes: [{ service: "s", pathPrefix: "/", poolId: "s:green", upstreams: [up("b")] }] });
     assert.equal(router.pools.get("s:blue"), blue);
