@@ -8,7 +8,7 @@
 
 import http from "node:http";
 import net from "node:net";
-import { writeLatin1 } from "./direct-write.js";
+import { writeBytes, writeLatin1 } from "./direct-write.js";
 import { CHUNK_SIZE_LINE, equalsLower, FIELD_LINES, flat, headEnd, INVALID_FIELD_CHAR, MAX_CHUNK_EXTENSION_BYTES, MAX_CHUNK_LINE_BYTES, strayLineBreak, TOKEN } from "./http-syntax.js";
 import { acceptedReadInto, owned } from "./read-buffer.js";
 import { isFault, parseRequestHead, rawHeadersOf, type RequestHead } from "./request-head.js";
@@ -149,9 +149,16 @@ export class ClientConn {
   /**
    * The text the data plane last sent upstream for this connection (request line and fields, no
    * blank line), with the head and forwarding fields it was made of: a client that repeats itself
-   * gets the same text again, flat from its second use on.
+   * gets the same text again, and from its second use on the whole head as bytes.
    */
   sent: SentHead | undefined = undefined;
+  /**
+   * The head of this connection's last answer written as bytes (ClientResponse.endBytes), with
+   * the relayed head and the tail it was made of: the next answer with the same two reuses it.
+   */
+  answerBase: string | undefined = undefined;
+  answerTail: string | undefined = undefined;
+  answerBytes: Buffer | undefined = undefined;
   /** Upgraded: the socket's reads go to whoever took it, as "data" events. */
   private handedOver = false;
   // The sweeper's view: the data path bumps `step` when a wait starts; the sweeper times it from
@@ -700,6 +707,9 @@ export class ClientResponse extends Events {
   private chunked = false;
   private noBody = false;
   private extra: string[] | undefined = undefined;
+  /** A head that is a relayed head and the keep-alive tail, nothing else: the two (for endBytes). */
+  private relayBase: string | undefined = undefined;
+  private relayTail: string | undefined = undefined;
   closed = false;
 
   constructor(conn: ClientConn, req: ClientRequest, keepAlive: boolean) {
@@ -757,11 +767,11 @@ export class ClientResponse extends Events {
    */
   relayHead(status: number, head: string, hasLength: boolean, hasDate: boolean): this {
     if (this.headersSent) throw new Error("the answer's head was already written");
-    return this.endHead(head, status, hasLength, hasDate);
+    return this.endHead(head, status, hasLength, hasDate, true);
   }
 
   /** The fields every answer's head ends with (the proxy's own, Date, framing, Connection), after `text`. */
-  private endHead(text: string, status: number, length: boolean, date: boolean): this {
+  private endHead(text: string, status: number, length: boolean, date: boolean, relayed = false): this {
     const extra = this.extra;
     if (extra !== undefined) for (let i = 0; i < extra.length; i += 2) text += `${extra[i]}: ${extra[i + 1]}\r\n`;
     this.noBody = this.req.method === "HEAD" || status === 204 || status === 304 || status < 200;
@@ -777,8 +787,14 @@ export class ClientResponse extends Events {
     // A body left unread beyond what would be dropped: the connection ends after this answer, and says so.
     if (this.shouldKeepAlive && this.conn.unreadBodyTooLarge()) this.shouldKeepAlive = false;
     const server = this.conn.server;
-    if (this.shouldKeepAlive) text += server.keepAliveTail(!date);
-    else text += date ? "Connection: close\r\n\r\n" : `Date: ${server.date}\r\nConnection: close\r\n\r\n`;
+    if (this.shouldKeepAlive) {
+      const tail = server.keepAliveTail(!date);
+      if (relayed && extra === undefined && !this.chunked) {
+        this.relayBase = text;
+        this.relayTail = tail;
+      }
+      text += tail;
+    } else text += date ? "Connection: close\r\n\r\n" : `Date: ${server.date}\r\nConnection: close\r\n\r\n`;
     this.statusCode = status;
     this.head = text;
     this.headersSent = true;
@@ -858,6 +874,38 @@ export class ClientResponse extends Events {
     return this;
   }
 
+  /**
+   * end() with the whole body as bytes, buf from start to end, valid only during the call (a view
+   * of the read buffer). After a relayed head, head and body go out as one write of bytes: the
+   * head's bytes are the last answer's when its relayed head and tail are the same, the body is
+   * copied once, into a buffer reused while each write completes at once.
+   */
+  endBytes(buf: Buffer, start: number, end: number): this {
+    const base = this.relayBase;
+    const tail = this.relayTail;
+    const n = end - start;
+    if (base === undefined || tail === undefined || this.head === undefined || this.writableEnded || this.destroyed || this.noBody || n === 0) {
+      return this.end(buf.toString("latin1", start, end), "latin1");
+    }
+    const conn = this.conn;
+    let head = conn.answerBytes;
+    if (head === undefined || conn.answerBase !== base || conn.answerTail !== tail) {
+      head = Buffer.from(base + tail, "latin1");
+      conn.answerBase = base;
+      conn.answerTail = tail;
+      conn.answerBytes = head;
+    }
+    const total = head.length + n;
+    if (total > answerBuffer.length) return this.end(buf.toString("latin1", start, end), "latin1");
+    this.writableEnded = true;
+    this.head = undefined;
+    answerBuffer.set(head, 0);
+    buf.copy(answerBuffer, head.length, start, end);
+    // Not written whole at once: the socket keeps these bytes until it has written them.
+    if (!writeBytes(conn.socket, answerBuffer.subarray(0, total), flushed, this)) answerBuffer = Buffer.allocUnsafeSlow(ANSWER_BUFFER_BYTES);
+    return this;
+  }
+
   /** The whole answer is with the kernel. */
   onFlushed(): void {
     if (this.destroyed) return;
@@ -885,9 +933,14 @@ export interface SentHead {
   head: RequestHead;
   forwarding: string;
   text: string;
-  flat: boolean;
+  /** `text` and the blank line that ends a head, as bytes: made when the text is used again. */
+  bytes: Buffer | undefined;
 }
 
+
+/** Where endBytes puts a head and its body: the upstream's whole small bodies and a head fit. */
+const ANSWER_BUFFER_BYTES = 24 * 1024;
+let answerBuffer = Buffer.allocUnsafeSlow(ANSWER_BUFFER_BYTES);
 
 function flushed(res: ClientResponse): void {
   res.onFlushed();

@@ -4,12 +4,11 @@
 // settings, the forwarding headers say what the proxy saw, and every refusal is counted.
 
 import net from "node:net";
-import type { ClientConn, ClientRequest, ClientResponse, ClientServer } from "./client-server.js";
+import type { ClientConn, ClientRequest, ClientResponse, ClientServer, SentHead } from "./client-server.js";
 import type { DrainResult, ProxyMetrics, ProxyRejectionCounts, ProxyStats, ProxyTimeoutCounts, RouteTable, Upstream } from "./contract.js";
 import { DURATION_BUCKETS_S, type RequestSeries } from "./counters.js";
 import { Exchange, type ExchangeHost, type ExchangeRequest, type ExchangeResponse, type FailedRequest, kExchange, kFailedWith, onClientClose } from "./exchange.js";
 import { clientAddress, dropConnectionTokenLines, forwardedElement, noop, rawJsonResponse, rejectUpgrade, sendJson } from "./http.js";
-import { flat } from "./http-syntax.js";
 import type { RequestHead } from "./request-head.js";
 import type { TrustedPeers } from "./peers.js";
 import { type Pool, Router } from "./table.js";
@@ -161,9 +160,10 @@ export class DataPlane implements ExchangeHost, TunnelHost {
     }
     // Only an HTTP/1.1 client waits for a 100; an HTTP/1.0 one expects nothing.
     if (head.expect !== undefined && req.httpVersionMinor === 1) res.writeContinue();
-    const text = upstreamHead(req, head, forwardingFields(head, req.socket, table.trusted, req.conn));
+    const sent = upstreamHead(req, head, forwardingFields(head, req.socket, table.trusted, req.conn));
 
-    const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, text, host !== undefined, bodyFraming, started);
+    const ex = new Exchange(this, req as ExchangeRequest, res as ExchangeResponse, match, upstream, sent.text, host !== undefined, bodyFraming, started);
+    ex.headBytes = sent.bytes;
     if (setCookie !== undefined) ex.setCookie = setCookie;
     match.pool.enter(ex);
     ex.res[kExchange] = ex;
@@ -438,20 +438,16 @@ function count(series: RequestSeries, status: number, started: number): void {
  * it), without a length. The same head and forwarding fields as the connection's last request give
  * the same text, made once.
  */
-function upstreamHead(req: ClientRequest, head: RequestHead, forwarding: string): string {
+function upstreamHead(req: ClientRequest, head: RequestHead, forwarding: string): SentHead {
   const conn = req.conn;
   const sent = conn.sent;
   if (sent !== undefined && sent.head === head && sent.forwarding === forwarding) {
-    if (!sent.flat) {
-      sent.text = flat(sent.text);
-      sent.flat = true;
-    }
-    return sent.text;
+    sent.bytes ??= Buffer.from(`${sent.text}\r\n`, "latin1");
+    return sent;
   }
   const length = head.contentLengthText === undefined || head.chunked ? "" : `Content-Length: ${head.contentLengthText}\r\n`;
   const text = `${head.method} ${head.url} HTTP/1.1\r\n${forwardedLines(head)}${length}${forwarding}`;
-  conn.sent = { head, forwarding, text, flat: false };
-  return text;
+  return (conn.sent = { head, forwarding, text, bytes: undefined });
 }
 
 function forwardedLines(head: RequestHead): string {

@@ -5,7 +5,9 @@
 // for its bookkeeping, even when the bytes went to the kernel at once and no callback waits. The
 // proxy writes two such messages a request (the upstream request head, the whole small answer),
 // on sockets whose Writable holds nothing: for those, this does what Node's own writeGeneric does
-// (a WriteWrap, the handle's writeLatin1String) and nothing else.
+// (a WriteWrap, the handle's writeLatin1String or writeBuffer) and nothing else. Bytes cost less
+// than a string here: a string is copied into bytes by Node on every write, bytes the proxy made
+// once (a repeated head) go to the kernel as they are.
 //
 // The handle's write and its state live in Node's stream_wrap binding, which process.binding
 // still exposes (documentation-only deprecated, DEP0111). Where it is missing, or the socket has
@@ -20,7 +22,8 @@ interface WriteReq {
   oncomplete: (this: WriteReq, status: number) => void;
   async: boolean;
   bytes: number;
-  buffer: null;
+  /** The bytes libuv still writes from, kept alive while it does (as Node's writeGeneric keeps them). */
+  buffer: Uint8Array | null;
   socket: net.Socket | undefined;
   done: ((arg: unknown) => void) | undefined;
   arg: unknown;
@@ -28,6 +31,7 @@ interface WriteReq {
 
 interface StreamHandle {
   writeLatin1String(req: WriteReq, text: string): number;
+  writeBuffer(req: WriteReq, bytes: Uint8Array): number;
 }
 
 interface StreamWrapBinding {
@@ -62,11 +66,24 @@ export const directWrites = binding !== undefined;
  * needs no closure.
  */
 export function writeLatin1<T>(socket: net.Socket, text: string, done?: (arg: T) => void, arg?: T): void {
+  write(socket, text, done, arg);
+}
+
+/**
+ * writeLatin1 for bytes. Returns true when they went to the kernel whole during the call: the
+ * caller may then change them at once. Otherwise (a write that waits, or one through the
+ * Writable) they are the socket's until `done` runs, and must stay as they are.
+ */
+export function writeBytes<T>(socket: net.Socket, bytes: Uint8Array, done?: (arg: T) => void, arg?: T): boolean {
+  return write(socket, bytes, done, arg);
+}
+
+function write<T>(socket: net.Socket, data: string | Uint8Array, done: ((arg: T) => void) | undefined, arg: T | undefined): boolean {
   const s = socket as DirectSocket;
   const handle = s._handle;
   if (binding === undefined || !handle || s.writableLength !== 0 || s.writableCorked !== 0 || s.connecting || s.destroyed || s.writableEnded || (s[kInFlight] ?? 0) !== 0 || typeof handle.writeLatin1String !== "function") {
-    socket.write(text, "latin1", done === undefined ? undefined : (err) => void (err ? undefined : done(arg as T)));
-    return;
+    socket.write(data, "latin1", done === undefined ? undefined : (err) => void (err ? undefined : done(arg as T)));
+    return false;
   }
   const req = spare ?? newWriteReq(binding);
   spare = undefined;
@@ -74,22 +91,24 @@ export function writeLatin1<T>(socket: net.Socket, text: string, done?: (arg: T)
   req.socket = socket;
   req.done = done as ((arg: unknown) => void) | undefined;
   req.arg = arg;
-  const err = handle.writeLatin1String(req, text);
+  const err = typeof data === "string" ? handle.writeLatin1String(req, data) : handle.writeBuffer(req, data);
   if (err !== 0) {
     socket.destroy(writeError(err));
-    return;
+    return false;
   }
   if (binding.streamBaseState[binding.kLastWriteWasAsync] !== 0) {
     // Part of it waits in libuv for the socket to take it: later writes queue behind it (through
     // the Writable, which keeps the order) until it completes. The request is libuv's until then.
     req.async = true;
+    if (typeof data !== "string") req.buffer = data;
     s[kInFlight] = (s[kInFlight] ?? 0) + 1;
-    return;
+    return false;
   }
   // Written whole at once: Node's C++ side never took hold of the request object, so the next write may use it.
   req.socket = req.done = req.arg = undefined;
   spare = req;
   if (done !== undefined) later(done, arg as T);
+  return true;
 }
 
 /**

@@ -32,7 +32,8 @@ export interface ResponseSink {
    */
   onResponseHead(status: number, head: string, hasLength: boolean, hasDate: boolean): boolean;
   onBody(chunk: Buffer): void;
-  onWholeBody(body: string): void;
+  /** The whole body at once, `buf` from `start` to `end`: bytes valid only during the call (they may be the read buffer's). */
+  onWholeBody(buf: Buffer, start: number, end: number): void;
   onResponseEnd(): void;
   onUpstreamFailure(err: NodeJS.ErrnoException, beforeResponse: boolean): void;
   /** A wait ran out; the connection is already closed and detached. */
@@ -474,8 +475,8 @@ export class UpstreamConn {
           const n = Math.min(this.remaining, buf.length - pos);
           this.remaining -= n;
           if (this.remaining === 0 && !ex.bodyWritten && n <= SMALL_BODY_BYTES) {
-            // A whole small body at once: as a latin1 string, Node sends it and the head in one write.
-            ex.onWholeBody(buf.toString("latin1", pos, pos + n));
+            // A whole small body at once: it goes out with the head in one write.
+            ex.onWholeBody(buf, pos, pos + n);
             return this.complete(ex, pos + n < buf.length);
           }
           ex.onBody(copyOut(buf, pos, pos + n));

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import net, { type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { directWrites, writeLatin1 } from "../../src/proxy/direct-write.js";
+import { directWrites, writeBytes, writeLatin1 } from "../../src/proxy/direct-write.js";
 import { sleep } from "./helpers.js";
 
 interface Pair {
@@ -28,7 +28,7 @@ function countWrites(socket: net.Socket): () => number {
   return () => n;
 }
 
-describe("writeLatin1", { timeout: 60_000 }, () => {
+describe("writeLatin1 and writeBytes", { timeout: 60_000 }, () => {
   let server: net.Server;
   let accepted: ((s: net.Socket) => void) | undefined;
 
@@ -130,6 +130,42 @@ describe("writeLatin1", { timeout: 60_000 }, () => {
     const got = (await received()).toString("latin1");
     const small = (from: number, to: number): string => Array.from({ length: to - from }, (_, i) => `${from + i},`).join("");
     assert.equal(got, `${small(0, 1000)}${big}${small(1000, 1100)}`);
+  });
+
+  it("writes bytes direct, says when they went whole, and then they are the caller's again", async () => {
+    const { client, received } = await pair();
+    const viaWritable = countWrites(client);
+    const bytes = Buffer.from("HTTP/1.1 200 OK\r\n\r\n", "latin1");
+    let called = false;
+    assert.equal(writeBytes(client, bytes, () => (called = true)), true, "went to the kernel whole");
+    bytes.fill(0x21); // the caller's again: changing them now must not change what was sent
+    await new Promise((resolve) => process.nextTick(resolve));
+    assert.equal(called, true);
+    assert.equal(viaWritable(), 0, "the direct path was taken");
+    client.end();
+    assert.equal((await received()).toString("latin1"), "HTTP/1.1 200 OK\r\n\r\n");
+  });
+
+  it("says false for bytes that wait, or go through the Writable, and sends them as they were, in order", async () => {
+    const { client, received } = await pair();
+    const big = Buffer.alloc(8 * 1024 * 1024, 0x61);
+    let bigOut = false;
+    assert.equal(writeBytes(client, big, () => (bigOut = true)), false, "the peer reads nothing: the write waits in libuv");
+    // Behind a waiting write, through the Writable: not whole either, so the caller keeps its hands off.
+    const next = Buffer.from("b".repeat(1000));
+    assert.equal(writeBytes(client, next), false);
+    writeLatin1(client, "c");
+    client.cork();
+    assert.equal(writeBytes(client, Buffer.from("d")), false, "a corked socket takes bytes through its Writable");
+    client.uncork();
+    await sleep(50);
+    assert.equal(bigOut, false);
+    client.end();
+    const got = await received();
+    assert.equal(got.length, big.length + 1002);
+    assert.equal(got.subarray(0, big.length).every((b) => b === 0x61), true);
+    assert.equal(got.subarray(big.length).toString("latin1"), `${"b".repeat(1000)}cd`);
+    assert.equal(bigOut, true);
   });
 
   it("goes through the Writable on a corked socket, so that the corked bytes come first", async () => {

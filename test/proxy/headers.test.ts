@@ -81,6 +81,28 @@ describe("proxy request headers", { timeout: 30_000 }, () => {
     assert.equal((await stats()).rejected.badRequest, before.rejected.badRequest + 1);
   });
 
+  it("names the upstream as Host on every request of an HTTP/1.0 keep-alive connection without Host, repeated or not", async () => {
+    // Answers with a length, so that the HTTP/1.0 connection stays open from one request to the next.
+    const sized = await startUpstream("sized", (req, res) => {
+      const text = JSON.stringify({ host: req.headers.host });
+      res.writeHead(200, { "content-length": Buffer.byteLength(text) }).end(text);
+    });
+    try {
+      await apply({ trustedProxies: ["127.0.0.2"] }, route("hdr", "hdr:1", [u.upstream], { host: "app.example" }), route("sized", "sized:1", [sized.upstream], { pathPrefix: "/sized" }));
+      const c = await RawClient.connect(p.server.listenPort);
+      const hostSeen = `{"host":"${sized.upstream.host}:${sized.upstream.port}"}`;
+      // The same head three times: from its second time on the proxy sends it from kept bytes.
+      for (let i = 1; i <= 3; i++) {
+        c.write("GET /sized/again HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert.ok(await c.waitFor((r) => r.split(hostSeen).length - 1 === i), `answer ${i}: ${c.received}`);
+      }
+      assert.doesNotMatch(c.received, /Connection: close/i);
+      c.destroy();
+    } finally {
+      await sized.close();
+    }
+  });
+
   it("replaces an untrusted client's X-Forwarded-*, X-Real-IP and Forwarded with what the proxy saw", async () => {
     const r = await request(`${p.base}/who`, { headers: { host: "app.example", ...FORGED }, localAddress: "127.0.0.1" });
     const seen = json<Echo>(r).headers;

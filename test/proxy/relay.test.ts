@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
-import { type TestProxy, route, startTestProxy, tableWith } from "./helpers.js";
+import { type TestProxy, route, sleep, startTestProxy, tableWith } from "./helpers.js";
 
 /**
  * An upstream that answers every request on a connection with the next of `answers` (head and
@@ -221,3 +221,119 @@ describe("response heads through the proxy", { timeout: 30_000 }, () => {
     );
   });
 });
+
+describe("whole answers written as bytes (ClientResponse.endBytes)", { timeout: 60_000 }, () => {
+  /** Each answer's body: 12,000 bytes of its request's path repeated, so that any byte in the wrong answer shows. */
+  const bodyFor = (path: string): string => path.repeat(Math.ceil(12_000 / path.length)).slice(0, 12_000);
+
+  it("a client that reads nothing while others are answered gets each of its answers as the upstream sent it", async () => {
+    // An answer that waits in libuv for this client keeps the buffer it was written from; the
+    // other client's answers, written meanwhile, must go into another one.
+    const upstream = await startPathUpstream((path) => `HTTP/1.1 200 OK\r\nContent-Length: 12000\r\nX-Path: ${path}\r\n\r\n${bodyFor(path)}`);
+    const p = await startTestProxy();
+    try {
+      await p.proxy.apply(tableWith(2, {}, route("bytes", "bytes:1", [{ id: "u", host: "127.0.0.1", port: upstream.port }])));
+      const port = Number(new URL(p.base).port);
+      const stalled = net.connect(port, "127.0.0.1");
+      stalled.on("error", () => undefined);
+      await new Promise((resolve) => stalled.once("connect", resolve));
+      stalled.pause();
+      const count = 1_500; // 18 MB of answers: more than loopback's socket buffers hold
+      for (let i = 0; i < count; i++) stalled.write(`GET /stalled/${i} HTTP/1.1\r\nHost: bytes.test\r\n\r\n`);
+      await sleep(300);
+      // Meanwhile another client is answered, one request at a time.
+      const others = await exchange(p.base, 200);
+      others.forEach((a, i) => assert.equal(a.body, bodyFor(`/r${i}`), `answer ${i} to the reading client`));
+      // Now the stalled client reads everything it was sent.
+      const got = await readAnswers(stalled, count);
+      got.forEach((a, i) => {
+        assert.ok(a.head.includes(`X-Path: /stalled/${i}\r\n`), `answer ${i}'s head: ${a.head}`);
+        assert.equal(a.body, bodyFor(`/stalled/${i}`), `answer ${i}'s body`);
+      });
+      stalled.destroy();
+    } finally {
+      await p.close();
+      await upstream.close();
+    }
+  });
+
+  it("writes the Date of the second the answer goes out, not the one its head bytes were first made in", async () => {
+    const upstream = await startPathUpstream(() => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    const p = await startTestProxy();
+    try {
+      await p.proxy.apply(tableWith(2, {}, route("bytes", "bytes:1", [{ id: "u", host: "127.0.0.1", port: upstream.port }])));
+      // One connection throughout: its answers' head bytes are kept from one answer to the next.
+      const socket = net.connect(Number(new URL(p.base).port), "127.0.0.1");
+      socket.setEncoding("latin1");
+      let buf = "";
+      socket.on("data", (d: string) => (buf += d));
+      const ask = async (): Promise<number> => {
+        buf = "";
+        socket.write("GET / HTTP/1.1\r\nHost: bytes.test\r\n\r\n");
+        while (!buf.endsWith("\r\n\r\nok")) await sleep(5);
+        return Date.parse(/\r\nDate: ([^\r]+)\r\n/.exec(buf)![1]!);
+      };
+      const first = [await ask(), await ask()];
+      await sleep(1_100);
+      const later = await ask();
+      socket.destroy();
+      assert.ok(first[1]! - first[0]! <= 1_000);
+      assert.ok(later > first[1]!, `a later second, a later Date: ${new Date(first[1]!).toUTCString()} then ${new Date(later).toUTCString()}`);
+      assert.ok(Math.abs(later - Date.now()) < 2_000);
+    } finally {
+      await p.close();
+      await upstream.close();
+    }
+  });
+});
+
+/** An upstream that answers each request (keep-alive, pipelined or not) with answer(path). */
+async function startPathUpstream(answer: (path: string) => string): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => undefined);
+    let buf = "";
+    socket.on("data", (d: Buffer) => {
+      buf += d.toString("latin1");
+      for (let end = buf.indexOf("\r\n\r\n"); end !== -1; end = buf.indexOf("\r\n\r\n")) {
+        const path = buf.slice(buf.indexOf(" ") + 1, buf.indexOf(" HTTP/"));
+        buf = buf.slice(end + 4);
+        socket.write(answer(path), "latin1");
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Reads `count` answers with a Content-Length each from a paused socket: heads and bodies. */
+async function readAnswers(socket: net.Socket, count: number): Promise<{ head: string; body: string }[]> {
+  let buf = "";
+  const out: { head: string; body: string }[] = [];
+  await new Promise<void>((resolve, reject) => {
+    socket.on("data", (d: Buffer) => {
+      buf += d.toString("latin1");
+      for (;;) {
+        const end = buf.indexOf("\r\n\r\n");
+        if (end === -1) return;
+        const head = buf.slice(0, end + 2);
+        const n = Number(/\r\nContent-Length: (\d+)\r\n/i.exec(head)?.[1] ?? "0");
+        if (buf.length < end + 4 + n) return;
+        out.push({ head, body: buf.slice(end + 4, end + 4 + n) });
+        buf = buf.slice(end + 4 + n);
+        if (out.length === count) return resolve();
+      }
+    });
+    socket.on("close", () => reject(new Error(`closed after ${out.length} of ${count} answers`)));
+    socket.resume();
+  });
+  return out;
+}
