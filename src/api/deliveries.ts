@@ -4,7 +4,9 @@
 // "Redeliver") runs again, once however many copies arrive.
 import { createHash } from "node:crypto";
 import { RELEASE_NAME } from "../deploy/release.js";
+import { ownerIsDeadHere } from "../deploy/lock-owner.js";
 import type { HistoryEntry, Store } from "../state/contract.js";
+import { agentId } from "../state/leader.js";
 import { internalKey } from "../state/namespace.js";
 
 /** How many delivery ids a service remembers: replays older than that many deliveries run again. */
@@ -33,7 +35,11 @@ export interface Delivery {
   attempt: number;
   /** The delivery id its sender gave (X-GitHub-Delivery, Idempotency-Key) on the claim that stands, for operators; null for none. */
   delivery: string | null;
+  /** The agent that claimed it ("host:pid"); null in records from before claims named one. */
+  agent: string | null;
 }
+
+const AGENT_ID = /^\S+:\d+$/;
 
 /**
  * The key of a signed delivery: GitHub's signature covers the body only, not X-GitHub-Delivery, so
@@ -52,7 +58,8 @@ export function deliveryRecord(text: string | undefined): Delivery | undefined {
       // A record from before outcomes were kept reads as running: its history entry, if any, decides.
       const outcome = v.outcome === "succeeded" || v.outcome === "failed" ? v.outcome : "running";
       const delivery = typeof v.delivery === "string" ? v.delivery : null;
-      return { at: Number(v.at) || 0, release: v.release, historyId: v.historyId ?? null, outcome, attempt: Number.isInteger(v.attempt) && v.attempt! > 0 ? v.attempt! : 1, delivery };
+      const agent = typeof v.agent === "string" && AGENT_ID.test(v.agent) ? v.agent : null;
+      return { at: Number(v.at) || 0, release: v.release, historyId: v.historyId ?? null, outcome, attempt: Number.isInteger(v.attempt) && v.attempt! > 0 ? v.attempt! : 1, delivery, agent };
     }
   } catch { /* not one of ours */ }
   return undefined;
@@ -61,11 +68,14 @@ export function deliveryRecord(text: string | undefined): Delivery | undefined {
 /**
  * Whether a delivery's deploy is over, and how. A record says running until its deploy settles;
  * if the agent died or lost its lock meanwhile, the history entry it points to (which recovery
- * closes) says how it ended. A claim with no history entry yet is still planning or waiting.
+ * closes) says how it ended. A claim with no history entry yet is still planning or waiting,
+ * unless the agent that claimed it is a process of this host that is gone: it died before its
+ * deploy began, so nothing ran, and the delivery failed (a redelivery runs it).
  * unknown: the entry is too far back to be running, and how it ended is not known.
  */
 export async function settledOutcome(store: Store, service: string, d: Delivery): Promise<DeliveryOutcome | "unknown"> {
-  if (d.outcome !== "running" || d.historyId === null) return d.outcome;
+  if (d.outcome !== "running") return d.outcome;
+  if (d.historyId === null) return d.agent !== null && ownerIsDeadHere(`agent ${d.agent}`) ? "failed" : "running";
   const entry = (await store.listHistory(service, DELIVERY_HISTORY_LOOKBACK)).find((h) => h.id === d.historyId);
   return entry ? entryOutcome(entry.outcome) : "unknown";
 }
@@ -84,11 +94,12 @@ export type ClaimResult =
  * Claims a delivery key for one run of its deploy, atomically: a new key by creating its record,
  * a failed one by replacing the record read (compare-and-set on its revision). Of any number of
  * copies sent at once, one wins; the others get the record that stands, to answer duplicate.
- * delivery: the id the sender gave, kept in the record beside the key.
+ * delivery: the id the sender gave, kept in the record beside the key. The record names this
+ * agent, so that a claim it leaves when it dies before its deploy begins is not running for ever.
  */
 export async function claimDelivery(store: Store, service: string, id: string, release: string, delivery: string | null = null): Promise<ClaimResult> {
   const key = hookKeys.delivery(service, id);
-  const fresh = (attempt: number): Delivery => ({ at: Date.now(), release, historyId: null, outcome: "running", attempt, delivery });
+  const fresh = (attempt: number): Delivery => ({ at: Date.now(), release, historyId: null, outcome: "running", attempt, delivery, agent: agentId() });
   const created = await store.put(key, JSON.stringify(fresh(1)), { prevRevision: 0 });
   if (created.ok) return { won: true, claim: new DeliveryClaim(store, key, created.revision, fresh(1)) };
   const kv = await store.get(key);

@@ -3,12 +3,15 @@
 // and why, replays answered but not run twice (a signed one without a delivery id too), and
 // redeliveries of failed ones run again, once.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import http from "node:http";
+import os from "node:os";
 import { after, before, describe, it } from "node:test";
 import { claimDelivery, deliveryRecord, hookKeys } from "../../src/api/deliveries.js";
 import { githubSignature, releaseFromPayload, signatureMatches } from "../../src/api/hooks.js";
 import type { NewHistoryEntry } from "../../src/state/contract.js";
+import { agentId } from "../../src/state/leader.js";
 import { MemoryStore } from "../../src/state/memory.js";
 import { startHarness, type Harness } from "./harness.js";
 
@@ -75,7 +78,7 @@ describe("a delivery's record", () => {
     assert.ok(!copy.won && copy.outcome === "running");
     await first.claim.update({ historyId: 7 });
     await first.claim.update({ outcome: "failed" });
-    assert.deepEqual({ ...(await read()), at: 0 }, { at: 0, release: "v1", historyId: 7, outcome: "failed", attempt: 1, delivery: null });
+    assert.deepEqual({ ...(await read()), at: 0 }, { at: 0, release: "v1", historyId: 7, outcome: "failed", attempt: 1, delivery: null, agent: agentId() });
     const redelivery = await claimDelivery(store, "books", "d1", "v1");
     assert.ok(redelivery.won && redelivery.claim.attempt === 2);
     // The first run's last write, arriving late, loses its compare-and-set.
@@ -366,6 +369,30 @@ describe("POST /v1/hooks/<service>", () => {
     assert.deepEqual([(await send("job-running")).json.outcome, (await send("job-succeeded")).json.outcome], ["running", "succeeded"]);
     assert.equal((await send("job-old")).json.attempt, 2);
     assert.equal(h.deploys.length, before + 2);
+  });
+
+  it("a claim whose agent died before its deploy began runs again on redelivery; one a living or unknown agent holds stays running", async () => {
+    // A pid that was this host's and is gone: the agent that claimed died between its claim and its history entry.
+    const gone = spawnSync(process.execPath, ["-e", ""]).pid;
+    const claimed = (agent: string | undefined) => JSON.stringify({ at: Date.now(), release: "v1", historyId: null, outcome: "running", attempt: 1, ...(agent ? { agent } : {}) });
+    await h.store.put(hookKeys.delivery("api", "claim-dead"), claimed(`${os.hostname()}:${gone}`));
+    await h.store.put(hookKeys.delivery("api", "claim-alive"), claimed(`${os.hostname()}:${process.ppid}`));
+    await h.store.put(hookKeys.delivery("api", "claim-elsewhere"), claimed(`another-host.test:${gone}`));
+    await h.store.put(hookKeys.delivery("api", "claim-unnamed"), claimed(undefined));
+    const send = (key: string) => post("/v1/hooks/api", JSON.stringify({ release: "v1" }), { authorization: `Bearer ${h.adminToken}`, "idempotency-key": key });
+    const before = h.deploys.length;
+    const rerun = await send("claim-dead");
+    assert.equal(rerun.status, 200, JSON.stringify(rerun.json));
+    assert.equal(rerun.json.attempt, 2);
+    assert.equal(h.deploys.length, before + 1);
+    for (const key of ["claim-alive", "claim-elsewhere", "claim-unnamed"]) {
+      const r = await send(key);
+      assert.equal(r.json.duplicate, true, `${key}: ${JSON.stringify(r.json)}`);
+      assert.equal(r.json.outcome, "running", key);
+    }
+    assert.equal(h.deploys.length, before + 1, "nothing else ran");
+    // The rerun's record names the agent that claimed it now.
+    assert.equal(deliveryRecord((await h.store.get(hookKeys.delivery("api", "claim-dead")))?.value)?.agent, agentId());
   });
 
   it("refuses a bad signature, a body altered by one byte, and no credentials, with 401 and nothing deployed", async () => {
