@@ -10,9 +10,17 @@ import { type TestProxy, route, sleep, startTestProxy, tableWith } from "./helpe
  * An upstream that answers every request on a connection with the next of `answers` (head and
  * body), keeping the connection; a HEAD gets the answer's first head alone, as a server sends it.
  */
-async function startCannedUpstream(answers: string[]): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
+function startCannedUpstream(answers: string[]): Promise<{ port: number; close(): Promise<void> }> {
   let next = 0;
+  return startAnsweringUpstream((head) => {
+    const answer = answers[next++ % answers.length]!;
+    return head.startsWith("HEAD ") ? answer.slice(0, answer.indexOf("\r\n\r\n") + 4) : answer;
+  });
+}
+
+/** An upstream that answers each request head it reads (keep-alive, pipelined or not) with answer(head); bodies are not expected. */
+async function startAnsweringUpstream(answer: (head: string) => string): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
@@ -21,10 +29,9 @@ async function startCannedUpstream(answers: string[]): Promise<{ port: number; c
     socket.on("data", (d: Buffer) => {
       buf += d.toString("latin1");
       for (let end = buf.indexOf("\r\n\r\n"); end !== -1; end = buf.indexOf("\r\n\r\n")) {
-        const head = buf.startsWith("HEAD ");
+        const head = buf.slice(0, end + 4);
         buf = buf.slice(end + 4);
-        const answer = answers[next++ % answers.length]!;
-        socket.write(head ? answer.slice(0, answer.indexOf("\r\n\r\n") + 4) : answer, "latin1");
+        socket.write(answer(head), "latin1");
       }
     });
   });
@@ -229,7 +236,7 @@ describe("whole answers written as bytes (ClientResponse.endBytes)", { timeout: 
   it("a client that reads nothing while others are answered gets each of its answers as the upstream sent it", async () => {
     // An answer that waits in libuv for this client keeps the buffer it was written from; the
     // other client's answers, written meanwhile, must go into another one.
-    const upstream = await startPathUpstream((path) => `HTTP/1.1 200 OK\r\nContent-Length: 12000\r\nX-Path: ${path}\r\n\r\n${bodyFor(path)}`);
+    const upstream = await startAnsweringUpstream((head) => `HTTP/1.1 200 OK\r\nContent-Length: 12000\r\nX-Path: ${pathOf(head)}\r\n\r\n${bodyFor(pathOf(head))}`);
     const p = await startTestProxy();
     try {
       await p.proxy.apply(tableWith(2, {}, route("bytes", "bytes:1", [{ id: "u", host: "127.0.0.1", port: upstream.port }])));
@@ -258,7 +265,7 @@ describe("whole answers written as bytes (ClientResponse.endBytes)", { timeout: 
   });
 
   it("writes the Date of the second the answer goes out, not the one its head bytes were first made in", async () => {
-    const upstream = await startPathUpstream(() => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    const upstream = await startAnsweringUpstream(() => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     const p = await startTestProxy();
     try {
       await p.proxy.apply(tableWith(2, {}, route("bytes", "bytes:1", [{ id: "u", host: "127.0.0.1", port: upstream.port }])));
@@ -287,31 +294,9 @@ describe("whole answers written as bytes (ClientResponse.endBytes)", { timeout: 
   });
 });
 
-/** An upstream that answers each request (keep-alive, pipelined or not) with answer(path). */
-async function startPathUpstream(answer: (path: string) => string): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => undefined);
-    let buf = "";
-    socket.on("data", (d: Buffer) => {
-      buf += d.toString("latin1");
-      for (let end = buf.indexOf("\r\n\r\n"); end !== -1; end = buf.indexOf("\r\n\r\n")) {
-        const path = buf.slice(buf.indexOf(" ") + 1, buf.indexOf(" HTTP/"));
-        buf = buf.slice(end + 4);
-        socket.write(answer(path), "latin1");
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
+/** The request target of a request head. */
+function pathOf(head: string): string {
+  return head.slice(head.indexOf(" ") + 1, head.indexOf(" HTTP/"));
 }
 
 /** Reads `count` answers with a Content-Length each from a paused socket: heads and bodies. */
