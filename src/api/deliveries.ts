@@ -68,16 +68,29 @@ export function deliveryRecord(text: string | undefined): Delivery | undefined {
 /**
  * Whether a delivery's deploy is over, and how. A record says running until its deploy settles;
  * if the agent died or lost its lock meanwhile, the history entry it points to (which recovery
- * closes) says how it ended. A claim with no history entry yet is still planning or waiting,
- * unless the agent that claimed it is a process of this host that is gone: it died before its
- * deploy began, so nothing ran, and the delivery failed (a redelivery runs it).
+ * closes) says how it ended. A record with no history id yet (the deploy had not begun, or the
+ * id was never written: the agent died first, or the store failed) is settled by the entry whose
+ * actor names this delivery and attempt, if there is one; with none, it is still planning or
+ * waiting, unless the agent that claimed it is a process of this host that is gone: then nothing
+ * ran, and the delivery failed (a redelivery runs it). `key`: what the delivery is known by.
  * unknown: the entry is too far back to be running, and how it ended is not known.
  */
-export async function settledOutcome(store: Store, service: string, d: Delivery): Promise<DeliveryOutcome | "unknown"> {
+export async function settledOutcome(store: Store, service: string, key: string, d: Delivery): Promise<DeliveryOutcome | "unknown"> {
   if (d.outcome !== "running") return d.outcome;
-  if (d.historyId === null) return d.agent !== null && ownerIsDeadHere(`agent ${d.agent}`) ? "failed" : "running";
-  const entry = (await store.listHistory(service, DELIVERY_HISTORY_LOOKBACK)).find((h) => h.id === d.historyId);
+  const recent = await store.listHistory(service, DELIVERY_HISTORY_LOOKBACK);
+  if (d.historyId === null) {
+    const suffix = deliveryActorSuffix(d.delivery ?? key, d.attempt);
+    const entry = recent.find((h) => h.actor.startsWith("webhook (") && h.actor.endsWith(suffix));
+    if (entry) return entryOutcome(entry.outcome);
+    return d.agent !== null && ownerIsDeadHere(`agent ${d.agent}`) ? "failed" : "running";
+  }
+  const entry = recent.find((h) => h.id === d.historyId);
   return entry ? entryOutcome(entry.outcome) : "unknown";
+}
+
+/** How a webhook deploy's actor ends for a delivery known as `named`, run the attempt-th time (hooks.ts writes it). */
+export function deliveryActorSuffix(named: string, attempt: number): string {
+  return `, delivery ${named}${attempt > 1 ? `, attempt ${attempt}` : ""})`;
 }
 
 function entryOutcome(outcome: HistoryEntry["outcome"]): DeliveryOutcome {
@@ -106,7 +119,7 @@ export async function claimDelivery(store: Store, service: string, id: string, r
   const earlier = deliveryRecord(kv?.value);
   // Not ours, or forgotten between the two reads: answered as a duplicate, as before outcomes were kept.
   if (!kv || !earlier) return { won: false, earlier, outcome: earlier?.outcome ?? null };
-  const outcome = await settledOutcome(store, service, earlier);
+  const outcome = await settledOutcome(store, service, id, earlier);
   if (outcome !== "failed") return { won: false, earlier, outcome };
   const again = fresh(earlier.attempt + 1);
   const retaken = await store.put(key, JSON.stringify(again), { prevRevision: kv.modRevision });

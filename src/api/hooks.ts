@@ -10,7 +10,7 @@ import { isLockLost } from "../deploy/lock.js";
 import { RELEASE_NAME } from "../deploy/release.js";
 import { TurquoiseError, errorMessage } from "../errors.js";
 import type { ServiceSpec, WebhookSpec } from "../spec/types.js";
-import { bodyDeliveryKey, claimDelivery, forgetOldDeliveries, type DeliveryClaim } from "./deliveries.js";
+import { bodyDeliveryKey, claimDelivery, deliveryActorSuffix, forgetOldDeliveries, type DeliveryClaim } from "./deliveries.js";
 import type { ApiHost } from "./host.js";
 import { errorBody, send, sendError } from "./http.js";
 import { readRawBody } from "../util/http-body.js";
@@ -144,7 +144,7 @@ export async function handleHook(agent: ApiHost, service: string, req: http.Inco
 
     const attempt = claim?.attempt ?? null;
     const named = delivery ?? key;
-    const actor = `webhook (${who}${sender(payload)}${named ? `, delivery ${named}` : ""}${attempt !== null && attempt > 1 ? `, attempt ${attempt}` : ""})`;
+    const actor = `webhook (${who}${sender(payload)}${named ? deliveryActorSuffix(named, attempt ?? 1) : ")"}`;
     const record = async (patch: Parameters<DeliveryClaim["update"]>[0]): Promise<void> => {
       await claim?.update(patch).catch((e: unknown) => agent.event(service, "hook.unrecorded", `delivery ${named} of ${service} was not recorded as ${patch.outcome ?? "started"}: ${errorMessage(e)}`, { delivery, key: key ?? null }));
     };

@@ -159,6 +159,11 @@ export class ClientConn {
   answerBase: string | undefined = undefined;
   answerTail: string | undefined = undefined;
   answerBytes: Buffer | undefined = undefined;
+  /**
+   * Whole answers may go as bytes (endBytes): a plain TCP socket. A TLS socket's write never ends
+   * at once (it completes from a later tick), so each would keep endBytes' buffer and need a new one.
+   */
+  readonly bytesAnswers: boolean;
   /** Upgraded: the socket's reads go to whoever took it, as "data" events. */
   private handedOver = false;
   // The sweeper's view: the data path bumps `step` when a wait starts; the sweeper times it from
@@ -172,6 +177,7 @@ export class ClientConn {
     this.server = server;
     this.socket = socket;
     this.maxHeaderBytes = server.maxHeaderSize;
+    this.bytesAnswers = (socket as { encrypted?: boolean }).encrypted !== true;
     // Plain and TLS sockets alike read into the worker's one buffer (read-buffer.ts), else as a stream.
     if (!acceptedReadInto(socket, this.onRead)) socket.on("data", this.onData);
     socket.on("end", this.onEnd);
@@ -884,7 +890,7 @@ export class ClientResponse extends Events {
     const base = this.relayBase;
     const tail = this.relayTail;
     const n = end - start;
-    if (base === undefined || tail === undefined || this.head === undefined || this.writableEnded || this.destroyed || this.noBody || n === 0) {
+    if (base === undefined || tail === undefined || this.head === undefined || this.writableEnded || this.destroyed || this.noBody || n === 0 || !this.conn.bytesAnswers) {
       return this.end(buf.toString("latin1", start, end), "latin1");
     }
     const conn = this.conn;

@@ -391,6 +391,22 @@ describe("POST /v1/hooks/<service>", () => {
       assert.equal(r.json.outcome, "running", key);
     }
     assert.equal(h.deploys.length, before + 1, "nothing else ran");
+    // No history id in the record, but a history entry naming the delivery: the id was never
+    // written (the agent died just after its deploy began, or the store failed). The entry decides.
+    const ran = (outcome: NewHistoryEntry["outcome"], named: string, attempt = 1) => h.store.addHistory({
+      service: "api", kind: "deploy", release: "v1", previousRelease: null, via: null, actor: `webhook (token${attempt > 1 ? `, delivery ${named}, attempt ${attempt})` : `, delivery ${named})`}`,
+      startedAt: Date.now(), finishedAt: Date.now(), outcome, plan: [], steps: [], error: null,
+    });
+    await ran("succeeded", "ran-dead");
+    await ran("failed", "ran-alive", 2);
+    await ran("succeeded", "ran-alive"); // the first attempt's entry: not this record's
+    await h.store.put(hookKeys.delivery("api", "ran-dead"), claimed(`${os.hostname()}:${gone}`));
+    await h.store.put(hookKeys.delivery("api", "ran-alive"), JSON.stringify({ at: Date.now(), release: "v1", historyId: null, outcome: "running", attempt: 2, agent: `${os.hostname()}:${process.ppid}` }));
+    const ranDead = await send("ran-dead");
+    assert.deepEqual([ranDead.json.duplicate, ranDead.json.outcome], [true, "succeeded"], "its deploy ran and succeeded: not run again");
+    const ranAlive = await send("ran-alive");
+    assert.equal(ranAlive.json.attempt, 3, `its second attempt's entry failed: it runs again (${JSON.stringify(ranAlive.json)})`);
+    assert.equal(h.deploys.length, before + 2);
     // The rerun's record names the agent that claimed it now.
     assert.equal(deliveryRecord((await h.store.get(hookKeys.delivery("api", "claim-dead")))?.value)?.agent, agentId());
   });
