@@ -45,6 +45,17 @@ export class DataServer {
     return listenOn(this.server, where);
   }
 
+  /**
+   * Stops accepting on both listeners and goes on serving the connections it has: their requests,
+   * timeouts and keep-alive are as before. A supervised worker's sockets stay its supervisor's.
+   */
+  pauseAccepting(): void {
+    // net.Server's close, not ClientServer's: that one also stops the sweep of idle and slow connections.
+    if (this.server.listening) net.Server.prototype.close.call(this.server);
+    const edge = this.plane.edge;
+    if (edge?.server.listening) edge.stopAccepting(() => undefined);
+  }
+
   /** Terminates TLS on a second listener, with the certificates the table names; its connections join this server's. */
   async listenTls(where: ListenAt, storeOptions: CertStoreOptions): Promise<net.AddressInfo> {
     const edge = this.plane.edge ?? this.plane.enableTls(storeOptions);
@@ -93,15 +104,26 @@ export class DataServer {
   }
 }
 
-export type ListenAt = { host: string; port: number } | { fd: number };
+/** An address; a listening socket inherited as a file descriptor; or one's handle, handed over IPC. */
+export type ListenAt = { host: string; port: number } | { fd: number } | { handle: object };
 
 function listenOn(server: net.Server, where: ListenAt): Promise<net.AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen({ ...where, backlog: LISTEN_BACKLOG }, () => {
+    const listening = (): void => {
       server.off("error", reject);
       resolve(server.address() as net.AddressInfo);
-    });
+    };
+    if ("host" in where) {
+      server.listen({ ...where, backlog: LISTEN_BACKLOG }, listening);
+      return;
+    }
+    if ("fd" in where) server.listen({ fd: where.fd }, listening);
+    else server.listen(where.handle, listening);
+    // On a descriptor or a handle Node listens with its default backlog of 511, whatever it is
+    // asked for, and the backlog is the socket's: the queue the connections wait in while workers
+    // are replaced would shrink to it. The same listen() again, at once, sets it.
+    (server as unknown as { _handle?: { listen?(backlog: number): number } })._handle?.listen?.(LISTEN_BACKLOG);
   });
 }
 

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -40,6 +41,23 @@ function noFailures(counts: LoadCounts): Omit<LoadCounts, "ok" | "started" | "cl
 }
 
 const NO_FAILURES = { badStatus: 0, refused: 0, reset: 0, timeout: 0, other: 0 };
+
+/** Opens n connections at once and closes them: how many connected, and how many took a second or more (a dropped SYN). */
+async function connectBurst(port: number, n: number): Promise<{ connected: number; slow: number }> {
+  const started = performance.now();
+  const times = await Promise.all(
+    Array.from({ length: n }, () =>
+      new Promise<number>((resolve, reject) => {
+        const socket = net.connect(port, "127.0.0.1", () => {
+          resolve(performance.now() - started);
+          socket.destroy();
+        });
+        socket.once("error", reject);
+      }),
+    ),
+  );
+  return { connected: times.length, slow: times.filter((t) => t >= 900).length };
+}
 
 describe("proxy supervisor", { timeout: 120_000 }, () => {
   const dirs: string[] = [];
@@ -363,6 +381,18 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
       assert.equal(json(await request(`http://127.0.0.1:${s.listenPort}/`)).id, "steady", "the promoted spare serves meanwhile");
     } finally {
       await s.stop(1_000);
+    }
+  });
+
+  it("the accept queue holds 4,096 connections while no worker accepts, not Node's 511", async () => {
+    const { p } = await spawn(1);
+    const [w] = await serving(p.proxy);
+    process.kill(w!.pid, "SIGSTOP");
+    try {
+      // Past 511 a full queue drops the SYN, and the client tries again a second later.
+      assert.deepEqual(await connectBurst(p.listenPort, 700), { connected: 700, slow: 0 });
+    } finally {
+      process.kill(w!.pid, "SIGCONT");
     }
   });
 
