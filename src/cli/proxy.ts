@@ -72,7 +72,7 @@ examples:
     } catch (e) {
       throw new TurquoiseError("USAGE", `--drain-timeout: ${errorMessage(e)}`);
     }
-    const r = await upgradeProxy(spec.stateDir, { workers: resolveWorkers(spec.proxy.workers), ...(drainTimeoutMs === undefined ? {} : { drainTimeoutMs }) });
+    const r = await upgradeProxy(spec.stateDir, { workers: resolveWorkers(spec.proxy.workers), accept: spec.proxy.accept, ...(drainTimeoutMs === undefined ? {} : { drainTimeoutMs }) });
     if (ctx.json) return printJson(ctx, r);
     ctx.out(`proxy upgraded: generation ${r.generation}, worker(s) ${r.started.join(", ")} serving after ${formatMs(r.readyMs)}`);
     ctx.out(`${r.retired.length} old worker(s) (${r.retired.join(", ") || "none"}) drained and gone after ${formatMs(r.durationMs)}`);

@@ -106,5 +106,8 @@ export function registerProxyMetrics(registry: Registry, read: () => ProxyRead |
   family("turquoise_proxy_workers", "gauge", "The proxy's worker processes by state (starting, standby: a spare, serving, retiring).", (m) =>
     Object.entries(m.workers?.states ?? {}).map(([state, value]) => ({ value, labels: { state } })),
   );
+  family("turquoise_proxy_workers_accepting", "gauge", "Serving proxy workers that accept new connections (with proxy.accept adaptive, as many as the cores can run).", (m) =>
+    m.workers?.accepting === undefined ? [] : [{ value: m.workers.accepting, labels: {} }],
+  );
   family("turquoise_proxy_worker_restarts_total", "counter", "Proxy workers that died unasked and were replaced.", (m) => (m.workers ? [{ value: m.workers.restarts, labels: {} }] : []));
 }

@@ -187,6 +187,8 @@ export interface SpawnProxyOptions {
   tlsListen?: { host: string; port: number };
   /** Worker processes sharing the socket; "auto": one per core. 1 by default. */
   workers?: number | "auto";
+  /** How many of them accept new connections (supervisor.ts AcceptMode); the proxy's default when absent. */
+  accept?: "adaptive" | "all";
   nodePath?: string;
   timeoutMs?: number;
   /** The proxy's log level and format (through its environment); its own defaults when absent. */
@@ -223,6 +225,7 @@ export async function spawnProxy(opts: SpawnProxyOptions): Promise<RunningProxy>
       listen,
       ...(opts.tlsListen ? ["--tls-listen", hostPort(opts.tlsListen.host, opts.tlsListen.port)] : []),
       ...(opts.workers === undefined ? [] : ["--workers", String(opts.workers)]),
+      ...(opts.accept === undefined ? [] : ["--accept", opts.accept]),
     ];
     child = spawn(opts.nodePath ?? process.execPath, args, {
       detached: true,

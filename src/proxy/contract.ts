@@ -281,7 +281,7 @@ export interface ProxyMetrics {
   /** Tunnels opened (an upstream answered 101). */
   tunnelsOpened: number;
   /** A supervised proxy's worker processes: by state now, and those that died unasked and were replaced. */
-  workers?: { states: Record<string, number>; restarts: number };
+  workers?: { states: Record<string, number>; restarts: number; accepting?: number };
 }
 
 export interface RequestSeriesCounts {

@@ -30,6 +30,8 @@ export interface WorkerInfo {
   state: "starting" | "standby" | "serving" | "retiring";
   /** Epoch ms. */
   startedAt: number;
+  /** Serving and accepting new connections (a serving worker that does not serves the ones it has). */
+  accepting?: boolean;
   /** Grows by one with each in-place upgrade. */
   generation: number;
 }
@@ -41,6 +43,8 @@ export interface HealthInfo {
   /** A supervised proxy's workers, and how many it keeps serving. */
   workers?: WorkerInfo[];
   workerCount?: number;
+  /** How the serving workers share new connections (supervisor.ts AcceptMode). */
+  accept?: "adaptive" | "all";
 }
 
 /** GET /tls: the TLS listener, the certificates the workers serve, and the ACME hosts. */
@@ -53,6 +57,8 @@ export interface TlsStatus {
 export interface UpgradeOptions {
   /** How many workers the new generation has; the current count when absent. */
   workers?: number;
+  /** Which of them accept new connections from then on; as now when absent. */
+  accept?: "adaptive" | "all";
   /** How long the old workers may finish in-flight requests (and tunnels) before they are cut. */
   drainTimeoutMs?: number;
 }
@@ -232,12 +238,16 @@ export class ControlPlane {
         return this.events(res, after, Math.min(waitMs, MAX_EVENTS_WAIT_MS));
       }
       case "POST /upgrade": {
-        const body = (await readJson(req)) as { workers?: unknown; drainTimeoutMs?: unknown } | null;
+        const body = (await readJson(req)) as { workers?: unknown; accept?: unknown; drainTimeoutMs?: unknown } | null;
         if (!this.backend.upgrade) throw new HttpError(404, "this proxy runs without a supervisor: it cannot upgrade in place");
         const opts: UpgradeOptions = {};
         if (body?.workers !== undefined) {
           if (typeof body.workers !== "number" || !Number.isInteger(body.workers) || body.workers < 1 || body.workers > MAX_WORKERS) throw new HttpError(400, `workers must be an integer from 1 to ${MAX_WORKERS}`);
           opts.workers = body.workers;
+        }
+        if (body?.accept !== undefined) {
+          if (body.accept !== "adaptive" && body.accept !== "all") throw new HttpError(400, `accept must be adaptive or all, got ${JSON.stringify(body.accept)}`);
+          opts.accept = body.accept;
         }
         if (body?.drainTimeoutMs !== undefined) {
           if (typeof body.drainTimeoutMs !== "number" || !(body.drainTimeoutMs >= 0)) throw new HttpError(400, "drainTimeoutMs must be a number ≥ 0");

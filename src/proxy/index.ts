@@ -20,6 +20,8 @@ export interface ProxyOptions {
   nginx: { binary: string; template?: string; container?: string };
   /** The built-in proxy's workers: a count, or one per core. */
   workers: number | "auto";
+  /** Which of them accept new connections. */
+  accept?: "adaptive" | "all";
   /** The spec file, named in what the factory logs. */
   specFile: string;
   /** The log settings a proxy process it starts gets; its own defaults when absent. */
@@ -62,15 +64,20 @@ export async function openProxy(opts: ProxyOptions, log: Logger): Promise<Opened
     adopted = undefined;
   }
   const workers = resolveWorkers(opts.workers);
-  if (adopted && adopted.workers !== workers) {
+  // A proxy from before proxy.accept says no mode: it accepts on every worker.
+  const acceptNow = adopted ? ((await adopted.proxy.health()).accept ?? "all") : undefined;
+  const acceptChanged = adopted !== undefined && opts.accept !== undefined && acceptNow !== opts.accept;
+  if (adopted && (adopted.workers !== workers || acceptChanged)) {
     // No restart for that: an in-place upgrade refuses no connection.
-    const said = `the running proxy has ${adopted.workers} worker(s) but ${opts.specFile} says ${opts.workers}`;
-    await adopted.proxy.upgrade({ workers }).then(
-      () => log.info("proxy.upgraded", `${said}: upgraded it in place to ${workers}`),
+    const said = acceptChanged
+      ? `the running proxy has ${adopted.workers} worker(s) accepting ${acceptNow} but ${opts.specFile} says ${opts.workers}, ${opts.accept}`
+      : `the running proxy has ${adopted.workers} worker(s) but ${opts.specFile} says ${opts.workers}`;
+    await adopted.proxy.upgrade({ workers, ...(acceptChanged ? { accept: opts.accept } : {}) }).then(
+      () => log.info("proxy.upgraded", `${said}: upgraded it in place`),
       (e: unknown) => log.error("proxy.upgrade-failed", `${said}, and it could not be upgraded in place (${e instanceof Error ? e.message : e}); it keeps serving as it is`),
     );
   }
-  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, ...(opts.tls ? { tlsListen: opts.tls } : {}), workers: opts.workers, ...(opts.log ? { log: opts.log } : {}) }).catch((e: unknown) => {
+  const proxied = adopted ?? (await spawnProxy({ stateDir: opts.stateDir, listenHost: opts.host, listenPort: opts.port, ...(opts.tls ? { tlsListen: opts.tls } : {}), workers: opts.workers, ...(opts.accept ? { accept: opts.accept } : {}), ...(opts.log ? { log: opts.log } : {}) }).catch((e: unknown) => {
     throw e instanceof TurquoiseError && e.code === "CONFLICT" && e.data.addressInUse ? new TurquoiseError("CONFLICT", `${e.message} (set proxy.listen${opts.tls ? " or proxy.tls.listen" : ""} in ${opts.specFile})`, { data: e.data }) : e;
   }));
   const withTls = proxied.tlsListen ? ` and TLS on ${proxied.tlsListen.host}:${proxied.tlsListen.port}` : "";

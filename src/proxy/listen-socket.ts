@@ -20,6 +20,8 @@ export interface ListenSocket {
   port: number;
   /** For a worker's stdio: it finds the socket at that position. */
   fd: number;
+  /** Node's handle of the socket: sent over IPC to a worker that accepts again after it paused. */
+  handle: object;
   close(): void;
 }
 
@@ -52,6 +54,7 @@ export async function bindListenSocket(host: string, port: number): Promise<List
     host: address,
     port: name.port,
     fd: handle.fd,
+    handle,
     close: () => {
       if (closed) return;
       closed = true;

@@ -1,4 +1,4 @@
-// The proxy process: node dist/src/proxy/main.js --state-dir DIR --listen HOST:PORT [--tls-listen HOST:PORT] [--workers N|auto] [--spares N]
+// The proxy process: node dist/src/proxy/main.js --state-dir DIR --listen HOST:PORT [--tls-listen HOST:PORT] [--workers N|auto] [--accept adaptive|all] [--spares N]
 // It runs apart from the agent so that traffic keeps flowing when the agent stops or dies. This
 // process is the supervisor (supervisor.ts): it holds the listening socket and the control API,
 // and the data plane runs in its workers (worker.ts).
@@ -12,7 +12,7 @@ import { createLogger, type Logger } from "../log/logger.js";
 import { logSettings } from "../log/settings.js";
 import { controlPort, MAX_WORKERS, startControlServer } from "./control.js";
 import { DEFAULT_SHUTDOWN_GRACE_MS, PROXY_INFO_FILE, type ProxyInfo } from "./server.js";
-import { DEFAULT_SPARES, DEFAULT_WORKERS, resolveWorkers, Supervisor } from "./supervisor.js";
+import { type AcceptMode, DEFAULT_ACCEPT_MODE, DEFAULT_SPARES, DEFAULT_WORKERS, resolveWorkers, Supervisor } from "./supervisor.js";
 import { writeFileAtomic } from "../util/fs.js";
 import { readToken } from "../auth/token.js";
 
@@ -47,7 +47,7 @@ function parseWorkers(text: string | undefined): number {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { "state-dir": { type: "string" }, listen: { type: "string" }, "tls-listen": { type: "string" }, workers: { type: "string" }, spares: { type: "string" } },
+    options: { "state-dir": { type: "string" }, listen: { type: "string" }, "tls-listen": { type: "string" }, workers: { type: "string" }, accept: { type: "string" }, spares: { type: "string" } },
     strict: true,
   });
   const stateDir = values["state-dir"];
@@ -55,6 +55,8 @@ async function main(): Promise<void> {
   const listen = parseListen(values.listen ?? "127.0.0.1:8080");
   const tlsListen = values["tls-listen"] === undefined ? undefined : parseListen(values["tls-listen"], "--tls-listen");
   const workers = parseWorkers(values.workers);
+  const accept = (values.accept ?? DEFAULT_ACCEPT_MODE) as AcceptMode;
+  if (accept !== "adaptive" && accept !== "all") throw new UsageError(`--accept must be adaptive or all, got "${values.accept}"`);
   const spares = values.spares === undefined ? DEFAULT_SPARES : Number(values.spares);
   if (!(Number.isInteger(spares) && spares >= 0 && spares <= MAX_WORKERS)) throw new UsageError(`--spares must be an integer from 0 to ${MAX_WORKERS}, got "${values.spares}"`);
   let token: string;
@@ -67,7 +69,7 @@ async function main(): Promise<void> {
 
   const log = logger();
   log.scrubber.add([token]);
-  const supervisor = await Supervisor.start({ stateDir, listenHost: listen.host, listenPort: listen.port, ...(tlsListen ? { tlsListen } : {}), workers, spares, log });
+  const supervisor = await Supervisor.start({ stateDir, listenHost: listen.host, listenPort: listen.port, ...(tlsListen ? { tlsListen } : {}), workers, accept, spares, log });
   let control: http.Server;
   try {
     control = await startControlServer(supervisor, stateDir, token);
@@ -85,8 +87,8 @@ async function main(): Promise<void> {
   const infoFile = path.join(stateDir, PROXY_INFO_FILE);
   await writeFileAtomic(infoFile, JSON.stringify(info, null, 2) + "\n");
   const withTls = info.tls ? ` and TLS on ${info.tls.host}:${info.tls.port}` : "";
-  log.info("proxy.listening", `listening on ${info.listen.host}:${info.listen.port}${withTls} with ${workers} worker(s) and ${spares} spare(s), control on ${info.control.host}:${info.control.port}, table version ${supervisor.table().version}`, {
-    data: { listen: `${info.listen.host}:${info.listen.port}`, workers, spares, tableVersion: supervisor.table().version },
+  log.info("proxy.listening", `listening on ${info.listen.host}:${info.listen.port}${withTls} with ${workers} worker(s) (accepting: ${accept}) and ${spares} spare(s), control on ${info.control.host}:${info.control.port}, table version ${supervisor.table().version}`, {
+    data: { listen: `${info.listen.host}:${info.listen.port}`, workers, accept, spares, tableVersion: supervisor.table().version },
   });
 
   let stopping = false;

@@ -2,11 +2,13 @@
 // answers the control API, gets ACME certificates (acme.ts), and runs the data plane in worker
 // processes (worker.ts) that share the sockets. A dead worker is
 // replaced at once while new connections wait in the socket's accept queue; an in-place upgrade
-// starts workers from the code on disk and retires the old ones once the new ones serve. Every
+// starts workers from the code on disk and retires the old ones once the new ones serve. With
+// more than one worker, as many accept new connections as the cores can run (spill.ts). Every
 // control call reaches every worker; the route table, the marks and the upstream events are kept
 // here too, so that a new worker starts on them and the agent sees one proxy.
 
 import { type ChildProcess, fork } from "node:child_process";
+import type net from "node:net";
 import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { errorMessage } from "../errors.js";
@@ -19,6 +21,7 @@ import { DataPlane } from "./data-plane.js";
 import { bindListenSocket, type ListenSocket } from "./listen-socket.js";
 import { loadTable } from "./server.js";
 import { addMetricCounters, sumStats, withMetricGauges, zeroMetrics } from "./sum-stats.js";
+import { initialSpill, readHostTicks, readSchedstat, spillStep, type SpillState, type WorkerLoad } from "./spill.js";
 import { Router, type UpstreamEventLog } from "./table.js";
 import { type AcmeChallenge, WORKER_PROTOCOL, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
 
@@ -56,6 +59,14 @@ export const DEFAULT_UPGRADE_DRAIN_MS = 10_000;
  * first boot Node and load the proxy, while new connections wait in the accept queue.
  */
 export const DEFAULT_SPARES = 1;
+/** How often the supervisor looks at the accepting workers' load to decide how many accept (spill.ts). */
+export const SPILL_TICK_MS = 1_000;
+/**
+ * adaptive: one worker accepts, and more while the ones accepting are saturated and a core sits
+ * idle for another (spill.ts); all: every serving worker accepts, as nginx's do.
+ */
+export type AcceptMode = "adaptive" | "all";
+export const DEFAULT_ACCEPT_MODE: AcceptMode = "adaptive";
 /** A retired worker still running this long after its grace is killed. */
 const RETIRE_KILL_AFTER_MS = 5_000;
 const WORKER_JS = fileURLToPath(new URL("./worker.js", import.meta.url));
@@ -77,6 +88,8 @@ export interface SupervisorOptions {
   /** Tests shorten ACME's backoff. */
   acme?: AcmeOptions;
   workers: number;
+  /** How many of the serving workers accept new connections; DEFAULT_ACCEPT_MODE when absent. */
+  accept?: AcceptMode;
   /** Spare workers kept in standby; DEFAULT_SPARES when absent. */
   spares?: number;
   /** WORKER_OP_TIMEOUT_MS when absent (tests shorten it). */
@@ -84,6 +97,8 @@ export interface SupervisorOptions {
   log: Logger;
   /** The worker's script, read from disk at every fork: an upgrade runs the code installed now. */
   workerScript?: string;
+  /** Tests feed the spill decision figures of their own, at a pace of their own. */
+  spillProbe?: { tickMs?: number; schedstat?: typeof readSchedstat; hostTicks?: typeof readHostTicks };
 }
 
 interface Pending {
@@ -101,6 +116,12 @@ class Worker {
   role: "serve" | "spare";
   /** Got its init: every op from then on goes to it too. */
   member = false;
+  /** Accepts new connections (or will, once it serves); a serving worker that does not serves the ones it has. */
+  accepting = false;
+  /** Has listened on its inherited sockets: to accept again after a pause it needs them sent over IPC. */
+  inheritedUsed = false;
+  /** Its scheduler figures at the last spill tick. */
+  sched: { runNs: number; waitNs: number; atNs: bigint } | undefined;
   exited = false;
   /** Why it did not start, for the error that says so. */
   failure: string | undefined;
@@ -137,7 +158,7 @@ class Worker {
   }
 
   info(): WorkerInfo {
-    return { pid: this.pid, state: this.state, startedAt: this.startedAt, generation: this.generation };
+    return { pid: this.pid, state: this.state, startedAt: this.startedAt, generation: this.generation, accepting: this.state === "serving" && this.accepting };
   }
 }
 
@@ -176,12 +197,22 @@ export class Supervisor implements ControlBackend {
   private retired: ProxyMetrics = zeroMetrics(this.startedAt);
   /** Workers that died unasked (and were replaced). */
   private restarts = 0;
+  private acceptMode: AcceptMode;
+  /** How many workers accept, in the adaptive mode. */
+  private spill: SpillState;
+  private spillTimer: NodeJS.Timeout | undefined;
+  /** The host's clock ticks at the last spill tick. */
+  private hostTicks: { idle: number; total: number; cores: number } | undefined;
+  /** The kernel gives no scheduler figures (no /proc/<pid>/schedstat): every worker accepts. */
+  private spillBlind = false;
 
   private constructor(opts: SupervisorOptions, socket: ListenSocket, tlsSocket: ListenSocket | undefined) {
     this.opts = opts;
     this.socket = socket;
     this.tlsSocket = tlsSocket;
     this.target = opts.workers;
+    this.acceptMode = opts.accept ?? DEFAULT_ACCEPT_MODE;
+    this.spill = initialSpill(opts.workers);
     this.spareCount = opts.spares ?? DEFAULT_SPARES;
     this.opTimeoutMs = opts.opTimeoutMs ?? WORKER_OP_TIMEOUT_MS;
     this.workerScript = opts.workerScript ?? WORKER_JS;
@@ -211,6 +242,7 @@ export class Supervisor implements ControlBackend {
       throw e;
     }
     s.running = true;
+    if (s.acceptMode === "adaptive") s.spillTimer = setInterval(() => s.spillTick(), opts.spillProbe?.tickMs ?? SPILL_TICK_MS).unref();
     s.configureAcme();
     // The spares start once the proxy serves: they only matter from the first death on.
     s.topUp();
@@ -240,7 +272,7 @@ export class Supervisor implements ControlBackend {
 
   health(): HealthInfo {
     const workers = [...this.workers].map((w) => w.info());
-    return { ok: workers.some((w) => w.state === "serving"), pid: process.pid, tableVersion: this.router.current.version, workers, workerCount: this.target };
+    return { ok: workers.some((w) => w.state === "serving"), pid: process.pid, tableVersion: this.router.current.version, workers, workerCount: this.target, accept: this.acceptMode };
   }
 
   async apply(table: RouteTable): Promise<void> {
@@ -354,7 +386,7 @@ export class Supervisor implements ControlBackend {
     const counted = addMetricCounters(this.retired, [...this.lastMetrics.values()]);
     const states: Record<WorkerInfo["state"], number> = { starting: 0, standby: 0, serving: 0, retiring: 0 };
     for (const w of this.workers) states[w.state]++;
-    return { ...withMetricGauges(counted, answers.filter((a) => a !== undefined)), startedAt: this.startedAt, workers: { states, restarts: this.restarts } };
+    return { ...withMetricGauges(counted, answers.filter((a) => a !== undefined)), startedAt: this.startedAt, workers: { states, restarts: this.restarts, accepting: this.acceptingWorkers().filter((w) => w.state === "serving").length } };
   }
 
   async setUpstreamHealth(id: string, healthy: boolean): Promise<void> {
@@ -400,11 +432,23 @@ export class Supervisor implements ControlBackend {
       this.target = count;
       this.opts.log.info("proxy.upgraded", `upgrade: generation ${generation} serves (pids ${fresh.map((w) => w.pid).join(", ")}); retiring ${old.map((w) => w.pid).join(", ") || "none"}`, { data: { generation, started: fresh.map((w) => w.pid), retiring: old.map((w) => w.pid) } });
       for (const w of old) this.retire(w, drainMs, RETIRE_IDLE_GRACE_MS);
+      this.spill = { ...initialSpill(count), accepting: Math.min(this.spill.accepting, count) };
+      if (opts.accept && opts.accept !== this.acceptMode) {
+        this.acceptMode = opts.accept;
+        clearInterval(this.spillTimer);
+        if (opts.accept === "adaptive") this.spillTimer = setInterval(() => this.spillTick(), this.opts.spillProbe?.tickMs ?? SPILL_TICK_MS).unref();
+      }
+      this.upgrading = false;
+      // Every new worker accepts while the old ones go; from now on, as many as the cores can run.
+      this.rebalance();
       await Promise.all(old.map((w) => w.gone));
       const retired = old.filter((w) => w.role === "serve").map((w) => w.pid);
       return { started: fresh.map((w) => w.pid), retired, generation, readyMs, durationMs: Math.round(performance.now() - started) };
     } finally {
-      this.upgrading = false;
+      if (this.upgrading) {
+        this.upgrading = false;
+        this.rebalance();
+      }
     }
   }
 
@@ -416,6 +460,7 @@ export class Supervisor implements ControlBackend {
   async stop(graceMs: number): Promise<void> {
     this.running = false;
     clearTimeout(this.restartTimer);
+    clearInterval(this.spillTimer);
     this.acme?.stop();
     this.socket.close();
     this.tlsSocket?.close();
@@ -491,6 +536,7 @@ export class Supervisor implements ControlBackend {
           table: this.router.current.source,
           down: this.router.downList(),
           serve: w.role === "serve",
+          accept: w.role === "serve" && this.takesAnother(w),
           tls: this.tlsSocket !== undefined,
           challenges: [...this.challenges.values()],
         });
@@ -502,6 +548,7 @@ export class Supervisor implements ControlBackend {
         }
         if (w.state !== "retiring") w.state = "serving";
         w.resolveReady();
+        this.rebalance();
         return;
       case "reply": {
         const p = w.pending.get(m.opId);
@@ -544,6 +591,8 @@ export class Supervisor implements ControlBackend {
     w.resolveGone();
     if (!this.running || w.state === "retiring") return;
     this.restarts++;
+    // Another serving worker takes new connections first, if one was not: it needs no start.
+    if (w.accepting) this.rebalance();
     const uptimeMs = Date.now() - w.startedAt;
     this.quickDeaths = uptimeMs < CRASH_LOOP_UPTIME_MS ? this.quickDeaths + 1 : 0;
     this.opts.log.warn("worker.exited", `${w.role === "spare" ? "spare" : "worker"} ${w.pid} ${how} after ${uptimeMs} ms`, { data: { worker: w.pid, role: w.role, uptimeMs } });
@@ -580,7 +629,7 @@ export class Supervisor implements ControlBackend {
   private promote(w: Worker): void {
     w.role = "serve";
     this.opts.log.info("worker.promoted", `spare ${w.pid} takes over`, { data: { worker: w.pid } });
-    if (w.member) this.send(w, { type: "serve" });
+    if (w.member) this.send(w, { type: "serve", accept: this.takesAnother(w) });
     this.whenReady(w).catch(() => undefined);
   }
 
@@ -601,6 +650,8 @@ export class Supervisor implements ControlBackend {
   private retire(w: Worker, graceMs: number, idleGraceMs: number): void {
     if (w.exited || w.state === "retiring") return;
     w.state = "retiring";
+    // Another takes new connections before this one stops taking them.
+    if (w.accepting) this.rebalance();
     this.send(w, { type: "retire", graceMs, idleGraceMs });
     const killer = setTimeout(() => {
       if (!w.exited) w.child.kill("SIGKILL");
@@ -616,6 +667,101 @@ export class Supervisor implements ControlBackend {
 
   private spares(): Worker[] {
     return [...this.workers].filter((w) => w.role === "spare" && w.state !== "retiring");
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Which workers accept
+
+  /** How many workers should accept new connections now. */
+  private acceptTarget(): number {
+    if (this.acceptMode === "all" || this.spillBlind) return this.target;
+    return Math.min(this.spill.accepting, this.target);
+  }
+
+  private acceptingWorkers(): Worker[] {
+    return this.active().filter((w) => w.accepting);
+  }
+
+  /**
+   * Whether w, about to serve, accepts too; marks it so when it does (it then listens on its
+   * inherited sockets). While an upgrade starts new workers every one accepts, as before.
+   */
+  private takesAnother(w: Worker): boolean {
+    if (w.accepting) return true;
+    if (!this.upgrading && this.acceptingWorkers().length >= this.acceptTarget()) return false;
+    w.accepting = true;
+    w.inheritedUsed = true;
+    return true;
+  }
+
+  /**
+   * Brings the number of accepting workers to the target: serving workers that do not accept start
+   * to (the oldest first), or the ones that started last stop (they serve what they have). At least
+   * one always accepts when one serves.
+   */
+  private rebalance(): void {
+    if (!this.running || this.upgrading) return;
+    const want = Math.max(1, this.acceptTarget());
+    const accepting = this.acceptingWorkers();
+    for (const w of this.active()) {
+      if (accepting.length >= want) break;
+      if (w.accepting || w.state !== "serving" || !w.member) continue;
+      this.startAccepting(w);
+      accepting.push(w);
+    }
+    const stoppable = accepting.filter((w) => w.state === "serving").sort((a, b) => b.startedAt - a.startedAt);
+    for (let n = accepting.length - want; n > 0 && stoppable.length > 1; n--) {
+      const w = stoppable.shift()!;
+      w.accepting = false;
+      w.sched = undefined;
+      this.send(w, { type: "pause" });
+    }
+  }
+
+  private startAccepting(w: Worker): void {
+    w.accepting = true;
+    w.sched = undefined;
+    const handOver = w.inheritedUsed;
+    w.inheritedUsed = true;
+    this.send(w, { type: "accept", listener: "plain" }, handOver ? this.socket.handle : undefined);
+    if (this.tlsSocket) this.send(w, { type: "accept", listener: "tls" }, handOver ? this.tlsSocket.handle : undefined);
+  }
+
+  /** Samples the accepting workers and the host, and lets spill.ts say whether one more or one fewer accepts. */
+  private spillTick(): void {
+    if (!this.running || this.upgrading || this.spillBlind) return;
+    this.spill.max = this.target;
+    const host = (this.opts.spillProbe?.hostTicks ?? readHostTicks)();
+    const before = this.hostTicks;
+    this.hostTicks = host;
+    if (this.target <= 1) return;
+    const now = process.hrtime.bigint();
+    const loads: WorkerLoad[] = [];
+    const accepting = this.acceptingWorkers().filter((w) => w.state === "serving");
+    for (const w of accepting) {
+      const figures = (this.opts.spillProbe?.schedstat ?? readSchedstat)(w.pid);
+      if (!figures || !host) {
+        this.spillBlind = true;
+        this.opts.log.warn("proxy.spill-blind", "the kernel gives no scheduler figures (/proc/<pid>/schedstat, /proc/stat): every worker accepts");
+        this.rebalance();
+        return;
+      }
+      const last = w.sched;
+      w.sched = { ...figures, atNs: now };
+      const wallNs = last ? Number(now - last.atNs) : 0;
+      if (last && wallNs > 0) loads.push({ run: (figures.runNs - last.runNs) / wallNs, wait: (figures.waitNs - last.waitNs) / wallNs });
+    }
+    // A worker that just started accepting has no tick behind it yet.
+    if (!before || !host || loads.length < accepting.length) return;
+    const idleCores = host.total > before.total ? ((host.idle - before.idle) / (host.total - before.total)) * host.cores : 0;
+    const verdict = spillStep(this.spill, { workers: loads, idleCores });
+    this.spill = verdict.state;
+    if (!verdict.change) return;
+    const figures = loads.map((l) => `run ${l.run.toFixed(2)} wait ${l.wait.toFixed(2)}`).join("; ");
+    this.opts.log.info("proxy.spill", `${verdict.change.to} of ${this.target} workers accept now (${verdict.change.reason}: ${figures}; idle cores ${idleCores.toFixed(2)})`, {
+      data: { accepting: verdict.change.to, workers: this.target, reason: verdict.change.reason, loads, idleCores },
+    });
+    this.rebalance();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -658,9 +804,10 @@ export class Supervisor implements ControlBackend {
   }
 
   /** A message that cannot be sent is for a worker on its way out: its exit settles what waits. */
-  private send(w: Worker, message: SupervisorMessage): void {
+  private send(w: Worker, message: SupervisorMessage, handle?: object): void {
     if (w.exited || !w.child.connected) return;
-    w.child.send(message, (err: Error | null) => {
+    // Node sends a raw TCP handle as is (keeping ours open), though its types name only net's classes.
+    w.child.send(message, handle as net.Server | undefined, (err: Error | null) => {
       if (err && !w.exited) this.opts.log.warn("worker.send-failed", `worker ${w.pid}: cannot send ${message.type}: ${err.message}`, { data: { worker: w.pid, message: message.type } });
     });
   }

@@ -1,5 +1,6 @@
 // The messages between the proxy's supervisor and its workers, over the IPC channel of fork().
-// The listening sockets are not among them: a worker inherits them as file descriptors.
+// A worker inherits the listening sockets as file descriptors; one told to accept again after it
+// stopped gets them with an "accept" message, one socket per message (IPC carries one handle).
 
 import type { CertificateStatus } from "./cert-store.js";
 import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta, UpstreamDown, UpstreamDownReason } from "./contract.js";
@@ -8,7 +9,7 @@ import type { DrainResult, ProxyMetrics, ProxyStats, RouteTable, RouteTableDelta
  * Bumped whenever a message changes meaning. A worker of another version (an upgrade to code
  * whose protocol moved on) is refused: the supervisor itself must be restarted then.
  */
-export const WORKER_PROTOCOL = 2;
+export const WORKER_PROTOCOL = 3;
 
 /** The file descriptor number at which a worker finds the listening socket. */
 export const WORKER_LISTEN_FD = 3;
@@ -25,12 +26,20 @@ export interface AcmeChallenge {
 /** Supervisor → worker. Ops with an `opId` get a reply; ids grow, so a worker can say which it has seen. */
 export type SupervisorMessage =
   /**
-   * The state to serve: sent once, in answer to hello. The worker listens only after applying it,
-   * and only when `serve` says so; a spare keeps up with every op and waits for "serve".
+   * The state to serve: sent once, in answer to hello. The worker serves only after applying it,
+   * and only when `serve` says so; a spare keeps up with every op and waits for "serve". A serving
+   * worker accepts on its inherited sockets when `accept` says so, else waits for "accept".
    */
-  | { type: "init"; opId: number; table: RouteTable; down: UpstreamDown[]; serve: boolean; tls: boolean; challenges: AcmeChallenge[] }
-  /** A spare takes a dead worker's place: start accepting. */
-  | { type: "serve" }
+  | { type: "init"; opId: number; table: RouteTable; down: UpstreamDown[]; serve: boolean; accept: boolean; tls: boolean; challenges: AcmeChallenge[] }
+  /** A spare takes a dead worker's place: serve, and accept when `accept` says so. */
+  | { type: "serve"; accept: boolean }
+  /**
+   * Accept on this listener: its inherited socket, the first time; after a "pause", the socket
+   * handed over with this message.
+   */
+  | { type: "accept"; listener: "plain" | "tls" }
+  /** Stop accepting (the sockets stay the supervisor's) and go on serving the connections open now. */
+  | { type: "pause" }
   | { type: "apply"; opId: number; table: RouteTable }
   /**
    * Some services' routes on top of the table at delta.base. A worker at another version answers
@@ -71,7 +80,7 @@ export interface WorkerResults {
 export type WorkerMessage =
   /** Loaded and waiting for init. */
   | { type: "hello"; protocol: number }
-  /** The table of init (and every op after it) applied; serving: listening too (else a spare). */
+  /** The table of init (and every op after it) applied; serving: ready for connections (else a spare). */
   | { type: "ready"; tableVersion: number; serving: boolean }
   | { type: "reply"; opId: number; result?: unknown; error?: string }
   /**

@@ -1,14 +1,16 @@
 // A proxy worker: one process of the data plane, forked by the supervisor (supervisor.ts). It
 // serves clients on the listening sockets it inherits (plain, and TLS when the proxy has a TLS
 // listener), with the table and marks the supervisor gives it over IPC, answers the supervisor's
-// ops, and reports the upstreams it takes out itself. Importing this file starts a worker.
+// ops, and reports the upstreams it takes out itself. It accepts new connections while the
+// supervisor says so (spill.ts). Importing this file starts a worker.
 
+import type { AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import { errorMessage } from "../errors.js";
 import { createLogger } from "../log/logger.js";
 import { logSettings } from "../log/settings.js";
 import { DataPlane } from "./data-plane.js";
-import { DataServer } from "./data-server.js";
+import { DataServer, type ListenAt } from "./data-server.js";
 import { mergeDelta } from "./table.js";
 import { WORKER_LISTEN_FD, WORKER_PROTOCOL, WORKER_TLS_FD, type SupervisorMessage, type WorkerMessage, type WorkerOp, type WorkerResults } from "./worker-protocol.js";
 
@@ -31,8 +33,12 @@ let lastOp = 0;
 let reportedSeq = 0;
 let retiring = false;
 let initialized = false;
-/** Set once this worker is to accept connections: at init, or when a spare is told to serve. */
-let serving: Promise<void> | undefined;
+/** Set once this worker serves: at init, or when a spare is told to serve. */
+let serving = false;
+/** The listeners it accepts on now. */
+const accepting = new Set<"plain" | "tls">();
+/** The listeners whose inherited descriptor it has listened on (and closed since, if it paused). */
+const inheritedUsed = new Set<"plain" | "tls">();
 /** The supervisor handed over a TLS listening socket too. */
 let tlsListen = false;
 /** Certificates: ACME's live in the state dir; a handshake for an ACME host without one asks the supervisor. */
@@ -103,28 +109,54 @@ function init(message: Extract<SupervisorMessage, { type: "init" }>): void {
   reportedSeq = events.seq;
   lastOp = message.opId;
   initialized = true;
-  if (message.serve) serve();
+  if (message.serve) serve(message.accept);
   else {
     log.info("worker.standby", `standing by as a spare, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version } });
     send({ type: "ready", tableVersion: plane.router.current.version, serving: false });
   }
 }
 
-/** Starts accepting on the inherited socket, once. */
-function serve(): void {
+/** Serves from now on: ready for the connections it is given, accepting on its sockets when `accept` says so. */
+function serve(accept: boolean): void {
   if (retiring || !initialized || serving) return;
-  serving = Promise.all([data.listen({ fd: WORKER_LISTEN_FD }), tlsListen ? data.listenTls({ fd: WORKER_TLS_FD }, storeOptions) : undefined]).then(
+  serving = true;
+  const listening = accept ? Promise.all([acceptOn("plain"), tlsListen ? acceptOn("tls") : undefined]) : Promise.resolve([undefined, undefined]);
+  listening.then(
     ([address, tlsAddress]) => {
-      const withTls = tlsAddress ? ` and TLS on ${tlsAddress.address}:${tlsAddress.port}` : "";
-      log.info("worker.serving", `serving on ${address.address}:${address.port}${withTls}, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version } });
+      const where = address ? `on ${address.address}:${address.port}${tlsAddress ? ` and TLS on ${tlsAddress.address}:${tlsAddress.port}` : ""}` : "(not accepting until told to)";
+      log.info("worker.serving", `serving ${where}, table version ${plane.router.current.version}`, { data: { tableVersion: plane.router.current.version, accepting: accept } });
       send({ type: "ready", tableVersion: plane.router.current.version, serving: true });
     },
-    (e: unknown) => {
-      // A worker that cannot serve is of no use: the supervisor sees it exit and says why.
-      log.error("worker.failed", `cannot serve: ${errorMessage(e)}`);
-      process.exit(1);
-    },
+    cannotServe,
   );
+}
+
+/**
+ * Accepts on a listener: its inherited descriptor the first time, else the socket the supervisor
+ * handed over with the message (after a pause).
+ */
+function acceptOn(listener: "plain" | "tls", handle?: object): Promise<AddressInfo | undefined> {
+  if (retiring || accepting.has(listener)) return Promise.resolve(undefined);
+  let where: ListenAt;
+  if (handle) where = { handle };
+  else if (!inheritedUsed.has(listener)) where = { fd: listener === "plain" ? WORKER_LISTEN_FD : WORKER_TLS_FD };
+  else return Promise.reject(new Error(`told to accept on the ${listener} listener again without its socket`));
+  inheritedUsed.add(listener);
+  accepting.add(listener);
+  return listener === "plain" ? data.listen(where) : data.listenTls(where, storeOptions);
+}
+
+function pause(): void {
+  if (accepting.size === 0) return;
+  accepting.clear();
+  data.pauseAccepting();
+  log.info("worker.paused", "stopped accepting new connections; serving the open ones");
+}
+
+/** A worker that cannot accept where it is told to is of no use: the supervisor sees it exit and says why. */
+function cannotServe(e: unknown): never {
+  log.error("worker.failed", `cannot serve: ${errorMessage(e)}`);
+  process.exit(1);
 }
 
 function retire(graceMs: number, idleGraceMs: number, why: string): void {
@@ -146,12 +178,17 @@ function retire(graceMs: number, idleGraceMs: number, why: string): void {
   );
 }
 
-function onMessage(message: SupervisorMessage): void {
+function onMessage(message: SupervisorMessage, handle?: unknown): void {
   switch (message.type) {
     case "init":
       return init(message);
     case "serve":
-      return serve();
+      return serve(message.accept);
+    case "accept":
+      void acceptOn(message.listener, typeof handle === "object" && handle !== null ? handle : undefined).catch(cannotServe);
+      return;
+    case "pause":
+      return pause();
     case "retire":
       return retire(message.graceMs, message.idleGraceMs, "retiring");
     default: {

@@ -61,6 +61,7 @@ interface RawProxy {
   listen?: string;
   driver?: "builtin" | "nginx";
   workers?: number | "auto";
+  accept?: "adaptive" | "all";
   nginx?: { binary?: string; template?: string; container?: string };
   timeouts?: RawRouteTimeouts & { client_header?: string; client_idle?: string };
   limits?: { max_connections?: number; max_upstream_connections?: number; upstream_queue?: string; max_header_size?: string | number; max_body_size?: string | number };
@@ -401,6 +402,7 @@ function normalize(raw: RawSpec, file: string): Spec {
       ...parseListen(raw.proxy?.listen ?? S.DEFAULT_PROXY_LISTEN),
       driver: raw.proxy?.driver ?? "builtin",
       workers: raw.proxy?.workers ?? S.DEFAULT_PROXY_WORKERS,
+      accept: raw.proxy?.accept ?? "adaptive",
       nginx: {
         binary: raw.proxy?.nginx?.binary ?? "nginx",
         ...(raw.proxy?.nginx?.template !== undefined ? { template: resolve(dir, raw.proxy.nginx.template) } : {}),

@@ -138,6 +138,11 @@ export const SPEC_JSON_SCHEMA = {
           default: DEFAULT_PROXY_WORKERS,
           description: `builtin: worker processes serving the proxy's one listening socket, as nginx's worker_processes; "auto" starts one per core. A supervisor replaces a dead worker while new connections wait, and upgrades them in place. Limits such as max_connections apply per worker. Default ${DEFAULT_PROXY_WORKERS}.`,
         },
+        accept: {
+          enum: ["adaptive", "all"],
+          default: "adaptive",
+          description: "builtin, with more than one worker: which workers accept new connections. adaptive: one, and more while the ones accepting are saturated and a core sits idle for another (a worker that stops accepting serves the connections it has); on a host the apps share, a second worker then costs nothing until it helps. all: every worker, as nginx's.",
+        },
         nginx: {
           type: "object",
           additionalProperties: false,

@@ -42,6 +42,9 @@ proxy:
   # builtin: worker processes on the one listening socket ("auto": one per core). A dead worker
   # is replaced while new connections wait; \`turquoise proxy upgrade\` replaces them in place.
   workers: 1
+  # With more than one worker: adaptive accepts on one, and on more while they are saturated
+  # and a core sits idle for another; all accepts on every worker, as nginx does.
+  accept: adaptive
   # Every wait the proxy bounds; a route may set its own upstream_* and tunnel_idle.
   # timeouts:
   #   client_header: 10s       # slowloris: the whole request head within this, else 408

@@ -161,6 +161,8 @@ export interface Spec {
     driver: "builtin" | "nginx";
     /** The built-in proxy's worker processes; "auto": one per core of the proxy's machine. */
     workers: number | "auto";
+    /** Which of the built-in proxy's workers accept new connections (proxy/supervisor.ts AcceptMode). */
+    accept: "adaptive" | "all";
     nginx: { binary: string; template?: string; container?: string };
     /** The built-in proxy's TLS listener; what it serves is in settings.tls. */
     tls?: { host: string; port: number };

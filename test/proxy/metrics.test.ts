@@ -166,7 +166,8 @@ describe("proxy metrics across a supervisor's workers", { timeout: 120_000 }, ()
     u = await startUpstream("app");
     const stateDir = await mkdtemp(path.join(os.tmpdir(), "turquoise-proxy-metrics-"));
     dirs.push(stateDir);
-    const p = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 2 });
+    // Every worker accepts, so that stopping one sends every new connection to the other.
+    const p = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 2, accept: "all" });
     running.push(p);
     const base = `http://127.0.0.1:${p.listenPort}`;
     await p.proxy.apply(withMetrics({ version: 1, routes: [route("app", "app:1", [u.upstream], { slot: "blue" })] }));

@@ -109,7 +109,7 @@ describe("canary split, a proxy process with two workers", { timeout: 120_000 },
     upstreams.push(blue, green);
     const stateDir = await mkdtemp(path.join(os.tmpdir(), "tq-split-"));
     dirs.push(stateDir);
-    const p = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 2 });
+    const p = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 2, accept: "all" });
     running.push(p);
     const base = `http://127.0.0.1:${p.listenPort}`;
     const main = route("app", "app:blue", [blue.upstream], { slot: "blue" });

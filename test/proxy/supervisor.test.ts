@@ -73,9 +73,10 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     upstreams.push(u);
     return u;
   };
-  const spawn = async (workers: number): Promise<{ p: RunningProxy; stateDir: string; base: string }> => {
+  /** accept "all" where a test reaches each worker by stopping the others: then every one accepts. */
+  const spawn = async (workers: number, accept?: "all"): Promise<{ p: RunningProxy; stateDir: string; base: string }> => {
     const stateDir = await tempDir();
-    const p = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers });
+    const p = await spawnProxy({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers, ...(accept ? { accept } : {}) });
     running.push(p);
     return { p, stateDir, base: `http://127.0.0.1:${p.listenPort}` };
   };
@@ -160,7 +161,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
   it("with 2 workers: a table, a mark and a drain reach both, stats add up, passive marks make one event", async () => {
     const a = await upstream("a");
     const b = await upstream("b");
-    const { p, base } = await spawn(2);
+    const { p, base } = await spawn(2, "all");
     const workers = await serving(p.proxy);
     assert.equal(workers.length, 2);
     assert.equal(p.workers, 2);
@@ -230,7 +231,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
 
   it("a delta reaches every worker and the spare; a worker started after it, and a restarted supervisor, serve the whole table it made", async () => {
     const [a, b, f] = await Promise.all([upstream("delta-a"), upstream("delta-b"), upstream("delta-f")]);
-    const { p, stateDir, base } = await spawn(2);
+    const { p, stateDir, base } = await spawn(2, "all");
     const workers = await serving(p.proxy);
     assert.equal(workers.length, 2);
     await p.proxy.apply(table(1, route("books", "books:a", [a.upstream]), route("films", "films:f", [f.upstream], { pathPrefix: "/films" })));
@@ -393,6 +394,118 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
       assert.deepEqual(await connectBurst(p.listenPort, 700), { connected: 700, slow: 0 });
     } finally {
       process.kill(w!.pid, "SIGCONT");
+    }
+  });
+
+  it("with accept adaptive, one worker accepts; more while they are saturated with an idle core, fewer when they wait for the cores", async () => {
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    const u = await upstream("spill");
+    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
+    // The kernel's figures as the test says: each worker on a core (run) or waiting for one, and the host's idle cores.
+    const feed = { run: 0.1, wait: 0, idleCores: 1.5 };
+    const ran = new Map<number, { runNs: number; waitNs: number; at: number }>();
+    const host = { idle: 0, total: 0, at: performance.now() };
+    const schedstat = (pid: number) => {
+      const now = performance.now();
+      const last = ran.get(pid) ?? { runNs: 0, waitNs: 0, at: now };
+      const ns = (now - last.at) * 1e6;
+      const next = { runNs: last.runNs + ns * feed.run, waitNs: last.waitNs + ns * feed.wait, at: now };
+      ran.set(pid, next);
+      return { runNs: next.runNs, waitNs: next.waitNs };
+    };
+    const hostTicks = () => {
+      const now = performance.now();
+      const ticks = (now - host.at) / 10;
+      host.at = now;
+      host.total += ticks * 2;
+      host.idle += ticks * feed.idleCores;
+      return { idle: host.idle, total: host.total, cores: 2 };
+    };
+    const log = captureLog("proxy");
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 2, log: log.logger, spillProbe: { tickMs: 50, schedstat, hostTicks } });
+    const base = `http://127.0.0.1:${s.listenPort}`;
+    const accepting = () => s.health().workers!.filter((w) => w.accepting);
+    const held = () => s.health().workers!.filter((w) => w.state === "serving" && !w.accepting);
+    /** Fresh connections, each answered: with `stopped` stopped meanwhile, so another accepted them all. */
+    const served = async (n: number, stopped?: number) => {
+      if (stopped) process.kill(stopped, "SIGSTOP");
+      try {
+        const replies = await Promise.all(Array.from({ length: n }, () => request(`${base}/`, { timeoutMs: 5_000 })));
+        assert.deepEqual(new Set(replies.map((r) => json(r).id)), new Set(["spill"]));
+      } finally {
+        if (stopped) process.kill(stopped, "SIGCONT");
+      }
+    };
+    try {
+      assert.equal(s.health().accept, "adaptive");
+      assert.equal(accepting().length, 1, "one accepts at first");
+      const [second] = held();
+      assert.ok(second, "the other serves without accepting");
+      await sleep(500);
+      assert.equal(accepting().length, 1, "an idle proxy stays at one");
+      await served(20, second.pid);
+
+      feed.run = 0.97;
+      feed.wait = 0.01;
+      await waitFor("a second worker accepting", () => accepting().length === 2 || undefined);
+      assert.match(log.messages().join("\n"), /2 of 2 workers accept now \(saturated, with an idle core: run 0\.9\d wait 0\.0\d; idle cores 1\.5\d\)/);
+      const first = accepting().find((w) => w.pid !== second.pid)!;
+      await served(20, first.pid);
+
+      // The cores are taken: the workers wait for them as long as they run.
+      feed.run = 0.5;
+      feed.wait = 0.5;
+      feed.idleCores = 0.1;
+      await waitFor("back to one accepting", () => accepting().length === 1 || undefined);
+      assert.match(log.messages().join("\n"), /1 of 2 workers accept now \(waiting for the cores/);
+      const [stays] = accepting();
+      const [paused] = held();
+      await served(20, paused!.pid);
+
+      // Accepting again, on the socket handed over IPC: the queue keeps its size.
+      feed.run = 0.97;
+      feed.wait = 0.01;
+      feed.idleCores = 1.5;
+      await waitFor("two accepting again", () => accepting().length === 2 || undefined);
+      await served(20, stays!.pid);
+      process.kill(stays!.pid, "SIGSTOP");
+      process.kill(paused!.pid, "SIGSTOP");
+      try {
+        assert.deepEqual(await connectBurst(s.listenPort, 700), { connected: 700, slow: 0 });
+      } finally {
+        process.kill(stays!.pid, "SIGCONT");
+        process.kill(paused!.pid, "SIGCONT");
+      }
+
+      // Down to one, then the one accepting dies under new connections: the other takes them at once.
+      feed.run = 0.5;
+      feed.wait = 0.5;
+      feed.idleCores = 0.1;
+      await waitFor("one accepting", () => accepting().length === 1 || undefined);
+      const load = new ConnectionLoad({ url: `${base}/`, concurrency: 8, keepAlive: false, maxDurationMs: 30_000 }).start();
+      await sleep(200);
+      const [victim] = accepting();
+      const inFlightAtKill = load.inFlight;
+      const killedAt = performance.now();
+      process.kill(victim!.pid, "SIGKILL");
+      const servedAt = await load.servedAfter(killedAt);
+      await waitFor("two serving again", () => s.health().workers!.filter((w) => w.state === "serving").length === 2 || undefined);
+      await sleep(200);
+      const counts = await load.stop();
+      assert.deepEqual(noFailures({ ...counts, reset: 0 }), NO_FAILURES, JSON.stringify(counts));
+      assert.ok(counts.reset <= inFlightAtKill, `resets ${counts.reset} ≤ in flight at the kill ${inFlightAtKill}`);
+      assert.ok(servedAt - killedAt < 1_000, `served again ${Math.round(servedAt - killedAt)} ms after the kill`);
+      assert.equal(accepting().length, 1);
+
+      // An upgrade to accept all: every new worker accepts, whatever the figures say.
+      await s.upgrade({ accept: "all", drainTimeoutMs: 1_000 });
+      await sleep(300);
+      assert.equal(s.health().accept, "all");
+      assert.equal(accepting().length, 2);
+      assert.equal(held().length, 0);
+    } finally {
+      await s.stop(1_000);
     }
   });
 

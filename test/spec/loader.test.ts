@@ -39,7 +39,7 @@ describe("loadSpecText: valid specs", () => {
     assert.equal(spec.file, FILE);
     assert.equal(spec.dir, "/srv/app");
     assert.deepEqual(spec.agent, { host: "127.0.0.1", port: 4700 });
-    assert.deepEqual(spec.proxy, { host: "127.0.0.1", port: 8080, driver: "builtin", workers: 1, nginx: { binary: "nginx" }, settings: defaultProxySettings() });
+    assert.deepEqual(spec.proxy, { host: "127.0.0.1", port: 8080, driver: "builtin", workers: 1, accept: "adaptive", nginx: { binary: "nginx" }, settings: defaultProxySettings() });
     assert.equal(spec.stateDir, "/srv/app/.turquoise");
     assert.deepEqual(spec.state, { driver: "sqlite", path: "/srv/app/.turquoise/state.db" });
     assert.deepEqual(spec.services.books, {
@@ -116,7 +116,7 @@ describe("loadSpecText: valid specs", () => {
     assert.deepEqual(errors, []);
     assert.ok(spec);
     assert.deepEqual(spec.agent, { host: "::1", port: 4701 });
-    assert.deepEqual(spec.proxy, { host: "0.0.0.0", port: 80, driver: "builtin", workers: 1, nginx: { binary: "nginx" }, settings: defaultProxySettings() });
+    assert.deepEqual(spec.proxy, { host: "0.0.0.0", port: 80, driver: "builtin", workers: 1, accept: "adaptive", nginx: { binary: "nginx" }, settings: defaultProxySettings() });
     assert.deepEqual(spec.state, { driver: "memory", path: "/srv/state/t.db" });
     assert.equal(spec.stateDir, "/var/lib/turquoise");
     const books = spec.services.books!;
@@ -182,6 +182,14 @@ describe("loadSpecText: proxy timeouts, limits and trusted peers", () => {
     assert.deepEqual(bad("0"), ["2: proxy.workers: must be at least 1, got 0"]);
     assert.deepEqual(bad("many"), ['2: proxy.workers: must be a number of workers or "auto" (one per core), got "many"']);
     assert.deepEqual(bad("1.5"), ["2: proxy.workers: must be a string or integer, got number 1.5"]);
+  });
+
+  it("reads proxy.accept, adaptive unless it says all, and names a bad one", () => {
+    assert.equal(load("version: 1", "proxy: { workers: 2 }", ...BOOKS.slice(1)).spec!.proxy.accept, "adaptive");
+    assert.equal(load("version: 1", "proxy: { workers: 2, accept: all }", ...BOOKS.slice(1)).spec!.proxy.accept, "all");
+    const errors = load("version: 1", "proxy: { accept: some }", ...BOOKS.slice(1)).errors.map((e) => `${e.line}: ${e.path}: ${e.message}`);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /^2: proxy\.accept: .*adaptive.*all.*some/);
   });
 });
 
