@@ -46,6 +46,8 @@ export const FEWER_WOULD_DO = 0.6;
 export const ADD_AFTER_TICKS = 2;
 export const DROP_AFTER_TICKS = 3;
 export const SETTLE_TICKS = 3;
+/** After the cores proved too few, longer: a worker more would be back on them soon after. */
+export const CONTENDED_SETTLE_TICKS = 10;
 
 export type SpillReason = "saturated, with an idle core" | "waiting for the cores" | "fewer would do";
 
@@ -77,7 +79,8 @@ export function spillStep(state: SpillState, sample: SpillSample): SpillVerdict 
   }
   if (s.dropStreak >= DROP_AFTER_TICKS) {
     const reason: SpillReason = contended ? "waiting for the cores" : "fewer would do";
-    return { state: { ...s, accepting: s.accepting - 1, addStreak: 0, dropStreak: 0, settle: SETTLE_TICKS }, change: { to: s.accepting - 1, reason } };
+    const settle = contended ? CONTENDED_SETTLE_TICKS : SETTLE_TICKS;
+    return { state: { ...s, accepting: s.accepting - 1, addStreak: 0, dropStreak: 0, settle }, change: { to: s.accepting - 1, reason } };
   }
   return { state: s };
 }

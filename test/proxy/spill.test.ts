@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { ADD_AFTER_TICKS, DROP_AFTER_TICKS, initialSpill, readHostTicks, readSchedstat, SETTLE_TICKS, type SpillSample, type SpillState, spillStep } from "../../src/proxy/spill.js";
+import { ADD_AFTER_TICKS, CONTENDED_SETTLE_TICKS, DROP_AFTER_TICKS, initialSpill, readHostTicks, readSchedstat, SETTLE_TICKS, type SpillSample, type SpillState, spillStep } from "../../src/proxy/spill.js";
 
 /** Runs samples through spillStep from state, and returns the last state and every change. */
 function run(state: SpillState, samples: SpillSample[]): { state: SpillState; changes: { to: number; reason: string }[] } {
@@ -52,10 +52,15 @@ describe("spill: how many workers accept", () => {
     assert.deepEqual(run(two, times(30, { workers: [{ run: 0.95, wait: 0.03 }, { run: 0.93, wait: 0.04 }], idleCores: 0.05 })).changes, []);
   });
 
-  it("after a change it lets the new split settle before it judges again", () => {
+  it("after a change it lets the new split settle before it judges again, longer after the cores proved too few", () => {
     const r = run(initialSpill(3), times(ADD_AFTER_TICKS + SETTLE_TICKS, { workers: [{ run: 0.96, wait: 0.02 }], idleCores: 1.9 }));
     assert.deepEqual(r.changes.map((c) => c.to), [2]);
     assert.equal(r.state.settle, 0);
+    const two: SpillState = { ...initialSpill(2), accepting: 2 };
+    const dropped = run(two, times(DROP_AFTER_TICKS, { workers: [{ run: 0.45, wait: 0.4 }, { run: 0.4, wait: 0.3 }], idleCores: 0.3 }));
+    const again = run(dropped.state, times(CONTENDED_SETTLE_TICKS + ADD_AFTER_TICKS - 1, saturatedIdleHost));
+    assert.deepEqual(again.changes, [], "not back to two before the longer settle and two ticks");
+    assert.deepEqual(run(again.state, [saturatedIdleHost]).changes.map((c) => c.to), [2]);
   });
 
   it("whatever it is fed, 1 ≤ accepting ≤ max, and each change is by one", () => {
