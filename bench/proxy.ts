@@ -1,6 +1,8 @@
 // How much does Turquoise's proxy cost? wrk against the same upstream in one run: direct, through
 // the built-in proxy (its own process) with metrics off and with metrics on, and through nginx as
-// the yardstick, with as many nginx worker processes as the built-in proxy has workers.
+// the yardstick, with as many nginx worker processes as the built-in proxy has workers. With more
+// than one worker, the built-in proxy runs twice: as it comes (proxy.accept adaptive: as many of
+// its workers accept as the cores can run) and with every worker accepting, as nginx's do.
 // Metrics off and on run back to back in each round, in alternating order, and are compared pair
 // by pair; while "on" runs, the bench scrapes that proxy every second as the agent's /metrics does.
 // A Node pipe (bench/lib/pipe.ts: bytes copied between sockets, nothing parsed) shows the floor of
@@ -16,7 +18,7 @@ import type { ProxyMetrics, RouteTable } from "../src/proxy/contract.js";
 import { formatMachine, machineInfo } from "./lib/machine.js";
 import { nginxProxyConf, type RunningNginx, startNginx } from "./lib/nginx.js";
 import { formatNumber, formatTable } from "./lib/report.js";
-import { childPids, clockTicksPerSecond, ticksOf } from "./lib/procfs.js";
+import { childPids, clockTicksPerSecond, hostStealTicks, stolenCores, ticksOf } from "./lib/procfs.js";
 import { type RunningPipe, startPipeProcess } from "./lib/pipe.js";
 import { median, pairedRatio, ratio } from "./lib/stats.js";
 import { ensureCommand } from "./lib/tools.js";
@@ -36,6 +38,11 @@ function benchTable(target: { host: string; port: number }, metrics: boolean): R
 async function proxyTicks(p: RunningProxy): Promise<number> {
   const pids = [p.pid, ...((await p.proxy.health()).workers ?? []).map((w) => w.pid)];
   return [...ticksOf(pids).values()].reduce((a, b) => a + b, 0);
+}
+
+/** How many of the proxy's workers accept new connections now (proxy.accept adaptive: as many as the cores can run). */
+async function acceptingWorkers(p: RunningProxy): Promise<number> {
+  return ((await p.proxy.health()).workers ?? []).filter((w) => w.accepting).length;
 }
 
 function requestsCounted(m: ProxyMetrics): number {
@@ -72,6 +79,10 @@ interface TargetResult {
   rounds: WrkResult[];
   /** Median CPU per request of the proxy's processes, µs (not measured for direct). */
   cpuUsPerRequest?: number;
+  /** Turquoise: its workers accepting new connections at the end of each run. */
+  accepting?: number[];
+  /** Cores' worth of time the hypervisor took during each run (0 on bare metal). */
+  stolenCores: number[];
 }
 
 async function main(): Promise<void> {
@@ -89,6 +100,8 @@ async function main(): Promise<void> {
   let upstream: RunningUpstream | undefined;
   let nginx: RunningNginx | undefined;
   let pipe: RunningPipe | undefined;
+  let allAccept: RunningProxy | undefined;
+  const allStateDir = await mkdtemp(path.join(os.tmpdir(), "turquoise-bench-proxy-all-"));
   const spawnedDirs: string[] = [];
   const cleanup = async (): Promise<void> => {
     await nginx?.stop().catch(() => {});
@@ -97,6 +110,7 @@ async function main(): Promise<void> {
     await upstream?.stop().catch(() => {});
     await rm(stateDir, { recursive: true, force: true });
     await rm(metricsStateDir, { recursive: true, force: true });
+    await rm(allStateDir, { recursive: true, force: true });
   };
   process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
 
@@ -110,6 +124,11 @@ async function main(): Promise<void> {
     spawnedDirs.push(metricsStateDir);
     const withMetrics = await spawnProxy({ stateDir: metricsStateDir, listenHost: "127.0.0.1", listenPort: 0, workers });
     await withMetrics.proxy.apply(benchTable(target, true));
+    if (workers > 1) {
+      spawnedDirs.push(allStateDir);
+      allAccept = await spawnProxy({ stateDir: allStateDir, listenHost: "127.0.0.1", listenPort: 0, workers, accept: "all" });
+      await allAccept.proxy.apply(benchTable(target, false));
+    }
     nginx = await startNginx(nginxProxyConf([target], { workerProcesses: workersArg === "auto" ? "auto" : workers }));
 
     const direct = { name: "direct", url: `http://127.0.0.1:${upstream.port}/` };
@@ -118,17 +137,23 @@ async function main(): Promise<void> {
     const yardstick = { name: "nginx", url: `http://127.0.0.1:${nginx.port}/` };
     pipe = await startPipeProcess(upstream.port);
     const floor = { name: "node pipe (floor)", url: `http://127.0.0.1:${pipe.port}/` };
-    const targets = [direct, off, on, yardstick, floor];
+    const all = allAccept ? { name: "turquoise, all accept", url: `http://127.0.0.1:${allAccept.listenPort}/` } : undefined;
+    const targets = [direct, off, on, yardstick, floor, ...(all ? [all] : [])];
     for (const t of targets) await runWrk(t.url, { ...wrk, durationS: WARMUP_S });
     // Rounds interleave the targets so that drift on the machine hits all of them alike; metrics
     // off and on run back to back, in turns first, so that each pair shares the machine's state.
     const results = new Map<string, WrkResult[]>(targets.map((t) => [t.name, []]));
+    const stolenOf = new Map<string, number[]>(targets.map((t) => [t.name, []]));
     /** The proxies' CPU time per request served, µs, by run: less at the mercy of a busy machine than throughput. */
-    const cpuUs = new Map<string, number[]>([[off.name, []], [on.name, []], [yardstick.name, []], [floor.name, []]]);
+    const cpuUs = new Map<string, number[]>([[off.name, []], [on.name, []], [yardstick.name, []], [floor.name, []], ...(all ? [[all.name, []] as [string, number[]]] : [])]);
+    const acceptingOf = new Map<{ name: string }, RunningProxy>([[off, spawned], [on, withMetrics], ...(all && allAccept ? [[all, allAccept] as [{ name: string }, RunningProxy]] : [])]);
+    const accepting = new Map<string, number[]>([...acceptingOf.keys()].map((t) => [t.name, []]));
     const nginxPid = nginx.pid;
     const pipePid = pipe.pid;
+    const allProxy = allAccept;
     const ticksFor = new Map<{ name: string }, () => Promise<number>>([
       [off, () => proxyTicks(spawned)],
+      ...(all && allProxy ? [[all, () => proxyTicks(allProxy)] as [{ name: string }, () => Promise<number>]] : []),
       [on, () => proxyTicks(withMetrics)],
       [yardstick, async () => [...ticksOf([nginxPid, ...childPids(nginxPid)]).values()].reduce((a, b) => a + b, 0)],
       [floor, async () => [...ticksOf([pipePid]).values()].reduce((a, b) => a + b, 0)],
@@ -137,19 +162,26 @@ async function main(): Promise<void> {
     let scrapes = 0;
     const counted = { before: requestsCounted(await withMetrics.proxy.metrics()), byWrk: 0 };
     for (let r = 1; r <= rounds; r++) {
-      for (const t of [direct, ...(r % 2 === 1 ? [off, on, yardstick, floor] : [floor, yardstick, on, off])]) {
+      const each = [off, on, yardstick, floor, ...(all ? [all] : [])];
+      for (const t of [direct, ...(r % 2 === 1 ? each : each.reverse())]) {
         const scraper = t === on ? startScraper(withMetrics) : undefined;
         const ticksNow = ticksFor.get(t);
         const ticks = ticksNow ? await ticksNow() : 0;
+        const stealBefore = hostStealTicks();
         const res = await runWrk(t.url, wrk);
+        const stolen = stolenCores(stealBefore, hostStealTicks());
+        stolenOf.get(t.name)!.push(Math.round(stolen * 100) / 100);
         if (ticksNow) cpuUs.get(t.name)!.push((((await ticksNow()) - ticks) / hz / res.requests) * 1e6);
+        const proxied = acceptingOf.get(t);
+        if (proxied) accepting.get(t.name)!.push(await acceptingWorkers(proxied));
         if (scraper) {
           scrapes += (await scraper.stop()).scrapes;
           counted.byWrk += res.requests;
         }
         results.get(t.name)!.push(res);
         const cpu = cpuUs.get(t.name)?.at(-1);
-        say(`round ${r}/${rounds}  ${t.name.padEnd(17)}  ${formatNumber(res.rps).padStart(8)} req/s  p99 ${res.p99.toFixed(2)} ms${cpu === undefined ? "" : `  ${cpu.toFixed(1)} µs CPU/req`}${res.errors ? `  ${res.errors} errors` : ""}`);
+        const took = accepting.get(t.name)?.at(-1);
+        say(`round ${r}/${rounds}  ${t.name.padEnd(17)}  ${formatNumber(res.rps).padStart(8)} req/s  p99 ${res.p99.toFixed(2)} ms${cpu === undefined ? "" : `  ${cpu.toFixed(1)} µs CPU/req`}${took === undefined ? "" : `  ${took}/${workers} accepting`}${stolen >= 0.01 ? `  steal ${stolen.toFixed(2)} cores` : ""}${res.errors ? `  ${res.errors} errors` : ""}`);
       }
     }
     const countedByProxy = requestsCounted(await withMetrics.proxy.metrics()) - counted.before;
@@ -163,6 +195,8 @@ async function main(): Promise<void> {
         errors: runs.reduce((sum, x) => sum + x.errors, 0),
         rounds: runs,
         ...(cpuUs.has(t.name) ? { cpuUsPerRequest: Math.round(median(cpuUs.get(t.name)!) * 10) / 10 } : {}),
+        ...(accepting.has(t.name) ? { accepting: accepting.get(t.name)! } : {}),
+        stolenCores: stolenOf.get(t.name)!,
       };
     });
     const by = (name: string): TargetResult => summary.find((s) => s.name === name)!;
@@ -175,6 +209,8 @@ async function main(): Promise<void> {
       proxyToNginxRounds: proxyToNginx.rounds,
       proxyToNginxOfMedians: proxyToNginx.ofMedians,
       floorToNginx: ratio(by("node pipe (floor)").rps, by("nginx").rps),
+      /** Every worker accepting / nginx, as proxyToNginx: what the adaptive accepting is worth here. */
+      ...(all ? { allAcceptToNginx: pairedRatio(by(all.name).rounds.map((x) => x.rps), by("nginx").rounds.map((x) => x.rps)).median } : {}),
       /** nginx's CPU per request over ours: what the req/s ratio tends to when the CPU is the limit. */
       cpuNginxToProxy: ratio(by("nginx").cpuUsPerRequest!, by("turquoise").cpuUsPerRequest!),
       cpuNginxToFloor: ratio(by("nginx").cpuUsPerRequest!, by("node pipe (floor)").cpuUsPerRequest!),
@@ -206,6 +242,11 @@ async function main(): Promise<void> {
       say(`turquoise/direct  ${ratios.proxyToDirect.toFixed(2)}`);
       say(`nginx/direct      ${ratios.nginxToDirect.toFixed(2)}`);
       say(`turquoise/nginx   ${ratios.proxyToNginx.toFixed(2)}  (median of the rounds' ratios: ${ratios.proxyToNginxRounds.map((x) => x.toFixed(2)).join(", ")}; ratio of medians ${ratios.proxyToNginxOfMedians.toFixed(2)}; CPU per request, nginx's / ours: ${ratios.cpuNginxToProxy.toFixed(2)})`);
+      const acceptingOff = by("turquoise").accepting!;
+      say(`                  turquoise's workers accepting at each run's end: ${acceptingOff.join(", ")} of ${workers}`);
+      if (ratios.allAcceptToNginx !== undefined) say(`all accept/nginx  ${ratios.allAcceptToNginx.toFixed(2)}  (every worker accepting, as nginx's: median of the rounds' ratios)`);
+      const stolenMedian = (name: string): string => median(by(name).stolenCores).toFixed(2);
+      say(`steal             hypervisor's, cores (median of the runs): turquoise ${stolenMedian("turquoise")}, nginx ${stolenMedian("nginx")}, direct ${stolenMedian("direct")}`);
       say(`floor/nginx       ${ratios.floorToNginx.toFixed(2)}  (CPU per request, nginx's / the pipe's: ${ratios.cpuNginxToFloor.toFixed(2)})`);
       say("");
       say(`metrics on/off    ${metricsCost.medianPairRatio.toFixed(3)}  (median of the ${rounds} pairs: ${metricsCost.pairRatios.map((x) => x.toFixed(3)).join(", ")}; ratio of medians ${metricsCost.ratioOfMedians.toFixed(3)})`);

@@ -103,3 +103,15 @@ export function childPids(pid: number): number[] {
   }
   return out;
 }
+
+/** The host's clock ticks over all its cores (/proc/stat): stolen by the hypervisor, and all of them. */
+export function hostStealTicks(): { steal: number; total: number; cores: number } {
+  const lines = readFileSync("/proc/stat", "utf8").split("\n");
+  const fields = lines[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  return { steal: fields[7] ?? 0, total: fields.reduce((a, b) => a + b, 0), cores: lines.filter((l) => /^cpu\d+ /.test(l)).length };
+}
+
+/** Cores' worth of time the hypervisor gave to others between two readings: on a shared VM, what a round lost. */
+export function stolenCores(before: ReturnType<typeof hostStealTicks>, after: ReturnType<typeof hostStealTicks>): number {
+  return after.total > before.total ? ((after.steal - before.steal) / (after.total - before.total)) * after.cores : 0;
+}
