@@ -205,6 +205,8 @@ export class Supervisor implements ControlBackend {
   private hostTicks: { idle: number; total: number; cores: number } | undefined;
   /** The kernel gives no scheduler figures (no /proc/<pid>/schedstat): every worker accepts. */
   private spillBlind = false;
+  /** An upgrade is starting its workers: every one accepts, whatever the count. */
+  private startingGeneration = false;
 
   private constructor(opts: SupervisorOptions, socket: ListenSocket, tlsSocket: ListenSocket | undefined) {
     this.opts = opts;
@@ -411,6 +413,7 @@ export class Supervisor implements ControlBackend {
     if (!this.running) throw new HttpError(503, "the proxy is stopping");
     if (this.upgrading) throw new HttpError(409, "an upgrade is already running");
     this.upgrading = true;
+    this.startingGeneration = true;
     try {
       const started = performance.now();
       const count = opts.workers ?? this.target;
@@ -438,15 +441,16 @@ export class Supervisor implements ControlBackend {
         clearInterval(this.spillTimer);
         if (opts.accept === "adaptive") this.spillTimer = setInterval(() => this.spillTick(), this.opts.spillProbe?.tickMs ?? SPILL_TICK_MS).unref();
       }
-      this.upgrading = false;
-      // Every new worker accepts while the old ones go; from now on, as many as the cores can run.
+      this.startingGeneration = false;
+      // Every new worker accepted while they started; from now on, as many as the cores can run.
       this.rebalance();
       await Promise.all(old.map((w) => w.gone));
       const retired = old.filter((w) => w.role === "serve").map((w) => w.pid);
       return { started: fresh.map((w) => w.pid), retired, generation, readyMs, durationMs: Math.round(performance.now() - started) };
     } finally {
-      if (this.upgrading) {
-        this.upgrading = false;
+      this.upgrading = false;
+      if (this.startingGeneration) {
+        this.startingGeneration = false;
         this.rebalance();
       }
     }
@@ -688,7 +692,7 @@ export class Supervisor implements ControlBackend {
    */
   private takesAnother(w: Worker): boolean {
     if (w.accepting) return true;
-    if (!this.upgrading && this.acceptingWorkers().length >= this.acceptTarget()) return false;
+    if (!this.startingGeneration && this.acceptingWorkers().length >= this.acceptTarget()) return false;
     w.accepting = true;
     w.inheritedUsed = true;
     return true;
@@ -700,7 +704,7 @@ export class Supervisor implements ControlBackend {
    * one always accepts when one serves.
    */
   private rebalance(): void {
-    if (!this.running || this.upgrading) return;
+    if (!this.running || this.startingGeneration) return;
     const want = Math.max(1, this.acceptTarget());
     const accepting = this.acceptingWorkers();
     for (const w of this.active()) {
