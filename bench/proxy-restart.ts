@@ -167,7 +167,9 @@ async function phase(url: string, count: number, event: Event): Promise<{ rows: 
 }
 
 async function killWorker(proxy: BuiltinProxy, n: number, start: () => number): Promise<EventResult> {
-  const victim = ((await proxy.health()).workers ?? []).find((w) => w.state === "serving");
+  // The one accepting new connections (with proxy.accept adaptive, others may serve only the ones they have).
+  const serving = ((await proxy.health()).workers ?? []).filter((w) => w.state === "serving");
+  const victim = serving.find((w) => w.accepting) ?? serving[0];
   if (!victim) throw new Error("no worker is serving");
   const at = start();
   process.kill(victim.pid, "SIGKILL");

@@ -26,6 +26,8 @@ import { type RunningUpstream, startUpstreamProcess } from "./lib/upstream.js";
 import { runWrk, type WrkResult, wrkBenchArgs } from "./lib/wrk.js";
 
 const WARMUP_S = 2;
+/** A run that lost less than this many cores to the hypervisor counts as quiet. */
+const QUIET_STEAL_CORES = 0.15;
 /** Far more often than the usual 15 s scrape interval: the collection's own cost shows, if it has one. */
 const SCRAPE_EVERY_MS = 1_000;
 
@@ -83,6 +85,11 @@ interface TargetResult {
   accepting?: number[];
   /** Cores' worth of time the hypervisor took during each run (0 on bare metal). */
   stolenCores: number[];
+}
+
+/** a/b round by round, over the rounds where neither run lost QUIET_STEAL_CORES or more to steal. */
+function quietRatios(a: TargetResult, b: TargetResult): number[] {
+  return a.rounds.flatMap((run, i) => (a.stolenCores[i]! < QUIET_STEAL_CORES && b.stolenCores[i]! < QUIET_STEAL_CORES ? [Math.round((run.rps / b.rounds[i]!.rps) * 100) / 100] : []));
 }
 
 async function main(): Promise<void> {
@@ -211,6 +218,11 @@ async function main(): Promise<void> {
       floorToNginx: ratio(by("node pipe (floor)").rps, by("nginx").rps),
       /** Every worker accepting / nginx, as proxyToNginx: what the adaptive accepting is worth here. */
       ...(all ? { allAcceptToNginx: pairedRatio(by(all.name).rounds.map((x) => x.rps), by("nginx").rounds.map((x) => x.rps)).median } : {}),
+      /**
+       * Turquoise / nginx over the rounds where neither run lost QUIET_STEAL_CORES to the
+       * hypervisor: on a shared VM a round's ratio follows whose run was stolen from.
+       */
+      proxyToNginxQuiet: quietRatios(by("turquoise"), by("nginx")),
       /** nginx's CPU per request over ours: what the req/s ratio tends to when the CPU is the limit. */
       cpuNginxToProxy: ratio(by("nginx").cpuUsPerRequest!, by("turquoise").cpuUsPerRequest!),
       cpuNginxToFloor: ratio(by("nginx").cpuUsPerRequest!, by("node pipe (floor)").cpuUsPerRequest!),
@@ -247,6 +259,8 @@ async function main(): Promise<void> {
       if (ratios.allAcceptToNginx !== undefined) say(`all accept/nginx  ${ratios.allAcceptToNginx.toFixed(2)}  (every worker accepting, as nginx's: median of the rounds' ratios)`);
       const stolenMedian = (name: string): string => median(by(name).stolenCores).toFixed(2);
       say(`steal             hypervisor's, cores (median of the runs): turquoise ${stolenMedian("turquoise")}, nginx ${stolenMedian("nginx")}, direct ${stolenMedian("direct")}`);
+      const quiet = ratios.proxyToNginxQuiet;
+      say(`quiet rounds      ${quiet.length ? `turquoise/nginx ${median(quiet).toFixed(2)} (median of the ${quiet.length} round(s) where neither run lost ${QUIET_STEAL_CORES} cores or more to steal: ${quiet.map((x) => x.toFixed(2)).join(", ")})` : `none: in every round one run or both lost ${QUIET_STEAL_CORES} cores or more to steal`}`);
       say(`floor/nginx       ${ratios.floorToNginx.toFixed(2)}  (CPU per request, nginx's / the pipe's: ${ratios.cpuNginxToFloor.toFixed(2)})`);
       say("");
       say(`metrics on/off    ${metricsCost.medianPairRatio.toFixed(3)}  (median of the ${rounds} pairs: ${metricsCost.pairRatios.map((x) => x.toFixed(3)).join(", ")}; ratio of medians ${metricsCost.ratioOfMedians.toFixed(3)})`);
