@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
+import tls from "node:tls";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -423,7 +424,25 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
       return { idle: host.idle, total: host.total, cores: 2 };
     };
     const log = captureLog("proxy");
-    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 2, log: log.logger, spillProbe: { tickMs: 50, schedstat, hostTicks } });
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, tlsListen: { host: "127.0.0.1", port: 0 }, workers: 2, log: log.logger, spillProbe: { tickMs: 50, schedstat, hostTicks } });
+    /** A TLS handshake with `stopped` stopped: a worker accepted it when it ends in anything but a timeout (no certificate: an alert). */
+    const tlsAnswered = async (stopped: number): Promise<string> => {
+      process.kill(stopped, "SIGSTOP");
+      try {
+        return await new Promise<string>((resolve) => {
+          const socket = tls.connect({ host: "127.0.0.1", port: s.tlsListen!.port, servername: "none.test", rejectUnauthorized: false });
+          const end = (how: string): void => {
+            socket.destroy();
+            resolve(how);
+          };
+          socket.once("secureConnect", () => end("connected"));
+          socket.once("error", (e: NodeJS.ErrnoException) => end(e.code ?? e.message));
+          socket.setTimeout(3_000, () => end("timeout"));
+        });
+      } finally {
+        process.kill(stopped, "SIGCONT");
+      }
+    };
     const base = `http://127.0.0.1:${s.listenPort}`;
     const accepting = () => s.health().workers!.filter((w) => w.accepting);
     const held = () => s.health().workers!.filter((w) => w.state === "serving" && !w.accepting);
@@ -462,6 +481,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
       const [stays] = accepting();
       const [paused] = held();
       await served(20, paused!.pid);
+      assert.notEqual(await tlsAnswered(paused!.pid), "timeout", "the TLS listener accepts in the worker that stayed");
 
       // Accepting again, on the socket handed over IPC: the queue keeps its size.
       feed.run = 0.97;
@@ -469,6 +489,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
       feed.idleCores = 1.5;
       await waitFor("two accepting again", () => accepting().length === 2 || undefined);
       await served(20, stays!.pid);
+      assert.notEqual(await tlsAnswered(stays!.pid), "timeout", "the TLS socket was handed over too");
       process.kill(stays!.pid, "SIGSTOP");
       process.kill(paused!.pid, "SIGSTOP");
       try {
