@@ -17,7 +17,8 @@ export const proxyCommand: Command = {
   help: `${USAGE}
 
 upgrade: starts new proxy workers from the Turquoise code installed now (as many as
-proxy.workers says), waits until they serve with the current route table, then retires the old
+proxy.workers says, accepting as proxy.accept says), waits until they serve with the current
+route table, then retires the old
 workers: they stop accepting, answer what their keep-alive connections still send with
 Connection: close, and exit once their in-flight requests are done. The proxy's supervisor, its
 listening sockets and its control API stay as they are. Works with or without a running agent.

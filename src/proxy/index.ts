@@ -64,9 +64,13 @@ export async function openProxy(opts: ProxyOptions, log: Logger): Promise<Opened
     adopted = undefined;
   }
   const workers = resolveWorkers(opts.workers);
-  // A proxy from before proxy.accept says no mode: it accepts on every worker.
-  const acceptNow = adopted ? ((await adopted.proxy.health()).accept ?? "all") : undefined;
-  const acceptChanged = adopted !== undefined && opts.accept !== undefined && acceptNow !== opts.accept;
+  const acceptNow = adopted ? (await adopted.proxy.health()).accept : undefined;
+  // A supervisor from before proxy.accept has every worker accept, and cannot run workers that
+  // know modes: only a restart of the proxy brings it.
+  if (adopted && acceptNow === undefined && opts.accept === "adaptive" && workers > 1) {
+    log.info("proxy.accept-unchanged", `the running proxy predates proxy.accept: every worker accepts until it restarts (turquoise down, then turquoise up)`);
+  }
+  const acceptChanged = adopted !== undefined && acceptNow !== undefined && opts.accept !== undefined && acceptNow !== opts.accept;
   if (adopted && (adopted.workers !== workers || acceptChanged)) {
     // No restart for that: an in-place upgrade refuses no connection.
     const said = acceptChanged

@@ -321,10 +321,10 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     }
   });
 
-  it("turquoise proxy upgrade upgrades the proxy of the spec's state dir, to the spec's worker count", async () => {
+  it("turquoise proxy upgrade upgrades the proxy of the spec's state dir, to the spec's worker count and accept mode", async () => {
     const dir = await tempDir();
     const specFile = path.join(dir, "turquoise.yml");
-    await writeFile(specFile, starterSpec().replace("workers: 1", "workers: 2"));
+    await writeFile(specFile, starterSpec().replace("workers: 1", "workers: 2").replace("accept: adaptive", "accept: all"));
     const p = await spawnProxy({ stateDir: path.join(dir, ".turquoise"), listenHost: "127.0.0.1", listenPort: 0 });
     running.push(p);
     const [old] = await serving(p.proxy);
@@ -339,6 +339,8 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     assert.deepEqual(result.retired, [old!.pid]);
     assert.deepEqual((await serving(p.proxy)).map((w) => w.pid).sort(), [...result.started].sort());
     assert.equal((await p.proxy.health()).workerCount, 2);
+    assert.equal((await p.proxy.health()).accept, "all");
+    assert.deepEqual((await serving(p.proxy)).map((w) => w.accepting), [true, true], "every worker accepts");
   });
 
   it("a worker that does not answer the supervisor is killed, and the spare serves in its place", async () => {
