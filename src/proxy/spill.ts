@@ -31,6 +31,8 @@ export interface SpillState {
   dropStreak: number;
   /** Ticks to let pass after a change before judging again: the new split needs its connections. */
   settle: number;
+  /** The settle after the next drop for contention: doubled by each, so that add and drop do not take turns for ever. */
+  contendedSettle: number;
 }
 
 /** A worker wanting a core this share of the time has more work than it can do. */
@@ -48,6 +50,8 @@ export const DROP_AFTER_TICKS = 3;
 export const SETTLE_TICKS = 3;
 /** After the cores proved too few, longer: a worker more would be back on them soon after. */
 export const CONTENDED_SETTLE_TICKS = 10;
+/** The longest settle after drops for contention one after the other (5 minutes of 1 s ticks). */
+export const MAX_CONTENDED_SETTLE_TICKS = 300;
 
 export type SpillReason = "saturated, with an idle core" | "waiting for the cores" | "fewer would do";
 
@@ -57,7 +61,7 @@ export interface SpillVerdict {
 }
 
 export function initialSpill(max: number): SpillState {
-  return { accepting: 1, max, addStreak: 0, dropStreak: 0, settle: 0 };
+  return { accepting: 1, max, addStreak: 0, dropStreak: 0, settle: 0, contendedSettle: CONTENDED_SETTLE_TICKS };
 }
 
 /** The next state from one tick's sample. */
@@ -79,8 +83,10 @@ export function spillStep(state: SpillState, sample: SpillSample): SpillVerdict 
   }
   if (s.dropStreak >= DROP_AFTER_TICKS) {
     const reason: SpillReason = contended ? "waiting for the cores" : "fewer would do";
-    const settle = contended ? CONTENDED_SETTLE_TICKS : SETTLE_TICKS;
-    return { state: { ...s, accepting: s.accepting - 1, addStreak: 0, dropStreak: 0, settle }, change: { to: s.accepting - 1, reason } };
+    // Load that went away is no sign that the cores are too few: the next contention starts afresh.
+    const settle = contended ? s.contendedSettle : SETTLE_TICKS;
+    const contendedSettle = contended ? Math.min(s.contendedSettle * 2, MAX_CONTENDED_SETTLE_TICKS) : CONTENDED_SETTLE_TICKS;
+    return { state: { ...s, accepting: s.accepting - 1, addStreak: 0, dropStreak: 0, settle, contendedSettle }, change: { to: s.accepting - 1, reason } };
   }
   return { state: s };
 }

@@ -63,6 +63,28 @@ describe("spill: how many workers accept", () => {
     assert.deepEqual(run(again.state, [saturatedIdleHost]).changes.map((c) => c.to), [2]);
   });
 
+  it("when add and drop for contention keep taking turns, each wait before the next add is twice the last, up to five minutes", () => {
+    const contended: SpillSample = { workers: [{ run: 0.45, wait: 0.4 }, { run: 0.4, wait: 0.3 }], idleCores: 0.3 };
+    let state = initialSpill(2);
+    const waits: number[] = [];
+    for (let cycle = 0; cycle < 8; cycle++) {
+      let ticks = 0;
+      while (state.accepting === 1) {
+        state = spillStep(state, saturatedIdleHost).state;
+        ticks++;
+      }
+      waits.push(ticks);
+      state = run(state, times(SETTLE_TICKS + DROP_AFTER_TICKS, contended)).state;
+      assert.equal(state.accepting, 1);
+    }
+    // The first add as ever; then each settle (10, 20, 40 … ticks, at most 300) and the ticks an add takes.
+    assert.deepEqual(waits, [0, 10, 20, 40, 80, 160, 300, 300].map((settle) => settle + ADD_AFTER_TICKS));
+    // A drop because the load went away starts the next contention afresh.
+    const quiet: SpillSample = { workers: [{ run: 0.2, wait: 0.01 }, { run: 0.25, wait: 0.01 }], idleCores: 1.5 };
+    state = run({ ...state, accepting: 2, settle: 0 }, times(DROP_AFTER_TICKS, quiet)).state;
+    assert.equal(state.contendedSettle, CONTENDED_SETTLE_TICKS);
+  });
+
   it("whatever it is fed, 1 ≤ accepting ≤ max, and each change is by one", () => {
     const load = fc.record({ run: fc.double({ min: 0, max: 1.2, noNaN: true }), wait: fc.double({ min: 0, max: 2, noNaN: true }) });
     const sample = fc.record({ workers: fc.array(load, { maxLength: 4 }), idleCores: fc.double({ min: 0, max: 4, noNaN: true }) });
