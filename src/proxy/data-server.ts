@@ -53,7 +53,8 @@ export class DataServer {
     // net.Server's close, not ClientServer's: that one also stops the sweep of idle and slow connections.
     if (this.server.listening) net.Server.prototype.close.call(this.server);
     const edge = this.plane.edge;
-    if (edge?.server.listening) edge.stopAccepting(() => undefined);
+    // No callback: each would wait, one more listener a pause, for the edge's last connection.
+    if (edge?.server.listening) net.Server.prototype.close.call(edge.server);
   }
 
   /** Terminates TLS on a second listener, with the certificates the table names; its connections join this server's. */

@@ -70,7 +70,8 @@ export async function openProxy(opts: ProxyOptions, log: Logger): Promise<Opened
   if (adopted && acceptNow === undefined && opts.accept === "adaptive" && workers > 1) {
     log.info("proxy.accept-unchanged", `the running proxy predates proxy.accept: every worker accepts until it restarts (turquoise down, then turquoise up)`);
   }
-  const acceptChanged = adopted !== undefined && acceptNow !== undefined && opts.accept !== undefined && acceptNow !== opts.accept;
+  // With one worker the mode changes nothing: no upgrade for it alone.
+  const acceptChanged = adopted !== undefined && acceptNow !== undefined && opts.accept !== undefined && acceptNow !== opts.accept && workers > 1;
   if (adopted && (adopted.workers !== workers || acceptChanged)) {
     // No restart for that: an in-place upgrade refuses no connection.
     const said = acceptChanged

@@ -701,10 +701,10 @@ export class Supervisor implements ControlBackend {
   /**
    * Brings the number of accepting workers to the target: serving workers that do not accept start
    * to (the oldest first), or the ones that started last stop (they serve what they have). At least
-   * one always accepts when one serves.
+   * one always accepts when one serves, an upgrade's old workers too until the new ones serve.
    */
   private rebalance(): void {
-    if (!this.running || this.startingGeneration) return;
+    if (!this.running) return;
     const want = Math.max(1, this.acceptTarget());
     const accepting = this.acceptingWorkers();
     for (const w of this.active()) {
@@ -713,6 +713,8 @@ export class Supervisor implements ControlBackend {
       this.startAccepting(w);
       accepting.push(w);
     }
+    // While an upgrade starts its workers every one accepts: none stops until they serve.
+    if (this.startingGeneration) return;
     const stoppable = accepting.filter((w) => w.state === "serving").sort((a, b) => b.startedAt - a.startedAt);
     for (let n = accepting.length - want; n > 0 && stoppable.length > 1; n--) {
       const w = stoppable.shift()!;
@@ -745,6 +747,9 @@ export class Supervisor implements ControlBackend {
     for (const w of accepting) {
       const figures = (this.opts.spillProbe?.schedstat ?? readSchedstat)(w.pid);
       if (!figures || !host) {
+        // A worker that just exited has no figures: its exit is handled apart. A kernel with none
+        // for this very process gives none at all.
+        if (host && (this.opts.spillProbe?.schedstat ?? readSchedstat)(process.pid)) return;
         this.spillBlind = true;
         this.opts.log.warn("proxy.spill-blind", "the kernel gives no scheduler figures (/proc/<pid>/schedstat, /proc/stat): every worker accepts");
         this.rebalance();

@@ -532,6 +532,33 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     }
   });
 
+  it("with accept adaptive, the only accepting worker dying while an upgrade starts its workers: the other old one takes new connections at once", async () => {
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    const u = await upstream("mid-upgrade");
+    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
+    const script = path.join(stateDir, "worker.mjs");
+    await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
+    const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 2, workerScript: script, log: captureLog("proxy").logger });
+    try {
+      const [accepting] = s.health().workers!.filter((w) => w.accepting);
+      assert.ok(accepting);
+      // The new generation takes 3 s to start.
+      await writeFile(script, `await new Promise((resolve) => setTimeout(resolve, 3_000));\nawait import(${JSON.stringify(WORKER_JS)});\n`);
+      const upgrade = s.upgrade({ drainTimeoutMs: 1_000 });
+      // Awaited below; a failure before then is the test's own.
+      upgrade.catch(() => undefined);
+      await sleep(300);
+      process.kill(accepting.pid, "SIGKILL");
+      const killedAt = performance.now();
+      assert.equal(json(await request(`http://127.0.0.1:${s.listenPort}/`, { timeoutMs: 2_500 })).id, "mid-upgrade");
+      assert.ok(performance.now() - killedAt < 2_000, `served ${Math.round(performance.now() - killedAt)} ms after the kill`);
+      await upgrade;
+    } finally {
+      await s.stop(1_000);
+    }
+  });
+
   it("refuses to start on a port another process listens on", async () => {
     const { p } = await spawn(1);
     const stateDir = await tempDir();
