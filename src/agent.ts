@@ -299,7 +299,16 @@ export class Agent {
       restarting = true;
       try {
         const old = this.proxy.pid;
-        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({ stateDir: this.spec.stateDir, listenHost: this.spec.proxy.host, listenPort: this.spec.proxy.port, workers: this.spec.proxy.workers, accept: this.spec.proxy.accept, log: logSettings(this.spec.log) }));
+        const p = (await connectProxy(this.spec.stateDir)) ?? (await spawnProxy({
+            stateDir: this.spec.stateDir,
+            listenHost: this.spec.proxy.host,
+            listenPort: this.spec.proxy.port,
+            // Its TLS listener too: without it the restarted proxy refused every HTTPS client.
+            ...(this.spec.proxy.tls ? { tlsListen: this.spec.proxy.tls } : {}),
+            workers: this.spec.proxy.workers,
+            accept: this.spec.proxy.accept,
+            log: logSettings(this.spec.log),
+          }));
         Object.assign(this.proxy, { current: p.proxy, pid: p.pid, listenPort: p.listenPort });
         // It restored its saved table; the whole current one goes all the same.
         this.orchestrator.routes.forgetApplied();

@@ -74,5 +74,19 @@ describe("TLS through the agent", () => {
     assert.equal(moved.headers["x-release"], "v2");
     const log = fs.readFileSync(path.join(ws.dir, ".turquoise", "agent.log"), "utf8");
     assert.match(log, new RegExp(`the running proxy's TLS listener is 127\\.0\\.0\\.1:${tlsPort} but .* says 127\\.0\\.0\\.1:${movedPort}: restarting it`));
+
+    // The proxy's supervisor killed: the agent starts it again, its TLS listener with it.
+    const { pid } = JSON.parse(fs.readFileSync(path.join(ws.dir, ".turquoise", "proxy.json"), "utf8")) as { pid: number };
+    process.kill(pid, "SIGKILL");
+    const again = await waitFor("HTTPS from the restarted proxy", async () => {
+      const now = JSON.parse(fs.readFileSync(path.join(ws.dir, ".turquoise", "proxy.json"), "utf8")) as { pid: number };
+      if (now.pid === pid) return undefined;
+      try {
+        return await httpsRequest({ port: movedPort, host: HOST, ca: ca!.pem, path: "/api/v1/books" });
+      } catch {
+        return undefined;
+      }
+    });
+    assert.equal(again.headers["x-release"], "v2");
   });
 });
