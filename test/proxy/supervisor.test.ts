@@ -81,6 +81,20 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
     running.push(p);
     return { p, stateDir, base: `http://127.0.0.1:${p.listenPort}` };
   };
+  /**
+   * For a supervisor run in this process: a state dir with its token and a saved table that
+   * routes to a new upstream answering `id`, and a worker script that loads the real worker
+   * (a test may rewrite it: each fork reads it again).
+   */
+  const supervisorDir = async (id: string): Promise<{ stateDir: string; script: string }> => {
+    const stateDir = await tempDir();
+    ensureToken(stateDir);
+    const u = await upstream(id);
+    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
+    const script = path.join(stateDir, "worker.mjs");
+    await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
+    return { stateDir, script };
+  };
   after(async () => {
     await killProxies(running);
     await Promise.all(upstreams.map((u) => u.close()));
@@ -366,12 +380,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
   });
 
   it("workers that keep dying at start are restarted with a growing backoff, while the others serve", async () => {
-    const stateDir = await tempDir();
-    ensureToken(stateDir);
-    const u = await upstream("steady");
-    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
-    const script = path.join(stateDir, "worker.mjs");
-    await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
+    const { stateDir, script } = await supervisorDir("steady");
     const log = captureLog("proxy");
     const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 1, workerScript: script, log: log.logger });
     try {
@@ -401,10 +410,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
   });
 
   it("with accept adaptive, one worker accepts; more while they are saturated with an idle core, fewer when they wait for the cores", async () => {
-    const stateDir = await tempDir();
-    ensureToken(stateDir);
-    const u = await upstream("spill");
-    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
+    const { stateDir } = await supervisorDir("spill");
     // The kernel's figures as the test says: each worker on a core (run) or waiting for one, and the host's idle cores.
     const feed = { run: 0.1, wait: 0, idleCores: 1.5 };
     const ran = new Map<number, { runNs: number; waitNs: number; at: number }>();
@@ -533,12 +539,7 @@ describe("proxy supervisor", { timeout: 120_000 }, () => {
   });
 
   it("with accept adaptive, the only accepting worker dying while an upgrade starts its workers: the other old one takes new connections at once", async () => {
-    const stateDir = await tempDir();
-    ensureToken(stateDir);
-    const u = await upstream("mid-upgrade");
-    await writeFile(path.join(stateDir, "proxy-table.json"), JSON.stringify(table(1, route("s", "s:1", [u.upstream]))));
-    const script = path.join(stateDir, "worker.mjs");
-    await writeFile(script, `import ${JSON.stringify(WORKER_JS)};\n`);
+    const { stateDir, script } = await supervisorDir("mid-upgrade");
     const s = await Supervisor.start({ stateDir, listenHost: "127.0.0.1", listenPort: 0, workers: 2, workerScript: script, log: captureLog("proxy").logger });
     try {
       const [accepting] = s.health().workers!.filter((w) => w.accepting);
