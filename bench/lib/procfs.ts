@@ -2,6 +2,7 @@
 // and proportional memory. bench:scale samples the agent, the proxy and the instances with it.
 import { spawnSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
+import { readHostTicks } from "../../src/proxy/spill.js";
 
 /** Clock ticks per second of /proc/<pid>/stat's times (USER_HZ; 100 on every usual kernel). */
 export function clockTicksPerSecond(): number {
@@ -106,9 +107,9 @@ export function childPids(pid: number): number[] {
 
 /** The host's clock ticks over all its cores (/proc/stat): stolen by the hypervisor, and all of them. */
 export function hostStealTicks(): { steal: number; total: number; cores: number } {
-  const lines = readFileSync("/proc/stat", "utf8").split("\n");
-  const fields = lines[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-  return { steal: fields[7] ?? 0, total: fields.reduce((a, b) => a + b, 0), cores: lines.filter((l) => /^cpu\d+ /.test(l)).length };
+  const host = readHostTicks();
+  if (!host) throw new Error("cannot read /proc/stat");
+  return host;
 }
 
 /** Cores' worth of time the hypervisor gave to others between two readings: on a shared VM, what a round lost. */

@@ -105,14 +105,14 @@ export function readSchedstat(pid: number): { runNs: number; waitNs: number } | 
   }
 }
 
-/** The host's idle and total clock ticks over all its cores (/proc/stat), and how many cores. */
-export function readHostTicks(): { idle: number; total: number; cores: number } | undefined {
+/** The host's idle, stolen and total clock ticks over all its cores (/proc/stat), and how many cores. */
+export function readHostTicks(): { idle: number; steal: number; total: number; cores: number } | undefined {
   try {
     const lines = readFileSync("/proc/stat", "utf8").split("\n");
     const fields = lines[0]!.trim().split(/\s+/).slice(1).map(Number);
     const cores = lines.filter((l) => /^cpu\d+ /.test(l)).length;
     // idle and iowait: a core waiting on the disk would run a worker.
-    return { idle: fields[3]! + fields[4]!, total: sum(fields.slice(0, 8)), cores };
+    return { idle: fields[3]! + fields[4]!, steal: fields[7] ?? 0, total: sum(fields.slice(0, 8)), cores };
   } catch {
     return undefined;
   }

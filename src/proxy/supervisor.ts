@@ -98,7 +98,7 @@ export interface SupervisorOptions {
   /** The worker's script, read from disk at every fork: an upgrade runs the code installed now. */
   workerScript?: string;
   /** Tests feed the spill decision figures of their own, at a pace of their own. */
-  spillProbe?: { tickMs?: number; schedstat?: typeof readSchedstat; hostTicks?: typeof readHostTicks };
+  spillProbe?: { tickMs?: number; schedstat?: typeof readSchedstat; hostTicks?: () => { idle: number; total: number; cores: number } | undefined };
 }
 
 interface Pending {
@@ -244,7 +244,7 @@ export class Supervisor implements ControlBackend {
       throw e;
     }
     s.running = true;
-    if (s.acceptMode === "adaptive") s.spillTimer = setInterval(() => s.spillTick(), opts.spillProbe?.tickMs ?? SPILL_TICK_MS).unref();
+    s.watchSpill();
     s.configureAcme();
     // The spares start once the proxy serves: they only matter from the first death on.
     s.topUp();
@@ -438,8 +438,7 @@ export class Supervisor implements ControlBackend {
       this.spill = { ...initialSpill(count), accepting: Math.min(this.spill.accepting, count) };
       if (opts.accept && opts.accept !== this.acceptMode) {
         this.acceptMode = opts.accept;
-        clearInterval(this.spillTimer);
-        if (opts.accept === "adaptive") this.spillTimer = setInterval(() => this.spillTick(), this.opts.spillProbe?.tickMs ?? SPILL_TICK_MS).unref();
+        this.watchSpill();
       }
       this.startingGeneration = false;
       // Every new worker accepted while they started; from now on, as many as the cores can run.
@@ -731,6 +730,12 @@ export class Supervisor implements ControlBackend {
     w.inheritedUsed = true;
     this.send(w, { type: "accept", listener: "plain" }, handOver ? this.socket.handle : undefined);
     if (this.tlsSocket) this.send(w, { type: "accept", listener: "tls" }, handOver ? this.tlsSocket.handle : undefined);
+  }
+
+  /** Samples the load once a tick while the mode is adaptive. */
+  private watchSpill(): void {
+    clearInterval(this.spillTimer);
+    if (this.acceptMode === "adaptive") this.spillTimer = setInterval(() => this.spillTick(), this.opts.spillProbe?.tickMs ?? SPILL_TICK_MS).unref();
   }
 
   /** Samples the accepting workers and the host, and lets spill.ts say whether one more or one fewer accepts. */
